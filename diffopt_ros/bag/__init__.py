@@ -1,0 +1,1 @@
+"""diffopt_ros.bag"""

@@ -1,0 +1,51 @@
+"""The ``diffopt-ros`` command: one entry point, one sub-command per job.
+
+Each sub-command lives in its own module exposing ``main(argv: list[str] | None) -> int`` with
+its own argparse parser (so ``diffopt-ros SUB --help`` documents it); modules are imported only
+when their sub-command runs, which keeps ``diffopt-ros --help`` instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line summary)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    'demo': ('diffopt_ros.nodes.demo', 'closed-loop demo: sim + SLAM + MPC + recorder, learn, relaunch'),
+    'sim': ('diffopt_ros.sim.cli', 'drive the 2D simulator with a scripted command sequence'),
+    'pgo': ('diffopt_ros.nlls.pgo_cli', 'solve a g2o/TORO pose-graph file (LM/GN, CPU/CUDA)'),
+    'learn': ('diffopt_ros.learn.cli', 'learn dynamics, cost or SLAM weights from recorded bags'),
+    'bag': ('diffopt_ros.bag.cli', 'inspect or repair rosbag2 runs written by the recorder'),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='diffopt-ros',
+        description='Differentiable MPC and SLAM for ROS 2: demo, learning and tools.',
+        epilog='Run "diffopt-ros SUBCOMMAND --help" for the options of one sub-command.')
+    sub = parser.add_subparsers(dest='command', metavar='SUBCOMMAND')
+    for name, (_, summary) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``diffopt-ros SUBCOMMAND ARGS...`` to the sub-command's module."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    if not argv or argv[0] in ('-h', '--help') or argv[0] not in SUBCOMMANDS:
+        if argv and argv[0] not in ('-h', '--help'):
+            parser.print_usage(sys.stderr)
+            print(f'diffopt-ros: unknown sub-command {argv[0]!r}; choose from '
+                  f'{", ".join(SUBCOMMANDS)}', file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

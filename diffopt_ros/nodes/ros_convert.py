@@ -1,0 +1,133 @@
+"""Message <-> array conversions shared by the nodes (REP-103 axes, SI units).
+
+Planar states follow the package convention ``(x, y, yaw, v, omega)``: position in m, yaw in
+rad (counter-clockwise, z up), forward speed in m/s and yaw rate in rad/s, both in the body
+frame (``base_link``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Quaternion, Twist
+from nav_msgs.msg import Odometry, Path
+
+
+class MessageError(ValueError):
+    """A message that cannot be used (non-finite values, wrong shape); says what and where."""
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    """``builtin_interfaces/Time`` -> seconds (float)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(seconds: float) -> Time:
+    """Seconds -> ``builtin_interfaces/Time`` (rounded to the nanosecond)."""
+    nanos = int(round(seconds * 1e9))
+    return Time(sec=nanos // 1_000_000_000, nanosec=nanos % 1_000_000_000)
+
+
+def yaw_to_quaternion(yaw: float) -> Quaternion:
+    """Rotation about z by ``yaw`` rad -> ``geometry_msgs/Quaternion``."""
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+
+
+def quaternion_to_yaw(q: Quaternion) -> float:
+    """Yaw (rad, in (-pi, pi]) of a quaternion (roll and pitch are ignored)."""
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise MessageError(f'{what}: non-finite value in {values.tolist()}')
+    return values
+
+
+def odometry_to_state(msg: Odometry, where: str = 'odometry') -> np.ndarray:
+    """``nav_msgs/Odometry`` -> state ``(5,)`` ``[x, y, yaw, v, omega]`` (float64).
+
+    Raises:
+        MessageError: a NaN or Inf anywhere in pose or twist (``where`` names the topic).
+    """
+    p, q, t = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
+    _finite(np.array([q.x, q.y, q.z, q.w]), f'{where}: orientation')
+    state = np.array([p.x, p.y, quaternion_to_yaw(q), t.linear.x, t.angular.z], dtype=np.float64)
+    return _finite(state, f'{where}: state')
+
+
+def state_to_odometry(state, stamp: Time, frame_id: str = 'odom',
+                      child_frame_id: str = 'base_link', pose_covariance=None,
+                      twist_covariance=None) -> Odometry:
+    """State ``[x, y, yaw, v, omega]`` -> ``nav_msgs/Odometry`` (covariances 6x6 row-major)."""
+    x, y, yaw, v, omega = (float(s) for s in state[:5])
+    msg = Odometry()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.child_frame_id = child_frame_id
+    msg.pose.pose.position.x = x
+    msg.pose.pose.position.y = y
+    msg.pose.pose.orientation = yaw_to_quaternion(yaw)
+    msg.twist.twist.linear.x = v
+    msg.twist.twist.angular.z = omega
+    if pose_covariance is not None:
+        msg.pose.covariance = [float(c) for c in np.asarray(pose_covariance).reshape(36)]
+    if twist_covariance is not None:
+        msg.twist.covariance = [float(c) for c in np.asarray(twist_covariance).reshape(36)]
+    return msg
+
+
+def pose_to_xy_yaw(msg: PoseStamped, where: str = 'pose') -> np.ndarray:
+    """``geometry_msgs/PoseStamped`` -> ``(3,)`` ``[x, y, yaw]``; raises MessageError if not finite."""
+    p, q = msg.pose.position, msg.pose.orientation
+    _finite(np.array([p.x, p.y, q.x, q.y, q.z, q.w]), where)
+    return np.array([p.x, p.y, quaternion_to_yaw(q)], dtype=np.float64)
+
+
+def xy_yaw_to_pose(pose, stamp: Time, frame_id: str) -> PoseStamped:
+    """``[x, y, yaw]`` -> ``geometry_msgs/PoseStamped``."""
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.pose.position.x = float(pose[0])
+    msg.pose.position.y = float(pose[1])
+    msg.pose.orientation = yaw_to_quaternion(float(pose[2]))
+    return msg
+
+
+def poses_to_path(poses, stamp: Time, frame_id: str) -> Path:
+    """Array ``(T, >=3)`` of ``[x, y, yaw, ...]`` rows -> ``nav_msgs/Path``."""
+    msg = Path()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.poses = [xy_yaw_to_pose(row, stamp, frame_id) for row in np.asarray(poses)]
+    return msg
+
+
+def path_to_poses(msg: Path, where: str = 'path') -> np.ndarray:
+    """``nav_msgs/Path`` -> ``(T, 3)`` array of ``[x, y, yaw]``; raises MessageError if not finite."""
+    if not msg.poses:
+        return np.zeros((0, 3))
+    return np.stack([pose_to_xy_yaw(p, f'{where}[{i}]') for i, p in enumerate(msg.poses)])
+
+
+def twist(v: float, omega: float) -> Twist:
+    """Forward speed (m/s) and yaw rate (rad/s) -> ``geometry_msgs/Twist``."""
+    msg = Twist()
+    msg.linear.x = float(v)
+    msg.angular.z = float(omega)
+    return msg
+
+
+def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str,
+                      values: dict) -> DiagnosticStatus:
+    """A ``diagnostic_msgs/DiagnosticStatus`` with ``values`` as key/value strings.
+
+    ``level`` is one of ``DiagnosticStatus.OK``, ``WARN``, ``ERROR``, ``STALE``.
+    """
+    return DiagnosticStatus(
+        level=level, name=name, hardware_id=hardware_id, message=message,
+        values=[KeyValue(key=str(k), value=f'{v:.6g}' if isinstance(v, float) else str(v))
+                for k, v in values.items()])

@@ -1,0 +1,22 @@
+"""Test-wide set-up: isolated ROS logging and domain, deterministic small-thread torch."""
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='diffopt_ros_log_'))
+os.environ.setdefault('ROS_DOMAIN_ID', str(40 + os.getpid() % 50))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+import torch  # noqa: E402  (after the environment is set)
+
+# Small batched problems are overhead-bound; one intra-op thread is faster and repeatable.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    """Every test starts from the same random state."""
+    torch.manual_seed(0)
+    yield
