@@ -140,3 +140,81 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
 
     node.add_on_set_parameters_callback(_on_set)
     return values
+
+
+def read_params_file(path: str, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` in a ROS 2 params YAML file.
+
+    Values under ``/**`` apply to every node and are overridden by the node's own section
+    (as ``--params-file`` does); nested mappings are flattened to dotted names.
+
+    Raises:
+        ParameterError: the file is missing, is not YAML of that form, or has no section for
+            ``node_name`` (the message names the file).
+    """
+    import yaml  # only nodes that load params files pay for the import
+
+    try:
+        with open(path, encoding='utf-8') as stream:
+            data = yaml.safe_load(stream)
+    except OSError as exc:
+        raise ParameterError(f'{path}: cannot read params file: {exc}') from exc
+    except yaml.YAMLError as exc:
+        raise ParameterError(f'{path}: not valid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise ParameterError(f'{path}: expected a mapping "{node_name}: ros__parameters: ..."')
+    values: dict[str, Any] = {}
+    found = False
+    for key in ('/**', node_name, '/' + node_name.lstrip('/')):
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
+            raise ParameterError(f'{path}: section {key!r} has no "ros__parameters" mapping')
+        found = True
+        values.update(_flatten(section['ros__parameters']))
+    if not found:
+        raise ParameterError(f'{path}: no "{node_name}:" (or "/**:") section with ros__parameters')
+    return values
+
+
+def _flatten(mapping: dict, prefix: str = '') -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def apply_params_file(node: Node, path: str) -> dict[str, Any]:
+    """Set ``node``'s declared parameters from the node's section of a params YAML file.
+
+    Used for ``learned_params_file``: loaded after the node's own parameters, its values
+    override them and go through the same validation as a run-time change. Integers given for
+    floating-point parameters are converted.
+
+    Returns:
+        ``{name: value}`` that were applied.
+
+    Raises:
+        ParameterError: the file cannot be read, names an undeclared parameter, or a value is
+            rejected (the message names the file, the parameter and the reason).
+    """
+    from rclpy.parameter import Parameter
+
+    values = read_params_file(path, node.get_name())
+    params = []
+    for name, value in values.items():
+        if not node.has_parameter(name):
+            raise ParameterError(f'{path}: {node.get_name()} has no parameter {name!r}')
+        if node.get_parameter(name).type_ == Parameter.Type.DOUBLE and isinstance(value, int) \
+                and not isinstance(value, bool):
+            value = float(value)
+        params.append(Parameter(name, value=value))
+    for param, result in zip(params, node.set_parameters(params)):
+        if not result.successful:
+            raise ParameterError(f'{path}: {param.name} = {param.value!r} rejected: {result.reason}')
+    return {param.name: param.value for param in params}
