@@ -214,7 +214,7 @@ def apply_params_file(node: Node, path: str) -> dict[str, Any]:
                 and not isinstance(value, bool):
             value = float(value)
         params.append(Parameter(name, value=value))
-    for param, result in zip(params, node.set_parameters(params)):
-        if not result.successful:
-            raise ParameterError(f'{path}: {param.name} = {param.value!r} rejected: {result.reason}')
+    result = node.set_parameters_atomically(params)  # checked together, like a params file
+    if not result.successful:
+        raise ParameterError(f'{path}: rejected: {result.reason}')
     return {param.name: param.value for param in params}
