@@ -1,0 +1,127 @@
+"""The receding-horizon loop of ``mpc_node`` without ROS: references, warm start, one solve.
+
+Units and axes as in docs/CONTRACTS.md: state ``(x, y, yaw, v, omega)`` (m, m, rad, m/s, rad/s),
+control ``(v_cmd, omega_cmd)``. References are the desired states after each of the ``T`` steps
+of the horizon, ``(T, 5)`` float64 arrays; yaw references are unwrapped to lie near the current
+yaw so a quadratic heading cost never takes the long way round.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _wrap(angle):
+    """Angle(s) to (-pi, pi]."""
+    return np.arctan2(np.sin(angle), np.cos(angle))
+
+
+def _unwrap_near(yaws: np.ndarray, yaw0: float) -> np.ndarray:
+    """Yaw sequence ``(T,)`` made continuous, starting within pi of ``yaw0``."""
+    steps = _wrap(np.diff(np.concatenate([[yaw0], yaws])))
+    return yaw0 + np.cumsum(steps)
+
+
+def goal_reference(state: np.ndarray, goal: np.ndarray, horizon: int) -> np.ndarray:
+    """Reference ``(T, 5)`` for driving to a position goal ``(2,)`` (m) and stopping there.
+
+    The heading reference is the bearing from the robot to the goal, so the heading cost turns
+    the robot towards it; the goal's own orientation is not used.
+    """
+    bearing = math.atan2(goal[1] - state[1], goal[0] - state[0])
+    yaw = state[2] + float(_wrap(bearing - state[2]))
+    reference = np.zeros((horizon, 5))
+    reference[:, 0], reference[:, 1], reference[:, 2] = goal[0], goal[1], yaw
+    return reference
+
+
+def _polyline(path: np.ndarray):
+    """Cumulative arc length ``(N,)`` and segment yaws ``(N-1,)`` of ``(N, >=2)`` points."""
+    deltas = np.diff(path[:, :2], axis=0)
+    lengths = np.hypot(deltas[:, 0], deltas[:, 1])
+    return np.concatenate([[0.0], np.cumsum(lengths)]), np.arctan2(deltas[:, 1], deltas[:, 0])
+
+
+def _at_arclength(path: np.ndarray, cumulative: np.ndarray, seg_yaw: np.ndarray,
+                  s: np.ndarray):
+    """Points ``(K, 2)`` and tangent yaws ``(K,)`` at arc lengths ``s`` ``(K,)`` along the path."""
+    s = np.clip(s, 0.0, cumulative[-1])
+    xy = np.stack([np.interp(s, cumulative, path[:, 0]), np.interp(s, cumulative, path[:, 1])], -1)
+    moving = np.diff(cumulative) > 1e-9
+    ends = cumulative[1:][moving]
+    index = np.minimum(np.searchsorted(ends, s, side='left'), len(ends) - 1)
+    return xy, seg_yaw[moving][index]
+
+
+def path_reference(state: np.ndarray, path: np.ndarray, progress: float, horizon: int,
+                   dt: float, speed: float) -> tuple[np.ndarray, float]:
+    """Reference ``(T, 5)`` for following an untimed path ``(N, >=2)`` at ``speed`` (m/s).
+
+    The robot is projected on the path (searching forward from ``progress``, the arc length in m
+    reached so far, so a path that crosses itself is followed in order); the reference moves
+    ``speed * dt`` further along the path each step and stops at its end.
+
+    Returns:
+        The reference and the new progress (m).
+    """
+    cumulative, seg_yaw = _polyline(path)
+    total = float(cumulative[-1])
+    if total < 1e-9:
+        return goal_reference(state, path[-1, :2], horizon), 0.0
+    window = progress + speed * dt * horizon + 1.0
+    starts, ends = path[:-1, :2], path[1:, :2]
+    seg = ends - starts
+    seg_len2 = np.maximum(np.sum(seg * seg, axis=1), 1e-18)
+    t = np.clip(np.sum((state[:2] - starts) * seg, axis=1) / seg_len2, 0.0, 1.0)
+    distance = np.hypot(*(starts + t[:, None] * seg - state[:2]).T)
+    reachable = (cumulative[1:] >= progress - 1e-9) & (cumulative[:-1] <= window)
+    distance[~reachable] = np.inf
+    best = int(np.argmin(distance))
+    progress = max(progress, float(cumulative[best] + t[best] * math.sqrt(seg_len2[best])))
+    s = progress + speed * dt * np.arange(1, horizon + 1)
+    xy, yaw = _at_arclength(path, cumulative, seg_yaw, s)
+    reference = np.zeros((horizon, 5))
+    reference[:, :2] = xy
+    reference[:, 2] = _unwrap_near(yaw, state[2])
+    reference[:, 3] = np.where(s < total, speed, 0.0)
+    return reference, progress
+
+
+def timed_reference(state: np.ndarray, path: np.ndarray, times: np.ndarray, now: float,
+                    horizon: int, dt: float) -> np.ndarray:
+    """Reference ``(T, 5)`` for a timed trajectory: points ``(N, >=2)`` at ``times`` ``(N,)`` (s).
+
+    The reference at step k is the trajectory at ``now + k dt`` (linear in time, held at the ends);
+    its speed is the trajectory's speed there (0 after the end).
+    """
+    cumulative, seg_yaw = _polyline(path)
+    if cumulative[-1] < 1e-9:
+        return goal_reference(state, path[-1, :2], horizon)
+    t = now + dt * np.arange(1, horizon + 1)
+    s = np.interp(t, times, cumulative)
+    xy, yaw = _at_arclength(path, cumulative, seg_yaw, s)
+    segment = np.clip(np.searchsorted(times, t, side='right') - 1, 0, len(times) - 2)
+    speed = np.diff(cumulative)[segment] / np.diff(times)[segment]
+    reference = np.zeros((horizon, 5))
+    reference[:, :2] = xy
+    reference[:, 2] = _unwrap_near(yaw, state[2])
+    reference[:, 3] = np.where((t >= times[0]) & (t < times[-1]), speed, 0.0)
+    return reference
+
+
+def shift_controls(controls: np.ndarray, elapsed: float, dt: float,
+                   hold_last: bool = True) -> np.ndarray:
+    """A plan's controls ``(T, 2)`` made ``elapsed`` s ago, as seen from now (zero-order hold).
+
+    Control k of the plan acts during ``[k dt, (k+1) dt)``; the result's control k is the one
+    acting at ``elapsed + k dt``. Past the plan's end the last control is held (a warm start) or
+    zero (``hold_last=False``: a fallback command never extrapolates).
+    """
+    horizon = controls.shape[0]
+    shift = max(0, int(math.floor(elapsed / dt + 1e-9)))
+    index = np.arange(horizon) + shift
+    shifted = controls[np.minimum(index, horizon - 1)].copy()
+    if not hold_last:
+        shifted[index >= horizon] = 0.0
+    return shifted
