@@ -1,0 +1,74 @@
+"""Simulator settings from flat ``sim_node`` parameter dictionaries (``robot.*``, ``odom.*``,
+``lidar.*``), so the CLI and the node read ``config/sim.yaml`` the same way."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+from diffopt_ros.sim.robot import RobotParams
+from diffopt_ros.sim.sensors import SensorParams
+
+NODE_NAME = 'sim_node'
+
+
+def robot_params(values: dict[str, Any]) -> RobotParams:
+    """:class:`RobotParams` from the ``robot.<field>`` entries of ``values`` (others ignored)."""
+    fields = {name[len('robot.'):]: float(value) for name, value in values.items()
+              if name.startswith('robot.')}
+    return RobotParams(**_known(fields, RobotParams, 'robot.'))
+
+
+def sensor_params(values: dict[str, Any]) -> SensorParams:
+    """:class:`SensorParams` from the ``odom.<x>`` / ``lidar.<x>`` entries of ``values``
+    (fields ``odom_<x>`` / ``lidar_<x>``; others ignored)."""
+    fields = {}
+    for name, value in values.items():
+        group, _, rest = name.partition('.')
+        if group in ('odom', 'lidar') and rest:
+            fields[f'{group}_{rest}'] = int(value) if rest == 'beams' else float(value)
+    return SensorParams(**_known(fields, SensorParams, ''))
+
+
+def _known(fields: dict[str, Any], cls: type, prefix: str) -> dict[str, Any]:
+    for name in fields:
+        if name not in cls.__dataclass_fields__:
+            shown = prefix + name if prefix else name.replace('_', '.', 1)
+            raise ValueError(f'unknown simulator parameter {shown!r}')
+    return fields
+
+
+def read_sim_params(path: str | os.PathLike) -> dict[str, Any]:
+    """The flat ``{name: value}`` of the ``sim_node`` (and ``/**``) section of a params file.
+
+    Raises:
+        ValueError: the file is not YAML of the form ``sim_node: ros__parameters: {...}``
+            (the message names the file and the key).
+    """
+    try:
+        with open(path, encoding='utf-8') as stream:
+            data = yaml.safe_load(stream)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f'{path}: cannot read params file: {exc}') from exc
+    values: dict[str, Any] = {}
+    for key in ('/**', NODE_NAME, '/' + NODE_NAME):
+        section = data.get(key) if isinstance(data, dict) else None
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
+            raise ValueError(f'{path}: {key}: expected a "ros__parameters" mapping')
+        values.update(_flatten(section['ros__parameters']))
+    if not values:
+        raise ValueError(f'{path}: no "{NODE_NAME}: ros__parameters:" section')
+    return values
+
+
+def _flatten(mapping: dict, prefix: str = '') -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
