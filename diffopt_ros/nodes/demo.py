@@ -1,0 +1,653 @@
+"""``diffopt-ros demo``: the closed loop in one process, then record → learn → relaunch.
+
+Phase 1 runs ``sim_node``, ``slam_node``, ``mpc_node`` and ``recorder_node`` in one process
+(MultiThreadedExecutor, sim time, faster than real time) and drives a course of goals
+(``config/demo.yaml``) through the loop world; the bag goes to ``<out>/before``. Phase 2 learns
+the MPC's dynamics (and the SLAM weights) from that bag with ``diffopt_ros.learn`` and writes the
+parameter YAML files to ``<out>/learned``. Phase 3 drives the same course again with the learned
+files (``learned_params_file``) and prints the before/after table. Each phase prints a summary
+and saves a plot (PNG) of the world, ground truth, odometry, SLAM estimate and plans.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from diffopt_ros import paths
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run (bad course file, a node that does not start, ...)."""
+
+
+# --------------------------------------------------------------------------- course
+@dataclass
+class Course:
+    """What ``config/demo.yaml`` describes (units: m, s, m/s)."""
+
+    world: str = 'loop'
+    seed: int = 0
+    real_time_factor: float = 3.0
+    state_topic: str = '/slam/odom'
+    goals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    speed: float = 0.35
+    reach_tolerance: float = 0.4
+    goal_timeout: float = 25.0
+    settle_time: float = 1.0
+    learn: dict = field(default_factory=dict)
+
+
+def load_course(path: str | Path) -> Course:
+    """Read a demo course YAML file (see ``config/demo.yaml``).
+
+    Raises:
+        DemoError: unreadable file, unknown key or a value of the wrong kind (file and key named).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DemoError(f'{path}: cannot read the demo course: {exc}') from exc
+    if not isinstance(data, dict):
+        raise DemoError(f'{path}: expected a mapping')
+    known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn'}
+    course_keys = {'goals', 'speed', 'reach_tolerance', 'goal_timeout', 'settle_time'}
+    unknown = set(data) - known | set(data.get('course') or {}) - course_keys
+    if unknown:
+        raise DemoError(f'{path}: unknown key(s) {sorted(unknown)}')
+    flat = {k: v for k, v in data.items() if k not in ('course', 'learn')}
+    flat.update(data.get('course') or {})
+    try:
+        course = Course(**{k: v for k, v in flat.items() if k != 'goals'},
+                        learn=dict(data.get('learn') or {}))
+        course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
+        for name in ('real_time_factor', 'speed', 'reach_tolerance', 'goal_timeout',
+                     'settle_time'):
+            value = float(getattr(course, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f'{name} = {value} must be a finite number >= 0')
+            setattr(course, name, value)
+        if course.speed <= 0:
+            raise ValueError('course.speed must be > 0')
+    except (TypeError, ValueError) as exc:
+        raise DemoError(f'{path}: {exc}') from exc
+    return course
+
+
+# --------------------------------------------------------------------------- metrics
+def align_to_first_pose(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray,
+                        gt: np.ndarray) -> np.ndarray:
+    """Poses ``est`` ``(N, 3)`` ``[x, y, yaw]`` moved rigidly so their first pose is the ground
+    truth's ``(M, 3)`` at that time (the standard alignment for odometry that starts at zero)."""
+    g = _interp_poses(t_gt, gt, t_est[:1])[0]
+    e = est[0]
+    dyaw = g[2] - e[2]
+    c, s = math.cos(dyaw), math.sin(dyaw)
+    rel = est[:, :2] - e[:2]
+    out = np.empty_like(est[:, :3])
+    out[:, 0] = g[0] + c * rel[:, 0] - s * rel[:, 1]
+    out[:, 1] = g[1] + s * rel[:, 0] + c * rel[:, 1]
+    out[:, 2] = est[:, 2] + dyaw
+    return out
+
+
+def _interp_poses(t: np.ndarray, poses: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+    """Poses ``(N, 3)`` at times ``t`` interpolated at ``t_query`` (yaw unwrapped first)."""
+    yaw = np.unwrap(poses[:, 2])
+    return np.stack([np.interp(t_query, t, poses[:, 0]), np.interp(t_query, t, poses[:, 1]),
+                     np.interp(t_query, t, yaw)], axis=-1)
+
+
+def position_rmse(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray, gt: np.ndarray) -> float:
+    """Absolute trajectory error: RMSE (m) of the positions ``est`` ``(N, >=2)`` against the
+    ground truth interpolated at their times (samples outside the ground truth's span dropped)."""
+    inside = (t_est >= t_gt[0]) & (t_est <= t_gt[-1])
+    if not np.any(inside):
+        return math.nan
+    ref = _interp_poses(t_gt, gt, t_est[inside])
+    return float(np.sqrt(np.mean(np.sum((est[inside, :2] - ref[:, :2]) ** 2, axis=1))))
+
+
+@dataclass
+class Leg:
+    """One leg of the course: a timed straight line from ``start`` to ``goal`` (m, map frame)."""
+
+    start: np.ndarray
+    goal: np.ndarray
+    t0: float            # s (sim time) when the reference starts moving
+    speed: float         # m/s
+
+    @property
+    def duration(self) -> float:
+        """Planned duration (s)."""
+        return float(np.hypot(*(self.goal - self.start))) / self.speed
+
+    def reference(self, t: np.ndarray) -> np.ndarray:
+        """Reference positions ``(N, 2)`` at times ``t`` ``(N,)`` (held at the ends)."""
+        frac = np.clip((t - self.t0) / max(self.duration, 1e-9), 0.0, 1.0)[:, None]
+        return self.start + frac * (self.goal - self.start)
+
+    def waypoints(self, step: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """Times ``(K,)`` and positions ``(K, 2)`` every ``step`` s along the leg."""
+        times = self.t0 + np.append(np.arange(0.0, self.duration, step), self.duration)
+        return times, self.reference(times)
+
+
+def tracking_rmse(legs: list[tuple[Leg, float]], t_gt: np.ndarray, gt: np.ndarray) -> float:
+    """RMSE (m) of the true position against the timed reference over all legs.
+
+    Args:
+        legs: ``(leg, t_end)``: each leg and the time it ended (goal reached or given up).
+        t_gt: ground-truth times ``(M,)`` (s).
+        gt: ground-truth poses ``(M, >=2)`` (m).
+    """
+    errors = []
+    for leg, t_end in legs:
+        inside = (t_gt >= leg.t0) & (t_gt <= t_end)
+        errors.append(np.sum((gt[inside, :2] - leg.reference(t_gt[inside])) ** 2, axis=1))
+    errors = np.concatenate(errors) if errors else np.zeros(0)
+    return float(np.sqrt(np.mean(errors))) if errors.size else math.nan
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class Trace:
+    """Times ``(N,)`` (s, sim time) and rows ``(N, k)`` of one logged quantity."""
+
+    t: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+
+    def add(self, t: float, row) -> None:
+        self.t.append(t)
+        self.rows.append(row)
+
+    def arrays(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(t (N,), rows (N, width))`` as float64 arrays."""
+        return (np.asarray(self.t, dtype=np.float64),
+                np.asarray(self.rows, dtype=np.float64).reshape(-1, width))
+
+
+@dataclass
+class RunResult:
+    """Metrics of one drive of the course (m, s, ms)."""
+
+    name: str
+    bag: Path | None
+    goals_reached: int
+    goals_total: int
+    tracking_rmse: float
+    odom_ate: float
+    slam_ate: float
+    final_errors: list
+    sim_time: float
+    wall_time: float
+    control_rate: float
+    solve_ms_p50: float
+    solve_ms_p99: float
+    deadline_misses: int
+    plot: Path | None = None
+
+    def summary(self) -> str:
+        """Human-readable summary (several lines)."""
+        improvement = (1.0 - self.slam_ate / self.odom_ate) * 100 if self.odom_ate > 0 else math.nan
+        return '\n'.join([
+            f'== {self.name}: {self.goals_reached}/{self.goals_total} goals reached in '
+            f'{self.sim_time:.1f} s sim time ({self.wall_time:.1f} s wall, real-time factor '
+            f'{self.sim_time / max(self.wall_time, 1e-9):.1f})',
+            f'   MPC tracking error (RMSE to the timed reference): {self.tracking_rmse:.3f} m; '
+            f'final goal errors: {", ".join(f"{e:.2f}" for e in self.final_errors)} m',
+            f'   absolute trajectory error (RMSE): SLAM {self.slam_ate:.3f} m vs raw odometry '
+            f'{self.odom_ate:.3f} m ({improvement:.0f}% lower)',
+            f'   control loop: {self.control_rate:.1f} Hz achieved (sim time), solve time p50 '
+            f'{self.solve_ms_p50:.1f} ms, p99 {self.solve_ms_p99:.1f} ms, '
+            f'{self.deadline_misses} deadline misses',
+            f'   bag: {self.bag}' + (f'   plot: {self.plot}' if self.plot else ''),
+        ])
+
+
+def comparison_table(before: RunResult, after: RunResult) -> str:
+    """The before/after learning table (Markdown)."""
+    def row(name, a, b, unit):
+        change = (b / a - 1.0) * 100 if a and math.isfinite(a) and a != 0 else math.nan
+        return f'| {name} | {a:.3f} {unit} | {b:.3f} {unit} | {change:+.0f}% |'
+    return '\n'.join([
+        '| metric | before learning | after learning | change |',
+        '|---|---|---|---|',
+        row('MPC tracking error (RMSE)', before.tracking_rmse, after.tracking_rmse, 'm'),
+        row('SLAM ATE (RMSE)', before.slam_ate, after.slam_ate, 'm'),
+        row('raw odometry ATE (RMSE)', before.odom_ate, after.odom_ate, 'm'),
+        f'| goals reached | {before.goals_reached}/{before.goals_total} | '
+        f'{after.goals_reached}/{after.goals_total} | |',
+    ])
+
+
+def plot_run(path: Path, world, traces: dict, legs: list, predicted: list, title: str) -> Path:
+    """Save a PNG of walls, ground truth, odometry, SLAM estimate, legs and MPC predictions.
+
+    Args:
+        path: PNG file to write.
+        world: :class:`diffopt_ros.sim.World` (walls ``(M, 4)``, discs ``(K, 3)``).
+        traces: ``{'ground truth' | 'odometry' | 'SLAM': (N, 2) positions in the map frame}``.
+        legs: the course legs (their start and goal points).
+        predicted: MPC predicted paths, each ``(T + 1, 2)``.
+        title: figure title.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    ax.add_collection(LineCollection(world.walls.reshape(-1, 2, 2), colors='0.2', linewidths=1.5))
+    for x, y, radius in world.discs:
+        ax.add_patch(plt.Circle((x, y), radius, color='0.5'))
+    for i, pred in enumerate(predicted):
+        ax.plot(pred[:, 0], pred[:, 1], color='tab:orange', lw=0.6, alpha=0.5,
+                label='MPC predictions' if i == 0 else None)
+    styles = {'ground truth': ('k', '-'), 'odometry': ('tab:red', '--'),
+              'SLAM': ('tab:blue', '-')}
+    for name, xy in traces.items():
+        if len(xy):
+            color, style = styles.get(name, ('tab:green', '-'))
+            ax.plot(xy[:, 0], xy[:, 1], style, color=color, lw=1.3, label=name)
+    for i, leg in enumerate(legs):
+        ax.plot(*np.stack([leg.start, leg.goal]).T, ':', color='tab:green', lw=1,
+                label='planned legs' if i == 0 else None)
+        ax.plot(*leg.goal, 'o', mfc='none', mec='tab:green', ms=9)
+    ax.set_aspect('equal')
+    ax.set_xlabel('x (m, map)')
+    ax.set_ylabel('y (m, map)')
+    ax.set_title(title)
+    ax.legend(loc='upper right', fontsize=8)
+    ax.autoscale_view()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- the course driver
+class _Driver:
+    """Publishes the course (goal, then a timed /plan per leg) and logs what the demo measures.
+
+    Wraps an rclpy node created in the demo's context; all times are sim time (s).
+    """
+
+    def __init__(self, node, course: Course, goals_map: np.ndarray, to_estimate, from_estimate):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry, Path
+        from rclpy.qos import qos_profile_sensor_data
+
+        self.node, self.course = node, course
+        self.goals = goals_map
+        self._to_est, self._from_est = to_estimate, from_estimate
+        self.traces = {'ground truth': Trace(), 'odometry': Trace(), 'SLAM': Trace(),
+                       'estimate': Trace()}
+        self.solve_ms, self.predicted = [], []
+        self.mpc_status: tuple[float, str, dict] | None = None
+        self.legs: list[tuple[Leg, float]] = []
+        self.final_errors: list[float] = []
+        self.reached = 0
+        self.index = -1             # current goal
+        self.leg: Leg | None = None
+        self._plan_pending = False
+        self.finished = False
+        self.lock = threading.Lock()
+        self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', 10)
+        self._plan_pub = node.create_publisher(Path, '/plan', 10)
+        sensor = qos_profile_sensor_data
+        node.create_subscription(Odometry, '/ground_truth/odom',
+                                 lambda m: self._log('ground truth', m), sensor)
+        node.create_subscription(Odometry, '/odom', lambda m: self._log('odometry', m), sensor)
+        node.create_subscription(Odometry, '/slam/odom', lambda m: self._log('SLAM', m), sensor)
+        if course.state_topic not in ('/odom', '/slam/odom'):
+            node.create_subscription(Odometry, course.state_topic,
+                                     lambda m: self._log('estimate', m), sensor)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        node.create_subscription(Path, '/mpc/predicted_path', self._on_predicted, 10)
+        node.create_timer(0.1, self._step)
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _log(self, name: str, msg) -> None:
+        from diffopt_ros.nodes import ros_convert
+        try:
+            state = ros_convert.odometry_to_state(msg, name)
+        except ros_convert.MessageError:
+            return
+        t = ros_convert.stamp_to_sec(msg.header.stamp)
+        with self.lock:
+            self.traces[name].add(t, state[:3])
+            topic = {'odometry': '/odom', 'SLAM': '/slam/odom'}.get(name)
+            if topic == self.course.state_topic:
+                self.traces['estimate'].add(t, state[:3])
+
+    def _on_diagnostics(self, msg) -> None:
+        from diffopt_ros.nodes import ros_convert
+        for status in msg.status:
+            if status.name.startswith('mpc_node'):
+                values = {kv.key: kv.value for kv in status.values}
+                t = ros_convert.stamp_to_sec(msg.header.stamp)
+                with self.lock:
+                    self.mpc_status = (t, status.message, values)
+                    if status.message in ('goal', 'tracking'):
+                        self.solve_ms.append(float(values['solve_time_ms']))
+
+    def _on_predicted(self, msg) -> None:
+        from diffopt_ros.nodes import ros_convert
+        if len(self.predicted) < 10_000 and (len(self.solve_ms) % 20 == 0):
+            xy = ros_convert.path_to_poses(msg)
+            if len(xy):
+                self.predicted.append(self._from_est(xy)[:, :2])
+
+    def _estimate(self) -> np.ndarray | None:
+        trace = self.traces['estimate']
+        return np.asarray(trace.rows[-1]) if trace.rows else None
+
+    def _step(self) -> None:
+        from diffopt_ros.nodes import ros_convert
+        now = self.now()
+        with self.lock:
+            estimate = self._estimate()
+            status = self.mpc_status
+        if self.finished or estimate is None or now < self.course.settle_time:
+            return
+        stamp = self.node.get_clock().now().to_msg()
+        if self.leg is None:
+            self._start_leg(0, now, estimate)
+            return
+        if self._plan_pending:   # one tick after the goal, so the plan supersedes it
+            times, points = self.leg.waypoints()
+            est = self._to_est(np.column_stack([points, np.zeros(len(points))]))
+            path = ros_convert.poses_to_path(est, stamp, self._frame)
+            for pose, t in zip(path.poses, times):
+                pose.header.stamp = ros_convert.sec_to_stamp(t)
+            self._plan_pub.publish(path)
+            self._plan_pending = False
+            return
+        done = status is not None and status[1] == 'goal reached' and status[0] > self.leg.t0
+        if done or now > self.leg.t0 + self.leg.duration + self.course.goal_timeout:
+            self._finish_leg(now)
+            if self.index + 1 < len(self.goals):
+                self._start_leg(self.index + 1, now, estimate)
+            else:
+                self.finished = True
+
+    def _start_leg(self, index: int, now: float, estimate: np.ndarray) -> None:
+        from diffopt_ros.nodes import ros_convert
+        self.index = index
+        start = self._from_est(estimate[None, :3])[0, :2]
+        self.leg = Leg(start=start, goal=self.goals[index], t0=now + 0.1, speed=self.course.speed)
+        with self.lock:
+            self._frame = 'map' if self.course.state_topic != '/odom' else 'odom'
+        goal = self._to_est(np.array([[*self.goals[index], 0.0]]))[0]
+        self._goal_pub.publish(ros_convert.xy_yaw_to_pose(
+            goal, self.node.get_clock().now().to_msg(), self._frame))
+        self._plan_pending = True
+
+    def _finish_leg(self, now: float) -> None:
+        with self.lock:
+            truth = self.traces['ground truth'].rows[-1] if self.traces['ground truth'].rows \
+                else [math.inf, math.inf]
+        error = float(np.hypot(*(np.asarray(truth[:2]) - self.leg.goal)))
+        self.final_errors.append(error)
+        self.reached += error <= self.course.reach_tolerance
+        self.legs.append((self.leg, now))
+
+    def expected_duration(self) -> float:
+        """Rough sim time of the whole course (s): settle + legs at course speed + turns."""
+        points = np.vstack([self.goals[:1], self.goals])
+        length = float(np.sum(np.hypot(*np.diff(points, axis=0).T)))
+        return self.course.settle_time + length / self.course.speed + 3.0 * len(self.goals)
+
+
+def _se2_maps(origin) -> tuple:
+    """``(to_frame, from_frame)`` for a frame whose origin is ``origin`` ``[x, y, yaw]`` in the
+    map (None: the map itself). Both map ``(N, >=3)`` poses to ``(N, 3)``."""
+    if origin is None:
+        return (lambda poses: np.asarray(poses)[:, :3].copy(),) * 2
+    ox, oy, oyaw = (float(v) for v in origin)
+    c, s = math.cos(oyaw), math.sin(oyaw)
+
+    def to_frame(poses):
+        poses = np.asarray(poses, dtype=np.float64)
+        dx, dy = poses[:, 0] - ox, poses[:, 1] - oy
+        return np.column_stack([c * dx + s * dy, -s * dx + c * dy, poses[:, 2] - oyaw])
+
+    def from_frame(poses):
+        poses = np.asarray(poses, dtype=np.float64)
+        return np.column_stack([ox + c * poses[:, 0] - s * poses[:, 1],
+                                oy + s * poses[:, 0] + c * poses[:, 1], poses[:, 2] + oyaw])
+    return to_frame, from_frame
+
+
+# --------------------------------------------------------------------------- one drive
+CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
+
+
+def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | None = None,
+               slam_learned: Path | None = None, show_progress: bool = True) -> RunResult:
+    """Drive the course once with all nodes in one process; record ``out_dir/name``.
+
+    Args:
+        course: the course and run settings.
+        name: run name (bag folder and plot title).
+        out_dir: folder of the bag (``out_dir/name``) and the plot (``out_dir/name.png``).
+        mpc_learned: learned parameter file for mpc_node, if any.
+        slam_learned: learned parameter file for slam_node, if any.
+        show_progress: draw a tqdm progress bar (sim time) on stderr.
+
+    Raises:
+        DemoError: a node did not start (the message says which and why).
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from tqdm import tqdm
+
+    from diffopt_ros.nodes.mpc_node import MpcNode
+    from diffopt_ros.nodes.params import ParameterError
+    from diffopt_ros.nodes.recorder_node import RecorderNode
+    from diffopt_ros.nodes.sim_node import SimNode
+    from diffopt_ros.nodes.slam_node import SlamNode
+    from diffopt_ros.sim import World
+
+    def params(**values):
+        return [Parameter(k, value=v) for k, v in values.items()]
+
+    world = World.load(course.world)
+    goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
+    if not len(goals):
+        raise DemoError(f'no goals: the course has none and world {world.name} has no route')
+    args = ['--ros-args', '-p', 'use_sim_time:=true']
+    for config in CONFIG_FILES:
+        args += ['--params-file', str(paths.config_path(config))]
+    context = Context()
+    rclpy.init(args=args, context=context)
+    nodes, executor, spinner = [], None, None
+    started = time.monotonic()
+    try:
+        try:
+            sim = SimNode(context=context, parameter_overrides=params(
+                world=course.world, seed=course.seed, paused=True,
+                real_time_factor=course.real_time_factor))
+            nodes.append(sim)
+            nodes.append(SlamNode(context=context, parameter_overrides=params(
+                learned_params_file=str(slam_learned or ''))))
+            nodes.append(MpcNode(context=context, parameter_overrides=params(
+                learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
+            driver_node = rclpy.create_node('demo_course', context=context)
+            nodes.append(driver_node)
+            estimate_origin = world.start if course.state_topic == '/odom' else None
+            driver = _Driver(driver_node, course, goals, *_se2_maps(estimate_origin))
+            recorder = RecorderNode(context=context, parameter_overrides=params(
+                output_dir=str(out_dir), run_name=name, unique_name=False))
+            nodes.append(recorder)
+        except ParameterError as exc:
+            raise DemoError(f'{name}: a node did not start: {exc}') from exc
+        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        for node in nodes:
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, name='demo-executor', daemon=True)
+        spinner.start()
+        deadline = time.monotonic() + 5.0   # let the recorder see every publisher first
+        while recorder.missing_topics and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sim.set_parameters(params(paused=False))
+        expected = driver.expected_duration()
+        wall_limit = 30.0 + 3.0 * expected / max(course.real_time_factor, 0.5)
+        with tqdm(total=round(expected), unit='s', desc=f'{name} (sim s)', disable=not show_progress,
+                  leave=False, dynamic_ncols=True) as bar:
+            while not driver.finished:
+                time.sleep(0.25)
+                bar.update(max(0, min(round(driver.now()), bar.total) - bar.n))
+                bar.set_postfix_str(f'goal {max(driver.index, 0) + 1}/{len(goals)}')
+                if time.monotonic() - started > wall_limit:
+                    print(f'{name}: stopped after {wall_limit:.0f} s wall time', file=sys.stderr)
+                    break
+        sim_time = driver.now()
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if spinner is not None:
+            spinner.join(timeout=5.0)
+        for node in reversed(nodes):
+            node.destroy_node()          # the recorder closes its bag here
+        rclpy.try_shutdown(context=context)
+    wall_time = time.monotonic() - started
+    return _results(name, course, driver, world, recorder.run_dir, out_dir / f'{name}.png',
+                    sim_time, wall_time)
+
+
+def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wall_time):
+    """Metrics and plot of a finished drive."""
+    t_gt, gt = driver.traces['ground truth'].arrays(3)
+    aligned, ate = {}, {}
+    for key in ('odometry', 'SLAM'):
+        t, poses = driver.traces[key].arrays(3)
+        if len(t) and len(t_gt):
+            aligned[key] = align_to_first_pose(t, poses, t_gt, gt)
+            ate[key] = position_rmse(t, aligned[key], t_gt, gt)
+        else:
+            aligned[key], ate[key] = np.zeros((0, 3)), math.nan
+    status = driver.mpc_status[2] if driver.mpc_status else {}
+    ticks = float(status.get('ticks', 0))
+    solve = np.asarray(driver.solve_ms) if driver.solve_ms else np.array([math.nan])
+    plot = plot_run(plot_path, world, {'ground truth': gt[:, :2], 'odometry': aligned['odometry'],
+                                       'SLAM': aligned['SLAM']},
+                    [leg for leg, _ in driver.legs], driver.predicted,
+                    f'{name}: {driver.reached}/{len(driver.goals)} goals, ATE SLAM '
+                    f'{ate["SLAM"]:.2f} m vs odometry {ate["odometry"]:.2f} m')
+    return RunResult(
+        name=name, bag=bag, goals_reached=driver.reached, goals_total=len(driver.goals),
+        tracking_rmse=tracking_rmse(driver.legs, t_gt, gt), odom_ate=ate['odometry'],
+        slam_ate=ate['SLAM'], final_errors=driver.final_errors, sim_time=sim_time,
+        wall_time=wall_time, control_rate=ticks / max(sim_time, 1e-9),
+        solve_ms_p50=float(np.percentile(solve, 50)), solve_ms_p99=float(np.percentile(solve, 99)),
+        deadline_misses=int(status.get('deadline_misses', 0)), plot=plot)
+
+
+# --------------------------------------------------------------------------- learning
+def learn_from_run(course: Course, bag: Path, learned_dir: Path) -> dict[str, Path]:
+    """Learn from the recorded run; returns ``{'mpc_node': yaml, 'slam_node': yaml}`` written.
+
+    Raises:
+        DemoError: learning is not available in this tree or failed (the message says why).
+    """
+    raise DemoError('diffopt_ros.learn does not provide the learning API yet')
+
+
+# --------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='diffopt-ros demo',
+        description='Closed-loop demo: sim + SLAM + MPC + recorder in one process on sim time, '
+                    'driving a course of goals; then learn the MPC dynamics and SLAM weights from '
+                    'the recorded bag and drive the course again with the learned parameters.',
+        epilog='Writes <out>/before/ (bag), <out>/before.png, <out>/learned/*.yaml, '
+               '<out>/after/ and <out>/after.png.')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='output folder (default: runs/demo_<date>-<time>; never overwritten)')
+    parser.add_argument('--course', type=Path, default=None,
+                        help='course file (default: config/demo.yaml)')
+    parser.add_argument('--world', default=None, help='world name or YAML (overrides the course)')
+    parser.add_argument('--rtf', type=float, default=None,
+                        help='real-time factor: simulated seconds per wall second')
+    parser.add_argument('--seed', type=int, default=None, help='simulator noise seed')
+    parser.add_argument('--state-topic', default=None, choices=('/slam/odom', '/odom'),
+                        help='what the MPC closes the loop on (default from the course)')
+    parser.add_argument('--no-learn', action='store_true',
+                        help='only record and summarise (skip learning and the second drive)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    return parser
+
+
+def _new_folder(path: Path) -> Path:
+    """``path``, or ``path_1``, ``path_2``, ... if it exists (runs are never overwritten)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f'{path.name}_{n}')
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``diffopt-ros demo``: record → summary + plot → learn → relaunch → before/after table."""
+    args = _parser().parse_args(argv)
+    try:
+        course = load_course(args.course or paths.config_path('demo.yaml'))
+    except DemoError as exc:
+        print(f'diffopt-ros demo: {exc}', file=sys.stderr)
+        return 2
+    if args.world:
+        course.world = args.world
+    if args.rtf is not None:
+        if not args.rtf > 0:
+            print('diffopt-ros demo: --rtf must be > 0', file=sys.stderr)
+            return 2
+        course.real_time_factor = args.rtf
+    if args.seed is not None:
+        course.seed = args.seed
+    if args.state_topic:
+        course.state_topic = args.state_topic
+    import torch
+    torch.set_num_threads(1)   # small problems: one intra-op thread is faster (DESIGN.md §3)
+    out = _new_folder(args.out or Path('runs') / time.strftime('demo_%Y%m%d-%H%M%S'))
+    print(f'diffopt-ros demo: world {course.world}, real-time factor {course.real_time_factor}, '
+          f'MPC on {course.state_topic}; output in {out}')
+    try:
+        before = run_course(course, 'before', out, show_progress=not args.no_progress)
+        print(before.summary())
+        if args.no_learn:
+            return 0 if before.goals_reached == before.goals_total else 1
+        try:
+            learned = learn_from_run(course, before.bag, out / 'learned')
+        except DemoError as exc:
+            print(f'learning skipped: {exc}')
+            return 0 if before.goals_reached == before.goals_total else 1
+        after = run_course(course, 'after', out, mpc_learned=learned.get('mpc_node'),
+                           slam_learned=learned.get('slam_node'),
+                           show_progress=not args.no_progress)
+        print(after.summary())
+        print('\nBefore / after learning (same course, same seed):')
+        print(comparison_table(before, after))
+    except DemoError as exc:
+        print(f'diffopt-ros demo: {exc}', file=sys.stderr)
+        return 1
+    return 0 if after.goals_reached == after.goals_total else 1
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
