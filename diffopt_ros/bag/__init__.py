@@ -1,1 +1,24 @@
-"""diffopt_ros.bag"""
+"""rosbag2 runs for learning: write (crash-safe, split MCAP), repair, and read into arrays.
+
+Pure Python on rosbags (no rclpy): the recorder node hands serialized messages to
+:class:`BagWriter`; learning opens runs with :class:`Run` and aligns topics with
+:mod:`diffopt_ros.bag.align`.
+"""
+from diffopt_ros.bag.align import Aligned, hold, interpolate_states, resample, to_torch, windows
+from diffopt_ros.bag.errors import (
+    BagError,
+    CorruptBagError,
+    EmptyBagError,
+    MissingTopicError,
+    RunExistsError,
+)
+from diffopt_ros.bag.reader import Run, Scans, find_runs, open_runs
+from diffopt_ros.bag.repair import repair_run, salvage_mcap
+from diffopt_ros.bag.writer import BagWriter, default_run_name
+
+__all__ = [
+    'Aligned', 'BagError', 'BagWriter', 'CorruptBagError', 'EmptyBagError', 'MissingTopicError',
+    'Run', 'RunExistsError', 'Scans', 'default_run_name', 'find_runs', 'hold',
+    'interpolate_states', 'open_runs', 'repair_run', 'resample', 'salvage_mcap', 'to_torch',
+    'windows',
+]

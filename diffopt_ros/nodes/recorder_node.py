@@ -1,0 +1,223 @@
+"""``recorder_node``: record topics into a crash-safe rosbag2 run (MCAP) for offline learning.
+
+Discovers the type of each configured topic from the ROS graph (retrying every
+``discovery_period`` s for topics that appear later), subscribes with a QoS compatible with the
+publishers (best effort if any publisher is, e.g. ``/scan``; transient local if all are, e.g.
+``/map``), receives the serialized bytes (no deserialization) and hands them with the node-clock
+time of receipt (sim time under ``use_sim_time``) to :class:`diffopt_ros.bag.BagWriter`, which
+writes ``<output_dir>/<run_name>/`` (never overwriting a run), splits files every
+``split_seconds`` and flushes every ``flush_seconds``.
+
+Nothing is lost on SIGINT/SIGTERM: the bag is closed in ``destroy_node`` (``run_node`` calls it
+after the spin ends). After a SIGKILL, ``diffopt-ros bag repair RUN`` recovers all but the last
+``flush_seconds``. Status on ``/diagnostics``.
+"""
+from __future__ import annotations
+
+import importlib
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+
+from diffopt_ros.bag import BagError, BagWriter, RunExistsError
+from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.params import ParameterError, ParamSpec, declare_params
+from diffopt_ros.nodes.runner import run_node
+
+NODE_NAME = 'recorder_node'
+DEFAULT_TOPICS = ['/odom', '/ground_truth/odom', '/scan', '/cmd_vel', '/goal_pose', '/plan',
+                  '/mpc/predicted_path', '/slam/pose', '/slam/odom', '/slam/path', '/diagnostics']
+
+
+def _check_topics(topics: list[str]) -> str | None:
+    bad = [t for t in topics if not t or ' ' in t]
+    if bad:
+        return f'topics: invalid names {bad}'
+    if len(set(topics)) != len(topics):
+        return 'topics: listed twice: ' + ', '.join(sorted({t for t in topics if topics.count(t) > 1}))
+    return None
+
+
+def _check_name(name: str) -> str | None:
+    if '/' in name or name in ('.', '..'):
+        return f'run_name: {name!r} must be a plain folder name'
+    return None
+
+
+PARAMS = (
+    ParamSpec('topics', DEFAULT_TOPICS, 'topics to record (relative names resolve in the node '
+              'namespace); types are discovered from the graph', read_only=True,
+              check=_check_topics),
+    ParamSpec('output_dir', 'runs', 'folder of runs; the bag goes to <output_dir>/<run_name>/',
+              read_only=True),
+    ParamSpec('run_name', '', 'run folder name; empty = run_YYYY_MM_DD-HH_MM_SS (local time)',
+              read_only=True, check=_check_name),
+    ParamSpec('unique_name', True, 'if the run exists, record to <run_name>_1, _2, ... instead; '
+              'false = refuse to start (runs are never overwritten)', read_only=True),
+    ParamSpec('split_seconds', 10.0, 'wall-clock seconds per bag file (s)', 0.5, 3600.0,
+              read_only=True),
+    ParamSpec('split_megabytes', 256.0, 'start a new bag file after this much data (MiB)', 1.0,
+              1e5, read_only=True),
+    ParamSpec('flush_seconds', 1.0, 'wall-clock seconds between flushes to disk: the most a '
+              'SIGKILL loses after repair (s)', 0.05, 60.0, read_only=True),
+    ParamSpec('discovery_period', 1.0, 'wall-clock seconds between looks for topics not yet '
+              'subscribed (s)', 0.05, 60.0, read_only=True),
+    ParamSpec('diagnostics_period', 1.0, 'wall-clock seconds between /diagnostics messages (s)',
+              0.1, 60.0, read_only=True),
+    ParamSpec('queue_depth', 200, 'subscription queue depth (messages)', 1, 100000,
+              read_only=True),
+)
+
+
+def _bag_qos(profile: QoSProfile) -> Qos:
+    """rclpy QoS profile -> rosbags ``Qos`` (stored as the topic's offered QoS)."""
+    def time(duration) -> QosTime:
+        ns = min(duration.nanoseconds, 2**63 - 1)
+        return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+
+    return Qos(QosHistory(int(profile.history)), profile.depth,
+               QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
+               time(profile.deadline), time(profile.lifespan),
+               QosLiveliness(int(profile.liveliness)), time(profile.liveliness_lease_duration),
+               profile.avoid_ros_namespace_conventions)
+
+
+def _message_class(msgtype: str):
+    """``pkg/msg/Type`` -> the Python message class (raises ImportError/AttributeError)."""
+    package, kind, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.{kind}'), name)
+
+
+class RecorderNode(Node):
+    """Records the configured topics into a new run folder (see module doc)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._values = declare_params(self, PARAMS)
+        v = self._values
+        try:
+            self._writer = BagWriter.create(
+                v['output_dir'], v['run_name'] or None, unique=v['unique_name'],
+                split_seconds=v['split_seconds'],
+                split_bytes=int(v['split_megabytes'] * 2**20), flush_seconds=v['flush_seconds'])
+        except (RunExistsError, OSError) as exc:
+            raise ParameterError(f'{self.get_name()}: output_dir/run_name: {exc}') from exc
+        self.run_dir = self._writer.run_dir
+        self._wanted = [self.resolve_topic_name(t) for t in v['topics']]
+        self._subscriptions: dict[str, object] = {}
+        self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
+        self._before_clock = 0
+        self._closed = False
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(v['discovery_period'], self._discover, clock=steady)
+        self.create_timer(v['flush_seconds'] / 2.0, self._writer.tick, clock=steady)
+        self.create_timer(v['diagnostics_period'], self._publish_status, clock=steady)
+        self.get_logger().info(f'recording {len(self._wanted)} topics to {self.run_dir}')
+        self._discover()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Messages recorded per topic so far."""
+        return self._writer.counts
+
+    @property
+    def missing_topics(self) -> list[str]:
+        """Configured topics not subscribed yet (no publisher seen, or not recordable)."""
+        return [t for t in self._wanted if t not in self._subscriptions]
+
+    def _discover(self) -> None:
+        if self._closed or len(self._subscriptions) == len(self._wanted):
+            return
+        types = dict(self.get_topic_names_and_types())
+        for topic in self.missing_topics:
+            if topic in self._failed or topic not in types:
+                continue
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:
+                continue  # only subscribers so far: wait for a publisher to match its QoS
+            self._subscribe(topic, types[topic], publishers)
+
+    def _subscribe(self, topic: str, msgtypes: list[str], publishers) -> None:
+        msgtype = msgtypes[0]
+        if len(msgtypes) > 1:
+            self.get_logger().warning(f'{topic}: several types {msgtypes}; recording {msgtype}')
+        try:
+            cls = _message_class(msgtype)
+            self._writer.add_topic(topic, msgtype,
+                                   qos=[_bag_qos(p.qos_profile) for p in publishers])
+        except (ImportError, AttributeError, ValueError, BagError) as exc:
+            self._failed[topic] = f'{msgtype}: {exc}'
+            self.get_logger().error(f'cannot record {topic} ({msgtype}): {exc}')
+            return
+        best_effort = any(p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                          for p in publishers)
+        latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                      for p in publishers)
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self._values['queue_depth'],
+            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        self._subscriptions[topic] = self.create_subscription(
+            cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
+        self.get_logger().info(f'recording {topic} ({msgtype}, '
+                               f'{"best effort" if best_effort else "reliable"}'
+                               f'{", transient local" if latched else ""})')
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        t_ns = self.get_clock().now().nanoseconds
+        if t_ns == 0:  # use_sim_time before the first /clock: no meaningful bag time yet
+            self._before_clock += 1
+            return
+        if not self._closed:
+            self._writer.write(topic, data, t_ns)
+
+    def _publish_status(self) -> None:
+        counts = self.counts
+        missing = self.missing_topics
+        level = DiagnosticStatus.WARN if missing or self._failed else DiagnosticStatus.OK
+        message = (f'{sum(counts.values())} messages in {self.run_dir}'
+                   + (f'; waiting for {", ".join(missing)}' if missing else ''))
+        values = {'run_dir': str(self.run_dir), 'files_closed': len(self._writer.files),
+                  'dropped_before_clock': self._before_clock,
+                  **{f'count{topic}': n for topic, n in counts.items()},
+                  **{f'failed{topic}': why for topic, why in self._failed.items()}}
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [ros_convert.diagnostic_status(f'{self.get_name()}: recording', 'recorder',
+                                                    level, message, values)]
+        self._diag_pub.publish(msg)
+
+    def close(self) -> None:
+        """Stop recording and close the bag (files finished, metadata.yaml written)."""
+        if self._closed:
+            return
+        self._closed = True
+        files = self._writer.close()
+        counts = self.counts
+        self.get_logger().info(f'closed {self.run_dir}: {sum(counts.values())} messages in '
+                               f'{len(files)} files: {counts}')
+
+    def destroy_node(self) -> None:
+        """Close the bag, then destroy the node."""
+        self.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``recorder_node``: record until SIGINT/SIGTERM."""
+    return run_node(RecorderNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
