@@ -1,0 +1,277 @@
+"""Trajectory costs with analytic quadratic expansions.
+
+A cost sees a whole trajectory - states ``x (B, T+1, n_x)``, controls ``u (B, T, n_u)``, an
+optional ``target`` and the previously applied control ``u_prev (B, n_u)`` - and provides
+
+* ``total(x, u, target, u_prev) -> (B,)``, differentiable w.r.t. everything, and
+* ``expand(x, u, target, u_prev, exact) ->`` :class:`CostExpansion`, its gradient and Hessian
+  blocks (exact for quadratic costs; Gauss-Newton for :class:`ResidualCost` unless ``exact``).
+
+Costs: :class:`TrackingCost` (goal or reference tracking, learnable PSD weights, terminal scale,
+control-rate penalty, wrapped angles), :class:`QuadraticCost` (general stage-wise quadratic in
+``(x, u)``, the mpc.pytorch ``QuadCost`` form) and :class:`ResidualCost` (any ``nn.Module``
+residual, ``0.5 |r|^2``, Gauss-Newton).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class CostExpansion(NamedTuple):
+    """Derivatives of a trajectory cost ``J`` at ``(x, u)``.
+
+    Attributes:
+        lxx: ``(B, T+1, n_x, n_x)`` d2J/dx_t2 (index ``T``: terminal).
+        lx: ``(B, T+1, n_x)`` dJ/dx_t.
+        luu: ``(B, T, n_u, n_u)`` d2J/du_t2.
+        lu: ``(B, T, n_u)`` dJ/du_t.
+        lux: ``(B, T, n_u, n_x)`` d2J/du_t dx_t, or ``None`` when zero.
+        luu_prev: ``(B, T, n_u, n_u)`` d2J/du_t du_{t-1} (index 0 unused), or ``None`` when the
+            cost does not couple consecutive controls.
+    """
+
+    lxx: torch.Tensor
+    lx: torch.Tensor
+    luu: torch.Tensor
+    lu: torch.Tensor
+    lux: torch.Tensor | None = None
+    luu_prev: torch.Tensor | None = None
+
+
+class Cost(nn.Module):
+    """Base class of trajectory costs (see the module docstring for the interface)."""
+
+    def total(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
+              u_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Cost of each trajectory, ``(B,)``."""
+        raise NotImplementedError
+
+    def expand(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
+               u_prev: torch.Tensor | None = None, exact: bool = False) -> CostExpansion:
+        """Gradient and Hessian blocks at ``(x, u)`` (see :class:`CostExpansion`)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
+                u_prev: torch.Tensor | None = None) -> torch.Tensor:
+        return self.total(x, u, target, u_prev)
+
+
+class PSDWeight(nn.Module):
+    """A learnable positive semi-definite weight: diagonal ``s**2`` or full ``L L^T``.
+
+    Args:
+        value: initial weight, ``(n,)`` diagonal entries (>= 0) or a symmetric PSD ``(n, n)``.
+        full: learn a full matrix (through a lower-triangular factor) instead of a diagonal.
+    """
+
+    def __init__(self, value: torch.Tensor | list[float] | tuple[float, ...], full: bool = False):
+        super().__init__()
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        self.full = bool(full)
+        if value.ndim == 1 and (value < 0).any():
+            raise ValueError(f'PSDWeight: diagonal weights must be >= 0, got {value.tolist()}')
+        if self.full:
+            matrix = torch.diag(value) if value.ndim == 1 else value
+            n = matrix.shape[-1]
+            factor = torch.linalg.cholesky(matrix + 1e-12 * torch.eye(n, dtype=matrix.dtype))
+            self.factor = nn.Parameter(factor)
+        else:
+            if value.ndim != 1:
+                raise ValueError('PSDWeight: pass a vector for a diagonal weight (or full=True)')
+            self.sqrt_diag = nn.Parameter(value.sqrt())
+
+    @property
+    def size(self) -> int:
+        return (self.factor if self.full else self.sqrt_diag).shape[0]
+
+    def matrix(self) -> torch.Tensor:
+        """The weight as an ``(n, n)`` matrix."""
+        if self.full:
+            L = torch.tril(self.factor)
+            return L @ L.mT
+        return torch.diag_embed(self.sqrt_diag.square())
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal ``(n,)``."""
+        if self.full:
+            return torch.tril(self.factor).square().sum(-1)
+        return self.sqrt_diag.square()
+
+    def quad(self, e: torch.Tensor) -> torch.Tensor:
+        """``e^T W e`` over the last axis of ``e (..., n)`` -> ``(...)``."""
+        if self.full:
+            return (e @ torch.tril(self.factor)).square().sum(-1)
+        return (e.square() * self.sqrt_diag.square()).sum(-1)
+
+    def apply(self, e: torch.Tensor) -> torch.Tensor:
+        """``W e`` for ``e (..., n)``."""
+        if self.full:
+            return e @ self.matrix()
+        return e * self.sqrt_diag.square()
+
+    def set_(self, value: torch.Tensor | list[float]) -> None:
+        """Overwrite the weight in place (same kind: diagonal vector or full matrix)."""
+        value = torch.as_tensor(value, dtype=self.diagonal().dtype)
+        with torch.no_grad():
+            if self.full:
+                matrix = torch.diag(value) if value.ndim == 1 else value
+                eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype)
+                self.factor.copy_(torch.linalg.cholesky(matrix + 1e-12 * eye))
+            else:
+                if (value < 0).any():
+                    raise ValueError(f'PSDWeight: diagonal weights must be >= 0, got {value.tolist()}')
+                self.sqrt_diag.copy_(value.sqrt())
+
+
+def wrap_angle(a: torch.Tensor) -> torch.Tensor:
+    """Wrap angles (rad) to ``[-pi, pi)``; derivative 1 almost everywhere."""
+    return a - (2.0 * math.pi) * torch.floor((a + math.pi) / (2.0 * math.pi))
+
+
+class TrackingCost(Cost):
+    """Quadratic tracking of a goal state or a reference trajectory.
+
+    ``J = 0.5 sum_{t<T} e_t^T Q e_t + 0.5 s_T e_T^T Q e_T + 0.5 sum_{t<T} u_t^T R u_t
+    + 0.5 sum_t (u_t - u_{t-1})^T S (u_t - u_{t-1})``, with ``e_t = x_t - r_t`` (angle entries
+    wrapped to ``[-pi, pi)``), ``u_{-1} = u_prev`` when given (else the rate sum starts at
+    ``t = 1``). The target ``r`` is a goal ``(B, n_x)`` / ``(n_x,)`` or a reference
+    ``(B, T+1, n_x)``. All weights are learnable and kept PSD (:class:`PSDWeight`).
+
+    Args:
+        state_weight: ``Q`` diagonal ``(n_x,)`` or matrix ``(n_x, n_x)`` (with ``full``).
+        control_weight: ``R`` diagonal ``(n_u,)`` or matrix (with ``full``).
+        terminal_scale: ``s_T >= 0``, learnable.
+        rate_weight: ``S`` diagonal ``(n_u,)`` (``None``: no rate term).
+        angle_indices: state entries that are angles (rad).
+        full: learn full ``Q`` and ``R`` matrices instead of diagonals.
+    """
+
+    def __init__(self, state_weight, control_weight, terminal_scale: float = 1.0,
+                 rate_weight=None, angle_indices: tuple[int, ...] = (), full: bool = False):
+        super().__init__()
+        self.state_weight = PSDWeight(state_weight, full)
+        self.control_weight = PSDWeight(control_weight, full)
+        if terminal_scale < 0:
+            raise ValueError(f'TrackingCost: terminal_scale must be >= 0, got {terminal_scale}')
+        self.sqrt_terminal_scale = nn.Parameter(torch.tensor(float(terminal_scale)).sqrt())
+        self.rate_weight = None if rate_weight is None else PSDWeight(rate_weight)
+        self.n_x, self.n_u = self.state_weight.size, self.control_weight.size
+        mask = torch.zeros(self.n_x)
+        for i in angle_indices:
+            if not 0 <= i < self.n_x:
+                raise ValueError(f'TrackingCost: angle index {i} outside the state (n_x={self.n_x})')
+            mask[i] = 1.0
+        self.register_buffer('angle_mask', mask, persistent=False)
+        self.has_angles = bool(angle_indices)
+
+    @property
+    def terminal_scale(self) -> torch.Tensor:
+        return self.sqrt_terminal_scale.square()
+
+    def errors(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """``e = x - r`` with wrapped angle entries, ``(B, T+1, n_x)``."""
+        if target is None:
+            e = x
+        else:
+            if target.shape[-1] != self.n_x:
+                raise ValueError(f'TrackingCost: target has {target.shape[-1]} entries, n_x={self.n_x}')
+            e = x - (target.unsqueeze(-2) if target.ndim < x.ndim else target)
+        if self.has_angles:
+            mask = self.angle_mask.to(e.dtype)
+            e = e + mask * (wrap_angle(e) - e)
+        return e
+
+    def _time_scale(self, T1: int, like: torch.Tensor) -> torch.Tensor:
+        """``(T+1, 1)``: ones and the terminal scale in the last row."""
+        scale = torch.ones(T1, 1, dtype=like.dtype, device=like.device)
+        return torch.cat((scale[:-1], self.terminal_scale.to(like).view(1, 1)))
+
+    def _rate_differences(self, u: torch.Tensor, u_prev: torch.Tensor | None) -> torch.Tensor:
+        """``(B, T, n_u)``: ``u_t - u_{t-1}``, zero at ``t = 0`` without ``u_prev``."""
+        first = torch.zeros_like(u[:, :1]) if u_prev is None else (u[:, 0] - u_prev).unsqueeze(1)
+        return torch.cat((first, u[:, 1:] - u[:, :-1]), 1)
+
+    def total(self, x, u, target=None, u_prev=None):
+        e = self.errors(x, target)
+        state = (self.state_weight.quad(e) * self._time_scale(x.shape[-2], e).squeeze(-1)).sum(-1)
+        J = state + self.control_weight.quad(u).sum(-1)
+        if self.rate_weight is not None:
+            J = J + self.rate_weight.quad(self._rate_differences(u, u_prev)).sum(-1)
+        return 0.5 * J
+
+    def expand(self, x, u, target=None, u_prev=None, exact=False):
+        e = self.errors(x, target)
+        batch, T1 = x.shape[0], x.shape[1]
+        scale = self._time_scale(T1, e)
+        Q = self.state_weight.matrix().to(e)
+        lxx = (scale.unsqueeze(-1) * Q).expand(batch, T1, self.n_x, self.n_x)
+        lx = self.state_weight.apply(e) * scale
+        R = self.control_weight.matrix().to(u)
+        lu = self.control_weight.apply(u)
+        T = u.shape[1]
+        if self.rate_weight is None:
+            return CostExpansion(lxx, lx, R.expand(batch, T, self.n_u, self.n_u), lu)
+        S = self.rate_weight.diagonal().to(u)
+        Sd = self._rate_differences(u, u_prev) * S
+        lu = lu + Sd - torch.cat((Sd[:, 1:], torch.zeros_like(Sd[:, :1])), 1)
+        count = torch.full((T, 1), 2.0, dtype=u.dtype, device=u.device)
+        count[-1] = 1.0
+        if u_prev is None:
+            count[0] -= 1.0
+        luu = R + torch.diag_embed(count * S)
+        luu_prev = torch.diag_embed(-S).expand(batch, T, self.n_u, self.n_u)
+        return CostExpansion(lxx, lx, luu.expand(batch, T, self.n_u, self.n_u), lu, None, luu_prev)
+
+
+class QuadraticCost(Cost):
+    """General stage-wise quadratic cost in ``tau_t = (x_t, u_t)`` (mpc.pytorch ``QuadCost`` form).
+
+    ``J = sum_{t<T} 0.5 tau_t^T C_t tau_t + c_t^T tau_t + 0.5 x_T^T C_T x_T + c_T^T x_T``.
+    ``target`` is ignored. Tensors given as ``nn.Parameter`` are learnable.
+
+    Args:
+        C: ``(n_x + n_u, n_x + n_u)``, ``(T, ...)`` or ``(B, T, ...)`` symmetric stage Hessians.
+        c: ``(n_x + n_u,)``, ``(T, ...)`` or ``(B, T, ...)`` stage gradients.
+        C_final: ``(n_x, n_x)`` or ``(B, n_x, n_x)`` terminal Hessian (default: zero).
+        c_final: ``(n_x,)`` or ``(B, n_x)`` terminal gradient (default: zero).
+        n_x: state dimension (splits ``tau``).
+    """
+
+    def __init__(self, C: torch.Tensor, c: torch.Tensor, n_x: int, C_final: torch.Tensor | None = None,
+                 c_final: torch.Tensor | None = None):
+        super().__init__()
+        self.n_x, self.n_u = n_x, C.shape[-1] - n_x
+        if C.shape[-1] != C.shape[-2] or c.shape[-1] != C.shape[-1] or self.n_u < 1:
+            raise ValueError(f'QuadraticCost: C {tuple(C.shape)} and c {tuple(c.shape)} do not fit n_x={n_x}')
+        self.C, self.c = C, c
+        self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
+        self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
+
+    def _stages(self, batch: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.n_x + self.n_u
+        C = self.C if self.C.ndim == 4 else self.C.expand(T, n, n) if self.C.ndim == 2 else self.C
+        c = self.c if self.c.ndim == 3 else self.c.expand(T, n) if self.c.ndim == 1 else self.c
+        return C.expand(batch, T, n, n), c.expand(batch, T, n)
+
+    def total(self, x, u, target=None, u_prev=None):
+        C, c = self._stages(x.shape[0], u.shape[1])
+        tau = torch.cat((x[:, :-1], u), -1)
+        stage = (0.5 * (tau.unsqueeze(-2) @ C).squeeze(-2) + c) * tau
+        xT = x[:, -1]
+        final = (0.5 * (xT.unsqueeze(-2) @ self.C_final.to(x)).squeeze(-2) + self.c_final.to(x)) * xT
+        return stage.sum((-1, -2)) + final.sum(-1)
+
+    def expand(self, x, u, target=None, u_prev=None, exact=False):
+        batch, T, n_x = x.shape[0], u.shape[1], self.n_x
+        C, c = self._stages(batch, T)
+        tau = torch.cat((x[:, :-1], u), -1)
+        grad = (C @ tau.unsqueeze(-1)).squeeze(-1) + c
+        CT = self.C_final.to(x).expand(batch, n_x, n_x)
+        gT = (CT @ x[:, -1].unsqueeze(-1)).squeeze(-1) + self.c_final.to(x)
+        lxx = torch.cat((C[..., :n_x, :n_x], CT.unsqueeze(1)), 1)
+        lx = torch.cat((grad[..., :n_x], gT.unsqueeze(1)), 1)
+        return CostExpansion(lxx, lx, C[..., n_x:, n_x:], grad[..., n_x:], C[..., n_x:, :n_x])

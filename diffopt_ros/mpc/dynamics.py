@@ -1,0 +1,155 @@
+"""Discrete-time dynamics interface, linear dynamics and the neural residual wrapper.
+
+A dynamics model is an ``nn.Module`` mapping ``(x (..., n_x), u (..., n_u)) -> x_next (..., n_x)``
+over one step of ``dt`` seconds. Any leading batch shape works, so the same module is used in
+batched roll-outs ``(B, n_x)``, time-stacked linearisations ``(B, T, n_x)`` and under
+``torch.func.vmap`` (single samples ``(n_x,)``). Learnable quantities are ``nn.Parameter``s.
+
+The solver asks three things of a model:
+
+* :meth:`Dynamics.stepper` - a step function with parameter-derived constants computed once per
+  solve (the roll-out calls it ``T`` times per iteration, so it is the hot path);
+* :meth:`Dynamics.jacobians` - ``A = df/dx (..., n_x, n_x)``, ``B = df/du (..., n_x, n_u)``,
+  differentiable w.r.t. the parameters (analytic where cheap, else ``vmap(jacrev)``);
+* ``angle_indices`` - state entries that are angles, so costs wrap their errors.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Dynamics(nn.Module):
+    """Base class of discrete-time models ``x_{t+1} = f(x_t, u_t)``.
+
+    Attributes:
+        n_x: state dimension.
+        n_u: control dimension.
+        dt: step (s).
+        angle_indices: indices of angular state entries (rad), wrapped by tracking costs.
+    """
+
+    n_x: int
+    n_u: int
+    dt: float
+    angle_indices: tuple[int, ...] = ()
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One step: ``x (..., n_x)``, ``u (..., n_u)`` -> ``x_next (..., n_x)``."""
+        raise NotImplementedError
+
+    def stepper(self) -> StepFn:
+        """The step function used in roll-outs (override to precompute parameter constants)."""
+        return self.forward
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, B)`` at ``x (..., n_x)``, ``u (..., n_u)``: shapes ``(..., n_x, n_x)``, ``(..., n_x, n_u)``.
+
+        The default differentiates :meth:`forward` with ``torch.func.jacrev`` under ``vmap``;
+        models override it with closed forms.
+        """
+        return autodiff_jacobians(self.forward, x, u)
+
+    def check_shapes(self, x: torch.Tensor, u: torch.Tensor | None = None) -> None:
+        """Raise ``ValueError`` naming the model if ``x``/``u`` have the wrong trailing size."""
+        if x.shape[-1] != self.n_x:
+            raise ValueError(f'{type(self).__name__}: state has {x.shape[-1]} entries, '
+                             f'expected n_x={self.n_x}')
+        if u is not None and u.shape[-1] != self.n_u:
+            raise ValueError(f'{type(self).__name__}: control has {u.shape[-1]} entries, '
+                             f'expected n_u={self.n_u}')
+
+
+def autodiff_jacobians(fn: StepFn, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jacobians of ``fn(x, u)`` by batched reverse mode; ``x (..., n_x)``, ``u (..., n_u)``."""
+    batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+    xf = x.expand(*batch, x.shape[-1]).reshape(-1, x.shape[-1])
+    uf = u.expand(*batch, u.shape[-1]).reshape(-1, u.shape[-1])
+    A, B = torch.func.vmap(torch.func.jacrev(fn, argnums=(0, 1)))(xf, uf)
+    return A.reshape(*batch, *A.shape[-2:]), B.reshape(*batch, *B.shape[-2:])
+
+
+def positive_parameter(value: float, name: str) -> nn.Parameter:
+    """A log-parametrised positive scalar parameter initialised to ``value`` (> 0)."""
+    value = float(value)
+    if not value > 0.0:
+        raise ValueError(f'{name} must be > 0, got {value}')
+    return nn.Parameter(torch.tensor(value, dtype=torch.get_default_dtype()).log())
+
+
+class LinearDynamics(Dynamics):
+    """``x_{t+1} = A x_t + B u_t (+ c)`` with learnable ``A (n_x, n_x)``, ``B (n_x, n_u)``, ``c (n_x,)``.
+
+    Args:
+        A: initial state matrix ``(n_x, n_x)``.
+        B: initial input matrix ``(n_x, n_u)``.
+        c: optional constant drift ``(n_x,)`` (learnable when given).
+        dt: step (s), informational.
+    """
+
+    def __init__(self, A: torch.Tensor, B: torch.Tensor, c: torch.Tensor | None = None, dt: float = 1.0):
+        super().__init__()
+        if A.ndim != 2 or A.shape[0] != A.shape[1] or B.ndim != 2 or B.shape[0] != A.shape[0]:
+            raise ValueError(f'LinearDynamics: A must be (n_x, n_x) and B (n_x, n_u); got {tuple(A.shape)}, '
+                             f'{tuple(B.shape)}')
+        self.n_x, self.n_u, self.dt = A.shape[0], B.shape[1], float(dt)
+        self.A = nn.Parameter(A.detach().clone())
+        self.B = nn.Parameter(B.detach().clone())
+        self.c = None if c is None else nn.Parameter(c.detach().clone())
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        out = x @ self.A.mT + u @ self.B.mT
+        return out if self.c is None else out + self.c
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        return self.A.expand(*batch, self.n_x, self.n_x), self.B.expand(*batch, self.n_x, self.n_u)
+
+
+class NeuralResidual(Dynamics):
+    """A base model plus a learned correction: ``f(x, u) = base(x, u) + dt * mlp([x, u])``.
+
+    The last layer starts at zero, so the wrapped model initially equals ``base``. Jacobians are
+    the base model's (analytic when it has them) plus the MLP's by ``vmap(jacrev)``.
+
+    Args:
+        base: the physical model (its parameters stay learnable).
+        hidden: hidden layer widths.
+        activation: hidden activation module class.
+    """
+
+    def __init__(self, base: Dynamics, hidden: tuple[int, ...] = (64, 64),
+                 activation: type[nn.Module] = nn.Tanh):
+        super().__init__()
+        self.base = base
+        self.n_x, self.n_u, self.dt = base.n_x, base.n_u, base.dt
+        self.angle_indices = base.angle_indices
+        widths = (base.n_x + base.n_u, *hidden, base.n_x)
+        layers: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+            if i < len(widths) - 2:
+                layers.append(activation())
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.mlp = nn.Sequential(*layers)
+
+    def residual(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The learned term ``dt * mlp([x, u])``, shape ``(..., n_x)``."""
+        return self.dt * self.mlp(torch.cat((x, u), dim=-1))
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.base(x, u) + self.residual(x, u)
+
+    def stepper(self) -> StepFn:
+        base_step = self.base.stepper()
+        return lambda x, u: base_step(x, u) + self.residual(x, u)
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        A, B = self.base.jacobians(x, u)
+        Ar, Br = autodiff_jacobians(self.residual, x, u)
+        return A + Ar, B + Br

@@ -1,0 +1,294 @@
+"""Robot and benchmark dynamics models (discrete time, batched, learnable).
+
+* :class:`DiffDriveLag` - the diff-drive robot of docs/CONTRACTS.md: unicycle kinematics with
+  first-order actuator lag and gains (state ``(x, y, yaw, v, omega)``, control ``(v_cmd, omega_cmd)``).
+* :class:`Unicycle` - kinematic unicycle, state ``(x, y, yaw)``, control ``(v, omega)``.
+* :class:`KinematicBicycle` - Ackermann car, state ``(x, y, yaw, v)``, control ``(accel, steer)``.
+* :class:`Pendulum`, :class:`Cartpole` - the mpc.pytorch ``env_dx`` benchmark systems.
+
+Positive physical parameters are stored as logarithms (``log_<name>`` parameters) and read as
+attributes with their plain names (``model.gain_v`` is a tensor); assigning a float to the plain
+name (``model.gain_v = 0.8``) sets the underlying parameter in place.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .dynamics import Dynamics, StepFn, positive_parameter
+
+
+class _PositiveParams(Dynamics):
+    """Mixin-style base: exposes ``log_<name>`` parameters as positive attributes ``<name>``."""
+
+    param_names: tuple[str, ...] = ()
+
+    def _init_params(self, **values: float) -> None:
+        for name in self.param_names:
+            setattr(self, 'log_' + name, positive_parameter(values[name], f'{type(self).__name__}.{name}'))
+
+    def __getattr__(self, name: str):
+        if name in type(self).param_names:
+            return super().__getattr__('log_' + name).exp()
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in type(self).param_names:
+            value = float(value)
+            if not value > 0.0:
+                raise ValueError(f'{type(self).__name__}.{name} must be > 0, got {value}')
+            with torch.no_grad():
+                getattr(self, 'log_' + name).fill_(math.log(value))
+            return
+        super().__setattr__(name, value)
+
+    def parameter_values(self) -> dict[str, float]:
+        """The physical parameters as plain floats, e.g. for a parameter YAML file."""
+        return {name: float(getattr(self, name)) for name in self.param_names}
+
+
+class DiffDriveLag(_PositiveParams):
+    """Diff-drive robot with actuator gains and first-order lag (docs/CONTRACTS.md).
+
+    State ``x = (x [m], y [m], yaw [rad], v [m/s], omega [rad/s])``, control
+    ``u = (v_cmd [m/s], omega_cmd [rad/s])``. One step of ``dt`` seconds:
+    ``v' = v + (1 - exp(-dt / tau_v)) (gain_v v_cmd - v)`` (same for omega, exact zero-order hold),
+    ``yaw' = yaw + dt w_m``, ``(x', y') = (x, y) + dt v_m (cos, sin)(yaw + dt w_m / 2)`` with
+    ``v_m = (v + v') / 2``, ``w_m = (omega + omega') / 2`` (midpoint rule).
+
+    Args:
+        dt: step (s).
+        gain_v, gain_omega: actuator gains (1), learnable, > 0.
+        tau_v, tau_omega: lag time constants (s), learnable, > 0.
+    """
+
+    param_names = ('gain_v', 'gain_omega', 'tau_v', 'tau_omega')
+    n_x, n_u = 5, 2
+    angle_indices = (2,)
+
+    def __init__(self, dt: float = 0.05, gain_v: float = 1.0, gain_omega: float = 1.0,
+                 tau_v: float = 0.05, tau_omega: float = 0.05):
+        super().__init__()
+        if not dt > 0:
+            raise ValueError(f'DiffDriveLag.dt must be > 0, got {dt}')
+        self.dt = float(dt)
+        self._init_params(gain_v=gain_v, gain_omega=gain_omega, tau_v=tau_v, tau_omega=tau_omega)
+
+    def _coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``keep = 1 - a`` and ``drive = a * gain`` for ``(v, omega)``, each ``(2,)``."""
+        log_tau = torch.stack((self.log_tau_v, self.log_tau_omega))
+        log_gain = torch.stack((self.log_gain_v, self.log_gain_omega))
+        keep = torch.exp(-self.dt * torch.exp(-log_tau))       # exp(-dt / tau)
+        drive = (1.0 - keep) * log_gain.exp()
+        return keep, drive
+
+    def stepper(self) -> StepFn:
+        keep, drive = self._coefficients()
+        half_dt, quarter_dt = 0.5 * self.dt, 0.25 * self.dt
+
+        def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            vw = x[..., 3:]
+            vw_next = torch.addcmul(vw * keep, drive, u)
+            twice_mean = vw + vw_next                               # (2 v_m, 2 w_m)
+            yaw = x[..., 2:3]
+            w2 = twice_mean[..., 1:]
+            yaw_mid = torch.add(yaw, w2, alpha=quarter_dt)
+            heading = torch.cat((yaw_mid.cos(), yaw_mid.sin()), dim=-1)
+            pos = torch.addcmul(x[..., :2], heading, twice_mean[..., :1], value=half_dt)
+            return torch.cat((pos, torch.add(yaw, w2, alpha=half_dt), vw_next), dim=-1)
+
+        return step
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One step: ``x (..., 5)``, ``u (..., 2)`` -> ``(..., 5)``."""
+        return self.stepper()(x, u)
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)``."""
+        keep, drive = self._coefficients()
+        dt = self.dt
+        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        vw_next = torch.addcmul(x[..., 3:] * keep, drive, u)
+        twice_mean = x[..., 3:] + vw_next
+        yaw_mid = x[..., 2] + 0.25 * dt * twice_mean[..., 1]
+        c, s = yaw_mid.cos(), yaw_mid.sin()
+        rot = torch.stack((c, s), dim=-1)                         # (..., 2)
+        perp = torch.stack((-s, c), dim=-1) * (0.5 * dt * twice_mean[..., :1])   # dt v_m (-s, c)
+        dmean = 0.5 * (1.0 + keep)                                # d(mean)/d(state rate)
+        dmean_u = 0.5 * drive                                     # d(mean)/d(command)
+        # rows x, y: columns yaw, v, omega and v_cmd, omega_cmd
+        A_top = torch.stack((perp, rot * (dt * dmean[0]), perp * (0.5 * dt * dmean[1])), dim=-1)
+        B_top = torch.stack((rot * (dt * dmean_u[0]), perp * (0.5 * dt * dmean_u[1])), dim=-1)
+        # assemble: A = [[I2, A_top], [0, rows yaw/v/omega]]
+        A = torch.zeros(*batch, 5, 5, dtype=A_top.dtype, device=A_top.device)
+        A[..., 0, 0] = 1.0
+        A[..., 1, 1] = 1.0
+        A[..., :2, 2:] = A_top
+        A[..., 2, 2] = 1.0
+        A[..., 2, 4] = dt * dmean[1]
+        A[..., 3, 3] = keep[0]
+        A[..., 4, 4] = keep[1]
+        B = torch.zeros(*batch, 5, 2, dtype=A_top.dtype, device=A_top.device)
+        B[..., :2, :] = B_top
+        B[..., 2, 1] = dt * dmean_u[1]
+        B[..., 3, 0] = drive[0]
+        B[..., 4, 1] = drive[1]
+        return A, B
+
+
+class Unicycle(Dynamics):
+    """Kinematic unicycle: state ``(x [m], y [m], yaw [rad])``, control ``(v [m/s], omega [rad/s])``.
+
+    ``yaw' = yaw + dt omega``, ``(x', y') = (x, y) + dt v (cos, sin)(yaw + dt omega / 2)``.
+    """
+
+    n_x, n_u = 3, 2
+    angle_indices = (2,)
+
+    def __init__(self, dt: float = 0.05):
+        super().__init__()
+        self.dt = float(dt)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        yaw = x[..., 2:]
+        yaw_mid = torch.add(yaw, u[..., 1:], alpha=0.5 * self.dt)
+        heading = torch.cat((yaw_mid.cos(), yaw_mid.sin()), dim=-1)
+        pos = torch.addcmul(x[..., :2], heading, u[..., :1], value=self.dt)
+        return torch.cat((pos, torch.add(yaw, u[..., 1:], alpha=self.dt)), dim=-1)
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dt = self.dt
+        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        yaw_mid = x[..., 2] + 0.5 * dt * u[..., 1]
+        c, s = yaw_mid.cos(), yaw_mid.sin()
+        dv = dt * u[..., 0]
+        A = torch.zeros(*batch, 3, 3, dtype=x.dtype, device=x.device)
+        A[..., 0, 0] = A[..., 1, 1] = A[..., 2, 2] = 1.0
+        A[..., 0, 2] = -dv * s
+        A[..., 1, 2] = dv * c
+        B = torch.zeros(*batch, 3, 2, dtype=x.dtype, device=x.device)
+        B[..., 0, 0] = dt * c
+        B[..., 1, 0] = dt * s
+        B[..., 0, 1] = -0.5 * dt * dv * s
+        B[..., 1, 1] = 0.5 * dt * dv * c
+        B[..., 2, 1] = dt
+        return A, B
+
+
+class KinematicBicycle(_PositiveParams):
+    """Kinematic bicycle (Ackermann car) with a learnable wheelbase.
+
+    State ``(x [m], y [m], yaw [rad], v [m/s])``, control ``(accel [m/s^2], steer [rad])``.
+    Midpoint step: ``v_m = v + dt a / 2``, ``yaw' = yaw + dt v_m tan(steer) / wheelbase``,
+    ``(x', y') = (x, y) + dt v_m (cos, sin)(yaw + dt v_m tan(steer) / (2 wheelbase))``, ``v' = v + dt a``.
+
+    Args:
+        dt: step (s).
+        wheelbase: axle distance (m), learnable, > 0.
+    """
+
+    param_names = ('wheelbase',)
+    n_x, n_u = 4, 2
+    angle_indices = (2,)
+
+    def __init__(self, dt: float = 0.05, wheelbase: float = 0.3):
+        super().__init__()
+        self.dt = float(dt)
+        self._init_params(wheelbase=wheelbase)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        dt = self.dt
+        v_mid = x[..., 3] + 0.5 * dt * u[..., 0]
+        yaw_rate = v_mid * torch.tan(u[..., 1]) / self.wheelbase
+        yaw_mid = x[..., 2] + 0.5 * dt * yaw_rate
+        return torch.stack((
+            x[..., 0] + dt * v_mid * yaw_mid.cos(),
+            x[..., 1] + dt * v_mid * yaw_mid.sin(),
+            x[..., 2] + dt * yaw_rate,
+            x[..., 3] + dt * u[..., 0],
+        ), dim=-1)
+
+
+class Pendulum(_PositiveParams):
+    """The mpc.pytorch ``PendulumDx`` (simple): state ``(cos th, sin th, th_dot [rad/s])``, torque ``u``.
+
+    ``th_dot' = th_dot + dt (3 g / (2 l) sin th + 3 u / (m l^2))``, ``th' = th + dt th_dot'``.
+    ``th = 0`` is upright. Learnable ``gravity`` (m/s^2), ``mass`` (kg), ``length`` (m).
+    """
+
+    param_names = ('gravity', 'mass', 'length')
+    n_x, n_u = 3, 1
+    angle_indices = ()
+
+    def __init__(self, dt: float = 0.05, gravity: float = 10.0, mass: float = 1.0, length: float = 1.0):
+        super().__init__()
+        self.dt = float(dt)
+        self._init_params(gravity=gravity, mass=mass, length=length)
+
+    def stepper(self) -> StepFn:
+        dt = self.dt
+        g, m, l = self.gravity, self.mass, self.length
+        k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
+
+        def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            th = torch.atan2(x[..., 1:2], x[..., 0:1])
+            th_dot = x[..., 2:] + k_grav * x[..., 1:2] + k_u * u
+            th = torch.add(th, th_dot, alpha=dt)
+            return torch.cat((th.cos(), th.sin(), th_dot), dim=-1)
+
+        return step
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.stepper()(x, u)
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dt = self.dt
+        g, m, l = self.gravity, self.mass, self.length
+        k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
+        c, s, w = x[..., 0], x[..., 1], x[..., 2]
+        r2 = c * c + s * s
+        th = torch.atan2(s, c)
+        w_next = w + k_grav * s + k_u * u[..., 0]
+        th_next = th + dt * w_next
+        cn, sn = th_next.cos(), th_next.sin()
+        # d th / d(c, s, w) and d w_next / d(c, s, w, u)
+        dth = torch.stack((-s / r2, c / r2, torch.zeros_like(c)), dim=-1)
+        dw = torch.stack((torch.zeros_like(c), k_grav.expand_as(c), torch.ones_like(c)), dim=-1)
+        dthn = dth + dt * dw                                       # (..., 3)
+        A = torch.stack((-sn[..., None] * dthn, cn[..., None] * dthn, dw), dim=-2)
+        du = (k_u * torch.ones_like(c))                            # d w_next / d u
+        B = torch.stack((-sn * dt * du, cn * dt * du, du), dim=-1)[..., None]
+        return A, B
+
+
+class Cartpole(_PositiveParams):
+    """The mpc.pytorch ``CartpoleDx``: state ``(x, x_dot, cos th, sin th, th_dot)``, force ``u [N]``.
+
+    Explicit Euler with the classic cart-pole accelerations; learnable ``gravity`` (m/s^2),
+    ``masscart``, ``masspole`` (kg), ``length`` (m, half pole length).
+    """
+
+    param_names = ('gravity', 'masscart', 'masspole', 'length')
+    n_x, n_u = 5, 1
+    angle_indices = ()
+
+    def __init__(self, dt: float = 0.05, gravity: float = 9.8, masscart: float = 1.0,
+                 masspole: float = 0.1, length: float = 0.5):
+        super().__init__()
+        self.dt = float(dt)
+        self._init_params(gravity=gravity, masscart=masscart, masspole=masspole, length=length)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        g, mc, mp, l = self.gravity, self.masscart, self.masspole, self.length
+        total = mp + mc
+        pml = mp * l
+        pos, vel, cos_th, sin_th, th_dot = x.unbind(-1)
+        th = torch.atan2(sin_th, cos_th)
+        cart_in = (u[..., 0] + pml * th_dot * th_dot * sin_th) / total
+        th_acc = (g * sin_th - cos_th * cart_in) / (l * (4.0 / 3.0 - mp * cos_th * cos_th / total))
+        x_acc = cart_in - pml * th_acc * cos_th / total
+        dt = self.dt
+        th = th + dt * th_dot
+        return torch.stack((pos + dt * vel, vel + dt * x_acc, th.cos(), th.sin(), th_dot + dt * th_acc),
+                           dim=-1)
