@@ -1,0 +1,142 @@
+"""Implicit gradients of the MPC solution from its KKT conditions.
+
+At a solution ``(x*, u*)`` with costate ``lam`` (``lam_T = dJ/dx_T``,
+``lam_t = dJ/dx_t + A_t^T lam_{t+1}``) the stationarity ``g(tau; theta) = grad_tau L = 0`` of the
+Lagrangian ``L = J + sum_t lam_{t+1}^T (f(x_t, u_t) - x_{t+1}) + lam_0^T (x_init - x_0)`` and the
+constraints ``c = (x_init - x_0, f(x_t, u_t) - x_{t+1}) = 0`` hold; controls on a bound (the
+active set) are fixed. Differentiating gives ``d tau = -K^{-1} d(g, c)`` with the KKT matrix
+``K = [[H, J_c^T], [J_c, 0]]``, ``H`` the exact Hessian of ``L`` (cost Hessian plus
+``lam_{t+1} . d2f``). ``K^{-1}`` applied to an incoming gradient is one equality-constrained LQR
+solve: a Riccati pass with the clamped set held fixed, a linear roll-out and a costate recursion.
+
+The parameters enter through ``(g, c)`` computed with ``create_graph=True``, so autograd carries
+the gradient to ``x_init``, ``target``, ``u_prev``, every cost parameter and every dynamics
+``nn.Parameter`` without model-specific code. The Riccati pass is refactorised with the exact
+Hessian (for linear dynamics it equals the forward's last factorisation); iLQR's Gauss-Newton
+factorisation would give the mpc.pytorch approximation, not the derivative of the solution.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .costs import CostExpansion
+from .ilqr import MPC, MPCSolution
+from .lqr import riccati, stage_matrices
+
+
+def _costates(A: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
+    """``lam (B, T+1, n_x)`` from ``A (B, T, n_x, n_x)`` and ``lx (B, T+1, n_x)`` (backwards)."""
+    lam = [lx[:, -1]]
+    As, lxs = A.unbind(1), lx.unbind(1)
+    for t in range(A.shape[1] - 1, -1, -1):
+        lam.append(lxs[t] + (As[t].mT @ lam[-1].unsqueeze(-1)).squeeze(-1))
+    return torch.stack(lam[::-1], 1)
+
+
+def dynamics_hessian(dynamics, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``d2 (lam . f) / d(x, u)2`` for ``x (N, n_x)``, ``u (N, n_u)``, ``lam (N, n_x)``: ``(N, n, n)``."""
+    n_x = x.shape[-1]
+
+    def weighted(xu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (w * dynamics(xu[:n_x], xu[n_x:])).sum()
+
+    return torch.func.vmap(torch.func.hessian(weighted))(torch.cat((x, u), -1), lam)
+
+
+class _KKTSolve(torch.autograd.Function):
+    """Identity-shaped zero output whose backward applies ``-K^{-1}`` (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, problem: dict, gx: torch.Tensor, gu: torch.Tensor, residual: torch.Tensor):
+        ctx.problem = problem
+        return torch.zeros_like(gx), torch.zeros_like(gu)
+
+    @staticmethod
+    def backward(ctx, grad_x: torch.Tensor, grad_u: torch.Tensor):
+        dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
+        return None, -dx, -du, -dlam
+
+
+def solve_adjoint(problem: dict, grad_x: torch.Tensor,
+                  grad_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve ``K [w_tau; w_lam] = [g; 0]`` as an LQR with the active set held fixed.
+
+    Args:
+        problem: solution data stored by :func:`attach_implicit_gradients`.
+        grad_x: ``(B, T+1, n_x)`` incoming gradient on the states.
+        grad_u: ``(B, T, n_u)`` incoming gradient on the controls.
+
+    Returns:
+        ``w_x (B, T+1, n_x)``, ``w_u (B, T, n_u)`` and the multipliers ``w_lam (B, T+1, n_x)``.
+    """
+    mpc: MPC = problem['mpc']
+    x, u, lam, A, B = problem['x'], problem['u'], problem['lam'], problem['A'], problem['B']
+    batch, T, n_u = u.shape
+    n_x = x.shape[-1]
+    exp = mpc.cost.expand(x, u, problem['target'], problem['u_prev'], exact=True)
+    hess = dynamics_hessian(mpc.dynamics, x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
+                            lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
+    lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
+    lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
+    hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)
+    stages = stage_matrices(hessian, A, B)
+    G, _ = riccati(stages, None, None, clamped=problem['clamped'])
+    # linear roll-out of dz_{t+1} = F_t [dz_t; 1; du_t] with du_t = G_t [dz_t; 1]
+    a = stages.F.shape[-2]
+    zeta = x.new_zeros(batch, a)
+    zeta[:, -1] = 1.0
+    Cs, Fs, Gs = stages.C.unbind(1), stages.F.unbind(1), G.unbind(1)
+    xis, residuals = [], []
+    for t in range(T):
+        du = (Gs[t] @ zeta.unsqueeze(-1)).squeeze(-1)
+        xi = torch.cat((zeta, du), -1)
+        xis.append(xi)
+        residuals.append((Cs[t] @ xi.unsqueeze(-1)).squeeze(-1)[:, :n_x])
+        zeta = (Fs[t] @ xi.unsqueeze(-1)).squeeze(-1)
+    residuals.append((stages.P_final @ zeta.unsqueeze(-1)).squeeze(-1)[:, :n_x])
+    xi = torch.stack(xis, 1)
+    w_x = torch.cat((xi[..., :n_x], zeta[:, None, :n_x]), 1)
+    w_u = xi[..., a:]
+    w_lam = _costates(A, torch.stack(residuals, 1))
+    return w_x, w_u, w_lam
+
+
+def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, target,
+                              u_prev) -> MPCSolution:
+    """Return ``sol`` with states/controls that carry implicit gradients (values unchanged).
+
+    Args:
+        mpc: the solver (its dynamics and cost define the problem).
+        sol: the converged (no-grad) solution.
+        x_init: ``(B, n_x)`` initial states as given by the caller (may require grad).
+        target: the cost target as given (may require grad).
+        u_prev: the previous control as given (may require grad).
+    """
+    inputs = [x_init, target, u_prev, *mpc.parameters()]
+    if not any(t is not None and t.requires_grad for t in inputs):
+        return sol
+    if not bool(sol.converged.all()):
+        warnings.warn(f'MPC: {int((~sol.converged).sum())} of {sol.converged.numel()} samples did not '
+                      'converge; their implicit gradients are those of the last iterate '
+                      '(see MPCSolution.converged)', RuntimeWarning, stacklevel=3)
+    dyn, cost = mpc.dynamics, mpc.cost
+    x_star, u_star = sol.states.detach(), sol.controls.detach()
+    target_d = None if target is None else target.detach()
+    u_prev_d = None if u_prev is None else u_prev.detach()
+    with torch.no_grad():
+        A, B = dyn.jacobians(x_star[:, :-1], u_star)
+        lam = _costates(A, cost.expand(x_star, u_star, target_d, u_prev_d).lx)
+    with torch.enable_grad():
+        xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
+        f = dyn(xs[:, :-1], us)
+        lagrangian = cost.total(xs, us, target, u_prev).sum() + (lam[:, 1:] * f).sum()
+        gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
+        residual = torch.cat(((x_init - xs[:, 0]).unsqueeze(1), f - xs[:, 1:]), 1)
+        problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
+                       u_prev=u_prev_d, clamped=sol.clamped)
+        dx, du = _KKTSolve.apply(problem, gx, gu, residual)
+    states, controls = x_star + dx, u_star + du
+    costs = cost.total(states, controls, target, u_prev)
+    return sol._replace(states=states, controls=controls, costs=costs)
