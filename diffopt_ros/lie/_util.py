@@ -1,0 +1,33 @@
+"""Shared numerics for the Lie groups: skew matrices and small-angle-safe coefficients."""
+from __future__ import annotations
+
+import torch
+
+# Below this angle (rad) the closed forms are replaced by Taylor series; the series used are
+# accurate to float64 round-off there, and the closed forms are well conditioned above it.
+SMALL_ANGLE = 1e-3
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Skew-symmetric matrix ``[v]x`` of 3-vectors: ``(..., 3) -> (..., 3, 3)``."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack((o, -z, y, z, o, -x, -y, x, o), -1).reshape(*v.shape[:-1], 3, 3)
+
+
+def unskew(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`skew` (antisymmetric part): ``(..., 3, 3) -> (..., 3)``."""
+    return 0.5 * torch.stack((m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0],
+                              m[..., 1, 0] - m[..., 0, 1]), -1)
+
+
+def safe_angle(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(small, theta_safe)``: a mask of ``|theta| < SMALL_ANGLE`` and ``theta`` with those
+    entries replaced by 1, so closed forms evaluated on ``theta_safe`` have finite gradients."""
+    small = theta.abs() < SMALL_ANGLE
+    return small, torch.where(small, torch.ones_like(theta), theta)
+
+
+def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Wrap angles (rad) to ``(-pi, pi]``, differentiably (gradient 1 everywhere)."""
+    return theta - 2 * torch.pi * torch.ceil((theta - torch.pi) / (2 * torch.pi))

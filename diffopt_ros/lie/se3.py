@@ -1,0 +1,155 @@
+"""SE(3): 3D rigid motions stored as ``(..., 3, 4) = [R | t]`` (rotation matrix, translation in m).
+
+Tangent vectors are ``(..., 6) = (v, omega)``: translation part first, then the rotation vector
+(rad), as in Sophus/Theseus and ROS covariances (x, y, z, roll, pitch, yaw order). GTSAM's Pose3
+uses ``(omega, v)``; :func:`diffopt_ros.nlls.io` converts information matrices accordingly.
+Perturbations are on the right, ``g exp(d)``.
+"""
+from __future__ import annotations
+
+import torch
+
+from diffopt_ros.lie._util import skew
+from diffopt_ros.lie.so3 import SO3, _theta2, left_jacobian, left_jacobian_inv
+
+
+def _q_matrix(rho: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Barfoot's ``Q(rho, phi)`` ``(..., 3, 3)``, the top-right block of the SE(3) left Jacobian."""
+    t2, small, t = _theta2(phi)
+    s, c = torch.sin(t), torch.cos(t)
+    c1 = torch.where(small, 1.0 / 6 - t2 / 120, (t - s) / (t2 * t))
+    c2 = torch.where(small, 1.0 / 24 - t2 / 720, (t * t + 2 * c - 2) / (2 * t ** 4))
+    c3 = torch.where(small, 1.0 / 120 - t2 / 2520, (2 * t - 3 * s + t * c) / (2 * t ** 5))
+    P, F = skew(rho), skew(phi)
+    FP, PF = F @ P, P @ F
+    FPF = FP @ F
+    FFP = F @ FP
+    return (0.5 * P + c1[..., None, None] * (FP + PF + FPF)
+            + c2[..., None, None] * (FFP + PF @ F - 3 * FPF)
+            + c3[..., None, None] * (FPF @ F + F @ FPF))
+
+
+def _split(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return g[..., :3], g[..., 3]
+
+
+def _join(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.cat((R, t.unsqueeze(-1)), -1)
+
+
+def _block(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``[[a, b], [c, d]]`` of ``(..., 3, 3)`` blocks -> ``(..., 6, 6)``."""
+    return torch.cat((torch.cat((a, b), -1), torch.cat((c, d), -1)), -2)
+
+
+class SE3:
+    """Batched SE(3) operations on ``(..., 3, 4) = [R | t]`` tensors."""
+
+    name = 'SE3'
+    dof = 6
+    shape = (3, 4)
+
+    @staticmethod
+    def identity(*batch: int, dtype=None, device=None) -> torch.Tensor:
+        """Identity poses ``(*batch, 3, 4)``."""
+        return torch.eye(3, 4, dtype=dtype, device=device).expand(*batch, 3, 4).clone()
+
+    @staticmethod
+    def exp(xi: torch.Tensor) -> torch.Tensor:
+        """Tangent ``(..., 6) = (v, omega)`` -> pose ``(..., 3, 4)``."""
+        v, w = xi[..., :3], xi[..., 3:]
+        t = (left_jacobian(w) @ v.unsqueeze(-1)).squeeze(-1)
+        return _join(SO3.exp(w), t)
+
+    @staticmethod
+    def log(g: torch.Tensor) -> torch.Tensor:
+        """Pose ``(..., 3, 4)`` -> tangent ``(..., 6)``."""
+        R, t = _split(g)
+        w = SO3.log(R)
+        v = (left_jacobian_inv(w) @ t.unsqueeze(-1)).squeeze(-1)
+        return torch.cat((v, w), -1)
+
+    @staticmethod
+    def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a b``."""
+        Ra, ta = _split(a)
+        return torch.cat((Ra @ b[..., :3], (Ra @ b[..., 3:]) + ta.unsqueeze(-1)), -1)
+
+    @staticmethod
+    def inverse(g: torch.Tensor) -> torch.Tensor:
+        """``g^-1``."""
+        R, t = _split(g)
+        Rt = R.mT
+        return _join(Rt, -(Rt @ t.unsqueeze(-1)).squeeze(-1))
+
+    @staticmethod
+    def between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a^-1 b``."""
+        Ra, ta = _split(a)
+        Rt = Ra.mT
+        return torch.cat((Rt @ b[..., :3], Rt @ (b[..., 3:] - ta.unsqueeze(-1))), -1)
+
+    @staticmethod
+    def retract(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``g exp(d)``."""
+        return SE3.compose(g, SE3.exp(d))
+
+    @staticmethod
+    def local(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``log(a^-1 b)``."""
+        return SE3.log(SE3.between(a, b))
+
+    @staticmethod
+    def act(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Transform points ``p (..., 3)`` (m): ``R p + t``."""
+        R, t = _split(g)
+        return (R @ p.unsqueeze(-1)).squeeze(-1) + t
+
+    @staticmethod
+    def act_jacobians(g: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``q = g p`` with ``dq/dd_g (..., 3, 6)`` (right perturbation) and ``dq/dp (..., 3, 3)``."""
+        R, _ = _split(g)
+        return SE3.act(g, p), torch.cat((R, -(R @ skew(p))), -1), R
+
+    @staticmethod
+    def matrix(g: torch.Tensor) -> torch.Tensor:
+        """Homogeneous matrices ``(..., 4, 4)``."""
+        bottom = torch.zeros(*g.shape[:-2], 1, 4, dtype=g.dtype, device=g.device)
+        bottom[..., 0, 3] = 1
+        return torch.cat((g, bottom), -2)
+
+    @staticmethod
+    def from_matrix(m: torch.Tensor) -> torch.Tensor:
+        """Homogeneous ``(..., 4, 4)`` -> ``(..., 3, 4)``."""
+        return m[..., :3, :]
+
+    @staticmethod
+    def from_translation_quaternion(tq: torch.Tensor) -> torch.Tensor:
+        """``(..., 7) = (x, y, z, qx, qy, qz, qw)`` -> ``(..., 3, 4)``."""
+        return _join(SO3.from_quaternion(tq[..., 3:]), tq[..., :3])
+
+    @staticmethod
+    def to_translation_quaternion(g: torch.Tensor) -> torch.Tensor:
+        """``(..., 3, 4)`` -> ``(..., 7) = (x, y, z, qx, qy, qz, qw)``."""
+        R, t = _split(g)
+        return torch.cat((t, SO3.to_quaternion(R)), -1)
+
+    @staticmethod
+    def adjoint(g: torch.Tensor) -> torch.Tensor:
+        """Adjoint ``(..., 6, 6) = [[R, [t]x R], [0, R]]``: ``g exp(d) g^-1 = exp(Ad(g) d)``."""
+        R, t = _split(g)
+        return _block(R, skew(t) @ R, torch.zeros_like(R), R)
+
+    @staticmethod
+    def right_jacobian(xi: torch.Tensor) -> torch.Tensor:
+        """Right Jacobian of exp ``(..., 6, 6)``: ``exp(xi + e) = exp(xi) exp(Jr(xi) e + O(e^2))``."""
+        v, w = xi[..., :3], xi[..., 3:]
+        J = left_jacobian(-w)
+        return _block(J, _q_matrix(-v, -w), torch.zeros_like(J), J)
+
+    @staticmethod
+    def right_jacobian_inv(xi: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`right_jacobian` ``(..., 6, 6)``."""
+        v, w = xi[..., :3], xi[..., 3:]
+        Ji = left_jacobian_inv(-w)
+        return _block(Ji, -(Ji @ _q_matrix(-v, -w) @ Ji), torch.zeros_like(Ji), Ji)

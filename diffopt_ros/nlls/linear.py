@@ -1,0 +1,210 @@
+"""Linear solvers for the (damped) Gauss-Newton normal equations ``H x = b``, batched over B.
+
+* :class:`DenseCholesky`: ``H (B, n, n)``, batched ``torch.linalg.cholesky_ex`` on any device;
+  the right choice for small problems (n up to ~1000) and large batches.
+* :class:`SparseCholesky`: ``H`` stored as the values ``(B, nnz)`` of a fixed sparsity pattern
+  that is computed once per problem structure (together with the scatter map from factor
+  blocks to it). Factorization by CHOLMOD through ``cholespy`` (supernodal, fill-reducing
+  ordering), with ``scipy``'s SuperLU as fallback. CUDA tensors are factorized on the CPU and
+  the solution returned on the input's device.
+
+Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
+requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1 grad``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:  # CHOLMOD through cholespy (a pip wheel)
+    import cholespy
+except ImportError:  # pragma: no cover - exercised only without cholespy
+    cholespy = None
+
+from diffopt_ros.nlls.objective import Objective
+
+
+class FactorizationError(RuntimeError):
+    """A matrix that should be positive definite could not be factorized."""
+
+
+class DenseCholesky:
+    """Dense batched Cholesky on ``H (B, n, n)``."""
+
+    kind = 'dense'
+
+    def __init__(self, objective: Objective):
+        n = objective.dim
+        self.n = n
+        rows, cols = objective.hessian_entries()
+        self.scatter = rows * n + cols
+        self.diag_index = torch.arange(n, device=rows.device) * (n + 1)
+
+    def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """``H (B, n, n)`` from per-factor blocks ``(B, E, D, D)``."""
+        B = blocks[0].shape[0]
+        flat = torch.cat([b.reshape(B, -1) for b in blocks], 1)
+        H = flat.new_zeros(B, self.n * self.n).index_add(1, self.scatter, flat)
+        return H.reshape(B, self.n, self.n)
+
+    def diagonal(self, H: torch.Tensor) -> torch.Tensor:
+        """``(B, n)``."""
+        return H.diagonal(dim1=-2, dim2=-1)
+
+    def add_diagonal(self, H: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``H + diag(d)``, ``d (B, n)``."""
+        return H + torch.diag_embed(d)
+
+    def factorize(self, H: torch.Tensor):
+        """Returns ``(L, ok (B,))``; L carries the graph of H (for unrolled gradients)."""
+        L, info = torch.linalg.cholesky_ex(H)
+        return L, info == 0
+
+    def solve(self, H: torch.Tensor, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` for ``rhs (B, n)``; differentiable in rhs and, through L, in H."""
+        L, _ = factor
+        return torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+
+    def solve_detached(self, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` with H held constant (differentiable in rhs only)."""
+        L, _ = factor
+        return torch.cholesky_solve(rhs.unsqueeze(-1), L.detach()).squeeze(-1)
+
+    def solve_columns(self, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` for several right-hand sides ``rhs (B, n, k)``."""
+        return torch.cholesky_solve(rhs, factor[0])
+
+
+class _CPUFactor:
+    """One problem's factorization (cholespy or SuperLU) with ``solve`` on numpy arrays."""
+
+    def __init__(self, n, rows, cols, values, lower):
+        self.n = n
+        if cholespy is not None:
+            sel = lower
+            solver_cls = cholespy.CholeskySolverD if values.dtype == np.float64 else cholespy.CholeskySolverF
+            try:
+                self._chol = solver_cls(n, rows[sel], cols[sel], np.ascontiguousarray(values[sel]),
+                                        cholespy.MatrixType.COO)
+            except (RuntimeError, ValueError) as exc:
+                raise FactorizationError(str(exc)) from exc
+            self._lu = None
+        else:
+            import scipy.sparse as sp
+            import scipy.sparse.linalg as spla
+            A = sp.csc_matrix((values, (rows, cols)), shape=(n, n))
+            try:
+                self._lu = spla.splu(A)
+            except RuntimeError as exc:
+                raise FactorizationError(str(exc)) from exc
+            self._chol = None
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """Solve for ``b (n,)`` or ``(n, k)``."""
+        if self._chol is not None:
+            b = np.ascontiguousarray(b)
+            x = np.zeros_like(b)
+            self._chol.solve(b, x)
+            return x
+        return self._lu.solve(b)
+
+
+class SparseCholesky:
+    """Sparse Cholesky on a fixed block-sparsity pattern; ``H`` is ``(B, nnz)`` pattern values."""
+
+    kind = 'sparse'
+
+    def __init__(self, objective: Objective):
+        n = objective.dim
+        self.n = n
+        rows, cols = objective.hessian_entries()
+        diag = torch.arange(n, device=rows.device)
+        keys = torch.cat((rows * n + cols, diag * (n + 1)))
+        pattern = torch.unique(keys)  # sorted; the structure analysis done once per objective
+        self.scatter = torch.searchsorted(pattern, rows * n + cols)
+        self.diag_index = torch.searchsorted(pattern, diag * (n + 1))
+        self.rows, self.cols = pattern // n, pattern % n
+        self.nnz = len(pattern)
+        r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
+        self._rows_np, self._cols_np = r.astype(np.int32), c.astype(np.int32)
+        self._lower_np = r >= c
+
+    def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """Pattern values ``(B, nnz)`` from per-factor blocks ``(B, E, D, D)``."""
+        B = blocks[0].shape[0]
+        flat = torch.cat([b.reshape(B, -1) for b in blocks], 1)
+        return flat.new_zeros(B, self.nnz).index_add(1, self.scatter, flat)
+
+    def diagonal(self, H: torch.Tensor) -> torch.Tensor:
+        """``(B, n)``."""
+        return H[:, self.diag_index]
+
+    def add_diagonal(self, H: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``H + diag(d)``, ``d (B, n)``."""
+        return H.index_add(1, self.diag_index, d)
+
+    def factorize(self, H: torch.Tensor):
+        """Per-problem CPU factorizations of ``H.detach()``; returns ``(factors, ok (B,))``."""
+        values = H.detach().cpu().numpy()
+        factors, ok = [], []
+        for b in range(values.shape[0]):
+            try:
+                factors.append(_CPUFactor(self.n, self._rows_np, self._cols_np, values[b], self._lower_np))
+                ok.append(True)
+            except FactorizationError:
+                factors.append(None)
+                ok.append(False)
+        return factors, torch.tensor(ok, device=H.device)
+
+    def _solve_numpy(self, factors, rhs: torch.Tensor) -> torch.Tensor:
+        b = rhs.detach().cpu().numpy()
+        x = np.zeros_like(b)
+        for k, f in enumerate(factors):
+            x[k] = f.solve(b[k]) if f is not None else np.nan
+        return torch.from_numpy(x).to(rhs.device)
+
+    def solve(self, H: torch.Tensor, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` for ``rhs (B, n)``; differentiable in rhs and H."""
+        return _SparseSolve.apply(H, rhs, self, factor[0])
+
+    def solve_detached(self, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` with H held constant (differentiable in rhs only)."""
+        return _SparseSolve.apply(None, rhs, self, factor[0])
+
+    def solve_columns(self, factor, rhs: torch.Tensor) -> torch.Tensor:
+        """``H^-1 rhs`` for several right-hand sides ``rhs (B, n, k)`` (no gradient)."""
+        b = rhs.detach().cpu().numpy()
+        x = np.stack([f.solve(b[k]) for k, f in enumerate(factor[0])])
+        return torch.from_numpy(x).to(rhs.device)
+
+
+class _SparseSolve(torch.autograd.Function):
+    """``x = H^-1 b`` with a precomputed factorization; backward re-uses it (H is symmetric)."""
+
+    @staticmethod
+    def forward(ctx, H, rhs, system, factors):
+        x = system._solve_numpy(factors, rhs)
+        ctx.system, ctx.factors = system, factors
+        ctx.has_H = H is not None
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        u = ctx.system._solve_numpy(ctx.factors, grad)
+        grad_H = None
+        if ctx.has_H and ctx.needs_input_grad[0]:
+            grad_H = -(u[:, ctx.system.rows] * x[:, ctx.system.cols])
+        return grad_H, u, None, None
+
+
+def make_linear_solver(objective: Objective, kind: str = 'auto', dense_max: int = 1000):
+    """``'dense'``, ``'sparse'`` or ``'auto'`` (dense when ``n <= dense_max``, else sparse)."""
+    if kind == 'auto':
+        kind = 'dense' if objective.dim <= dense_max else 'sparse'
+    if kind == 'dense':
+        return DenseCholesky(objective)
+    if kind == 'sparse':
+        return SparseCholesky(objective)
+    raise ValueError(f"linear solver {kind!r}: choose 'auto', 'dense' or 'sparse'")
