@@ -1,0 +1,437 @@
+"""Online 2D SLAM without ROS: keyframes, scan matching, loop closure, incremental solve.
+
+:class:`SlamSystem` takes ``(stamp, odometry pose, scan)`` and maintains keyframes, the pose
+graph and its estimate. Per keyframe it
+
+1. adds an odometry edge to the previous keyframe, and a scan edge from point-to-line ICP of
+   the new scan against the previous keyframe's scan (initial guess: the odometry increment;
+   kept when the fitness check passes and the correction is plausible);
+2. looks for loop closures: older keyframes (at least ``loop_min_separation`` keyframes back)
+   within ``loop_search_radius`` of the new pose in the current estimate, verified by ICP;
+3. re-optimizes with Levenberg-Marquardt warm-started from the current estimate:
+   *locally* over the last ``window`` keyframes, edges from older keyframes entering as priors
+   (an older pose ``x_i`` with marginal covariance ``S_i`` and an edge ``z`` give the prior
+   ``x_i z`` with covariance ``Ad(z^-1) S_i Ad(z^-1)^T + Lambda^-1``), or over the *whole* graph
+   when a loop closure disagrees with the estimate (whitened squared residual above
+   ``loop_full_solve_chi2``). A local update costs O(window) whatever the graph size; only
+   full solves grow, linearly with the number of keyframes (sparse Cholesky).
+
+Frames: the map frame starts equal to the odom frame (keyframe 0 is anchored at its odometry
+pose), ``correction = T_map_odom`` maps odometry poses into the map.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable
+from diffopt_ros.nlls.io import write_g2o
+from diffopt_ros.slam.graph import (
+    LOOP,
+    ODOM,
+    PRIOR_INFORMATION,
+    SCAN,
+    SlamGraph,
+    SlamWeights,
+    build_objective,
+    edge_information,
+    to_g2o_data,
+)
+from diffopt_ros.slam.icp import IcpConfig, ScanMatch, match_scans
+from diffopt_ros.slam.occupancy import OccupancyGrid, build_occupancy_grid
+from diffopt_ros.slam.odometry import StampError
+from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
+
+
+@dataclass(frozen=True)
+class SlamConfig:
+    """SLAM settings (m, rad, s).
+
+    Attributes:
+        keyframe_distance: new keyframe after this much translation since the last one.
+        keyframe_angle: ... or this much rotation.
+        voxel_size: scan down-sampling cell.
+        max_range: beams longer than this are dropped (0: the scan's own ``range_max``).
+        icp: scan matching between consecutive keyframes.
+        scan_max_correction_xy, scan_max_correction_yaw: largest disagreement of a consecutive
+            scan match with the odometry increment that is still believed.
+        loop_search_radius: loop candidates lie within this distance of the new keyframe.
+        loop_min_separation: candidates are at least this many keyframes older.
+        loop_max_candidates: ICP is tried on the nearest this-many candidates.
+        loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
+        loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
+            estimate exceeds this triggers a full re-solve (else a local one).
+        window: keyframes re-optimized by a local update.
+        iterations: LM iterations per local update.
+        full_iterations: LM iterations per full re-solve.
+        max_solve_time: wall-time cap of one solve (s).
+        weights: factor information and robust scale.
+    """
+
+    keyframe_distance: float = 0.5
+    keyframe_angle: float = 0.4
+    voxel_size: float = 0.05
+    max_range: float = 0.0
+    icp: IcpConfig = IcpConfig()
+    scan_max_correction_xy: float = 0.3
+    scan_max_correction_yaw: float = 0.2
+    loop_search_radius: float = 3.0
+    loop_min_separation: int = 20
+    loop_max_candidates: int = 3
+    loop_icp: IcpConfig = IcpConfig(max_iterations=40, max_correspondence_distance=1.0,
+                                    min_inlier_ratio=0.6)
+    loop_full_solve_chi2: float = 9.0
+    window: int = 30
+    iterations: int = 5
+    full_iterations: int = 20
+    max_solve_time: float = 1.0
+    weights: SlamWeights = field(default_factory=SlamWeights)
+
+
+@dataclass(frozen=True)
+class SlamUpdate:
+    """What one call of :meth:`SlamSystem.process` did.
+
+    Attributes:
+        stamp: scan stamp (s).
+        pose: ``(x, y, yaw)`` of the robot in the map frame at the scan (m, rad).
+        keyframe: index of the keyframe added, or None.
+        scan_match: the consecutive scan match (None when no keyframe or the first one).
+        loop_closures: indices of older keyframes linked by a new loop closure.
+        full_solve: a full re-solve ran (else local, or none).
+        seconds: wall time of the update (s).
+        skipped: why the scan was not used ('' when it was).
+    """
+
+    stamp: float
+    pose: tuple[float, float, float]
+    keyframe: int | None = None
+    scan_match: ScanMatch | None = None
+    loop_closures: tuple[int, ...] = ()
+    full_solve: bool = False
+    seconds: float = 0.0
+    skipped: str = ''
+
+
+class SlamSystem:
+    """Online pose-graph SLAM from odometry and 2D scans (no ROS).
+
+    Args:
+        config: settings.
+        device: where scans, ICP and the graph live (``'cpu'`` or ``'cuda'``).
+        dtype: float dtype of points and poses (float64 recommended).
+
+    Example::
+
+        slam = SlamSystem(SlamConfig())
+        for stamp, odom_xyyaw, ranges in data:
+            update = slam.process(stamp, odom_xyyaw, ranges, angles, 0.12, 12.0)
+        slam.estimate          # (K, 3) keyframe poses in the map frame
+        slam.graph()           # SlamGraph: edges, measurements, kinds (for offline learning)
+    """
+
+    def __init__(self, config: SlamConfig = SlamConfig(), device: torch.device | str = 'cpu',
+                 dtype: torch.dtype = torch.float64):
+        self.config = config
+        self.device, self.dtype = torch.device(device), dtype
+        self._stamps: list[float] = []
+        self._odom: list[tuple[float, float, float]] = []
+        self._points: list[Tensor] = []
+        self._normals: list[Tensor] = []
+        self._covariances: list[Tensor] = []             # (3, 3) marginal of each keyframe
+        self._estimate = torch.zeros(0, 3, dtype=dtype, device=self.device)
+        self._edges: list[tuple[int, int]] = []         # appended in order of j (the new keyframe)
+        self._edge_j: list[int] = []
+        self._measurements: list[Tensor] = []
+        self._kinds: list[int] = []
+        self._fitness: list[float] = []
+        self._last_stamp = -math.inf
+        self.correction: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        """``T_map_odom`` ``(x, y, yaw)``: map pose = correction composed with odometry pose."""
+        self.loop_closures = 0
+        self.full_solves = 0
+        self.last_update_seconds = 0.0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_keyframes(self) -> int:
+        """Number of keyframes K."""
+        return len(self._stamps)
+
+    @property
+    def estimate(self) -> Tensor:
+        """``(K, 3)`` keyframe poses ``(x, y, yaw)`` in the map frame (a copy)."""
+        return self._estimate.clone()
+
+    @property
+    def keyframe_stamps(self) -> list[float]:
+        """Keyframe stamps (s)."""
+        return list(self._stamps)
+
+    @property
+    def covariance(self) -> Tensor | None:
+        """``(3, 3)`` marginal covariance of the newest keyframe (body-frame tangent
+        ``(x, y, yaw)``, m² and rad²), or None before the first keyframe."""
+        return self._covariances[-1].clone() if self._covariances else None
+
+    def set_weights(self, weights: SlamWeights) -> None:
+        """Use new factor weights from the next update on (every edge, old ones too)."""
+        self.config = replace(self.config, weights=weights)
+
+    def set_config(self, config: SlamConfig) -> None:
+        """Replace the settings (applies from the next scan)."""
+        self.config = config
+
+    # ------------------------------------------------------------------ poses
+    def map_pose(self, odom_pose) -> tuple[float, float, float]:
+        """Odometry pose ``(x, y, yaw)`` (odom frame) -> map frame, with the current correction."""
+        return _compose(self.correction, tuple(float(v) for v in odom_pose))
+
+    # ------------------------------------------------------------------ main entry
+    def process(self, stamp: float, odom_pose, ranges, angles, range_min: float,
+                range_max: float) -> SlamUpdate:
+        """Use one scan and the odometry pose at its stamp.
+
+        Args:
+            stamp: scan time (s); must increase from call to call.
+            odom_pose: ``(3,)`` odometry ``(x, y, yaw)`` at ``stamp`` (m, rad, odom frame).
+            ranges: ``(R,)`` ranges (m); NaN, Inf and out-of-range beams are ignored.
+            angles: ``(R,)`` beam angles in the robot frame (rad).
+            range_min: the sensor's shortest valid range (m).
+            range_max: the sensor's longest valid range (m).
+
+        Returns:
+            A :class:`SlamUpdate` (``skipped`` says why a scan was not used).
+
+        Raises:
+            StampError: ``stamp`` is not after the previous scan's.
+            ValueError: the odometry pose or the stamp is not finite.
+        """
+        started = time.perf_counter()
+        odom = tuple(float(v) for v in odom_pose)
+        if not (math.isfinite(stamp) and all(math.isfinite(v) for v in odom)):
+            raise ValueError(f'scan at t={stamp}: non-finite stamp or odometry pose {odom}')
+        if stamp <= self._last_stamp:
+            raise StampError(f'scan stamp {stamp:.9f} s is not after the previous scan '
+                             f'{self._last_stamp:.9f} s')
+        self._last_stamp = stamp
+        pose_now = self.map_pose(odom)
+        if self._stamps and not self._is_keyframe(odom):
+            return SlamUpdate(stamp, pose_now, seconds=time.perf_counter() - started)
+        cfg = self.config
+        ranges = torch.as_tensor(ranges, dtype=self.dtype, device=self.device)
+        angles = torch.as_tensor(angles, dtype=self.dtype, device=self.device)
+        far = range_max if cfg.max_range <= 0 else min(range_max, cfg.max_range)
+        points = voxel_downsample(scan_to_points(ranges, angles, range_min, far), cfg.voxel_size)
+        if points.shape[0] < cfg.icp.min_points:
+            return SlamUpdate(stamp, pose_now, skipped=f'scan has {points.shape[0]} usable points '
+                              f'after filtering (need {cfg.icp.min_points})',
+                              seconds=time.perf_counter() - started)
+        update = self._add_keyframe(stamp, odom, points)
+        self.last_update_seconds = time.perf_counter() - started
+        return replace(update, pose=self.map_pose(odom), seconds=self.last_update_seconds)
+
+    # ------------------------------------------------------------------ front end
+    def _is_keyframe(self, odom) -> bool:
+        dx, dy, dyaw = _between(self._odom[-1], odom)
+        return (math.hypot(dx, dy) >= self.config.keyframe_distance
+                or abs(dyaw) >= self.config.keyframe_angle)
+
+    def _add_keyframe(self, stamp: float, odom, points: Tensor) -> SlamUpdate:
+        cfg = self.config
+        k = self.num_keyframes
+        normals = point_normals(points)[0]
+        if k == 0:
+            first = torch.tensor([odom], dtype=self.dtype, device=self.device)
+            self._append_keyframe(stamp, odom, points, normals, first,
+                                  torch.eye(3, dtype=self.dtype, device=self.device) / PRIOR_INFORMATION)
+            self.correction = (0.0, 0.0, 0.0)
+            return SlamUpdate(stamp, odom, keyframe=0)
+        delta = torch.tensor(_between(self._odom[-1], odom), dtype=self.dtype, device=self.device)
+        guess = SE2.compose(self._estimate[-1], delta)[None]
+        self._append_keyframe(stamp, odom, points, normals, guess, self._covariances[-1])
+        self._add_edge(k - 1, k, delta, ODOM, 1.0)
+        match = match_scans(points, self._points[k - 1], delta, cfg.icp, self._normals[k - 1])
+        if match.accepted:
+            error = SE2.between(delta, match.pose)
+            if (float(error[:2].norm()) <= cfg.scan_max_correction_xy
+                    and abs(float(error[2])) <= cfg.scan_max_correction_yaw):
+                self._add_edge(k - 1, k, match.pose, SCAN, match.inlier_ratio)
+        loops, disagree = self._close_loops(k)
+        full = disagree and k >= cfg.window
+        self._solve_full() if full else self._solve_local()
+        return SlamUpdate(stamp, odom, keyframe=k, scan_match=match, loop_closures=tuple(loops),
+                          full_solve=full)
+
+    def _append_keyframe(self, stamp, odom, points, normals, pose: Tensor, covariance: Tensor):
+        self._stamps.append(stamp)
+        self._odom.append(odom)
+        self._points.append(points)
+        self._normals.append(normals)
+        self._covariances.append(covariance)
+        self._estimate = torch.cat((self._estimate, pose))
+
+    def _add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float):
+        self._edges.append((i, j))
+        self._edge_j.append(j)
+        self._measurements.append(measurement.detach())
+        self._kinds.append(kind)
+        self._fitness.append(float(fitness))
+
+    def _close_loops(self, k: int) -> tuple[list[int], bool]:
+        """Verify loop candidates of keyframe ``k``; returns the matched keyframes and whether
+        any of the new loop edges disagrees with the current estimate."""
+        cfg = self.config
+        older = k - cfg.loop_min_separation
+        if older <= 0:
+            return [], False
+        distance = (self._estimate[:older, :2] - self._estimate[k, :2]).norm(dim=1)
+        near = torch.nonzero(distance < cfg.loop_search_radius).flatten()
+        near = near[distance[near].argsort()][:cfg.loop_max_candidates].tolist()
+        info = self.config.weights.information_by_kind(self.dtype, self.device)[LOOP]
+        found, disagree = [], False
+        for i in near:
+            guess = SE2.between(self._estimate[i], self._estimate[k])
+            match = match_scans(self._points[k], self._points[i], guess, cfg.loop_icp,
+                                self._normals[i])
+            if not match.accepted:
+                continue
+            self._add_edge(i, k, match.pose, LOOP, match.inlier_ratio)
+            residual = SE2.log(SE2.between(match.pose, guess))
+            disagree |= float((residual * info * residual).sum()) > cfg.loop_full_solve_chi2
+            found.append(i)
+        self.loop_closures += len(found)
+        return found, disagree
+
+    # ------------------------------------------------------------------ back end
+    def _by_kind(self) -> Tensor:
+        return self.config.weights.information_by_kind(self.dtype, self.device)
+
+    def _optimizer(self, objective: Objective, iterations: int) -> Optimizer:
+        return Optimizer(objective, method='lm', max_iterations=iterations,
+                         max_time=self.config.max_solve_time, dense_max=300)
+
+    def _solve_local(self) -> None:
+        """LM over the last ``window`` keyframes, older ones entering through priors."""
+        cfg = self.config
+        K = self.num_keyframes
+        start = max(0, K - cfg.window)
+        first_edge = bisect.bisect_left(self._edge_j, start)
+        edges = torch.tensor(self._edges[first_edge:], dtype=torch.int64, device=self.device)
+        measurements = torch.stack(self._measurements[first_edge:])
+        kinds = torch.tensor(self._kinds[first_edge:], dtype=torch.int64, device=self.device)
+        information = edge_information(kinds, self._by_kind())          # (E, 3) diagonals
+        poses = Variable(SE2, self._estimate[start:].clone(), name='poses')
+        eye = torch.eye(3, dtype=self.dtype, device=self.device)
+        factors = []
+        if start == 0:
+            factors.append(Prior(poses, [0], self._estimate[:1], PRIOR_INFORMATION * eye))
+        inside = edges[:, 0] >= start
+        for robust in (False, True):
+            kind_mask = (kinds != ODOM) if robust else (kinds == ODOM)
+            loss = Huber(cfg.weights.robust_scale) if robust else None
+            m = inside & kind_mask
+            if bool(m.any()):
+                factors.append(Between(poses, edges[m, 0] - start, edges[m, 1] - start,
+                                       measurements[m], torch.diag_embed(information[m]), loss))
+            m = ~inside & kind_mask
+            if bool(m.any()):
+                i, z = edges[m, 0], measurements[m]
+                ad = SE2.adjoint(SE2.inverse(z))
+                anchor_cov = torch.stack([self._covariances[int(a)] for a in i])
+                cov = ad @ anchor_cov @ ad.mT + torch.diag_embed(1.0 / information[m])
+                factors.append(Prior(poses, edges[m, 1] - start,
+                                     SE2.compose(self._estimate[i], z),
+                                     torch.linalg.inv(0.5 * (cov + cov.mT)), loss))
+        objective = Objective(factors)
+        optimizer = self._optimizer(objective, cfg.iterations)
+        result = optimizer.solve(backward='implicit')
+        solution = result['poses'][0]
+        self._estimate[start:] = solution
+        self._store_covariances(objective, optimizer, [solution[None]], start, start)
+        self._update_correction()
+
+    def _solve_full(self) -> None:
+        """LM over the whole graph (after a loop closure that moves the map)."""
+        objective, poses = build_objective(self.graph(), self._by_kind(),
+                                           self.config.weights.robust_scale)
+        optimizer = self._optimizer(objective, self.config.full_iterations)
+        solution = optimizer.solve(backward='implicit')['poses'][0]
+        self._estimate = solution.detach().clone()
+        self.full_solves += 1
+        start = max(0, self.num_keyframes - self.config.window)
+        self._store_covariances(objective, optimizer, [solution[None]], start, 0)
+        self._update_correction()
+
+    def _store_covariances(self, objective: Objective, optimizer: Optimizer, values, first: int,
+                           offset: int) -> None:
+        """Marginal covariances of keyframes ``first..K-1`` (variable index minus ``offset``)."""
+        K = self.num_keyframes
+        with torch.no_grad():
+            lin = objective.linearize(values)
+            factor = optimizer.linear.factorize(optimizer.linear.assemble(lin.blocks))
+            if not bool(factor[1].all()):
+                return   # keep the previous covariances (the solve could not factorize either)
+            rows = torch.arange(3 * (first - offset), 3 * (K - offset), device=self.device)
+            rhs = torch.zeros(1, objective.dim, len(rows), dtype=self.dtype, device=self.device)
+            rhs[0, rows, torch.arange(len(rows), device=self.device)] = 1.0
+            columns = optimizer.linear.solve_columns(factor, rhs)[0]          # (n, 3 (K - first))
+        for k in range(first, K):
+            block = columns[3 * (k - offset):3 * (k - offset) + 3, 3 * (k - first):3 * (k - first) + 3]
+            self._covariances[k] = 0.5 * (block + block.mT)
+
+    def _update_correction(self) -> None:
+        last = tuple(float(v) for v in self._estimate[-1].tolist())
+        self.correction = _compose(last, _inverse(self._odom[-1]))
+
+    # ------------------------------------------------------------------ outputs
+    def graph(self) -> SlamGraph:
+        """The pose graph as data (a snapshot; see :class:`~diffopt_ros.slam.graph.SlamGraph`)."""
+        long = dict(dtype=torch.int64, device=self.device)
+        return SlamGraph(
+            stamps=torch.tensor(self._stamps, dtype=torch.float64, device=self.device),
+            odom_poses=torch.tensor(self._odom, dtype=self.dtype, device=self.device).reshape(-1, 3),
+            estimate=self._estimate.clone(),
+            edges=torch.tensor(self._edges, **long).reshape(-1, 2),
+            measurements=(torch.stack(self._measurements) if self._measurements else
+                          torch.zeros(0, 3, dtype=self.dtype, device=self.device)),
+            kinds=torch.tensor(self._kinds, **long),
+            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device))
+
+    def occupancy_grid(self, resolution: float = 0.05) -> OccupancyGrid:
+        """Occupancy grid of all keyframe scans at their current estimates."""
+        return build_occupancy_grid(self._estimate, self._points, resolution)
+
+    def save_g2o(self, path) -> None:
+        """Write the graph (current estimate, edges, information from the weights) as g2o."""
+        if not self._edges:
+            raise ValueError(f'{path}: the graph has no edges yet (fewer than 2 keyframes)')
+        write_g2o(path, to_g2o_data(self.graph(), self._by_kind()))
+
+
+# ---------------------------------------------------------------------- float SE(2) helpers
+# Per-scan bookkeeping on Python floats: a few scalar ops, where torch's per-call overhead
+# would dominate (the tensor versions are diffopt_ros.lie.SE2).
+def _compose(a, b) -> tuple[float, float, float]:
+    c, s = math.cos(a[2]), math.sin(a[2])
+    return (a[0] + c * b[0] - s * b[1], a[1] + s * b[0] + c * b[1],
+            math.remainder(a[2] + b[2], 2 * math.pi))
+
+
+def _inverse(a) -> tuple[float, float, float]:
+    c, s = math.cos(a[2]), math.sin(a[2])
+    return (-c * a[0] - s * a[1], s * a[0] - c * a[1], -a[2])
+
+
+def _between(a, b) -> tuple[float, float, float]:
+    return _compose(_inverse(a), b)
+
+
+__all__ = ['SlamConfig', 'SlamSystem', 'SlamUpdate', 'StampError', 'IcpConfig', 'SlamGraph',
+           'SlamWeights']
