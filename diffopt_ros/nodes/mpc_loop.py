@@ -1,4 +1,4 @@
-"""The receding-horizon loop of ``mpc_node`` without ROS: references, warm start, one solve.
+"""The receding-horizon loop of ``mpc_node`` without ROS: references, warm start, the solve.
 
 Units and axes as in docs/CONTRACTS.md: state ``(x, y, yaw, v, omega)`` (m, m, rad, m/s, rad/s),
 control ``(v_cmd, omega_cmd)``. References are the desired states after each of the ``T`` steps
@@ -8,8 +8,13 @@ yaw so a quadratic heading cost never takes the long way round.
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
 
 
 def _wrap(angle):
@@ -125,3 +130,99 @@ def shift_controls(controls: np.ndarray, elapsed: float, dt: float,
     if not hold_last:
         shifted[index >= horizon] = 0.0
     return shifted
+
+
+@dataclass(frozen=True)
+class MpcSettings:
+    """Everything that defines the MPC problem (units as in docs/CONTRACTS.md)."""
+
+    gain_v: float = 1.0
+    gain_omega: float = 1.0
+    tau_v: float = 0.05
+    tau_omega: float = 0.05
+    horizon: int = 20
+    dt: float = 0.1
+    w_position: float = 10.0
+    w_heading: float = 1.0
+    w_v: float = 0.1
+    w_omega: float = 0.1
+    w_v_cmd: float = 0.1
+    w_omega_cmd: float = 0.1
+    w_rate: float = 0.5
+    terminal_scale: float = 5.0
+    v_min: float = -0.2
+    v_max: float = 0.6
+    omega_max: float = 1.5
+    max_iterations: int = 10
+    tolerance: float = 1e-4
+
+
+@dataclass
+class ControlStep:
+    """One receding-horizon solve.
+
+    Attributes:
+        controls: ``(T, 2)`` planned ``(v_cmd, omega_cmd)``; ``controls[0]`` is applied now.
+        states: ``(T + 1, 5)`` predicted states, ``states[0]`` the measured state.
+        iterations: iLQR iterations used.
+        converged: whether iLQR met its tolerance within ``max_iterations``.
+        solve_time: wall time of the solve (s).
+    """
+
+    controls: np.ndarray
+    states: np.ndarray
+    iterations: int
+    converged: bool
+    solve_time: float
+
+
+class RecedingHorizonSolver:
+    """The node's MPC: ``DiffDriveLag`` + ``TrackingCost`` + box-constrained iLQR (no gradients).
+
+    Args:
+        settings: model, horizon, weights, bounds and iteration limits.
+        device: torch device of the solve.
+        dtype: floating-point type of the solve.
+    """
+
+    def __init__(self, settings: MpcSettings, device: torch.device | str = 'cpu',
+                 dtype: torch.dtype = torch.float64):
+        s = self.settings = settings
+        self.device, self.dtype = torch.device(device), dtype
+        model = DiffDriveLag(dt=s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
+                             tau_omega=s.tau_omega)
+        cost = TrackingCost([s.w_position, s.w_position, s.w_heading, s.w_v, s.w_omega],
+                            [s.w_v_cmd, s.w_omega_cmd], terminal_scale=s.terminal_scale,
+                            rate_weight=[s.w_rate, s.w_rate], angle_indices=model.angle_indices)
+        self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -s.omega_max],
+                       u_upper=[s.v_max, s.omega_max], max_iterations=s.max_iterations,
+                       tolerance=s.tolerance, grad_mode='none').to(device=self.device, dtype=dtype)
+        self._bounds = (np.array([s.v_min, -s.omega_max]), np.array([s.v_max, s.omega_max]))
+
+    def warm_up(self) -> float:
+        """Solve a dummy problem once (torch's first call is slow); returns its wall time (s)."""
+        state = np.zeros(5)
+        return self.solve(state, goal_reference(state, np.array([1.0, 0.5]), self.settings.horizon),
+                          None, np.zeros(2)).solve_time
+
+    def _tensor(self, array) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def solve(self, state: np.ndarray, reference: np.ndarray, warm: np.ndarray | None = None,
+              last_command: np.ndarray | None = None) -> ControlStep:
+        """Solve from ``state`` ``(5,)`` towards ``reference`` ``(T, 5)`` (the states wanted after
+        each step), warm-started from ``warm`` ``(T, 2)``; ``last_command`` ``(2,)`` is the
+        command applied until now (for the rate penalty)."""
+        started = time.perf_counter()
+        target = np.concatenate([np.asarray(state)[None, :5], reference], axis=0)[None]
+        with torch.no_grad():
+            solution = self.mpc(
+                self._tensor(state)[None], target=self._tensor(target),
+                u_init=None if warm is None else self._tensor(warm)[None],
+                u_prev=None if last_command is None else self._tensor(last_command)[None])
+        controls = solution.controls[0].cpu().numpy()
+        return ControlStep(controls=np.clip(controls, *self._bounds),
+                           states=solution.states[0].cpu().numpy(),
+                           iterations=int(solution.iterations[0]),
+                           converged=bool(solution.converged[0]),
+                           solve_time=time.perf_counter() - started)

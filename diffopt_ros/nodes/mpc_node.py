@@ -1,0 +1,442 @@
+"""``mpc_node``: the differentiable MPC (box-constrained iLQR) as a ROS 2 lifecycle node.
+
+Subscribes the state (``odom``; remap to ``/slam/odom`` or set ``state_topic``), ``goal_pose``
+(geometry_msgs/PoseStamped, a position goal) and ``plan`` (nav_msgs/Path: a path to track; with
+strictly increasing pose stamps it is a timed trajectory, otherwise it is followed at
+``reference_speed``). A timer at ``control_rate`` (node clock: sim time under ``use_sim_time``)
+solves the MPC warm-started from the previous solution and publishes ``cmd_vel``
+(geometry_msgs/Twist, or TwistStamped with ``stamped_cmd``), ``mpc/predicted_path``
+(nav_msgs/Path, in the state's frame) and ``/diagnostics``.
+
+Safety: no state, a state older than ``state_timeout`` or non-finite → zero command (throttled
+warning); a solve that fails or gives non-finite controls → the previous plan, shifted to now,
+while it lasts, then zero; no goal or goal reached within ``goal_tolerance`` → zero command.
+Odometry whose stamp is older than the last accepted one is rejected.
+
+All numerics (references, warm start, the solve) are ROS-free functions of arrays; the node only
+converts messages and keeps time.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry, Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.mpc_loop import (
+    ControlStep,
+    MpcSettings,
+    RecedingHorizonSolver,
+    goal_reference,
+    path_reference,
+    shift_controls,
+    timed_reference,
+)
+from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
+from diffopt_ros.nodes.runner import run_node
+
+NODE_NAME = 'mpc_node'
+
+
+PARAMS = (
+    ParamSpec('model', 'diff_drive_lag', 'dynamics model of the MPC', choices=('diff_drive_lag',)),
+    ParamSpec('model.gain_v', 1.0, 'actuator gain of the forward speed (1)', 0.05, 10.0),
+    ParamSpec('model.gain_omega', 1.0, 'actuator gain of the yaw rate (1)', 0.05, 10.0),
+    ParamSpec('model.tau_v', 0.05, 'first-order lag of the forward speed (s)', 1e-3, 5.0),
+    ParamSpec('model.tau_omega', 0.05, 'first-order lag of the yaw rate (s)', 1e-3, 5.0),
+    ParamSpec('horizon', 20, 'prediction horizon (steps)', 2, 200),
+    ParamSpec('dt', 0.1, 'prediction step (s)', 0.005, 1.0),
+    ParamSpec('control_rate', 20.0, 'rate of the control loop (Hz, node clock)', 0.5, 200.0),
+    ParamSpec('weights.position', 10.0, 'weight of the squared position error (1/m^2)', 0.0, 1e6),
+    ParamSpec('weights.heading', 1.0, 'weight of the squared heading error (1/rad^2)', 0.0, 1e6),
+    ParamSpec('weights.v', 0.1, 'weight of the squared speed error (s^2/m^2)', 0.0, 1e6),
+    ParamSpec('weights.omega', 0.1, 'weight of the squared yaw-rate error (s^2/rad^2)', 0.0, 1e6),
+    ParamSpec('weights.v_cmd', 0.1, 'weight of the squared speed command (s^2/m^2)', 0.0, 1e6),
+    ParamSpec('weights.omega_cmd', 0.1, 'weight of the squared yaw-rate command', 0.0, 1e6),
+    ParamSpec('weights.rate', 0.5, 'weight of the squared change of command between steps',
+              0.0, 1e6),
+    ParamSpec('weights.terminal_scale', 5.0, 'factor on the state weights at the last step',
+              0.0, 1e6),
+    ParamSpec('bounds.v_max', 0.6, 'largest forward speed command (m/s)', 0.0, 20.0),
+    ParamSpec('bounds.v_min', -0.2, 'smallest forward speed command (m/s; < 0 allows reverse)',
+              -20.0, 20.0),
+    ParamSpec('bounds.omega_max', 1.5, 'largest yaw-rate command magnitude (rad/s)', 0.0, 20.0),
+    ParamSpec('max_iterations', 10, 'iLQR iterations per control step', 1, 200),
+    ParamSpec('tolerance', 1e-4, 'iLQR stops when the control update is below this', 0.0, 1.0),
+    ParamSpec('device', 'cpu', 'torch device of the solver (cuda falls back to cpu)',
+              choices=('cpu', 'cuda')),
+    ParamSpec('state_timeout', 0.5, 'a state older than this is stale: zero command (s)',
+              0.0, 60.0),
+    ParamSpec('goal_tolerance', 0.15, 'goal reached within this distance: zero command (m)',
+              0.0, 10.0),
+    ParamSpec('reference_speed', 0.4, 'speed along an untimed /plan (m/s)', 0.0, 20.0),
+    ParamSpec('stamped_cmd', False, 'publish geometry_msgs/TwistStamped instead of Twist',
+              read_only=True),
+    ParamSpec('state_topic', 'odom', 'state topic (nav_msgs/Odometry)', read_only=True),
+    ParamSpec('autostart', True, 'configure and activate at start (no lifecycle manager needed)',
+              read_only=True),
+    ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
+              1, 64, read_only=True),
+    ParamSpec('learned_params_file', '',
+              'YAML from offline learning; its mpc_node.ros__parameters override these',
+              read_only=True),
+)
+
+#: Parameters whose change needs a new solver (others are read each step).
+_SOLVER_PARAMS = frozenset(p.name for p in PARAMS if p.name.split('.')[0] in (
+    'model', 'horizon', 'dt', 'weights', 'bounds', 'max_iterations', 'tolerance', 'device'))
+
+
+def _check_combination(values: dict) -> str | None:
+    """Why a full set of parameter values does not fit together, or None."""
+    if values['bounds.v_min'] >= values['bounds.v_max']:
+        return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
+                f'({values["bounds.v_max"]})')
+    return None
+
+
+def settings_from_params(values: dict) -> MpcSettings:
+    """The solver settings of a full set of node parameter values."""
+    return MpcSettings(
+        gain_v=values['model.gain_v'], gain_omega=values['model.gain_omega'],
+        tau_v=values['model.tau_v'], tau_omega=values['model.tau_omega'],
+        horizon=values['horizon'], dt=values['dt'],
+        w_position=values['weights.position'], w_heading=values['weights.heading'],
+        w_v=values['weights.v'], w_omega=values['weights.omega'],
+        w_v_cmd=values['weights.v_cmd'], w_omega_cmd=values['weights.omega_cmd'],
+        w_rate=values['weights.rate'], terminal_scale=values['weights.terminal_scale'],
+        v_min=values['bounds.v_min'], v_max=values['bounds.v_max'],
+        omega_max=values['bounds.omega_max'],
+        max_iterations=values['max_iterations'], tolerance=values['tolerance'])
+
+
+@dataclass
+class _Stats:
+    """Counters and last-step numbers for /diagnostics."""
+
+    ticks: int = 0
+    solves: int = 0
+    deadline_misses: int = 0
+    failures: int = 0
+    rejected_states: int = 0
+    solve_time: float = 0.0
+    iterations: int = 0
+    converged: bool = False
+    state_age: float = math.nan
+    mode: str = 'idle'
+    solve_times: list = field(default_factory=list)
+
+
+class MpcNode(LifecycleNode):
+    """Receding-horizon iLQR controller; see the module docstring for topics and behaviour."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._lock = threading.Lock()
+        self._values = declare_params(self, PARAMS, on_change=self._on_params)
+        reason = _check_combination(self._values)
+        if reason:
+            raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
+        if self._values['learned_params_file']:
+            applied = apply_params_file(self, self._values['learned_params_file'])
+            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
+                                   f'{self._values["learned_params_file"]}: {applied}')
+        self._solver: RecedingHorizonSolver | None = None
+        self._rebuild = False
+        self._timer = None
+        self._subs = []
+        self._pubs = []
+        self._state = None          # (stamp_s, state (5,), frame_id)
+        self._goal = None           # (x, y)
+        self._goal_frame = ''
+        self._path = None           # (N, 3) xy yaw
+        self._path_times = None     # (N,) s or None
+        self._path_progress = 0.0   # m along an untimed path
+        self._plan: ControlStep | None = None
+        self._last_cmd = np.zeros(2)
+        self._plan_time = 0.0
+        self._stats = _Stats()
+        self._warn_times: dict[str, float] = {}
+        if self._values['autostart']:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ParameterError(f'{self.get_name()}: configure failed (see log)')
+            self.trigger_activate()
+
+    # ----------------------------------------------------------------- parameters
+    def _on_params(self, changes: dict) -> str | None:
+        merged = {**self._values, **changes}
+        reason = _check_combination(merged)
+        if reason:
+            return reason
+        with self._lock:
+            self._values = merged
+            if _SOLVER_PARAMS.intersection(changes):
+                self._rebuild = True
+            if 'control_rate' in changes and self._timer is not None:
+                self._timer.timer_period_ns = int(1e9 / changes['control_rate'])
+        return None
+
+    def _build_solver(self) -> RecedingHorizonSolver:
+        device = self._values['device']
+        if device == 'cuda' and not torch.cuda.is_available():
+            self.get_logger().warning('device "cuda" requested but CUDA is not available: '
+                                      'using cpu')
+            device = 'cpu'
+        solver = RecedingHorizonSolver(settings_from_params(self._values),
+                                       device=torch.device(device), dtype=torch.float64)
+        solver.warm_up()
+        return solver
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        torch.set_num_threads(self._values['torch_threads'])
+        try:
+            self._solver = self._build_solver()
+        except (ValueError, RuntimeError) as exc:
+            self.get_logger().error(f'cannot build the MPC solver: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        inputs = MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        cmd_type = TwistStamped if self._values['stamped_cmd'] else Twist
+        self._cmd_pub = self.create_lifecycle_publisher(cmd_type, 'cmd_vel', 10)
+        self._path_pub = self.create_lifecycle_publisher(Path, 'mpc/predicted_path', 10)
+        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._pubs = [self._cmd_pub, self._path_pub, self._diag_pub]
+        self._subs = [
+            self.create_subscription(Odometry, self._values['state_topic'], self._on_state,
+                                     qos_profile_sensor_data, callback_group=inputs),
+            self.create_subscription(PoseStamped, 'goal_pose', self._on_goal, QoSProfile(depth=10),
+                                     callback_group=inputs),
+            self.create_subscription(Path, 'plan', self._on_plan, QoSProfile(depth=10),
+                                     callback_group=inputs),
+        ]
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._timer = self.create_timer(1.0 / self._values['control_rate'], self._on_tick,
+                                        callback_group=self._control_group)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._publish_cmd(0.0, 0.0)
+        self._destroy_timer()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._destroy_entities()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._destroy_entities()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_timer(self):
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+
+    def _destroy_entities(self):
+        self._destroy_timer()
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for pub in self._pubs:
+            self.destroy_lifecycle_publisher(pub)
+        self._subs, self._pubs = [], []
+        self._solver = None
+
+    # ----------------------------------------------------------------- inputs
+    def _warn(self, key: str, text: str, period: float = 2.0):
+        """A warning at most once per ``period`` s (wall clock) per ``key``."""
+        now = time.monotonic()
+        if now - self._warn_times.get(key, -math.inf) >= period:
+            self._warn_times[key] = now
+            self.get_logger().warning(text)
+
+    def _on_state(self, msg: Odometry):
+        stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        try:
+            state = ros_convert.odometry_to_state(msg, self._values['state_topic'])
+        except ros_convert.MessageError as exc:
+            with self._lock:
+                self._state = (stamp, None, msg.header.frame_id)
+            self._warn('nan', f'{exc}: commanding zero')
+            return
+        with self._lock:
+            if self._state is not None and stamp < self._state[0]:
+                self._stats.rejected_states += 1
+                self._warn('order', f'{self._values["state_topic"]}: stamp {stamp:.3f} s is older '
+                                    f'than the last state ({self._state[0]:.3f} s): rejected')
+                return
+            self._state = (stamp, state, msg.header.frame_id)
+
+    def _on_goal(self, msg: PoseStamped):
+        try:
+            goal = ros_convert.pose_to_xy_yaw(msg, 'goal_pose')
+        except ros_convert.MessageError as exc:
+            self._warn('goal', f'{exc}: goal ignored')
+            return
+        with self._lock:
+            self._goal, self._goal_frame = goal[:2], msg.header.frame_id
+            self._path = self._path_times = None
+            self._plan = None
+        self.get_logger().info(f'new goal ({goal[0]:.2f}, {goal[1]:.2f}) in '
+                               f'"{msg.header.frame_id}"')
+
+    def _on_plan(self, msg: Path):
+        try:
+            poses = ros_convert.path_to_poses(msg, 'plan')
+        except ros_convert.MessageError as exc:
+            self._warn('plan', f'{exc}: plan ignored')
+            return
+        stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
+        timed = len(stamps) > 1 and bool(np.all(np.diff(stamps) > 0))
+        with self._lock:
+            self._plan = None
+            if len(poses) == 0:
+                self._path = self._path_times = self._goal = None
+                return
+            self._path, self._path_times = poses, (stamps if timed else None)
+            self._path_progress = 0.0
+            self._goal, self._goal_frame = poses[-1, :2], msg.header.frame_id
+
+    # ----------------------------------------------------------------- control loop
+    def _on_tick(self):
+        started = time.perf_counter()
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._lock:
+            stats = self._stats
+            stats.ticks += 1
+            if self._rebuild:
+                self._rebuild = False
+                self._plan = None
+                try:
+                    self._solver = self._build_solver()
+                except (ValueError, RuntimeError) as exc:
+                    self.get_logger().error(f'cannot rebuild the MPC solver: {exc}')
+            state_entry, goal = self._state, self._goal
+            path, path_times = self._path, self._path_times
+        command, solution = self._decide(now, state_entry, goal, path, path_times)
+        self._publish_cmd(*command)
+        if solution is not None:
+            self._publish_prediction(solution, state_entry)
+        elapsed = time.perf_counter() - started
+        if elapsed > 1.0 / self._values['control_rate']:
+            stats.deadline_misses += 1
+        self._publish_diagnostics(elapsed)
+
+    def _decide(self, now, state_entry, goal, path, path_times):
+        """(v_cmd, omega_cmd) and the new solution (or None) for this tick."""
+        stats = self._stats
+        if state_entry is None:
+            stats.mode, stats.state_age = 'no state', math.nan
+            return (0.0, 0.0), None
+        stamp, state, frame = state_entry
+        stats.state_age = now - stamp
+        if state is None:
+            stats.mode = 'non-finite state'
+            return (0.0, 0.0), None
+        if abs(stats.state_age) > self._values['state_timeout']:
+            stats.mode = 'stale state'
+            self._warn('stale', f'state is {stats.state_age:.3f} s old (state_timeout '
+                                f'{self._values["state_timeout"]} s): commanding zero')
+            return (0.0, 0.0), None
+        if goal is None:
+            stats.mode = 'no goal'
+            return (0.0, 0.0), None
+        if self._goal_frame and frame and self._goal_frame != frame:
+            self._warn('frame', f'goal is in "{self._goal_frame}" but the state in "{frame}": '
+                                'no TF here, using the goal as given')
+        settings = self._solver.settings
+        if path is not None and path_times is None:
+            reference, self._path_progress = path_reference(
+                state, path, self._path_progress, settings.horizon, settings.dt,
+                self._values['reference_speed'])
+        elif path is not None:
+            reference = timed_reference(state, path, path_times, now, settings.horizon, settings.dt)
+        else:
+            reference = goal_reference(state, goal, settings.horizon)
+        at_end = path_times is None or now >= path_times[-1]
+        if at_end and float(np.hypot(*(state[:2] - goal))) <= self._values['goal_tolerance']:
+            stats.mode = 'goal reached'
+            self._plan = None
+            return (0.0, 0.0), None
+        warm = None
+        if self._plan is not None:
+            warm = shift_controls(self._plan.controls, now - self._plan_time, settings.dt)
+        try:
+            solution = self._solver.solve(state, reference, warm, self._last_cmd)
+            stats.solve_time, stats.iterations = solution.solve_time, solution.iterations
+            stats.converged = solution.converged
+            stats.solves += 1
+            if not np.all(np.isfinite(solution.controls)):
+                raise FloatingPointError('non-finite controls')
+        except (FloatingPointError, RuntimeError, ValueError) as exc:
+            stats.failures += 1
+            stats.mode = 'fallback'
+            self._warn('solve', f'MPC solve failed ({exc}): previous plan shifted, then zero')
+            if self._plan is not None:
+                shifted = shift_controls(self._plan.controls, now - self._plan_time, settings.dt,
+                                         hold_last=False)
+                return (float(shifted[0, 0]), float(shifted[0, 1])), None
+            return (0.0, 0.0), None
+        stats.mode = 'tracking' if path is not None else 'goal'
+        self._plan, self._plan_time = solution, now
+        return (float(solution.controls[0, 0]), float(solution.controls[0, 1])), solution
+
+    # ----------------------------------------------------------------- outputs
+    def _publish_prediction(self, solution: ControlStep, state_entry):
+        """The predicted states as a Path in the state's frame; the header and pose stamps are
+        the times the states are predicted for (the state's stamp + k dt)."""
+        stamp, _, frame = state_entry
+        dt = self._solver.settings.dt
+        msg = ros_convert.poses_to_path(solution.states[:, :3], ros_convert.sec_to_stamp(stamp),
+                                        frame)
+        for k, pose in enumerate(msg.poses):
+            pose.header.stamp = ros_convert.sec_to_stamp(stamp + k * dt)
+        self._path_pub.publish(msg)
+
+    def _publish_cmd(self, v: float, omega: float):
+        self._last_cmd = np.array([v, omega])
+        msg = ros_convert.twist(v, omega)
+        if self._values['stamped_cmd']:
+            stamped = TwistStamped()
+            stamped.header.stamp = self.get_clock().now().to_msg()
+            stamped.header.frame_id = 'base_link'
+            stamped.twist = msg
+            msg = stamped
+        self._cmd_pub.publish(msg)
+
+    def _publish_diagnostics(self, tick_time: float):
+        stats = self._stats
+        level = DiagnosticStatus.OK
+        if stats.mode in ('stale state', 'non-finite state', 'fallback'):
+            level = DiagnosticStatus.WARN
+        status = ros_convert.diagnostic_status(
+            f'{self.get_name()}: MPC', self.get_fully_qualified_name(), level, stats.mode, {
+                'solve_time_ms': stats.solve_time * 1e3, 'tick_time_ms': tick_time * 1e3,
+                'iterations': stats.iterations, 'converged': stats.converged,
+                'deadline_misses': stats.deadline_misses, 'failures': stats.failures,
+                'rejected_states': stats.rejected_states, 'state_age_s': stats.state_age,
+                'ticks': stats.ticks, 'solves': stats.solves})
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``mpc_node``: run the node until SIGINT/SIGTERM."""
+    return run_node(MpcNode, args, multithreaded=True)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
