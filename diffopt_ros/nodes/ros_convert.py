@@ -6,6 +6,7 @@ frame (``base_link``).
 """
 from __future__ import annotations
 
+import array
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Quaternion, Twist
 from nav_msgs.msg import Odometry, Path
+from sensor_msgs.msg import LaserScan
 
 
 class MessageError(ValueError):
@@ -72,10 +74,10 @@ def state_to_odometry(state, stamp: Time, frame_id: str = 'odom',
     msg.pose.pose.orientation = yaw_to_quaternion(yaw)
     msg.twist.twist.linear.x = v
     msg.twist.twist.angular.z = omega
-    if pose_covariance is not None:
-        msg.pose.covariance = [float(c) for c in np.asarray(pose_covariance).reshape(36)]
+    if pose_covariance is not None:  # a float64 array is taken as is (a list is checked per item)
+        msg.pose.covariance = np.asarray(pose_covariance, dtype=np.float64).reshape(36)
     if twist_covariance is not None:
-        msg.twist.covariance = [float(c) for c in np.asarray(twist_covariance).reshape(36)]
+        msg.twist.covariance = np.asarray(twist_covariance, dtype=np.float64).reshape(36)
     return msg
 
 
@@ -131,3 +133,35 @@ def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str,
         level=level, name=name, hardware_id=hardware_id, message=message,
         values=[KeyValue(key=str(k), value=f'{v:.6g}' if isinstance(v, float) else str(v))
                 for k, v in values.items()])
+
+
+def ranges_to_scan(ranges, stamp: Time, frame_id: str, angle_min: float, angle_increment: float,
+                   range_min: float, range_max: float, scan_time: float = 0.0) -> LaserScan:
+    """Ranges ``(N,)`` (m; ``inf`` = no return, REP-117) -> ``sensor_msgs/LaserScan``.
+
+    Beam ``i`` points at ``angle_min + i * angle_increment`` (rad) in ``frame_id``; the scan is
+    taken at one instant (``time_increment`` 0); ``scan_time`` is the time between scans (s).
+    """
+    ranges = np.asarray(ranges, dtype=np.float32).reshape(-1)
+    msg = LaserScan()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.angle_min = float(angle_min)
+    msg.angle_increment = float(angle_increment)
+    msg.angle_max = float(angle_min + angle_increment * max(len(ranges) - 1, 0))
+    msg.time_increment = 0.0
+    msg.scan_time = float(scan_time)
+    msg.range_min = float(range_min)
+    msg.range_max = float(range_max)
+    msg.ranges = array.array('f', ranges.tobytes())
+    return msg
+
+
+def scan_to_ranges(msg: LaserScan) -> tuple[np.ndarray, np.ndarray]:
+    """``sensor_msgs/LaserScan`` -> ``(ranges (N,), angles (N,))`` float64 (m, rad in the scan
+    frame). Ranges outside ``[range_min, range_max]`` or non-finite become ``inf``."""
+    ranges = np.array(msg.ranges, dtype=np.float64)
+    angles = msg.angle_min + msg.angle_increment * np.arange(len(ranges))
+    valid = np.isfinite(ranges) & (ranges >= msg.range_min) & (ranges <= msg.range_max)
+    ranges[~valid] = np.inf
+    return ranges, angles

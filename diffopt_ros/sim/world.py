@@ -180,7 +180,8 @@ class World:
                                  self._discs[:, :2] + self._discs[:, 2:]])
         return np.concatenate([points.min(axis=0), points.max(axis=0)])
 
-    def raycast(self, origins, angles, max_range: float = math.inf) -> np.ndarray:
+    def raycast(self, origins, angles, max_range: float = math.inf,
+                dtype: np.dtype = np.float64) -> np.ndarray:
         """Distance along rays to the first wall, obstacle or landmark post.
 
         Args:
@@ -188,35 +189,43 @@ class World:
             angles: ``(..., N)`` ray directions (rad, map frame); leading dimensions broadcast
                 with those of ``origins``.
             max_range: hits farther than this are reported as ``inf`` (m).
+            dtype: arithmetic precision; ``np.float32`` is about twice as fast (errors ~1e-5 m
+                in a 30 m world).
 
         Returns:
-            ``(..., N)`` float64 ranges (m); ``inf`` where nothing is hit within ``max_range``.
-            Memory is ``O(batch * N * (walls + discs))``: chunk large batches.
+            ``(..., N)`` ranges of ``dtype`` (m); ``inf`` where nothing is hit within
+            ``max_range``. Memory is ``O(batch * N * (walls + discs))``: chunk large batches.
         """
         origins = np.asarray(origins, dtype=np.float64)
         angles = np.asarray(angles, dtype=np.float64)
-        dx, dy = np.cos(angles)[..., None], np.sin(angles)[..., None]      # (..., N, 1)
+        dx = np.cos(angles).astype(dtype, copy=False)[..., None]          # (..., N, 1)
+        dy = np.sin(angles).astype(dtype, copy=False)[..., None]
         px, py = origins[..., 0, None, None], origins[..., 1, None, None]  # (..., 1, 1)
-        best = np.full(np.broadcast_shapes(angles.shape, origins.shape[:-1] + (1,)), np.inf)
+        best = np.full(np.broadcast_shapes(angles.shape, origins.shape[:-1] + (1,)), np.inf,
+                       dtype=dtype)
         if len(self.walls):
-            ex, ey = self._edges[:, 0], self._edges[:, 1]                   # (M,)
-            wx, wy = self.walls[:, 0] - px, self.walls[:, 1] - py           # (..., 1, M)
-            denom = dx * ey - dy * ex                                       # (..., N, M)
+            # Endpoints a, b relative to the origin. The ray p + t d crosses the segment iff
+            # a and b lie on opposite sides of it (cross(d, a) * cross(d, b) <= 0), at
+            # t = cross(a, b) / cross(d, b - a). Neighbouring segments share an endpoint and
+            # compute the same cross product for it, so no ray slips through a joint.
+            ax, ay = (self.walls[:, 0] - px).astype(dtype), (self.walls[:, 1] - py).astype(dtype)
+            bx, by = (self.walls[:, 2] - px).astype(dtype), (self.walls[:, 3] - py).astype(dtype)
+            side_a = dx * ay - dy * ax                                      # (..., N, M)
+            side_b = dx * by - dy * bx
             with np.errstate(divide='ignore', invalid='ignore'):
-                inv = 1.0 / denom
-                t = (wx * ey - wy * ex) * inv
-                s = (wx * dy - wy * dx) * inv
-            hit = (t >= 0.0) & (s >= 0.0) & (s <= 1.0)
+                t = (ax * by - ay * bx) / (side_b - side_a)
+            hit = (side_a * side_b <= 0) & (t >= 0)
             best = np.minimum(best, np.where(hit, t, np.inf).min(axis=-1))
         if len(self._discs):
-            fx, fy = px - self._discs[:, 0], py - self._discs[:, 1]         # (..., 1, K)
+            fx = (px - self._discs[:, 0]).astype(dtype)                     # (..., 1, K)
+            fy = (py - self._discs[:, 1]).astype(dtype)
             b = dx * fx + dy * fy                                           # (..., N, K)
-            c = fx * fx + fy * fy - self._discs[:, 2] ** 2                  # (..., 1, K)
+            c = fx * fx + fy * fy - (self._discs[:, 2] ** 2).astype(dtype)  # (..., 1, K)
             disc = b * b - c
-            root = np.sqrt(np.maximum(disc, 0.0))
+            root = np.sqrt(np.maximum(disc, 0))
             near, far = -b - root, -b + root
-            t = np.where(near >= 0.0, near, np.where(far >= 0.0, far, np.inf))
-            best = np.minimum(best, np.where(disc >= 0.0, t, np.inf).min(axis=-1))
+            t = np.where(near >= 0, near, np.where(far >= 0, far, np.inf))
+            best = np.minimum(best, np.where(disc >= 0, t, np.inf).min(axis=-1))
         best[best > max_range] = np.inf
         return best
 
