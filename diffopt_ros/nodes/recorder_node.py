@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 
+import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -114,7 +115,7 @@ class RecorderNode(Node):
             raise ParameterError(f'{self.get_name()}: output_dir/run_name: {exc}') from exc
         self.run_dir = self._writer.run_dir
         self._wanted = [self.resolve_topic_name(t) for t in v['topics']]
-        self._subscriptions: dict[str, object] = {}
+        self._recording: dict[str, object] = {}
         self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
         self._before_clock = 0
         self._closed = False
@@ -134,10 +135,10 @@ class RecorderNode(Node):
     @property
     def missing_topics(self) -> list[str]:
         """Configured topics not subscribed yet (no publisher seen, or not recordable)."""
-        return [t for t in self._wanted if t not in self._subscriptions]
+        return [t for t in self._wanted if t not in self._recording]
 
     def _discover(self) -> None:
-        if self._closed or len(self._subscriptions) == len(self._wanted):
+        if self._closed or len(self._recording) == len(self._wanted):
             return
         types = dict(self.get_topic_names_and_types())
         for topic in self.missing_topics:
@@ -168,7 +169,7 @@ class RecorderNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=self._values['queue_depth'],
             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-        self._subscriptions[topic] = self.create_subscription(
+        self._recording[topic] = self.create_subscription(
             cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
         self.get_logger().info(f'recording {topic} ({msgtype}, '
                                f'{"best effort" if best_effort else "reliable"}'
@@ -205,8 +206,10 @@ class RecorderNode(Node):
         self._closed = True
         files = self._writer.close()
         counts = self.counts
-        self.get_logger().info(f'closed {self.run_dir}: {sum(counts.values())} messages in '
-                               f'{len(files)} files: {counts}')
+        # after SIGINT/SIGTERM the context is shut down: the node's logger could not reach /rosout
+        logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger('recorder')
+        logger.info(f'closed {self.run_dir}: {sum(counts.values())} messages in {len(files)} '
+                    f'files: {counts}')
 
     def destroy_node(self) -> None:
         """Close the bag, then destroy the node."""
