@@ -1,0 +1,245 @@
+"""Plain functions to learn from recorded runs; what ``diffopt-ros learn`` and the demo call.
+
+Example::
+
+    from diffopt_ros.learn.api import learn_dynamics, learn_slam
+    result = learn_dynamics(['runs/run_1'], 'out/dynamics')            # system identification
+    result.yaml_path     # out/dynamics/mpc.yaml: mpc_node: ros__parameters: model.gain_v: ...
+    result.params        # {'model.gain_v': 0.80, ...}
+    result.metrics       # {'train_loss_before': ..., 'train_loss': ..., 'seconds': ...}
+
+Every function takes runs as paths (rosbag2 folders, folders of runs) or
+:class:`~diffopt_ros.learn.datasets.RunData`, writes ``metrics.csv``, ``loss.png``, a
+task plot, ``checkpoint.pt`` and the learned parameter YAML into ``out_dir``, and works under
+``torchrun`` (each process computes its share; rank 0 writes the files).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from diffopt_ros.learn import plots
+from diffopt_ros.learn.controller import mpc_params, node_mpc, tie_cost_weights
+from diffopt_ros.learn.datasets import (
+    CMD_TOPIC,
+    ControlWindows,
+    DatasetError,
+    RunData,
+    command_period,
+    control_windows,
+    load_runs,
+    split_runs,
+)
+from diffopt_ros.learn.export import write_params_yaml
+from diffopt_ros.learn.objectives import ImitationObjective, PredictionObjective
+from diffopt_ros.learn.trainer import TrainConfig, TrainResult, train
+from diffopt_ros.mpc import DiffDriveLag, NeuralResidual
+
+RunsArg = Sequence['str | os.PathLike | RunData']
+
+
+@dataclass
+class LearnResult:
+    """What a learning call produced.
+
+    Attributes:
+        yaml_path: the learned ROS parameter file (None on ranks other than 0).
+        params: learned values by node parameter name.
+        metrics: losses before and after (``train_loss_before``, ``train_loss``,
+            ``val_loss_before``, ``val_loss``), ``epochs``, ``seconds`` and task numbers.
+        history: per-epoch rows (see :class:`~diffopt_ros.learn.trainer.TrainResult`).
+        out_dir: the output folder.
+    """
+
+    yaml_path: Path | None
+    params: dict[str, float]
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def as_runs(runs: RunsArg, require: Sequence[str] = ()) -> list[RunData]:
+    """Runs given as paths are read (:func:`~diffopt_ros.learn.datasets.load_runs`)."""
+    if isinstance(runs, (str, os.PathLike, RunData)):
+        runs = [runs]
+    out: list[RunData] = []
+    for run in runs:
+        out += [run] if isinstance(run, RunData) else load_runs([run], require)
+    return out
+
+
+def _summary(result: TrainResult, began: float) -> dict[str, float]:
+    first, last = result.history[0], result.history[-1]
+    return {'train_loss_before': first['train_loss'], 'train_loss': last['train_loss'],
+            'val_loss_before': first['val_loss'], 'val_loss': last['val_loss'],
+            'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
+
+
+def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, lr_final=0.05
+            ) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, lr_final=lr_final, batch_size=batch_size, seed=seed,
+                       device=device, out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
+                       progress=progress)
+
+
+def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sysid',
+                   backward: str = 'implicit', device: str = 'cpu', epochs: int | None = None,
+                   lr: float = 0.05, steps: int = 10, dt: float | None = None,
+                   residual: bool = False, params_file: str | os.PathLike | None = None,
+                   learned_file: str | os.PathLike | None = None, stride: int = 1,
+                   batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
+                   resume: str | os.PathLike | None = None, progress: bool = True,
+                   dtype: torch.dtype = torch.float64) -> LearnResult:
+    """Fit the MPC's dynamics model (``model.gain_v``, ``model.gain_omega``, ``model.tau_v``,
+    ``model.tau_omega``) and write ``out_dir/mpc.yaml``.
+
+    Args:
+        runs: recorded runs (paths or :class:`RunData`); the last ``val_fraction`` validate.
+        out_dir: output folder.
+        method: ``'sysid'`` (multi-step prediction of the recorded states under the recorded
+            commands) or ``'e2e'`` (imitation of the recorded commands through the MPC: the runs
+            must be demonstrations by the controller to imitate, with ``/goal_pose`` or
+            ``/plan``).
+        backward: ``'implicit'`` or ``'unroll'`` gradients through the MPC (``e2e``).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        epochs: passes over the data (default 200 for sysid, 40 for e2e).
+        lr: Adam learning rate (log-parameters).
+        steps: prediction steps per window (sysid; 1 = one-step prediction).
+        dt: window step (s); default: the command period (sysid), the MPC's ``dt`` (e2e).
+        residual: also learn a neural residual (sysid; its weights go to the checkpoint only).
+        params_file: mpc_node parameters to start from (default ``config/mpc.yaml``).
+        learned_file: a learned mpc_node file applied on top of ``params_file``.
+        stride: grid steps between window starts.
+        batch_size: windows per step (0: all).
+        val_fraction: fraction of runs that validate.
+        seed: random seed.
+        resume: checkpoint to continue from.
+        progress: show a progress bar.
+        dtype: floating-point type.
+
+    Raises:
+        DatasetError, diffopt_ros.bag.BagError: runs without the topics needed (named).
+        ValueError: unknown ``method`` or ``backward``.
+    """
+    if method not in ('sysid', 'e2e'):
+        raise ValueError(f"learn_dynamics: method must be 'sysid' or 'e2e', got {method!r}")
+    if backward not in ('implicit', 'unroll'):
+        raise ValueError(f"learn_dynamics: backward must be 'implicit' or 'unroll', got {backward!r}")
+    began = time.perf_counter()
+    out_dir = Path(out_dir)
+    params = mpc_params(params_file, learned_file)
+    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
+    torch.manual_seed(seed)
+    if method == 'sysid':
+        dt = dt or command_period(train_runs)
+        train_w = control_windows(train_runs, dt, steps, stride, dtype=dtype)
+        val_w = control_windows(val_runs, dt, steps, stride, dtype=dtype) if val_runs else None
+        model = DiffDriveLag(dt, **{k: float(params[f'model.{k}']) for k in DiffDriveLag.param_names})
+        model = model.to(dtype)
+        if residual:
+            model = NeuralResidual(model).to(dtype)
+        objective = PredictionObjective(model, steps)
+        start_model = {k: float(v) for k, v in objective.report().items()}
+        cfg = _config(out_dir, device, epochs or 200, lr, batch_size, seed, resume, progress)
+        result = train(objective, train_w.items(), val_w.items() if val_w is not None else None,
+                       cfg, title='dynamics (system identification)',
+                       on_end=lambda obj, ctx: ctx.rank == 0 and plots.plot_prediction(
+                           out_dir / 'prediction.png', val_w or train_w, start_model, obj))
+    else:
+        objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride,
+                                               dtype, learn_dynamics=True, learn_cost=False)
+        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress)
+        result = train(objective, train_w.items(),
+                       val_w.items(len(train_w)) if val_w is not None else None, cfg,
+                       title=f'dynamics (end to end, {backward})')
+    return _finish(result, out_dir, began, {'method_e2e': float(method == 'e2e'),
+                                            'windows': float(len(train_w))})
+
+
+def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_dynamics,
+               learn_cost) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
+    mpc = node_mpc(params, grad_mode=backward, dtype=dtype, max_iterations=50, tolerance=1e-7)
+    horizon, mpc_dt = mpc.horizon, mpc.dynamics.dt
+    speed = float(params.get('reference_speed', 0.4))
+
+    def windows(runs):
+        w = control_windows(runs, dt or mpc_dt, 1, stride, ref_horizon=horizon, ref_dt=mpc_dt,
+                            reference_speed=speed, dtype=dtype).with_reference()
+        if len(w) == 0:
+            raise DatasetError(f'{", ".join(r.where for r in runs)}: no window with a goal '
+                               f'(/goal_pose) or plan (/plan) to imitate the MPC on')
+        return w
+
+    train_w = windows(train_runs)
+    val_w = windows(val_runs) if val_runs else None
+    if learn_cost:
+        tie_cost_weights(mpc)
+        for name, p in mpc.cost.named_parameters():
+            # weights.position fixes the scale: scaling all weights leaves the optimum unchanged.
+            p.requires_grad_(True)
+            if name == 'state_weight.log_values':
+                p.register_hook(lambda g: torch.cat((torch.zeros_like(g[:1]), g[1:])))
+    if learn_dynamics:
+        for p in mpc.dynamics.parameters():
+            p.requires_grad_(True)
+    n_items = len(train_w) + (len(val_w) if val_w is not None else 0)
+    return ImitationObjective(mpc, n_items, report_cost=learn_cost), train_w, val_w
+
+
+def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'implicit',
+               device: str = 'cpu', epochs: int = 40, lr: float = 0.05, dt: float | None = None,
+               params_file: str | os.PathLike | None = None,
+               learned_file: str | os.PathLike | None = None, with_dynamics: bool = False,
+               stride: int = 1, batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
+               resume: str | os.PathLike | None = None, progress: bool = True,
+               dtype: torch.dtype = torch.float64) -> LearnResult:
+    """Learn the MPC cost weights (``weights.*``; ``weights.position`` fixes the scale) by
+    imitating demonstrations through the MPC (inverse optimal control); write
+    ``out_dir/mpc.yaml`` with the model and the weights.
+
+    Args:
+        runs: demonstrations (paths or :class:`RunData`) with ``/cmd_vel`` and ``/goal_pose`` or
+            ``/plan``; the last ``val_fraction`` validate.
+        out_dir: output folder.
+        backward: ``'implicit'`` or ``'unroll'``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        epochs: passes over the data.
+        lr: Adam learning rate (log-weights).
+        dt: window step (s); default the MPC's ``dt``.
+        params_file: mpc_node parameters to start from (default ``config/mpc.yaml``).
+        learned_file: a learned mpc_node file applied on top (e.g. learned dynamics).
+        with_dynamics: learn the dynamics parameters at the same time.
+        stride: grid steps between window starts.
+        batch_size: windows per step (0: all).
+        val_fraction: fraction of runs that validate.
+        seed: random seed.
+        resume: checkpoint to continue from.
+        progress: show a progress bar.
+        dtype: floating-point type.
+    """
+    if backward not in ('implicit', 'unroll'):
+        raise ValueError(f"learn_cost: backward must be 'implicit' or 'unroll', got {backward!r}")
+    began = time.perf_counter()
+    out_dir = Path(out_dir)
+    params = mpc_params(params_file, learned_file)
+    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
+    torch.manual_seed(seed)
+    objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
+                                           learn_dynamics=with_dynamics, learn_cost=True)
+    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress)
+    result = train(objective, train_w.items(),
+                   val_w.items(len(train_w)) if val_w is not None else None, cfg,
+                   title=f'cost (imitation, {backward})')
+    return _finish(result, out_dir, began, {'windows': float(len(train_w))})
+
+
+def _finish(result: TrainResult, out_dir: Path, began: float, extra: dict, node: str = 'mpc_node',
+            name: str = 'mpc.yaml') -> LearnResult:
+    metrics = {**_summary(result, began), **extra}
+    path = write_params_yaml(out_dir / name, node, result.params) if result.rank == 0 else None
+    return LearnResult(path, dict(result.params), metrics, result.history, out_dir)

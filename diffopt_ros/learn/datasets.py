@@ -1,0 +1,370 @@
+"""Recorded runs -> learning data: MPC-horizon windows and keyframe sequences.
+
+A :class:`RunData` holds one run's time series as arrays: read from a rosbag2 folder (MCAP or
+sqlite3) by :func:`load_run`, or built in memory from the simulator. From runs:
+
+- :func:`control_windows` cuts windows of the horizon on a grid of step ``dt`` aligned to the
+  first command: the state at the window start, the ``/cmd_vel`` commands held over each step
+  (sample-and-hold), the states after each step, and the reference the MPC tracked from there;
+- :func:`split_runs` splits runs into training and validation runs (a run is never on both
+  sides).
+
+States come from ``/ground_truth/odom`` where the run has it, else from ``/odom``. Times are
+seconds on the recorder's clock: header stamps for stamped messages (states, scans) and the
+bag timestamp (receipt) for ``/cmd_vel``, which is when the robot received it too.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffopt_ros.bag import BagError, EmptyBagError, MissingTopicError, Scans, find_runs
+from diffopt_ros.bag import Run as BagRun
+from diffopt_ros.bag.align import hold, interpolate_states, window_starts
+from diffopt_ros.bag.convert import header_stamps, path_poses
+from diffopt_ros.learn.trainer import TensorItems
+
+GROUND_TRUTH_TOPIC = '/ground_truth/odom'
+ODOM_TOPIC = '/odom'
+CMD_TOPIC = '/cmd_vel'
+GOAL_TOPIC = '/goal_pose'
+PLAN_TOPIC = '/plan'
+SCAN_TOPIC = '/scan'
+
+
+class DatasetError(ValueError):
+    """Runs that cannot give the data asked for; the message names the run and topic."""
+
+
+@dataclass
+class Series:
+    """A time series: ``t`` ``(N,)`` s, strictly increasing, and ``values`` ``(N, d)``."""
+
+    t: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self):
+        t = np.asarray(self.t, dtype=np.float64).reshape(-1)
+        values = np.asarray(self.values, dtype=np.float64).reshape(len(t), -1)
+        order = np.argsort(t, kind='stable')
+        t, values = t[order], values[order]
+        keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, bool)
+        self.t, self.values = t[keep], values[keep]  # repeated stamps: the first one counts
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass
+class Plan:
+    """A ``/plan`` (nav_msgs/Path) received at ``t`` (s): ``poses`` ``(N, 3)`` ``[x, y, yaw]``
+    and the poses' stamps ``stamps`` ``(N,)`` s (strictly increasing: a timed trajectory)."""
+
+    t: float
+    poses: np.ndarray
+    stamps: np.ndarray
+
+    @property
+    def timed(self) -> bool:
+        """Whether the poses carry a time schedule (strictly increasing stamps)."""
+        return len(self.stamps) > 1 and bool(np.all(np.diff(self.stamps) > 0))
+
+
+@dataclass
+class RunData:
+    """One recorded run as arrays.
+
+    Attributes:
+        name: run name (folder name).
+        source: where it was read from, for messages.
+        odom: ``/odom`` states ``[x, y, yaw, v, omega]`` (odom frame), or None.
+        ground_truth: ``/ground_truth/odom`` states (map frame), or None.
+        commands: ``/cmd_vel`` ``[v_cmd (m/s), omega_cmd (rad/s)]``, or None.
+        goals: ``/goal_pose`` ``[x, y, yaw]``, or None.
+        plans: ``/plan`` messages in time order (possibly empty).
+        scans: ``/scan``, or None.
+    """
+
+    name: str
+    source: str = ''
+    odom: Series | None = None
+    ground_truth: Series | None = None
+    commands: Series | None = None
+    goals: Series | None = None
+    plans: tuple[Plan, ...] = ()
+    scans: Scans | None = None
+
+    @property
+    def where(self) -> str:
+        """The run's path or name, for messages."""
+        return self.source or self.name
+
+    def states(self) -> tuple[Series, str]:
+        """The state series and its topic: ground truth where recorded, else odometry.
+
+        Raises:
+            DatasetError: neither topic has messages.
+        """
+        for series, topic in ((self.ground_truth, GROUND_TRUTH_TOPIC), (self.odom, ODOM_TOPIC)):
+            if series is not None and len(series) >= 2:
+                return series, topic
+        raise DatasetError(f'{self.where}: no states: neither {GROUND_TRUTH_TOPIC} nor '
+                           f'{ODOM_TOPIC} has messages')
+
+    def require_commands(self) -> Series:
+        """The commands, or a :class:`DatasetError` naming the run and topic."""
+        if self.commands is None or len(self.commands) == 0:
+            raise DatasetError(f'{self.where}: topic {CMD_TOPIC} has no messages')
+        return self.commands
+
+
+def _optional(read, topic: str):
+    """``read(topic)``, or None when the run lacks the topic or it is empty."""
+    try:
+        return read(topic)
+    except (MissingTopicError, EmptyBagError):
+        return None
+
+
+def _plans(bag: BagRun, topic: str) -> tuple[Plan, ...]:
+    try:
+        messages = list(bag.messages(topic, ('nav_msgs/msg/Path',)))
+    except (MissingTopicError, EmptyBagError):
+        return ()
+    return tuple(Plan(t_ns * 1e-9, path_poses(msg), header_stamps(msg.poses))
+                 for t_ns, msg in messages)
+
+
+def load_run(path: str | os.PathLike, require: Sequence[str] = ()) -> RunData:
+    """Read one rosbag2 run (folder or ``.mcap``/``.db3`` file) into arrays.
+
+    Args:
+        path: the run.
+        require: topics that must be present and non-empty (e.g. ``('/cmd_vel',)``).
+
+    Raises:
+        BagError (and its MissingTopicError, EmptyBagError, CorruptBagError): the run cannot be
+            read, is empty, or lacks a required topic; the message names file and topic.
+    """
+    with BagRun(path) as bag:
+        for topic in require:
+            if topic not in bag.topics:
+                have = ', '.join(sorted(bag.topics))
+                raise MissingTopicError(f'{bag.path}: no topic {topic} (needed here); the run '
+                                        f'has: {have}')
+            if not bag.topics[topic].count:
+                raise EmptyBagError(f'{bag.path}: topic {topic} has no messages')
+
+        def odometry(topic):
+            return Series(*bag.odometry(topic, stamp='header'))
+
+        scans = _optional(lambda topic: bag.scans(topic, stamp='header'), SCAN_TOPIC)
+        return RunData(
+            name=bag.name, source=str(bag.path),
+            odom=_optional(odometry, ODOM_TOPIC),
+            ground_truth=_optional(odometry, GROUND_TRUTH_TOPIC),
+            commands=_optional(lambda topic: Series(*bag.twist(topic, stamp='bag')), CMD_TOPIC),
+            goals=_optional(lambda topic: Series(*bag.poses(topic, stamp='bag')), GOAL_TOPIC),
+            plans=_plans(bag, PLAN_TOPIC),
+            scans=scans)
+
+
+def load_runs(paths: Sequence[str | os.PathLike], require: Sequence[str] = ()) -> list[RunData]:
+    """:func:`load_run` for every run at ``paths`` (runs or folders of runs), in sorted order.
+
+    Raises:
+        BagError: as :func:`load_run`; also when a path holds no run.
+    """
+    if not paths:
+        raise BagError('no runs given')
+    runs = []
+    for path in paths:
+        runs += [load_run(p, require) for p in find_runs(path)]
+    return runs
+
+
+def _reference_fn(run: RunData, horizon: int, dt: float, reference_speed: float):
+    """A function ``(index, t, state) -> reference (T, 5)`` reproducing what mpc_node tracked.
+
+    The node tracks the latest of ``/goal_pose`` (drive to it) and ``/plan`` (a timed
+    trajectory, or an untimed path followed at ``reference_speed``); it is called at increasing
+    times so the progress along an untimed path is replayed as the node kept it.
+    """
+    from diffopt_ros.nodes.mpc_loop import goal_reference, path_reference, timed_reference
+
+    events = []
+    if run.goals is not None:
+        events += [(t, 'goal', goal) for t, goal in zip(run.goals.t, run.goals.values)]
+    events += [(plan.t, 'plan', plan) for plan in run.plans]
+    events.sort(key=lambda e: e[0])
+    times = np.array([e[0] for e in events])
+    progress = {'plan': None, 'value': 0.0}
+
+    def reference(t: float, state: np.ndarray) -> np.ndarray | None:
+        k = int(np.searchsorted(times, t, side='right')) - 1
+        if k < 0:
+            return None
+        _, kind, value = events[k]
+        if kind == 'goal':
+            return goal_reference(state, value[:2], horizon)
+        plan: Plan = value
+        if len(plan.poses) == 0:
+            return None
+        if plan.timed:
+            return timed_reference(state, plan.poses, plan.stamps, t, horizon, dt)
+        if progress['plan'] is not plan:
+            progress['plan'], progress['value'] = plan, 0.0
+        ref, progress['value'] = path_reference(state, plan.poses, progress['value'], horizon, dt,
+                                                reference_speed)
+        return ref
+
+    return reference
+
+
+@dataclass
+class ControlWindows:
+    """Windows of a horizon, batched.
+
+    Attributes:
+        x0: state at the window start ``(B, 5)``.
+        u: commands held over each step ``(B, H, 2)``.
+        u_prev: the command before ``u[:, 0]`` ``(B, 2)`` (zero before the first command).
+        x_next: states after each step ``(B, H, 5)``.
+        reference: the MPC reference from the window start ``(B, T, 5)`` (NaN where the run had
+            no goal or plan then; ``T`` = ``ref_horizon``).
+        run: index of the run each window comes from ``(B,)``.
+        t0: start time of each window ``(B,)`` s.
+        dt: step of ``u`` and ``x_next`` (s).
+        ref_dt: step of ``reference`` (s).
+    """
+
+    x0: torch.Tensor
+    u: torch.Tensor
+    u_prev: torch.Tensor
+    x_next: torch.Tensor
+    reference: torch.Tensor
+    run: torch.Tensor
+    t0: torch.Tensor
+    dt: float
+    ref_dt: float
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    def items(self, index_offset: int = 0) -> TensorItems:
+        """The windows as trainer items (``x0``, ``u``, ``u_prev``, ``x_next``, ``reference``,
+        ``index``: position in this set plus ``index_offset``)."""
+        return TensorItems({'x0': self.x0, 'u': self.u, 'u_prev': self.u_prev,
+                            'x_next': self.x_next,
+                            'reference': self.reference,
+                            'index': index_offset + torch.arange(len(self), device=self.x0.device)})
+
+    def select(self, keep: torch.Tensor) -> ControlWindows:
+        """The windows where ``keep`` ``(B,)`` bool is true."""
+        return ControlWindows(self.x0[keep], self.u[keep], self.u_prev[keep], self.x_next[keep],
+                              self.reference[keep],
+                              self.run[keep], self.t0[keep], self.dt, self.ref_dt)
+
+    def with_reference(self) -> ControlWindows:
+        """Only the windows that have a reference."""
+        return self.select(torch.isfinite(self.reference).flatten(1).all(dim=1))
+
+
+def command_period(runs: Sequence[RunData]) -> float:
+    """Median interval between consecutive commands over ``runs`` (s).
+
+    Raises:
+        DatasetError: fewer than two commands in every run.
+    """
+    gaps = [np.diff(run.commands.t) for run in runs if run.commands is not None and len(run.commands) > 1]
+    if not gaps:
+        raise DatasetError(f'{", ".join(r.where for r in runs)}: fewer than two {CMD_TOPIC} '
+                           f'messages: cannot tell the command period')
+    return float(np.median(np.concatenate(gaps)))
+
+
+def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap: float | None = None,
+                max_command_age: float | None = None, ref_horizon: int = 0, ref_dt: float = 0.1,
+                reference_speed: float = 0.4) -> dict[str, np.ndarray]:
+    """The windows of one run as numpy arrays (see :class:`ControlWindows`).
+
+    The grid starts at the first command, so with ``dt`` equal to the command period each held
+    command is exactly the one in force over its step. Windows with a state gap above
+    ``max_gap`` (default ``2 dt``) or a held command older than ``max_command_age`` (default
+    ``2 dt``: the robot's command timeout stops it) are left out.
+    """
+    if dt <= 0 or horizon < 1 or stride < 1:
+        raise ValueError(f'dt={dt}, horizon={horizon}, stride={stride}: need dt > 0, horizon >= 1, '
+                         f'stride >= 1')
+    states, _ = run.states()
+    commands = run.require_commands()
+    start, end = max(commands.t[0], states.t[0]), states.t[-1]
+    n_grid = int(math.floor((end - start) / dt + 1e-9)) + 1 if end > start else 0
+    grid = start + dt * np.arange(n_grid)
+    x, x_ok = interpolate_states(states.t, states.values, grid, 2 * dt if max_gap is None else max_gap)
+    # A small tolerance keeps a command stamped a hair after its grid point on that step.
+    u, u_ok = hold(commands.t, commands.values, grid + 1e-3 * dt,
+                   2 * dt if max_command_age is None else max_command_age)
+    starts = window_starts(x_ok & u_ok, horizon + 1, stride)
+    steps = starts[:, None] + np.arange(horizon)[None, :]
+    previous = np.searchsorted(commands.t, grid[starts] + 1e-3 * dt, side='right') - 2
+    u_prev = np.where((previous >= 0)[:, None], commands.values[previous.clip(0)], 0.0)
+    reference = np.full((len(starts), ref_horizon, 5), np.nan)
+    if ref_horizon and len(starts):
+        ref_fn = _reference_fn(run, ref_horizon, ref_dt, reference_speed)
+        for i, k in enumerate(starts):   # increasing times, as the node saw them
+            ref = ref_fn(grid[k], x[k])
+            if ref is not None:
+                reference[i] = ref
+    return {'x0': x[starts].reshape(-1, 5), 'u': u[steps].reshape(-1, horizon, 2),
+            'u_prev': u_prev.reshape(-1, 2),
+            'x_next': x[steps + 1].reshape(-1, horizon, 5), 'reference': reference,
+            't0': grid[starts]}
+
+
+def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: int = 1,
+                    ref_horizon: int = 0, ref_dt: float = 0.1, reference_speed: float = 0.4,
+                    dtype: torch.dtype = torch.float64) -> ControlWindows:
+    """Windows of all ``runs`` (see :func:`run_windows`), concatenated in run order.
+
+    Raises:
+        DatasetError: a run lacks states or commands (run and topic named), or no run gives a
+            window.
+    """
+    parts = [run_windows(run, dt, horizon, stride, ref_horizon=ref_horizon, ref_dt=ref_dt,
+                         reference_speed=reference_speed) for run in runs]
+    if not any(len(p['x0']) for p in parts):
+        raise DatasetError(f'{", ".join(run.where for run in runs)}: no window of {horizon} steps '
+                           f'of {dt} s with states and {CMD_TOPIC} commands without gaps')
+
+    def cat(key):
+        return torch.as_tensor(np.concatenate([p[key] for p in parts]), dtype=dtype)
+
+    run_index = torch.cat([torch.full((len(p['x0']),), i, dtype=torch.long)
+                           for i, p in enumerate(parts)])
+    return ControlWindows(cat('x0'), cat('u'), cat('u_prev'), cat('x_next'), cat('reference'), run_index,
+                          torch.as_tensor(np.concatenate([p['t0'] for p in parts]),
+                                          dtype=torch.float64), float(dt), float(ref_dt))
+
+
+def split_runs(runs: Sequence[RunData], val_fraction: float = 0.25
+               ) -> tuple[list[RunData], list[RunData]]:
+    """Training and validation runs: the last ``round(len * val_fraction)`` runs validate.
+
+    At least one run always trains, so a single run gives no validation runs.
+    """
+    if not runs:
+        raise DatasetError('no runs given')
+    n_val = min(len(runs) - 1, int(round(len(runs) * val_fraction)))
+    return list(runs[:len(runs) - n_val]), list(runs[len(runs) - n_val:])
+
+
+def run_name(path: str | os.PathLike) -> str:
+    """The run's name: its folder name."""
+    return Path(path).resolve().name

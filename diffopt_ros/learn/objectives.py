@@ -1,0 +1,110 @@
+"""Training objectives for the controller: system identification and imitation through the MPC.
+
+Each objective is an ``nn.Module`` whose ``forward(batch)`` returns per-item losses ``(b,)``
+for :func:`diffopt_ros.learn.trainer.train`, and whose ``report()`` returns the learned values
+by their mpc_node parameter names.
+
+- :class:`PredictionObjective` (system identification): roll the model out from each window's
+  start state under the recorded commands and compare with the recorded states, one step or
+  several (multi-step prediction error).
+- :class:`ImitationObjective` (end to end, Amos et al. 2018): solve the MPC from each window's
+  start state towards the reference the node tracked, and compare the MPC's first control with
+  the command that was recorded there. Gradients reach the dynamics and cost parameters
+  through the solve (``implicit`` or ``unroll``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from diffopt_ros.learn.controller import cost_params, model_params
+from diffopt_ros.mpc import MPC, Dynamics, rollout, wrap_angle
+
+#: Scale of each state error in the prediction loss: m, m, rad, m/s, rad/s.
+STATE_SCALE = (0.1, 0.1, 0.1, 0.1, 0.1)
+#: Scale of each control error in the imitation loss: m/s, rad/s.
+CONTROL_SCALE = (0.1, 0.1)
+
+
+class PredictionObjective(nn.Module):
+    """Mean squared, scaled multi-step prediction error of a dynamics model.
+
+    Args:
+        model: the model (``DiffDriveLag`` or a ``NeuralResidual`` around it); its ``dt`` must be
+            the windows' step.
+        steps: how many steps of each window to predict (1 = one-step prediction).
+        state_scale: error scale per state entry ``(5,)`` (m, m, rad, m/s, rad/s).
+    """
+
+    def __init__(self, model: Dynamics, steps: int, state_scale=STATE_SCALE):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f'PredictionObjective: steps must be >= 1, got {steps}')
+        self.model, self.steps = model, int(steps)
+        self.register_buffer('scale', torch.as_tensor(state_scale, dtype=torch.get_default_dtype()),
+                             persistent=False)
+
+    def predict(self, x0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """States ``(B, H, 5)`` after each of the commands ``u (B, H, 2)`` from ``x0 (B, 5)``."""
+        return rollout(self.model.stepper(), x0, u)[:, 1:]
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Per-window loss ``(b,)`` from ``x0 (b, 5)``, ``u (b, H, 2)``, ``x_next (b, H, 5)``."""
+        H = min(self.steps, batch['u'].shape[1])
+        predicted = self.predict(batch['x0'], batch['u'][:, :H])
+        error = predicted - batch['x_next'][:, :H]
+        error = torch.cat((error[..., :2], wrap_angle(error[..., 2:3]), error[..., 3:]), -1)
+        return (error / self.scale.to(error)).square().sum(-1).mean(-1)
+
+    @torch.no_grad()
+    def report(self) -> dict[str, float]:
+        model = getattr(self.model, 'base', self.model)
+        return {f'model.{k}': v for k, v in model.parameter_values().items()}
+
+
+class ImitationObjective(nn.Module):
+    """Squared, scaled difference between the MPC's first control and the recorded command.
+
+    The MPC is solved from each window's start state ``x0`` towards ``[x0; reference]`` with
+    the previous command ``u_prev`` (rate penalty), warm-started from the item's previous
+    solution, which is kept per item (``index``) in a buffer.
+
+    Args:
+        mpc: the node's MPC (:func:`~diffopt_ros.learn.controller.node_mpc`) with the
+            parameters to learn set trainable.
+        n_items: number of items (size of the warm-start buffer).
+        control_scale: error scale per control ``(2,)`` (m/s, rad/s).
+        report_cost: include the cost weights in :meth:`report`.
+        use_u_prev: pass the previous command to the solve (mpc_node does not, so by default
+            neither does learning).
+    """
+
+    def __init__(self, mpc: MPC, n_items: int, control_scale=CONTROL_SCALE,
+                 report_cost: bool = False, use_u_prev: bool = False):
+        super().__init__()
+        self.mpc = mpc
+        self.report_cost, self.use_u_prev = report_cost, use_u_prev
+        dtype = next(iter(mpc.parameters())).dtype
+        self.register_buffer('warm', torch.zeros(n_items, mpc.horizon, mpc.dynamics.n_u, dtype=dtype))
+        self.register_buffer('scale', torch.as_tensor(control_scale, dtype=dtype), persistent=False)
+
+    def solve(self, batch: dict):
+        """The MPC solution for a batch (and the warm starts updated)."""
+        x0, index = batch['x0'], batch['index']
+        target = torch.cat((x0.unsqueeze(1), batch['reference']), 1)
+        solution = self.mpc(x0, target=target, u_init=self.warm[index],
+                            u_prev=batch['u_prev'] if self.use_u_prev else None)
+        self.warm[index] = solution.controls.detach()
+        return solution
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Per-window loss ``(b,)``; needs ``x0``, ``reference``, ``u``, ``u_prev``, ``index``."""
+        controls = self.solve(batch).controls
+        return ((controls[:, 0] - batch['u'][:, 0]) / self.scale.to(controls)).square().sum(-1)
+
+    @torch.no_grad()
+    def report(self) -> dict[str, float]:
+        values = model_params(self.mpc)
+        if self.report_cost:
+            values.update(cost_params(self.mpc))
+        return values
