@@ -122,7 +122,7 @@ def _policy_box(Quu: torch.Tensor, Qua: torch.Tensor, lower: torch.Tensor,
     G = _policy_for_set(Quu, Qua, clamped, bound)
     k = G[..., -1]
     grad = (Quu @ k.unsqueeze(-1)).squeeze(-1) + qu
-    slack = 1e-9 * (1.0 + k.abs())
+    slack = (100.0 * torch.finfo(k.dtype).eps) * (1.0 + k.abs() + qu.abs())
     ok = torch.where(clamped, torch.where(qu > 0, grad >= -slack, grad <= slack),
                      (k >= lower - slack) & (k <= upper + slack))
     if bool(ok.all()):

@@ -45,7 +45,7 @@ class _PositiveParams(Dynamics):
 
     def parameter_values(self) -> dict[str, float]:
         """The physical parameters as plain floats, e.g. for a parameter YAML file."""
-        return {name: float(getattr(self, name)) for name in self.param_names}
+        return {name: float(getattr(self, name).detach()) for name in self.param_names}
 
 
 class DiffDriveLag(_PositiveParams):

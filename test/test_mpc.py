@@ -1,0 +1,252 @@
+"""diffopt_ros.mpc: models, costs, box QP, box-constrained LQR against an independent QP solver."""
+import numpy as np
+import osqp
+import pytest
+import scipy.sparse as sp
+import torch
+
+from diffopt_ros.mpc import (
+    MPC,
+    Cartpole,
+    DiffDriveLag,
+    KinematicBicycle,
+    LinearDynamics,
+    NeuralResidual,
+    Pendulum,
+    QuadraticCost,
+    TrackingCost,
+    Unicycle,
+    autodiff_jacobians,
+    rollout,
+    shift_controls,
+)
+from diffopt_ros.mpc.boxqp import solve_box_qp
+
+D = torch.float64
+
+
+@pytest.mark.parametrize('model', [
+    DiffDriveLag(dt=0.1, gain_v=0.8, gain_omega=0.7, tau_v=0.25, tau_omega=0.2),
+    Unicycle(dt=0.1), KinematicBicycle(dt=0.1), Pendulum(), Cartpole(),
+    NeuralResidual(DiffDriveLag(dt=0.1), hidden=(8,)),
+])
+def test_analytic_jacobians_match_autodiff(model):
+    model = model.to(D)
+    if isinstance(model, NeuralResidual):
+        torch.nn.init.normal_(model.mlp[-1].weight)
+    x = torch.randn(3, 4, model.n_x, dtype=D)
+    if isinstance(model, (Pendulum, Cartpole)):
+        th = torch.randn(3, 4, dtype=D)
+        i = 0 if isinstance(model, Pendulum) else 2
+        x[..., i], x[..., i + 1] = th.cos(), th.sin()
+    u = torch.randn(3, 4, model.n_u, dtype=D)
+    A, B = model.jacobians(x, u)
+    A_ref, B_ref = autodiff_jacobians(model.forward, x, u)
+    assert A.shape == (3, 4, model.n_x, model.n_x) and B.shape == (3, 4, model.n_x, model.n_u)
+    torch.testing.assert_close(A, A_ref, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(B, B_ref, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(model.stepper()(x, u), model(x, u))
+
+
+def test_diff_drive_lag_contract():
+    """The discrete model of docs/CONTRACTS.md: exact ZOH lag, midpoint pose, readable parameters."""
+    dt, gv, gw, tv, tw = 0.1, 0.8, 0.7, 0.25, 0.2
+    m = DiffDriveLag(dt=dt, gain_v=gv, gain_omega=gw, tau_v=tv, tau_omega=tw).to(D)
+    assert m.parameter_values() == pytest.approx(dict(gain_v=gv, gain_omega=gw, tau_v=tv, tau_omega=tw))
+    gv, gw, tv, tw = m.parameter_values().values()             # float32-rounded at construction
+    assert {n for n, _ in m.named_parameters()} == {'log_gain_v', 'log_gain_omega', 'log_tau_v', 'log_tau_omega'}
+    x = torch.tensor([1.0, -2.0, 0.3, 0.5, -0.4], dtype=D)
+    u = torch.tensor([0.9, 0.6], dtype=D)
+    v1 = 0.5 + (1 - np.exp(-dt / tv)) * (gv * 0.9 - 0.5)
+    w1 = -0.4 + (1 - np.exp(-dt / tw)) * (gw * 0.6 + 0.4)
+    vm, wm = (0.5 + v1) / 2, (-0.4 + w1) / 2
+    expect = [1.0 + dt * vm * np.cos(0.3 + dt * wm / 2), -2.0 + dt * vm * np.sin(0.3 + dt * wm / 2),
+              0.3 + dt * wm, v1, w1]
+    np.testing.assert_allclose(m(x, u).detach().numpy(), expect, rtol=1e-12)
+    m.gain_v = 0.5
+    assert float(m.gain_v.detach()) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match='gain_v'):
+        m.gain_v = -1.0
+    assert m.parameter_values()['tau_v'] == pytest.approx(tv)
+
+
+def test_box_qp_matches_enumeration():
+    torch.manual_seed(1)
+    B, m = 64, 3
+    M = torch.randn(B, m, m, dtype=D)
+    H = M @ M.mT + 0.1 * torch.eye(m, dtype=D)
+    g = 3 * torch.randn(B, m, dtype=D)
+    lo, hi = -torch.rand(B, m, dtype=D), torch.rand(B, m, dtype=D)
+    k, clamped = solve_box_qp(H, g, lo, hi, torch.zeros(B, m, dtype=D))
+    grad = (H @ k.unsqueeze(-1)).squeeze(-1) + g
+    assert ((k >= lo - 1e-12) & (k <= hi + 1e-12)).all()
+    assert (grad[~clamped].abs() < 1e-9).all()                   # stationary on the free set
+    assert ((k[clamped] - lo[clamped]).abs().lt(1e-12) | (k[clamped] - hi[clamped]).abs().lt(1e-12)).all()
+    # global optimum: no feasible random point is better
+    z = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * torch.rand(B, 2000, m, dtype=D)
+    f = lambda y: (0.5 * (y @ H.mT) * y).sum(-1) + (g.unsqueeze(-2) * y).sum(-1)  # noqa: E731
+    assert (f(k.unsqueeze(1)) <= f(z) + 1e-12).all()
+
+
+def _random_lqr(B, T, n, m, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.eye(n, dtype=D) + 0.2 * torch.randn(n, n, generator=g, dtype=D)
+    Bm = torch.randn(n, m, generator=g, dtype=D)
+    c = 0.1 * torch.randn(n, generator=g, dtype=D)
+    M = torch.randn(T, n + m, n + m, generator=g, dtype=D)
+    C = M @ M.mT / (n + m) + 0.1 * torch.eye(n + m, dtype=D)
+    q = torch.randn(T, n + m, generator=g, dtype=D)
+    Mf = torch.randn(n, n, generator=g, dtype=D)
+    x0 = 2 * torch.randn(B, n, generator=g, dtype=D)
+    return A, Bm, c, C, q, Mf @ Mf.mT / n, x0
+
+
+def _osqp_lqr(A, Bm, c, C, q, CT, x0, lo, hi):
+    """The stacked QP in (x_1..x_T, u_0..u_{T-1}) solved by OSQP (float64, polished)."""
+    T, n, m = C.shape[0], A.shape[0], Bm.shape[1]
+    A, Bm, c, C, q, CT, x0 = (t.numpy() for t in (A, Bm, c, C, q, CT, x0))
+    nx, nu = T * n, T * m
+    P = np.zeros((nx + nu, nx + nu))
+    lin = np.zeros(nx + nu)
+    const_x0 = C[0][:n, :n]  # x_0 is fixed: its quadratic term is a constant
+    del const_x0
+    for t in range(T):
+        iu = slice(nx + t * m, nx + (t + 1) * m)
+        P[iu, iu] += C[t][n:, n:]
+        lin[iu] += q[t][n:]
+        if t == 0:
+            lin[iu] += C[0][n:, :n] @ x0
+        else:
+            ix = slice((t - 1) * n, t * n)
+            P[ix, ix] += C[t][:n, :n]
+            P[ix, iu] += C[t][:n, n:]
+            P[iu, ix] += C[t][n:, :n]
+            lin[ix] += q[t][:n]
+    ix = slice((T - 1) * n, T * n)
+    P[ix, ix] += CT
+    # dynamics: x_{t+1} - A x_t - B u_t = c
+    Aeq = np.zeros((nx, nx + nu))
+    beq = np.zeros(nx)
+    for t in range(T):
+        r = slice(t * n, (t + 1) * n)
+        Aeq[r, r] = np.eye(n)
+        Aeq[r, nx + t * m: nx + (t + 1) * m] = -Bm
+        if t == 0:
+            beq[r] = A @ x0 + c
+        else:
+            Aeq[r, (t - 1) * n: t * n] = -A
+            beq[r] = c
+    Abox = np.hstack((np.zeros((nu, nx)), np.eye(nu)))
+    solver = osqp.OSQP()
+    solver.setup(sp.csc_matrix(P), lin, sp.csc_matrix(np.vstack((Aeq, Abox))),
+                 np.concatenate((beq, np.full(nu, lo))), np.concatenate((beq, np.full(nu, hi))),
+                 raise_error=True, eps_abs=1e-12, eps_rel=1e-12, max_iter=200000, polishing=True, verbose=False)
+    res = solver.solve()
+    return res.x[:nx].reshape(T, n), res.x[nx:].reshape(T, m)
+
+
+@pytest.mark.parametrize('bounded', [False, True])
+def test_box_lqr_matches_osqp(bounded):
+    B, T, n, m = 3, 12, 4, 3
+    A, Bm, c, C, q, CT, x0 = _random_lqr(B, T, n, m, seed=3)
+    lo, hi = (-0.4, 0.3) if bounded else (-np.inf, np.inf)
+    mpc = MPC(LinearDynamics(A, Bm, c), QuadraticCost(C, q, n_x=n, C_final=CT), T,
+              u_lower=lo if bounded else None, u_upper=hi if bounded else None,
+              tolerance=1e-12, max_iterations=30, grad_mode='none')
+    sol = mpc(x0)
+    assert sol.converged.all()
+    if not bounded:                                                 # one exact Newton step
+        mpc.max_iterations = 1
+        torch.testing.assert_close(mpc(x0).controls, sol.controls, atol=1e-9, rtol=0)
+    else:
+        assert sol.clamped.any()                                    # bounds are active
+    for b in range(B):
+        xs, us = _osqp_lqr(A, Bm, c, C, q, CT, x0[b], lo, hi)
+        np.testing.assert_allclose(sol.controls[b].numpy(), us, atol=1e-6)
+        np.testing.assert_allclose(sol.states[b, 1:].numpy(), xs, atol=1e-6)
+
+
+def test_unconstrained_lqr_closed_form():
+    """Time-invariant LQR: the first control equals -K x0 from the finite-horizon Riccati recursion."""
+    T, n, m = 15, 3, 2
+    A, Bm, _, _, _, _, x0 = _random_lqr(2, T, n, m, seed=5)
+    Q, R = torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=D)), 0.3 * torch.eye(m, dtype=D)
+    C = torch.block_diag(Q, R)
+    mpc = MPC(LinearDynamics(A, Bm), QuadraticCost(C, torch.zeros(n + m, dtype=D), n_x=n, C_final=Q), T,
+              grad_mode='none')
+    sol = mpc(x0)
+    P = Q.clone()
+    for _ in range(T):
+        K = torch.linalg.solve(R + Bm.T @ P @ Bm, Bm.T @ P @ A)
+        P = Q + A.T @ P @ (A - Bm @ K)
+    torch.testing.assert_close(sol.controls[:, 0], -x0 @ K.T, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(sol.gains[:, 0], -K.expand(2, m, n), atol=1e-10, rtol=1e-10)
+
+
+def _diff_drive_problem(dtype=D):
+    model = DiffDriveLag(dt=0.1).to(dtype)
+    cost = TrackingCost([10., 10., 1., 0.1, 0.1], [0.1, 0.1], terminal_scale=5., rate_weight=[0.5, 0.5],
+                        angle_indices=model.angle_indices).to(dtype)
+    return model, cost
+
+
+def test_diff_drive_reaches_goal_with_bounds_and_warm_start():
+    model, cost = _diff_drive_problem()
+    T = 30
+    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-8, grad_mode='none')
+    x = torch.zeros(2, 5, dtype=D)
+    goal = torch.tensor([[1.5, 0.5, 0.0, 0, 0], [-0.5, 1.0, 3.0, 0, 0]], dtype=D)
+    sol = mpc(x, target=goal)
+    assert sol.converged.all()
+    assert sol.states.shape == (2, T + 1, 5) and sol.controls.shape == (2, T, 2) and sol.costs.shape == (2,)
+    assert (sol.controls <= torch.tensor([1.0, 1.5], dtype=D) + 1e-12).all()
+    assert (sol.controls >= torch.tensor([-0.5, -1.5], dtype=D) - 1e-12).all()
+    torch.testing.assert_close(sol.states, rollout(model, x, sol.controls))
+    # each sample's solution is independent of the batch it is solved in
+    single = mpc(x[1:], target=goal[1:])
+    torch.testing.assert_close(single.controls[0], sol.controls[1], atol=1e-7, rtol=0)
+    # receding horizon: apply u_0, shift, warm start -> converges in fewer iterations
+    cold_iters = []
+    warm_iters = []
+    for _ in range(3):
+        x = sol.states[:, 1]
+        warm = mpc(x, target=goal, u_init=shift_controls(sol.controls), u_prev=sol.controls[:, 0])
+        cold = mpc(x, target=goal, u_prev=sol.controls[:, 0])
+        torch.testing.assert_close(warm.costs, cold.costs, atol=1e-6, rtol=1e-6)
+        warm_iters.append(warm.iterations.float().mean())
+        cold_iters.append(cold.iterations.float().mean())
+        sol = warm
+    assert sum(warm_iters) < sum(cold_iters)
+    final = torch.linalg.norm(sol.states[:, -1, :2] - goal[:, :2], dim=-1)
+    assert (final < 0.1).all()
+
+
+def test_heading_error_is_wrapped():
+    model, cost = _diff_drive_problem()
+    x = torch.zeros(1, 3, 5, dtype=D)
+    x[..., 2] = torch.tensor([3.1, -3.1, 0.0], dtype=D)
+    goal = torch.tensor([[0.0, 0.0, -3.1, 0, 0]], dtype=D)
+    e = cost.errors(x, goal)
+    torch.testing.assert_close(e[0, :, 2], torch.tensor([6.2 - 2 * np.pi, 0.0, 3.1], dtype=D))
+
+
+def test_reference_trajectory_and_float32():
+    model, cost = _diff_drive_problem(torch.float32)
+    T = 20
+    ref = torch.zeros(1, T + 1, 5)
+    ref[0, :, 0] = torch.linspace(0, 1.0, T + 1)
+    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-4, grad_mode='none')
+    sol = mpc(torch.zeros(1, 5), target=ref)
+    assert sol.states.dtype == torch.float32 and sol.converged.all()
+    assert sol.states[0, -1, 0] > 0.7 and sol.states[0, :, 1].abs().max() < 1e-3
+
+
+def test_errors_name_the_problem():
+    model, cost = _diff_drive_problem()
+    with pytest.raises(ValueError, match='grad_mode'):
+        MPC(model, cost, 10, grad_mode='magic')
+    mpc = MPC(model, cost, 10)
+    with pytest.raises(ValueError, match='n_x=5'):
+        mpc(torch.zeros(1, 4, dtype=D))
+    with pytest.raises(ValueError, match='u_init'):
+        mpc(torch.zeros(1, 5, dtype=D), u_init=torch.zeros(1, 9, 2, dtype=D))
