@@ -338,3 +338,29 @@ def test_unknown_topic_and_type_are_refused(tmp_path):
     writer.add_topic('/a', 'geometry_msgs/msg/Twist')
     with pytest.raises(BagError, match='registered as geometry_msgs/msg/Twist'):
         writer.add_topic('/a', 'nav_msgs/msg/Odometry')
+
+
+def test_custom_message_types_are_recorded_from_installed_msg_files(tmp_path, monkeypatch):
+    prefix = tmp_path / 'install'
+    (prefix / 'share' / 'my_msgs' / 'msg').mkdir(parents=True)
+    (prefix / 'share' / 'my_msgs' / 'msg' / 'Plan.msg').write_text(
+        '# a custom message using standard ones\nstd_msgs/Header header\n'
+        'geometry_msgs/Point[] points\nfloat64 cost\nstring<=8 label\n')
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(prefix))
+    writer = BagWriter(tmp_path / 'custom')
+    topic = writer.add_topic('/plan_costs', 'my_msgs/msg/Plan')
+    assert 'MSG: geometry_msgs/Point' in topic.msgdef and topic.rihs01.startswith('RIHS01_')
+    store = writer.typestore
+    Plan, Point = store.types['my_msgs/msg/Plan'], store.types['geometry_msgs/msg/Point']
+    Header, Stamp = store.types['std_msgs/msg/Header'], store.types['builtin_interfaces/msg/Time']
+    msg = Plan(header=Header(stamp=Stamp(sec=3, nanosec=4), frame_id='map'),
+               points=[Point(x=1.0, y=2.0, z=0.0), Point(x=3.0, y=4.0, z=0.0)], cost=7.5,
+               label='lap')
+    writer.write('/plan_costs', store.serialize_cdr(msg, 'my_msgs/msg/Plan'), T0)
+    writer.close()
+    with Run(tmp_path / 'custom') as run:
+        (_, got), = run.messages('/plan_costs')
+    assert got.cost == 7.5 and got.label == 'lap' and [p.y for p in got.points] == [2.0, 4.0]
+    with pytest.raises(BagError, match=r'my_msgs/msg/Nope: no my_msgs/msg/Nope\.msg under'):
+        writer = BagWriter(tmp_path / 'nope')
+        writer.add_topic('/x', 'my_msgs/msg/Nope')

@@ -26,6 +26,7 @@ from rosbags.typesys.store import Typestore
 
 from diffopt_ros.bag.errors import BagError, MissingTopicError, RunExistsError
 from diffopt_ros.bag.metadata import FileSummary, Topic, write_metadata
+from diffopt_ros.bag.types import register_msg_files
 
 DEFAULT_STORE = Stores.ROS2_KILTED
 
@@ -37,14 +38,18 @@ def default_run_name(now: float | None = None) -> str:
 
 def topic_from_typestore(name: str, msgtype: str, typestore: Typestore,
                          qos: Iterable[Qos] = ()) -> Topic:
-    """Describe topic ``name`` of ROS type ``msgtype`` with the definition known to ``typestore``.
+    """Describe topic ``name`` of ROS type ``msgtype`` with the definition known to ``typestore``
+    (or registered into it from the installed ``.msg`` files, see :mod:`diffopt_ros.bag.types`).
 
     Raises:
-        BagError: ``typestore`` does not know ``msgtype``.
+        BagError: ``msgtype`` is unknown and not installed.
     """
     if msgtype not in typestore.fielddefs:
-        raise BagError(f'topic {name}: message type {msgtype} is unknown to the rosbags typestore; '
-                       'register it (rosbags.typesys.get_types_from_msg) or pass its definition')
+        try:
+            register_msg_files(typestore, msgtype)
+        except BagError as exc:
+            raise BagError(f'topic {name}: message type {msgtype} is unknown to the rosbags '
+                           f'typestore and not installed: {exc}') from exc
     msgdef, _ = typestore.generate_msgdef(msgtype, ros_version=2)
     return Topic(name, msgtype, msgdef, typestore.hash_rihs01(msgtype), tuple(qos))
 
