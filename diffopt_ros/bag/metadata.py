@@ -63,8 +63,7 @@ class FileSummary:
         self.end_ns = max(self.end_ns, t_ns)
 
 
-def metadata_dict(files: list[FileSummary], topics: list[Topic],
-                  storage: str = 'mcap', custom_data: dict[str, str] | None = None) -> dict:
+def metadata_dict(files: list[FileSummary], topics: list[Topic]) -> dict:
     """The ``metadata.yaml`` content (``rosbag2_bagfile_information``) of a run.
 
     Topics without any message are left out (readers need a message definition from a file).
@@ -78,7 +77,7 @@ def metadata_dict(files: list[FileSummary], topics: list[Topic],
     end = max((f.end_ns for f in filled), default=0)
     return {'rosbag2_bagfile_information': {
         'version': VERSION,
-        'storage_identifier': storage,
+        'storage_identifier': 'mcap',
         'relative_file_paths': [f.path for f in files],
         'duration': {'nanoseconds': end - start},
         'starting_time': {'nanoseconds_since_epoch': start},
@@ -95,17 +94,16 @@ def metadata_dict(files: list[FileSummary], topics: list[Topic],
                    'starting_time': {'nanoseconds_since_epoch': f.start_ns if f.count else 0},
                    'duration': {'nanoseconds': f.end_ns - f.start_ns if f.count else 0},
                    'message_count': f.count} for f in files],
-        'custom_data': custom_data or None,
+        'custom_data': None,
         'ros_distro': 'rosbags',
     }}
 
 
-def write_metadata(run_dir: Path, files: list[FileSummary], topics: list[Topic],
-                   storage: str = 'mcap', custom_data: dict[str, str] | None = None) -> Path:
+def write_metadata(run_dir: Path, files: list[FileSummary], topics: list[Topic]) -> Path:
     """Write ``run_dir/metadata.yaml`` atomically (temporary file, then rename)."""
     path = Path(run_dir) / METADATA
     tmp = path.with_suffix('.yaml.tmp')
-    tmp.write_text(yaml.safe_dump(metadata_dict(files, topics, storage, custom_data),
-                                  sort_keys=False), encoding='utf8')
+    tmp.write_text(yaml.safe_dump(metadata_dict(files, topics), sort_keys=False),
+                   encoding='utf8')
     os.replace(tmp, path)
     return path

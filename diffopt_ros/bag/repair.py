@@ -18,6 +18,7 @@ from pathlib import Path
 from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2.storage_mcap import decompress  # rosbags' chunk codecs (pinned version)
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from diffopt_ros.bag.errors import BagError, CorruptBagError
@@ -58,7 +59,8 @@ def _string(body: memoryview, pos: int) -> tuple[str, int]:
 
 
 def _records(buf: memoryview):
-    """Yield ``(opcode, body)`` of the complete records of ``buf``; stop at a partial one."""
+    """Yield ``(opcode, body, end offset)`` of the complete records of ``buf``; stop at a
+    partial one."""
     pos = 0
     while pos + 9 <= len(buf):
         op = buf[pos]
@@ -72,8 +74,6 @@ def _records(buf: memoryview):
 
 def _chunk_records(body: memoryview) -> memoryview:
     """The records inside a chunk record (uncompressed or zstd/lz4, checked by rosbags)."""
-    from rosbags.rosbag2.storage_mcap import decompress  # rosbags' codec table, pinned version
-
     _, _, size, crc = struct.unpack_from('<QQQI', body, 0)
     compression, pos = _string(body, 28)
     (n,) = struct.unpack_from('<Q', body, pos)
