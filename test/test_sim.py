@@ -192,6 +192,25 @@ def test_raycast_max_range_and_batches():
         np.testing.assert_allclose(row, world.raycast(origin, angles), atol=1e-12)
 
 
+def test_raycast_has_no_leaks_and_float32_agrees():
+    """Rays from anywhere inside the closed loop world always hit something (no ray slips
+    through a polyline joint, even at exact vertex directions), and float32 ~ float64."""
+    world = World.load('loop')
+    rng = np.random.default_rng(1)
+    origins = rng.uniform([0.3, 0.3], [19.7, 2.7], size=(20, 2))   # the south corridor
+    vertex = world.walls[:, :2]
+    for origin in origins:
+        through_vertices = np.arctan2(vertex[:, 1] - origin[1], vertex[:, 0] - origin[0])
+        angles = np.concatenate([np.linspace(-math.pi, math.pi, 720), through_vertices])
+        ranges = world.raycast(origin, angles)
+        assert np.isfinite(ranges).all()
+        assert (ranges < 25).all()
+        # (rays exactly through a corner may graze it in one precision and not the other)
+        ranges32 = world.raycast(origin, angles[:720], dtype=np.float32)
+        assert ranges32.dtype == np.float32
+        np.testing.assert_allclose(ranges32, ranges[:720], atol=2e-3)   # << 1 cm lidar noise
+
+
 def test_scan_uses_the_robot_pose_and_beam_layout():
     sensors = SensorParams(lidar_beams=4, lidar_noise=0.0, lidar_range_max=3.5)
     sim = Simulator(room(), sensors=sensors, start_pose=[1.0, 2.0, math.pi / 2])

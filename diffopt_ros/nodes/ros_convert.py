@@ -62,10 +62,14 @@ def odometry_to_state(msg: Odometry, where: str = 'odometry') -> np.ndarray:
 
 def state_to_odometry(state, stamp: Time, frame_id: str = 'odom',
                       child_frame_id: str = 'base_link', pose_covariance=None,
-                      twist_covariance=None) -> Odometry:
-    """State ``[x, y, yaw, v, omega]`` -> ``nav_msgs/Odometry`` (covariances 6x6 row-major)."""
+                      twist_covariance=None, out: Odometry | None = None) -> Odometry:
+    """State ``[x, y, yaw, v, omega]`` -> ``nav_msgs/Odometry`` (covariances 6x6 row-major).
+
+    ``out``: an Odometry to fill in place and return (a publisher at high rate saves building
+    the nested message each time; fields not set here keep their values).
+    """
     x, y, yaw, v, omega = (float(s) for s in state[:5])
-    msg = Odometry()
+    msg = Odometry() if out is None else out
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.child_frame_id = child_frame_id

@@ -143,8 +143,8 @@ class SimNode(Node):
         self._command = (0.0, 0.0)
         self._command_ns: int | None = None     # sim time of the last /cmd_vel
         self._timed_out = True
-        self._bad_commands = 0
         self._pose_cov = np.diag([0.0, 0.0, 1e-9, 1e-9, 1e-9, 0.0])
+        self._odom_msg, self._truth_msg = Odometry(), Odometry()   # refilled for each publish
 
         self._odom_pub = self.create_publisher(Odometry, 'odom', 10)
         self._truth_pub = self.create_publisher(Odometry, 'ground_truth/odom', 10)
@@ -234,7 +234,6 @@ class SimNode(Node):
     def _on_cmd(self, msg: Twist) -> None:
         command = (msg.linear.x, msg.angular.z)
         if not all(math.isfinite(c) for c in command):
-            self._bad_commands += 1
             self.get_logger().warning(f'ignoring non-finite /cmd_vel {command}',
                                       throttle_duration_sec=2.0)
             return
@@ -246,9 +245,10 @@ class SimNode(Node):
         pose_cov[np.ix_(_PLANAR, _PLANAR)] = sim.odometry_covariance
         self._odom_pub.publish(ros_convert.state_to_odometry(
             sim.odometry, stamp, frames['frames.odom'], frames['frames.base'], pose_cov,
-            _TWIST_COV))
+            _TWIST_COV, out=self._odom_msg))
         self._truth_pub.publish(ros_convert.state_to_odometry(
-            sim.true_state, stamp, frames['frames.map'], frames['frames.base']))
+            sim.true_state, stamp, frames['frames.map'], frames['frames.base'],
+            out=self._truth_msg))
 
     def _publish_scan(self, stamp) -> None:
         p = self.sim.sensors
