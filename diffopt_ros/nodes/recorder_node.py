@@ -118,11 +118,13 @@ class RecorderNode(Node):
         self._recording: dict[str, object] = {}
         self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
         self._before_clock = 0
+        self._errors = 0  # failed writes or flushes
         self._closed = False
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(v['discovery_period'], self._discover, clock=steady)
-        self.create_timer(v['flush_seconds'] / 2.0, self._writer.tick, clock=steady)
+        self.create_timer(v['flush_seconds'] / 2.0, lambda: self._guarded(self._writer.tick),
+                          clock=steady)
         self.create_timer(v['diagnostics_period'], self._publish_status, clock=steady)
         self.get_logger().info(f'recording {len(self._wanted)} topics to {self.run_dir}')
         self._discover()
@@ -181,16 +183,26 @@ class RecorderNode(Node):
             self._before_clock += 1
             return
         if not self._closed:
-            self._writer.write(topic, data, t_ns)
+            self._guarded(self._writer.write, topic, data, t_ns)
+
+    def _guarded(self, action, *args) -> None:
+        """Run a writer action; a failure (disk full, ...) is logged and counted, not raised,
+        so the other nodes of an in-process executor keep running."""
+        try:
+            action(*args)
+        except (OSError, BagError) as exc:
+            self._errors += 1
+            self.get_logger().error(f'{self.run_dir}: {exc}', throttle_duration_sec=5.0)
 
     def _publish_status(self) -> None:
         counts = self.counts
         missing = self.missing_topics
-        level = DiagnosticStatus.WARN if missing or self._failed else DiagnosticStatus.OK
+        level = (DiagnosticStatus.ERROR if self._errors else
+                 DiagnosticStatus.WARN if missing or self._failed else DiagnosticStatus.OK)
         message = (f'{sum(counts.values())} messages in {self.run_dir}'
                    + (f'; waiting for {", ".join(missing)}' if missing else ''))
         values = {'run_dir': str(self.run_dir), 'files_closed': len(self._writer.files),
-                  'dropped_before_clock': self._before_clock,
+                  'dropped_before_clock': self._before_clock, 'write_errors': self._errors,
                   **{f'count{topic}': n for topic, n in counts.items()},
                   **{f'failed{topic}': why for topic, why in self._failed.items()}}
         msg = DiagnosticArray()
