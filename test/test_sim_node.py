@@ -181,6 +181,12 @@ def test_node_runs_faster_than_real_time(context):
         while time.monotonic() - start < 1.0:
             executor.spin_once(timeout_sec=0.01)
         assert 1.0 < sim.sim_time - before < 2.2       # 2x real time (loose: shared CPUs)
+        assert sim.set_parameters([Parameter('paused', value=True)])[0].successful
+        executor.spin_once(timeout_sec=0.01)
+        before, start = sim.sim_time, time.monotonic()
+        while time.monotonic() - start < 0.3:
+            executor.spin_once(timeout_sec=0.01)
+        assert sim.sim_time == before                  # paused: time stands still
     finally:
         executor.shutdown()
         sim.destroy_node()

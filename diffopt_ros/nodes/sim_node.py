@@ -38,9 +38,8 @@ from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.sim import CollisionError, RobotParams, SensorParams, Simulator, World, WorldError
 from diffopt_ros.sim.config import NODE_NAME, robot_params, sensor_params
 
-# Wall-clock period of the stepping timer (s) with real_time_factor > 0, and the wall-time
-# budget of one burst of steps with real_time_factor = 0 (the executor serves /cmd_vel between
-# bursts).
+# Wall-clock period of the stepping timer (s), and the wall-time budget of one burst of steps
+# with real_time_factor = 0 (the executor serves /cmd_vel and other nodes between bursts).
 TICK = 0.005
 BURST = 0.005
 # Most simulated time one tick may catch up (s); beyond it the node stops trying to keep pace.
@@ -156,9 +155,10 @@ class SimNode(Node):
         else:
             self.create_subscription(Twist, 'cmd_vel', self._on_cmd, 10)
         self.create_service(Trigger, '~/reset', self._on_reset)
-        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._timer = None
-        self._start_timer()
+        # The stepping timer runs on the steady wall clock: it must not wait for the /clock
+        # this node publishes itself when use_sim_time is set.
+        self._wall_anchor, self._sim_anchor_ns, self._reanchor = time.monotonic(), 0, True
+        self.create_timer(TICK, self._on_tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         pose = self.sim.true_state
         self.get_logger().info(
             f'world {world.name} ({len(world.walls)} walls, {len(world.discs)} discs), start '
@@ -171,33 +171,26 @@ class SimNode(Node):
         """Simulated time of the last published state (s)."""
         return self._time_ns * 1e-9
 
-    def _start_timer(self) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-        self._wall_anchor = time.monotonic()
-        self._sim_anchor_ns = self._time_ns
-        period = TICK if self._values['real_time_factor'] > 0 else 1e-4
-        self._timer = self.create_timer(period, self._on_tick, clock=self._steady)
-
     def _on_tick(self) -> None:
-        if self._values['paused']:
-            self._wall_anchor, self._sim_anchor_ns = time.monotonic(), self._time_ns
-            return
+        now = time.monotonic()
+        if self._values['paused'] or self._reanchor:
+            self._wall_anchor, self._sim_anchor_ns, self._reanchor = now, self._time_ns, False
+            if self._values['paused']:
+                return
         rtf = self._values['real_time_factor']
-        if rtf == 0:
+        if rtf == 0:        # a burst; the timer is due again at once, the executor serves others
             deadline = time.perf_counter() + BURST
             while time.perf_counter() < deadline:
                 self.advance(1)
             return
-        target_ns = self._sim_anchor_ns + int((time.monotonic() - self._wall_anchor) * rtf * 1e9)
+        target_ns = self._sim_anchor_ns + int((now - self._wall_anchor) * rtf * 1e9)
         steps = (target_ns - self._time_ns) // self._step_ns
         most = max(1, int(MAX_LAG * 1e9) // self._step_ns)
         if steps > most:
             self.get_logger().warning(
                 f'cannot keep real_time_factor {rtf:g}: {steps} steps behind, dropping the lag',
                 throttle_duration_sec=5.0)
-            steps = most
-            self._wall_anchor, self._sim_anchor_ns = time.monotonic(), self._time_ns + most * self._step_ns
+            steps, self._reanchor = most, True
         if steps > 0:
             self.advance(steps)
 
@@ -258,7 +251,11 @@ class SimNode(Node):
             scan_time=1.0 / self._values['scan_rate']))
 
     def _on_reset(self, request, response):
-        self.sim.reset()
+        try:
+            self.sim.reset()
+        except (CollisionError, ValueError) as exc:   # e.g. robot.radius grew since the start
+            response.success, response.message = False, str(exc)
+            return response
         self._command, self._command_ns, self._timed_out = (0.0, 0.0), None, True
         self._next_odom_ns = self._next_scan_ns = self._time_ns
         x, y, yaw = self.sim.start_pose
@@ -280,7 +277,7 @@ class SimNode(Node):
             return None
         self.sim.robot, self.sim.sensors = robot, sensors
         if 'real_time_factor' in changes or 'paused' in changes:
-            self._start_timer()
+            self._reanchor = True       # the next tick restarts the pacing from now
         if 'odom_rate' in changes:
             self._next_odom_ns = self._time_ns
         if 'scan_rate' in changes:
