@@ -116,3 +116,19 @@ def test_repair_refuses_what_it_cannot_fix(tmp_path):
     (tmp_path / 'x' / 'x_0.mcap').write_bytes(b'not an mcap file at all')
     with pytest.raises(CorruptBagError, match=r'x_0\.mcap.truncated: not an MCAP file'):
         repair_run(tmp_path / 'x')
+
+
+def test_a_file_closed_but_not_yet_moved_is_moved_into_the_run(tmp_path):
+    writer = BagWriter(tmp_path / 'r')
+    writer.add_topic('/odom', 'nav_msgs/msg/Odometry')
+    for i in range(5):
+        writer.write('/odom', _odom(i), T0 + i)
+    writer.close()
+    # a SIGKILL between rosbags' close and the move into the run folder leaves this:
+    (tmp_path / 'r' / 'r_0').mkdir()
+    (tmp_path / 'r' / 'r_0.mcap').rename(tmp_path / 'r' / 'r_0' / 'r_0.mcap')
+    (tmp_path / 'r' / 'metadata.yaml').unlink()
+    report = repair_run(tmp_path / 'r')
+    assert [(f.path, f.status, f.counts) for f in report.files] == [
+        ('r_0.mcap', 'moved', {'/odom': 5})]
+    np.testing.assert_array_equal(_odom_x(tmp_path / 'r'), np.arange(5))
