@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +232,13 @@ def _rewrite(salvage: Salvage, run_dir: Path, stem: str) -> FileRepair:
                       note=f'{salvage.valid_bytes} of {salvage.size} bytes readable')
 
 
+def _remove_writer_dir(tmp_dir: Path) -> None:
+    """Remove the writer's emptied temporary folder (only the files rosbags puts there)."""
+    for name in ('metadata.yaml', 'metadata.yaml.tmp'):
+        (tmp_dir / name).unlink(missing_ok=True)
+    tmp_dir.rmdir()
+
+
 def _keep_original(path: Path, run_dir: Path, stem: str) -> Path:
     backup = run_dir / f'{stem}.mcap.truncated'
     if backup.exists():
@@ -268,11 +274,11 @@ def repair_run(run_dir: str | os.PathLike) -> RepairReport:
             raise BagError(f'{pending}: cannot move it to {target}, which exists')
         if _readable(pending):
             os.replace(pending, target)
-            shutil.rmtree(tmp_dir)
+            _remove_writer_dir(tmp_dir)
             actions.append(FileRepair(target.name, 'moved'))
         else:
             backup = _keep_original(pending, run_dir, tmp_dir.name)
-            shutil.rmtree(tmp_dir)  # the rewrite uses a folder of the same name
+            _remove_writer_dir(tmp_dir)  # the rewrite uses a folder of the same name
             actions.append(_rewrite(salvage_mcap(backup), run_dir, tmp_dir.name))
     moved = {a.path for a in actions}
     for path in sorted(run_dir.glob('*.mcap'), key=_segment_key):
