@@ -54,7 +54,8 @@ def test_diff_drive_lag_contract():
     m = DiffDriveLag(dt=dt, gain_v=gv, gain_omega=gw, tau_v=tv, tau_omega=tw).to(D)
     assert m.parameter_values() == pytest.approx(dict(gain_v=gv, gain_omega=gw, tau_v=tv, tau_omega=tw))
     gv, gw, tv, tw = m.parameter_values().values()             # float32-rounded at construction
-    assert {n for n, _ in m.named_parameters()} == {'log_gain_v', 'log_gain_omega', 'log_tau_v', 'log_tau_omega'}
+    names = {n for n, _ in m.named_parameters()}
+    assert names == {'log_gain_v', 'log_gain_omega', 'log_tau_v', 'log_tau_omega'}
     x = torch.tensor([1.0, -2.0, 0.3, 0.5, -0.4], dtype=D)
     u = torch.tensor([0.9, 0.6], dtype=D)
     v1 = 0.5 + (1 - np.exp(-dt / tv)) * (gv * 0.9 - 0.5)
@@ -108,8 +109,6 @@ def _osqp_lqr(A, Bm, c, C, q, CT, x0, lo, hi):
     nx, nu = T * n, T * m
     P = np.zeros((nx + nu, nx + nu))
     lin = np.zeros(nx + nu)
-    const_x0 = C[0][:n, :n]  # x_0 is fixed: its quadratic term is a constant
-    del const_x0
     for t in range(T):
         iu = slice(nx + t * m, nx + (t + 1) * m)
         P[iu, iu] += C[t][n:, n:]
@@ -140,7 +139,8 @@ def _osqp_lqr(A, Bm, c, C, q, CT, x0, lo, hi):
     solver = osqp.OSQP()
     solver.setup(sp.csc_matrix(P), lin, sp.csc_matrix(np.vstack((Aeq, Abox))),
                  np.concatenate((beq, np.full(nu, lo))), np.concatenate((beq, np.full(nu, hi))),
-                 raise_error=True, eps_abs=1e-12, eps_rel=1e-12, max_iter=200000, polishing=True, verbose=False)
+                 raise_error=True, eps_abs=1e-12, eps_rel=1e-12, max_iter=200000, polishing=True,
+                 verbose=False)
     res = solver.solve()
     return res.x[:nx].reshape(T, n), res.x[nx:].reshape(T, m)
 

@@ -253,7 +253,8 @@ class QuadraticCost(Cost):
 
     def _stages(self, batch: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.n_x + self.n_u
-        C = self.C if self.C.ndim == 4 else self.C.expand(T, n, n) if self.C.ndim == 2 else self.C
+        C = 0.5 * (self.C + self.C.mT)                             # only the symmetric part matters
+        C = C if C.ndim == 4 else C.expand(T, n, n) if C.ndim == 2 else C
         c = self.c if self.c.ndim == 3 else self.c.expand(T, n) if self.c.ndim == 1 else self.c
         return C.expand(batch, T, n, n), c.expand(batch, T, n)
 
@@ -270,7 +271,7 @@ class QuadraticCost(Cost):
         C, c = self._stages(batch, T)
         tau = torch.cat((x[:, :-1], u), -1)
         grad = (C @ tau.unsqueeze(-1)).squeeze(-1) + c
-        CT = self.C_final.to(x).expand(batch, n_x, n_x)
+        CT = (0.5 * (self.C_final + self.C_final.mT)).to(x).expand(batch, n_x, n_x)
         gT = (CT @ x[:, -1].unsqueeze(-1)).squeeze(-1) + self.c_final.to(x)
         lxx = torch.cat((C[..., :n_x, :n_x], CT.unsqueeze(1)), 1)
         lx = torch.cat((grad[..., :n_x], gT.unsqueeze(1)), 1)

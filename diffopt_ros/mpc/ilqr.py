@@ -164,6 +164,7 @@ class MPC(nn.Module):
         iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
         reg = torch.full((batch,), self.regularization, dtype=x.dtype, device=x.device)
         use_reg = self.regularization > 0
+        roundoff = 16.0 * torch.finfo(x.dtype).eps
         G = clamped = None
         for _ in range(self.max_iterations):
             A, B = dyn.jacobians(x[:, :-1], u)
@@ -175,11 +176,14 @@ class MPC(nn.Module):
             x_new, u_new = _line_search(step, stages.augmented, x, u, G, alphas, lower, upper, u_prev)
             J_new = cost.total(x_new.flatten(0, 1), u_new.flatten(0, 1), _repeat(target, n_alpha),
                                _repeat(u_prev, n_alpha)).view(n_alpha, batch)
-            best = J_new.argmin(0)
+            # the longest step whose cost is within round-off of the best one
+            J_min = J_new.amin(0)
+            best = (J_new <= J_min + roundoff * J_min.abs()).to(torch.int8).argmax(0)
             pick = torch.arange(batch, device=x.device)
             J_best = J_new[best, pick]
             x_best, u_best = x_new[best, pick], u_new[best, pick]
-            improved = (J_best < J) & active
+            # accept round-off level increases too, so that steps keep converging to stationarity
+            improved = (J_best <= J + roundoff * J.abs()) & active
             change = (u_best - u).abs().amax((1, 2))
             decrease = J - J_best
             keep = improved.view(-1, 1, 1)
@@ -187,7 +191,7 @@ class MPC(nn.Module):
             J_old, J = J, torch.where(improved, J_best, J)
             iterations = iterations + active.long()
             done = improved & ((change <= self.tolerance)
-                               | (decrease <= self.cost_tolerance * J_old.abs().clamp_min(1e-30)))
+                               | (decrease.abs() < self.cost_tolerance * J_old.abs()))
             stalled = active & ~improved & (change <= self.tolerance)
             if use_reg or bool((active & ~improved & ~stalled).any()):
                 use_reg = True
