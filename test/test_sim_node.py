@@ -192,6 +192,35 @@ def test_node_runs_faster_than_real_time(context):
         sim.destroy_node()
 
 
+def test_wait_for_cmd_locks_steps_to_the_controller(context):
+    sim = make_sim(context, paused=False, real_time_factor=0.0, wait_for_cmd=0.2)
+    probe = Probe(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(sim)
+    executor.add_node(probe.node)
+
+    def spin(seconds):
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            executor.spin_once(timeout_sec=0.01)
+
+    try:
+        assert probe.spin_until(executor, lambda: sim.count_publishers('/cmd_vel') > 0)
+        spin(0.3)
+        assert sim.sim_time > 1.0                      # no command yet: runs freely
+        for _ in range(3):
+            probe.cmd.publish(ros_convert.twist(0.2, 0.0))
+            received = sim._command_ns
+            assert probe.spin_until(executor, lambda old=received: sim._command_ns != old)
+            spin(0.3)
+            # held at most 0.2 s (sim) past the latest command
+            assert sim.sim_time == pytest.approx(sim._command_ns * 1e-9 + 0.2, abs=0.011)
+    finally:
+        executor.shutdown()
+        sim.destroy_node()
+        probe.node.destroy_node()
+
+
 def _sim_node_executable() -> str:
     exe = Path(sys.executable).parent / 'sim_node'
     if not exe.exists():

@@ -10,7 +10,10 @@ Time: the node steps the simulation at ``step_rate`` in simulated time and stamp
 with it (never with its ROS clock), publishing ``/clock`` before the messages of each step. Its
 own stepping timer runs on the steady wall clock, so it works with ``use_sim_time`` set (as in
 launch files that set it for every node). ``real_time_factor`` r > 0 keeps simulated time at r
-times wall time (catching up in bursts); r = 0 steps as fast as the CPU allows. Nodes with
+times wall time (catching up in bursts); r = 0 steps as fast as the CPU allows. With
+``wait_for_cmd`` > 0 the simulation also waits for the controller (lock-step): it never runs
+more than that much simulated time past the latest ``/cmd_vel``, so a slow controller slows
+simulated time down instead of seeing its commands arrive late. Nodes with
 ``use_sim_time: true`` then follow ``/clock``: their timers fire in simulated time.
 
 Each step: publish ``/clock`` = t, ``/odom`` and ``/ground_truth/odom`` if due (``odom_rate``),
@@ -69,6 +72,11 @@ def _specs() -> list[ParamSpec]:
         ParamSpec('scan_rate', 10.0, '/scan rate (Hz, sim time)', low=0.1, high=1000.0),
         ParamSpec('cmd_timeout', 0.5, 'stop when /cmd_vel is silent this long (s, sim time)',
                   low=0.001, high=big),
+        ParamSpec('wait_for_cmd', 0.0,
+                  'lock-step with a controller: once a /cmd_vel has arrived, never run more than '
+                  'this beyond the latest one (s, sim time; 0 = never wait). Set it a little above '
+                  'the controller period: sim time then advances only as fast as the controller '
+                  'keeps up', low=0.0, high=big),
         ParamSpec('publish_clock', True, 'publish /clock (rosgraph_msgs/Clock) every step'),
         ParamSpec('paused', False, 'freeze the simulation (time, robot, publishing)'),
         ParamSpec('stamped_cmd', False, '/cmd_vel is geometry_msgs/TwistStamped (else Twist)',
@@ -180,7 +188,7 @@ class SimNode(Node):
         rtf = self._values['real_time_factor']
         if rtf == 0:        # a burst; the timer is due again at once, the executor serves others
             deadline = time.perf_counter() + BURST
-            while time.perf_counter() < deadline:
+            while time.perf_counter() < deadline and self._steps_allowed(1):
                 self.advance(1)
             return
         target_ns = self._sim_anchor_ns + int((now - self._wall_anchor) * rtf * 1e9)
@@ -191,8 +199,20 @@ class SimNode(Node):
                 f'cannot keep real_time_factor {rtf:g}: {steps} steps behind, dropping the lag',
                 throttle_duration_sec=5.0)
             steps, self._reanchor = most, True
-        if steps > 0:
-            self.advance(steps)
+        allowed = self._steps_allowed(steps)
+        if allowed < steps:
+            self._reanchor = True       # waiting for the controller: restart the pacing after
+        if allowed > 0:
+            self.advance(allowed)
+
+    def _steps_allowed(self, steps: int) -> int:
+        """How many of ``steps`` may run now: all, unless ``wait_for_cmd`` holds the simulation
+        within that much simulated time of the last /cmd_vel (lock-step with a controller)."""
+        wait = self._values['wait_for_cmd']
+        if wait <= 0 or self._command_ns is None:
+            return steps
+        limit_ns = self._command_ns + int(wait * 1e9)
+        return max(0, min(steps, (limit_ns - self._time_ns) // self._step_ns))
 
     def advance(self, steps: int) -> None:
         """Publish and step ``steps`` times (what the timer does; callable directly, e.g. while
@@ -218,7 +238,7 @@ class SimNode(Node):
         if self._time_ns - self._command_ns > self._values['cmd_timeout'] * 1e9:
             if not self._timed_out:
                 self.get_logger().info(f'/cmd_vel silent for {self._values["cmd_timeout"]:g} s '
-                                       '(sim time): stopping the robot')
+                                       '(sim time): stopping the robot', throttle_duration_sec=5.0)
                 self._timed_out = True
             return (0.0, 0.0)
         return self._command
