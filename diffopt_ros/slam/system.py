@@ -176,9 +176,16 @@ class SlamSystem:
 
     @property
     def covariance(self) -> Tensor | None:
-        """``(3, 3)`` marginal covariance of the newest keyframe (body-frame tangent
-        ``(x, y, yaw)``, m² and rad²), or None before the first keyframe."""
-        return self._covariances[-1].clone() if self._covariances else None
+        """``(3, 3)`` marginal covariance of the newest keyframe pose ``(x, y, yaw)`` with x, y
+        along the map axes (m², rad²; as in ROS pose covariances), or None before the first
+        keyframe. The solver's covariance is in the body frame (right perturbation); it is
+        rotated by the keyframe's yaw here."""
+        if not self._covariances:
+            return None
+        rotate = SE2.matrix(self._estimate[-1])
+        rotate[2, :2] = 0.0     # blockdiag(R(yaw), 1)
+        rotate[:2, 2] = 0.0
+        return rotate @ self._covariances[-1] @ rotate.T
 
     def set_weights(self, weights: SlamWeights) -> None:
         """Use new factor weights from the next update on (every edge, old ones too)."""

@@ -1,0 +1,465 @@
+"""``slam_node``: online 2D pose-graph SLAM (:mod:`diffopt_ros.slam`) as a ROS 2 node.
+
+Subscribes ``odom`` (``nav_msgs/Odometry``) and ``scan`` (``sensor_msgs/LaserScan``,
+sensor-data QoS). Callbacks only convert, check and queue: scan matching and optimization run
+on a worker thread, so the callbacks never block. Publishes
+
+* ``slam/pose`` (``geometry_msgs/PoseWithCovarianceStamped``, frame ``map``) per processed scan,
+  covariance = marginal of the newest keyframe from the pose graph (map-aligned x, y, yaw);
+* ``slam/odom`` (``nav_msgs/Odometry``, frame ``map``) per odometry message: the odometry pose
+  composed with the map->odom correction, so the corrected state comes at odometry rate;
+* ``slam/path`` (``nav_msgs/Path``): the keyframe estimates, after every keyframe;
+* ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
+  time when the graph changed;
+* ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
+* TF ``map`` -> ``odom`` when ``tf2_ros`` is importable.
+
+Services (``std_srvs/Trigger``): ``~/save_graph`` writes ``<save.directory>/slam_graph.g2o``
+and ``slam_graph.npz`` (:class:`~diffopt_ros.slam.graph.SlamGraph`, for offline learning);
+``~/save_map`` writes ``map.pgm`` + ``map.yaml`` (map_server format).
+
+Bad inputs: odometry with NaN/Inf or a stamp not after the previous one is rejected (logged,
+counted); scans that go back in time are rejected; scans without usable beams are skipped with a
+throttled warning.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import OccupancyGrid, Odometry
+from nav_msgs.msg import Path as PathMsg
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import LaserScan
+from std_srvs.srv import Trigger
+
+from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
+from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.slam.graph import SlamWeights
+from diffopt_ros.slam.occupancy import save_map
+from diffopt_ros.slam.odometry import OdomBuffer, StampError
+from diffopt_ros.slam.system import SlamConfig, SlamSystem
+
+try:  # TF is optional: tf2_ros is not on PyPI
+    from geometry_msgs.msg import TransformStamped
+    from tf2_ros import TransformBroadcaster
+except ImportError:
+    TransformBroadcaster = None
+
+NODE_NAME = 'slam_node'
+_BIG = 1e12
+
+PARAMS = (
+    ParamSpec('device', 'cpu', 'torch device of scan matching and the solver (cuda falls back '
+              'to cpu)', choices=('cpu', 'cuda'), read_only=True),
+    ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
+              1, 64, read_only=True),
+    ParamSpec('keyframe.distance', 0.5, 'new keyframe after this translation (m)', 0.01, 100.0),
+    ParamSpec('keyframe.angle', 0.4, 'new keyframe after this rotation (rad)', 0.01, 2 * math.pi),
+    ParamSpec('scan.voxel_size', 0.05, 'scan down-sampling cell (m; 0 = none)', 0.0, 1.0),
+    ParamSpec('scan.max_range', 0.0, 'ignore beams beyond this (m; 0 = the scan\'s range_max)',
+              0.0, 1000.0),
+    ParamSpec('icp.max_iterations', 30, 'ICP iterations (consecutive keyframes)', 1, 500),
+    ParamSpec('icp.max_correspondence_distance', 0.6, 'initial ICP pairing gate (m)', 0.01, 10.0),
+    ParamSpec('icp.min_inlier_ratio', 0.5, 'fitness: least inlier fraction of a scan match',
+              0.0, 1.0),
+    ParamSpec('icp.max_rms', 0.05, 'fitness: largest RMS point-to-line residual (m)', 1e-4, 10.0),
+    ParamSpec('icp.inlier_distance', 0.1, 'a point within this of the other scan is an inlier (m)',
+              1e-3, 10.0),
+    ParamSpec('loop.search_radius', 3.0, 'loop candidates within this distance (m; 0 = off)',
+              0.0, 1000.0),
+    ParamSpec('loop.min_separation', 20, 'loop candidates at least this many keyframes back',
+              1, 1_000_000),
+    ParamSpec('loop.max_candidates', 3, 'ICP tries per keyframe on the nearest candidates',
+              0, 100),
+    ParamSpec('loop.min_inlier_ratio', 0.6, 'fitness of a loop closure: least inlier fraction',
+              0.0, 1.0),
+    ParamSpec('loop.full_solve_chi2', 9.0, 'loop closure residual (whitened, squared) above '
+              'which the whole graph is re-solved', 0.0, _BIG),
+    ParamSpec('optimizer.window', 30, 'keyframes re-optimized per update', 2, 1_000_000),
+    ParamSpec('optimizer.iterations', 5, 'LM iterations per local update', 1, 1000),
+    ParamSpec('optimizer.full_iterations', 20, 'LM iterations per full re-solve', 1, 10000),
+    ParamSpec('optimizer.max_time', 1.0, 'wall-time cap of one solve (s)', 1e-3, 600.0),
+    ParamSpec('weights.odom_xy', 100.0, 'information of odometry edges, x and y (1/m^2)',
+              1e-9, _BIG),
+    ParamSpec('weights.odom_yaw', 400.0, 'information of odometry edges, yaw (1/rad^2)',
+              1e-9, _BIG),
+    ParamSpec('weights.scan_xy', 400.0, 'information of scan-match and loop edges, x and y '
+              '(1/m^2)', 1e-9, _BIG),
+    ParamSpec('weights.scan_yaw', 1000.0, 'information of scan-match and loop edges, yaw '
+              '(1/rad^2)', 1e-9, _BIG),
+    ParamSpec('robust.scale', 1.0, 'Huber scale of scan and loop edges (whitened units)',
+              1e-6, _BIG),
+    ParamSpec('sync_tolerance', 0.1, 'largest gap between a scan and the odometry used for it (s)',
+              1e-4, 10.0),
+    ParamSpec('map.resolution', 0.05, 'occupancy grid cell (m)', 0.005, 10.0),
+    ParamSpec('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0),
+    ParamSpec('frames.map', 'map', 'map frame id', read_only=True),
+    ParamSpec('frames.odom', 'odom', 'odometry frame id', read_only=True),
+    ParamSpec('frames.base', 'base_link', 'robot frame id', read_only=True),
+    ParamSpec('save.directory', '.', 'folder of the files written by ~/save_graph and ~/save_map'),
+    ParamSpec('learned_params_file', '',
+              'YAML from offline learning; its slam_node.ros__parameters override these',
+              read_only=True),
+)
+
+
+def config_from_params(values: dict) -> SlamConfig:
+    """The :class:`SlamConfig` of a full set of node parameter values."""
+    base = SlamConfig()
+    icp = replace(base.icp, max_iterations=values['icp.max_iterations'],
+                  max_correspondence_distance=values['icp.max_correspondence_distance'],
+                  min_inlier_ratio=values['icp.min_inlier_ratio'],
+                  max_rms=values['icp.max_rms'], inlier_distance=values['icp.inlier_distance'])
+    loop_icp = replace(base.loop_icp, min_inlier_ratio=values['loop.min_inlier_ratio'],
+                       max_rms=values['icp.max_rms'], inlier_distance=values['icp.inlier_distance'])
+    return replace(
+        base, keyframe_distance=values['keyframe.distance'], keyframe_angle=values['keyframe.angle'],
+        voxel_size=values['scan.voxel_size'], max_range=values['scan.max_range'], icp=icp,
+        loop_icp=loop_icp, loop_search_radius=values['loop.search_radius'],
+        loop_min_separation=values['loop.min_separation'],
+        loop_max_candidates=values['loop.max_candidates'],
+        loop_full_solve_chi2=values['loop.full_solve_chi2'], window=values['optimizer.window'],
+        iterations=values['optimizer.iterations'],
+        full_iterations=values['optimizer.full_iterations'],
+        max_solve_time=values['optimizer.max_time'], weights=SlamWeights.from_params(values))
+
+
+def _check_combination(values: dict) -> str | None:
+    if values['icp.inlier_distance'] > values['icp.max_correspondence_distance']:
+        return (f'icp.inlier_distance ({values["icp.inlier_distance"]}) must not exceed '
+                f'icp.max_correspondence_distance ({values["icp.max_correspondence_distance"]})')
+    return None
+
+
+@dataclass
+class _Stats:
+    """Counters for /diagnostics."""
+
+    scans: int = 0
+    keyframes: int = 0
+    skipped_scans: int = 0
+    rejected_scans: int = 0
+    rejected_odom: int = 0
+    dropped_scans: int = 0
+    errors: int = 0
+    update_time: float = 0.0
+    max_update_time: float = 0.0
+    last_skip: str = ''
+
+
+@dataclass(frozen=True)
+class _ScanItem:
+    stamp: float
+    odom: tuple[float, float, float]
+    ranges: np.ndarray
+    angles: np.ndarray
+    range_min: float
+    range_max: float
+
+
+_STOP = object()
+
+
+class SlamNode(Node):
+    """Pose-graph SLAM node; see the module docstring for topics, services and behaviour."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._lock = threading.Lock()          # guards self._slam and self._values
+        self._values = declare_params(self, PARAMS, on_change=self._on_params)
+        reason = _check_combination(self._values)
+        if reason:
+            raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
+        if self._values['learned_params_file']:
+            applied = apply_params_file(self, self._values['learned_params_file'])
+            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
+                                   f'{self._values["learned_params_file"]}: {applied}')
+        torch.set_num_threads(self._values['torch_threads'])
+        device = self._values['device']
+        if device == 'cuda' and not torch.cuda.is_available():
+            self.get_logger().warning('device "cuda" requested but CUDA is not available: using cpu')
+            device = 'cpu'
+        self._slam = SlamSystem(config_from_params(self._values), device=device)
+        self._odom = OdomBuffer(horizon=5.0)
+        self._last_scan_stamp = -math.inf
+        self._pending: LaserScan | None = None    # a scan newer than the newest odometry
+        self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
+        self._stats = _Stats()
+        self._warn_times: dict[str, float] = {}
+        self._map_dirty = False
+        self._last_map = -math.inf
+        frames = self._values
+        self._map_frame, self._odom_frame = frames['frames.map'], frames['frames.odom']
+        self._base_frame = frames['frames.base']
+
+        inputs, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'slam/pose', 10)
+        self._odom_pub = self.create_publisher(Odometry, 'slam/odom', 10)
+        self._path_pub = self.create_publisher(PathMsg, 'slam/path', 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._map_pub = self.create_publisher(OccupancyGrid, 'map', latched)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._tf = TransformBroadcaster(self) if TransformBroadcaster is not None else None
+        self.create_subscription(Odometry, 'odom', self._on_odom, qos_profile_sensor_data,
+                                 callback_group=inputs)
+        self.create_subscription(LaserScan, 'scan', self._on_scan, qos_profile_sensor_data,
+                                 callback_group=inputs)
+        self.create_service(Trigger, '~/save_graph', self._on_save_graph, callback_group=services)
+        self.create_service(Trigger, '~/save_map', self._on_save_map, callback_group=services)
+
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._worker = threading.Thread(target=self._work, name='slam-worker', daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------- parameters
+    def _on_params(self, changes: dict) -> str | None:
+        merged = {**self._values, **changes}
+        reason = _check_combination(merged)
+        if reason:
+            return reason
+        with self._lock:
+            self._values = merged
+            self._slam.set_config(config_from_params(merged))
+        return None
+
+    # ----------------------------------------------------------------- inputs (never block)
+    def _warn(self, key: str, text: str, period: float = 2.0):
+        """A warning at most once per ``period`` s (wall clock) per ``key``."""
+        now = time.monotonic()
+        if now - self._warn_times.get(key, -math.inf) >= period:
+            self._warn_times[key] = now
+            self.get_logger().warning(text)
+
+    def _on_odom(self, msg: Odometry):
+        stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        try:
+            state = ros_convert.odometry_to_state(msg, 'odom')
+            self._odom.add(stamp, tuple(state[:3]))
+        except (ros_convert.MessageError, StampError, ValueError) as exc:
+            self._stats.rejected_odom += 1
+            self._warn('odom', f'odometry rejected: {exc}')
+            return
+        pose = self._slam.map_pose(state[:3])
+        self._odom_pub.publish(ros_convert.state_to_odometry(
+            (*pose, state[3], state[4]), msg.header.stamp, self._map_frame, self._base_frame,
+            pose_covariance=self._covariance, twist_covariance=np.asarray(msg.twist.covariance)))
+        pending = self._pending
+        if pending is not None and stamp >= ros_convert.stamp_to_sec(pending.header.stamp):
+            self._pending = None
+            self._queue_scan(pending)
+
+    def _on_scan(self, msg: LaserScan):
+        stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        if not stamp > self._last_scan_stamp:
+            self._stats.rejected_scans += 1
+            self._warn('scan-order', f'scan rejected: stamp {stamp:.9f} s is not after the '
+                                     f'previous scan ({self._last_scan_stamp:.9f} s)')
+            return
+        self._last_scan_stamp = stamp
+        latest = self._odom.latest
+        if latest is not None and latest[0] < stamp:
+            self._pending = msg        # wait for odometry to catch up (resolved in _on_odom)
+            return
+        self._queue_scan(msg)
+
+    def _queue_scan(self, msg: LaserScan):
+        stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        ranges, angles = ros_convert.scan_to_ranges(msg)
+        if not np.isfinite(ranges).any():
+            self._stats.skipped_scans += 1
+            self._warn('empty-scan', f'scan at {stamp:.3f} s skipped: no valid ranges '
+                                     f'({len(ranges)} beams, all empty, NaN or out of range)')
+            return
+        odom = self._odom.at(stamp, self._values['sync_tolerance'])
+        if odom is None:
+            self._stats.skipped_scans += 1
+            self._warn('no-odom', f'scan at {stamp:.3f} s skipped: no odometry within '
+                                  f'{self._values["sync_tolerance"]} s of it')
+            return
+        item = _ScanItem(stamp, odom, ranges, angles, float(msg.range_min), float(msg.range_max))
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            try:   # keep the newest scans: drop the oldest queued one
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(item)
+            self._stats.dropped_scans += 1
+            self._warn('behind', 'SLAM is falling behind: dropped the oldest queued scan')
+
+    # ----------------------------------------------------------------- worker thread
+    def _work(self):
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                self._process(item)
+            except Exception as exc:  # keep the node alive; the error is reported
+                self._stats.errors += 1
+                self.get_logger().error(f'SLAM update at {item.stamp:.3f} s failed: '
+                                        f'{type(exc).__name__}: {exc}')
+
+    def _process(self, item: _ScanItem):
+        with self._lock:
+            update = self._slam.process(item.stamp, item.odom, item.ranges, item.angles,
+                                        item.range_min, item.range_max)
+            covariance = self._slam.covariance
+            estimate = self._slam.estimate if update.keyframe is not None else None
+            correction = self._slam.correction
+        stats = self._stats
+        stats.scans += 1
+        if update.skipped:
+            stats.skipped_scans += 1
+            stats.last_skip = update.skipped
+            self._warn('skip', f'scan at {item.stamp:.3f} s skipped: {update.skipped}')
+        if covariance is not None:
+            self._covariance = _pose_covariance_6x6(covariance.cpu().numpy())
+        stamp = ros_convert.sec_to_stamp(item.stamp)
+        pose_msg = PoseWithCovarianceStamped()
+        pose_msg.header.stamp, pose_msg.header.frame_id = stamp, self._map_frame
+        pose_msg.pose.pose = ros_convert.xy_yaw_to_pose(update.pose, stamp, self._map_frame).pose
+        pose_msg.pose.covariance = [float(c) for c in self._covariance.reshape(36)]
+        self._pose_pub.publish(pose_msg)
+        if self._tf is not None:
+            self._publish_tf(correction, stamp)
+        if estimate is not None:
+            stats.keyframes = len(estimate)
+            stats.update_time = update.seconds
+            stats.max_update_time = max(stats.max_update_time, update.seconds)
+            self._map_dirty = True
+            self._path_pub.publish(ros_convert.poses_to_path(estimate.cpu().numpy(), stamp,
+                                                             self._map_frame))
+            self._publish_diagnostics(update)
+        if self._map_dirty and time.monotonic() - self._last_map >= self._values['map.publish_period']:
+            self._publish_map(stamp)
+
+    def _publish_tf(self, correction, stamp):
+        tf = TransformStamped()
+        tf.header.stamp, tf.header.frame_id = stamp, self._map_frame
+        tf.child_frame_id = self._odom_frame
+        tf.transform.translation.x, tf.transform.translation.y = correction[0], correction[1]
+        tf.transform.rotation = ros_convert.yaw_to_quaternion(correction[2])
+        self._tf.sendTransform(tf)
+
+    def _publish_map(self, stamp):
+        self._last_map = time.monotonic()
+        self._map_dirty = False
+        with self._lock:
+            grid = self._slam.occupancy_grid(self._values['map.resolution'])
+        msg = OccupancyGrid()
+        msg.header.stamp, msg.header.frame_id = stamp, self._map_frame
+        msg.info.map_load_time = stamp
+        msg.info.resolution = float(grid.resolution)
+        msg.info.height, msg.info.width = grid.data.shape
+        msg.info.origin.position.x, msg.info.origin.position.y = grid.origin
+        msg.info.origin.orientation.w = 1.0
+        msg.data = grid.data.reshape(-1).tolist()
+        self._map_pub.publish(msg)
+
+    def _publish_diagnostics(self, update):
+        s = self._stats
+        level = DiagnosticStatus.OK
+        message = 'ok'
+        if s.dropped_scans or s.errors:
+            level, message = DiagnosticStatus.WARN, 'scans dropped or updates failed'
+        status = ros_convert.diagnostic_status(
+            f'{self.get_name()}: slam', 'slam', level, message, {
+                'update_time_ms': 1e3 * s.update_time, 'max_update_time_ms': 1e3 * s.max_update_time,
+                'keyframes': s.keyframes, 'loop_closures': self._slam.loop_closures,
+                'full_solves': self._slam.full_solves, 'scans': s.scans,
+                'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
+                'rejected_odom': s.rejected_odom, 'dropped_scans': s.dropped_scans,
+                'errors': s.errors, 'queue': self._queue.qsize()})
+        msg = DiagnosticArray()
+        msg.header.stamp = ros_convert.sec_to_stamp(update.stamp)
+        msg.status = [status]
+        self._diag_pub.publish(msg)
+
+    # ----------------------------------------------------------------- services
+    def _directory(self) -> Path:
+        folder = Path(self._values['save.directory']).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _on_save_graph(self, request, response):
+        try:
+            folder = self._directory()
+            with self._lock:
+                self._slam.save_g2o(folder / 'slam_graph.g2o')
+                self._slam.graph().save(folder / 'slam_graph.npz')
+            response.success = True
+            response.message = f'wrote {folder / "slam_graph.g2o"} and {folder / "slam_graph.npz"}'
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f'cannot save the graph: {exc}'
+        return response
+
+    def _on_save_map(self, request, response):
+        try:
+            with self._lock:
+                if self._slam.num_keyframes == 0:
+                    raise ValueError('no keyframes yet')
+                grid = self._slam.occupancy_grid(self._values['map.resolution'])
+            pgm, yaml_path = save_map(grid, self._directory() / 'map')
+            response.success, response.message = True, f'wrote {pgm} and {yaml_path}'
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f'cannot save the map: {exc}'
+        return response
+
+    # ----------------------------------------------------------------- shutdown
+    def destroy_node(self):
+        """Stop the worker thread (finishing the update in progress), then destroy the node."""
+        if self._worker.is_alive():
+            while True:
+                try:
+                    self._queue.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
+            self._worker.join(timeout=10.0)
+        return super().destroy_node()
+
+    @property
+    def slam(self) -> SlamSystem:
+        """The core SLAM system (read it under no lock only from the worker's point of view)."""
+        return self._slam
+
+    @property
+    def stats(self) -> _Stats:
+        """Counters shown in /diagnostics."""
+        return self._stats
+
+
+def _pose_covariance_6x6(cov3: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` ``(x, y, yaw)`` covariance -> ROS ``(6, 6)`` pose covariance (x, y, z, roll,
+    pitch, yaw); z, roll, pitch get a tiny variance (planar robot)."""
+    out = np.diag([0.0, 0.0, 1e-9, 1e-9, 1e-9, 0.0])
+    index = [0, 1, 5]
+    out[np.ix_(index, index)] = cov3
+    return out
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``slam_node``: run the node until SIGINT/SIGTERM."""
+    return run_node(SlamNode, args, multithreaded=True)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

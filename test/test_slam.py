@@ -1,0 +1,234 @@
+"""SLAM core (no ROS): scans, ICP and its fitness check, keyframes, loop closure on the loop
+world, ATE against raw odometry, graph data for learning, gradients, map and g2o output."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import Optimizer
+from diffopt_ros.nlls.io import read_graph
+from diffopt_ros.sim import SensorParams, Simulator, World
+from diffopt_ros.sim.cli import expand_script, route_script
+from diffopt_ros.slam.graph import EDGE_KINDS, SlamGraph, SlamWeights, build_objective, information_by_kind
+from diffopt_ros.slam.icp import IcpConfig, match_scans
+from diffopt_ros.slam.occupancy import FREE, OCCUPIED, UNKNOWN, save_map
+from diffopt_ros.slam.odometry import OdomBuffer, StampError
+from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
+from diffopt_ros.slam.system import SlamConfig, SlamSystem
+
+F64 = torch.float64
+SENSORS = SensorParams()
+ANGLES = SENSORS.lidar_angles()
+
+
+def _points(world, pose, rng, noise=0.01):
+    """Down-sampled scan points seen from ``pose`` (x, y, yaw) in ``world``."""
+    ranges = world.raycast(pose[:2], pose[2] + ANGLES, SENSORS.lidar_range_max)
+    ranges = ranges + noise * rng.standard_normal(ranges.shape)
+    points = scan_to_points(torch.tensor(ranges), torch.tensor(ANGLES), 0.12, 12.0)
+    return voxel_downsample(points, 0.05)
+
+
+@pytest.fixture(scope='module')
+def loop_world():
+    return World.load('loop')
+
+
+@pytest.fixture(scope='module')
+def lap(loop_world):
+    """One lap of the loop world: rollout with 10 Hz scans, and SLAM run over it."""
+    sim = Simulator(loop_world, seed=0)
+    commands = expand_script(route_script(loop_world.start, loop_world.route, sim.robot), 0.05)
+    rollout = sim.rollout(commands, 0.05, scan_every=2)
+    slam = SlamSystem(SlamConfig())
+    keyframe_steps, updates = [], []
+    for step, ranges in zip(rollout.scan_steps, rollout.scans):
+        update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                              SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+        updates.append(update)
+        if update.keyframe is not None:
+            keyframe_steps.append(step)
+    truth = SE2.between(torch.tensor(loop_world.start),   # truth in the odom (= map) frame
+                        torch.tensor(rollout.true_states[keyframe_steps, :3]))
+    return rollout, slam, truth, keyframe_steps, updates
+
+
+def _rmse(poses, truth):
+    return float((poses[:, :2] - truth[:, :2]).norm(dim=1).square().mean().sqrt())
+
+
+# ---------------------------------------------------------------------- scans
+def test_scan_to_points_drops_invalid_beams():
+    ranges = torch.tensor([1.0, math.inf, -math.inf, math.nan, 0.05, 12.0, 2.0], dtype=F64)
+    angles = torch.linspace(0, 1, 7, dtype=F64)
+    points = scan_to_points(ranges, angles, 0.12, 12.0)
+    assert points.shape == (2, 2)
+    assert torch.allclose(points[1], 2.0 * torch.stack((torch.cos(angles[6]), torch.sin(angles[6]))))
+
+
+def test_voxel_downsample_keeps_one_centroid_per_cell():
+    points = torch.tensor([[0.01, 0.01], [0.03, 0.03], [0.51, 0.01]], dtype=F64)
+    out = voxel_downsample(points, 0.1)
+    assert out.shape == (2, 2)
+    assert torch.allclose(out[0], torch.tensor([0.02, 0.02], dtype=F64))
+
+
+def test_normals_of_a_line_are_perpendicular():
+    x = torch.linspace(0, 2, 40, dtype=F64)
+    normals, planarity = point_normals(torch.stack((x, 0.5 * x), 1))
+    direction = torch.tensor([1.0, 0.5], dtype=F64) / math.sqrt(1.25)
+    assert torch.allclose(normals @ direction, torch.zeros(40, dtype=F64), atol=1e-9)
+    assert bool((planarity > 0.99).all())
+
+
+# ---------------------------------------------------------------------- ICP
+def test_icp_recovers_a_known_transform_on_sim_scans(loop_world):
+    rng = np.random.default_rng(1)
+    target_pose = np.array([6.0, 1.5, 0.1])
+    true_rel = torch.tensor([0.45, -0.08, 0.25], dtype=F64)       # source in target frame
+    source_pose = SE2.compose(torch.tensor(target_pose), true_rel).numpy()
+    target, source = _points(loop_world, target_pose, rng), _points(loop_world, source_pose, rng)
+    guess = torch.tensor([0.3, 0.05, 0.1], dtype=F64)             # 16 cm and 8.6 deg off
+    match = match_scans(source, target, guess)
+    assert match.accepted, match.reason
+    error = SE2.between(true_rel, match.pose)
+    assert float(error[:2].norm()) < 0.01 and abs(float(error[2])) < math.radians(0.3)
+    assert match.inlier_ratio > 0.8 and match.rms < 0.02
+    assert torch.allclose(match.information, match.information.T)
+    assert bool((torch.linalg.eigvalsh(match.information) > 0).all())
+
+
+def test_icp_fitness_check_rejects_a_wrong_match(loop_world):
+    rng = np.random.default_rng(2)
+    target = _points(loop_world, np.array([6.0, 1.5, 0.0]), rng)
+    source = _points(loop_world, np.array([18.5, 8.0, 1.2]), rng)   # another place
+    match = match_scans(source, target, torch.zeros(3, dtype=F64))
+    assert not match.accepted
+    assert 'inlier ratio' in match.reason or 'RMS' in match.reason
+    few = match_scans(source[:5], target, torch.zeros(3, dtype=F64))
+    assert not few.accepted and 'too few points' in few.reason
+
+
+def test_icp_information_is_small_along_a_featureless_corridor():
+    world = World(walls=np.array([[-20.0, -1.0, 20.0, -1.0], [-20.0, 1.0, 20.0, 1.0]]))
+    rng = np.random.default_rng(3)
+    config = IcpConfig(min_points=10)
+    target = _points(world, np.zeros(3), rng, noise=0.002)
+    source = _points(world, np.array([0.2, 0.0, 0.0]), rng, noise=0.002)
+    match = match_scans(source, target, torch.tensor([0.2, 0.0, 0.0], dtype=F64), config)
+    info = match.information
+    assert float(info[0, 0]) < 1e-2 * float(info[1, 1])   # x (along the corridor): weakly observed
+
+
+# ---------------------------------------------------------------------- odometry buffer
+def test_odom_buffer_interpolates_and_rejects_bad_stamps():
+    buffer = OdomBuffer(horizon=1.0)
+    buffer.add(0.0, (0.0, 0.0, math.pi - 0.1))
+    buffer.add(0.1, (1.0, 0.0, -math.pi + 0.1))                   # across the +-pi seam
+    x, y, yaw = buffer.at(0.05, tolerance=0.05)
+    assert x == pytest.approx(0.5) and abs(abs(yaw) - math.pi) < 1e-9
+    assert buffer.at(0.5, tolerance=0.05) is None
+    with pytest.raises(StampError):
+        buffer.add(0.1, (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match='non-finite'):
+        buffer.add(0.2, (math.nan, 0.0, 0.0))
+
+
+def test_slam_rejects_bad_inputs_and_skips_empty_scans():
+    slam = SlamSystem()
+    ranges = np.full(len(ANGLES), 3.0)
+    assert slam.process(1.0, (0, 0, 0), ranges, ANGLES, 0.1, 10.0).keyframe == 0
+    with pytest.raises(StampError):
+        slam.process(1.0, (0, 0, 0), ranges, ANGLES, 0.1, 10.0)
+    with pytest.raises(ValueError, match='non-finite'):
+        slam.process(2.0, (math.nan, 0, 0), ranges, ANGLES, 0.1, 10.0)
+    empty = slam.process(3.0, (1.0, 0, 0), np.full(len(ANGLES), np.inf), ANGLES, 0.1, 10.0)
+    assert empty.keyframe is None and 'usable points' in empty.skipped
+    assert slam.num_keyframes == 1
+
+
+# ---------------------------------------------------------------------- the loop world
+def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
+    rollout, slam, truth, steps, updates = lap
+    odometry = torch.tensor(rollout.odometry[steps, :3])
+    slam_ate, odom_ate = _rmse(slam.estimate, truth), _rmse(odometry, truth)
+    assert odom_ate > 0.5                       # the odometry does drift on this lap
+    assert slam_ate < 0.5 * odom_ate, (slam_ate, odom_ate)
+    graph = slam.graph()
+    loops = graph.edges_of('loop')
+    assert len(loops) >= 1 and slam.loop_closures == len(loops)
+    assert bool(((loops[:, 1] - loops[:, 0]) >= SlamConfig().loop_min_separation).all())
+    assert len(graph.edges_of('scan')) > 0.9 * len(graph.edges_of('odom'))
+    # the newest pose is known to a few cm, and the covariance says so
+    cov = slam.covariance
+    assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
+    assert float(cov[0, 0].sqrt()) < 0.2
+    # every scan got a map pose; keyframes got their update time
+    assert all(u.skipped == '' for u in updates)
+    assert max(u.seconds for u in updates if u.keyframe is not None) < 5.0
+
+
+def test_graph_data_rebuilds_the_same_problem_offline(lap, tmp_path):
+    _, slam, _, _, _ = lap
+    graph = slam.graph()
+    K, E = len(graph.stamps), len(graph.edges)
+    assert graph.odom_poses.shape == (K, 3) and graph.measurements.shape == (E, 3)
+    assert set(graph.kinds.tolist()) == set(range(len(EDGE_KINDS)))
+    loaded = SlamGraph.load(graph.save(tmp_path / 'graph.npz'))
+    assert torch.equal(loaded.edges, graph.edges) and torch.equal(loaded.measurements, graph.measurements)
+    # a batch solve from raw odometry (what learning does) lands on the online estimate
+    by_kind = SlamWeights().information_by_kind()
+    objective, _ = build_objective(loaded, by_kind, 1.0, initial=loaded.odom_poses)
+    solution = Optimizer(objective, max_iterations=50).solve()['poses'][0]
+    assert float((solution[:, :2] - graph.estimate[:, :2]).norm(dim=1).max()) < 0.05
+    # g2o through the nlls reader
+    slam.save_g2o(tmp_path / 'graph.g2o')
+    g2o = read_graph(tmp_path / 'graph.g2o')
+    assert len(g2o.i) == E and torch.allclose(g2o.poses, graph.estimate, atol=1e-6)
+    assert torch.allclose(g2o.information[0].diagonal(), by_kind[graph.kinds[0]])
+
+
+def test_occupancy_map_marks_walls_and_free_space(lap, loop_world, tmp_path):
+    _, slam, _, _, _ = lap
+    grid = slam.occupancy_grid(0.1)
+
+    def cells(x, y, reach=0):
+        """Cell values around world point (x, y); the map frame is the odom frame at the start."""
+        p = SE2.act(SE2.inverse(torch.tensor(loop_world.start)), torch.tensor([x, y]))
+        col, row = ((p.numpy() - np.array(grid.origin)) / grid.resolution).astype(int)
+        return grid.data[row - reach:row + reach + 1, col - reach:col + reach + 1]
+
+    assert cells(10.0, 1.5) == FREE and cells(1.5, 6.0) == FREE        # corridor centre lines
+    assert cells(6.0, 6.0) == UNKNOWN                                   # inside the inner island
+    wall_points = [(x, 0.0) for x in np.arange(1.0, 2.5, 0.2)] + [(x, 3.0) for x in np.arange(4.2, 8.0, 0.2)]
+    hit = [bool((cells(x, y, reach=1) == OCCUPIED).any()) for x, y in wall_points]
+    assert np.mean(hit) > 0.9, hit
+    pgm, yaml_path = save_map(grid, tmp_path / 'map')
+    assert pgm.read_bytes()[:2] == b'P5' and 'resolution: 0.1' in yaml_path.read_text()
+
+
+def test_weight_gradients_match_finite_differences(lap):
+    """d(solution)/d(weights) through the pose-graph solve (what learning uses), checked
+    against central finite differences in float64 on a small sub-graph with a loop."""
+    _, slam, truth, _, _ = lap
+    full = slam.graph()
+    keep = full.edges.max(dim=1).values < 12
+    graph = SlamGraph(full.stamps[:12], full.odom_poses[:12], full.estimate[:12], full.edges[keep],
+                      full.measurements[keep].clone(), full.kinds[keep], full.fitness[keep])
+    graph.kinds[-1] = 2            # treat the last scan edge as a loop edge (same weights)
+    log_w = torch.log(torch.tensor([100.0, 400.0, 400.0, 1000.0], dtype=F64)).requires_grad_()
+
+    def loss(log_weights):
+        by_kind = information_by_kind(*log_weights.exp())
+        objective, _ = build_objective(graph, by_kind, 1.0, initial=graph.odom_poses)
+        poses = Optimizer(objective, max_iterations=100, rel_tol=1e-12, abs_tol=1e-14).solve(
+            backward='implicit', backward_steps=3)['poses'][0]
+        return (poses[:, :2] - truth[:12, :2]).square().sum()
+
+    (grad,) = torch.autograd.grad(loss(log_w), log_w)
+    eps = 1e-3                      # in log-weight; the solves converge to ~1e-12
+    numeric = torch.stack([(loss(log_w.detach() + eps * e) - loss(log_w.detach() - eps * e)) / (2 * eps)
+                           for e in torch.eye(4, dtype=F64)])
+    assert torch.allclose(grad, numeric, rtol=1e-4, atol=1e-9), (grad, numeric)
