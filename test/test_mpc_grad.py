@@ -6,6 +6,7 @@ from diffopt_ros.mpc import MPC, DiffDriveLag, LinearDynamics, Pendulum, Quadrat
 
 D = torch.float64
 EPS = 1e-6
+TIGHT = dict(tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)  # converge to round-off
 
 
 def _directional_check(mpc, inputs, mode, seed=0):
@@ -51,7 +52,7 @@ def test_diff_drive_gradients_with_active_bounds(mode):
     model = DiffDriveLag(dt=0.1, gain_v=0.9, gain_omega=0.8, tau_v=0.2, tau_omega=0.15).to(D)
     cost = TrackingCost([10., 10., 1., 0.1, 0.1], [0.5, 0.3], terminal_scale=3., rate_weight=[0.5, 0.2],
                         angle_indices=model.angle_indices).to(D)
-    mpc = MPC(model, cost, 8, u_lower=[-0.3, -1.0], u_upper=[0.6, 1.0], tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)
+    mpc = MPC(model, cost, 8, u_lower=[-0.3, -1.0], u_upper=[0.6, 1.0], **TIGHT)
     inputs = dict(x_init=torch.tensor([[0., 0., 0.3, 0.1, 0.0], [0.2, -0.1, -0.5, 0.0, 0.2]], dtype=D),
                   target=torch.tensor([[1.0, 0.5, 0.0, 0, 0], [0.3, 0.4, 1.0, 0, 0]], dtype=D),
                   u_prev=torch.tensor([[0.1, 0.0], [0.0, 0.3]], dtype=D))
@@ -61,15 +62,17 @@ def test_diff_drive_gradients_with_active_bounds(mode):
 
 def test_full_weight_matrices_and_reference_gradients():
     model = DiffDriveLag(dt=0.1).to(D)
-    Q = torch.tensor([[5., 1., 0, 0, 0], [1., 4., 0, 0, 0], [0, 0, 1., 0, 0], [0, 0, 0, .2, 0], [0, 0, 0, 0, .2]])
+    Q = torch.diag(torch.tensor([5., 4., 1., .2, .2]))
+    Q[0, 1] = Q[1, 0] = 1.0
     cost = TrackingCost(Q, torch.tensor([[0.3, 0.1], [0.1, 0.2]]), full=True,
                         angle_indices=model.angle_indices).to(D)
     T = 6
-    mpc = MPC(model, cost, T, u_lower=-0.8, u_upper=0.8, tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)
+    mpc = MPC(model, cost, T, u_lower=-0.8, u_upper=0.8, **TIGHT)
     ref = torch.zeros(1, T + 1, 5, dtype=D)
     ref[0, :, 0] = torch.linspace(0, 0.6, T + 1)
     ref[0, :, 1] = 0.2
-    _directional_check(mpc, dict(x_init=torch.tensor([[0., 0., 0.2, 0., 0.]], dtype=D), target=ref), 'implicit')
+    x0 = torch.tensor([[0., 0., 0.2, 0., 0.]], dtype=D)
+    _directional_check(mpc, dict(x_init=x0, target=ref), 'implicit')
 
 
 def test_linear_quadratic_gradients_with_active_bounds():
@@ -82,7 +85,7 @@ def test_linear_quadratic_gradients_with_active_bounds():
     c = torch.nn.Parameter(torch.randn(n + m, generator=g, dtype=D))
     cost = QuadraticCost(C, c, n_x=n, C_final=torch.nn.Parameter(torch.eye(n, dtype=D)))
     mpc = MPC(LinearDynamics(A, Bm, 0.1 * torch.ones(n, dtype=D)), cost, T, u_lower=-0.5, u_upper=0.5,
-              tolerance=1e-13, cost_tolerance=0.0)
+              **TIGHT)
     sol = _directional_check(mpc, dict(x_init=2 * torch.randn(2, n, generator=g, dtype=D)), 'implicit')
     assert sol.clamped.any()
 
@@ -93,7 +96,7 @@ def test_pendulum_physical_parameter_gradients():
     goal = torch.tensor([1., 0., 0.], dtype=D)
     cost = QuadraticCost(torch.diag(q), torch.cat((-q[:3] * goal, torch.zeros(1, dtype=D))), n_x=3,
                          C_final=torch.diag(q[:3]), c_final=-q[:3] * goal)
-    mpc = MPC(model, cost, 10, u_lower=-2.0, u_upper=2.0, tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)
+    mpc = MPC(model, cost, 10, u_lower=-2.0, u_upper=2.0, **TIGHT)
     th = torch.tensor([0.6, -1.0], dtype=D)
     x0 = torch.stack((th.cos(), th.sin(), torch.tensor([0.5, 0.0], dtype=D)), -1)
     _directional_check(mpc, dict(x_init=x0), 'implicit')
