@@ -192,6 +192,10 @@ def test_invalid_start_up_value_stops_the_node():
             MpcNode(context=context, parameter_overrides=[Parameter('dt', value=-0.1)])
         with pytest.raises(ParameterError, match='v_min'):
             MpcNode(context=context, parameter_overrides=[Parameter('bounds.v_min', value=1.0)])
+        with pytest.raises(ParameterError, match='device'):
+            MpcNode(context=context, parameter_overrides=[Parameter('device', value='tpu')])
+        with pytest.raises(ParameterError, match='horizon'):
+            MpcNode(context=context, parameter_overrides=[Parameter('horizon', value=0)])
     finally:
         rclpy.try_shutdown(context=context)
 

@@ -38,7 +38,8 @@ class Course:
     real_time_factor: float = 3.0
     state_topic: str = '/slam/odom'
     goals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    speed: float = 0.35
+    speed: float = 0.5
+    turn_rate: float = 0.8
     reach_tolerance: float = 0.4
     goal_timeout: float = 25.0
     settle_time: float = 1.0
@@ -58,7 +59,8 @@ def load_course(path: str | Path) -> Course:
     if not isinstance(data, dict):
         raise DemoError(f'{path}: expected a mapping')
     known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn'}
-    course_keys = {'goals', 'speed', 'reach_tolerance', 'goal_timeout', 'settle_time'}
+    course_keys = {'goals', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
+                   'settle_time'}
     unknown = set(data) - known | set(data.get('course') or {}) - course_keys
     if unknown:
         raise DemoError(f'{path}: unknown key(s) {sorted(unknown)}')
@@ -68,14 +70,14 @@ def load_course(path: str | Path) -> Course:
         course = Course(**{k: v for k, v in flat.items() if k != 'goals'},
                         learn=dict(data.get('learn') or {}))
         course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
-        for name in ('real_time_factor', 'speed', 'reach_tolerance', 'goal_timeout',
+        for name in ('real_time_factor', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                      'settle_time'):
             value = float(getattr(course, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f'{name} = {value} must be a finite number >= 0')
             setattr(course, name, value)
-        if course.speed <= 0:
-            raise ValueError('course.speed must be > 0')
+        if course.speed <= 0 or course.turn_rate <= 0:
+            raise ValueError('course.speed and course.turn_rate must be > 0')
     except (TypeError, ValueError) as exc:
         raise DemoError(f'{path}: {exc}') from exc
     return course
@@ -117,41 +119,51 @@ def position_rmse(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray, gt: np.n
 
 @dataclass
 class Leg:
-    """One leg of the course: a timed straight line from ``start`` to ``goal`` (m, map frame)."""
+    """One leg of the course: turn in place towards ``goal``, then a timed straight line.
+
+    Positions in m (map frame), times in s (sim time).
+    """
 
     start: np.ndarray
     goal: np.ndarray
-    t0: float            # s (sim time) when the reference starts moving
-    speed: float         # m/s
+    t0: float            # when the leg starts (the turn in place)
+    speed: float         # m/s along the line
+    turn: float = 0.0    # s of turning in place before the reference moves
 
     @property
     def duration(self) -> float:
-        """Planned duration (s)."""
-        return float(np.hypot(*(self.goal - self.start))) / self.speed
+        """Planned duration (s), turn included."""
+        return self.turn + float(np.hypot(*(self.goal - self.start))) / self.speed
 
     def reference(self, t: np.ndarray) -> np.ndarray:
         """Reference positions ``(N, 2)`` at times ``t`` ``(N,)`` (held at the ends)."""
-        frac = np.clip((t - self.t0) / max(self.duration, 1e-9), 0.0, 1.0)[:, None]
+        moving = max(self.duration - self.turn, 1e-9)
+        frac = np.clip((t - self.t0 - self.turn) / moving, 0.0, 1.0)[:, None]
         return self.start + frac * (self.goal - self.start)
 
     def waypoints(self, step: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-        """Times ``(K,)`` and positions ``(K, 2)`` every ``step`` s along the leg."""
-        times = self.t0 + np.append(np.arange(0.0, self.duration, step), self.duration)
+        """Strictly increasing times ``(K,)`` and positions ``(K, 2)``: the start, then every
+        ``step`` s along the line."""
+        moving = self.duration - self.turn
+        times = self.t0 + self.turn + np.append(np.arange(0.0, moving, step), moving)
+        if self.turn > 0:
+            times = np.concatenate([[self.t0], times])
         return times, self.reference(times)
 
 
-def tracking_rmse(legs: list[tuple[Leg, float]], t_gt: np.ndarray, gt: np.ndarray) -> float:
-    """RMSE (m) of the true position against the timed reference over all legs.
+def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarray) -> float:
+    """RMSE (m) of positions against the timed reference over all legs.
 
     Args:
         legs: ``(leg, t_end)``: each leg and the time it ended (goal reached or given up).
-        t_gt: ground-truth times ``(M,)`` (s).
-        gt: ground-truth poses ``(M, >=2)`` (m).
+        t: times ``(M,)`` (s) of the positions.
+        poses: positions ``(M, >=2)`` (m, map frame): the true ones, or the estimate the MPC
+            closes the loop on (then the error is the controller's own tracking error).
     """
     errors = []
     for leg, t_end in legs:
-        inside = (t_gt >= leg.t0) & (t_gt <= t_end)
-        errors.append(np.sum((gt[inside, :2] - leg.reference(t_gt[inside])) ** 2, axis=1))
+        inside = (t >= leg.t0) & (t <= t_end)
+        errors.append(np.sum((poses[inside, :2] - leg.reference(t[inside])) ** 2, axis=1))
     errors = np.concatenate(errors) if errors else np.zeros(0)
     return float(np.sqrt(np.mean(errors))) if errors.size else math.nan
 
@@ -386,8 +398,12 @@ class _Driver:
     def _start_leg(self, index: int, now: float, estimate: np.ndarray) -> None:
         from diffopt_ros.nodes import ros_convert
         self.index = index
-        start = self._from_est(estimate[None, :3])[0, :2]
-        self.leg = Leg(start=start, goal=self.goals[index], t0=now + 0.1, speed=self.course.speed)
+        start = self._from_est(estimate[None, :3])[0]
+        goal = self.goals[index]
+        heading = math.atan2(goal[1] - start[1], goal[0] - start[0])
+        turn = abs(math.remainder(heading - start[2], 2 * math.pi)) / self.course.turn_rate
+        self.leg = Leg(start=start[:2], goal=goal, t0=now + 0.1, speed=self.course.speed,
+                       turn=turn)
         with self.lock:
             self._frame = 'map' if self.course.state_topic != '/odom' else 'odom'
         goal = self._to_est(np.array([[*self.goals[index], 0.0]]))[0]
