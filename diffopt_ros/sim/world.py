@@ -38,7 +38,7 @@ class WorldError(ValueError):
     """A world description that cannot be used; the message says file, line and key."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare worlds by identity
 class World:
     """Static geometry of the world (map frame).
 
@@ -194,7 +194,8 @@ class World:
 
         Returns:
             ``(..., N)`` ranges of ``dtype`` (m); ``inf`` where nothing is hit within
-            ``max_range``. Memory is ``O(batch * N * (walls + discs))``: chunk large batches.
+            ``max_range``. Memory is ``O(batch * N * (walls + discs))``; a batch of poses is not
+            faster per pose than a loop (memory-bound), so chunk large batches.
         """
         origins = np.asarray(origins, dtype=np.float64)
         angles = np.asarray(angles, dtype=np.float64)
