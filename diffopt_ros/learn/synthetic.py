@@ -4,8 +4,8 @@ without a robot or ROS. Each returns :class:`~diffopt_ros.learn.datasets.RunData
 
 - :func:`excitation_run`: the true robot (``sim.Simulator``) driven by random piecewise-constant
   commands: data for system identification.
-- :func:`expert_runs`: the robot driven to random goals by the node's MPC with the *true*
-  model (and given cost weights): demonstrations for imitation through the MPC.
+- :func:`expert_runs`: the robot tracking random timed paths with the node's MPC using the
+  *true* model (and given cost weights): demonstrations for imitation through the MPC.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffopt_ros.learn.controller import node_mpc
-from diffopt_ros.learn.datasets import RunData, Series
+from diffopt_ros.learn.datasets import Plan, RunData, Series
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 
@@ -52,38 +52,43 @@ def excitation_run(robot: RobotParams, seconds: float = 20.0, cmd_period: float 
                    ground_truth=Series(t, gt), commands=Series(t_cmd, cmds))
 
 
+def random_plan(start, seconds: float, speed: float, rng: np.random.Generator, t0: float = 0.0,
+                step: float = 0.1, max_curvature: float = 1.5) -> Plan:
+    """A timed path from ``start`` ``(3,)``: a unicycle at ``speed`` (m/s) whose curvature varies
+    smoothly (two random sinusoids, at most ``max_curvature`` 1/m), a pose every ``step`` s."""
+    t = np.arange(0.0, seconds + 1e-9, step)
+    freq, phase = rng.uniform(0.1, 0.5, 2), rng.uniform(0, 2 * math.pi, 2)
+    curvature = 0.5 * max_curvature * (np.sin(2 * math.pi * freq[0] * t + phase[0])
+                                       + np.sin(2 * math.pi * freq[1] * t + phase[1]))
+    yaw = start[2] + np.concatenate([[0.0], np.cumsum(speed * curvature[:-1] * step)])
+    mid = yaw + 0.5 * np.concatenate([np.diff(yaw), [0.0]])
+    x = start[0] + np.concatenate([[0.0], np.cumsum(speed * step * np.cos(mid[:-1]))])
+    y = start[1] + np.concatenate([[0.0], np.cumsum(speed * step * np.sin(mid[:-1]))])
+    return Plan(t0, np.stack([x, y, yaw], 1), t0 + t)
+
+
 def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: float = 8.0,
-                control_period: float = 0.05, sim_dt: float = 0.01, goal_distance=(1.0, 2.5),
-                reach: float = 0.3, seed: int = 0, name: str = 'expert') -> list[RunData]:
-    """Episodes of the true robot driven to random goals by the node's MPC built from ``params``
-    (mpc_node parameters: give the *true* ``model.*`` for an expert that knows the robot),
-    solved tightly (as learning does) and warm-started from the previous plan. A new goal is
-    sent when the robot is within ``reach`` m of the current one. Episodes run as one batch."""
+                control_period: float = 0.05, sim_dt: float = 0.01, speed: float = 0.35,
+                seed: int = 0, name: str = 'expert') -> list[RunData]:
+    """Episodes of the true robot tracking random timed paths (:func:`random_plan`, as the
+    demo's timed ``/plan`` legs) with the node's MPC built from ``params`` (mpc_node parameters:
+    give the *true* ``model.*`` for an expert that knows the robot), solved tightly (as learning
+    does) and warm-started from the previous plan. Episodes run as one batch."""
     rng = np.random.default_rng(seed)
-    from diffopt_ros.nodes.mpc_loop import goal_reference
+    from diffopt_ros.nodes.mpc_loop import timed_reference
 
     mpc = node_mpc(params, grad_mode='none', max_iterations=50, tolerance=1e-7)
-    horizon = mpc.horizon
+    horizon, dt = mpc.horizon, mpc.dynamics.dt
     sims = [Simulator(World(name='empty'), robot=robot, seed=seed + k,
                       start_pose=(0.0, 0.0, rng.uniform(-math.pi, math.pi))) for k in range(episodes)]
-
-    def new_goal(state):
-        bearing, distance = rng.uniform(-math.pi, math.pi), rng.uniform(*goal_distance)
-        return state[:2] + distance * np.array([math.cos(bearing), math.sin(bearing)])
-
-    goals = [new_goal(s.true_state) for s in sims]
-    logs = [dict(t=[], gt=[], odom=[], t_cmd=[], cmds=[], t_goal=[sim.time], goals=[[*goals[k], 0.0]])
-            for k, sim in enumerate(sims)]
+    plans = [random_plan(s.true_state, seconds + horizon * dt, speed, rng, t0=s.time) for s in sims]
+    logs = [dict(t=[], gt=[], odom=[], t_cmd=[], cmds=[]) for _ in sims]
     warm = torch.zeros(episodes, horizon, 2, dtype=torch.float64)
     per_tick = int(round(control_period / sim_dt))
     for _ in range(int(round(seconds / control_period))):
         states = np.stack([s.true_state for s in sims])
-        for k, sim in enumerate(sims):
-            if np.hypot(*(states[k, :2] - goals[k])) < reach:
-                goals[k] = new_goal(states[k])
-                logs[k]['t_goal'].append(sim.time)
-                logs[k]['goals'].append([*goals[k], 0.0])
-        reference = np.stack([goal_reference(states[k], goals[k], horizon) for k in range(episodes)])
+        reference = np.stack([timed_reference(states[k], plans[k].poses, plans[k].stamps, sim.time,
+                                              horizon, dt) for k, sim in enumerate(sims)])
         x0 = torch.as_tensor(states)
         target = torch.cat((x0.unsqueeze(1), torch.as_tensor(reference)), 1)
         with torch.no_grad():
@@ -101,6 +106,86 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
         _record(sim, log['t'], log['gt'], log['odom'])
         runs.append(RunData(name=f'{name}_{k}', source=f'<simulated {name}_{k}>',
                             odom=Series(log['t'], log['odom']), ground_truth=Series(log['t'], log['gt']),
-                            commands=Series(log['t_cmd'], log['cmds']),
-                            goals=Series(log['t_goal'], log['goals'])))
+                            commands=Series(log['t_cmd'], log['cmds']), plans=(plans[k],)))
     return runs
+
+
+def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap'):
+    """Write ``run`` as a rosbag2 run ``<root>/<name>`` like the recorder's: ``/ground_truth/odom``
+    and ``/odom`` (nav_msgs/Odometry, header stamps = bag times), ``/cmd_vel``
+    (geometry_msgs/Twist), ``/goal_pose`` (PoseStamped) and ``/plan`` (nav_msgs/Path, timed).
+    ``storage``: ``'mcap'`` (through :class:`~diffopt_ros.bag.BagWriter`) or ``'sqlite3'``.
+
+    Returns:
+        The run folder.
+    """
+    from pathlib import Path
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    T = store.types
+    Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
+    Point, Quat = T['geometry_msgs/msg/Point'], T['geometry_msgs/msg/Quaternion']
+    Pose = T['geometry_msgs/msg/Pose']
+    Vector3, Twist = T['geometry_msgs/msg/Vector3'], T['geometry_msgs/msg/Twist']
+
+    def stamp(t):
+        ns = int(round(t * 1e9))
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def pose(x, y, yaw):
+        return Pose(position=Point(x=float(x), y=float(y), z=0.0),
+                    orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+
+    def twist(v, w):
+        return Twist(linear=Vector3(x=float(v), y=0.0, z=0.0), angular=Vector3(x=0.0, y=0.0, z=float(w)))
+
+    def odometry(t, s, frame):
+        return T['nav_msgs/msg/Odometry'](
+            header=Header(stamp=stamp(t), frame_id=frame), child_frame_id='base_link',
+            pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=pose(*s[:3]), covariance=np.zeros(36)),
+            twist=T['geometry_msgs/msg/TwistWithCovariance'](twist=twist(s[3], s[4]),
+                                                             covariance=np.zeros(36)))
+
+    def pose_stamped(t, p, frame='map'):
+        return T['geometry_msgs/msg/PoseStamped'](header=Header(stamp=stamp(t), frame_id=frame),
+                                                  pose=pose(*p[:3]))
+
+    messages = []   # (t, topic, msgtype, message)
+    for topic, series in (('/ground_truth/odom', run.ground_truth), ('/odom', run.odom)):
+        if series is not None:
+            frame = 'map' if topic.startswith('/ground') else 'odom'
+            messages += [(t, topic, 'nav_msgs/msg/Odometry', odometry(t, s, frame))
+                         for t, s in zip(series.t, series.values)]
+    if run.commands is not None:
+        messages += [(t, '/cmd_vel', 'geometry_msgs/msg/Twist', twist(*u))
+                     for t, u in zip(run.commands.t, run.commands.values)]
+    if run.goals is not None:
+        messages += [(t, '/goal_pose', 'geometry_msgs/msg/PoseStamped', pose_stamped(t, g))
+                     for t, g in zip(run.goals.t, run.goals.values)]
+    for plan in run.plans:
+        path = T['nav_msgs/msg/Path'](header=Header(stamp=stamp(plan.t), frame_id='map'),
+                                      poses=[pose_stamped(t, p) for t, p in zip(plan.stamps, plan.poses)])
+        messages.append((plan.t, '/plan', 'nav_msgs/msg/Path', path))
+    messages.sort(key=lambda m: m[0])
+    folder = Path(root) / (name or run.name)
+    if storage == 'mcap':
+        from diffopt_ros.bag import BagWriter
+
+        writer = BagWriter.create(root, name or run.name, unique=False, typestore=store)
+        for topic, msgtype in sorted({(m[1], m[2]) for m in messages}):
+            writer.add_topic(topic, msgtype)
+        for t, topic, msgtype, msg in messages:
+            writer.write(topic, store.serialize_cdr(msg, msgtype), int(round(t * 1e9)))
+        writer.close()
+        return writer.run_dir
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    connections = {topic: writer.add_connection(topic, msgtype, typestore=store)
+                   for topic, msgtype in sorted({(m[1], m[2]) for m in messages})}
+    for t, topic, msgtype, msg in messages:
+        writer.write(connections[topic], int(round(t * 1e9)), store.serialize_cdr(msg, msgtype))
+    writer.close()
+    return folder
