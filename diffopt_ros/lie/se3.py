@@ -17,7 +17,7 @@ def _q_matrix(rho: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """Barfoot's ``Q(rho, phi)`` ``(..., 3, 3)``, the top-right block of the SE(3) left Jacobian."""
     t2, small, t = _theta2(phi)
     s, c = torch.sin(t), torch.cos(t)
-    c1 = torch.where(small, 1.0 / 6 - t2 / 120, (t - s) / (t2 * t))
+    c1 = torch.where(small, 1.0 / 6 - t2 / 120, (t - s) / (t * t * t))
     c2 = torch.where(small, 1.0 / 24 - t2 / 720, (t * t + 2 * c - 2) / (2 * t ** 4))
     c3 = torch.where(small, 1.0 / 120 - t2 / 2520, (2 * t - 3 * s + t * c) / (2 * t ** 5))
     P, F = skew(rho), skew(phi)
