@@ -178,6 +178,8 @@ class SlamNode(Node):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self._lock = threading.Lock()          # guards self._slam and self._values
+        self._slam: SlamSystem | None = None   # built once the parameters are final
+        self._worker: threading.Thread | None = None
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
         reason = _check_combination(self._values)
         if reason:
@@ -194,7 +196,7 @@ class SlamNode(Node):
         self._slam = SlamSystem(config_from_params(self._values), device=device)
         self._odom = OdomBuffer(horizon=5.0)
         self._last_scan_stamp = -math.inf
-        self._pending: LaserScan | None = None    # a scan newer than the newest odometry
+        self._pending: tuple | None = None        # a scan newer than the newest odometry
         self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
         self._stats = _Stats()
         self._warn_times: dict[str, float] = {}
@@ -232,7 +234,8 @@ class SlamNode(Node):
             return reason
         with self._lock:
             self._values = merged
-            self._slam.set_config(config_from_params(merged))
+            if self._slam is not None:
+                self._slam.set_config(config_from_params(merged))
         return None
 
     # ----------------------------------------------------------------- inputs (never block)
@@ -257,7 +260,7 @@ class SlamNode(Node):
             (*pose, state[3], state[4]), msg.header.stamp, self._map_frame, self._base_frame,
             pose_covariance=self._covariance, twist_covariance=np.asarray(msg.twist.covariance)))
         pending = self._pending
-        if pending is not None and stamp >= ros_convert.stamp_to_sec(pending.header.stamp):
+        if pending is not None and stamp >= pending[0]:
             self._pending = None
             self._queue_scan(pending)
 
@@ -269,27 +272,28 @@ class SlamNode(Node):
                                      f'previous scan ({self._last_scan_stamp:.9f} s)')
             return
         self._last_scan_stamp = stamp
-        latest = self._odom.latest
-        if latest is not None and latest[0] < stamp:
-            self._pending = msg        # wait for odometry to catch up (resolved in _on_odom)
-            return
-        self._queue_scan(msg)
-
-    def _queue_scan(self, msg: LaserScan):
-        stamp = ros_convert.stamp_to_sec(msg.header.stamp)
         ranges, angles = ros_convert.scan_to_ranges(msg)
         if not np.isfinite(ranges).any():
             self._stats.skipped_scans += 1
             self._warn('empty-scan', f'scan at {stamp:.3f} s skipped: no valid ranges '
                                      f'({len(ranges)} beams, all empty, NaN or out of range)')
             return
+        scan = (stamp, ranges, angles, float(msg.range_min), float(msg.range_max))
+        latest = self._odom.latest
+        if latest is not None and latest[0] < stamp:
+            self._pending = scan       # wait for odometry to catch up (resolved in _on_odom)
+            return
+        self._queue_scan(scan)
+
+    def _queue_scan(self, scan: tuple):
+        stamp, ranges, angles, range_min, range_max = scan
         odom = self._odom.at(stamp, self._values['sync_tolerance'])
         if odom is None:
             self._stats.skipped_scans += 1
             self._warn('no-odom', f'scan at {stamp:.3f} s skipped: no odometry within '
                                   f'{self._values["sync_tolerance"]} s of it')
             return
-        item = _ScanItem(stamp, odom, ranges, angles, float(msg.range_min), float(msg.range_max))
+        item = _ScanItem(stamp, odom, ranges, angles, range_min, range_max)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -423,7 +427,7 @@ class SlamNode(Node):
     # ----------------------------------------------------------------- shutdown
     def destroy_node(self):
         """Stop the worker thread (finishing the update in progress), then destroy the node."""
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             while True:
                 try:
                     self._queue.put(_STOP, timeout=0.1)

@@ -1,0 +1,260 @@
+"""slam_node in-process (sim data in, /slam/* out, services, bad inputs, parameters) and as a
+separate process from the installed console script with config/slam.yaml."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import OccupancyGrid, Odometry
+from nav_msgs.msg import Path as PathMsg
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import LaserScan
+from std_srvs.srv import Trigger
+
+from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.params import ParameterError
+from diffopt_ros.nodes.slam_node import SlamNode
+from diffopt_ros.paths import config_path
+from diffopt_ros.sim import SensorParams, Simulator, World
+from diffopt_ros.sim.cli import expand_script, route_script
+
+SENSORS = SensorParams()
+DT = 0.05
+
+
+@pytest.fixture(scope='module')
+def drive():
+    """The first 12 s of the loop route: odometry at 20 Hz, scans at 10 Hz."""
+    world = World.load('loop')
+    sim = Simulator(world, seed=0)
+    commands = expand_script(route_script(world.start, world.route, sim.robot), DT)[:240]
+    return sim.rollout(commands, DT, scan_every=2)
+
+
+@pytest.fixture
+def context():
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+class Feeder:
+    """Publishes /odom and /scan and records everything slam_node publishes."""
+
+    def __init__(self, context):
+        self.node = rclpy.create_node('slam_feeder', context=context)
+        self.odom = self.node.create_publisher(Odometry, '/odom', 50)
+        self.scan = self.node.create_publisher(LaserScan, '/scan', qos_profile_sensor_data)
+        self.got = {'pose': [], 'odom': [], 'path': [], 'diag': []}
+        sub = self.node.create_subscription
+        sub(PoseWithCovarianceStamped, '/slam/pose', self.got['pose'].append, 100)
+        sub(Odometry, '/slam/odom', self.got['odom'].append, 1000)
+        sub(PathMsg, '/slam/path', self.got['path'].append, 100)
+        sub(DiagnosticArray, '/diagnostics', self.got['diag'].append, 100)
+
+    def publish_odom(self, t, state):
+        self.odom.publish(ros_convert.state_to_odometry(state, ros_convert.sec_to_stamp(t)))
+
+    def publish_scan(self, t, ranges):
+        self.scan.publish(ros_convert.ranges_to_scan(
+            ranges, ros_convert.sec_to_stamp(t), 'base_scan', SENSORS.lidar_angles()[0],
+            SENSORS.lidar_increment, SENSORS.lidar_range_min, SENSORS.lidar_range_max))
+
+    def play(self, rollout, until=None, pace=0.01):
+        """Publish the rollout in stamp order (odometry first at equal stamps)."""
+        scans = dict(zip(rollout.scan_steps.tolist(), rollout.scans))
+        for k in range(len(rollout.time) if until is None else until):
+            self.publish_odom(rollout.time[k], rollout.odometry[k])
+            if k in scans:
+                self.publish_scan(rollout.time[k], scans[k])
+            time.sleep(pace)
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def start(context, nodes):
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    import threading
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def stop(executor, thread, nodes):
+    executor.shutdown(timeout_sec=2.0)
+    thread.join(timeout=5.0)
+    for node in nodes:
+        node.destroy_node()
+
+
+def make_node(context, **values):
+    return SlamNode(context=context, parameter_overrides=[Parameter(k, value=v)
+                                                           for k, v in values.items()])
+
+
+def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, tmp_path):
+    slam = make_node(context, **{'save.directory': str(tmp_path), 'map.publish_period': 0.2})
+    feeder = Feeder(context)
+    executor, thread = start(context, [slam, feeder.node])
+    try:
+        assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
+                        and feeder.node.count_subscribers('/scan') > 0)
+        feeder.play(drive)                      # 5x faster than real time
+        stats = slam.stats
+        assert wait_for(lambda: stats.scans + stats.dropped_scans >= 0.9 * len(drive.scans)
+                        and feeder.got['path'])
+        assert stats.scans >= 0.5 * len(drive.scans) and stats.keyframes >= 5
+        pose = feeder.got['pose'][-1]
+        assert pose.header.frame_id == 'map'
+        cov = np.array(pose.pose.covariance).reshape(6, 6)
+        assert cov[0, 0] > 0 and cov[5, 5] > 0 and np.allclose(cov, cov.T)
+        # /slam/odom at odometry rate, in the map frame, close to the truth (map = start frame)
+        assert len(feeder.got['odom']) >= 0.8 * len(drive.time)
+        last = feeder.got['odom'][-1]
+        assert (last.header.frame_id, last.child_frame_id) == ('map', 'base_link')
+        travelled = drive.true_states[-1, 0] - drive.true_states[0, 0]
+        assert abs(last.pose.pose.position.x - travelled) < 0.2
+        assert len(feeder.got['path'][-1].poses) == stats.keyframes
+        status = feeder.got['diag'][-1].status[0]
+        assert 'slam' in status.name and {'update_time_ms', 'keyframes', 'loop_closures'} <= {
+            v.key for v in status.values}
+        # a late subscriber still gets the (transient-local) map
+        maps = []
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        feeder.node.create_subscription(OccupancyGrid, '/map', maps.append, latched)
+        assert wait_for(lambda: maps)
+        grid = maps[-1]
+        assert grid.info.width * grid.info.height == len(grid.data) and 100 in grid.data
+        # services
+        for name, files in (('save_graph', ('slam_graph.g2o', 'slam_graph.npz')),
+                            ('save_map', ('map.pgm', 'map.yaml'))):
+            client = feeder.node.create_client(Trigger, f'/slam_node/{name}')
+            assert client.wait_for_service(timeout_sec=5.0)
+            future = client.call_async(Trigger.Request())
+            assert wait_for(future.done)
+            assert future.result().success, future.result().message
+            assert all((tmp_path / f).is_file() for f in files)
+        assert yaml.safe_load((tmp_path / 'map.yaml').read_text())['image'] == 'map.pgm'
+    finally:
+        stop(executor, thread, [slam, feeder.node])
+
+
+def test_bad_inputs_are_rejected_or_skipped(context, drive):
+    slam = make_node(context)
+    feeder = Feeder(context)
+    executor, thread = start(context, [slam, feeder.node])
+    try:
+        assert wait_for(lambda: feeder.node.count_subscribers('/scan') > 0
+                        and feeder.node.count_subscribers('/odom') > 0)
+        feeder.play(drive, until=21)                    # t = 0 .. 1 s, a first keyframe
+        assert wait_for(lambda: slam.stats.scans >= 8)
+        stats = slam.stats
+        feeder.publish_odom(1.1, np.array([math.nan, 0.0, 0.0, 0.0, 0.0]))     # NaN odometry
+        feeder.publish_odom(0.5, drive.odometry[10])                          # back in time
+        assert wait_for(lambda: stats.rejected_odom >= 2)
+        feeder.publish_odom(1.1, drive.odometry[22])
+        feeder.publish_scan(0.9, drive.scans[0])                              # back in time
+        assert wait_for(lambda: stats.rejected_scans >= 1)
+        skipped = stats.skipped_scans
+        feeder.publish_scan(1.1, np.full(SENSORS.lidar_beams, np.inf))        # all inf
+        feeder.publish_scan(1.15, np.zeros(0))                                # empty
+        assert wait_for(lambda: stats.skipped_scans >= skipped + 2)
+        assert stats.errors == 0 and slam.slam.num_keyframes >= 1
+    finally:
+        stop(executor, thread, [slam, feeder.node])
+
+
+def test_parameters_are_validated_at_run_time(context):
+    slam = make_node(context)
+    try:
+        result = slam.set_parameters([Parameter('weights.odom_xy', value=-1.0)])[0]
+        assert not result.successful and 'weights.odom_xy' in result.reason
+        result = slam.set_parameters([Parameter('device', value='cuda')])[0]
+        assert not result.successful and 'read-only' in result.reason.lower()
+        result = slam.set_parameters([Parameter('icp.inlier_distance', value=5.0)])[0]
+        assert not result.successful and 'icp.max_correspondence_distance' in result.reason
+        assert slam.get_parameter('weights.odom_xy').value == 100.0
+        assert slam.set_parameters([Parameter('weights.scan_xy', value=555.0)])[0].successful
+        assert slam.slam.config.weights.scan_xy == 555.0
+    finally:
+        slam.destroy_node()
+
+
+def test_learned_params_file_overrides_and_bad_values_stop_the_node(context, tmp_path):
+    learned = tmp_path / 'learned.yaml'
+    learned.write_text('slam_node:\n  ros__parameters:\n    weights.odom_xy: 123\n'
+                       '    robust.scale: 2.5\n')
+    slam = make_node(context, learned_params_file=str(learned))
+    try:
+        assert slam.get_parameter('weights.odom_xy').value == 123.0
+        assert slam.slam.config.weights.odom_xy == 123.0 and slam.slam.config.weights.robust_scale == 2.5
+    finally:
+        slam.destroy_node()
+    learned.write_text('slam_node:\n  ros__parameters:\n    weights.scan_yaw: -4.0\n')
+    with pytest.raises(ParameterError, match='weights.scan_yaw'):
+        make_node(context, learned_params_file=str(learned))
+    with pytest.raises(ParameterError, match='keyframe.distance'):
+        make_node(context, **{'keyframe.distance': 0.0})
+
+
+# ---------------------------------------------------------------------- separate process
+def _executable() -> str:
+    return str(Path(sys.executable).parent / 'slam_node')
+
+
+def test_invalid_params_file_stops_the_process_with_a_clear_error(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(config_path('slam.yaml').read_text().replace('loop.search_radius: 3.0',
+                                                                'loop.search_radius: -2.0'))
+    proc = subprocess.run([_executable(), '--ros-args', '--params-file', str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert 'loop.search_radius' in proc.stdout + proc.stderr
+
+
+def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, drive):
+    proc = subprocess.Popen([_executable(), '--ros-args', '--params-file',
+                             str(config_path('slam.yaml'))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    feeder = Feeder(context)
+    executor, thread = start(context, [feeder.node])
+    try:
+        assert wait_for(lambda: feeder.node.count_subscribers('/scan') > 0
+                        and feeder.node.count_publishers('/slam/pose') > 0, timeout=30.0), \
+            'slam_node did not appear'
+        assert wait_for(lambda: feeder.node.count_subscribers('/odom') > 0)
+        time.sleep(0.5)   # let the publisher see the subscriber's endpoints too
+        feeder.play(drive, until=60)
+        assert wait_for(lambda: feeder.got['pose'] and feeder.got['odom'], timeout=10.0)
+        assert feeder.got['pose'][-1].header.frame_id == 'map'
+    finally:
+        stop(executor, thread, [feeder.node])
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
