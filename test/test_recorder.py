@@ -175,7 +175,8 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
                  Parameter('topics', value=[f'{prefix}/odom', f'{prefix}/late']),
                  Parameter('output_dir', value=str(tmp_path)),
                  Parameter('run_name', value='sim'),
-                 Parameter('discovery_period', value=0.1)]
+                 Parameter('discovery_period', value=0.1),
+                 Parameter('diagnostics_period', value=60.0)]
     recorder = RecorderNode(context=context, parameter_overrides=overrides)
     executor.add_node(recorder)
     node = Node('sim_pub', context=context)
@@ -188,12 +189,14 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
     clock.publish(Clock(clock=ros_convert.sec_to_stamp(42.5)))
     _spin_until(executor, lambda: recorder.get_clock().now().nanoseconds > 0, 10, 'sim time')
     odom.publish(ros_convert.state_to_odometry([1.0, 2.0, 0.0, 0.0, 0.0],
-                                               ros_convert.sec_to_stamp(42.5)))
+                                               ros_convert.sec_to_stamp(40.0)))
     late = node.create_publisher(Twist, f'{prefix}/late', 10)  # appears after the start
     _spin_until(executor, lambda: late.get_subscription_count() > 0, 20, 'late subscription')
     late.publish(ros_convert.twist(0.3, 0.1))
     _spin_until(executor, lambda: recorder.counts.get(f'{prefix}/late') == 1
                 and recorder.counts.get(f'{prefix}/odom') == 1, 10, 'recording')
+    lag, lag_topic = recorder.receipt_lag  # recorded at 42.5 s, stamped 40.0 s
+    assert lag == pytest.approx(2.5) and lag_topic == f'{prefix}/odom'
     with pytest.raises(ParameterError, match='exists already'):
         RecorderNode('recorder_twin', context=context, parameter_overrides=overrides[2:4] + [
             Parameter('unique_name', value=False)])
@@ -204,8 +207,10 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
     node.destroy_node()
     with Run(tmp_path / 'sim') as run:
         t, x = run.odometry(f'{prefix}/odom')
+        t_header, _ = run.odometry(f'{prefix}/odom', stamp='header')
         t_u, u = run.twist(f'{prefix}/late')
     assert t.tolist() == [42.5] and t_u.tolist() == [42.5]  # recorder's sim clock at receipt
+    assert t_header.tolist() == [40.0]
     np.testing.assert_array_equal(x[0, :2], [1.0, 2.0])
     np.testing.assert_allclose(u, [[0.3, 0.1]])
 

@@ -1,4 +1,5 @@
-"""Recorded messages -> numpy arrays (REP-103 axes, SI units).
+"""Recorded messages -> numpy arrays (REP-103 axes, SI units), and header stamps read directly
+from serialized messages.
 
 Works on the message objects of rosbags' typestore (or anything with the same fields).
 Planar states are ``(x, y, yaw, v, omega)`` as in docs/CONTRACTS.md: position in m, yaw in rad
@@ -6,9 +7,11 @@ Planar states are ``(x, y, yaw, v, omega)`` as in docs/CONTRACTS.md: position in
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
+from rosbags.typesys.base import Nodetype
 
 
 def quaternion_yaw(qx, qy, qz, qw) -> np.ndarray:
@@ -66,3 +69,19 @@ def path_poses(msg) -> np.ndarray:
 def scan_angles(msg) -> np.ndarray:
     """``(B,)`` beam angles (rad, in the scan frame) of a ``sensor_msgs/LaserScan``."""
     return msg.angle_min + msg.angle_increment * np.arange(len(msg.ranges), dtype=np.float64)
+
+
+def starts_with_header(typestore, msgtype: str) -> bool:
+    """Whether ROS type ``msgtype`` (known to the rosbags ``typestore``) begins with a
+    ``std_msgs/Header``, so :func:`cdr_header_stamp` applies to its serialized messages."""
+    fields = typestore.fielddefs[msgtype][1]
+    return bool(fields) and fields[0][1] == (Nodetype.NAME, 'std_msgs/msg/Header')
+
+
+def cdr_header_stamp(data: bytes | memoryview) -> int | None:
+    """Header stamp (ns) of a serialized (CDR) message that begins with a ``std_msgs/Header``,
+    read without deserializing; None for a message too short to hold one."""
+    if len(data) < 12:
+        return None
+    sec, nanosec = struct.unpack_from('<iI' if data[1] & 1 else '>iI', data, 4)
+    return sec * 1_000_000_000 + nanosec

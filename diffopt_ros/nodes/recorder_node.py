@@ -10,7 +10,9 @@ writes ``<output_dir>/<run_name>/`` (never overwriting a run), splits files ever
 
 Nothing is lost on SIGINT/SIGTERM: the bag is closed in ``destroy_node`` (``run_node`` calls it
 after the spin ends). After a SIGKILL, ``diffopt-ros bag repair RUN`` recovers all but the last
-``flush_seconds``. Status on ``/diagnostics``.
+``flush_seconds``. Status on ``/diagnostics``, including the receipt lag of stamped topics (bag
+time minus header stamp): a recorder starved of CPU falls behind, stamps late and, beyond
+``queue_depth`` messages, loses data.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from rosbags.interfaces import (
 )
 
 from diffopt_ros.bag import BagError, BagWriter, RunExistsError
+from diffopt_ros.bag.convert import cdr_header_stamp, starts_with_header
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.params import ParameterError, ParamSpec, declare_params
 from diffopt_ros.nodes.runner import run_node
@@ -75,9 +78,13 @@ PARAMS = (
               'subscribed (s)', 0.05, 60.0, read_only=True),
     ParamSpec('diagnostics_period', 1.0, 'wall-clock seconds between /diagnostics messages (s)',
               0.1, 60.0, read_only=True),
-    ParamSpec('queue_depth', 200, 'subscription queue depth (messages)', 1, 100000,
-              read_only=True),
+    ParamSpec('queue_depth', 1000, 'subscription queue depth (messages): how far the recorder '
+              'may fall behind before messages are lost', 1, 100000, read_only=True),
+    ParamSpec('lag_warning', 0.5, 'warn on /diagnostics when a stamped message is recorded this '
+              'long after its header stamp (s): bag times of unstamped topics are late too', 0.0,
+              3600.0),
 )
+MAX_PLAUSIBLE_LAG = 3600.0  # s: larger or negative lags come from stamps on another clock
 
 
 def _bag_qos(profile: QoSProfile) -> Qos:
@@ -119,6 +126,8 @@ class RecorderNode(Node):
         self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
         self._before_clock = 0
         self._errors = 0  # failed writes or flushes
+        self._stamped: set[str] = set()  # topics whose messages begin with a std_msgs/Header
+        self._lag = (0.0, '')  # largest receipt lag (s) since the last status, and its topic
         self._closed = False
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -171,6 +180,8 @@ class RecorderNode(Node):
             history=HistoryPolicy.KEEP_LAST, depth=self._values['queue_depth'],
             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        if starts_with_header(self._writer.typestore, msgtype):
+            self._stamped.add(topic)
         self._recording[topic] = self.create_subscription(
             cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
         self.get_logger().info(f'recording {topic} ({msgtype}, '
@@ -182,6 +193,11 @@ class RecorderNode(Node):
         if t_ns == 0:  # use_sim_time before the first /clock: no meaningful bag time yet
             self._before_clock += 1
             return
+        if topic in self._stamped:
+            stamp = cdr_header_stamp(data)
+            lag = (t_ns - stamp) * 1e-9 if stamp else -1.0
+            if self._lag[0] < lag < MAX_PLAUSIBLE_LAG:
+                self._lag = (lag, topic)
         if not self._closed:
             self._guarded(self._writer.write, topic, data, t_ns)
 
@@ -194,15 +210,28 @@ class RecorderNode(Node):
             self._errors += 1
             self.get_logger().error(f'{self.run_dir}: {exc}', throttle_duration_sec=5.0)
 
+    @property
+    def receipt_lag(self) -> tuple[float, str]:
+        """Largest delay (s, node clock) from a header stamp to its recording since the last
+        /diagnostics status, and the topic; stamps on another clock are ignored."""
+        return self._lag
+
     def _publish_status(self) -> None:
         counts = self.counts
         missing = self.missing_topics
+        lag, lag_topic = self._lag
+        self._lag = (0.0, '')
+        lagging = lag > self.get_parameter('lag_warning').value
         level = (DiagnosticStatus.ERROR if self._errors else
-                 DiagnosticStatus.WARN if missing or self._failed else DiagnosticStatus.OK)
+                 DiagnosticStatus.WARN if missing or self._failed or lagging else
+                 DiagnosticStatus.OK)
         message = (f'{sum(counts.values())} messages in {self.run_dir}'
-                   + (f'; waiting for {", ".join(missing)}' if missing else ''))
+                   + (f'; waiting for {", ".join(missing)}' if missing else '')
+                   + (f'; recording {lag:.2f} s behind {lag_topic} (starved executor?)'
+                      if lagging else ''))
         values = {'run_dir': str(self.run_dir), 'files_closed': len(self._writer.files),
                   'dropped_before_clock': self._before_clock, 'write_errors': self._errors,
+                  'receipt_lag_max': lag, 'receipt_lag_topic': lag_topic,
                   **{f'count{topic}': n for topic, n in counts.items()},
                   **{f'failed{topic}': why for topic, why in self._failed.items()}}
         msg = DiagnosticArray()
