@@ -139,20 +139,21 @@ def _osqp_lqr(A, Bm, c, C, q, CT, x0, lo, hi):
     solver = osqp.OSQP()
     solver.setup(sp.csc_matrix(P), lin, sp.csc_matrix(np.vstack((Aeq, Abox))),
                  np.concatenate((beq, np.full(nu, lo))), np.concatenate((beq, np.full(nu, hi))),
-                 raise_error=True, eps_abs=1e-12, eps_rel=1e-12, max_iter=200000, polishing=True,
+                 eps_abs=1e-12, eps_rel=1e-12, max_iter=200000, polishing=True,
                  verbose=False)
-    res = solver.solve()
+    res = solver.solve(raise_error=True)
     return res.x[:nx].reshape(T, n), res.x[nx:].reshape(T, m)
 
 
+@pytest.mark.parametrize('solver', ['riccati', 'condensed'])
 @pytest.mark.parametrize('bounded', [False, True])
-def test_box_lqr_matches_osqp(bounded):
+def test_box_lqr_matches_osqp(bounded, solver):
     B, T, n, m = 3, 12, 4, 3
     A, Bm, c, C, q, CT, x0 = _random_lqr(B, T, n, m, seed=3)
     lo, hi = (-0.4, 0.3) if bounded else (-np.inf, np.inf)
     mpc = MPC(LinearDynamics(A, Bm, c), QuadraticCost(C, q, n_x=n, C_final=CT), T,
               u_lower=lo if bounded else None, u_upper=hi if bounded else None,
-              tolerance=1e-12, max_iterations=30, grad_mode='none')
+              tolerance=1e-12, max_iterations=30, grad_mode='none', solver=solver)
     sol = mpc(x0)
     assert sol.converged.all()
     if not bounded:                                                 # one exact Newton step
@@ -173,7 +174,7 @@ def test_unconstrained_lqr_closed_form():
     Q, R = torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=D)), 0.3 * torch.eye(m, dtype=D)
     C = torch.block_diag(Q, R)
     mpc = MPC(LinearDynamics(A, Bm), QuadraticCost(C, torch.zeros(n + m, dtype=D), n_x=n, C_final=Q), T,
-              grad_mode='none')
+              grad_mode='none', solver='riccati')
     sol = mpc(x0)
     P = Q.clone()
     for _ in range(T):
@@ -190,10 +191,12 @@ def _diff_drive_problem(dtype=D):
     return model, cost
 
 
-def test_diff_drive_reaches_goal_with_bounds_and_warm_start():
+@pytest.mark.parametrize('solver', ['riccati', 'condensed'])
+def test_diff_drive_reaches_goal_with_bounds_and_warm_start(solver):
     model, cost = _diff_drive_problem()
     T = 30
-    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-8, grad_mode='none')
+    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-8, grad_mode='none',
+              solver=solver)
     x = torch.zeros(2, 5, dtype=D)
     goal = torch.tensor([[1.5, 0.5, 0.0, 0, 0], [-0.5, 1.0, 3.0, 0, 0]], dtype=D)
     sol = mpc(x, target=goal)

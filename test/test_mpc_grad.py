@@ -47,12 +47,13 @@ def _directional_check(mpc, inputs, mode, seed=0):
     return sol
 
 
-@pytest.mark.parametrize('mode', ['implicit', 'unroll'])
-def test_diff_drive_gradients_with_active_bounds(mode):
+@pytest.mark.parametrize(('mode', 'solver'), [('implicit', 'riccati'), ('implicit', 'condensed'),
+                                             ('unroll', 'riccati'), ('unroll', 'condensed')])
+def test_diff_drive_gradients_with_active_bounds(mode, solver):
     model = DiffDriveLag(dt=0.1, gain_v=0.9, gain_omega=0.8, tau_v=0.2, tau_omega=0.15).to(D)
     cost = TrackingCost([10., 10., 1., 0.1, 0.1], [0.5, 0.3], terminal_scale=3., rate_weight=[0.5, 0.2],
                         angle_indices=model.angle_indices).to(D)
-    mpc = MPC(model, cost, 8, u_lower=[-0.3, -1.0], u_upper=[0.6, 1.0], **TIGHT)
+    mpc = MPC(model, cost, 8, u_lower=[-0.3, -1.0], u_upper=[0.6, 1.0], solver=solver, **TIGHT)
     inputs = dict(x_init=torch.tensor([[0., 0., 0.3, 0.1, 0.0], [0.2, -0.1, -0.5, 0.0, 0.2]], dtype=D),
                   target=torch.tensor([[1.0, 0.5, 0.0, 0, 0], [0.3, 0.4, 1.0, 0, 0]], dtype=D),
                   u_prev=torch.tensor([[0.1, 0.0], [0.0, 0.3]], dtype=D))

@@ -15,11 +15,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .condensed import condensed_step
 from .costs import Cost
 from .dynamics import Dynamics, StepFn
 from .lqr import riccati, stage_matrices
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
+SOLVERS = ('auto', 'riccati', 'condensed')
 
 
 class MPCSolution(NamedTuple):
@@ -31,7 +33,8 @@ class MPCSolution(NamedTuple):
         costs: ``(B,)`` objective values.
         iterations: ``(B,)`` int64, iterations each sample used.
         converged: ``(B,)`` bool, whether the sample met the tolerance within the iteration cap.
-        gains: ``(B, T, n_u, n_x)`` state-feedback gains of the last Riccati pass (detached).
+        gains: ``(B, T, n_u, n_x)`` state-feedback gains of the last Riccati pass (detached), or
+            ``None`` when the condensed solver ran.
         clamped: ``(B, T, n_u)`` bool, controls held at a bound (the active set).
     """
 
@@ -40,7 +43,7 @@ class MPCSolution(NamedTuple):
     costs: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
-    gains: torch.Tensor
+    gains: torch.Tensor | None
     clamped: torch.Tensor
 
 
@@ -80,20 +83,27 @@ class MPC(nn.Module):
         u_lower, u_upper: control bounds: float, ``(n_u,)`` or ``(B, T, n_u)``; ``None`` = unbounded.
         max_iterations: iteration cap.
         tolerance: converged when the largest control change of an accepted step is below this
-            (control units).
-        cost_tolerance: ... or when the relative cost decrease is below this.
+            (control units) ...
+        cost_tolerance: ... or when the predicted or actual relative cost decrease is below this
+            (at least ``1600 eps`` of the dtype; ``0`` disables this test).
         line_search: step sizes tried in parallel (the best decreasing one is taken).
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
         grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'``.
+        solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
+            line search; scales to large batches), ``'condensed'`` (one dense box QP in the
+            controls, open-loop line search; fewest operations for small batches and horizons)
+            or ``'auto'`` (condensed when ``B <= 8`` and ``T n_u <= 120``).
     """
 
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
-                 max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-12,
+                 max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-6,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
-                 grad_mode: str = 'implicit'):
+                 grad_mode: str = 'implicit', solver: str = 'auto'):
         super().__init__()
         if grad_mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
+        if solver not in SOLVERS:
+            raise ValueError(f'MPC: solver must be one of {SOLVERS}, got {solver!r}')
         if horizon < 1:
             raise ValueError(f'MPC: horizon must be >= 1, got {horizon}')
         self.dynamics, self.cost = dynamics, cost
@@ -104,6 +114,7 @@ class MPC(nn.Module):
         self.line_search = tuple(float(a) for a in line_search)
         self.regularization = float(regularization)
         self.grad_mode = grad_mode
+        self.solver = solver
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
@@ -165,15 +176,25 @@ class MPC(nn.Module):
         reg = torch.full((batch,), self.regularization, dtype=x.dtype, device=x.device)
         use_reg = self.regularization > 0
         roundoff = 16.0 * torch.finfo(x.dtype).eps
+        # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
+        cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
+        condensed = self.solver == 'condensed' or (self.solver == 'auto' and batch <= 8
+                                                     and u.shape[1] * u.shape[2] <= 120)
         G = clamped = None
         for _ in range(self.max_iterations):
             A, B = dyn.jacobians(x[:, :-1], u)
-            stages = stage_matrices(cost.expand(x, u, target, u_prev), A, B)
+            expansion = cost.expand(x, u, target, u_prev)
             dlow = dhigh = None
             if lower is not None:
                 dlow, dhigh = lower - u, upper - u
-            G, clamped = riccati(stages, dlow, dhigh, reg if use_reg else None)
-            x_new, u_new = _line_search(step, stages.augmented, x, u, G, alphas, lower, upper, u_prev)
+            if condensed:
+                du, clamped, predicted = condensed_step(expansion, A, B, dlow, dhigh,
+                                                         reg if use_reg else None)
+                x_new, u_new = _open_loop_search(step, x_init, u, du, alphas, lower, upper)
+            else:
+                stages = stage_matrices(expansion, A, B)
+                G, clamped, predicted = riccati(stages, dlow, dhigh, reg if use_reg else None)
+                x_new, u_new = _line_search(step, stages.augmented, x, u, G, alphas, lower, upper, u_prev)
             J_new = cost.total(x_new.flatten(0, 1), u_new.flatten(0, 1), _repeat(target, n_alpha),
                                _repeat(u_prev, n_alpha)).view(n_alpha, batch)
             # the longest step whose cost is within round-off of the best one
@@ -190,8 +211,8 @@ class MPC(nn.Module):
             x, u = torch.where(keep, x_best, x), torch.where(keep, u_best, u)
             J_old, J = J, torch.where(improved, J_best, J)
             iterations = iterations + active.long()
-            done = improved & ((change <= self.tolerance)
-                               | (decrease.abs() < self.cost_tolerance * J_old.abs()))
+            done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * J_old.abs())
+                               | (decrease.abs() < cost_tolerance * J_old.abs()))
             stalled = active & ~improved & (change <= self.tolerance)
             if use_reg or bool((active & ~improved & ~stalled).any()):
                 use_reg = True
@@ -201,7 +222,7 @@ class MPC(nn.Module):
             if not bool(active.any()):
                 break
         converged = ~active & (reg < 1e8)
-        gains = G[..., :dyn.n_x].detach()
+        gains = None if G is None else G[..., :dyn.n_x].detach()
         return MPCSolution(x, u, J, iterations, converged, gains, clamped)
 
 
@@ -214,6 +235,17 @@ def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
     if t is None or t.ndim < 2:
         return t
     return t.repeat(n, *([1] * (t.ndim - 1)))
+
+
+def _open_loop_search(step: StepFn, x_init: torch.Tensor, u: torch.Tensor, du: torch.Tensor,
+                      alphas: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(S, B, T+1, n_x)``, ``(S, B, T, n_u)``."""
+    n_alpha, (batch, T, n_u) = alphas.shape[0], u.shape
+    trial = u.unsqueeze(0) + alphas.view(-1, 1, 1, 1) * du.unsqueeze(0)
+    if lower is not None:
+        trial = torch.maximum(torch.minimum(trial, upper), lower)
+    x = rollout(step, x_init.repeat(n_alpha, 1), trial.view(n_alpha * batch, T, n_u))
+    return x.view(n_alpha, batch, T + 1, -1), trial
 
 
 def _line_search(step: StepFn, augmented: bool, x: torch.Tensor, u: torch.Tensor, G: torch.Tensor,

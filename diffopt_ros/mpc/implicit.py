@@ -82,7 +82,7 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
     hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)
     stages = stage_matrices(hessian, A, B)
-    G, _ = riccati(stages, None, None, clamped=problem['clamped'])
+    G, _, _ = riccati(stages, None, None, clamped=problem['clamped'])
     # linear roll-out of dz_{t+1} = F_t [dz_t; 1; du_t] with du_t = G_t [dz_t; 1]
     a = stages.F.shape[-2]
     zeta = x.new_zeros(batch, a)

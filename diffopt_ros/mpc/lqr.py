@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from .boxqp import clamped_set, masked_hessian, solve_box_qp
+from .boxqp import clamped_set, kkt_satisfied, masked_hessian, solve_box_qp
 from .costs import CostExpansion
 
 
@@ -118,24 +118,16 @@ def _policy_box(Quu: torch.Tensor, Qua: torch.Tensor, lower: torch.Tensor,
         return G, clamped
     # First projected-Newton step from k = 0, verified by the KKT conditions; full solve otherwise.
     clamped = clamped_set(torch.zeros_like(qu), qu, lower, upper)
-    bound = torch.where(qu > 0, lower, upper)
-    G = _policy_for_set(Quu, Qua, clamped, bound)
-    k = G[..., -1]
-    grad = (Quu @ k.unsqueeze(-1)).squeeze(-1) + qu
-    slack = (100.0 * torch.finfo(k.dtype).eps) * (1.0 + k.abs() + qu.abs())
-    ok = torch.where(clamped, torch.where(qu > 0, grad >= -slack, grad <= slack),
-                     (k >= lower - slack) & (k <= upper + slack))
-    if bool(ok.all()):
+    G = _policy_for_set(Quu, Qua, clamped, torch.where(qu > 0, lower, upper))
+    if bool(kkt_satisfied(Quu, qu, G[..., -1], clamped, lower, upper).all()):
         return G, clamped
-    k, _ = solve_box_qp(Quu, qu, lower, upper, k)
-    grad = (Quu @ k.unsqueeze(-1)).squeeze(-1) + qu
-    clamped = clamped_set(k, grad, lower, upper)
-    return _policy_for_set(Quu, Qua, clamped, torch.where(grad > 0, lower, upper)), clamped
+    k, clamped = solve_box_qp(Quu, qu, lower, upper, G[..., -1])
+    return _policy_for_set(Quu, Qua, clamped, k), clamped
 
 
 def riccati(stages: StageMatrices, lower: torch.Tensor | None, upper: torch.Tensor | None,
             regularization: torch.Tensor | None = None,
-            clamped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            clamped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward pass of box-DDP.
 
     Args:
@@ -149,7 +141,8 @@ def riccati(stages: StageMatrices, lower: torch.Tensor | None, upper: torch.Tens
 
     Returns:
         ``G (B, T, n_u, n_z + 1)`` the affine policies ``du_t = G_t [dz_t; 1]`` and the clamped
-        set ``(B, T, n_u)`` bool.
+        set ``(B, T, n_u)`` bool and the decrease of the quadratic model ``(B,)`` (the cost change
+        the full step would give if the model were exact).
     """
     C_all, F_all, P = stages.C, stages.F, stages.P_final
     batch, T, a = F_all.shape[0], F_all.shape[1], F_all.shape[2]
@@ -181,4 +174,4 @@ def riccati(stages: StageMatrices, lower: torch.Tensor | None, upper: torch.Tens
         W = torch.baddbmm(Qua, Quu, G)
         P = torch.baddbmm(torch.baddbmm(Qaa, Qua.mT, G), G.mT, W)
         gains[t], sets[t] = G, c
-    return torch.stack(gains, 1), torch.stack(sets, 1)
+    return torch.stack(gains, 1), torch.stack(sets, 1), -0.5 * P[:, -1, -1]

@@ -1,0 +1,87 @@
+"""Condensed Gauss-Newton step: the iLQR subproblem as one dense box QP in the controls.
+
+The linearised dynamics ``dx_{t+1} = A_t dx_t + B_t du_t`` (``dx_0 = 0``) give the state changes
+as ``dX = S dU`` with the block lower-triangular sensitivity ``S`` (one triangular solve), so the
+quadratic model of the cost becomes ``0.5 dU^T H dU + g^T dU`` over ``T n_u`` variables with box
+bounds. This is the same subproblem the box-DDP Riccati pass solves, exactly, but in a handful of
+large batched operations instead of ``T`` sequential small ones: at batch 1 the Riccati pass is
+bound by per-operation overhead, while ``(T n_u)^3`` dense work is cheap for the horizons of a
+control loop. For large batches the Riccati pass (:mod:`.lqr`) is the better trade.
+"""
+from __future__ import annotations
+
+import torch
+
+from .boxqp import solve_box_qp
+from .costs import CostExpansion
+
+
+def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
+    """Dense ``(B, T r, T c)`` with ``blocks (B, T - offset, r, c)`` on block diagonal ``-offset``."""
+    batch, n_blocks, r, c = blocks.shape
+    T = n_blocks + offset
+    out = blocks.new_zeros(batch, T, r, T, c)
+    t = torch.arange(n_blocks, device=blocks.device)
+    out[:, t + offset, :, t, :] = blocks.transpose(0, 1)
+    return out.view(batch, size[0], size[1])
+
+
+def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
+                      B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``.
+
+    Args:
+        expansion: cost derivatives along the nominal trajectory.
+        A: ``(B, T, n_x, n_x)`` state Jacobians.
+        B: ``(B, T, n_x, n_u)`` control Jacobians.
+    """
+    batch, T, n, m = B.shape
+    N, M = T * n, T * m
+    Bbar = _block_diagonal(B, 0, (N, M))
+    if T > 1:
+        minus_A = _block_diagonal(-A[:, 1:], 1, (N, N))
+        S = torch.linalg.solve_triangular(minus_A, Bbar, upper=False, unitriangular=True)
+    else:
+        S = Bbar
+    S_blocks = S.view(batch, T, n, M)
+    H = S.mT @ (expansion.lxx[:, 1:] @ S_blocks).view(batch, N, M)
+    H = H + _block_diagonal(expansion.luu, 0, (M, M))
+    g = (S.mT @ expansion.lx[:, 1:].reshape(batch, N, 1)).squeeze(-1) + expansion.lu.reshape(batch, M)
+    if expansion.lux is not None and T > 1:
+        cross = expansion.lux[:, 1:] @ S_blocks[:, :-1]                      # (B, T-1, m, M)
+        cross = torch.cat((cross.new_zeros(batch, 1, m, M), cross), 1).view(batch, M, M)
+        H = H + cross + cross.mT
+    if expansion.luu_prev is not None and T > 1:
+        rate = _block_diagonal(expansion.luu_prev[:, 1:], 1, (M, M))
+        H = H + rate + rate.mT
+    return H, g
+
+
+def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
+                   lower: torch.Tensor | None, upper: torch.Tensor | None,
+                   regularization: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Gauss-Newton control step ``dU (B, T, n_u)``, its clamped set ``(B, T, n_u)`` bool and
+    the decrease of the quadratic model ``(B,)``.
+
+    Args:
+        expansion: cost derivatives along the nominal trajectory.
+        A: ``(B, T, n_x, n_x)`` state Jacobians.
+        B: ``(B, T, n_x, n_u)`` control Jacobians.
+        lower: ``(B, T, n_u)`` lower bound on the change (``u_lower - u_nominal``) or ``None``.
+        upper: ``(B, T, n_u)`` upper bound on the change or ``None``.
+        regularization: optional ``(B,)`` term added to the Hessian diagonal.
+    """
+    batch, T, _, m = B.shape
+    H, g = condensed_hessian(expansion, A, B)
+    if regularization is not None:
+        H = H + regularization.view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
+    if lower is None:
+        L, _ = torch.linalg.cholesky_ex(H)
+        dU = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
+        clamped = torch.zeros_like(dU, dtype=torch.bool)
+    else:
+        dU, clamped = solve_box_qp(H, g, lower.reshape(batch, -1), upper.reshape(batch, -1),
+                                   torch.zeros_like(g))
+    decrease = -((0.5 * (H @ dU.unsqueeze(-1)).squeeze(-1) + g) * dU).sum(-1)
+    return dU.view(batch, T, m), clamped.view(batch, T, m), decrease
