@@ -80,11 +80,11 @@ def _summary(result: TrainResult, began: float) -> dict[str, float]:
             'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
 
 
-def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, lr_final=0.05
+def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer
             ) -> TrainConfig:
-    return TrainConfig(epochs=epochs, lr=lr, lr_final=lr_final, batch_size=batch_size, seed=seed,
-                       device=device, out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
-                       progress=progress)
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                       out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
+                       progress=progress, optimizer=optimizer)
 
 
 def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sysid',
@@ -94,7 +94,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                    learned_file: str | os.PathLike | None = None, stride: int = 1,
                    batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                    resume: str | os.PathLike | None = None, progress: bool = True,
-                   dtype: torch.dtype = torch.float64) -> LearnResult:
+                   optimizer: str = 'adam', dtype: torch.dtype = torch.float64) -> LearnResult:
     """Fit the MPC's dynamics model (``model.gain_v``, ``model.gain_omega``, ``model.tau_v``,
     ``model.tau_omega``) and write ``out_dir/mpc.yaml``.
 
@@ -120,6 +120,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         seed: random seed.
         resume: checkpoint to continue from.
         progress: show a progress bar.
+        optimizer: ``'adam'`` or ``'lbfgs'``.
         dtype: floating-point type.
 
     Raises:
@@ -145,15 +146,16 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             model = NeuralResidual(model).to(dtype)
         objective = PredictionObjective(model, steps)
         start_model = {k: float(v) for k, v in objective.report().items()}
-        cfg = _config(out_dir, device, epochs or 200, lr, batch_size, seed, resume, progress)
+        cfg = _config(out_dir, device, epochs or 200, lr, batch_size, seed, resume, progress, optimizer)
         result = train(objective, train_w.items(), val_w.items() if val_w is not None else None,
                        cfg, title='dynamics (system identification)',
                        on_end=lambda obj, ctx: ctx.rank == 0 and plots.plot_prediction(
                            out_dir / 'prediction.png', val_w or train_w, start_model, obj))
     else:
         objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride,
-                                               dtype, learn_dynamics=True, learn_cost=False)
-        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress)
+                                               dtype, learn_dynamics=True, learn_cost=False,
+                                               warm_start=optimizer != 'lbfgs')
+        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress, optimizer)
         result = train(objective, train_w.items(),
                        val_w.items(len(train_w)) if val_w is not None else None, cfg,
                        title=f'dynamics (end to end, {backward})')
@@ -162,7 +164,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
 
 
 def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_dynamics,
-               learn_cost) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
+               learn_cost, warm_start) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
     mpc = node_mpc(params, grad_mode=backward, dtype=dtype, max_iterations=50, tolerance=1e-7)
     horizon, mpc_dt = mpc.horizon, mpc.dynamics.dt
     speed = float(params.get('reference_speed', 0.4))
@@ -188,7 +190,8 @@ def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_
         for p in mpc.dynamics.parameters():
             p.requires_grad_(True)
     n_items = len(train_w) + (len(val_w) if val_w is not None else 0)
-    return ImitationObjective(mpc, n_items, report_cost=learn_cost), train_w, val_w
+    return (ImitationObjective(mpc, n_items, report_cost=learn_cost, warm_start=warm_start),
+            train_w, val_w)
 
 
 def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'implicit',
@@ -197,7 +200,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
                learned_file: str | os.PathLike | None = None, with_dynamics: bool = False,
                stride: int = 1, batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                resume: str | os.PathLike | None = None, progress: bool = True,
-               dtype: torch.dtype = torch.float64) -> LearnResult:
+               optimizer: str = 'adam', dtype: torch.dtype = torch.float64) -> LearnResult:
     """Learn the MPC cost weights (``weights.*``; ``weights.position`` fixes the scale) by
     imitating demonstrations through the MPC (inverse optimal control); write
     ``out_dir/mpc.yaml`` with the model and the weights.
@@ -220,6 +223,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         seed: random seed.
         resume: checkpoint to continue from.
         progress: show a progress bar.
+        optimizer: ``'adam'`` or ``'lbfgs'``.
         dtype: floating-point type.
     """
     if backward not in ('implicit', 'unroll'):
@@ -230,8 +234,9 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
     torch.manual_seed(seed)
     objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
-                                           learn_dynamics=with_dynamics, learn_cost=True)
-    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress)
+                                           learn_dynamics=with_dynamics, learn_cost=True,
+                                           warm_start=optimizer != 'lbfgs')
+    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer)
     result = train(objective, train_w.items(),
                    val_w.items(len(train_w)) if val_w is not None else None, cfg,
                    title=f'cost (imitation, {backward})')

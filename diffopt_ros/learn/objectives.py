@@ -77,13 +77,16 @@ class ImitationObjective(nn.Module):
         report_cost: include the cost weights in :meth:`report`.
         use_u_prev: pass the previous command to the solve (mpc_node does not, so by default
             neither does learning).
+        warm_start: start each solve from the item's previous solution; without it every
+            solve starts from zero controls, so the loss is a function of the parameters alone
+            (what a line search, e.g. L-BFGS, needs).
     """
 
     def __init__(self, mpc: MPC, n_items: int, control_scale=CONTROL_SCALE,
-                 report_cost: bool = False, use_u_prev: bool = False):
+                 report_cost: bool = False, use_u_prev: bool = False, warm_start: bool = True):
         super().__init__()
         self.mpc = mpc
-        self.report_cost, self.use_u_prev = report_cost, use_u_prev
+        self.report_cost, self.use_u_prev, self.warm_start = report_cost, use_u_prev, warm_start
         dtype = next(iter(mpc.parameters())).dtype
         self.register_buffer('warm', torch.zeros(n_items, mpc.horizon, mpc.dynamics.n_u, dtype=dtype))
         self.register_buffer('scale', torch.as_tensor(control_scale, dtype=dtype), persistent=False)
@@ -94,7 +97,8 @@ class ImitationObjective(nn.Module):
         target = torch.cat((x0.unsqueeze(1), batch['reference']), 1)
         solution = self.mpc(x0, target=target, u_init=self.warm[index],
                             u_prev=batch['u_prev'] if self.use_u_prev else None)
-        self.warm[index] = solution.controls.detach()
+        if self.warm_start:
+            self.warm[index] = solution.controls.detach()
         return solution
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -81,7 +81,10 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     horizon, dt = mpc.horizon, mpc.dynamics.dt
     sims = [Simulator(World(name='empty'), robot=robot, seed=seed + k,
                       start_pose=(0.0, 0.0, rng.uniform(-math.pi, math.pi))) for k in range(episodes)]
-    plans = [random_plan(s.true_state, seconds + horizon * dt, speed, rng, t0=s.time) for s in sims]
+    # Pose stamps off the control ticks: timed_reference's segment yaw jumps at the stamps, and a
+    # tick on a stamp would make expert and learner differ by float rounding of the times.
+    plans = [random_plan(s.true_state, seconds + horizon * dt, speed, rng, t0=s.time + 0.3 * dt)
+             for s in sims]
     logs = [dict(t=[], gt=[], odom=[], t_cmd=[], cmds=[]) for _ in sims]
     warm = torch.zeros(episodes, horizon, 2, dtype=torch.float64)
     per_tick = int(round(control_period / sim_dt))

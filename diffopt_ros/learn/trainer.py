@@ -73,7 +73,7 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training items.
-        lr: Adam learning rate (cosine-annealed to ``lr * lr_final``).
+        lr: learning rate (Adam: cosine-annealed to ``lr * lr_final``).
         lr_final: final learning rate as a fraction of ``lr``.
         batch_size: items per global mini-batch (all ranks together); 0 = the whole set.
         seed: seed of parameter initialisation and batch order.
@@ -83,6 +83,8 @@ class TrainConfig:
         checkpoint_every: epochs between checkpoints.
         progress: show a tqdm bar on rank 0.
         grad_clip: clip the global gradient norm to this (None = no clipping).
+        optimizer: ``'adam'`` or ``'lbfgs'`` (one strong-Wolfe step per batch: for small
+            deterministic full-batch problems; ``lr`` scales its first step).
     """
 
     epochs: int = 100
@@ -96,6 +98,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     progress: bool = True
     grad_clip: float | None = None
+    optimizer: str = 'adam'
 
 
 @dataclass
@@ -265,7 +268,7 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
 def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None, cfg: TrainConfig,
           title: str = 'learning', on_end: Callable[[nn.Module, DistContext], None] | None = None
           ) -> TrainResult:
-    """Fit ``objective``'s trainable parameters by Adam on the mean per-item loss.
+    """Fit ``objective``'s trainable parameters by Adam or L-BFGS on the mean per-item loss.
 
     Args:
         objective: module with ``forward(batch) -> (b,)`` per-item losses and
@@ -293,9 +296,17 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
         if not params:
             raise ValueError(f'{type(objective).__name__}: nothing to learn (no trainable parameters)')
         n_steps = len(global_batches(len(train_items), cfg.batch_size, cfg.seed, 0))
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        if cfg.optimizer == 'lbfgs':
+            optimizer = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=1, max_eval=20, history_size=10,
+                                          line_search_fn='strong_wolfe')
+            final = 1.0     # the line search picks the step
+        elif cfg.optimizer == 'adam':
+            optimizer = torch.optim.Adam(params, lr=cfg.lr)
+            final = cfg.lr_final
+        else:
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {cfg.optimizer!r}")
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, cfg.epochs * n_steps), eta_min=cfg.lr * cfg.lr_final)
+            optimizer, T_max=max(1, cfg.epochs * n_steps), eta_min=cfg.lr * final)
         start, history = 0, []
         if cfg.resume is not None:
             start, history = _load_checkpoint(Path(cfg.resume), objective, optimizer, scheduler)
@@ -322,16 +333,22 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
             began = time.perf_counter()
             total = torch.zeros((), dtype=torch.float64, device=ctx.device)
             for chunk in global_batches(len(train_items), cfg.batch_size, cfg.seed, epoch):
-                local = chunk[ctx.rank::ctx.world].tolist()
-                losses = model(train_items.batch(local))
-                loss_sum = losses.sum()
-                optimizer.zero_grad(set_to_none=True)
-                (loss_sum * (ctx.world / len(chunk))).backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+                batch = train_items.batch(chunk[ctx.rank::ctx.world].tolist())
+                sums, n = [], len(chunk)
+
+                def closure(batch=batch, n=n, sums=sums):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_sum = model(batch).sum()
+                    (loss_sum * (ctx.world / n)).backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    sums.append(loss_sum.detach().to(torch.float64))
+                    # The global mean, so that a line search decides alike on every rank.
+                    return _all_sum(sums[-1], ctx) / n
+
+                optimizer.step(closure)
                 scheduler.step()
-                total += loss_sum.detach().to(torch.float64)
+                total += sums[0]
             train_loss = float(_all_sum(total, ctx)) / len(train_items)
             val_loss = (evaluate(objective, val_items, cfg.batch_size, ctx)
                         if val_items is not None else math.nan)
