@@ -14,7 +14,8 @@ on a worker thread, so the callbacks never block. Publishes
 * ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
 * TF ``map`` -> ``odom`` when ``tf2_ros`` is importable.
 
-Services (``std_srvs/Trigger``): ``~/save_graph`` writes ``<save.directory>/slam_graph.g2o``
+Services (``std_srvs/Trigger``): ``~/save_graph`` re-solves the whole graph and writes
+``<save.directory>/slam_graph.g2o``
 and ``slam_graph.npz`` (:class:`~diffopt_ros.slam.graph.SlamGraph`, for offline learning);
 ``~/save_map`` writes ``map.pgm`` + ``map.yaml`` (map_server format).
 
@@ -404,6 +405,7 @@ class SlamNode(Node):
         try:
             folder = self._directory()
             with self._lock:
+                self._slam.solve_full()
                 self._slam.save_g2o(folder / 'slam_graph.g2o')
                 self._slam.graph().save(folder / 'slam_graph.npz')
             response.success = True

@@ -27,7 +27,9 @@ class IcpConfig:
     Attributes:
         max_iterations: Gauss-Newton iterations at most.
         max_correspondence_distance: pairing gate of the first iteration.
-        min_correspondence_distance: pairing gate from half of ``max_iterations`` on.
+        min_correspondence_distance: pairing gate from iteration ``shrink_iterations + 1`` on
+            (the gate shrinks geometrically until then; convergence is only declared after).
+        shrink_iterations: iterations over which the gate shrinks.
         inlier_distance: a source point is an inlier when its nearest target point is closer.
         min_inlier_ratio: fitness check: least fraction of source points that are inliers.
         max_rms: fitness check: largest RMS point-to-line residual of the inliers (m).
@@ -40,6 +42,7 @@ class IcpConfig:
     max_iterations: int = 30
     max_correspondence_distance: float = 0.6
     min_correspondence_distance: float = 0.15
+    shrink_iterations: int = 6
     inlier_distance: float = 0.1
     min_inlier_ratio: float = 0.5
     max_rms: float = 0.05
@@ -113,7 +116,7 @@ def match_scans(source: Tensor, target: Tensor, initial: Tensor, config: IcpConf
                          f'too few points ({source.shape[0]} source, {target.shape[0]} target; '
                          f'need {config.min_points})')
     normals = point_normals(target)[0] if target_normals is None else target_normals
-    shrink_steps = max(config.max_iterations // 2 - 1, 1)
+    shrink_steps = max(min(config.shrink_iterations, config.max_iterations - 1), 1)
     ratio = config.min_correspondence_distance / config.max_correspondence_distance
     converged, iteration = False, 0
     for iteration in range(1, config.max_iterations + 1):

@@ -11,10 +11,12 @@ graph and its estimate. Per keyframe it
 3. re-optimizes with Levenberg-Marquardt warm-started from the current estimate:
    *locally* over the last ``window`` keyframes, edges from older keyframes entering as priors
    (an older pose ``x_i`` with marginal covariance ``S_i`` and an edge ``z`` give the prior
-   ``x_i z`` with covariance ``Ad(z^-1) S_i Ad(z^-1)^T + Lambda^-1``), or over the *whole* graph
-   when a loop closure disagrees with the estimate (whitened squared residual above
-   ``loop_full_solve_chi2``). A local update costs O(window) whatever the graph size; only
-   full solves grow, linearly with the number of keyframes (sparse Cholesky).
+   ``x_i z`` with covariance ``Ad(z^-1) S_i Ad(z^-1)^T + Lambda^-1``, ``S_i`` as computed when
+   keyframe ``i`` was last in the window: conservative after later loop closures), or over the
+   *whole* graph when a loop closure disagrees with the estimate (whitened squared residual
+   above ``loop_full_solve_chi2``). A local update costs O(window + edges into the window)
+   whatever the graph size; only full solves grow, about linearly with the number of keyframes
+   (sparse Cholesky).
 
 Frames: the map frame starts equal to the odom frame (keyframe 0 is anchored at its odometry
 pose), ``correction = T_map_odom`` maps odometry poses into the map.
@@ -63,7 +65,8 @@ class SlamConfig:
             scan match with the odometry increment that is still believed.
         loop_search_radius: loop candidates lie within this distance of the new keyframe.
         loop_min_separation: candidates are at least this many keyframes older.
-        loop_max_candidates: ICP is tried on the nearest this-many candidates.
+        loop_max_candidates: ICP is tried on up to this many candidates, nearest first, until
+            one matches (at most one loop closure per keyframe).
         loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
         loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
             estimate exceeds this triggers a full re-solve (else a local one).
@@ -106,6 +109,7 @@ class SlamUpdate:
         loop_closures: indices of older keyframes linked by a new loop closure.
         full_solve: a full re-solve ran (else local, or none).
         seconds: wall time of the update (s).
+        solve_seconds: of which in the pose-graph solve and covariance (s).
         skipped: why the scan was not used ('' when it was).
     """
 
@@ -116,6 +120,7 @@ class SlamUpdate:
     loop_closures: tuple[int, ...] = ()
     full_solve: bool = False
     seconds: float = 0.0
+    solve_seconds: float = 0.0
     skipped: str = ''
 
 
@@ -272,9 +277,11 @@ class SlamSystem:
                 self._add_edge(k - 1, k, match.pose, SCAN, match.inlier_ratio)
         loops, disagree = self._close_loops(k)
         full = disagree and k >= cfg.window
-        self._solve_full() if full else self._solve_local()
+        solve_started = time.perf_counter()
+        with torch.no_grad():
+            self.solve_full() if full else self._solve_local()
         return SlamUpdate(stamp, odom, keyframe=k, scan_match=match, loop_closures=tuple(loops),
-                          full_solve=full)
+                          full_solve=full, solve_seconds=time.perf_counter() - solve_started)
 
     def _append_keyframe(self, stamp, odom, points, normals, pose: Tensor, covariance: Tensor):
         self._stamps.append(stamp)
@@ -311,8 +318,9 @@ class SlamSystem:
                 continue
             self._add_edge(i, k, match.pose, LOOP, match.inlier_ratio)
             residual = SE2.log(SE2.between(match.pose, guess))
-            disagree |= float((residual * info * residual).sum()) > cfg.loop_full_solve_chi2
+            disagree = float((residual * info * residual).sum()) > cfg.loop_full_solve_chi2
             found.append(i)
+            break     # one verified loop closure per keyframe (the nearest that matches)
         self.loop_closures += len(found)
         return found, disagree
 
@@ -338,7 +346,8 @@ class SlamSystem:
         eye = torch.eye(3, dtype=self.dtype, device=self.device)
         factors = []
         if start == 0:
-            factors.append(Prior(poses, [0], self._estimate[:1], PRIOR_INFORMATION * eye))
+            anchor = torch.tensor([self._odom[0]], dtype=self.dtype, device=self.device)
+            factors.append(Prior(poses, [0], anchor, PRIOR_INFORMATION * eye))
         inside = edges[:, 0] >= start
         for robust in (False, True):
             kind_mask = (kinds != ODOM) if robust else (kinds == ODOM)
@@ -358,18 +367,24 @@ class SlamSystem:
                                      torch.linalg.inv(0.5 * (cov + cov.mT)), loss))
         objective = Objective(factors)
         optimizer = self._optimizer(objective, cfg.iterations)
-        result = optimizer.solve(backward='implicit')
+        result = optimizer.solve()
         solution = result['poses'][0]
         self._estimate[start:] = solution
         self._store_covariances(objective, optimizer, [solution[None]], start, start)
         self._update_correction()
 
-    def _solve_full(self) -> None:
-        """LM over the whole graph (after a loop closure that moves the map)."""
-        objective, poses = build_objective(self.graph(), self._by_kind(),
+    def solve_full(self) -> None:
+        """Re-solve the whole graph (LM, ``full_iterations``), warm-started from the estimate.
+
+        Runs by itself after a loop closure that moves the map; call it before saving the graph
+        or the map to get the batch optimum (a local update never revisits old keyframes)."""
+        if self.num_keyframes < 2:
+            return
+        objective, _ = build_objective(self.graph(), self._by_kind(),
                                            self.config.weights.robust_scale)
         optimizer = self._optimizer(objective, self.config.full_iterations)
-        solution = optimizer.solve(backward='implicit')['poses'][0]
+        with torch.no_grad():
+            solution = optimizer.solve()['poses'][0]
         self._estimate = solution.detach().clone()
         self.full_solves += 1
         start = max(0, self.num_keyframes - self.config.window)
