@@ -195,6 +195,7 @@ class SlamNode(Node):
             self.get_logger().warning('device "cuda" requested but CUDA is not available: using cpu')
             device = 'cpu'
         self._slam = SlamSystem(config_from_params(self._values), device=device)
+        self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
         self._odom = OdomBuffer(horizon=5.0)
         self._last_scan_stamp = -math.inf
         self._pending: tuple | None = None        # a scan newer than the newest odometry
@@ -207,7 +208,10 @@ class SlamNode(Node):
         self._map_frame, self._odom_frame = frames['frames.map'], frames['frames.odom']
         self._base_frame = frames['frames.base']
 
-        inputs, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        # One group per input: odometry is never held up by a scan callback (and vice versa)
+        # and each topic's messages are handled in order.
+        odom_group, scan_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
         self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'slam/pose', 10)
         self._odom_pub = self.create_publisher(Odometry, 'slam/odom', 10)
         self._path_pub = self.create_publisher(PathMsg, 'slam/path', 10)
@@ -217,9 +221,9 @@ class SlamNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._tf = TransformBroadcaster(self) if TransformBroadcaster is not None else None
         self.create_subscription(Odometry, 'odom', self._on_odom, qos_profile_sensor_data,
-                                 callback_group=inputs)
+                                 callback_group=odom_group)
         self.create_subscription(LaserScan, 'scan', self._on_scan, qos_profile_sensor_data,
-                                 callback_group=inputs)
+                                 callback_group=scan_group)
         self.create_service(Trigger, '~/save_graph', self._on_save_graph, callback_group=services)
         self.create_service(Trigger, '~/save_map', self._on_save_map, callback_group=services)
 
@@ -249,9 +253,14 @@ class SlamNode(Node):
 
     def _on_odom(self, msg: Odometry):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        pending = None
         try:
             state = ros_convert.odometry_to_state(msg, 'odom')
-            self._odom.add(stamp, tuple(state[:3]))
+            with self._input_lock:
+                self._odom.add(stamp, tuple(state[:3]))
+                if self._pending is not None and stamp >= self._pending[0]:
+                    pending, self._pending = self._pending, None
+                    pending_odom = self._odom.at(pending[0], self._values['sync_tolerance'])
         except (ros_convert.MessageError, StampError, ValueError) as exc:
             self._stats.rejected_odom += 1
             self._warn('odom', f'odometry rejected: {exc}')
@@ -260,10 +269,8 @@ class SlamNode(Node):
         self._odom_pub.publish(ros_convert.state_to_odometry(
             (*pose, state[3], state[4]), msg.header.stamp, self._map_frame, self._base_frame,
             pose_covariance=self._covariance, twist_covariance=np.asarray(msg.twist.covariance)))
-        pending = self._pending
-        if pending is not None and stamp >= pending[0]:
-            self._pending = None
-            self._queue_scan(pending)
+        if pending is not None:
+            self._queue_scan(pending, pending_odom)
 
     def _on_scan(self, msg: LaserScan):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
@@ -280,15 +287,18 @@ class SlamNode(Node):
                                      f'({len(ranges)} beams, all empty, NaN or out of range)')
             return
         scan = (stamp, ranges, angles, float(msg.range_min), float(msg.range_max))
-        latest = self._odom.latest
-        if latest is not None and latest[0] < stamp:
-            self._pending = scan       # wait for odometry to catch up (resolved in _on_odom)
-            return
-        self._queue_scan(scan)
+        with self._input_lock:
+            latest = self._odom.latest
+            if latest is not None and latest[0] < stamp:
+                self._pending = scan   # wait for odometry to catch up (resolved in _on_odom)
+                return
+            odom = self._odom.at(stamp, self._values['sync_tolerance'])
+        self._queue_scan(scan, odom)
 
-    def _queue_scan(self, scan: tuple):
+    def _queue_scan(self, scan: tuple, odom: tuple[float, float, float] | None):
+        """Hand a scan and the odometry pose at its stamp (None: none close enough) to the
+        worker thread; when the worker is behind, the oldest queued scan is dropped."""
         stamp, ranges, angles, range_min, range_max = scan
-        odom = self._odom.at(stamp, self._values['sync_tolerance'])
         if odom is None:
             self._stats.skipped_scans += 1
             self._warn('no-odom', f'scan at {stamp:.3f} s skipped: no odometry within '
