@@ -14,13 +14,14 @@ Example::
     sol = mpc(x, target=goal)                  # x (B, 5), goal (B, 5)
     sol = mpc(x, target=goal, u_init=shift_controls(sol.controls), u_prev=sol.controls[:, 0])
 """
+from .cem import CEM, CEMSolution, soft_top_k
 from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, TrackingCost, wrap_angle
 from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians
 from .ilqr import MPC, MPCSolution, rollout, shift_controls
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
 
 __all__ = [
-    'MPC', 'MPCSolution', 'rollout', 'shift_controls',
+    'MPC', 'MPCSolution', 'rollout', 'shift_controls', 'CEM', 'CEMSolution', 'soft_top_k',
     'Dynamics', 'LinearDynamics', 'NeuralResidual', 'autodiff_jacobians',
     'DiffDriveLag', 'Unicycle', 'KinematicBicycle', 'Pendulum', 'Cartpole',
     'Cost', 'CostExpansion', 'PSDWeight', 'TrackingCost', 'QuadraticCost', 'wrap_angle',
