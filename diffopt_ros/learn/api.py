@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from diffopt_ros.learn import plots
 from diffopt_ros.learn.controller import mpc_params, node_mpc, tie_cost_weights
 from diffopt_ros.learn.datasets import (
     CMD_TOPIC,
@@ -80,21 +79,22 @@ def _summary(result: TrainResult, began: float) -> dict[str, float]:
             'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
 
 
-def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer
+def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer, plots
             ) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
                        out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
-                       progress=progress, optimizer=optimizer)
+                       progress=progress, optimizer=optimizer, plots=plots)
 
 
 def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sysid',
                    backward: str = 'implicit', device: str = 'cpu', epochs: int | None = None,
-                   lr: float = 0.05, steps: int = 10, dt: float | None = None,
+                   lr: float | None = None, steps: int = 10, dt: float | None = None,
                    residual: bool = False, params_file: str | os.PathLike | None = None,
                    learned_file: str | os.PathLike | None = None, stride: int = 1,
                    batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                    resume: str | os.PathLike | None = None, progress: bool = True,
-                   optimizer: str = 'adam', dtype: torch.dtype = torch.float64) -> LearnResult:
+                   optimizer: str | None = None, plots: bool = True,
+                   dtype: torch.dtype = torch.float64) -> LearnResult:
     """Fit the MPC's dynamics model (``model.gain_v``, ``model.gain_omega``, ``model.tau_v``,
     ``model.tau_omega``) and write ``out_dir/mpc.yaml``.
 
@@ -107,8 +107,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             ``/plan``).
         backward: ``'implicit'`` or ``'unroll'`` gradients through the MPC (``e2e``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        epochs: passes over the data (default 200 for sysid, 40 for e2e).
-        lr: Adam learning rate (log-parameters).
+        epochs: passes over the data (default 30 for sysid, 40 for e2e).
+        lr: learning rate (default 1 for L-BFGS, 0.1 for Adam; log-parameters).
         steps: prediction steps per window (sysid; 1 = one-step prediction).
         dt: window step (s); default: the command period (sysid), the MPC's ``dt`` (e2e).
         residual: also learn a neural residual (sysid; its weights go to the checkpoint only).
@@ -120,7 +120,9 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         seed: random seed.
         resume: checkpoint to continue from.
         progress: show a progress bar.
-        optimizer: ``'adam'`` or ``'lbfgs'``.
+        optimizer: ``'adam'`` or ``'lbfgs'`` (default: L-BFGS for sysid, whose loss is a smooth
+            deterministic function of the parameters; Adam with warm-started solves for e2e).
+        plots: draw the PNG plots.
         dtype: floating-point type.
 
     Raises:
@@ -133,6 +135,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         raise ValueError(f"learn_dynamics: backward must be 'implicit' or 'unroll', got {backward!r}")
     began = time.perf_counter()
     out_dir = Path(out_dir)
+    optimizer = optimizer or ('lbfgs' if method == 'sysid' else 'adam')
+    lr = lr or (1.0 if optimizer == 'lbfgs' else 0.1)
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
     torch.manual_seed(seed)
@@ -146,21 +150,29 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             model = NeuralResidual(model).to(dtype)
         objective = PredictionObjective(model, steps)
         start_model = {k: float(v) for k, v in objective.report().items()}
-        cfg = _config(out_dir, device, epochs or 200, lr, batch_size, seed, resume, progress, optimizer)
+        cfg = _config(out_dir, device, epochs or 30, lr, batch_size, seed, resume, progress, optimizer,
+                      plots)
         result = train(objective, train_w.items(), val_w.items() if val_w is not None else None,
                        cfg, title='dynamics (system identification)',
-                       on_end=lambda obj, ctx: ctx.rank == 0 and plots.plot_prediction(
+                       on_end=lambda obj, ctx: ctx.rank == 0 and plots and _plot_prediction(
                            out_dir / 'prediction.png', val_w or train_w, start_model, obj))
     else:
         objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride,
                                                dtype, learn_dynamics=True, learn_cost=False,
                                                warm_start=optimizer != 'lbfgs')
-        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress, optimizer)
+        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress, optimizer,
+                      plots)
         result = train(objective, train_w.items(),
                        val_w.items(len(train_w)) if val_w is not None else None, cfg,
                        title=f'dynamics (end to end, {backward})')
     return _finish(result, out_dir, began, {'method_e2e': float(method == 'e2e'),
                                             'windows': float(len(train_w))})
+
+
+def _plot_prediction(*args) -> None:
+    from diffopt_ros.learn.plots import plot_prediction  # matplotlib only when plotting
+
+    plot_prediction(*args)
 
 
 def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_dynamics,
@@ -200,7 +212,8 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
                learned_file: str | os.PathLike | None = None, with_dynamics: bool = False,
                stride: int = 1, batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                resume: str | os.PathLike | None = None, progress: bool = True,
-               optimizer: str = 'adam', dtype: torch.dtype = torch.float64) -> LearnResult:
+               optimizer: str | None = None, plots: bool = True,
+               dtype: torch.dtype = torch.float64) -> LearnResult:
     """Learn the MPC cost weights (``weights.*``; ``weights.position`` fixes the scale) by
     imitating demonstrations through the MPC (inverse optimal control); write
     ``out_dir/mpc.yaml`` with the model and the weights.
@@ -223,7 +236,8 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         seed: random seed.
         resume: checkpoint to continue from.
         progress: show a progress bar.
-        optimizer: ``'adam'`` or ``'lbfgs'``.
+        optimizer: ``'adam'`` (default) or ``'lbfgs'``.
+        plots: draw the PNG plots.
         dtype: floating-point type.
     """
     if backward not in ('implicit', 'unroll'):
@@ -233,10 +247,12 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
     torch.manual_seed(seed)
+    optimizer = optimizer or 'adam'
     objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
                                            learn_dynamics=with_dynamics, learn_cost=True,
                                            warm_start=optimizer != 'lbfgs')
-    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer)
+    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer,
+                      plots)
     result = train(objective, train_w.items(),
                    val_w.items(len(train_w)) if val_w is not None else None, cfg,
                    title=f'cost (imitation, {backward})')

@@ -25,7 +25,8 @@ from diffopt_ros.learn.datasets import DatasetError
 from diffopt_ros.learn.export import ExportError
 
 
-def _common(parser: argparse.ArgumentParser, default_out: str, epochs: int | None, lr: float) -> None:
+def _common(parser: argparse.ArgumentParser, default_out: str, epochs: int | None,
+            lr: float | None) -> None:
     parser.add_argument('runs', nargs='+', help='rosbag2 runs (folders or .mcap/.db3 files) or '
                                                 'folders of runs')
     parser.add_argument('--out', default=default_out, help='output folder (default %(default)s)')
@@ -34,7 +35,10 @@ def _common(parser: argparse.ArgumentParser, default_out: str, epochs: int | Non
     parser.add_argument('--epochs', type=int, default=epochs,
                         help='passes over the data' + (f' (default {epochs})' if epochs else
                                                        ' (default: per method)'))
-    parser.add_argument('--lr', type=float, default=lr, help='Adam learning rate (default %(default)s)')
+    parser.add_argument('--lr', type=float, default=lr,
+                        help='learning rate' + (f' (default {lr})' if lr else ' (default: per optimizer)'))
+    parser.add_argument('--optimizer', choices=('adam', 'lbfgs'),
+                        help='optimizer (default: lbfgs for sysid, adam otherwise)')
     parser.add_argument('--batch-size', type=int, default=0,
                         help='items per step over all processes; 0 = all (default)')
     parser.add_argument('--val-fraction', type=float, default=0.25,
@@ -42,6 +46,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str, epochs: int | Non
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--resume', help='checkpoint.pt to continue from')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--no-plots', action='store_true', help='no PNG plots')
 
 
 def _mpc_files(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                          description='Fit DiffDriveLag (model.gain_v, model.gain_omega, '
                                      'model.tau_v, model.tau_omega) by system identification or '
                                      'by imitation through the MPC.')
-    _common(dyn, 'learned/dynamics', None, 0.05)
+    _common(dyn, 'learned/dynamics', None, None)
     _mpc_files(dyn)
     dyn.add_argument('--method', choices=('sysid', 'e2e'), default='sysid',
                      help='sysid: multi-step prediction of the recorded states; e2e: imitate the '
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from diffopt_ros.learn import api
 
     common = dict(device=args.device, batch_size=args.batch_size, val_fraction=args.val_fraction,
-                  seed=args.seed, resume=args.resume, progress=not args.no_progress, lr=args.lr)
+                  seed=args.seed, resume=args.resume, progress=not args.no_progress, lr=args.lr,
+                  optimizer=args.optimizer, plots=not args.no_plots)
     try:
         if args.task == 'dynamics':
             result = api.learn_dynamics(

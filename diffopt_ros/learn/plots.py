@@ -34,7 +34,7 @@ def plot_prediction(path: Path, windows, start_params: dict[str, float], objecti
             setattr(base, key, value)
     times = (windows.t0[picks, None] + windows.dt * (1 + np.arange(H))[None]).numpy()
     recorded = windows.x_next[picks].numpy()
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout='constrained')
     for ax, j, label in ((axes[0], 3, 'v (m/s)'), (axes[1], 4, 'omega (rad/s)')):
         for k in range(len(picks)):
             ax.plot(times[k], recorded[k, :, j], 'k-', lw=1.5, label='recorded' if k == 0 else None)
@@ -44,14 +44,13 @@ def plot_prediction(path: Path, windows, start_params: dict[str, float], objecti
     axes[0].legend(loc='upper right')
     axes[0].set_title(f'{H}-step predictions under the recorded commands')
     axes[1].set_xlabel('time (s)')
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def plot_trajectories(path: Path, trajectories: dict[str, np.ndarray], title: str) -> None:
     """x-y plot of named trajectories ``(K, >=2)`` (m)."""
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = plt.subplots(figsize=(6, 6), layout='constrained')
     for name, xy in trajectories.items():
         ax.plot(xy[:, 0], xy[:, 1], label=name)
     ax.set_aspect('equal')
@@ -59,6 +58,5 @@ def plot_trajectories(path: Path, trajectories: dict[str, np.ndarray], title: st
     ax.set_ylabel('y (m)')
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -85,6 +85,10 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this (None = no clipping).
         optimizer: ``'adam'`` or ``'lbfgs'`` (one strong-Wolfe step per batch: for small
             deterministic full-batch problems; ``lr`` scales its first step).
+        betas: Adam's moment decay rates (less momentum than torch's default: full-batch
+            gradients are exact, and (0.9, 0.999) oscillated along the valleys of the imitation
+            loss; measured: 40 epochs reached the true lags to 1e-3 instead of 10%).
+        plots: draw ``loss.png`` (matplotlib takes about a second).
     """
 
     epochs: int = 100
@@ -99,6 +103,8 @@ class TrainConfig:
     progress: bool = True
     grad_clip: float | None = None
     optimizer: str = 'adam'
+    plots: bool = True
+    betas: tuple[float, float] = (0.5, 0.9)
 
 
 @dataclass
@@ -245,7 +251,7 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
 
     epochs = [row['epoch'] for row in history]
     names = [key for key in history[0] if key not in ('epoch', 'train_loss', 'val_loss', 'seconds')]
-    fig, (ax_loss, ax_par) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_par) = plt.subplots(1, 2, figsize=(10, 4), layout='constrained')
     ax_loss.semilogy(epochs, [row['train_loss'] for row in history], label='train')
     val = [row['val_loss'] for row in history]
     if not all(math.isnan(v) for v in val):
@@ -260,7 +266,6 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
     ax_par.set_title('learned values')
     if names:
         ax_par.legend(fontsize='small')
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -301,7 +306,7 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
                                           line_search_fn='strong_wolfe')
             final = 1.0     # the line search picks the step
         elif cfg.optimizer == 'adam':
-            optimizer = torch.optim.Adam(params, lr=cfg.lr)
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
             final = cfg.lr_final
         else:
             raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {cfg.optimizer!r}")
@@ -370,7 +375,8 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
             bar.close()
         if out is not None and lead and history:
             write_metrics_csv(out / 'metrics.csv', history)
-            plot_history(out / 'loss.png', history, title)
+            if cfg.plots:
+                plot_history(out / 'loss.png', history, title)
         if on_end is not None:
             on_end(objective, ctx)
         return TrainResult(params=objective.report(), history=history, rank=ctx.rank, world=ctx.world)
