@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffopt_ros.learn.controller import mpc_params, node_mpc, tie_cost_weights
@@ -264,3 +265,85 @@ def _finish(result: TrainResult, out_dir: Path, began: float, extra: dict, node:
     metrics = {**_summary(result, began), **extra}
     path = write_params_yaml(out_dir / name, node, result.params) if result.rank == 0 else None
     return LearnResult(path, dict(result.params), metrics, result.history, out_dir)
+
+
+def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'implicit',
+               device: str = 'cpu', epochs: int = 30, lr: float = 0.1,
+               params_file: str | os.PathLike | None = None,
+               learned_file: str | os.PathLike | None = None, iterations: int = 20,
+               backward_steps: int = 5, batch_size: int = 0, val_fraction: float = 0.25,
+               seed: int = 0, resume: str | os.PathLike | None = None, progress: bool = True,
+               optimizer: str | None = None, plots: bool = True,
+               dtype: torch.dtype = torch.float64) -> LearnResult:
+    """Learn the slam_node weights (``weights.odom_xy``, ``weights.odom_yaw``,
+    ``weights.scan_xy``, ``weights.scan_yaw``, ``robust.scale``) by back-propagating the
+    keyframe trajectory error against ``/ground_truth/odom`` through the pose-graph solve;
+    write ``out_dir/slam.yaml``.
+
+    Args:
+        runs: runs with ``/odom``, ``/scan`` and ``/ground_truth/odom`` (paths or
+            :class:`RunData`); each is one item; the last ``val_fraction`` validate.
+        out_dir: output folder.
+        backward: ``'implicit'``, ``'unroll'``, ``'truncated'`` or ``'dlm'``.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (the front end replay runs on the CPU).
+        epochs: passes over the runs.
+        lr: learning rate (log-weights).
+        params_file: slam_node parameters to start from (default ``config/slam.yaml``).
+        learned_file: a learned slam_node file applied on top.
+        iterations: Levenberg-Marquardt iterations per solve.
+        backward_steps: steps of the ``truncated`` backward.
+        batch_size: runs per step (0: all).
+        val_fraction: fraction of runs that validate.
+        seed: random seed.
+        resume: checkpoint to continue from.
+        progress: show a progress bar.
+        optimizer: ``'adam'`` (default) or ``'lbfgs'``.
+        plots: draw the PNG plots.
+        dtype: floating-point type.
+
+    Raises:
+        DatasetError, diffopt_ros.bag.BagError: runs without the topics needed (named).
+    """
+    from diffopt_ros.learn.slam_weights import (
+        Sequences,
+        SlamObjective,
+        keyframe_sequence,
+        plot_sequences,
+        slam_config,
+        slam_params,
+        trajectory_rmse,
+    )
+    from diffopt_ros.nlls import BACKWARD_MODES
+    from diffopt_ros.slam.graph import SlamWeights
+
+    if backward not in BACKWARD_MODES:
+        raise ValueError(f'learn_slam: backward must be one of {BACKWARD_MODES}, got {backward!r}')
+    began = time.perf_counter()
+    out_dir = Path(out_dir)
+    params = slam_params(params_file, learned_file)
+    config = slam_config(params)
+    train_runs, val_runs = split_runs(as_runs(runs, ('/odom', '/scan', '/ground_truth/odom')),
+                                      val_fraction)
+    train_s = Sequences([keyframe_sequence(run, config, dtype) for run in train_runs])
+    val_s = Sequences([keyframe_sequence(run, config, dtype) for run in val_runs]) if val_runs else None
+    torch.manual_seed(seed)
+    objective = SlamObjective(SlamWeights.from_params(params), backward, iterations, backward_steps)
+    with torch.no_grad():
+        shown = (val_s or train_s).items[0]
+        before_rmse = {s.name: trajectory_rmse(objective, s) for s in (val_s or train_s).items}
+        before_poses = objective.solve(shown)
+
+    def on_end(obj, ctx):
+        if ctx.rank == 0 and plots:
+            with torch.no_grad():
+                plot_sequences(out_dir / 'trajectory.png', shown, before_poses, obj.solve(shown))
+
+    cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress,
+                  optimizer or 'adam', plots)
+    result = train(objective, train_s, val_s, cfg, title=f'SLAM weights ({backward})',
+                   on_end=on_end)
+    after_rmse = {s.name: trajectory_rmse(objective.cpu(), s) for s in (val_s or train_s).items}
+    extra = {'ate_before': float(np.sqrt(np.mean(np.square(list(before_rmse.values()))))),
+             'ate_after': float(np.sqrt(np.mean(np.square(list(after_rmse.values()))))),
+             'keyframes': float(sum(len(s.graph.stamps) for s in train_s.items))}
+    return _finish(result, out_dir, began, extra, node='slam_node', name='slam.yaml')

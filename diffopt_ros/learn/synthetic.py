@@ -192,3 +192,52 @@ def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap')
         writer.write(connections[topic], int(round(t * 1e9)), store.serialize_cdr(msg, msgtype))
     writer.close()
     return folder
+
+
+def route_run(world: World, sensors=None, seconds: float = 30.0, start: int = 0,
+              speed: float = 0.5, sim_dt: float = 0.02, scan_period: float = 0.1, seed: int = 0,
+              name: str = 'route') -> RunData:
+    """The true robot following the world's route (waypoint ``start`` onwards, cyclically) with
+    a simple heading controller on the true pose; ``/odom``, ``/ground_truth/odom`` every
+    ``sim_dt`` s and ``/scan`` every ``scan_period`` s, as the simulator node publishes them.
+
+    Args:
+        world: a world with a route (e.g. ``World.load('loop')``).
+        sensors: odometry and lidar parameters (``sim.SensorParams``; default: the simulator's).
+        seconds: duration (s).
+        start: index of the route waypoint to start at (heading to the next one).
+        speed: forward speed command (m/s).
+        sim_dt: simulation and odometry step (s).
+        scan_period: time between scans (s).
+        seed: noise seed.
+        name: run name.
+    """
+    from diffopt_ros.bag import Scans
+
+    route = np.asarray(world.route, dtype=np.float64)
+    if len(route) < 2:
+        raise ValueError(f'world {world.name} has no route')
+    here, target = route[start % len(route)], (start + 1) % len(route)
+    heading = math.atan2(*(route[target] - here)[::-1])
+    sim = Simulator(world, sensors=sensors, seed=seed, start_pose=(here[0], here[1], heading))
+    per_scan = int(round(scan_period / sim_dt))
+    t, gt, odom, t_scan, scans, t_cmd, cmds = [], [], [], [], [], [], []
+    for k in range(int(round(seconds / sim_dt))):
+        state = sim.true_state
+        if np.hypot(*(route[target] - state[:2])) < 0.5:
+            target = (target + 1) % len(route)
+        error = math.remainder(math.atan2(*(route[target] - state[:2])[::-1]) - state[2], 2 * math.pi)
+        command = (speed * max(0.0, math.cos(error)), max(-1.5, min(1.5, 2.0 * error)))
+        _record(sim, t, gt, odom)
+        if k % per_scan == 0:
+            t_scan.append(sim.time)
+            scans.append(sim.scan())
+        t_cmd.append(sim.time)
+        cmds.append(command)
+        sim.step(command, sim_dt)
+    _record(sim, t, gt, odom)
+    p = sim.sensors
+    return RunData(name=name, source=f'<simulated {name}>', odom=Series(t, odom),
+                   ground_truth=Series(t, gt), commands=Series(t_cmd, cmds),
+                   scans=Scans(np.asarray(t_scan), np.stack(scans), p.lidar_angles(),
+                               p.lidar_range_min, p.lidar_range_max))
