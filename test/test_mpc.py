@@ -14,6 +14,7 @@ from diffopt_ros.mpc import (
     NeuralResidual,
     Pendulum,
     QuadraticCost,
+    ResidualCost,
     TrackingCost,
     Unicycle,
     autodiff_jacobians,
@@ -253,3 +254,35 @@ def test_errors_name_the_problem():
         mpc(torch.zeros(1, 4, dtype=D))
     with pytest.raises(ValueError, match='u_init'):
         mpc(torch.zeros(1, 5, dtype=D), u_init=torch.zeros(1, 9, 2, dtype=D))
+
+
+class _TrackingResidual(torch.nn.Module):
+    """``sqrt(w) * (x - goal)`` and ``sqrt(r) * u`` as one residual (mirrors a diagonal TrackingCost)."""
+
+    def __init__(self, w, r):
+        super().__init__()
+        self.w, self.r = torch.tensor(w, dtype=D).sqrt(), torch.tensor(r, dtype=D).sqrt()
+
+    def forward(self, x, u, target):
+        e = x - target
+        e = torch.cat((e[..., :2], torch.remainder(e[..., 2:3] + np.pi, 2 * np.pi) - np.pi, e[..., 3:]), -1)
+        return torch.cat((self.w * e, self.r * u), -1)
+
+
+def test_residual_cost_reproduces_tracking_cost():
+    model, _ = _diff_drive_problem()
+    w, r = [10., 10., 1., 0.1, 0.1], [0.1, 0.1]
+    tracking = TrackingCost(w, r, terminal_scale=1.0, angle_indices=(2,)).to(D)
+    stage = _TrackingResidual(w, r)
+    residual = ResidualCost(stage, lambda x, g: stage(x, x[..., :2] * 0, g)[..., :5])
+    x0 = torch.tensor([[0.0, 0.0, 3.0, 0.0, 0.0]], dtype=D)
+    goal = torch.tensor([[1.0, 0.5, -3.0, 0, 0]], dtype=D)
+    xs = torch.randn(1, 11, 5, dtype=D)
+    us = torch.randn(1, 10, 2, dtype=D)
+    torch.testing.assert_close(residual.total(xs, us, goal), tracking.total(xs, us, goal))
+    a, b = residual.expand(xs, us, goal), tracking.expand(xs, us, goal)
+    for name in ('lxx', 'lx', 'luu', 'lu'):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), msg=name)
+    sols = [MPC(model, c, 8, u_lower=-1.0, u_upper=1.0, tolerance=1e-11, grad_mode='none')(x0, target=goal)
+            for c in (residual, tracking)]
+    torch.testing.assert_close(sols[0].controls, sols[1].controls, atol=1e-6, rtol=0)

@@ -2,7 +2,15 @@
 import pytest
 import torch
 
-from diffopt_ros.mpc import MPC, DiffDriveLag, LinearDynamics, Pendulum, QuadraticCost, TrackingCost
+from diffopt_ros.mpc import (
+    MPC,
+    DiffDriveLag,
+    LinearDynamics,
+    Pendulum,
+    QuadraticCost,
+    ResidualCost,
+    TrackingCost,
+)
 
 D = torch.float64
 EPS = 1e-6
@@ -113,3 +121,24 @@ def test_unconverged_samples_are_reported():
     assert not sol.converged.any()
     sol.states.sum().backward()
     assert torch.isfinite(x0.grad).all()
+
+
+class _ObstacleResidual(torch.nn.Module):
+    """Goal tracking plus a Gaussian obstacle penalty with a learnable centre (non-quadratic cost)."""
+
+    def __init__(self):
+        super().__init__()
+        self.centre = torch.nn.Parameter(torch.tensor([0.5, 0.05], dtype=D))
+
+    def forward(self, x, u, target):
+        bump = 2.0 * torch.exp(-((x[..., :2] - self.centre) / 0.2).square().sum(-1, keepdim=True))
+        return torch.cat((3.0 * (x[..., :2] - target[..., :2]), 0.3 * x[..., 2:], 0.3 * u, bump), -1)
+
+
+def test_residual_cost_gradients_use_the_exact_hessian():
+    model = DiffDriveLag(dt=0.1).to(D)
+    cost = ResidualCost(_ObstacleResidual(), lambda x, g: 3.0 * (x[..., :2] - g[..., :2]))
+    mpc = MPC(model, cost, 8, u_lower=-1.0, u_upper=1.0, **TIGHT)
+    inputs = dict(x_init=torch.tensor([[0., 0., 0.0, 0., 0.]], dtype=D),
+                  target=torch.tensor([[1.0, 0.0, 0.0, 0, 0]], dtype=D))
+    _directional_check(mpc, inputs, 'implicit')
