@@ -128,7 +128,8 @@ def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig):
     assert proc.returncode == 0, out
     with Run(run_dir) as run:
         counts = {name: topic.count for name, topic in run.topics.items()}
-        assert counts == received, out  # everything received is in the bag
+        assert counts.keys() == received.keys(), out
+        assert all(counts[t] >= received[t] for t in counts), out  # all received is in the bag
         assert counts[f'{prefix}/scan'] >= 0.9 * n  # best effort: matched, (almost) all arrive
         _, x = run.odometry(f'{prefix}/odom')
         np.testing.assert_array_equal(x[:, 0], np.arange(n))
@@ -147,7 +148,7 @@ def test_sigkill_leaves_a_bag_that_repair_makes_readable(ros, tmp_path):
                     proc)
         sent_at = []
         start = time.monotonic()
-        while time.monotonic() - start < 3.0:
+        while time.monotonic() - start < 4.0:
             pub.publish(len(sent_at))
             sent_at.append(time.monotonic())
             executor.spin_once(timeout_sec=0.02)
@@ -163,7 +164,7 @@ def test_sigkill_leaves_a_bag_that_repair_makes_readable(ros, tmp_path):
     with Run(run_dir) as run:
         _, x = run.odometry(f'{prefix}/odom')
     np.testing.assert_array_equal(x[:, 0], np.arange(len(x)))  # in order, no holes
-    old_enough = int(np.sum(np.array(sent_at) < killed_at - 1.5))
+    old_enough = int(np.sum(np.array(sent_at) < killed_at - 2.0))  # "all but the last seconds"
     assert len(x) >= old_enough, (len(x), old_enough, len(sent_at), report.files)
     assert len(x) >= len(before) and report.counts[f'{prefix}/odom'] == len(x)
 
