@@ -289,8 +289,10 @@ class SlamNode(Node):
         scan = (stamp, ranges, angles, float(msg.range_min), float(msg.range_max))
         with self._input_lock:
             latest = self._odom.latest
-            if latest is not None and latest[0] < stamp:
-                self._pending = scan   # wait for odometry to catch up (resolved in _on_odom)
+            if latest is None or latest[0] < stamp:
+                # wait for odometry to catch up (resolved in _on_odom); a newer scan replaces it
+                self._stats.dropped_scans += self._pending is not None
+                self._pending = scan
                 return
             odom = self._odom.at(stamp, self._values['sync_tolerance'])
         self._queue_scan(scan, odom)
