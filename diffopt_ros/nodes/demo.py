@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ class Course:
 
     world: str = 'loop'
     seed: int = 0
-    real_time_factor: float = 3.0
+    real_time_factor: float = 0.0
     state_topic: str = '/slam/odom'
     goals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     speed: float = 0.5
@@ -44,6 +45,7 @@ class Course:
     goal_timeout: float = 25.0
     settle_time: float = 1.0
     learn: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
 
 
 def load_course(path: str | Path) -> Course:
@@ -58,17 +60,23 @@ def load_course(path: str | Path) -> Course:
         raise DemoError(f'{path}: cannot read the demo course: {exc}') from exc
     if not isinstance(data, dict):
         raise DemoError(f'{path}: expected a mapping')
-    known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn'}
+    known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn', 'overrides'}
     course_keys = {'goals', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                    'settle_time'}
     unknown = set(data) - known | set(data.get('course') or {}) - course_keys
     if unknown:
         raise DemoError(f'{path}: unknown key(s) {sorted(unknown)}')
-    flat = {k: v for k, v in data.items() if k not in ('course', 'learn')}
+    flat = {k: v for k, v in data.items() if k not in ('course', 'learn', 'overrides')}
     flat.update(data.get('course') or {})
     try:
         course = Course(**{k: v for k, v in flat.items() if k != 'goals'},
-                        learn=dict(data.get('learn') or {}))
+                        learn=dict(data.get('learn') or {}),
+                        overrides={node: dict(values or {}) for node, values
+                                   in (data.get('overrides') or {}).items()})
+        unknown_nodes = set(course.overrides) - {'sim_node', 'slam_node', 'mpc_node',
+                                                 'recorder_node'}
+        if unknown_nodes:
+            raise ValueError(f'overrides: unknown node(s) {sorted(unknown_nodes)}')
         course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
         for name in ('real_time_factor', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                      'settle_time'):
@@ -195,6 +203,7 @@ class RunResult:
     goals_reached: int
     goals_total: int
     tracking_rmse: float
+    true_tracking_rmse: float
     odom_ate: float
     slam_ate: float
     final_errors: list
@@ -213,8 +222,11 @@ class RunResult:
             f'== {self.name}: {self.goals_reached}/{self.goals_total} goals reached in '
             f'{self.sim_time:.1f} s sim time ({self.wall_time:.1f} s wall, real-time factor '
             f'{self.sim_time / max(self.wall_time, 1e-9):.1f})',
-            f'   MPC tracking error (RMSE to the timed reference): {self.tracking_rmse:.3f} m; '
-            f'final goal errors: {", ".join(f"{e:.2f}" for e in self.final_errors)} m',
+            f'   MPC tracking error (RMSE of the estimate the MPC closes the loop on to the timed '
+            f'reference): {self.tracking_rmse:.3f} m; true position to reference: '
+            f'{self.true_tracking_rmse:.3f} m',
+            f'   final distance to each goal (true): '
+            f'{", ".join(f"{e:.2f}" for e in self.final_errors)} m',
             f'   absolute trajectory error (RMSE): SLAM {self.slam_ate:.3f} m vs raw odometry '
             f'{self.odom_ate:.3f} m ({improvement:.0f}% lower)',
             f'   control loop: {self.control_rate:.1f} Hz achieved (sim time), solve time p50 '
@@ -233,6 +245,8 @@ def comparison_table(before: RunResult, after: RunResult) -> str:
         '| metric | before learning | after learning | change |',
         '|---|---|---|---|',
         row('MPC tracking error (RMSE)', before.tracking_rmse, after.tracking_rmse, 'm'),
+        row('true position to reference (RMSE)', before.true_tracking_rmse,
+            after.true_tracking_rmse, 'm'),
         row('SLAM ATE (RMSE)', before.slam_ate, after.slam_ate, 'm'),
         row('raw odometry ATE (RMSE)', before.odom_ate, after.odom_ate, 'm'),
         f'| goals reached | {before.goals_reached}/{before.goals_total} | '
@@ -301,7 +315,7 @@ class _Driver:
 
         self.node, self.course = node, course
         self.goals = goals_map
-        self._to_est, self._from_est = to_estimate, from_estimate
+        self.to_estimate, self.from_estimate = to_estimate, from_estimate
         self.traces = {'ground truth': Trace(), 'odometry': Trace(), 'SLAM': Trace(),
                        'estimate': Trace()}
         self.solve_ms, self.predicted = [], []
@@ -360,7 +374,7 @@ class _Driver:
         if len(self.predicted) < 10_000 and (len(self.solve_ms) % 20 == 0):
             xy = ros_convert.path_to_poses(msg)
             if len(xy):
-                self.predicted.append(self._from_est(xy)[:, :2])
+                self.predicted.append(self.from_estimate(xy)[:, :2])
 
     def _estimate(self) -> np.ndarray | None:
         trace = self.traces['estimate']
@@ -380,7 +394,7 @@ class _Driver:
             return
         if self._plan_pending:   # one tick after the goal, so the plan supersedes it
             times, points = self.leg.waypoints()
-            est = self._to_est(np.column_stack([points, np.zeros(len(points))]))
+            est = self.to_estimate(np.column_stack([points, np.zeros(len(points))]))
             path = ros_convert.poses_to_path(est, stamp, self._frame)
             for pose, t in zip(path.poses, times):
                 pose.header.stamp = ros_convert.sec_to_stamp(t)
@@ -398,7 +412,9 @@ class _Driver:
     def _start_leg(self, index: int, now: float, estimate: np.ndarray) -> None:
         from diffopt_ros.nodes import ros_convert
         self.index = index
-        start = self._from_est(estimate[None, :3])[0]
+        start = self.from_estimate(estimate[None, :3])[0]
+        if index > 0:   # the course, not where the robot happens to be: same legs every run
+            start[:2] = self.goals[index - 1]
         goal = self.goals[index]
         heading = math.atan2(goal[1] - start[1], goal[0] - start[0])
         turn = abs(math.remainder(heading - start[2], 2 * math.pi)) / self.course.turn_rate
@@ -406,7 +422,7 @@ class _Driver:
                        turn=turn)
         with self.lock:
             self._frame = 'map' if self.course.state_topic != '/odom' else 'odom'
-        goal = self._to_est(np.array([[*self.goals[index], 0.0]]))[0]
+        goal = self.to_estimate(np.array([[*self.goals[index], 0.0]]))[0]
         self._goal_pub.publish(ros_convert.xy_yaw_to_pose(
             goal, self.node.get_clock().now().to_msg(), self._frame))
         self._plan_pending = True
@@ -451,6 +467,15 @@ def _se2_maps(origin) -> tuple:
 CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
 
 
+def demo_domain_id() -> int:
+    """The DDS domain of the demo: ``ROS_DOMAIN_ID`` when set (to watch it from other
+    processes), else one derived from the process id, so other ROS processes on this machine
+    (another demo, tests) never mix their topics into this run."""
+    if os.environ.get('ROS_DOMAIN_ID', '').strip():
+        return int(os.environ['ROS_DOMAIN_ID'])
+    return 100 + os.getpid() % 100
+
+
 def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | None = None,
                slam_learned: Path | None = None, show_progress: bool = True) -> RunResult:
     """Drive the course once with all nodes in one process; record ``out_dir/name``.
@@ -479,36 +504,38 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     from diffopt_ros.nodes.slam_node import SlamNode
     from diffopt_ros.sim import World
 
-    def params(**values):
-        return [Parameter(k, value=v) for k, v in values.items()]
+    def params(node: str, **values):
+        return [Parameter(k, value=v)
+                for k, v in {**course.overrides.get(node, {}), **values}.items()]
 
     world = World.load(course.world)
     goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
     if not len(goals):
         raise DemoError(f'no goals: the course has none and world {world.name} has no route')
-    args = ['--ros-args', '-p', 'use_sim_time:=true']
+    args = ['--ros-args', '--log-level', 'warn', '-p', 'use_sim_time:=true']
     for config in CONFIG_FILES:
         args += ['--params-file', str(paths.config_path(config))]
     context = Context()
-    rclpy.init(args=args, context=context)
+    rclpy.init(args=args, context=context, domain_id=demo_domain_id())
     nodes, executor, spinner = [], None, None
     started = time.monotonic()
     try:
         try:
             sim = SimNode(context=context, parameter_overrides=params(
-                world=course.world, seed=course.seed, paused=True,
+                'sim_node', world=course.world, seed=course.seed, paused=True,
                 real_time_factor=course.real_time_factor))
             nodes.append(sim)
             nodes.append(SlamNode(context=context, parameter_overrides=params(
-                learned_params_file=str(slam_learned or ''))))
+                'slam_node', learned_params_file=str(slam_learned or ''))))
             nodes.append(MpcNode(context=context, parameter_overrides=params(
-                learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
+                'mpc_node', learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
             driver_node = rclpy.create_node('demo_course', context=context)
             nodes.append(driver_node)
-            estimate_origin = world.start if course.state_topic == '/odom' else None
-            driver = _Driver(driver_node, course, goals, *_se2_maps(estimate_origin))
+            # /odom and slam_node's map frame both start at the robot's start pose (the odom
+            # origin); goals and plans are sent in that frame, metrics are in the world's map.
+            driver = _Driver(driver_node, course, goals, *_se2_maps(world.start))
             recorder = RecorderNode(context=context, parameter_overrides=params(
-                output_dir=str(out_dir), run_name=name, unique_name=False))
+                'recorder_node', output_dir=str(out_dir), run_name=name, unique_name=False))
             nodes.append(recorder)
         except ParameterError as exc:
             raise DemoError(f'{name}: a node did not start: {exc}') from exc
@@ -520,9 +547,9 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         deadline = time.monotonic() + 5.0   # let the recorder see every publisher first
         while recorder.missing_topics and time.monotonic() < deadline:
             time.sleep(0.05)
-        sim.set_parameters(params(paused=False))
+        sim.set_parameters([Parameter('paused', value=False)])
         expected = driver.expected_duration()
-        wall_limit = 30.0 + 3.0 * expected / max(course.real_time_factor, 0.5)
+        wall_limit = 60.0 + 4.0 * expected      # lock-step may run slower than real time
         with tqdm(total=round(expected), unit='s', desc=f'{name} (sim s)', disable=not show_progress,
                   leave=False, dynamic_ncols=True) as bar:
             while not driver.finished:
@@ -557,6 +584,7 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
             ate[key] = position_rmse(t, aligned[key], t_gt, gt)
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan
+    t_est, est = driver.traces['estimate'].arrays(3)
     status = driver.mpc_status[2] if driver.mpc_status else {}
     ticks = float(status.get('ticks', 0))
     solve = np.asarray(driver.solve_ms) if driver.solve_ms else np.array([math.nan])
@@ -567,7 +595,8 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
                     f'{ate["SLAM"]:.2f} m vs odometry {ate["odometry"]:.2f} m')
     return RunResult(
         name=name, bag=bag, goals_reached=driver.reached, goals_total=len(driver.goals),
-        tracking_rmse=tracking_rmse(driver.legs, t_gt, gt), odom_ate=ate['odometry'],
+        tracking_rmse=tracking_rmse(driver.legs, t_est, driver.from_estimate(est)),
+        true_tracking_rmse=tracking_rmse(driver.legs, t_gt, gt), odom_ate=ate['odometry'],
         slam_ate=ate['SLAM'], final_errors=driver.final_errors, sim_time=sim_time,
         wall_time=wall_time, control_rate=ticks / max(sim_time, 1e-9),
         solve_ms_p50=float(np.percentile(solve, 50)), solve_ms_p99=float(np.percentile(solve, 99)),
@@ -575,13 +604,45 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
 
 
 # --------------------------------------------------------------------------- learning
-def learn_from_run(course: Course, bag: Path, learned_dir: Path) -> dict[str, Path]:
-    """Learn from the recorded run; returns ``{'mpc_node': yaml, 'slam_node': yaml}`` written.
+def learn_from_run(course: Course, bag: Path, learned_dir: Path,
+                   show_progress: bool = True) -> dict[str, Path]:
+    """Learn from the recorded run with :mod:`diffopt_ros.learn.api`.
+
+    The MPC's dynamics (actuator gains and lags) by system identification on the recorded
+    states and commands; the SLAM factor weights too where the learning API provides it (and
+    ``learn.slam`` is true in the course file).
+
+    Returns:
+        ``{'mpc_node': yaml, 'slam_node': yaml}``: the learned parameter files written.
 
     Raises:
         DemoError: learning is not available in this tree or failed (the message says why).
     """
-    raise DemoError('diffopt_ros.learn does not provide the learning API yet')
+    try:
+        from diffopt_ros.learn import api
+    except ImportError as exc:
+        raise DemoError(f'diffopt_ros.learn is not available: {exc}') from exc
+    written = {}
+    settings = course.learn
+    try:
+        dynamics = api.learn_dynamics([bag], learned_dir / 'dynamics', method='sysid',
+                                      epochs=int(settings.get('dynamics_epochs', 200)),
+                                      progress=show_progress)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise DemoError(f'learning the dynamics from {bag} failed: {exc}') from exc
+    written['mpc_node'] = dynamics.yaml_path
+    print(f'learned dynamics in {dynamics.metrics["seconds"]:.1f} s ({dynamics.yaml_path}): '
+          + ', '.join(f'{k} {v:.3f}' for k, v in dynamics.params.items()))
+    if settings.get('slam', True) and hasattr(api, 'learn_slam'):
+        try:
+            slam = api.learn_slam([bag], learned_dir / 'slam', progress=show_progress)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f'learning the SLAM weights failed, keeping the defaults: {exc}')
+        else:
+            written['slam_node'] = slam.yaml_path
+            print(f'learned SLAM weights in {slam.metrics["seconds"]:.1f} s ({slam.yaml_path}): '
+                  + ', '.join(f'{k} {v:.4g}' for k, v in slam.params.items()))
+    return written
 
 
 # --------------------------------------------------------------------------- command line
@@ -599,7 +660,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='course file (default: config/demo.yaml)')
     parser.add_argument('--world', default=None, help='world name or YAML (overrides the course)')
     parser.add_argument('--rtf', type=float, default=None,
-                        help='real-time factor: simulated seconds per wall second')
+                        help='cap on the real-time factor (simulated seconds per wall second); '
+                             '0: as fast as the control loop keeps up (default from the course)')
     parser.add_argument('--seed', type=int, default=None, help='simulator noise seed')
     parser.add_argument('--state-topic', default=None, choices=('/slam/odom', '/odom'),
                         help='what the MPC closes the loop on (default from the course)')
@@ -630,8 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.world:
         course.world = args.world
     if args.rtf is not None:
-        if not args.rtf > 0:
-            print('diffopt-ros demo: --rtf must be > 0', file=sys.stderr)
+        if not args.rtf >= 0:
+            print('diffopt-ros demo: --rtf must be >= 0', file=sys.stderr)
             return 2
         course.real_time_factor = args.rtf
     if args.seed is not None:
@@ -641,7 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     torch.set_num_threads(1)   # small problems: one intra-op thread is faster (DESIGN.md §3)
     out = _new_folder(args.out or Path('runs') / time.strftime('demo_%Y%m%d-%H%M%S'))
-    print(f'diffopt-ros demo: world {course.world}, real-time factor {course.real_time_factor}, '
+    cap = f'at most {course.real_time_factor:g}x' if course.real_time_factor else 'uncapped'
+    print(f'diffopt-ros demo: ROS domain {demo_domain_id()}, world {course.world}, sim time {cap} '
+          '(lock-step with the MPC), '
           f'MPC on {course.state_topic}; output in {out}')
     try:
         before = run_course(course, 'before', out, show_progress=not args.no_progress)
@@ -649,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_learn:
             return 0 if before.goals_reached == before.goals_total else 1
         try:
-            learned = learn_from_run(course, before.bag, out / 'learned')
+            learned = learn_from_run(course, before.bag, out / 'learned',
+                                     show_progress=not args.no_progress)
         except DemoError as exc:
             print(f'learning skipped: {exc}')
             return 0 if before.goals_reached == before.goals_total else 1
