@@ -17,6 +17,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.demo import stop_executor
 from diffopt_ros.nodes.mpc_node import MpcNode
 from diffopt_ros.nodes.sim_node import SimNode
 
@@ -59,7 +60,7 @@ def test_sim_and_mpc_reach_goals_on_sim_time():
             assert error < 0.25, f'goal {goal}: ended {error:.2f} m away ({status[-1]})'
         assert sim.sim.collisions == 0
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        stop_executor(executor)
         spinner.join(timeout=5.0)
         for node in (probe, mpc, sim):
             node.destroy_node()

@@ -467,6 +467,18 @@ def _se2_maps(origin) -> tuple:
 CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
 
 
+def stop_executor(executor) -> None:
+    """Shut ``executor`` down and wait for the callbacks still running in its thread pool.
+
+    rclpy 9.1's ``Executor.shutdown`` returns without waiting for them; destroying the nodes
+    under a running callback then raises in it ("exception was never retrieved").
+    """
+    executor.shutdown(timeout_sec=2.0)
+    pool = getattr(executor, '_executor', None)     # MultiThreadedExecutor's ThreadPoolExecutor
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def demo_domain_id() -> int:
     """The DDS domain of the demo: ``ROS_DOMAIN_ID`` when set (to watch it from other
     processes), else one derived from the process id, so other ROS processes on this machine
@@ -562,7 +574,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         sim_time = driver.now()
     finally:
         if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
+            stop_executor(executor)
         if spinner is not None:
             spinner.join(timeout=5.0)
         for node in reversed(nodes):
