@@ -26,19 +26,41 @@ import torch
 
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Optimizer
-from diffopt_ros.sim import SensorParams, Simulator, World
-from diffopt_ros.sim.cli import expand_script, route_script
+from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
 from diffopt_ros.slam.graph import ODOM, SlamGraph, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamConfig, SlamSystem
 
 
 def simulate(laps: int, seed: int):
-    """Rollout of ``laps`` laps of the loop world: dt 0.05 s, a scan every 0.1 s."""
+    """``laps`` laps of the loop world's route, driven closed-loop on the TRUE pose (a simple
+    turn-then-drive waypoint follower: open-loop commands drift into the walls over many
+    laps). Steps of 0.05 s, a scan every 0.1 s. Returns the world and a Rollout."""
     world = World.load('loop')
     sim = Simulator(world, seed=seed)
     route = np.tile(np.asarray(world.route), (laps, 1))
-    commands = expand_script(route_script(world.start, route, sim.robot), 0.05)
-    return world, sim.rollout(commands, 0.05, scan_every=2)
+    dt, target = 0.05, 0
+    time_, truth, odometry, scans, scan_steps, commands = [], [], [], [], [], []
+    while target < len(route):
+        k = len(time_)
+        state = sim.true_state
+        time_.append(sim.time)
+        truth.append(state)
+        odometry.append(sim.odometry)
+        if k % 2 == 0:
+            scans.append(sim.scan())
+            scan_steps.append(k)
+        dx, dy = route[target] - state[:2]
+        if np.hypot(dx, dy) < 0.25:
+            target += 1
+            continue
+        error = (np.arctan2(dy, dx) - state[2] + np.pi) % (2 * np.pi) - np.pi
+        command = (0.0 if abs(error) > 0.3 else 0.5, float(np.clip(2.0 * error, -1.0, 1.0)))
+        commands.append(command)
+        sim.step(command, dt)
+    return world, Rollout(time=np.array(time_), true_states=np.array(truth),
+                          odometry=np.array(odometry), commands=np.array(commands),
+                          scan_steps=np.array(scan_steps), scans=np.array(scans),
+                          collisions=sim.collisions)
 
 
 def run_slam(rollout, config: SlamConfig):
@@ -140,7 +162,8 @@ def main() -> None:
           f'torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs')
     started = time.perf_counter()
     world, rollout = simulate(args.laps, args.seed)
-    print(f'simulated {rollout.time[-1]:.0f} s ({len(rollout.scans)} scans) in '
+    print(f'simulated {rollout.time[-1]:.0f} s ({len(rollout.scans)} scans, '
+          f'{rollout.collisions} collisions) in '
           f'{time.perf_counter() - started:.1f} s')
     config = SlamConfig()
     started = time.perf_counter()

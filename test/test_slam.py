@@ -170,6 +170,27 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     assert max(u.seconds for u in updates if u.keyframe is not None) < 5.0
 
 
+def test_local_updates_match_a_batch_solve_on_a_chain(lap):
+    """Without loop closures the graph is a chain: the windowed updates (anchors held by their
+    marginals) must give the batch estimate and the batch marginal covariance."""
+    rollout = lap[0]
+    slam = SlamSystem(SlamConfig(window=6, loop_search_radius=0.0, iterations=20))
+    for step, ranges in zip(rollout.scan_steps[:300], rollout.scans[:300]):
+        slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                     SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+    graph = slam.graph()
+    assert len(graph.stamps) > 3 * 6 and len(graph.edges_of('loop')) == 0
+    objective, poses = build_objective(graph, SlamWeights().information_by_kind(), 1.0)
+    optimizer = Optimizer(objective, max_iterations=50, rel_tol=1e-12, abs_tol=1e-14)
+    batch = optimizer.solve()['poses']
+    assert float((batch[0] - graph.estimate).abs().max()) < 1e-4
+    newest = optimizer.marginal_covariance([batch], poses, len(graph.stamps) - 1)[0]
+    yaw = float(batch[0, -1, 2])
+    rotate = torch.tensor([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0],
+                           [0, 0, 1]], dtype=F64)
+    assert torch.allclose(slam.covariance, rotate @ newest @ rotate.T, rtol=1e-3, atol=1e-12)
+
+
 def test_graph_data_rebuilds_the_same_problem_offline(lap, tmp_path):
     _, slam, _, _, _ = lap
     graph = slam.graph()

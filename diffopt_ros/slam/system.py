@@ -9,14 +9,14 @@ graph and its estimate. Per keyframe it
 2. looks for loop closures: older keyframes (at least ``loop_min_separation`` keyframes back)
    within ``loop_search_radius`` of the new pose in the current estimate, verified by ICP;
 3. re-optimizes with Levenberg-Marquardt warm-started from the current estimate:
-   *locally* over the last ``window`` keyframes, edges from older keyframes entering as priors
-   (an older pose ``x_i`` with marginal covariance ``S_i`` and an edge ``z`` give the prior
-   ``x_i z`` with covariance ``Ad(z^-1) S_i Ad(z^-1)^T + Lambda^-1``, ``S_i`` as computed when
-   keyframe ``i`` was last in the window: conservative after later loop closures), or over the
-   *whole* graph when a loop closure disagrees with the estimate (whitened squared residual
-   above ``loop_full_solve_chi2``). A local update costs O(window + edges into the window)
-   whatever the graph size; only full solves grow, about linearly with the number of keyframes
-   (sparse Cholesky).
+   *locally* over the last ``window`` keyframes, the older keyframes that edges link to them
+   (anchors) entering as variables held by a prior with their marginal covariance ``S_i`` (as
+   computed when keyframe ``i`` was last in the window: conservative after later loop
+   closures), or over the *whole* graph when a loop closure disagrees with the estimate
+   (whitened squared residual above ``loop_full_solve_chi2``). On a chain (no loop closures)
+   the local update gives the same estimate and marginal covariance as a batch solve. A local
+   update costs O(window + edges into the window) whatever the graph size; only full solves
+   grow, about linearly with the number of keyframes (sparse Cholesky).
 
 Frames: the map frame starts equal to the odom frame (keyframe 0 is anchored at its odometry
 pose), ``correction = T_map_odom`` maps odometry poses into the map.
@@ -333,44 +333,43 @@ class SlamSystem:
                          max_time=self.config.max_solve_time, dense_max=300)
 
     def _solve_local(self) -> None:
-        """LM over the last ``window`` keyframes, older ones entering through priors."""
+        """LM over the last ``window`` keyframes. Older keyframes linked to them (anchors) join
+        as variables held by a prior at their estimate with their marginal covariance, so every
+        edge into the window keeps its own factor and robust loss; anchors stay where they are."""
         cfg = self.config
         K = self.num_keyframes
         start = max(0, K - cfg.window)
         first_edge = bisect.bisect_left(self._edge_j, start)
         edges = torch.tensor(self._edges[first_edge:], dtype=torch.int64, device=self.device)
-        measurements = torch.stack(self._measurements[first_edge:])
         kinds = torch.tensor(self._kinds[first_edge:], dtype=torch.int64, device=self.device)
-        information = edge_information(kinds, self._by_kind())          # (E, 3) diagonals
-        poses = Variable(SE2, self._estimate[start:].clone(), name='poses')
-        eye = torch.eye(3, dtype=self.dtype, device=self.device)
-        factors = []
+        anchors = torch.unique(edges[edges[:, 0] < start, 0])                 # sorted, (A,)
+        A = len(anchors)
+        slot = torch.full((K,), -1, dtype=torch.int64, device=self.device)  # keyframe -> variable
+        slot[anchors] = torch.arange(A, device=self.device)
+        slot[start:] = torch.arange(A, A + K - start, device=self.device)
+        initial = torch.cat((self._estimate[anchors], self._estimate[start:]))
+        poses = Variable(SE2, initial.clone(), name='poses')
         if start == 0:
-            anchor = torch.tensor([self._odom[0]], dtype=self.dtype, device=self.device)
-            factors.append(Prior(poses, [0], anchor, PRIOR_INFORMATION * eye))
-        inside = edges[:, 0] >= start
-        for robust in (False, True):
-            kind_mask = (kinds != ODOM) if robust else (kinds == ODOM)
-            loss = Huber(cfg.weights.robust_scale) if robust else None
-            m = inside & kind_mask
-            if bool(m.any()):
-                factors.append(Between(poses, edges[m, 0] - start, edges[m, 1] - start,
-                                       measurements[m], torch.diag_embed(information[m]), loss))
-            m = ~inside & kind_mask
-            if bool(m.any()):
-                i, z = edges[m, 0], measurements[m]
-                ad = SE2.adjoint(SE2.inverse(z))
-                anchor_cov = torch.stack([self._covariances[int(a)] for a in i])
-                cov = ad @ anchor_cov @ ad.mT + torch.diag_embed(1.0 / information[m])
-                factors.append(Prior(poses, edges[m, 1] - start,
-                                     SE2.compose(self._estimate[i], z),
-                                     torch.linalg.inv(0.5 * (cov + cov.mT)), loss))
+            factors = [Prior(poses, [0], torch.tensor([self._odom[0]], dtype=self.dtype,
+                                                      device=self.device),
+                             PRIOR_INFORMATION * torch.eye(3, dtype=self.dtype, device=self.device),
+                             name='anchor')]
+        else:
+            anchor_cov = torch.stack([self._covariances[int(a)] for a in anchors])
+            factors = [Prior(poses, torch.arange(A), self._estimate[anchors],
+                             torch.linalg.inv(0.5 * (anchor_cov + anchor_cov.mT)), name='anchors')]
+        information = torch.diag_embed(edge_information(kinds, self._by_kind()))
+        measurements = torch.stack(self._measurements[first_edge:])
+        for name, mask, loss in (('odom', kinds == ODOM, None),
+                                 ('scan', kinds != ODOM, Huber(cfg.weights.robust_scale))):
+            if bool(mask.any()):
+                factors.append(Between(poses, slot[edges[mask, 0]], slot[edges[mask, 1]],
+                                       measurements[mask], information[mask], loss, name))
         objective = Objective(factors)
         optimizer = self._optimizer(objective, cfg.iterations)
-        result = optimizer.solve()
-        solution = result['poses'][0]
-        self._estimate[start:] = solution
-        self._store_covariances(objective, optimizer, [solution[None]], start, start)
+        solution = optimizer.solve()['poses'][0]
+        self._estimate[start:] = solution[A:]
+        self._store_covariances(objective, optimizer, [solution[None]], start, start - A)
         self._update_correction()
 
     def solve_full(self) -> None:
