@@ -453,6 +453,3 @@ def _inverse(a) -> tuple[float, float, float]:
 def _between(a, b) -> tuple[float, float, float]:
     return _compose(_inverse(a), b)
 
-
-__all__ = ['SlamConfig', 'SlamSystem', 'SlamUpdate', 'StampError', 'IcpConfig', 'SlamGraph',
-           'SlamWeights']
