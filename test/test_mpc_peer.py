@@ -61,7 +61,8 @@ def test_pendulum_matches_mpc_pytorch(solver):
     _check(sol, mpc, x0, x_ref, u_ref)
 
 
-def test_cartpole_matches_mpc_pytorch():
+@pytest.mark.parametrize('solver', ['riccati', 'condensed'])
+def test_cartpole_matches_mpc_pytorch(solver):
     env = cartpole_dx.CartpoleDx()
     env.params = env.params.to(D)
     th = torch.tensor([0.3, -0.6], dtype=D)
@@ -69,5 +70,5 @@ def test_cartpole_matches_mpc_pytorch():
     x0 = torch.stack((pos, vel, th.cos(), th.sin(), th_dot), -1)
     T = 12
     x_ref, u_ref = _reference(env, x0, T)
-    sol, mpc = _ours(Cartpole(), env, x0, T, 'riccati')
+    sol, mpc = _ours(Cartpole(), env, x0, T, solver)
     _check(sol, mpc, x0, x_ref, u_ref)

@@ -92,11 +92,11 @@ class MPC(nn.Module):
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
             line search; scales to large batches), ``'condensed'`` (one dense box QP in the
             controls, open-loop line search; fewest operations for small batches and horizons)
-            or ``'auto'`` (condensed when ``B <= 8`` and ``T n_u <= 120``).
+            or ``'auto'`` (condensed while ``B (T n_x)^2 T n_u <= 1e8`` and ``T n_u <= 200``).
     """
 
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
-                 max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-6,
+                 max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-10,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
                  grad_mode: str = 'implicit', solver: str = 'auto'):
         super().__init__()
@@ -178,8 +178,7 @@ class MPC(nn.Module):
         roundoff = 16.0 * torch.finfo(x.dtype).eps
         # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
         cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
-        condensed = self.solver == 'condensed' or (self.solver == 'auto' and batch <= 8
-                                                     and u.shape[1] * u.shape[2] <= 120)
+        condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x, u))
         G = clamped = None
         for _ in range(self.max_iterations):
             A, B = dyn.jacobians(x[:, :-1], u)
@@ -224,6 +223,14 @@ class MPC(nn.Module):
         converged = ~active & (reg < 1e8)
         gains = None if G is None else G[..., :dyn.n_x].detach()
         return MPCSolution(x, u, J, iterations, converged, gains, clamped)
+
+
+def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
+    """Rule for ``solver='auto'``: the dense work of the condensed step (the ``(T n_x)^2 T n_u``
+    triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins."""
+    batch, T, n_u = u.shape
+    n_x = x.shape[-1]
+    return T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 1e8
 
 
 def _detach(t: torch.Tensor | None) -> torch.Tensor | None:
