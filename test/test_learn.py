@@ -83,7 +83,7 @@ def test_end_to_end_imitation_through_mpc_recovers_gains_and_lags(tmp_path):
 
 def test_windows_hold_commands_and_split_by_run(excitation):
     run = excitation[0]
-    windows = control_windows([run], dt=0.05, horizon=4)
+    windows = control_windows([run], dt=0.1, horizon=4)     # states every 0.02 s
     # Each command is held over its whole step: the grid starts at the first command.
     t0 = windows.t0.numpy()
     k = np.searchsorted(run.commands.t, t0 + 1e-6, side='right') - 1

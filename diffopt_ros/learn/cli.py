@@ -54,8 +54,10 @@ def _mpc_files(parser: argparse.ArgumentParser) -> None:
                                               '(default: config/mpc.yaml)')
     parser.add_argument('--learned-file', help='learned mpc_node file applied on top')
     parser.add_argument('--dt', type=float, help='window step (s); default: the command period '
-                                                 '(sysid) or the MPC dt (through the MPC)')
-    parser.add_argument('--stride', type=int, default=1, help='grid steps between windows')
+                                                 '(sysid; the state period if commands are '
+                                                 'irregular) or the MPC dt (through the MPC)')
+    parser.add_argument('--stride', type=int,
+                        help='grid steps between windows (default: steps/5 for sysid, else 1)')
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                           'recorded commands through the MPC (demonstrations) (default sysid)')
     dyn.add_argument('--backward', choices=('implicit', 'unroll'), default='implicit',
                      help='gradient through the MPC (e2e; default implicit)')
-    dyn.add_argument('--steps', type=int, default=10,
-                     help='prediction steps per window (sysid; 1 = one-step) (default 10)')
+    dyn.add_argument('--steps', type=int,
+                     help='prediction steps per window (sysid; 1 = one-step) (default: 0.5 s)')
+    dyn.add_argument('--robust', type=float, default=0.3,
+                     help='Cauchy loss scale of sysid errors (units of 0.1 m, rad, m/s, rad/s); '
+                          '0 = squared errors (default %(default)s)')
     dyn.add_argument('--residual', action='store_true',
                      help='also learn a neural residual (sysid; kept in checkpoint.pt only)')
 
@@ -115,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.task == 'dynamics':
             result = api.learn_dynamics(
                 args.runs, args.out, method=args.method, backward=args.backward, epochs=args.epochs,
-                steps=args.steps, dt=args.dt, residual=args.residual, params_file=args.params_file,
-                learned_file=args.learned_file, stride=args.stride, **common)
+                steps=args.steps, dt=args.dt, residual=args.residual, robust=args.robust or None,
+                params_file=args.params_file, learned_file=args.learned_file, stride=args.stride,
+                **common)
         elif args.task == 'cost':
             result = api.learn_cost(
                 args.runs, args.out, backward=args.backward, epochs=args.epochs, dt=args.dt,
                 params_file=args.params_file, learned_file=args.learned_file,
-                with_dynamics=args.with_dynamics, stride=args.stride, **common)
+                with_dynamics=args.with_dynamics, stride=args.stride or 1, **common)
         else:
             result = api.learn_slam(args.runs, args.out, backward=args.backward, epochs=args.epochs,
                                     params_file=args.params_file, learned_file=args.learned_file,

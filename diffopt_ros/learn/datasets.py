@@ -36,6 +36,10 @@ CMD_TOPIC = '/cmd_vel'
 GOAL_TOPIC = '/goal_pose'
 PLAN_TOPIC = '/plan'
 SCAN_TOPIC = '/scan'
+#: The robot stops when commands are older than this (s): sim_node's ``cmd_timeout`` default.
+COMMAND_TIMEOUT = 0.5
+#: Speed (m/s) below which a robot under a sustained command counts as blocked.
+BLOCKED_SPEED = 0.02
 
 
 class DatasetError(ValueError):
@@ -289,15 +293,36 @@ def command_period(runs: Sequence[RunData]) -> float:
     return float(np.median(np.concatenate(gaps)))
 
 
+def state_period(runs: Sequence[RunData]) -> float:
+    """Median interval between consecutive states over ``runs`` (s)."""
+    return float(np.median(np.concatenate([np.diff(run.states()[0].t) for run in runs])))
+
+
+def prediction_step(runs: Sequence[RunData]) -> float:
+    """The grid step for system identification (s): the command period where commands come
+    regularly (90 % of the intervals within 10 % of the median: a control loop on a timer), so
+    each step holds exactly one command; else the state period, so that holding the command at
+    the grid points errs by at most one state period."""
+    period = command_period(runs)
+    gaps = np.concatenate([np.diff(r.commands.t) for r in runs if r.commands is not None
+                           and len(r.commands) > 1])
+    if np.mean(np.abs(gaps - period) <= 0.1 * period) >= 0.9:
+        return period
+    return min(period, state_period(runs))
+
+
 def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap: float | None = None,
-                max_command_age: float | None = None, ref_horizon: int = 0, ref_dt: float = 0.1,
-                reference_speed: float = 0.4) -> dict[str, np.ndarray]:
+                max_command_age: float = COMMAND_TIMEOUT, ref_horizon: int = 0, ref_dt: float = 0.1,
+                reference_speed: float = 0.4, drop_blocked: bool = True) -> dict[str, np.ndarray]:
     """The windows of one run as numpy arrays (see :class:`ControlWindows`).
 
-    The grid starts at the first command, so with ``dt`` equal to the command period each held
-    command is exactly the one in force over its step. Windows with a state gap above
-    ``max_gap`` (default ``2 dt``) or a held command older than ``max_command_age`` (default
-    ``2 dt``: the robot's command timeout stops it) are left out.
+    The grid starts at the first command, so with ``dt`` equal to a regular command period each
+    held command is exactly the one in force over its step (with irregular commands, a ``dt``
+    of the state period keeps the hold error small). Windows with a state gap above ``max_gap``
+    (default: 2 ``dt`` or 3 state periods, the larger) or a held command older than
+    ``max_command_age`` (default: sim_node's ``cmd_timeout``, after which the robot stops) are
+    left out, and with ``drop_blocked`` those where the robot stands still (below
+    ``BLOCKED_SPEED``) under a forward command all along (pushing against an obstacle).
     """
     if dt <= 0 or horizon < 1 or stride < 1:
         raise ValueError(f'dt={dt}, horizon={horizon}, stride={stride}: need dt > 0, horizon >= 1, '
@@ -307,12 +332,19 @@ def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap:
     start, end = max(commands.t[0], states.t[0]), states.t[-1]
     n_grid = int(math.floor((end - start) / dt + 1e-9)) + 1 if end > start else 0
     grid = start + dt * np.arange(n_grid)
-    x, x_ok = interpolate_states(states.t, states.values, grid, 2 * dt if max_gap is None else max_gap)
+    if max_gap is None:
+        max_gap = max(2 * dt, 3 * float(np.median(np.diff(states.t))))
+    x, x_ok = interpolate_states(states.t, states.values, grid, max_gap)
     # A small tolerance keeps a command stamped a hair after its grid point on that step.
-    u, u_ok = hold(commands.t, commands.values, grid + 1e-3 * dt,
-                   2 * dt if max_command_age is None else max_command_age)
+    u, u_ok = hold(commands.t, commands.values, grid + 1e-3 * dt, max_command_age)
     starts = window_starts(x_ok & u_ok, horizon + 1, stride)
     steps = starts[:, None] + np.arange(horizon)[None, :]
+    if drop_blocked and len(starts):
+        # Not moving under a sustained forward command all window long: against an obstacle
+        # (the simulator stops the robot there), which no actuator model explains.
+        v = np.abs(x[np.concatenate([steps, steps[:, -1:] + 1], 1), 3])
+        blocked = (v < BLOCKED_SPEED).all(1) & (np.abs(u[steps, 0]) > 5 * BLOCKED_SPEED).all(1)
+        starts, steps = starts[~blocked], steps[~blocked]
     previous = np.searchsorted(commands.t, grid[starts] + 1e-3 * dt, side='right') - 2
     u_prev = np.where((previous >= 0)[:, None], commands.values[previous.clip(0)], 0.0)
     reference = np.full((len(starts), ref_horizon, 5), np.nan)
@@ -330,6 +362,7 @@ def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap:
 
 def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: int = 1,
                     ref_horizon: int = 0, ref_dt: float = 0.1, reference_speed: float = 0.4,
+                    max_command_age: float = COMMAND_TIMEOUT,
                     dtype: torch.dtype = torch.float64) -> ControlWindows:
     """Windows of all ``runs`` (see :func:`run_windows`), concatenated in run order.
 
@@ -337,8 +370,9 @@ def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: in
         DatasetError: a run lacks states or commands (run and topic named), or no run gives a
             window.
     """
-    parts = [run_windows(run, dt, horizon, stride, ref_horizon=ref_horizon, ref_dt=ref_dt,
-                         reference_speed=reference_speed) for run in runs]
+    parts = [run_windows(run, dt, horizon, stride, max_command_age=max_command_age,
+                         ref_horizon=ref_horizon, ref_dt=ref_dt, reference_speed=reference_speed)
+             for run in runs]
     if not any(len(p['x0']) for p in parts):
         raise DatasetError(f'{", ".join(run.where for run in runs)}: no window of {horizon} steps '
                            f'of {dt} s with states and {CMD_TOPIC} commands without gaps')

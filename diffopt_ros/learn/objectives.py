@@ -34,13 +34,16 @@ class PredictionObjective(nn.Module):
             the windows' step.
         steps: how many steps of each window to predict (1 = one-step prediction).
         state_scale: error scale per state entry ``(5,)`` (m, m, rad, m/s, rad/s).
+        robust: None for squared errors, or ``c`` for the Cauchy loss ``c^2 log(1 + e^2 / c^2)``
+            of each scaled error ``e`` (outliers such as collisions weigh less).
     """
 
-    def __init__(self, model: Dynamics, steps: int, state_scale=STATE_SCALE):
+    def __init__(self, model: Dynamics, steps: int, state_scale=STATE_SCALE,
+                 robust: float | None = None):
         super().__init__()
         if steps < 1:
             raise ValueError(f'PredictionObjective: steps must be >= 1, got {steps}')
-        self.model, self.steps = model, int(steps)
+        self.model, self.steps, self.robust = model, int(steps), robust
         self.register_buffer('scale', torch.as_tensor(state_scale, dtype=torch.get_default_dtype()),
                              persistent=False)
 
@@ -54,7 +57,10 @@ class PredictionObjective(nn.Module):
         predicted = self.predict(batch['x0'], batch['u'][:, :H])
         error = predicted - batch['x_next'][:, :H]
         error = torch.cat((error[..., :2], wrap_angle(error[..., 2:3]), error[..., 3:]), -1)
-        return (error / self.scale.to(error)).square().sum(-1).mean(-1)
+        squared = (error / self.scale.to(error)).square()
+        if self.robust is not None:
+            squared = self.robust ** 2 * torch.log1p(squared / self.robust ** 2)
+        return squared.sum(-1).mean(-1)
 
     @torch.no_grad()
     def report(self) -> dict[str, float]:

@@ -29,7 +29,7 @@ from diffopt_ros.learn.controller import node_params
 from diffopt_ros.learn.datasets import GROUND_TRUTH_TOPIC, ODOM_TOPIC, SCAN_TOPIC, DatasetError, RunData
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
-from diffopt_ros.slam.system import SlamConfig, SlamSystem
+from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params
 
 #: SlamWeights field -> slam_node parameter, in the order of the learnable log-values.
 WEIGHT_FIELDS = ('odom_xy', 'odom_yaw', 'scan_xy', 'scan_yaw', 'robust_scale')
@@ -48,8 +48,6 @@ def slam_params(params_file: str | os.PathLike | None = None,
 
 def slam_config(params: dict) -> SlamConfig:
     """The front end's :class:`SlamConfig` as slam_node builds it from its parameters."""
-    from diffopt_ros.nodes.slam_node import config_from_params  # the node's own mapping
-
     return config_from_params(params)
 
 

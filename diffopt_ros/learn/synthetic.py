@@ -26,15 +26,19 @@ def _record(sim: Simulator, t: list, gt: list, odom: list) -> None:
 
 
 def excitation_run(robot: RobotParams, seconds: float = 20.0, cmd_period: float = 0.05,
-                   sim_dt: float = 0.01, v_range=(0.0, 0.5), omega_range=(-0.5, 0.5),
-                   hold_range=(0.3, 1.0), seed: int = 0, name: str = 'excitation') -> RunData:
+                   sim_dt: float = 0.01, state_period: float = 0.02, v_range=(0.0, 0.5),
+                   omega_range=(-0.5, 0.5), hold_range=(0.3, 1.0), seed: int = 0,
+                   name: str = 'excitation') -> RunData:
     """The true robot under random command levels, each held ``hold_range`` s, sent every
-    ``cmd_period`` s; states recorded every ``sim_dt`` s. The default ranges keep the true
-    robot below its acceleration limits, where ``DiffDriveLag`` is exact in the speeds."""
+    ``cmd_period`` s, stepped every ``sim_dt`` s; states recorded every ``state_period`` s (as
+    sim_node's 50 Hz odometry). The default ranges keep the true robot below its acceleration
+    limits, where ``DiffDriveLag`` is exact in the speeds."""
     rng = np.random.default_rng(seed)
     sim = Simulator(World(name='empty'), robot=robot, seed=seed, start_pose=(0.0, 0.0, 0.0))
     per_cmd = int(round(cmd_period / sim_dt))
+    per_state = int(round(state_period / sim_dt))
     n_cmd = int(round(seconds / cmd_period))
+    steps = 0
     level, left = np.zeros(2), 0.0
     t, gt, odom, t_cmd, cmds = [], [], [], [], []
     for _ in range(n_cmd):
@@ -45,8 +49,10 @@ def excitation_run(robot: RobotParams, seconds: float = 20.0, cmd_period: float 
         t_cmd.append(sim.time)
         cmds.append(level.copy())
         for _ in range(per_cmd):
-            _record(sim, t, gt, odom)
+            if steps % per_state == 0:
+                _record(sim, t, gt, odom)
             sim.step(level, sim_dt)
+            steps += 1
     _record(sim, t, gt, odom)
     return RunData(name=name, source=f'<simulated {name}>', odom=Series(t, odom),
                    ground_truth=Series(t, gt), commands=Series(t_cmd, cmds))
