@@ -154,7 +154,7 @@ def run_one_process(state_topic: str, duration: float, domain: int) -> dict:
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from diffopt_ros.nodes.demo import stop_executor
+    from diffopt_ros.nodes.demo import ExecutorThread
     from diffopt_ros.nodes.mpc_node import MpcNode
     from diffopt_ros.nodes.sim_node import SimNode
     from diffopt_ros.nodes.slam_node import SlamNode
@@ -176,13 +176,11 @@ def run_one_process(state_topic: str, duration: float, domain: int) -> dict:
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     for n in nodes:
         executor.add_node(n)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = ExecutorThread(executor)
     try:
         return _measure(context, node, samples, send_goal, goal_pub, time.sleep, duration)
     finally:
-        stop_executor(executor)
-        spinner.join(timeout=5.0)
+        spinner.stop()
         for n in reversed(nodes):
             n.destroy_node()
         rclpy.try_shutdown(context=context)

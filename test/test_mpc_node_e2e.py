@@ -4,7 +4,6 @@ The simulated robot's true dynamics (gain 0.8/0.7, lags 0.25/0.2 s) differ from 
 model (gains 1, lags 0.05 s): the closed loop must still get there. Short on purpose; the full
 course is ``diffopt-ros demo``.
 """
-import threading
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.demo import stop_executor
+from diffopt_ros.nodes.demo import ExecutorThread
 from diffopt_ros.nodes.mpc_node import MpcNode
 from diffopt_ros.nodes.sim_node import SimNode
 
@@ -45,8 +44,7 @@ def test_sim_and_mpc_reach_goals_on_sim_time():
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     for node in (sim, mpc, probe):
         executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = ExecutorThread(executor)
     try:
         for goal in GOALS:
             sent = probe.get_clock().now()
@@ -60,8 +58,7 @@ def test_sim_and_mpc_reach_goals_on_sim_time():
             assert error < 0.25, f'goal {goal}: ended {error:.2f} m away ({status[-1]})'
         assert sim.sim.collisions == 0
     finally:
-        stop_executor(executor)
-        spinner.join(timeout=5.0)
+        spinner.stop()
         for node in (probe, mpc, sim):
             node.destroy_node()
         rclpy.try_shutdown(context=context)

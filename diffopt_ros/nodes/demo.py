@@ -467,16 +467,33 @@ def _se2_maps(origin) -> tuple:
 CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
 
 
-def stop_executor(executor) -> None:
-    """Shut ``executor`` down and wait for the callbacks still running in its thread pool.
+class ExecutorThread:
+    """Spins an executor on a background thread until :meth:`stop`.
 
-    rclpy 9.1's ``Executor.shutdown`` returns without waiting for them; destroying the nodes
-    under a running callback then raises in it ("exception was never retrieved").
+    :meth:`stop` ends the spinning, waits for the callbacks still running in the executor's
+    thread pool, then shuts the executor down: rclpy 9.1's ``Executor.shutdown`` neither waits
+    for them nor keeps the guard condition they trigger on completion, which otherwise raises in
+    them ("exception was never retrieved") and races with destroying the nodes.
     """
-    executor.shutdown(timeout_sec=2.0)
-    pool = getattr(executor, '_executor', None)     # MultiThreadedExecutor's ThreadPoolExecutor
-    if pool is not None:
-        pool.shutdown(wait=True)
+
+    def __init__(self, executor):
+        self.executor = executor
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name='executor', daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while not self._stopping.is_set() and self.executor.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def stop(self) -> None:
+        """Stop spinning and wait for running callbacks; the nodes can be destroyed after."""
+        self._stopping.set()
+        self._thread.join(timeout=10.0)
+        pool = getattr(self.executor, '_executor', None)   # MultiThreadedExecutor's pool
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self.executor.shutdown(timeout_sec=1.0)
 
 
 def demo_domain_id() -> int:
@@ -554,8 +571,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         executor = MultiThreadedExecutor(num_threads=4, context=context)
         for node in nodes:
             executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, name='demo-executor', daemon=True)
-        spinner.start()
+        spinner = ExecutorThread(executor)
         deadline = time.monotonic() + 5.0   # let the recorder see every publisher first
         while recorder.missing_topics and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -573,10 +589,10 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
                     break
         sim_time = driver.now()
     finally:
-        if executor is not None:
-            stop_executor(executor)
         if spinner is not None:
-            spinner.join(timeout=5.0)
+            spinner.stop()
+        elif executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         for node in reversed(nodes):
             node.destroy_node()          # the recorder closes its bag here
         rclpy.try_shutdown(context=context)
