@@ -9,7 +9,7 @@ initial values):
   iterations are recorded from the solution. Approximates ``unroll``/``implicit``; the initial
   values get no gradient.
 * ``'implicit'`` (default): implicit function theorem at the solution. The solve runs without
-  graph; then ``backward_steps`` (default 1) Newton refinements ``x <- x exp(-H*^-1 g(x, theta))``
+  graph; then ``backward_steps`` (default 5) Newton refinements ``x <- x exp(-H*^-1 g(x, theta))``
   are recorded, each a solve with the SAME factorization ``H*`` of the Gauss-Newton matrix at
   the optimum. One step gives the classical Gauss-Newton implicit gradient; each further step
   adds the second-order residual terms, converging to the exact gradient. Initial values get
@@ -90,7 +90,7 @@ class Optimizer:
                  max_iterations: int = 100, rel_tol: float = 1e-5, abs_tol: float = 1e-5,
                  step_tol: float = 1e-10, damping: str = 'identity', lambda_init: float = 1e-5,
                  lambda_max: float = 1e12, max_time: float | None = None,
-                 backward: str = 'implicit', backward_steps: int = 1, dlm_epsilon: float = 1e-3,
+                 backward: str = 'implicit', backward_steps: int = 5, dlm_epsilon: float = 1e-3,
                  dense_max: int = 1000):
         if method not in ('lm', 'gn'):
             raise ValueError(f"method {method!r}: choose 'lm' or 'gn'")
@@ -148,7 +148,8 @@ class Optimizer:
             factor = lin_solver.factorize(Hd)
             ok = factor[1]
             delta = lin_solver.solve(Hd, factor, -lin.gradient)
-            delta = torch.where((ok & active)[:, None], delta, torch.zeros_like(delta))
+            moving = (ok & active) if stop_converged else ok
+            delta = torch.where(moving[:, None], delta, torch.zeros_like(delta))
             new_values = obj.retract(values, delta)
             new_err = obj.error(new_values, sqrt_infos)
             with torch.no_grad():
@@ -156,12 +157,18 @@ class Optimizer:
                 predicted = 0.5 * (damp - (lin.gradient * delta).sum(-1))
                 actual = err - new_err
                 finite = torch.isfinite(new_err)
-                accept = ok & active & finite & (actual >= 0) & (predicted > 0)
+                # a change below the rounding noise of the error sum cannot be judged: accept it
+                # (a converging Newton step), so that solutions are accurate to the last digits
+                noise = max(1e-12, 64 * torch.finfo(err.dtype).eps) * err.abs()
+                accept = ok & active & finite & (actual >= -noise) & (predicted >= 0)
                 if not stop_converged:
                     accept = ok & finite
-                gain = actual / predicted.clamp_min(1e-300)
+                # gain ratio of the step; 1 (a perfect model) when the change is below the noise
+                gain = torch.where(predicted <= noise, torch.ones_like(actual),
+                                   actual / predicted.clamp_min(1e-300)).clamp(0, 1)
                 small_step = delta.abs().amax(-1) < self.step_tol
-                conv = accept & ((actual < self.abs_tol) | (actual < self.rel_tol * err) | small_step)
+                change = actual.abs()
+                conv = accept & ((change < self.abs_tol) | (change < self.rel_tol * err) | small_step)
                 conv = conv | (active & ok & small_step)
                 iterations += active.long()
                 # Nielsen's damping update
