@@ -24,11 +24,12 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError
-from diffopt_ros.nodes.slam_node import SlamNode
+from diffopt_ros.nodes.params import ParameterError, read_params_file
+from diffopt_ros.nodes.slam_node import PARAMS, SlamNode
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim import SensorParams, Simulator, World
 from diffopt_ros.sim.cli import expand_script, route_script
+from diffopt_ros.slam.system import PARAMETERS, SlamConfig, config_from_params
 
 SENSORS = SensorParams()
 DT = 0.05
@@ -216,6 +217,15 @@ def test_learned_params_file_overrides_and_bad_values_stop_the_node(context, tmp
         make_node(context, learned_params_file=str(learned))
     with pytest.raises(ParameterError, match='keyframe.distance'):
         make_node(context, **{'keyframe.distance': 0.0})
+
+
+def test_params_file_declares_every_core_setting():
+    declared = {spec.name: spec for spec in PARAMS}
+    assert set(PARAMETERS) <= set(declared)
+    values = read_params_file(str(config_path('slam.yaml')), 'slam_node')
+    assert set(values) == set(declared)
+    assert all(declared[name].reason_to_reject(value) is None for name, value in values.items())
+    assert config_from_params(values) == SlamConfig()     # the file states the core defaults
 
 
 # ---------------------------------------------------------------------- separate process

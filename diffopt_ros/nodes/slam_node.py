@@ -29,7 +29,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,9 @@ from std_srvs.srv import Trigger
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
-from diffopt_ros.slam.graph import SlamWeights
 from diffopt_ros.slam.occupancy import save_map
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamConfig, SlamSystem
+from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params, config_to_params
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
@@ -60,48 +59,45 @@ except ImportError:
 
 NODE_NAME = 'slam_node'
 _BIG = 1e12
+_CORE = config_to_params(SlamConfig())   # defaults of the core's settings
+
+def _core(name: str, description: str, low: float, high: float) -> ParamSpec:
+    """A parameter of the core's :class:`SlamConfig` (default from there)."""
+    return ParamSpec(name, _CORE[name], description, low, high)
+
 
 PARAMS = (
     ParamSpec('device', 'cpu', 'torch device of scan matching and the solver (cuda falls back '
               'to cpu)', choices=('cpu', 'cuda'), read_only=True),
     ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
               1, 64, read_only=True),
-    ParamSpec('keyframe.distance', 0.5, 'new keyframe after this translation (m)', 0.01, 100.0),
-    ParamSpec('keyframe.angle', 0.4, 'new keyframe after this rotation (rad)', 0.01, 2 * math.pi),
-    ParamSpec('scan.voxel_size', 0.05, 'scan down-sampling cell (m; 0 = none)', 0.0, 1.0),
-    ParamSpec('scan.max_range', 0.0, 'ignore beams beyond this (m; 0 = the scan\'s range_max)',
-              0.0, 1000.0),
-    ParamSpec('icp.max_iterations', 30, 'ICP iterations (consecutive keyframes)', 1, 500),
-    ParamSpec('icp.max_correspondence_distance', 0.6, 'initial ICP pairing gate (m)', 0.01, 10.0),
-    ParamSpec('icp.min_inlier_ratio', 0.5, 'fitness: least inlier fraction of a scan match',
-              0.0, 1.0),
-    ParamSpec('icp.max_rms', 0.05, 'fitness: largest RMS point-to-line residual (m)', 1e-4, 10.0),
-    ParamSpec('icp.inlier_distance', 0.1, 'a point within this of the other scan is an inlier (m)',
-              1e-3, 10.0),
-    ParamSpec('loop.search_radius', 3.0, 'loop candidates within this distance (m; 0 = off)',
-              0.0, 1000.0),
-    ParamSpec('loop.min_separation', 20, 'loop candidates at least this many keyframes back',
-              1, 1_000_000),
-    ParamSpec('loop.max_candidates', 3, 'ICP tries per keyframe on the nearest candidates',
-              0, 100),
-    ParamSpec('loop.min_inlier_ratio', 0.6, 'fitness of a loop closure: least inlier fraction',
-              0.0, 1.0),
-    ParamSpec('loop.full_solve_chi2', 9.0, 'loop closure residual (whitened, squared) above '
-              'which the whole graph is re-solved', 0.0, _BIG),
-    ParamSpec('optimizer.window', 30, 'keyframes re-optimized per update', 2, 1_000_000),
-    ParamSpec('optimizer.iterations', 5, 'LM iterations per local update', 1, 1000),
-    ParamSpec('optimizer.full_iterations', 20, 'LM iterations per full re-solve', 1, 10000),
-    ParamSpec('optimizer.max_time', 1.0, 'wall-time cap of one solve (s)', 1e-3, 600.0),
-    ParamSpec('weights.odom_xy', 100.0, 'information of odometry edges, x and y (1/m^2)',
-              1e-9, _BIG),
-    ParamSpec('weights.odom_yaw', 400.0, 'information of odometry edges, yaw (1/rad^2)',
-              1e-9, _BIG),
-    ParamSpec('weights.scan_xy', 400.0, 'information of scan-match and loop edges, x and y '
-              '(1/m^2)', 1e-9, _BIG),
-    ParamSpec('weights.scan_yaw', 1000.0, 'information of scan-match and loop edges, yaw '
-              '(1/rad^2)', 1e-9, _BIG),
-    ParamSpec('robust.scale', 1.0, 'Huber scale of scan and loop edges (whitened units)',
-              1e-6, _BIG),
+    _core('keyframe.distance', 'new keyframe after this translation (m)', 0.01, 100.0),
+    _core('keyframe.angle', 'new keyframe after this rotation (rad)', 0.01, 2 * math.pi),
+    _core('scan.voxel_size', 'scan down-sampling cell (m; 0 = none)', 0.0, 1.0),
+    _core('scan.max_range', "ignore beams beyond this (m; 0 = the scan's range_max)", 0.0, 1000.0),
+    _core('icp.max_iterations', 'ICP iterations (consecutive keyframes)', 1, 500),
+    _core('icp.max_correspondence_distance', 'initial ICP pairing gate (m)', 0.01, 10.0),
+    _core('icp.min_inlier_ratio', 'fitness: least inlier fraction of a scan match', 0.0, 1.0),
+    _core('icp.max_rms', 'fitness: largest RMS point-to-line residual (m)', 1e-4, 10.0),
+    _core('icp.inlier_distance', 'a point within this of the other scan is an inlier (m)',
+          1e-3, 10.0),
+    _core('loop.search_radius', 'loop candidates within this distance (m; 0 = off)', 0.0, 1000.0),
+    _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1, 1_000_000),
+    _core('loop.max_candidates', 'ICP tries per keyframe, nearest candidates first', 0, 100),
+    _core('loop.min_inlier_ratio', 'fitness of a loop closure: least inlier fraction', 0.0, 1.0),
+    _core('loop.full_solve_chi2', 'loop closure residual (whitened, squared) above which the '
+          'whole graph is re-solved', 0.0, _BIG),
+    _core('optimizer.window', 'keyframes re-optimized per update', 2, 1_000_000),
+    _core('optimizer.iterations', 'LM iterations per local update', 1, 1000),
+    _core('optimizer.full_iterations', 'LM iterations per full re-solve', 1, 10000),
+    _core('optimizer.max_time', 'wall-time cap of one solve (s)', 1e-3, 600.0),
+    _core('weights.odom_xy', 'information of odometry edges, x and y (1/m^2)', 1e-9, _BIG),
+    _core('weights.odom_yaw', 'information of odometry edges, yaw (1/rad^2)', 1e-9, _BIG),
+    _core('weights.scan_xy', 'information of scan-match and loop edges, x and y (1/m^2)',
+          1e-9, _BIG),
+    _core('weights.scan_yaw', 'information of scan-match and loop edges, yaw (1/rad^2)',
+          1e-9, _BIG),
+    _core('robust.scale', 'Huber scale of scan and loop edges (whitened units)', 1e-6, _BIG),
     ParamSpec('sync_tolerance', 0.1, 'largest gap between a scan and the odometry used for it (s)',
               1e-4, 10.0),
     ParamSpec('map.resolution', 0.05, 'occupancy grid cell (m)', 0.005, 10.0),
@@ -114,27 +110,6 @@ PARAMS = (
               'YAML from offline learning; its slam_node.ros__parameters override these',
               read_only=True),
 )
-
-
-def config_from_params(values: dict) -> SlamConfig:
-    """The :class:`SlamConfig` of a full set of node parameter values."""
-    base = SlamConfig()
-    icp = replace(base.icp, max_iterations=values['icp.max_iterations'],
-                  max_correspondence_distance=values['icp.max_correspondence_distance'],
-                  min_inlier_ratio=values['icp.min_inlier_ratio'],
-                  max_rms=values['icp.max_rms'], inlier_distance=values['icp.inlier_distance'])
-    loop_icp = replace(base.loop_icp, min_inlier_ratio=values['loop.min_inlier_ratio'],
-                       max_rms=values['icp.max_rms'], inlier_distance=values['icp.inlier_distance'])
-    return replace(
-        base, keyframe_distance=values['keyframe.distance'], keyframe_angle=values['keyframe.angle'],
-        voxel_size=values['scan.voxel_size'], max_range=values['scan.max_range'], icp=icp,
-        loop_icp=loop_icp, loop_search_radius=values['loop.search_radius'],
-        loop_min_separation=values['loop.min_separation'],
-        loop_max_candidates=values['loop.max_candidates'],
-        loop_full_solve_chi2=values['loop.full_solve_chi2'], window=values['optimizer.window'],
-        iterations=values['optimizer.iterations'],
-        full_iterations=values['optimizer.full_iterations'],
-        max_solve_time=values['optimizer.max_time'], weights=SlamWeights.from_params(values))
 
 
 def _check_combination(values: dict) -> str | None:

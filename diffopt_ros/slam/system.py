@@ -89,12 +89,65 @@ class SlamConfig:
     loop_max_candidates: int = 3
     loop_icp: IcpConfig = IcpConfig(max_iterations=40, max_correspondence_distance=1.0,
                                     min_inlier_ratio=0.6)
-    loop_full_solve_chi2: float = 9.0
+    loop_full_solve_chi2: float = 3.0
     window: int = 30
     iterations: int = 5
     full_iterations: int = 20
     max_solve_time: float = 1.0
     weights: SlamWeights = field(default_factory=SlamWeights)
+
+
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    'keyframe.distance': ('keyframe_distance',),
+    'keyframe.angle': ('keyframe_angle',),
+    'scan.voxel_size': ('voxel_size',),
+    'scan.max_range': ('max_range',),
+    'icp.max_iterations': ('icp.max_iterations',),
+    'icp.max_correspondence_distance': ('icp.max_correspondence_distance',),
+    'icp.min_inlier_ratio': ('icp.min_inlier_ratio',),
+    'icp.max_rms': ('icp.max_rms', 'loop_icp.max_rms'),
+    'icp.inlier_distance': ('icp.inlier_distance', 'loop_icp.inlier_distance'),
+    'loop.search_radius': ('loop_search_radius',),
+    'loop.min_separation': ('loop_min_separation',),
+    'loop.max_candidates': ('loop_max_candidates',),
+    'loop.min_inlier_ratio': ('loop_icp.min_inlier_ratio',),
+    'loop.full_solve_chi2': ('loop_full_solve_chi2',),
+    'optimizer.window': ('window',),
+    'optimizer.iterations': ('iterations',),
+    'optimizer.full_iterations': ('full_iterations',),
+    'optimizer.max_time': ('max_solve_time',),
+    **{name: (f'weights.{field}',) for field, name in SlamWeights.PARAMETER_NAMES.items()},
+}
+"""``slam_node`` parameter name -> the :class:`SlamConfig` fields it sets (dotted paths)."""
+
+
+def config_from_params(values: dict, base: SlamConfig | None = None) -> SlamConfig:
+    """A :class:`SlamConfig` from ``slam_node`` parameters (names of :data:`PARAMETERS`; others
+    are ignored, missing ones keep ``base``'s values; default base: ``SlamConfig()``)."""
+    config = SlamConfig() if base is None else base
+    for name, paths in PARAMETERS.items():
+        if name in values:
+            for path in paths:
+                config = _replace_path(config, path.split('.'), values[name])
+    return config
+
+
+def config_to_params(config: SlamConfig) -> dict:
+    """``{slam_node parameter: value}`` of ``config`` (the node's defaults come from here)."""
+    values = {}
+    for name, paths in PARAMETERS.items():
+        value = config
+        for part in paths[0].split('.'):
+            value = getattr(value, part)
+        values[name] = value
+    return values
+
+
+def _replace_path(obj, path: list[str], value):
+    if len(path) == 1:
+        kind = type(getattr(obj, path[0]))
+        return replace(obj, **{path[0]: kind(value)})
+    return replace(obj, **{path[0]: _replace_path(getattr(obj, path[0]), path[1:], value)})
 
 
 @dataclass(frozen=True)
