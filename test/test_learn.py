@@ -75,10 +75,10 @@ def test_end_to_end_imitation_through_mpc_recovers_gains_and_lags(tmp_path):
     (tmp_path / 'expert.yaml').write_text(yaml.safe_dump({'mpc_node': {'ros__parameters': params}}))
     demos = expert_runs(RobotParams(), {**params, **TRUE}, episodes=3, seconds=5.0)
     result = learn_dynamics(demos, tmp_path, method='e2e', backward='implicit', dt=0.05,
-                            params_file=tmp_path / 'expert.yaml', epochs=40, progress=False,
-                            plots=False)
+                            params_file=tmp_path / 'expert.yaml', epochs=35, val_fraction=0,
+                            progress=False, plots=False)
     assert not _close(result.params, TRUE, 0.05), result.params
-    assert result.metrics['val_loss'] < 0.05 * result.metrics['val_loss_before']
+    assert result.metrics['train_loss'] < 0.01 * result.metrics['train_loss_before']
 
 
 def test_windows_hold_commands_and_split_by_run(excitation):

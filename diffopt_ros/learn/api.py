@@ -82,9 +82,11 @@ def _summary(result: TrainResult, began: float) -> dict[str, float]:
 
 def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer, plots
             ) -> TrainConfig:
+    # L-BFGS steps on a deterministic loss: once it stops changing, further epochs are idle.
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
                        out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
-                       progress=progress, optimizer=optimizer, plots=plots)
+                       progress=progress, optimizer=optimizer, plots=plots,
+                       stop_tolerance=1e-9 if optimizer == 'lbfgs' else 0.0)
 
 
 def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sysid',
