@@ -17,7 +17,7 @@ on a worker thread, so the callbacks never block. Publishes
 Services (``std_srvs/Trigger``): ``~/save_graph`` re-solves the whole graph and writes
 ``<save.directory>/slam_graph.g2o``
 and ``slam_graph.npz`` (:class:`~diffopt_ros.slam.graph.SlamGraph`, for offline learning);
-``~/save_map`` writes ``map.pgm`` + ``map.yaml`` (map_server format).
+``~/save_map`` re-solves too and writes ``map.pgm`` + ``map.yaml`` (map_server format).
 
 Bad inputs: odometry with NaN/Inf or a stamp not after the previous one is rejected (logged,
 counted); scans that go back in time are rejected; scans without usable beams are skipped with a
@@ -406,6 +406,7 @@ class SlamNode(Node):
             with self._lock:
                 if self._slam.num_keyframes == 0:
                     raise ValueError('no keyframes yet')
+                self._slam.solve_full()
                 grid = self._slam.occupancy_grid(self._values['map.resolution'])
             pgm, yaml_path = save_map(grid, self._directory() / 'map')
             response.success, response.message = True, f'wrote {pgm} and {yaml_path}'
