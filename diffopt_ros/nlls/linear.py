@@ -3,10 +3,12 @@
 * :class:`DenseCholesky`: ``H (B, n, n)``, batched ``torch.linalg.cholesky_ex`` on any device;
   the right choice for small problems (n up to ~1000) and large batches.
 * :class:`SparseCholesky`: ``H`` stored as the values ``(B, nnz)`` of a fixed sparsity pattern
-  that is computed once per problem structure (together with the scatter map from factor
-  blocks to it). Factorization by CHOLMOD through ``cholespy`` (supernodal, fill-reducing
-  ordering), with ``scipy``'s SuperLU as fallback. CUDA tensors are factorized on the CPU and
-  the solution returned on the input's device.
+  computed once per problem structure, with the scatter map from factor blocks to it. Numeric
+  factorization by CHOLMOD: supernodal through ``scikit-sparse`` when it is installed (the
+  fill-reducing ordering and symbolic analysis are computed once and re-used by every
+  factorization), else through ``cholespy`` (a pip wheel; it re-orders on every factorization),
+  else scipy's SuperLU. CUDA tensors are factorized on the CPU and the solution is returned on
+  the input's device.
 
 Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
 requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1 grad``.
@@ -16,9 +18,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-try:  # CHOLMOD through cholespy (a pip wheel)
+try:  # supernodal CHOLMOD with re-usable symbolic analysis (needs SuiteSparse)
+    import scipy.sparse as _sp
+    import sksparse.cholmod as _cholmod
+except ImportError:  # pragma: no cover - depends on the installation
+    _cholmod = None
+try:  # CHOLMOD (simplicial) through cholespy, a pip wheel
     import cholespy
-except ImportError:  # pragma: no cover - exercised only without cholespy
+except ImportError:  # pragma: no cover - depends on the installation
     cholespy = None
 
 from diffopt_ros.nlls.objective import Objective
@@ -75,32 +82,45 @@ class DenseCholesky:
         return torch.cholesky_solve(rhs, factor[0])
 
 
-class _CPUFactor:
-    """One problem's factorization (cholespy or SuperLU) with ``solve`` on numpy arrays."""
+def sparse_backend() -> str:
+    """The CPU sparse Cholesky in use: ``'cholmod'`` (scikit-sparse), ``'cholespy'`` or ``'superlu'``."""
+    return 'cholmod' if _cholmod is not None else 'cholespy' if cholespy is not None else 'superlu'
 
-    def __init__(self, n, rows, cols, values, lower):
-        self.n = n
-        if cholespy is not None:
-            sel = lower
+
+class _CPUFactor:
+    """One problem's factorization with ``solve`` on numpy arrays ``(n,)`` or ``(n, k)``."""
+
+    def __init__(self, system: SparseCholesky, values: np.ndarray):
+        n, rows, cols, lower = system.n, system._rows_np, system._cols_np, system._lower_np
+        self._chol = self._lu = self._factor = None
+        if _cholmod is not None:
+            A = _sp.csc_matrix((values[lower], (rows[lower], cols[lower])), shape=(n, n))
+            if system._symbolic is None:  # ordering + symbolic analysis, once per structure
+                system._symbolic = _cholmod.analyze(A, mode='supernodal')
+            self._factor = system._symbolic.copy()
+            try:
+                self._factor.cholesky_inplace(A)
+            except _cholmod.CholmodError as exc:
+                raise FactorizationError(str(exc)) from exc
+        elif cholespy is not None:
             solver_cls = cholespy.CholeskySolverD if values.dtype == np.float64 else cholespy.CholeskySolverF
             try:
-                self._chol = solver_cls(n, rows[sel], cols[sel], np.ascontiguousarray(values[sel]),
+                self._chol = solver_cls(n, rows[lower], cols[lower], np.ascontiguousarray(values[lower]),
                                         cholespy.MatrixType.COO)
             except (RuntimeError, ValueError) as exc:
                 raise FactorizationError(str(exc)) from exc
-            self._lu = None
         else:
             import scipy.sparse as sp
             import scipy.sparse.linalg as spla
-            A = sp.csc_matrix((values, (rows, cols)), shape=(n, n))
             try:
-                self._lu = spla.splu(A)
+                self._lu = spla.splu(sp.csc_matrix((values, (rows, cols)), shape=(n, n)))
             except RuntimeError as exc:
                 raise FactorizationError(str(exc)) from exc
-            self._chol = None
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve for ``b (n,)`` or ``(n, k)``."""
+        if self._factor is not None:
+            return self._factor(b)
         if self._chol is not None:
             b = np.ascontiguousarray(b)
             x = np.zeros_like(b)
@@ -128,6 +148,7 @@ class SparseCholesky:
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
         self._rows_np, self._cols_np = r.astype(np.int32), c.astype(np.int32)
         self._lower_np = r >= c
+        self._symbolic = None  # CHOLMOD symbolic factorization, computed at the first factorization
 
     def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Pattern values ``(B, nnz)`` from per-factor blocks ``(B, E, D, D)``."""
@@ -149,7 +170,7 @@ class SparseCholesky:
         factors, ok = [], []
         for b in range(values.shape[0]):
             try:
-                factors.append(_CPUFactor(self.n, self._rows_np, self._cols_np, values[b], self._lower_np))
+                factors.append(_CPUFactor(self, values[b]))
                 ok.append(True)
             except FactorizationError:
                 factors.append(None)
