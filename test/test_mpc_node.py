@@ -224,3 +224,13 @@ def test_deactivate_sends_zero_and_stops(rig):
     assert r.last_cmd() == (0.0, 0.0)
     r.spin_for(0.3, [0.0, 0.0, 0.0, 0.0, 0.0])
     assert len(r.cmds) == count
+
+
+def test_cuda_device_falls_back_to_cpu_or_runs_on_cuda(rig):
+    import torch
+    r = rig(device='cuda')
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    r.goal(2.0, 0.0)
+    r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])
+    assert r.last_cmd()[0] > 0.1
+    assert r.last_status()[0]['device'] == expected

@@ -204,6 +204,7 @@ class RunResult:
     goals_total: int
     tracking_rmse: float
     true_tracking_rmse: float
+    prediction_rmse: float
     odom_ate: float
     slam_ate: float
     final_errors: list
@@ -213,6 +214,7 @@ class RunResult:
     solve_ms_p50: float
     solve_ms_p99: float
     deadline_misses: int
+    collisions: int = 0
     plot: Path | None = None
 
     def summary(self) -> str:
@@ -225,13 +227,16 @@ class RunResult:
             f'   MPC tracking error (RMSE of the estimate the MPC closes the loop on to the timed '
             f'reference): {self.tracking_rmse:.3f} m; true position to reference: '
             f'{self.true_tracking_rmse:.3f} m',
+            f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE, on the estimate): '
+            f'{self.prediction_rmse:.3f} m',
             f'   final distance to each goal (true): '
             f'{", ".join(f"{e:.2f}" for e in self.final_errors)} m',
             f'   absolute trajectory error (RMSE): SLAM {self.slam_ate:.3f} m vs raw odometry '
             f'{self.odom_ate:.3f} m ({improvement:.0f}% lower)',
             f'   control loop: {self.control_rate:.1f} Hz achieved (sim time), solve time p50 '
             f'{self.solve_ms_p50:.1f} ms, p99 {self.solve_ms_p99:.1f} ms, '
-            f'{self.deadline_misses} deadline misses',
+            f'{self.deadline_misses} deadline misses; {self.collisions} simulator steps against an '
+            'obstacle',
             f'   bag: {self.bag}' + (f'   plot: {self.plot}' if self.plot else ''),
         ])
 
@@ -247,6 +252,8 @@ def comparison_table(before: RunResult, after: RunResult) -> str:
         row('MPC tracking error (RMSE)', before.tracking_rmse, after.tracking_rmse, 'm'),
         row('true position to reference (RMSE)', before.true_tracking_rmse,
             after.true_tracking_rmse, 'm'),
+        row(f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', before.prediction_rmse,
+            after.prediction_rmse, 'm'),
         row('SLAM ATE (RMSE)', before.slam_ate, after.slam_ate, 'm'),
         row('raw odometry ATE (RMSE)', before.odom_ate, after.odom_ate, 'm'),
         f'| goals reached | {before.goals_reached}/{before.goals_total} | '
@@ -319,6 +326,7 @@ class _Driver:
         self.traces = {'ground truth': Trace(), 'odometry': Trace(), 'SLAM': Trace(),
                        'estimate': Trace()}
         self.solve_ms, self.predicted = [], []
+        self.predictions, self.predictions_seen = Trace(), 0
         self.mpc_status: tuple[float, str, dict] | None = None
         self.legs: list[tuple[Leg, float]] = []
         self.final_errors: list[float] = []
@@ -370,11 +378,20 @@ class _Driver:
                         self.solve_ms.append(float(values['solve_time_ms']))
 
     def _on_predicted(self, msg) -> None:
+        """Keep where the MPC predicts the robot ``PREDICTION_AHEAD`` s ahead (pose stamps are
+        prediction times), and every 20th whole path for the plot."""
         from diffopt_ros.nodes import ros_convert
-        if len(self.predicted) < 10_000 and (len(self.solve_ms) % 20 == 0):
-            xy = ros_convert.path_to_poses(msg)
-            if len(xy):
-                self.predicted.append(self.from_estimate(xy)[:, :2])
+        if not msg.poses:
+            return
+        stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
+        k = int(np.searchsorted(stamps, stamps[0] + PREDICTION_AHEAD - 1e-6))
+        if k < len(stamps):
+            pose = msg.poses[k].pose.position
+            with self.lock:
+                self.predictions.add(stamps[k], [pose.x, pose.y])
+        if len(self.predicted) < 10_000 and self.predictions_seen % 20 == 0:
+            self.predicted.append(self.from_estimate(ros_convert.path_to_poses(msg))[:, :2])
+        self.predictions_seen += 1
 
     def _estimate(self) -> np.ndarray | None:
         trace = self.traces['estimate']
@@ -465,6 +482,7 @@ def _se2_maps(origin) -> tuple:
 
 # --------------------------------------------------------------------------- one drive
 CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
+PREDICTION_AHEAD = 1.0   # s: the MPC prediction compared with what then happened
 
 
 class ExecutorThread:
@@ -588,6 +606,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
                     print(f'{name}: stopped after {wall_limit:.0f} s wall time', file=sys.stderr)
                     break
         sim_time = driver.now()
+        collisions = sim.sim.collisions
     finally:
         if spinner is not None:
             spinner.stop()
@@ -597,8 +616,10 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
             node.destroy_node()          # the recorder closes its bag here
         rclpy.try_shutdown(context=context)
     wall_time = time.monotonic() - started
-    return _results(name, course, driver, world, recorder.run_dir, out_dir / f'{name}.png',
-                    sim_time, wall_time)
+    result = _results(name, course, driver, world, recorder.run_dir, out_dir / f'{name}.png',
+                      sim_time, wall_time)
+    result.collisions = collisions
+    return result
 
 
 def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wall_time):
@@ -613,6 +634,7 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan
     t_est, est = driver.traces['estimate'].arrays(3)
+    t_pred, pred = driver.predictions.arrays(2)
     status = driver.mpc_status[2] if driver.mpc_status else {}
     ticks = float(status.get('ticks', 0))
     solve = np.asarray(driver.solve_ms) if driver.solve_ms else np.array([math.nan])
@@ -624,7 +646,9 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
     return RunResult(
         name=name, bag=bag, goals_reached=driver.reached, goals_total=len(driver.goals),
         tracking_rmse=tracking_rmse(driver.legs, t_est, driver.from_estimate(est)),
-        true_tracking_rmse=tracking_rmse(driver.legs, t_gt, gt), odom_ate=ate['odometry'],
+        true_tracking_rmse=tracking_rmse(driver.legs, t_gt, gt),
+        prediction_rmse=position_rmse(t_pred, pred, t_est, est) if len(t_est) else math.nan,
+        odom_ate=ate['odometry'],
         slam_ate=ate['SLAM'], final_errors=driver.final_errors, sim_time=sim_time,
         wall_time=wall_time, control_rate=ticks / max(sim_time, 1e-9),
         solve_ms_p50=float(np.percentile(solve, 50)), solve_ms_p99=float(np.percentile(solve, 99)),

@@ -427,7 +427,8 @@ class MpcNode(LifecycleNode):
                 'iterations': stats.iterations, 'converged': stats.converged,
                 'deadline_misses': stats.deadline_misses, 'failures': stats.failures,
                 'rejected_states': stats.rejected_states, 'state_age_s': stats.state_age,
-                'ticks': stats.ticks, 'solves': stats.solves})
+                'ticks': stats.ticks, 'solves': stats.solves,
+                'device': self._solver.device.type if self._solver else 'none'})
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
