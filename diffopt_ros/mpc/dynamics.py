@@ -31,12 +31,14 @@ class Dynamics(nn.Module):
         n_u: control dimension.
         dt: step (s).
         angle_indices: indices of angular state entries (rad), wrapped by tracking costs.
+        linear: the model is affine in ``(x, u)`` (the implicit backward skips its Hessian).
     """
 
     n_x: int
     n_u: int
     dt: float
     angle_indices: tuple[int, ...] = ()
+    linear: bool = False        # affine in (x, u): second derivatives vanish
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One step: ``x (..., n_x)``, ``u (..., n_u)`` -> ``x_next (..., n_x)``."""
@@ -97,6 +99,7 @@ class LinearDynamics(Dynamics):
             raise ValueError(f'LinearDynamics: A must be (n_x, n_x) and B (n_x, n_u); got {tuple(A.shape)}, '
                              f'{tuple(B.shape)}')
         self.n_x, self.n_u, self.dt = A.shape[0], B.shape[1], float(dt)
+        self.linear = True
         self.A = nn.Parameter(A.detach().clone())
         self.B = nn.Parameter(B.detach().clone())
         self.c = None if c is None else nn.Parameter(c.detach().clone())
@@ -104,6 +107,17 @@ class LinearDynamics(Dynamics):
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         out = x @ self.A.mT + u @ self.B.mT
         return out if self.c is None else out + self.c
+
+    def stepper(self) -> StepFn:
+        At, Bt = self.A.mT.contiguous(), self.B.mT.contiguous()
+        c = torch.zeros_like(self.A[0]) if self.c is None else self.c
+
+        def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            if x.ndim == 2 and u.ndim == 2:
+                return torch.addmm(torch.addmm(c, u, Bt), x, At)
+            return x @ At + u @ Bt + c
+
+        return step
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])

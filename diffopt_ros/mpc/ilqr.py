@@ -92,7 +92,8 @@ class MPC(nn.Module):
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
             line search; scales to large batches), ``'condensed'`` (one dense box QP in the
             controls, open-loop line search; fewest operations for small batches and horizons)
-            or ``'auto'`` (condensed while ``B (T n_x)^2 T n_u <= 1e8`` and ``T n_u <= 200``).
+            or ``'auto'`` (condensed for ``B <= 2``, or ``B <= 16`` with ``n_u > 1``, while
+            ``B (T n_x)^2 T n_u <= 3e8`` and ``T n_u <= 200``).
     """
 
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
@@ -230,7 +231,8 @@ def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
     triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins."""
     batch, T, n_u = u.shape
     n_x = x.shape[-1]
-    return T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 1e8
+    small = batch <= 2 or (n_u > 1 and batch <= 16)   # m > 1: Riccati's per-step box QPs cost most
+    return small and T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 3e8
 
 
 def _detach(t: torch.Tensor | None) -> torch.Tensor | None:

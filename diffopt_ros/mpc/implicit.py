@@ -76,8 +76,11 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     batch, T, n_u = u.shape
     n_x = x.shape[-1]
     exp = mpc.cost.expand(x, u, problem['target'], problem['u_prev'], exact=True)
-    hess = dynamics_hessian(mpc.dynamics, x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
-                            lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
+    if mpc.dynamics.linear:
+        hess = x.new_zeros(batch, T, n_x + n_u, n_x + n_u)
+    else:
+        hess = dynamics_hessian(mpc.dynamics, x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
+                                lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
     lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
     lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
     hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)

@@ -1,0 +1,339 @@
+"""Speed and memory of diffopt_ros.mpc against mpc.pytorch (PyPI ``mpc``), same process, same problems.
+
+Cases (horizon ``T`` = control steps; mpc.pytorch gets ``T+1`` knots, i.e. the same problem):
+
+* ``diffdrive`` - the robot model ``DiffDriveLag`` T=30 with control bounds, batch 1: cold start to
+  convergence, and a warm-started receding-horizon step (shifted previous solution; median over a
+  closed-loop run) - the 50 Hz control-loop numbers. ``diffdrive+rate`` adds the control-rate
+  penalty the node uses (ours only: mpc.pytorch has no per-sample previous control).
+* ``pendulum``, ``cartpole`` (mpc.pytorch's ``env_dx``, T=20) and ``lti`` (n_x=8, n_u=4, T=30, bounds):
+  forward and forward+backward at batch 1, 16, 256 (and up to 4096 on a GPU), plus peak memory.
+
+    .venv/bin/python bench/mpc.py [--quick] [--threads 1] [--device cpu|cuda] [--json FILE]
+
+Prints a Markdown table; ``--json`` writes one row per case (problem, T, batch, mode, seconds of
+ours and of the peer, ratio, iterations, converged, peak memory).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+from diffopt_ros.mpc import (
+    MPC,
+    Cartpole,
+    DiffDriveLag,
+    LinearDynamics,
+    Pendulum,
+    QuadraticCost,
+    TrackingCost,
+    rollout,
+    shift_controls,
+)
+
+# this file is bench/mpc.py: keep its folder off the path so that `import mpc` finds the peer package
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
+try:
+    from mpc import mpc as peer_mpc
+    from mpc.env_dx.cartpole import CartpoleDx
+    from mpc.env_dx.pendulum import PendulumDx
+except ImportError:                                  # the peer is a bench/test dependency only
+    peer_mpc = None
+
+TOL, ITERS = 1e-4, 50
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def quiet(fn):
+    """Run ``fn`` with stdout silenced (mpc.pytorch prints pnqp warnings)."""
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        return fn()
+
+
+def timed(fn, device, budget: float, max_reps: int) -> tuple[float, object]:
+    """Median wall time of ``fn()`` over repetitions within ``budget`` seconds (at least one)."""
+    times, out = [], None
+    while not times or (sum(times) < budget and len(times) < max_reps):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def peak_memory(fn, device) -> int | None:
+    """Peak bytes allocated by ``fn()`` (CUDA allocator statistics, or the CPU profiler's events)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+class Problem:
+    """One benchmark problem for both solvers: model, cost, bounds, initial states."""
+
+    def __init__(self, name: str, T: int, device: torch.device, dtype: torch.dtype):
+        self.name, self.T, self.device, self.dtype = name, T, device, dtype
+        like = dict(device=device, dtype=dtype)
+        g = torch.Generator().manual_seed(0)
+        if name in ('pendulum', 'cartpole'):
+            env = PendulumDx() if name == 'pendulum' else CartpoleDx()
+            env.params = env.params.to(**like)
+            q, p = (t.to(**like) for t in env.get_true_obj())
+            self.model = (Pendulum() if name == 'pendulum' else Cartpole()).to(**like)
+            self.peer_dx, self.lower, self.upper = env, env.lower, env.upper
+        elif name == 'lti':
+            n, m = 8, 4
+            A = torch.eye(n) + 0.1 * torch.randn(n, n, generator=g)
+            A = A / torch.linalg.eigvals(A).abs().max() * 1.02
+            Bm = torch.randn(n, m, generator=g) * 0.5
+            self.model = LinearDynamics(A, Bm).to(**like)
+            self.peer_dx = peer_mpc.LinDx(torch.cat((A, Bm), 1).to(**like)) if peer_mpc else None
+            q = torch.cat((torch.ones(n), 0.1 * torch.ones(m))).to(**like)
+            p = torch.zeros(n + m, **like)
+            self.lower, self.upper = -1.0, 1.0
+        else:                                                    # diffdrive: goal tracking
+            self.model = DiffDriveLag(dt=0.05).to(**like)
+            self.peer_dx = self.model
+            w = torch.tensor([10., 10., 1., 0.1, 0.1, 0.1, 0.1], **like)
+            self.goal = torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0], **like)
+            q, p = w, torch.cat((-w[:5] * self.goal, torch.zeros(2, **like)))
+            self.lower = torch.tensor([-0.5, -1.5], **like)
+            self.upper = torch.tensor([1.0, 1.5], **like)
+        n_x = self.model.n_x
+        self.q, self.p = q, p
+        self.cost = QuadraticCost(torch.diag(q), p, n_x=n_x, C_final=torch.diag(q[:n_x]), c_final=p[:n_x])
+
+    def initial_states(self, batch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(batch)
+        like = dict(device=self.device, dtype=self.dtype)
+        if self.name == 'pendulum':
+            th = (torch.rand(batch, generator=g) * 2 - 1) * math.pi
+            return torch.stack((th.cos(), th.sin(), 0.5 * torch.randn(batch, generator=g)), -1).to(**like)
+        if self.name == 'cartpole':
+            th = 0.5 * torch.randn(batch, generator=g)
+            r = 0.3 * torch.randn(batch, 3, generator=g)
+            return torch.stack((r[:, 0], r[:, 1], th.cos(), th.sin(), r[:, 2]), -1).to(**like)
+        if self.name == 'lti':
+            return (2 * torch.randn(batch, 8, generator=g)).to(**like)
+        return (0.2 * torch.randn(batch, 5, generator=g) * torch.tensor([1, 1, 1, 0, 0])).to(**like)
+
+    def ours(self, batch: int, grad_mode: str = 'none', cost=None) -> MPC:
+        return MPC(self.model, self.cost if cost is None else cost, self.T, u_lower=self.lower,
+                   u_upper=self.upper, tolerance=TOL, max_iterations=ITERS, grad_mode=grad_mode)
+
+    def peer(self, x0: torch.Tensor, u_init: torch.Tensor | None = None, grad: bool = False):
+        """mpc.pytorch on the same problem; returns states ``(B, T+1, n_x)``, controls ``(B, T, n_u)``."""
+        with torch.enable_grad():                                # its Jacobians use autograd
+            return quiet(lambda: self._peer(x0, u_init, grad))
+
+    def _peer(self, x0, u_init, grad):
+        batch, n = x0.shape[0], self.q.shape[0]
+        T = self.T + 1
+        q, p = self.q, self.p
+        if grad:
+            q, p = q.clone().requires_grad_(), p.clone().requires_grad_()
+        C, c = torch.diag_embed(q).expand(T, batch, n, n), p.expand(T, batch, n)
+        dx = self.peer_dx
+        if self.name == 'lti':
+            dx = peer_mpc.LinDx(dx.F.expand(T - 1, batch, *dx.F.shape[-2:]))
+
+        def bound(b):
+            return b if isinstance(b, float) else b.expand(T, batch, b.shape[-1])
+
+        solver = peer_mpc.MPC(self.model.n_x, self.model.n_u, T, u_lower=bound(self.lower),
+                              u_upper=bound(self.upper), lqr_iter=ITERS, verbose=-1, eps=TOL, n_batch=batch,
+                              exit_unconverged=False, detach_unconverged=False, backprop=grad,
+                              u_init=None if u_init is None else u_init.transpose(0, 1),
+                              grad_method=peer_mpc.GradMethods.AUTO_DIFF)
+        x, u, _ = solver(x0, peer_mpc.QuadCost(C, c), dx)
+        return x.transpose(0, 1), u.transpose(0, 1)[:, :-1]
+
+
+def loss_of(states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    return states.square().sum() + controls.square().sum()
+
+
+def row(problem, batch, mode, ours_s, peer_s, iterations, converged, mem=None, peer_mem=None):
+    return dict(problem=problem.name if isinstance(problem, Problem) else problem,
+                T=problem.T if isinstance(problem, Problem) else 30, batch=batch, mode=mode,
+                device=str(problem.device) if isinstance(problem, Problem) else 'cpu',
+                seconds_ours=ours_s, seconds_peer=peer_s,
+                ratio=None if peer_s is None else peer_s / ours_s, iterations=iterations,
+                converged=converged, peak_bytes_ours=mem, peak_bytes_peer=peer_mem)
+
+
+def bench_batch(problem: Problem, batch: int, args, with_peer: bool) -> list[dict]:
+    rows = []
+    x0 = problem.initial_states(batch)
+    budget, reps = (0.5, 3) if args.quick else (2.0, 20)
+    peer_reps = 1 if args.quick or batch >= 256 else 3
+    for mode in ('forward', 'forward+backward'):
+        grad = mode != 'forward'
+        mpc = problem.ours(batch, 'implicit' if grad else 'none')
+
+        def run_ours(mpc=mpc, grad=grad):
+            x = x0.clone().requires_grad_(grad)
+            sol = mpc(x)
+            if grad:
+                loss_of(sol.states, sol.controls).backward()
+            return sol
+
+        run_ours()                                              # warm-up (first-call costs)
+        t_ours, sol = timed(run_ours, problem.device, budget, reps)
+        t_peer = mem = peer_mem = None
+        if with_peer:
+            def run_peer(grad=grad):
+                x = x0.clone().requires_grad_(grad)
+                xs, us = problem.peer(x, grad=grad)
+                if grad:
+                    loss_of(xs, us).backward()
+            try:
+                t_peer, _ = timed(run_peer, problem.device, budget, peer_reps)
+            except (RuntimeError, AssertionError) as e:            # the peer fails on some cases
+                print(f'<!-- mpc.pytorch failed on {problem.name} batch {batch} {mode}: {str(e)[:80]} -->')
+                t_peer, with_peer_mem = None, False
+            else:
+                with_peer_mem = True
+        if grad and batch == 256 and not args.quick:
+            mem = peak_memory(run_ours, problem.device)
+            peer_mem = peak_memory(run_peer, problem.device) if with_peer and with_peer_mem else None
+        rows.append(row(problem, batch, mode, t_ours, t_peer, float(sol.iterations.float().mean()),
+                        float(sol.converged.float().mean()), mem, peer_mem))
+    return rows
+
+
+def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
+    """diffdrive T=30, batch 1: cold solve and warm-started closed-loop steps."""
+    problem = Problem('diffdrive', 30, device, dtype)
+    mpc = problem.ours(1)
+    rate_cost = TrackingCost([10., 10., 1., 0.1, 0.1], [0.1, 0.1], terminal_scale=1., rate_weight=[0.5, 0.5],
+                             angle_indices=(2,)).to(device=device, dtype=dtype)
+    mpc_rate = problem.ours(1, cost=rate_cost)
+    x0 = problem.initial_states(1)
+    goal = problem.goal.expand(1, 5)
+    steps = 10 if args.quick else 40
+    rows = []
+    with torch.no_grad():
+        for name, solver, kw in (('diffdrive', mpc, {}), ('diffdrive+rate', mpc_rate, {'target': goal})):
+            t_cold, sol = timed(lambda s=solver, k=kw: s(x0, **k), device, 1.0, 10)
+            t_peer = None
+            if with_peer and name == 'diffdrive':
+                t_peer, _ = timed(lambda: problem.peer(x0), device, 1.0, 1 if args.quick else 2)
+            rows.append(row(Problem(name, 30, device, dtype) if name == 'diffdrive' else problem, 1, 'cold',
+                            t_cold, t_peer, float(sol.iterations[0]), bool(sol.converged[0])))
+            rows[-1]['problem'] = name
+            # closed loop: apply u_0 to the model, shift, warm start
+            x, times, iters, conv = x0, [], [], []
+            for _ in range(steps):
+                kwargs = dict(kw, u_init=shift_controls(sol.controls))
+                if name == 'diffdrive+rate':
+                    kwargs['u_prev'] = sol.controls[:, 0]
+                x = rollout(problem.model, x, sol.controls[:, :1])[:, 1]
+                sync(device)
+                start = time.perf_counter()
+                sol = solver(x, **kwargs)
+                sync(device)
+                times.append(time.perf_counter() - start)
+                iters.append(float(sol.iterations[0]))
+                conv.append(bool(sol.converged[0]))
+            t_peer = None
+            if with_peer and name == 'diffdrive':
+                xp, up = problem.peer(x0)
+                peer_times = []
+                for _ in range(3 if args.quick else 5):
+                    xn = rollout(problem.model, xp[:, 0], up[:, :1])[:, 1]
+                    start = time.perf_counter()
+                    xp, up = problem.peer(xn, u_init=torch.cat((shift_controls(up), up[:, -1:]), 1))
+                    peer_times.append(time.perf_counter() - start)
+                t_peer = statistics.median(peer_times)
+            rows.append(row(problem, 1, 'warm step', statistics.median(times), t_peer,
+                            statistics.mean(iters), all(conv)))
+            rows[-1]['problem'] = name
+    return rows
+
+
+def fmt_s(s: float | None) -> str:
+    if s is None:
+        return '-'
+    return f'{s * 1e3:.2f} ms' if s < 1 else f'{s:.2f} s'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description='diffopt_ros.mpc vs mpc.pytorch: speed and memory')
+    parser.add_argument('--threads', type=int, default=1, help='torch intra-op threads (default 1)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', default='float32', choices=('float32', 'float64'))
+    parser.add_argument('--quick', action='store_true', help='fewer repetitions and batches (smoke test)')
+    parser.add_argument('--no-peer', action='store_true', help='skip mpc.pytorch')
+    parser.add_argument('--json', help='also write one JSON row per case to this file')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings('ignore')
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    with_peer = peer_mpc is not None and not args.no_peer
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor()
+                                                                             or platform.machine())
+    print(f'# diffopt_ros.mpc vs mpc.pytorch - {name}, torch {torch.__version__}, {args.dtype}, '
+          f'{torch.get_num_threads()} thread(s)\n')
+    print('| problem | T | batch | mode | ours | mpc.pytorch | speed-up | iterations | converged '
+          '| peak memory ours / peer |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    rows = []
+
+    def emit(new_rows):
+        for r in new_rows:
+            mem = '-' if r['peak_bytes_ours'] is None else (
+                f"{r['peak_bytes_ours'] / 2**20:.1f} / "
+                + ('-' if r['peak_bytes_peer'] is None else f"{r['peak_bytes_peer'] / 2**20:.1f}") + ' MiB')
+            ratio = '-' if r['ratio'] is None else f"{r['ratio']:.1f}x"
+            print(f"| {r['problem']} | {r['T']} | {r['batch']} | {r['mode']} | {fmt_s(r['seconds_ours'])} "
+                  f"| {fmt_s(r['seconds_peer'])} | {ratio} | {r['iterations']:.1f} | {r['converged']} "
+                  f"| {mem} |", flush=True)
+        rows.extend(new_rows)
+
+    emit(bench_control_loop(args, device, dtype, with_peer))
+    batches = [1, 16, 256] + ([1024, 4096] if device.type == 'cuda' else [])
+    if args.quick:
+        batches = [1, 16]
+    for problem_name, T in (('pendulum', 20), ('cartpole', 20), ('lti', 30)):
+        if problem_name != 'lti' and peer_mpc is None:
+            continue
+        problem = Problem(problem_name, T, device, dtype)
+        for batch in batches:
+            emit(bench_batch(problem, batch, args, with_peer and batch <= 1024))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
