@@ -195,7 +195,7 @@ def test_parameters_are_validated_at_run_time(context):
         assert not result.successful and 'read-only' in result.reason.lower()
         result = slam.set_parameters([Parameter('icp.inlier_distance', value=5.0)])[0]
         assert not result.successful and 'icp.max_correspondence_distance' in result.reason
-        assert slam.get_parameter('weights.odom_xy').value == 100.0
+        assert slam.get_parameter('weights.odom_xy').value == SlamConfig().weights.odom_xy
         assert slam.set_parameters([Parameter('weights.scan_xy', value=555.0)])[0].successful
         assert slam.slam.config.weights.scan_xy == 555.0
     finally:
