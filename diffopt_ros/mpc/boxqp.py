@@ -47,17 +47,15 @@ def solve_on_set(H: torch.Tensor, g: torch.Tensor, clamped: torch.Tensor,
 
 def kkt_satisfied(H: torch.Tensor, g: torch.Tensor, k: torch.Tensor, clamped: torch.Tensor,
                   lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """Whether ``k`` (solved on the set ``clamped``) is the box-QP minimiser, per problem ``(B,)``.
-
-    Free entries must lie in the box, clamped ones must have an outward gradient (round-off slack).
+    """Whether ``k`` (solved on the set ``clamped``, so clamped entries sit exactly on a bound) is the
+    box-QP minimiser, per problem ``(B,)``: free entries inside the box, clamped ones with an outward
+    gradient, both up to round-off.
     """
-    eps = 1e3 * torch.finfo(k.dtype).eps
-    grad = (H @ k.unsqueeze(-1)).squeeze(-1) + g
-    slack_k = eps * (1.0 + k.abs())
-    slack_g = eps * (1.0 + g.abs().amax(-1, keepdim=True))
-    at_lower = (k - lower).abs() <= slack_k
-    dual_ok = torch.where(at_lower, grad >= -slack_g, grad <= slack_g)
-    primal_ok = (k >= lower - slack_k) & (k <= upper + slack_k)
+    scale = 1.0 + g.abs().amax(-1, keepdim=True) + k.abs().amax(-1, keepdim=True)
+    slack = (1e3 * torch.finfo(k.dtype).eps) * scale
+    grad = torch.baddbmm(g.unsqueeze(-1), H, k.unsqueeze(-1)).squeeze(-1)
+    dual_ok = torch.where(k <= lower, grad >= -slack, grad <= slack)
+    primal_ok = (k >= lower - slack) & (k <= upper + slack)
     return torch.where(clamped, dual_ok, primal_ok).all(-1)
 
 

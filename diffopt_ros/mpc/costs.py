@@ -181,7 +181,7 @@ class TrackingCost(Cost):
                 raise ValueError(f'TrackingCost: target has {target.shape[-1]} entries, n_x={self.n_x}')
             e = x - (target.unsqueeze(-2) if target.ndim < x.ndim else target)
         if self.has_angles:
-            mask = self.angle_mask.to(e.dtype)
+            mask = self.angle_mask.to(e)
             e = e + mask * (wrap_angle(e) - e)
         return e
 
