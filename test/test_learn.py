@@ -13,10 +13,10 @@ import yaml
 
 from diffopt_ros.bag import BagWriter, EmptyBagError, MissingTopicError
 from diffopt_ros.learn import cli
-from diffopt_ros.learn.api import learn_dynamics
+from diffopt_ros.learn.api import learn_cost, learn_dynamics
 from diffopt_ros.learn.controller import mpc_params, mpc_settings, node_params
 from diffopt_ros.learn.datasets import RunData, Series, control_windows, load_run, split_runs
-from diffopt_ros.learn.export import MPC_MODEL_KEYS, ExportError, write_params_yaml
+from diffopt_ros.learn.export import MPC_MODEL_KEYS, MPC_WEIGHT_KEYS, ExportError, write_params_yaml
 from diffopt_ros.learn.synthetic import excitation_run, expert_runs, save_bag
 from diffopt_ros.learn.trainer import global_batches
 from diffopt_ros.sim import RobotParams
@@ -65,20 +65,45 @@ def test_one_step_prediction_and_resume(excitation, tmp_path):
     assert not _close(straight.params, TRUE, 0.05)
 
 
-def test_end_to_end_imitation_through_mpc_recovers_gains_and_lags(tmp_path):
-    # Demonstrations by the node's MPC that knows the true robot (wider command bounds, shorter
-    # horizon than config/mpc.yaml to keep the test small); learning starts from the nominal
-    # model (gains 1, lags 0.05 s).
+@pytest.fixture(scope='module')
+def demos():
+    """Demonstrations by the node's MPC that knows the true robot and has its own cost weights
+    (heading 3, v_cmd 0.5; wider command bounds and a shorter horizon than config/mpc.yaml to
+    keep the test small): ``(expert parameters, runs)``."""
     params = mpc_params()
     params.update({'horizon': 10, 'bounds.v_max': 1.2, 'bounds.v_min': -0.5,
-                   'bounds.omega_max': 3.0})
-    (tmp_path / 'expert.yaml').write_text(yaml.safe_dump({'mpc_node': {'ros__parameters': params}}))
-    demos = expert_runs(RobotParams(), {**params, **TRUE}, episodes=3, seconds=5.0)
-    result = learn_dynamics(demos, tmp_path, method='e2e', backward='implicit', dt=0.05,
-                            params_file=tmp_path / 'expert.yaml', epochs=35, val_fraction=0,
-                            progress=False, plots=False)
+                   'bounds.omega_max': 3.0, 'weights.heading': 3.0, 'weights.v_cmd': 0.5, **TRUE})
+    return params, expert_runs(RobotParams(), params, episodes=3, seconds=5.0)
+
+
+def _params_file(path, params):
+    path.write_text(yaml.safe_dump({'mpc_node': {'ros__parameters': params}}))
+    return path
+
+
+def test_end_to_end_imitation_through_mpc_recovers_gains_and_lags(demos, tmp_path):
+    expert, runs = demos      # learning starts from the nominal model (gains 1, lags 0.05 s)
+    nominal = {k: v for k, v in mpc_params().items() if k.startswith('model.')}
+    start = _params_file(tmp_path / 'start.yaml', {**expert, **nominal})
+    result = learn_dynamics(runs, tmp_path, method='e2e', backward='implicit', dt=0.05,
+                            params_file=start, epochs=35, val_fraction=0, progress=False,
+                            plots=False)
     assert not _close(result.params, TRUE, 0.05), result.params
     assert result.metrics['train_loss'] < 0.01 * result.metrics['train_loss_before']
+
+
+def test_cost_weights_from_demonstrations(demos, tmp_path):
+    expert, runs = demos      # true model, the default weights of config/mpc.yaml to start from
+    defaults = {k: v for k, v in mpc_params().items() if k.startswith('weights.')}
+    start = _params_file(tmp_path / 'start.yaml', {**expert, **defaults})
+    result = learn_cost(runs, tmp_path, dt=0.05, params_file=start, epochs=20, lr=0.1,
+                        val_fraction=0, progress=False, plots=False)
+    assert result.metrics['train_loss'] < 0.05 * result.metrics['train_loss_before']
+    for key in ('weights.heading', 'weights.v_cmd'):   # most of the way to the expert's
+        assert abs(result.params[key] - expert[key]) < 0.5 * abs(defaults[key] - expert[key])
+    assert result.params['weights.position'] == pytest.approx(defaults['weights.position'])
+    values = node_params(result.yaml_path, 'mpc_node')
+    assert set(values) == set(MPC_MODEL_KEYS + MPC_WEIGHT_KEYS)
 
 
 def test_windows_hold_commands_and_split_by_run(excitation):

@@ -11,8 +11,9 @@ from diffopt_ros.learn.synthetic import route_run
 from diffopt_ros.sim import SensorParams, World
 from diffopt_ros.slam.graph import SlamWeights
 
-# Wheel odometry that over-reads turns by 3 %: the default weights trust it too much.
-SENSORS = SensorParams(odom_scale_omega=1.03)
+# Wheel odometry about four times noisier than the simulator's (a slippery floor): the default
+# weights, measured on the simulator's odometry, trust it too much.
+SENSORS = SensorParams(odom_noise_v=0.08, odom_noise_omega=0.15, odom_noise_omega_from_v=0.05)
 
 
 @pytest.fixture(scope='module')
@@ -23,15 +24,17 @@ def runs():
 
 
 @pytest.fixture(scope='module')
-def sequence(runs):
-    return keyframe_sequence(runs[0], slam_config(slam_params()))
+def sequence():
+    """20 s of the simulator's own sensors, where the default weights fit: no Huber kinks."""
+    run = route_run(World.load('loop'), seconds=20.0, seed=7, name='smooth')
+    return keyframe_sequence(run, slam_config(slam_params()))
 
 
 def test_learned_weights_lower_the_ate_on_a_held_out_run(runs, tmp_path):
     result = learn_slam(runs, tmp_path, backward='implicit', epochs=12, val_fraction=0.34,
                         progress=False)
     m = result.metrics
-    assert m['ate_after'] < 0.9 * m['ate_before'], m     # held-out run (the last one)
+    assert m['ate_after'] < 0.5 * m['ate_before'], m     # held-out run (the last one)
     assert m['val_loss'] < m['val_loss_before']
     document = yaml.safe_load(result.yaml_path.read_text())
     assert set(document['slam_node']['ros__parameters']) == set(SLAM_KEYS)
@@ -47,7 +50,7 @@ def _gradient(objective, sequence):
 
 
 def test_gradient_through_the_solve_matches_finite_differences(sequence):
-    objective = SlamObjective(SlamWeights(), backward='implicit', iterations=50)
+    objective = SlamObjective(SlamWeights(), backward='implicit', iterations=100, tolerance=1e-14)
     grad = _gradient(objective, sequence)
     step = 1e-4
     numeric = torch.zeros(5, dtype=torch.float64)
@@ -59,8 +62,8 @@ def test_gradient_through_the_solve_matches_finite_differences(sequence):
                 objective.log_weights[i] -= sign * step
     assert torch.allclose(grad[:4], numeric[:4], rtol=1e-3, atol=1e-9 * numeric.abs().max())
     for mode in ('unroll', 'dlm', 'truncated'):
-        other = _gradient(SlamObjective(SlamWeights(), backward=mode, iterations=50,
-                                        backward_steps=20), sequence)
+        other = _gradient(SlamObjective(SlamWeights(), backward=mode, iterations=100,
+                                        backward_steps=20, tolerance=1e-14), sequence)
         cosine = torch.nn.functional.cosine_similarity(other[:4], grad[:4], dim=0)
         assert cosine > 0.99, (mode, other, grad)
 

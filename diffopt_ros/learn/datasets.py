@@ -19,7 +19,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -398,7 +397,3 @@ def split_runs(runs: Sequence[RunData], val_fraction: float = 0.25
     n_val = min(len(runs) - 1, int(round(len(runs) * val_fraction)))
     return list(runs[:len(runs) - n_val]), list(runs[len(runs) - n_val:])
 
-
-def run_name(path: str | os.PathLike) -> str:
-    """The run's name: its folder name."""
-    return Path(path).resolve().name

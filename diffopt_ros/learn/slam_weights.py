@@ -137,15 +137,19 @@ class SlamObjective(nn.Module):
         weights: starting weights.
         backward: ``'implicit'``, ``'unroll'``, ``'truncated'`` or ``'dlm'``.
         iterations: Levenberg-Marquardt iterations per solve (from the online estimate).
-        backward_steps: steps of the ``truncated`` backward.
+        backward_steps: steps of the ``truncated`` backward, Newton refinement steps of
+            ``implicit``.
+        tolerance: relative and absolute error-decrease tolerance of the solver (None: the
+            solver's defaults).
     """
 
     def __init__(self, weights: SlamWeights, backward: str = 'implicit', iterations: int = 20,
-                 backward_steps: int = 5):
+                 backward_steps: int = 5, tolerance: float | None = None):
         super().__init__()
         self.log_weights = nn.Parameter(torch.tensor(
             [math.log(getattr(weights, f)) for f in WEIGHT_FIELDS], dtype=torch.float64))
         self.backward, self.iterations, self.backward_steps = backward, iterations, backward_steps
+        self.tolerance = tolerance
 
     def weights(self) -> torch.Tensor:
         """``(5,)`` ``odom_xy, odom_yaw, scan_xy, scan_yaw, robust_scale``."""
@@ -155,9 +159,10 @@ class SlamObjective(nn.Module):
         """The re-solved keyframe poses ``(K, 3)``."""
         w = self.weights().to(sequence.graph.estimate.dtype)
         objective, _ = build_objective(sequence.graph, information_by_kind(*w[:4]), w[4])
-        steps = self.backward_steps if self.backward == 'truncated' else 1
+        tolerances = {} if self.tolerance is None else {'rel_tol': self.tolerance,
+                                                         'abs_tol': self.tolerance}
         optimizer = Optimizer(objective, max_iterations=self.iterations, backward=self.backward,
-                              backward_steps=steps)
+                              backward_steps=self.backward_steps, **tolerances)
         return optimizer.solve()['poses'][0]
 
     def forward(self, batch: list[KeyframeSequence]) -> torch.Tensor:
