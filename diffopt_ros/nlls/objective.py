@@ -53,6 +53,19 @@ class Objective:
         ref = self.variables[0].value
         self.dtype, self.device = ref.dtype, ref.device
         self.dof_index = [self._dof_index(f) for f in self.factors]
+        # per factor and slot: (variable position, element indices on the objective's device)
+        self._slots = [[(self._var_pos(var), idx.to(self.device)) for var, idx in zip(f.variables, f.indices)]
+                       for f in self.factors]
+        # block structure: one block per element, numbered variable by variable
+        self.block_base, nb = [], 0
+        for v in self.variables:
+            self.block_base.append(nb)
+            nb += v.num
+        self.num_blocks = nb
+        self.block_dof = torch.cat([torch.full((v.num,), v.dof, dtype=torch.long) for v in self.variables])
+        self.block_start = torch.cumsum(self.block_dof, 0) - self.block_dof
+        self.block_index = [torch.stack([self.block_base[self._var_pos(var)] + idx.cpu() for var, idx
+                                         in zip(f.variables, f.indices)], 1) for f in self.factors]
 
     def _var_pos(self, var: Variable) -> int:
         return next(k for k, u in enumerate(self.variables) if u is var)
@@ -84,9 +97,8 @@ class Objective:
             out.append(v.group.retract(x, d))
         return out
 
-    def _slot_values(self, f: Factor, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [values[self._var_pos(var)][:, idx.to(self.device)]
-                for var, idx in zip(f.variables, f.indices)]
+    def _slot_values(self, k: int, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [values[pos][:, idx] for pos, idx in self._slots[k]]
 
     def _whiten(self, f: Factor, sqrt_info, r, Js):
         if sqrt_info is not None:
@@ -102,8 +114,8 @@ class Objective:
         """Objective value ``(B,)``: ``sum rho(||r||^2_Sigma)`` (``0.5 sum ||r||^2_Sigma`` if not robust)."""
         sqrt_infos = self.sqrt_informations() if sqrt_infos is None else sqrt_infos
         total = 0
-        for f, S in zip(self.factors, sqrt_infos):
-            r, _ = f.residual_and_jacobians(self._slot_values(f, values), jacobians=False)
+        for k, (f, S) in enumerate(zip(self.factors, sqrt_infos)):
+            r, _ = f.residual_and_jacobians(self._slot_values(k, values), jacobians=False)
             r, _ = self._whiten(f, S, r, [])
             s = (r * r).sum(-1)
             total = total + (0.5 * s if f.loss is None else f.loss.rho(s)).sum(-1)
@@ -117,8 +129,8 @@ class Objective:
         error = 0
         grad = torch.zeros(B, self.dim, dtype=values[0].dtype, device=values[0].device)
         out_blocks = []
-        for f, S, cols in zip(self.factors, sqrt_infos, self.dof_index):
-            r, Js = f.residual_and_jacobians(self._slot_values(f, values), jacobians=True)
+        for k, (f, S, cols) in enumerate(zip(self.factors, sqrt_infos, self.dof_index)):
+            r, Js = f.residual_and_jacobians(self._slot_values(k, values), jacobians=True)
             r, Js = self._whiten(f, S, r, Js)
             J = torch.cat(Js, -1) if len(Js) > 1 else Js[0]  # (B, E, m, D)
             J = J.expand(B, *J.shape[1:])

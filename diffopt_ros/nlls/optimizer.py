@@ -9,7 +9,7 @@ initial values):
   iterations are recorded from the solution. Approximates ``unroll``/``implicit``; the initial
   values get no gradient.
 * ``'implicit'`` (default): implicit function theorem at the solution. The solve runs without
-  graph; then ``backward_steps`` (default 5) Newton refinements ``x <- x exp(-H*^-1 g(x, theta))``
+  graph; then ``backward_steps`` (default 3) Newton refinements ``x <- x exp(-H*^-1 g(x, theta))``
   are recorded, each a solve with the SAME factorization ``H*`` of the Gauss-Newton matrix at
   the optimum. One step gives the classical Gauss-Newton implicit gradient; each further step
   adds the second-order residual terms, converging to the exact gradient. Initial values get
@@ -71,8 +71,8 @@ class Optimizer:
     Args:
         objective: the problem.
         method: ``'lm'`` or ``'gn'``.
-        linear_solver: ``'auto'`` (dense up to ``dense_max`` unknowns, else sparse), ``'dense'``
-            or ``'sparse'``. The sparse structure is analysed once here and re-used by every
+        linear_solver: ``'auto'`` (see :func:`~diffopt_ros.nlls.linear.make_linear_solver`),
+            ``'dense'`` or ``'sparse'``. The sparse structure is analysed once here and re-used by every
             solve of this optimizer.
         max_iterations: iteration cap per solve.
         rel_tol, abs_tol: convergence when an accepted step decreases the error by less than
@@ -83,15 +83,15 @@ class Optimizer:
         lambda_init, lambda_max: initial damping and the damping at which LM gives up.
         max_time: seconds per solve (checked between iterations), or None.
         backward, backward_steps, dlm_epsilon: default backward mode (see module docstring).
-        dense_max: the ``'auto'`` threshold.
+        dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
     """
 
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',
                  max_iterations: int = 100, rel_tol: float = 1e-5, abs_tol: float = 1e-5,
                  step_tol: float = 1e-10, damping: str = 'identity', lambda_init: float = 1e-5,
                  lambda_max: float = 1e12, max_time: float | None = None,
-                 backward: str = 'implicit', backward_steps: int = 5, dlm_epsilon: float = 1e-3,
-                 dense_max: int = 1000):
+                 backward: str = 'implicit', backward_steps: int = 3, dlm_epsilon: float = 1e-3,
+                 dense_max: int | None = None):
         if method not in ('lm', 'gn'):
             raise ValueError(f"method {method!r}: choose 'lm' or 'gn'")
         if damping not in ('diagonal', 'identity'):

@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('file', help='pose graph (.g2o, or TORO .graph / sphere2500-style .txt)')
     p.add_argument('--solver', choices=('lm', 'gn'), default='lm', help='nonlinear solver (default lm)')
     p.add_argument('--linear', choices=('auto', 'dense', 'sparse'), default='auto',
-                   help='linear solver (default: dense up to 1000 unknowns, else sparse)')
+                   help='linear solver (default auto: sparse CHOLMOD on the CPU except for tiny problems)')
     p.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda (default cpu)')
     p.add_argument('--dtype', choices=('float64', 'float32'), default='float64')
     p.add_argument('--max-iterations', type=int, default=100)

@@ -1,0 +1,252 @@
+"""Benchmark diffopt_ros.nlls against GTSAM (C++ LM) and Theseus on g2o/TORO pose graphs.
+
+Prints one table of seconds, final errors (GTSAM's 0.5 sum ||r||^2_Sigma) and ratios measured in
+this run, and with ``--json FILE`` writes one row per case. Cases:
+
+* w100, w10000 (2D) and sphere2500 (3D) from gtsam/Data: Levenberg-Marquardt from the file's
+  initial values with a prior on the first pose; time = structure analysis + solve (GTSAM:
+  optimizer construction + optimize). sphere2500 has no vertices: chained odometry, as GTSAM.
+* w100 x16 forward + backward with learnable per-edge weights (sqrt information diagonals) and
+  a loss on the solution, for every backward mode, against Theseus in the same mode.
+* peak memory (max RSS increase of a child process) of the w10000 solve.
+* on CUDA: w10000, sphere2500 and w100 x256 on the GPU.
+
+Theseus runs in its own virtual environment (``--theseus-python``; default
+``/tmp/theseus_venv/bin/python`` when it exists) as a worker process of this script; without
+it its rows are skipped with a message. Run: ``python bench/nlls.py [--json out.json]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parents[1]))
+
+from diffopt_ros.lie import SE2  # noqa: E402
+from diffopt_ros.nlls import Between, Objective, Optimizer, Prior, Variable  # noqa: E402
+from diffopt_ros.nlls.io import read_graph  # noqa: E402
+from diffopt_ros.nlls.linear import sparse_backend  # noqa: E402
+
+DT = torch.float64
+FILES = {'w100': 'w100.graph', 'w10000': 'w10000.graph', 'sphere2500': 'sphere2500.txt'}
+MODES = ('implicit', 'unroll', 'truncated', 'dlm')
+
+
+def data_file(name: str) -> str:
+    import gtsam
+    return gtsam.findExampleDataFile(FILES[name])
+
+
+def build(data, device='cpu', measurements=None, information=None, linear='auto', max_iterations=100):
+    poses = Variable(data.group, data.poses.to(device), name='poses')
+    d = data.group.dof
+    prior = Prior(poses, [0], data.poses[:1].to(device), 1e6 * torch.eye(d, dtype=DT, device=device))
+    meas = data.measurements.to(device) if measurements is None else measurements
+    info = data.information.to(device) if information is None else information
+    return Optimizer(Objective([prior, Between(poses, data.i, data.j, meas, info)]), linear_solver=linear,
+                     max_iterations=max_iterations)
+
+
+def ours_lm(name: str, device='cpu'):
+    data = read_graph(data_file(name))
+    t0 = time.perf_counter()
+    opt = build(data, device)
+    with torch.no_grad():
+        result = opt.solve()
+    if device != 'cpu':
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind
+
+
+def gtsam_lm(name: str):
+    import gtsam
+    path = data_file(name)
+    if name == 'sphere2500':
+        graph, _ = gtsam.readG2o(path, True)
+        values = gtsam.Values()
+        values.insert(0, gtsam.Pose3())
+        for k in range(graph.size()):
+            f = graph.at(k)
+            a, b = f.keys()
+            if b == a + 1 and not values.exists(b):
+                values.insert(b, values.atPose3(a).compose(f.measured()))
+        graph.add(gtsam.PriorFactorPose3(0, values.atPose3(0), gtsam.noiseModel.Isotropic.Sigma(6, 1e-3)))
+    else:
+        graph, values = gtsam.load2D(path)
+        graph.add(gtsam.PriorFactorPose2(0, values.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
+    t0 = time.perf_counter()
+    opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
+    result = opt.optimize()
+    seconds = time.perf_counter() - t0
+    return seconds, graph.error(result), opt.iterations()
+
+
+# ---------------------------------------------------------------------- differentiable batch
+def batch_problem(B: int, seed: int = 0):
+    """w100 with B noisy copies of the measurements; the target is the clean solution."""
+    data = read_graph(data_file('w100'))
+    with torch.no_grad():
+        target = build(data).solve().values[0][0]
+    g = torch.Generator().manual_seed(seed)
+    noise = 0.05 * torch.randn(B, len(data.i), 3, generator=g, dtype=DT)
+    meas = SE2.compose(data.measurements.expand(B, -1, -1), SE2.exp(noise))
+    return data, meas, target
+
+
+def ours_layer(B: int, mode: str, device='cpu', reps: int = 3, max_iterations: int = 20):
+    data, meas, target = batch_problem(B)
+    meas, target = meas.to(device), target.to(device)
+    times, err = [], None
+    for _ in range(reps):
+        sqrt_w = torch.ones(len(data.i), 3, dtype=DT, device=device, requires_grad=True)
+        t0 = time.perf_counter()
+        opt = build(data, device, meas, torch.diag_embed(sqrt_w ** 2), max_iterations=max_iterations)
+        result = opt.solve(backward=mode)
+        loss = ((result.values[0][..., :2] - target[:, :2]) ** 2).sum()
+        loss.backward()
+        if device != 'cpu':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        err = float(result.error.detach().mean())
+    return min(times), err
+
+
+def theseus_worker(spec: dict) -> dict:
+    """Runs in the Theseus environment: the same w100 batch problem, forward (+ backward)."""
+    import theseus as th
+    B, mode = spec['B'], spec['mode']
+    data, meas, target = batch_problem(B)
+    times, err = [], None
+    for _ in range(spec.get('reps', 3)):
+        sqrt_w = torch.ones(len(data.i), 3, dtype=DT, requires_grad=True)
+        t0 = time.perf_counter()
+        poses = [th.SE2(x_y_theta=data.poses[k:k + 1].expand(B, 3).clone(), name=f'x{k}')
+                 for k in range(len(data.poses))]
+        objective = th.Objective(dtype=DT)
+        objective.add(th.Difference(poses[0], th.SE2(x_y_theta=data.poses[:1].clone(), name='p0'),
+                                    th.ScaleCostWeight(torch.tensor(1e3, dtype=DT)), name='prior'))
+        inputs = {}
+        for e, (a, b) in enumerate(zip(data.i.tolist(), data.j.tolist())):
+            weight = th.DiagonalCostWeight(th.Variable(torch.ones(1, 3, dtype=DT), name=f'w{e}'))
+            objective.add(th.Between(poses[a], poses[b], th.SE2(x_y_theta=meas[:, e].clone(), name=f'z{e}'),
+                                     weight, name=f'e{e}'))
+            inputs[f'w{e}'] = sqrt_w[e:e + 1]
+        optimizer = th.LevenbergMarquardt(objective, linear_solver_cls=th.CholmodSparseSolver,
+                                          max_iterations=spec.get('max_iterations', 20), vectorize=True)
+        layer = th.TheseusLayer(optimizer)
+        kwargs = {'backward_mode': mode, 'damping': 1e-3}  # CHOLMOD: no adaptive damping in Theseus
+        if mode == 'truncated':
+            kwargs['backward_num_iterations'] = 3
+        grad = spec['backward']
+        with torch.set_grad_enabled(grad):
+            sol, _ = layer.forward(inputs, optimizer_kwargs=kwargs)
+            xy = torch.stack([sol[f'x{k}'][:, :2] for k in range(len(data.poses))], 1)
+            loss = ((xy - target[:, :2]) ** 2).sum()
+            if grad:
+                loss.backward()
+        times.append(time.perf_counter() - t0)
+        with torch.no_grad():
+            xyt = torch.stack([sol[f'x{k}'] for k in range(len(data.poses))], 1)
+            x = torch.cat((xyt[..., :2], torch.atan2(xyt[..., 3], xyt[..., 2])[..., None]), -1)
+            err = float(build(data, measurements=meas).objective.error([x]).mean())
+    return {'seconds': min(times), 'error': err}
+
+
+def run_theseus(python: str | None, spec: dict) -> dict | None:
+    if python is None:
+        return None
+    cmd = [python, str(HERE), '--theseus-worker', json.dumps(spec)]
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if out.returncode != 0:
+        print(f'  theseus worker failed: {out.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_mib(name: str) -> float:
+    root = str(HERE.parents[1])
+    code = (f'import resource, sys, torch; sys.path.insert(0, {root!r}); torch.set_num_threads(1); '
+            f'from bench.nlls import ours_lm, read_graph, data_file; read_graph(data_file({name!r})); '
+            f'base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; ours_lm({name!r}); '
+            f'print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--json', help='write one row per case to this file')
+    p.add_argument('--threads', type=int, default=1, help='torch intra-op threads (default 1)')
+    p.add_argument('--theseus-python', default='/tmp/theseus_venv/bin/python',
+                   help='python of a virtual environment with theseus-ai (skipped if missing)')
+    p.add_argument('--quick', action='store_true', help='skip w10000/sphere2500 (smoke run)')
+    p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.theseus_worker:
+        print(json.dumps(theseus_worker(json.loads(args.theseus_worker))))
+        return 0
+    theseus_py = args.theseus_python if args.theseus_python and Path(args.theseus_python).exists() else None
+    if theseus_py is None:
+        print('Theseus rows skipped: no Theseus environment (pass --theseus-python PATH; see module doc)')
+    print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
+          f'torch {torch.__version__}, {args.threads} thread(s), sparse backend {sparse_backend()}, '
+          f'load average {os.getloadavg()[0]:.1f}')
+    rows = []
+
+    def row(**kw):
+        rows.append(kw)
+        cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
+        print(cells, flush=True)
+
+    for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
+        g_s, g_err, g_it = gtsam_lm(name)
+        o_s, o_err, o_it, kind = ours_lm(name)
+        r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
+                 linear=kind, gtsam_s=g_s, gtsam_error=g_err, gtsam_iterations=g_it,
+                 time_ratio_vs_gtsam=o_s / g_s, error_rel_diff=(o_err - g_err) / g_err)
+        if name == 'w100':
+            t = run_theseus(theseus_py, {'B': 1, 'mode': 'implicit', 'backward': False,
+                                         'max_iterations': 100})
+            if t:
+                r.update(theseus_s=t['seconds'], theseus_error=t['error'],
+                         speedup_vs_theseus=t['seconds'] / o_s)
+        row(**r)
+    B = 16
+    for mode in MODES:
+        o_s, o_err = ours_layer(B, mode)
+        r = dict(case=f'w100x{B} fwd+bwd {mode}', device='cpu', ours_s=o_s, ours_error=o_err)
+        t = run_theseus(theseus_py, {'B': B, 'mode': mode, 'backward': True})
+        if t:
+            r.update(theseus_s=t['seconds'], theseus_error=t['error'], speedup_vs_theseus=t['seconds'] / o_s)
+        row(**r)
+    if not args.quick:
+        row(case='w10000 peak memory', device='cpu', peak_rss_increase_mib=peak_memory_mib('w10000'))
+    if torch.cuda.is_available():
+        for name in ('w10000', 'sphere2500'):
+            o_s, o_err, o_it, kind = ours_lm(name, 'cuda')
+            row(case=f'{name} LM', device='cuda', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
+                linear=kind)
+        o_s, o_err = ours_layer(256, 'implicit', 'cuda')
+        row(case='w100x256 fwd+bwd implicit', device='cuda', ours_s=o_s, ours_error=o_err)
+    else:
+        print('GPU rows skipped: CUDA not available')
+    if args.json:
+        Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'threads': args.threads,
+                                               'sparse_backend': sparse_backend(), 'rows': rows}, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
