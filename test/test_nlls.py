@@ -294,3 +294,20 @@ def test_se3_float32_solves():
             results[dtype] = Optimizer(Objective([prior, edges])).solve()
     assert results[torch.float32].values[0].dtype == torch.float32
     assert float(results[torch.float32].error[0]) == pytest.approx(float(results[DT].error[0]), rel=1e-3)
+
+
+def test_package_docstring_example_runs():
+    """The differentiable pose-graph example in diffopt_ros.nlls' docstring (also in README)."""
+    import textwrap
+
+    import diffopt_ros.nlls as nlls
+    code = textwrap.dedent(nlls.__doc__.split('::\n')[1])
+    default = torch.get_default_dtype()
+    scope = {}
+    try:
+        exec(compile(code, 'diffopt_ros/nlls/__init__.py docstring', 'exec'), scope)
+    finally:
+        torch.set_default_dtype(default)
+    assert scope['result'].status == ['converged']
+    grad = scope['log_w'].grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -3,20 +3,26 @@
 Variables hold ``N`` elements of a group for ``B`` problems; factors are vectorized over
 edges; an :class:`Objective` sums them; an :class:`Optimizer` runs Gauss-Newton or
 Levenberg-Marquardt with a dense or sparse Cholesky solver and a selectable backward mode.
-Errors follow GTSAM's convention ``0.5 sum ||r||^2_Sigma``. A 2D pose graph::
+Errors follow GTSAM's convention ``0.5 sum ||r||^2_Sigma``. A differentiable 2D pose graph
+(a square driven twice; learn the odometry weights by backpropagating through the solve)::
 
     import torch
     from diffopt_ros.lie import SE2
     from diffopt_ros.nlls import Between, Objective, Optimizer, Prior, Variable
 
-    init = torch.zeros(4, 3, dtype=torch.float64)                    # 4 poses (x, y, theta)
-    poses = Variable(SE2, init, name='poses')
-    odom = torch.tensor([[1.0, 0, 1.5708]] * 4, dtype=torch.float64)  # a square, closing the loop
-    weight = torch.tensor([100.0, 100.0, 400.0], dtype=torch.float64, requires_grad=True)
-    edges = Between(poses, [0, 1, 2, 3], [1, 2, 3, 0], odom, information=torch.diag(weight))
-    prior = Prior(poses, [0], init[:1], information=1e6 * torch.eye(3, dtype=torch.float64))
-    result = Optimizer(Objective([prior, edges])).solve(backward='implicit')
-    result['poses'][0, 2].sum().backward()                          # d/d(weight) via implicit diff
+    torch.set_default_dtype(torch.float64)
+    odom = SE2.compose(torch.tensor([1.0, 0.0, torch.pi / 2]).expand(8, 3), SE2.exp(0.05 * torch.randn(8, 3)))
+    init = [SE2.identity()]
+    for z in odom:                                                  # dead reckoning
+        init.append(SE2.compose(init[-1], z))
+    poses = Variable(SE2, torch.stack(init), name='poses')          # 9 poses (x, y, theta)
+    log_w = torch.zeros(3, requires_grad=True)                      # learnable log-information
+    edges = Between(poses, range(8), range(1, 9), odom, torch.diag(100 * log_w.exp()))
+    loop = Between(poses, [0], [8], torch.zeros(1, 3), 1e3 * torch.eye(3))   # back at the start
+    prior = Prior(poses, [0], SE2.identity(1), 1e6 * torch.eye(3))
+    result = Optimizer(Objective([prior, edges, loop])).solve(backward='implicit')
+    loss = (result['poses'][0, 4, :2] - torch.tensor([0.0, 0.0])).norm()    # pose 4 is at the origin
+    loss.backward()                                                  # log_w.grad = d loss / d log_w
 """
 from diffopt_ros.nlls.factors import (
                                       AutoDiffFactor,
@@ -31,9 +37,10 @@ from diffopt_ros.nlls.linear import DenseCholesky, FactorizationError, SparseCho
 from diffopt_ros.nlls.losses import Cauchy, GemanMcClure, Huber, RobustLoss
 from diffopt_ros.nlls.objective import Objective
 from diffopt_ros.nlls.optimizer import BACKWARD_MODES, Optimizer, SolveResult
+from diffopt_ros.nlls.pose_graph import PoseGraph
 from diffopt_ros.nlls.variables import Variable, Vector
 
 __all__ = ['AutoDiffFactor', 'BearingRangeFactor', 'Between', 'Factor', 'Prior', 'RangeFactor',
            'diagonal_information', 'DenseCholesky', 'SparseCholesky', 'FactorizationError',
            'Cauchy', 'GemanMcClure', 'Huber', 'RobustLoss', 'Objective', 'Optimizer',
-           'SolveResult', 'BACKWARD_MODES', 'Variable', 'Vector']
+           'SolveResult', 'BACKWARD_MODES', 'Variable', 'Vector', 'PoseGraph']

@@ -95,8 +95,9 @@ class _CPUFactor:
         n = system.n
         self._chol = self._lu = self._factor = None
         lower = np.ascontiguousarray(values[system._csc_order])
-        if _cholmod is not None:
-            A = _sp.csc_matrix((lower, system._csc_rows, system._csc_indptr), shape=(n, n))
+        if _cholmod is not None:  # CHOLMOD factorizes in float64 only
+            A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
+                               shape=(n, n))
             if system._symbolic is None:  # ordering + symbolic analysis, once per structure
                 system._symbolic = _cholmod.analyze(A, mode='supernodal')
             self._factor = system._symbolic.copy()
