@@ -53,7 +53,7 @@ def plot_trajectories(path: Path, trajectories: dict[str, np.ndarray], title: st
     fig, ax = plt.subplots(figsize=(6, 6), layout='constrained')
     for name, xy in trajectories.items():
         ax.plot(xy[:, 0], xy[:, 1], label=name)
-    ax.set_aspect('equal')
+    ax.set_aspect('equal', adjustable='datalim')
     ax.set_xlabel('x (m)')
     ax.set_ylabel('y (m)')
     ax.legend()

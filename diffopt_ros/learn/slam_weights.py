@@ -157,7 +157,7 @@ class SlamObjective(nn.Module):
 
     def solve(self, sequence: KeyframeSequence) -> torch.Tensor:
         """The re-solved keyframe poses ``(K, 3)``."""
-        w = self.weights().to(sequence.graph.estimate.dtype)
+        w = self.weights().to(sequence.graph.estimate)      # its device and dtype
         objective, _ = build_objective(sequence.graph, information_by_kind(*w[:4]), w[4])
         tolerances = {} if self.tolerance is None else {'rel_tol': self.tolerance,
                                                          'abs_tol': self.tolerance}

@@ -160,7 +160,8 @@ def init_distributed(device: str) -> DistContext:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         if world > 1:
             wanted = torch.device('cuda', local_rank)
-        torch.cuda.set_device(wanted)
+        if wanted.index is not None:
+            torch.cuda.set_device(wanted)
     owns = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend='nccl' if wanted.type == 'cuda' else 'gloo')
