@@ -84,6 +84,22 @@ def test_jacobians_match_finite_differences(G, dof):
     assert torch.allclose(num, G.adjoint(g), atol=1e-7)
 
 
+@pytest.mark.parametrize('G,dof', GROUPS)
+def test_compose_inverse_between_jacobians(G, dof):
+    a, b = G.exp(torch.randn(5, dof, dtype=DT)), G.exp(torch.randn(5, dof, dtype=DT))
+    zero = torch.zeros(5, dof, dtype=DT)
+    ab, J_a, J_b = G.compose_jacobians(a, b)
+    num_a = _numeric(lambda d: G.local(ab, G.compose(G.retract(a, d), b)), zero)
+    num_b = _numeric(lambda d: G.local(ab, G.compose(a, G.retract(b, d))), zero)
+    assert torch.allclose(num_a, J_a, atol=1e-8) and torch.allclose(num_b, J_b, atol=1e-8)
+    inv, J = G.inverse_jacobian(a)
+    assert torch.allclose(_numeric(lambda d: G.local(inv, G.inverse(G.retract(a, d))), zero), J, atol=1e-8)
+    rel, J_a, J_b = G.between_jacobians(a, b)
+    num_a = _numeric(lambda d: G.local(rel, G.between(G.retract(a, d), b)), zero)
+    num_b = _numeric(lambda d: G.local(rel, G.between(a, G.retract(b, d))), zero)
+    assert torch.allclose(num_a, J_a, atol=1e-8) and torch.allclose(num_b, J_b, atol=1e-8)
+
+
 @pytest.mark.parametrize('G,n', [(SE2, 2), (SE3, 3)])
 def test_act_jacobians(G, n):
     g = G.exp(torch.randn(6, G.dof, dtype=DT))

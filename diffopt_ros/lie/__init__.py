@@ -1,8 +1,10 @@
 """Batched Lie groups SO(2), SE(2), SO(3), SE(3) on plain tensors (right-perturbation Jacobians).
 
 Each group is a class of static methods (``exp, log, compose, inverse, between, retract, local,
-act, adjoint, right_jacobian, right_jacobian_inv``) working on tensors with any leading batch
-dimensions; storage: SO2 angle ``(..., 1)``, SE2 ``(x, y, theta) (..., 3)``, SO3 matrix
+act, adjoint, right_jacobian, right_jacobian_inv``, and ``compose_jacobians, inverse_jacobian,
+between_jacobians``, ``act_jacobians`` for SE2/SE3) working on tensors with any leading batch
+dimensions. Jacobians are with respect to right perturbations ``g exp(d)``; storage: SO2
+angle ``(..., 1)``, SE2 ``(x, y, theta) (..., 3)``, SO3 matrix
 ``(..., 3, 3)``, SE3 ``[R | t] (..., 3, 4)``. Example::
 
     import torch

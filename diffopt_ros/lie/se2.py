@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from diffopt_ros.lie._base import LieGroup
 from diffopt_ros.lie._util import safe_angle, wrap_angle
 
 
@@ -29,7 +30,7 @@ def _rotate(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torc
     return c * x - s * y, s * x + c * y
 
 
-class SE2:
+class SE2(LieGroup):
     """Batched SE(2) operations on ``(..., 3) = (x, y, theta)`` tensors."""
 
     name = 'SE2'

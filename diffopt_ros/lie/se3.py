@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from diffopt_ros.lie._base import LieGroup
 from diffopt_ros.lie._util import skew
 from diffopt_ros.lie.so3 import SO3, _theta2, left_jacobian, left_jacobian_inv
 
@@ -42,7 +43,7 @@ def _block(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -
     return torch.cat((torch.cat((a, b), -1), torch.cat((c, d), -1)), -2)
 
 
-class SE3:
+class SE3(LieGroup):
     """Batched SE(3) operations on ``(..., 3, 4) = [R | t]`` tensors."""
 
     name = 'SE3'

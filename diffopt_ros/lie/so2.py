@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from diffopt_ros.lie._base import LieGroup
 from diffopt_ros.lie._util import wrap_angle
 
 
-class SO2:
+class SO2(LieGroup):
     """Batched SO(2) operations on angle tensors ``(..., 1)``."""
 
     name = 'SO2'

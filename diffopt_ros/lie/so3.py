@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from diffopt_ros.lie._base import LieGroup
 from diffopt_ros.lie._util import SMALL_ANGLE, skew
 
 
@@ -104,7 +105,7 @@ def rpy_to_matrix(rpy: torch.Tensor) -> torch.Tensor:
         -sp, cp * sr, cp * cr), -1).reshape(*rpy.shape[:-1], 3, 3)
 
 
-class SO3:
+class SO3(LieGroup):
     """Batched SO(3) operations on rotation matrices ``(..., 3, 3)``."""
 
     name = 'SO3'
