@@ -311,3 +311,28 @@ def test_package_docstring_example_runs():
     assert scope['result'].status == ['converged']
     grad = scope['log_w'].grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('backend', ['cholmod', 'cholespy', 'superlu'])
+def test_sparse_backends_agree_with_dense(backend):
+    from diffopt_ros.nlls.linear import sparse_backend
+    try:
+        sparse_backend(backend)
+    except ImportError:
+        pytest.skip(f'{backend} is not installed here')
+    data = _subgraph(_data('w100.graph'), 60)
+    sqrt_w = torch.ones(len(data.i), 3, dtype=DT, requires_grad=True)
+    values, grads = [], []
+    for kind, name in (('dense', 'auto'), ('sparse', backend)):
+        poses = Variable(SE2, data.poses, name='poses')
+        prior = Prior(poses, [0], data.poses[:1], 1e6 * torch.eye(3, dtype=DT))
+        edges = Between(poses, data.i, data.j, data.measurements, torch.diag_embed(sqrt_w ** 2))
+        opt = Optimizer(Objective([prior, edges]), linear_solver=kind, sparse_backend=name)
+        result = opt.solve(backward='unroll')
+        (grad,) = torch.autograd.grad(result.values[0][..., :2].square().sum(), sqrt_w)
+        values.append(result.values[0].detach())
+        grads.append(grad)
+        cov = opt.marginal_covariance(result.values, poses, 59)
+        assert cov.shape == (1, 3, 3)
+    assert torch.allclose(values[0], values[1], atol=1e-9)
+    assert torch.allclose(grads[0], grads[1], atol=1e-7, rtol=1e-6)

@@ -83,9 +83,20 @@ class DenseCholesky:
         return torch.cholesky_solve(rhs, factor[0])
 
 
-def sparse_backend() -> str:
-    """The CPU sparse Cholesky in use: ``'cholmod'`` (scikit-sparse), ``'cholespy'`` or ``'superlu'``."""
-    return 'cholmod' if _cholmod is not None else 'cholespy' if cholespy is not None else 'superlu'
+SPARSE_BACKENDS = ('cholmod', 'cholespy', 'superlu')
+
+
+def sparse_backend(requested: str = 'auto') -> str:
+    """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal), ``'cholespy'``
+    or ``'superlu'``; ``'auto'`` takes the first one installed."""
+    available = {'cholmod': _cholmod is not None, 'cholespy': cholespy is not None, 'superlu': True}
+    if requested == 'auto':
+        return next(name for name in SPARSE_BACKENDS if available[name])
+    if requested not in available:
+        raise ValueError(f'sparse backend {requested!r}: choose auto or one of {", ".join(SPARSE_BACKENDS)}')
+    if not available[requested]:
+        raise ImportError(f'sparse backend {requested!r} is not installed')
+    return requested
 
 
 class _CPUFactor:
@@ -95,7 +106,7 @@ class _CPUFactor:
         n = system.n
         self._chol = self._lu = self._factor = None
         lower = np.ascontiguousarray(values[system._csc_order])
-        if _cholmod is not None:  # CHOLMOD factorizes in float64 only
+        if system.backend == 'cholmod':  # CHOLMOD factorizes in float64 only
             A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
                                shape=(n, n))
             if system._symbolic is None:  # ordering + symbolic analysis, once per structure
@@ -105,7 +116,7 @@ class _CPUFactor:
                 self._factor.cholesky_inplace(A)
             except _cholmod.CholmodError as exc:
                 raise FactorizationError(str(exc)) from exc
-        elif cholespy is not None:
+        elif system.backend == 'cholespy':
             solver_cls = cholespy.CholeskySolverD if values.dtype == np.float64 else cholespy.CholeskySolverF
             try:
                 self._chol = solver_cls(n, system._csc_indptr, system._csc_rows, lower,
@@ -143,9 +154,10 @@ class SparseCholesky:
 
     kind = 'sparse'
 
-    def __init__(self, objective: Objective):
+    def __init__(self, objective: Objective, backend: str = 'auto'):
         n, NB = objective.dim, objective.num_blocks
         self.n = n
+        self.backend = sparse_backend(backend)
         dof, bstart = objective.block_dof, objective.block_start
         keys, pairs = [], []
         for bidx in objective.block_index:
@@ -267,13 +279,14 @@ class _SparseSolve(torch.autograd.Function):
         return grad_H, u, None, None
 
 
-def make_linear_solver(objective: Objective, kind: str = 'auto', dense_max: int | None = None):
+def make_linear_solver(objective: Objective, kind: str = 'auto', dense_max: int | None = None,
+                       sparse: str = 'auto'):
     """``'dense'``, ``'sparse'`` or ``'auto'``.
 
     ``'auto'`` picks dense when ``n <= dense_max``: by default 64 on the CPU (CHOLMOD beats a
     dense factorization above that even for a w100-sized pose graph) and, on CUDA, up to 4096
     unknowns while the batch of dense matrices stays under 2 GiB (batched cuSOLVER beats
-    moving the system to the CPU).
+    moving the system to the CPU). ``sparse`` names the CPU factorization (:func:`sparse_backend`).
     """
     if kind == 'auto':
         n, B = objective.dim, objective.batch_size
@@ -285,5 +298,5 @@ def make_linear_solver(objective: Objective, kind: str = 'auto', dense_max: int 
     if kind == 'dense':
         return DenseCholesky(objective)
     if kind == 'sparse':
-        return SparseCholesky(objective)
+        return SparseCholesky(objective, sparse)
     raise ValueError(f"linear solver {kind!r}: choose 'auto', 'dense' or 'sparse'")

@@ -84,6 +84,7 @@ class Optimizer:
         max_time: seconds per solve (checked between iterations), or None.
         backward, backward_steps, dlm_epsilon: default backward mode (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
+        sparse_backend: ``'auto'``, ``'cholmod'``, ``'cholespy'`` or ``'superlu'``.
     """
 
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',
@@ -91,14 +92,14 @@ class Optimizer:
                  step_tol: float = 1e-10, damping: str = 'identity', lambda_init: float = 1e-5,
                  lambda_max: float = 1e12, max_time: float | None = None,
                  backward: str = 'implicit', backward_steps: int = 3, dlm_epsilon: float = 1e-3,
-                 dense_max: int | None = None):
+                 dense_max: int | None = None, sparse_backend: str = 'auto'):
         if method not in ('lm', 'gn'):
             raise ValueError(f"method {method!r}: choose 'lm' or 'gn'")
         if damping not in ('diagonal', 'identity'):
             raise ValueError(f"damping {damping!r}: choose 'diagonal' or 'identity'")
         self.objective = objective
         self.method = method
-        self.linear = make_linear_solver(objective, linear_solver, dense_max)
+        self.linear = make_linear_solver(objective, linear_solver, dense_max, sparse_backend)
         self.max_iterations = int(max_iterations)
         self.rel_tol, self.abs_tol, self.step_tol = rel_tol, abs_tol, step_tol
         self.damping = damping
