@@ -216,7 +216,6 @@ class SlamSystem:
         """``T_map_odom`` ``(x, y, yaw)``: map pose = correction composed with odometry pose."""
         self.loop_closures = 0
         self.full_solves = 0
-        self.last_update_seconds = 0.0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -230,11 +229,6 @@ class SlamSystem:
         return self._estimate.clone()
 
     @property
-    def keyframe_stamps(self) -> list[float]:
-        """Keyframe stamps (s)."""
-        return list(self._stamps)
-
-    @property
     def covariance(self) -> Tensor | None:
         """``(3, 3)`` marginal covariance of the newest keyframe pose ``(x, y, yaw)`` with x, y
         along the map axes (m², rad²; as in ROS pose covariances), or None before the first
@@ -246,10 +240,6 @@ class SlamSystem:
         rotate[2, :2] = 0.0     # blockdiag(R(yaw), 1)
         rotate[:2, 2] = 0.0
         return rotate @ self._covariances[-1] @ rotate.T
-
-    def set_weights(self, weights: SlamWeights) -> None:
-        """Use new factor weights from the next update on (every edge, old ones too)."""
-        self.config = replace(self.config, weights=weights)
 
     def set_config(self, config: SlamConfig) -> None:
         """Replace the settings (applies from the next scan)."""
@@ -301,8 +291,7 @@ class SlamSystem:
                               f'after filtering (need {cfg.icp.min_points})',
                               seconds=time.perf_counter() - started)
         update = self._add_keyframe(stamp, odom, points)
-        self.last_update_seconds = time.perf_counter() - started
-        return replace(update, pose=self.map_pose(odom), seconds=self.last_update_seconds,
+        return replace(update, pose=self.map_pose(odom), seconds=time.perf_counter() - started,
                        cpu_seconds=time.thread_time() - cpu_started)
 
     # ------------------------------------------------------------------ front end
@@ -331,6 +320,9 @@ class SlamSystem:
             if (float(error[:2].norm()) <= cfg.scan_max_correction_xy
                     and abs(float(error[2])) <= cfg.scan_max_correction_yaw):
                 self._add_edge(k - 1, k, match.pose, SCAN, match.inlier_ratio)
+                # the scan match is the better guess (it also makes the loop test below
+                # measure the drift of the map, not the odometry error of one step)
+                self._estimate[k] = SE2.compose(self._estimate[k - 1], match.pose)
         loops, disagree = self._close_loops(k)
         full = disagree and k >= cfg.window
         solve_started = time.thread_time()
