@@ -46,20 +46,21 @@ def data_file(name: str) -> str:
     return gtsam.findExampleDataFile(FILES[name])
 
 
-def build(data, device='cpu', measurements=None, information=None, linear='auto', max_iterations=100):
+def build(data, device='cpu', measurements=None, information=None, linear='auto', max_iterations=100,
+          backend='auto'):
     poses = Variable(data.group, data.poses.to(device), name='poses')
     d = data.group.dof
     prior = Prior(poses, [0], data.poses[:1].to(device), 1e6 * torch.eye(d, dtype=DT, device=device))
     meas = data.measurements.to(device) if measurements is None else measurements
     info = data.information.to(device) if information is None else information
     return Optimizer(Objective([prior, Between(poses, data.i, data.j, meas, info)]), linear_solver=linear,
-                     max_iterations=max_iterations)
+                     max_iterations=max_iterations, sparse_backend=backend)
 
 
-def ours_lm(name: str, device='cpu'):
+def ours_lm(name: str, device='cpu', backend='auto'):
     data = read_graph(data_file(name))
     t0 = time.perf_counter()
-    opt = build(data, device)
+    opt = build(data, device, backend=backend)
     with torch.no_grad():
         result = opt.solve()
     if device != 'cpu':
@@ -161,6 +162,14 @@ def theseus_worker(spec: dict) -> dict:
     return {'seconds': min(times), 'error': err}
 
 
+def _installed(backend: str) -> bool:
+    try:
+        sparse_backend(backend)
+    except ImportError:
+        return False
+    return True
+
+
 def run_theseus(python: str | None, spec: dict) -> dict | None:
     if python is None:
         return None
@@ -210,19 +219,23 @@ def main(argv=None) -> int:
         cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
         print(cells, flush=True)
 
+    backends = [b for b in ('cholmod', 'cholespy') if _installed(b)] or ['superlu']
     for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
         g_s, g_err, g_it = gtsam_lm(name)
-        o_s, o_err, o_it, kind = ours_lm(name)
-        r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
-                 linear=kind, gtsam_s=g_s, gtsam_error=g_err, gtsam_iterations=g_it,
-                 time_ratio_vs_gtsam=o_s / g_s, error_rel_diff=(o_err - g_err) / g_err)
+        for backend in backends if name != 'w100' else backends[:1]:
+            o_s, o_err, o_it, kind = ours_lm(name, backend=backend)
+            r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
+                     linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_error=g_err, gtsam_iterations=g_it,
+                     time_ratio_vs_gtsam=o_s / g_s, error_rel_diff=(o_err - g_err) / g_err)
+            if name != 'w100':
+                row(**r)
         if name == 'w100':
             t = run_theseus(theseus_py, {'B': 1, 'mode': 'implicit', 'backward': False,
                                          'max_iterations': 100})
             if t:
                 r.update(theseus_s=t['seconds'], theseus_error=t['error'],
                          speedup_vs_theseus=t['seconds'] / o_s)
-        row(**r)
+            row(**r)
     B = 16
     for mode in MODES:
         o_s, o_err = ours_layer(B, mode)
