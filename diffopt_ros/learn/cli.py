@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'loss {m["train_loss_before"]:.4g} -> {m["train_loss"]:.4g} (validation '
               f'{m["val_loss_before"]:.4g} -> {m["val_loss"]:.4g}) in {m["seconds"]:.1f} s; '
               f'wrote {result.yaml_path}' + (f' and {args.yaml}' if args.yaml else ''))
+        if 'ate_before' in m:
+            print(f'keyframe ATE (RMSE, validation runs or else training runs) '
+                  f'{m["ate_before"]:.4f} m -> {m["ate_after"]:.4f} m')
     return 0
 
 
