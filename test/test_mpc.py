@@ -225,6 +225,17 @@ def test_diff_drive_reaches_goal_with_bounds_and_warm_start(solver):
     assert (final < 0.1).all()
 
 
+def test_diff_drive_cost_from_node_parameters():
+    cost = TrackingCost.diff_drive(position=4.0, heading=2.0, v=0.5, omega=0.25, v_cmd=0.1, omega_cmd=0.2,
+                                   rate=0.3, terminal_scale=5.0)
+    weights = cost.state_weight.diagonal().detach()
+    torch.testing.assert_close(weights, torch.tensor([4.0, 4.0, 2.0, 0.5, 0.25]))
+    torch.testing.assert_close(cost.control_weight.diagonal().detach(), torch.tensor([0.1, 0.2]))
+    torch.testing.assert_close(cost.rate_weight.diagonal().detach(), torch.tensor([0.3, 0.3]))
+    assert float(cost.terminal_scale) == pytest.approx(5.0) and cost.has_angles
+    assert TrackingCost.diff_drive(rate=0.0).rate_weight is None
+
+
 def test_heading_error_is_wrapped():
     model, cost = _diff_drive_problem()
     x = torch.zeros(1, 3, 5, dtype=D)

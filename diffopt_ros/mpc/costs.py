@@ -168,6 +168,19 @@ class TrackingCost(Cost):
         self.register_buffer('angle_mask', mask, persistent=False)
         self.has_angles = bool(angle_indices)
 
+    @classmethod
+    def diff_drive(cls, position: float = 10.0, heading: float = 1.0, v: float = 0.1, omega: float = 0.1,
+                   v_cmd: float = 0.1, omega_cmd: float = 0.1, rate: float = 0.0,
+                   terminal_scale: float = 1.0) -> TrackingCost:
+        """The cost of the ``DiffDriveLag`` robot from the node's ``weights.*`` parameters.
+
+        State weights ``(position, position, heading, v, omega)`` (``1/m^2``, ``1/rad^2``, ``s^2/m^2``,
+        ``s^2/rad^2``), control weights ``(v_cmd, omega_cmd)``, rate weight ``(rate, rate)`` on
+        ``u_t - u_{t-1}`` (no rate term when ``rate == 0``), heading wrapped.
+        """
+        return cls([position, position, heading, v, omega], [v_cmd, omega_cmd], terminal_scale=terminal_scale,
+                   rate_weight=[rate, rate] if rate > 0 else None, angle_indices=(2,))
+
     @property
     def terminal_scale(self) -> torch.Tensor:
         return self.sqrt_terminal_scale.square()
