@@ -81,6 +81,9 @@ class Optimizer:
         damping: ``'diagonal'`` (Marquardt: ``lambda * diag(H)``, clamped to ``[1e-6, 1e32]``)
             or ``'identity'`` (``lambda * I``).
         lambda_init, lambda_max: initial damping and the damping at which LM gives up.
+        lambda_factor: None for Nielsen's adaptive update of the damping from the gain ratio,
+            or a fixed factor to divide it by after a good step and multiply after a bad one
+            (GTSAM's default, 10).
         max_time: seconds per solve (checked between iterations), or None.
         backward, backward_steps, dlm_epsilon: default backward mode (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
@@ -90,7 +93,7 @@ class Optimizer:
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',
                  max_iterations: int = 100, rel_tol: float = 1e-5, abs_tol: float = 1e-5,
                  step_tol: float = 1e-10, damping: str = 'identity', lambda_init: float = 1e-5,
-                 lambda_max: float = 1e12, max_time: float | None = None,
+                 lambda_max: float = 1e12, lambda_factor: float | None = None, max_time: float | None = None,
                  backward: str = 'implicit', backward_steps: int = 3, dlm_epsilon: float = 1e-3,
                  dense_max: int | None = None, sparse_backend: str = 'auto'):
         if method not in ('lm', 'gn'):
@@ -103,7 +106,7 @@ class Optimizer:
         self.max_iterations = int(max_iterations)
         self.rel_tol, self.abs_tol, self.step_tol = rel_tol, abs_tol, step_tol
         self.damping = damping
-        self.lambda_init, self.lambda_max = lambda_init, lambda_max
+        self.lambda_init, self.lambda_max, self.lambda_factor = lambda_init, lambda_max, lambda_factor
         self.max_time = max_time
         self._check_backward(backward)
         self.backward, self.backward_steps, self.dlm_epsilon = backward, int(backward_steps), dlm_epsilon
@@ -172,11 +175,15 @@ class Optimizer:
                 conv = accept & ((change < self.abs_tol) | (change < self.rel_tol * err) | small_step)
                 conv = conv | (active & ok & small_step)
                 iterations += active.long()
-                # Nielsen's damping update
-                shrink = torch.clamp(1 - (2 * gain - 1) ** 3, min=1.0 / 3)
+                if self.lambda_factor is None:  # Nielsen's damping update
+                    shrink = torch.clamp(1 - (2 * gain - 1) ** 3, min=1.0 / 3)
+                    nu_next = torch.where(accept, torch.full_like(nu, 2.0), nu * 2)
+                else:  # GTSAM's default: divide / multiply by a fixed factor
+                    shrink = torch.full_like(lam, 1.0 / self.lambda_factor)
+                    nu = nu_next = torch.full_like(nu, self.lambda_factor)
                 lam = torch.where(accept, (lam * shrink).clamp_min(1e-12 if self.method == 'lm' else 0.0),
                                   lam * nu if self.method == 'lm' else lam)
-                nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2)
+                nu = nu_next
                 give_up = active & ~accept & ((lam > self.lambda_max) | (self.method == 'gn'))
                 failed |= give_up
                 converged |= conv & active
