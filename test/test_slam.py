@@ -165,9 +165,9 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     cov = slam.covariance
     assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
     assert float(cov[0, 0].sqrt()) < 0.2
-    # every scan got a map pose; keyframes got their update time
+    # every scan was used; the keyframes are the scans that moved far enough
     assert all(u.skipped == '' for u in updates)
-    assert max(u.seconds for u in updates if u.keyframe is not None) < 5.0
+    assert sum(u.keyframe is not None for u in updates) == len(graph.stamps)
 
 
 def test_local_updates_match_a_batch_solve_on_a_chain(lap):
