@@ -63,13 +63,16 @@ class LearnResult:
     out_dir: Path | None = None
 
 
-def as_runs(runs: RunsArg, require: Sequence[str] = ()) -> list[RunData]:
-    """Runs given as paths are read (:func:`~diffopt_ros.learn.datasets.load_runs`)."""
+def as_runs(runs: RunsArg, require: Sequence[str] = (), state_topic: str | None = None
+            ) -> list[RunData]:
+    """Runs given as paths are read (:func:`~diffopt_ros.learn.datasets.load_runs`), with the
+    Odometry topic ``state_topic`` too when given."""
     if isinstance(runs, (str, os.PathLike, RunData)):
         runs = [runs]
+    extra = [state_topic] if state_topic else []
     out: list[RunData] = []
     for run in runs:
-        out += [run] if isinstance(run, RunData) else load_runs([run], require)
+        out += [run] if isinstance(run, RunData) else load_runs([run], [*require, *extra], extra)
     return out
 
 
@@ -98,7 +101,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                    batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                    resume: str | os.PathLike | None = None, progress: bool = True,
                    optimizer: str | None = None, plots: bool = True,
-                   dtype: torch.dtype = torch.float64) -> LearnResult:
+                   state_topic: str | None = None, dtype: torch.dtype = torch.float64
+                   ) -> LearnResult:
     """Fit the MPC's dynamics model (``model.gain_v``, ``model.gain_omega``, ``model.tau_v``,
     ``model.tau_omega``) and write ``out_dir/mpc.yaml``.
 
@@ -135,6 +139,9 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         optimizer: ``'adam'`` or ``'lbfgs'`` (default: L-BFGS for sysid, whose loss is a smooth
             deterministic function of the parameters; Adam with warm-started solves for e2e).
         plots: draw the PNG plots.
+        state_topic: Odometry topic of the states (default ``/ground_truth/odom`` where
+            recorded, else ``/odom``); for e2e, the topic the imitated controller closed its
+            loop on (the demo's MPC used ``/slam/odom``).
         dtype: floating-point type.
 
     Raises:
@@ -150,14 +157,15 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
     optimizer = optimizer or ('lbfgs' if method == 'sysid' else 'adam')
     lr = lr or (1.0 if optimizer == 'lbfgs' else 0.1)
     params = mpc_params(params_file, learned_file)
-    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
+    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
     torch.manual_seed(seed)
     if method == 'sysid':
-        dt = dt or prediction_step(train_runs)
+        dt = dt or prediction_step(train_runs, state_topic)
         steps = steps or max(1, round(0.5 / dt))
         stride = stride or max(1, steps // 5)
-        train_w = control_windows(train_runs, dt, steps, stride, dtype=dtype)
-        val_w = control_windows(val_runs, dt, steps, stride, dtype=dtype) if val_runs else None
+        train_w = control_windows(train_runs, dt, steps, stride, state_topic=state_topic, dtype=dtype)
+        val_w = (control_windows(val_runs, dt, steps, stride, state_topic=state_topic, dtype=dtype)
+                 if val_runs else None)
         model = DiffDriveLag(dt, **{k: float(params[f'model.{k}']) for k in DiffDriveLag.param_names})
         model = model.to(dtype)
         if residual:
@@ -173,7 +181,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
     else:
         objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride or 1,
                                                dtype, learn_dynamics=True, learn_cost=False,
-                                               warm_start=optimizer != 'lbfgs')
+                                               warm_start=optimizer != 'lbfgs',
+                                               state_topic=state_topic)
         cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress, optimizer,
                       plots)
         result = train(objective, train_w.items(),
@@ -190,14 +199,16 @@ def _plot_prediction(*args) -> None:
 
 
 def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_dynamics,
-               learn_cost, warm_start) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
+               learn_cost, warm_start, state_topic
+               ) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
     mpc = node_mpc(params, grad_mode=backward, dtype=dtype, max_iterations=50, tolerance=1e-7)
     horizon, mpc_dt = mpc.horizon, mpc.dynamics.dt
     speed = float(params.get('reference_speed', 0.4))
 
     def windows(runs):
         w = control_windows(runs, dt or mpc_dt, 1, stride, ref_horizon=horizon, ref_dt=mpc_dt,
-                            reference_speed=speed, dtype=dtype).with_reference()
+                            reference_speed=speed, state_topic=state_topic,
+                            dtype=dtype).with_reference()
         if len(w) == 0:
             raise DatasetError(f'{", ".join(r.where for r in runs)}: no window with a goal '
                                f'(/goal_pose) or plan (/plan) to imitate the MPC on')
@@ -227,7 +238,8 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
                stride: int = 1, batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                resume: str | os.PathLike | None = None, progress: bool = True,
                optimizer: str | None = None, plots: bool = True,
-               dtype: torch.dtype = torch.float64) -> LearnResult:
+               state_topic: str | None = None, dtype: torch.dtype = torch.float64
+               ) -> LearnResult:
     """Learn the MPC cost weights (``weights.*``; ``weights.position`` fixes the scale) by
     imitating demonstrations through the MPC (inverse optimal control); write
     ``out_dir/mpc.yaml`` with the model and the weights.
@@ -252,6 +264,8 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         progress: show a progress bar.
         optimizer: ``'adam'`` (default) or ``'lbfgs'``.
         plots: draw the PNG plots.
+        state_topic: Odometry topic the demonstrating controller closed its loop on (default
+            ``/ground_truth/odom`` where recorded, else ``/odom``).
         dtype: floating-point type.
     """
     if backward not in ('implicit', 'unroll'):
@@ -259,12 +273,12 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     began = time.perf_counter()
     out_dir = Path(out_dir)
     params = mpc_params(params_file, learned_file)
-    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,)), val_fraction)
+    train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
     torch.manual_seed(seed)
     optimizer = optimizer or 'adam'
     objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
                                            learn_dynamics=with_dynamics, learn_cost=True,
-                                           warm_start=optimizer != 'lbfgs')
+                                           warm_start=optimizer != 'lbfgs', state_topic=state_topic)
     cfg = _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer,
                       plots)
     result = train(objective, train_w.items(),

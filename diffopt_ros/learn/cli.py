@@ -56,6 +56,9 @@ def _mpc_files(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--dt', type=float, help='window step (s); default: the command period '
                                                  '(sysid; the state period if commands are '
                                                  'irregular) or the MPC dt (through the MPC)')
+    parser.add_argument('--state-topic',
+                        help='Odometry topic of the states (default /ground_truth/odom, else /odom); '
+                             'through the MPC: the topic the recorded controller used')
     parser.add_argument('--stride', type=int,
                         help='grid steps between windows (default: steps/5 for sysid, else 1)')
 
@@ -122,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.runs, args.out, method=args.method, backward=args.backward, epochs=args.epochs,
                 steps=args.steps, dt=args.dt, residual=args.residual, robust=args.robust or None,
                 params_file=args.params_file, learned_file=args.learned_file, stride=args.stride,
-                **common)
+                state_topic=args.state_topic, **common)
         elif args.task == 'cost':
             result = api.learn_cost(
                 args.runs, args.out, backward=args.backward, epochs=args.epochs, dt=args.dt,
                 params_file=args.params_file, learned_file=args.learned_file,
-                with_dynamics=args.with_dynamics, stride=args.stride or 1, **common)
+                with_dynamics=args.with_dynamics, stride=args.stride or 1,
+                state_topic=args.state_topic, **common)
         else:
             result = api.learn_slam(args.runs, args.out, backward=args.backward, epochs=args.epochs,
                                     params_file=args.params_file, learned_file=args.learned_file,

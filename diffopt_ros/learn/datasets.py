@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -92,6 +92,8 @@ class RunData:
         goals: ``/goal_pose`` ``[x, y, yaw]``, or None.
         plans: ``/plan`` messages in time order (possibly empty).
         scans: ``/scan``, or None.
+        other_states: further ``nav_msgs/Odometry`` topics by name (e.g. ``/slam/odom``, the
+            state the MPC closed the loop on in the demo).
     """
 
     name: str
@@ -102,18 +104,27 @@ class RunData:
     goals: Series | None = None
     plans: tuple[Plan, ...] = ()
     scans: Scans | None = None
+    other_states: dict[str, Series] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
         """The run's path or name, for messages."""
         return self.source or self.name
 
-    def states(self) -> tuple[Series, str]:
-        """The state series and its topic: ground truth where recorded, else odometry.
+    def states(self, topic: str | None = None) -> tuple[Series, str]:
+        """The state series and its topic: ``topic`` if given, else ground truth where
+        recorded, else odometry.
 
         Raises:
-            DatasetError: neither topic has messages.
+            DatasetError: no such states (the topic is named).
         """
+        if topic is not None:
+            series = {GROUND_TRUTH_TOPIC: self.ground_truth, ODOM_TOPIC: self.odom,
+                      **self.other_states}.get(topic)
+            if series is None or len(series) < 2:
+                raise DatasetError(f'{self.where}: no states on {topic} (read it with '
+                                   f'load_run(..., state_topics=[{topic!r}]))')
+            return series, topic
         for series, topic in ((self.ground_truth, GROUND_TRUTH_TOPIC), (self.odom, ODOM_TOPIC)):
             if series is not None and len(series) >= 2:
                 return series, topic
@@ -144,12 +155,14 @@ def _plans(bag: BagRun, topic: str) -> tuple[Plan, ...]:
                  for t_ns, msg in messages)
 
 
-def load_run(path: str | os.PathLike, require: Sequence[str] = ()) -> RunData:
+def load_run(path: str | os.PathLike, require: Sequence[str] = (),
+             state_topics: Sequence[str] = ()) -> RunData:
     """Read one rosbag2 run (folder or ``.mcap``/``.db3`` file) into arrays.
 
     Args:
         path: the run.
         require: topics that must be present and non-empty (e.g. ``('/cmd_vel',)``).
+        state_topics: further ``nav_msgs/Odometry`` topics to read (``RunData.other_states``).
 
     Raises:
         BagError (and its MissingTopicError, EmptyBagError, CorruptBagError): the run cannot be
@@ -175,10 +188,13 @@ def load_run(path: str | os.PathLike, require: Sequence[str] = ()) -> RunData:
             commands=_optional(lambda topic: Series(*bag.twist(topic, stamp='bag')), CMD_TOPIC),
             goals=_optional(lambda topic: Series(*bag.poses(topic, stamp='bag')), GOAL_TOPIC),
             plans=_plans(bag, PLAN_TOPIC),
-            scans=scans)
+            scans=scans,
+            other_states={topic: odometry(topic) for topic in state_topics
+                          if topic not in (ODOM_TOPIC, GROUND_TRUTH_TOPIC)})
 
 
-def load_runs(paths: Sequence[str | os.PathLike], require: Sequence[str] = ()) -> list[RunData]:
+def load_runs(paths: Sequence[str | os.PathLike], require: Sequence[str] = (),
+              state_topics: Sequence[str] = ()) -> list[RunData]:
     """:func:`load_run` for every run at ``paths`` (runs or folders of runs), in sorted order.
 
     Raises:
@@ -188,12 +204,12 @@ def load_runs(paths: Sequence[str | os.PathLike], require: Sequence[str] = ()) -
         raise BagError('no runs given')
     runs = []
     for path in paths:
-        runs += [load_run(p, require) for p in find_runs(path)]
+        runs += [load_run(p, require, state_topics) for p in find_runs(path)]
     return runs
 
 
 def _reference_fn(run: RunData, horizon: int, dt: float, reference_speed: float):
-    """A function ``(index, t, state) -> reference (T, 5)`` reproducing what mpc_node tracked.
+    """A function ``(t, state) -> reference (T, 5)`` reproducing what mpc_node tracked.
 
     The node tracks the latest of ``/goal_pose`` (drive to it) and ``/plan`` (a timed
     trajectory, or an untimed path followed at ``reference_speed``); it is called at increasing
@@ -292,12 +308,12 @@ def command_period(runs: Sequence[RunData]) -> float:
     return float(np.median(np.concatenate(gaps)))
 
 
-def state_period(runs: Sequence[RunData]) -> float:
-    """Median interval between consecutive states over ``runs`` (s)."""
-    return float(np.median(np.concatenate([np.diff(run.states()[0].t) for run in runs])))
+def state_period(runs: Sequence[RunData], topic: str | None = None) -> float:
+    """Median interval between consecutive states (of ``topic``) over ``runs`` (s)."""
+    return float(np.median(np.concatenate([np.diff(run.states(topic)[0].t) for run in runs])))
 
 
-def prediction_step(runs: Sequence[RunData]) -> float:
+def prediction_step(runs: Sequence[RunData], topic: str | None = None) -> float:
     """The grid step for system identification (s): the command period where commands come
     regularly (90 % of the intervals within 10 % of the median: a control loop on a timer), so
     each step holds exactly one command; else the state period, so that holding the command at
@@ -307,12 +323,13 @@ def prediction_step(runs: Sequence[RunData]) -> float:
                            and len(r.commands) > 1])
     if np.mean(np.abs(gaps - period) <= 0.1 * period) >= 0.9:
         return period
-    return min(period, state_period(runs))
+    return min(period, state_period(runs, topic))
 
 
 def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap: float | None = None,
                 max_command_age: float = COMMAND_TIMEOUT, ref_horizon: int = 0, ref_dt: float = 0.1,
-                reference_speed: float = 0.4, drop_blocked: bool = True) -> dict[str, np.ndarray]:
+                reference_speed: float = 0.4, drop_blocked: bool = True,
+                state_topic: str | None = None) -> dict[str, np.ndarray]:
     """The windows of one run as numpy arrays (see :class:`ControlWindows`).
 
     The grid starts at the first command, so with ``dt`` equal to a regular command period each
@@ -321,12 +338,13 @@ def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap:
     (default: 2 ``dt`` or 3 state periods, the larger) or a held command older than
     ``max_command_age`` (default: sim_node's ``cmd_timeout``, after which the robot stops) are
     left out, and with ``drop_blocked`` those where the robot stands still (below
-    ``BLOCKED_SPEED``) under a forward command all along (pushing against an obstacle).
+    ``BLOCKED_SPEED``) under a forward command all along (pushing against an obstacle). States
+    come from ``state_topic`` (default: see :meth:`RunData.states`).
     """
     if dt <= 0 or horizon < 1 or stride < 1:
         raise ValueError(f'dt={dt}, horizon={horizon}, stride={stride}: need dt > 0, horizon >= 1, '
                          f'stride >= 1')
-    states, _ = run.states()
+    states, _ = run.states(state_topic)
     commands = run.require_commands()
     start, end = max(commands.t[0], states.t[0]), states.t[-1]
     n_grid = int(math.floor((end - start) / dt + 1e-9)) + 1 if end > start else 0
@@ -361,7 +379,7 @@ def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap:
 
 def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: int = 1,
                     ref_horizon: int = 0, ref_dt: float = 0.1, reference_speed: float = 0.4,
-                    max_command_age: float = COMMAND_TIMEOUT,
+                    max_command_age: float = COMMAND_TIMEOUT, state_topic: str | None = None,
                     dtype: torch.dtype = torch.float64) -> ControlWindows:
     """Windows of all ``runs`` (see :func:`run_windows`), concatenated in run order.
 
@@ -370,7 +388,8 @@ def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: in
             window.
     """
     parts = [run_windows(run, dt, horizon, stride, max_command_age=max_command_age,
-                         ref_horizon=ref_horizon, ref_dt=ref_dt, reference_speed=reference_speed)
+                         ref_horizon=ref_horizon, ref_dt=ref_dt, reference_speed=reference_speed,
+                         state_topic=state_topic)
              for run in runs]
     if not any(len(p['x0']) for p in parts):
         raise DatasetError(f'{", ".join(run.where for run in runs)}: no window of {horizon} steps '
