@@ -25,13 +25,16 @@ def main(argv=None) -> int:
                         help='numbers of expert trajectories')
     parser.add_argument('--systems', nargs='+', default=['pendulum', 'cartpole'])
     parser.add_argument('--learn', nargs='+', default=['dynamics', 'cost'])
+    parser.add_argument('--lr', type=float, default=0.05, help='Adam learning rate')
+    parser.add_argument('--final-lr', type=float, default=0.01, help='final learning rate, fraction of --lr')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--json', help='also write one JSON row per run to this file')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings('ignore', category=RuntimeWarning)
     print(f'# imitation learning through the MPC: {platform.processor() or platform.machine()}, '
-          f'torch {torch.__version__}, {args.threads} thread(s), {args.steps} Adam steps\n')
+          f'torch {torch.__version__}, {args.threads} thread(s), {args.steps} Adam steps, '
+          f'lr {args.lr} -> {args.lr * args.final_lr:g}\n')
     print('| system | learn | trajectories | train loss start -> end | held-out loss start -> end '
           '| parameter error | seconds |')
     print('|---|---|---|---|---|---|---|')
@@ -40,7 +43,7 @@ def main(argv=None) -> int:
         for learn in args.learn:
             for n in args.sizes:
                 start = time.perf_counter()
-                r = train(tasks()[system], n, learn, steps=args.steps)
+                r = train(tasks()[system], n, learn, steps=args.steps, lr=args.lr, final_lr=args.final_lr)
                 r.update(system=system, learn=learn, trajectories=n, seconds=time.perf_counter() - start)
                 rows.append(r)
                 print(f"| {system} | {learn} | {n} "

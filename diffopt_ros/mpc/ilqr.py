@@ -63,7 +63,7 @@ def rollout(step: StepFn, x_init: torch.Tensor, controls: torch.Tensor) -> torch
     return torch.stack(xs, 1)
 
 
-def _bound(value, batch: int, T: int, n_u: int, like: torch.Tensor, sign: float) -> torch.Tensor | None:
+def _bound(value, batch: int, T: int, n_u: int, like: torch.Tensor) -> torch.Tensor | None:
     """A control bound as ``(B, T, n_u)`` (``None`` stays ``None``)."""
     if value is None:
         return None
@@ -142,8 +142,8 @@ class MPC(nn.Module):
             raise ValueError(f'MPC: x_init must be (B, n_x), got shape {tuple(x_init.shape)}')
         dyn.check_shapes(x_init)
         batch, T, n_u = x_init.shape[0], self.horizon, dyn.n_u
-        lower = _bound(self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init, -1.0)
-        upper = _bound(self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init, 1.0)
+        lower = _bound(self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init)
+        upper = _bound(self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init)
         if (lower is None) != (upper is None):
             inf = torch.full((batch, T, n_u), float('inf'), dtype=x_init.dtype, device=x_init.device)
             lower = -inf if lower is None else lower

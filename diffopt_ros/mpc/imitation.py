@@ -81,11 +81,12 @@ def identifiable(task: Task, model: Dynamics) -> torch.Tensor:
     return torch.stack((model.gravity, model.masscart, model.masspole, model.length)).detach()
 
 
-def train(task: Task, n: int, learn: str, steps: int = 100, lr: float = 0.05,
+def train(task: Task, n: int, learn: str, steps: int = 100, lr: float = 0.05, final_lr: float = 0.01,
           seed: int = 0) -> dict[str, float]:
     """Learn the dynamics parameters (``learn='dynamics'``) or the cost weights and goal (``'cost'``).
 
-    Returns the initial and final imitation loss (on the training trajectories and on 100 held-out
+    Adam with learning rate ``lr`` decaying exponentially to ``final_lr * lr``. Returns the initial
+    and final imitation loss (on the training trajectories and on 100 held-out
     ones) and the final relative parameter error (identifiable combinations for the dynamics; the
     state weights, normalised by the fixed control weight, and the goal for the cost).
     """
@@ -108,7 +109,7 @@ def train(task: Task, n: int, learn: str, steps: int = 100, lr: float = 0.05,
         raise ValueError(f"train: learn must be 'dynamics' or 'cost', got {learn!r}")
     mpc = make_mpc(task, model, cost)
     optimizer = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.01 ** (1.0 / steps))  # to lr / 100
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=final_lr ** (1.0 / steps))
 
     def loss_on(x0_, xs_, us_, grad=False):
         # cold start like the expert: a warm start would keep the learner on a stale local optimum
