@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -187,8 +188,10 @@ def test_bad_inputs_are_rejected_or_skipped(context, drive):
 
 
 def test_parameters_are_validated_at_run_time(context):
-    slam = make_node(context)
+    slam = make_node(context, device='cuda')
     try:
+        expected = 'cuda' if torch.cuda.is_available() else 'cpu'   # falls back with a warning
+        assert slam.slam.device.type == expected
         result = slam.set_parameters([Parameter('weights.odom_xy', value=-1.0)])[0]
         assert not result.successful and 'weights.odom_xy' in result.reason
         result = slam.set_parameters([Parameter('device', value='cuda')])[0]
