@@ -776,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
         print(after.summary())
         print('\nBefore / after learning (same course, same seed):')
         print(comparison_table(before, after))
+        relaunch = ' '.join(f'{key}_learned_params:={path}' for key, path in
+                            (('mpc', learned.get('mpc_node')), ('slam', learned.get('slam_node')))
+                            if path)
+        print(f'\nThe same on ROS 2: ros2 launch diffopt_ros sim_demo.launch.py {relaunch}')
     except DemoError as exc:
         print(f'diffopt-ros demo: {exc}', file=sys.stderr)
         return 1

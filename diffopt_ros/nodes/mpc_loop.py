@@ -151,7 +151,7 @@ class MpcSettings:
     w_rate: float = 0.5
     terminal_scale: float = 5.0
     v_min: float = -0.2
-    v_max: float = 0.6
+    v_max: float = 0.7
     omega_max: float = 1.5
     max_iterations: int = 10
     tolerance: float = 1e-4

@@ -67,7 +67,7 @@ PARAMS = (
               0.0, 1e6),
     ParamSpec('weights.terminal_scale', 5.0, 'factor on the state weights at the last step',
               0.0, 1e6),
-    ParamSpec('bounds.v_max', 0.6, 'largest forward speed command (m/s)', 0.0, 20.0),
+    ParamSpec('bounds.v_max', 0.7, 'largest forward speed command (m/s)', 0.0, 20.0),
     ParamSpec('bounds.v_min', -0.2, 'smallest forward speed command (m/s; < 0 allows reverse)',
               -20.0, 20.0),
     ParamSpec('bounds.omega_max', 1.5, 'largest yaw-rate command magnitude (rad/s)', 0.0, 20.0),
