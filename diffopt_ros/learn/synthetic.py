@@ -122,7 +122,8 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
 def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap'):
     """Write ``run`` as a rosbag2 run ``<root>/<name>`` like the recorder's: ``/ground_truth/odom``
     and ``/odom`` (nav_msgs/Odometry, header stamps = bag times), ``/cmd_vel``
-    (geometry_msgs/Twist), ``/goal_pose`` (PoseStamped) and ``/plan`` (nav_msgs/Path, timed).
+    (geometry_msgs/Twist), ``/goal_pose`` (PoseStamped), ``/plan`` (nav_msgs/Path, timed) and
+    ``/scan`` (sensor_msgs/LaserScan).
     ``storage``: ``'mcap'`` (through :class:`~diffopt_ros.bag.BagWriter`) or ``'sqlite3'``.
 
     Returns:
@@ -178,6 +179,15 @@ def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap')
         path = T['nav_msgs/msg/Path'](header=Header(stamp=stamp(plan.t), frame_id='map'),
                                       poses=[pose_stamped(t, p) for t, p in zip(plan.stamps, plan.poses)])
         messages.append((plan.t, '/plan', 'nav_msgs/msg/Path', path))
+    if run.scans is not None:
+        sc = run.scans
+        increment = float(sc.angles[1] - sc.angles[0]) if len(sc.angles) > 1 else 0.0
+        messages += [(t, '/scan', 'sensor_msgs/msg/LaserScan', T['sensor_msgs/msg/LaserScan'](
+            header=Header(stamp=stamp(t), frame_id='base_scan'), angle_min=float(sc.angles[0]),
+            angle_max=float(sc.angles[-1]), angle_increment=increment, time_increment=0.0,
+            scan_time=0.0, range_min=float(sc.range_min), range_max=float(sc.range_max),
+            ranges=np.asarray(ranges, dtype=np.float32), intensities=np.zeros(0, np.float32)))
+            for t, ranges in zip(sc.t, sc.ranges)]
     messages.sort(key=lambda m: m[0])
     folder = Path(root) / (name or run.name)
     if storage == 'mcap':
