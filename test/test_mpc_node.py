@@ -113,12 +113,26 @@ def test_drives_towards_the_goal_and_predicts_in_the_state_frame(rig):
     assert int(values['iterations']) >= 1 and values['converged'] in ('True', 'False')
 
 
-def test_goal_reached_gives_zero(rig):
+def test_goal_reached_gives_zero_until_the_next_goal(rig):
     r = rig()
     r.goal(1.0, 1.0)
     r.spin_for(0.4, [1.05, 0.95, 0.3, 0.0, 0.0])
     assert r.last_cmd() == (0.0, 0.0)
     assert r.last_status()[1] == 'goal reached'
+    r.spin_for(0.3, [1.5, 1.0, 0.0, 0.0, 0.0])      # pushed away: the goal stays done
+    assert r.last_cmd() == (0.0, 0.0) and r.last_status()[1] == 'goal reached'
+    r.goal(3.0, 1.0)
+    r.spin_for(0.3, [1.5, 1.0, 0.0, 0.0, 0.0])
+    assert r.last_cmd()[0] > 0.1
+
+
+def test_a_closed_path_is_driven_before_its_end_counts(rig):
+    r = rig()
+    square = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    r.plan_pub.publish(ros_convert.poses_to_path(square, r.robot.get_clock().now().to_msg(),
+                                                 'odom'))
+    r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])      # at the end point, but not at the end
+    assert r.last_status()[1] == 'tracking' and r.last_cmd()[0] > 0.1
 
 
 def test_nan_state_gives_zero(rig):

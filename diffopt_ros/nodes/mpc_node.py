@@ -162,6 +162,8 @@ class MpcNode(LifecycleNode):
         self._path = None           # (N, 3) xy yaw
         self._path_times = None     # (N,) s or None
         self._path_progress = 0.0   # m along an untimed path
+        self._path_length = 0.0     # m, of the path
+        self._reached = False       # the goal (or the path's end) was reached
         self._plan: ControlStep | None = None
         self._last_cmd = np.zeros(2)
         self._plan_time = 0.0
@@ -288,7 +290,7 @@ class MpcNode(LifecycleNode):
         with self._lock:
             self._goal, self._goal_frame = goal[:2], msg.header.frame_id
             self._path = self._path_times = None
-            self._plan = None
+            self._plan, self._reached = None, False
         self.get_logger().info(f'new goal ({goal[0]:.2f}, {goal[1]:.2f}) in '
                                f'"{msg.header.frame_id}"')
 
@@ -301,12 +303,13 @@ class MpcNode(LifecycleNode):
         stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
         timed = len(stamps) > 1 and bool(np.all(np.diff(stamps) > 0))
         with self._lock:
-            self._plan = None
+            self._plan, self._reached = None, False
             if len(poses) == 0:
                 self._path = self._path_times = self._goal = None
                 return
             self._path, self._path_times = poses, (stamps if timed else None)
             self._path_progress = 0.0
+            self._path_length = float(np.sum(np.hypot(*np.diff(poses[:, :2], axis=0).T)))
             self._goal, self._goal_frame = poses[-1, :2], msg.header.frame_id
 
     # ----------------------------------------------------------------- control loop
@@ -353,6 +356,9 @@ class MpcNode(LifecycleNode):
         if goal is None:
             stats.mode = 'no goal'
             return (0.0, 0.0), None
+        if self._reached:       # done until the next goal or plan
+            stats.mode = 'goal reached'
+            return (0.0, 0.0), None
         if self._goal_frame and frame and self._goal_frame != frame:
             self._warn('frame', f'goal is in "{self._goal_frame}" but the state in "{frame}": '
                                 'no TF here, using the goal as given')
@@ -365,10 +371,16 @@ class MpcNode(LifecycleNode):
             reference = timed_reference(state, path, path_times, now, settings.horizon, settings.dt)
         else:
             reference = goal_reference(state, goal, settings.horizon)
-        at_end = path_times is None or now >= path_times[-1]
-        if at_end and float(np.hypot(*(state[:2] - goal))) <= self._values['goal_tolerance']:
+        tolerance = self._values['goal_tolerance']
+        if path is None:
+            at_end = True
+        elif path_times is None:
+            at_end = self._path_progress >= self._path_length - tolerance
+        else:
+            at_end = now >= path_times[-1]
+        if at_end and float(np.hypot(*(state[:2] - goal))) <= tolerance:
             stats.mode = 'goal reached'
-            self._plan = None
+            self._plan, self._reached = None, True
             return (0.0, 0.0), None
         warm = None
         if self._plan is not None:
