@@ -10,7 +10,8 @@ header stamp is the stamp of the state the MPC solved from (mpc_node publishes i
 ``/cmd_vel`` in the same tick), so their difference is the odom-to-command latency: waiting for
 the next control tick + (SLAM relay) + solve + publish. Printed: latency p50/p99, achieved
 command rate, solve time p50/p99 (from ``/diagnostics``), and the ratios of the SLAM layout to
-the no-SLAM peer measured in the same run. Layouts: each node its own process (as launched on a
+the no-SLAM peer measured in the same run, and the tick overhead (tick time minus solve time:
+references, conversions, publishing). Layouts: each node its own process (as launched on a
 robot) and all nodes in one process (as ``diffopt-ros demo``).
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _probe(context):
     from diffopt_ros.nodes import ros_convert
 
     node = rclpy.create_node('control_loop_probe', context=context)
-    samples = {'odom_arrival': {}, 'latency': [], 'cmd_times': [], 'solve_ms': [], 'goal': False}
+    samples = {'odom_arrival': {}, 'latency': [], 'cmd_times': [], 'solve_ms': [],
+               'overhead_ms': []}
     lock = threading.Lock()
 
     def on_odom(msg):
@@ -64,6 +66,8 @@ def _probe(context):
             if status.name.startswith('mpc_node') and status.message in ('goal', 'tracking'):
                 values = {kv.key: kv.value for kv in status.values}
                 samples['solve_ms'].append(float(values['solve_time_ms']))
+                samples['overhead_ms'].append(float(values['tick_time_ms'])
+                                              - float(values['solve_time_ms']))
 
     # /slam/odom carries the stamp of the /odom message it corrects: latency from /odom.
     node.create_subscription(Odometry, 'odom', on_odom, qos_profile_sensor_data)
@@ -91,7 +95,8 @@ def _stats(samples: dict, duration: float) -> dict:
         return float(np.percentile(values, q)) if len(values) else float('nan')
     return {'latency_p50': pct(latency, 50), 'latency_p99': pct(latency, 99),
             'rate': (len(cmds) - 1) / (cmds[-1] - cmds[0]) if len(cmds) > 1 else float('nan'),
-            'solve_p50': pct(solve, 50), 'solve_p99': pct(solve, 99), 'n': len(latency)}
+            'solve_p50': pct(solve, 50), 'solve_p99': pct(solve, 99), 'n': len(latency),
+            'overhead_p50': pct(np.asarray(samples['overhead_ms']), 50)}
 
 
 def _measure(context, node, samples, send_goal, goal_pub, spin, duration: float) -> dict:
@@ -102,8 +107,8 @@ def _measure(context, node, samples, send_goal, goal_pub, spin, duration: float)
     time.sleep(2.0)                                   # let SLAM and the MPC warm up
     send_goal()
     start = time.monotonic()
-    samples['latency'].clear()
-    samples['solve_ms'].clear()
+    for key in ('latency', 'solve_ms', 'overhead_ms'):
+        samples[key].clear()
     while time.monotonic() - start < duration:
         spin(0.05)
     return _stats(samples, duration)
@@ -200,21 +205,23 @@ def main() -> int:
     print(f'mpc_node with config/mpc.yaml, sim in real time, {args.duration:g} s per case, '
           f'{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average '
           f'{os.getloadavg()[0]:.1f}')
-    print('| layout | state | odom->cmd latency p50 | p99 | command rate | solve p50 | p99 |')
-    print('|---|---|---|---|---|---|---|')
+    print('| layout | state | odom->cmd latency p50 | p99 | command rate | solve p50 | p99 | '
+          'tick overhead p50 |')
+    print('|---|---|---|---|---|---|---|---|')
     for name, run in layouts.items():
         results = {}
         for topic in ('/odom', '/slam/odom'):
             r = results[topic] = run(topic, args.duration, domain)
             label = 'SLAM (/slam/odom)' if topic == '/slam/odom' else 'raw /odom (peer)'
             print(f'| {name} | {label} | {r["latency_p50"]:.1f} ms | {r["latency_p99"]:.1f} ms | '
-                  f'{r["rate"]:.1f} Hz | {r["solve_p50"]:.1f} ms | {r["solve_p99"]:.1f} ms |',
+                  f'{r["rate"]:.1f} Hz | {r["solve_p50"]:.1f} ms | {r["solve_p99"]:.1f} ms | '
+                  f'{r["overhead_p50"]:.2f} ms |',
                   flush=True)
         slam, peer = results['/slam/odom'], results['/odom']
         print(f'|  | ratio SLAM / peer | {slam["latency_p50"] / peer["latency_p50"]:.2f}x | '
               f'{slam["latency_p99"] / peer["latency_p99"]:.2f}x | '
               f'{slam["rate"] / peer["rate"]:.2f}x | {slam["solve_p50"] / peer["solve_p50"]:.2f}x '
-              f'| {slam["solve_p99"] / peer["solve_p99"]:.2f}x |', flush=True)
+              f'| {slam["solve_p99"] / peer["solve_p99"]:.2f}x | |', flush=True)
     return 0
 
 
