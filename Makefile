@@ -40,8 +40,12 @@ demo: $(STAMP)
 	$(VENV)/bin/diffopt-ros demo
 
 bench: $(STAMP)
+	$(PY) bench/sim.py
 	$(PY) bench/mpc.py
 	$(PY) bench/nlls.py
+	$(PY) bench/slam.py
+	$(PY) bench/learn.py
+	$(PY) bench/control_loop.py
 
 colcon: $(STAMP)
 	. $(VENV)/bin/activate && colcon build --base-paths . --build-base build --install-base install
