@@ -1,8 +1,10 @@
 """``diffopt-ros demo``: the closed loop in one process, then record → learn → relaunch.
 
 Phase 1 runs ``sim_node``, ``slam_node``, ``mpc_node`` and ``recorder_node`` in one process
-(MultiThreadedExecutor, sim time, faster than real time) and drives a course of goals
-(``config/demo.yaml``) through the loop world; the bag goes to ``<out>/before``. Phase 2 learns
+(MultiThreadedExecutor, sim time, in its own DDS domain) and drives a course of goals
+(``config/demo.yaml``) through the loop world; the bag goes to ``<out>/before``. The simulator
+runs in lock-step with the controller (``sim_node``'s ``wait_for_cmd``): simulated time advances
+as fast as the MPC keeps up, up to the course's real-time factor. Phase 2 learns
 the MPC's dynamics (and the SLAM weights) from that bag with ``diffopt_ros.learn`` and writes the
 parameter YAML files to ``<out>/learned``. Phase 3 drives the same course again with the learned
 files (``learned_params_file``) and prints the before/after table. Each phase prints a summary
@@ -334,6 +336,7 @@ class _Driver:
         self.index = -1             # current goal
         self.leg: Leg | None = None
         self._plan_pending = False
+        self._frame = 'odom' if course.state_topic == '/odom' else 'map'   # of the estimate
         self.finished = False
         self.lock = threading.Lock()
         self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', 10)
@@ -437,8 +440,6 @@ class _Driver:
         turn = abs(math.remainder(heading - start[2], 2 * math.pi)) / self.course.turn_rate
         self.leg = Leg(start=start[:2], goal=goal, t0=now + 0.1, speed=self.course.speed,
                        turn=turn)
-        with self.lock:
-            self._frame = 'map' if self.course.state_topic != '/odom' else 'odom'
         goal = self.to_estimate(np.array([[*self.goals[index], 0.0]]))[0]
         self._goal_pub.publish(ros_convert.xy_yaw_to_pose(
             goal, self.node.get_clock().now().to_msg(), self._frame))
@@ -455,16 +456,15 @@ class _Driver:
 
     def expected_duration(self) -> float:
         """Rough sim time of the whole course (s): settle + legs at course speed + turns."""
-        points = np.vstack([self.goals[:1], self.goals])
+        start = self.from_estimate(np.zeros((1, 3)))[:, :2]    # the estimate's origin
+        points = np.vstack([start, self.goals])
         length = float(np.sum(np.hypot(*np.diff(points, axis=0).T)))
         return self.course.settle_time + length / self.course.speed + 3.0 * len(self.goals)
 
 
 def _se2_maps(origin) -> tuple:
     """``(to_frame, from_frame)`` for a frame whose origin is ``origin`` ``[x, y, yaw]`` in the
-    map (None: the map itself). Both map ``(N, >=3)`` poses to ``(N, 3)``."""
-    if origin is None:
-        return (lambda poses: np.asarray(poses)[:, :3].copy(),) * 2
+    map. Both map ``(N, >=3)`` poses to ``(N, 3)``."""
     ox, oy, oyaw = (float(v) for v in origin)
     c, s = math.cos(oyaw), math.sin(oyaw)
 
