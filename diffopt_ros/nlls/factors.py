@@ -83,12 +83,9 @@ class Factor:
         return out
 
     def batch_size(self) -> int:
-        """Largest batch size among the data (1 when unbatched)."""
-        sizes = [t.shape[0] for t in self.tensors() if t.dim() == self._batched_dims(t)]
-        return max(sizes, default=1)
-
-    def _batched_dims(self, t: torch.Tensor) -> int:
-        return -1  # subclasses with batched data know their ranks; base: never batched
+        """Batch size B of the factor's data (1 when unbatched); subclasses add their data."""
+        info = self.information
+        return info.shape[0] if info is not None and info.dim() == 4 else 1
 
     def sqrt_information(self) -> torch.Tensor | None:
         """Upper-triangular ``S`` with ``S^T S = Lambda`` (``(..., m, m)``), or None (identity)."""
@@ -134,10 +131,7 @@ class Between(Factor):
         return [self.measurement]
 
     def batch_size(self):
-        sizes = [self.measurement.shape[0]]
-        if self.information is not None and self.information.dim() == 4:
-            sizes.append(self.information.shape[0])
-        return max(sizes)
+        return max(self.measurement.shape[0], super().batch_size())
 
     def residual_and_jacobians(self, values, jacobians=True):
         G = self.group
@@ -171,10 +165,7 @@ class Prior(Factor):
         return [self.measurement]
 
     def batch_size(self):
-        sizes = [self.measurement.shape[0]]
-        if self.information is not None and self.information.dim() == 4:
-            sizes.append(self.information.shape[0])
-        return max(sizes)
+        return max(self.measurement.shape[0], super().batch_size())
 
     def residual_and_jacobians(self, values, jacobians=True):
         G = self.group
@@ -210,10 +201,7 @@ class AutoDiffFactor(Factor):
         return list(self.data)
 
     def batch_size(self):
-        sizes = [d.shape[0] for d in self.data]
-        if self.information is not None and self.information.dim() == 4:
-            sizes.append(self.information.shape[0])
-        return max(sizes, default=1)
+        return max([d.shape[0] for d in self.data] + [super().batch_size()])
 
     def residual_and_jacobians(self, values, jacobians=True):
         B, E = values[0].shape[:2]

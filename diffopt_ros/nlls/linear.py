@@ -4,7 +4,8 @@
   the right choice for small problems (n up to ~1000) and large batches.
 * :class:`SparseCholesky`: ``H`` stored as the values ``(B, nnz)`` of a fixed sparsity pattern
   computed once per problem structure, with the scatter map from factor blocks to it. Numeric
-  factorization by CHOLMOD: supernodal through ``scikit-sparse`` when it is installed (the
+  factorization by CHOLMOD: through ``scikit-sparse`` when it is installed (supernodal for the
+  larger problems,
   fill-reducing ordering and symbolic analysis are computed once and re-used by every
   factorization), else through ``cholespy`` (a pip wheel; it re-orders on every factorization),
   else scipy's SuperLU. CUDA tensors are factorized on the CPU and the solution is returned on
@@ -110,7 +111,7 @@ class _CPUFactor:
             A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
                                shape=(n, n))
             if system._symbolic is None:  # ordering + symbolic analysis, once per structure
-                system._symbolic = _cholmod.analyze(A, mode='supernodal')
+                system._symbolic = _cholmod.analyze(A, mode='auto')  # CHOLMOD picks supernodal or not
             self._factor = system._symbolic.copy()
             try:
                 self._factor.cholesky_inplace(A)

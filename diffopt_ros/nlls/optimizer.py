@@ -204,7 +204,7 @@ class Optimizer:
             else:
                 status.append('time_limit' if timed_out else 'max_iterations')
         info = dict(error=err, initial_error=init_err, iterations=iterations, converged=converged,
-                    status=status, seconds=time.perf_counter() - t0)
+                    status=status, seconds=time.perf_counter() - t0, hessian=H)
         return values, info
 
     # ------------------------------------------------------------------ public API
@@ -243,35 +243,39 @@ class Optimizer:
                 solution = [v.detach() for v in solution]
                 solution, _ = self._iterate(solution, sqrt_infos, steps, None, stop_converged=False)
             elif mode == 'implicit':
-                solution = self._implicit(solution, sqrt_infos, steps)
+                solution = self._implicit(solution, sqrt_infos, steps, info['hessian'])
             else:
-                solution = self._dlm(solution, sqrt_infos)
+                solution = self._dlm(solution, sqrt_infos, info['hessian'])
         return SolveResult(solution, info['error'], info['initial_error'], info['iterations'],
                            info['converged'], info['status'], info['seconds'],
                            [v.name for v in obj.variables])
 
-    def _factor_at(self, values, sqrt_infos):
-        """Gauss-Newton matrix at ``values`` (no graph) and its factorization (tiny damping if
-        the matrix is singular, e.g. a gauge freedom)."""
+    def _factor_at(self, values, sqrt_infos, H=None):
+        """Factorization of the Gauss-Newton matrix ``H`` (computed at ``values`` when not given;
+        the solver passes its last one, at the solution or one converged step before it), with
+        tiny damping if the matrix is singular (e.g. a gauge freedom)."""
         with torch.no_grad():
-            lin = self.objective.linearize(values, [None if s is None else s.detach() for s in sqrt_infos])
-            H = self.linear.assemble(lin.blocks)
+            if H is None:
+                detached = [None if s is None else s.detach() for s in sqrt_infos]
+                lin = self.objective.linearize(values, detached)
+                H = self.linear.assemble(lin.blocks)
+            H = H.detach()
             factor = self.linear.factorize(H)
             if not bool(factor[1].all()):
-                H, _ = self._damped(H, torch.full_like(lin.error, 1e-9))
+                H, _ = self._damped(H, torch.full((H.shape[0],), 1e-9, dtype=H.dtype, device=H.device))
                 factor = self.linear.factorize(H)
         return H, factor
 
-    def _implicit(self, solution, sqrt_infos, steps):
-        _, factor = self._factor_at(solution, sqrt_infos)
+    def _implicit(self, solution, sqrt_infos, steps, H=None):
+        _, factor = self._factor_at(solution, sqrt_infos, H)
         x = [v.detach() for v in solution]
         for _ in range(max(1, steps)):
             g = self.objective.linearize(x, sqrt_infos, blocks=False).gradient
             x = self.objective.retract(x, self.linear.solve_detached(factor, -g))
         return x
 
-    def _dlm(self, solution, sqrt_infos):
-        _, factor = self._factor_at(solution, sqrt_infos)
+    def _dlm(self, solution, sqrt_infos, H=None):
+        _, factor = self._factor_at(solution, sqrt_infos, H)
         thetas = self.objective.tensors()
         bridge = _DLMBridge(self, [v.detach() for v in solution], sqrt_infos, factor, thetas)
         return list(_DLM.apply(bridge, *thetas))
