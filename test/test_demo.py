@@ -15,7 +15,7 @@ from diffopt_ros.nodes import demo
 
 def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     course = demo.load_course(paths.config_path('demo.yaml'))
-    assert course.world == 'loop' and course.speed > 0 and course.goals.shape == (0, 2)
+    assert course.world == 'loop' and course.speed > 0 and course.goals.shape == (4, 2)
     assert course.overrides['mpc_node']['control_rate'] > 0
     bad = tmp_path / 'course.yaml'
     bad.write_text('course:\n  sped: 0.3\n')
