@@ -710,7 +710,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='output folder (default: runs/demo_<date>-<time>; never overwritten)')
     parser.add_argument('--course', type=Path, default=None,
                         help='course file (default: config/demo.yaml)')
-    parser.add_argument('--world', default=None, help='world name or YAML (overrides the course)')
+    parser.add_argument('--world', default=None,
+                        help="world name or YAML; the course becomes that world's route")
     parser.add_argument('--rtf', type=float, default=None,
                         help='cap on the real-time factor (simulated seconds per wall second); '
                              '0: as fast as the control loop keeps up (default from the course)')
@@ -741,8 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as exc:
         print(f'diffopt-ros demo: {exc}', file=sys.stderr)
         return 2
-    if args.world:
-        course.world = args.world
+    if args.world:   # the course's goals belong to its world: drive the new world's route
+        course.world, course.goals = args.world, np.zeros((0, 2))
     if args.rtf is not None:
         if not args.rtf >= 0:
             print('diffopt-ros demo: --rtf must be >= 0', file=sys.stderr)
