@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -134,7 +134,6 @@ class _Stats:
     converged: bool = False
     state_age: float = math.nan
     mode: str = 'idle'
-    solve_times: list = field(default_factory=list)
 
 
 class MpcNode(LifecycleNode):
@@ -143,14 +142,6 @@ class MpcNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self._lock = threading.Lock()
-        self._values = declare_params(self, PARAMS, on_change=self._on_params)
-        reason = _check_combination(self._values)
-        if reason:
-            raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
-        if self._values['learned_params_file']:
-            applied = apply_params_file(self, self._values['learned_params_file'])
-            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
-                                   f'{self._values["learned_params_file"]}: {applied}')
         self._solver: RecedingHorizonSolver | None = None
         self._rebuild = False
         self._timer = None
@@ -169,6 +160,14 @@ class MpcNode(LifecycleNode):
         self._plan_time = 0.0
         self._stats = _Stats()
         self._warn_times: dict[str, float] = {}
+        self._values = declare_params(self, PARAMS, on_change=self._on_params)
+        reason = _check_combination(self._values)
+        if reason:
+            raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
+        if self._values['learned_params_file']:
+            applied = apply_params_file(self, self._values['learned_params_file'])
+            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
+                                   f'{self._values["learned_params_file"]}: {applied}')
         if self._values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ParameterError(f'{self.get_name()}: configure failed (see log)')
@@ -203,7 +202,8 @@ class MpcNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         torch.set_num_threads(self._values['torch_threads'])
         try:
-            self._solver = self._build_solver()
+            with self._lock:
+                self._solver, self._rebuild = self._build_solver(), False
         except (ValueError, RuntimeError) as exc:
             self.get_logger().error(f'cannot build the MPC solver: {exc}')
             return TransitionCallbackReturn.FAILURE
