@@ -5,15 +5,17 @@ initial values):
 
 * ``'unroll'``: every iteration is recorded by autograd (accepted and rejected steps alike,
   damping held constant). Exact gradient of the returned point; memory grows with iterations.
-* ``'truncated'`` (``backward_steps=k``): the solve runs without graph, then ``k`` more
-  iterations are recorded from the solution. Approximates ``unroll``/``implicit``; the initial
-  values get no gradient.
+* ``'truncated'`` (``backward_steps=k``, default 3): the solve runs without graph, then ``k``
+  more LM iterations are recorded from the solution (differentiating ``H`` too). Approximates
+  ``unroll``/``implicit`` (closer with larger k); the initial values get no gradient.
 * ``'implicit'`` (default): implicit function theorem at the solution. The solve runs without
   graph; then ``backward_steps`` (default 3) Newton refinements ``x <- x exp(-H*^-1 g(x, theta))``
-  are recorded, each a solve with the SAME factorization ``H*`` of the Gauss-Newton matrix at
-  the optimum. One step gives the classical Gauss-Newton implicit gradient; each further step
-  adds the second-order residual terms, converging to the exact gradient. Initial values get
-  zero gradient (they do not change the optimum).
+  are recorded, each a solve with the SAME factorization ``H*`` of the undamped Gauss-Newton
+  matrix of the solver's last linearization (at the optimum, or one converged step before it).
+  One step gives the classical Gauss-Newton implicit gradient; each further step adds the
+  second-order residual terms (a fixed-point iteration converging to the exact gradient: in
+  the tests 1 step is within 2 % of finite differences, 3 steps within 2e-5, 10 within 1e-7).
+  Initial values get zero gradient (they do not change the optimum).
 * ``'dlm'``: direct loss minimization (Theseus): the backward pass takes one Gauss-Newton step
   of the objective perturbed by ``epsilon`` times the loss gradient and returns
   ``(d_theta f(x_eps) - d_theta f(x*)) / epsilon``. A biased first-order estimate (its
