@@ -156,7 +156,8 @@ def test_autodiff_factor_matches_analytic_between():
     assert torch.allclose(la.blocks[0], lb.blocks[0], atol=1e-10)
 
 
-def test_landmark_slam_2d_matches_gtsam():
+@pytest.mark.parametrize('solver', ['dense', 'sparse'])
+def test_landmark_slam_2d_matches_gtsam(solver):
     """Poses with odometry, bearing-range and range to landmarks: same optimum as GTSAM."""
     truth = torch.tensor([[0, 0, 0], [1, 0, 0.3], [2, 0.4, 0.6], [2.5, 1.2, 1.4]], dtype=DT)
     marks = torch.tensor([[1.5, 2.0], [3.0, -0.5]], dtype=DT)
@@ -175,7 +176,7 @@ def test_landmark_slam_2d_matches_gtsam():
                BearingRangeFactor(poses, points, pi, li, br, info_br),
                RangeFactor(poses, points, pi, li, rng, torch.tensor([[16.0]], dtype=DT))]
     with torch.no_grad():
-        ours = Optimizer(Objective(factors), rel_tol=1e-10, abs_tol=1e-12).solve()
+        ours = Optimizer(Objective(factors), linear_solver=solver, rel_tol=1e-10, abs_tol=1e-12).solve()
     graph, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
     L = lambda k: gtsam.symbol('l', k)  # noqa: E731
     for k, p in enumerate(x0.numpy()):
