@@ -238,6 +238,11 @@ def test_pose_graph_incremental_warm_start():
     assert err < 0.1
     cov = graph.covariance(-1)
     assert cov.shape == (3, 3) and bool((torch.linalg.eigvalsh(cov) > 0).all())
+    world = graph.covariance(-1, frame='world')
+    c, s = torch.cos(graph.poses[-1, 2]), torch.sin(graph.poses[-1, 2])
+    R = torch.stack((torch.stack((c, -s)), torch.stack((s, c))))
+    assert torch.allclose(world[:2, :2], R @ cov[:2, :2] @ R.T) and world[2, 2] == cov[2, 2]
+    assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(cov))
 
 
 def test_g2o_round_trip_and_toro_conventions(tmp_path):
@@ -337,3 +342,18 @@ def test_sparse_backends_agree_with_dense(backend):
         assert cov.shape == (1, 3, 3)
     assert torch.allclose(values[0], values[1], atol=1e-9)
     assert torch.allclose(grads[0], grads[1], atol=1e-7, rtol=1e-6)
+
+
+def test_pose_graph_se3_world_covariance():
+    graph = PoseGraph(SE3)
+    a = graph.add_pose(SE3.identity(dtype=DT))
+    z = SE3.exp(torch.tensor([1.0, 0.2, 0.0, 0.1, -0.2, 0.7], dtype=DT))
+    b = graph.add_pose(z)
+    graph.add_prior(a, SE3.identity(dtype=DT), 1e8 * torch.eye(6, dtype=DT))
+    info = torch.diag(torch.tensor([100.0, 100.0, 100.0, 400.0, 400.0, 400.0], dtype=DT))
+    graph.add_between(a, b, z, info)
+    assert graph.optimize().status == ['converged']
+    body, world = graph.covariance(b), graph.covariance(b, frame='world')
+    R = graph.poses[b][:, :3]
+    assert torch.allclose(world[:3, :3], R @ body[:3, :3] @ R.T)
+    assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(body))

@@ -12,7 +12,7 @@ a bounded number of iterations / time, so it fits in a SLAM update. Example (2D)
     graph.add_between(a, b, torch.tensor([1.0, 0.0, 0.1], dtype=torch.float64),
                       torch.diag(torch.tensor([100.0, 100.0, 400.0], dtype=torch.float64)), kind='odom')
     result = graph.optimize(max_iterations=10)
-    cov = graph.covariance(b)      # (3, 3), body-frame tangent (x, y, yaw)
+    cov = graph.covariance(b, frame='world')   # (3, 3): x, y, yaw in the map frame
 """
 from __future__ import annotations
 
@@ -140,9 +140,28 @@ class PoseGraph:
         with torch.no_grad():
             return float(opt.objective.error([self._stacked[None]])[0])
 
-    def covariance(self, index: int = -1) -> torch.Tensor:
-        """Marginal covariance ``(d, d)`` of pose ``index`` at the current estimate (right /
-        body-frame tangent; SE2: x, y, yaw; SE3: x, y, z, rx, ry, rz)."""
+    def covariance(self, index: int = -1, frame: str = 'body') -> torch.Tensor:
+        """Marginal covariance ``(d, d)`` of pose ``index`` at the current estimate.
+
+        ``frame='body'``: in the pose's right (body-frame) tangent space, the solver's own (SE2:
+        x, y, yaw; SE3: x, y, z, rx, ry, rz). ``frame='world'``: the same uncertainty with its axes
+        rotated into the map frame, about the pose's position (what ROS PoseWithCovariance
+        means): ``J S J^T`` with ``J = blockdiag(R, 1)`` (SE2) or ``blockdiag(R, R)`` (SE3).
+        """
+        if frame not in ('body', 'world'):
+            raise ValueError(f"covariance frame {frame!r}: choose 'body' or 'world'")
         opt = self._build()
         index = index % self.num_poses
-        return opt.marginal_covariance([self._stacked[None]], self._variable, index)[0]
+        cov = opt.marginal_covariance([self._stacked[None]], self._variable, index)[0]
+        if frame == 'world':
+            pose = self._stacked[index]
+            d = self.group.dof
+            J = torch.zeros(d, d, dtype=cov.dtype, device=cov.device)
+            if self.group is SE2:
+                c, s = torch.cos(pose[2]), torch.sin(pose[2])
+                J[:2, :2] = torch.stack((torch.stack((c, -s)), torch.stack((s, c))))
+                J[2, 2] = 1
+            else:
+                J[:3, :3] = J[3:, 3:] = pose[:, :3]
+            cov = J @ cov @ J.T
+        return cov
