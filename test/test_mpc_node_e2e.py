@@ -29,7 +29,7 @@ def test_sim_and_mpc_reach_goals_on_sim_time():
     rclpy.init(args=['--ros-args', '-p', 'use_sim_time:=true'], context=context)
     params = lambda **kw: [Parameter(k, value=v) for k, v in kw.items()]  # noqa: E731
     sim = SimNode(context=context, parameter_overrides=params(
-        world='loop', real_time_factor=3.0, scan_rate=1.0))
+        world='loop', real_time_factor=3.0, scan_rate=1.0, wait_for_cmd=0.12))  # lock-step
     mpc = MpcNode(context=context, parameter_overrides=params(
         horizon=15, control_rate=10.0, max_iterations=5, goal_tolerance=0.1))
     probe = rclpy.create_node('probe', context=context)
