@@ -6,15 +6,23 @@ strictly increasing pose stamps it is a timed trajectory, otherwise it is follow
 ``reference_speed``). A timer at ``control_rate`` (node clock: sim time under ``use_sim_time``)
 solves the MPC warm-started from the previous solution and publishes ``cmd_vel``
 (geometry_msgs/Twist, or TwistStamped with ``stamped_cmd``), ``mpc/predicted_path``
-(nav_msgs/Path, in the state's frame) and ``/diagnostics``.
+(nav_msgs/Path, in the state's frame; header and pose stamps are the state's stamp + k dt, the
+times the states are predicted for) and ``/diagnostics``. A lifecycle node: with ``autostart``
+(default) it configures and activates itself; deactivating publishes one zero command.
 
 Safety: no state, a state older than ``state_timeout`` or non-finite → zero command (throttled
 warning); a solve that fails or gives non-finite controls → the previous plan, shifted to now,
-while it lasts, then zero; no goal or goal reached within ``goal_tolerance`` → zero command.
-Odometry whose stamp is older than the last accepted one is rejected.
+while it lasts, then zero; no goal, or the goal reached within ``goal_tolerance`` (a path's end:
+once the path is done) → zero command until the next goal or plan. Odometry whose stamp is older
+than the last accepted one is rejected.
 
-All numerics (references, warm start, the solve) are ROS-free functions of arrays; the node only
-converts messages and keeps time.
+Example::
+
+    mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \
+        -p learned_params_file:=config/learned/mpc.yaml
+
+All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.nodes.mpc_loop`);
+the node only converts messages and keeps time.
 """
 from __future__ import annotations
 
