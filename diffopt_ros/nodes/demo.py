@@ -597,7 +597,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         expected = driver.expected_duration()
         wall_limit = 60.0 + 4.0 * expected      # lock-step may run slower than real time
         with tqdm(total=round(expected), unit='s', desc=f'{name} (sim s)', disable=not show_progress,
-                  leave=False, dynamic_ncols=True) as bar:
+                  leave=False, dynamic_ncols=True, mininterval=0.5) as bar:
             while not driver.finished:
                 time.sleep(0.25)
                 bar.update(max(0, min(round(driver.now()), bar.total) - bar.n))
