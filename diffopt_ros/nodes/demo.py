@@ -559,7 +559,9 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
     if not len(goals):
         raise DemoError(f'no goals: the course has none and world {world.name} has no route')
-    args = ['--ros-args', '--log-level', 'warn', '-p', 'use_sim_time:=true']
+    # sim_node warns that it cannot keep its real-time factor whenever the lock-step holds it.
+    args = ['--ros-args', '--log-level', 'warn', '--log-level', 'sim_node:=error',
+            '-p', 'use_sim_time:=true']
     for config in CONFIG_FILES:
         args += ['--params-file', str(paths.config_path(config))]
     context = Context()
