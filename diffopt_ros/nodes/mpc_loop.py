@@ -191,9 +191,8 @@ class RecedingHorizonSolver:
         self.device, self.dtype = torch.device(device), dtype
         model = DiffDriveLag(dt=s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
                              tau_omega=s.tau_omega)
-        cost = TrackingCost([s.w_position, s.w_position, s.w_heading, s.w_v, s.w_omega],
-                            [s.w_v_cmd, s.w_omega_cmd], terminal_scale=s.terminal_scale,
-                            rate_weight=[s.w_rate, s.w_rate], angle_indices=model.angle_indices)
+        cost = TrackingCost.diff_drive(s.w_position, s.w_heading, s.w_v, s.w_omega, s.w_v_cmd,
+                                       s.w_omega_cmd, s.w_rate, s.terminal_scale)
         self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -s.omega_max],
                        u_upper=[s.v_max, s.omega_max], max_iterations=s.max_iterations,
                        tolerance=s.tolerance, grad_mode='none').to(device=self.device, dtype=dtype)
