@@ -248,3 +248,18 @@ def test_cuda_device_falls_back_to_cpu_or_runs_on_cuda(rig):
     r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])
     assert r.last_cmd()[0] > 0.1
     assert r.last_status()[0]['device'] == expected
+
+
+def test_timed_plan_is_followed_in_time(rig):
+    r = rig()
+    now = r.now()
+    points = [[0.1 * k, 0.0, 0.0] for k in range(30)]          # 0.3 m/s along x for 3 s
+    path = ros_convert.poses_to_path(points, r.robot.get_clock().now().to_msg(), 'odom')
+    for k, pose in enumerate(path.poses):
+        pose.header.stamp = ros_convert.sec_to_stamp(now + 1.0 + k / 3.0)   # starts in 1 s
+    r.plan_pub.publish(path)
+    r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])
+    early = r.last_cmd()[0]
+    r.spin_for(1.2, [0.0, 0.0, 0.0, 0.0, 0.0])                 # the reference now moves
+    assert r.last_status()[1] == 'tracking'
+    assert early < r.last_cmd()[0] and r.last_cmd()[0] > 0.2
