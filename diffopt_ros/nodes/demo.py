@@ -680,7 +680,7 @@ def learn_from_run(course: Course, bag: Path, learned_dir: Path,
     settings = course.learn
     try:
         dynamics = api.learn_dynamics([bag], learned_dir / 'dynamics', method='sysid',
-                                      epochs=int(settings.get('dynamics_epochs', 200)),
+                                      epochs=settings.get('dynamics_epochs'),  # None: API's
                                       progress=show_progress)
     except (ValueError, RuntimeError, OSError) as exc:
         raise DemoError(f'learning the dynamics from {bag} failed: {exc}') from exc
