@@ -21,6 +21,8 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 
+from diffopt_ros import params_file
+
 
 class ParameterError(ValueError):
     """A parameter value that a node refuses (start-up or run time)."""
@@ -143,50 +145,17 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
 
 
 def read_params_file(path: str, node_name: str) -> dict[str, Any]:
-    """The ``ros__parameters`` of ``node_name`` in a ROS 2 params YAML file.
-
-    Values under ``/**`` apply to every node and are overridden by the node's own section
-    (as ``--params-file`` does); nested mappings are flattened to dotted names.
+    """The ``ros__parameters`` of ``node_name`` in a params YAML file (see
+    :func:`diffopt_ros.params_file.read_params_file`).
 
     Raises:
         ParameterError: the file is missing, is not YAML of that form, or has no section for
             ``node_name`` (the message names the file).
     """
-    import yaml  # only nodes that load params files pay for the import
-
     try:
-        with open(path, encoding='utf-8') as stream:
-            data = yaml.safe_load(stream)
-    except OSError as exc:
-        raise ParameterError(f'{path}: cannot read params file: {exc}') from exc
-    except yaml.YAMLError as exc:
-        raise ParameterError(f'{path}: not valid YAML: {exc}') from exc
-    if not isinstance(data, dict):
-        raise ParameterError(f'{path}: expected a mapping "{node_name}: ros__parameters: ..."')
-    values: dict[str, Any] = {}
-    found = False
-    for key in ('/**', node_name, '/' + node_name.lstrip('/')):
-        section = data.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
-            raise ParameterError(f'{path}: section {key!r} has no "ros__parameters" mapping')
-        found = True
-        values.update(_flatten(section['ros__parameters']))
-    if not found:
-        raise ParameterError(f'{path}: no "{node_name}:" (or "/**:") section with ros__parameters')
-    return values
-
-
-def _flatten(mapping: dict, prefix: str = '') -> dict[str, Any]:
-    flat = {}
-    for key, value in mapping.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + '.'))
-        else:
-            flat[name] = value
-    return flat
+        return params_file.read_params_file(path, node_name)
+    except params_file.ParamsFileError as exc:
+        raise ParameterError(str(exc)) from exc
 
 
 def apply_params_file(node: Node, path: str) -> dict[str, Any]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import yaml
-
+from diffopt_ros.params_file import read_params_file
 from diffopt_ros.sim.robot import RobotParams
 from diffopt_ros.sim.sensors import SensorParams
 
@@ -43,32 +42,7 @@ def read_sim_params(path: str | os.PathLike) -> dict[str, Any]:
     """The flat ``{name: value}`` of the ``sim_node`` (and ``/**``) section of a params file.
 
     Raises:
-        ValueError: the file is not YAML of the form ``sim_node: ros__parameters: {...}``
-            (the message names the file and the key).
+        ParamsFileError: (a ``ValueError``) the file is not YAML of the form
+            ``sim_node: ros__parameters: {...}`` (the message names the file and the key).
     """
-    try:
-        with open(path, encoding='utf-8') as stream:
-            data = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f'{path}: cannot read params file: {exc}') from exc
-    values: dict[str, Any] = {}
-    for key in ('/**', NODE_NAME, '/' + NODE_NAME):
-        section = data.get(key) if isinstance(data, dict) else None
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
-            raise ValueError(f'{path}: {key}: expected a "ros__parameters" mapping')
-        values.update(_flatten(section['ros__parameters']))
-    if not values:
-        raise ValueError(f'{path}: no "{NODE_NAME}: ros__parameters:" section')
-    return values
-
-
-def _flatten(mapping: dict, prefix: str = '') -> dict[str, Any]:
-    flat = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
+    return read_params_file(path, NODE_NAME)
