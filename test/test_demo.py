@@ -68,7 +68,8 @@ def test_short_drive_reaches_goals_and_writes_a_readable_bag(tmp_path, capsys):
     print(result.summary())
     assert result.goals_reached == 2, result.summary()
     assert result.tracking_rmse < 0.3 and result.true_tracking_rmse < 0.4, result.summary()
-    assert 0 <= result.slam_ate < 0.3 and result.odom_ate >= 0, result.summary()
+    # SLAM beats raw odometry even on this short stretch (the full lap is the demo's).
+    assert result.slam_ate < 0.5 * result.odom_ate + 0.01, result.summary()
     assert result.control_rate > 5.0 and result.plot.stat().st_size > 10_000
     bag = result.bag
     assert bag == tmp_path / 'short' and (bag / 'metadata.yaml').is_file()
