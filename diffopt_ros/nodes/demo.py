@@ -663,8 +663,8 @@ def learn_from_run(course: Course, bag: Path, learned_dir: Path,
     """Learn from the recorded run with :mod:`diffopt_ros.learn.api`.
 
     The MPC's dynamics (actuator gains and lags) by system identification on the recorded
-    states and commands; the SLAM factor weights too where the learning API provides it (and
-    ``learn.slam`` is true in the course file).
+    commands and the states the MPC closed its loop on; the SLAM factor weights (against the
+    simulator's ground truth) when ``learn.slam`` is true in the course file.
 
     Returns:
         ``{'mpc_node': yaml, 'slam_node': yaml}``: the learned parameter files written.
@@ -679,9 +679,10 @@ def learn_from_run(course: Course, bag: Path, learned_dir: Path,
     written = {}
     settings = course.learn
     try:
+        # From the states the MPC itself saw (as on a robot: no ground truth needed).
         dynamics = api.learn_dynamics([bag], learned_dir / 'dynamics', method='sysid',
                                       epochs=settings.get('dynamics_epochs'),  # None: API's
-                                      progress=show_progress)
+                                      state_topic=course.state_topic, progress=show_progress)
     except (ValueError, RuntimeError, OSError) as exc:
         raise DemoError(f'learning the dynamics from {bag} failed: {exc}') from exc
     written['mpc_node'] = dynamics.yaml_path
