@@ -21,6 +21,9 @@ def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     bad.write_text('course:\n  sped: 0.3\n')
     with pytest.raises(demo.DemoError, match=r"course.yaml: unknown key\(s\) \['sped'\]"):
         demo.load_course(bad)
+    bad.write_text('learn:\n  slma: false\n')
+    with pytest.raises(demo.DemoError, match='slma'):
+        demo.load_course(bad)
     bad.write_text('course:\n  speed: -1\n')
     with pytest.raises(demo.DemoError, match='speed'):
         demo.load_course(bad)

@@ -65,7 +65,8 @@ def load_course(path: str | Path) -> Course:
     known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn', 'overrides'}
     course_keys = {'goals', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                    'settle_time'}
-    unknown = set(data) - known | set(data.get('course') or {}) - course_keys
+    unknown = (set(data) - known | set(data.get('course') or {}) - course_keys
+               | set(data.get('learn') or {}) - {'dynamics_epochs', 'slam'})
     if unknown:
         raise DemoError(f'{path}: unknown key(s) {sorted(unknown)}')
     flat = {k: v for k, v in data.items() if k not in ('course', 'learn', 'overrides')}
