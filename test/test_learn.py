@@ -14,11 +14,13 @@ import yaml
 from diffopt_ros.bag import BagWriter, EmptyBagError, MissingTopicError
 from diffopt_ros.learn import cli
 from diffopt_ros.learn.api import learn_cost, learn_dynamics
-from diffopt_ros.learn.controller import mpc_params, mpc_settings, node_params
+from diffopt_ros.learn.controller import mpc_params
 from diffopt_ros.learn.datasets import RunData, Series, control_windows, load_run, split_runs
 from diffopt_ros.learn.export import MPC_MODEL_KEYS, MPC_WEIGHT_KEYS, ExportError, write_params_yaml
 from diffopt_ros.learn.synthetic import excitation_run, expert_runs, save_bag
 from diffopt_ros.learn.trainer import global_batches
+from diffopt_ros.mpc.receding import MpcSettings
+from diffopt_ros.params_file import read_params_file
 from diffopt_ros.sim import RobotParams
 
 TRUE = {'model.gain_v': 0.8, 'model.gain_omega': 0.7, 'model.tau_v': 0.25, 'model.tau_omega': 0.2}
@@ -45,7 +47,7 @@ def test_sysid_recovers_gains_and_lags_and_writes_node_yaml(excitation, tmp_path
     assert set(values) == set(MPC_MODEL_KEYS)
     assert all(type(v) is float for v in values.values())
     # What mpc_node does with learned_params_file: its section overrides config/mpc.yaml.
-    settings = mpc_settings(mpc_params(learned_file=result.yaml_path))
+    settings = MpcSettings.from_params(mpc_params(learned_file=result.yaml_path))
     assert settings.gain_v == pytest.approx(values['model.gain_v'])
     for name in ('metrics.csv', 'loss.png', 'prediction.png', 'checkpoint.pt'):
         assert (tmp_path / name).stat().st_size > 0
@@ -102,7 +104,7 @@ def test_cost_weights_from_demonstrations(demos, tmp_path):
     for key in ('weights.heading', 'weights.v_cmd'):   # most of the way to the expert's
         assert abs(result.params[key] - expert[key]) < 0.5 * abs(defaults[key] - expert[key])
     assert result.params['weights.position'] == pytest.approx(defaults['weights.position'])
-    values = node_params(result.yaml_path, 'mpc_node')
+    values = read_params_file(result.yaml_path, 'mpc_node')
     assert set(values) == set(MPC_MODEL_KEYS + MPC_WEIGHT_KEYS)
 
 
@@ -179,8 +181,8 @@ def test_torchrun_two_processes_match_one(tmp_path):
                     'diffopt_ros.learn.cli', *args, '--out', str(tmp_path / 'two')],
                    check=True, env=env, cwd=ROOT, capture_output=True, timeout=120)
     assert cli.main([*args, '--out', str(tmp_path / 'one')]) == 0
-    two = node_params(tmp_path / 'two' / 'mpc.yaml', 'mpc_node')
-    one = node_params(tmp_path / 'one' / 'mpc.yaml', 'mpc_node')
+    two = read_params_file(tmp_path / 'two' / 'mpc.yaml', 'mpc_node')
+    one = read_params_file(tmp_path / 'one' / 'mpc.yaml', 'mpc_node')
     assert set(one) == set(MPC_MODEL_KEYS)
     assert one != {k: 1.0 if 'gain' in k else 0.05 for k in one}   # it learned something
     for key in one:

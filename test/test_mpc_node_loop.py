@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from diffopt_ros.nodes.mpc_loop import (
+from diffopt_ros.mpc.receding import (
     goal_reference,
     path_reference,
     shift_controls,

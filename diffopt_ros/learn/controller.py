@@ -1,53 +1,20 @@
 """The MPC of ``mpc_node`` as a learnable module, and its node parameters.
 
 Learning differentiates the very controller the node runs: :func:`node_mpc` builds it with
-``mpc_loop.RecedingHorizonSolver`` from the node's parameters (``config/mpc.yaml`` and a learned
+``receding.RecedingHorizonSolver`` from the node's parameters (``config/mpc.yaml`` and a learned
 file on top), then switches on gradients. :class:`TiedWeight` gives the cost one learnable
 weight per node parameter (``weights.position`` weighs both x and y).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import fields
-from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from diffopt_ros.mpc import MPC, PSDWeight
-
-#: MpcSettings field -> mpc_node parameter (docs/CONTRACTS.md).
-SETTINGS_PARAMS = {
-    'gain_v': 'model.gain_v', 'gain_omega': 'model.gain_omega', 'tau_v': 'model.tau_v',
-    'tau_omega': 'model.tau_omega', 'horizon': 'horizon', 'dt': 'dt',
-    'w_position': 'weights.position', 'w_heading': 'weights.heading', 'w_v': 'weights.v',
-    'w_omega': 'weights.omega', 'w_v_cmd': 'weights.v_cmd', 'w_omega_cmd': 'weights.omega_cmd',
-    'w_rate': 'weights.rate', 'terminal_scale': 'weights.terminal_scale',
-    'v_min': 'bounds.v_min', 'v_max': 'bounds.v_max', 'omega_max': 'bounds.omega_max',
-    'max_iterations': 'max_iterations', 'tolerance': 'tolerance',
-}
-
-
-def node_params(path: str | os.PathLike, node: str) -> dict:
-    """``<node>.ros__parameters`` of a ROS params YAML file (flat dotted names).
-
-    Raises:
-        ValueError: the file has no such section (file and node named).
-    """
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    section = data.get(node) if isinstance(data, dict) else None
-    if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
-        raise ValueError(f'{path}: no "{node}: ros__parameters:" section')
-    flat, stack = {}, [('', section['ros__parameters'])]
-    while stack:
-        prefix, mapping = stack.pop()
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                stack.append((f'{prefix}{key}.', value))
-            else:
-                flat[f'{prefix}{key}'] = value
-    return flat
+from diffopt_ros.mpc.receding import MpcSettings, RecedingHorizonSolver
+from diffopt_ros.params_file import read_params_file
 
 
 def mpc_params(params_file: str | os.PathLike | None = None,
@@ -55,22 +22,10 @@ def mpc_params(params_file: str | os.PathLike | None = None,
     """The mpc_node parameters: ``config/mpc.yaml`` (or ``params_file``), then ``learned_file``."""
     from diffopt_ros.paths import config_path
 
-    values = node_params(params_file or config_path('mpc.yaml'), 'mpc_node')
+    values = read_params_file(params_file or config_path('mpc.yaml'), 'mpc_node')
     if learned_file:
-        values.update(node_params(learned_file, 'mpc_node'))
+        values.update(read_params_file(learned_file, 'mpc_node'))
     return values
-
-
-def mpc_settings(params: dict):
-    """``MpcSettings`` of a dict of mpc_node parameters (missing ones keep their defaults)."""
-    from diffopt_ros.nodes.mpc_loop import MpcSettings
-
-    kinds = {f.name: f.type for f in fields(MpcSettings)}
-    values = {}
-    for name, param in SETTINGS_PARAMS.items():
-        if param in params:
-            values[name] = int(params[param]) if kinds[name] in ('int', int) else float(params[param])
-    return MpcSettings(**values)
 
 
 class TiedWeight(PSDWeight):
@@ -151,9 +106,8 @@ def node_mpc(params: dict, grad_mode: str = 'implicit', dtype: torch.dtype = tor
         tolerance: overrides the node's tolerance (learning wants tightly converged solves:
             implicit gradients assume a stationary point).
     """
-    from diffopt_ros.nodes.mpc_loop import RecedingHorizonSolver
 
-    mpc = RecedingHorizonSolver(mpc_settings(params), device=device, dtype=dtype).mpc
+    mpc = RecedingHorizonSolver(MpcSettings.from_params(params), device=device, dtype=dtype).mpc
     mpc.grad_mode = grad_mode
     if max_iterations is not None:
         mpc.max_iterations = int(max_iterations)

@@ -215,7 +215,7 @@ def _reference_fn(run: RunData, horizon: int, dt: float, reference_speed: float)
     trajectory, or an untimed path followed at ``reference_speed``); it is called at increasing
     times so the progress along an untimed path is replayed as the node kept it.
     """
-    from diffopt_ros.nodes.mpc_loop import goal_reference, path_reference, timed_reference
+    from diffopt_ros.mpc.receding import goal_reference, path_reference, timed_reference
 
     events = []
     if run.goals is not None:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from diffopt_ros.bag.align import interpolate_states
-from diffopt_ros.learn.controller import node_params
 from diffopt_ros.learn.datasets import GROUND_TRUTH_TOPIC, ODOM_TOPIC, SCAN_TOPIC, DatasetError, RunData
 from diffopt_ros.nlls import Optimizer
+from diffopt_ros.params_file import read_params_file
 from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params
 
@@ -40,9 +40,9 @@ def slam_params(params_file: str | os.PathLike | None = None,
     """The slam_node parameters: ``config/slam.yaml`` (or ``params_file``), then ``learned_file``."""
     from diffopt_ros.paths import config_path
 
-    values = node_params(params_file or config_path('slam.yaml'), 'slam_node')
+    values = read_params_file(params_file or config_path('slam.yaml'), 'slam_node')
     if learned_file:
-        values.update(node_params(learned_file, 'slam_node'))
+        values.update(read_params_file(learned_file, 'slam_node'))
     return values
 
 

@@ -81,7 +81,7 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     give the *true* ``model.*`` for an expert that knows the robot), solved tightly (as learning
     does) and warm-started from the previous plan. Episodes run as one batch."""
     rng = np.random.default_rng(seed)
-    from diffopt_ros.nodes.mpc_loop import timed_reference
+    from diffopt_ros.mpc.receding import timed_reference
 
     mpc = node_mpc(params, grad_mode='none', max_iterations=50, tolerance=1e-7)
     horizon, dt = mpc.horizon, mpc.dynamics.dt

@@ -21,7 +21,7 @@ Example::
     mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \
         -p learned_params_file:=config/learned/mpc.yaml
 
-All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.nodes.mpc_loop`);
+All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`);
 the node only converts messages and keeps time.
 """
 from __future__ import annotations
@@ -40,8 +40,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.mpc_loop import (
+from diffopt_ros.mpc.receding import (
     ControlStep,
     MpcSettings,
     RecedingHorizonSolver,
@@ -50,6 +49,7 @@ from diffopt_ros.nodes.mpc_loop import (
     shift_controls,
     timed_reference,
 )
+from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 
@@ -111,21 +111,6 @@ def _check_combination(values: dict) -> str | None:
         return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
                 f'({values["bounds.v_max"]})')
     return None
-
-
-def settings_from_params(values: dict) -> MpcSettings:
-    """The solver settings of a full set of node parameter values."""
-    return MpcSettings(
-        gain_v=values['model.gain_v'], gain_omega=values['model.gain_omega'],
-        tau_v=values['model.tau_v'], tau_omega=values['model.tau_omega'],
-        horizon=values['horizon'], dt=values['dt'],
-        w_position=values['weights.position'], w_heading=values['weights.heading'],
-        w_v=values['weights.v'], w_omega=values['weights.omega'],
-        w_v_cmd=values['weights.v_cmd'], w_omega_cmd=values['weights.omega_cmd'],
-        w_rate=values['weights.rate'], terminal_scale=values['weights.terminal_scale'],
-        v_min=values['bounds.v_min'], v_max=values['bounds.v_max'],
-        omega_max=values['bounds.omega_max'],
-        max_iterations=values['max_iterations'], tolerance=values['tolerance'])
 
 
 @dataclass
@@ -201,7 +186,7 @@ class MpcNode(LifecycleNode):
             self.get_logger().warning('device "cuda" requested but CUDA is not available: '
                                       'using cpu')
             device = 'cpu'
-        solver = RecedingHorizonSolver(settings_from_params(self._values),
+        solver = RecedingHorizonSolver(MpcSettings.from_params(self._values),
                                        device=torch.device(device), dtype=torch.float64)
         solver.warm_up()
         return solver

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -155,6 +155,30 @@ class MpcSettings:
     omega_max: float = 1.5
     max_iterations: int = 10
     tolerance: float = 1e-4
+
+    @classmethod
+    def from_params(cls, values: dict) -> MpcSettings:
+        """Settings from ``mpc_node`` parameter values (``{'model.gain_v': 0.8, ...}``, the names
+        of docs/CONTRACTS.md); parameters not given keep their defaults, others are ignored."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        settings = {}
+        for name, param in SETTINGS_PARAMS.items():
+            if param in values:
+                cast = int if kinds[name] in ('int', int) else float
+                settings[name] = cast(values[param])
+        return cls(**settings)
+
+
+#: MpcSettings field -> mpc_node parameter (docs/CONTRACTS.md).
+SETTINGS_PARAMS = {
+    'gain_v': 'model.gain_v', 'gain_omega': 'model.gain_omega', 'tau_v': 'model.tau_v',
+    'tau_omega': 'model.tau_omega', 'horizon': 'horizon', 'dt': 'dt',
+    'w_position': 'weights.position', 'w_heading': 'weights.heading', 'w_v': 'weights.v',
+    'w_omega': 'weights.omega', 'w_v_cmd': 'weights.v_cmd', 'w_omega_cmd': 'weights.omega_cmd',
+    'w_rate': 'weights.rate', 'terminal_scale': 'weights.terminal_scale',
+    'v_min': 'bounds.v_min', 'v_max': 'bounds.v_max', 'omega_max': 'bounds.omega_max',
+    'max_iterations': 'max_iterations', 'tolerance': 'tolerance',
+}
 
 
 @dataclass
