@@ -76,24 +76,45 @@ def timed(fn, device, budget: float, max_reps: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def peak_memory(fn, device) -> int | None:
-    """Peak bytes allocated by ``fn()`` (CUDA allocator statistics, or the CPU profiler's events)."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
+def peak_memory(which: str, problem: Problem, batch: int) -> int | None:
+    """Peak memory (bytes) of one forward+backward solve by ``which`` ('ours' or 'peer'), after a warm-up.
+
+    CUDA: the allocator's peak. CPU: the torch profiler's allocation events (each op's own
+    allocations, and the frees) replayed in time order; the same method for both solvers.
+    """
+    fn = make_forward_backward(which, problem, batch)
+    quiet(fn)
+    if problem.device.type == 'cuda':
+        torch.cuda.synchronize(problem.device)
+        torch.cuda.reset_peak_memory_stats(problem.device)
+        base = torch.cuda.memory_allocated(problem.device)
+        quiet(fn)
+        torch.cuda.synchronize(problem.device)
+        return torch.cuda.max_memory_allocated(problem.device) - base
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+        quiet(fn)
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
     live = peak = 0
     for e in events:
-        live += e.cpu_memory_usage
+        live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return peak
+
+
+def make_forward_backward(which: str, problem: Problem, batch: int):
+    """A closure running one forward+backward solve of ``problem`` at ``batch`` by ``which``."""
+    x0 = problem.initial_states(batch)
+    mpc = problem.ours(batch, 'implicit')
+
+    def run():
+        x = x0.clone().requires_grad_(True)
+        if which == 'ours':
+            sol = mpc(x)
+            loss_of(sol.states, sol.controls).backward()
+        else:
+            loss_of(*problem.peer(x, grad=True)).backward()
+    return run
 
 
 class Problem:
@@ -223,8 +244,8 @@ def bench_batch(problem: Problem, batch: int, args, with_peer: bool) -> list[dic
             else:
                 with_peer_mem = True
         if grad and batch == 256 and not args.quick:
-            mem = peak_memory(run_ours, problem.device)
-            peer_mem = peak_memory(run_peer, problem.device) if with_peer and with_peer_mem else None
+            mem = peak_memory('ours', problem, batch)
+            peer_mem = peak_memory('peer', problem, batch) if with_peer and with_peer_mem else None
         rows.append(row(problem, batch, mode, t_ours, t_peer, float(sol.iterations.float().mean()),
                         float(sol.converged.float().mean()), mem, peer_mem))
     return rows

@@ -76,14 +76,14 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     batch, T, n_u = u.shape
     n_x = x.shape[-1]
     exp = mpc.cost.expand(x, u, problem['target'], problem['u_prev'], exact=True)
-    if mpc.dynamics.linear:
-        hess = x.new_zeros(batch, T, n_x + n_u, n_x + n_u)
+    if mpc.dynamics.linear:                                   # no curvature: the cost Hessian is exact
+        hessian = exp._replace(lx=-grad_x, lu=-grad_u)
     else:
         hess = dynamics_hessian(mpc.dynamics, x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
                                 lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
-    lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
-    lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
-    hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)
+        lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
+        lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
+        hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)
     stages = stage_matrices(hessian, A, B)
     G, _, _ = riccati(stages, None, None, clamped=problem['clamped'])
     # linear roll-out of dz_{t+1} = F_t [dz_t; 1; du_t] with du_t = G_t [dz_t; 1]

@@ -242,15 +242,25 @@ class Pendulum(_PositiveParams):
         self._init_params(gravity=gravity, mass=mass, length=length)
 
     def stepper(self) -> StepFn:
+        """``th_dot'`` and ``dt th_dot'`` are affine in ``(x, u)`` (one pair of ``addmm``); then
+        ``th' = atan2(sin, cos) + dt th_dot'`` and ``(cos, sin)(th') = cos(th' - (0, pi/2))``."""
         dt = self.dt
         g, m, l = self.gravity, self.mass, self.length
         k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
+        Mx = k_grav.new_zeros(3, 2)
+        Mx[1, 0], Mx[2, 0] = k_grav, 1.0
+        Mx[:, 1] = dt * Mx[:, 0]
+        Mu = torch.stack((k_u, dt * k_u)).view(1, 2)
+        zero = k_grav.new_zeros(2)
+        phase = torch.tensor([0.0, 0.5 * math.pi], dtype=k_grav.dtype, device=k_grav.device)
 
         def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            th = torch.atan2(x[..., 1:2], x[..., 0:1])
-            th_dot = x[..., 2:] + k_grav * x[..., 1:2] + k_u * u
-            th = torch.add(th, th_dot, alpha=dt)
-            return torch.cat((th.cos(), th.sin(), th_dot), dim=-1)
+            if x.ndim == 2 and u.ndim == 2:
+                y = torch.addmm(torch.addmm(zero, u, Mu), x, Mx)
+            else:
+                y = x @ Mx + u @ Mu
+            th = torch.atan2(x[..., 1:2], x[..., 0:1]) + y[..., 1:]
+            return torch.cat((torch.cos(th - phase), y[..., :1]), dim=-1)
 
         return step
 
