@@ -107,7 +107,24 @@ def _batched(t: torch.Tensor, rank: int) -> torch.Tensor:
     return t if t.dim() == rank + 2 else t.unsqueeze(0)
 
 
-class Between(Factor):
+class _GroupMeasurementFactor(Factor):
+    """A factor with one measured group element per edge (``Between``, ``Prior``)."""
+
+    def _set_measurement(self, variable: Variable, measurement: torch.Tensor):
+        self.group = variable.group
+        self.measurement = _batched(measurement, len(self.group.shape))
+        if self.measurement.shape[1] != self.num_edges:
+            raise ValueError(f'factor {self.name!r}: {self.measurement.shape[1]} measurements for '
+                             f'{self.num_edges} edges')
+
+    def data_tensors(self):
+        return [self.measurement]
+
+    def batch_size(self):
+        return max(self.measurement.shape[0], super().batch_size())
+
+
+class Between(_GroupMeasurementFactor):
     """Relative-pose factor ``r = log(z^-1 x_i^-1 x_j)`` between elements ``i`` and ``j``.
 
     Args:
@@ -121,17 +138,7 @@ class Between(Factor):
                  information: torch.Tensor | None = None, loss: RobustLoss | None = None,
                  name: str = 'between'):
         super().__init__([variable, variable], [i, j], variable.dof, information, loss, name)
-        self.group = variable.group
-        self.measurement = _batched(measurement, len(self.group.shape))
-        if self.measurement.shape[1] != self.num_edges:
-            raise ValueError(f'factor {name!r}: {self.measurement.shape[1]} measurements for '
-                             f'{self.num_edges} edges')
-
-    def data_tensors(self):
-        return [self.measurement]
-
-    def batch_size(self):
-        return max(self.measurement.shape[0], super().batch_size())
+        self._set_measurement(variable, measurement)
 
     def residual_and_jacobians(self, values, jacobians=True):
         G = self.group
@@ -145,7 +152,7 @@ class Between(Factor):
         return r, [Ji, Jinv]
 
 
-class Prior(Factor):
+class Prior(_GroupMeasurementFactor):
     """Prior ``r = log(z^-1 x)`` on elements ``index (E,)`` of ``variable``.
 
     ``measurement`` ``(E, *shape)`` or ``(B, E, *shape)``; see :class:`Factor` for the rest.
@@ -155,17 +162,7 @@ class Prior(Factor):
                  information: torch.Tensor | None = None, loss: RobustLoss | None = None,
                  name: str = 'prior'):
         super().__init__([variable], [index], variable.dof, information, loss, name)
-        self.group = variable.group
-        self.measurement = _batched(measurement, len(self.group.shape))
-        if self.measurement.shape[1] != self.num_edges:
-            raise ValueError(f'factor {name!r}: {self.measurement.shape[1]} measurements for '
-                             f'{self.num_edges} edges')
-
-    def data_tensors(self):
-        return [self.measurement]
-
-    def batch_size(self):
-        return max(self.measurement.shape[0], super().batch_size())
+        self._set_measurement(variable, measurement)
 
     def residual_and_jacobians(self, values, jacobians=True):
         G = self.group
