@@ -20,3 +20,15 @@ def _seed_torch():
     """Every test starts from the same random state."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def context():
+    """A private rclpy context, initialised for one test and shut down after it."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

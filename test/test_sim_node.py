@@ -13,7 +13,6 @@ import pytest
 import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -28,14 +27,6 @@ from diffopt_ros.paths import config_path
 from diffopt_ros.sim import World
 
 START = np.array([1.5, 1.5, 0.0])   # start pose of the loop world
-
-
-@pytest.fixture
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 class Probe:
