@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 
 from diffopt_ros.nodes.params import ParameterError
@@ -35,6 +36,11 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _rclpy.RCLError:
+        # SIGINT/SIGTERM can shut the context down while spin builds its wait set: then rcl
+        # reports an invalid context instead of ExternalShutdownException. Only that is a stop.
+        if rclpy.ok():
+            raise
     except ParameterError as exc:
         rclpy.logging.get_logger('diffopt_ros').error(str(exc))
         status = 2
