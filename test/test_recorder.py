@@ -93,6 +93,20 @@ def _start_recorder(tmp_path, prefix):
     return proc, tmp_path / 'runs' / prefix.strip('/')
 
 
+def _start_recorder_and_publisher(ros, tmp_path, prefix):
+    """The recorder process and a ``Publisher`` it has subscribed to (discovery done)."""
+    context, executor = ros
+    proc, run_dir = _start_recorder(tmp_path, prefix)
+    try:
+        pub = Publisher(context, executor, prefix)
+        _spin_until(executor, pub.matched, 30, 'the recorder to subscribe (discovery)', proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=20)
+        raise
+    return proc, run_dir, pub
+
+
 def _stop(proc, sig):
     proc.send_signal(sig)
     try:
@@ -106,13 +120,10 @@ def _stop(proc, sig):
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig):
-    context, executor = ros
+    _, executor = ros
     prefix = f'/rec_{sig.name.lower()}_{os.getpid()}'
-    proc, run_dir = _start_recorder(tmp_path, prefix)
+    proc, run_dir, pub = _start_recorder_and_publisher(ros, tmp_path, prefix)
     try:
-        pub = Publisher(context, executor, prefix)
-        _spin_until(executor, pub.matched, 30, 'the recorder to subscribe (discovery)',
-                    proc)
         n = 60
         for i in range(n):
             pub.publish(i)
@@ -139,13 +150,10 @@ def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig):
 
 
 def test_sigkill_leaves_a_bag_that_repair_makes_readable(ros, tmp_path):
-    context, executor = ros
+    _, executor = ros
     prefix = f'/rec_kill_{os.getpid()}'
-    proc, run_dir = _start_recorder(tmp_path, prefix)
+    proc, run_dir, pub = _start_recorder_and_publisher(ros, tmp_path, prefix)
     try:
-        pub = Publisher(context, executor, prefix)
-        _spin_until(executor, pub.matched, 30, 'the recorder to subscribe (discovery)',
-                    proc)
         sent_at = []
         start = time.monotonic()
         while time.monotonic() - start < 4.0:
