@@ -63,18 +63,3 @@ def write_params_yaml(path: str | os.PathLike, node: str, params: Mapping[str, f
     tmp.replace(path)
     return path
 
-
-def read_params_yaml(path: str | os.PathLike, node: str) -> dict[str, float]:
-    """The ``node``'s ``ros__parameters`` of a learned file (``yaml.safe_load``).
-
-    Raises:
-        ExportError: the file has no ``<node>: ros__parameters:`` mapping.
-    """
-    document = yaml.safe_load(Path(path).read_text()) or {}
-    try:
-        values = document[node]['ros__parameters']
-    except (KeyError, TypeError) as exc:
-        raise ExportError(f'{path}: no "{node}: ros__parameters:" mapping') from exc
-    if not isinstance(values, dict):
-        raise ExportError(f'{path}: {node}.ros__parameters is not a mapping')
-    return values
