@@ -1,10 +1,14 @@
 """Package layout: CLI, data lookup, import rule (rclpy only in nodes/)."""
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from diffopt_ros import cli, paths
+from diffopt_ros.nodes import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +36,18 @@ def test_every_subcommand_has_help():
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (name, proc.stderr)
         assert 'usage' in proc.stdout.lower(), name
+
+
+@pytest.mark.parametrize('name', ['sim_node', 'mpc_node', 'slam_node', 'recorder_node'])
+def test_every_node_executable_has_help_listing_its_parameters(name, capsys):
+    """``<node> --help`` prints usage and every parameter, and exits 0 without starting ROS."""
+    module = importlib.import_module(f'diffopt_ros.nodes.{name}')
+    assert module.main([name, '--help']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('usage:') and '--ros-args' in out
+    specs = module._specs() if name == 'sim_node' else module.PARAMS
+    assert all(f'  {spec.name} (' in out for spec in specs)
+    assert not runner.wants_help([name, '--ros-args', '-p', 'x:=--help'])
 
 
 def test_core_never_imports_rclpy_messages_or_nodes():

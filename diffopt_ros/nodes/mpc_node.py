@@ -18,7 +18,7 @@ than the last accepted one is rejected.
 
 Example::
 
-    mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \
+    mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \\
         -p learned_params_file:=config/learned/mpc.yaml
 
 All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`);
@@ -441,7 +441,7 @@ class MpcNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``mpc_node``: run the node until SIGINT/SIGTERM."""
-    return run_node(MpcNode, args, multithreaded=True)
+    return run_node(MpcNode, args, multithreaded=True, description=__doc__, params=PARAMS)
 
 
 if __name__ == '__main__':

@@ -260,7 +260,7 @@ class RecorderNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``recorder_node``: record until SIGINT/SIGTERM."""
-    return run_node(RecorderNode, args)
+    return run_node(RecorderNode, args, description=__doc__, params=PARAMS)
 
 
 if __name__ == '__main__':

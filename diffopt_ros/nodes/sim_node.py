@@ -314,7 +314,7 @@ def _next_due(due_ns: int, now_ns: int, rate: float) -> int:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``sim_node``: run until SIGINT/SIGTERM (exit 0)."""
-    return run_node(SimNode, args)
+    return run_node(SimNode, args, description=__doc__, params=_specs())
 
 
 if __name__ == '__main__':

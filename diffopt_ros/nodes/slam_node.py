@@ -452,7 +452,8 @@ def _pose_covariance_6x6(cov3: np.ndarray) -> np.ndarray:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``slam_node``: run the node until SIGINT/SIGTERM."""
-    return run_node(SlamNode, args, multithreaded=True)
+    return run_node(SlamNode, args, multithreaded=True, description=__doc__,
+                    params=PARAMS)
 
 
 if __name__ == '__main__':
