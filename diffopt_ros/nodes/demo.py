@@ -13,6 +13,7 @@ and saves a plot (PNG) of the world, ground truth, odometry, SLAM estimate and p
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -25,6 +26,7 @@ import numpy as np
 import yaml
 
 from diffopt_ros import paths
+from diffopt_ros.learn.course import Leg, tracking_rmse  # noqa: F401 (re-exported)
 
 
 class DemoError(RuntimeError):
@@ -126,57 +128,6 @@ def position_rmse(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray, gt: np.n
         return math.nan
     ref = _interp_poses(t_gt, gt, t_est[inside])
     return float(np.sqrt(np.mean(np.sum((est[inside, :2] - ref[:, :2]) ** 2, axis=1))))
-
-
-@dataclass
-class Leg:
-    """One leg of the course: turn in place towards ``goal``, then a timed straight line.
-
-    Positions in m (map frame), times in s (sim time).
-    """
-
-    start: np.ndarray
-    goal: np.ndarray
-    t0: float            # when the leg starts (the turn in place)
-    speed: float         # m/s along the line
-    turn: float = 0.0    # s of turning in place before the reference moves
-
-    @property
-    def duration(self) -> float:
-        """Planned duration (s), turn included."""
-        return self.turn + float(np.hypot(*(self.goal - self.start))) / self.speed
-
-    def reference(self, t: np.ndarray) -> np.ndarray:
-        """Reference positions ``(N, 2)`` at times ``t`` ``(N,)`` (held at the ends)."""
-        moving = max(self.duration - self.turn, 1e-9)
-        frac = np.clip((t - self.t0 - self.turn) / moving, 0.0, 1.0)[:, None]
-        return self.start + frac * (self.goal - self.start)
-
-    def waypoints(self, step: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-        """Strictly increasing times ``(K,)`` and positions ``(K, 2)``: the start, then every
-        ``step`` s along the line."""
-        moving = self.duration - self.turn
-        times = self.t0 + self.turn + np.append(np.arange(0.0, moving, step), moving)
-        if self.turn > 0:
-            times = np.concatenate([[self.t0], times])
-        return times, self.reference(times)
-
-
-def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarray) -> float:
-    """RMSE (m) of positions against the timed reference over all legs.
-
-    Args:
-        legs: ``(leg, t_end)``: each leg and the time it ended (goal reached or given up).
-        t: times ``(M,)`` (s) of the positions.
-        poses: positions ``(M, >=2)`` (m, map frame): the true ones, or the estimate the MPC
-            closes the loop on (then the error is the controller's own tracking error).
-    """
-    errors = []
-    for leg, t_end in legs:
-        inside = (t >= leg.t0) & (t <= t_end)
-        errors.append(np.sum((poses[inside, :2] - leg.reference(t[inside])) ** 2, axis=1))
-    errors = np.concatenate(errors) if errors else np.zeros(0)
-    return float(np.sqrt(np.mean(errors))) if errors.size else math.nan
 
 
 # --------------------------------------------------------------------------- results
@@ -515,6 +466,34 @@ class ExecutorThread:
         self.executor.shutdown(timeout_sec=1.0)
 
 
+def _executor(context):
+    """The executor of the demo's nodes: rclpy's ``EventsExecutor`` (C++ event queue) where
+    this rclpy has it, else a ``MultiThreadedExecutor``.
+
+    Measured on the 2-core machine (2-goal course, load average ~3): with the
+    ``MultiThreadedExecutor`` the process spent 5.5 s of CPU in the executor's Python wait-set
+    handling for 18 s of sim time (sim_node's 100 Hz ``/clock`` reaches every node's time source,
+    and each callback rebuilds the wait set of all nodes under the GIL); the 7 ms MPC solve took
+    40 ms p50 (13 ms of its own CPU, the rest waiting for the GIL). With the ``EventsExecutor``
+    the solve took 15 ms p50 and the process used 9 s of CPU instead of 14 s. slam_node keeps
+    its own worker thread for the graph updates either way.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        from rclpy.executors import MultiThreadedExecutor
+        return MultiThreadedExecutor(num_threads=4, context=context)
+    try:
+        return EventsExecutor(context=context)
+    except (io.UnsupportedOperation, ValueError):
+        # rclpy's factory calls faulthandler.enable(), which needs a real sys.stderr (pytest's
+        # capture has none); the same construction without it:
+        from rclpy.impl.implementation_singleton import rclpy_implementation
+        executor = rclpy_implementation.EventsExecutor(context)
+        context.on_shutdown(executor.wake)
+        return executor
+
+
 def demo_domain_id() -> int:
     """The DDS domain of the demo: ``ROS_DOMAIN_ID`` when set (to watch it from other
     processes), else one derived from the process id, so other ROS processes on this machine
@@ -541,7 +520,6 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     """
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from tqdm import tqdm
 
@@ -589,7 +567,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
             nodes.append(recorder)
         except ParameterError as exc:
             raise DemoError(f'{name}: a node did not start: {exc}') from exc
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        executor = _executor(context)
         for node in nodes:
             executor.add_node(node)
         spinner = ExecutorThread(executor)
@@ -764,20 +742,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f'diffopt-ros demo: ROS domain {demo_domain_id()}, world {course.world}, sim time {cap} '
           '(lock-step with the MPC), '
           f'MPC on {course.state_topic}; output in {out}')
+    phases: dict[str, float] = {}
+    began = time.monotonic()
     try:
         before = run_course(course, 'before', out, show_progress=not args.no_progress)
+        phases['record'] = before.wall_time
         print(before.summary())
         if args.no_learn:
+            _print_phases(phases, began)
             return 0 if before.goals_reached == before.goals_total else 1
+        started = time.monotonic()
         try:
             learned = learn_from_run(course, before.bag, out / 'learned',
                                      show_progress=not args.no_progress)
         except DemoError as exc:
             print(f'learning skipped: {exc}')
             return 0 if before.goals_reached == before.goals_total else 1
+        phases['learn'] = time.monotonic() - started
         after = run_course(course, 'after', out, mpc_learned=learned.get('mpc_node'),
                            slam_learned=learned.get('slam_node'),
                            show_progress=not args.no_progress)
+        phases['relaunch'] = after.wall_time
         print(after.summary())
         print('\nBefore / after learning (same course, same seed):')
         print(comparison_table(before, after))
@@ -785,11 +770,17 @@ def main(argv: list[str] | None = None) -> int:
                             (('mpc', learned.get('mpc_node')), ('slam', learned.get('slam_node')))
                             if path)
         print(f'\nThe same on ROS 2: ros2 launch diffopt_ros sim_demo.launch.py {relaunch}')
+        _print_phases(phases, began)
     except DemoError as exc:
         print(f'diffopt-ros demo: {exc}', file=sys.stderr)
         return 1
     return 0 if after.goals_reached == after.goals_total else 1
 
+
+def _print_phases(phases: dict[str, float], began: float) -> None:
+    """One line: wall time (s) of each phase and of the whole command after start-up."""
+    parts = ', '.join(f'{name} {seconds:.0f} s' for name, seconds in phases.items())
+    print(f'wall time: {parts}; total {time.monotonic() - began:.0f} s (after start-up)')
 
 if __name__ == '__main__':
     raise SystemExit(main())
