@@ -13,7 +13,14 @@ from diffopt_ros.sim import SensorParams, Simulator, World
 from diffopt_ros.sim.cli import expand_script, route_script
 from diffopt_ros.slam.graph import EDGE_KINDS, SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.icp import IcpConfig, match_scans
-from diffopt_ros.slam.occupancy import FREE, OCCUPIED, UNKNOWN, save_map
+from diffopt_ros.slam.occupancy import (
+    FREE,
+    OCCUPIED,
+    UNKNOWN,
+    OccupancyMapper,
+    build_occupancy_grid,
+    save_map,
+)
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
 from diffopt_ros.slam.system import SlamConfig, SlamSystem
@@ -228,6 +235,33 @@ def test_occupancy_map_marks_walls_and_free_space(lap, loop_world, tmp_path):
     assert np.mean(hit) > 0.9, hit
     pgm, yaml_path = save_map(grid, tmp_path / 'map')
     assert pgm.read_bytes()[:2] == b'P5' and 'resolution: 0.1' in yaml_path.read_text()
+
+
+def test_occupancy_mapper_updates_equal_a_cast_from_scratch(lap):
+    """Keyframes appended and moved (a local update moves the window, a full re-solve all):
+    exact (tolerance 0) incremental counts equal a cast from scratch; the default tolerance
+    re-casts only what moved by more than a tenth of a cell and stays within a few cells."""
+    _, slam, _, _, _ = lap
+    poses, scans = slam.estimate[:60], slam._points[:60]
+    exact, default = OccupancyMapper(0.1, tolerance=0.0), OccupancyMapper(0.1)
+    rng = torch.Generator().manual_seed(0)
+    current = poses[:20].clone()
+    for k, full in ((20, False), (35, False), (50, True), (60, False)):
+        current = torch.cat((current, poses[len(current):k]))
+        moved = slice(0, k) if full else slice(k - 10, k)       # full re-solve: everything moves
+        current[moved] += 0.02 * torch.randn(current[moved].shape, generator=rng, dtype=F64)
+        current[k - 12] += torch.tensor([1e-4, 0.0, 0.0], dtype=F64)   # below the tolerance
+        for mapper in (exact, default):
+            mapper.update(current, scans[:k])
+        reference = build_occupancy_grid(current, scans[:k], 0.1)
+        grid = exact.grid()
+        assert np.array_equal(grid.data, reference.data) and grid.origin == reference.origin
+        approx = default.grid()
+        assert approx.data.shape == reference.data.shape
+        assert np.mean(approx.data != reference.data) < 0.01
+    assert exact.recast == 11 and default.recast == 10    # 10 new ones, and the 1e-4 m move
+    with pytest.raises(ValueError, match='appended'):
+        exact.update(current[:30], scans[:30])
 
 
 def test_weight_gradients_match_finite_differences(lap):

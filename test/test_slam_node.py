@@ -130,7 +130,8 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
         feeder.play(drive, pace=0.05)           # about real time
         stats = slam.stats
         assert wait_for(lambda: stats.scans + stats.dropped_scans >= 0.9 * len(drive.scans)
-                        and feeder.got['path'])
+                        and feeder.got['path']
+                        and len(feeder.got['path'][-1].poses) == stats.keyframes)
         # How many scans the worker gets through (it drops the oldest when behind) depends on the
         # machine's load: bench/slam.py measures that; here only what is published is checked.
         assert stats.scans >= 2 and stats.keyframes >= 2

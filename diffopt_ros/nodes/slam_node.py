@@ -8,7 +8,8 @@ on a worker thread, so the callbacks never block. Publishes
   covariance = marginal of the newest keyframe from the pose graph (map-aligned x, y, yaw);
 * ``slam/odom`` (``nav_msgs/Odometry``, frame ``map``) per odometry message: the odometry pose
   composed with the map->odom correction, so the corrected state comes at odometry rate;
-* ``slam/path`` (``nav_msgs/Path``): the keyframe estimates, after every keyframe;
+* ``slam/path`` (``nav_msgs/Path``): the keyframe estimates (each stamped with its keyframe's
+  scan stamp), after every keyframe;
 * ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
   time when the graph changed;
 * ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
@@ -25,6 +26,7 @@ throttled warning.
 """
 from __future__ import annotations
 
+import array
 import math
 import queue
 import threading
@@ -175,6 +177,9 @@ class SlamNode(Node):
         self._last_scan_stamp = -math.inf
         self._pending: tuple | None = None        # a scan newer than the newest odometry
         self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
+        self._path = PathMsg()                    # /slam/path, its poses kept between keyframes
+        self._path_xyyaw = np.zeros((0, 3))       # the keyframe estimates in self._path.poses
+        self._keyframe_stamps: list = []          # builtin_interfaces/Time of each keyframe
         self._stats = _Stats()
         self._warn_times: dict[str, float] = {}
         self._map_dirty = False
@@ -310,8 +315,10 @@ class SlamNode(Node):
         with self._lock:
             update = self._slam.process(item.stamp, item.odom, item.ranges, item.angles,
                                         item.range_min, item.range_max)
-            covariance = self._slam.covariance
-            estimate = self._slam.estimate if update.keyframe is not None else None
+            keyframe = update.keyframe is not None
+            # the covariance and the estimate change only when a keyframe is added
+            covariance = self._slam.covariance if keyframe else None
+            estimate = self._slam.estimate if keyframe else None
             correction = self._slam.correction
         stats = self._stats
         stats.scans += 1
@@ -325,20 +332,40 @@ class SlamNode(Node):
         pose_msg = PoseWithCovarianceStamped()
         pose_msg.header.stamp, pose_msg.header.frame_id = stamp, self._map_frame
         pose_msg.pose.pose = ros_convert.xy_yaw_to_pose(update.pose, stamp, self._map_frame).pose
-        pose_msg.pose.covariance = [float(c) for c in self._covariance.reshape(36)]
+        pose_msg.pose.covariance = self._covariance.reshape(36)
         self._pose_pub.publish(pose_msg)
         if self._tf is not None:
             self._publish_tf(correction, stamp)
         if estimate is not None:
+            self._keyframe_stamps.append(stamp)
             stats.keyframes = len(estimate)
             stats.update_time = update.seconds
             stats.max_update_time = max(stats.max_update_time, update.seconds)
             self._map_dirty = True
-            self._path_pub.publish(ros_convert.poses_to_path(estimate.cpu().numpy(), stamp,
-                                                             self._map_frame))
+            self._publish_path(estimate.cpu().numpy(), stamp)
             self._publish_diagnostics(update)
         if self._map_dirty and time.monotonic() - self._last_map >= self._values['map.publish_period']:
             self._publish_map(stamp)
+
+    def _publish_path(self, estimate: np.ndarray, stamp):
+        """``slam/path``: one pose per keyframe, stamped with the keyframe's stamp. Only the
+        poses whose estimate changed are rebuilt (a local update moves the window only)."""
+        poses = self._path.poses
+        if len(estimate) != len(self._keyframe_stamps):   # cannot happen; rebuild in full
+            self._keyframe_stamps = [stamp] * len(estimate)
+            poses, self._path_xyyaw = [], np.zeros((0, 3))
+        old = min(len(self._path_xyyaw), len(estimate))
+        changed = np.flatnonzero((estimate[:old] != self._path_xyyaw[:old]).any(axis=1))
+        for k in changed.tolist():
+            poses[k] = ros_convert.xy_yaw_to_pose(estimate[k], self._keyframe_stamps[k],
+                                                  self._map_frame)
+        poses = poses[:old] + [ros_convert.xy_yaw_to_pose(estimate[k], self._keyframe_stamps[k],
+                                                          self._map_frame)
+                               for k in range(old, len(estimate))]
+        self._path.header.stamp, self._path.header.frame_id = stamp, self._map_frame
+        self._path.poses = poses
+        self._path_xyyaw = estimate
+        self._path_pub.publish(self._path)
 
     def _publish_tf(self, correction, stamp):
         tf = TransformStamped()
@@ -360,7 +387,7 @@ class SlamNode(Node):
         msg.info.height, msg.info.width = grid.data.shape
         msg.info.origin.position.x, msg.info.origin.position.y = grid.origin
         msg.info.origin.orientation.w = 1.0
-        msg.data = grid.data.reshape(-1).tolist()
+        msg.data = array.array('b', grid.data.astype(np.int8, copy=False).tobytes())   # no per-cell check
         self._map_pub.publish(msg)
 
     def _publish_diagnostics(self, update):

@@ -25,11 +25,16 @@ from diffopt_ros.slam.graph import (
     information_by_kind,
 )
 from diffopt_ros.slam.icp import IcpConfig, ScanMatch, match_scans
-from diffopt_ros.slam.occupancy import OccupancyGrid, build_occupancy_grid, save_map
+from diffopt_ros.slam.occupancy import (
+    OccupancyGrid,
+    OccupancyMapper,
+    build_occupancy_grid,
+    save_map,
+)
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
 from diffopt_ros.slam.system import SlamConfig, SlamSystem, SlamUpdate
 
-__all__ = ['EDGE_KINDS', 'IcpConfig', 'OccupancyGrid', 'OdomBuffer', 'ScanMatch', 'SlamConfig',
-           'SlamGraph', 'SlamSystem', 'SlamUpdate', 'SlamWeights', 'StampError',
+__all__ = ['EDGE_KINDS', 'IcpConfig', 'OccupancyGrid', 'OccupancyMapper', 'OdomBuffer',
+           'ScanMatch', 'SlamConfig', 'SlamGraph', 'SlamSystem', 'SlamUpdate', 'SlamWeights', 'StampError',
            'build_objective', 'build_occupancy_grid', 'edge_information', 'information_by_kind',
            'match_scans', 'save_map']

@@ -46,7 +46,7 @@ from diffopt_ros.slam.graph import (
     to_g2o_data,
 )
 from diffopt_ros.slam.icp import IcpConfig, ScanMatch, match_scans
-from diffopt_ros.slam.occupancy import OccupancyGrid, build_occupancy_grid
+from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
 
@@ -216,6 +216,7 @@ class SlamSystem:
         """``T_map_odom`` ``(x, y, yaw)``: map pose = correction composed with odometry pose."""
         self.loop_closures = 0
         self.full_solves = 0
+        self._mapper: OccupancyMapper | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -474,8 +475,15 @@ class SlamSystem:
             fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device))
 
     def occupancy_grid(self, resolution: float = 0.05) -> OccupancyGrid:
-        """Occupancy grid of all keyframe scans at their current estimates."""
-        return build_occupancy_grid(self._estimate, self._points, resolution)
+        """Occupancy grid of all keyframe scans at their current estimates.
+
+        Kept between calls (:class:`~diffopt_ros.slam.occupancy.OccupancyMapper`): a call
+        casts the new keyframes and those that moved by more than a tenth of a cell since they
+        were cast, so its cost does not grow with the map (except after a full re-solve)."""
+        if self._mapper is None or self._mapper.resolution != float(resolution):
+            self._mapper = OccupancyMapper(resolution)
+        self._mapper.update(self._estimate, self._points)
+        return self._mapper.grid()
 
     def save_g2o(self, path) -> None:
         """Write the graph (current estimate, edges, information from the weights) as g2o."""
