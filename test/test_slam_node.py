@@ -127,13 +127,12 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
     try:
         assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
                         and feeder.node.count_subscribers('/scan') > 0)
-        feeder.play(drive, pace=0.05)           # about real time
         stats = slam.stats
+        feeder.play(drive, handled=lambda: scans_handled(stats))   # lock-step: load changes timing only
         assert wait_for(lambda: stats.scans + stats.dropped_scans >= 0.9 * len(drive.scans)
                         and feeder.got['path']
                         and len(feeder.got['path'][-1].poses) == stats.keyframes)
-        # How many scans the worker gets through (it drops the oldest when behind) depends on the
-        # machine's load: bench/slam.py measures that; here only what is published is checked.
+        # no throughput assertion (bench/slam.py measures speed): only what is published
         assert stats.scans >= 2 and stats.keyframes >= 2
         pose = feeder.got['pose'][-1]
         assert pose.header.frame_id == 'map'
