@@ -47,6 +47,9 @@ class SolveResult:
             ``'failed'`` (no decrease possible: damping exhausted / factorization failed).
         seconds: wall time of the forward solve.
         names: variable names, for ``result['poses']``.
+        hessian: the last Gauss-Newton matrix ``J^T W J`` (undamped, in the linear solver's
+            format), at the solution or one converged step before it: factorize it for
+            marginal covariances without linearizing again.
     """
 
     values: list[torch.Tensor]
@@ -57,6 +60,7 @@ class SolveResult:
     status: list[str]
     seconds: float
     names: list[str] = field(default_factory=list)
+    hessian: torch.Tensor | None = None
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[self.names.index(name)]
@@ -250,7 +254,7 @@ class Optimizer:
                 solution = self._dlm(solution, sqrt_infos, info['hessian'])
         return SolveResult(solution, info['error'], info['initial_error'], info['iterations'],
                            info['converged'], info['status'], info['seconds'],
-                           [v.name for v in obj.variables])
+                           [v.name for v in obj.variables], info['hessian'])
 
     def _factor_at(self, values, sqrt_infos, H=None):
         """Factorization of the Gauss-Newton matrix ``H`` (computed at ``values`` when not given;

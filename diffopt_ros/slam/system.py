@@ -416,9 +416,11 @@ class SlamSystem:
                                        measurements[mask], information[mask], loss, name))
         objective = Objective(factors)
         optimizer = self._optimizer(objective, cfg.iterations)
-        solution = optimizer.solve()['poses'][0]
+        result = optimizer.solve()
+        solution = result['poses'][0]
         self._estimate[start:] = solution[A:]
-        self._store_covariances(objective, optimizer, [solution[None]], start, start - A)
+        self._store_covariances(objective, optimizer, [solution[None]], start, start - A,
+                                result.hessian)
         self._update_correction()
 
     def solve_full(self) -> None:
@@ -432,20 +434,24 @@ class SlamSystem:
                                            self.config.weights.robust_scale)
         optimizer = self._optimizer(objective, self.config.full_iterations)
         with torch.no_grad():
-            solution = optimizer.solve()['poses'][0]
+            result = optimizer.solve()
+        solution = result['poses'][0]
         self._estimate = solution.detach().clone()
         self.full_solves += 1
         start = max(0, self.num_keyframes - self.config.window)
-        self._store_covariances(objective, optimizer, [solution[None]], start, 0)
+        self._store_covariances(objective, optimizer, [solution[None]], start, 0, result.hessian)
         self._update_correction()
 
     def _store_covariances(self, objective: Objective, optimizer: Optimizer, values, first: int,
-                           offset: int) -> None:
-        """Marginal covariances of keyframes ``first..K-1`` (variable index minus ``offset``)."""
+                           offset: int, hessian: Tensor | None = None) -> None:
+        """Marginal covariances of keyframes ``first..K-1`` (variable index minus ``offset``),
+        from the solver's last Gauss-Newton matrix ``hessian`` (at the solution or one converged
+        step before it) or, without it, linearized at ``values``."""
         K = self.num_keyframes
         with torch.no_grad():
-            lin = objective.linearize(values)
-            factor = optimizer.linear.factorize(optimizer.linear.assemble(lin.blocks))
+            if hessian is None:
+                hessian = optimizer.linear.assemble(objective.linearize(values).blocks)
+            factor = optimizer.linear.factorize(hessian.detach())
             if not bool(factor[1].all()):
                 return   # keep the previous covariances (the solve could not factorize either)
             rows = torch.arange(3 * (first - offset), 3 * (K - offset), device=self.device)
