@@ -7,7 +7,9 @@ runs in lock-step with the controller (``sim_node``'s ``wait_for_cmd``): simulat
 as fast as the MPC keeps up, up to the course's real-time factor. Phase 2 learns
 the MPC's dynamics (and the SLAM weights) from that bag with ``diffopt_ros.learn`` and writes the
 parameter YAML files to ``<out>/learned``. Phase 3 drives the same course again with the learned
-files (``learned_params_file``) and prints the before/after table. Each phase prints a summary
+dynamics (``<out>/after_dynamics``: same SLAM weights as before, so the MPC rows compare
+controllers on the same estimator), then with both learned files (``<out>/after``), and prints
+the before/after table. Each phase prints a summary
 and saves a plot (PNG) of the world, ground truth, odometry, SLAM estimate and plans.
 """
 from __future__ import annotations
@@ -195,23 +197,27 @@ class RunResult:
         ])
 
 
-def comparison_table(before: RunResult, after: RunResult) -> str:
-    """The before/after learning table (Markdown)."""
-    def row(name, a, b, unit):
+def comparison_table(before: RunResult, *after: tuple[str, RunResult]) -> str:
+    """The before/after learning table (Markdown): ``before``, then each ``(label, run)`` of
+    ``after`` with its change against ``before``."""
+    def cell(a, b, unit):
         change = (b / a - 1.0) * 100 if a and math.isfinite(a) and a != 0 else math.nan
-        return f'| {name} | {a:.3f} {unit} | {b:.3f} {unit} | {change:+.0f}% |'
+        return f'{b:.3f} {unit} ({change:+.0f}%)'
+
+    def row(name, key, unit='m'):
+        first = getattr(before, key)
+        return (f'| {name} | {first:.3f} {unit} | '
+                + ' | '.join(cell(first, getattr(run, key), unit) for _, run in after) + ' |')
     return '\n'.join([
-        '| metric | before learning | after learning | change |',
-        '|---|---|---|---|',
-        row('MPC tracking error (RMSE)', before.tracking_rmse, after.tracking_rmse, 'm'),
-        row('true position to reference (RMSE)', before.true_tracking_rmse,
-            after.true_tracking_rmse, 'm'),
-        row(f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', before.prediction_rmse,
-            after.prediction_rmse, 'm'),
-        row('SLAM ATE (RMSE)', before.slam_ate, after.slam_ate, 'm'),
-        row('raw odometry ATE (RMSE)', before.odom_ate, after.odom_ate, 'm'),
+        '| metric | before learning | ' + ' | '.join(label for label, _ in after) + ' |',
+        '|---|---|' + '---|' * len(after),
+        row('MPC tracking error (RMSE)', 'tracking_rmse'),
+        row('true position to reference (RMSE)', 'true_tracking_rmse'),
+        row(f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', 'prediction_rmse'),
+        row('SLAM ATE (RMSE)', 'slam_ate'),
+        row('raw odometry ATE (RMSE)', 'odom_ate'),
         f'| goals reached | {before.goals_reached}/{before.goals_total} | '
-        f'{after.goals_reached}/{after.goals_total} | |',
+        + ' | '.join(f'{run.goals_reached}/{run.goals_total}' for _, run in after) + ' |',
     ])
 
 
@@ -685,9 +691,11 @@ def _parser() -> argparse.ArgumentParser:
         prog='diffopt-ros demo',
         description='Closed-loop demo: sim + SLAM + MPC + recorder in one process on sim time, '
                     'driving a course of goals; then learn the MPC dynamics and SLAM weights from '
-                    'the recorded bag and drive the course again with the learned parameters.',
+                    'the recorded bag and drive the course again with the learned dynamics, then with the '
+                    'learned dynamics and SLAM weights.',
         epilog='Writes <out>/before/ (bag), <out>/before.png, <out>/learned/*.yaml, '
-               '<out>/after/ and <out>/after.png.')
+               '<out>/after_dynamics/ (learned dynamics), <out>/after/ (learned dynamics and '
+               'SLAM weights) and their plots.')
     parser.add_argument('--out', type=Path, default=None,
                         help='output folder (default: runs/demo_<date>-<time>; never overwritten)')
     parser.add_argument('--course', type=Path, default=None,
@@ -759,13 +767,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f'learning skipped: {exc}')
             return 0 if before.goals_reached == before.goals_total else 1
         phases['learn'] = time.monotonic() - started
-        after = run_course(course, 'after', out, mpc_learned=learned.get('mpc_node'),
-                           slam_learned=learned.get('slam_node'),
-                           show_progress=not args.no_progress)
-        phases['relaunch'] = after.wall_time
-        print(after.summary())
-        print('\nBefore / after learning (same course, same seed):')
-        print(comparison_table(before, after))
+        # The learned dynamics alone first (SLAM as before), so the MPC rows compare controllers
+        # on the same estimator; then both learned files, as a relaunch with them would run.
+        runs = [('learned dynamics', run_course(course, 'after_dynamics', out,
+                                                mpc_learned=learned['mpc_node'],
+                                                show_progress=not args.no_progress))]
+        phases['relaunch (dynamics)'] = runs[0][1].wall_time
+        print(runs[0][1].summary())
+        if learned.get('slam_node'):
+            runs.append(('learned dynamics + SLAM weights',
+                         run_course(course, 'after', out, mpc_learned=learned['mpc_node'],
+                                    slam_learned=learned['slam_node'],
+                                    show_progress=not args.no_progress)))
+            phases['relaunch (dynamics + SLAM)'] = runs[-1][1].wall_time
+            print(runs[-1][1].summary())
+        print('\nBefore / after learning (same course, same seed; change against before):')
+        print(comparison_table(before, *runs))
         relaunch = ' '.join(f'{key}_learned_params:={path}' for key, path in
                             (('mpc', learned.get('mpc_node')), ('slam', learned.get('slam_node')))
                             if path)
@@ -774,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     except DemoError as exc:
         print(f'diffopt-ros demo: {exc}', file=sys.stderr)
         return 1
-    return 0 if after.goals_reached == after.goals_total else 1
+    return 0 if all(run.goals_reached == run.goals_total for _, run in runs) else 1
 
 
 def _print_phases(phases: dict[str, float], began: float) -> None:
