@@ -13,8 +13,10 @@ in the same run: a full Levenberg-Marquardt re-solve of the whole graph per keyf
 nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2 (incremental smoothing,
 C++). Ratios are back-end time per keyframe in the last lap, ours / peer (< 1: ours faster),
 and the absolute trajectory error (RMSE of keyframe positions, m) of each against the truth.
-Times are thread CPU time (``time.thread_time``), so other processes on a shared machine do not
-inflate them; single torch thread.
+The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
+its time per update is printed per lap (it grows after a full re-solve, which moves every
+keyframe). Times are thread CPU time (``time.thread_time``), so other processes on a shared
+machine do not inflate them; single torch thread.
 """
 from __future__ import annotations
 
@@ -64,19 +66,25 @@ def simulate(laps: int, seed: int):
                           collisions=sim.collisions)
 
 
-def run_slam(rollout, config: SlamConfig):
-    """Process every scan; returns the system and one row per keyframe."""
+def run_slam(rollout, config: SlamConfig, map_every: int = 20):
+    """Process every scan, and update the occupancy grid every ``map_every`` scans (what
+    slam_node does every map.publish_period = 2 s); returns the system, one row per keyframe
+    and one row ``(keyframes, thread CPU s)`` per map update."""
     slam = SlamSystem(config)
     angles, sensors = SensorParams().lidar_angles(), SensorParams()
-    rows, steps = [], []
-    for step, ranges in zip(rollout.scan_steps, rollout.scans):
+    rows, steps, maps = [], [], []
+    for n, (step, ranges) in enumerate(zip(rollout.scan_steps, rollout.scans)):
         update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges,
                               angles, sensors.lidar_range_min, sensors.lidar_range_max)
         if update.keyframe is not None:
             rows.append((update.keyframe, update.cpu_seconds, update.solve_cpu_seconds, update.full_solve,
                          len(update.loop_closures)))
             steps.append(step)
-    return slam, np.array(rows, dtype=np.float64), steps
+        if map_every and n % map_every == map_every - 1:
+            started = time.thread_time()
+            slam.occupancy_grid()
+            maps.append((slam.num_keyframes, time.thread_time() - started))
+    return slam, np.array(rows, dtype=np.float64), steps, np.array(maps, dtype=np.float64)
 
 
 def ate(poses: torch.Tensor, truth: torch.Tensor) -> float:
@@ -168,7 +176,7 @@ def main() -> None:
           f'{time.perf_counter() - started:.1f} s')
     config = SlamConfig()
     started = time.perf_counter()
-    slam, rows, steps = run_slam(rollout, config)
+    slam, rows, steps, maps = run_slam(rollout, config)
     wall = time.perf_counter() - started
     truth = SE2.between(torch.tensor(world.start), torch.tensor(rollout.true_states[steps, :3]))
     odometry = torch.tensor(rollout.odometry[steps, :3])
@@ -178,14 +186,18 @@ def main() -> None:
           f'({rollout.time[-1] / wall:.1f}x real time)\n')
     per_lap = max(K // args.laps, 1)
     print('lap  keyframes   update ms (median / p90 / max)   local solve ms (median / p90 / max)'
-          '   full solves (ms each)   loops')
+          '   full solves (ms each)   loops   map update ms (median / max)')
     for lap in range(args.laps):
         part = rows[lap * per_lap:(lap + 1) * per_lap if lap < args.laps - 1 else K]
         local = part[part[:, 3] == 0, 2]
         full = part[part[:, 3] == 1, 2]
         full_text = ', '.join(f'{1e3 * t:.0f}' for t in full) or '-'
+        in_lap = maps[(maps[:, 0] > part[0, 0]) & (maps[:, 0] <= part[-1, 0] + 1), 1]
+        map_text = (f'{1e3 * np.median(in_lap):6.1f} / {1e3 * in_lap.max():6.1f}' if len(in_lap)
+                    else '-')
         print(f'{lap + 1:3d}  {int(part[0, 0]):4d}-{int(part[-1, 0]):4d}   {summary(part[:, 1]):>27}'
-              f'   {summary(local):>33}   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}')
+              f'   {summary(local):>33}   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}'
+              f'   {map_text}')
     local = rows[rows[:, 3] == 0]
     slope, intercept = np.polyfit(local[:, 0], local[:, 2], 1)
     print(f'\nlocal solve time vs keyframes K (least squares): {1e3 * intercept:.1f} ms + '
