@@ -10,6 +10,7 @@ Cases (horizon ``T`` = control steps; mpc.pytorch gets ``T+1`` knots, i.e. the s
   forward and forward+backward at batch 1, 16, 256 (and up to 4096 on a GPU), plus peak memory.
 
     .venv/bin/python bench/mpc.py [--quick] [--threads 1] [--device cpu|cuda] [--json FILE]
+                                  [--problems diffdrive,pendulum,cartpole,lti] [--batches 1,16,256]
 
 Prints a Markdown table; ``--json`` writes one row per case (problem, T, batch, mode, seconds of
 ours and of the peer, ratio, iterations, converged, peak memory).
@@ -315,6 +316,9 @@ def main(argv=None) -> int:
     parser.add_argument('--quick', action='store_true', help='fewer repetitions and batches (smoke test)')
     parser.add_argument('--no-peer', action='store_true', help='skip mpc.pytorch')
     parser.add_argument('--json', help='also write one JSON row per case to this file')
+    parser.add_argument('--problems', default='diffdrive,pendulum,cartpole,lti',
+                        help='comma-separated subset of diffdrive,pendulum,cartpole,lti (run in parts)')
+    parser.add_argument('--batches', help='comma-separated batch sizes (default 1,16,256; 1024,4096 on CUDA)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings('ignore')
@@ -340,12 +344,16 @@ def main(argv=None) -> int:
                   f"| {mem} |", flush=True)
         rows.extend(new_rows)
 
-    emit(bench_control_loop(args, device, dtype, with_peer))
+    problems = args.problems.split(',')
+    if 'diffdrive' in problems:
+        emit(bench_control_loop(args, device, dtype, with_peer))
     batches = [1, 16, 256] + ([1024, 4096] if device.type == 'cuda' else [])
     if args.quick:
         batches = [1, 16]
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(',')]
     for problem_name, T in (('pendulum', 20), ('cartpole', 20), ('lti', 30)):
-        if problem_name != 'lti' and peer_mpc is None:
+        if problem_name not in problems or (problem_name != 'lti' and peer_mpc is None):
             continue
         problem = Problem(problem_name, T, device, dtype)
         for batch in batches:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .boxqp import solve_box_qp
+from .boxqp import solve_box_qp, solve_on_set
 from .costs import CostExpansion
 
 
@@ -27,8 +27,9 @@ def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) ->
 
 
 def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
-                      B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``.
+                      B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``, and
+    the sensitivity ``S (B, T n_x, T n_u)`` (``dX_{1..T} = S dU``).
 
     Args:
         expansion: cost derivatives along the nominal trajectory.
@@ -54,7 +55,12 @@ def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
     if expansion.luu_prev is not None and T > 1:
         rate = _block_diagonal(expansion.luu_prev[:, 1:], 1, (M, M))
         H = H + rate + rate.mT
-    return H, g
+    return H, g, S
+
+
+def _float64(expansion: CostExpansion, A: torch.Tensor,
+             B: torch.Tensor) -> tuple[CostExpansion, torch.Tensor, torch.Tensor]:
+    return CostExpansion(*(None if t is None else t.double() for t in expansion)), A.double(), B.double()
 
 
 def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
@@ -71,17 +77,50 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         lower: ``(B, T, n_u)`` lower bound on the change (``u_lower - u_nominal``) or ``None``.
         upper: ``(B, T, n_u)`` upper bound on the change or ``None``.
         regularization: optional ``(B,)`` term added to the Hessian diagonal.
+
+    The dense subproblem is formed and solved in float64 (results in the input dtype): its
+    Hessian ``S^T Q S`` squares the conditioning of the horizon's dynamics, and in float32 the
+    step of an ill-conditioned problem is off by more than the solver's tolerance.
     """
     batch, T, _, m = B.shape
-    H, g = condensed_hessian(expansion, A, B)
+    dtype = B.dtype
+    expansion, A, B = _float64(expansion, A, B)
+    H, g, _ = condensed_hessian(expansion, A, B)
     if regularization is not None:
-        H = H + regularization.view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
+        H = H + regularization.double().view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
     if lower is None:
         L, _ = torch.linalg.cholesky_ex(H)
         dU = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
         clamped = torch.zeros_like(dU, dtype=torch.bool)
     else:
-        dU, clamped = solve_box_qp(H, g, lower.reshape(batch, -1), upper.reshape(batch, -1),
+        dU, clamped = solve_box_qp(H, g, lower.double().reshape(batch, -1), upper.double().reshape(batch, -1),
                                    torch.zeros_like(g))
     decrease = -((0.5 * (H @ dU.unsqueeze(-1)).squeeze(-1) + g) * dU).sum(-1)
-    return dU.view(batch, T, m), clamped.view(batch, T, m), decrease
+    return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype)
+
+
+def condensed_adjoint(hessian: CostExpansion, A: torch.Tensor, B: torch.Tensor,
+                      clamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The equality-constrained LQ solve of the implicit backward as one dense solve (small batches).
+
+    Minimises the quadratic model ``hessian`` (its gradients are the incoming gradients) over
+    ``dx_{t+1} = A_t dx_t + B_t du_t``, ``dx_0 = 0``, with the ``clamped (B, T, n_u)`` controls held
+    at zero change; float64 inside, as :func:`condensed_step`.
+
+    Returns:
+        ``w_x (B, T+1, n_x)``, ``w_u (B, T, n_u)`` and the state rows of the model's gradient along
+        the solution ``(B, T+1, n_x)`` (the right-hand side of the costate recursion).
+    """
+    dtype = B.dtype
+    hessian, A, B = _float64(hessian, A, B)
+    batch, T, n, m = B.shape
+    H, g, S = condensed_hessian(hessian, A, B)
+    flat = clamped.reshape(batch, T * m)
+    w_u = solve_on_set(H, g.unsqueeze(-1), flat, torch.zeros_like(g)).squeeze(-1)
+    w_x = torch.cat((w_u.new_zeros(batch, 1, n), (S @ w_u.unsqueeze(-1)).view(batch, T, n)), 1)
+    w_u = w_u.view(batch, T, m)
+    residual = (hessian.lxx @ w_x.unsqueeze(-1)).squeeze(-1) + hessian.lx
+    if hessian.lux is not None:
+        residual = residual + torch.cat(((w_u.unsqueeze(-2) @ hessian.lux).squeeze(-2),
+                                         w_u.new_zeros(batch, 1, n)), 1)
+    return w_x.to(dtype), w_u.to(dtype), residual.to(dtype)

@@ -43,7 +43,14 @@ class CostExpansion(NamedTuple):
 
 
 class Cost(nn.Module):
-    """Base class of trajectory costs (see the module docstring for the interface)."""
+    """Base class of trajectory costs (see the module docstring for the interface).
+
+    Attributes:
+        quadratic: the cost is quadratic in ``(x, u)`` (its expansion is exact everywhere); with
+            linear dynamics one exact subproblem solve then finishes the solver.
+    """
+
+    quadratic: bool = False
 
     def total(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
               u_prev: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +174,7 @@ class TrackingCost(Cost):
             mask[i] = 1.0
         self.register_buffer('angle_mask', mask, persistent=False)
         self.has_angles = bool(angle_indices)
+        self.quadratic = not self.has_angles                    # wrapped errors are piecewise quadratic
 
     @classmethod
     def diff_drive(cls, position: float = 10.0, heading: float = 1.0, v: float = 0.1, omega: float = 0.1,
@@ -261,6 +269,7 @@ class QuadraticCost(Cost):
         if C.shape[-1] != C.shape[-2] or c.shape[-1] != C.shape[-1] or self.n_u < 1:
             raise ValueError(f'QuadraticCost: C {tuple(C.shape)} and c {tuple(c.shape)} do not fit n_x={n_x}')
         self.C, self.c = C, c
+        self.quadratic = True
         self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
         self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
 

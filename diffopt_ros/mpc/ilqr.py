@@ -4,12 +4,14 @@
 
 Each iteration linearises the dynamics and expands the cost along the current trajectory, runs
 the box-DDP Riccati pass (:mod:`.lqr`) and a closed-loop roll-out for several step sizes at once
-(a parallel line search: one batched roll-out instead of a sequential loop). Samples converge
-and freeze individually. Gradients: ``grad_mode='implicit'`` (KKT conditions at the solution,
+(a parallel line search: one batched roll-out instead of a sequential loop; in groups of step
+sizes when the batch is large). Samples converge and freeze individually, and each iteration
+runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (KKT conditions at the solution,
 :mod:`.implicit`), ``'unroll'`` (autograd through the iterations) or ``'none'``.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -86,7 +88,10 @@ class MPC(nn.Module):
             (control units) ...
         cost_tolerance: ... or when the predicted or actual relative cost decrease is below this
             (at least ``1600 eps`` of the dtype; ``0`` disables this test).
-        line_search: step sizes tried in parallel (the best decreasing one is taken).
+        line_search: step sizes, longest first, rolled out in parallel (in groups for large
+            batches, to bound memory); the longest within round-off of the best cost is taken.
+            With linear dynamics, a quadratic cost and the condensed solver, a full step (``1.0``
+            first) whose cost decrease matches the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
         grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'``.
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
@@ -171,7 +176,6 @@ class MPC(nn.Module):
         x = rollout(step, x_init, u)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)
-        n_alpha = alphas.shape[0]
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
         iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
         reg = torch.full((batch,), self.regularization, dtype=x.dtype, device=x.device)
@@ -180,49 +184,63 @@ class MPC(nn.Module):
         # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
         cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x, u))
-        G = clamped = None
+        # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution
+        exact_model = condensed and dyn.linear and cost.quadratic and self.line_search[0] == 1.0
+        gains = clamped = rows = None          # rows: the samples still iterating (None: all)
         for _ in range(self.max_iterations):
-            A, B = dyn.jacobians(x[:, :-1], u)
-            expansion = cost.expand(x, u, target, u_prev)
+            xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
+            x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
+            A, B = dyn.jacobians(xs[:, :-1], us)
+            expansion = cost.expand(xs, us, tg, up)
             dlow = dhigh = None
-            if lower is not None:
-                dlow, dhigh = lower - u, upper - u
+            if lo is not None:
+                dlow, dhigh = lo - us, hi - us
             if condensed:
-                du, clamped, predicted = condensed_step(expansion, A, B, dlow, dhigh,
-                                                         reg if use_reg else None)
-                x_new, u_new = _open_loop_search(step, x_init, u, du, alphas, lower, upper)
+                du, sub_clamped, predicted = condensed_step(expansion, A, B, dlow, dhigh,
+                                                             regs if use_reg else None)
+                G = None
+                roll, batched = partial(_open_loop_search, step), (x0, us, du, lo, hi)
             else:
                 stages = stage_matrices(expansion, A, B)
-                G, clamped, predicted = riccati(stages, dlow, dhigh, reg if use_reg else None)
-                x_new, u_new = _line_search(step, stages.augmented, x, u, G, alphas, lower, upper, u_prev)
-            J_new = cost.total(x_new.flatten(0, 1), u_new.flatten(0, 1), _repeat(target, n_alpha),
-                               _repeat(u_prev, n_alpha)).view(n_alpha, batch)
-            # the longest step whose cost is within round-off of the best one
-            J_min = J_new.amin(0)
-            best = (J_new <= J_min + roundoff * J_min.abs()).to(torch.int8).argmax(0)
-            pick = torch.arange(batch, device=x.device)
-            J_best = J_new[best, pick]
-            x_best, u_best = x_new[best, pick], u_new[best, pick]
+                G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
+                roll, batched = partial(_line_search, step, stages.augmented), (xs, us, G, lo, hi)
+                del stages
+            del expansion, A, B
+            x_best, u_best, J_best, full = _search(roll, batched, cost, alphas, tg, up, roundoff)
             # accept round-off level increases too, so that steps keep converging to stationarity
-            improved = (J_best <= J + roundoff * J.abs()) & active
-            change = (u_best - u).abs().amax((1, 2))
-            decrease = J - J_best
+            improved = J_best <= Js + roundoff * Js.abs()
+            change = (u_best - us).abs().amax((1, 2))
+            decrease = Js - J_best
             keep = improved.view(-1, 1, 1)
-            x, u = torch.where(keep, x_best, x), torch.where(keep, u_best, u)
-            J_old, J = J, torch.where(improved, J_best, J)
-            iterations = iterations + active.long()
-            done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * J_old.abs())
-                               | (decrease.abs() < cost_tolerance * J_old.abs()))
-            stalled = active & ~improved & (change <= self.tolerance)
-            if use_reg or bool((active & ~improved & ~stalled).any()):
+            xs, us = torch.where(keep, x_best, xs), torch.where(keep, u_best, us)
+            done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * Js.abs())
+                               | (decrease.abs() < cost_tolerance * Js.abs()))
+            if exact_model:        # the full step solved the problem if the model predicted its decrease
+                done = done | (improved & full & ((decrease - predicted).abs() <= 1e3 * roundoff * Js.abs()))
+            Js = torch.where(improved, J_best, Js)
+            stalled = ~improved & (change <= self.tolerance)
+            failed = ~improved & ~stalled
+            if use_reg or bool(failed.any()):
                 use_reg = True
-                grow = active & ~improved & ~stalled
-                reg = torch.where(grow, (reg * 10.0).clamp_min(1e-6), reg * 0.5)
-            active = active & ~done & ~stalled & (reg < 1e8)
-            if not bool(active.any()):
+                regs = torch.where(failed, (regs * 10.0).clamp_min(1e-6), regs * 0.5)
+            still = ~done & ~stalled & (regs < 1e8)
+            if rows is None:
+                x, u, J, reg, gains, clamped = xs, us, Js, regs, G, sub_clamped
+                iterations = iterations + 1
+                active = still
+            else:
+                x, u, J, reg = (t.index_copy(0, rows, v) for t, v in ((x, xs), (u, us), (J, Js), (reg, regs)))
+                clamped = clamped.index_copy(0, rows, sub_clamped)
+                gains = None if G is None else gains.index_copy(0, rows, G)
+                iterations = iterations.index_add(0, rows, torch.ones_like(rows))
+                active = active.index_copy(0, rows, still)
+            rows = active.nonzero().squeeze(-1)
+            if rows.numel() == 0:
                 break
+            if rows.numel() == batch:
+                rows = None
         converged = ~active & (reg < 1e8)
-        gains = None if G is None else G[..., :dyn.n_x].detach()
+        gains = None if gains is None else gains[..., :dyn.n_x].detach()
         return MPCSolution(x, u, J, iterations, converged, gains, clamped)
 
 
@@ -239,52 +257,103 @@ def _detach(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach()
 
 
+_SEARCH_ELEMENTS = 2 ** 16         # trial trajectories of the step-size search held at a time
+
+
+def _take(t: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor | None:
+    """The ``rows`` of a batched ``(B, ...)`` tensor (``None`` rows, ``None`` and unbatched pass)."""
+    if rows is None or t is None or t.ndim < 2:
+        return t
+    return t[rows]
+
+
 def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """``(B, ...)`` -> ``(n * B, ...)`` (``None`` stays ``None``; unbatched tensors pass)."""
+    """``(B, ...)`` -> ``(B * n, ...)``, each row ``n`` times (``None`` and unbatched tensors pass)."""
     if t is None or t.ndim < 2:
         return t
-    return t.repeat(n, *([1] * (t.ndim - 1)))
+    return t.repeat_interleave(n, 0)
 
 
-def _open_loop_search(step: StepFn, x_init: torch.Tensor, u: torch.Tensor, du: torch.Tensor,
-                      alphas: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
-    """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(S, B, T+1, n_x)``, ``(S, B, T, n_u)``."""
+def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_prev,
+            roundoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step-size search: the longest step whose cost is within round-off of the best one.
+
+    The step sizes are rolled out in parallel groups, as many at a time as keep the trial
+    trajectories under ``_SEARCH_ELEMENTS`` elements (all of them for small batches, one at a
+    time for large ones); a later step replaces the kept one only if the kept one is no longer
+    within round-off of the best cost so far.
+
+    Args:
+        roll: ``roll(alphas (S,), *batched)`` -> states ``(B, S, T+1, n_x)`` and controls
+            ``(B, S, T, n_u)`` of the trial steps.
+        batched: the per-sample arguments of ``roll`` (``(B, ...)`` tensors or ``None``), the
+            first with the state as its last axis, the second the controls ``(B, T, n_u)``.
+        cost: the trajectory cost.
+        alphas: ``(S,)`` step sizes, longest first.
+        target: cost target of the batch (or ``None``).
+        u_prev: ``(B, n_u)`` previous controls (or ``None``).
+        roundoff: relative round-off of a cost.
+
+    Returns:
+        states ``(B, T+1, n_x)``, controls ``(B, T, n_u)``, their costs ``(B,)`` and whether the
+        first step size was taken ``(B,)`` bool.
+    """
+    n_alpha, (batch, T, n_u) = alphas.shape[0], batched[1].shape
+    group = max(1, min(n_alpha, _SEARCH_ELEMENTS // (batch * ((T + 1) * batched[0].shape[-1] + T * n_u))))
+    x = u = J_sel = J_min = first = None
+    for i in range(0, n_alpha, group):
+        x_try, u_try = roll(alphas[i:i + group], *batched)
+        n_try = x_try.shape[1]
+        J_try = cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
+                           _repeat(u_prev, n_try)).view(-1, n_try)
+        for j in range(n_try):
+            if x is None:
+                x, u, J_sel = x_try[:, 0], u_try[:, 0], J_try[:, 0]
+                J_min, first = J_sel, torch.ones_like(J_sel, dtype=torch.bool)
+                continue
+            J_min = torch.minimum(J_min, J_try[:, j])
+            switch = J_sel > J_min + roundoff * J_min.abs()
+            x = torch.where(switch.view(-1, 1, 1), x_try[:, j], x)
+            u = torch.where(switch.view(-1, 1, 1), u_try[:, j], u)
+            J_sel, first = torch.where(switch, J_try[:, j], J_sel), first & ~switch
+    return x, u, J_sel, first
+
+
+def _open_loop_search(step: StepFn, alphas: torch.Tensor, x_init: torch.Tensor, u: torch.Tensor,
+                      du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(B, S, T+1, n_x)``, ``(B, S, T, n_u)``."""
     n_alpha, (batch, T, n_u) = alphas.shape[0], u.shape
-    trial = u.unsqueeze(0) + alphas.view(-1, 1, 1, 1) * du.unsqueeze(0)
+    trial = u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * du.unsqueeze(1)
     if lower is not None:
-        trial = torch.maximum(torch.minimum(trial, upper), lower)
-    x = rollout(step, x_init.repeat(n_alpha, 1), trial.view(n_alpha * batch, T, n_u))
-    return x.view(n_alpha, batch, T + 1, -1), trial
+        trial = torch.maximum(torch.minimum(trial, upper.unsqueeze(1)), lower.unsqueeze(1))
+    x = rollout(step, x_init.repeat_interleave(n_alpha, 0), trial.reshape(batch * n_alpha, T, n_u))
+    return x.view(batch, n_alpha, T + 1, -1), trial
 
 
-def _line_search(step: StepFn, augmented: bool, x: torch.Tensor, u: torch.Tensor, G: torch.Tensor,
-                 alphas: torch.Tensor, lower, upper, u_prev) -> tuple[torch.Tensor, torch.Tensor]:
+def _line_search(step: StepFn, augmented: bool, alphas: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
+                 G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-loop roll-outs ``u_t = clip(u_t + a k_t + K_t dz_t)`` for every step size ``a``.
 
-    Returns states ``(S, B, T+1, n_x)`` and controls ``(S, B, T, n_u)`` for ``S`` step sizes.
+    ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` nominal, ``G (B, T, n_u, n_z + 1)`` policies,
+    ``alphas (S,)``, bounds ``(B, T, n_u)`` or ``None``. Returns states ``(B, S, T+1, n_x)`` and
+    controls ``(B, S, T, n_u)``; the step sizes share each sample's gains (no copies per step size).
     """
     n_alpha, (batch, T, n_u), n_x = alphas.shape[0], u.shape, x.shape[-1]
-    N = n_alpha * batch
-    feed = (u.unsqueeze(0) + alphas.view(-1, 1, 1, 1) * G[..., -1].unsqueeze(0)).reshape(N, T, n_u, 1)
-    Kx = G[..., :n_x].repeat(n_alpha, 1, 1, 1)
-    x_nom = x.repeat(n_alpha, 1, 1)
-    feeds, Kxs, xs_nom = feed.unbind(1), Kx.unbind(1), x_nom.unbind(1)
+    feeds = (u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * G[..., -1].unsqueeze(1)).unbind(2)
+    KxT, xs_nom = G[..., :n_x].mT.unbind(1), x.unsqueeze(1).unbind(2)
     if augmented:
-        Kus = G[..., n_x:-1].repeat(n_alpha, 1, 1, 1).unbind(1)
-        us_nom = u.repeat(n_alpha, 1, 1).unbind(1)
+        KuT, us_nom = G[..., n_x:-1].mT.unbind(1), u.unsqueeze(1).unbind(2)
     if lower is not None:
-        lows, highs = lower.repeat(n_alpha, 1, 1).unbind(1), upper.repeat(n_alpha, 1, 1).unbind(1)
-    xt = x_nom[:, 0]
+        lows, highs = lower.unsqueeze(1).unbind(2), upper.unsqueeze(1).unbind(2)
+    xt = xs_nom[0].expand(batch, n_alpha, n_x)
     xs, us = [xt], []
     for t in range(T):
-        ut = torch.baddbmm(feeds[t], Kxs[t], (xt - xs_nom[t]).unsqueeze(-1))
+        ut = torch.baddbmm(feeds[t], xt - xs_nom[t], KxT[t])
         if augmented and t > 0:
-            ut = torch.baddbmm(ut, Kus[t], (us[-1] - us_nom[t - 1]).unsqueeze(-1))
-        ut = ut.squeeze(-1)
+            ut = torch.baddbmm(ut, us[-1] - us_nom[t - 1], KuT[t])
         if lower is not None:
             ut = torch.maximum(torch.minimum(ut, highs[t]), lows[t])
-        xt = step(xt, ut)
+        xt = step(xt.reshape(-1, n_x), ut.reshape(-1, n_u)).view(batch, n_alpha, n_x)
         xs.append(xt)
         us.append(ut)
-    return (torch.stack(xs, 1).view(n_alpha, batch, T + 1, n_x),
-            torch.stack(us, 1).view(n_alpha, batch, T, n_u))
+    return torch.stack(xs, 2), torch.stack(us, 2)

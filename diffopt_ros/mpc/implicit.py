@@ -7,7 +7,8 @@ constraints ``c = (x_init - x_0, f(x_t, u_t) - x_{t+1}) = 0`` hold; controls on 
 active set) are fixed. Differentiating gives ``d tau = -K^{-1} d(g, c)`` with the KKT matrix
 ``K = [[H, J_c^T], [J_c, 0]]``, ``H`` the exact Hessian of ``L`` (cost Hessian plus
 ``lam_{t+1} . d2f``). ``K^{-1}`` applied to an incoming gradient is one equality-constrained LQR
-solve: a Riccati pass with the clamped set held fixed, a linear roll-out and a costate recursion.
+solve: a Riccati pass with the clamped set held fixed, a linear roll-out and a costate recursion
+(or, where the forward ran the condensed solver, one dense solve in the controls).
 
 The parameters enter through ``(g, c)`` computed with ``create_graph=True``, so autograd carries
 the gradient to ``x_init``, ``target``, ``u_prev``, every cost parameter and every dynamics
@@ -21,6 +22,7 @@ import warnings
 
 import torch
 
+from .condensed import condensed_adjoint
 from .costs import CostExpansion
 from .ilqr import MPC, MPCSolution
 from .lqr import riccati, stage_matrices
@@ -28,11 +30,11 @@ from .lqr import riccati, stage_matrices
 
 def _costates(A: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
     """``lam (B, T+1, n_x)`` from ``A (B, T, n_x, n_x)`` and ``lx (B, T+1, n_x)`` (backwards)."""
-    lam = [lx[:, -1]]
-    As, lxs = A.unbind(1), lx.unbind(1)
+    lam = [lx[:, -1].unsqueeze(-1)]
+    ATs, lxs = A.mT.unbind(1), lx.unsqueeze(-1).unbind(1)
     for t in range(A.shape[1] - 1, -1, -1):
-        lam.append(lxs[t] + (As[t].mT @ lam[-1].unsqueeze(-1)).squeeze(-1))
-    return torch.stack(lam[::-1], 1)
+        lam.append(torch.baddbmm(lxs[t], ATs[t], lam[-1]))
+    return torch.stack(lam[::-1], 1).squeeze(-1)
 
 
 def dynamics_hessian(dynamics, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -84,21 +86,27 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
         lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
         lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
         hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)
+    if problem['condensed']:
+        w_x, w_u, residual = condensed_adjoint(hessian, A, B, problem['clamped'])
+        return w_x, w_u, _costates(A, residual)
     stages = stage_matrices(hessian, A, B)
     G, _, _ = riccati(stages, None, None, clamped=problem['clamped'])
     # linear roll-out of dz_{t+1} = F_t [dz_t; 1; du_t] with du_t = G_t [dz_t; 1]
-    a = stages.F.shape[-2]
+    P_final = stages.terminal()
+    a = P_final.shape[-1]
     zeta = x.new_zeros(batch, a)
     zeta[:, -1] = 1.0
-    Cs, Fs, Gs = stages.C.unbind(1), stages.F.unbind(1), G.unbind(1)
+    Gs = G.unbind(1)
     xis, residuals = [], []
-    for t in range(T):
-        du = (Gs[t] @ zeta.unsqueeze(-1)).squeeze(-1)
-        xi = torch.cat((zeta, du), -1)
-        xis.append(xi)
-        residuals.append((Cs[t] @ xi.unsqueeze(-1)).squeeze(-1)[:, :n_x])
-        zeta = (Fs[t] @ xi.unsqueeze(-1)).squeeze(-1)
-    residuals.append((stages.P_final @ zeta.unsqueeze(-1)).squeeze(-1)[:, :n_x])
+    for _, C, F in stages.chunks():
+        for Ct, Ft in zip(C.unbind(1), F.unbind(1)):
+            du = (Gs[len(xis)] @ zeta.unsqueeze(-1)).squeeze(-1)
+            xi = torch.cat((zeta, du), -1)
+            xis.append(xi)
+            residuals.append((Ct @ xi.unsqueeze(-1)).squeeze(-1)[:, :n_x])
+            zeta = (Ft @ xi.unsqueeze(-1)).squeeze(-1)
+        del C, F, Ct, Ft                        # before the next block is assembled
+    residuals.append((P_final @ zeta.unsqueeze(-1)).squeeze(-1)[:, :n_x])
     xi = torch.stack(xis, 1)
     w_x = torch.cat((xi[..., :n_x], zeta[:, None, :n_x]), 1)
     w_u = xi[..., a:]
@@ -138,7 +146,7 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
         residual = torch.cat(((x_init - xs[:, 0]).unsqueeze(1), f - xs[:, 1:]), 1)
         problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
-                       u_prev=u_prev_d, clamped=sol.clamped)
+                       u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None)
         dx, du = _KKTSolve.apply(problem, gx, gu, residual)
     states, controls = x_star + dx, u_star + du
     costs = cost.total(states, controls, target, u_prev)
