@@ -265,6 +265,7 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
     rows = []
     with torch.no_grad():
         for name, solver, kw in (('diffdrive', mpc, {}), ('diffdrive+rate', mpc_rate, {'target': goal})):
+            solver(x0, **kw)                                    # warm-up (first-call costs)
             t_cold, sol = timed(lambda s=solver, k=kw: s(x0, **k), device, 1.0, 10)
             t_peer = None
             if with_peer and name == 'diffdrive':
