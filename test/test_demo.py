@@ -54,6 +54,18 @@ def test_metrics_on_known_trajectories():
     expected = np.sqrt(np.mean((leg.reference(t[inside])[:, 0] - robot[inside, 0]) ** 2))
     assert math.isclose(demo.tracking_rmse([(leg, 8.0)], t, robot), expected)
     assert 0.5 < expected < 1.0
+    # An estimate that jumps 0.3 m sideways at t = 5 s (a loop closure) while the wheels drive on.
+    estimate = truth.copy()
+    estimate[t >= 5.0, 1] += 0.3
+    jumps = demo.estimate_jumps(t, estimate, t, truth, threshold=0.1)
+    assert len(jumps) == 1 and math.isclose(jumps[0][0], 5.0)
+    assert math.isclose(jumps[0][1], math.hypot(0.1, 0.3) - 0.1)   # moved minus driven
+    assert demo.estimate_jumps(t, truth, t, truth) == []
+    # Leaving out the settling time after it: only the samples inside the interval are dropped.
+    ref_leg = demo.Leg(start=np.zeros(2), goal=np.array([10.0, 0.0]), t0=0.0, speed=1.0)
+    assert math.isclose(demo.tracking_rmse([(ref_leg, 10.0)], t, estimate, [(5.0, 10.0)]), 0.0,
+                        abs_tol=1e-12)
+    assert demo.tracking_rmse([(ref_leg, 10.0)], t, estimate) > 0.2
 
 
 def test_new_folder_never_overwrites(tmp_path):

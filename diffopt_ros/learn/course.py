@@ -55,7 +55,8 @@ class Leg:
         return times, self.reference(times)
 
 
-def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarray) -> float:
+def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarray,
+                  exclude: list[tuple[float, float]] = ()) -> float:
     """RMSE (m) of positions against the timed reference over all legs.
 
     Args:
@@ -63,10 +64,38 @@ def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarra
         t: times ``(M,)`` (s) of the positions.
         poses: positions ``(M, >=2)`` (m, map frame): the true ones, or the estimate the MPC
             closes the loop on (then the error is the controller's own tracking error).
+        exclude: time intervals ``(start, end)`` (s) left out (see :func:`estimate_jumps`).
     """
     errors = []
+    keep = np.ones(len(t), dtype=bool)
+    for start, end in exclude:
+        keep &= ~((t >= start) & (t <= end))
     for leg, t_end in legs:
-        inside = (t >= leg.t0) & (t <= t_end)
+        inside = (t >= leg.t0) & (t <= t_end) & keep
         errors.append(np.sum((poses[inside, :2] - leg.reference(t[inside])) ** 2, axis=1))
     errors = np.concatenate(errors) if errors else np.zeros(0)
     return float(np.sqrt(np.mean(errors))) if errors.size else math.nan
+
+
+def estimate_jumps(t: np.ndarray, estimate: np.ndarray, t_odom: np.ndarray, odom: np.ndarray,
+                   threshold: float = 0.1) -> list[tuple[float, float]]:
+    """Corrections of a pose estimate (e.g. a SLAM loop closure): times where it moved more than
+    the wheel odometry did, by over ``threshold`` m.
+
+    Args:
+        t: times ``(N,)`` (s) of the estimate.
+        estimate: ``(N, >=2)`` positions (m).
+        t_odom: times ``(M,)`` (s) of the odometry.
+        odom: ``(M, >=2)`` odometry positions (m, any frame).
+        threshold: m of unexplained motion between two consecutive estimates.
+
+    Returns:
+        ``(time, size)`` of each jump (s, m).
+    """
+    if len(t) < 2 or len(t_odom) < 2:
+        return []
+    moved = np.hypot(*np.diff(estimate[:, :2], axis=0).T)
+    xy = np.column_stack([np.interp(t, t_odom, odom[:, 0]), np.interp(t, t_odom, odom[:, 1])])
+    driven = np.hypot(*np.diff(xy, axis=0).T)
+    jump = moved - driven
+    return [(float(t[i + 1]), float(jump[i])) for i in np.flatnonzero(jump > threshold)]

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from diffopt_ros import paths
-from diffopt_ros.learn.course import Leg, tracking_rmse  # noqa: F401 (re-exported)
+from diffopt_ros.learn.course import Leg, estimate_jumps, tracking_rmse  # noqa: F401 (re-exported)
 
 
 class DemoError(RuntimeError):
@@ -160,6 +160,8 @@ class RunResult:
     goals_total: int
     tracking_rmse: float
     true_tracking_rmse: float
+    tracking_rmse_all: float
+    jumps: list
     prediction_rmse: float
     odom_ate: float
     slam_ate: float
@@ -181,7 +183,11 @@ class RunResult:
             f'{self.sim_time:.1f} s sim time ({self.wall_time:.1f} s wall, real-time factor '
             f'{self.sim_time / max(self.wall_time, 1e-9):.1f})',
             f'   MPC tracking error (RMSE of the estimate the MPC closes the loop on to the timed '
-            f'reference): {self.tracking_rmse:.3f} m; true position to reference: '
+            f'reference, without the {JUMP_SETTLE:g} s after each of {len(self.jumps)} estimate '
+            f'corrections > {JUMP_THRESHOLD:g} m'
+            + (f': {", ".join(f"{size:.2f} m at {at:.0f} s" for at, size in self.jumps)}'
+               if self.jumps else '') + f'): {self.tracking_rmse:.3f} m; with them '
+            f'{self.tracking_rmse_all:.3f} m; true position to reference: '
             f'{self.true_tracking_rmse:.3f} m',
             f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE, on the estimate): '
             f'{self.prediction_rmse:.3f} m',
@@ -211,7 +217,9 @@ def comparison_table(before: RunResult, *after: tuple[str, RunResult]) -> str:
     return '\n'.join([
         '| metric | before learning | ' + ' | '.join(label for label, _ in after) + ' |',
         '|---|---|' + '---|' * len(after),
-        row('MPC tracking error (RMSE)', 'tracking_rmse'),
+        row(f'MPC tracking error (RMSE; without {JUMP_SETTLE:g} s after estimate corrections '
+            f'> {JUMP_THRESHOLD:g} m)', 'tracking_rmse'),
+        row('MPC tracking error (RMSE, all samples)', 'tracking_rmse_all'),
         row('true position to reference (RMSE)', 'true_tracking_rmse'),
         row(f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', 'prediction_rmse'),
         row('SLAM ATE (RMSE)', 'slam_ate'),
@@ -441,6 +449,13 @@ def _se2_maps(origin) -> tuple:
 # --------------------------------------------------------------------------- one drive
 CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
 PREDICTION_AHEAD = 1.0   # s: the MPC prediction compared with what then happened
+#: A correction of the estimate the MPC follows (SLAM's loop closure at the end of the lap):
+#: over JUMP_THRESHOLD m of motion the wheels did not make between two consecutive estimates.
+#: The MPC tracking error leaves out the JUMP_SETTLE s after each (the MPC's 2 s horizon plus
+#: 1 s): how far the estimate jumps is SLAM's drift, not the controller's tracking; the table
+#: shows the error with them too.
+JUMP_THRESHOLD = 0.1     # m
+JUMP_SETTLE = 3.0        # s
 
 
 class ExecutorThread:
@@ -621,6 +636,10 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan
     t_est, est = driver.traces['estimate'].arrays(3)
+    est_map = driver.from_estimate(est)
+    t_odom, odom = driver.traces['odometry'].arrays(3)
+    jumps = estimate_jumps(t_est, est_map, t_odom, odom, JUMP_THRESHOLD)
+    settling = [(at, at + JUMP_SETTLE) for at, _ in jumps]
     t_pred, pred = driver.predictions.arrays(2)
     status = driver.mpc_status[2] if driver.mpc_status else {}
     ticks = float(status.get('ticks', 0))
@@ -632,7 +651,8 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
                     f'{ate["SLAM"]:.2f} m vs odometry {ate["odometry"]:.2f} m')
     return RunResult(
         name=name, bag=bag, goals_reached=driver.reached, goals_total=len(driver.goals),
-        tracking_rmse=tracking_rmse(driver.legs, t_est, driver.from_estimate(est)),
+        tracking_rmse=tracking_rmse(driver.legs, t_est, est_map, settling),
+        tracking_rmse_all=tracking_rmse(driver.legs, t_est, est_map), jumps=jumps,
         true_tracking_rmse=tracking_rmse(driver.legs, t_gt, gt),
         prediction_rmse=position_rmse(t_pred, pred, t_est, est) if len(t_est) else math.nan,
         odom_ate=ate['odometry'],
