@@ -1,5 +1,7 @@
 """Test-wide set-up: isolated ROS logging and domain, deterministic small-thread torch."""
 import os
+import signal
+import subprocess
 import tempfile
 
 import pytest
@@ -32,3 +34,18 @@ def context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture
+def stop_process():
+    """``stop(proc, sig=SIGINT, timeout=20) -> output``: signal a node process and collect its
+    output; a process that does not exit in ``timeout`` s is killed (return code -9)."""
+    def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 20.0) -> str:
+        proc.send_signal(sig)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        return out
+    return stop

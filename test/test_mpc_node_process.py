@@ -1,6 +1,5 @@
 """mpc_node as a separate process: the installed console script with a params file."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ def _start(*params_files, extra=()):
 
 
 @pytest.mark.skipif(not EXE.exists(), reason='mpc_node console script not installed')
-def test_process_with_params_file_commands_and_stops_cleanly():
+def test_process_with_params_file_commands_and_stops_cleanly(stop_process):
     proc = _start(ROOT / 'config' / 'mpc.yaml')
     context = Context()
     rclpy.init(context=context)
@@ -55,11 +54,7 @@ def test_process_with_params_file_commands_and_stops_cleanly():
             executor.spin_once(timeout_sec=0.02)
         assert cmds and cmds[-1].linear.x > 0.05, 'no forward command towards the goal'
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        finally:
-            proc.kill()
+        out = stop_process(proc, timeout=15)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -107,19 +107,8 @@ def _start_recorder_and_publisher(ros, tmp_path, prefix):
     return proc, run_dir, pub
 
 
-def _stop(proc, sig):
-    proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f'recorder did not exit on {sig!r}:\n{out}') from None
-    return out
-
-
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig):
+def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig, stop_process):
     _, executor = ros
     prefix = f'/rec_{sig.name.lower()}_{os.getpid()}'
     proc, run_dir, pub = _start_recorder_and_publisher(ros, tmp_path, prefix)
@@ -135,7 +124,7 @@ def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig):
         _spin_until(executor, lambda: pub.recorded, 5, 'a last status', proc)
         received = dict(pub.recorded)
     finally:
-        out = _stop(proc, sig)
+        out = stop_process(proc, sig)
     assert proc.returncode == 0, out
     with Run(run_dir) as run:
         counts = {name: topic.count for name, topic in run.topics.items()}

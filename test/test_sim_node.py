@@ -2,7 +2,6 @@
 separate process started from the installed console script with a params file."""
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -219,7 +218,7 @@ def _sim_node_executable() -> str:
     return str(exe)
 
 
-def test_node_as_a_separate_process(context, tmp_path):
+def test_node_as_a_separate_process(context, tmp_path, stop_process):
     params = tmp_path / 'sim_test.yaml'
     params.write_text(config_path('sim.yaml').read_text().replace(
         'real_time_factor: 1.0', 'real_time_factor: 4.0'))
@@ -247,12 +246,7 @@ def test_node_as_a_separate_process(context, tmp_path):
     finally:
         executor.shutdown()
         probe.node.destroy_node()
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc, timeout=15)
     assert proc.returncode == 0, out
     assert 'world loop' in out
 

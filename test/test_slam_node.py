@@ -2,7 +2,6 @@
 separate process from the installed console script with config/slam.yaml."""
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -254,7 +253,7 @@ def test_invalid_params_file_stops_the_process_with_a_clear_error(tmp_path):
     assert 'loop.search_radius' in proc.stdout + proc.stderr
 
 
-def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, drive):
+def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, drive, stop_process):
     proc = subprocess.Popen([_executable(), '--ros-args', '--params-file',
                              str(config_path('slam.yaml'))],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -272,10 +271,5 @@ def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, driv
         assert feeder.got['pose'][-1].header.frame_id == 'map'
     finally:
         stop(executor, thread, [feeder.node])
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc)
     assert proc.returncode == 0, out
