@@ -12,11 +12,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.demo import ExecutorThread
+from diffopt_ros.nodes.demo import ExecutorThread, in_process_executor
 from diffopt_ros.nodes.mpc_node import MpcNode
 from diffopt_ros.nodes.sim_node import SimNode
 
@@ -58,7 +57,7 @@ def test_sim_and_mpc_reach_goals_on_sim_time():
         lambda m: status.extend((ros_convert.stamp_to_sec(m.header.stamp), s.message)
                                 for s in m.status if s.name.startswith('mpc_node')), 10)
     goal_pub = probe.create_publisher(PoseStamped, 'goal_pose', 10)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = in_process_executor(context)   # as the demo: light on a loaded 2-core machine
     for node in (sim, mpc, probe):
         executor.add_node(node)
     spinner = ExecutorThread(executor)

@@ -487,9 +487,10 @@ class ExecutorThread:
         self.executor.shutdown(timeout_sec=1.0)
 
 
-def _executor(context):
-    """The executor of the demo's nodes: rclpy's ``EventsExecutor`` (C++ event queue) where
-    this rclpy has it, else a ``MultiThreadedExecutor``.
+def in_process_executor(context):
+    """The executor for several nodes in one process (the demo, the e2e test): rclpy's
+    ``EventsExecutor`` (C++ event queue) where this rclpy has it, else a
+    ``MultiThreadedExecutor``.
 
     Measured on the 2-core machine (2-goal course, load average ~3): with the
     ``MultiThreadedExecutor`` the process spent 5.5 s of CPU in the executor's Python wait-set
@@ -588,7 +589,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
             nodes.append(recorder)
         except ParameterError as exc:
             raise DemoError(f'{name}: a node did not start: {exc}') from exc
-        executor = _executor(context)
+        executor = in_process_executor(context)
         for node in nodes:
             executor.add_node(node)
         spinner = ExecutorThread(executor)
