@@ -10,6 +10,8 @@ control loop. For large batches the Riccati pass (:mod:`.lqr`) is the better tra
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .boxqp import solve_box_qp, solve_on_set
@@ -21,15 +23,21 @@ def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) ->
     batch, n_blocks, r, c = blocks.shape
     T = n_blocks + offset
     out = blocks.new_zeros(batch, T, r, T, c)
-    t = torch.arange(n_blocks, device=blocks.device)
-    out[:, t + offset, :, t, :] = blocks.transpose(0, 1)
+    torch.diagonal(out, -offset, 1, 3).copy_(blocks.permute(0, 2, 3, 1))   # out[:, t + offset, :, t]
     return out.view(batch, size[0], size[1])
 
 
+def _gradient(S: torch.Tensor, expansion: CostExpansion) -> torch.Tensor:
+    """``g = S^T lx_{1..T} + lu`` ``(B, T n_u)`` for ``S (B, T n_x, T n_u)``."""
+    batch, N = S.shape[:2]
+    return (S.mT @ expansion.lx[:, 1:].reshape(batch, N, 1)).squeeze(-1) + expansion.lu.reshape(batch, -1)
+
+
 def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
-                      B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``, and
-    the sensitivity ``S (B, T n_x, T n_u)`` (``dX_{1..T} = S dU``).
+                      B: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``, the
+    sensitivity ``S (B, T n_x, T n_u)`` (``dX_{1..T} = S dU``) and ``M`` (see :class:`CondensedModel`).
 
     Args:
         expansion: cost derivatives along the nominal trajectory.
@@ -43,11 +51,11 @@ def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
         minus_A = _block_diagonal(-A[:, 1:], 1, (N, N))
         S = torch.linalg.solve_triangular(minus_A, Bbar, upper=False, unitriangular=True)
     else:
-        S = Bbar
+        S, minus_A = Bbar, None
     S_blocks = S.view(batch, T, n, M)
     H = S.mT @ (expansion.lxx[:, 1:] @ S_blocks).view(batch, N, M)
     H = H + _block_diagonal(expansion.luu, 0, (M, M))
-    g = (S.mT @ expansion.lx[:, 1:].reshape(batch, N, 1)).squeeze(-1) + expansion.lu.reshape(batch, M)
+    g = _gradient(S, expansion)
     if expansion.lux is not None and T > 1:
         cross = expansion.lux[:, 1:] @ S_blocks[:, :-1]                      # (B, T-1, m, M)
         cross = torch.cat((cross.new_zeros(batch, 1, m, M), cross), 1).view(batch, M, M)
@@ -55,7 +63,25 @@ def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
     if expansion.luu_prev is not None and T > 1:
         rate = _block_diagonal(expansion.luu_prev[:, 1:], 1, (M, M))
         H = H + rate + rate.mT
-    return H, g, S
+    return H, g, S, minus_A
+
+
+class CondensedModel(NamedTuple):
+    """The dense subproblem's matrices (float64), kept for the implicit backward when they do not
+    change along the solve (linear dynamics and a quadratic cost).
+
+    Attributes:
+        H: ``(B, T n_u, T n_u)`` Hessian in the controls, without regularization.
+        S: ``(B, T n_x, T n_u)`` sensitivity ``dX_{1..T} = S dU``.
+        M: ``(B, T n_x, T n_x)`` unit lower block-bidiagonal ``M dX_{1..T} = blkdiag(B_t) dU``
+            (identity blocks, ``-A_t`` below), or ``None`` for ``T = 1``.
+        expansion: the cost expansion the Hessian was formed from (its Hessian blocks are used).
+    """
+
+    H: torch.Tensor
+    S: torch.Tensor
+    M: torch.Tensor | None
+    expansion: CostExpansion
 
 
 def _float64(expansion: CostExpansion, A: torch.Tensor,
@@ -66,9 +92,9 @@ def _float64(expansion: CostExpansion, A: torch.Tensor,
 def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
                    lower: torch.Tensor | None, upper: torch.Tensor | None,
                    regularization: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The Gauss-Newton control step ``dU (B, T, n_u)``, its clamped set ``(B, T, n_u)`` bool and
-    the decrease of the quadratic model ``(B,)``.
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CondensedModel]:
+    """The Gauss-Newton control step ``dU (B, T, n_u)``, its clamped set ``(B, T, n_u)`` bool, the
+    decrease of the quadratic model ``(B,)`` and the dense model (:class:`CondensedModel`).
 
     Args:
         expansion: cost derivatives along the nominal trajectory.
@@ -85,7 +111,8 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
     batch, T, _, m = B.shape
     dtype = B.dtype
     expansion, A, B = _float64(expansion, A, B)
-    H, g, _ = condensed_hessian(expansion, A, B)
+    H, g, S, minus_A = condensed_hessian(expansion, A, B)
+    model = CondensedModel(H, S, minus_A, expansion)
     if regularization is not None:
         H = H + regularization.double().view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
     if lower is None:
@@ -96,25 +123,31 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         dU, clamped = solve_box_qp(H, g, lower.double().reshape(batch, -1), upper.double().reshape(batch, -1),
                                    torch.zeros_like(g))
     decrease = -((0.5 * (H @ dU.unsqueeze(-1)).squeeze(-1) + g) * dU).sum(-1)
-    return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype)
+    return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model
 
 
-def condensed_adjoint(hessian: CostExpansion, A: torch.Tensor, B: torch.Tensor,
-                      clamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def condensed_adjoint(hessian: CostExpansion, A: torch.Tensor, B: torch.Tensor, clamped: torch.Tensor,
+                      model: CondensedModel | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The equality-constrained LQ solve of the implicit backward as one dense solve (small batches).
 
     Minimises the quadratic model ``hessian`` (its gradients are the incoming gradients) over
     ``dx_{t+1} = A_t dx_t + B_t du_t``, ``dx_0 = 0``, with the ``clamped (B, T, n_u)`` controls held
-    at zero change; float64 inside, as :func:`condensed_step`.
+    at zero change; float64 inside, as :func:`condensed_step`. With ``model`` (the forward's dense
+    matrices, valid when they equal those of ``hessian``, ``A`` and ``B``) only the gradient is formed.
 
     Returns:
         ``w_x (B, T+1, n_x)``, ``w_u (B, T, n_u)`` and the state rows of the model's gradient along
         the solution ``(B, T+1, n_x)`` (the right-hand side of the costate recursion).
     """
     dtype = B.dtype
-    hessian, A, B = _float64(hessian, A, B)
     batch, T, n, m = B.shape
-    H, g, S = condensed_hessian(hessian, A, B)
+    if model is None:
+        hessian, A, B = _float64(hessian, A, B)
+        H, g, S, _ = condensed_hessian(hessian, A, B)
+    else:
+        H, S = model.H, model.S
+        hessian = model.expansion._replace(lx=hessian.lx.double(), lu=hessian.lu.double())
+        g = _gradient(S, hessian)
     flat = clamped.reshape(batch, T * m)
     w_u = solve_on_set(H, g.unsqueeze(-1), flat, torch.zeros_like(g)).squeeze(-1)
     w_x = torch.cat((w_u.new_zeros(batch, 1, n), (S @ w_u.unsqueeze(-1)).view(batch, T, n)), 1)
@@ -124,3 +157,21 @@ def condensed_adjoint(hessian: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         residual = residual + torch.cat(((w_u.unsqueeze(-2) @ hessian.lux).squeeze(-2),
                                          w_u.new_zeros(batch, 1, n)), 1)
     return w_x.to(dtype), w_u.to(dtype), residual.to(dtype)
+
+
+def condensed_costates(model: CondensedModel, A: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
+    """Costates ``lam_T = lx_T``, ``lam_t = lx_t + A_t^T lam_{t+1}`` ``(B, T+1, n_x)`` by one
+    triangular solve with the forward's ``M`` (``M^T lam_{1..T} = lx_{1..T}``) instead of ``T`` steps.
+
+    Args:
+        model: the forward's dense matrices.
+        A: ``(B, T, n_x, n_x)`` state Jacobians (``A_0`` for ``lam_0``).
+        lx: ``(B, T+1, n_x)`` right-hand side.
+    """
+    batch, T1, n = lx.shape
+    rest = lx[:, 1:].double().reshape(batch, -1, 1)
+    if model.M is not None:
+        rest = torch.linalg.solve_triangular(model.M.mT, rest, upper=True, unitriangular=True)
+    rest = rest.view(batch, T1 - 1, n).to(lx.dtype)
+    first = lx[:, 0] + (A[:, 0].mT @ rest[:, 0].unsqueeze(-1)).squeeze(-1)
+    return torch.cat((first.unsqueeze(1), rest), 1)

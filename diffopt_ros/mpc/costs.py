@@ -273,31 +273,36 @@ class QuadraticCost(Cost):
         self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
         self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
 
-    def _stages(self, batch: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.n_x + self.n_u
-        C = 0.5 * (self.C + self.C.mT)                             # only the symmetric part matters
-        C = C if C.ndim == 4 else C.expand(T, n, n) if C.ndim == 2 else C
-        c = self.c if self.c.ndim == 3 else self.c.expand(T, n) if self.c.ndim == 1 else self.c
-        return C.expand(batch, T, n, n), c.expand(batch, T, n)
+    def _stages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The symmetric part of ``C`` and ``c`` as given (broadcastable against ``(B, T, ...)``)."""
+        return 0.5 * (self.C + self.C.mT), self.c                  # only the symmetric part matters
+
+    @staticmethod
+    def _product(C: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """``C_t tau_t`` for ``tau (B, T, n)``: one ``(B T, n) x (n, n)`` product when ``C`` is shared."""
+        if C.ndim == 2:
+            return tau @ C                                           # C symmetric
+        return (C @ tau.unsqueeze(-1)).squeeze(-1)
 
     def total(self, x, u, target=None, u_prev=None):
-        C, c = self._stages(x.shape[0], u.shape[1])
+        C, c = self._stages()
         tau = torch.cat((x[:, :-1], u), -1)
-        stage = (0.5 * (tau.unsqueeze(-2) @ C).squeeze(-2) + c) * tau
+        stage = (0.5 * self._product(C, tau) + c) * tau
         xT = x[:, -1]
         final = (0.5 * (xT.unsqueeze(-2) @ self.C_final.to(x)).squeeze(-2) + self.c_final.to(x)) * xT
         return stage.sum((-1, -2)) + final.sum(-1)
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):
-        batch, T, n_x = x.shape[0], u.shape[1], self.n_x
-        C, c = self._stages(batch, T)
+        batch, T, n_x, n_u = x.shape[0], u.shape[1], self.n_x, self.n_u
+        C, c = self._stages()
         tau = torch.cat((x[:, :-1], u), -1)
-        grad = (C @ tau.unsqueeze(-1)).squeeze(-1) + c
+        grad = self._product(C, tau) + c
         CT = (0.5 * (self.C_final + self.C_final.mT)).to(x).expand(batch, n_x, n_x)
         gT = (CT @ x[:, -1].unsqueeze(-1)).squeeze(-1) + self.c_final.to(x)
-        lxx = torch.cat((C[..., :n_x, :n_x], CT.unsqueeze(1)), 1)
+        lxx = torch.cat((C[..., :n_x, :n_x].expand(batch, T, n_x, n_x), CT.unsqueeze(1)), 1)
         lx = torch.cat((grad[..., :n_x], gT.unsqueeze(1)), 1)
-        return CostExpansion(lxx, lx, C[..., n_x:, n_x:], grad[..., n_x:], C[..., n_x:, :n_x])
+        return CostExpansion(lxx, lx, C[..., n_x:, n_x:].expand(batch, T, n_u, n_u), grad[..., n_x:],
+                             C[..., n_x:, :n_x].expand(batch, T, n_u, n_x))
 
 
 class ResidualCost(Cost):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .condensed import condensed_step
+from .condensed import CondensedModel, condensed_step
 from .costs import Cost
 from .dynamics import Dynamics, StepFn
 from .lqr import riccati, stage_matrices
@@ -160,16 +160,18 @@ class MPC(nn.Module):
         if lower is not None:
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
-            return self._solve(x_init, target, u_init, u_prev, lower, upper)
+            return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
         with torch.no_grad():
-            sol = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
-                              lower, upper)
+            sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
+                                     lower, upper)
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
-        return attach_implicit_gradients(self, sol, x_init, target, u_prev)
+        return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
 
-    def _solve(self, x_init, target, u, u_prev, lower, upper) -> MPCSolution:
+    def _solve(self, x_init, target, u, u_prev, lower, upper) -> tuple[MPCSolution, CondensedModel | None]:
+        """The solution and, where the condensed subproblem is the same in every iteration (linear
+        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``)."""
         dyn, cost = self.dynamics, self.cost
         batch = u.shape[0]
         step = dyn.stepper()
@@ -186,7 +188,7 @@ class MPC(nn.Module):
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x, u))
         # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution
         exact_model = condensed and dyn.linear and cost.quadratic and self.line_search[0] == 1.0
-        gains = clamped = rows = None          # rows: the samples still iterating (None: all)
+        gains = clamped = rows = model = None   # rows: the samples still iterating (None: all)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
             x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
@@ -196,10 +198,15 @@ class MPC(nn.Module):
             if lo is not None:
                 dlow, dhigh = lo - us, hi - us
             if condensed:
-                du, sub_clamped, predicted = condensed_step(expansion, A, B, dlow, dhigh,
-                                                             regs if use_reg else None)
+                du, sub_clamped, predicted, sub_model = condensed_step(expansion, A, B, dlow, dhigh,
+                                                                        regs if use_reg else None)
+                if exact_model and rows is None:
+                    model = sub_model
                 G = None
-                roll, batched = partial(_open_loop_search, step), (x0, us, du, lo, hi)
+                if dyn.linear:          # trial states x(u + d) = x(u) + S d: no roll-out needed
+                    roll, batched = partial(_linear_search, sub_model.S), (xs, us, du, lo, hi)
+                else:
+                    roll, batched = partial(_open_loop_search, step), (x0, us, du, lo, hi)
             else:
                 stages = stage_matrices(expansion, A, B)
                 G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
@@ -241,7 +248,7 @@ class MPC(nn.Module):
                 rows = None
         converged = ~active & (reg < 1e8)
         gains = None if gains is None else gains[..., :dyn.n_x].detach()
-        return MPCSolution(x, u, J, iterations, converged, gains, clamped)
+        return MPCSolution(x, u, J, iterations, converged, gains, clamped), model
 
 
 def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
@@ -319,13 +326,32 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
     return x, u, J_sel, first
 
 
+def _trial_controls(alphas: torch.Tensor, u: torch.Tensor, du: torch.Tensor, lower, upper) -> torch.Tensor:
+    """``clip(u + a du)`` per step size ``a``: ``(B, S, T, n_u)``."""
+    trial = u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * du.unsqueeze(1)
+    if lower is not None:
+        trial = torch.maximum(torch.minimum(trial, upper.unsqueeze(1)), lower.unsqueeze(1))
+    return trial
+
+
+def _linear_search(S: torch.Tensor, alphas: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
+                   du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_open_loop_search` for linear dynamics: the trial states are ``x + S (trial - u)``
+    with the condensed sensitivity ``S (B, T n_x, T n_u)`` (float64) and the nominal ``x (B, T+1, n_x)``,
+    one product instead of a roll-out."""
+    n_alpha, (batch, T, n_u), n_x = alphas.shape[0], u.shape, x.shape[-1]
+    trial = _trial_controls(alphas, u, du, lower, upper)
+    d = (trial - u.unsqueeze(1)).reshape(batch, n_alpha, T * n_u).double()
+    dx = (d @ S.mT).to(x.dtype).view(batch, n_alpha, T, n_x)
+    x_try = torch.cat((x[:, None, :1].expand(batch, n_alpha, 1, n_x), x[:, None, 1:] + dx), 2)
+    return x_try, trial
+
+
 def _open_loop_search(step: StepFn, alphas: torch.Tensor, x_init: torch.Tensor, u: torch.Tensor,
                       du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
     """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(B, S, T+1, n_x)``, ``(B, S, T, n_u)``."""
     n_alpha, (batch, T, n_u) = alphas.shape[0], u.shape
-    trial = u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * du.unsqueeze(1)
-    if lower is not None:
-        trial = torch.maximum(torch.minimum(trial, upper.unsqueeze(1)), lower.unsqueeze(1))
+    trial = _trial_controls(alphas, u, du, lower, upper)
     x = rollout(step, x_init.repeat_interleave(n_alpha, 0), trial.reshape(batch * n_alpha, T, n_u))
     return x.view(batch, n_alpha, T + 1, -1), trial
 

@@ -22,14 +22,17 @@ import warnings
 
 import torch
 
-from .condensed import condensed_adjoint
+from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
 from .ilqr import MPC, MPCSolution
 from .lqr import riccati, stage_matrices
 
 
-def _costates(A: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
-    """``lam (B, T+1, n_x)`` from ``A (B, T, n_x, n_x)`` and ``lx (B, T+1, n_x)`` (backwards)."""
+def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = None) -> torch.Tensor:
+    """``lam (B, T+1, n_x)`` from ``A (B, T, n_x, n_x)`` and ``lx (B, T+1, n_x)`` (backwards; one
+    dense solve with the forward's matrices when ``model`` is given)."""
+    if model is not None:
+        return condensed_costates(model, A, lx)
     lam = [lx[:, -1].unsqueeze(-1)]
     ATs, lxs = A.mT.unbind(1), lx.unsqueeze(-1).unbind(1)
     for t in range(A.shape[1] - 1, -1, -1):
@@ -77,6 +80,11 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     x, u, lam, A, B = problem['x'], problem['u'], problem['lam'], problem['A'], problem['B']
     batch, T, n_u = u.shape
     n_x = x.shape[-1]
+    model: CondensedModel | None = problem['model']
+    if model is not None:                                     # the forward's dense matrices are exact
+        w_x, w_u, residual = condensed_adjoint(CostExpansion(None, -grad_x, None, -grad_u), A, B,
+                                               problem['clamped'], model)
+        return w_x, w_u, _costates(A, residual, model)
     exp = mpc.cost.expand(x, u, problem['target'], problem['u_prev'], exact=True)
     if mpc.dynamics.linear:                                   # no curvature: the cost Hessian is exact
         hessian = exp._replace(lx=-grad_x, lu=-grad_u)
@@ -115,7 +123,7 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
 
 
 def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, target,
-                              u_prev) -> MPCSolution:
+                              u_prev, model: CondensedModel | None = None) -> MPCSolution:
     """Return ``sol`` with states/controls that carry implicit gradients (values unchanged).
 
     Args:
@@ -124,6 +132,8 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         x_init: ``(B, n_x)`` initial states as given by the caller (may require grad).
         target: the cost target as given (may require grad).
         u_prev: the previous control as given (may require grad).
+        model: the forward's dense subproblem where it is exact at the solution (linear dynamics,
+            quadratic cost), reused by the backward instead of being formed again.
     """
     inputs = [x_init, target, u_prev, *mpc.parameters()]
     if not any(t is not None and t.requires_grad for t in inputs):
@@ -138,7 +148,7 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
     u_prev_d = None if u_prev is None else u_prev.detach()
     with torch.no_grad():
         A, B = dyn.jacobians(x_star[:, :-1], u_star)
-        lam = _costates(A, cost.expand(x_star, u_star, target_d, u_prev_d).lx)
+        lam = _costates(A, cost.expand(x_star, u_star, target_d, u_prev_d).lx, model)
     with torch.enable_grad():
         xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
         f = dyn(xs[:, :-1], us)
@@ -146,7 +156,7 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
         residual = torch.cat(((x_init - xs[:, 0]).unsqueeze(1), f - xs[:, 1:]), 1)
         problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
-                       u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None)
+                       u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None, model=model)
         dx, du = _KKTSolve.apply(problem, gx, gu, residual)
     states, controls = x_star + dx, u_star + du
     costs = cost.total(states, controls, target, u_prev)
