@@ -51,26 +51,32 @@ def kkt_satisfied(H: torch.Tensor, g: torch.Tensor, k: torch.Tensor, clamped: to
     return torch.where(clamped, dual_ok, primal_ok).all(-1)
 
 
+def masked_cholesky(H: torch.Tensor, clamped: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor ``(B, m, m)`` of ``H (B, m, m)`` restricted to the entries not ``clamped (B, m)``
+    (:func:`masked_hessian`), as :func:`solve_on_set` uses it."""
+    return torch.linalg.cholesky_ex(masked_hessian(H, ~clamped))[0]
+
+
 def solve_on_set(H: torch.Tensor, R: torch.Tensor, clamped: torch.Tensor,
-                 k_bound: torch.Tensor) -> torch.Tensor:
+                 k_bound: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
     """Minimiser with the ``clamped (B, m)`` entries fixed at ``k_bound (B, m)``.
 
     ``R (B, m, c)``: the last column is the gradient ``g``, the others are further right-hand
     sides solved on the same set (a policy ``[K | k]`` in box-DDP). Returns ``X (B, m, c)``: free
     rows ``X_f = -H_ff^{-1} (R_f + H_fc [0 | k_c])``, clamped rows ``[0 | k_c]``. Differentiable
-    in ``H``, ``R`` and ``k_bound``.
+    in ``H``, ``R`` and ``k_bound``. ``factor``: :func:`masked_cholesky` of ``(H, clamped)`` where
+    already computed (not formed again).
     """
     k_c = torch.where(clamped, k_bound, torch.zeros_like(k_bound))
     shift = torch.cat((torch.zeros_like(R[..., :-1]), (H @ k_c.unsqueeze(-1))), -1)
-    free = ~clamped
-    L, _ = torch.linalg.cholesky_ex(masked_hessian(H, free))
-    X = -torch.cholesky_solve((R + shift) * free.unsqueeze(-1), L)
+    L = masked_cholesky(H, clamped) if factor is None else factor
+    X = -torch.cholesky_solve((R + shift) * (~clamped).unsqueeze(-1), L)
     return X + torch.cat((torch.zeros_like(R[..., :-1]), k_c.unsqueeze(-1)), -1)
 
 
 def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-               on_lower: torch.Tensor, on_upper: torch.Tensor,
-               max_solves: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               on_lower: torch.Tensor, on_upper: torch.Tensor, max_solves: int, keep_factor: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Primal-dual active-set iterations (see the module docstring).
 
     Args:
@@ -82,22 +88,27 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
         on_lower: ``(B, m)`` bool, first guess of the entries clamped at ``lower``.
         on_upper: ``(B, m)`` bool, first guess of the entries clamped at ``upper``.
         max_solves: cap on the solves (at least one).
+        keep_factor: also return the factor of each problem's last solve.
 
     Returns:
-        ``X (B, m, c)``, the clamped set ``(B, m)`` bool and the indices of the problems whose set
+        ``X (B, m, c)``, the clamped set ``(B, m)`` bool, the indices of the problems whose set
         has not settled within ``max_solves`` (``None`` when all have; their rows hold the last
-        iterate).
+        iterate) and, with ``keep_factor``, :func:`masked_cholesky` of ``H`` on the returned set
+        ``(B, m, m)`` (else ``None``).
     """
     eps = 1e3 * torch.finfo(H.dtype).eps
-    X = clamped = rows = None
+    X = clamped = rows = L = sub_L = None
     Hs, Rs, lo, hi = H, R, lower, upper
     for _ in range(max_solves):
         sub_clamped = on_lower | on_upper
-        sub_X = solve_on_set(Hs, Rs, sub_clamped, torch.where(on_lower, lo, hi))
+        if keep_factor:
+            sub_L = masked_cholesky(Hs, sub_clamped)
+        sub_X = solve_on_set(Hs, Rs, sub_clamped, torch.where(on_lower, lo, hi), sub_L)
         if rows is None:
-            X, clamped = sub_X, sub_clamped
+            X, clamped, L = sub_X, sub_clamped, sub_L
         else:
             X, clamped = X.index_copy(0, rows, sub_X), clamped.index_copy(0, rows, sub_clamped)
+            L = None if L is None else L.index_copy(0, rows, sub_L)
         k, g = sub_X[..., -1], Rs[..., -1]
         grad = torch.baddbmm(g.unsqueeze(-1), Hs, k.unsqueeze(-1)).squeeze(-1)
         tol = eps * (1.0 + g.abs().amax(-1, keepdim=True) + k.abs().amax(-1, keepdim=True))
@@ -105,11 +116,11 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
         new_upper = torch.where(sub_clamped, on_upper & (grad <= tol), k > hi + tol)
         moved = ((new_lower != on_lower) | (new_upper != on_upper)).any(-1).nonzero().squeeze(-1)
         if moved.numel() == 0:
-            return X, clamped, None
+            return X, clamped, None, L
         rows = moved if rows is None else rows[moved]
         Hs, Rs, lo, hi = H[rows], R[rows], lower[rows], upper[rows]
         on_lower, on_upper = new_lower[moved], new_upper[moved]
-    return X, clamped, rows
+    return X, clamped, rows, L
 
 
 def _projected_newton(H: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -157,8 +168,8 @@ def solve_box_qp(H: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: t
     """
     k0 = torch.maximum(torch.minimum(k0, upper), lower)
     grad = torch.baddbmm(g.unsqueeze(-1), H, k0.unsqueeze(-1)).squeeze(-1)
-    X, clamped, rows = active_set(H, g.unsqueeze(-1), lower, upper, (k0 <= lower) & (grad > 0),
-                                  (k0 >= upper) & (grad < 0), min(H.shape[-1], 10) + 1)
+    X, clamped, rows, _ = active_set(H, g.unsqueeze(-1), lower, upper, (k0 <= lower) & (grad > 0),
+                                     (k0 >= upper) & (grad < 0), min(H.shape[-1], 10) + 1)
     k = X.squeeze(-1)
     if rows is not None:
         k_rows, clamped_rows = _projected_newton(H[rows], g[rows], lower[rows], upper[rows], k[rows],

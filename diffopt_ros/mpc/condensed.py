@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 import torch
 
-from .boxqp import solve_box_qp, solve_on_set
+from .boxqp import active_set, solve_box_qp, solve_on_set
 from .costs import CostExpansion
+from .dynamics import Dynamics
 
 
 def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
@@ -25,6 +26,24 @@ def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) ->
     out = blocks.new_zeros(batch, T, r, T, c)
     torch.diagonal(out, -offset, 1, 3).copy_(blocks.permute(0, 2, 3, 1))   # out[:, t + offset, :, t]
     return out.view(batch, size[0], size[1])
+
+
+def linear_rollout(dynamics: Dynamics, x_init: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Roll-out of affine dynamics (``Dynamics.linear``) as one block-bidiagonal triangular solve,
+    ``x_{t+1} - A x_t = f(0, u_t)`` (``f(x_0, u_0)`` at ``t = 0``), instead of ``T`` sequential steps.
+
+    ``x_init (B, n_x)``, ``u (B, T, n_u)`` -> states ``(B, T+1, n_x)``.
+    """
+    batch, T, _ = u.shape
+    n = x_init.shape[-1]
+    x_start = torch.cat((x_init.unsqueeze(1), x_init.new_zeros(batch, T - 1, n)), 1)
+    rest = dynamics(x_start, u)                                    # (B, T, n_x)
+    if T > 1:
+        A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
+        minus_A = _block_diagonal(-A, 1, (T * n, T * n))
+        rest = torch.linalg.solve_triangular(minus_A, rest.reshape(batch, -1, 1), upper=False,
+                                             unitriangular=True).view(batch, T, n)
+    return torch.cat((x_init.unsqueeze(1), rest), 1)
 
 
 def _gradient(S: torch.Tensor, expansion: CostExpansion) -> torch.Tensor:
@@ -76,12 +95,15 @@ class CondensedModel(NamedTuple):
         M: ``(B, T n_x, T n_x)`` unit lower block-bidiagonal ``M dX_{1..T} = blkdiag(B_t) dU``
             (identity blocks, ``-A_t`` below), or ``None`` for ``T = 1``.
         expansion: the cost expansion the Hessian was formed from (its Hessian blocks are used).
+        factor: ``(B, T n_u, T n_u)`` Cholesky factor of ``H`` on the free set of the step's clamped
+            set (:func:`~diffopt_ros.mpc.boxqp.masked_cholesky`), or ``None`` where not known.
     """
 
     H: torch.Tensor
     S: torch.Tensor
     M: torch.Tensor | None
     expansion: CostExpansion
+    factor: torch.Tensor | None = None
 
 
 def _float64(expansion: CostExpansion, A: torch.Tensor,
@@ -112,7 +134,7 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
     dtype = B.dtype
     expansion, A, B = _float64(expansion, A, B)
     H, g, S, minus_A = condensed_hessian(expansion, A, B)
-    model = CondensedModel(H, S, minus_A, expansion)
+    H_model = H
     if regularization is not None:
         H = H + regularization.double().view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
     if lower is None:
@@ -120,8 +142,15 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         dU = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
         clamped = torch.zeros_like(dU, dtype=torch.bool)
     else:
-        dU, clamped = solve_box_qp(H, g, lower.double().reshape(batch, -1), upper.double().reshape(batch, -1),
-                                   torch.zeros_like(g))
+        # the step from 0 (inside the box): solve_box_qp's active set, keeping the last factor
+        lo, hi = lower.double().reshape(batch, -1), upper.double().reshape(batch, -1)
+        X, clamped, rows, L = active_set(H, g.unsqueeze(-1), lo, hi, (lo >= 0) & (g > 0), (hi <= 0) & (g < 0),
+                                         min(T * m, 10) + 1, keep_factor=True)
+        dU = X.squeeze(-1)
+        if rows is not None:            # an unsettled set: projected Newton, factor not kept
+            k_rows, clamped_rows = solve_box_qp(H[rows], g[rows], lo[rows], hi[rows], dU[rows])
+            dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
+    model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None)
     decrease = -((0.5 * (H @ dU.unsqueeze(-1)).squeeze(-1) + g) * dU).sum(-1)
     return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model
 
@@ -149,7 +178,8 @@ def condensed_adjoint(hessian: CostExpansion, A: torch.Tensor, B: torch.Tensor, 
         hessian = model.expansion._replace(lx=hessian.lx.double(), lu=hessian.lu.double())
         g = _gradient(S, hessian)
     flat = clamped.reshape(batch, T * m)
-    w_u = solve_on_set(H, g.unsqueeze(-1), flat, torch.zeros_like(g)).squeeze(-1)
+    factor = None if model is None else model.factor
+    w_u = solve_on_set(H, g.unsqueeze(-1), flat, torch.zeros_like(g), factor).squeeze(-1)
     w_x = torch.cat((w_u.new_zeros(batch, 1, n), (S @ w_u.unsqueeze(-1)).view(batch, T, n)), 1)
     w_u = w_u.view(batch, T, m)
     residual = (hessian.lxx @ w_x.unsqueeze(-1)).squeeze(-1) + hessian.lx

@@ -120,7 +120,9 @@ class LinearDynamics(Dynamics):
         return step
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        batch = x.shape[:-1]
+        if u.shape[:-1] != batch:                # torch.broadcast_shapes costs tens of microseconds
+            batch = torch.broadcast_shapes(batch, u.shape[:-1])
         return self.A.expand(*batch, self.n_x, self.n_x), self.B.expand(*batch, self.n_x, self.n_u)
 
 

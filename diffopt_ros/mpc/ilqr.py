@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .condensed import CondensedModel, condensed_step
+from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
 from .dynamics import Dynamics, StepFn
 from .lqr import riccati, stage_matrices
@@ -90,8 +90,9 @@ class MPC(nn.Module):
             (at least ``1600 eps`` of the dtype; ``0`` disables this test).
         line_search: step sizes, longest first, rolled out in parallel (in groups for large
             batches, to bound memory); the longest within round-off of the best cost is taken.
-            With linear dynamics, a quadratic cost and the condensed solver, a full step (``1.0``
-            first) whose cost decrease matches the model's prediction ends the solve.
+            With linear dynamics, a quadratic cost and the condensed solver only the full step
+            (``1.0`` first) is tried (it is the exact optimum), and one whose cost decrease matches
+            the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
         grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'``.
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
@@ -175,7 +176,9 @@ class MPC(nn.Module):
         dyn, cost = self.dynamics, self.cost
         batch = u.shape[0]
         step = dyn.stepper()
-        x = rollout(step, x_init, u)
+        condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
+        # affine dynamics at a condensed-sized problem: one triangular solve beats T small steps
+        x = linear_rollout(dyn, x_init, u) if condensed and dyn.linear else rollout(step, x_init, u)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -185,9 +188,11 @@ class MPC(nn.Module):
         roundoff = 16.0 * torch.finfo(x.dtype).eps
         # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
         cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
-        condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x, u))
-        # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution
+        # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution, the
+        # optimum of the convex problem, so only the full step is tried (a shorter one costs more)
         exact_model = condensed and dyn.linear and cost.quadratic and self.line_search[0] == 1.0
+        if exact_model:
+            alphas = alphas[:1]
         gains = clamped = rows = model = None   # rows: the samples still iterating (None: all)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
@@ -202,6 +207,8 @@ class MPC(nn.Module):
                                                                         regs if use_reg else None)
                 if exact_model and rows is None:
                     model = sub_model
+                elif model is not None:      # some clamped sets change: the kept factor is stale
+                    model = model._replace(factor=None)
                 G = None
                 if dyn.linear:          # trial states x(u + d) = x(u) + S d: no roll-out needed
                     roll, batched = partial(_linear_search, sub_model.S), (xs, us, du, lo, hi)
@@ -253,7 +260,8 @@ class MPC(nn.Module):
 
 def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
     """Rule for ``solver='auto'``: the dense work of the condensed step (the ``(T n_x)^2 T n_u``
-    triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins."""
+    triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins.
+    ``x (B, ..., n_x)`` (states or initial states), ``u (B, T, n_u)``."""
     batch, T, n_u = u.shape
     n_x = x.shape[-1]
     small = batch <= 2 or (n_u > 1 and batch <= 16)   # m > 1: Riccati's per-step box QPs cost most

@@ -10,9 +10,10 @@ active set) are fixed. Differentiating gives ``d tau = -K^{-1} d(g, c)`` with th
 solve: a Riccati pass with the clamped set held fixed, a linear roll-out and a costate recursion
 (or, where the forward ran the condensed solver, one dense solve in the controls).
 
-The parameters enter through ``(g, c)`` computed with ``create_graph=True``, so autograd carries
-the gradient to ``x_init``, ``target``, ``u_prev``, every cost parameter and every dynamics
-``nn.Parameter`` without model-specific code. The Riccati pass is refactorised with the exact
+The parameters enter through ``(g, c)`` computed with ``create_graph=True`` (for linear dynamics
+and a quadratic cost ``g`` is built from the cost expansion's gradient and the Jacobians, without
+a double backward), so autograd carries the gradient to ``x_init``, ``target``, ``u_prev``,
+every cost parameter and every dynamics ``nn.Parameter`` without model-specific code. The Riccati pass is refactorised with the exact
 Hessian (for linear dynamics it equals the forward's last factorisation); iLQR's Gauss-Newton
 factorisation would give the mpc.pytorch approximation, not the derivative of the solution.
 """
@@ -146,14 +147,28 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
     x_star, u_star = sol.states.detach(), sol.controls.detach()
     target_d = None if target is None else target.detach()
     u_prev_d = None if u_prev is None else u_prev.detach()
+    linear_quadratic = dyn.linear and cost.quadratic
+    with torch.set_grad_enabled(linear_quadratic):    # the stationarity below uses these graphs
+        A_g, B_g = dyn.jacobians(x_star[:, :-1], u_star)
+        exp = cost.expand(x_star, u_star, target, u_prev)
+    A, B = A_g.detach(), B_g.detach()
     with torch.no_grad():
-        A, B = dyn.jacobians(x_star[:, :-1], u_star)
-        lam = _costates(A, cost.expand(x_star, u_star, target_d, u_prev_d).lx, model)
+        lam = _costates(A, exp.lx.detach(), model)
     with torch.enable_grad():
-        xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
-        f = dyn(xs[:, :-1], us)
-        lagrangian = cost.total(xs, us, target, u_prev).sum() + (lam[:, 1:] * f).sum()
-        gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
+        # only the graphs of g and c from (x_init, target, u_prev, parameters) matter, not their values
+        if linear_quadratic:
+            # g = (lx + A^T lam_{t+1}, lu + B^T lam_{t+1}): the exact expansion's gradient and the
+            # Jacobians carry the parameters, no double backward through the cost and dynamics
+            xs, us = x_star, u_star
+            f = dyn(xs[:, :-1], us)
+            lam_next = lam[:, 1:].unsqueeze(-1)
+            gx = exp.lx + torch.cat(((A_g.mT @ lam_next).squeeze(-1), torch.zeros_like(exp.lx[:, :1])), 1)
+            gu = exp.lu + (B_g.mT @ lam_next).squeeze(-1)
+        else:
+            xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
+            f = dyn(xs[:, :-1], us)
+            lagrangian = cost.total(xs, us, target, u_prev).sum() + (lam[:, 1:] * f).sum()
+            gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
         residual = torch.cat(((x_init - xs[:, 0]).unsqueeze(1), f - xs[:, 1:]), 1)
         problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
                        u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None, model=model)

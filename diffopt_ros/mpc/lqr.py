@@ -141,8 +141,8 @@ def _policy_box(Quu: torch.Tensor, Qua: torch.Tensor, lower: torch.Tensor,
         clamped = k_box != k
         G = torch.cat((G[..., :-1] * (~clamped).unsqueeze(-1), k_box.unsqueeze(-1)), -1)
         return G, clamped
-    G, clamped, rows = active_set(Quu, Qua, lower, upper, (lower >= 0) & (qu > 0), (upper <= 0) & (qu < 0),
-                                  Quu.shape[-1] + 1)
+    G, clamped, rows, _ = active_set(Quu, Qua, lower, upper, (lower >= 0) & (qu > 0), (upper <= 0) & (qu < 0),
+                                     Quu.shape[-1] + 1)
     if rows is not None:
         H, R = Quu[rows], Qua[rows]
         k, sub_clamped = solve_box_qp(H, R[..., -1], lower[rows], upper[rows], G[rows, :, -1])
