@@ -18,6 +18,10 @@ from .boxqp import active_set, solve_box_qp, solve_on_set
 from .costs import CostExpansion
 from .dynamics import Dynamics
 
+# largest batch whose box-QP factors are kept for the backward (LTI T=30, batch 16: the copies of
+# the factors in the active-set iterations cost more than the backward's re-factorisation)
+_KEEP_FACTOR_BATCH = 4
+
 
 def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
     """Dense ``(B, T r, T c)`` with ``blocks (B, T - offset, r, c)`` on block diagonal ``-offset``."""
@@ -142,10 +146,12 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         dU = -torch.cholesky_solve(g.unsqueeze(-1), L).squeeze(-1)
         clamped = torch.zeros_like(dU, dtype=torch.bool)
     else:
-        # the step from 0 (inside the box): solve_box_qp's active set, keeping the last factor
+        # the step from 0 (inside the box): solve_box_qp's active set, keeping the last factor for
+        # the backward where that is cheaper than re-factorising (copying factors costs at large B)
         lo, hi = lower.double().reshape(batch, -1), upper.double().reshape(batch, -1)
         X, clamped, rows, L = active_set(H, g.unsqueeze(-1), lo, hi, (lo >= 0) & (g > 0), (hi <= 0) & (g < 0),
-                                         min(T * m, 10) + 1, keep_factor=True)
+                                         min(T * m, 10) + 1,
+                                         keep_factor=regularization is None and batch <= _KEEP_FACTOR_BATCH)
         dU = X.squeeze(-1)
         if rows is not None:            # an unsettled set: projected Newton, factor not kept
             k_rows, clamped_rows = solve_box_qp(H[rows], g[rows], lo[rows], hi[rows], dU[rows])

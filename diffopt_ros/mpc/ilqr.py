@@ -177,8 +177,9 @@ class MPC(nn.Module):
         batch = u.shape[0]
         step = dyn.stepper()
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
-        # affine dynamics at a condensed-sized problem: one triangular solve beats T small steps
-        x = linear_rollout(dyn, x_init, u) if condensed and dyn.linear else rollout(step, x_init, u)
+        # affine dynamics, few samples: one triangular solve beats T small steps
+        use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
+        x = linear_rollout(dyn, x_init, u) if use_solve else rollout(step, x_init, u)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -273,6 +274,9 @@ def _detach(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 _SEARCH_ELEMENTS = 2 ** 16         # trial trajectories of the step-size search held at a time
+# largest batch whose affine roll-out is one triangular solve (T=30, n_x=8, 1 thread: 70 vs 200 us
+# at batch 1, 100 vs 200 us at 4, 600 vs 220 us at 16)
+_TRIANGULAR_ROLLOUT_BATCH = 4
 
 
 def _take(t: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor | None:

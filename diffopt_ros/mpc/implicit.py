@@ -13,9 +13,10 @@ solve: a Riccati pass with the clamped set held fixed, a linear roll-out and a c
 The parameters enter through ``(g, c)`` computed with ``create_graph=True`` (for linear dynamics
 and a quadratic cost ``g`` is built from the cost expansion's gradient and the Jacobians, without
 a double backward), so autograd carries the gradient to ``x_init``, ``target``, ``u_prev``,
-every cost parameter and every dynamics ``nn.Parameter`` without model-specific code. The Riccati pass is refactorised with the exact
-Hessian (for linear dynamics it equals the forward's last factorisation); iLQR's Gauss-Newton
-factorisation would give the mpc.pytorch approximation, not the derivative of the solution.
+every cost parameter and every dynamics ``nn.Parameter`` without model-specific code. The Riccati
+pass is refactorised with the exact Hessian (for linear dynamics it equals the forward's last
+factorisation); iLQR's Gauss-Newton factorisation would give the mpc.pytorch approximation, not
+the derivative of the solution.
 """
 from __future__ import annotations
 
