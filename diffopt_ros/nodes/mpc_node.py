@@ -50,7 +50,7 @@ from diffopt_ros.mpc.receding import (
     timed_reference,
 )
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
+from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 
 NODE_NAME = 'mpc_node'
@@ -157,10 +157,7 @@ class MpcNode(LifecycleNode):
         reason = _check_combination(self._values)
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
-        if self._values['learned_params_file']:
-            applied = apply_params_file(self, self._values['learned_params_file'])
-            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
-                                   f'{self._values["learned_params_file"]}: {applied}')
+        apply_learned_params_file(self, self._values['learned_params_file'])
         if self._values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ParameterError(f'{self.get_name()}: configure failed (see log)')

@@ -187,3 +187,11 @@ def apply_params_file(node: Node, path: str) -> dict[str, Any]:
     if not result.successful:
         raise ParameterError(f'{path}: rejected: {result.reason}')
     return {param.name: param.value for param in params}
+
+
+def apply_learned_params_file(node: Node, path: str) -> None:
+    """:func:`apply_params_file` for a node's ``learned_params_file`` parameter, logged; nothing
+    when ``path`` is empty. Call it once the node's ``on_change`` can take the values."""
+    if path:
+        applied = apply_params_file(node, path)
+        node.get_logger().info(f'loaded {len(applied)} learned parameters from {path}: {applied}')

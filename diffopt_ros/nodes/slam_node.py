@@ -47,7 +47,7 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_params_file, declare_params
+from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.slam.occupancy import save_map
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
@@ -162,10 +162,7 @@ class SlamNode(Node):
         reason = _check_combination(self._values)
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
-        if self._values['learned_params_file']:
-            applied = apply_params_file(self, self._values['learned_params_file'])
-            self.get_logger().info(f'loaded {len(applied)} learned parameters from '
-                                   f'{self._values["learned_params_file"]}: {applied}')
+        apply_learned_params_file(self, self._values['learned_params_file'])
         torch.set_num_threads(self._values['torch_threads'])
         device = self._values['device']
         if device == 'cuda' and not torch.cuda.is_available():
