@@ -22,7 +22,9 @@ _ARMIJO = 1e-4
 def masked_hessian(H: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
     """``H (B, m, m)`` restricted to the ``free (B, m)`` set, identity on clamped rows/columns."""
     f = free.to(H.dtype)
-    return H * (f.unsqueeze(-1) * f.unsqueeze(-2)) + torch.diag_embed(1.0 - f)
+    masked = H * (f.unsqueeze(-1) * f.unsqueeze(-2))
+    masked.diagonal(0, -2, -1).add_(1.0 - f)                     # a new tensor: in place
+    return masked
 
 
 def clamped_set(k: torch.Tensor, grad: torch.Tensor, lower: torch.Tensor,
@@ -67,11 +69,14 @@ def solve_on_set(H: torch.Tensor, R: torch.Tensor, clamped: torch.Tensor,
     in ``H``, ``R`` and ``k_bound``. ``factor``: :func:`masked_cholesky` of ``(H, clamped)`` where
     already computed (not formed again).
     """
-    k_c = torch.where(clamped, k_bound, torch.zeros_like(k_bound))
-    shift = torch.cat((torch.zeros_like(R[..., :-1]), (H @ k_c.unsqueeze(-1))), -1)
+    k_c = torch.where(clamped, k_bound, 0.0).unsqueeze(-1)
     L = masked_cholesky(H, clamped) if factor is None else factor
-    X = -torch.cholesky_solve((R + shift) * (~clamped).unsqueeze(-1), L)
-    return X + torch.cat((torch.zeros_like(R[..., :-1]), k_c.unsqueeze(-1)), -1)
+    g = R[..., -1:] + H @ k_c
+    free = (~clamped).unsqueeze(-1)
+    if R.shape[-1] == 1:                                        # the gradient only
+        return k_c - torch.cholesky_solve(g * free, L)
+    X = torch.cholesky_solve(torch.cat((R[..., :-1], g), -1) * free, L)
+    return torch.cat((-X[..., :-1], k_c - X[..., -1:]), -1)
 
 
 def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -117,10 +122,12 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
         moved = ((new_lower != on_lower) | (new_upper != on_upper)).any(-1).nonzero().squeeze(-1)
         if moved.numel() == 0:
             return X, clamped, None, L
-        rows = moved if rows is None else rows[moved]
-        Hs, Rs, lo, hi = H[rows], R[rows], lower[rows], upper[rows]
-        on_lower, on_upper = new_lower[moved], new_upper[moved]
-    return X, clamped, rows, L
+        if moved.numel() < Hs.shape[0]:          # carry on with these only (else with all, no copies)
+            rows = moved if rows is None else rows[moved]
+            Hs, Rs, lo, hi = H[rows], R[rows], lower[rows], upper[rows]
+            new_lower, new_upper = new_lower[moved], new_upper[moved]
+        on_lower, on_upper = new_lower, new_upper
+    return X, clamped, torch.arange(H.shape[0], device=H.device) if rows is None else rows, L
 
 
 def _projected_newton(H: torch.Tensor, g: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,

@@ -32,32 +32,45 @@ def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) ->
     return out.view(batch, size[0], size[1])
 
 
-def linear_rollout(dynamics: Dynamics, x_init: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def _add_block_diagonal(out: torch.Tensor, blocks: torch.Tensor, offset: int) -> None:
+    """Add ``blocks (B, T - |offset|, r, c)`` to block diagonal ``-offset`` of ``out (B, T r, T c)``
+    (contiguous) in place (``out[:, t + offset, :, t]`` in ``(B, T, r, T, c)`` blocks)."""
+    batch, n_blocks, r, c = blocks.shape
+    T = n_blocks + abs(offset)
+    torch.diagonal(out.view(batch, T, r, T, c), -offset, 1, 3).add_(blocks.permute(0, 2, 3, 1))
+
+
+def linear_rollout(dynamics: Dynamics, x_init: torch.Tensor,
+                   u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Roll-out of affine dynamics (``Dynamics.linear``) as one block-bidiagonal triangular solve,
     ``x_{t+1} - A x_t = f(0, u_t)`` (``f(x_0, u_0)`` at ``t = 0``), instead of ``T`` sequential steps.
 
-    ``x_init (B, n_x)``, ``u (B, T, n_u)`` -> states ``(B, T+1, n_x)``.
+    ``x_init (B, n_x)``, ``u (B, T, n_u)`` -> states ``(B, T+1, n_x)`` and the float64 matrix of the
+    solve ``(B, T n_x, T n_x)`` (identity blocks, ``-A`` below; ``None`` for ``T = 1``): for affine
+    dynamics it does not depend on the trajectory, so :func:`condensed_step` takes it as it is.
     """
     batch, T, _ = u.shape
     n = x_init.shape[-1]
     x_start = torch.cat((x_init.unsqueeze(1), x_init.new_zeros(batch, T - 1, n)), 1)
     rest = dynamics(x_start, u)                                    # (B, T, n_x)
+    minus_A = None
     if T > 1:
         A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
-        minus_A = _block_diagonal(-A, 1, (T * n, T * n))
-        rest = torch.linalg.solve_triangular(minus_A, rest.reshape(batch, -1, 1), upper=False,
-                                             unitriangular=True).view(batch, T, n)
-    return torch.cat((x_init.unsqueeze(1), rest), 1)
+        minus_A = _block_diagonal(-A.double(), 1, (T * n, T * n))
+        rest = torch.linalg.solve_triangular(minus_A, rest.double().reshape(batch, -1, 1), upper=False,
+                                             unitriangular=True).view(batch, T, n).to(x_init.dtype)
+    return torch.cat((x_init.unsqueeze(1), rest), 1), minus_A
 
 
 def _gradient(S: torch.Tensor, expansion: CostExpansion) -> torch.Tensor:
     """``g = S^T lx_{1..T} + lu`` ``(B, T n_u)`` for ``S (B, T n_x, T n_u)``."""
     batch, N = S.shape[:2]
-    return (S.mT @ expansion.lx[:, 1:].reshape(batch, N, 1)).squeeze(-1) + expansion.lu.reshape(batch, -1)
+    return torch.baddbmm(expansion.lu.reshape(batch, -1, 1), S.mT,
+                         expansion.lx[:, 1:].reshape(batch, N, 1)).squeeze(-1)
 
 
-def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
-                      B: torch.Tensor
+def condensed_hessian(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
+                      minus_A: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Hessian ``H (B, T n_u, T n_u)`` and gradient ``g (B, T n_u)`` of the cost w.r.t. ``dU``, the
     sensitivity ``S (B, T n_x, T n_u)`` (``dX_{1..T} = S dU``) and ``M`` (see :class:`CondensedModel`).
@@ -66,26 +79,28 @@ def condensed_hessian(expansion: CostExpansion, A: torch.Tensor,
         expansion: cost derivatives along the nominal trajectory.
         A: ``(B, T, n_x, n_x)`` state Jacobians.
         B: ``(B, T, n_x, n_u)`` control Jacobians.
+        minus_A: ``M`` where already formed from ``A`` (:func:`linear_rollout`), else ``None``.
     """
     batch, T, n, m = B.shape
     N, M = T * n, T * m
     Bbar = _block_diagonal(B, 0, (N, M))
     if T > 1:
-        minus_A = _block_diagonal(-A[:, 1:], 1, (N, N))
+        if minus_A is None:
+            minus_A = _block_diagonal(-A[:, 1:], 1, (N, N))
         S = torch.linalg.solve_triangular(minus_A, Bbar, upper=False, unitriangular=True)
     else:
         S, minus_A = Bbar, None
     S_blocks = S.view(batch, T, n, M)
-    H = S.mT @ (expansion.lxx[:, 1:] @ S_blocks).view(batch, N, M)
-    H = H + _block_diagonal(expansion.luu, 0, (M, M))
+    H = S.mT @ (expansion.lxx[:, 1:] @ S_blocks).view(batch, N, M)       # new tensor: added to in place
+    _add_block_diagonal(H, expansion.luu, 0)
     g = _gradient(S, expansion)
     if expansion.lux is not None and T > 1:
-        cross = expansion.lux[:, 1:] @ S_blocks[:, :-1]                      # (B, T-1, m, M)
-        cross = torch.cat((cross.new_zeros(batch, 1, m, M), cross), 1).view(batch, M, M)
-        H = H + cross + cross.mT
+        cross = expansion.lux[:, 1:] @ S_blocks[:, :-1]                      # (B, T-1, m, M): rows 1..T-1
+        H.view(batch, T, m, M)[:, 1:] += cross
+        H.view(batch, M, T, m)[:, :, 1:] += cross.permute(0, 3, 1, 2)        # its transpose
     if expansion.luu_prev is not None and T > 1:
-        rate = _block_diagonal(expansion.luu_prev[:, 1:], 1, (M, M))
-        H = H + rate + rate.mT
+        _add_block_diagonal(H, expansion.luu_prev[:, 1:], 1)
+        _add_block_diagonal(H, expansion.luu_prev[:, 1:].mT, -1)
     return H, g, S, minus_A
 
 
@@ -117,7 +132,7 @@ def _float64(expansion: CostExpansion, A: torch.Tensor,
 
 def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
                    lower: torch.Tensor | None, upper: torch.Tensor | None,
-                   regularization: torch.Tensor | None = None
+                   regularization: torch.Tensor | None = None, minus_A: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CondensedModel]:
     """The Gauss-Newton control step ``dU (B, T, n_u)``, its clamped set ``(B, T, n_u)`` bool, the
     decrease of the quadratic model ``(B,)`` and the dense model (:class:`CondensedModel`).
@@ -129,6 +144,8 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         lower: ``(B, T, n_u)`` lower bound on the change (``u_lower - u_nominal``) or ``None``.
         upper: ``(B, T, n_u)`` upper bound on the change or ``None``.
         regularization: optional ``(B,)`` term added to the Hessian diagonal.
+        minus_A: ``(B, T n_x, T n_x)`` float64 ``M`` of :class:`CondensedModel` where already
+            formed from ``A`` (:func:`linear_rollout`), else ``None``.
 
     The dense subproblem is formed and solved in float64 (results in the input dtype): its
     Hessian ``S^T Q S`` squares the conditioning of the horizon's dynamics, and in float32 the
@@ -137,7 +154,7 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
     batch, T, _, m = B.shape
     dtype = B.dtype
     expansion, A, B = _float64(expansion, A, B)
-    H, g, S, minus_A = condensed_hessian(expansion, A, B)
+    H, g, S, minus_A = condensed_hessian(expansion, A, B, minus_A)
     H_model = H
     if regularization is not None:
         H = H + regularization.double().view(-1, 1, 1) * torch.eye(T * m, dtype=H.dtype, device=H.device)
@@ -209,5 +226,5 @@ def condensed_costates(model: CondensedModel, A: torch.Tensor, lx: torch.Tensor)
     if model.M is not None:
         rest = torch.linalg.solve_triangular(model.M.mT, rest, upper=True, unitriangular=True)
     rest = rest.view(batch, T1 - 1, n).to(lx.dtype)
-    first = lx[:, 0] + (A[:, 0].mT @ rest[:, 0].unsqueeze(-1)).squeeze(-1)
+    first = torch.baddbmm(lx[:, 0].unsqueeze(-1), A[:, 0].mT, rest[:, 0].unsqueeze(-1)).squeeze(-1)
     return torch.cat((first.unsqueeze(1), rest), 1)

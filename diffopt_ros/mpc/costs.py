@@ -289,7 +289,9 @@ class QuadraticCost(Cost):
         tau = torch.cat((x[:, :-1], u), -1)
         stage = (0.5 * self._product(C, tau) + c) * tau
         xT = x[:, -1]
-        final = (0.5 * (xT.unsqueeze(-2) @ self.C_final.to(x)).squeeze(-2) + self.c_final.to(x)) * xT
+        C_final = self.C_final.to(x)
+        CxT = xT @ C_final if C_final.ndim == 2 else (xT.unsqueeze(-2) @ C_final).squeeze(-2)   # x_T^T C_T
+        final = (0.5 * CxT + self.c_final.to(x)) * xT
         return stage.sum((-1, -2)) + final.sum(-1)
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):

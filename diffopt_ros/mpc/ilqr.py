@@ -179,7 +179,8 @@ class MPC(nn.Module):
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
-        x = linear_rollout(dyn, x_init, u) if use_solve else rollout(step, x_init, u)
+        # the roll-out's matrix M (affine dynamics: the same along any trajectory) is the step's too
+        x, minus_A = linear_rollout(dyn, x_init, u) if use_solve else (rollout(step, x_init, u), None)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -205,7 +206,8 @@ class MPC(nn.Module):
                 dlow, dhigh = lo - us, hi - us
             if condensed:
                 du, sub_clamped, predicted, sub_model = condensed_step(expansion, A, B, dlow, dhigh,
-                                                                        regs if use_reg else None)
+                                                                        regs if use_reg else None,
+                                                                        _take(minus_A, rows))
                 if exact_model and rows is None:
                     model = sub_model
                 elif model is not None:      # some clamped sets change: the kept factor is stale
