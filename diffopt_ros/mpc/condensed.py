@@ -174,7 +174,7 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
             k_rows, clamped_rows = solve_box_qp(H[rows], g[rows], lo[rows], hi[rows], dU[rows])
             dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
     model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None)
-    decrease = -((0.5 * (H @ dU.unsqueeze(-1)).squeeze(-1) + g) * dU).sum(-1)
+    decrease = -(torch.baddbmm(g.unsqueeze(-1), H, dU.unsqueeze(-1), alpha=0.5).squeeze(-1) * dU).sum(-1)
     return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model
 
 

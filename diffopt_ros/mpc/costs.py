@@ -279,7 +279,8 @@ class QuadraticCost(Cost):
 
     @staticmethod
     def _product(C: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """``C_t tau_t`` for ``tau (B, T, n)``: one ``(B T, n) x (n, n)`` product when ``C`` is shared."""
+        """``C_t tau_t`` for ``tau (B, T, n)`` (or ``C tau`` for ``tau (B, n)``): one ``(B T, n) x (n, n)``
+        product when ``C`` is shared."""
         if C.ndim == 2:
             return tau @ C                                           # C symmetric
         return (C @ tau.unsqueeze(-1)).squeeze(-1)
@@ -299,8 +300,9 @@ class QuadraticCost(Cost):
         C, c = self._stages()
         tau = torch.cat((x[:, :-1], u), -1)
         grad = self._product(C, tau) + c
-        CT = (0.5 * (self.C_final + self.C_final.mT)).to(x).expand(batch, n_x, n_x)
-        gT = (CT @ x[:, -1].unsqueeze(-1)).squeeze(-1) + self.c_final.to(x)
+        CT = (0.5 * (self.C_final + self.C_final.mT)).to(x)
+        gT = self._product(CT, x[:, -1]) + self.c_final.to(x)
+        CT = CT.expand(batch, n_x, n_x)
         lxx = torch.cat((C[..., :n_x, :n_x].expand(batch, T, n_x, n_x), CT.unsqueeze(1)), 1)
         lx = torch.cat((grad[..., :n_x], gT.unsqueeze(1)), 1)
         return CostExpansion(lxx, lx, C[..., n_x:, n_x:].expand(batch, T, n_u, n_u), grad[..., n_x:],
