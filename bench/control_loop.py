@@ -153,13 +153,12 @@ def run_processes(state_topic: str, duration: float, domain: int) -> dict:
 
 
 def run_one_process(state_topic: str, duration: float, domain: int) -> dict:
-    """All nodes in this process on one MultiThreadedExecutor (like ``diffopt-ros demo``)."""
+    """All nodes in this process on the demo's executor (``demo.in_process_executor``)."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from diffopt_ros.nodes.demo import ExecutorThread
+    from diffopt_ros.nodes.demo import ExecutorThread, in_process_executor
     from diffopt_ros.nodes.mpc_node import MpcNode
     from diffopt_ros.nodes.sim_node import SimNode
     from diffopt_ros.nodes.slam_node import SlamNode
@@ -178,7 +177,7 @@ def run_one_process(state_topic: str, duration: float, domain: int) -> dict:
         nodes.append(SlamNode(context=context))
     node, samples, send_goal, goal_pub = _probe(context)
     nodes.append(node)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = in_process_executor(context)
     for n in nodes:
         executor.add_node(n)
     spinner = ExecutorThread(executor)
