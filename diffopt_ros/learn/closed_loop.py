@@ -26,7 +26,12 @@ import numpy as np
 
 from diffopt_ros.learn.course import Leg, tracking_rmse
 from diffopt_ros.learn.datasets import RunData, Series
-from diffopt_ros.mpc.receding import MpcSettings, RecedingHorizonSolver, timed_reference
+from diffopt_ros.mpc.receding import (
+    MpcSettings,
+    RecedingHorizonSolver,
+    shift_controls,
+    timed_reference,
+)
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 
@@ -114,10 +119,7 @@ def drive_course(world: str | World, goals, settings: MpcSettings, robot: RobotP
             if now > leg.t0 + leg.duration + goal_timeout:
                 break
             reference = timed_reference(state, path, times, now, settings.horizon, period)
-            warm = None
-            if plan is not None:
-                shift = max(0, int(round((now - plan_time) / period)))
-                warm = plan[np.minimum(np.arange(settings.horizon) + shift, settings.horizon - 1)]
+            warm = None if plan is None else shift_controls(plan, now - plan_time, period)
             step = solver.solve(state, reference, warm, last_command)
             plan, plan_time = step.controls, now
             command = last_command = step.controls[0].copy()

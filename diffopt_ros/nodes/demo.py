@@ -1,10 +1,11 @@
 """``diffopt-ros demo``: the closed loop in one process, then record → learn → relaunch.
 
 Phase 1 runs ``sim_node``, ``slam_node``, ``mpc_node`` and ``recorder_node`` in one process
-(MultiThreadedExecutor, sim time, in its own DDS domain) and drives a course of goals
-(``config/demo.yaml``) through the loop world; the bag goes to ``<out>/before``. The simulator
-runs in lock-step with the controller (``sim_node``'s ``wait_for_cmd``): simulated time advances
-as fast as the MPC keeps up, up to the course's real-time factor. Phase 2 learns
+(rclpy's EventsExecutor: :func:`in_process_executor`; sim time; in its own DDS domain) and
+drives a course of goals (``config/demo.yaml``) through the loop world; the bag goes to
+``<out>/before``. The simulator runs in lock-step with the controller (``sim_node``'s
+``wait_for_cmd``): simulated time advances as fast as the MPC keeps up, up to the course's
+real-time factor. Phase 2 learns
 the MPC's dynamics (and the SLAM weights) from that bag with ``diffopt_ros.learn`` and writes the
 parameter YAML files to ``<out>/learned``. Phase 3 drives the same course again with the learned
 dynamics (``<out>/after_dynamics``: same SLAM weights as before, so the MPC rows compare
