@@ -162,9 +162,12 @@ class MPC(nn.Module):
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
             return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
-        with torch.no_grad():
+        # inference mode: no autograd bookkeeping per operation (~15 % of a batch-1 solve, which is
+        # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
+        with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
                                      lower, upper)
+        sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
@@ -210,6 +213,12 @@ class MPC(nn.Module):
                                                                         _take(minus_A, rows))
                 if exact_model and rows is None:
                     model = sub_model
+                    if not use_reg:
+                        done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi)
+                        if done is not None:       # solved: no search, no further iteration
+                            x_new, u_new, J_new = done
+                            return MPCSolution(x_new, u_new, J_new, iterations + 1, torch.ones_like(active),
+                                               None, sub_clamped), model
                 elif model is not None:      # some clamped sets change: the kept factor is stale
                     model = model._replace(factor=None)
                 G = None
@@ -261,6 +270,24 @@ class MPC(nn.Module):
         return MPCSolution(x, u, J, iterations, converged, gains, clamped), model
 
 
+def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tensor, du: torch.Tensor,
+                predicted: torch.Tensor, lower, upper
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The full condensed step of a linear-quadratic problem, where it is the exact optimum.
+
+    For linear dynamics and a quadratic cost the condensed model is exact: the step ``du (B, T, n_u)``
+    from the nominal ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` (cost ``J (B,)``) is the box-QP optimum,
+    its states are ``x + S du`` and its cost is ``J - predicted``, with no roll-out or cost evaluation.
+    Returns those states, controls and costs, or ``None`` where a sample's predicted decrease is
+    not a finite non-negative number (an indefinite Hessian: the caller then searches and
+    regularizes as for any other step).
+    """
+    if not bool(((predicted >= 0) & torch.isfinite(predicted)).all()):
+        return None
+    x_new, u_new = _linear_search(S, du.new_ones(1), x, u, du, lower, upper)
+    return x_new[:, 0], u_new[:, 0], J - predicted
+
+
 def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
     """Rule for ``solver='auto'``: the dense work of the condensed step (the ``(T n_x)^2 T n_u``
     triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins.
@@ -269,6 +296,21 @@ def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
     n_x = x.shape[-1]
     small = batch <= 2 or (n_u > 1 and batch <= 16)   # m > 1: Riccati's per-step box QPs cost most
     return small and T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 3e8
+
+
+def normal_tensors(result):
+    """``result`` (a tensor, ``None`` or a tuple or NamedTuple of them, nested) with every inference tensor
+    replaced by a normal copy (the same object where there is none, or inside inference mode).
+
+    Tensors made in ``torch.inference_mode`` cannot be saved for backward or changed in place
+    outside it; the solvers run their no-grad work in inference mode and hand out normal tensors.
+    """
+    if torch.is_inference_mode_enabled() or result is None:
+        return result
+    if isinstance(result, torch.Tensor):
+        return result.clone() if result.is_inference() else result
+    items = [normal_tensors(t) for t in result]
+    return type(result)(*items) if hasattr(result, '_fields') else type(result)(items)
 
 
 def _detach(t: torch.Tensor | None) -> torch.Tensor | None:

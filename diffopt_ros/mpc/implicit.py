@@ -26,7 +26,7 @@ import torch
 
 from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
-from .ilqr import MPC, MPCSolution
+from .ilqr import MPC, MPCSolution, normal_tensors
 from .lqr import riccati, stage_matrices
 
 
@@ -62,7 +62,14 @@ class _KKTSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_x: torch.Tensor, grad_u: torch.Tensor):
-        dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
+        if torch.is_grad_enabled():                  # create_graph: a graph through the solve
+            problem = dict(ctx.problem, model=normal_tensors(ctx.problem['model']))
+            dx, du, dlam = solve_adjoint(problem, grad_x, grad_u)
+        else:
+            with torch.inference_mode():
+                dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
+                dx, du, dlam = -dx, -du, -dlam
+            return None, *normal_tensors((dx, du, dlam))
         return None, -dx, -du, -dlam
 
 
@@ -153,8 +160,9 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         A_g, B_g = dyn.jacobians(x_star[:, :-1], u_star)
         exp = cost.expand(x_star, u_star, target, u_prev)
     A, B = A_g.detach(), B_g.detach()
-    with torch.no_grad():
+    with torch.inference_mode():
         lam = _costates(A, exp.lx.detach(), model)
+    lam = normal_tensors(lam)
     with torch.enable_grad():
         # only the graphs of g and c from (x_init, target, u_prev, parameters) matter, not their values
         if linear_quadratic:
