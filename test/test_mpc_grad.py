@@ -164,3 +164,34 @@ def test_linear_tracking_gradients_wrt_target_u_prev_and_weights(mode, solver):
                   u_prev=0.2 * torch.randn(2, m, generator=g, dtype=D))
     sol = _directional_check(mpc, inputs, mode)
     assert sol.clamped.any(), 'the test must exercise active bounds'
+
+
+def test_solutions_are_ordinary_tensors_and_second_derivatives_work():
+    """The solver works in torch.inference_mode inside; what it hands out is usable with autograd,
+    in place and inside a caller's inference mode, and the implicit backward supports create_graph."""
+    g = torch.Generator().manual_seed(3)
+    n, m, T = 3, 2, 5
+    A = torch.eye(n, dtype=D) + 0.2 * torch.randn(n, n, generator=g, dtype=D)
+    cost = QuadraticCost(torch.eye(n + m, dtype=D), torch.zeros(n + m, dtype=D), n_x=n)
+    mpc = MPC(LinearDynamics(A, torch.randn(n, m, generator=g, dtype=D)), cost, T, u_lower=-0.5,
+              u_upper=0.5, **TIGHT)
+    x0 = 2 * torch.randn(2, n, generator=g, dtype=D)
+    sol = mpc(x0, grad_mode='none')
+    assert not any(t.is_inference() for t in (sol.states, sol.controls, sol.costs, sol.clamped))
+    w = torch.ones(T, m, dtype=D, requires_grad=True)
+    (sol.controls * w).sum().backward()                # saved for backward: not an inference tensor
+    sol.controls.add_(1.0)                             # in place outside inference mode
+    with torch.inference_mode():
+        assert mpc(x0).controls.is_inference()
+    # second derivative of the implicit solution: d/dx0 of (d loss / dx0) . v against central FD
+
+    def loss_grad(x, create_graph=False):
+        x = x.clone().requires_grad_()
+        return x, torch.autograd.grad(mpc(x).controls.square().sum(), x, create_graph=create_graph)[0]
+
+    v = torch.randn(x0.shape, generator=g, dtype=D)
+    x, grad = loss_grad(x0, create_graph=True)
+    assert not grad.is_inference()
+    (hess_v,) = torch.autograd.grad((grad * v).sum(), x)
+    fd = (loss_grad(x0 + EPS * v)[1] - loss_grad(x0 - EPS * v)[1]) / (2 * EPS)
+    assert torch.allclose(hess_v, fd, rtol=1e-5, atol=1e-7)
