@@ -46,10 +46,16 @@ from diffopt_ros.mpc import (
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 try:
     from mpc import mpc as peer_mpc
+    from mpc import util as peer_util
     from mpc.env_dx.cartpole import CartpoleDx
     from mpc.env_dx.pendulum import PendulumDx
 except ImportError:                                  # the peer is a bench/test dependency only
     peer_mpc = None
+else:
+    # mpc.pytorch 0.0.6's util.bdiag indexes with a uint8 mask, which current torch rejects (its
+    # backward with active bounds raised "masked_fill_ only supports boolean masks"); the same
+    # batched diagonal matrix, built the way current torch allows
+    peer_util.bdiag = torch.diag_embed
 
 TOL, ITERS = 1e-4, 50
 

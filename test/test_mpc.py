@@ -49,6 +49,26 @@ def test_analytic_jacobians_match_autodiff(model):
     torch.testing.assert_close(model.stepper()(x, u), model(x, u))
 
 
+@pytest.mark.parametrize('model', [DiffDriveLag(dt=0.1), Pendulum(mass=1.3), Cartpole(),
+                                   LinearDynamics(torch.eye(3), torch.ones(3, 2))])
+def test_rollout_fn_matches_stepping(model):
+    """A model's roll-out (the pendulum's own recursion) = ``T`` calls of its step, values and
+    gradients w.r.t. the initial state, the controls and the parameters; an unnormalised pendulum
+    state is stepped as it is."""
+    model = model.to(D)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, model.n_x, generator=g, dtype=D).requires_grad_()
+    u = torch.randn(4, 7, model.n_u, generator=g, dtype=D).requires_grad_()
+    leaves = [x, u, *model.parameters()]
+    fused = model.rollout_fn()(x, u)
+    stepped = rollout(model.stepper(), x, u)
+    torch.testing.assert_close(fused, stepped, atol=1e-12, rtol=1e-12)
+    w = torch.randn(stepped.shape, generator=g, dtype=D)
+    grads = [torch.autograd.grad((states * w).sum(), leaves) for states in (fused, stepped)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 def test_diff_drive_lag_contract():
     """The discrete model of docs/CONTRACTS.md: exact ZOH lag, midpoint pose, readable parameters."""
     dt, gv, gw, tv, tw = 0.1, 0.8, 0.7, 0.25, 0.2

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diffopt_ros.learn.controller import cost_params, model_params
-from diffopt_ros.mpc import MPC, Dynamics, rollout, wrap_angle
+from diffopt_ros.mpc import MPC, Dynamics, wrap_angle
 
 #: Scale of each state error in the prediction loss: m, m, rad, m/s, rad/s.
 STATE_SCALE = (0.1, 0.1, 0.1, 0.1, 0.1)
@@ -49,7 +49,7 @@ class PredictionObjective(nn.Module):
 
     def predict(self, x0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """States ``(B, H, 5)`` after each of the commands ``u (B, H, 2)`` from ``x0 (B, 5)``."""
-        return rollout(self.model.stepper(), x0, u)[:, 1:]
+        return self.model.rollout_fn()(x0, u)[:, 1:]
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Per-window loss ``(b,)`` from ``x0 (b, 5)``, ``u (b, H, 2)``, ``x_next (b, H, 5)``."""

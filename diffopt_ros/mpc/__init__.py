@@ -16,8 +16,8 @@ Example::
 """
 from .cem import CEM, CEMSolution, soft_top_k
 from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost, wrap_angle
-from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians
-from .ilqr import MPC, MPCSolution, rollout, shift_controls
+from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians, rollout
+from .ilqr import MPC, MPCSolution, shift_controls
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
 
 __all__ = [

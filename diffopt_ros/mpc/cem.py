@@ -16,7 +16,6 @@ from torch import nn
 
 from .costs import Cost
 from .dynamics import Dynamics
-from .ilqr import rollout
 
 
 class CEMSolution(NamedTuple):
@@ -97,7 +96,7 @@ class CEM(nn.Module):
         mean = (0.5 * (lower + upper)).expand(batch, T, n_u) if u_init is None else u_init
         std = (0.5 * (upper - lower)).expand(batch, T, n_u)
         floor = self.min_std * (upper - lower)
-        step = self.dynamics.stepper()
+        roll_out = self.dynamics.rollout_fn()
         x_rep = x_init.repeat_interleave(N, 0)
         target_rep = None if target is None or target.ndim < 2 else target.repeat_interleave(N, 0)
         target_rep = target if target_rep is None else target_rep
@@ -106,11 +105,11 @@ class CEM(nn.Module):
             noise = torch.randn(batch, N, T, n_u, generator=generator, **like)
             u = mean.unsqueeze(1) + std.unsqueeze(1) * noise
             u = torch.maximum(torch.minimum(u, upper), lower).reshape(batch * N, T, n_u)
-            J = self.cost.total(rollout(step, x_rep, u), u, target_rep, prev_rep).view(batch, N)
+            J = self.cost.total(roll_out(x_rep, u), u, target_rep, prev_rep).view(batch, N)
             scores = -(J - J.mean(-1, keepdim=True)) / J.std(-1, keepdim=True).clamp_min(1e-12)
             w = soft_top_k(scores, self.elites, self.temperature).view(batch, N, 1, 1) / self.elites
             u = u.view(batch, N, T, n_u)
             mean = (w * u).sum(1)
             std = ((w * (u - mean.unsqueeze(1)).square()).sum(1) + 1e-12).sqrt().clamp_min(floor)
-        states = rollout(step, x_init, mean)
+        states = roll_out(x_init, mean)
         return CEMSolution(states, mean, self.cost.total(states, mean, target, u_prev), std)

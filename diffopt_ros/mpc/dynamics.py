@@ -8,7 +8,9 @@ batched roll-outs ``(B, n_x)``, time-stacked linearisations ``(B, T, n_x)`` and 
 The solver asks three things of a model:
 
 * :meth:`Dynamics.stepper` - a step function with parameter-derived constants computed once per
-  solve (the roll-out calls it ``T`` times per iteration, so it is the hot path);
+  solve, and :meth:`Dynamics.rollout_fn` - the open-loop roll-out (by default ``T`` calls of the
+  step; models override it with a cheaper recursion where one exists: the roll-outs of the
+  iterations and line searches are the hot path at small batch);
 * :meth:`Dynamics.jacobians` - ``A = df/dx (..., n_x, n_x)``, ``B = df/du (..., n_x, n_u)``,
   differentiable w.r.t. the parameters (analytic where cheap, else ``vmap(jacrev)``);
 * ``angle_indices`` - state entries that are angles, so costs wrap their errors.
@@ -21,6 +23,15 @@ import torch
 from torch import nn
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RolloutFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rollout(step: StepFn, x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    """Open-loop roll-out: ``x_init (B, n_x)``, ``controls (B, T, n_u)`` -> states ``(B, T+1, n_x)``."""
+    xs = [x_init]
+    for u in controls.unbind(1):
+        xs.append(step(xs[-1], u))
+    return torch.stack(xs, 1)
 
 
 class Dynamics(nn.Module):
@@ -47,6 +58,12 @@ class Dynamics(nn.Module):
     def stepper(self) -> StepFn:
         """The step function used in roll-outs (override to precompute parameter constants)."""
         return self.forward
+
+    def rollout_fn(self) -> RolloutFn:
+        """The open-loop roll-out used by the solvers, ``(x_init (B, n_x), controls (B, T, n_u)) ->
+        states (B, T+1, n_x)``: :func:`rollout` of :meth:`stepper` unless a model overrides it."""
+        step = self.stepper()
+        return lambda x_init, controls: rollout(step, x_init, controls)
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(A, B)`` at ``x (..., n_x)``, ``u (..., n_u)``: shapes ``(..., n_x, n_x)``, ``(..., n_x, n_u)``.

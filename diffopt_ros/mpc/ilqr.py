@@ -19,7 +19,7 @@ from torch import nn
 
 from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
-from .dynamics import Dynamics, StepFn
+from .dynamics import Dynamics, RolloutFn, StepFn
 from .lqr import riccati, stage_matrices
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
@@ -55,14 +55,6 @@ def shift_controls(controls: torch.Tensor) -> torch.Tensor:
     ``controls (B, T, n_u)`` -> ``(B, T, n_u)``.
     """
     return torch.cat((controls[:, 1:], controls[:, -1:]), 1)
-
-
-def rollout(step: StepFn, x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-    """Open-loop roll-out: ``x_init (B, n_x)``, ``controls (B, T, n_u)`` -> states ``(B, T+1, n_x)``."""
-    xs = [x_init]
-    for u in controls.unbind(1):
-        xs.append(step(xs[-1], u))
-    return torch.stack(xs, 1)
 
 
 def _bound(value, batch: int, T: int, n_u: int, like: torch.Tensor) -> torch.Tensor | None:
@@ -178,12 +170,12 @@ class MPC(nn.Module):
         dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``)."""
         dyn, cost = self.dynamics, self.cost
         batch = u.shape[0]
-        step = dyn.stepper()
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
+        roll_out, step = dyn.rollout_fn(), None if condensed else dyn.stepper()
         # the roll-out's matrix M (affine dynamics: the same along any trajectory) is the step's too
-        x, minus_A = linear_rollout(dyn, x_init, u) if use_solve else (rollout(step, x_init, u), None)
+        x, minus_A = linear_rollout(dyn, x_init, u) if use_solve else (roll_out(x_init, u), None)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -225,7 +217,7 @@ class MPC(nn.Module):
                 if dyn.linear:          # trial states x(u + d) = x(u) + S d: no roll-out needed
                     roll, batched = partial(_linear_search, sub_model.S), (xs, us, du, lo, hi)
                 else:
-                    roll, batched = partial(_open_loop_search, step), (x0, us, du, lo, hi)
+                    roll, batched = partial(_open_loop_search, roll_out), (x0, us, du, lo, hi)
             else:
                 stages = stage_matrices(expansion, A, B)
                 G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
@@ -403,12 +395,12 @@ def _linear_search(S: torch.Tensor, alphas: torch.Tensor, x: torch.Tensor, u: to
     return x_try, trial
 
 
-def _open_loop_search(step: StepFn, alphas: torch.Tensor, x_init: torch.Tensor, u: torch.Tensor,
+def _open_loop_search(roll_out: RolloutFn, alphas: torch.Tensor, x_init: torch.Tensor, u: torch.Tensor,
                       du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
     """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(B, S, T+1, n_x)``, ``(B, S, T, n_u)``."""
     n_alpha, (batch, T, n_u) = alphas.shape[0], u.shape
     trial = _trial_controls(alphas, u, du, lower, upper)
-    x = rollout(step, x_init.repeat_interleave(n_alpha, 0), trial.reshape(batch * n_alpha, T, n_u))
+    x = roll_out(x_init.repeat_interleave(n_alpha, 0), trial.reshape(batch * n_alpha, T, n_u))
     return x.view(batch, n_alpha, T + 1, -1), trial
 
 

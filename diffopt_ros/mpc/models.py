@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .dynamics import Dynamics, StepFn, positive_parameter
+from .dynamics import Dynamics, RolloutFn, StepFn, positive_parameter
 
 
 class _PositiveParams(Dynamics):
@@ -266,6 +266,30 @@ class Pendulum(_PositiveParams):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.stepper()(x, u)
+
+    def rollout_fn(self) -> RolloutFn:
+        """The roll-out in ``(th, th_dot)`` (four operations a step instead of a step's eleven);
+        ``(cos, sin)`` of all angles at the end. ``x_init`` is kept as it is and its ``sin th``
+        entry enters the first step as it is, as in :meth:`stepper`."""
+        dt = self.dt
+        g, m, l = self.gravity, self.mass, self.length
+        k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
+
+        def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+            th, sin_th, th_dot = torch.atan2(x_init[..., 1], x_init[..., 0]), x_init[..., 1], x_init[..., 2]
+            angles, rates = [], []
+            for push in (controls[..., 0] * k_u).unbind(-1):
+                if angles:
+                    sin_th = torch.sin(th)
+                th_dot = torch.addcmul(th_dot + push, sin_th, k_grav)
+                th = torch.add(th, th_dot, alpha=dt)
+                angles.append(th)
+                rates.append(th_dot)
+            th = torch.stack(angles, -1)
+            rest = torch.stack((th.cos(), th.sin(), torch.stack(rates, -1)), -1)
+            return torch.cat((x_init.unsqueeze(-2), rest), -2)
+
+        return roll_out
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dt = self.dt
