@@ -335,8 +335,8 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
 
     The step sizes are rolled out in parallel groups, as many at a time as keep the trial
     trajectories under ``_SEARCH_ELEMENTS`` elements (all of them for small batches, one at a
-    time for large ones); a later step replaces the kept one only if the kept one is no longer
-    within round-off of the best cost so far.
+    time for large ones); in each group the longest step within round-off of the group's best
+    cost (the earlier groups' pick first) is kept. A NaN cost counts as infinite.
 
     Args:
         roll: ``roll(alphas (S,), *batched)`` -> states ``(B, S, T+1, n_x)`` and controls
@@ -355,22 +355,20 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
     """
     n_alpha, (batch, T, n_u) = alphas.shape[0], batched[1].shape
     group = max(1, min(n_alpha, _SEARCH_ELEMENTS // (batch * ((T + 1) * batched[0].shape[-1] + T * n_u))))
-    x = u = J_sel = J_min = first = None
+    x = u = J_sel = first = None
+    samples = torch.arange(batch, device=alphas.device)
     for i in range(0, n_alpha, group):
         x_try, u_try = roll(alphas[i:i + group], *batched)
         n_try = x_try.shape[1]
         J_try = cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
-                           _repeat(u_prev, n_try)).view(-1, n_try)
-        for j in range(n_try):
-            if x is None:
-                x, u, J_sel = x_try[:, 0], u_try[:, 0], J_try[:, 0]
-                J_min, first = J_sel, torch.ones_like(J_sel, dtype=torch.bool)
-                continue
-            J_min = torch.minimum(J_min, J_try[:, j])
-            switch = J_sel > J_min + roundoff * J_min.abs()
-            x = torch.where(switch.view(-1, 1, 1), x_try[:, j], x)
-            u = torch.where(switch.view(-1, 1, 1), u_try[:, j], u)
-            J_sel, first = torch.where(switch, J_try[:, j], J_sel), first & ~switch
+                           _repeat(u_prev, n_try)).view(-1, n_try).nan_to_num(nan=float('inf'))
+        if x is not None:                     # the pick of the earlier groups competes first
+            x_try, u_try = torch.cat((x.unsqueeze(1), x_try), 1), torch.cat((u.unsqueeze(1), u_try), 1)
+            J_try = torch.cat((J_sel.unsqueeze(1), J_try), 1)
+        J_min = J_try.amin(1, keepdim=True)
+        pick = (J_try <= J_min + roundoff * J_min.abs()).to(torch.uint8).argmax(1)   # first such
+        x, u, J_sel = x_try[samples, pick], u_try[samples, pick], J_try[samples, pick]
+        first = pick == 0 if first is None else first & (pick == 0)
     return x, u, J_sel, first
 
 
