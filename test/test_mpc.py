@@ -9,6 +9,7 @@ from diffopt_ros.mpc import (
     MPC,
     Cartpole,
     DiffDriveLag,
+    Dynamics,
     KinematicBicycle,
     LinearDynamics,
     NeuralResidual,
@@ -67,6 +68,15 @@ def test_rollout_fn_matches_stepping(model):
     grads = [torch.autograd.grad((states * w).sum(), leaves) for states in (fused, stepped)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_pendulum_closed_form_hessian_matches_autodiff():
+    model = Pendulum(mass=1.3, length=0.8).to(D)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, generator=g, dtype=D)          # (cos, sin) not normalised: as stepped
+    u, lam = torch.randn(6, 1, generator=g, dtype=D), torch.randn(6, 3, generator=g, dtype=D)
+    torch.testing.assert_close(model.weighted_hessian(x, u, lam),
+                               Dynamics.weighted_hessian(model, x, u, lam), atol=1e-12, rtol=1e-10)
 
 
 def test_diff_drive_lag_contract():

@@ -12,7 +12,8 @@ The solver asks three things of a model:
   step; models override it with a cheaper recursion where one exists: the roll-outs of the
   iterations and line searches are the hot path at small batch);
 * :meth:`Dynamics.jacobians` - ``A = df/dx (..., n_x, n_x)``, ``B = df/du (..., n_x, n_u)``,
-  differentiable w.r.t. the parameters (analytic where cheap, else ``vmap(jacrev)``);
+  differentiable w.r.t. the parameters (analytic where cheap, else ``vmap(jacrev)``), and
+  :meth:`Dynamics.weighted_hessian` - the curvature the implicit backward needs (likewise);
 * ``angle_indices`` - state entries that are angles, so costs wrap their errors.
 """
 from __future__ import annotations
@@ -72,6 +73,18 @@ class Dynamics(nn.Module):
         models override it with closed forms.
         """
         return autodiff_jacobians(self.forward, x, u)
+
+    def weighted_hessian(self, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """Second derivatives ``d2 (lam . f(x, u)) / d(x, u)2`` ``(N, n_x + n_u, n_x + n_u)`` for
+        ``x (N, n_x)``, ``u (N, n_u)``, ``lam (N, n_x)`` (the dynamics' curvature in the exact
+        Hessian of the implicit backward). The default differentiates :meth:`forward` twice with
+        ``torch.func`` under ``vmap``; models override it with closed forms."""
+        n_x = x.shape[-1]
+
+        def weighted(xu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return (w * self(xu[:n_x], xu[n_x:])).sum()
+
+        return torch.func.vmap(torch.func.hessian(weighted))(torch.cat((x, u), -1), lam)
 
     def check_shapes(self, x: torch.Tensor, u: torch.Tensor | None = None) -> None:
         """Raise ``ValueError`` naming the model if ``x``/``u`` have the wrong trailing size."""

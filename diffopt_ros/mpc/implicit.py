@@ -42,16 +42,6 @@ def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = 
     return torch.stack(lam[::-1], 1).squeeze(-1)
 
 
-def dynamics_hessian(dynamics, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``d2 (lam . f) / d(x, u)2`` for ``x (N, n_x)``, ``u (N, n_u)``, ``lam (N, n_x)``: ``(N, n, n)``."""
-    n_x = x.shape[-1]
-
-    def weighted(xu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return (w * dynamics(xu[:n_x], xu[n_x:])).sum()
-
-    return torch.func.vmap(torch.func.hessian(weighted))(torch.cat((x, u), -1), lam)
-
-
 class _KKTSolve(torch.autograd.Function):
     """Identity-shaped zero output whose backward applies ``-K^{-1}`` (see the module docstring)."""
 
@@ -98,8 +88,8 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     if mpc.dynamics.linear:                                   # no curvature: the cost Hessian is exact
         hessian = exp._replace(lx=-grad_x, lu=-grad_u)
     else:
-        hess = dynamics_hessian(mpc.dynamics, x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
-                                lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
+        hess = mpc.dynamics.weighted_hessian(x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u),
+                                             lam[:, 1:].reshape(-1, n_x)).view(batch, T, n_x + n_u, n_x + n_u)
         lxx = exp.lxx + torch.cat((hess[..., :n_x, :n_x], torch.zeros_like(exp.lxx[:, :1])), 1)
         lux = hess[..., n_x:, :n_x] + (0.0 if exp.lux is None else exp.lux)
         hessian = CostExpansion(lxx, -grad_x, exp.luu + hess[..., n_x:, n_x:], -grad_u, lux, exp.luu_prev)

@@ -310,6 +310,26 @@ class Pendulum(_PositiveParams):
         B = torch.stack((-sn * dt * du, cn * dt * du, du), dim=-1)[..., None]
         return A, B
 
+    def weighted_hessian(self, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """Closed form: ``th_dot'`` is affine, so only ``phi = lam_0 cos th' + lam_1 sin th'`` curves:
+        ``phi'' grad(th') grad(th')^T + phi' d2(th')``, where ``d2(th')`` is ``atan2``'s in ``(cos, sin)``."""
+        dt = self.dt
+        g, m, l = self.gravity, self.mass, self.length
+        k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
+        c, s, w = x.unbind(-1)
+        r2 = c * c + s * s
+        th_next = torch.atan2(s, c) + dt * (w + k_grav * s + k_u * u[..., 0])
+        cn, sn = th_next.cos(), th_next.sin()
+        slope = lam[..., 1] * cn - lam[..., 0] * sn                 # d phi / d th'
+        bend = -(lam[..., 0] * cn + lam[..., 1] * sn)               # d2 phi / d th'2
+        ones = torch.ones_like(c)
+        grad = torch.stack((-s / r2, c / r2 + dt * k_grav, dt * ones, dt * k_u * ones), -1)
+        H = bend[..., None, None] * grad.unsqueeze(-1) * grad.unsqueeze(-2)
+        cs, diff = 2.0 * c * s / (r2 * r2), (s * s - c * c) / (r2 * r2)   # atan2's second derivatives
+        H[..., :2, :2] += slope[..., None, None] * torch.stack((torch.stack((cs, diff), -1),
+                                                               torch.stack((diff, -cs), -1)), -2)
+        return H
+
 
 class Cartpole(_PositiveParams):
     """The mpc.pytorch ``CartpoleDx``: state ``(x, x_dot, cos th, sin th, th_dot)``, force ``u [N]``.
