@@ -158,6 +158,14 @@ class Problem:
         n_x = self.model.n_x
         self.q, self.p = q, p
         self.cost = QuadraticCost(torch.diag(q), p, n_x=n_x, C_final=torch.diag(q[:n_x]), c_final=p[:n_x])
+        if name != 'diffdrive':
+            # forward+backward differentiates w.r.t. the same quantities on both sides: x_init and the
+            # cost (mpc.pytorch: q, p; ours: the QuadraticCost's C, c, C_final, c_final), with the
+            # dynamics fixed as mpc.pytorch's env_dx / LinDx keep them
+            self.model.requires_grad_(False)
+            self.cost = QuadraticCost(*(torch.nn.Parameter(t) for t in (torch.diag(q), p)), n_x=n_x,
+                                      C_final=torch.nn.Parameter(torch.diag(q[:n_x])),
+                                      c_final=torch.nn.Parameter(p[:n_x].clone()))
 
     def initial_states(self, batch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(batch)

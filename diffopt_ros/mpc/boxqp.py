@@ -103,7 +103,8 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
     """
     eps = 1e3 * torch.finfo(H.dtype).eps
     X = clamped = rows = L = sub_L = None
-    Hs, Rs, lo, hi = H, R, lower, upper
+    scale = 1.0 + R[..., -1].abs().amax(-1, keepdim=True)     # of the gradient, for the tolerance
+    Hs, Rs, lo, hi, scales = H, R, lower, upper, scale
     for _ in range(max_solves):
         sub_clamped = on_lower | on_upper
         if keep_factor:
@@ -114,9 +115,9 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
         else:
             X, clamped = X.index_copy(0, rows, sub_X), clamped.index_copy(0, rows, sub_clamped)
             L = None if L is None else L.index_copy(0, rows, sub_L)
-        k, g = sub_X[..., -1], Rs[..., -1]
-        grad = torch.baddbmm(g.unsqueeze(-1), Hs, k.unsqueeze(-1)).squeeze(-1)
-        tol = eps * (1.0 + g.abs().amax(-1, keepdim=True) + k.abs().amax(-1, keepdim=True))
+        k = sub_X[..., -1]
+        grad = torch.baddbmm(Rs[..., -1:], Hs, sub_X[..., -1:]).squeeze(-1)
+        tol = eps * (scales + k.abs().amax(-1, keepdim=True))
         new_lower = torch.where(sub_clamped, on_lower & (grad >= -tol), k < lo - tol)
         new_upper = torch.where(sub_clamped, on_upper & (grad <= tol), k > hi + tol)
         moved = ((new_lower != on_lower) | (new_upper != on_upper)).any(-1).nonzero().squeeze(-1)
@@ -124,7 +125,7 @@ def active_set(H: torch.Tensor, R: torch.Tensor, lower: torch.Tensor, upper: tor
             return X, clamped, None, L
         if moved.numel() < Hs.shape[0]:          # carry on with these only (else with all, no copies)
             rows = moved if rows is None else rows[moved]
-            Hs, Rs, lo, hi = H[rows], R[rows], lower[rows], upper[rows]
+            Hs, Rs, lo, hi, scales = H[rows], R[rows], lower[rows], upper[rows], scale[rows]
             new_lower, new_upper = new_lower[moved], new_upper[moved]
         on_lower, on_upper = new_lower, new_upper
     return X, clamped, torch.arange(H.shape[0], device=H.device) if rows is None else rows, L

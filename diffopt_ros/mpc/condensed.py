@@ -226,5 +226,5 @@ def condensed_costates(model: CondensedModel, A: torch.Tensor, lx: torch.Tensor)
     if model.M is not None:
         rest = torch.linalg.solve_triangular(model.M.mT, rest, upper=True, unitriangular=True)
     rest = rest.view(batch, T1 - 1, n).to(lx.dtype)
-    first = torch.baddbmm(lx[:, 0].unsqueeze(-1), A[:, 0].mT, rest[:, 0].unsqueeze(-1)).squeeze(-1)
-    return torch.cat((first.unsqueeze(1), rest), 1)
+    first = torch.baddbmm(lx[:, :1], rest[:, :1], A[:, 0])             # lam_0^T = lx_0^T + lam_1^T A_0
+    return torch.cat((first, rest), 1)

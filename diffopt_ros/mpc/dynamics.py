@@ -135,8 +135,7 @@ class LinearDynamics(Dynamics):
         self.c = None if c is None else nn.Parameter(c.detach().clone())
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        out = x @ self.A.mT + u @ self.B.mT
-        return out if self.c is None else out + self.c
+        return nn.functional.linear(x, self.A) + nn.functional.linear(u, self.B, self.c)
 
     def stepper(self) -> StepFn:
         At, Bt = self.A.mT.contiguous(), self.B.mT.contiguous()
