@@ -47,7 +47,7 @@ class _KKTSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, problem: dict, gx: torch.Tensor, gu: torch.Tensor, residual: torch.Tensor):
-        ctx.problem = problem
+        ctx.problem, ctx.steps = problem, residual.shape[1]     # residual: the first steps only
         return torch.zeros_like(gx), torch.zeros_like(gu)
 
     @staticmethod
@@ -55,12 +55,11 @@ class _KKTSolve(torch.autograd.Function):
         if torch.is_grad_enabled():                  # create_graph: a graph through the solve
             problem = dict(ctx.problem, model=normal_tensors(ctx.problem['model']))
             dx, du, dlam = solve_adjoint(problem, grad_x, grad_u)
-        else:
-            with torch.inference_mode():
-                dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
-                dx, du, dlam = -dx, -du, -dlam
-            return None, *normal_tensors((dx, du, dlam))
-        return None, -dx, -du, -dlam
+            return None, -dx, -du, -dlam[:, :ctx.steps]
+        with torch.inference_mode():
+            dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
+            dx, du, dlam = -dx, -du, -dlam[:, :ctx.steps]
+        return None, *normal_tensors((dx, du, dlam))
 
 
 def solve_adjoint(problem: dict, grad_x: torch.Tensor,
@@ -157,18 +156,21 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         # only the graphs of g and c from (x_init, target, u_prev, parameters) matter, not their values
         if linear_quadratic:
             # g = (lx + A^T lam_{t+1}, lu + B^T lam_{t+1}): the exact expansion's gradient and the
-            # Jacobians carry the parameters, no double backward through the cost and dynamics
-            xs, us = x_star, u_star
-            f = dyn(xs[:, :-1], us)
-            lam_next = lam[:, 1:].unsqueeze(-1)
-            gx = exp.lx + torch.cat(((A_g.mT @ lam_next).squeeze(-1), torch.zeros_like(exp.lx[:, :1])), 1)
-            gu = exp.lu + (B_g.mT @ lam_next).squeeze(-1)
+            # Jacobians carry the parameters, no double backward through the cost and dynamics;
+            # terms without a graph (fixed dynamics) are left out
+            gx, gu, f = exp.lx, exp.lu, None
+            if any(p.requires_grad for p in dyn.parameters()):
+                f = dyn(x_star[:, :-1], u_star)
+                lam_next = lam[:, 1:].unsqueeze(-1)
+                gx = gx + torch.cat(((A_g.mT @ lam_next).squeeze(-1), torch.zeros_like(gx[:, :1])), 1)
+                gu = gu + (B_g.mT @ lam_next).squeeze(-1)
         else:
             xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
             f = dyn(xs[:, :-1], us)
             lagrangian = cost.total(xs, us, target, u_prev).sum() + (lam[:, 1:] * f).sum()
             gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
-        residual = torch.cat(((x_init - xs[:, 0]).unsqueeze(1), f - xs[:, 1:]), 1)
+        # the constraints (x_init - x_0, f(x_t, u_t) - x_{t+1}) by their graphs: x_init and f
+        residual = x_init.unsqueeze(1) if f is None else torch.cat((x_init.unsqueeze(1), f), 1)
         problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
                        u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None, model=model)
         dx, du = _KKTSolve.apply(problem, gx, gu, residual)
