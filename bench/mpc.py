@@ -11,9 +11,12 @@ Cases (horizon ``T`` = control steps; mpc.pytorch gets ``T+1`` knots, i.e. the s
 
     .venv/bin/python bench/mpc.py [--quick] [--threads 1] [--device cpu|cuda] [--json FILE]
                                   [--problems diffdrive,pendulum,cartpole,lti] [--batches 1,16,256]
+                                  [--clock cpu|wall]
 
 Prints a Markdown table; ``--json`` writes one row per case (problem, T, batch, mode, seconds of
-ours and of the peer, ratio, iterations, converged, peak memory).
+ours and of the peer, ratio, iterations, converged, peak memory). Times are medians of the
+process's CPU time on a CPU with one torch thread (what a single-threaded solve costs, whatever
+else the machine runs), wall time otherwise (``--clock wall`` forces it).
 """
 from __future__ import annotations
 
@@ -71,16 +74,25 @@ def quiet(fn):
         return fn()
 
 
-def timed(fn, device, budget: float, max_reps: int) -> tuple[float, object]:
-    """Median wall time of ``fn()`` over repetitions within ``budget`` seconds (at least one)."""
-    times, out = [], None
-    while not times or (sum(times) < budget and len(times) < max_reps):
-        sync(device)
-        start = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+# the clock of every timing: the process's CPU time by default on a CPU with one torch thread (on a
+# shared machine other jobs stretch wall time, not a single-threaded process's CPU time), else wall
+clock = time.perf_counter
+
+
+def timed(fns: list, device, budget: float, max_reps: list[int]) -> list[tuple[float, object]]:
+    """Median time (:data:`clock`) and last result of each function in ``fns``, called in interleaved
+    rounds (each function still due once per round) so that a change in the machine's load
+    affects all alike; a function is due until it ran ``max_reps`` times or for ``budget`` seconds
+    (at least once)."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
+    while due := [i for i, t in enumerate(times) if not t or (sum(t) < budget and len(t) < max_reps[i])]:
+        for i in due:
+            sync(device)
+            start = clock()
+            outs[i] = fns[i]()
+            sync(device)
+            times[i].append(clock() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outs)]
 
 
 def peak_memory(which: str, problem: Problem, batch: int) -> int | None:
@@ -230,7 +242,7 @@ def bench_batch(problem: Problem, batch: int, args, with_peer: bool) -> list[dic
     rows = []
     x0 = problem.initial_states(batch)
     budget, reps = (0.5, 3) if args.quick else (2.0, 20)
-    peer_reps = 1 if args.quick or batch >= 256 else 3
+    peer_reps = 1 if args.quick or batch >= 256 else 5
     for mode in ('forward', 'forward+backward'):
         grad = mode != 'forward'
         mpc = problem.ours(batch, 'implicit' if grad else 'none')
@@ -242,25 +254,27 @@ def bench_batch(problem: Problem, batch: int, args, with_peer: bool) -> list[dic
                 loss_of(sol.states, sol.controls).backward()
             return sol
 
+        def run_peer(grad=grad):
+            x = x0.clone().requires_grad_(grad)
+            xs, us = problem.peer(x, grad=grad)
+            if grad:
+                loss_of(xs, us).backward()
+
         run_ours()                                              # warm-up (first-call costs)
-        t_ours, sol = timed(run_ours, problem.device, budget, reps)
         t_peer = mem = peer_mem = None
-        if with_peer:
-            def run_peer(grad=grad):
-                x = x0.clone().requires_grad_(grad)
-                xs, us = problem.peer(x, grad=grad)
-                if grad:
-                    loss_of(xs, us).backward()
+        peer_ok = with_peer
+        if peer_ok:
             try:
-                t_peer, _ = timed(run_peer, problem.device, budget, peer_reps)
+                run_peer()                                      # warm-up, and does the peer run?
             except (RuntimeError, AssertionError) as e:            # the peer fails on some cases
                 print(f'<!-- mpc.pytorch failed on {problem.name} batch {batch} {mode}: {str(e)[:80]} -->')
-                t_peer, with_peer_mem = None, False
-            else:
-                with_peer_mem = True
+                peer_ok = False
+        fns, max_reps = ([run_ours, run_peer], [reps, peer_reps]) if peer_ok else ([run_ours], [reps])
+        times = timed(fns, problem.device, budget, max_reps)
+        (t_ours, sol), t_peer = times[0], times[1][0] if peer_ok else None
         if grad and batch == 256 and not args.quick:
             mem = peak_memory('ours', problem, batch)
-            peer_mem = peak_memory('peer', problem, batch) if with_peer and with_peer_mem else None
+            peer_mem = peak_memory('peer', problem, batch) if peer_ok else None
         rows.append(row(problem, batch, mode, t_ours, t_peer, float(sol.iterations.float().mean()),
                         float(sol.converged.float().mean()), mem, peer_mem))
     return rows
@@ -280,10 +294,11 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
     with torch.no_grad():
         for name, solver, kw in (('diffdrive', mpc, {}), ('diffdrive+rate', mpc_rate, {'target': goal})):
             solver(x0, **kw)                                    # warm-up (first-call costs)
-            t_cold, sol = timed(lambda s=solver, k=kw: s(x0, **k), device, 1.0, 10)
-            t_peer = None
+            fns, reps = [lambda s=solver, k=kw: s(x0, **k)], [10]
             if with_peer and name == 'diffdrive':
-                t_peer, _ = timed(lambda: problem.peer(x0), device, 1.0, 1 if args.quick else 2)
+                fns, reps = fns + [lambda: problem.peer(x0)], reps + [1 if args.quick else 2]
+            times = timed(fns, device, 1.0, reps)
+            (t_cold, sol), t_peer = times[0], times[1][0] if len(times) > 1 else None
             rows.append(row(Problem(name, 30, device, dtype) if name == 'diffdrive' else problem, 1, 'cold',
                             t_cold, t_peer, float(sol.iterations[0]), bool(sol.converged[0])))
             rows[-1]['problem'] = name
@@ -295,10 +310,10 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
                     kwargs['u_prev'] = sol.controls[:, 0]
                 x = rollout(problem.model, x, sol.controls[:, :1])[:, 1]
                 sync(device)
-                start = time.perf_counter()
+                start = clock()
                 sol = solver(x, **kwargs)
                 sync(device)
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
                 iters.append(float(sol.iterations[0]))
                 conv.append(bool(sol.converged[0]))
             t_peer = None
@@ -307,9 +322,9 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
                 peer_times = []
                 for _ in range(3 if args.quick else 5):
                     xn = rollout(problem.model, xp[:, 0], up[:, :1])[:, 1]
-                    start = time.perf_counter()
+                    start = clock()
                     xp, up = problem.peer(xn, u_init=torch.cat((shift_controls(up), up[:, -1:]), 1))
-                    peer_times.append(time.perf_counter() - start)
+                    peer_times.append(clock() - start)
                 t_peer = statistics.median(peer_times)
             rows.append(row(problem, 1, 'warm step', statistics.median(times), t_peer,
                             statistics.mean(iters), all(conv)))
@@ -334,15 +349,22 @@ def main(argv=None) -> int:
     parser.add_argument('--problems', default='diffdrive,pendulum,cartpole,lti',
                         help='comma-separated subset of diffdrive,pendulum,cartpole,lti (run in parts)')
     parser.add_argument('--batches', help='comma-separated batch sizes (default 1,16,256; 1024,4096 on CUDA)')
+    parser.add_argument('--clock', choices=('cpu', 'wall'),
+                        help='what is timed: the process CPU time (default on a CPU with --threads 1) or '
+                             'wall time (default otherwise; always on CUDA)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global clock
+    cpu_clock = args.clock == 'cpu' or (args.clock is None and args.device == 'cpu' and args.threads == 1)
+    clock = time.process_time if cpu_clock and args.device == 'cpu' else time.perf_counter
     warnings.filterwarnings('ignore')
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     with_peer = peer_mpc is not None and not args.no_peer
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor()
                                                                              or platform.machine())
     print(f'# diffopt_ros.mpc vs mpc.pytorch - {name}, torch {torch.__version__}, {args.dtype}, '
-          f'{torch.get_num_threads()} thread(s)\n')
+          f'{torch.get_num_threads()} thread(s), '
+          f"{'process CPU' if clock is time.process_time else 'wall'} time, medians\n")
     print('| problem | T | batch | mode | ours | mpc.pytorch | speed-up | iterations | converged '
           '| peak memory ours / peer |')
     print('|---|---|---|---|---|---|---|---|---|---|')
