@@ -292,23 +292,22 @@ class Pendulum(_PositiveParams):
         return roll_out
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``d(cos th', sin th') = (-sin th', cos th') d th'`` with
+        ``d th' = grad(th') . d(cos, sin, th_dot, u)``; ``th_dot'`` is affine (a constant row)."""
         dt = self.dt
         g, m, l = self.gravity, self.mass, self.length
         k_grav, k_u = dt * 1.5 * g / l, dt * 3.0 / (m * l * l)
-        c, s, w = x[..., 0], x[..., 1], x[..., 2]
-        r2 = c * c + s * s
-        th = torch.atan2(s, c)
-        w_next = w + k_grav * s + k_u * u[..., 0]
-        th_next = th + dt * w_next
-        cn, sn = th_next.cos(), th_next.sin()
-        # d th / d(c, s, w) and d w_next / d(c, s, w, u)
-        dth = torch.stack((-s / r2, c / r2, torch.zeros_like(c)), dim=-1)
-        dw = torch.stack((torch.zeros_like(c), k_grav.expand_as(c), torch.ones_like(c)), dim=-1)
-        dthn = dth + dt * dw                                       # (..., 3)
-        A = torch.stack((-sn[..., None] * dthn, cn[..., None] * dthn, dw), dim=-2)
-        du = (k_u * torch.ones_like(c))                            # d w_next / d u
-        B = torch.stack((-sn * dt * du, cn * dt * du, du), dim=-1)[..., None]
-        return A, B
+        zero, one = torch.zeros_like(k_grav), torch.ones_like(k_grav)
+        rate_row = torch.stack((zero, k_grav, one, k_u))                # d th_dot' / d(c, s, th_dot, u)
+        c, s, w = x.unbind(-1)
+        inv_r2 = (c * c + s * s).reciprocal()
+        th_next = torch.add(torch.atan2(s, c), torch.addcmul(w + k_u * u[..., 0], s, k_grav), alpha=dt)
+        # grad(th') = grad(atan2(s, c)) + dt * rate_row
+        grad = torch.cat((torch.stack((-s * inv_r2, c * inv_r2), -1), torch.zeros_like(x[..., :2])), -1)
+        grad = torch.add(grad, rate_row, alpha=dt)
+        J = torch.cat((torch.stack((-th_next.sin(), th_next.cos()), -1).unsqueeze(-1) * grad.unsqueeze(-2),
+                       rate_row.expand(*grad.shape[:-1], 1, 4)), -2)      # (..., 3, 4)
+        return J[..., :3], J[..., 3:]
 
     def weighted_hessian(self, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """Closed form: ``th_dot'`` is affine, so only ``phi = lam_0 cos th' + lam_1 sin th'`` curves:
