@@ -30,8 +30,10 @@ import statistics
 import sys
 import time
 import warnings
+import weakref
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffopt_ros.mpc import (
     MPC,
@@ -95,11 +97,43 @@ def timed(fns: list, device, budget: float, max_reps: list[int]) -> list[tuple[f
     return [(statistics.median(t), out) for t, out in zip(times, outs)]
 
 
+class _LiveTensorBytes(TorchDispatchMode):
+    """Bytes of the tensor storages that operations create and that are still alive, and their peak.
+
+    Every output of every operation (the backward's too) is looked at once per storage; a
+    finalizer on the storage (torch keeps one Python object per live storage) takes its bytes off
+    when it is freed. Constant memory, unlike the profiler's event log (which needs 15+ GB for
+    mpc.pytorch's nonlinear solves at batch 256).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type == 'cpu':
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
 def peak_memory(which: str, problem: Problem, batch: int) -> int | None:
     """Peak memory (bytes) of one forward+backward solve by ``which`` ('ours' or 'peer'), after a warm-up.
 
-    CUDA: the allocator's peak. CPU: the torch profiler's allocation events (each op's own
-    allocations, and the frees) replayed in time order; the same method for both solvers.
+    CUDA: the allocator's peak. CPU: the peak of the bytes held by tensors that the solve's
+    operations create (:class:`_LiveTensorBytes`); the same method for both solvers.
     """
     fn = make_forward_backward(which, problem, batch)
     quiet(fn)
@@ -110,15 +144,9 @@ def peak_memory(which: str, problem: Problem, batch: int) -> int | None:
         quiet(fn)
         torch.cuda.synchronize(problem.device)
         return torch.cuda.max_memory_allocated(problem.device) - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _LiveTensorBytes() as tracker:
         quiet(fn)
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
-    live = peak = 0
-    for e in events:
-        live += e.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
+    return tracker.peak
 
 
 def make_forward_backward(which: str, problem: Problem, batch: int):
