@@ -1,14 +1,19 @@
 """Process entry points for nodes: init, spin, clean shutdown on SIGINT/SIGTERM."""
 from __future__ import annotations
 
+import io
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from diffopt_ros.nodes.params import ParameterError, ParamSpec
 
@@ -34,16 +39,114 @@ def node_help(executable: str, description: str, params: Iterable[ParamSpec]) ->
     return '\n'.join(lines)
 
 
+#: Longest single wait (s) of the ``EventsExecutor`` spin loop (:func:`spin_until_shutdown`):
+#: how late at most a SIGINT/SIGTERM is noticed by an idle node (any event ends a wait at once).
+SPIN_SLICE = 0.1
+
+
+#: Environment variable: ``python`` makes node processes spin rclpy's Python executors (the
+#: ``MultiThreadedExecutor``/``SingleThreadedExecutor`` with rclpy's signal handling) even where
+#: the ``EventsExecutor`` exists; for comparisons and as a way back should it misbehave.
+EXECUTOR_ENV = 'DIFFOPT_ROS_EXECUTOR'
+
+
+def has_events_executor() -> bool:
+    """Whether node processes use rclpy's ``EventsExecutor``: this rclpy has it
+    (rclpy.experimental, Jazzy and later) and :data:`EXECUTOR_ENV` is not ``python``."""
+    if os.environ.get(EXECUTOR_ENV, '').strip().lower() == 'python':
+        return False
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(_rclpy, 'EventsExecutor')
+
+
+def events_executor(context: Context | None = None):
+    """rclpy's ``EventsExecutor`` (C++ event queue: timers and callbacks dispatched without a
+    Python wait set) on ``context`` (default: the default context), or ``None`` where this rclpy
+    lacks it or it cannot be built.
+
+    Spin it with :func:`spin_until_shutdown`, never with its ``spin()`` or a ``spin_once()``
+    without timeout: in the rclpy 9.1.2 wheels (libstdc++ fallback without
+    ``pthread_cond_clockwait``: the .so imports only ``pthread_cond_timedwait``) the unbounded
+    wait, ``condition_variable::wait_until(steady_clock::time_point::max())``, overflows when
+    libstdc++ converts it to a system-clock deadline, so every wait returns at once: ``spin()``
+    busy-loops at 100 % CPU in ``system_clock::now()``, runs no timer and never returns on
+    SIGINT/SIGTERM. ``spin_once(timeout_sec=...)`` waits correctly.
+    """
+    if not has_events_executor():
+        return None
+    from rclpy.experimental import EventsExecutor
+    context = rclpy.get_default_context() if context is None else context
+    try:
+        return EventsExecutor(context=context)
+    except (io.UnsupportedOperation, ValueError):
+        # rclpy's factory calls faulthandler.enable(), which needs a real sys.stderr (pytest's
+        # capture has none); the same construction without it:
+        executor = _rclpy.EventsExecutor(context)
+        context.on_shutdown(executor.wake)
+        return executor
+    except (RuntimeError, _rclpy.RCLError):
+        return None
+
+
+def is_events_executor(executor) -> bool:
+    events_type = getattr(_rclpy, 'EventsExecutor', None)
+    return events_type is not None and isinstance(executor, events_type)
+
+
+def spin_until_shutdown(executor, context: Context | None = None,
+                        stop: threading.Event | None = None) -> None:
+    """Spin ``executor`` until ``stop`` is set or ``context`` (default: the default context) is
+    shut down.
+
+    An ``EventsExecutor`` spins in ``spin_once`` waits of at most :data:`SPIN_SLICE` (see
+    :func:`events_executor` why not ``spin()``) and returns between callbacks; rclpy's Python
+    executors spin in ``spin()``, which raises ``ExternalShutdownException`` when rclpy's signal
+    handlers shut the context down (``stop`` is not looked at).
+    """
+    context = rclpy.get_default_context() if context is None else context
+    if is_events_executor(executor):
+        while context.ok() and not (stop is not None and stop.is_set()):
+            executor.spin_once(timeout_sec=SPIN_SLICE)
+        return
+    executor.spin()
+
+
+def node_executor(multithreaded: bool = False, context: Context | None = None):
+    """The executor of a node process: rclpy's ``EventsExecutor`` (:func:`events_executor`),
+    else (an rclpy without it) a ``MultiThreadedExecutor`` when ``multithreaded``, or a
+    ``SingleThreadedExecutor``.
+
+    The Python executors rebuild the wait set in Python for every callback under the GIL: with
+    each node in its own process the 20 Hz MPC loop missed its rate under load on 2 cores (see
+    README, "Control loop"). The ``EventsExecutor`` runs the callbacks of the process one after
+    another (callback groups do not run in parallel): nodes that need parallel work keep their
+    own threads (slam_node's graph worker).
+    """
+    executor = events_executor(context)
+    if executor is not None:
+        return executor
+    return MultiThreadedExecutor(context=context) if multithreaded \
+        else SingleThreadedExecutor(context=context)
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
              multithreaded: bool = False, description: str = '',
              params: Iterable[ParamSpec] = ()) -> int:
     """Create the node made by ``make_node`` and spin it until shutdown.
 
     With ``-h``/``--help`` (before ``--ros-args``) it prints ``description`` and ``params`` and
-    returns 0 without starting ROS. SIGINT and SIGTERM (``ExternalShutdownException``) and
-    Ctrl-C end the spin normally; the node is destroyed (its ``destroy_node`` closes files,
-    e.g. the recorder's bag) and rclpy is shut down. A :class:`ParameterError` at start-up is
-    logged and gives exit status 2.
+    returns 0 without starting ROS. The executor is :func:`node_executor`'s (rclpy's
+    ``EventsExecutor`` where it exists, else the ``MultiThreadedExecutor`` when
+    ``multithreaded``). SIGINT and SIGTERM end the spin normally: with the ``EventsExecutor`` (in
+    the main thread) through this function's own signal handlers, which stop the spin loop
+    between two callbacks while the context is still valid (rclpy's handlers shut the context
+    down at once, so a callback running then fails to publish); with the Python executors through
+    rclpy's (``ExternalShutdownException``, Ctrl-C). Then the executor is shut down, the node is
+    destroyed (its ``destroy_node`` closes files, e.g. the recorder's bag) and rclpy is shut
+    down. A :class:`ParameterError` at start-up is logged and gives exit status 2.
 
     Returns:
         The process exit status.
@@ -52,17 +155,23 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     if wants_help(args):
         print(node_help(os.path.basename(sys.argv[0]), description, params))
         return 0
-    rclpy.init(args=args)
+    stop = threading.Event()
+    own_signals = has_events_executor() and threading.current_thread() is threading.main_thread()
+    if own_signals:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    else:
+        rclpy.init(args=args)
     node = None
+    executor = None
     status = 0
     try:
         node = make_node()
-        executor = MultiThreadedExecutor() if multithreaded else None
-        if executor is None:
-            rclpy.spin(node)
-        else:
+        if not stop.is_set():
+            executor = node_executor(multithreaded)
             executor.add_node(node)
-            executor.spin()
+            spin_until_shutdown(executor, stop=stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except _rclpy.RCLError:
@@ -74,6 +183,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         rclpy.logging.get_logger('diffopt_ros').error(str(exc))
         status = 2
     finally:
+        if executor is not None:
+            # Before destroy_node: the EventsExecutor holds the node's rcl handles (and their
+            # event callbacks) until it lets the node go.
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
