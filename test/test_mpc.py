@@ -196,6 +196,10 @@ def test_box_lqr_matches_osqp(bounded, solver):
         xs, us = _osqp_lqr(A, Bm, c, C, q, CT, x0[b], lo, hi)
         np.testing.assert_allclose(sol.controls[b].numpy(), us, atol=1e-6)
         np.testing.assert_allclose(sol.states[b, 1:].numpy(), xs, atol=1e-6)
+    torch.testing.assert_close(sol.costs, mpc.cost.total(sol.states, sol.controls), atol=1e-9, rtol=1e-12)
+    again = mpc(x0, u_init=sol.controls)                            # warm start at the optimum
+    assert again.converged.all() and (again.iterations == 1).all()
+    torch.testing.assert_close(again.controls, sol.controls, atol=1e-9, rtol=0)
 
 
 def test_unconstrained_lqr_closed_form():

@@ -206,7 +206,7 @@ class MPC(nn.Module):
                 if exact_model and rows is None:
                     model = sub_model
                     if not use_reg:
-                        done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi)
+                        done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
                         if done is not None:       # solved: no search, no further iteration
                             x_new, u_new, J_new = done
                             return MPCSolution(x_new, u_new, J_new, iterations + 1, torch.ones_like(active),
@@ -263,7 +263,7 @@ class MPC(nn.Module):
 
 
 def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tensor, du: torch.Tensor,
-                predicted: torch.Tensor, lower, upper
+                predicted: torch.Tensor, lower, upper, roundoff: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """The full condensed step of a linear-quadratic problem, where it is the exact optimum.
 
@@ -271,10 +271,10 @@ def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tens
     from the nominal ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` (cost ``J (B,)``) is the box-QP optimum,
     its states are ``x + S du`` and its cost is ``J - predicted``, with no roll-out or cost evaluation.
     Returns those states, controls and costs, or ``None`` where a sample's predicted decrease is
-    not a finite non-negative number (an indefinite Hessian: the caller then searches and
+    not finite or below ``-roundoff |J|`` (an indefinite Hessian: the caller then searches and
     regularizes as for any other step).
     """
-    if not bool(((predicted >= 0) & torch.isfinite(predicted)).all()):
+    if not bool(((predicted >= -roundoff * J.abs()) & torch.isfinite(predicted)).all()):
         return None
     x_new, u_new = _linear_search(S, du.new_ones(1), x, u, du, lower, upper)
     return x_new[:, 0], u_new[:, 0], J - predicted
