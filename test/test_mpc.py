@@ -70,11 +70,16 @@ def test_rollout_fn_matches_stepping(model):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
-def test_pendulum_closed_form_hessian_matches_autodiff():
-    model = Pendulum(mass=1.3, length=0.8).to(D)
+@pytest.mark.parametrize('model', [
+    Pendulum(mass=1.3, length=0.8),
+    DiffDriveLag(dt=0.1, gain_v=0.8, gain_omega=0.7, tau_v=0.25, tau_omega=0.2),
+])
+def test_closed_form_hessians_match_autodiff(model):
+    model = model.to(D)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 3, generator=g, dtype=D)          # (cos, sin) not normalised: as stepped
-    u, lam = torch.randn(6, 1, generator=g, dtype=D), torch.randn(6, 3, generator=g, dtype=D)
+    x = torch.randn(6, model.n_x, generator=g, dtype=D)   # pendulum (cos, sin) not normalised: as stepped
+    u = torch.randn(6, model.n_u, generator=g, dtype=D)
+    lam = torch.randn(6, model.n_x, generator=g, dtype=D)
     torch.testing.assert_close(model.weighted_hessian(x, u, lam),
                                Dynamics.weighted_hessian(model, x, u, lam), atol=1e-12, rtol=1e-10)
 

@@ -151,6 +151,25 @@ class DiffDriveLag(_PositiveParams):
         B[..., 4, 1] = drive[1]
         return A, B
 
+    def weighted_hessian(self, x: torch.Tensor, u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """Closed form: only ``x' = x + dt v_m cos(psi)`` and ``y' = y + dt v_m sin(psi)`` curve, with
+        ``v_m = a . z`` and ``psi = yaw_mid = b . z`` affine in ``z = (x, u)``; so
+        ``d2 (lam . f) = dt [phi' (a b^T + b a^T) + v_m phi'' b b^T]``,
+        ``phi(psi) = lam_x cos(psi) + lam_y sin(psi)``."""
+        keep, drive = self._coefficients()
+        dt = self.dt
+        zero = torch.zeros_like(keep[0])
+        a = torch.stack((zero, zero, zero, 0.5 * (1.0 + keep[0]), zero, 0.5 * drive[0], zero))
+        b = torch.stack((zero, zero, torch.ones_like(zero), zero, 0.25 * dt * (1.0 + keep[1]),
+                         zero, 0.25 * dt * drive[1]))
+        z = torch.cat((x, u), -1)
+        v_m, psi = z @ a, z @ b
+        c, s = psi.cos(), psi.sin()
+        slope = dt * (lam[..., 1] * c - lam[..., 0] * s)                      # dt phi'
+        bend = -dt * v_m * (lam[..., 0] * c + lam[..., 1] * s)                # dt v_m phi''
+        ab = torch.outer(a, b)
+        return slope[..., None, None] * (ab + ab.T) + bend[..., None, None] * torch.outer(b, b)
+
 
 class Unicycle(Dynamics):
     """Kinematic unicycle: state ``(x [m], y [m], yaw [rad])``, control ``(v [m/s], omega [rad/s])``.
