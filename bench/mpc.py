@@ -82,18 +82,23 @@ clock = time.perf_counter
 
 
 def timed(fns: list, device, budget: float, max_reps: list[int]) -> list[tuple[float, object]]:
-    """Median time (:data:`clock`) and last result of each function in ``fns``, called in interleaved
-    rounds (each function still due once per round) so that a change in the machine's load
-    affects all alike; a function is due until it ran ``max_reps`` times or for ``budget`` seconds
-    (at least once)."""
+    """Median time (:data:`clock`) and last result of each function in ``fns``, called in
+    ``min(max_reps)`` interleaved rounds, each function ``max_reps / rounds`` times a round (so that
+    the repetitions of a fast function spread over the slow one's, and a change in the machine's
+    load hits both alike); a function stops after ``max_reps`` calls or ``budget`` seconds (at least
+    one call)."""
+    rounds = min(max_reps)
     times, outs = [[] for _ in fns], [None] * len(fns)
-    while due := [i for i, t in enumerate(times) if not t or (sum(t) < budget and len(t) < max_reps[i])]:
-        for i in due:
-            sync(device)
-            start = clock()
-            outs[i] = fns[i]()
-            sync(device)
-            times[i].append(clock() - start)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            for _ in range(math.ceil(max_reps[i] / rounds)):
+                if times[i] and (len(times[i]) >= max_reps[i] or sum(times[i]) >= budget):
+                    break
+                sync(device)
+                start = clock()
+                outs[i] = fn()
+                sync(device)
+                times[i].append(clock() - start)
     return [(statistics.median(t), out) for t, out in zip(times, outs)]
 
 
