@@ -154,7 +154,7 @@ class MPC(nn.Module):
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
             return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
-        # inference mode: no autograd bookkeeping per operation (~15 % of a batch-1 solve, which is
+        # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
