@@ -16,7 +16,6 @@ and saves a plot (PNG) of the world, ground truth, odometry, SLAM estimate and p
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import sys
@@ -490,8 +489,9 @@ class ExecutorThread:
 
 def in_process_executor(context):
     """The executor for several nodes in one process (the demo, the e2e test): rclpy's
-    ``EventsExecutor`` (C++ event queue) where this rclpy has it, else a
-    ``MultiThreadedExecutor``.
+    ``EventsExecutor`` (C++ event queue; :func:`diffopt_ros.nodes.runner.events_executor`, spun
+    by :class:`ExecutorThread` in bounded ``spin_once`` steps) where this rclpy has it and
+    ``DIFFOPT_ROS_EXECUTOR`` is not ``python``, else a ``MultiThreadedExecutor``.
 
     Measured on the 2-core machine (2-goal course, load average ~3): with the
     ``MultiThreadedExecutor`` the process spent 5.5 s of CPU in the executor's Python wait-set
@@ -501,20 +501,13 @@ def in_process_executor(context):
     the solve took 15 ms p50 and the process used 9 s of CPU instead of 14 s. slam_node keeps
     its own worker thread for the graph updates either way.
     """
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:
+    from diffopt_ros.nodes.runner import events_executor
+
+    executor = events_executor(context)
+    if executor is None:
         from rclpy.executors import MultiThreadedExecutor
         return MultiThreadedExecutor(num_threads=4, context=context)
-    try:
-        return EventsExecutor(context=context)
-    except (io.UnsupportedOperation, ValueError):
-        # rclpy's factory calls faulthandler.enable(), which needs a real sys.stderr (pytest's
-        # capture has none); the same construction without it:
-        from rclpy.impl.implementation_singleton import rclpy_implementation
-        executor = rclpy_implementation.EventsExecutor(context)
-        context.on_shutdown(executor.wake)
-        return executor
+    return executor
 
 
 def demo_domain_id() -> int:
