@@ -356,7 +356,6 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
     n_alpha, (batch, T, n_u) = alphas.shape[0], batched[1].shape
     group = max(1, min(n_alpha, _SEARCH_ELEMENTS // (batch * ((T + 1) * batched[0].shape[-1] + T * n_u))))
     x = u = J_sel = first = None
-    samples = torch.arange(batch, device=alphas.device)
     for i in range(0, n_alpha, group):
         x_try, u_try = roll(alphas[i:i + group], *batched)
         n_try = x_try.shape[1]
@@ -367,7 +366,11 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
             J_try = torch.cat((J_sel.unsqueeze(1), J_try), 1)
         J_min = J_try.amin(1, keepdim=True)
         pick = (J_try <= J_min + roundoff * J_min.abs()).to(torch.uint8).argmax(1)   # first such
-        x, u, J_sel = x_try[samples, pick], u_try[samples, pick], J_try[samples, pick]
+        # gather, not advanced indexing: its backward (unrolled gradients) is a scatter-add, not an
+        # accumulating index_put (1.5x slower end-to-end learning at batch 192)
+        x = torch.take_along_dim(x_try, pick.view(-1, 1, 1, 1), 1).squeeze(1)
+        u = torch.take_along_dim(u_try, pick.view(-1, 1, 1, 1), 1).squeeze(1)
+        J_sel = torch.take_along_dim(J_try, pick.view(-1, 1), 1).squeeze(1)
         first = pick == 0 if first is None else first & (pick == 0)
     return x, u, J_sel, first
 
