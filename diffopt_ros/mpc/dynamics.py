@@ -5,7 +5,7 @@ over one step of ``dt`` seconds. Any leading batch shape works, so the same modu
 batched roll-outs ``(B, n_x)``, time-stacked linearisations ``(B, T, n_x)`` and under
 ``torch.func.vmap`` (single samples ``(n_x,)``). Learnable quantities are ``nn.Parameter``s.
 
-The solver asks three things of a model:
+The solver asks these of a model:
 
 * :meth:`Dynamics.stepper` - a step function with parameter-derived constants computed once per
   solve, and :meth:`Dynamics.rollout_fn` - the open-loop roll-out (by default ``T`` calls of the
