@@ -301,7 +301,7 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
                backward_steps: int = 5, batch_size: int = 0, val_fraction: float = 0.25,
                seed: int = 0, resume: str | os.PathLike | None = None, progress: bool = True,
                optimizer: str | None = None, plots: bool = True,
-               dtype: torch.dtype = torch.float64) -> LearnResult:
+               dtype: torch.dtype = torch.float64, window: int = 10) -> LearnResult:
     """Learn the slam_node weights (``weights.odom_xy``, ``weights.odom_yaw``,
     ``weights.scan_xy``, ``weights.scan_yaw``, ``robust.scale``) by back-propagating the
     keyframe trajectory error against ``/ground_truth/odom`` through the pose-graph solve;
@@ -327,6 +327,11 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         optimizer: ``'adam'`` (default) or ``'lbfgs'``.
         plots: draw the PNG plots.
         dtype: floating-point type.
+        window: keyframes per training graph: each training run's pose graph is cut into
+            windows of this many keyframes, half overlapping, each a training item with its own
+            error (0: whole runs; validation runs are scored whole). Whole-run errors of one
+            run are dominated by a few drift directions and the weights learned from them
+            overfit that run; many short windows average them out (README, "SLAM weights").
 
     Raises:
         DatasetError, diffopt_ros.bag.BagError: runs without the topics needed (named).
@@ -338,6 +343,7 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         plot_sequences,
         slam_config,
         slam_params,
+        sub_sequences,
         trajectory_rmse,
     )
     from diffopt_ros.nlls import BACKWARD_MODES
@@ -345,19 +351,25 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
 
     if backward not in BACKWARD_MODES:
         raise ValueError(f'learn_slam: backward must be one of {BACKWARD_MODES}, got {backward!r}')
+    if window < 0 or 0 < window < 3:
+        raise ValueError(f'learn_slam: window must be 0 (whole runs) or at least 3 keyframes, '
+                         f'got {window}')
     began = time.perf_counter()
     out_dir = Path(out_dir)
     params = slam_params(params_file, learned_file)
     config = slam_config(params)
     train_runs, val_runs = split_runs(as_runs(runs, ('/odom', '/scan', '/ground_truth/odom')),
                                       val_fraction)
-    train_s = Sequences([keyframe_sequence(run, config, dtype) for run in train_runs])
+    whole = [keyframe_sequence(run, config, dtype) for run in train_runs]
+    train_items = [part for s in whole for part in sub_sequences(s, window)] if window > 0 else whole
+    train_s = Sequences(train_items)
     val_s = Sequences([keyframe_sequence(run, config, dtype) for run in val_runs]) if val_runs else None
     torch.manual_seed(seed)
     objective = SlamObjective(SlamWeights.from_params(params), backward, iterations, backward_steps)
     with torch.no_grad():
-        shown = (val_s or train_s).items[0]
-        before_rmse = {s.name: trajectory_rmse(objective, s) for s in (val_s or train_s).items}
+        scored = val_s.items if val_s else whole        # whole runs, not windows
+        shown = scored[0]
+        before_rmse = {s.name: trajectory_rmse(objective, s) for s in scored}
         before_poses = objective.solve(shown)
 
     def on_end(obj, ctx):
@@ -369,8 +381,9 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
                   optimizer or 'adam', plots)
     result = train(objective, train_s, val_s, cfg, title=f'SLAM weights ({backward})',
                    on_end=on_end)
-    after_rmse = {s.name: trajectory_rmse(objective.cpu(), s) for s in (val_s or train_s).items}
+    after_rmse = {s.name: trajectory_rmse(objective.cpu(), s) for s in scored}
     extra = {'ate_before': float(np.sqrt(np.mean(np.square(list(before_rmse.values()))))),
              'ate_after': float(np.sqrt(np.mean(np.square(list(after_rmse.values()))))),
-             'keyframes': float(sum(len(s.graph.stamps) for s in train_s.items))}
+             'keyframes': float(sum(len(s.graph.stamps) for s in whole)),
+             'windows': float(len(train_items))}
     return _finish(result, out_dir, began, extra, node='slam_node', name='slam.yaml')

@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     slam.add_argument('--params-file', help='slam_node parameters to start from '
                                             '(default: config/slam.yaml)')
     slam.add_argument('--learned-file', help='learned slam_node file applied on top')
+    slam.add_argument('--window', type=int, default=10,
+                      help='keyframes per training graph: each training run is cut into windows '
+                           'of this many keyframes, half overlapping (0: whole runs; default 10; '
+                           'whole runs overfit the run, see README)')
     return parser
 
 
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = api.learn_slam(args.runs, args.out, backward=args.backward, epochs=args.epochs,
                                     params_file=args.params_file, learned_file=args.learned_file,
-                                    **common)
+                                    window=args.window, **common)
     except (BagError, DatasetError, ExportError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f'diffopt-ros learn {args.task}: error: {exc}', file=sys.stderr)
         return 2

@@ -12,6 +12,11 @@ the ground truth at the keyframe stamps; the gradient reaches the weights throug
 The trajectory error is the absolute trajectory error after aligning the first keyframe to the
 ground truth (the map frame starts at the first odometry pose): the mean squared position
 error ``(m^2)`` per keyframe.
+
+One run's whole-trajectory error is dominated by a few low-frequency drift directions of that
+run's noise, and weights fitted to it overfit the run. :func:`sub_sequences` cuts a run's graph
+into short windows (graphs of their own, each aligned at its first keyframe); ``learn_slam``
+trains on those by default (``window=10``), many nearly independent samples of the same run.
 """
 from __future__ import annotations
 
@@ -65,6 +70,33 @@ class KeyframeSequence:
     name: str
     graph: SlamGraph
     ground_truth: torch.Tensor
+
+
+def sub_sequences(sequence: KeyframeSequence, length: int, stride: int | None = None
+                  ) -> list[KeyframeSequence]:
+    """``sequence`` cut into windows of ``length`` keyframes every ``stride`` (default
+    ``length // 2``), each a graph of its own: the edges with both ends inside (loop closures
+    across windows drop out), anchored at the window's first estimated pose. The last window
+    ends at the last keyframe. A sequence of at most ``length`` keyframes comes back whole."""
+    count = len(sequence.graph.stamps)
+    if length >= count:
+        return [sequence]
+    stride = max(1, stride or length // 2)
+    starts = list(range(0, count - length, stride)) + [count - length]
+    return [window(sequence, s, s + length) for s in sorted(set(starts))]
+
+
+def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence:
+    """Keyframes ``start:end`` of ``sequence`` as a graph of their own (see
+    :func:`sub_sequences`)."""
+    graph = sequence.graph
+    inside = ((graph.edges >= start) & (graph.edges < end)).all(-1)
+    part = SlamGraph(stamps=graph.stamps[start:end], odom_poses=graph.estimate[start:end],
+                     estimate=graph.estimate[start:end], edges=graph.edges[inside] - start,
+                     measurements=graph.measurements[inside], kinds=graph.kinds[inside],
+                     fitness=graph.fitness[inside])
+    return KeyframeSequence(f'{sequence.name}[{start}:{end}]', part,
+                            sequence.ground_truth[start:end])
 
 
 def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64
