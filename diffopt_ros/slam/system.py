@@ -85,7 +85,7 @@ class SlamConfig:
     scan_max_correction_xy: float = 0.3
     scan_max_correction_yaw: float = 0.2
     loop_search_radius: float = 3.0
-    loop_min_separation: int = 20
+    loop_min_separation: int = 5
     loop_max_candidates: int = 3
     loop_icp: IcpConfig = IcpConfig(max_iterations=40, max_correspondence_distance=1.0,
                                     min_inlier_ratio=0.6)
