@@ -99,19 +99,14 @@ def is_events_executor(executor) -> bool:
 def spin_until_shutdown(executor, context: Context | None = None,
                         stop: threading.Event | None = None) -> None:
     """Spin ``executor`` until ``stop`` is set or ``context`` (default: the default context) is
-    shut down.
-
-    An ``EventsExecutor`` spins in ``spin_once`` waits of at most :data:`SPIN_SLICE` (see
-    :func:`events_executor` why not ``spin()``) and returns between callbacks; rclpy's Python
-    executors spin in ``spin()``, which raises ``ExternalShutdownException`` when rclpy's signal
-    handlers shut the context down (``stop`` is not looked at).
+    shut down: ``spin_once`` waits of at most :data:`SPIN_SLICE` (for the ``EventsExecutor`` see
+    :func:`events_executor` why not ``spin()``), returning between callbacks. The same loop for
+    rclpy's Python executors, so ``stop`` ends any of them (their ``spin_once`` raises
+    ``ExternalShutdownException`` when rclpy's signal handlers shut the context down).
     """
     context = rclpy.get_default_context() if context is None else context
-    if is_events_executor(executor):
-        while context.ok() and not (stop is not None and stop.is_set()):
-            executor.spin_once(timeout_sec=SPIN_SLICE)
-        return
-    executor.spin()
+    while context.ok() and not (stop is not None and stop.is_set()):
+        executor.spin_once(timeout_sec=SPIN_SLICE)
 
 
 def node_executor(multithreaded: bool = False, context: Context | None = None):
