@@ -173,8 +173,10 @@ class MPC(nn.Module):
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
-        roll_out, step = dyn.rollout_fn(), None if condensed else dyn.stepper()
-        # the roll-out's matrix M (affine dynamics: the same along any trajectory) is the step's too
+        # the linear roll-out's matrix M (affine dynamics: the same along any trajectory) is the
+        # condensed step's too; the step function only serves the Riccati line search
+        roll_out = None if use_solve else dyn.rollout_fn()
+        step = None if condensed else dyn.stepper()
         x, minus_A = linear_rollout(dyn, x_init, u) if use_solve else (roll_out(x_init, u), None)
         J = cost.total(x, u, target, u_prev)
         alphas = torch.tensor(self.line_search, dtype=x.dtype, device=x.device)

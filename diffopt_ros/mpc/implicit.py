@@ -20,6 +20,7 @@ the derivative of the solution.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -52,14 +53,13 @@ class _KKTSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_x: torch.Tensor, grad_u: torch.Tensor):
-        if torch.is_grad_enabled():                  # create_graph: a graph through the solve
-            problem = dict(ctx.problem, model=normal_tensors(ctx.problem['model']))
+        # create_graph: a graph through the solve, whose saved tensors must be ordinary ones
+        graph = torch.is_grad_enabled()
+        problem = dict(ctx.problem, model=normal_tensors(ctx.problem['model'])) if graph else ctx.problem
+        with contextlib.nullcontext() if graph else torch.inference_mode():
             dx, du, dlam = solve_adjoint(problem, grad_x, grad_u)
-            return None, -dx, -du, -dlam[:, :ctx.steps]
-        with torch.inference_mode():
-            dx, du, dlam = solve_adjoint(ctx.problem, grad_x, grad_u)
-            dx, du, dlam = -dx, -du, -dlam[:, :ctx.steps]
-        return None, *normal_tensors((dx, du, dlam))
+            grads = (-dx, -du, -dlam[:, :ctx.steps])
+        return None, *normal_tensors(grads)
 
 
 def solve_adjoint(problem: dict, grad_x: torch.Tensor,
