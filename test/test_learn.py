@@ -187,3 +187,47 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert one != {k: 1.0 if 'gain' in k else 0.05 for k in one}   # it learned something
     for key in one:
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
+
+
+def test_learning_solves_the_problem_the_node_solves():
+    """Imitation learning and mpc_node's solver give the same command for the same state,
+    reference, previous command (rate penalty) and warm start: what is learned is what runs."""
+    from diffopt_ros.learn.controller import node_mpc
+    from diffopt_ros.learn.objectives import ImitationObjective
+    from diffopt_ros.mpc.receding import RecedingHorizonSolver, goal_reference
+
+    params = mpc_params()
+    assert params['weights.rate'] > 0
+    state = np.array([0.2, -0.1, 0.3, 0.25, 0.1])
+    reference = goal_reference(state, np.array([1.5, 0.8]), MpcSettings.from_params(params).horizon)
+    last_command = np.array([0.6, -0.9])
+    node = RecedingHorizonSolver(MpcSettings.from_params(params))
+    planned = node.solve(state, reference, None, last_command).controls
+    warm = np.roll(planned, -1, axis=0)
+    expected = node.solve(state, reference, warm, last_command).controls[0]
+
+    objective = ImitationObjective(node_mpc(params), n_items=1)
+    objective.warm[0] = torch.as_tensor(warm)
+    batch = {'x0': torch.as_tensor(state)[None], 'reference': torch.as_tensor(reference)[None],
+             'u_prev': torch.as_tensor(last_command)[None], 'index': torch.tensor([0])}
+    learned = objective.solve(batch).controls[0, 0].detach().numpy()
+    np.testing.assert_allclose(learned, expected, rtol=0, atol=1e-9)
+
+
+def test_synthetic_experts_command_what_the_node_commands():
+    """The synthetic expert's recorded commands are what mpc_node's solver (at the same tight
+    tolerance) commands from the recorded state, reference and previous command."""
+    from dataclasses import replace
+
+    from diffopt_ros.mpc.receding import RecedingHorizonSolver
+
+    params = {**mpc_params(), **TRUE}
+    settings = replace(MpcSettings.from_params(params), max_iterations=50, tolerance=1e-7)
+    runs = expert_runs(RobotParams(), params, episodes=1, seconds=3.0, seed=5)
+    windows = control_windows(runs, 0.05, 1, ref_horizon=settings.horizon,
+                              ref_dt=settings.dt).with_reference()
+    node = RecedingHorizonSolver(settings)
+    for k in range(len(windows)):
+        command = node.solve(windows.x0[k].numpy(), windows.reference[k].numpy(), None,
+                             windows.u_prev[k].numpy()).controls[0]
+        np.testing.assert_allclose(command, windows.u[k, 0].numpy(), rtol=0, atol=1e-5)

@@ -19,6 +19,7 @@ from torch import nn
 
 from diffopt_ros.learn.controller import cost_params, model_params
 from diffopt_ros.mpc import MPC, Dynamics, wrap_angle
+from diffopt_ros.mpc.receding import receding_step
 
 #: Scale of each state error in the prediction loss: m, m, rad, m/s, rad/s.
 STATE_SCALE = (0.1, 0.1, 0.1, 0.1, 0.1)
@@ -71,9 +72,11 @@ class PredictionObjective(nn.Module):
 class ImitationObjective(nn.Module):
     """Squared, scaled difference between the MPC's first control and the recorded command.
 
-    The MPC is solved from each window's start state ``x0`` towards ``[x0; reference]`` with
-    the previous command ``u_prev`` (rate penalty), warm-started from the item's previous
-    solution, which is kept per item (``index``) in a buffer.
+    The MPC is solved by :func:`~diffopt_ros.mpc.receding.receding_step`, the call mpc_node
+    makes: from each window's start state ``x0`` towards its ``reference``, with the command
+    recorded before the window ``u_prev`` (the node's last command, for the rate penalty),
+    warm-started from the item's previous solution, which is kept per item (``index``) in a
+    buffer.
 
     Args:
         mpc: the node's MPC (:func:`~diffopt_ros.learn.controller.node_mpc`) with the
@@ -81,28 +84,25 @@ class ImitationObjective(nn.Module):
         n_items: number of items (size of the warm-start buffer).
         control_scale: error scale per control ``(2,)`` (m/s, rad/s).
         report_cost: include the cost weights in :meth:`report`.
-        use_u_prev: pass the previous command to the solve (mpc_node does not, so by default
-            neither does learning).
         warm_start: start each solve from the item's previous solution; without it every
             solve starts from zero controls, so the loss is a function of the parameters alone
             (what a line search, e.g. L-BFGS, needs).
     """
 
     def __init__(self, mpc: MPC, n_items: int, control_scale=CONTROL_SCALE,
-                 report_cost: bool = False, use_u_prev: bool = False, warm_start: bool = True):
+                 report_cost: bool = False, warm_start: bool = True):
         super().__init__()
         self.mpc = mpc
-        self.report_cost, self.use_u_prev, self.warm_start = report_cost, use_u_prev, warm_start
+        self.report_cost, self.warm_start = report_cost, warm_start
         dtype = next(iter(mpc.parameters())).dtype
         self.register_buffer('warm', torch.zeros(n_items, mpc.horizon, mpc.dynamics.n_u, dtype=dtype))
         self.register_buffer('scale', torch.as_tensor(control_scale, dtype=dtype), persistent=False)
 
     def solve(self, batch: dict):
         """The MPC solution for a batch (and the warm starts updated)."""
-        x0, index = batch['x0'], batch['index']
-        target = torch.cat((x0.unsqueeze(1), batch['reference']), 1)
-        solution = self.mpc(x0, target=target, u_init=self.warm[index],
-                            u_prev=batch['u_prev'] if self.use_u_prev else None)
+        index = batch['index']
+        solution = receding_step(self.mpc, batch['x0'], batch['reference'], batch['u_prev'],
+                                 self.warm[index])
         if self.warm_start:
             self.warm[index] = solution.controls.detach()
         return solution

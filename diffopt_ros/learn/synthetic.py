@@ -79,9 +79,10 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     """Episodes of the true robot tracking random timed paths (:func:`random_plan`, as the
     demo's timed ``/plan`` legs) with the node's MPC built from ``params`` (mpc_node parameters:
     give the *true* ``model.*`` for an expert that knows the robot), solved tightly (as learning
-    does) and warm-started from the previous plan. Episodes run as one batch."""
+    does) by :func:`~diffopt_ros.mpc.receding.receding_step` with the previous command (as
+    mpc_node) and warm-started from the previous plan. Episodes run as one batch."""
     rng = np.random.default_rng(seed)
-    from diffopt_ros.mpc.receding import timed_reference
+    from diffopt_ros.mpc.receding import receding_step, timed_reference
 
     mpc = node_mpc(params, grad_mode='none', max_iterations=50, tolerance=1e-7)
     horizon, dt = mpc.horizon, mpc.dynamics.dt
@@ -93,17 +94,18 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
              for s in sims]
     logs = [dict(t=[], gt=[], odom=[], t_cmd=[], cmds=[]) for _ in sims]
     warm = torch.zeros(episodes, horizon, 2, dtype=torch.float64)
+    last_command = torch.zeros(episodes, 2, dtype=torch.float64)   # mpc_node starts at zero
     per_tick = int(round(control_period / sim_dt))
     for _ in range(int(round(seconds / control_period))):
         states = np.stack([s.true_state for s in sims])
         reference = np.stack([timed_reference(states[k], plans[k].poses, plans[k].stamps, sim.time,
                                               horizon, dt) for k, sim in enumerate(sims)])
-        x0 = torch.as_tensor(states)
-        target = torch.cat((x0.unsqueeze(1), torch.as_tensor(reference)), 1)
         with torch.no_grad():
-            solution = mpc(x0, target=target, u_init=warm)
+            solution = receding_step(mpc, torch.as_tensor(states), torch.as_tensor(reference),
+                                     last_command, warm)
         warm = torch.cat((solution.controls[:, 1:], solution.controls[:, -1:]), 1)
-        commands = solution.controls[:, 0].numpy()
+        last_command = solution.controls[:, 0]
+        commands = last_command.numpy()
         for k, sim in enumerate(sims):
             logs[k]['t_cmd'].append(sim.time)
             logs[k]['cmds'].append(commands[k])

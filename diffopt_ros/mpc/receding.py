@@ -181,6 +181,27 @@ SETTINGS_PARAMS = {
 }
 
 
+def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
+                  last_command: torch.Tensor | None = None, warm: torch.Tensor | None = None):
+    """One receding-horizon solve: THE call that mpc_node, the ROS-free closed loop, the
+    synthetic experts and imitation learning all make, so what is learned is what runs.
+
+    Args:
+        mpc: the controller (e.g. ``RecedingHorizonSolver(...).mpc`` or
+            :func:`~diffopt_ros.learn.controller.node_mpc`).
+        state: measured states ``(B, 5)`` (m, m, rad, m/s, rad/s).
+        reference: desired states after each step of the horizon ``(B, T, 5)``.
+        last_command: the command applied until now ``(B, 2)`` (m/s, rad/s) for the rate
+            penalty ``(u_0 - u_prev)``; None only for a controller without a rate term.
+        warm: warm-start controls ``(B, T, 2)`` (e.g. the previous plan shifted to now).
+
+    Returns:
+        The MPC's solution (``controls (B, T, 2)``: ``controls[:, 0]`` is the command now).
+    """
+    target = torch.cat((state.unsqueeze(1), reference), 1)
+    return mpc(state, target=target, u_init=warm, u_prev=last_command)
+
+
 @dataclass
 class ControlStep:
     """One receding-horizon solve.
@@ -237,12 +258,11 @@ class RecedingHorizonSolver:
         each step), warm-started from ``warm`` ``(T, 2)``; ``last_command`` ``(2,)`` is the
         command applied until now (for the rate penalty)."""
         started = time.perf_counter()
-        target = np.concatenate([np.asarray(state)[None, :5], reference], axis=0)[None]
         with torch.no_grad():
-            solution = self.mpc(
-                self._tensor(state)[None], target=self._tensor(target),
-                u_init=None if warm is None else self._tensor(warm)[None],
-                u_prev=None if last_command is None else self._tensor(last_command)[None])
+            solution = receding_step(
+                self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
+                None if last_command is None else self._tensor(last_command)[None],
+                None if warm is None else self._tensor(warm)[None])
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),
                            states=solution.states[0].cpu().numpy(),
