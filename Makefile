@@ -31,7 +31,7 @@ $(STAMP): $(REQS)
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check diffopt_ros test bench launch setup.py
+	$(VENV)/bin/ruff check diffopt_ros test bench launch docs setup.py
 
 test: lint
 	$(PY) -m pytest
