@@ -1,11 +1,9 @@
 """Alignment of recorded topics by time and windows for learning."""
-import math
 
 import numpy as np
 import pytest
-import torch
 
-from diffopt_ros.bag import hold, interpolate_states, resample, to_torch, windows
+from diffopt_ros.bag import hold, interpolate_states
 from diffopt_ros.bag.align import window_starts
 
 
@@ -44,33 +42,9 @@ def test_hold_takes_the_latest_command_and_respects_max_age():
         hold(t[::-1], u, t)
 
 
-def test_resample_and_windows_match_a_direct_construction():
-    t_x = np.sort(np.random.default_rng(0).uniform(0.0, 3.0, 200))
-    t_x[0], t_x[-1] = 0.0, 3.0
-    t_u = np.arange(0.0, 3.0, 0.05) + 0.013
-    u = np.column_stack([np.sin(t_u), np.cos(t_u)])
-    data = resample(t_x, _states(t_x), t_u, u, dt=0.1)
-    assert data.t.shape == (31,) and data.x.shape == (31, 5) and data.u.shape == (31, 2)
-    assert not data.valid[0]  # no command before t = 0.013
-    assert data.valid[1:].all()
-    np.testing.assert_allclose(data.x[1:, 2], 2.5 + data.t[1:], atol=2e-3)  # continuous yaw
-    # u[k] is the last command at or before t[k]
-    k = 7
-    np.testing.assert_array_equal(data.u[k], u[t_u <= data.t[k] + 1e-12][-1])
-    w = windows(data, horizon=5, stride=2)
-    starts = np.arange(2, 31 - 5, 2)  # start 0 is invalid
-    assert w['x'].shape == (len(starts), 6, 5) and w['u'].shape == (len(starts), 5, 2)
-    np.testing.assert_array_equal(w['t0'], data.t[starts])
-    np.testing.assert_array_equal(w['x'][3], data.x[starts[3]:starts[3] + 6])
-    np.testing.assert_array_equal(w['u'][3], data.u[starts[3]:starts[3] + 5])
-    tensors = to_torch(w, dtype=torch.float32)
-    assert tensors['x'].dtype == torch.float32 and tensors['x'].shape == w['x'].shape
-
-
 def test_window_starts_skip_every_invalid_stretch():
     valid = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 1], bool)
     np.testing.assert_array_equal(window_starts(valid, 3), [0, 4, 5])
     np.testing.assert_array_equal(window_starts(valid, 20), [])
     with pytest.raises(ValueError):
         window_starts(valid, 0)
-    assert math.isclose(resample([0, 1], np.zeros((2, 5)), [0], np.zeros((1, 2)), 0.25).dt, 0.25)

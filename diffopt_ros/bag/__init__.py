@@ -4,7 +4,7 @@ Pure Python on rosbags (no rclpy): the recorder node hands serialized messages t
 :class:`BagWriter`; learning opens runs with :class:`Run` and aligns topics with
 :mod:`diffopt_ros.bag.align`.
 """
-from diffopt_ros.bag.align import Aligned, hold, interpolate_states, resample, to_torch, windows
+from diffopt_ros.bag.align import hold, interpolate_states
 from diffopt_ros.bag.errors import (
     BagError,
     CorruptBagError,
@@ -17,8 +17,7 @@ from diffopt_ros.bag.repair import repair_run, salvage_mcap
 from diffopt_ros.bag.writer import BagWriter, default_run_name
 
 __all__ = [
-    'Aligned', 'BagError', 'BagWriter', 'CorruptBagError', 'EmptyBagError', 'MissingTopicError',
+    'BagError', 'BagWriter', 'CorruptBagError', 'EmptyBagError', 'MissingTopicError',
     'Run', 'RunExistsError', 'Scans', 'default_run_name', 'find_runs', 'hold',
-    'interpolate_states', 'open_runs', 'repair_run', 'resample', 'salvage_mcap', 'to_torch',
-    'windows',
+    'interpolate_states', 'open_runs', 'repair_run', 'salvage_mcap',
 ]

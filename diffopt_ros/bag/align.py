@@ -1,4 +1,5 @@
-"""Align recorded topics by time and cut windows for learning (numpy in, numpy or torch out).
+"""Time alignment of recorded topics (numpy): states interpolated, commands held, and the
+starts of fully valid windows. :mod:`diffopt_ros.learn.datasets` builds learning windows on them.
 
 States are ``(x, y, yaw, v, omega)`` (docs/CONTRACTS.md). Interpolated yaw is continuous in
 time (the samples are unwrapped first), so a window never jumps by 2 pi; wrap it with
@@ -6,10 +7,7 @@ time (the samples are unwrapped first), so a window never jumps by 2 pi; wrap it
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
 YAW = 2  # index of yaw in a state row
 
@@ -82,44 +80,6 @@ def hold(t: np.ndarray, values: np.ndarray, t_query: np.ndarray,
     return out, valid
 
 
-@dataclass(frozen=True)
-class Aligned:
-    """States and commands on one uniform time grid.
-
-    Attributes:
-        t: ``(M,)`` grid times (s), step ``dt``.
-        x: ``(M, 5)`` interpolated states (yaw continuous).
-        u: ``(M, 2)`` commands held at the grid times: ``u[k]`` acts from ``t[k]`` to
-            ``t[k+1]``.
-        valid: ``(M,)`` both state and command valid.
-        dt: grid step (s).
-    """
-
-    t: np.ndarray
-    x: np.ndarray
-    u: np.ndarray
-    valid: np.ndarray
-    dt: float
-
-
-def resample(t_state: np.ndarray, states: np.ndarray, t_cmd: np.ndarray, cmds: np.ndarray,
-             dt: float, max_gap: float | None = None, max_cmd_age: float = np.inf) -> Aligned:
-    """Put states (interpolated) and commands (held) on a grid of step ``dt`` s.
-
-    The grid spans the states' time range. ``max_gap`` defaults to ``3 * dt`` (larger state
-    dropouts invalidate the grid points inside them).
-    """
-    if dt <= 0:
-        raise ValueError(f'dt must be positive, got {dt}')
-    t_state = np.asarray(t_state, float)
-    if t_state.size < 2:
-        raise ValueError(f'need at least 2 states to resample, got {t_state.size}')
-    grid = t_state[0] + dt * np.arange(int(np.floor((t_state[-1] - t_state[0]) / dt + 1e-9)) + 1)
-    x, x_ok = interpolate_states(t_state, states, grid, 3 * dt if max_gap is None else max_gap)
-    u, u_ok = hold(t_cmd, cmds, grid, max_cmd_age)
-    return Aligned(grid, x, u, x_ok & u_ok, float(dt))
-
-
 def window_starts(valid: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
     """Start indices ``k`` (multiples of ``stride``) with ``valid[k:k+length]`` all true."""
     if length < 1 or stride < 1:
@@ -130,23 +90,3 @@ def window_starts(valid: np.ndarray, length: int, stride: int = 1) -> np.ndarray
     bad = np.concatenate([[0], np.cumsum(~valid)])
     starts = np.arange(0, valid.size - length + 1, stride)
     return starts[bad[starts + length] - bad[starts] == 0]
-
-
-def windows(aligned: Aligned, horizon: int, stride: int = 1) -> dict[str, np.ndarray]:
-    """Cut windows of ``horizon`` commands and ``horizon + 1`` states.
-
-    Returns:
-        ``{'t0': (W,), 'x': (W, T+1, 5), 'u': (W, T, 2)}`` with ``T = horizon``: the states
-        ``x[k..k+T]`` and commands ``u[k..k+T-1]`` of every fully valid stretch; ``x[:, 0]``
-        is the initial state, ``x[:, 1:]`` the next states.
-    """
-    starts = window_starts(aligned.valid, horizon + 1, stride)
-    steps = np.arange(horizon + 1)
-    idx = starts[:, None] + steps[None, :]
-    return {'t0': aligned.t[starts], 'x': aligned.x[idx], 'u': aligned.u[idx[:, :-1]]}
-
-
-def to_torch(arrays: dict[str, np.ndarray], device: str | torch.device = 'cpu',
-             dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
-    """The arrays of ``arrays`` as tensors on ``device`` with ``dtype``."""
-    return {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in arrays.items()}
