@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from diffopt_ros.cli import plain_text
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim.config import read_sim_params, robot_params, sensor_params
 from diffopt_ros.sim.robot import RobotParams, wrap_angle
@@ -82,7 +83,7 @@ def expand_script(script: np.ndarray, dt: float) -> np.ndarray:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='diffopt-ros sim', description=__doc__.split('\n\n')[0].split(': ', 1)[-1],
+        prog='diffopt-ros sim', description=plain_text(__doc__.split('\n\n')[0]),
         epilog='Without --script the robot drives the world\'s route open loop (durations from '
                'the true gains). A script is a YAML list of [duration, v_cmd, omega_cmd] rows.')
     parser.add_argument('--world', help='world name under config/worlds/ or a path '
