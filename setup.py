@@ -40,7 +40,7 @@ setup(
     packages=find_packages(exclude=['test', 'test.*', 'bench']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
-        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE, ['package.xml', 'LICENSE']),
         *_tree('launch'),
         *_tree('config'),
     ],
