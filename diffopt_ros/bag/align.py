@@ -7,9 +7,12 @@ time (the samples are unwrapped first), so a window never jumps by 2 pi; wrap it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:   # torch loads only when tensors are asked for (bag info/repair need none)
+    import torch
 
 YAW = 2  # index of yaw in a state row
 
@@ -147,6 +150,9 @@ def windows(aligned: Aligned, horizon: int, stride: int = 1) -> dict[str, np.nda
 
 
 def to_torch(arrays: dict[str, np.ndarray], device: str | torch.device = 'cpu',
-             dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
-    """The arrays of ``arrays`` as tensors on ``device`` with ``dtype``."""
+             dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The arrays of ``arrays`` as tensors on ``device`` with ``dtype`` (default float64)."""
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
     return {k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in arrays.items()}

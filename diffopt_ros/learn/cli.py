@@ -21,10 +21,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffopt_ros.bag import BagError
-from diffopt_ros.learn.datasets import DatasetError
-from diffopt_ros.learn.export import ExportError
-
 
 def _whole(minimum: int):
     """argparse type: a whole number >= ``minimum``."""
@@ -211,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{where}: error: {clash[0]}; give --force to overwrite it, or another {clash[1]}',
               file=sys.stderr)
         return 2
+    # torch and rosbags load only now: --help and argument errors answer at once
+    from diffopt_ros.bag import BagError
     from diffopt_ros.learn import api
+    from diffopt_ros.learn.datasets import DatasetError
+    from diffopt_ros.learn.export import ExportError
 
     common = dict(device=args.device, batch_size=args.batch_size, val_fraction=args.val_fraction,
                   seed=args.seed, resume=args.resume, progress=not args.no_progress,

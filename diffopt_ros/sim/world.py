@@ -100,9 +100,12 @@ class World:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding='utf-8')
+            text = path.read_text(encoding='utf-8-sig')    # a UTF-8 byte-order mark is fine
         except OSError as exc:
             raise WorldError(f'{path}: cannot read world file: {exc}') from exc
+        except UnicodeDecodeError as exc:
+            raise WorldError(f'{path}: not a text (UTF-8) file: byte {exc.start} cannot be '
+                             'decoded') from exc
         try:
             data = yaml.safe_load(text)
             tree = yaml.compose(text, Loader=yaml.SafeLoader)
