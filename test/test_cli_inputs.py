@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_bag_runs import make_demo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +82,8 @@ def test_learn_reads_the_demo_folder_and_keeps_an_earlier_result(demo, tmp_path)
     code, out = run('learn', 'dynamics', demo, '--out', out_dir, '--epochs', '2', '--no-plots')
     assert code == 0, out
     assert 'nan' not in out and 'validation' in out       # 3 runs: one validates
+    assert (f'dynamics: 3 runs; training on {demo / "after"}, {demo / "after_dynamics"}; '
+            f'validating on {demo / "before"}') in out, out
     before = (out_dir / 'mpc.yaml').read_bytes()
     code, out = run('learn', 'dynamics', demo, '--out', out_dir, '--epochs', '2', '--no-plots')
     assert code == 2 and f'{out_dir}: holds an earlier result' in out and '--force' in out, out

@@ -78,6 +78,20 @@ def as_runs(runs: RunsArg, require: Sequence[str] = (), state_topic: str | None 
     return out
 
 
+def _announce(what: str, train_runs: Sequence[RunData], val_runs: Sequence[RunData]) -> None:
+    """Say which runs train and which validate (rank 0 of torchrun only)."""
+    if int(os.environ.get('RANK', '0')) != 0:
+        return
+
+    def names(runs):
+        shown = ', '.join(run.where for run in runs[:6])
+        return shown + (f', ... ({len(runs)} in all)' if len(runs) > 6 else '')
+
+    n = len(train_runs) + len(val_runs)
+    say(f'{what}: {n} run{"s" if n > 1 else ""}; training on {names(train_runs)}; '
+        + (f'validating on {names(val_runs)}' if val_runs else 'no validation runs'))
+
+
 def _summary(result: TrainResult, began: float) -> dict[str, float]:
     first, last = result.history[0], result.history[-1]
     summary = {'train_loss_before': first['train_loss'], 'train_loss': last['train_loss']}
@@ -164,6 +178,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
     lr = lr or (1.0 if optimizer == 'lbfgs' else 0.1)
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
+    _announce('dynamics', train_runs, val_runs)
     torch.manual_seed(seed)
     if method == 'sysid':
         dt = dt or prediction_step(train_runs, state_topic)
@@ -280,6 +295,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     out_dir = Path(out_dir)
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
+    _announce('cost', train_runs, val_runs)
     torch.manual_seed(seed)
     optimizer = optimizer or 'adam'
     objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
@@ -369,6 +385,7 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         say('SLAM weights: reading the runs (/odom, /scan, /ground_truth/odom)')
     train_runs, val_runs = split_runs(as_runs(runs, ('/odom', '/scan', '/ground_truth/odom')),
                                       val_fraction)
+    _announce('SLAM weights', train_runs, val_runs)
     n_scans = sum(len(run.scans.t) for run in (*train_runs, *val_runs) if run.scans is not None)
     n_runs = len(train_runs) + len(val_runs)
     with Progress(n_scans, f'SLAM weights: replaying the front end (scan matching) of {n_runs} '
