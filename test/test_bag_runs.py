@@ -2,6 +2,7 @@
 ``before/``, ``after_dynamics/``, ``after/``, their plots and ``learned/`` (see
 diffopt_ros/nodes/demo.py). ``bag info``, ``bag repair`` and ``learn`` find the runs inside;
 repair never writes a metadata.yaml over a folder without bag files."""
+import re
 import shutil
 
 import pytest
@@ -77,9 +78,16 @@ def test_bag_info_names_the_broken_run_and_still_lists_the_others(demo, capsys):
 
 def test_bag_repair_of_a_demo_folder_repairs_each_run_and_writes_nothing_above(demo, capsys):
     (demo / 'after' / 'metadata.yaml').unlink()
+    # killed before its first file closed: the file is still in the writer's folder
+    (demo / 'after_dynamics' / 'metadata.yaml').unlink()
+    (demo / 'after_dynamics' / 'after_dynamics_0').mkdir()
+    (demo / 'after_dynamics' / 'after_dynamics_0.mcap').rename(
+        demo / 'after_dynamics' / 'after_dynamics_0' / 'after_dynamics_0.mcap')
+    assert [p.name for p in find_runs(demo)] == list(DEMO_RUNS)
     assert bag_main(['repair', str(demo)]) == 0
     out = capsys.readouterr().out
     assert out.count('metadata.yaml rewritten: 1 files') == 3
+    assert re.search(r'after_dynamics_0\.mcap +moved +242 messages', out), out
     assert not (demo / 'metadata.yaml').exists()
     assert (demo / 'after' / 'metadata.yaml').is_file()
     assert [r.name for r in load_runs([demo])] == list(DEMO_RUNS)
