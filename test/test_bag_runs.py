@@ -104,7 +104,7 @@ def test_bag_repair_refuses_a_folder_without_bag_files(tmp_path, capsys, content
         (folder / name).write_text('rosbag2_bagfile_information: {relative_file_paths: []}\n'
                                    if name == 'metadata.yaml' else 'a note\n')
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    assert bag_main(['repair', str(folder)]) == 1
+    assert bag_main(['repair', str(folder)]) == 2      # no run: an input error
     err = capsys.readouterr().err
     assert str(folder) in err and ('no bag files' in err or 'no rosbag2 runs' in err), err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before   # nothing written

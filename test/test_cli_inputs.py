@@ -44,7 +44,7 @@ def test_bag_repair_refuses_a_folder_without_bag_files(tmp_path, content):
     if content == 'notes':
         (folder / 'notes.txt').write_text('lap 3 was rainy\n')
     code, out = run('bag', 'repair', folder)
-    assert code == 1 and str(folder) in out and 'no rosbag2 runs' in out, out
+    assert code == 2 and str(folder) in out and 'no rosbag2 runs' in out, out
     assert not (folder / 'metadata.yaml').exists()
 
 
@@ -56,7 +56,7 @@ def test_bag_info_names_a_missing_metadata_and_a_missing_path(demo, tmp_path):
     code, out = run('bag', 'info', crashed)
     assert code == 1 and f'{crashed / "metadata.yaml"}: missing' in out and 'bag repair' in out
     code, out = run('bag', 'info', tmp_path / 'nope')
-    assert code == 1 and f'{tmp_path / "nope"}: no such run' in out, out
+    assert code == 2 and f'{tmp_path / "nope"}: no such run' in out, out
 
 
 def test_bag_info_names_a_truncated_file(demo, tmp_path):

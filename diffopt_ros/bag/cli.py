@@ -5,7 +5,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffopt_ros.bag.errors import BagError
+from diffopt_ros.bag.errors import BagError, CorruptBagError, EmptyBagError, MissingTopicError
+
+DATA_ERRORS = (CorruptBagError, EmptyBagError, MissingTopicError)
+
+
+def exit_status(exc: BagError) -> int:
+    """1 for a run whose data is damaged or empty, 2 for input that is no run at all (no such
+    path, no bag files, a folder of runs where one run is needed)."""
+    return 1 if isinstance(exc, DATA_ERRORS) else 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         description='Inspect or repair rosbag2 runs (folders under runs/) written by '
                     'recorder_node. RUN may also be a folder of runs (such as the demo\'s '
                     'runs/demo_<date>-<time>/ with before/, after_dynamics/, after/): every run '
-                    'found in it, at any depth, is listed or repaired in turn.')
+                    'found in it, at any depth, is listed or repaired in turn.',
+        epilog='Exit status: 0; 1 when a run is damaged or empty; 2 when RUN is no run (no such '
+               'path, no bag files).')
     sub = parser.add_subparsers(dest='action', metavar='ACTION', required=True)
     info = sub.add_parser('info', help='topics, types, message counts and duration of a run',
                           description='Print the topics, types, message counts, rates and '
@@ -62,16 +72,17 @@ def _repair(path: Path) -> None:
         note = f' ({action.note})' if action.note else ''
         print(f'{action.path:<32} {action.status:<9} {total:>8} messages{note}')
     if report.metadata is None:
-        raise BagError(f'{path}: no file holds a complete message; metadata.yaml not written '
-                       '(the damaged originals are kept as *.mcap.truncated)')
+        raise EmptyBagError(f'{path}: no file holds a complete message; metadata.yaml not '
+                            'written (the damaged originals are kept as *.mcap.truncated)')
     print(f'metadata.yaml rewritten: {len(report.summaries)} files')
     for topic, n in sorted(report.counts.items()):
         print(f'  {topic:<28} {n:>8}')
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``diffopt-ros bag ACTION RUN``; returns the exit status (1 for a bag error, also
-    when one run of a folder of runs failed; the others are still listed or repaired)."""
+    """Run ``diffopt-ros bag ACTION RUN``; returns the exit status: 0, 1 when a run is damaged
+    or empty, 2 when the input is no run (see :func:`exit_status`). In a folder of runs every
+    run is still listed or repaired; the status is the worst one."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from diffopt_ros.bag.reader import find_runs
 
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = find_runs(root)
     except BagError as exc:
         print(f'diffopt-ros bag {args.action}: {exc}', file=sys.stderr)
-        return 1
+        return exit_status(exc)
     nested = runs != [root]
     if nested:
         print(f'{root}: a folder of {len(runs)} run{"s" if len(runs) > 1 else ""}: '
@@ -94,5 +105,5 @@ def main(argv: list[str] | None = None) -> int:
             act(run)
         except BagError as exc:
             print(f'diffopt-ros bag {args.action}: {exc}', file=sys.stderr)
-            status = 1
+            status = max(status, exit_status(exc))
     return status
