@@ -10,7 +10,9 @@ Examples::
 
 Each writes ``metrics.csv``, ``loss.png``, a task plot, ``checkpoint.pt`` (``--resume`` it)
 and the learned ROS parameter file (``mpc.yaml`` / ``slam.yaml``; ``--yaml`` copies it
-elsewhere) into ``--out``. Relaunch a node with it:
+elsewhere) into ``--out``; an earlier result there is kept (exit 2) unless ``--force``.
+A run argument may be a folder of runs at any depth (the demo's ``runs/demo_<date>-<time>``).
+Relaunch a node with the result:
 ``mpc_node --ros-args -p learned_params_file:=out/dyn/mpc.yaml``.
 """
 from __future__ import annotations
