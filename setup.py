@@ -3,6 +3,7 @@
 Builds with ``colcon build`` in a ROS 2 workspace (executables in ``lib/diffopt_ros``, data in
 ``share/diffopt_ros``) and with ``pip install .`` in a plain virtual environment.
 """
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -21,6 +22,12 @@ def _tree(folder):
     return sorted(entries.items())
 
 
+def _version():
+    """``__version__`` of diffopt_ros/__init__.py (package.xml carries the same number)."""
+    text = (HERE / PACKAGE / '__init__.py').read_text()
+    return re.search(r"^__version__ = '([^']+)'", text, re.M).group(1)
+
+
 def _requirements(name):
     """Pinned requirement lines of requirements/<name>.txt (comments dropped)."""
     lines = (HERE / 'requirements' / f'{name}.txt').read_text().splitlines()
@@ -29,11 +36,11 @@ def _requirements(name):
 
 setup(
     name=PACKAGE,
-    version='0.1.0',
+    version=_version(),
     packages=find_packages(exclude=['test', 'test.*', 'bench']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
-        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE, ['package.xml', 'LICENSE']),
         *_tree('launch'),
         *_tree('config'),
     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # name -> (module, one-line summary)
@@ -20,11 +21,39 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_ROLE = re.compile(r':[a-z]+:`~?([^`<]*?)\s*(?:<[^`>]*>)?`')
+
+
+def plain_text(text: str) -> str:
+    """Docstring text as a terminal shows it: reStructuredText markup removed.
+
+    ````code```` becomes ``code``, ``:class:`~pkg.mod.Name``` becomes ``Name`` (the last
+    component, as Sphinx shows ``~`` references), ``:func:`pkg.f``` becomes ``pkg.f``,
+    ``:ref:`text <target>``` becomes ``text`` and a literal-block ``Example::`` becomes
+    ``Example:``. Used for every ``--help`` built from a docstring.
+    """
+    def role(match: re.Match) -> str:
+        target = match.group(1)
+        return target.rsplit('.', 1)[-1] if '`~' in match.group(0) else target
+
+    text = _ROLE.sub(role, text)
+    text = re.sub(r'``(.+?)``', r'\1', text, flags=re.S)
+    return re.sub(r'(\S)::$', r'\1:', text, flags=re.M)
+
+
+def _version() -> str:
+    from diffopt_ros import __version__
+
+    return f'diffopt-ros {__version__} (Python {sys.version.split()[0]})'
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='diffopt-ros',
         description='Differentiable MPC and SLAM for ROS 2: demo, learning and tools.',
         epilog='Run "diffopt-ros SUBCOMMAND --help" for the options of one sub-command.')
+    parser.add_argument('--version', action='version', version=_version(),
+                        help='print the version and exit')
     sub = parser.add_subparsers(dest='command', metavar='SUBCOMMAND')
     for name, (_, summary) in SUBCOMMANDS.items():
         sub.add_parser(name, help=summary, add_help=False)
@@ -35,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch ``diffopt-ros SUBCOMMAND ARGS...`` to the sub-command's module."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
+    if argv and argv[0] == '--version':
+        print(_version())
+        return 0
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in SUBCOMMANDS:
         if argv and argv[0] not in ('-h', '--help'):
             parser.print_usage(sys.stderr)

@@ -1,8 +1,8 @@
 """Simulated closed loop: sim_node + slam_node + mpc_node + recorder_node, all on sim time.
 
     ros2 launch diffopt_ros sim_demo.launch.py
-    ros2 launch diffopt_ros sim_demo.launch.py mpc_learned_params:=config/learned/mpc.yaml \
-        slam_learned_params:=config/learned/slam.yaml
+    ros2 launch diffopt_ros sim_demo.launch.py mpc_learned_params:=learned/dynamics/mpc.yaml \
+        slam_learned_params:=learned/slam/slam.yaml
 
 The MPC closes the loop on the SLAM estimate (``/slam/odom``, map frame). Parameters come from
 the package's ``config/<node>.yaml``; ``params_file`` (sections per node name, or ``/**``)

@@ -380,4 +380,4 @@ def test_cli_script_file_and_errors(tmp_path, capsys):
     assert '150 steps' in capsys.readouterr().out
     script.write_text('- [1.0, 0.5]\n')
     assert sim_cli.main(['--script', str(script)]) == 2
-    assert 'row 0' in capsys.readouterr().out
+    assert 'row 0' in capsys.readouterr().err   # errors go to stderr

@@ -78,7 +78,8 @@ def storage_files(path: str | os.PathLike) -> list[Path]:
     file. A compressed run is returned as ``[folder]`` (rosbags decompresses it).
 
     Raises:
-        BagError: no such path, or not a rosbag2 run.
+        BagError: no such path, not a rosbag2 run, or a folder of runs (the message lists them;
+            :func:`find_runs` finds them).
         CorruptBagError: ``metadata.yaml`` missing (crashed recorder: run ``diffopt-ros bag
             repair``), unreadable, or naming missing files.
     """
@@ -91,9 +92,12 @@ def storage_files(path: str | os.PathLike) -> list[Path]:
         raise BagError(f'{path}: no such run (folder or .mcap/.db3 file)')
     meta_path = path / METADATA
     if not meta_path.is_file():
-        if any(path.glob('*.mcap')) or any(path.glob('*/*.mcap')) or any(path.glob('*.db3')):
+        if holds_bag_files(path):
             raise CorruptBagError(f'{meta_path}: missing (was the recorder killed?); run '
                                   f'"diffopt-ros bag repair {path}" first')
+        nested = _runs_below(path)
+        if nested:
+            raise BagError(_folder_of_runs(path, nested))
         raise BagError(f'{path}: not a rosbag2 run (no {METADATA}, no .mcap/.db3 files)')
     try:
         info = yaml.safe_load(meta_path.read_text())['rosbag2_bagfile_information']
@@ -102,10 +106,54 @@ def storage_files(path: str | os.PathLike) -> list[Path]:
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise CorruptBagError(f'{meta_path}: not a valid rosbag2 metadata file: {exc!r}; run '
                               f'"diffopt-ros bag repair {path}"') from exc
+    if not names and not holds_bag_files(path):
+        nested = _runs_below(path)
+        if nested:   # a stray metadata.yaml listing nothing above real runs
+            raise BagError(_folder_of_runs(path, nested) + f' ({meta_path} lists no files)')
     missing = [n for n in names if not (path / n).is_file()]
     if missing:
         raise CorruptBagError(f'{meta_path}: lists missing files {missing}')
     return [path] if compressed else [path / n for n in names]
+
+
+def _folder_of_runs(path: Path, runs: list[Path]) -> str:
+    names = ', '.join(str(r.relative_to(path)) for r in runs[:6]) + (', ...' if len(runs) > 6 else '')
+    return (f'{path}: a folder of {len(runs)} run{"s" if len(runs) > 1 else ""} ({names}), not '
+            f'one run; give one of them, or the folder where runs or folders of runs are taken')
+
+
+def _writer_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a writer's temporary folder ``<stem>/<stem>.mcap`` (a file that was
+    open when the recorder stopped: rosbags writes its metadata.yaml only on close)."""
+    return (folder / f'{folder.name}.mcap').is_file() and not (folder / METADATA).is_file()
+
+
+def holds_bag_files(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` itself holds recorded data: ``.mcap``/``.db3`` files, or a file left
+    open in a writer's temporary folder (see :mod:`diffopt_ros.bag.writer`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    return (any(folder.glob('*.mcap')) or any(folder.glob('*.db3'))
+            or any(_writer_folder(d) for d in folder.iterdir() if d.is_dir()))
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / METADATA).is_file() or holds_bag_files(folder)
+
+
+def _runs_below(root: Path) -> list[Path]:
+    """Run folders under ``root`` (not ``root`` itself) at any depth, sorted; the inside of a
+    run and hidden folders are not searched."""
+    runs = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if here != root and _is_run(here):
+            runs.append(here)
+            dirnames.clear()
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    return sorted(runs)
 
 
 def _check_file(path: Path) -> None:
@@ -287,18 +335,29 @@ class Run:
 
 
 def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Run folders at or directly under ``root`` (folders with ``metadata.yaml``), sorted.
+    """The runs at ``root``: ``[root]`` when it is a run (a storage file, or a folder with
+    ``metadata.yaml`` or storage files), else every run folder below it, at any depth, sorted
+    (a folder of runs such as the demo's ``runs/demo_<date>/`` with ``before/``, ``after/``...).
 
     Raises:
-        BagError: none found.
+        BagError: no such path, or no run at or below it.
     """
     root = Path(root)
-    if (root / METADATA).is_file() or (root.is_file() and root.suffix in STORAGE_SUFFIXES):
+    if root.is_file():
+        if root.suffix not in STORAGE_SUFFIXES:
+            raise BagError(f'{root}: not a rosbag2 storage file ({", ".join(STORAGE_SUFFIXES)})')
         return [root]
-    runs = sorted(p.parent for p in root.glob(f'*/{METADATA}'))
-    if not runs:
-        raise BagError(f'{root}: no rosbag2 runs (folders with {METADATA}) found')
-    return runs
+    if not root.is_dir():
+        raise BagError(f'{root}: no such run or folder of runs')
+    if holds_bag_files(root):
+        return [root]
+    nested = _runs_below(root)
+    if (root / METADATA).is_file() and not nested:
+        return [root]
+    if not nested:
+        raise BagError(f'{root}: no rosbag2 runs (folders with {METADATA} or .mcap/.db3 files) '
+                       'in it or below it')
+    return nested
 
 
 def open_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:

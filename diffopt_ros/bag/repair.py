@@ -21,7 +21,8 @@ from rosbags.rosbag2.storage_mcap import decompress  # rosbags' chunk codecs (pi
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from diffopt_ros.bag.errors import BagError, CorruptBagError
-from diffopt_ros.bag.metadata import FileSummary, Topic, write_metadata
+from diffopt_ros.bag.metadata import METADATA, FileSummary, Topic, write_metadata
+from diffopt_ros.bag.reader import find_runs
 from diffopt_ros.bag.writer import SegmentWriter
 
 MAGIC = b'\x89MCAP0\r\n'
@@ -170,11 +171,20 @@ class FileRepair:
 
 @dataclass
 class RepairReport:
-    """Result of :func:`repair_run`."""
+    """Result of :func:`repair_run`.
+
+    Attributes:
+        run_dir: the run folder.
+        files: what was done to each file.
+        summaries: the readable files of the repaired run.
+        metadata: the ``metadata.yaml`` written, or None when no file is readable (then none is
+            written: a metadata file listing nothing would hide the damaged originals).
+    """
 
     run_dir: Path
     files: list[FileRepair]
     summaries: list[FileSummary]
+    metadata: Path | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -256,7 +266,9 @@ def repair_run(run_dir: str | os.PathLike) -> RepairReport:
     repaired run changes nothing.
 
     Raises:
-        BagError: ``run_dir`` is not a folder, or holds sqlite3 files (not supported).
+        BagError: ``run_dir`` is not a folder, holds sqlite3 files (not supported), holds no
+            MCAP file at all (nothing is written then), or is a folder of runs (the message
+            names them; repair each).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -264,11 +276,22 @@ def repair_run(run_dir: str | os.PathLike) -> RepairReport:
     if any(run_dir.glob('*.db3')):
         raise BagError(f'{run_dir}: repair handles MCAP runs (what the recorder writes), '
                        'not sqlite3 (.db3)')
+    pending_files = [d / f'{d.name}.mcap' for d in sorted(run_dir.iterdir()) if d.is_dir()
+                     and (d / f'{d.name}.mcap').is_file()]
+    if not pending_files and not any(run_dir.glob('*.mcap')):
+        try:
+            runs = [r for r in find_runs(run_dir) if r != run_dir]
+        except BagError:
+            runs = []
+        if runs:
+            raise BagError(f'{run_dir}: a folder of {len(runs)} runs, not one run; repair them one '
+                           f'by one ({", ".join(str(r) for r in runs)}) or all with '
+                           f'"diffopt-ros bag repair {run_dir}"')
+        raise BagError(f'{run_dir}: holds no bag files (no *.mcap, no <name>/<name>.mcap left by '
+                       f'the recorder); nothing to repair, {METADATA} not written')
     actions: list[FileRepair] = []
-    for tmp_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        pending = tmp_dir / f'{tmp_dir.name}.mcap'
-        if not pending.is_file():
-            continue
+    for pending in pending_files:
+        tmp_dir = pending.parent
         target = run_dir / pending.name
         if target.exists():
             raise BagError(f'{pending}: cannot move it to {target}, which exists')
@@ -300,6 +323,6 @@ def repair_run(run_dir: str | os.PathLike) -> RepairReport:
         match = next((s for s in summaries if s.path == action.path), None)
         if match is not None:
             action.counts = dict(match.counts)
-    write_metadata(run_dir, summaries, list(topics.values()))
+    metadata = write_metadata(run_dir, summaries, list(topics.values())) if summaries else None
     return RepairReport(run_dir, sorted(actions, key=lambda a: _segment_key(Path(a.path))),
-                        summaries)
+                        summaries, metadata)

@@ -39,6 +39,7 @@ from diffopt_ros.learn.export import write_params_yaml
 from diffopt_ros.learn.objectives import ImitationObjective, PredictionObjective
 from diffopt_ros.learn.trainer import TrainConfig, TrainResult, train
 from diffopt_ros.mpc import DiffDriveLag, NeuralResidual
+from diffopt_ros.progress import Progress, say
 
 RunsArg = Sequence['str | os.PathLike | RunData']
 
@@ -50,8 +51,9 @@ class LearnResult:
     Attributes:
         yaml_path: the learned ROS parameter file (None on ranks other than 0).
         params: learned values by node parameter name.
-        metrics: losses before and after (``train_loss_before``, ``train_loss``,
-            ``val_loss_before``, ``val_loss``), ``epochs``, ``seconds`` and task numbers.
+        metrics: losses before and after (``train_loss_before``, ``train_loss``, and
+            ``val_loss_before``, ``val_loss`` when runs were kept for validation), ``epochs``,
+            ``seconds`` and task numbers.
         history: per-epoch rows (see :class:`~diffopt_ros.learn.trainer.TrainResult`).
         out_dir: the output folder.
     """
@@ -76,15 +78,32 @@ def as_runs(runs: RunsArg, require: Sequence[str] = (), state_topic: str | None 
     return out
 
 
+def _announce(what: str, train_runs: Sequence[RunData], val_runs: Sequence[RunData]) -> None:
+    """Say which runs train and which validate (rank 0 of torchrun only)."""
+    if int(os.environ.get('RANK', '0')) != 0:
+        return
+
+    def names(runs):
+        shown = ', '.join(run.where for run in runs[:6])
+        return shown + (f', ... ({len(runs)} in all)' if len(runs) > 6 else '')
+
+    n = len(train_runs) + len(val_runs)
+    say(f'{what}: {n} run{"s" if n > 1 else ""}; training on {names(train_runs)}; '
+        + (f'validating on {names(val_runs)}' if val_runs else 'no validation runs'))
+
+
 def _summary(result: TrainResult, began: float) -> dict[str, float]:
     first, last = result.history[0], result.history[-1]
-    return {'train_loss_before': first['train_loss'], 'train_loss': last['train_loss'],
-            'val_loss_before': first['val_loss'], 'val_loss': last['val_loss'],
-            'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
+    summary = {'train_loss_before': first['train_loss'], 'train_loss': last['train_loss']}
+    if 'val_loss' in last:
+        summary.update(val_loss_before=first['val_loss'], val_loss=last['val_loss'])
+    return {**summary, 'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
 
 
 def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer, plots
             ) -> TrainConfig:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f'epochs must be a whole number >= 0 (0: evaluate only), got {epochs!r}')
     # L-BFGS steps on a deterministic loss: once it stops changing, further epochs are idle.
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
                        out_dir=Path(out_dir), resume=None if resume is None else Path(resume),
@@ -115,7 +134,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             ``/plan``).
         backward: ``'implicit'`` or ``'unroll'`` gradients through the MPC (``e2e``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        epochs: passes over the data (default 30 for sysid, 40 for e2e).
+        epochs: passes over the data (default 30 for sysid, 40 for e2e); 0 evaluates the
+            starting values without training (losses, plots and their parameter file).
         lr: learning rate (default 1 for L-BFGS, 0.1 for Adam; log-parameters).
         steps: prediction steps per window (sysid; 1 = one-step prediction; default 0.5 s of
             steps).
@@ -158,6 +178,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
     lr = lr or (1.0 if optimizer == 'lbfgs' else 0.1)
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
+    _announce('dynamics', train_runs, val_runs)
     torch.manual_seed(seed)
     if method == 'sysid':
         dt = dt or prediction_step(train_runs, state_topic)
@@ -172,8 +193,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             model = NeuralResidual(model).to(dtype)
         objective = PredictionObjective(model, steps, robust=robust)
         start_model = {k: float(v) for k, v in objective.report().items()}
-        cfg = _config(out_dir, device, epochs or 30, lr, batch_size, seed, resume, progress, optimizer,
-                      plots)
+        cfg = _config(out_dir, device, 30 if epochs is None else epochs, lr, batch_size, seed, resume,
+                      progress, optimizer, plots)
         result = train(objective, train_w.items(), val_w.items() if val_w is not None else None,
                        cfg, title='dynamics (system identification)',
                        on_end=lambda obj, ctx: ctx.rank == 0 and plots and _plot_prediction(
@@ -183,8 +204,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                                                dtype, learn_dynamics=True, learn_cost=False,
                                                warm_start=optimizer != 'lbfgs',
                                                state_topic=state_topic)
-        cfg = _config(out_dir, device, epochs or 40, lr, batch_size, seed, resume, progress, optimizer,
-                      plots)
+        cfg = _config(out_dir, device, 40 if epochs is None else epochs, lr, batch_size, seed, resume,
+                      progress, optimizer, plots)
         result = train(objective, train_w.items(),
                        val_w.items(len(train_w)) if val_w is not None else None, cfg,
                        title=f'dynamics (end to end, {backward})')
@@ -250,7 +271,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         out_dir: output folder.
         backward: ``'implicit'`` or ``'unroll'``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        epochs: passes over the data.
+        epochs: passes over the data (0: evaluate the starting values only).
         lr: Adam learning rate (log-weights).
         dt: window step (s); default the MPC's ``dt``.
         params_file: mpc_node parameters to start from (default ``config/mpc.yaml``).
@@ -274,6 +295,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     out_dir = Path(out_dir)
     params = mpc_params(params_file, learned_file)
     train_runs, val_runs = split_runs(as_runs(runs, (CMD_TOPIC,), state_topic), val_fraction)
+    _announce('cost', train_runs, val_runs)
     torch.manual_seed(seed)
     optimizer = optimizer or 'adam'
     objective, train_w, val_w = _imitation(train_runs, val_runs, params, backward, dt, stride, dtype,
@@ -313,7 +335,7 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
         out_dir: output folder.
         backward: ``'implicit'``, ``'unroll'``, ``'truncated'`` or ``'dlm'``.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (the front end replay runs on the CPU).
-        epochs: passes over the runs.
+        epochs: passes over the runs (0: evaluate the starting values only).
         lr: learning rate (log-weights).
         params_file: slam_node parameters to start from (default ``config/slam.yaml``).
         learned_file: a learned slam_node file applied on top.
@@ -358,16 +380,30 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     out_dir = Path(out_dir)
     params = slam_params(params_file, learned_file)
     config = slam_config(params)
+    lead = int(os.environ.get('RANK', '0')) == 0     # torchrun: rank 0 tells what happens
+    if lead:
+        say('SLAM weights: reading the runs (/odom, /scan, /ground_truth/odom)')
     train_runs, val_runs = split_runs(as_runs(runs, ('/odom', '/scan', '/ground_truth/odom')),
                                       val_fraction)
-    whole = [keyframe_sequence(run, config, dtype) for run in train_runs]
+    _announce('SLAM weights', train_runs, val_runs)
+    n_scans = sum(len(run.scans.t) for run in (*train_runs, *val_runs) if run.scans is not None)
+    n_runs = len(train_runs) + len(val_runs)
+    with Progress(n_scans, f'SLAM weights: replaying the front end (scan matching) of {n_runs} '
+                  f'run{"s" if n_runs > 1 else ""}', unit='scan', bar=progress, leave=False,
+                  show=lead) as replay:
+        whole = [keyframe_sequence(run, config, dtype, replay) for run in train_runs]
+        val_whole = [keyframe_sequence(run, config, dtype, replay) for run in val_runs]
     train_items = [part for s in whole for part in sub_sequences(s, window)] if window > 0 else whole
     train_s = Sequences(train_items)
-    val_s = Sequences([keyframe_sequence(run, config, dtype) for run in val_runs]) if val_runs else None
+    val_s = Sequences(val_whole) if val_runs else None
     torch.manual_seed(seed)
     objective = SlamObjective(SlamWeights.from_params(params), backward, iterations, backward_steps)
     with torch.no_grad():
         scored = val_s.items if val_s else whole        # whole runs, not windows
+        if lead:
+            say(f'SLAM weights: solving {len(scored)} whole run{"s" if len(scored) > 1 else ""} '
+                f'with the starting weights ({sum(len(s.graph.stamps) for s in scored)} keyframes), '
+                f'then training on {len(train_items)} graph{"s" if len(train_items) > 1 else ""}')
         shown = scored[0]
         before_rmse = {s.name: trajectory_rmse(objective, s) for s in scored}
         before_poses = objective.solve(shown)

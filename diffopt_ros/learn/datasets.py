@@ -410,7 +410,13 @@ def split_runs(runs: Sequence[RunData], val_fraction: float = 0.25
     """Training and validation runs: the last ``round(len * val_fraction)`` runs validate.
 
     At least one run always trains, so a single run gives no validation runs.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1).
+        DatasetError: no runs.
     """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
     if not runs:
         raise DatasetError('no runs given')
     n_val = min(len(runs) - 1, int(round(len(runs) * val_fraction)))

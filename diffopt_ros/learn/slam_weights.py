@@ -33,6 +33,7 @@ from diffopt_ros.bag.align import interpolate_states
 from diffopt_ros.learn.datasets import GROUND_TRUTH_TOPIC, ODOM_TOPIC, SCAN_TOPIC, DatasetError, RunData
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.params_file import read_params_file
+from diffopt_ros.progress import Progress
 from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params
 
@@ -99,9 +100,15 @@ def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence
                             sequence.ground_truth[start:end])
 
 
-def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64
-                      ) -> KeyframeSequence:
+def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64,
+                      progress: Progress | None = None) -> KeyframeSequence:
     """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan.
+
+    Args:
+        run: the run.
+        config: the front end's settings (as slam_node's).
+        dtype: floating-point type of the graph.
+        progress: counts every scan of the run (about 20 s for a 3-minute run: say so).
 
     Raises:
         DatasetError: the run lacks ``/odom``, ``/scan`` or ``/ground_truth/odom`` (named), or
@@ -115,7 +122,11 @@ def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = tor
     scans = run.scans
     odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
     slam = SlamSystem(config, dtype=dtype)
+    if progress is not None:
+        progress.update(int(len(ok) - ok.sum()))    # scans outside the odometry: skipped
     for k in np.flatnonzero(ok):
+        if progress is not None:
+            progress.update(1)
         if not np.isfinite(scans.ranges[k]).any():
             continue
         slam.process(float(scans.t[k]), (odom[k, 0], odom[k, 1], math.remainder(odom[k, 2], 2 * math.pi)),

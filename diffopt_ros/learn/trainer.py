@@ -10,7 +10,9 @@ and whose ``report()`` returns the learned values by their parameter names. The 
   ``sum(local losses) * world / global batch size`` and DDP averages over ranks, which gives the
   mean over the global batch. Batches are cut from a permutation drawn from a generator seeded by
   ``seed + epoch`` on every rank, independent of the number of processes;
-- logs a tqdm bar (rank 0), ``metrics.csv`` and ``loss.png`` in ``out_dir``, saves
+- shows its progress on rank 0 (:class:`~diffopt_ros.progress.Progress`: a tqdm bar on a
+  terminal, a plain line every few seconds in a log or under ``progress=False``), logs
+  ``metrics.csv`` and ``loss.png`` in ``out_dir``, saves
   ``checkpoint.pt`` (state dicts only, loaded with ``weights_only=True``) every
   ``checkpoint_every`` epochs and at the end, and resumes from one.
 """
@@ -29,6 +31,8 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from diffopt_ros.progress import Progress
 
 
 class Dataset(Protocol):
@@ -82,7 +86,8 @@ class TrainConfig:
         out_dir: folder for metrics.csv, loss.png, checkpoint.pt (None = no files).
         resume: checkpoint to continue from (None = start fresh).
         checkpoint_every: epochs between checkpoints.
-        progress: show a tqdm bar on rank 0.
+        progress: a tqdm bar on rank 0 when stderr is a terminal; False, or a log file: a
+            plain line every few seconds (:class:`~diffopt_ros.progress.Progress`).
         grad_clip: clip the global gradient norm to this (None = no clipping).
         optimizer: ``'adam'`` or ``'lbfgs'`` (one strong-Wolfe step per batch: for small
             deterministic full-batch problems; ``lr`` scales its first step).
@@ -118,7 +123,7 @@ class TrainResult:
     Attributes:
         params: learned values by parameter name (after the last epoch).
         history: one dict per epoch: ``epoch`` (0: before training), ``train_loss``,
-            ``val_loss`` (NaN without validation items), ``seconds`` and every learned value.
+            ``val_loss`` (only with validation items), ``seconds`` and every learned value.
         rank, world: this process's rank and the number of processes.
     """
 
@@ -267,9 +272,8 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
     names = [key for key in history[0] if key not in ('epoch', 'train_loss', 'val_loss', 'seconds')]
     fig, (ax_loss, ax_par) = plt.subplots(1, 2, figsize=(10, 4), layout='constrained')
     ax_loss.semilogy(epochs, [row['train_loss'] for row in history], label='train')
-    val = [row['val_loss'] for row in history]
-    if not all(math.isnan(v) for v in val):
-        ax_loss.semilogy(epochs, val, label='validation')
+    if all('val_loss' in row for row in history):
+        ax_loss.semilogy(epochs, [row['val_loss'] for row in history], label='validation')
     ax_loss.set_xlabel('epoch')
     ax_loss.set_ylabel('loss')
     ax_loss.legend()
@@ -343,13 +347,19 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
         if out is not None and lead:
             out.mkdir(parents=True, exist_ok=True)
         bar = None
-        if lead and cfg.progress and start < cfg.epochs:
-            from tqdm import tqdm
-            bar = tqdm(total=cfg.epochs, initial=start, desc=title, unit='epoch', dynamic_ncols=True)
+        if lead and start < cfg.epochs:
+            bar = Progress(cfg.epochs, title, unit='epoch', bar=cfg.progress, initial=start)
+        validate = val_items is not None and len(val_items) > 0
+
+        def losses(train_loss: float) -> dict[str, float]:
+            if not validate:
+                return {'train_loss': train_loss}
+            return {'train_loss': train_loss,
+                    'val_loss': evaluate(objective, val_items, cfg.batch_size, ctx)}
+
         if start == 0:   # the starting point, as epoch 0
-            history.append({'epoch': 0, 'train_loss': evaluate(objective, train_items, cfg.batch_size, ctx),
-                            'val_loss': (evaluate(objective, val_items, cfg.batch_size, ctx)
-                                         if val_items is not None else math.nan),
+            history.append({'epoch': 0,
+                            **losses(evaluate(objective, train_items, cfg.batch_size, ctx)),
                             'seconds': 0.0, **objective.report()})
         for epoch in range(start, cfg.epochs):
             began = time.perf_counter()
@@ -372,9 +382,7 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
                 scheduler.step()
                 total += sums[0]
             train_loss = float(_all_sum(total, ctx)) / len(train_items)
-            val_loss = (evaluate(objective, val_items, cfg.batch_size, ctx)
-                        if val_items is not None else math.nan)
-            row = {'epoch': epoch + 1, 'train_loss': train_loss, 'val_loss': val_loss,
+            row = {'epoch': epoch + 1, **losses(train_loss),
                    'seconds': time.perf_counter() - began, **objective.report()}
             history.append(row)
             if not math.isfinite(train_loss):
@@ -386,8 +394,11 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
                                  history)
                 write_metrics_csv(out / 'metrics.csv', history)
             if bar is not None:
+                shown = {'loss': f'{train_loss:.4g}'}
+                if validate:
+                    shown['val'] = f'{row["val_loss"]:.4g}'
+                bar.set_postfix(**shown)
                 bar.update(1)
-                bar.set_postfix(loss=f'{train_loss:.4g}', val=f'{val_loss:.4g}')
             if last:
                 break
         if bar is not None:

@@ -529,7 +529,8 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         out_dir: folder of the bag (``out_dir/name``) and the plot (``out_dir/name.png``).
         mpc_learned: learned parameter file for mpc_node, if any.
         slam_learned: learned parameter file for slam_node, if any.
-        show_progress: draw a tqdm progress bar (sim time) on stderr.
+        show_progress: draw a progress bar (sim time) on stderr when it is a terminal; False,
+            or a log: a plain line every 10 s (:class:`~diffopt_ros.progress.Progress`).
 
     Raises:
         DemoError: a node did not start (the message says which and why).
@@ -537,13 +538,13 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
-    from tqdm import tqdm
 
     from diffopt_ros.nodes.mpc_node import MpcNode
     from diffopt_ros.nodes.params import ParameterError
     from diffopt_ros.nodes.recorder_node import RecorderNode
     from diffopt_ros.nodes.sim_node import SimNode
     from diffopt_ros.nodes.slam_node import SlamNode
+    from diffopt_ros.progress import Progress
     from diffopt_ros.sim import World
 
     def params(node: str, **values):
@@ -593,8 +594,8 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
         sim.set_parameters([Parameter('paused', value=False)])
         expected = driver.expected_duration()
         wall_limit = 60.0 + 4.0 * expected      # lock-step may run slower than real time
-        with tqdm(total=round(expected), unit='s', desc=f'{name} (sim s)', disable=not show_progress,
-                  leave=False, dynamic_ncols=True, mininterval=0.5) as bar:
+        with Progress(round(expected), f'{name} (sim s)', unit='s', bar=show_progress,
+                      leave=False) as bar:
             while not driver.finished:
                 time.sleep(0.25)
                 bar.update(max(0, min(round(driver.now()), bar.total) - bar.n))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from diffopt_ros.cli import plain_text
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim.config import read_sim_params, robot_params, sensor_params
 from diffopt_ros.sim.robot import RobotParams, wrap_angle
@@ -81,7 +83,7 @@ def expand_script(script: np.ndarray, dt: float) -> np.ndarray:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='diffopt-ros sim', description=__doc__.split('\n\n')[0].split(': ', 1)[-1],
+        prog='diffopt-ros sim', description=plain_text(__doc__.split('\n\n')[0]),
         epilog='Without --script the robot drives the world\'s route open loop (durations from '
                'the true gains). A script is a YAML list of [duration, v_cmd, omega_cmd] rows.')
     parser.add_argument('--world', help='world name under config/worlds/ or a path '
@@ -102,21 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     """Run the scripted drive and print what happened; returns the exit status."""
     args = _parser().parse_args(argv)
     if not args.dt > 0 or args.scan_rate < 0:
-        print('diffopt-ros sim: --dt must be > 0 and --scan-rate >= 0')
+        print('diffopt-ros sim: --dt must be > 0 and --scan-rate >= 0', file=sys.stderr)
         return 2
     try:
         params_path = args.params or config_path('sim.yaml')
         values = read_sim_params(params_path)
         world = World.load(args.world or values.get('world', 'loop'))
         robot, sensors = robot_params(values), sensor_params(values)
+        world.check_start(robot.radius)
         seed = args.seed if args.seed is not None else int(values.get('seed', 0))
         script = read_script(args.script) if args.script else route_script(world.start, world.route,
                                                                            robot)
     except (ValueError, FileNotFoundError, WorldError) as exc:
-        print(f'diffopt-ros sim: {exc}')
+        print(f'diffopt-ros sim: {exc}', file=sys.stderr)
         return 2
     if not len(script):
-        print(f'diffopt-ros sim: world {world.name} has no route; give --script')
+        print(f'diffopt-ros sim: world {world.name} has no route; give --script', file=sys.stderr)
         return 2
     commands = expand_script(script, args.dt)
     scan_every = max(1, int(round(1.0 / (args.scan_rate * args.dt)))) if args.scan_rate else 0

@@ -4,7 +4,8 @@ World files are YAML (``config/worlds/*.yaml``), read with ``yaml.safe_load``::
 
     name: loop                       # optional
     description: ...                 # optional
-    start: [1.5, 1.5, 0.0]           # optional start pose [x m, y m, yaw rad], map frame
+    start: [1.5, 1.5, 0.0]           # start pose [x m, y m, yaw rad], map frame, clear of
+                                     # every wall and obstacle
     walls:                           # zero-thickness segments, each entry one of:
       - [0, 0, 20, 0]                #   a segment [x1, y1, x2, y2]
       - {polyline: [[0, 0], [0, 12], [20, 12]], closed: false}   # a chain of segments
@@ -16,7 +17,8 @@ World files are YAML (``config/worlds/*.yaml``), read with ``yaml.safe_load``::
     landmark_radius: 0.1             # optional, m (default 0.1)
     route: [[1.5, 1.5], [18.5, 1.5]] # optional waypoints [x, y] of a collision-free drive
 
-Every malformed entry raises :class:`WorldError` naming the file, line and key.
+Every malformed entry raises :class:`WorldError` naming the file, line and key; a missing
+``start`` and a start inside an obstacle or on a wall are errors too.
 All lengths are in metres, angles in radians (REP-103, counter-clockwise).
 """
 from __future__ import annotations
@@ -51,6 +53,7 @@ class World:
         route: ``(R, 2)`` waypoints of a collision-free drive from ``start`` (m), may be empty.
         name: short name (file stem by default).
         description: free text.
+        start_source: where ``start`` was given (``file:line: start``), for messages.
     """
 
     walls: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
@@ -61,6 +64,7 @@ class World:
     route: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     name: str = 'world'
     description: str = ''
+    start_source: str = ''
 
     def __post_init__(self):
         walls = np.asarray(self.walls, dtype=np.float64).reshape(-1, 4)
@@ -96,9 +100,12 @@ class World:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding='utf-8')
+            text = path.read_text(encoding='utf-8-sig')    # a UTF-8 byte-order mark is fine
         except OSError as exc:
             raise WorldError(f'{path}: cannot read world file: {exc}') from exc
+        except UnicodeDecodeError as exc:
+            raise WorldError(f'{path}: not a text (UTF-8) file: byte {exc.start} cannot be '
+                             'decoded') from exc
         try:
             data = yaml.safe_load(text)
             tree = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -141,30 +148,63 @@ class World:
                              f'positive number of metres, got {radius!r}')
         route = [_numbers(entry, 2, ('route', i), where, '[x, y]')
                  for i, entry in enumerate(_list(data, 'route', where))]
-        start = data.get('start', [0.0, 0.0, 0.0])
-        start = _numbers(start, 3, ('start',), where, '[x, y, yaw]')
         name = data.get('name', default_name)
         if not isinstance(name, str):
             raise WorldError(f'{where.at(("name",))}: name: expected a string, got {name!r}')
         description = data.get('description', '')
         if not walls and not obstacles and not landmarks:
             raise WorldError(f'{where.at(())}: the world has no walls, obstacles or landmarks')
-        return cls(walls=np.array(walls).reshape(-1, 4),
-                   obstacles=np.array(obstacles).reshape(-1, 3),
-                   landmarks=np.array(landmarks).reshape(-1, 2), landmark_radius=float(radius),
-                   start=np.array(start), route=np.array(route).reshape(-1, 2), name=name,
-                   description=str(description))
+        if data.get('start') is None:
+            raise WorldError(f'{where.at(("start",))}: missing; give the start pose as '
+                             'start: [x, y, yaw] (m, m, rad), clear of walls and obstacles')
+        start = _numbers(data['start'], 3, ('start',), where, '[x, y, yaw]')
+        world = cls(walls=np.array(walls).reshape(-1, 4),
+                    obstacles=np.array(obstacles).reshape(-1, 3),
+                    landmarks=np.array(landmarks).reshape(-1, 2), landmark_radius=float(radius),
+                    start=np.array(start), route=np.array(route).reshape(-1, 2), name=name,
+                    description=str(description), start_source=where.at(('start',)))
+        world.check_start()
+        return world
 
     @classmethod
     def load(cls, name: str | os.PathLike) -> World:
         """A world by file path, or by name under ``config/worlds/`` (``'loop'``, ``'corridors'``)."""
-        from diffopt_ros.paths import resolve_config
+        from diffopt_ros.paths import config_path, resolve_config
 
         try:
             path = resolve_config(name, 'worlds')
         except FileNotFoundError as exc:
-            raise WorldError(str(exc)) from exc
+            folder = config_path('worlds')
+            known = ', '.join(sorted(p.stem for p in folder.glob('*.yaml'))) or 'none'
+            raise WorldError(f'{name}: no such world file, and no world of that name in {folder} '
+                             f'(available: {known})') from exc
         return cls.from_yaml(path)
+
+    def check_start(self, radius: float = 0.0, start=None) -> None:
+        """Check that a robot of ``radius`` (m) at ``start`` ``(3,)`` (default: the world's
+        start pose) is clear of every wall and obstacle.
+
+        Raises:
+            WorldError: it overlaps one; the message names where the start was given and what
+                it overlaps.
+        """
+        pose = self.start if start is None else np.asarray(start, dtype=np.float64).reshape(3)
+        clearance = self.clearance(pose[:2])
+        if clearance > radius:
+            return
+        where = self.start_source if start is None and self.start_source else f'world {self.name}: start'
+        hit = 'a wall'
+        if len(self._discs):
+            gaps = np.hypot(pose[0] - self._discs[:, 0], pose[1] - self._discs[:, 1]) - self._discs[:, 2]
+            k = int(np.argmin(gaps))
+            if gaps[k] <= clearance + 1e-12:
+                hit = (f'obstacles[{k}] {self.obstacles[k].tolist()}' if k < len(self.obstacles)
+                       else f'landmarks[{k - len(self.obstacles)}] '
+                            f'{self.landmarks[k - len(self.obstacles)].tolist()}')
+        inside = (('on' if hit == 'a wall' else 'inside') if clearance <= 0
+                  else f'{clearance:.3f} m from')
+        size = f', closer than the robot radius {radius} m' if radius > 0 else ''
+        raise WorldError(f'{where}: [{pose[0]:g}, {pose[1]:g}] is {inside} {hit}{size}')
 
     # ------------------------------------------------------------------ geometry
     @property
