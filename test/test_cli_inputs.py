@@ -132,3 +132,10 @@ def test_version_and_unknown_subcommand():
     assert code == 0 and out.startswith('diffopt-ros ')
     code, out = run('bags', 'info')
     assert code == 2 and "unknown sub-command 'bags'" in out
+
+
+def test_demo_lists_the_worlds_for_a_mistyped_name_and_writes_nothing(tmp_path):
+    code, out = run('demo', '--world', 'lop', '--out', tmp_path / 'runs' / 'demo', cwd=tmp_path)
+    assert code == 2, out
+    assert 'loop' in out and 'corridors' in out
+    assert not (tmp_path / 'runs').exists()

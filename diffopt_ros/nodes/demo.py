@@ -750,6 +750,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.world:   # the course's goals belong to its world: drive the new world's route
         course.world, course.goals = args.world, np.zeros((0, 2))
+    from diffopt_ros.sim import World, WorldError
+    try:   # before anything is written: a mistyped world lists the worlds there are
+        World.load(course.world)
+    except WorldError as exc:
+        print(f'diffopt-ros demo: {exc}', file=sys.stderr)
+        return 2
     if args.rtf is not None:
         if not args.rtf >= 0:
             print('diffopt-ros demo: --rtf must be >= 0', file=sys.stderr)
