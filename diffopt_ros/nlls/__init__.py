@@ -29,6 +29,7 @@ from diffopt_ros.nlls.factors import (
                                       BearingRangeFactor,
                                       Between,
                                       Factor,
+                                      PoseToPoint,
                                       Prior,
                                       RangeFactor,
                                       diagonal_information,
@@ -40,7 +41,7 @@ from diffopt_ros.nlls.optimizer import BACKWARD_MODES, Optimizer, SolveResult
 from diffopt_ros.nlls.pose_graph import PoseGraph
 from diffopt_ros.nlls.variables import Variable, Vector
 
-__all__ = ['AutoDiffFactor', 'BearingRangeFactor', 'Between', 'Factor', 'Prior', 'RangeFactor',
+__all__ = ['AutoDiffFactor', 'BearingRangeFactor', 'Between', 'Factor', 'PoseToPoint', 'Prior', 'RangeFactor',
            'diagonal_information', 'DenseCholesky', 'SparseCholesky', 'FactorizationError',
            'Cauchy', 'GemanMcClure', 'Huber', 'RobustLoss', 'Objective', 'Optimizer',
            'SolveResult', 'BACKWARD_MODES', 'Variable', 'Vector', 'PoseGraph']
