@@ -41,12 +41,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from diffopt_ros.lie import SE2, SE3
-from diffopt_ros.lie.so3 import rpy_to_matrix
+if TYPE_CHECKING:
+    import torch
+
+# torch (and the Lie groups on it) is imported only once a file has been read and checked: a
+# malformed file is reported without paying for the torch import
 
 
 class GraphFormatError(ValueError):
@@ -97,17 +100,22 @@ class PoseGraphData:
     j: torch.Tensor
     measurements: torch.Tensor
     information: torch.Tensor
-    point_ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    point_ids: torch.Tensor = field(default_factory=lambda: _empty_index())
     points: torch.Tensor | None = None
     point_edges: list[PointEdges] = field(default_factory=list)
-    fixed: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    fixed: torch.Tensor = field(default_factory=lambda: _empty_index())
     notes: list[str] = field(default_factory=list)
     source: _Source | None = None
 
     @property
     def point_dim(self) -> int:
         """2 or 3 (the pose group's dimension)."""
-        return 2 if self.group is SE2 else 3
+        return 2 if self.group.dof == 3 else 3
+
+
+def _empty_index():
+    import torch
+    return torch.zeros(0, dtype=torch.long)
 
 
 @dataclass
@@ -231,10 +239,10 @@ def _upper(values: np.ndarray, d: int) -> np.ndarray:
 
 
 def _not_pd(m: np.ndarray) -> np.ndarray:
-    """``(E,)`` True where ``m (E, d, d)`` is not positive definite."""
+    """``(E,)`` True where the symmetric ``m (E, d, d)`` is not positive definite."""
     if not len(m):
         return np.zeros(0, dtype=bool)
-    return torch.linalg.cholesky_ex(torch.from_numpy(m)).info.numpy() != 0
+    return ~(np.linalg.eigvalsh(m)[:, 0] > 0)
 
 
 def _require_pd(path: Path, m: np.ndarray, lines: np.ndarray, what: str = 'information') -> None:
@@ -254,16 +262,25 @@ def _quaternions(path: Path, g: _Group, q: np.ndarray) -> np.ndarray:
 
 def _quat_matrix(q: np.ndarray) -> np.ndarray:
     """Unit ``(R, 4) = (x, y, z, w)`` -> ``(R, 3, 3)``."""
-    tq = np.concatenate((np.zeros((len(q), 3)), q), 1)
-    return _np(SE3.from_translation_quaternion(torch.from_numpy(tq)))[:, :, :3]
+    x, y, z, w = q.T
+    return np.stack((
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)), -1).reshape(-1, 3, 3)
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
 def _rpy_matrix(rpy: np.ndarray) -> np.ndarray:
-    return _np(rpy_to_matrix(torch.from_numpy(rpy)))
+    """Roll, pitch, yaw ``(R, 3)`` -> ``Rz(yaw) Ry(pitch) Rx(roll)`` ``(R, 3, 3)``."""
+    cr, cp, cy = np.cos(rpy).T
+    sr, sp, sy = np.sin(rpy).T
+    return np.stack((
+        cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr,
+        sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr,
+        -sp, cp * sr, cp * cr), -1).reshape(-1, 3, 3)
 
 
 def _matrix_rpy(R: np.ndarray) -> np.ndarray:
@@ -364,7 +381,7 @@ def _index_of(path: Path, universe: np.ndarray, ids: np.ndarray, lines: np.ndarr
     pos_c = np.minimum(pos, max(len(universe) - 1, 0))
     ok = (pos < len(universe)) & (universe[pos_c] == ids) if len(universe) else np.zeros(ids.shape, bool)
     if not ok.all():
-        r = np.argwhere(~ok)[0]
+        r = np.argwhere(~ok)[0]  # lines: one per row of ids
         raise GraphFormatError(f'{path}:{lines[r[0]]}: {tag} refers to {what} {ids[tuple(r)]}, '
                                f'which no vertex line declares')
     return pos
@@ -390,8 +407,9 @@ def _declared(path: Path, groups: dict[str, _Group], tags: tuple[str, ...], what
     return ids, lines, [parts[k][1] for k in which], which, row, [g for g, _ in parts]
 
 
-def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGraphData:
-    """Parse a g2o/TORO/GTSAM file (2D or 3D, not mixed) into a :class:`PoseGraphData`."""
+def read_graph(path: str | Path, dtype: torch.dtype | None = None) -> PoseGraphData:
+    """Parse a g2o/TORO/GTSAM file (2D or 3D, not mixed) into a :class:`PoseGraphData` of
+    ``dtype`` tensors (default float64)."""
     path = Path(path)
     lines = _decode(path)
     groups, raw = _tokenize(path, lines)
@@ -406,8 +424,7 @@ def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGrap
     if not any(_TAGS[t][2] in ('pose', 'edge') for t in groups):
         raise GraphFormatError(f'{path}: no vertices or edges found (no pose vertex or pose edge line)')
     planar = dims == {2}
-    group = SE2 if planar else SE3
-    d = group.dof
+    d = 3 if planar else 6
     if 'EQUIV' in groups:
         g = groups['EQUIV']
         notes.append(f'skipped {len(g.lines)} EQUIV lines (TORO vertex equivalences; GTSAM skips them too), '
@@ -460,7 +477,7 @@ def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGrap
             meas.append(m)
             perm = [3, 4, 5, 0, 1, 2]
             info.append(_upper(a[:, 8:29], 6)[:, perm][:, :, perm])
-    shape = group.shape
+    shape = (3,) if planar else (3, 4)
     ij = np.concatenate(ij) if ij else np.zeros((0, 2), np.int64)
     meas = np.concatenate(meas) if meas else np.zeros((0, *shape))
     info = np.concatenate(info) if info else np.zeros((0, d, d))
@@ -495,7 +512,7 @@ def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGrap
             else:
                 values[sel, :, :3] = _rpy_matrix(a[:, 4:7])
                 values[sel, :, 3] = a[:, 1:4]
-        i_idx = _index_of(path, ids, ij, np.stack((elines, elines), 1), 'the edge', 'vertex')
+        i_idx = _index_of(path, ids, ij, elines, 'the edge', 'vertex')
         for o in obs:
             o['pose_index'] = _index_of(path, ids, o['pose'], o['lines'], o['tag'], 'vertex')
         pose_lines, pose_vtags = np.asarray(vlines), vtags
@@ -534,6 +551,11 @@ def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGrap
             notes.append(f'no point vertex lines: {len(pids)} points placed at their first observation')
         plines, ptags = np.zeros(len(pids), np.int64), [''] * len(pids)
 
+    import torch
+
+    from diffopt_ros.lie import SE2, SE3
+    if dtype is None:
+        dtype = torch.float64
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
     point_edges = []
     for kind in ('position', 'bearing_range'):
@@ -546,8 +568,8 @@ def read_graph(path: str | Path, dtype: torch.dtype = torch.float64) -> PoseGrap
                 as_t(np.concatenate([o['information'] for o in sel])),
                 np.concatenate([o['lines'] for o in sel])))
     source = _Source(path, lines, np.asarray(pose_lines), list(pose_vtags), np.asarray(plines), list(ptags))
-    return PoseGraphData(group, torch.as_tensor(ids), as_t(values), torch.as_tensor(i_idx[:, 0]),
-                         torch.as_tensor(i_idx[:, 1]), as_t(meas), as_t(info),
+    return PoseGraphData(SE2 if planar else SE3, torch.as_tensor(ids), as_t(values),
+                         torch.as_tensor(i_idx[:, 0]), torch.as_tensor(i_idx[:, 1]), as_t(meas), as_t(info),
                          point_ids=torch.as_tensor(pids, dtype=torch.long),
                          points=as_t(points.reshape(-1, pdim)),
                          point_edges=point_edges, fixed=torch.as_tensor(fixed, dtype=torch.long),
@@ -670,6 +692,9 @@ def _fmt(values, digits: int = 9) -> str:
 
 
 def _vertex_line(tag: str, vid: int, pose: np.ndarray, planar: bool) -> str:
+    import torch
+
+    from diffopt_ros.lie import SE3
     if planar:
         return f'{tag or "VERTEX_SE2"} {vid} {_fmt(pose, 17)}'
     if tag == 'VERTEX3':
@@ -688,7 +713,7 @@ def write_solution(path: str | Path, data: PoseGraphData, poses: torch.Tensor | 
     if data.source is None:
         write_g2o(path, data, poses, points)
         return
-    planar = data.group is SE2
+    planar = data.group.dof == 3
     poses = _np(data.poses if poses is None else poses)
     points = _np(data.points if points is None else points) if data.points is not None else np.zeros((0, 2))
     src = data.source
@@ -720,12 +745,15 @@ def write_g2o(path: str | Path, data: PoseGraphData, poses: torch.Tensor | None 
     points as ``VERTEX_XY``/``EDGE_SE2_XY`` (2D), ``VERTEX_TRACKXYZ``/``EDGE_SE3_TRACKXYZ`` with an
     identity ``PARAMS_SE3OFFSET 0`` (3D), bearing-range sightings as ``BR`` lines (2D, GTSAM's
     tag, standard deviations from the diagonal of the information)."""
+    import torch
+
+    from diffopt_ros.lie import SE3
     poses = _np(data.poses if poses is None else poses)
     ids = data.ids.tolist()
     r, c = np.triu_indices(data.group.dof)
     info = _np(data.information)[:, r, c]
     lines = []
-    planar = data.group is SE2
+    planar = data.group.dof == 3
     if planar:
         for v, p in zip(ids, poses):
             lines.append(f'VERTEX_SE2 {v} {_fmt(p)}')

@@ -88,6 +88,11 @@ def _usage_error(args) -> str | None:
     return None
 
 
+def _torch_dtype(name: str):
+    import torch
+    return getattr(torch, name)
+
+
 def _plot(path: str, data, before, after) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -122,9 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f'diffopt-ros pgo: error: {problem}', file=sys.stderr)
         return 2
-    import torch  # after the checks: a usage error answers at once
-
+    # the file is read and checked before torch is imported: a malformed file answers at once
     from diffopt_ros.nlls.io import GraphFormatError, read_graph, write_solution
+
+    dtype_name = args.dtype
+    t0 = time.perf_counter()
+    try:
+        data = read_graph(args.file, dtype=None if dtype_name == 'float64' else _torch_dtype(dtype_name))
+    except GraphFormatError as exc:
+        print(f'diffopt-ros pgo: {exc}', file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f'diffopt-ros pgo: {args.file}: {exc.strerror or exc}', file=sys.stderr)
+        return 1
+    t_read = time.perf_counter() - t0
+    import torch
+
     from diffopt_ros.nlls.optimizer import Optimizer
     from diffopt_ros.nlls.pose_graph import objective_from_data
 
@@ -137,17 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'diffopt-ros pgo: error: --device {args.device}: this machine has '
               f'{torch.cuda.device_count()} CUDA device(s)', file=sys.stderr)
         return 2
-    dtype = getattr(torch, args.dtype)
-    t0 = time.perf_counter()
-    try:
-        data = read_graph(args.file, dtype=dtype)
-    except GraphFormatError as exc:
-        print(f'diffopt-ros pgo: {exc}', file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f'diffopt-ros pgo: {args.file}: {exc.strerror or exc}', file=sys.stderr)
-        return 1
-    t_read = time.perf_counter() - t0
+    dtype = getattr(torch, dtype_name)
     t0 = time.perf_counter()
     objective, poses, points = objective_from_data(data, device, dtype)
     # GTSAM's damping schedule (divide / multiply by 10): on the hard gtsam/Data files (w20000,
