@@ -409,7 +409,20 @@ def _declared(path: Path, groups: dict[str, _Group], tags: tuple[str, ...], what
 
 def read_graph(path: str | Path, dtype: torch.dtype | None = None) -> PoseGraphData:
     """Parse a g2o/TORO/GTSAM file (2D or 3D, not mixed) into a :class:`PoseGraphData` of
-    ``dtype`` tensors (default float64)."""
+    ``dtype`` tensors (default float64): :func:`to_tensors` of :func:`parse_graph`."""
+    return to_tensors(parse_graph(path), dtype)
+
+
+class ParsedGraph:
+    """A checked file as numpy arrays (what :func:`parse_graph` returns; torch not needed)."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def parse_graph(path: str | Path) -> ParsedGraph:
+    """Read and check a file without importing torch (see the module docstring); every problem
+    is a :class:`GraphFormatError` naming ``file:line``."""
     path = Path(path)
     lines = _decode(path)
     groups, raw = _tokenize(path, lines)
@@ -551,11 +564,21 @@ def read_graph(path: str | Path, dtype: torch.dtype | None = None) -> PoseGraphD
             notes.append(f'no point vertex lines: {len(pids)} points placed at their first observation')
         plines, ptags = np.zeros(len(pids), np.int64), [''] * len(pids)
 
+    source = _Source(path, lines, np.asarray(pose_lines), list(pose_vtags), np.asarray(plines), list(ptags))
+    return ParsedGraph(planar=planar, ids=ids, values=values, i_idx=i_idx, meas=meas, info=info,
+                       pids=pids, points=points.reshape(-1, pdim), obs=obs, fixed=fixed, notes=notes,
+                       source=source)
+
+
+def to_tensors(parsed: ParsedGraph, dtype: torch.dtype | None = None) -> PoseGraphData:
+    """The :class:`PoseGraphData` of a :func:`parse_graph` result, ``dtype`` (default float64)."""
     import torch
 
     from diffopt_ros.lie import SE2, SE3
     if dtype is None:
         dtype = torch.float64
+    g = parsed
+    obs = g.obs
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
     point_edges = []
     for kind in ('position', 'bearing_range'):
@@ -567,13 +590,11 @@ def read_graph(path: str | Path, dtype: torch.dtype | None = None) -> PoseGraphD
                 as_t(np.concatenate([o['measurement'] for o in sel])),
                 as_t(np.concatenate([o['information'] for o in sel])),
                 np.concatenate([o['lines'] for o in sel])))
-    source = _Source(path, lines, np.asarray(pose_lines), list(pose_vtags), np.asarray(plines), list(ptags))
-    return PoseGraphData(SE2 if planar else SE3, torch.as_tensor(ids), as_t(values),
-                         torch.as_tensor(i_idx[:, 0]), torch.as_tensor(i_idx[:, 1]), as_t(meas), as_t(info),
-                         point_ids=torch.as_tensor(pids, dtype=torch.long),
-                         points=as_t(points.reshape(-1, pdim)),
-                         point_edges=point_edges, fixed=torch.as_tensor(fixed, dtype=torch.long),
-                         notes=notes, source=source)
+    return PoseGraphData(SE2 if g.planar else SE3, torch.as_tensor(g.ids), as_t(g.values),
+                         torch.as_tensor(g.i_idx[:, 0]), torch.as_tensor(g.i_idx[:, 1]), as_t(g.meas),
+                         as_t(g.info), point_ids=torch.as_tensor(g.pids, dtype=torch.long),
+                         points=as_t(g.points), point_edges=point_edges,
+                         fixed=torch.as_tensor(g.fixed, dtype=torch.long), notes=g.notes, source=g.source)
 
 
 def _fix_ids(path: Path, entries: list) -> tuple[np.ndarray, np.ndarray]:
