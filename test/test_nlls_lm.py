@@ -88,3 +88,20 @@ def test_pose_to_point_jacobians_match_autodiff():
         r2, J2 = auto.residual_and_jacobians(values)
         assert torch.allclose(r1, r2, atol=1e-12)
         assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(J1, J2))
+
+
+def test_bearing_range_2d_analytic_matches_autodiff():
+    from diffopt_ros.nlls import AutoDiffFactor, BearingRangeFactor
+    from diffopt_ros.nlls.factors import _bearing_range_2d
+    gen = torch.Generator().manual_seed(1)
+    x = SE2.exp(torch.randn(5, 3, generator=gen, dtype=DT))
+    p = 3 * torch.randn(4, 2, generator=gen, dtype=DT)
+    xv, pv = Variable(SE2, x), Variable(Vector(2), p)
+    pi, li = [0, 1, 2, 3, 4, 0], [0, 1, 2, 3, 0, 3]
+    bearing, rng = torch.rand(2, 6, generator=gen, dtype=DT)
+    z = torch.stack((6 * bearing - 3, 5 * rng), 1)
+    values = [x[pi][None], p[li][None]]
+    r1, J1 = BearingRangeFactor(xv, pv, pi, li, z).residual_and_jacobians(values)
+    r2, J2 = AutoDiffFactor(_bearing_range_2d, [xv, pv], [pi, li], 2, [z]).residual_and_jacobians(values)
+    assert torch.allclose(r1, r2, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(J1, J2))

@@ -328,3 +328,24 @@ class BearingRangeFactor(AutoDiffFactor):
         super().__init__(_bearing_range_2d if planar else _bearing_range_3d, [poses, points],
                          [pose_index, point_index], 2 if planar else 4, [measured],
                          information, loss, name)
+
+    def residual_and_jacobians(self, values, jacobians=True):
+        """SE2: analytic (``q = x^-1 p``, bearing ``atan2(q_y, q_x)``, range ``|q|``); SE3 by
+        forward-mode autodiff."""
+        if self.variables[0].group is not SE2:
+            return super().residual_and_jacobians(values, jacobians)
+        x, p = values
+        measured = self.data[0]
+        c, s = torch.cos(x[..., 2]), torch.sin(x[..., 2])
+        dx, dy = p[..., 0] - x[..., 0], p[..., 1] - x[..., 1]
+        qx, qy = c * dx + s * dy, -s * dx + c * dy
+        n2 = qx * qx + qy * qy
+        n = torch.sqrt(n2)
+        r = torch.stack((wrap_angle(torch.atan2(qy, qx) - measured[..., 0]), n - measured[..., 1]), -1)
+        if not jacobians:
+            return r, []
+        one, zero = torch.ones_like(c), torch.zeros_like(c)
+        J_q = torch.stack((-qy / n2, qx / n2, qx / n, qy / n), -1).reshape(*c.shape, 2, 2)
+        dq_dx = torch.stack((-one, zero, qy, zero, -one, -qx), -1).reshape(*c.shape, 2, 3)
+        dq_dp = torch.stack((c, s, -s, c), -1).reshape(*c.shape, 2, 2)
+        return r, [J_q @ dq_dx, J_q @ dq_dp]
