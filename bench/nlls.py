@@ -80,7 +80,7 @@ def gtsam_lm(name: str, with_load: bool = False):
     file and building the initial values), final error, iterations."""
     import gtsam
     path = data_file(name)
-    t_load = time.perf_counter()
+    t_load, cpu0 = time.perf_counter(), time.process_time()
     if name == 'sphere2500':
         graph, _ = gtsam.readG2o(path, True)
         values = gtsam.Values()
@@ -98,22 +98,28 @@ def gtsam_lm(name: str, with_load: bool = False):
     opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
     result = opt.optimize()
     seconds = time.perf_counter() - t0
+    if with_load:
+        return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
     return seconds, graph.error(result), opt.iterations()
 
 
-def pgo_command(name: str, *options: str) -> tuple[float, float, float, int]:
+def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, float]:
     """``python -m diffopt_ros.cli pgo FILE *options`` as a subprocess: wall seconds, the solve
-    seconds and final error it prints, its iterations."""
+    seconds and final error it prints, its iterations, its CPU seconds (user + system)."""
+    import resource
     env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', 'pgo', data_file(name), *options],
                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if run.returncode != 0:
         raise RuntimeError(f'pgo {name} failed: {run.stderr}')
     last = run.stdout.strip().splitlines()[-1].split()
     return (wall, float(last[last.index('time') + 1]), float(last[last.index('final') + 2]),
-            int(last[last.index('iterations') + 1]))
+            int(last[last.index('iterations') + 1]), cpu)
 
 
 def command_rows(row, names, repeat: int) -> None:
@@ -125,11 +131,14 @@ def command_rows(row, names, repeat: int) -> None:
             runs['cmd'].append(pgo_command(name))
             runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
             runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
-        g_s, g_err, g_it = min(runs['gtsam'])
-        wall, solve, err, it = min(runs['cmd'])
+        g_s, g_err, g_it, _ = min(runs['gtsam'])
+        g_cpu = min(r[3] for r in runs['gtsam'])
+        wall, solve, err, it, _ = min(runs['cmd'])
+        cpu = min(r[4] for r in runs['cmd'])
         row(case=f'{name} diffopt-ros pgo (subprocess, default options)', device='cpu', ours_s=wall,
-            ours_solve_s=solve, ours_error=err, ours_iterations=it, gtsam_load_optimize_s=g_s,
-            gtsam_error=g_err, gtsam_iterations=g_it, time_ratio_vs_gtsam=wall / g_s,
+            ours_solve_s=solve, ours_cpu_s=cpu, ours_error=err, ours_iterations=it,
+            gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
+            time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
             error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
         one, two = min(r[1] for r in runs['t1']), min(r[1] for r in runs['t2'])
         row(case=f'{name} pgo solve, --threads 1 vs 2', device='cpu', threads1_solve_s=one,
