@@ -1,7 +1,7 @@
-"""``diffopt-ros pgo FILE``: solve a g2o/TORO pose graph with LM or GN, print progress and errors.
+"""diffopt-ros pgo FILE: solve a g2o/TORO/GTSAM pose graph with LM or GN, print progress and errors.
 
 The first pose (or the poses the file FIXes) gets a tight prior, as GTSAM's examples do; errors
-are GTSAM's ``0.5 sum ||r||^2_Sigma``. Point landmarks (VERTEX_XY, EDGE_SE2_XY, LANDMARK2, BR,
+are GTSAM's 0.5 sum ||r||^2_Sigma. Point landmarks (VERTEX_XY, EDGE_SE2_XY, LANDMARK2, BR,
 LANDMARK, VERTEX_TRACKXYZ, EDGE_SE3_TRACKXYZ) are solved together with the poses. --out writes
 the input file back with the optimized vertices (every other line kept), --plot draws the graph
 before and after (x-y projection for 3D). Exit status: 0 solved, 1 the file or the solve
