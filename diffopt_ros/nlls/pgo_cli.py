@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-# Measured (bench/RESULTS.md, "pgo threads"): one intra-op thread solves w10000 and sphere2500
-# faster than two on a 2-core machine, and far faster when other processes load the cores: the
-# sparse solve runs in CHOLMOD and the per-edge tensor work is too small to split.
+# Measured (bench/RESULTS.md, "diffopt-ros pgo as a user runs it, and its thread default"): on the
+# 2-core machine with other jobs running, the w10000 and sphere2500 solves took 2.5-5x longer
+# with two intra-op threads than with one; the sparse factorization is single-threaded either way
+# and the per-edge tensor operations are too small to split.
 DEFAULT_THREADS = 1
 LAMBDA_FACTOR = 10.0
 _PLOT_FORMATS = ('png', 'pdf', 'svg', 'jpg', 'jpeg', 'eps', 'ps', 'tif', 'tiff', 'webp')
