@@ -10,6 +10,11 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
 * w100 x16 forward + backward with learnable per-edge weights (sqrt information diagonals) and
   a loss on the solution, for every backward mode, against Theseus in the same mode.
 * peak memory (max RSS increase of a child process) of the w10000 solve.
+* ``diffopt-ros pgo FILE`` as a user runs it: a subprocess with default options (start-up,
+  imports, reading, solve, output), wall time against GTSAM's load (``load2D``; ``load3D`` and
+  chained odometry for sphere2500) + LM optimize in this process, best of ``--repeat``
+  interleaved runs; and the command's solve time with ``--threads 1`` against ``--threads 2``
+  (the measurement behind its default). ``--command-only`` runs just these rows.
 * on CUDA: w10000, sphere2500 and w100 x256 on the GPU.
 
 Theseus runs in its own virtual environment (``--theseus-python``; default
@@ -36,6 +41,7 @@ from diffopt_ros.lie import SE2  # noqa: E402
 from diffopt_ros.nlls import Between, Objective, Optimizer, Prior, Variable  # noqa: E402
 from diffopt_ros.nlls.io import read_graph  # noqa: E402
 from diffopt_ros.nlls.linear import sparse_backend  # noqa: E402
+from diffopt_ros.nlls.pgo_cli import LAMBDA_FACTOR  # noqa: E402
 
 DT = torch.float64
 FILES = {'w100': 'w100.graph', 'w10000': 'w10000.graph', 'sphere2500': 'sphere2500.txt'}
@@ -48,14 +54,14 @@ def data_file(name: str) -> str:
 
 
 def build(data, device='cpu', measurements=None, information=None, linear='auto', max_iterations=100,
-          backend='auto'):
+          backend='auto', lambda_factor=LAMBDA_FACTOR):
     poses = Variable(data.group, data.poses.to(device), name='poses')
     d = data.group.dof
     prior = Prior(poses, [0], data.poses[:1].to(device), 1e6 * torch.eye(d, dtype=DT, device=device))
     meas = data.measurements.to(device) if measurements is None else measurements
     info = data.information.to(device) if information is None else information
     return Optimizer(Objective([prior, Between(poses, data.i, data.j, meas, info)]), linear_solver=linear,
-                     max_iterations=max_iterations, sparse_backend=backend)
+                     max_iterations=max_iterations, sparse_backend=backend, lambda_factor=lambda_factor)
 
 
 def ours_lm(name: str, device='cpu', backend='auto'):
@@ -69,9 +75,12 @@ def ours_lm(name: str, device='cpu', backend='auto'):
     return time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind
 
 
-def gtsam_lm(name: str):
+def gtsam_lm(name: str, with_load: bool = False):
+    """GTSAM LM seconds (optimizer construction + optimize; with ``with_load`` also reading the
+    file and building the initial values), final error, iterations."""
     import gtsam
     path = data_file(name)
+    t_load, cpu0 = time.perf_counter(), time.process_time()
     if name == 'sphere2500':
         graph, _ = gtsam.readG2o(path, True)
         values = gtsam.Values()
@@ -85,11 +94,55 @@ def gtsam_lm(name: str):
     else:
         graph, values = gtsam.load2D(path)
         graph.add(gtsam.PriorFactorPose2(0, values.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
-    t0 = time.perf_counter()
+    t0 = t_load if with_load else time.perf_counter()
     opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
     result = opt.optimize()
     seconds = time.perf_counter() - t0
+    if with_load:
+        return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
     return seconds, graph.error(result), opt.iterations()
+
+
+def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, float]:
+    """``python -m diffopt_ros.cli pgo FILE *options`` as a subprocess: wall seconds, the solve
+    seconds and final error it prints, its iterations, its CPU seconds (user + system)."""
+    import resource
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', 'pgo', data_file(name), *options],
+                         capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if run.returncode != 0:
+        raise RuntimeError(f'pgo {name} failed: {run.stderr}')
+    last = run.stdout.strip().splitlines()[-1].split()
+    return (wall, float(last[last.index('time') + 1]), float(last[last.index('final') + 2]),
+            int(last[last.index('iterations') + 1]), cpu)
+
+
+def command_rows(row, names, repeat: int) -> None:
+    """The command (default options) against GTSAM load + optimize, and the thread rows."""
+    for name in names:
+        runs = {'gtsam': [], 'cmd': [], 't1': [], 't2': []}
+        for _ in range(repeat):  # interleaved: every variant sees the same load
+            runs['gtsam'].append(gtsam_lm(name, with_load=True))
+            runs['cmd'].append(pgo_command(name))
+            runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
+            runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
+        g_s, g_err, g_it, _ = min(runs['gtsam'])
+        g_cpu = min(r[3] for r in runs['gtsam'])
+        wall, solve, err, it, _ = min(runs['cmd'])
+        cpu = min(r[4] for r in runs['cmd'])
+        row(case=f'{name} diffopt-ros pgo (subprocess, default options)', device='cpu', ours_s=wall,
+            ours_solve_s=solve, ours_cpu_s=cpu, ours_error=err, ours_iterations=it,
+            gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
+            time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
+            error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
+        one, two = min(r[1] for r in runs['t1']), min(r[1] for r in runs['t2'])
+        row(case=f'{name} pgo solve, --threads 1 vs 2', device='cpu', threads1_solve_s=one,
+            threads2_solve_s=two, ratio_2_over_1=two / one, load_average=os.getloadavg()[0])
 
 
 # ---------------------------------------------------------------------- differentiable batch
@@ -208,6 +261,8 @@ def main(argv=None) -> int:
                    help='python of a virtual environment with theseus-ai (skipped if missing)')
     p.add_argument('--quick', action='store_true', help='skip w10000/sphere2500 (smoke run)')
     p.add_argument('--repeat', type=int, default=2, help='runs per LM case; the fastest counts (default 2)')
+    p.add_argument('--command-only', action='store_true',
+                   help='only the diffopt-ros pgo subprocess and thread rows (w10000, sphere2500)')
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -227,6 +282,11 @@ def main(argv=None) -> int:
         cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
         print(cells, flush=True)
 
+    if args.command_only:
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
+        if args.json:
+            Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
+        return 0
     backends = [b for b in ('cholmod', 'cholespy') if _installed(b)] or ['superlu']
     for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
         # best of --repeat runs, GTSAM and ours interleaved, so both see the same machine load
@@ -260,6 +320,7 @@ def main(argv=None) -> int:
             r.update(theseus_s=t['seconds'], theseus_error=t['error'], speedup_vs_theseus=t['seconds'] / o_s)
         row(**r)
     if not args.quick:
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
         base, peak = peak_memory_mib('w10000')
         row(case='w10000 peak memory', device='cpu', rss_after_imports_mib=base, peak_rss_mib=peak)
     if torch.cuda.is_available():

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKUP = re.compile(r'``|:(class|func|meth|mod|attr|ref|data|obj):`')
 # pgo's options are documented by diffopt_ros/nlls/pgo_cli.py's own tests.
 MODULES = {'': 'diffopt_ros.cli', 'demo': 'diffopt_ros.nodes.demo', 'sim': 'diffopt_ros.sim.cli',
-           'learn': 'diffopt_ros.learn.cli', 'bag': 'diffopt_ros.bag.cli'}
+           'learn': 'diffopt_ros.learn.cli', 'bag': 'diffopt_ros.bag.cli',
+           'pgo': 'diffopt_ros.nlls.pgo_cli'}
 
 
 def _parsers(parser, name):

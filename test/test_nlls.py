@@ -286,7 +286,7 @@ def test_pgo_cli(tmp_path, capsys):
     assert png.stat().st_size > 1000
     assert pgo_cli.main([str(out), '--solver', 'gn', '--quiet']) == 0
     assert 'final error 0.5689' in capsys.readouterr().out
-    assert pgo_cli.main([str(tmp_path / 'missing.g2o')]) == 1
+    assert pgo_cli.main([str(tmp_path / 'missing.g2o')]) == 2  # a usage error
 
 
 def test_se3_float32_solves():

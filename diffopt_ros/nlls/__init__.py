@@ -24,23 +24,30 @@ Errors follow GTSAM's convention ``0.5 sum ||r||^2_Sigma``. A differentiable 2D 
     loss = (result['poses'][0, 4, :2] - torch.tensor([0.0, 0.0])).norm()    # pose 4 is at the origin
     loss.backward()                                                  # log_w.grad = d loss / d log_w
 """
-from diffopt_ros.nlls.factors import (
-                                      AutoDiffFactor,
-                                      BearingRangeFactor,
-                                      Between,
-                                      Factor,
-                                      Prior,
-                                      RangeFactor,
-                                      diagonal_information,
-)
-from diffopt_ros.nlls.linear import DenseCholesky, FactorizationError, SparseCholesky
-from diffopt_ros.nlls.losses import Cauchy, GemanMcClure, Huber, RobustLoss
-from diffopt_ros.nlls.objective import Objective
-from diffopt_ros.nlls.optimizer import BACKWARD_MODES, Optimizer, SolveResult
-from diffopt_ros.nlls.pose_graph import PoseGraph
-from diffopt_ros.nlls.variables import Variable, Vector
+from importlib import import_module
 
-__all__ = ['AutoDiffFactor', 'BearingRangeFactor', 'Between', 'Factor', 'Prior', 'RangeFactor',
-           'diagonal_information', 'DenseCholesky', 'SparseCholesky', 'FactorizationError',
-           'Cauchy', 'GemanMcClure', 'Huber', 'RobustLoss', 'Objective', 'Optimizer',
-           'SolveResult', 'BACKWARD_MODES', 'Variable', 'Vector', 'PoseGraph']
+# the public names and their modules: imported on first use (PEP 562), so that ``diffopt-ros pgo``
+# and ``diffopt_ros.nlls.io`` can answer a usage or file error without importing torch
+_EXPORTS = {
+    'AutoDiffFactor': 'factors', 'BearingRangeFactor': 'factors', 'Between': 'factors',
+    'Factor': 'factors', 'PoseToPoint': 'factors', 'Prior': 'factors', 'RangeFactor': 'factors',
+    'diagonal_information': 'factors', 'DenseCholesky': 'linear', 'SparseCholesky': 'linear',
+    'FactorizationError': 'linear', 'Cauchy': 'losses', 'GemanMcClure': 'losses', 'Huber': 'losses',
+    'RobustLoss': 'losses', 'Objective': 'objective', 'Optimizer': 'optimizer',
+    'SolveResult': 'optimizer', 'BACKWARD_MODES': 'optimizer', 'Variable': 'variables',
+    'Vector': 'variables', 'PoseGraph': 'pose_graph',
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(import_module(f'{__name__}.{module}'), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

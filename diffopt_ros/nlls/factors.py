@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from diffopt_ros.lie import SE2, SE3
-from diffopt_ros.lie._util import wrap_angle
+from diffopt_ros.lie._util import skew, wrap_angle
 from diffopt_ros.nlls.losses import RobustLoss
 from diffopt_ros.nlls.variables import Variable
 
@@ -91,7 +91,16 @@ class Factor:
         """Upper-triangular ``S`` with ``S^T S = Lambda`` (``(..., m, m)``), or None (identity)."""
         if self.information is None:
             return None
-        return torch.linalg.cholesky(self.information).mT
+        L, info = torch.linalg.cholesky_ex(self.information)
+        if bool((info != 0).any()):
+            bad = torch.nonzero(info.reshape(-1) != 0)[0].item()
+            where = f'edge {bad}' if info.dim() else 'the shared matrix'
+            if info.dim() > 1:
+                b_, e = divmod(bad, info.shape[-1])
+                where = f'batch element {b_}, edge {e}'
+            raise ValueError(f'factor {self.name!r}: the information matrix of {where} '
+                             f'is not positive definite')
+        return L.mT
 
     def residual_and_jacobians(self, values: Sequence[torch.Tensor], jacobians: bool = True
                                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -170,6 +179,60 @@ class Prior(_GroupMeasurementFactor):
         if not jacobians:
             return r, []
         return r, [G.right_jacobian_inv(r)]
+
+
+class PoseToPoint(Factor):
+    """A point landmark seen from a pose: ``r = x^-1 p - z`` (the point in the pose frame, m).
+
+    GTSAM's ``PoseToPointFactor``; g2o's ``EDGE_SE2_XY`` / ``EDGE_SE3_TRACKXYZ``.
+
+    Args:
+        poses: SE2 or SE3 variable; points: ``Vector(2)`` or ``Vector(3)`` variable.
+        pose_index, point_index: ``(E,)``.
+        measured: ``(E, k)`` or ``(B, E, k)`` (m), differentiable.
+        information, loss, name: see :class:`Factor` (``(k, k)`` blocks).
+    """
+
+    def __init__(self, poses: Variable, points: Variable, pose_index, point_index,
+                 measured: torch.Tensor, information: torch.Tensor | None = None,
+                 loss: RobustLoss | None = None, name: str = 'pose_to_point'):
+        k = points.dof
+        if poses.group not in (SE2, SE3) or k != (2 if poses.group is SE2 else 3):
+            raise ValueError(f'factor {name!r}: poses must be SE2 with 2D points or SE3 with 3D points')
+        super().__init__([poses, points], [pose_index, point_index], k, information, loss, name)
+        self.measured = _batched(measured, 1)
+        if self.measured.shape[1] != self.num_edges:
+            raise ValueError(f'factor {name!r}: {self.measured.shape[1]} measurements for '
+                             f'{self.num_edges} edges')
+
+    def data_tensors(self):
+        return [self.measured]
+
+    def batch_size(self):
+        return max(self.measured.shape[0], super().batch_size())
+
+    def residual_and_jacobians(self, values, jacobians=True):
+        x, p = values
+        if self.variables[0].group is SE2:
+            c, s = torch.cos(x[..., 2]), torch.sin(x[..., 2])
+            dx, dy = p[..., 0] - x[..., 0], p[..., 1] - x[..., 1]
+            q = torch.stack((c * dx + s * dy, -s * dx + c * dy), -1)   # R^T (p - t)
+            r = q - self.measured
+            if not jacobians:
+                return r, []
+            one, zero = torch.ones_like(c), torch.zeros_like(c)
+            # right perturbation (v, w): q -> Exp(-w) (q - v)
+            J_x = torch.stack((-one, zero, q[..., 1], zero, -one, -q[..., 0]), -1).reshape(*c.shape, 2, 3)
+            J_p = torch.stack((c, s, -s, c), -1).reshape(*c.shape, 2, 2)
+            return r, [J_x, J_p]
+        R, t = x[..., :3], x[..., 3]
+        Rt = R.mT
+        q = (Rt @ (p - t).unsqueeze(-1)).squeeze(-1)
+        r = q - self.measured
+        if not jacobians:
+            return r, []
+        eye = torch.eye(3, dtype=q.dtype, device=q.device).expand(*q.shape[:-1], 3, 3)
+        return r, [torch.cat((-eye, skew(q)), -1), Rt]
 
 
 class AutoDiffFactor(Factor):
@@ -265,3 +328,24 @@ class BearingRangeFactor(AutoDiffFactor):
         super().__init__(_bearing_range_2d if planar else _bearing_range_3d, [poses, points],
                          [pose_index, point_index], 2 if planar else 4, [measured],
                          information, loss, name)
+
+    def residual_and_jacobians(self, values, jacobians=True):
+        """SE2: analytic (``q = x^-1 p``, bearing ``atan2(q_y, q_x)``, range ``|q|``); SE3 by
+        forward-mode autodiff."""
+        if self.variables[0].group is not SE2:
+            return super().residual_and_jacobians(values, jacobians)
+        x, p = values
+        measured = self.data[0]
+        c, s = torch.cos(x[..., 2]), torch.sin(x[..., 2])
+        dx, dy = p[..., 0] - x[..., 0], p[..., 1] - x[..., 1]
+        qx, qy = c * dx + s * dy, -s * dx + c * dy
+        n2 = qx * qx + qy * qy
+        n = torch.sqrt(n2)
+        r = torch.stack((wrap_angle(torch.atan2(qy, qx) - measured[..., 0]), n - measured[..., 1]), -1)
+        if not jacobians:
+            return r, []
+        one, zero = torch.ones_like(c), torch.zeros_like(c)
+        J_q = torch.stack((-qy / n2, qx / n2, qx / n, qy / n), -1).reshape(*c.shape, 2, 2)
+        dq_dx = torch.stack((-one, zero, qy, zero, -one, -qx), -1).reshape(*c.shape, 2, 3)
+        dq_dp = torch.stack((c, s, -s, c), -1).reshape(*c.shape, 2, 2)
+        return r, [J_q @ dq_dx, J_q @ dq_dp]
