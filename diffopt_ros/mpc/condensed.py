@@ -14,13 +14,16 @@ from typing import NamedTuple
 
 import torch
 
-from .boxqp import active_set, solve_box_qp, solve_on_set
+from .boxqp import active_set, proximal_box_qp, solve_box_qp, solve_on_set
 from .costs import CostExpansion
 from .dynamics import Dynamics
+from .kkt import quadratic_model_residual
 
 # largest batch whose box-QP factors are kept for the backward (LTI T=30, batch 16: the copies of
 # the factors in the active-set iterations cost more than the backward's re-factorisation)
 _KEEP_FACTOR_BATCH = 4
+# scaled KKT residual (float64) above which a box-QP solution is re-solved as semi-definite
+_QP_TOLERANCE = 1e-10
 
 
 def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
@@ -116,6 +119,7 @@ class CondensedModel(NamedTuple):
         expansion: the cost expansion the Hessian was formed from (its Hessian blocks are used).
         factor: ``(B, T n_u, T n_u)`` Cholesky factor of ``H`` on the free set of the step's clamped
             set (:func:`~diffopt_ros.mpc.boxqp.masked_cholesky`), or ``None`` where not known.
+        g: ``(B, T n_u)`` gradient of the cost w.r.t. the controls at the nominal trajectory.
     """
 
     H: torch.Tensor
@@ -123,6 +127,7 @@ class CondensedModel(NamedTuple):
     M: torch.Tensor | None
     expansion: CostExpansion
     factor: torch.Tensor | None = None
+    g: torch.Tensor | None = None
 
 
 def _float64(expansion: CostExpansion, A: torch.Tensor,
@@ -173,7 +178,16 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         if rows is not None:            # an unsettled set: projected Newton, factor not kept
             k_rows, clamped_rows = solve_box_qp(H[rows], g[rows], lo[rows], hi[rows], dU[rows])
             dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
-    model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None)
+    # verify: a semi-definite H (a zero control weight, duplicated inputs) has singular free blocks,
+    # whose Cholesky solves are not minimisers; those rows are solved again by proximal point steps
+    lo_v, hi_v = (None, None) if lower is None else (lo, hi)
+    bad = ~(quadratic_model_residual(H, g, dU, dU, lo_v, hi_v) <= _QP_TOLERANCE)
+    if bool(bad.any()):
+        rows = bad.nonzero().squeeze(-1)
+        k_rows, clamped_rows = proximal_box_qp(H[rows], g[rows], None if lower is None else lo[rows],
+                                               None if lower is None else hi[rows])
+        dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
+    model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None, g)
     decrease = -(torch.baddbmm(g.unsqueeze(-1), H, dU.unsqueeze(-1), alpha=0.5).squeeze(-1) * dU).sum(-1)
     return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model
 

@@ -52,6 +52,18 @@ class Cost(nn.Module):
 
     quadratic: bool = False
 
+    @property
+    def batched(self) -> bool:
+        """Whether the cost holds per-sample data (a leading batch axis ``B``); the solver then
+        gives each subset of samples its own rows (:meth:`take`)."""
+        return False
+
+    def take(self, rows: torch.Tensor) -> Cost:
+        """The cost of the samples ``rows (K,)`` (int64 indices into the batch, repeats allowed):
+        ``self`` unless the cost is :attr:`batched`, else a cost holding those rows of its
+        per-sample data (differentiable: indexing keeps the graph)."""
+        return self
+
     def total(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
               u_prev: torch.Tensor | None = None) -> torch.Tensor:
         """Cost of each trajectory, ``(B,)``."""
@@ -272,6 +284,22 @@ class QuadraticCost(Cost):
         self.quadratic = True
         self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
         self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
+
+    @property
+    def batched(self) -> bool:
+        return self.C.ndim == 4 or self.c.ndim == 3 or self.C_final.ndim == 3 or self.c_final.ndim == 2
+
+    def take(self, rows: torch.Tensor) -> QuadraticCost:
+        if not self.batched:
+            return self
+        sub = QuadraticCost.__new__(QuadraticCost)
+        Cost.__init__(sub)
+        sub.n_x, sub.n_u, sub.quadratic = self.n_x, self.n_u, True
+        sub.C = self.C[rows] if self.C.ndim == 4 else self.C
+        sub.c = self.c[rows] if self.c.ndim == 3 else self.c
+        sub.C_final = self.C_final[rows] if self.C_final.ndim == 3 else self.C_final
+        sub.c_final = self.c_final[rows] if self.c_final.ndim == 2 else self.c_final
+        return sub
 
     def _stages(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The symmetric part of ``C`` and ``c`` as given (broadcastable against ``(B, T, ...)``)."""

@@ -20,9 +20,11 @@ from torch import nn
 from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
 from .dynamics import Dynamics, RolloutFn, StepFn
+from .kkt import certificate, quadratic_model_residual
 from .lqr import riccati, stage_matrices
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
+KKT_TOLERANCE = 1e-3        # default largest MPCSolution.kkt_residual of a converged sample
 SOLVERS = ('auto', 'riccati', 'condensed')
 
 
@@ -38,6 +40,13 @@ class MPCSolution(NamedTuple):
         gains: ``(B, T, n_u, n_x)`` state-feedback gains of the last Riccati pass (detached), or
             ``None`` when the condensed solver ran.
         clamped: ``(B, T, n_u)`` bool, controls held at a bound (the active set).
+        kkt_residual: ``(B,)`` first-order optimality certificate of the returned controls
+            (:mod:`~diffopt_ros.mpc.kkt`): the largest violation of stationarity (free controls) and
+            complementarity (controls on a bound) of the reduced gradient ``dJ/du``, relative to
+            ``1 +`` the magnitude of its terms; ``nan`` for a non-finite solution. Exact for linear
+            dynamics with a quadratic cost and for the Riccati solver; with the condensed solver on a
+            nonlinear problem it is the last quadratic model's gradient at the returned controls
+            (first order in the last step). ``converged`` requires it ``<= kkt_tolerance``.
     """
 
     states: torch.Tensor
@@ -47,6 +56,7 @@ class MPCSolution(NamedTuple):
     converged: torch.Tensor
     gains: torch.Tensor | None
     clamped: torch.Tensor
+    kkt_residual: torch.Tensor | None = None
 
 
 def shift_controls(controls: torch.Tensor) -> torch.Tensor:
@@ -97,7 +107,7 @@ class MPC(nn.Module):
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
                  max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-10,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
-                 grad_mode: str = 'implicit', solver: str = 'auto'):
+                 grad_mode: str = 'implicit', solver: str = 'auto', kkt_tolerance: float | None = None):
         super().__init__()
         if grad_mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
@@ -114,6 +124,7 @@ class MPC(nn.Module):
         self.regularization = float(regularization)
         self.grad_mode = grad_mode
         self.solver = solver
+        self.kkt_tolerance = KKT_TOLERANCE if kkt_tolerance is None else float(kkt_tolerance)
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
@@ -165,12 +176,39 @@ class MPC(nn.Module):
         from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
 
-    def _solve(self, x_init, target, u, u_prev, lower, upper) -> tuple[MPCSolution, CondensedModel | None]:
+    def _solve(self, x_init, target, u, u_prev, lower, upper, cost: Cost | None = None,
+               condensed: bool | None = None) -> tuple[MPCSolution, CondensedModel | None]:
         """The solution and, where the condensed subproblem is the same in every iteration (linear
-        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``)."""
-        dyn, cost = self.dynamics, self.cost
+        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``).
+
+        ``cost``: the cost of these samples (default ``self.cost``); ``condensed``: force the solver.
+        Samples the Riccati solver leaves with a failed certificate (a semi-definite ``Q_uu``) are
+        solved again, from its controls, by the condensed solver where its size rule allows.
+        """
+        cost = self.cost if cost is None else cost
+        if condensed is None:
+            condensed = self.solver == 'condensed' or (self.solver == 'auto'
+                                                       and _condensed_is_cheaper(x_init, u))
+        sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed)
+        if condensed:
+            return sol, model
+        retry = (~sol.converged & (sol.kkt_residual > self.kkt_tolerance)).nonzero().squeeze(-1)
+        if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
+            return sol, model
+        inputs = (x_init, target, sol.controls, u_prev, lower, upper)
+        sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True)
+        fields = {}
+        for name in ('states', 'controls', 'costs', 'converged', 'clamped', 'kkt_residual'):
+            fields[name] = getattr(sol, name).index_copy(0, retry, getattr(sub, name))
+        fields['iterations'] = sol.iterations.index_add(0, retry, sub.iterations)
+        fields['gains'] = None               # these samples have none: the backward solves densely
+        return sol._replace(**fields), None
+
+    def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost,
+                 condensed: bool) -> tuple[MPCSolution, CondensedModel | None]:
+        """The iterations of :meth:`_solve` with one solver."""
+        dyn = self.dynamics
         batch = u.shape[0]
-        condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
         # the linear roll-out's matrix M (affine dynamics: the same along any trajectory) is the
@@ -193,11 +231,13 @@ class MPC(nn.Module):
         if exact_model:
             alphas = alphas[:1]
         gains = clamped = rows = model = None   # rows: the samples still iterating (None: all)
+        kkt = torch.full((batch,), float('nan'), dtype=x.dtype, device=x.device)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
             x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
+            sub_cost = cost if rows is None else cost.take(rows)
             A, B = dyn.jacobians(xs[:, :-1], us)
-            expansion = cost.expand(xs, us, tg, up)
+            expansion = sub_cost.expand(xs, us, tg, up)
             dlow = dhigh = None
             if lo is not None:
                 dlow, dhigh = lo - us, hi - us
@@ -209,10 +249,12 @@ class MPC(nn.Module):
                     model = sub_model
                     if not use_reg:
                         done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
-                        if done is not None:       # solved: no search, no further iteration
+                        if done is not None:
                             x_new, u_new, J_new = done
-                            return MPCSolution(x_new, u_new, J_new, iterations + 1, torch.ones_like(active),
-                                               None, sub_clamped), model
+                            kkt = _model_certificate(sub_model, u_new - us, u_new, lo, hi)
+                            if bool((kkt <= self.kkt_tolerance).all()):    # solved: no search, no iteration
+                                return MPCSolution(x_new, u_new, J_new, iterations + 1,
+                                                   torch.ones_like(active), None, sub_clamped, kkt), model
                 elif model is not None:      # some clamped sets change: the kept factor is stale
                     model = model._replace(factor=None)
                 G = None
@@ -226,13 +268,15 @@ class MPC(nn.Module):
                 roll, batched = partial(_line_search, step, stages.augmented), (xs, us, G, lo, hi)
                 del stages
             del expansion, A, B
-            x_best, u_best, J_best, full = _search(roll, batched, cost, alphas, tg, up, roundoff)
+            x_best, u_best, J_best, full = _search(roll, batched, sub_cost, alphas, tg, up, roundoff)
             # accept round-off level increases too, so that steps keep converging to stationarity
             improved = J_best <= Js + roundoff * Js.abs()
             change = (u_best - us).abs().amax((1, 2))
             decrease = Js - J_best
             keep = improved.view(-1, 1, 1)
-            xs, us = torch.where(keep, x_best, xs), torch.where(keep, u_best, us)
+            u_taken = torch.where(keep, u_best, us)
+            sub_kkt = _model_certificate(sub_model, u_taken - us, u_taken, lo, hi) if condensed else None
+            xs, us = torch.where(keep, x_best, xs), u_taken
             done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * Js.abs())
                                | (decrease.abs() < cost_tolerance * Js.abs()))
             if exact_model:        # the full step solved the problem if the model predicted its decrease
@@ -246,10 +290,13 @@ class MPC(nn.Module):
             still = ~done & ~stalled & (regs < 1e8)
             if rows is None:
                 x, u, J, reg, gains, clamped = xs, us, Js, regs, G, sub_clamped
+                kkt = kkt if sub_kkt is None else sub_kkt
                 iterations = iterations + 1
                 active = still
             else:
                 x, u, J, reg = (t.index_copy(0, rows, v) for t, v in ((x, xs), (u, us), (J, Js), (reg, regs)))
+                if sub_kkt is not None:
+                    kkt = kkt.index_copy(0, rows, sub_kkt)
                 clamped = clamped.index_copy(0, rows, sub_clamped)
                 gains = None if G is None else gains.index_copy(0, rows, G)
                 iterations = iterations.index_add(0, rows, torch.ones_like(rows))
@@ -259,9 +306,13 @@ class MPC(nn.Module):
                 break
             if rows.numel() == batch:
                 rows = None
-        converged = ~active & (reg < 1e8)
+        if not condensed:                  # exact certificate at the returned controls
+            with torch.no_grad():
+                kkt = certificate(dyn, cost, x.detach(), u.detach(), _detach(target), _detach(u_prev),
+                                  lower, upper)
+        converged = ~active & (reg < 1e8) & (kkt <= self.kkt_tolerance)
         gains = None if gains is None else gains[..., :dyn.n_x].detach()
-        return MPCSolution(x, u, J, iterations, converged, gains, clamped), model
+        return MPCSolution(x, u, J, iterations, converged, gains, clamped, kkt), model
 
 
 def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tensor, du: torch.Tensor,
@@ -280,6 +331,21 @@ def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tens
         return None
     x_new, u_new = _linear_search(S, du.new_ones(1), x, u, du, lower, upper)
     return x_new[:, 0], u_new[:, 0], J - predicted
+
+
+def _model_certificate(model: CondensedModel, d: torch.Tensor, u: torch.Tensor, lower, upper) -> torch.Tensor:
+    """:func:`~.kkt.quadratic_model_residual` of a condensed model at the control change
+    ``d (B, T, n_u)`` to ``u (B, T, n_u)`` (bounds ``(B, T, n_u)`` or ``None``), ``(B,)`` in ``u``'s dtype."""
+    batch = u.shape[0]
+    flat = [None if t is None else t.reshape(batch, -1).double() for t in (d, u, lower, upper)]
+    return quadratic_model_residual(model.H, model.g, *flat).to(u.dtype)
+
+
+def _condensed_fits(x: torch.Tensor, u: torch.Tensor) -> bool:
+    """Whether the condensed solver's dense matrices stay small (the size part of
+    :func:`_condensed_is_cheaper`)."""
+    batch, T, n_u = u.shape
+    return T * n_u <= 200 and batch * (T * x.shape[-1]) ** 2 * (T * n_u) <= 3e8
 
 
 def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
@@ -361,7 +427,9 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
     for i in range(0, n_alpha, group):
         x_try, u_try = roll(alphas[i:i + group], *batched)
         n_try = x_try.shape[1]
-        J_try = cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
+        trial_cost = cost.take(torch.arange(batch, device=alphas.device).repeat_interleave(n_try)) \
+            if cost.batched else cost
+        J_try = trial_cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
                            _repeat(u_prev, n_try)).view(-1, n_try).nan_to_num(nan=float('inf'))
         if x is not None:                     # the pick of the earlier groups competes first
             x_try, u_try = torch.cat((x.unsqueeze(1), x_try), 1), torch.cat((u.unsqueeze(1), u_try), 1)
