@@ -58,6 +58,11 @@ class Cost(nn.Module):
         gives each subset of samples its own rows (:meth:`take`)."""
         return False
 
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        """Raise a ``ValueError`` naming the offending argument if the cost's data do not fit a
+        problem of ``batch`` samples, ``horizon`` steps and ``dtype`` (called by ``MPC`` before each
+        solve; the default checks nothing)."""
+
     def take(self, rows: torch.Tensor) -> Cost:
         """The cost of the samples ``rows (K,)`` (int64 indices into the batch, repeats allowed):
         ``self`` unless the cost is :attr:`batched`, else a cost holding those rows of its
@@ -284,6 +289,42 @@ class QuadraticCost(Cost):
         self.quadratic = True
         self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
         self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
+
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        """Shapes ``C (n, n) | (T, n, n) | (B, T, n, n)``, ``c (n,) | (T, n) | (B, T, n)``,
+        ``C_final (n_x, n_x) | (B, n_x, n_x)``, ``c_final (n_x,) | (B, n_x)``, dtype, finite values and
+        positive semi-definite ``C_t``, ``C_final`` (the problem is convex; checked when a matrix
+        changes, its eigenvalues are cached by version)."""
+        n, n_x, T = self.n_x + self.n_u, self.n_x, horizon
+        specs = (('C', self.C, ((n, n), (T, n, n), (batch, T, n, n))),
+                 ('c', self.c, ((n,), (T, n), (batch, T, n))),
+                 ('C_final', self.C_final, ((n_x, n_x), (batch, n_x, n_x))),
+                 ('c_final', self.c_final, ((n_x,), (batch, n_x))))
+        for name, t, shapes in specs:
+            if tuple(t.shape) not in shapes:
+                raise ValueError(f'QuadraticCost: {name} has shape {tuple(t.shape)}, a problem of B={batch} '
+                                 f'samples and T={T} steps needs one of {list(shapes)} (n_x={n_x}, '
+                                 f'n_u={self.n_u})')
+            if t.dtype != dtype:
+                raise ValueError(f'QuadraticCost: {name} has dtype {t.dtype}, x_init {dtype}; convert one '
+                                 f'of them')
+        key = tuple((id(t), t._version) for t in (self.C, self.C_final))
+        if getattr(self, '_psd_key', None) == key:
+            return
+        for name, t in (('C', self.C), ('C_final', self.C_final)):
+            with torch.no_grad():
+                sym = 0.5 * (t + t.mT)
+                if not bool(torch.isfinite(sym).all()):
+                    raise ValueError(f'QuadraticCost: {name} (shape {tuple(t.shape)}) contains NaN or inf')
+                eig = torch.linalg.eigvalsh(sym)
+                low = eig[..., 0]
+                tol = 1e3 * torch.finfo(eig.dtype).eps * eig.abs().amax(-1).clamp_min(1.0)
+                if bool((low < -tol).any()):
+                    index = tuple((low < -tol).nonzero()[0].tolist())
+                    raise ValueError(f'QuadraticCost: {name}{list(index) if index else ""} is not positive '
+                                     f'semi-definite (smallest eigenvalue {float(low[index]):.3g}): the '
+                                     f'problem is not convex and its minimum may not exist')
+        self._psd_key = key
 
     @property
     def batched(self) -> bool:

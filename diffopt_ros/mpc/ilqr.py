@@ -22,6 +22,7 @@ from .costs import Cost
 from .dynamics import Dynamics, RolloutFn, StepFn
 from .kkt import certificate, quadratic_model_residual
 from .lqr import riccati, stage_matrices
+from .validate import bound_tensor, check_bound_order, check_inputs, check_problem, diagnose_nonfinite
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
 KKT_TOLERANCE = 1e-3        # default largest MPCSolution.kkt_residual of a converged sample
@@ -65,16 +66,6 @@ def shift_controls(controls: torch.Tensor) -> torch.Tensor:
     ``controls (B, T, n_u)`` -> ``(B, T, n_u)``.
     """
     return torch.cat((controls[:, 1:], controls[:, -1:]), 1)
-
-
-def _bound(value, batch: int, T: int, n_u: int, like: torch.Tensor) -> torch.Tensor | None:
-    """A control bound as ``(B, T, n_u)`` (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    b = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if b.ndim == 3 and b.shape[1] != T:
-        raise ValueError(f'MPC: bound has horizon {b.shape[1]}, expected T={T}')
-    return b.expand(batch, T, n_u) if b.ndim <= 3 else b
 
 
 class MPC(nn.Module):
@@ -147,34 +138,44 @@ class MPC(nn.Module):
         if mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {mode!r}')
         dyn = self.dynamics
-        if x_init.ndim != 2:
-            raise ValueError(f'MPC: x_init must be (B, n_x), got shape {tuple(x_init.shape)}')
-        dyn.check_shapes(x_init)
+        check_problem(dyn, self.cost, x_init, self.horizon)
         batch, T, n_u = x_init.shape[0], self.horizon, dyn.n_u
-        lower = _bound(self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init)
-        upper = _bound(self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init)
+        check_inputs(batch, T, dyn.n_x, n_u, x_init.dtype, target, u_init, u_prev)
+        lower = bound_tensor('u_lower', self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init)
+        upper = bound_tensor('u_upper', self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init)
         if (lower is None) != (upper is None):
             inf = torch.full((batch, T, n_u), float('inf'), dtype=x_init.dtype, device=x_init.device)
             lower = -inf if lower is None else lower
             upper = inf if upper is None else upper
+        if lower is not None:
+            check_bound_order(lower, upper)
+        given = (x_init, target, u_init, u_prev, lower, upper)        # named if not finite
         if u_init is None:
             u_init = x_init.new_zeros(batch, T, n_u)
-        elif u_init.shape != (batch, T, n_u):
-            raise ValueError(f'MPC: u_init must be {(batch, T, n_u)}, got {tuple(u_init.shape)}')
         if lower is not None:
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
-            return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            sol = self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            self._check_finite(sol, *given)
+            return sol
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
                                      lower, upper)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
+        self._check_finite(sol, *given)
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
+
+    def _check_finite(self, sol: MPCSolution, x_init, target, u_init, u_prev, lower, upper) -> None:
+        """Raise a ``ValueError`` naming a non-finite input where the solve's costs are not finite."""
+        if bool(torch.isfinite(sol.costs).all()):
+            return
+        diagnose_nonfinite({'x_init': x_init, 'target': target, 'u_init': u_init, 'u_prev': u_prev,
+                            'u_lower': lower, 'u_upper': upper}, self.cost, self.dynamics)
 
     def _solve(self, x_init, target, u, u_prev, lower, upper, cost: Cost | None = None,
                condensed: bool | None = None) -> tuple[MPCSolution, CondensedModel | None]:
