@@ -131,5 +131,6 @@ def test_valid_inputs_still_solve():
         sol = mpc(x, u_lower=lower)
         assert sol.converged.all()
     cost = QuadraticCost(torch.eye(4, dtype=F64), torch.zeros(4, dtype=F64), n_x=3)
-    sol = MPC(Pendulum().double(), cost, 5, grad_mode='none')(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64), target=torch.zeros(3, dtype=F64))
+    sol = MPC(Pendulum().double(), cost, 5, grad_mode='none')(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
+                                                              target=torch.zeros(3, dtype=F64))
     assert sol.converged.all()
