@@ -293,8 +293,12 @@ class QuadraticCost(Cost):
     def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
         """Shapes ``C (n, n) | (T, n, n) | (B, T, n, n)``, ``c (n,) | (T, n) | (B, T, n)``,
         ``C_final (n_x, n_x) | (B, n_x, n_x)``, ``c_final (n_x,) | (B, n_x)``, dtype, finite values and
-        positive semi-definite ``C_t``, ``C_final`` (the problem is convex; checked when a matrix
-        changes, its eigenvalues are cached by version)."""
+        positive semi-definite ``C_t``, ``C_final`` (the problem is convex); checked again only when
+        the batch, horizon, dtype or a tensor (by identity and version) changes."""
+        tensors = (self.C, self.c, self.C_final, self.c_final)
+        key = (batch, horizon, dtype, *((id(t), t._version) for t in tensors))
+        if getattr(self, '_checked', None) == key:
+            return
         n, n_x, T = self.n_x + self.n_u, self.n_x, horizon
         specs = (('C', self.C, ((n, n), (T, n, n), (batch, T, n, n))),
                  ('c', self.c, ((n,), (T, n), (batch, T, n))),
@@ -308,9 +312,6 @@ class QuadraticCost(Cost):
             if t.dtype != dtype:
                 raise ValueError(f'QuadraticCost: {name} has dtype {t.dtype}, x_init {dtype}; convert one '
                                  f'of them')
-        key = tuple((id(t), t._version) for t in (self.C, self.C_final))
-        if getattr(self, '_psd_key', None) == key:
-            return
         for name, t in (('C', self.C), ('C_final', self.C_final)):
             with torch.no_grad():
                 sym = 0.5 * (t + t.mT)
@@ -324,7 +325,7 @@ class QuadraticCost(Cost):
                     raise ValueError(f'QuadraticCost: {name}{list(index) if index else ""} is not positive '
                                      f'semi-definite (smallest eigenvalue {float(low[index]):.3g}): the '
                                      f'problem is not convex and its minimum may not exist')
-        self._psd_key = key
+        self._checked = key           # the tensors are kept by the cost: their ids are not reused
 
     @property
     def batched(self) -> bool:

@@ -11,6 +11,7 @@ runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (K
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -22,7 +23,14 @@ from .costs import Cost
 from .dynamics import Dynamics, RolloutFn, StepFn
 from .kkt import certificate, quadratic_model_residual
 from .lqr import riccati, stage_matrices
-from .validate import bound_tensor, check_bound_order, check_inputs, check_problem, diagnose_nonfinite
+from .validate import (
+    bound_tensor,
+    check_bound_order,
+    check_inputs,
+    check_problem,
+    diagnose_nonfinite,
+    dtype_probe,
+)
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
 KKT_TOLERANCE = 1e-3        # default largest MPCSolution.kkt_residual of a converged sample
@@ -116,6 +124,7 @@ class MPC(nn.Module):
         self.grad_mode = grad_mode
         self.solver = solver
         self.kkt_tolerance = KKT_TOLERANCE if kkt_tolerance is None else float(kkt_tolerance)
+        self._probes = self._bound_cache = None        # what forward's checks keep between calls
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
@@ -138,17 +147,13 @@ class MPC(nn.Module):
         if mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {mode!r}')
         dyn = self.dynamics
-        check_problem(dyn, self.cost, x_init, self.horizon)
+        if self._probes is None or self._probes[0] != (id(dyn), id(self.cost)):
+            self._probes = (id(dyn), id(self.cost)), (dtype_probe(dyn), dtype_probe(self.cost))
+        check_problem(dyn, self.cost, x_init, self.horizon, self._probes[1])
         batch, T, n_u = x_init.shape[0], self.horizon, dyn.n_u
         check_inputs(batch, T, dyn.n_x, n_u, x_init.dtype, target, u_init, u_prev)
-        lower = bound_tensor('u_lower', self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init)
-        upper = bound_tensor('u_upper', self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init)
-        if (lower is None) != (upper is None):
-            inf = torch.full((batch, T, n_u), float('inf'), dtype=x_init.dtype, device=x_init.device)
-            lower = -inf if lower is None else lower
-            upper = inf if upper is None else upper
-        if lower is not None:
-            check_bound_order(lower, upper)
+        lower, upper = self._bounds(self.u_lower if u_lower is None else u_lower,
+                                    self.u_upper if u_upper is None else u_upper, batch, x_init)
         given = (x_init, target, u_init, u_prev, lower, upper)        # named if not finite
         if u_init is None:
             u_init = x_init.new_zeros(batch, T, n_u)
@@ -170,9 +175,30 @@ class MPC(nn.Module):
         from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
 
+    def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
+        """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
+        ``lower <= upper``); the last pair is kept while its sources, batch, dtype and device stay."""
+        key = (id(lower), id(upper), getattr(lower, '_version', None), getattr(upper, '_version', None),
+               batch, like.dtype, like.device)
+        if self._bound_cache is not None and self._bound_cache[0] == key:     # the same objects: the
+            return self._bound_cache[2]                                      # cache holds them alive
+        T, n_u = self.horizon, self.dynamics.n_u
+        lo = bound_tensor('u_lower', lower, batch, T, n_u, like)
+        hi = bound_tensor('u_upper', upper, batch, T, n_u, like)
+        if (lo is None) != (hi is None):
+            inf = torch.full((batch, T, n_u), float('inf'), dtype=like.dtype, device=like.device)
+            lo = -inf if lo is None else lo
+            hi = inf if hi is None else hi
+        if lo is not None:
+            check_bound_order(lo, hi)
+        if all(b is None or isinstance(b, (int, float))            # immutable or versioned, no graph
+               or (isinstance(b, torch.Tensor) and not b.requires_grad) for b in (lower, upper)):
+            self._bound_cache = key, (lower, upper), (lo, hi)
+        return lo, hi
+
     def _check_finite(self, sol: MPCSolution, x_init, target, u_init, u_prev, lower, upper) -> None:
         """Raise a ``ValueError`` naming a non-finite input where the solve's costs are not finite."""
-        if bool(torch.isfinite(sol.costs).all()):
+        if math.isfinite(float(sol.costs.sum())):
             return
         diagnose_nonfinite({'x_init': x_init, 'target': target, 'u_init': u_init, 'u_prev': u_prev,
                             'u_lower': lower, 'u_upper': upper}, self.cost, self.dynamics)
@@ -193,7 +219,8 @@ class MPC(nn.Module):
         sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed)
         if condensed:
             return sol, model
-        retry = (~sol.converged & (sol.kkt_residual > self.kkt_tolerance)).nonzero().squeeze(-1)
+        retry = (~sol.converged & ~(sol.kkt_residual <= self.kkt_tolerance)
+                 & (sol.iterations < self.max_iterations)).nonzero().squeeze(-1)
         if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
             return sol, model
         inputs = (x_init, target, sol.controls, u_prev, lower, upper)
@@ -232,7 +259,7 @@ class MPC(nn.Module):
         if exact_model:
             alphas = alphas[:1]
         gains = clamped = rows = model = None   # rows: the samples still iterating (None: all)
-        kkt = torch.full((batch,), float('nan'), dtype=x.dtype, device=x.device)
+        kkt = None          # the certificates (B,), set by the first iteration (Riccati: at the end)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
             x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
@@ -252,7 +279,7 @@ class MPC(nn.Module):
                         done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
                         if done is not None:
                             x_new, u_new, J_new = done
-                            kkt = _model_certificate(sub_model, u_new - us, u_new, lo, hi)
+                            kkt = sub_model.residual.to(x.dtype)
                             if bool((kkt <= self.kkt_tolerance).all()):    # solved: no search, no iteration
                                 return MPCSolution(x_new, u_new, J_new, iterations + 1,
                                                    torch.ones_like(active), None, sub_clamped, kkt), model
@@ -276,7 +303,10 @@ class MPC(nn.Module):
             decrease = Js - J_best
             keep = improved.view(-1, 1, 1)
             u_taken = torch.where(keep, u_best, us)
-            sub_kkt = _model_certificate(sub_model, u_taken - us, u_taken, lo, hi) if condensed else None
+            sub_kkt = None
+            if condensed:      # the full step everywhere: the step's own certificate (no products)
+                sub_kkt = sub_model.residual.to(x.dtype) if bool((improved & full).all()) else \
+                    _model_certificate(sub_model, u_taken - us, u_taken, lo, hi)
             xs, us = torch.where(keep, x_best, xs), u_taken
             done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * Js.abs())
                                | (decrease.abs() < cost_tolerance * Js.abs()))
@@ -297,7 +327,7 @@ class MPC(nn.Module):
             else:
                 x, u, J, reg = (t.index_copy(0, rows, v) for t, v in ((x, xs), (u, us), (J, Js), (reg, regs)))
                 if sub_kkt is not None:
-                    kkt = kkt.index_copy(0, rows, sub_kkt)
+                    kkt = sub_kkt if kkt is None else kkt.index_copy(0, rows, sub_kkt)
                 clamped = clamped.index_copy(0, rows, sub_clamped)
                 gains = None if G is None else gains.index_copy(0, rows, G)
                 iterations = iterations.index_add(0, rows, torch.ones_like(rows))
@@ -307,7 +337,7 @@ class MPC(nn.Module):
                 break
             if rows.numel() == batch:
                 rows = None
-        if not condensed:                  # exact certificate at the returned controls
+        if kkt is None:                    # exact certificate at the returned controls
             with torch.no_grad():
                 kkt = certificate(dyn, cost, x.detach(), u.detach(), _detach(target), _detach(u_prev),
                                   lower, upper)

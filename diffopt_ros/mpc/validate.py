@@ -14,14 +14,15 @@ from .costs import Cost
 from .dynamics import Dynamics
 
 
-def module_dtype(module: torch.nn.Module) -> torch.dtype | None:
-    """The floating-point dtype of a module's first floating parameter or buffer (``None``: none)."""
+def dtype_probe(module: torch.nn.Module) -> torch.Tensor | None:
+    """A module's first floating parameter or buffer (``None``: none). ``Module.to`` converts a
+    parameter in place, so the same object tells the module's dtype after a conversion."""
     for t in module.parameters():
         if t.is_floating_point():
-            return t.dtype
+            return t
     for t in module.buffers():
         if t.is_floating_point():
-            return t.dtype
+            return t
     return None
 
 
@@ -40,10 +41,13 @@ def check_tensor(name: str, t, dtype: torch.dtype, shapes: tuple[tuple[int, ...]
         raise ValueError(f'MPC: {name} must be {what}, got shape {_shape(t)}')
 
 
-def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int) -> None:
+def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int,
+                  probes: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> None:
     """``x_init (B, n_x)``: a floating tensor with a non-empty batch, the dtype of the model and the
     cost, ``n_x`` entries; the cost's ``n_x``/``n_u`` (where it declares them) those of the dynamics,
-    and the cost's own data fit the batch and horizon (:meth:`Cost.check`)."""
+    and the cost's own data fit the batch and horizon (:meth:`Cost.check`). ``probes``: the
+    :func:`dtype_probe` of the dynamics and the cost where already found.
+    """
     if not isinstance(x_init, torch.Tensor):
         raise TypeError(f'MPC: x_init must be a torch.Tensor (B, n_x), got {type(x_init).__name__}')
     if not x_init.is_floating_point():
@@ -57,8 +61,10 @@ def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int) -> None:
     if x_init.shape[1] != n_x:
         raise ValueError(f'MPC: x_init has {x_init.shape[1]} entries per state (shape {_shape(x_init)}), '
                          f'the dynamics {type(dynamics).__name__} has n_x={n_x}')
-    for label, module in (('dynamics', dynamics), ('cost', cost)):
-        dtype = module_dtype(module)
+    if probes is None:
+        probes = dtype_probe(dynamics), dtype_probe(cost)
+    for label, module, probe in (('dynamics', dynamics, probes[0]), ('cost', cost, probes[1])):
+        dtype = None if probe is None else probe.dtype
         if dtype is not None and dtype != x_init.dtype:
             raise ValueError(f'MPC: x_init has dtype {x_init.dtype} but the {label} '
                              f'{type(module).__name__} holds {dtype}; convert one of them '
