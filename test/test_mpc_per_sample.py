@@ -49,7 +49,8 @@ def test_per_sample_costs_match_single_solves(kind, solver):
     if kind == 'pendulum':
         assert batch.iterations.max() > 1 and batch.iterations.min() < batch.iterations.max()
     for b in range(0, BATCH, 9):
-        alone = MPC(model, QuadraticCost(C[b], c[b], model.n_x, C_final[b], c_final[b]), T, **options)(x0[b:b + 1])
+        own = QuadraticCost(C[b], c[b], model.n_x, C_final[b], c_final[b])
+        alone = MPC(model, own, T, **options)(x0[b:b + 1])
         torch.testing.assert_close(batch.costs[b:b + 1], alone.costs, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(batch.controls[b:b + 1], alone.controls, rtol=1e-6, atol=1e-6)
 
