@@ -184,14 +184,17 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
     # verify: a semi-definite H (a zero control weight, duplicated inputs) has singular free blocks,
     # whose Cholesky solves are not minimisers; those rows are solved again by proximal point steps
     lo_v, hi_v = (None, None) if lower is None else (lo, hi)
-    residual = quadratic_model_residual(H_model, g, dU, dU, lo_v, hi_v)
+    with torch.no_grad():                     # a certificate, not part of the (unrolled) solution
+        residual = quadratic_model_residual(H_model, g, dU, dU, lo_v, hi_v)
     if not float(residual.max()) <= _QP_TOLERANCE:           # (nan propagates: also re-solved)
         rows = (~(residual <= _QP_TOLERANCE)).nonzero().squeeze(-1)
         k_rows, clamped_rows = proximal_box_qp(H[rows], g[rows], None if lower is None else lo[rows],
                                                None if lower is None else hi[rows])
         dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
-        residual = residual.index_copy(0, rows, quadratic_model_residual(
-            H_model[rows], g[rows], k_rows, k_rows, *(None if t is None else t[rows] for t in (lo_v, hi_v))))
+        bounds = [None if t is None else t[rows] for t in (lo_v, hi_v)]
+        with torch.no_grad():
+            residual = residual.index_copy(0, rows, quadratic_model_residual(H_model[rows], g[rows], k_rows,
+                                                                             k_rows, *bounds))
     model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None, g, residual)
     decrease = -(torch.baddbmm(g.unsqueeze(-1), H, dU.unsqueeze(-1), alpha=0.5).squeeze(-1) * dU).sum(-1)
     return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model

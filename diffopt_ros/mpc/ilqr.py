@@ -173,7 +173,7 @@ class MPC(nn.Module):
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
-        return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
+        return attach_implicit_gradients(self, sol, x_init, target, u_prev, model, lower, upper)
 
     def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
         """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
@@ -198,7 +198,7 @@ class MPC(nn.Module):
 
     def _check_finite(self, sol: MPCSolution, x_init, target, u_init, u_prev, lower, upper) -> None:
         """Raise a ``ValueError`` naming a non-finite input where the solve's costs are not finite."""
-        if math.isfinite(float(sol.costs.sum())):
+        if math.isfinite(float(sol.costs.detach().sum())):
             return
         diagnose_nonfinite({'x_init': x_init, 'target': target, 'u_init': u_init, 'u_prev': u_prev,
                             'u_lower': lower, 'u_upper': upper}, self.cost, self.dynamics)
@@ -368,8 +368,8 @@ def _model_certificate(model: CondensedModel, d: torch.Tensor, u: torch.Tensor, 
     """:func:`~.kkt.quadratic_model_residual` of a condensed model at the control change
     ``d (B, T, n_u)`` to ``u (B, T, n_u)`` (bounds ``(B, T, n_u)`` or ``None``), ``(B,)`` in ``u``'s dtype."""
     batch = u.shape[0]
-    flat = [None if t is None else t.reshape(batch, -1).double() for t in (d, u, lower, upper)]
-    return quadratic_model_residual(model.H, model.g, *flat).to(u.dtype)
+    flat = [None if t is None else t.detach().reshape(batch, -1).double() for t in (d, u, lower, upper)]
+    return quadratic_model_residual(model.H.detach(), model.g.detach(), *flat).to(u.dtype)
 
 
 def _condensed_fits(x: torch.Tensor, u: torch.Tensor) -> bool:
