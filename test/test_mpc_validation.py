@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffopt_ros.mpc import MPC, DiffDriveLag, LinearDynamics, Pendulum, QuadraticCost, TrackingCost
+from diffopt_ros.mpc import MPC, DiffDriveLag, Dynamics, LinearDynamics, Pendulum, QuadraticCost, TrackingCost
 
 F64 = torch.float64
 
@@ -134,3 +134,38 @@ def test_valid_inputs_still_solve():
     sol = MPC(Pendulum().double(), cost, 5, grad_mode='none')(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
                                                               target=torch.zeros(3, dtype=F64))
     assert sol.converged.all()
+
+
+class _BatchFirst(Dynamics):
+    """A double integrator written batch-first (``x[:, 0]``): works on (B, n_x) only."""
+
+    n_x, n_u, dt = 2, 1, 0.1
+
+    def forward(self, x, u):
+        return torch.stack((x[:, 0] + 0.1 * x[:, 1], x[:, 1] + 0.1 * u[:, 0]), -1)
+
+
+def test_batch_first_dynamics_are_explained():
+    cost = QuadraticCost(torch.eye(3), torch.zeros(3), n_x=2)
+    with pytest.raises(ValueError, match=r'_BatchFirst: the dynamics work on a batch \(B, n_x\) but not on a '
+                                         r'single state \(n_x,\).*index the last axis \(x\[\.\.\., 0\]'):
+        MPC(_BatchFirst(), cost, 4, grad_mode='none')(torch.ones(2, 2))
+
+
+def test_python_floats_stay_exact_until_the_dtype_is_known():
+    assert Pendulum(gravity=9.81).double().gravity.item() == 9.81
+    model = DiffDriveLag(dt=0.05, gain_v=0.9, tau_omega=0.07).double()
+    assert model.gain_v.item() == 0.9 and model.tau_omega.item() == 0.07
+    assert model.log_tau_omega.item() == math.log(0.07)            # the parameter itself, not float32's
+    model.tau_v = 0.11
+    assert model.tau_v.item() == 0.11
+    single = Pendulum(gravity=9.81)
+    assert single.gravity.dtype == torch.float32 and single.gravity.item() == torch.tensor(9.81).item()
+    cost = TrackingCost([10.0, 0.1], [0.3], terminal_scale=5.0).double()
+    torch.testing.assert_close(cost.state_weight.diagonal(), torch.tensor([10.0, 0.1], dtype=F64),
+                               rtol=4e-16, atol=0.0)
+    assert abs(cost.terminal_scale.item() - 5.0) <= 1e-15
+    learned = Pendulum(gravity=9.81)
+    with torch.no_grad():
+        learned.log_gravity.add_(0.5)                          # changed: converted as it is
+    assert learned.double().log_gravity.item() == pytest.approx(math.log(9.81) + 0.5, rel=1e-6)

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .exact import ExactFloats
+
 
 class CostExpansion(NamedTuple):
     """Derivatives of a trajectory cost ``J`` at ``(x, u)``.
@@ -84,8 +86,12 @@ class Cost(nn.Module):
         return self.total(x, u, target, u_prev)
 
 
-class PSDWeight(nn.Module):
+class PSDWeight(ExactFloats):
     """A learnable positive semi-definite weight: diagonal ``s**2`` or full ``L L^T``.
+
+    The factor is computed in float64 from the value given and kept so until the module's dtype is
+    known (:class:`~diffopt_ros.mpc.exact.ExactFloats`): a float64 weight from Python floats is
+    within one rounding of them, not float32's.
 
     Args:
         value: initial weight, ``(n,)`` diagonal entries (>= 0) or a symmetric PSD ``(n, n)``.
@@ -94,7 +100,8 @@ class PSDWeight(nn.Module):
 
     def __init__(self, value: torch.Tensor | list[float] | tuple[float, ...], full: bool = False):
         super().__init__()
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        dtype = value.dtype if isinstance(value, torch.Tensor) else torch.get_default_dtype()
+        value = torch.as_tensor(value, dtype=torch.float64)
         self.full = bool(full)
         if value.ndim == 1 and (value < 0).any():
             raise ValueError(f'PSDWeight: diagonal weights must be >= 0, got {value.tolist()}')
@@ -102,11 +109,13 @@ class PSDWeight(nn.Module):
             matrix = torch.diag(value) if value.ndim == 1 else value
             n = matrix.shape[-1]
             factor = torch.linalg.cholesky(matrix + 1e-12 * torch.eye(n, dtype=matrix.dtype))
-            self.factor = nn.Parameter(factor)
+            self.factor = nn.Parameter(factor.to(dtype))
+            self.record_exact('factor', factor)
         else:
             if value.ndim != 1:
                 raise ValueError('PSDWeight: pass a vector for a diagonal weight (or full=True)')
-            self.sqrt_diag = nn.Parameter(value.sqrt())
+            self.sqrt_diag = nn.Parameter(value.sqrt().to(dtype))
+            self.record_exact('sqrt_diag', value.sqrt())
 
     @property
     def size(self) -> int:
@@ -156,7 +165,7 @@ def wrap_angle(a: torch.Tensor) -> torch.Tensor:
     return a - (2.0 * math.pi) * torch.floor((a + math.pi) / (2.0 * math.pi))
 
 
-class TrackingCost(Cost):
+class TrackingCost(Cost, ExactFloats):
     """Quadratic tracking of a goal state or a reference trajectory.
 
     ``J = 0.5 sum_{t<T} e_t^T Q e_t + 0.5 s_T e_T^T Q e_T + 0.5 sum_{t<T} u_t^T R u_t
@@ -181,7 +190,9 @@ class TrackingCost(Cost):
         self.control_weight = PSDWeight(control_weight, full)
         if terminal_scale < 0:
             raise ValueError(f'TrackingCost: terminal_scale must be >= 0, got {terminal_scale}')
-        self.sqrt_terminal_scale = nn.Parameter(torch.tensor(float(terminal_scale)).sqrt())
+        exact = torch.tensor(float(terminal_scale), dtype=torch.float64).sqrt()
+        self.sqrt_terminal_scale = nn.Parameter(exact.to(torch.get_default_dtype()))
+        self.record_exact('sqrt_terminal_scale', exact)
         self.rate_weight = None if rate_weight is None else PSDWeight(rate_weight)
         self.n_x, self.n_u = self.state_weight.size, self.control_weight.size
         mask = torch.zeros(self.n_x)

@@ -4,6 +4,10 @@ A dynamics model is an ``nn.Module`` mapping ``(x (..., n_x), u (..., n_u)) -> x
 over one step of ``dt`` seconds. Any leading batch shape works, so the same module is used in
 batched roll-outs ``(B, n_x)``, time-stacked linearisations ``(B, T, n_x)`` and under
 ``torch.func.vmap`` (single samples ``(n_x,)``). Learnable quantities are ``nn.Parameter``s.
+A ``forward`` must therefore index the last axis (``x[..., 0]``, ``torch.stack(..., dim=-1)``):
+one written batch-first (``x[:, 0]``) fails on a single sample, and the solver's automatic
+Jacobians say so in a ``ValueError`` (a model may instead override ``jacobians`` and
+``weighted_hessian``, and must then still accept ``(B, T, n_x)`` inputs).
 
 The solver asks these of a model:
 
@@ -18,6 +22,7 @@ The solver asks these of a model:
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -84,7 +89,11 @@ class Dynamics(nn.Module):
         def weighted(xu: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
             return (w * self(xu[:n_x], xu[n_x:])).sum()
 
-        return torch.func.vmap(torch.func.hessian(weighted))(torch.cat((x, u), -1), lam)
+        try:
+            return torch.func.vmap(torch.func.hessian(weighted))(torch.cat((x, u), -1), lam)
+        except (IndexError, RuntimeError, ValueError) as error:
+            check_unbatched(self.forward, x, u, error)
+            raise
 
     def check_shapes(self, x: torch.Tensor, u: torch.Tensor | None = None) -> None:
         """Raise ``ValueError`` naming the model if ``x``/``u`` have the wrong trailing size."""
@@ -96,21 +105,52 @@ class Dynamics(nn.Module):
                              f'expected n_u={self.n_u}')
 
 
+def check_unbatched(fn: Callable, x: torch.Tensor, u: torch.Tensor, error: Exception) -> None:
+    """Raise a ``ValueError`` explaining ``error`` (raised by ``fn`` under ``torch.func.vmap``) if
+    ``fn`` fails on a single unbatched sample ``x (n_x,)``, ``u (n_u,)`` but works on a batch: a
+    model written batch-first (``x[:, 0]``). Returns (the caller re-raises ``error``) otherwise."""
+    name = getattr(fn, '__self__', fn)
+    name = type(name).__name__ if isinstance(name, nn.Module) else getattr(fn, '__qualname__', repr(fn))
+    with torch.no_grad():
+        try:
+            fn(x[:1], u[:1])
+        except Exception:       # noqa: BLE001  (fails batched too: not a batch-first model)
+            return
+        try:
+            fn(x[0], u[0])
+        except (IndexError, RuntimeError, ValueError):
+            raise ValueError(
+                f'{name}: the dynamics work on a batch (B, n_x) but not on a single state (n_x,) '
+                f'({type(error).__name__}: {error}). The solver differentiates them with torch.func.vmap, '
+                f'which calls them on unbatched samples: index the last axis (x[..., 0], not x[:, 0]) '
+                f'and use dim=-1 (torch.cat/stack/sum), or override Dynamics.jacobians and '
+                f'Dynamics.weighted_hessian') from error
+
+
 def autodiff_jacobians(fn: StepFn, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Jacobians of ``fn(x, u)`` by batched reverse mode; ``x (..., n_x)``, ``u (..., n_u)``."""
+    """Jacobians of ``fn(x, u)`` by batched reverse mode; ``x (..., n_x)``, ``u (..., n_u)``.
+
+    ``fn`` must accept any leading shape, including none (single samples under ``torch.func.vmap``);
+    a batch-first ``fn`` raises a ``ValueError`` that says so (:func:`check_unbatched`).
+    """
     batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
     xf = x.expand(*batch, x.shape[-1]).reshape(-1, x.shape[-1])
     uf = u.expand(*batch, u.shape[-1]).reshape(-1, u.shape[-1])
-    A, B = torch.func.vmap(torch.func.jacrev(fn, argnums=(0, 1)))(xf, uf)
+    try:
+        A, B = torch.func.vmap(torch.func.jacrev(fn, argnums=(0, 1)))(xf, uf)
+    except (IndexError, RuntimeError, ValueError) as error:
+        check_unbatched(fn, xf, uf, error)
+        raise
     return A.reshape(*batch, *A.shape[-2:]), B.reshape(*batch, *B.shape[-2:])
 
 
 def positive_parameter(value: float, name: str) -> nn.Parameter:
-    """A log-parametrised positive scalar parameter initialised to ``value`` (> 0)."""
+    """A log-parametrised positive scalar parameter initialised to ``value`` (> 0): ``log(value)``
+    computed in float64 and rounded once to the default dtype."""
     value = float(value)
     if not value > 0.0:
         raise ValueError(f'{name} must be > 0, got {value}')
-    return nn.Parameter(torch.tensor(value, dtype=torch.get_default_dtype()).log())
+    return nn.Parameter(torch.tensor(math.log(value), dtype=torch.float64).to(torch.get_default_dtype()))
 
 
 class LinearDynamics(Dynamics):
