@@ -58,7 +58,10 @@ def linear_rollout(dynamics: Dynamics, x_init: torch.Tensor,
     rest = dynamics(x_start, u)                                    # (B, T, n_x)
     minus_A = None
     if T > 1:
-        A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
+        if dynamics.time_varying:               # Jacobians of whole horizons only
+            A = dynamics.jacobians(x_start, u)[0][:, 1:]
+        else:
+            A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
         minus_A = _block_diagonal(-A.double(), 1, (T * n, T * n))
         rest = torch.linalg.solve_triangular(minus_A, rest.double().reshape(batch, -1, 1), upper=False,
                                              unitriangular=True).view(batch, T, n).to(x_init.dtype)

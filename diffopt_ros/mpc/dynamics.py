@@ -56,6 +56,29 @@ class Dynamics(nn.Module):
     dt: float
     angle_indices: tuple[int, ...] = ()
     linear: bool = False        # affine in (x, u): second derivatives vanish
+    # time-varying: the step depends on the step index t; stepper() then returns step(x, u, t) and
+    # forward/jacobians take whole horizons (B, T, n_x)
+    time_varying: bool = False
+
+    @property
+    def batched(self) -> bool:
+        """Whether the model holds per-sample data (a leading batch axis); the solver then gives
+        each subset of samples its own rows (:meth:`take`)."""
+        return False
+
+    def take(self, rows: torch.Tensor) -> Dynamics:
+        """The model of the samples ``rows (K,)`` (indices into the batch, repeats allowed): ``self``
+        unless the model is :attr:`batched`."""
+        return self
+
+    def graph_tensors(self) -> list[torch.Tensor]:
+        """Tensors other than ``parameters()`` that the model computes with and that may carry a graph
+        (the implicit gradients reach them too); default none."""
+        return []
+
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        """Raise a ``ValueError`` if the model's own data do not fit a problem of ``batch`` samples,
+        ``horizon`` steps and ``dtype`` (called by ``MPC`` before a solve; default: nothing to check)."""
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One step: ``x (..., n_x)``, ``u (..., n_u)`` -> ``x_next (..., n_x)``."""
@@ -154,30 +177,93 @@ def positive_parameter(value: float, name: str) -> nn.Parameter:
 
 
 class LinearDynamics(Dynamics):
-    """``x_{t+1} = A x_t + B u_t (+ c)`` with learnable ``A (n_x, n_x)``, ``B (n_x, n_u)``, ``c (n_x,)``.
+    """``x_{t+1} = A x_t + B u_t (+ c)``, learnable, shared or per step and per sample.
+
+    ``A``, ``B`` and ``c`` are shared ``(n_x, n_x)``, ``(n_x, n_u)``, ``(n_x,)``, time-varying
+    ``(T, ...)`` or per sample and time-varying ``(B, T, ...)`` (mpc.pytorch's ``LinDx``; see
+    :meth:`from_lindx`). Shared matrices are ``nn.Parameter``s (learnable); time-varying ones are
+    kept as given, so a tensor that requires grad (or a parameter) passes gradients to whatever
+    produced it (e.g. a learned linearisation). A time-varying model's ``forward`` and
+    ``jacobians`` take whole horizons ``(B, T, n_x)`` (or ``(T, n_x)``) and its :meth:`stepper`
+    returns ``step(x (B', n_x), u (B', n_u), t)`` with ``B'`` a multiple of the model's batch.
 
     Args:
-        A: initial state matrix ``(n_x, n_x)``.
-        B: initial input matrix ``(n_x, n_u)``.
-        c: optional constant drift ``(n_x,)`` (learnable when given).
+        A: initial state matrix ``(n_x, n_x)``, ``(T, n_x, n_x)`` or ``(B, T, n_x, n_x)``.
+        B: initial input matrix ``(n_x, n_u)``, ``(T, n_x, n_u)`` or ``(B, T, n_x, n_u)``.
+        c: optional drift ``(n_x,)``, ``(T, n_x)`` or ``(B, T, n_x)`` (learnable when shared).
         dt: step (s), informational.
     """
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor, c: torch.Tensor | None = None, dt: float = 1.0):
         super().__init__()
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or B.ndim != 2 or B.shape[0] != A.shape[0]:
-            raise ValueError(f'LinearDynamics: A must be (n_x, n_x) and B (n_x, n_u); got {tuple(A.shape)}, '
-                             f'{tuple(B.shape)}')
-        self.n_x, self.n_u, self.dt = A.shape[0], B.shape[1], float(dt)
+        lead = A.shape[:-2]
+        if (A.ndim not in (2, 3, 4) or A.shape[-1] != A.shape[-2] or B.ndim != A.ndim
+                or B.shape[:-1] != A.shape[:-1] or (c is not None and tuple(c.shape) != tuple(A.shape[:-1]))):
+            raise ValueError(f'LinearDynamics: A must be (n_x, n_x), (T, n_x, n_x) or (B, T, n_x, n_x) and '
+                             f'B, c the same leading shape with (n_x, n_u), (n_x,); got A {tuple(A.shape)}, '
+                             f'B '
+                             f'{tuple(B.shape)}, c {None if c is None else tuple(c.shape)}')
+        self.n_x, self.n_u, self.dt = A.shape[-1], B.shape[-1], float(dt)
         self.linear = True
-        self.A = nn.Parameter(A.detach().clone())
-        self.B = nn.Parameter(B.detach().clone())
-        self.c = None if c is None else nn.Parameter(c.detach().clone())
+        self.time_varying = len(lead) > 0
+        if self.time_varying:
+            self.A, self.B, self.c = A, B, c
+        else:
+            self.A = nn.Parameter(A.detach().clone())
+            self.B = nn.Parameter(B.detach().clone())
+            self.c = None if c is None else nn.Parameter(c.detach().clone())
+
+    @classmethod
+    def from_lindx(cls, F: torch.Tensor, f: torch.Tensor | None = None, dt: float = 1.0) -> LinearDynamics:
+        """mpc.pytorch's ``LinDx(F, f)``: ``x_{t+1} = F_t [x_t; u_t] (+ f_t)`` with ``F`` of shape
+        ``(B, T, n_x, n_x + n_u)``, ``(T, ...)`` or ``(n_x, n_x + n_u)`` and ``f`` of ``F``'s leading
+        shape with ``(n_x,)``. (mpc.pytorch stores ``(T, B, ...)``: pass ``F.transpose(0, 1)``.)"""
+        n_x = F.shape[-2]
+        return cls(F[..., :n_x], F[..., n_x:], f, dt)
+
+    @property
+    def batched(self) -> bool:
+        return self.A.ndim == 4
+
+    def graph_tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.A, self.B, self.c) if t is not None and not isinstance(t, nn.Parameter)]
+
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        if not self.time_varying:
+            return
+        lead = (batch, horizon) if self.batched else (horizon,)
+        for name, t in (('A', self.A), ('B', self.B), ('c', self.c)):
+            if t is None:
+                continue
+            if tuple(t.shape[:len(lead)]) != lead:
+                raise ValueError(f'LinearDynamics: {name} has shape {tuple(t.shape)}, a problem of B={batch} '
+                                 f'samples and T={horizon} steps needs leading axes {lead}')
+            if t.dtype != dtype:
+                raise ValueError(f'LinearDynamics: {name} has dtype {t.dtype}, x_init {dtype}; convert one '
+                                 f'of them')
+
+    def take(self, rows: torch.Tensor) -> LinearDynamics:
+        if not self.batched:
+            return self
+        return LinearDynamics(self.A[rows], self.B[rows], None if self.c is None else self.c[rows], self.dt)
+
+    def _check_horizon(self, x: torch.Tensor) -> None:
+        T = self.A.shape[-3]
+        if x.ndim < 2 or x.shape[-2] != T or (self.batched and x.ndim != 3):
+            expected = f'(B, {T}, n_x)' if self.batched else f'(..., {T}, n_x)'
+            raise ValueError(f'LinearDynamics: time-varying over T={T} steps: states must be {expected} '
+                             f'(whole horizons), got {tuple(x.shape)}; step with stepper()(x, u, t)')
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.A) + nn.functional.linear(u, self.B, self.c)
+        if not self.time_varying:
+            return nn.functional.linear(x, self.A) + nn.functional.linear(u, self.B, self.c)
+        self._check_horizon(x)
+        out = (self.A @ x.unsqueeze(-1)).squeeze(-1) + (self.B @ u.unsqueeze(-1)).squeeze(-1)
+        return out if self.c is None else out + self.c
 
     def stepper(self) -> StepFn:
+        if self.time_varying:
+            return self._timed_step
         At, Bt = self.A.mT.contiguous(), self.B.mT.contiguous()
         c = torch.zeros_like(self.A[0]) if self.c is None else self.c
 
@@ -188,10 +274,38 @@ class LinearDynamics(Dynamics):
 
         return step
 
+    def _timed_step(self, x: torch.Tensor, u: torch.Tensor, t: int) -> torch.Tensor:
+        """Step ``t`` for ``x (B', n_x)``, ``u (B', n_u)``: ``B'`` rows, sample-major, per sample of a
+        batched model (``B'`` a multiple of its batch: the trials of a line search)."""
+        A, B = self.A[..., t, :, :], self.B[..., t, :, :]
+        if not self.batched:
+            out = x @ A.mT + u @ B.mT
+            return out if self.c is None else out + self.c[t]
+        batch = A.shape[0]
+        xs, us = x.reshape(batch, -1, self.n_x), u.reshape(batch, -1, self.n_u)
+        out = xs @ A.mT + us @ B.mT
+        if self.c is not None:
+            out = out + self.c[:, t].unsqueeze(1)
+        return out.reshape(x.shape)
+
+    def rollout_fn(self) -> RolloutFn:
+        if not self.time_varying:
+            return super().rollout_fn()
+
+        def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+            xs = [x_init]
+            for t, u in enumerate(controls.unbind(1)):
+                xs.append(self._timed_step(xs[-1], u, t))
+            return torch.stack(xs, 1)
+
+        return roll_out
+
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[:-1]
         if u.shape[:-1] != batch:                # torch.broadcast_shapes costs tens of microseconds
             batch = torch.broadcast_shapes(batch, u.shape[:-1])
+        if self.time_varying:
+            self._check_horizon(x)
         return self.A.expand(*batch, self.n_x, self.n_x), self.B.expand(*batch, self.n_x, self.n_u)
 
 

@@ -224,7 +224,8 @@ class MPC(nn.Module):
         if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
             return sol, model
         inputs = (x_init, target, sol.controls, u_prev, lower, upper)
-        sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True)
+        sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True,
+                               self.dynamics.take(retry))
         fields = {}
         for name in ('states', 'controls', 'costs', 'converged', 'clamped', 'kkt_residual'):
             fields[name] = getattr(sol, name).index_copy(0, retry, getattr(sub, name))
@@ -232,10 +233,10 @@ class MPC(nn.Module):
         fields['gains'] = None               # these samples have none: the backward solves densely
         return sol._replace(**fields), None
 
-    def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost,
-                 condensed: bool) -> tuple[MPCSolution, CondensedModel | None]:
-        """The iterations of :meth:`_solve` with one solver."""
-        dyn = self.dynamics
+    def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost, condensed: bool,
+                 dyn: Dynamics | None = None) -> tuple[MPCSolution, CondensedModel | None]:
+        """The iterations of :meth:`_solve` with one solver (``dyn``: the model of these samples)."""
+        dyn = self.dynamics if dyn is None else dyn
         batch = u.shape[0]
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
@@ -264,7 +265,11 @@ class MPC(nn.Module):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
             x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
             sub_cost = cost if rows is None else cost.take(rows)
-            A, B = dyn.jacobians(xs[:, :-1], us)
+            sub_dyn = dyn if rows is None or not dyn.batched else dyn.take(rows)
+            if sub_dyn is not dyn:                   # per-sample dynamics: these samples' functions
+                roll_out = None if roll_out is None else sub_dyn.rollout_fn()
+                step = None if step is None else sub_dyn.stepper()
+            A, B = sub_dyn.jacobians(xs[:, :-1], us)
             expansion = sub_cost.expand(xs, us, tg, up)
             dlow = dhigh = None
             if lo is not None:
@@ -293,7 +298,8 @@ class MPC(nn.Module):
             else:
                 stages = stage_matrices(expansion, A, B)
                 G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
-                roll, batched = partial(_line_search, step, stages.augmented), (xs, us, G, lo, hi)
+                roll = partial(_line_search, step, stages.augmented, dyn.time_varying)
+                batched = (xs, us, G, lo, hi)
                 del stages
             del expansion, A, B
             x_best, u_best, J_best, full = _search(roll, batched, sub_cost, alphas, tg, up, roundoff)
@@ -506,8 +512,8 @@ def _open_loop_search(roll_out: RolloutFn, alphas: torch.Tensor, x_init: torch.T
     return x.view(batch, n_alpha, T + 1, -1), trial
 
 
-def _line_search(step: StepFn, augmented: bool, alphas: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
-                 G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+def _line_search(step: StepFn, augmented: bool, timed: bool, alphas: torch.Tensor, x: torch.Tensor,
+                 u: torch.Tensor, G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-loop roll-outs ``u_t = clip(u_t + a k_t + K_t dz_t)`` for every step size ``a``.
 
     ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` nominal, ``G (B, T, n_u, n_z + 1)`` policies,
@@ -529,7 +535,8 @@ def _line_search(step: StepFn, augmented: bool, alphas: torch.Tensor, x: torch.T
             ut = torch.baddbmm(ut, us[-1] - us_nom[t - 1], KuT[t])
         if lower is not None:
             ut = torch.maximum(torch.minimum(ut, highs[t]), lows[t])
-        xt = step(xt.reshape(-1, n_x), ut.reshape(-1, n_u)).view(batch, n_alpha, n_x)
+        args = (xt.reshape(-1, n_x), ut.reshape(-1, n_u)) + ((t,) if timed else ())
+        xt = step(*args).view(batch, n_alpha, n_x)
         xs.append(xt)
         us.append(ut)
     return torch.stack(xs, 2), torch.stack(us, 2)

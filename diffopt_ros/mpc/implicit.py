@@ -151,7 +151,7 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
     rest of the solution follows through the KKT conditions of the free controls, in which the
     clamped controls enter as parameters (their terms in the stationarity and the dynamics).
     """
-    inputs = [x_init, target, u_prev, lower, upper, *mpc.parameters()]
+    inputs = [x_init, target, u_prev, lower, upper, *mpc.parameters(), *mpc.dynamics.graph_tensors()]
     if not any(t is not None and t.requires_grad for t in inputs):
         return sol
     if not bool(sol.converged.all()):
@@ -180,7 +180,7 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
             # Jacobians carry the parameters, no double backward through the cost and dynamics;
             # terms without a graph (fixed dynamics) are left out
             gx, gu, f = exp.lx, exp.lu, None
-            if any(p.requires_grad for p in dyn.parameters()) or offset is not None:
+            if any(p.requires_grad for p in (*dyn.parameters(), *dyn.graph_tensors())) or offset is not None:
                 f = dyn(x_star[:, :-1], u_param)
                 lam_next = lam[:, 1:].unsqueeze(-1)
                 gx = gx + torch.cat(((A_g.mT @ lam_next).squeeze(-1), torch.zeros_like(gx[:, :1])), 1)

@@ -74,6 +74,7 @@ def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int,
         raise ValueError(f'MPC: the cost {type(cost).__name__} has n_x={cost_nx}, n_u={cost_nu}, the '
                          f'dynamics {type(dynamics).__name__} n_x={n_x}, n_u={n_u}')
     cost.check(x_init.shape[0], horizon, x_init.dtype)
+    dynamics.check(x_init.shape[0], horizon, x_init.dtype)
 
 
 def check_inputs(batch: int, T: int, n_x: int, n_u: int, dtype: torch.dtype, target, u_init, u_prev) -> None:
