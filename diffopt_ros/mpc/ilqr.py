@@ -79,6 +79,10 @@ def shift_controls(controls: torch.Tensor) -> torch.Tensor:
 class MPC(nn.Module):
     """Differentiable box-constrained iLQR model-predictive controller.
 
+    Control loops call :meth:`plan` (no gradients, whatever ``grad_mode`` is): calling the module
+    itself with the default ``grad_mode='implicit'`` and a model or cost with ``nn.Parameter``s
+    builds the implicit-gradient graph on every call (about twice the time of a warm step).
+
     Args:
         dynamics: a :class:`~diffopt_ros.mpc.dynamics.Dynamics` model.
         cost: a :class:`~diffopt_ros.mpc.costs.Cost`.
@@ -88,14 +92,19 @@ class MPC(nn.Module):
         tolerance: converged when the largest control change of an accepted step is below this
             (control units) ...
         cost_tolerance: ... or when the predicted or actual relative cost decrease is below this
-            (at least ``1600 eps`` of the dtype; ``0`` disables this test).
+            (at least ``1600 eps`` of the dtype: ``1.9e-4`` in float32, so that a float32 solve stops
+            after fewer iterations than a float64 one with the same settings; pass the same
+            ``cost_tolerance >= 2e-4`` to both for the same stopping rule; ``0`` disables this test).
         line_search: step sizes, longest first, rolled out in parallel (in groups for large
             batches, to bound memory); the longest within round-off of the best cost is taken.
             With linear dynamics, a quadratic cost and the condensed solver only the full step
             (``1.0`` first) is tried (it is the exact optimum), and one whose cost decrease matches
             the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
-        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'``.
+        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
+            never builds gradients).
+        kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged
+            (default ``1e-3``).
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
             line search; scales to large batches), ``'condensed'`` (one dense box QP in the
             controls, open-loop line search; fewest operations for small batches and horizons)
@@ -125,6 +134,14 @@ class MPC(nn.Module):
         self.solver = solver
         self.kkt_tolerance = KKT_TOLERANCE if kkt_tolerance is None else float(kkt_tolerance)
         self._probes = self._bound_cache = None        # what forward's checks keep between calls
+
+    def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
+             u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
+             u_lower=None, u_upper=None) -> MPCSolution:
+        """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
+        module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
+        """
+        return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper, grad_mode='none')
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,

@@ -239,7 +239,7 @@ class RecedingHorizonSolver:
         started = time.perf_counter()
         target = np.concatenate([np.asarray(state)[None, :5], reference], axis=0)[None]
         with torch.no_grad():
-            solution = self.mpc(
+            solution = self.mpc.plan(
                 self._tensor(state)[None], target=self._tensor(target),
                 u_init=None if warm is None else self._tensor(warm)[None],
                 u_prev=None if last_command is None else self._tensor(last_command)[None])
