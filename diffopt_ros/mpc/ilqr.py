@@ -141,7 +141,8 @@ class MPC(nn.Module):
         """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
         module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
         """
-        return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper, grad_mode='none')
+        return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper,
+                            grad_mode='none')
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
