@@ -10,6 +10,7 @@ control loop. For large batches the Riccati pass (:mod:`.lqr`) is the better tra
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -187,7 +188,8 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
     # verify: a semi-definite H (a zero control weight, duplicated inputs) has singular free blocks,
     # whose Cholesky solves are not minimisers; those rows are solved again by proximal point steps
     lo_v, hi_v = (None, None) if lower is None else (lo, hi)
-    with torch.no_grad():                     # a certificate, not part of the (unrolled) solution
+    # a certificate, not part of the (unrolled) solution
+    with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
         residual = quadratic_model_residual(H_model, g, dU, dU, lo_v, hi_v)
     if not float(residual.max()) <= _QP_TOLERANCE:           # (nan propagates: also re-solved)
         rows = (~(residual <= _QP_TOLERANCE)).nonzero().squeeze(-1)
@@ -195,7 +197,7 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
                                                None if lower is None else hi[rows])
         dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
         bounds = [None if t is None else t[rows] for t in (lo_v, hi_v)]
-        with torch.no_grad():
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
             residual = residual.index_copy(0, rows, quadratic_model_residual(H_model[rows], g[rows], k_rows,
                                                                              k_rows, *bounds))
     model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None, g, residual)

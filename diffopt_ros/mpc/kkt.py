@@ -35,10 +35,11 @@ def box_kkt_residual(grad: torch.Tensor, u: torch.Tensor, lower: torch.Tensor | 
         ``(B,)`` residual; ``nan`` where ``grad``, ``u`` or ``scale`` is not finite (``nan`` never
         passes a ``<=`` test).
     """
-    step = grad / (1.0 + scale).unsqueeze(-1)
+    denominator = (1.0 + scale).unsqueeze(-1)
     if lower is None:
-        return torch.linalg.vector_norm(step, float('inf'), -1)
-    return torch.linalg.vector_norm(u - torch.clamp(u - step, lower, upper), float('inf'), -1)
+        return torch.linalg.vector_norm(grad / denominator, float('inf'), -1)
+    projected = torch.clamp(torch.addcdiv(u, grad, denominator, value=-1.0), lower, upper)
+    return torch.linalg.vector_norm(u - projected, float('inf'), -1)
 
 
 def quadratic_model_residual(H: torch.Tensor, g: torch.Tensor, d: torch.Tensor, u: torch.Tensor,
@@ -56,10 +57,10 @@ def quadratic_model_residual(H: torch.Tensor, g: torch.Tensor, d: torch.Tensor, 
     The model's gradient at ``d`` is ``g + H d``: exact for linear dynamics and a quadratic cost,
     a first-order estimate of the true gradient otherwise.
     """
-    Hd = torch.bmm(H, d.unsqueeze(-1)).squeeze(-1)
-    inf = float('inf')
-    scale = torch.maximum(torch.linalg.vector_norm(g, inf, -1), torch.linalg.vector_norm(Hd, inf, -1))
-    return box_kkt_residual(g + Hd, u, lower, upper, scale)
+    grad = torch.baddbmm(g.unsqueeze(-1), H, d.unsqueeze(-1)).squeeze(-1)
+    inf = float('inf')           # the terms g and H d: |H d| <= |g| + |g + H d|, the same magnitude
+    scale = torch.maximum(torch.linalg.vector_norm(g, inf, -1), torch.linalg.vector_norm(grad, inf, -1))
+    return box_kkt_residual(grad, u, lower, upper, scale)
 
 
 def costates(A: torch.Tensor, lx: torch.Tensor) -> torch.Tensor:
