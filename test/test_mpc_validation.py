@@ -37,8 +37,10 @@ def test_dtype_mismatches_name_both_dtypes():
         tracking(torch.zeros(1, 5, dtype=F64))
     cost = QuadraticCost(torch.eye(4), torch.zeros(4), n_x=2)          # float32 tensors, float64 model
     mpc = MPC(LinearDynamics(torch.eye(2, dtype=F64), torch.eye(2, dtype=F64)), cost, 3, grad_mode='none')
-    with pytest.raises(ValueError, match=r'QuadraticCost: C has dtype torch.float32, x_init torch.float64'):
+    with pytest.raises(ValueError, match=r'x_init has dtype torch.float64 but the cost QuadraticCost holds '
+                                         r'torch.float32'):
         mpc(torch.zeros(1, 2, dtype=F64))
+    assert mpc.double()(torch.zeros(1, 2, dtype=F64)).converged.all()     # .double() converts the cost
 
 
 def test_shape_mismatches_name_the_argument_and_shapes():

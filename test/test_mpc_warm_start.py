@@ -43,3 +43,23 @@ def test_plan_builds_no_graph_for_learnable_models():
     planned = mpc.plan(x)
     assert not planned.controls.requires_grad and not planned.states.requires_grad
     torch.testing.assert_close(planned.controls, mpc(x).controls.detach())
+
+
+def test_float32_certificate_tolerance_follows_the_cost_tolerance_floor():
+    """float32 stops at a relative cost decrease of 1.9e-4, which leaves a scaled gradient of about
+    sqrt(2 * 1.9e-4): the default kkt_tolerance (2 sqrt) accepts those solutions, no re-solve."""
+    import math
+
+    from diffopt_ros.mpc import Pendulum
+    g = torch.Generator().manual_seed(0)
+    th = (torch.rand(64, generator=g) * 2 - 1) * math.pi
+    x0 = torch.stack((th.cos(), th.sin(), 0.5 * torch.randn(64, generator=g)), -1)
+    q, p = torch.tensor([1.0, 1.0, 0.1, 0.001]), torch.tensor([-1.0, 0.0, 0.0, 0.0])
+    cost = QuadraticCost(torch.diag(q), p, n_x=3, C_final=torch.diag(q[:3]), c_final=p[:3])
+    options = dict(u_lower=-2.0, u_upper=2.0, tolerance=1e-4, solver='riccati', grad_mode='none')
+    default = MPC(Pendulum(), cost, 20, **options)(x0)
+    unchecked = MPC(Pendulum(), cost, 20, kkt_tolerance=math.inf, **options)(x0)
+    assert default.converged.all()
+    assert torch.equal(default.iterations, unchecked.iterations)
+    assert (default.kkt_residual <= 2 * math.sqrt(1600 * torch.finfo(torch.float32).eps)).all()
+    assert default.kkt_residual.max() > 1e-3                        # a 1e-3 bound would re-solve some

@@ -296,10 +296,14 @@ class QuadraticCost(Cost):
         self.n_x, self.n_u = n_x, C.shape[-1] - n_x
         if C.shape[-1] != C.shape[-2] or c.shape[-1] != C.shape[-1] or self.n_u < 1:
             raise ValueError(f'QuadraticCost: C {tuple(C.shape)} and c {tuple(c.shape)} do not fit n_x={n_x}')
-        self.C, self.c = C, c
         self.quadratic = True
-        self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
-        self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
+        C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype, device=C.device)
+        c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype, device=C.device)
+        for name, t in (('C', C), ('c', c), ('C_final', C_final), ('c_final', c_final)):
+            if isinstance(t, nn.Parameter):
+                setattr(self, name, t)                      # learnable
+            else:                                           # converted with the module (.to, .double)
+                self.register_buffer(name, t, persistent=False)
 
     def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
         """Shapes ``C (n, n) | (T, n, n) | (B, T, n, n)``, ``c (n,) | (T, n) | (B, T, n)``,

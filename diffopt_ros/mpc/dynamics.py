@@ -206,8 +206,12 @@ class LinearDynamics(Dynamics):
         self.n_x, self.n_u, self.dt = A.shape[-1], B.shape[-1], float(dt)
         self.linear = True
         self.time_varying = len(lead) > 0
-        if self.time_varying:
-            self.A, self.B, self.c = A, B, c
+        if self.time_varying:                # kept as given (a graph passes); converted with .to/.double
+            for name, t in (('A', A), ('B', B), ('c', c)):
+                if isinstance(t, nn.Parameter) or t is None:
+                    setattr(self, name, t)
+                else:
+                    self.register_buffer(name, t, persistent=False)
         else:
             self.A = nn.Parameter(A.detach().clone())
             self.B = nn.Parameter(B.detach().clone())

@@ -33,7 +33,7 @@ from .validate import (
 )
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
-KKT_TOLERANCE = 1e-3        # default largest MPCSolution.kkt_residual of a converged sample
+KKT_TOLERANCE = 1e-3        # least default largest MPCSolution.kkt_residual of a converged sample
 SOLVERS = ('auto', 'riccati', 'condensed')
 
 
@@ -103,8 +103,10 @@ class MPC(nn.Module):
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
         grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
             never builds gradients).
-        kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged
-            (default ``1e-3``).
+        kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged.
+            Default: ``max(1e-3, 2 sqrt(c))`` with ``c`` the effective relative cost tolerance (a
+            relative cost decrease ``c`` left by the stopping rule goes with a scaled gradient of
+            about ``sqrt(2 c)``): ``1e-3`` in float64, ``2.8e-2`` in float32.
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
             line search; scales to large batches), ``'condensed'`` (one dense box QP in the
             controls, open-loop line search; fewest operations for small batches and horizons)
@@ -132,7 +134,7 @@ class MPC(nn.Module):
         self.regularization = float(regularization)
         self.grad_mode = grad_mode
         self.solver = solver
-        self.kkt_tolerance = KKT_TOLERANCE if kkt_tolerance is None else float(kkt_tolerance)
+        self.kkt_tolerance = None if kkt_tolerance is None else float(kkt_tolerance)
         self._probes = self._bound_cache = None        # what forward's checks keep between calls
 
     def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
@@ -237,7 +239,7 @@ class MPC(nn.Module):
         sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed)
         if condensed:
             return sol, model
-        retry = (~sol.converged & ~(sol.kkt_residual <= self.kkt_tolerance)
+        retry = (~sol.converged & ~(sol.kkt_residual <= self._kkt_tolerance(x_init.dtype))
                  & (sol.iterations < self.max_iterations)).nonzero().squeeze(-1)
         if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
             return sol, model
@@ -250,6 +252,17 @@ class MPC(nn.Module):
         fields['iterations'] = sol.iterations.index_add(0, retry, sub.iterations)
         fields['gains'] = None               # these samples have none: the backward solves densely
         return sol._replace(**fields), None
+
+    def _cost_tolerance(self, dtype: torch.dtype) -> float:
+        """The relative cost tolerance in effect (floored at ``1600 eps``; ``-1``: the test is off)."""
+        roundoff = 16.0 * torch.finfo(dtype).eps
+        return max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
+
+    def _kkt_tolerance(self, dtype: torch.dtype) -> float:
+        """``kkt_tolerance`` or its default for ``dtype`` (see the class docstring)."""
+        if self.kkt_tolerance is not None:
+            return self.kkt_tolerance
+        return max(KKT_TOLERANCE, 2.0 * math.sqrt(max(self._cost_tolerance(dtype), 0.0)))
 
     def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost, condensed: bool,
                  dyn: Dynamics | None = None) -> tuple[MPCSolution, CondensedModel | None]:
@@ -271,7 +284,8 @@ class MPC(nn.Module):
         use_reg = self.regularization > 0
         roundoff = 16.0 * torch.finfo(x.dtype).eps
         # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
-        cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
+        cost_tolerance = self._cost_tolerance(x.dtype)
+        kkt_tolerance = self._kkt_tolerance(x.dtype)
         # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution, the
         # optimum of the convex problem, so only the full step is tried (a shorter one costs more)
         exact_model = condensed and dyn.linear and cost.quadratic and self.line_search[0] == 1.0
@@ -303,7 +317,7 @@ class MPC(nn.Module):
                         if done is not None:
                             x_new, u_new, J_new = done
                             kkt = sub_model.residual.to(x.dtype)
-                            if bool((kkt <= self.kkt_tolerance).all()):    # solved: no search, no iteration
+                            if bool((kkt <= kkt_tolerance).all()):    # solved: no search, no iteration
                                 return MPCSolution(x_new, u_new, J_new, iterations + 1,
                                                    torch.ones_like(active), None, sub_clamped, kkt), model
                 elif model is not None:      # some clamped sets change: the kept factor is stale
@@ -365,7 +379,7 @@ class MPC(nn.Module):
             with torch.no_grad():
                 kkt = certificate(dyn, cost, x.detach(), u.detach(), _detach(target), _detach(u_prev),
                                   lower, upper)
-        converged = ~active & (reg < 1e8) & (kkt <= self.kkt_tolerance)
+        converged = ~active & (reg < 1e8) & (kkt <= kkt_tolerance)
         gains = None if gains is None else gains[..., :dyn.n_x].detach()
         return MPCSolution(x, u, J, iterations, converged, gains, clamped, kkt), model
 

@@ -14,16 +14,24 @@ from .costs import Cost
 from .dynamics import Dynamics
 
 
-def dtype_probe(module: torch.nn.Module) -> torch.Tensor | None:
-    """A module's first floating parameter or buffer (``None``: none). ``Module.to`` converts a
-    parameter in place, so the same object tells the module's dtype after a conversion."""
-    for t in module.parameters():
-        if t.is_floating_point():
-            return t
-    for t in module.buffers():
-        if t.is_floating_point():
-            return t
+def dtype_probe(module: torch.nn.Module) -> tuple[dict, str] | None:
+    """Where a module's first floating parameter or buffer lives: its owner's ``_parameters`` or
+    ``_buffers`` dict and its name (``None``: none). Looked up again on every use (:func:`probe_dtype`),
+    so it tells the module's dtype after a conversion (which replaces buffers)."""
+    for kind in ('_parameters', '_buffers'):
+        for owner in module.modules():
+            for name, t in getattr(owner, kind).items():
+                if t is not None and t.is_floating_point():
+                    return getattr(owner, kind), name
     return None
+
+
+def probe_dtype(probe: tuple[dict, str] | None) -> torch.dtype | None:
+    """The dtype of the tensor a :func:`dtype_probe` points to (``None``: none, or it was removed)."""
+    if probe is None:
+        return None
+    t = probe[0].get(probe[1])
+    return None if t is None else t.dtype
 
 
 def _shape(t) -> tuple:
@@ -42,7 +50,7 @@ def check_tensor(name: str, t, dtype: torch.dtype, shapes: tuple[tuple[int, ...]
 
 
 def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int,
-                  probes: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> None:
+                  probes: tuple | None = None) -> None:
     """``x_init (B, n_x)``: a floating tensor with a non-empty batch, the dtype of the model and the
     cost, ``n_x`` entries; the cost's ``n_x``/``n_u`` (where it declares them) those of the dynamics,
     and the cost's own data fit the batch and horizon (:meth:`Cost.check`). ``probes``: the
@@ -64,7 +72,7 @@ def check_problem(dynamics: Dynamics, cost: Cost, x_init, horizon: int,
     if probes is None:
         probes = dtype_probe(dynamics), dtype_probe(cost)
     for label, module, probe in (('dynamics', dynamics, probes[0]), ('cost', cost, probes[1])):
-        dtype = None if probe is None else probe.dtype
+        dtype = probe_dtype(probe)
         if dtype is not None and dtype != x_init.dtype:
             raise ValueError(f'MPC: x_init has dtype {x_init.dtype} but the {label} '
                              f'{type(module).__name__} holds {dtype}; convert one of them '
