@@ -171,3 +171,18 @@ def test_python_floats_stay_exact_until_the_dtype_is_known():
     with torch.no_grad():
         learned.log_gravity.add_(0.5)                          # changed: converted as it is
     assert learned.double().log_gravity.item() == pytest.approx(math.log(9.81) + 0.5, rel=1e-6)
+
+
+def test_checked_bounds_follow_changes_of_their_source():
+    """The checked bounds are kept between calls, but a list or tensor changed in place is re-read."""
+    mpc = _lti()
+    x = torch.full((1, 2), 5.0, dtype=F64)                     # pushes the controls to the lower bound
+    lower = [-0.5, -0.5]
+    assert torch.allclose(mpc(x, u_lower=lower, u_upper=1.0).controls[0, 0, 0], torch.tensor(-0.5, dtype=F64))
+    lower[0] = -0.1
+    assert torch.allclose(mpc(x, u_lower=lower, u_upper=1.0).controls[0, 0, 0], torch.tensor(-0.1, dtype=F64))
+    upper = torch.ones(2, dtype=F64)
+    mpc(x, u_lower=-0.5, u_upper=upper)
+    upper[1] = -1.0                                             # now below the lower bound
+    with pytest.raises(ValueError, match=r'u_lower > u_upper'):
+        mpc(x, u_lower=-0.5, u_upper=upper)

@@ -68,6 +68,22 @@ class MPCSolution(NamedTuple):
     kkt_residual: torch.Tensor | None = None
 
 
+_UNCACHED = object()
+
+
+def _bound_key(value):
+    """What identifies a bound argument for :meth:`MPC._bounds`' cache: a number or ``None`` itself,
+    a flat sequence of numbers by value, a tensor without a graph by identity and version; anything
+    else (a tensor that requires grad, nested sequences) is not cached (``_UNCACHED``)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return _UNCACHED if value.requires_grad else (id(value), value._version)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+        return tuple(value)
+    return _UNCACHED
+
+
 def shift_controls(controls: torch.Tensor) -> torch.Tensor:
     """Warm start for the next receding-horizon step: drop ``u_0``, repeat the last control.
 
@@ -197,11 +213,12 @@ class MPC(nn.Module):
 
     def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
         """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
-        ``lower <= upper``); the last pair is kept while its sources, batch, dtype and device stay."""
-        key = (id(lower), id(upper), getattr(lower, '_version', None), getattr(upper, '_version', None),
-               batch, like.dtype, like.device)
-        if self._bound_cache is not None and self._bound_cache[0] == key:     # the same objects: the
-            return self._bound_cache[2]                                      # cache holds them alive
+        ``lower <= upper``); the last pair is kept while its sources (numbers and sequences of
+        numbers by value, tensors without a graph by identity and version), batch, dtype and
+        device stay."""
+        key = (_bound_key(lower), _bound_key(upper), batch, like.dtype, like.device)
+        if self._bound_cache is not None and self._bound_cache[0] == key:   # the tensors are held by
+            return self._bound_cache[2]                                    # the cache: ids not reused
         T, n_u = self.horizon, self.dynamics.n_u
         lo = bound_tensor('u_lower', lower, batch, T, n_u, like)
         hi = bound_tensor('u_upper', upper, batch, T, n_u, like)
@@ -211,8 +228,7 @@ class MPC(nn.Module):
             hi = inf if hi is None else hi
         if lo is not None:
             check_bound_order(lo, hi)
-        if all(b is None or isinstance(b, (int, float))            # immutable or versioned, no graph
-               or (isinstance(b, torch.Tensor) and not b.requires_grad) for b in (lower, upper)):
+        if key[0] is not _UNCACHED and key[1] is not _UNCACHED:
             self._bound_cache = key, (lower, upper), (lo, hi)
         return lo, hi
 
