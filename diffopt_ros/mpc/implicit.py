@@ -28,6 +28,7 @@ import torch
 from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
 from .ilqr import MPC, MPCSolution, normal_tensors
+from .kkt import costates
 from .lqr import riccati, stage_matrices
 
 
@@ -36,11 +37,7 @@ def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = 
     dense solve with the forward's matrices when ``model`` is given)."""
     if model is not None:
         return condensed_costates(model, A, lx)
-    lam = [lx[:, -1].unsqueeze(-1)]
-    ATs, lxs = A.mT.unbind(1), lx.unsqueeze(-1).unbind(1)
-    for t in range(A.shape[1] - 1, -1, -1):
-        lam.append(torch.baddbmm(lxs[t], ATs[t], lam[-1]))
-    return torch.stack(lam[::-1], 1).squeeze(-1)
+    return costates(A, lx)
 
 
 class _KKTSolve(torch.autograd.Function):
