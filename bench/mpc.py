@@ -6,11 +6,16 @@ Cases (horizon ``T`` = control steps; mpc.pytorch gets ``T+1`` knots, i.e. the s
   convergence, and a warm-started receding-horizon step (shifted previous solution; median over a
   closed-loop run) - the 50 Hz control-loop numbers. ``diffdrive+rate`` adds the control-rate
   penalty the node uses (ours only: mpc.pytorch has no per-sample previous control).
+* ``closedloop`` - the ``diffdrive`` closed loop solved by ours in float32 and float64 (default
+  ``cost_tolerance``, and 2e-4: float32's floor) and by CasADi (PyPI ``casadi``: IPOPT, and its SQP
+  method with the qrqp QP solver, exact Hessian, multiple shooting), each warm-started from its own
+  previous solution on the same sequence of states; the optimum gap is each solution's cost (our
+  model and cost, float64) relative to the best solver's on the same step (largest over the loop).
 * ``pendulum``, ``cartpole`` (mpc.pytorch's ``env_dx``, T=20) and ``lti`` (n_x=8, n_u=4, T=30, bounds):
   forward and forward+backward at batch 1, 16, 256 (and up to 4096 on a GPU), plus peak memory.
 
     .venv/bin/python bench/mpc.py [--quick] [--threads 1] [--device cpu|cuda] [--json FILE]
-                                  [--problems diffdrive,pendulum,cartpole,lti] [--batches 1,16,256]
+                                  [--problems diffdrive,pendulum,cartpole,lti,closedloop] [--batches 1,16,256]
                                   [--clock cpu|wall]
 
 Prints a Markdown table; ``--json`` writes one row per case (problem, T, batch, mode, seconds of
@@ -365,6 +370,139 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
     return rows
 
 
+def casadi_solver(model: DiffDriveLag, q: torch.Tensor, p: torch.Tensor, T: int, lower, upper, method: str):
+    """The diff-drive problem of :class:`Problem` as a CasADi NLP in multiple-shooting form (states
+    and controls as variables, the dynamics as equality constraints), solved by IPOPT or by CasADi's
+    SQP method with its qrqp QP solver (exact Hessian). Returns ``solve(x0 (5,), guess) -> (x, u,
+    guess, iterations)`` with ``x (T+1, 5)``, ``u (T, 2)`` float64 numpy arrays and ``guess`` the
+    warm start of the next call (the solution shifted by one step, and its multipliers)."""
+    import casadi as ca
+    import numpy as np
+
+    keep, drive = (t.detach().double().numpy() for t in model._coefficients())
+    dt = model.dt
+    n_x, n_u = 5, 2
+
+    def step(x, u):
+        v_next = keep[0] * x[3] + drive[0] * u[0]
+        w_next = keep[1] * x[4] + drive[1] * u[1]
+        v_m, w_m = 0.5 * (x[3] + v_next), 0.5 * (x[4] + w_next)
+        heading = x[2] + 0.5 * dt * w_m
+        return ca.vertcat(x[0] + dt * v_m * ca.cos(heading), x[1] + dt * v_m * ca.sin(heading),
+                          x[2] + dt * w_m, v_next, w_next)
+
+    q, p = q.double().numpy(), p.double().numpy()
+    X, U, x0 = ca.SX.sym('x', n_x, T + 1), ca.SX.sym('u', n_u, T), ca.SX.sym('x0', n_x)
+    J, g = 0, [X[:, 0] - x0]
+    for t in range(T):
+        tau = ca.vertcat(X[:, t], U[:, t])
+        J += 0.5 * ca.dot(q * tau, tau) + ca.dot(p, tau)
+        g.append(X[:, t + 1] - step(X[:, t], U[:, t]))
+    J += 0.5 * ca.dot(q[:n_x] * X[:, T], X[:, T]) + ca.dot(p[:n_x], X[:, T])
+    nlp = {'x': ca.vertcat(ca.vec(X), ca.vec(U)), 'p': x0, 'f': J, 'g': ca.vertcat(*g)}
+    if method == 'ipopt':
+        options = {'print_time': False, 'ipopt.print_level': 0, 'ipopt.sb': 'yes', 'ipopt.tol': 1e-9,
+                   'ipopt.warm_start_init_point': 'yes', 'ipopt.linear_solver': 'mumps'}
+        solver = ca.nlpsol('ipopt', 'ipopt', nlp, options)
+    else:
+        options = {'qpsol': 'qrqp', 'print_time': False, 'print_header': False, 'print_iteration': False,
+                   'print_status': False, 'tol_pr': 1e-9, 'tol_du': 1e-9, 'max_iter': 100,
+                   'qpsol_options': {'print_iter': False, 'print_header': False, 'print_info': False,
+                                     'error_on_fail': False}}
+        solver = ca.nlpsol('sqp', 'sqpmethod', nlp, options)
+    n_vars = n_x * (T + 1) + n_u * T
+    lbx, ubx = np.full(n_vars, -np.inf), np.full(n_vars, np.inf)
+    lbx[n_x * (T + 1):] = np.tile(np.asarray(lower, dtype=float), T)
+    ubx[n_x * (T + 1):] = np.tile(np.asarray(upper, dtype=float), T)
+
+    def solve(state, guess):
+        start = guess or {'x0': np.concatenate((np.tile(state, T + 1), np.zeros(n_u * T)))}
+        res = solver(p=state, lbx=lbx, ubx=ubx, lbg=0.0, ubg=0.0, **start)
+        z = np.asarray(res['x']).ravel()
+        x = z[:n_x * (T + 1)].reshape(T + 1, n_x)
+        u = z[n_x * (T + 1):].reshape(T, n_u)
+        shifted = np.concatenate((x[1:], x[-1:]), 0).ravel(), np.concatenate((u[1:], u[-1:]), 0).ravel()
+        nxt = {'x0': np.concatenate(shifted), 'lam_x0': np.asarray(res['lam_x']).ravel(),
+               'lam_g0': np.asarray(res['lam_g']).ravel()}
+        return x, u, nxt, int(solver.stats().get('iter_count', -1))
+
+    return solve
+
+
+def bench_closed_loop_peers(args) -> list[dict]:
+    """The diff-drive closed loop (T=30, batch 1) solved by ours in float32 and float64 and by CasADi
+    (IPOPT; SQP with qrqp), each warm-started from its own previous solution, on the same sequence of
+    states (the closed loop of our float64 solve). Each solution's cost is evaluated with our model
+    and cost in float64 and compared with the best of all solvers on that step (the optimum gap)."""
+    import numpy as np
+
+    steps = 10 if args.quick else 40
+    ref = Problem('diffdrive', 30, torch.device('cpu'), torch.float64)
+    ref_mpc = ref.ours(1)
+    ref_mpc.tolerance, ref_mpc.cost_tolerance = 1e-10, 1e-14
+    x = ref.initial_states(1)
+    sol = ref_mpc.plan(x)
+    states = []
+    with torch.no_grad():
+        for _ in range(steps):
+            x = rollout(ref.model, x, sol.controls[:, :1])[:, 1]
+            sol = ref_mpc.plan(x, u_init=shift_controls(sol.controls))
+            states.append(x[0])
+
+    @torch.no_grad()
+    def true_cost(u: np.ndarray, x0: torch.Tensor) -> float:
+        controls = torch.as_tensor(u, dtype=torch.float64)[None]
+        return float(ref.cost.total(rollout(ref.model, x0[None], controls), controls))
+
+    solvers = {}
+    for dtype, cost_tolerance in ((torch.float32, 1e-10), (torch.float64, 1e-10), (torch.float64, 2e-4)):
+        problem = Problem('diffdrive', 30, torch.device('cpu'), dtype)
+        mpc = problem.ours(1)
+        mpc.cost_tolerance = cost_tolerance
+        name = f'ours {str(dtype)[6:]}'
+        if cost_tolerance != 1e-10:
+            name += f', cost_tolerance {cost_tolerance:g}'
+
+        def ours(state, guess, mpc=mpc, dtype=dtype):
+            s = mpc.plan(state.to(dtype)[None], u_init=guess)
+            return None, s.controls[0].double().numpy(), shift_controls(s.controls), float(s.iterations[0])
+
+        solvers[name] = ours
+    casadi_ok = True
+    try:
+        for method, label in (('ipopt', 'CasADi IPOPT'), ('sqp', 'CasADi SQP + qrqp')):
+            solve = casadi_solver(ref.model, ref.q, ref.p, 30, ref.lower.numpy(), ref.upper.numpy(), method)
+
+            def peer(state, guess, solve=solve):
+                _, u, nxt, iterations = solve(state.numpy(), guess)
+                return None, u, nxt, float(iterations)
+
+            solvers[label] = peer
+    except ImportError:
+        casadi_ok = False
+    results = {name: {'times': [], 'iters': [], 'costs': []} for name in solvers}
+    for rnd in range(1 if args.quick else 3):
+        guesses = dict.fromkeys(solvers)
+        for i, state in enumerate(states):
+            for name, fn in solvers.items():
+                start = clock()
+                _, u, guesses[name], iterations = fn(state, guesses[name])
+                elapsed = clock() - start
+                if rnd == 0:
+                    results[name]['iters'].append(iterations)
+                    results[name]['costs'].append(true_cost(u, state))
+                if i > 0:                                  # the first solve is a cold start
+                    results[name]['times'].append(elapsed)
+    best = np.min(np.array([r['costs'] for r in results.values()]), 0)
+    rows = []
+    for name, r in results.items():
+        gap = np.max((np.array(r['costs']) - best) / np.abs(best))
+        rows.append(dict(problem='diffdrive closed loop', T=30, batch=1, mode='warm step', solver=name,
+                         seconds=statistics.median(r['times']), iterations=statistics.mean(r['iters'][1:]),
+                         optimum_gap=float(gap), steps=steps, casadi=casadi_ok))
+    return rows
+
+
 def fmt_s(s: float | None) -> str:
     if s is None:
         return '-'
@@ -380,7 +518,9 @@ def main(argv=None) -> int:
     parser.add_argument('--no-peer', action='store_true', help='skip mpc.pytorch')
     parser.add_argument('--json', help='also write one JSON row per case to this file')
     parser.add_argument('--problems', default='diffdrive,pendulum,cartpole,lti',
-                        help='comma-separated subset of diffdrive,pendulum,cartpole,lti (run in parts)')
+                        help='comma-separated subset of diffdrive,pendulum,cartpole,lti,closedloop (run in '
+                             'parts; closedloop: ours float32/float64 and CasADi IPOPT and SQP+qrqp on the '
+                             'diff-drive closed loop, CPU)')
     parser.add_argument('--batches', help='comma-separated batch sizes (default 1,16,256; 1024,4096 on CUDA)')
     parser.add_argument('--clock', choices=('cpu', 'wall'),
                         help='what is timed: the process CPU time (default on a CPU with --threads 1) or '
@@ -417,6 +557,14 @@ def main(argv=None) -> int:
     problems = args.problems.split(',')
     if 'diffdrive' in problems:
         emit(bench_control_loop(args, device, dtype, with_peer))
+    if 'closedloop' in problems:
+        peers = bench_closed_loop_peers(args)
+        print('\n| solver (diff-drive T=30 closed loop, batch 1) | warm step | iterations | optimum gap |')
+        print('|---|---|---|---|')
+        for r in peers:
+            print(f"| {r['solver']} | {fmt_s(r['seconds'])} | {r['iterations']:.2f} "
+                  f"| {r['optimum_gap']:.1e} |", flush=True)
+        rows.extend(peers)
     batches = [1, 16, 256] + ([1024, 4096] if device.type == 'cuda' else [])
     if args.quick:
         batches = [1, 16]

@@ -10,17 +10,21 @@ control loop. For large batches the Riccati pass (:mod:`.lqr`) is the better tra
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
 
-from .boxqp import active_set, solve_box_qp, solve_on_set
+from .boxqp import active_set, proximal_box_qp, solve_box_qp, solve_on_set
 from .costs import CostExpansion
 from .dynamics import Dynamics
+from .kkt import quadratic_model_residual
 
 # largest batch whose box-QP factors are kept for the backward (LTI T=30, batch 16: the copies of
 # the factors in the active-set iterations cost more than the backward's re-factorisation)
 _KEEP_FACTOR_BATCH = 4
+# scaled KKT residual (float64) above which a box-QP solution is re-solved as semi-definite
+_QP_TOLERANCE = 1e-10
 
 
 def _block_diagonal(blocks: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
@@ -55,7 +59,10 @@ def linear_rollout(dynamics: Dynamics, x_init: torch.Tensor,
     rest = dynamics(x_start, u)                                    # (B, T, n_x)
     minus_A = None
     if T > 1:
-        A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
+        if dynamics.time_varying:               # Jacobians of whole horizons only
+            A = dynamics.jacobians(x_start, u)[0][:, 1:]
+        else:
+            A, _ = dynamics.jacobians(x_start[:, 1:], u[:, 1:])
         minus_A = _block_diagonal(-A.double(), 1, (T * n, T * n))
         rest = torch.linalg.solve_triangular(minus_A, rest.double().reshape(batch, -1, 1), upper=False,
                                              unitriangular=True).view(batch, T, n).to(x_init.dtype)
@@ -116,6 +123,9 @@ class CondensedModel(NamedTuple):
         expansion: the cost expansion the Hessian was formed from (its Hessian blocks are used).
         factor: ``(B, T n_u, T n_u)`` Cholesky factor of ``H`` on the free set of the step's clamped
             set (:func:`~diffopt_ros.mpc.boxqp.masked_cholesky`), or ``None`` where not known.
+        g: ``(B, T n_u)`` gradient of the cost w.r.t. the controls at the nominal trajectory.
+        residual: ``(B,)`` the KKT certificate of the step in this model
+            (:func:`~diffopt_ros.mpc.kkt.quadratic_model_residual` with ``H``, not regularised).
     """
 
     H: torch.Tensor
@@ -123,6 +133,8 @@ class CondensedModel(NamedTuple):
     M: torch.Tensor | None
     expansion: CostExpansion
     factor: torch.Tensor | None = None
+    g: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
 
 
 def _float64(expansion: CostExpansion, A: torch.Tensor,
@@ -173,7 +185,22 @@ def condensed_step(expansion: CostExpansion, A: torch.Tensor, B: torch.Tensor,
         if rows is not None:            # an unsettled set: projected Newton, factor not kept
             k_rows, clamped_rows = solve_box_qp(H[rows], g[rows], lo[rows], hi[rows], dU[rows])
             dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
-    model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None)
+    # verify: a semi-definite H (a zero control weight, duplicated inputs) has singular free blocks,
+    # whose Cholesky solves are not minimisers; those rows are solved again by proximal point steps
+    lo_v, hi_v = (None, None) if lower is None else (lo, hi)
+    # a certificate, not part of the (unrolled) solution
+    with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
+        residual = quadratic_model_residual(H_model, g, dU, dU, lo_v, hi_v)
+    if not float(residual.max()) <= _QP_TOLERANCE:           # (nan propagates: also re-solved)
+        rows = (~(residual <= _QP_TOLERANCE)).nonzero().squeeze(-1)
+        k_rows, clamped_rows = proximal_box_qp(H[rows], g[rows], None if lower is None else lo[rows],
+                                               None if lower is None else hi[rows])
+        dU, clamped, L = dU.index_copy(0, rows, k_rows), clamped.index_copy(0, rows, clamped_rows), None
+        bounds = [None if t is None else t[rows] for t in (lo_v, hi_v)]
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
+            residual = residual.index_copy(0, rows, quadratic_model_residual(H_model[rows], g[rows], k_rows,
+                                                                             k_rows, *bounds))
+    model = CondensedModel(H_model, S, minus_A, expansion, L if regularization is None else None, g, residual)
     decrease = -(torch.baddbmm(g.unsqueeze(-1), H, dU.unsqueeze(-1), alpha=0.5).squeeze(-1) * dU).sum(-1)
     return dU.to(dtype).view(batch, T, m), clamped.view(batch, T, m), decrease.to(dtype), model
 

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .exact import ExactFloats
+
 
 class CostExpansion(NamedTuple):
     """Derivatives of a trajectory cost ``J`` at ``(x, u)``.
@@ -52,6 +54,23 @@ class Cost(nn.Module):
 
     quadratic: bool = False
 
+    @property
+    def batched(self) -> bool:
+        """Whether the cost holds per-sample data (a leading batch axis ``B``); the solver then
+        gives each subset of samples its own rows (:meth:`take`)."""
+        return False
+
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        """Raise a ``ValueError`` naming the offending argument if the cost's data do not fit a
+        problem of ``batch`` samples, ``horizon`` steps and ``dtype`` (called by ``MPC`` before each
+        solve; the default checks nothing)."""
+
+    def take(self, rows: torch.Tensor) -> Cost:
+        """The cost of the samples ``rows (K,)`` (int64 indices into the batch, repeats allowed):
+        ``self`` unless the cost is :attr:`batched`, else a cost holding those rows of its
+        per-sample data (differentiable: indexing keeps the graph)."""
+        return self
+
     def total(self, x: torch.Tensor, u: torch.Tensor, target: torch.Tensor | None = None,
               u_prev: torch.Tensor | None = None) -> torch.Tensor:
         """Cost of each trajectory, ``(B,)``."""
@@ -67,8 +86,12 @@ class Cost(nn.Module):
         return self.total(x, u, target, u_prev)
 
 
-class PSDWeight(nn.Module):
+class PSDWeight(ExactFloats):
     """A learnable positive semi-definite weight: diagonal ``s**2`` or full ``L L^T``.
+
+    The factor is computed in float64 from the value given and kept so until the module's dtype is
+    known (:class:`~diffopt_ros.mpc.exact.ExactFloats`): a float64 weight from Python floats is
+    within one rounding of them, not float32's.
 
     Args:
         value: initial weight, ``(n,)`` diagonal entries (>= 0) or a symmetric PSD ``(n, n)``.
@@ -77,7 +100,8 @@ class PSDWeight(nn.Module):
 
     def __init__(self, value: torch.Tensor | list[float] | tuple[float, ...], full: bool = False):
         super().__init__()
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        dtype = value.dtype if isinstance(value, torch.Tensor) else torch.get_default_dtype()
+        value = torch.as_tensor(value, dtype=torch.float64)
         self.full = bool(full)
         if value.ndim == 1 and (value < 0).any():
             raise ValueError(f'PSDWeight: diagonal weights must be >= 0, got {value.tolist()}')
@@ -85,11 +109,13 @@ class PSDWeight(nn.Module):
             matrix = torch.diag(value) if value.ndim == 1 else value
             n = matrix.shape[-1]
             factor = torch.linalg.cholesky(matrix + 1e-12 * torch.eye(n, dtype=matrix.dtype))
-            self.factor = nn.Parameter(factor)
+            self.factor = nn.Parameter(factor.to(dtype))
+            self.record_exact('factor', factor)
         else:
             if value.ndim != 1:
                 raise ValueError('PSDWeight: pass a vector for a diagonal weight (or full=True)')
-            self.sqrt_diag = nn.Parameter(value.sqrt())
+            self.sqrt_diag = nn.Parameter(value.sqrt().to(dtype))
+            self.record_exact('sqrt_diag', value.sqrt())
 
     @property
     def size(self) -> int:
@@ -139,7 +165,7 @@ def wrap_angle(a: torch.Tensor) -> torch.Tensor:
     return a - (2.0 * math.pi) * torch.floor((a + math.pi) / (2.0 * math.pi))
 
 
-class TrackingCost(Cost):
+class TrackingCost(Cost, ExactFloats):
     """Quadratic tracking of a goal state or a reference trajectory.
 
     ``J = 0.5 sum_{t<T} e_t^T Q e_t + 0.5 s_T e_T^T Q e_T + 0.5 sum_{t<T} u_t^T R u_t
@@ -164,7 +190,9 @@ class TrackingCost(Cost):
         self.control_weight = PSDWeight(control_weight, full)
         if terminal_scale < 0:
             raise ValueError(f'TrackingCost: terminal_scale must be >= 0, got {terminal_scale}')
-        self.sqrt_terminal_scale = nn.Parameter(torch.tensor(float(terminal_scale)).sqrt())
+        exact = torch.tensor(float(terminal_scale), dtype=torch.float64).sqrt()
+        self.sqrt_terminal_scale = nn.Parameter(exact.to(torch.get_default_dtype()))
+        self.record_exact('sqrt_terminal_scale', exact)
         self.rate_weight = None if rate_weight is None else PSDWeight(rate_weight)
         self.n_x, self.n_u = self.state_weight.size, self.control_weight.size
         mask = torch.zeros(self.n_x)
@@ -268,10 +296,67 @@ class QuadraticCost(Cost):
         self.n_x, self.n_u = n_x, C.shape[-1] - n_x
         if C.shape[-1] != C.shape[-2] or c.shape[-1] != C.shape[-1] or self.n_u < 1:
             raise ValueError(f'QuadraticCost: C {tuple(C.shape)} and c {tuple(c.shape)} do not fit n_x={n_x}')
-        self.C, self.c = C, c
         self.quadratic = True
-        self.C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype)
-        self.c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype)
+        C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype, device=C.device)
+        c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype, device=C.device)
+        for name, t in (('C', C), ('c', c), ('C_final', C_final), ('c_final', c_final)):
+            if isinstance(t, nn.Parameter):
+                setattr(self, name, t)                      # learnable
+            else:                                           # converted with the module (.to, .double)
+                self.register_buffer(name, t, persistent=False)
+
+    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
+        """Shapes ``C (n, n) | (T, n, n) | (B, T, n, n)``, ``c (n,) | (T, n) | (B, T, n)``,
+        ``C_final (n_x, n_x) | (B, n_x, n_x)``, ``c_final (n_x,) | (B, n_x)``, dtype, finite values and
+        positive semi-definite ``C_t``, ``C_final`` (the problem is convex); checked again only when
+        the batch, horizon, dtype or a tensor (by identity and version) changes."""
+        tensors = (self.C, self.c, self.C_final, self.c_final)
+        key = (batch, horizon, dtype, *((id(t), t._version) for t in tensors))
+        if getattr(self, '_checked', None) == key:
+            return
+        n, n_x, T = self.n_x + self.n_u, self.n_x, horizon
+        specs = (('C', self.C, ((n, n), (T, n, n), (batch, T, n, n))),
+                 ('c', self.c, ((n,), (T, n), (batch, T, n))),
+                 ('C_final', self.C_final, ((n_x, n_x), (batch, n_x, n_x))),
+                 ('c_final', self.c_final, ((n_x,), (batch, n_x))))
+        for name, t, shapes in specs:
+            if tuple(t.shape) not in shapes:
+                raise ValueError(f'QuadraticCost: {name} has shape {tuple(t.shape)}, a problem of B={batch} '
+                                 f'samples and T={T} steps needs one of {list(shapes)} (n_x={n_x}, '
+                                 f'n_u={self.n_u})')
+            if t.dtype != dtype:
+                raise ValueError(f'QuadraticCost: {name} has dtype {t.dtype}, x_init {dtype}; convert one '
+                                 f'of them')
+        for name, t in (('C', self.C), ('C_final', self.C_final)):
+            with torch.no_grad():
+                sym = 0.5 * (t + t.mT)
+                if not bool(torch.isfinite(sym).all()):
+                    raise ValueError(f'QuadraticCost: {name} (shape {tuple(t.shape)}) contains NaN or inf')
+                eig = torch.linalg.eigvalsh(sym)
+                low = eig[..., 0]
+                tol = 1e3 * torch.finfo(eig.dtype).eps * eig.abs().amax(-1).clamp_min(1.0)
+                if bool((low < -tol).any()):
+                    index = tuple((low < -tol).nonzero()[0].tolist())
+                    raise ValueError(f'QuadraticCost: {name}{list(index) if index else ""} is not positive '
+                                     f'semi-definite (smallest eigenvalue {float(low[index]):.3g}): the '
+                                     f'problem is not convex and its minimum may not exist')
+        self._checked = key           # the tensors are kept by the cost: their ids are not reused
+
+    @property
+    def batched(self) -> bool:
+        return self.C.ndim == 4 or self.c.ndim == 3 or self.C_final.ndim == 3 or self.c_final.ndim == 2
+
+    def take(self, rows: torch.Tensor) -> QuadraticCost:
+        if not self.batched:
+            return self
+        sub = QuadraticCost.__new__(QuadraticCost)
+        Cost.__init__(sub)
+        sub.n_x, sub.n_u, sub.quadratic = self.n_x, self.n_u, True
+        sub.C = self.C[rows] if self.C.ndim == 4 else self.C
+        sub.c = self.c[rows] if self.c.ndim == 3 else self.c
+        sub.C_final = self.C_final[rows] if self.C_final.ndim == 3 else self.C_final
+        sub.c_final = self.c_final[rows] if self.c_final.ndim == 2 else self.c_final
+        return sub
 
     def _stages(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The symmetric part of ``C`` and ``c`` as given (broadcastable against ``(B, T, ...)``)."""

@@ -11,6 +11,7 @@ runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (K
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -20,9 +21,19 @@ from torch import nn
 from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
 from .dynamics import Dynamics, RolloutFn, StepFn
+from .kkt import certificate, quadratic_model_residual
 from .lqr import riccati, stage_matrices
+from .validate import (
+    bound_tensor,
+    check_bound_order,
+    check_inputs,
+    check_problem,
+    diagnose_nonfinite,
+    dtype_probe,
+)
 
 GRAD_MODES = ('implicit', 'unroll', 'none')
+KKT_TOLERANCE = 1e-3        # least default largest MPCSolution.kkt_residual of a converged sample
 SOLVERS = ('auto', 'riccati', 'condensed')
 
 
@@ -38,6 +49,13 @@ class MPCSolution(NamedTuple):
         gains: ``(B, T, n_u, n_x)`` state-feedback gains of the last Riccati pass (detached), or
             ``None`` when the condensed solver ran.
         clamped: ``(B, T, n_u)`` bool, controls held at a bound (the active set).
+        kkt_residual: ``(B,)`` first-order optimality certificate of the returned controls
+            (:mod:`~diffopt_ros.mpc.kkt`): the largest violation of stationarity (free controls) and
+            complementarity (controls on a bound) of the reduced gradient ``dJ/du``, relative to
+            ``1 +`` the magnitude of its terms; ``nan`` for a non-finite solution. Exact for linear
+            dynamics with a quadratic cost and for the Riccati solver; with the condensed solver on a
+            nonlinear problem it is the last quadratic model's gradient at the returned controls
+            (first order in the last step). ``converged`` requires it ``<= kkt_tolerance``.
     """
 
     states: torch.Tensor
@@ -47,6 +65,23 @@ class MPCSolution(NamedTuple):
     converged: torch.Tensor
     gains: torch.Tensor | None
     clamped: torch.Tensor
+    kkt_residual: torch.Tensor | None = None
+
+
+_UNCACHED = object()
+
+
+def _bound_key(value):
+    """What identifies a bound argument for :meth:`MPC._bounds`' cache: a number or ``None`` itself,
+    a flat sequence of numbers by value, a tensor without a graph by identity and version; anything
+    else (a tensor that requires grad, nested sequences) is not cached (``_UNCACHED``)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return _UNCACHED if value.requires_grad else (id(value), value._version)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+        return tuple(value)
+    return _UNCACHED
 
 
 def shift_controls(controls: torch.Tensor) -> torch.Tensor:
@@ -57,18 +92,12 @@ def shift_controls(controls: torch.Tensor) -> torch.Tensor:
     return torch.cat((controls[:, 1:], controls[:, -1:]), 1)
 
 
-def _bound(value, batch: int, T: int, n_u: int, like: torch.Tensor) -> torch.Tensor | None:
-    """A control bound as ``(B, T, n_u)`` (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    b = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if b.ndim == 3 and b.shape[1] != T:
-        raise ValueError(f'MPC: bound has horizon {b.shape[1]}, expected T={T}')
-    return b.expand(batch, T, n_u) if b.ndim <= 3 else b
-
-
 class MPC(nn.Module):
     """Differentiable box-constrained iLQR model-predictive controller.
+
+    Control loops call :meth:`plan` (no gradients, whatever ``grad_mode`` is): calling the module
+    itself with the default ``grad_mode='implicit'`` and a model or cost with ``nn.Parameter``s
+    builds the implicit-gradient graph on every call (about twice the time of a warm step).
 
     Args:
         dynamics: a :class:`~diffopt_ros.mpc.dynamics.Dynamics` model.
@@ -79,14 +108,21 @@ class MPC(nn.Module):
         tolerance: converged when the largest control change of an accepted step is below this
             (control units) ...
         cost_tolerance: ... or when the predicted or actual relative cost decrease is below this
-            (at least ``1600 eps`` of the dtype; ``0`` disables this test).
+            (at least ``1600 eps`` of the dtype: ``1.9e-4`` in float32, so that a float32 solve stops
+            after fewer iterations than a float64 one with the same settings; pass the same
+            ``cost_tolerance >= 2e-4`` to both for the same stopping rule; ``0`` disables this test).
         line_search: step sizes, longest first, rolled out in parallel (in groups for large
             batches, to bound memory); the longest within round-off of the best cost is taken.
             With linear dynamics, a quadratic cost and the condensed solver only the full step
             (``1.0`` first) is tried (it is the exact optimum), and one whose cost decrease matches
             the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
-        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'``.
+        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
+            never builds gradients).
+        kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged.
+            Default: ``max(1e-3, 2 sqrt(c))`` with ``c`` the effective relative cost tolerance (a
+            relative cost decrease ``c`` left by the stopping rule goes with a scaled gradient of
+            about ``sqrt(2 c)``): ``1e-3`` in float64, ``2.8e-2`` in float32.
         solver: subproblem solver: ``'riccati'`` (box-DDP: sequential Riccati pass, closed-loop
             line search; scales to large batches), ``'condensed'`` (one dense box QP in the
             controls, open-loop line search; fewest operations for small batches and horizons)
@@ -97,7 +133,7 @@ class MPC(nn.Module):
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
                  max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-10,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
-                 grad_mode: str = 'implicit', solver: str = 'auto'):
+                 grad_mode: str = 'implicit', solver: str = 'auto', kkt_tolerance: float | None = None):
         super().__init__()
         if grad_mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
@@ -114,6 +150,17 @@ class MPC(nn.Module):
         self.regularization = float(regularization)
         self.grad_mode = grad_mode
         self.solver = solver
+        self.kkt_tolerance = None if kkt_tolerance is None else float(kkt_tolerance)
+        self._probes = self._bound_cache = None        # what forward's checks keep between calls
+
+    def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
+             u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
+             u_lower=None, u_upper=None) -> MPCSolution:
+        """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
+        module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
+        """
+        return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper,
+                            grad_mode='none')
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
@@ -136,41 +183,108 @@ class MPC(nn.Module):
         if mode not in GRAD_MODES:
             raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {mode!r}')
         dyn = self.dynamics
-        if x_init.ndim != 2:
-            raise ValueError(f'MPC: x_init must be (B, n_x), got shape {tuple(x_init.shape)}')
-        dyn.check_shapes(x_init)
+        if self._probes is None or self._probes[0] != (id(dyn), id(self.cost)):
+            self._probes = (id(dyn), id(self.cost)), (dtype_probe(dyn), dtype_probe(self.cost))
+        check_problem(dyn, self.cost, x_init, self.horizon, self._probes[1])
         batch, T, n_u = x_init.shape[0], self.horizon, dyn.n_u
-        lower = _bound(self.u_lower if u_lower is None else u_lower, batch, T, n_u, x_init)
-        upper = _bound(self.u_upper if u_upper is None else u_upper, batch, T, n_u, x_init)
-        if (lower is None) != (upper is None):
-            inf = torch.full((batch, T, n_u), float('inf'), dtype=x_init.dtype, device=x_init.device)
-            lower = -inf if lower is None else lower
-            upper = inf if upper is None else upper
+        check_inputs(batch, T, dyn.n_x, n_u, x_init.dtype, target, u_init, u_prev)
+        lower, upper = self._bounds(self.u_lower if u_lower is None else u_lower,
+                                    self.u_upper if u_upper is None else u_upper, batch, x_init)
+        given = (x_init, target, u_init, u_prev, lower, upper)        # named if not finite
         if u_init is None:
             u_init = x_init.new_zeros(batch, T, n_u)
-        elif u_init.shape != (batch, T, n_u):
-            raise ValueError(f'MPC: u_init must be {(batch, T, n_u)}, got {tuple(u_init.shape)}')
         if lower is not None:
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
-            return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            sol = self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            self._check_finite(sol, *given)
+            return sol
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
                                      lower, upper)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
+        self._check_finite(sol, *given)
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
-        return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
+        return attach_implicit_gradients(self, sol, x_init, target, u_prev, model, lower, upper)
 
-    def _solve(self, x_init, target, u, u_prev, lower, upper) -> tuple[MPCSolution, CondensedModel | None]:
+    def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
+        """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
+        ``lower <= upper``); the last pair is kept while its sources (numbers and sequences of
+        numbers by value, tensors without a graph by identity and version), batch, dtype and
+        device stay."""
+        key = (_bound_key(lower), _bound_key(upper), batch, like.dtype, like.device)
+        if self._bound_cache is not None and self._bound_cache[0] == key:   # the tensors are held by
+            return self._bound_cache[2]                                    # the cache: ids not reused
+        T, n_u = self.horizon, self.dynamics.n_u
+        lo = bound_tensor('u_lower', lower, batch, T, n_u, like)
+        hi = bound_tensor('u_upper', upper, batch, T, n_u, like)
+        if (lo is None) != (hi is None):
+            inf = torch.full((batch, T, n_u), float('inf'), dtype=like.dtype, device=like.device)
+            lo = -inf if lo is None else lo
+            hi = inf if hi is None else hi
+        if lo is not None:
+            check_bound_order(lo, hi)
+        if key[0] is not _UNCACHED and key[1] is not _UNCACHED:
+            self._bound_cache = key, (lower, upper), (lo, hi)
+        return lo, hi
+
+    def _check_finite(self, sol: MPCSolution, x_init, target, u_init, u_prev, lower, upper) -> None:
+        """Raise a ``ValueError`` naming a non-finite input where the solve's costs are not finite."""
+        if math.isfinite(float(sol.costs.detach().sum())):
+            return
+        diagnose_nonfinite({'x_init': x_init, 'target': target, 'u_init': u_init, 'u_prev': u_prev,
+                            'u_lower': lower, 'u_upper': upper}, self.cost, self.dynamics)
+
+    def _solve(self, x_init, target, u, u_prev, lower, upper, cost: Cost | None = None,
+               condensed: bool | None = None) -> tuple[MPCSolution, CondensedModel | None]:
         """The solution and, where the condensed subproblem is the same in every iteration (linear
-        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``)."""
-        dyn, cost = self.dynamics, self.cost
+        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``).
+
+        ``cost``: the cost of these samples (default ``self.cost``); ``condensed``: force the solver.
+        Samples the Riccati solver leaves with a failed certificate (a semi-definite ``Q_uu``) are
+        solved again, from its controls, by the condensed solver where its size rule allows.
+        """
+        cost = self.cost if cost is None else cost
+        if condensed is None:
+            condensed = self.solver == 'condensed' or (self.solver == 'auto'
+                                                       and _condensed_is_cheaper(x_init, u))
+        sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed)
+        if condensed:
+            return sol, model
+        retry = (~sol.converged & ~(sol.kkt_residual <= self._kkt_tolerance(x_init.dtype))
+                 & (sol.iterations < self.max_iterations)).nonzero().squeeze(-1)
+        if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
+            return sol, model
+        inputs = (x_init, target, sol.controls, u_prev, lower, upper)
+        sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True,
+                               self.dynamics.take(retry))
+        fields = {}
+        for name in ('states', 'controls', 'costs', 'converged', 'clamped', 'kkt_residual'):
+            fields[name] = getattr(sol, name).index_copy(0, retry, getattr(sub, name))
+        fields['iterations'] = sol.iterations.index_add(0, retry, sub.iterations)
+        fields['gains'] = None               # these samples have none: the backward solves densely
+        return sol._replace(**fields), None
+
+    def _cost_tolerance(self, dtype: torch.dtype) -> float:
+        """The relative cost tolerance in effect (floored at ``1600 eps``; ``-1``: the test is off)."""
+        roundoff = 16.0 * torch.finfo(dtype).eps
+        return max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
+
+    def _kkt_tolerance(self, dtype: torch.dtype) -> float:
+        """``kkt_tolerance`` or its default for ``dtype`` (see the class docstring)."""
+        if self.kkt_tolerance is not None:
+            return self.kkt_tolerance
+        return max(KKT_TOLERANCE, 2.0 * math.sqrt(max(self._cost_tolerance(dtype), 0.0)))
+
+    def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost, condensed: bool,
+                 dyn: Dynamics | None = None) -> tuple[MPCSolution, CondensedModel | None]:
+        """The iterations of :meth:`_solve` with one solver (``dyn``: the model of these samples)."""
+        dyn = self.dynamics if dyn is None else dyn
         batch = u.shape[0]
-        condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
         # affine dynamics, few samples: one triangular solve beats T small steps
         use_solve = condensed and dyn.linear and batch <= _TRIANGULAR_ROLLOUT_BATCH
         # the linear roll-out's matrix M (affine dynamics: the same along any trajectory) is the
@@ -186,18 +300,25 @@ class MPC(nn.Module):
         use_reg = self.regularization > 0
         roundoff = 16.0 * torch.finfo(x.dtype).eps
         # relative cost changes below ~100 eps are not measurable (0 disables the cost test)
-        cost_tolerance = max(self.cost_tolerance, 100 * roundoff) if self.cost_tolerance > 0 else -1.0
+        cost_tolerance = self._cost_tolerance(x.dtype)
+        kkt_tolerance = self._kkt_tolerance(x.dtype)
         # linear dynamics and a quadratic cost: the condensed step is the exact box-QP solution, the
         # optimum of the convex problem, so only the full step is tried (a shorter one costs more)
         exact_model = condensed and dyn.linear and cost.quadratic and self.line_search[0] == 1.0
         if exact_model:
             alphas = alphas[:1]
         gains = clamped = rows = model = None   # rows: the samples still iterating (None: all)
+        kkt = None          # the certificates (B,), set by the first iteration (Riccati: at the end)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
             x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
-            A, B = dyn.jacobians(xs[:, :-1], us)
-            expansion = cost.expand(xs, us, tg, up)
+            sub_cost = cost if rows is None else cost.take(rows)
+            sub_dyn = dyn if rows is None or not dyn.batched else dyn.take(rows)
+            if sub_dyn is not dyn:                   # per-sample dynamics: these samples' functions
+                roll_out = None if roll_out is None else sub_dyn.rollout_fn()
+                step = None if step is None else sub_dyn.stepper()
+            A, B = sub_dyn.jacobians(xs[:, :-1], us)
+            expansion = sub_cost.expand(xs, us, tg, up)
             dlow = dhigh = None
             if lo is not None:
                 dlow, dhigh = lo - us, hi - us
@@ -209,10 +330,12 @@ class MPC(nn.Module):
                     model = sub_model
                     if not use_reg:
                         done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
-                        if done is not None:       # solved: no search, no further iteration
+                        if done is not None:
                             x_new, u_new, J_new = done
-                            return MPCSolution(x_new, u_new, J_new, iterations + 1, torch.ones_like(active),
-                                               None, sub_clamped), model
+                            kkt = sub_model.residual.to(x.dtype)
+                            if bool((kkt <= kkt_tolerance).all()):    # solved: no search, no iteration
+                                return MPCSolution(x_new, u_new, J_new, iterations + 1,
+                                                   torch.ones_like(active), None, sub_clamped, kkt), model
                 elif model is not None:      # some clamped sets change: the kept factor is stale
                     model = model._replace(factor=None)
                 G = None
@@ -223,16 +346,22 @@ class MPC(nn.Module):
             else:
                 stages = stage_matrices(expansion, A, B)
                 G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
-                roll, batched = partial(_line_search, step, stages.augmented), (xs, us, G, lo, hi)
+                roll = partial(_line_search, step, stages.augmented, dyn.time_varying)
+                batched = (xs, us, G, lo, hi)
                 del stages
             del expansion, A, B
-            x_best, u_best, J_best, full = _search(roll, batched, cost, alphas, tg, up, roundoff)
+            x_best, u_best, J_best, full = _search(roll, batched, sub_cost, alphas, tg, up, roundoff)
             # accept round-off level increases too, so that steps keep converging to stationarity
             improved = J_best <= Js + roundoff * Js.abs()
             change = (u_best - us).abs().amax((1, 2))
             decrease = Js - J_best
             keep = improved.view(-1, 1, 1)
-            xs, us = torch.where(keep, x_best, xs), torch.where(keep, u_best, us)
+            u_taken = torch.where(keep, u_best, us)
+            sub_kkt = None
+            if condensed:      # the full step everywhere: the step's own certificate (no products)
+                sub_kkt = sub_model.residual.to(x.dtype) if bool((improved & full).all()) else \
+                    _model_certificate(sub_model, u_taken - us, u_taken, lo, hi)
+            xs, us = torch.where(keep, x_best, xs), u_taken
             done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * Js.abs())
                                | (decrease.abs() < cost_tolerance * Js.abs()))
             if exact_model:        # the full step solved the problem if the model predicted its decrease
@@ -246,10 +375,13 @@ class MPC(nn.Module):
             still = ~done & ~stalled & (regs < 1e8)
             if rows is None:
                 x, u, J, reg, gains, clamped = xs, us, Js, regs, G, sub_clamped
+                kkt = kkt if sub_kkt is None else sub_kkt
                 iterations = iterations + 1
                 active = still
             else:
                 x, u, J, reg = (t.index_copy(0, rows, v) for t, v in ((x, xs), (u, us), (J, Js), (reg, regs)))
+                if sub_kkt is not None:
+                    kkt = sub_kkt if kkt is None else kkt.index_copy(0, rows, sub_kkt)
                 clamped = clamped.index_copy(0, rows, sub_clamped)
                 gains = None if G is None else gains.index_copy(0, rows, G)
                 iterations = iterations.index_add(0, rows, torch.ones_like(rows))
@@ -259,9 +391,13 @@ class MPC(nn.Module):
                 break
             if rows.numel() == batch:
                 rows = None
-        converged = ~active & (reg < 1e8)
+        if kkt is None:                    # exact certificate at the returned controls
+            with torch.no_grad():
+                kkt = certificate(dyn, cost, x.detach(), u.detach(), _detach(target), _detach(u_prev),
+                                  lower, upper)
+        converged = ~active & (reg < 1e8) & (kkt <= kkt_tolerance)
         gains = None if gains is None else gains[..., :dyn.n_x].detach()
-        return MPCSolution(x, u, J, iterations, converged, gains, clamped), model
+        return MPCSolution(x, u, J, iterations, converged, gains, clamped, kkt), model
 
 
 def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tensor, du: torch.Tensor,
@@ -280,6 +416,21 @@ def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tens
         return None
     x_new, u_new = _linear_search(S, du.new_ones(1), x, u, du, lower, upper)
     return x_new[:, 0], u_new[:, 0], J - predicted
+
+
+def _model_certificate(model: CondensedModel, d: torch.Tensor, u: torch.Tensor, lower, upper) -> torch.Tensor:
+    """:func:`~.kkt.quadratic_model_residual` of a condensed model at the control change
+    ``d (B, T, n_u)`` to ``u (B, T, n_u)`` (bounds ``(B, T, n_u)`` or ``None``), ``(B,)`` in ``u``'s dtype."""
+    batch = u.shape[0]
+    flat = [None if t is None else t.detach().reshape(batch, -1).double() for t in (d, u, lower, upper)]
+    return quadratic_model_residual(model.H.detach(), model.g.detach(), *flat).to(u.dtype)
+
+
+def _condensed_fits(x: torch.Tensor, u: torch.Tensor) -> bool:
+    """Whether the condensed solver's dense matrices stay small (the size part of
+    :func:`_condensed_is_cheaper`)."""
+    batch, T, n_u = u.shape
+    return T * n_u <= 200 and batch * (T * x.shape[-1]) ** 2 * (T * n_u) <= 3e8
 
 
 def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
@@ -361,7 +512,9 @@ def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_pr
     for i in range(0, n_alpha, group):
         x_try, u_try = roll(alphas[i:i + group], *batched)
         n_try = x_try.shape[1]
-        J_try = cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
+        trial_cost = cost.take(torch.arange(batch, device=alphas.device).repeat_interleave(n_try)) \
+            if cost.batched else cost
+        J_try = trial_cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
                            _repeat(u_prev, n_try)).view(-1, n_try).nan_to_num(nan=float('inf'))
         if x is not None:                     # the pick of the earlier groups competes first
             x_try, u_try = torch.cat((x.unsqueeze(1), x_try), 1), torch.cat((u.unsqueeze(1), u_try), 1)
@@ -407,8 +560,8 @@ def _open_loop_search(roll_out: RolloutFn, alphas: torch.Tensor, x_init: torch.T
     return x.view(batch, n_alpha, T + 1, -1), trial
 
 
-def _line_search(step: StepFn, augmented: bool, alphas: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
-                 G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+def _line_search(step: StepFn, augmented: bool, timed: bool, alphas: torch.Tensor, x: torch.Tensor,
+                 u: torch.Tensor, G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-loop roll-outs ``u_t = clip(u_t + a k_t + K_t dz_t)`` for every step size ``a``.
 
     ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` nominal, ``G (B, T, n_u, n_z + 1)`` policies,
@@ -430,7 +583,8 @@ def _line_search(step: StepFn, augmented: bool, alphas: torch.Tensor, x: torch.T
             ut = torch.baddbmm(ut, us[-1] - us_nom[t - 1], KuT[t])
         if lower is not None:
             ut = torch.maximum(torch.minimum(ut, highs[t]), lows[t])
-        xt = step(xt.reshape(-1, n_x), ut.reshape(-1, n_u)).view(batch, n_alpha, n_x)
+        args = (xt.reshape(-1, n_x), ut.reshape(-1, n_u)) + ((t,) if timed else ())
+        xt = step(*args).view(batch, n_alpha, n_x)
         xs.append(xt)
         us.append(ut)
     return torch.stack(xs, 2), torch.stack(us, 2)

@@ -28,6 +28,7 @@ import torch
 from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
 from .ilqr import MPC, MPCSolution, normal_tensors
+from .kkt import costates
 from .lqr import riccati, stage_matrices
 
 
@@ -36,11 +37,7 @@ def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = 
     dense solve with the forward's matrices when ``model`` is given)."""
     if model is not None:
         return condensed_costates(model, A, lx)
-    lam = [lx[:, -1].unsqueeze(-1)]
-    ATs, lxs = A.mT.unbind(1), lx.unsqueeze(-1).unbind(1)
-    for t in range(A.shape[1] - 1, -1, -1):
-        lam.append(torch.baddbmm(lxs[t], ATs[t], lam[-1]))
-    return torch.stack(lam[::-1], 1).squeeze(-1)
+    return costates(A, lx)
 
 
 class _KKTSolve(torch.autograd.Function):
@@ -120,8 +117,20 @@ def solve_adjoint(problem: dict, grad_x: torch.Tensor,
     return w_x, w_u, w_lam
 
 
+def _bound_offset(u: torch.Tensor, clamped: torch.Tensor, lower, upper) -> torch.Tensor | None:
+    """Zero ``(B, T, n_u)`` whose graph moves each clamped control with the bound it sits on
+    (``bound - bound.detach()``), or ``None`` where no bound carries a graph."""
+    offset = None
+    for bound, held in ((lower, clamped & (u <= lower)), (upper, clamped & (u >= upper))):
+        if bound is not None and bound.requires_grad:
+            term = torch.where(held, bound - bound.detach(), 0.0)
+            offset = term if offset is None else offset + term
+    return offset
+
+
 def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, target,
-                              u_prev, model: CondensedModel | None = None) -> MPCSolution:
+                              u_prev, model: CondensedModel | None = None, lower: torch.Tensor | None = None,
+                              upper: torch.Tensor | None = None) -> MPCSolution:
     """Return ``sol`` with states/controls that carry implicit gradients (values unchanged).
 
     Args:
@@ -132,8 +141,14 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
         u_prev: the previous control as given (may require grad).
         model: the forward's dense subproblem where it is exact at the solution (linear dynamics,
             quadratic cost), reused by the backward instead of being formed again.
+        lower: ``(B, T, n_u)`` control lower bounds as given (may require grad), or ``None``.
+        upper: ``(B, T, n_u)`` upper bounds, or ``None``.
+
+    A control held at a bound (``sol.clamped``) is that bound: it moves with it one to one, and the
+    rest of the solution follows through the KKT conditions of the free controls, in which the
+    clamped controls enter as parameters (their terms in the stationarity and the dynamics).
     """
-    inputs = [x_init, target, u_prev, *mpc.parameters()]
+    inputs = [x_init, target, u_prev, lower, upper, *mpc.parameters(), *mpc.dynamics.graph_tensors()]
     if not any(t is not None and t.requires_grad for t in inputs):
         return sol
     if not bool(sol.converged.all()):
@@ -145,9 +160,12 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
     target_d = None if target is None else target.detach()
     u_prev_d = None if u_prev is None else u_prev.detach()
     linear_quadratic = dyn.linear and cost.quadratic
+    offset = _bound_offset(u_star, sol.clamped, lower, upper)
+    # the controls as functions of the bounds: the clamped ones' value, the bound's graph
+    u_param = u_star if offset is None else u_star + offset
     with torch.set_grad_enabled(linear_quadratic):    # the stationarity below uses these graphs
-        A_g, B_g = dyn.jacobians(x_star[:, :-1], u_star)
-        exp = cost.expand(x_star, u_star, target, u_prev)
+        A_g, B_g = dyn.jacobians(x_star[:, :-1], u_param)
+        exp = cost.expand(x_star, u_param, target, u_prev)
     A, B = A_g.detach(), B_g.detach()
     with torch.inference_mode():
         lam = _costates(A, exp.lx.detach(), model)
@@ -159,21 +177,22 @@ def attach_implicit_gradients(mpc: MPC, sol: MPCSolution, x_init: torch.Tensor, 
             # Jacobians carry the parameters, no double backward through the cost and dynamics;
             # terms without a graph (fixed dynamics) are left out
             gx, gu, f = exp.lx, exp.lu, None
-            if any(p.requires_grad for p in dyn.parameters()):
-                f = dyn(x_star[:, :-1], u_star)
+            if any(p.requires_grad for p in (*dyn.parameters(), *dyn.graph_tensors())) or offset is not None:
+                f = dyn(x_star[:, :-1], u_param)
                 lam_next = lam[:, 1:].unsqueeze(-1)
                 gx = gx + torch.cat(((A_g.mT @ lam_next).squeeze(-1), torch.zeros_like(gx[:, :1])), 1)
                 gu = gu + (B_g.mT @ lam_next).squeeze(-1)
         else:
             xs, us = x_star.clone().requires_grad_(), u_star.clone().requires_grad_()
-            f = dyn(xs[:, :-1], us)
-            lagrangian = cost.total(xs, us, target, u_prev).sum() + (lam[:, 1:] * f).sum()
+            u_eval = us if offset is None else us + offset
+            f = dyn(xs[:, :-1], u_eval)
+            lagrangian = cost.total(xs, u_eval, target, u_prev).sum() + (lam[:, 1:] * f).sum()
             gx, gu = torch.autograd.grad(lagrangian, (xs, us), create_graph=True)
         # the constraints (x_init - x_0, f(x_t, u_t) - x_{t+1}) by their graphs: x_init and f
         residual = x_init.unsqueeze(1) if f is None else torch.cat((x_init.unsqueeze(1), f), 1)
         problem = dict(mpc=mpc, x=x_star, u=u_star, lam=lam, A=A, B=B, target=target_d,
                        u_prev=u_prev_d, clamped=sol.clamped, condensed=sol.gains is None, model=model)
         dx, du = _KKTSolve.apply(problem, gx, gu, residual)
-    states, controls = x_star + dx, u_star + du
+    states, controls = x_star + dx, u_param + du
     costs = cost.total(states, controls, target, u_prev)
     return sol._replace(states=states, controls=controls, costs=costs)

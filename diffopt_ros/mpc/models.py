@@ -8,7 +8,10 @@
 
 Positive physical parameters are stored as logarithms (``log_<name>`` parameters) and read as
 attributes with their plain names (``model.gain_v`` is a tensor); assigning a float to the plain
-name (``model.gain_v = 0.8``) sets the underlying parameter in place.
+name (``model.gain_v = 0.8``) sets the underlying parameter in place. Values given as Python floats
+stay exact until the model's dtype is known: ``Pendulum(gravity=9.81).double().gravity == 9.81``
+(:class:`~diffopt_ros.mpc.exact.ExactFloats`; the plain-name value is ``v * exp(log_v - log(v))``
+for the float ``v`` last given, which is ``v`` exactly while the parameter holds ``log(v)``).
 """
 from __future__ import annotations
 
@@ -17,20 +20,30 @@ import math
 import torch
 
 from .dynamics import Dynamics, RolloutFn, StepFn, positive_parameter
+from .exact import ExactFloats
 
 
-class _PositiveParams(Dynamics):
+class _PositiveParams(Dynamics, ExactFloats):
     """Mixin-style base: exposes ``log_<name>`` parameters as positive attributes ``<name>``."""
 
     param_names: tuple[str, ...] = ()
 
     def _init_params(self, **values: float) -> None:
+        self.__dict__['_bases'] = {}
         for name in self.param_names:
             setattr(self, 'log_' + name, positive_parameter(values[name], f'{type(self).__name__}.{name}'))
+            self._set_base(name, float(values[name]))
+
+    def _set_base(self, name: str, value: float) -> None:
+        """``value`` (a Python float) is the parameter's exact value while ``log_<name>`` holds its log."""
+        log_value = math.log(value)
+        self._bases[name] = (value, log_value)
+        self.record_exact('log_' + name, torch.tensor(log_value, dtype=torch.float64))
 
     def __getattr__(self, name: str):
         if name in type(self).param_names:
-            return super().__getattr__('log_' + name).exp()
+            value, log_value = self.__dict__['_bases'][name]
+            return torch.exp(super().__getattr__('log_' + name) - log_value) * value
         return super().__getattr__(name)
 
     def __setattr__(self, name: str, value) -> None:
@@ -40,6 +53,7 @@ class _PositiveParams(Dynamics):
                 raise ValueError(f'{type(self).__name__}.{name} must be > 0, got {value}')
             with torch.no_grad():
                 getattr(self, 'log_' + name).fill_(math.log(value))
+            self._set_base(name, value)
             return
         super().__setattr__(name, value)
 

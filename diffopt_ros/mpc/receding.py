@@ -182,7 +182,8 @@ SETTINGS_PARAMS = {
 
 
 def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
-                  last_command: torch.Tensor | None = None, warm: torch.Tensor | None = None):
+                  last_command: torch.Tensor | None = None, warm: torch.Tensor | None = None,
+                  **options):
     """One receding-horizon solve: THE call that mpc_node, the ROS-free closed loop, the
     synthetic experts and imitation learning all make, so what is learned is what runs.
 
@@ -194,12 +195,14 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
         last_command: the command applied until now ``(B, 2)`` (m/s, rad/s) for the rate
             penalty ``(u_0 - u_prev)``; None only for a controller without a rate term.
         warm: warm-start controls ``(B, T, 2)`` (e.g. the previous plan shifted to now).
+        options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``grad_mode='none'``
+            in a control loop: no graph whatever the parameters).
 
     Returns:
         The MPC's solution (``controls (B, T, 2)``: ``controls[:, 0]`` is the command now).
     """
     target = torch.cat((state.unsqueeze(1), reference), 1)
-    return mpc(state, target=target, u_init=warm, u_prev=last_command)
+    return mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
 
 
 @dataclass
@@ -262,7 +265,7 @@ class RecedingHorizonSolver:
             solution = receding_step(
                 self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
                 None if last_command is None else self._tensor(last_command)[None],
-                None if warm is None else self._tensor(warm)[None])
+                None if warm is None else self._tensor(warm)[None], grad_mode='none')
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),
                            states=solution.states[0].cpu().numpy(),
