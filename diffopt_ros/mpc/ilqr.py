@@ -11,6 +11,7 @@ runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (K
 """
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import NamedTuple
 
@@ -117,7 +118,8 @@ class MPC(nn.Module):
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
-                u_lower=None, u_upper=None, grad_mode: str | None = None) -> MPCSolution:
+                u_lower=None, u_upper=None, grad_mode: str | None = None,
+                deadline: float | None = None) -> MPCSolution:
         """Solve a batch of problems.
 
         Args:
@@ -128,6 +130,10 @@ class MPC(nn.Module):
             u_lower: override the constructor's lower bound for this call.
             u_upper: override the constructor's upper bound for this call.
             grad_mode: override the constructor's gradient mode.
+            deadline: ``time.perf_counter()`` value after which no further iteration starts
+                (a compute budget, e.g. of a control loop): the best iterate so far is returned
+                (costs never increase from one iterate to the next), ``converged`` is False
+                where the samples had not converged. At least one iteration runs.
 
         Returns:
             :class:`MPCSolution`.
@@ -153,21 +159,23 @@ class MPC(nn.Module):
         if lower is not None:
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
-            return self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            return self._solve(x_init, target, u_init, u_prev, lower, upper, deadline)[0]
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
-                                     lower, upper)
+                                     lower, upper, deadline)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model)
 
-    def _solve(self, x_init, target, u, u_prev, lower, upper) -> tuple[MPCSolution, CondensedModel | None]:
+    def _solve(self, x_init, target, u, u_prev, lower, upper,
+               deadline: float | None = None) -> tuple[MPCSolution, CondensedModel | None]:
         """The solution and, where the condensed subproblem is the same in every iteration (linear
-        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``)."""
+        dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``); no
+        iteration starts after ``deadline`` (``time.perf_counter()``)."""
         dyn, cost = self.dynamics, self.cost
         batch = u.shape[0]
         condensed = self.solver == 'condensed' or (self.solver == 'auto' and _condensed_is_cheaper(x_init, u))
@@ -255,7 +263,7 @@ class MPC(nn.Module):
                 iterations = iterations.index_add(0, rows, torch.ones_like(rows))
                 active = active.index_copy(0, rows, still)
             rows = active.nonzero().squeeze(-1)
-            if rows.numel() == 0:
+            if rows.numel() == 0 or (deadline is not None and time.perf_counter() >= deadline):
                 break
             if rows.numel() == batch:
                 rows = None

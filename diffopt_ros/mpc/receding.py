@@ -232,17 +232,19 @@ class RecedingHorizonSolver:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
 
     def solve(self, state: np.ndarray, reference: np.ndarray, warm: np.ndarray | None = None,
-              last_command: np.ndarray | None = None) -> ControlStep:
+              last_command: np.ndarray | None = None, deadline: float | None = None) -> ControlStep:
         """Solve from ``state`` ``(5,)`` towards ``reference`` ``(T, 5)`` (the states wanted after
         each step), warm-started from ``warm`` ``(T, 2)``; ``last_command`` ``(2,)`` is the
-        command applied until now (for the rate penalty)."""
+        command applied until now (for the rate penalty). No iLQR iteration starts after
+        ``deadline`` (a ``time.perf_counter()`` value): the best iterate so far is returned."""
         started = time.perf_counter()
         target = np.concatenate([np.asarray(state)[None, :5], reference], axis=0)[None]
         with torch.no_grad():
             solution = self.mpc(
                 self._tensor(state)[None], target=self._tensor(target),
                 u_init=None if warm is None else self._tensor(warm)[None],
-                u_prev=None if last_command is None else self._tensor(last_command)[None])
+                u_prev=None if last_command is None else self._tensor(last_command)[None],
+                deadline=deadline)
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),
                            states=solution.states[0].cpu().numpy(),

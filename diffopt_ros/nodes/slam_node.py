@@ -20,9 +20,13 @@ Services (``std_srvs/Trigger``): ``~/save_graph`` re-solves the whole graph and 
 and ``slam_graph.npz`` (:class:`~diffopt_ros.slam.graph.SlamGraph`, for offline learning);
 ``~/save_map`` re-solves too and writes ``map.pgm`` + ``map.yaml`` (map_server format).
 
-Bad inputs: odometry with NaN/Inf or a stamp not after the previous one is rejected (logged,
-counted); scans that go back in time are rejected; scans without usable beams are skipped with a
-throttled warning.
+Bad inputs: odometry with NaN/Inf, a zero quaternion or a stamp not after the previous one is
+rejected (logged, counted); scans that go back in time or whose beam geometry is inconsistent
+(``angle_increment`` 0 or not finite, ``angle_min + (N - 1) angle_increment`` not
+``angle_max``, bad range limits) are rejected; odometry and scans stamped more than
+``future_stamp_tolerance`` ahead of the node clock are rejected (they would lock every later
+message out); a node clock that jumps back (sim reset, bag loop) restarts the stamp checks.
+Scans without usable beams are skipped with a throttled warning.
 """
 from __future__ import annotations
 
@@ -102,12 +106,15 @@ PARAMS = (
     _core('robust.scale', 'Huber scale of scan and loop edges (whitened units)', 1e-6, _BIG),
     ParamSpec('sync_tolerance', 0.1, 'largest gap between a scan and the odometry used for it (s)',
               1e-4, 10.0),
+    ParamSpec('future_stamp_tolerance', 0.5, 'odometry or a scan stamped further ahead of the '
+              'node clock than this is rejected (s)', 0.0, 3600.0),
     ParamSpec('map.resolution', 0.05, 'occupancy grid cell (m)', 0.005, 10.0),
     ParamSpec('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0),
     ParamSpec('frames.map', 'map', 'map frame id', read_only=True),
     ParamSpec('frames.odom', 'odom', 'odometry frame id', read_only=True),
     ParamSpec('frames.base', 'base_link', 'robot frame id', read_only=True),
-    ParamSpec('save.directory', '.', 'folder of the files written by ~/save_graph and ~/save_map'),
+    ParamSpec('save.directory', '.', 'folder of the files written by ~/save_graph and ~/save_map',
+              read_only=True),
     ParamSpec('learned_params_file', '',
               'YAML from offline learning; its slam_node.ros__parameters override these',
               read_only=True),
@@ -130,6 +137,8 @@ class _Stats:
     skipped_scans: int = 0
     rejected_scans: int = 0
     rejected_odom: int = 0
+    future_stamps: int = 0
+    clock_jumps: int = 0
     dropped_scans: int = 0
     errors: int = 0
     update_time: float = 0.0
@@ -172,6 +181,7 @@ class SlamNode(Node):
         self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
         self._odom = OdomBuffer(horizon=5.0)
         self._last_scan_stamp = -math.inf
+        self._last_now = -math.inf                # node clock at the last input: jumps back?
         self._pending: tuple | None = None        # a scan newer than the newest odometry
         self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
         self._path = PathMsg()                    # /slam/path, its poses kept between keyframes
@@ -228,8 +238,34 @@ class SlamNode(Node):
             self._warn_times[key] = now
             self.get_logger().warning(text)
 
+    def _stamp_ok(self, stamp: float, topic: str) -> bool:
+        """False (warned, counted) for a stamp too far ahead of the node clock; a node clock that
+        went back since the last input (sim reset, bag loop) restarts the order checks."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._input_lock:
+            if now < self._last_now:
+                self._stats.clock_jumps += 1
+                self._warn('jump', f'node clock jumped back {self._last_now - now:.3f} s: '
+                                   'restarting the stamp order of odometry and scans')
+                self._odom = OdomBuffer(horizon=self._odom.horizon)
+                self._last_scan_stamp, self._pending = -math.inf, None
+                with self._lock:
+                    self._slam.restart_time()
+            self._last_now = now
+        ahead = stamp - now
+        if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
+            self._stats.future_stamps += 1
+            self._warn(f'future-{topic}', f'{topic} rejected: stamp {stamp:.3f} s is {ahead:.3f} s '
+                                          'ahead of the node clock (future_stamp_tolerance '
+                                          f'{self._values["future_stamp_tolerance"]} s)')
+            return False
+        return True
+
     def _on_odom(self, msg: Odometry):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        if not self._stamp_ok(stamp, 'odom'):
+            self._stats.rejected_odom += 1
+            return
         pending = None
         try:
             state = ros_convert.odometry_to_state(msg, 'odom')
@@ -251,13 +287,21 @@ class SlamNode(Node):
 
     def _on_scan(self, msg: LaserScan):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        if not self._stamp_ok(stamp, 'scan'):
+            self._stats.rejected_scans += 1
+            return
+        try:
+            ranges, angles = ros_convert.scan_to_ranges(msg, 'scan')
+        except ros_convert.MessageError as exc:
+            self._stats.rejected_scans += 1
+            self._warn('scan-geometry', f'scan rejected: {exc}')
+            return
         if not stamp > self._last_scan_stamp:
             self._stats.rejected_scans += 1
             self._warn('scan-order', f'scan rejected: stamp {stamp:.9f} s is not after the '
                                      f'previous scan ({self._last_scan_stamp:.9f} s)')
             return
         self._last_scan_stamp = stamp
-        ranges, angles = ros_convert.scan_to_ranges(msg)
         if not np.isfinite(ranges).any():
             self._stats.skipped_scans += 1
             self._warn('empty-scan', f'scan at {stamp:.3f} s skipped: no valid ranges '
@@ -399,7 +443,8 @@ class SlamNode(Node):
                 'keyframes': s.keyframes, 'loop_closures': self._slam.loop_closures,
                 'full_solves': self._slam.full_solves, 'scans': s.scans,
                 'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
-                'rejected_odom': s.rejected_odom, 'dropped_scans': s.dropped_scans,
+                'rejected_odom': s.rejected_odom, 'future_stamps': s.future_stamps,
+                'clock_jumps': s.clock_jumps, 'dropped_scans': s.dropped_scans,
                 'errors': s.errors, 'queue': self._queue.qsize()})
         msg = DiagnosticArray()
         msg.header.stamp = ros_convert.sec_to_stamp(update.stamp)

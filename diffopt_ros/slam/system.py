@@ -246,6 +246,11 @@ class SlamSystem:
         """Replace the settings (applies from the next scan)."""
         self.config = config
 
+    def restart_time(self) -> None:
+        """Accept scan stamps from a new time line (the clock jumped back: a simulator reset,
+        a bag played in a loop); the graph is kept."""
+        self._last_stamp = -math.inf
+
     # ------------------------------------------------------------------ poses
     def map_pose(self, odom_pose) -> tuple[float, float, float]:
         """Odometry pose ``(x, y, yaw)`` (odom frame) -> map frame, with the current correction."""
