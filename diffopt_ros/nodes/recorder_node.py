@@ -35,55 +35,11 @@ from rosbags.interfaces import (
 from diffopt_ros.bag import BagError, BagWriter, RunExistsError
 from diffopt_ros.bag.convert import cdr_header_stamp, starts_with_header
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, declare_params
+from diffopt_ros.nodes.params import ParameterError, declare_params
 from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.params.recorder import NODE_NAME, SCHEMA
 
-NODE_NAME = 'recorder_node'
-DEFAULT_TOPICS = ['/odom', '/ground_truth/odom', '/scan', '/cmd_vel', '/goal_pose', '/plan',
-                  '/mpc/predicted_path', '/slam/pose', '/slam/odom', '/slam/path', '/diagnostics']
-
-
-def _check_topics(topics: list[str]) -> str | None:
-    bad = [t for t in topics if not t or ' ' in t]
-    if bad:
-        return f'topics: invalid names {bad}'
-    if len(set(topics)) != len(topics):
-        return 'topics: listed twice: ' + ', '.join(sorted({t for t in topics if topics.count(t) > 1}))
-    return None
-
-
-def _check_name(name: str) -> str | None:
-    if '/' in name or name in ('.', '..'):
-        return f'run_name: {name!r} must be a plain folder name'
-    return None
-
-
-PARAMS = (
-    ParamSpec('topics', DEFAULT_TOPICS, 'topics to record (relative names resolve in the node '
-              'namespace); types are discovered from the graph', read_only=True,
-              check=_check_topics),
-    ParamSpec('output_dir', 'runs', 'folder of runs; the bag goes to <output_dir>/<run_name>/',
-              read_only=True),
-    ParamSpec('run_name', '', 'run folder name; empty = run_YYYY_MM_DD-HH_MM_SS (local time)',
-              read_only=True, check=_check_name),
-    ParamSpec('unique_name', True, 'if the run exists, record to <run_name>_1, _2, ... instead; '
-              'false = refuse to start (runs are never overwritten)', read_only=True),
-    ParamSpec('split_seconds', 10.0, 'wall-clock seconds per bag file (s)', 0.5, 3600.0,
-              read_only=True),
-    ParamSpec('split_megabytes', 256.0, 'start a new bag file after this much data (MiB)', 1.0,
-              1e5, read_only=True),
-    ParamSpec('flush_seconds', 1.0, 'wall-clock seconds between flushes to disk: the most a '
-              'SIGKILL loses after repair (s)', 0.05, 60.0, read_only=True),
-    ParamSpec('discovery_period', 1.0, 'wall-clock seconds between looks for topics not yet '
-              'subscribed (s)', 0.05, 60.0, read_only=True),
-    ParamSpec('diagnostics_period', 1.0, 'wall-clock seconds between /diagnostics messages (s)',
-              0.1, 60.0, read_only=True),
-    ParamSpec('queue_depth', 1000, 'subscription queue depth (messages): how far the recorder '
-              'may fall behind before messages are lost', 1, 100000, read_only=True),
-    ParamSpec('lag_warning', 0.5, 'warn on /diagnostics when a stamped message is recorded this '
-              'long after its header stamp (s): bag times of unstamped topics are late too', 0.0,
-              3600.0),
-)
+PARAMS = SCHEMA.params
 MAX_PLAUSIBLE_LAG = 3600.0  # s: larger or negative lags come from stamps on another clock
 
 
@@ -260,7 +216,7 @@ class RecorderNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``recorder_node``: record until SIGINT/SIGTERM."""
-    return run_node(RecorderNode, args, description=__doc__, params=PARAMS)
+    return run_node(RecorderNode, args, description=__doc__, params=SCHEMA)
 
 
 if __name__ == '__main__':

@@ -51,11 +51,12 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_learned_params_file, declare_params
+from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.params.slam import NODE_NAME, SCHEMA
 from diffopt_ros.slam.occupancy import save_map
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params, config_to_params
+from diffopt_ros.slam.system import SlamSystem, config_from_params
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
@@ -63,69 +64,7 @@ try:  # TF is optional: tf2_ros is not on PyPI
 except ImportError:
     TransformBroadcaster = None
 
-NODE_NAME = 'slam_node'
-_BIG = 1e12
-_CORE = config_to_params(SlamConfig())   # defaults of the core's settings
-
-def _core(name: str, description: str, low: float, high: float) -> ParamSpec:
-    """A parameter of the core's :class:`SlamConfig` (default from there)."""
-    return ParamSpec(name, _CORE[name], description, low, high)
-
-
-PARAMS = (
-    ParamSpec('device', 'cpu', 'torch device of scan matching and the solver (cuda falls back '
-              'to cpu)', choices=('cpu', 'cuda'), read_only=True),
-    ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
-              1, 64, read_only=True),
-    _core('keyframe.distance', 'new keyframe after this translation (m)', 0.01, 100.0),
-    _core('keyframe.angle', 'new keyframe after this rotation (rad)', 0.01, 2 * math.pi),
-    _core('scan.voxel_size', 'scan down-sampling cell (m; 0 = none)', 0.0, 1.0),
-    _core('scan.max_range', "ignore beams beyond this (m; 0 = the scan's range_max)", 0.0, 1000.0),
-    _core('icp.max_iterations', 'ICP iterations (consecutive keyframes)', 1, 500),
-    _core('icp.max_correspondence_distance', 'initial ICP pairing gate (m)', 0.01, 10.0),
-    _core('icp.min_inlier_ratio', 'fitness: least inlier fraction of a scan match', 0.0, 1.0),
-    _core('icp.max_rms', 'fitness: largest RMS point-to-line residual (m)', 1e-4, 10.0),
-    _core('icp.inlier_distance', 'a point within this of the other scan is an inlier (m)',
-          1e-3, 10.0),
-    _core('loop.search_radius', 'loop candidates within this distance (m; 0 = off)', 0.0, 1000.0),
-    _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1, 1_000_000),
-    _core('loop.max_candidates', 'ICP tries per keyframe, nearest candidates first', 0, 100),
-    _core('loop.min_inlier_ratio', 'fitness of a loop closure: least inlier fraction', 0.0, 1.0),
-    _core('loop.full_solve_chi2', 'loop closure residual (whitened, squared) above which the '
-          'whole graph is re-solved', 0.0, _BIG),
-    _core('optimizer.window', 'keyframes re-optimized per update', 2, 1_000_000),
-    _core('optimizer.iterations', 'LM iterations per local update', 1, 1000),
-    _core('optimizer.full_iterations', 'LM iterations per full re-solve', 1, 10000),
-    _core('optimizer.max_time', 'wall-time cap of one solve (s)', 1e-3, 600.0),
-    _core('weights.odom_xy', 'information of odometry edges, x and y (1/m^2)', 1e-9, _BIG),
-    _core('weights.odom_yaw', 'information of odometry edges, yaw (1/rad^2)', 1e-9, _BIG),
-    _core('weights.scan_xy', 'information of scan-match and loop edges, x and y (1/m^2)',
-          1e-9, _BIG),
-    _core('weights.scan_yaw', 'information of scan-match and loop edges, yaw (1/rad^2)',
-          1e-9, _BIG),
-    _core('robust.scale', 'Huber scale of scan and loop edges (whitened units)', 1e-6, _BIG),
-    ParamSpec('sync_tolerance', 0.1, 'largest gap between a scan and the odometry used for it (s)',
-              1e-4, 10.0),
-    ParamSpec('future_stamp_tolerance', 0.5, 'odometry or a scan stamped further ahead of the '
-              'node clock than this is rejected (s)', 0.0, 3600.0),
-    ParamSpec('map.resolution', 0.05, 'occupancy grid cell (m)', 0.005, 10.0),
-    ParamSpec('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0),
-    ParamSpec('frames.map', 'map', 'map frame id', read_only=True),
-    ParamSpec('frames.odom', 'odom', 'odometry frame id', read_only=True),
-    ParamSpec('frames.base', 'base_link', 'robot frame id', read_only=True),
-    ParamSpec('save.directory', '.', 'folder of the files written by ~/save_graph and ~/save_map',
-              read_only=True),
-    ParamSpec('learned_params_file', '',
-              'YAML from offline learning; its slam_node.ros__parameters override these',
-              read_only=True),
-)
-
-
-def _check_combination(values: dict) -> str | None:
-    if values['icp.inlier_distance'] > values['icp.max_correspondence_distance']:
-        return (f'icp.inlier_distance ({values["icp.inlier_distance"]}) must not exceed '
-                f'icp.max_correspondence_distance ({values["icp.max_correspondence_distance"]})')
-    return None
+PARAMS = SCHEMA.params
 
 
 @dataclass
@@ -168,7 +107,7 @@ class SlamNode(Node):
         self._slam: SlamSystem | None = None   # built once the parameters are final
         self._worker: threading.Thread | None = None
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
-        reason = _check_combination(self._values)
+        reason = SCHEMA.combination(self._values)
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
         apply_learned_params_file(self, self._values['learned_params_file'])
@@ -221,7 +160,7 @@ class SlamNode(Node):
     # ----------------------------------------------------------------- parameters
     def _on_params(self, changes: dict) -> str | None:
         merged = {**self._values, **changes}
-        reason = _check_combination(merged)
+        reason = SCHEMA.combination(merged)
         if reason:
             return reason
         with self._lock:
@@ -522,7 +461,7 @@ def _pose_covariance_6x6(cov3: np.ndarray) -> np.ndarray:
 def main(args: list[str] | None = None) -> int:
     """Console script ``slam_node``: run the node until SIGINT/SIGTERM."""
     return run_node(SlamNode, args, multithreaded=True, description=__doc__,
-                    params=PARAMS)
+                    params=SCHEMA)
 
 
 if __name__ == '__main__':
