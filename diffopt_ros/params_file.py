@@ -70,6 +70,8 @@ def scalar(text: str, quoted: bool = False) -> Any:
         return True
     if text in _FALSE:
         return False
+    if '_' in text:                        # Python's int()/float() take 1_000, strtol not
+        return text
     try:
         return int(text, 0)
     except ValueError:
@@ -80,12 +82,10 @@ def scalar(text: str, quoted: bool = False) -> Any:
     if word in _FLOAT_WORDS:
         value = _FLOAT_WORDS[word]
         return -value if text.startswith('-') else value
-    if '_' not in text:
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def load_params_yaml(path: str | os.PathLike) -> list[Section]:

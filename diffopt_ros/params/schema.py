@@ -117,8 +117,8 @@ class Param:
     def range_text(self) -> str:
         """``'0.05 .. 10.0'``, ``'one of cpu, cuda'`` or ``''``."""
         if self.low is not None or self.high is not None:
-            return f'{"" if self.low is None else self.low!r} .. ' \
-                   f'{"" if self.high is None else self.high!r}'
+            return f'{"" if self.low is None else _number(self.low)} .. ' \
+                   f'{"" if self.high is None else _number(self.high)}'
         if self.choices:
             return f'one of {", ".join(self.choices)}'
         return ''
@@ -129,6 +129,10 @@ class Param:
         if self.choices:
             text += f' (one of: {", ".join(self.choices)})'
         return text
+
+
+def _number(x: float) -> str:
+    return f'{x:g}' if isinstance(x, float) else str(x)
 
 
 _TYPE_NAMES = {bool: 'bool', int: 'integer', float: 'float', str: 'string'}
