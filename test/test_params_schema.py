@@ -132,6 +132,19 @@ def test_settings_objects_and_learned_keys_come_from_the_schemas():
     assert NODE_KEYS == {'mpc_node': mpc.learnable(), 'slam_node': slam.learnable()}
     assert set(mpc.learnable('model')) == {f'model.{k}' for k in ('gain_v', 'gain_omega', 'tau_v',
                                                                   'tau_omega')}
+    # the names learning reads off the controller are the learnable parameters, with defaults
+    from types import SimpleNamespace
+
+    from diffopt_ros.learn.controller import cost_params, model_params, node_mpc
+    from diffopt_ros.mpc import TrackingCost
+
+    # the cost keeps float32 square roots of its weights (torch's default dtype): rel 1e-6
+    weights = {k: mpc[k].default for k in mpc.learnable('weights')}
+    assert cost_params(node_mpc(mpc.defaults())) == pytest.approx(weights, rel=1e-6)
+    assert cost_params(SimpleNamespace(cost=TrackingCost.diff_drive())) == \
+        pytest.approx(weights, rel=1e-6)
+    assert model_params(node_mpc(mpc.defaults())) == \
+        pytest.approx({k: mpc[k].default for k in mpc.learnable('model')}, rel=1e-6)
     with pytest.raises(ExportError, match='model.gain_v: -3.0 is below the minimum'):
         params_document('mpc_node', {'model.gain_v': -3.0})
     with pytest.raises(ExportError, match='not a learnable parameter'):
