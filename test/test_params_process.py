@@ -81,3 +81,31 @@ def test_unknown_keys_and_a_misspelt_node_entry_warn_and_the_node_runs(tmp_path,
     assert (f'params file {path}:3 sets unknown parameter stepp_rate of node /sim_node; did you '
             "mean 'step_rate'?") in out
     assert f"params file {path}:5: entry '/sim_nod' does not match node /sim_node" in out
+
+
+@pytest.mark.parametrize('args, node, body, message', [
+    (['sim', '--params'], 'sim_node', 'robot:\n      gain_v: fast',
+     "{path}:4: sim_node parameter robot.gain_v: expected a float, got the string 'fast'"),
+    (['sim', '--params'], 'sim_node', 'robot.gain_v: -3.0',
+     '{path}:3: sim_node parameter robot.gain_v: -3.0 is below the minimum 0.0'),
+    (['learn', 'dynamics', 'no_runs', '--params-file'], 'mpc_node', 'horizon: twenty',
+     "{path}:3: mpc_node parameter horizon: expected an integer, got the string 'twenty'"),
+    (['learn', 'cost', 'no_runs', '--learned-file'], 'mpc_node', 'model.gian_v: 0.9',
+     "{path}:3: mpc_node has no parameter 'model.gian_v'; did you mean 'model.gain_v'?"),
+    (['learn', 'slam', 'no_runs', '--params-file'], 'slam_node', 'horzion: 3',
+     "{path}:3: slam_node has no parameter 'horzion'"),
+], ids=['sim-type', 'sim-range', 'learn-dynamics-type', 'learn-cost-learned-typo',
+        'learn-slam-typo'])
+def test_cli_params_files_errors_name_file_line_and_key(tmp_path, args, node, body, message):
+    """``diffopt-ros sim --params``, ``learn --params-file`` / ``--learned-file``: the schema's
+    checks, before any work (a wrong type, a typo, a value out of range), exit status 2."""
+    path = tmp_path / 'params.yaml'
+    path.write_text(f'{node}:\n  ros__parameters:\n    {body}\n')
+    proc = subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', *args, str(path),
+                           *(['--out', str(tmp_path / 'out')] if args[0] == 'learn' else [])],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert message.format(path=path) in out
+    assert 'Traceback' not in out
+    assert not (tmp_path / 'out').exists()
