@@ -48,6 +48,7 @@ from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -134,10 +135,13 @@ class MpcNode(LifecycleNode):
         durable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         targets = MutuallyExclusiveCallbackGroup()
-        for qos in (QoSProfile(depth=10), durable):
+        # the durable one does not match volatile publishers (the other one does): no warning
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
+        for qos, events in ((QoSProfile(depth=10), None), (durable, quiet)):
             self.create_subscription(PoseStamped, 'goal_pose', self._on_goal, qos,
-                                     callback_group=targets)
-            self.create_subscription(Path, 'plan', self._on_plan, qos, callback_group=targets)
+                                     callback_group=targets, event_callbacks=events)
+            self.create_subscription(Path, 'plan', self._on_plan, qos, callback_group=targets,
+                                     event_callbacks=events)
         if self._values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ParameterError(f'{self.get_name()}: configure failed (see log)')
@@ -416,6 +420,9 @@ class MpcNode(LifecycleNode):
                 return self._fallback(now), None
             self._pending = None
             late = None if future.exception() is not None else future.result()
+            if late is not None:
+                stats.solve_time, stats.iterations = late.solve_time, late.iterations
+                stats.converged = late.converged
             if (late is not None and solver is self._solver and seq == self._target_seq
                     and np.all(np.isfinite(late.controls))):
                 self._plan, self._plan_time, self._plan_stamp = late, tick_time, plan_stamp
@@ -541,14 +548,17 @@ class _SolveWorker:
             except BaseException as exc:  # handed to the waiting tick
                 future.set_exception(exc)
 
-    def stop(self):
-        """Let the thread end after the solve in progress (not waited for)."""
+    def stop(self, timeout: float = 5.0):
+        """End the thread after the solve in progress (which ends at its deadline) and wait
+        for it up to ``timeout`` s (torch must not be running when the interpreter exits)."""
         with self._wake:
             self._stopped = True
             for future, _, _ in self._jobs:
                 future.cancel()
             self._jobs.clear()
             self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def main(args: list[str] | None = None) -> int:
