@@ -30,6 +30,16 @@ def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     bad.write_text('overrides:\n  mpc: {horizon: 3}\n')
     with pytest.raises(demo.DemoError, match='mpc'):
         demo.load_course(bad)
+    # override values are checked against the node's schema (an int for a float is converted)
+    bad.write_text('overrides:\n  mpc_node: {horizon: twenty}\n')
+    with pytest.raises(demo.DemoError, match=r'course.yaml: overrides.mpc_node: mpc_node parameter '
+                                             'horizon: expected an integer'):
+        demo.load_course(bad)
+    bad.write_text('overrides:\n  sim_node: {wait_for_cmd: 1, stepp_rate: 5.0}\n')
+    with pytest.raises(demo.DemoError, match="no parameter 'stepp_rate'; did you mean 'step_rate'"):
+        demo.load_course(bad)
+    bad.write_text('overrides:\n  sim_node: {wait_for_cmd: 1}\n')
+    assert demo.load_course(bad).overrides['sim_node'] == {'wait_for_cmd': 1.0}
 
 
 def test_metrics_on_known_trajectories():

@@ -29,6 +29,7 @@ import yaml
 
 from diffopt_ros import paths
 from diffopt_ros.learn.course import Leg, estimate_jumps, tracking_rmse  # noqa: F401 (re-exported)
+from diffopt_ros.params import schema_for
 
 
 class DemoError(RuntimeError):
@@ -84,6 +85,8 @@ def load_course(path: str | Path) -> Course:
                                                  'recorder_node'}
         if unknown_nodes:
             raise ValueError(f'overrides: unknown node(s) {sorted(unknown_nodes)}')
+        course.overrides = {node: schema_for(node).check(values, f'overrides.{node}')
+                            for node, values in course.overrides.items()}
         course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
         for name in ('real_time_factor', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                      'settle_time'):
