@@ -172,6 +172,16 @@ class Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def wait(self, timeout: float) -> int:
+        """The exit status once the process ends by itself (killed after ``timeout`` s)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._file.close()
+        return self.proc.returncode
+
     def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -511,3 +521,123 @@ def test_slam_save_directory_cannot_be_changed_at_run_time(client, slam):
     saved = client.call(Trigger, '/slam_node/save_map', Trigger.Request())
     assert saved.success, saved.message
     assert (slam['saves'] / 'map.yaml').is_file() and not elsewhere.exists()
+
+
+# ----------------------------------------------------------------------------- recorder_node
+def _read_bag(run_dir: Path) -> dict[str, int]:
+    """``{topic: messages}`` of a run, read with rosbags alone (every message deserialized)."""
+    from rosbags.highlevel import AnyReader
+    counts = {}
+    with AnyReader([run_dir]) as reader:
+        for connection, _, data in reader.messages():
+            reader.deserialize(data, connection.msgtype)
+            counts[connection.topic] = counts.get(connection.topic, 0) + 1
+    return counts
+
+
+def test_recorder_records_its_namespace_and_follows_remaps(client, logs):
+    """Item 11: under namespace robot1 with odom remapped to /wheel/odom, the default topic list
+    records /wheel/odom, /robot1/cmd_vel and /diagnostics."""
+    odom = client.node.create_publisher(Odometry, '/wheel/odom', 10)
+    cmd = client.node.create_publisher(Twist, '/robot1/cmd_vel', 10)
+    proc = Process('recorder_node', [
+        '--ros-args', '-r', '__ns:=/robot1', '-r', 'odom:=/wheel/odom', '-p',
+        f'output_dir:={logs / "runs"}', '-p', 'run_name:=robot1', '-p', 'discovery_period:=0.2'],
+        logs / 'recorder_ns.log')
+    try:
+        _wait_for_node(client, proc, lambda: odom.get_subscription_count() > 0
+                       and cmd.get_subscription_count() > 0, 'recorder_node subscriptions')
+        for _ in range(5):
+            odom.publish(odometry(client.now()))
+            cmd.publish(Twist())
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        rc = proc.stop(signal.SIGINT)
+        client.node.destroy_publisher(odom)
+        client.node.destroy_publisher(cmd)
+    assert rc == 0, proc.output()
+    counts = _read_bag(logs / 'runs' / 'robot1')
+    assert counts.get('/wheel/odom') == 5 and counts.get('/robot1/cmd_vel') == 5, counts
+
+
+def test_recorder_start_up_errors_exit_2_with_a_clear_message(logs):
+    """Item 12: output_dir that is a file or cannot be created, a run_name that names a file,
+    an existing run with unique_name false: exit 2, a message naming the path, no traceback."""
+    root = logs / 'errors'
+    root.mkdir()
+    (root / 'a_file').write_text('not a folder')
+    (root / 'runs').mkdir()
+    (root / 'runs' / 'taken').mkdir()
+    (root / 'runs' / 'file_run').write_text('')
+    unwritable = '/sys/diffopt_ros_runs' if os.geteuid() == 0 else '/proc/diffopt_ros_runs'
+    cases = {
+        'output_dir is a file': (['output_dir:=' + str(root / 'a_file')], 'is a file'),
+        'output_dir cannot be created': (['output_dir:=' + unwritable], 'cannot create'),
+        'run exists': ([f'output_dir:={root / "runs"}', 'run_name:=taken', 'unique_name:=false'],
+                       'exists already'),
+        'run_name is a file': ([f'output_dir:={root / "runs"}', 'run_name:=file_run',
+                                'unique_name:=false'], 'exists already'),
+    }
+    procs = {}
+    for name, (params, _) in cases.items():
+        args = ['--ros-args', '-r', '__node:=recorder_err']
+        for p in params:
+            args += ['-p', p]
+        procs[name] = Process('recorder_node', args, logs / f'recorder_{name.replace(" ", "_")}.log')
+    for name, (_, expected) in cases.items():
+        rc = procs[name].wait(timeout=60)
+        out = procs[name].output()
+        assert rc == 2, f'{name}: exit {rc}\n{out}'
+        assert expected in out and 'Traceback' not in out, f'{name}:\n{out}'
+    assert sorted(p.name for p in (root / 'runs').iterdir()) == ['file_run', 'taken']
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_recorder_disk_full_stops_recording_cleanly(client, logs):
+    """Item 12: the disk fills up mid-run: recording stops with an error on /diagnostics, every
+    finished file is readable, metadata.yaml lists them, no stray folder or temporary file;
+    SIGINT still ends the node with exit 0."""
+    disk = logs / 'small_disk'
+    if not _mount_tmpfs(disk, '2m'):
+        pytest.skip('cannot mount a small tmpfs here (needs root)')
+    scans = client.node.create_publisher(LaserScan, '/bigscan', 10)
+    diag = client.record(DiagnosticArray, '/diagnostics', 1000)
+    proc = Process('recorder_node', [
+        '--ros-args', '-r', '__node:=recorder_full', '-p', f'output_dir:={disk}', '-p',
+        'run_name:=full', '-p', 'topics:=[/bigscan]', '-p', 'split_seconds:=0.5', '-p',
+        'flush_seconds:=0.1', '-p', 'discovery_period:=0.2', '-p', 'diagnostics_period:=0.2'],
+        logs / 'recorder_full.log')
+    try:
+        _wait_for_node(client, proc, lambda: scans.get_subscription_count() > 0, 'recorder_full')
+        big = room_scan(client.now(), beams=4000)
+        stopped = lambda: 'recording stopped' in status_values(diag, 'recorder_full').get(  # noqa: E731
+            'message', '')
+        deadline = time.monotonic() + 20.0
+        while not stopped() and time.monotonic() < deadline:
+            big.header.stamp = client.now()
+            scans.publish(big)     # 16 kB at 100 Hz: the second or third file fills the disk
+            time.sleep(0.01)
+        assert stopped(), proc.output()
+        assert proc.alive(), proc.output()
+        rc = proc.stop(signal.SIGINT)
+        out = proc.output()
+        assert rc == 0 and 'Traceback' not in out, out
+        run = disk / 'full'
+        assert sorted(p.name for p in run.iterdir() if not p.name.endswith('.mcap')) == [
+            'metadata.yaml'], list(run.iterdir())
+        import yaml
+        info = yaml.safe_load((run / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+        files = [f['path'] for f in info['files']]
+        assert files and sorted(files) == sorted(p.name for p in run.glob('*.mcap')), files
+        counts = _read_bag(run)
+        assert counts.get('/bigscan', 0) == info['message_count'] > 0, (counts, info)
+    finally:
+        proc.stop(signal.SIGKILL, timeout=5)
+        client.node.destroy_publisher(scans)
+        subprocess.run(['umount', str(disk)], capture_output=True)

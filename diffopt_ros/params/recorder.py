@@ -4,8 +4,10 @@ from __future__ import annotations
 from diffopt_ros.params.schema import NodeSchema, Param
 
 NODE_NAME = 'recorder_node'
-DEFAULT_TOPICS = ['/odom', '/ground_truth/odom', '/scan', '/cmd_vel', '/goal_pose', '/plan',
-                  '/mpc/predicted_path', '/slam/pose', '/slam/odom', '/slam/path', '/diagnostics']
+#: Relative names: they resolve in the recorder's namespace and follow its remaps, as the
+#: other nodes' topics do (``/diagnostics`` is absolute for every node).
+DEFAULT_TOPICS = ['odom', 'ground_truth/odom', 'scan', 'cmd_vel', 'goal_pose', 'plan',
+                  'mpc/predicted_path', 'slam/pose', 'slam/odom', 'slam/path', '/diagnostics']
 
 
 def _check_topics(topics: list[str]) -> str | None:
