@@ -21,7 +21,7 @@ class ParamsFileError(ValueError):
     """A params file that cannot be used; the message names the file (and section)."""
 
 
-#: What a params file section (node name) or a scalar is, as rcl reads it.
+#: Plain scalars that rcl's params-file parser reads as booleans and as special floats.
 _TRUE = {'Y', 'y', 'yes', 'Yes', 'YES', 'true', 'True', 'TRUE', 'on', 'On', 'ON'}
 _FALSE = {'N', 'n', 'no', 'No', 'NO', 'false', 'False', 'FALSE', 'off', 'Off', 'OFF'}
 _FLOAT_WORDS = {'.nan': math.nan, '.NaN': math.nan, '.NAN': math.nan, '.inf': math.inf,
@@ -251,7 +251,7 @@ def _section_hint(sections: list[Section], node_name: str) -> str:
     names = [s.name for s in sections]
     close = difflib.get_close_matches(node_name.rsplit('/', 1)[-1],
                                       [s.node_name for s in sections], n=1, cutoff=0.6)
-    hint = f'; did you mean "{close[0]}" as "{node_name}"?' if close else ''
+    hint = f'; is "{close[0]}" a misspelling of "{node_name}"?' if close else ''
     return f' (its entries: {", ".join(names)}){hint}'
 
 

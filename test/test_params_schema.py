@@ -174,7 +174,7 @@ def test_offline_reader_errors_name_file_line_node_and_key(tmp_path, node, body,
 def test_offline_reader_converts_integers_and_misspelt_node(tmp_path):
     path = _file(tmp_path, _section('mpc_node', 'model.gain_v: 1\ntolerance: 1e-4'))
     assert read_params_file(path, 'mpc_node') == {'model.gain_v': 1.0, 'tolerance': 1e-4}
-    with pytest.raises(ParamsFileError, match='did you mean "mcp_node" as "mpc_node"'):
+    with pytest.raises(ParamsFileError, match='is "mcp_node" a misspelling of "mpc_node"'):
         read_params_file(_file(tmp_path, _section('mcp_node', 'dt: 0.1')), 'mpc_node')
 
 
