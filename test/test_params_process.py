@@ -83,6 +83,30 @@ def test_unknown_keys_and_a_misspelt_node_entry_warn_and_the_node_runs(tmp_path,
     assert f"params file {path}:5: entry '/sim_nod' does not match node /sim_node" in out
 
 
+@pytest.mark.parametrize('node', EXECUTABLES)
+def test_config_files_apply_in_a_namespace(node):
+    """ROS itself (rcl) applies config/<node>.yaml to the node in a namespace, as a launch file's
+    ``namespace:=robot1`` starts it (an entry ``mpc_node:`` would apply to /mpc_node only)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    from diffopt_ros.params import schema_for
+
+    path = Path(__file__).resolve().parents[1] / 'config' / f'{node.removesuffix("_node")}.yaml'
+    for namespace in ('/robot1', '/'):
+        context = Context()
+        rclpy.init(args=['x', '--ros-args', '-r', f'__ns:={namespace}', '--params-file', str(path)],
+                   context=context)
+        try:
+            ros = Node(node, context=context)
+            overrides = {name: p.value for name, p in ros._parameter_overrides.items()}
+            ros.destroy_node()
+        finally:
+            rclpy.shutdown(context=context)
+        assert set(overrides) == set(schema_for(node).names), namespace
+
+
 @pytest.mark.parametrize('args, node, body, message', [
     (['sim', '--params'], 'sim_node', 'robot:\n      gain_v: fast',
      "{path}:4: sim_node parameter robot.gain_v: expected a float, got the string 'fast'"),

@@ -229,6 +229,9 @@ def test_config_files_state_exactly_the_schema_defaults(node):
     """config/<node>.yaml sets every parameter, typed as the node needs it, to its default."""
     path = ROOT / 'config' / f'{node.removesuffix("_node")}.yaml'
     assert check_ros_args([node, '--ros-args', '--params-file', str(path)], node) == []
+    # its entry applies in a namespace too (launch files' namespace:=robot1)
+    assert check_ros_args([node, '--ros-args', '-r', '__ns:=/robot1', '--params-file', str(path)],
+                          node) == []
     values = read_params_file(path, node)
     schema = schema_for(node)
     assert set(values) == set(schema.names)
