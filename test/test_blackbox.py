@@ -407,14 +407,17 @@ def slam(client, logs):
         'scan': client.node.create_publisher(LaserScan, '/scan', qos_profile_sensor_data),
         'saves': logs / 'saves',
     }
-    proc = Process('slam_node', ['--ros-args', '-p', f'save.directory:={env["saves"]}'],
-                   logs / 'slam.log')
+    proc = Process('slam_node', ['--ros-args', '-p', f'save.directory:={env["saves"]}',
+                                 '-p', f'initial_pose:={list(INITIAL_POSE)}'], logs / 'slam.log')
     _wait_for_node(client, proc, lambda: env['odom'].get_subscription_count() > 0
                    and env['scan'].get_subscription_count() > 0, 'slam_node')
     env['proc'] = proc
     yield env
     rc = proc.stop(signal.SIGINT)
     assert rc == 0, proc.output()
+
+
+INITIAL_POSE = (1.5, 1.5, 0.0)    # slam_node's map: the robot starts here (odometry at zero)
 
 
 def _key(stamp) -> float:
@@ -479,6 +482,19 @@ def test_slam_scans_with_inconsistent_geometry_are_rejected(client, slam):
     assert _covered(_posed(slam), bad) == 0, (
         'a scan with inconsistent geometry was used')
     assert 'angle_increment is 0' in slam['proc'].output()
+
+
+def test_slam_map_is_anchored_at_initial_pose(client, slam):
+    """Item 10: odometry that starts at zero comes out at initial_pose in the map (ground
+    truth, SLAM and goals in one frame)."""
+    stamp = client.now()
+    slam['odom'].publish(odometry(stamp))
+    assert wait_for(lambda: any(m.header.stamp == stamp for _, m in slam['out']))
+    out = next(m for _, m in slam['out'] if m.header.stamp == stamp)
+    p = out.pose.pose.position
+    assert out.header.frame_id == 'map'
+    assert math.hypot(p.x - INITIAL_POSE[0], p.y - INITIAL_POSE[1]) < 0.05, (p.x, p.y)
+    assert abs(yaw_of(out.pose.pose.orientation) - INITIAL_POSE[2]) < 0.02
 
 
 def test_slam_quaternions_are_normalised_and_zero_ones_rejected(client, slam):

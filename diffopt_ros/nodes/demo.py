@@ -572,15 +572,18 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
                 'sim_node', world=course.world, seed=course.seed, paused=True,
                 real_time_factor=course.real_time_factor))
             nodes.append(sim)
+            # slam_node's map is the world's: anchored at the robot's start pose
             nodes.append(SlamNode(context=context, parameter_overrides=params(
-                'slam_node', learned_params_file=str(slam_learned or ''))))
+                'slam_node', learned_params_file=str(slam_learned or ''),
+                initial_pose=[float(v) for v in world.start])))
             nodes.append(MpcNode(context=context, parameter_overrides=params(
                 'mpc_node', learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
             driver_node = rclpy.create_node('demo_course', context=context)
             nodes.append(driver_node)
-            # /odom and slam_node's map frame both start at the robot's start pose (the odom
-            # origin); goals and plans are sent in that frame, metrics are in the world's map.
-            driver = _Driver(driver_node, course, goals, *_se2_maps(world.start))
+            # /odom starts at the robot's start pose (the odom origin); slam_node's map is the
+            # world's. Goals and plans are sent in the estimate's frame, metrics are in the map.
+            origin = world.start if course.state_topic == '/odom' else np.zeros(3)
+            driver = _Driver(driver_node, course, goals, *_se2_maps(origin))
             recorder = RecorderNode(context=context, parameter_overrides=params(
                 'recorder_node', output_dir=str(out_dir), run_name=name, unique_name=False))
             nodes.append(recorder)
@@ -629,7 +632,9 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
     for key in ('odometry', 'SLAM'):
         t, poses = driver.traces[key].arrays(3)
         if len(t) and len(t_gt):
-            aligned[key] = align_to_first_pose(t, poses, t_gt, gt)
+            # odometry starts at zero: aligned at its first pose; SLAM is in the world's map
+            # (slam_node's initial_pose): as recorded, as evo_ape reads it from the bag
+            aligned[key] = align_to_first_pose(t, poses, t_gt, gt) if key == 'odometry' else poses
             ate[key] = position_rmse(t, aligned[key], t_gt, gt)
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan

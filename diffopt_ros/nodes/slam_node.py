@@ -116,7 +116,8 @@ class SlamNode(Node):
         if device == 'cuda' and not torch.cuda.is_available():
             self.get_logger().warning('device "cuda" requested but CUDA is not available: using cpu')
             device = 'cpu'
-        self._slam = SlamSystem(config_from_params(self._values), device=device)
+        self._slam = SlamSystem(config_from_params(self._values), device=device,
+                                initial_pose=self._values['initial_pose'])
         self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
         self._odom = OdomBuffer(horizon=5.0)
         self._last_scan_stamp = -math.inf

@@ -71,6 +71,10 @@ SCHEMA = NodeSchema(NODE_NAME, (
           'clock than this is rejected', 0.0, 3600.0, unit='s'),
     Param('map.resolution', 0.05, 'occupancy grid cell', 0.005, 10.0, unit='m'),
     Param('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0, unit='s'),
+    Param('initial_pose', [0.0, 0.0, 0.0], "the robot's pose [x, y, yaw] in the map at the "
+          'first odometry message: anchors the map frame (the simulator\'s start pose makes '
+          'ground truth, SLAM output and goals agree)', length=3, read_only=True,
+          unit='m, m, rad'),
     Param('frames.map', 'map', 'map frame id', read_only=True),
     Param('frames.odom', 'odom', 'odometry frame id', read_only=True),
     Param('frames.base', 'base_link', 'robot frame id', read_only=True),
