@@ -245,6 +245,13 @@ def _schema(node_name: str):
     return schema_for(name) if name in NODE_MODULES else None
 
 
+def _other_node_has(key: str, node: str) -> bool:
+    """Whether a diffopt_ros node other than ``node`` has the parameter ``key``."""
+    from diffopt_ros.params import NODE_MODULES, schema_for
+
+    return any(key in schema_for(other) for other in NODE_MODULES if other != node)
+
+
 def _section_hint(sections: list[Section], node_name: str) -> str:
     if not sections:
         return ' (the file holds no node entry)'
@@ -308,8 +315,9 @@ def check_ros_args(args: list[str], node_name: str) -> list[str]:
 
     Returns:
         Warnings: a file's unknown parameters ("params file X sets unknown parameter Y of
-        node Z"), an entry whose node name is close to the node's but does not match it, a file
-        with nothing for this node, an unknown ``-p`` name.
+        node Z"; in an entry for several nodes, ``/**``, only names no diffopt_ros node has),
+        an entry whose node name is close to the node's but does not match it, a file with
+        nothing for this node, an unknown ``-p`` name.
 
     Raises:
         ParamsFileError: a file cannot be read or is not valid YAML (``file:line``), or a value
@@ -336,11 +344,13 @@ def check_ros_args(args: list[str], node_name: str) -> list[str]:
                                     f'does not match node {fqn} (misspelt?)')
         if schema is None:
             continue
+        own = {key for s in sections if '*' not in s.name and s.matches(fqn) for key in s.values}
         for key, value in values.items():
             if key not in schema and not schema.is_builtin(key):
-                warnings.append(f'params file {path}:{lines[key]} sets unknown parameter {key} '
-                                f'of node {fqn}{schema.suggest(key)}')
-                continue
+                if key in own or not _other_node_has(key, schema.node):
+                    warnings.append(f'params file {path}:{lines[key]} sets unknown parameter '
+                                    f'{key} of node {fqn}{schema.suggest(key)}')
+                continue    # else: a shared (/**) entry with another node's parameter
             try:
                 schema.check({key: value}, f'{path}:{lines[key]}', ints_as_floats=False)
             except ValueError as exc:

@@ -201,6 +201,12 @@ def test_ros_args_warnings_remaps_and_overrides(tmp_path):
     assert warnings[1] == (f'params file {path}:3 sets unknown parameter horzion of node '
                            "/mpc_node; did you mean 'horizon'?")
     assert len(warnings) == 2
+    # an entry for every node (/**, a launch file's params_file) may hold other nodes' parameters
+    shared = _file(tmp_path, _section('/**', 'world: loop\nuse_sim_time: true\nhorzion: 20'),
+                   'shared.yaml')
+    assert check_ros_args(['x', '--ros-args', '--params-file', str(shared)], 'mpc_node') == \
+        [f"params file {shared}:5 sets unknown parameter horzion of node /mpc_node; did you mean "
+         "'horizon'?"]
     other = _file(tmp_path, _section('controller', 'dt: 0.1'), 'other.yaml')
     warnings = check_ros_args(['x', '--ros-args', '--params-file', str(other)], 'mpc_node')
     assert warnings == [f'params file {other} sets nothing for node /mpc_node (its entries: '
