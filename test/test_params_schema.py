@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -88,6 +89,11 @@ def test_schema_type_and_range_checks():
     assert type(mpc.check({'model.gain_v': 1})['model.gain_v']) is float
     with pytest.raises(SchemaError, match='expected a bool'):
         mpc.check({'autostart': 1})
+    with pytest.raises(SchemaError, match='expected an integer, got the bool True'):
+        mpc.check({'horizon': True})
+    numpy_values = mpc.check({'horizon': np.int64(30), 'dt': np.float32(0.25)})
+    assert numpy_values == {'horizon': 30, 'dt': 0.25}
+    assert type(numpy_values['horizon']) is int and type(numpy_values['dt']) is float
     with pytest.raises(SchemaError, match='below the minimum'):
         mpc.check({'model.gain_v': -3.0})
     with pytest.raises(SchemaError, match="no parameter 'horzion'; did you mean 'horizon'"):

@@ -10,6 +10,7 @@ of ``docs/nodes.md``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,8 @@ class Param:
             if not _is_kind(item, self.kind, ints_as_floats):
                 what = f'{_TYPE_NAMES.get(type(item), type(item).__name__)} {item!r}'
                 hint = ''
-                if self.kind is float and isinstance(item, int) and not isinstance(item, bool):
+                if self.kind is float and isinstance(item, numbers.Integral) \
+                        and not isinstance(item, bool):
                     hint = f' (write {float(item)!r})'
                 elif isinstance(item, str) and self.kind in (int, float):
                     hint = ' (a quoted or non-numeric value is a string)'
@@ -110,8 +112,8 @@ class Param:
 
     def convert(self, value: Any) -> Any:
         """``value`` (type-checked with integers allowed for floats) in this parameter's type."""
-        if self.kind is float:
-            return [float(v) for v in value] if self.is_list else float(value)
+        if self.kind in (float, int):
+            return [self.kind(v) for v in value] if self.is_list else self.kind(value)
         return list(value) if self.is_list else value
 
     def range_text(self) -> str:
@@ -143,13 +145,15 @@ def _a(noun: str) -> str:
 
 
 def _is_kind(item: Any, kind: type, ints_as_floats: bool) -> bool:
-    if kind is bool:
-        return isinstance(item, bool)
+    """``item`` is a ``kind`` (numpy scalars count as ints and floats; a bool is no number)."""
+    if kind is bool or isinstance(item, bool):
+        return kind is bool and isinstance(item, bool)
     if kind is int:
-        return isinstance(item, int) and not isinstance(item, bool)
+        return isinstance(item, numbers.Integral)
     if kind is float:
-        return isinstance(item, float) or (ints_as_floats and isinstance(item, int)
-                                           and not isinstance(item, bool))
+        if isinstance(item, numbers.Integral):
+            return ints_as_floats
+        return isinstance(item, numbers.Real)
     return isinstance(item, kind)
 
 
