@@ -34,7 +34,11 @@ SI; ranges are inclusive. `<node> --help` prints the same table without starting
 def node_section(node: str) -> str:
     """The ``##`` section of one node: its summary and table."""
     schema = schema_for(node)
-    return f'## `{node}`: {schema.summary}\n\n{schema.markdown_table()}\n'
+    text = f'## `{node}`: {schema.summary}\n\n{schema.markdown_table()}\n'
+    if schema.combination is not None:      # its docstring's first paragraph states the rule
+        rule = schema.combination.__doc__.split('\n\n')[0].replace('``', '`')
+        text += f'\nTogether: {rule}\n'
+    return text
 
 
 def nodes_markdown() -> str:

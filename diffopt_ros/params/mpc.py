@@ -8,7 +8,9 @@ NODE_NAME = 'mpc_node'
 
 
 def _check_combination(values: dict) -> str | None:
-    """Why a full set of parameter values does not fit together, or None."""
+    """``bounds.v_min`` < ``bounds.v_max``.
+
+    Returns why a full set of values breaks that rule, or None."""
     if values['bounds.v_min'] >= values['bounds.v_max']:
         return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
                 f'({values["bounds.v_max"]})')

@@ -20,7 +20,9 @@ def _core(name: str, description: str, low: float, high: float, unit: str = '',
 
 
 def _check_combination(values: dict) -> str | None:
-    """Why a full set of parameter values does not fit together, or None."""
+    """``icp.inlier_distance`` <= ``icp.max_correspondence_distance``.
+
+    Returns why a full set of values breaks that rule, or None."""
     if values['icp.inlier_distance'] > values['icp.max_correspondence_distance']:
         return (f'icp.inlier_distance ({values["icp.inlier_distance"]}) must not exceed '
                 f'icp.max_correspondence_distance ({values["icp.max_correspondence_distance"]})')
