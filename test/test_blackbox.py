@@ -349,6 +349,53 @@ def test_mpc_other_ways_out_leave_a_zero_command(client, logs, way_out):
         client.node.destroy_publisher(goal)
 
 
+def test_mpc_clock_jump_back_restarts_the_stamp_checks(client, logs):
+    """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop): the
+    states of the new time line are used (not rejected as older than the last one)."""
+    from rosgraph_msgs.msg import Clock
+    name = 'mpc_clock'
+    cmds = client.record(Twist, f'/{name}/cmd', 2000)
+    odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
+    goal = client.node.create_publisher(PoseStamped, f'/{name}/goal', 10)
+    clock_pub = client.node.create_publisher(Clock, '/clock', 10)
+    base = {'sim': 100.0, 'wall': time.monotonic()}
+
+    def sim_now():
+        return _stamp(int((base['sim'] + time.monotonic() - base['wall']) * 1e9))
+
+    stop = threading.Event()
+
+    def tick_clock():
+        while not stop.is_set():
+            clock_pub.publish(Clock(clock=sim_now()))
+            time.sleep(0.01)
+
+    ticker = threading.Thread(target=tick_clock, daemon=True)
+    ticker.start()
+    proc = Process('mpc_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
+                                '-r', f'cmd_vel:=/{name}/cmd', '-r', f'odom:=/{name}/odom',
+                                '-r', f'goal_pose:=/{name}/goal'], logs / f'{name}.log')
+    try:
+        _wait_for_node(client, proc, lambda: goal.get_subscription_count() > 0
+                       and client.node.count_publishers(f'/{name}/cmd') > 0, name)
+        goal.publish(pose(sim_now(), 3.0, 0.0))
+        state = lambda: odom.publish(odometry(sim_now()))  # noqa: E731
+        assert _drive(client, state, lambda: _moving(cmds)), proc.output()
+        base.update(sim=5.0, wall=time.monotonic())          # the clock jumps back 95 s
+        start = time.monotonic()
+        _drive(client, state, lambda: time.monotonic() - start > 2.0)
+        recent = [m for t, m in cmds if t > start + 1.0]
+        assert recent and all(m.linear.x > 0.05 for m in recent), (
+            'no command after the clock jumped back: ' + str([m.linear.x for m in recent])
+            + '\n' + proc.output())
+    finally:
+        stop.set()
+        ticker.join()
+        proc.stop(signal.SIGINT)
+        for pub in (odom, goal, clock_pub):
+            client.node.destroy_publisher(pub)
+
+
 def tick_gaps(cmds: list, since: float) -> list[float]:
     times = [t for t, _ in cmds if t >= since]
     return [b - a for a, b in zip(times, times[1:])]
