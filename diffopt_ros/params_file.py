@@ -100,7 +100,12 @@ def load_params_yaml(path: str | os.PathLike) -> list[Section]:
     """
     try:
         with open(path, encoding='utf-8') as stream:
-            root = yaml.compose(stream, Loader=yaml.SafeLoader)
+            text = stream.read()
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):   # rcl's parser refuses them
+                raise ParamsFileError(f'{path}:{event.start_mark.line + 1}: a YAML alias '
+                                      f'(*{event.anchor}): ROS params files cannot hold aliases')
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except OSError as exc:
         raise ParamsFileError(f'{path}: cannot read params file: {exc.strerror or exc}') from exc
     except UnicodeDecodeError as exc:

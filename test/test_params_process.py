@@ -50,6 +50,14 @@ def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
     assert f'{path}:5: not valid YAML' in out and 'Traceback' not in out and 'RCLError' not in out
 
 
+def test_arguments_rcl_refuses_end_without_a_traceback(tmp_path):
+    """What the schema checks do not catch, rcl's own refusal, is exit 2 with its message."""
+    proc = subprocess.run([str(BIN / 'mpc_node'), '--ros-args', '-r', 'no_separator'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert 'invalid ROS arguments' in proc.stderr and 'Traceback' not in proc.stderr
+
+
 def test_an_out_of_range_value_names_the_file(tmp_path):
     path = tmp_path / 'range.yaml'
     path.write_text('mpc_node:\n  ros__parameters:\n    model:\n      gain_v: -3.0\n')

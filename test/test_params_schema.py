@@ -69,6 +69,8 @@ def test_sections_namespaces_patterns_and_lines(tmp_path):
     ('mpc_node:\n  horizon: 20\n', "p.yaml:2: 'mpc_node/horizon': expected \"ros__parameters:\""),
     ('mpc_node:\n  ros__parameters:\n    start: [0.0, 1]\n', 'p.yaml:3: start: a list mixes'),
     ('- 1\n', 'p.yaml:1: expected a mapping'),
+    ('mpc_node:\n  ros__parameters:\n    dt: &step 0.1\n    tolerance: *step\n',
+     'p.yaml:4: a YAML alias (*step)'),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, text, where):
     with pytest.raises(ParamsFileError) as info:

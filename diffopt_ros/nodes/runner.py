@@ -169,12 +169,16 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             return status
     stop = threading.Event()
     own_signals = has_events_executor() and threading.current_thread() is threading.main_thread()
+    try:
+        rclpy.init(args=args,
+                   signal_handler_options=SignalHandlerOptions.NO if own_signals else None)
+    except _rclpy.RCLError as exc:     # ROS arguments rcl refuses (what the checks above miss)
+        print(f'[ERROR] [{params.node if params else "diffopt_ros"}]: invalid ROS arguments: '
+              f'{exc}', file=sys.stderr, flush=True)
+        return 2
     if own_signals:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-    else:
-        rclpy.init(args=args)
     node = None
     executor = None
     status = 0
