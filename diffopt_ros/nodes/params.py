@@ -29,10 +29,6 @@ class ParameterError(ValueError):
     """A parameter value that a node refuses (start-up or run time)."""
 
 
-#: A node parameter row (the ROS-free :class:`diffopt_ros.params.schema.Param`).
-ParamSpec = Param
-
-
 def descriptor(spec: Param) -> ParameterDescriptor:
     """The ``ParameterDescriptor`` of ``spec``, shown by ``ros2 param describe``."""
     desc = ParameterDescriptor(name=spec.name, description=spec.full_description(),
@@ -48,7 +44,7 @@ def descriptor(spec: Param) -> ParameterDescriptor:
     return desc
 
 
-def declare_params(node: Node, specs: Iterable[ParamSpec],
+def declare_params(node: Node, specs: Iterable[Param],
                    on_change: Callable[[dict[str, Any]], str | None] | None = None
                    ) -> dict[str, Any]:
     """Declare ``specs`` on ``node``, validate start-up values, watch run-time changes.
