@@ -183,15 +183,10 @@ class Process:
         return self.proc.returncode
 
     def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
+        """Send ``sig`` (if still running), then :meth:`wait`."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._file.close()
-        return self.proc.returncode
+        return self.wait(timeout)
 
 
 @pytest.fixture(scope='module')
@@ -317,36 +312,42 @@ def test_mpc_sigint_leaves_a_zero_command(client, mpc):
     assert 'goal_pose: orientation: quaternion (0.0, 0.0, 0.0, 0.0)' in out, out
 
 
-@pytest.mark.parametrize('way_out', ['SIGTERM', 'lifecycle shutdown'])
-def test_mpc_other_ways_out_leave_a_zero_command(client, logs, way_out):
-    """Item 2: SIGTERM and the lifecycle active -> shutdown transition end on a zero command."""
-    name = 'mpc_' + way_out.split()[-1].lower()
-    cmd_topic, odom_topic = f'/{name}/cmd', f'/{name}/odom'
-    cmds = client.record(Twist, cmd_topic, 1000)
-    odom = client.node.create_publisher(Odometry, odom_topic, qos_profile_sensor_data)
-    goal = client.node.create_publisher(PoseStamped, f'/{name}/goal', 10)
-    proc = Process('mpc_node', ['--ros-args', '-r', f'__node:={name}', '-r', f'cmd_vel:={cmd_topic}',
-                                '-r', f'odom:={odom_topic}', '-r', f'goal_pose:=/{name}/goal'],
-                   logs / f'{name}.log')
+def test_mpc_other_ways_out_leave_a_zero_command(client, logs):
+    """Item 2: SIGTERM and the lifecycle active -> shutdown transition end on a zero command
+    (two mpc_node processes side by side, one for each way out)."""
+    names = {'SIGTERM': 'mpc_sigterm', 'lifecycle shutdown': 'mpc_shutdown'}
+    cmds, odoms, goals, procs = {}, {}, {}, {}
+    for way_out, name in names.items():
+        cmds[way_out] = client.record(Twist, f'/{name}/cmd', 1000)
+        odoms[way_out] = client.node.create_publisher(Odometry, f'/{name}/odom',
+                                                      qos_profile_sensor_data)
+        goals[way_out] = client.node.create_publisher(PoseStamped, f'/{name}/goal', 10)
+        procs[way_out] = Process('mpc_node', [
+            '--ros-args', '-r', f'__node:={name}', '-r', f'cmd_vel:=/{name}/cmd', '-r',
+            f'odom:=/{name}/odom', '-r', f'goal_pose:=/{name}/goal'], logs / f'{name}.log')
     try:
-        _wait_for_node(client, proc, lambda: goal.get_subscription_count() > 0
-                       and client.node.count_publishers(cmd_topic) > 0, name)
-        goal.publish(pose(client.now(), 3.0, 0.0))
-        assert _drive(client, lambda: odom.publish(odometry(client.now())), lambda: _moving(cmds))
-        if way_out == 'SIGTERM':
-            rc = proc.stop(signal.SIGTERM)
-            assert rc == 0, proc.output()
-        else:
-            response = client.call(ChangeState, f'/{name}/change_state', ChangeState.Request(
-                transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
-            assert response.success, proc.output()
+        for way_out, name in names.items():
+            _wait_for_node(client, procs[way_out], lambda w=way_out, n=name: (
+                goals[w].get_subscription_count() > 0
+                and client.node.count_publishers(f'/{n}/cmd') > 0), name)
+            goals[way_out].publish(pose(client.now(), 3.0, 0.0))
+        assert _drive(client, lambda: [o.publish(odometry(client.now())) for o in odoms.values()],
+                      lambda: all(_moving(c) for c in cmds.values()))
+        rc = procs['SIGTERM'].stop(signal.SIGTERM)
+        assert rc == 0, procs['SIGTERM'].output()
+        response = client.call(ChangeState, f'/{names["lifecycle shutdown"]}/change_state',
+                               ChangeState.Request(transition=Transition(
+                                   id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
+        assert response.success, procs['lifecycle shutdown'].output()
         time.sleep(0.5)
-        last = cmds[-1][1]
-        assert (last.linear.x, last.angular.z) == (0.0, 0.0), f'{way_out}: last command {last}'
+        for way_out, got in cmds.items():
+            last = got[-1][1]
+            assert (last.linear.x, last.angular.z) == (0.0, 0.0), f'{way_out}: last command {last}'
     finally:
-        proc.stop(signal.SIGINT)
-        client.node.destroy_publisher(odom)
-        client.node.destroy_publisher(goal)
+        for way_out in names:
+            procs[way_out].stop(signal.SIGINT)
+            client.node.destroy_publisher(odoms[way_out])
+            client.node.destroy_publisher(goals[way_out])
 
 
 def test_mpc_clock_jump_back_restarts_the_stamp_checks(client, logs):
