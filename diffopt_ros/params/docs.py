@@ -35,9 +35,8 @@ def node_section(node: str) -> str:
     """The ``##`` section of one node: its summary and table."""
     schema = schema_for(node)
     text = f'## `{node}`: {schema.summary}\n\n{schema.markdown_table()}\n'
-    if schema.combination is not None:      # its docstring's first paragraph states the rule
-        rule = schema.combination.__doc__.split('\n\n')[0].replace('``', '`')
-        text += f'\nTogether: {rule}\n'
+    if schema.combination is not None:
+        text += f'\nTogether: {schema.combination_rule().replace("``", "`")}\n'
     return text
 
 

@@ -125,10 +125,11 @@ class Param:
             return f'one of {", ".join(self.choices)}'
         return ''
 
-    def full_description(self) -> str:
-        """The description with the unit, as shown by ``ros2 param describe`` and ``--help``."""
+    def full_description(self, choices: bool = True) -> str:
+        """The description with the unit (and the ``choices``), as shown by ``ros2 param
+        describe`` and ``--help``."""
         text = self.description + (f' ({self.unit})' if self.unit else '')
-        if self.choices:
+        if choices and self.choices:
             text += f' (one of: {", ".join(self.choices)})'
         return text
 
@@ -269,6 +270,10 @@ class NodeSchema:
         close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.7)
         return f'; did you mean {close[0]!r}?' if close else ''
 
+    def combination_rule(self) -> str:
+        """The rule :attr:`combination` checks: the first paragraph of its docstring."""
+        return (self.combination.__doc__ or '').split('\n\n')[0].strip() if self.combination else ''
+
     def help_text(self) -> str:
         """The ``parameters`` part of ``--help``: one entry per parameter."""
         lines = ['parameters (type, default; range):']
@@ -277,7 +282,9 @@ class NodeSchema:
             lines.append(f'  {p.name} ({p.type_name}, {p.default!r}{"; " + bounds if bounds else ""})')
             flags = [' [read-only]' if p.read_only else '',
                      f' [learnable: {p.learnable}]' if p.learnable else '']
-            lines.append(f'      {p.full_description()}{"".join(flags)}')
+            lines.append(f'      {p.full_description(choices=False)}{"".join(flags)}')
+        if self.combination is not None:
+            lines.append(f'  together: {self.combination_rule().replace("``", "")}')
         return '\n'.join(lines)
 
     def markdown_table(self) -> str:
