@@ -289,7 +289,7 @@ class _Driver:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
         from nav_msgs.msg import Odometry, Path
-        from rclpy.qos import qos_profile_sensor_data
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
         self.node, self.course = node, course
         self.goals = goals_map
@@ -308,8 +308,12 @@ class _Driver:
         self._frame = 'odom' if course.state_topic == '/odom' else 'map'   # of the estimate
         self.finished = False
         self.lock = threading.Lock()
-        self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', 10)
-        self._plan_pub = node.create_publisher(Path, '/plan', 10)
+        # transient local: matches both of mpc_node's goal/plan subscriptions (the durable one
+        # keeps a goal sent before the node is up); a volatile publisher would be warned about
+        durable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', durable)
+        self._plan_pub = node.create_publisher(Path, '/plan', durable)
         sensor = qos_profile_sensor_data
         node.create_subscription(Odometry, '/ground_truth/odom',
                                  lambda m: self._log('ground truth', m), sensor)
