@@ -437,6 +437,13 @@ def test_mpc_overrunning_solves_still_command_on_time(client, logs):
                        and abs(m.angular.z) <= OMEGA_MAX for m in recent)
             values = status_values(diag, name)
             assert float(values['solve_time_ms']) < 1000.0, values
+        # the state stops: nothing but zero once it is older than state_timeout (0.5 s), even
+        # from a solve (or shifted plan) that started from it while it was fresh
+        last_state = time.monotonic()
+        time.sleep(1.5)
+        late = [m for t, m in cmds if t > last_state + 0.5 + 0.15]
+        assert late and all((m.linear.x, m.angular.z) == (0.0, 0.0) for m in late), (
+            [(round(m.linear.x, 3), round(m.angular.z, 3)) for m in late])
     finally:
         rc = proc.stop(signal.SIGINT)
         client.node.destroy_publisher(odom)
