@@ -16,13 +16,14 @@ from diffopt_ros.nodes.launch_common import launch_description
 def _nodes(factory):
     arg, node = factory.arg, factory.node
     inputs = [('odom', arg('odom_topic')), ('scan', arg('scan_topic'))]
+    command = ('cmd_vel', arg('cmd_vel_topic'))
     return [
         node('slam_node', 'slam.yaml', {'learned_params_file': arg('slam_learned_params')},
              remappings=inputs),
         node('mpc_node', 'mpc.yaml', {'learned_params_file': arg('mpc_learned_params'),
                                       'stamped_cmd': factory.flag('stamped_cmd')},
-             remappings=[('odom', arg('state_topic')), ('cmd_vel', arg('cmd_vel_topic'))]),
-        *factory.recorder(),
+             remappings=[('odom', arg('state_topic')), command]),
+        *factory.recorder(remappings=[*inputs, command]),
     ]
 
 

@@ -4,7 +4,9 @@
     ros2 launch diffopt_ros sim_demo.launch.py mpc_learned_params:=learned/dynamics/mpc.yaml \
         slam_learned_params:=learned/slam/slam.yaml
 
-The MPC closes the loop on the SLAM estimate (``/slam/odom``, map frame). Parameters come from
+The MPC closes the loop on the SLAM estimate (``/slam/odom``, map frame). slam_node's map is
+anchored at the world's start pose (``initial_pose``), so ``/ground_truth/odom``, ``/slam/*``
+and goals in world coordinates share one ``map`` frame. Parameters come from
 the package's ``config/<node>.yaml``; ``params_file`` (sections per node name, or ``/**``)
 is applied on top of them to every node. Common arguments (namespace, params_file,
 state_topic, learned parameter files, record): ``diffopt_ros/nodes/launch_common.py``.
@@ -13,10 +15,14 @@ from diffopt_ros.nodes.launch_common import launch_description
 
 
 def _nodes(factory):
+    from diffopt_ros.sim.world import World  # the world's start anchors slam_node's map
+
     arg, node = factory.arg, factory.node
+    start = [float(v) for v in World.load(arg('world')).start]
     return [
         node('sim_node', 'sim.yaml', {'world': arg('world')}),
-        node('slam_node', 'slam.yaml', {'learned_params_file': arg('slam_learned_params')}),
+        node('slam_node', 'slam.yaml', {'learned_params_file': arg('slam_learned_params'),
+                                        'initial_pose': start}),
         node('mpc_node', 'mpc.yaml', {'learned_params_file': arg('mpc_learned_params')},
              remappings=[('odom', arg('state_topic'))]),
         *factory.recorder(),

@@ -364,3 +364,48 @@ def test_custom_message_types_are_recorded_from_installed_msg_files(tmp_path, mo
     with pytest.raises(BagError, match=r'my_msgs/msg/Nope: no my_msgs/msg/Nope\.msg under'):
         writer = BagWriter(tmp_path / 'nope')
         writer.add_topic('/x', 'my_msgs/msg/Nope')
+
+
+def test_a_failed_write_stops_the_run_cleanly(tmp_path, monkeypatch):
+    """Disk full while a file is open: the write raises a BagError saying recording stopped,
+    the open file is given up, the finished file and metadata.yaml stay readable, no temporary
+    folder or metadata.yaml.tmp is left, later writes are refused, close() works."""
+    import errno
+
+    from diffopt_ros.bag import writer as writer_module
+    now = [0.0]
+    writer = BagWriter(tmp_path / 'full', split_seconds=1.0, clock=lambda: now[0])
+    writer.add_topic('/cmd_vel', 'geometry_msgs/msg/Twist')
+    data = serialize_message(Twist())
+    for k in range(3):
+        writer.write('/cmd_vel', data, k)
+    now[0] = 2.0
+    writer.write('/cmd_vel', data, 3)          # then the split: file 0 (4 messages) is finished
+    assert writer.files == ['full_0.mcap']
+
+    def full(self, topic, data, t_ns):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(writer_module.SegmentWriter, 'write', full)
+    with pytest.raises(BagError, match='recording stopped: No space left on device'):
+        writer.write('/cmd_vel', data, 4)
+    assert writer.stopped == 'No space left on device'
+    with pytest.raises(BagError, match='recording stopped'):
+        writer.write('/cmd_vel', data, 5)
+    with pytest.raises(BagError, match='recording stopped'):
+        writer.tick()
+    writer.close()
+    run = tmp_path / 'full'
+    assert sorted(p.name for p in run.iterdir()) == ['full_0.mcap', 'metadata.yaml']
+    with Reader(run) as reader:
+        assert reader.message_count == 4
+        assert len(list(reader.messages())) == 4
+
+
+def test_a_folder_of_runs_that_is_a_file_is_named(tmp_path):
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(BagError, match='is a file, not a folder of runs'):
+        BagWriter.create(tmp_path / 'file', 'r')
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'r').write_text('')
+    with pytest.raises(RunExistsError, match='a file \\(not a run\\) of that name exists'):
+        BagWriter.create(tmp_path / 'runs', 'r', unique=False)

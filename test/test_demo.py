@@ -1,6 +1,7 @@
 """``diffopt-ros demo``: course file, metrics, and a short drive of all four nodes in one process
 whose bag is read back with rosbags, mcap (ros2 decoder) and evo."""
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,16 @@ def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     bad.write_text('overrides:\n  mpc: {horizon: 3}\n')
     with pytest.raises(demo.DemoError, match='mpc'):
         demo.load_course(bad)
+    # override values are checked against the node's schema (an int for a float is converted)
+    bad.write_text('overrides:\n  mpc_node: {horizon: twenty}\n')
+    with pytest.raises(demo.DemoError, match=r'course.yaml: overrides.mpc_node: mpc_node parameter '
+                                             'horizon: expected an integer'):
+        demo.load_course(bad)
+    bad.write_text('overrides:\n  sim_node: {wait_for_cmd: 1, stepp_rate: 5.0}\n')
+    with pytest.raises(demo.DemoError, match="no parameter 'stepp_rate'; did you mean 'step_rate'"):
+        demo.load_course(bad)
+    bad.write_text('overrides:\n  sim_node: {wait_for_cmd: 1}\n')
+    assert demo.load_course(bad).overrides['sim_node'] == {'wait_for_cmd': 1.0}
 
 
 def test_metrics_on_known_trajectories():
@@ -107,7 +118,12 @@ def test_short_drive_reaches_goals_and_writes_a_readable_bag(tmp_path, capsys):
     evo = shutil.which('evo_ape') or str(Path(sys.executable).parent / 'evo_ape')
     if not Path(evo).exists():
         pytest.skip('evo_ape not installed')
-    proc = subprocess.run([evo, 'bag2', str(bag), '/ground_truth/odom', '/slam/pose', '--align'],
+    # The README's command, no alignment flags: ground truth and SLAM share the map frame
+    # (slam_node's initial_pose is the sim's start), so evo gives the summary's SLAM ATE.
+    proc = subprocess.run([evo, 'bag2', str(bag), '/ground_truth/odom', '/slam/odom'],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert 'rmse' in proc.stdout
+    rmse = float(re.search(r'^\s*rmse\s+([0-9.eE+-]+)', proc.stdout, re.M).group(1))
+    # the same pairs of stamps (bag: every message; the summary: those its subscription got)
+    assert abs(rmse - result.slam_ate) <= max(0.005, 0.05 * result.slam_ate), (
+        rmse, result.summary(), proc.stdout)

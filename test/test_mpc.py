@@ -336,3 +336,23 @@ def test_residual_cost_reproduces_tracking_cost():
     sols = [MPC(model, c, 8, u_lower=-1.0, u_upper=1.0, tolerance=1e-11, grad_mode='none')(x0, target=goal)
             for c in (residual, tracking)]
     torch.testing.assert_close(sols[0].controls, sols[1].controls, atol=1e-6, rtol=0)
+
+
+def test_a_deadline_stops_iterating_with_the_best_iterate():
+    """A deadline already past: one iteration (the same as max_iterations 1), not converged,
+    a cost no higher than the start's; no deadline: iterates to convergence."""
+    import time
+    model, cost = _diff_drive_problem()
+    x = torch.zeros(1, 5, dtype=D)
+    goal = torch.tensor([[1.5, 0.5, 0.0, 0, 0]], dtype=D)
+    kwargs = dict(u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], grad_mode='none')
+    mpc = MPC(model, cost, 30, max_iterations=50, tolerance=0.0, **kwargs)
+    late = mpc(x, target=goal, deadline=time.perf_counter())
+    one = MPC(model, cost, 30, max_iterations=1, tolerance=0.0, **kwargs)(x, target=goal)
+    assert int(late.iterations[0]) == 1 and not bool(late.converged[0])
+    torch.testing.assert_close(late.controls, one.controls, atol=0, rtol=0)
+    start_cost = cost.total(rollout(model, x, torch.zeros(1, 30, 2, dtype=D)),
+                            torch.zeros(1, 30, 2, dtype=D), goal, None)
+    assert float(late.costs[0]) <= float(start_cost[0])
+    full = mpc(x, target=goal)
+    assert int(full.iterations[0]) > 1 and float(full.costs[0]) <= float(late.costs[0])

@@ -45,8 +45,7 @@ def test_every_node_executable_has_help_listing_its_parameters(name, capsys):
     assert module.main([name, '--help']) == 0
     out = capsys.readouterr().out
     assert out.startswith('usage:') and '--ros-args' in out
-    specs = module._specs() if name == 'sim_node' else module.PARAMS
-    assert all(f'  {spec.name} (' in out for spec in specs)
+    assert all(f'  {spec.name} (' in out for spec in module.PARAMS)
     assert not runner.wants_help([name, '--ros-args', '-p', 'x:=--help'])
 
 

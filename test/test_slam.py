@@ -287,3 +287,31 @@ def test_weight_gradients_match_finite_differences(lap):
     numeric = torch.stack([(loss(log_w.detach() + eps * e) - loss(log_w.detach() - eps * e)) / (2 * eps)
                            for e in torch.eye(4, dtype=F64)])
     assert torch.allclose(grad, numeric, rtol=1e-4, atol=1e-9), (grad, numeric)
+
+
+def test_initial_pose_anchors_the_map_at_the_start(lap, loop_world):
+    """initial_pose = the world's start: the estimate is the odom-anchored one moved rigidly
+    to the start (the same graph up to round-off) and matches the world's ground truth with no
+    alignment."""
+    rollout = lap[0]
+    start = tuple(float(v) for v in loop_world.start)
+    runs = {}
+    for anchor in ((0.0, 0.0, 0.0), start):
+        slam = SlamSystem(SlamConfig(), initial_pose=anchor)
+        steps = []
+        for step, ranges in list(zip(rollout.scan_steps, rollout.scans))[:60]:
+            update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges,
+                                  ANGLES, SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+            if update.keyframe is not None:
+                steps.append(step)
+        runs[anchor] = (slam, steps)
+    plain, anchored = runs[(0.0, 0.0, 0.0)][0], runs[start][0]
+    moved = SE2.compose(torch.tensor(start, dtype=F64).expand(plain.num_keyframes, 3),
+                        plain.estimate)
+    torch.testing.assert_close(anchored.estimate, moved, atol=1e-6, rtol=0)
+    truth = torch.tensor(rollout.true_states[runs[start][1], :3])
+    assert _rmse(anchored.estimate, truth) < 0.1
+    # odometry is mapped with the same anchor: the start is at initial_pose
+    assert np.allclose(anchored.map_pose(rollout.odometry[0, :3]), start, atol=0.1)
+    with pytest.raises(ValueError, match='initial_pose'):
+        SlamSystem(initial_pose=(0.0, math.nan, 0.0))

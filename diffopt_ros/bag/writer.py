@@ -13,7 +13,9 @@ so message definitions and type hashes are stored as rosbag2, ``mcap`` + ``mcap_
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -106,6 +108,23 @@ class SegmentWriter:
         tmp_dir.rmdir()
         return self.summary
 
+    def discard(self) -> None:
+        """Give the file up (it could not be finished, e.g. the disk is full): close what can
+        be closed and remove its temporary folder, freeing its space."""
+        tmp_dir = self._writer.path
+        try:
+            self._writer.close()
+        except OSError:
+            pass
+        storage = getattr(self._writer, 'storage', None)   # rosbags' McapWriter (pinned)
+        bio = getattr(storage, 'bio', None)
+        if bio is not None and not bio.closed:
+            try:   # a failed close leaves the file open: its space is freed only once closed
+                bio.close()
+            except OSError:
+                pass
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
 
 class BagWriter:
     """Record serialized messages into a new run folder (rosbag2, MCAP, split files).
@@ -144,11 +163,23 @@ class BagWriter:
             raise ValueError('split_seconds, split_bytes and flush_seconds must be positive, got '
                              f'{split_seconds}, {split_bytes}, {flush_seconds}')
         self.run_dir = Path(run_dir)
+        root = self.run_dir.parent
+        if root.exists() and not root.is_dir():
+            raise BagError(f'{root}: is a file, not a folder of runs')
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=False)
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BagError(f'{root}: cannot create the folder of runs: '
+                           f'{exc.strerror or exc}') from None
+        try:
+            self.run_dir.mkdir(exist_ok=False)
         except FileExistsError:
-            raise RunExistsError(f'{self.run_dir}: run exists already; runs are never '
-                                 'overwritten (choose another name)') from None
+            what = 'run' if self.run_dir.is_dir() else 'file (not a run)'
+            raise RunExistsError(f'{self.run_dir}: a {what} of that name exists already; runs '
+                                 'are never overwritten (choose another name)') from None
+        except OSError as exc:
+            raise BagError(f'{self.run_dir}: cannot create the run folder: '
+                           f'{exc.strerror or exc}') from None
         self.split_seconds = split_seconds
         self.split_bytes = split_bytes
         self.flush_seconds = flush_seconds
@@ -160,6 +191,7 @@ class BagWriter:
         self._segment: SegmentWriter | None = None
         self._opened_at = self._flushed_at = 0.0
         self._closed = False
+        self._stopped: str | None = None   # why recording stopped (a write failed), or None
 
     @classmethod
     def create(cls, root: str | os.PathLike, name: str | None = None, unique: bool = True,
@@ -205,6 +237,13 @@ class BagWriter:
             return counts
 
     @property
+    def stopped(self) -> str | None:
+        """Why the writer stopped recording (a file could not be written: disk full, ...), or
+        None while it records. Once stopped, the run holds the files finished before and
+        their ``metadata.yaml``; the file being written was given up."""
+        return self._stopped
+
+    @property
     def files(self) -> list[str]:
         """Names of the closed files so far."""
         return [f.path for f in self._files]
@@ -238,32 +277,72 @@ class BagWriter:
 
         Raises:
             MissingTopicError: ``topic`` was not registered with :meth:`add_topic`.
-            BagError: the writer is closed.
+            BagError: the writer is closed, or stopped: this or an earlier write failed
+                (:attr:`stopped` says why).
         """
         with self._lock:
             if self._closed:
                 raise BagError(f'{self.run_dir}: writer is closed')
+            self._check_running_locked()
             if topic not in self._topics:
                 raise MissingTopicError(f'{self.run_dir}: topic {topic} was not added')
-            if self._segment is None:
-                self._segment = SegmentWriter(self.run_dir, f'{self.run_dir.name}_{len(self._files)}',
-                                              self._topics.values())
-                self._opened_at = self._flushed_at = self._clock()
-            self._segment.write(topic, data, int(t_ns))
-            self._tick_locked()
-
-    def tick(self) -> None:
-        """Split or flush when due; call it periodically (writes alone do it only while busy)."""
-        with self._lock:
-            if not self._closed:
+            with self._stop_on_error():
+                if self._segment is None:
+                    self._segment = SegmentWriter(
+                        self.run_dir, f'{self.run_dir.name}_{len(self._files)}',
+                        self._topics.values())
+                    self._opened_at = self._flushed_at = self._clock()
+                self._segment.write(topic, data, int(t_ns))
                 self._tick_locked()
 
-    def flush(self) -> None:
-        """Make everything written so far recoverable after a crash (see module doc)."""
+    def tick(self) -> None:
+        """Split or flush when due; call it periodically (writes alone do it only while busy).
+
+        Raises:
+            BagError: the writer stopped (a file could not be written, see :attr:`stopped`).
+        """
         with self._lock:
+            if not self._closed:
+                self._check_running_locked()
+                with self._stop_on_error():
+                    self._tick_locked()
+
+    def flush(self) -> None:
+        """Make everything written so far recoverable after a crash (see module doc).
+
+        Raises:
+            BagError: the writer stopped (a file could not be written, see :attr:`stopped`).
+        """
+        with self._lock:
+            self._check_running_locked()
             if self._segment is not None:
-                self._segment.flush()
-                self._flushed_at = self._clock()
+                with self._stop_on_error():
+                    self._segment.flush()
+                    self._flushed_at = self._clock()
+
+    def _check_running_locked(self) -> None:
+        if self._stopped is not None:
+            raise BagError(f'{self.run_dir}: recording stopped: {self._stopped}')
+
+    @contextlib.contextmanager
+    def _stop_on_error(self):
+        """An ``OSError`` (disk full, folder removed, ...) stops the recording cleanly: the
+        open file is given up, ``metadata.yaml`` lists the files finished before; raised as a
+        :class:`BagError`. Call under the lock."""
+        try:
+            yield
+        except OSError as exc:
+            self._stopped = (f'{exc.strerror or exc} ({exc.filename})' if exc.filename
+                             else f'{exc.strerror or exc}')
+            segment, self._segment = self._segment, None
+            if segment is not None:
+                segment.discard()
+            try:
+                write_metadata(self.run_dir, self._files, list(self._topics.values()))
+            except OSError:   # the metadata.yaml of the last finished file stays
+                self.run_dir.joinpath('metadata.yaml.tmp').unlink(missing_ok=True)
+            raise BagError(f'{self.run_dir}: recording stopped: {self._stopped}; '
+                           f'{len(self._files)} finished files kept') from exc
 
     def close(self) -> list[FileSummary]:
         """Finish the open file and write ``metadata.yaml``; safe to call twice.
@@ -274,7 +353,12 @@ class BagWriter:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._close_segment_locked()
+                if self._stopped is None:
+                    try:
+                        with self._stop_on_error():
+                            self._close_segment_locked()
+                    except BagError:
+                        pass    # stopped: the finished files and their metadata are kept
             return list(self._files)
 
     def _tick_locked(self) -> None:
@@ -288,7 +372,8 @@ class BagWriter:
             self._flushed_at = now
 
     def _close_segment_locked(self) -> None:
-        segment, self._segment = self._segment, None
+        segment = self._segment
         if segment is not None:
-            self._files.append(segment.close())
+            self._files.append(segment.close())    # an OSError leaves the segment to discard
+            self._segment = None
         write_metadata(self.run_dir, self._files, list(self._topics.values()))

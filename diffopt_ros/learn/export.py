@@ -13,12 +13,12 @@ from pathlib import Path
 
 import yaml
 
-#: Keys each node accepts from a learned file (docs/CONTRACTS.md).
-MPC_MODEL_KEYS = ('model.gain_v', 'model.gain_omega', 'model.tau_v', 'model.tau_omega')
-MPC_WEIGHT_KEYS = ('weights.position', 'weights.heading', 'weights.v', 'weights.omega',
-                   'weights.v_cmd', 'weights.omega_cmd', 'weights.rate', 'weights.terminal_scale')
-SLAM_KEYS = ('weights.odom_xy', 'weights.odom_yaw', 'weights.scan_xy', 'weights.scan_yaw',
-             'robust.scale')
+from diffopt_ros.params import SchemaError, schema_for
+
+#: Keys each node accepts from a learned file: the ``learnable`` parameters of its schema.
+MPC_MODEL_KEYS = schema_for('mpc_node').learnable('model')
+MPC_WEIGHT_KEYS = schema_for('mpc_node').learnable('weights')
+SLAM_KEYS = schema_for('slam_node').learnable()
 NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
 
 
@@ -31,7 +31,8 @@ def params_document(node: str, params: Mapping[str, float]) -> dict:
 
     Raises:
         ExportError: ``node`` is not a node that learning writes for, a key is not one of its
-            learnable parameters, or a value is not a finite number.
+            learnable parameters (:meth:`NodeSchema.learnable`), or a value is not a finite
+            number in the parameter's range.
     """
     if node not in NODE_KEYS:
         raise ExportError(f'no learned parameters for node {node!r}; expected one of {sorted(NODE_KEYS)}')
@@ -43,7 +44,10 @@ def params_document(node: str, params: Mapping[str, float]) -> dict:
         number = float(value)
         if not math.isfinite(number):
             raise ExportError(f'{node}: learned {key} = {number} is not finite')
-        values[key] = number
+        try:
+            values.update(schema_for(node).check({key: number}))
+        except SchemaError as exc:   # out of the parameter's range: the node would refuse it
+            raise ExportError(f'learned value refused: {exc}') from exc
     return {node: {'ros__parameters': values}}
 
 

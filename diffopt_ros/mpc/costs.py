@@ -20,7 +20,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from diffopt_ros.params.mpc import SCHEMA as _MPC_SCHEMA
+
 from .exact import ExactFloats
+
+#: mpc_node's ``weights.*`` defaults: the defaults of :meth:`TrackingCost.diff_drive`.
+_NODE_WEIGHTS = {p.name: p.default for p in _MPC_SCHEMA if p.name.startswith('weights.')}
 
 
 class CostExpansion(NamedTuple):
@@ -205,10 +210,15 @@ class TrackingCost(Cost, ExactFloats):
         self.quadratic = not self.has_angles                    # wrapped errors are piecewise quadratic
 
     @classmethod
-    def diff_drive(cls, position: float = 10.0, heading: float = 1.0, v: float = 0.1, omega: float = 0.1,
-                   v_cmd: float = 0.1, omega_cmd: float = 0.1, rate: float = 0.0,
-                   terminal_scale: float = 1.0) -> TrackingCost:
-        """The cost of the ``DiffDriveLag`` robot from the node's ``weights.*`` parameters.
+    def diff_drive(cls, position: float = _NODE_WEIGHTS['weights.position'],
+                   heading: float = _NODE_WEIGHTS['weights.heading'],
+                   v: float = _NODE_WEIGHTS['weights.v'], omega: float = _NODE_WEIGHTS['weights.omega'],
+                   v_cmd: float = _NODE_WEIGHTS['weights.v_cmd'],
+                   omega_cmd: float = _NODE_WEIGHTS['weights.omega_cmd'],
+                   rate: float = _NODE_WEIGHTS['weights.rate'],
+                   terminal_scale: float = _NODE_WEIGHTS['weights.terminal_scale']) -> TrackingCost:
+        """The cost of the ``DiffDriveLag`` robot from the node's ``weights.*`` parameters
+        (defaults: mpc_node's, :mod:`diffopt_ros.params.mpc`).
 
         State weights ``(position, position, heading, v, omega)`` (``1/m^2``, ``1/rad^2``, ``s^2/m^2``,
         ``s^2/rad^2``), control weights ``(v_cmd, omega_cmd)``, rate weight ``(rate, rate)`` on

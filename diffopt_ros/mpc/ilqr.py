@@ -12,6 +12,7 @@ runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (K
 from __future__ import annotations
 
 import math
+import time
 from functools import partial
 from typing import NamedTuple
 
@@ -155,16 +156,17 @@ class MPC(nn.Module):
 
     def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
              u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
-             u_lower=None, u_upper=None) -> MPCSolution:
+             u_lower=None, u_upper=None, deadline: float | None = None) -> MPCSolution:
         """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
         module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
         """
         return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper,
-                            grad_mode='none')
+                            grad_mode='none', deadline=deadline)
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
-                u_lower=None, u_upper=None, grad_mode: str | None = None) -> MPCSolution:
+                u_lower=None, u_upper=None, grad_mode: str | None = None,
+                deadline: float | None = None) -> MPCSolution:
         """Solve a batch of problems.
 
         Args:
@@ -175,6 +177,10 @@ class MPC(nn.Module):
             u_lower: override the constructor's lower bound for this call.
             u_upper: override the constructor's upper bound for this call.
             grad_mode: override the constructor's gradient mode.
+            deadline: ``time.perf_counter()`` value after which no further iteration starts
+                (a compute budget, e.g. of a control loop): the best iterate so far is returned
+                (costs never increase from one iterate to the next), ``converged`` is False
+                where the samples had not converged. At least one iteration runs.
 
         Returns:
             :class:`MPCSolution`.
@@ -196,14 +202,14 @@ class MPC(nn.Module):
         if lower is not None:
             u_init = torch.maximum(torch.minimum(u_init, upper), lower)
         if mode == 'unroll':
-            sol = self._solve(x_init, target, u_init, u_prev, lower, upper)[0]
+            sol = self._solve(x_init, target, u_init, u_prev, lower, upper, deadline=deadline)[0]
             self._check_finite(sol, *given)
             return sol
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
             sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
-                                     lower, upper)
+                                     lower, upper, deadline=deadline)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
         self._check_finite(sol, *given)
         if mode == 'none' or not torch.is_grad_enabled():
@@ -240,11 +246,13 @@ class MPC(nn.Module):
                             'u_lower': lower, 'u_upper': upper}, self.cost, self.dynamics)
 
     def _solve(self, x_init, target, u, u_prev, lower, upper, cost: Cost | None = None,
-               condensed: bool | None = None) -> tuple[MPCSolution, CondensedModel | None]:
+               condensed: bool | None = None, deadline: float | None = None
+               ) -> tuple[MPCSolution, CondensedModel | None]:
         """The solution and, where the condensed subproblem is the same in every iteration (linear
         dynamics, quadratic cost), its dense matrices for the whole batch (else ``None``).
 
-        ``cost``: the cost of these samples (default ``self.cost``); ``condensed``: force the solver.
+        ``cost``: the cost of these samples (default ``self.cost``); ``condensed``: force the solver;
+        no iteration starts after ``deadline`` (``time.perf_counter()``).
         Samples the Riccati solver leaves with a failed certificate (a semi-definite ``Q_uu``) are
         solved again, from its controls, by the condensed solver where its size rule allows.
         """
@@ -252,16 +260,19 @@ class MPC(nn.Module):
         if condensed is None:
             condensed = self.solver == 'condensed' or (self.solver == 'auto'
                                                        and _condensed_is_cheaper(x_init, u))
-        sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed)
+        sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed,
+                                   deadline=deadline)
         if condensed:
             return sol, model
         retry = (~sol.converged & ~(sol.kkt_residual <= self._kkt_tolerance(x_init.dtype))
                  & (sol.iterations < self.max_iterations)).nonzero().squeeze(-1)
-        if retry.numel() == 0 or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()]):
+        out_of_time = deadline is not None and time.perf_counter() >= deadline
+        if (retry.numel() == 0 or out_of_time
+                or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()])):
             return sol, model
         inputs = (x_init, target, sol.controls, u_prev, lower, upper)
         sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True,
-                               self.dynamics.take(retry))
+                               self.dynamics.take(retry), deadline=deadline)
         fields = {}
         for name in ('states', 'controls', 'costs', 'converged', 'clamped', 'kkt_residual'):
             fields[name] = getattr(sol, name).index_copy(0, retry, getattr(sub, name))
@@ -281,7 +292,8 @@ class MPC(nn.Module):
         return max(KKT_TOLERANCE, 2.0 * math.sqrt(max(self._cost_tolerance(dtype), 0.0)))
 
     def _iterate(self, x_init, target, u, u_prev, lower, upper, cost: Cost, condensed: bool,
-                 dyn: Dynamics | None = None) -> tuple[MPCSolution, CondensedModel | None]:
+                 dyn: Dynamics | None = None, deadline: float | None = None
+                 ) -> tuple[MPCSolution, CondensedModel | None]:
         """The iterations of :meth:`_solve` with one solver (``dyn``: the model of these samples)."""
         dyn = self.dynamics if dyn is None else dyn
         batch = u.shape[0]
@@ -387,7 +399,7 @@ class MPC(nn.Module):
                 iterations = iterations.index_add(0, rows, torch.ones_like(rows))
                 active = active.index_copy(0, rows, still)
             rows = active.nonzero().squeeze(-1)
-            if rows.numel() == 0:
+            if rows.numel() == 0 or (deadline is not None and time.perf_counter() >= deadline):
                 break
             if rows.numel() == batch:
                 rows = None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
+from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 
 
 def _wrap(angle):
@@ -132,44 +133,7 @@ def shift_controls(controls: np.ndarray, elapsed: float, dt: float,
     return shifted
 
 
-@dataclass(frozen=True)
-class MpcSettings:
-    """Everything that defines the MPC problem (units as in docs/CONTRACTS.md)."""
-
-    gain_v: float = 1.0
-    gain_omega: float = 1.0
-    tau_v: float = 0.05
-    tau_omega: float = 0.05
-    horizon: int = 20
-    dt: float = 0.1
-    w_position: float = 10.0
-    w_heading: float = 1.0
-    w_v: float = 0.1
-    w_omega: float = 0.1
-    w_v_cmd: float = 0.1
-    w_omega_cmd: float = 0.1
-    w_rate: float = 0.5
-    terminal_scale: float = 5.0
-    v_min: float = -0.2
-    v_max: float = 0.7
-    omega_max: float = 1.5
-    max_iterations: int = 10
-    tolerance: float = 1e-4
-
-    @classmethod
-    def from_params(cls, values: dict) -> MpcSettings:
-        """Settings from ``mpc_node`` parameter values (``{'model.gain_v': 0.8, ...}``, the names
-        of docs/CONTRACTS.md); parameters not given keep their defaults, others are ignored."""
-        kinds = {f.name: f.type for f in fields(cls)}
-        settings = {}
-        for name, param in SETTINGS_PARAMS.items():
-            if param in values:
-                cast = int if kinds[name] in ('int', int) else float
-                settings[name] = cast(values[param])
-        return cls(**settings)
-
-
-#: MpcSettings field -> mpc_node parameter (docs/CONTRACTS.md).
+#: MpcSettings field -> mpc_node parameter (:mod:`diffopt_ros.params.mpc`).
 SETTINGS_PARAMS = {
     'gain_v': 'model.gain_v', 'gain_omega': 'model.gain_omega', 'tau_v': 'model.tau_v',
     'tau_omega': 'model.tau_omega', 'horizon': 'horizon', 'dt': 'dt',
@@ -179,6 +143,46 @@ SETTINGS_PARAMS = {
     'v_min': 'bounds.v_min', 'v_max': 'bounds.v_max', 'omega_max': 'bounds.omega_max',
     'max_iterations': 'max_iterations', 'tolerance': 'tolerance',
 }
+_DEFAULT = {field: MPC_SCHEMA[param].default for field, param in SETTINGS_PARAMS.items()}
+
+
+@dataclass(frozen=True)
+class MpcSettings:
+    """Everything that defines the MPC problem (units and defaults: the mpc_node parameters of
+    :mod:`diffopt_ros.params.mpc`, named by :data:`SETTINGS_PARAMS`)."""
+
+    gain_v: float = _DEFAULT['gain_v']
+    gain_omega: float = _DEFAULT['gain_omega']
+    tau_v: float = _DEFAULT['tau_v']
+    tau_omega: float = _DEFAULT['tau_omega']
+    horizon: int = _DEFAULT['horizon']
+    dt: float = _DEFAULT['dt']
+    w_position: float = _DEFAULT['w_position']
+    w_heading: float = _DEFAULT['w_heading']
+    w_v: float = _DEFAULT['w_v']
+    w_omega: float = _DEFAULT['w_omega']
+    w_v_cmd: float = _DEFAULT['w_v_cmd']
+    w_omega_cmd: float = _DEFAULT['w_omega_cmd']
+    w_rate: float = _DEFAULT['w_rate']
+    terminal_scale: float = _DEFAULT['terminal_scale']
+    v_min: float = _DEFAULT['v_min']
+    v_max: float = _DEFAULT['v_max']
+    omega_max: float = _DEFAULT['omega_max']
+    max_iterations: int = _DEFAULT['max_iterations']
+    tolerance: float = _DEFAULT['tolerance']
+
+    @classmethod
+    def from_params(cls, values: dict) -> MpcSettings:
+        """Settings from ``mpc_node`` parameter values (``{'model.gain_v': 0.8, ...}``);
+        parameters not given keep their defaults, others are ignored. The values are checked
+        against the node's schema (type, range, bounds.v_min < bounds.v_max).
+
+        Raises:
+            SchemaError: (a ``ValueError``) a value of the wrong type or out of range.
+        """
+        given = {param: values[param] for param in SETTINGS_PARAMS.values() if param in values}
+        checked = MPC_SCHEMA.settings(given)
+        return cls(**{name: checked[param] for name, param in SETTINGS_PARAMS.items()})
 
 
 def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
@@ -256,16 +260,18 @@ class RecedingHorizonSolver:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
 
     def solve(self, state: np.ndarray, reference: np.ndarray, warm: np.ndarray | None = None,
-              last_command: np.ndarray | None = None) -> ControlStep:
+              last_command: np.ndarray | None = None, deadline: float | None = None) -> ControlStep:
         """Solve from ``state`` ``(5,)`` towards ``reference`` ``(T, 5)`` (the states wanted after
         each step), warm-started from ``warm`` ``(T, 2)``; ``last_command`` ``(2,)`` is the
-        command applied until now (for the rate penalty)."""
+        command applied until now (for the rate penalty). No iLQR iteration starts after
+        ``deadline`` (a ``time.perf_counter()`` value): the best iterate so far is returned."""
         started = time.perf_counter()
         with torch.no_grad():
             solution = receding_step(
                 self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
                 None if last_command is None else self._tensor(last_command)[None],
-                None if warm is None else self._tensor(warm)[None], grad_mode='none')
+                None if warm is None else self._tensor(warm)[None], grad_mode='none',
+                deadline=deadline)
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),
                            states=solution.states[0].cpu().numpy(),

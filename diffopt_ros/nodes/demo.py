@@ -29,6 +29,7 @@ import yaml
 
 from diffopt_ros import paths
 from diffopt_ros.learn.course import Leg, estimate_jumps, tracking_rmse  # noqa: F401 (re-exported)
+from diffopt_ros.params import schema_for
 
 
 class DemoError(RuntimeError):
@@ -84,6 +85,8 @@ def load_course(path: str | Path) -> Course:
                                                  'recorder_node'}
         if unknown_nodes:
             raise ValueError(f'overrides: unknown node(s) {sorted(unknown_nodes)}')
+        course.overrides = {node: schema_for(node).check(values, f'overrides.{node}')
+                            for node, values in course.overrides.items()}
         course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
         for name in ('real_time_factor', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
                      'settle_time'):
@@ -286,7 +289,7 @@ class _Driver:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
         from nav_msgs.msg import Odometry, Path
-        from rclpy.qos import qos_profile_sensor_data
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
         self.node, self.course = node, course
         self.goals = goals_map
@@ -305,8 +308,12 @@ class _Driver:
         self._frame = 'odom' if course.state_topic == '/odom' else 'map'   # of the estimate
         self.finished = False
         self.lock = threading.Lock()
-        self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', 10)
-        self._plan_pub = node.create_publisher(Path, '/plan', 10)
+        # transient local: matches both of mpc_node's goal/plan subscriptions (the durable one
+        # keeps a goal sent before the node is up); a volatile publisher would be warned about
+        durable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', durable)
+        self._plan_pub = node.create_publisher(Path, '/plan', durable)
         sensor = qos_profile_sensor_data
         node.create_subscription(Odometry, '/ground_truth/odom',
                                  lambda m: self._log('ground truth', m), sensor)
@@ -570,15 +577,18 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
                 'sim_node', world=course.world, seed=course.seed, paused=True,
                 real_time_factor=course.real_time_factor))
             nodes.append(sim)
+            # slam_node's map is the world's: anchored at the robot's start pose
             nodes.append(SlamNode(context=context, parameter_overrides=params(
-                'slam_node', learned_params_file=str(slam_learned or ''))))
+                'slam_node', learned_params_file=str(slam_learned or ''),
+                initial_pose=[float(v) for v in world.start])))
             nodes.append(MpcNode(context=context, parameter_overrides=params(
                 'mpc_node', learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
             driver_node = rclpy.create_node('demo_course', context=context)
             nodes.append(driver_node)
-            # /odom and slam_node's map frame both start at the robot's start pose (the odom
-            # origin); goals and plans are sent in that frame, metrics are in the world's map.
-            driver = _Driver(driver_node, course, goals, *_se2_maps(world.start))
+            # /odom starts at the robot's start pose (the odom origin); slam_node's map is the
+            # world's. Goals and plans are sent in the estimate's frame, metrics are in the map.
+            origin = world.start if course.state_topic == '/odom' else np.zeros(3)
+            driver = _Driver(driver_node, course, goals, *_se2_maps(origin))
             recorder = RecorderNode(context=context, parameter_overrides=params(
                 'recorder_node', output_dir=str(out_dir), run_name=name, unique_name=False))
             nodes.append(recorder)
@@ -627,7 +637,9 @@ def _results(name, course, driver: _Driver, world, bag, plot_path, sim_time, wal
     for key in ('odometry', 'SLAM'):
         t, poses = driver.traces[key].arrays(3)
         if len(t) and len(t_gt):
-            aligned[key] = align_to_first_pose(t, poses, t_gt, gt)
+            # odometry starts at zero: aligned at its first pose; SLAM is in the world's map
+            # (slam_node's initial_pose): as recorded, as evo_ape reads it from the bag
+            aligned[key] = align_to_first_pose(t, poses, t_gt, gt) if key == 'odometry' else poses
             ate[key] = position_rmse(t, aligned[key], t_gt, gt)
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan

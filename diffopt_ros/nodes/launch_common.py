@@ -54,9 +54,11 @@ class NodeFactory:
                     namespace=self.arg('namespace'), output='screen', remappings=list(remappings),
                     parameters=[os.path.join(self.config_dir, config_file), *extra, values])
 
-    def recorder(self) -> list[Node]:
-        """``[recorder_node]`` when the ``record`` argument is true, else ``[]``."""
-        return [self.node('recorder_node', 'recorder.yaml')] if self.flag('record') else []
+    def recorder(self, remappings=()) -> list[Node]:
+        """``[recorder_node]`` when the ``record`` argument is true, else ``[]``; give it the
+        remappings of the robot's topics (its topic list is relative: ``odom``, ``scan``, ...)."""
+        return ([self.node('recorder_node', 'recorder.yaml', remappings=remappings)]
+                if self.flag('record') else [])
 
 
 def launch_description(use_sim_time: bool, use_sim_time_description: str, arguments,

@@ -10,11 +10,20 @@ solves the MPC warm-started from the previous solution and publishes ``cmd_vel``
 times the states are predicted for) and ``/diagnostics``. A lifecycle node: with ``autostart``
 (default) it configures and activates itself; deactivating publishes one zero command.
 
-Safety: no state, a state older than ``state_timeout`` or non-finite → zero command (throttled
-warning); a solve that fails or gives non-finite controls → the previous plan, shifted to now,
-while it lasts, then zero; no goal, or the goal reached within ``goal_tolerance`` (a path's end:
-once the path is done) → zero command until the next goal or plan. Odometry whose stamp is older
-than the last accepted one is rejected.
+Safety: no state, a state older than ``state_timeout`` or non-finite (or with a zero
+quaternion) → zero command (throttled warning); a solve that fails or gives non-finite controls
+→ the previous plan, shifted to now, while it lasts, then zero; no goal, or the goal reached
+within ``goal_tolerance`` (a path's end: once the path is done) → zero command until the next
+goal or plan. Odometry stamped more than ``future_stamp_tolerance`` ahead of the node clock, or
+older than the last accepted state, is rejected (counted on /diagnostics); a node clock that
+jumps back (sim reset, bag loop) forgets the last state. Each solve runs on a worker thread
+within a time budget (``solve_budget``; iLQR stops early with its best iterate): a tick whose
+solve overruns publishes the previous plan shifted to now (or zero) on time and the solve's
+result serves as the next warm start; no command is published from a state older than
+``state_timeout``. Goals and plans are subscribed from the start (before the solver's warm-up),
+also with transient-local durability, so a goal published before the node is active is kept.
+The last word of the node on every way out (deactivate, shutdown transition, SIGINT/SIGTERM) is
+a zero command.
 
 Example::
 
@@ -29,6 +38,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +47,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from diffopt_ros.mpc.receding import (
     ControlStep,
@@ -50,67 +62,15 @@ from diffopt_ros.mpc.receding import (
     timed_reference,
 )
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_learned_params_file, declare_params
+from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.params.mpc import NODE_NAME, SCHEMA
 
-NODE_NAME = 'mpc_node'
-
-
-PARAMS = (
-    ParamSpec('model', 'diff_drive_lag', 'dynamics model of the MPC', choices=('diff_drive_lag',)),
-    ParamSpec('model.gain_v', 1.0, 'actuator gain of the forward speed (1)', 0.05, 10.0),
-    ParamSpec('model.gain_omega', 1.0, 'actuator gain of the yaw rate (1)', 0.05, 10.0),
-    ParamSpec('model.tau_v', 0.05, 'first-order lag of the forward speed (s)', 1e-3, 5.0),
-    ParamSpec('model.tau_omega', 0.05, 'first-order lag of the yaw rate (s)', 1e-3, 5.0),
-    ParamSpec('horizon', 20, 'prediction horizon (steps)', 2, 200),
-    ParamSpec('dt', 0.1, 'prediction step (s)', 0.005, 1.0),
-    ParamSpec('control_rate', 20.0, 'rate of the control loop (Hz, node clock)', 0.5, 200.0),
-    ParamSpec('weights.position', 10.0, 'weight of the squared position error (1/m^2)', 0.0, 1e6),
-    ParamSpec('weights.heading', 1.0, 'weight of the squared heading error (1/rad^2)', 0.0, 1e6),
-    ParamSpec('weights.v', 0.1, 'weight of the squared speed error (s^2/m^2)', 0.0, 1e6),
-    ParamSpec('weights.omega', 0.1, 'weight of the squared yaw-rate error (s^2/rad^2)', 0.0, 1e6),
-    ParamSpec('weights.v_cmd', 0.1, 'weight of the squared speed command (s^2/m^2)', 0.0, 1e6),
-    ParamSpec('weights.omega_cmd', 0.1, 'weight of the squared yaw-rate command', 0.0, 1e6),
-    ParamSpec('weights.rate', 0.5, 'weight of the squared change of command between steps',
-              0.0, 1e6),
-    ParamSpec('weights.terminal_scale', 5.0, 'factor on the state weights at the last step',
-              0.0, 1e6),
-    ParamSpec('bounds.v_max', 0.7, 'largest forward speed command (m/s)', 0.0, 20.0),
-    ParamSpec('bounds.v_min', -0.2, 'smallest forward speed command (m/s; < 0 allows reverse)',
-              -20.0, 20.0),
-    ParamSpec('bounds.omega_max', 1.5, 'largest yaw-rate command magnitude (rad/s)', 0.0, 20.0),
-    ParamSpec('max_iterations', 10, 'iLQR iterations per control step', 1, 200),
-    ParamSpec('tolerance', 1e-4, 'iLQR stops when the control update is below this', 0.0, 1.0),
-    ParamSpec('device', 'cpu', 'torch device of the solver (cuda falls back to cpu)',
-              choices=('cpu', 'cuda')),
-    ParamSpec('state_timeout', 0.5, 'a state older than this is stale: zero command (s)',
-              0.0, 60.0),
-    ParamSpec('goal_tolerance', 0.15, 'goal reached within this distance: zero command (m)',
-              0.0, 10.0),
-    ParamSpec('reference_speed', 0.4, 'speed along an untimed /plan (m/s)', 0.0, 20.0),
-    ParamSpec('stamped_cmd', False, 'publish geometry_msgs/TwistStamped instead of Twist',
-              read_only=True),
-    ParamSpec('state_topic', 'odom', 'state topic (nav_msgs/Odometry)', read_only=True),
-    ParamSpec('autostart', True, 'configure and activate at start (no lifecycle manager needed)',
-              read_only=True),
-    ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
-              1, 64, read_only=True),
-    ParamSpec('learned_params_file', '',
-              'YAML from offline learning; its mpc_node.ros__parameters override these',
-              read_only=True),
-)
+PARAMS = SCHEMA.params
 
 #: Parameters whose change needs a new solver (others are read each step).
 _SOLVER_PARAMS = frozenset(p.name for p in PARAMS if p.name.split('.')[0] in (
     'model', 'horizon', 'dt', 'weights', 'bounds', 'max_iterations', 'tolerance', 'device'))
-
-
-def _check_combination(values: dict) -> str | None:
-    """Why a full set of parameter values does not fit together, or None."""
-    if values['bounds.v_min'] >= values['bounds.v_max']:
-        return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
-                f'({values["bounds.v_max"]})')
-    return None
 
 
 @dataclass
@@ -121,7 +81,10 @@ class _Stats:
     solves: int = 0
     deadline_misses: int = 0
     failures: int = 0
+    overruns: int = 0
     rejected_states: int = 0
+    future_states: int = 0
+    clock_jumps: int = 0
     solve_time: float = 0.0
     iterations: int = 0
     converged: bool = False
@@ -150,14 +113,35 @@ class MpcNode(LifecycleNode):
         self._reached = False       # the goal (or the path's end) was reached
         self._plan: ControlStep | None = None
         self._last_cmd = np.zeros(2)
-        self._plan_time = 0.0
+        self._plan_time = 0.0       # node time of the tick that started the plan's solve (s)
+        self._plan_stamp = 0.0      # stamp of the state the plan starts from (s)
+        self._accepted_stamp = None  # stamp of the last accepted state (s)
+        self._last_now = -math.inf  # node clock at the last state or tick (s): jumps back?
+        self._target_seq = 0        # counts goals and plans: a late solve for an old one is dropped
+        self._last_target = None    # the last goal or plan message (one arrives on two subscriptions)
+        self._pending = None        # (future, solver, tick time, state stamp, target seq) overrunning
+        self._worker = _SolveWorker()
+        self._cmd_pub = None
         self._stats = _Stats()
         self._warn_times: dict[str, float] = {}
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
-        reason = _check_combination(self._values)
+        reason = SCHEMA.combination(self._values)
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
         apply_learned_params_file(self, self._values['learned_params_file'])
+        # Goals and plans are taken from the start (configure warms the solver up for seconds),
+        # from volatile publishers and, with their last message, from transient-local ones
+        # (a goal published before this node existed).
+        durable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        targets = MutuallyExclusiveCallbackGroup()
+        # the durable one does not match volatile publishers (the other one does): no warning
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
+        for qos, events in ((QoSProfile(depth=10), None), (durable, quiet)):
+            self.create_subscription(PoseStamped, 'goal_pose', self._on_goal, qos,
+                                     callback_group=targets, event_callbacks=events)
+            self.create_subscription(Path, 'plan', self._on_plan, qos, callback_group=targets,
+                                     event_callbacks=events)
         if self._values['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise ParameterError(f'{self.get_name()}: configure failed (see log)')
@@ -166,7 +150,7 @@ class MpcNode(LifecycleNode):
     # ----------------------------------------------------------------- parameters
     def _on_params(self, changes: dict) -> str | None:
         merged = {**self._values, **changes}
-        reason = _check_combination(merged)
+        reason = SCHEMA.combination(merged)
         if reason:
             return reason
         with self._lock:
@@ -207,10 +191,6 @@ class MpcNode(LifecycleNode):
         self._subs = [
             self.create_subscription(Odometry, self._values['state_topic'], self._on_state,
                                      qos_profile_sensor_data, callback_group=inputs),
-            self.create_subscription(PoseStamped, 'goal_pose', self._on_goal, QoSProfile(depth=10),
-                                     callback_group=inputs),
-            self.create_subscription(Path, 'plan', self._on_plan, QoSProfile(depth=10),
-                                     callback_group=inputs),
         ]
         return TransitionCallbackReturn.SUCCESS
 
@@ -220,8 +200,8 @@ class MpcNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._publish_cmd(0.0, 0.0)
         self._destroy_timer()
+        self._stop_robot()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
@@ -229,8 +209,27 @@ class MpcNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._destroy_timer()
+        self._stop_robot()
         self._destroy_entities()
         return TransitionCallbackReturn.SUCCESS
+
+    def _stop_robot(self):
+        """Publish one zero command (where the command publisher is active) and wait up to
+        0.5 s until reliable subscribers have it: the robot's last word from this node."""
+        pub = self._cmd_pub
+        if pub is None or not self.context.ok() or not getattr(pub, 'is_activated', True):
+            return
+        self._publish_cmd(0.0, 0.0)
+        pub.wait_for_all_acked(Duration(seconds=0.5))
+
+    def destroy_node(self):
+        """Command zero (SIGINT/SIGTERM end here, see ``run_node``), stop the solve worker,
+        then destroy the node."""
+        self._destroy_timer()
+        self._stop_robot()
+        self._worker.stop()
+        return super().destroy_node()
 
     def _destroy_timer(self):
         if self._timer is not None:
@@ -244,6 +243,7 @@ class MpcNode(LifecycleNode):
         for pub in self._pubs:
             self.destroy_lifecycle_publisher(pub)
         self._subs, self._pubs = [], []
+        self._cmd_pub = None
         self._solver = None
 
     # ----------------------------------------------------------------- inputs
@@ -254,22 +254,45 @@ class MpcNode(LifecycleNode):
             self._warn_times[key] = now
             self.get_logger().warning(text)
 
+    def _now(self) -> float:
+        """Node clock (s); a jump back (sim reset, bag loop) forgets the last state, so that
+        the stamps of the new time line are not compared with the old one. Call under the lock."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now < self._last_now:
+            self._stats.clock_jumps += 1
+            self._warn('jump', f'node clock jumped back {self._last_now - now:.3f} s: forgetting '
+                               'the last state')
+            self._state = self._accepted_stamp = self._pending = None
+            self._plan = None
+        self._last_now = now
+        return now
+
     def _on_state(self, msg: Odometry):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        topic = self._values['state_topic']
         try:
-            state = ros_convert.odometry_to_state(msg, self._values['state_topic'])
+            state = ros_convert.odometry_to_state(msg, topic)
         except ros_convert.MessageError as exc:
-            with self._lock:
-                self._state = (stamp, None, msg.header.frame_id)
-            self._warn('nan', f'{exc}: commanding zero')
-            return
+            state, error = None, exc
         with self._lock:
-            if self._state is not None and stamp < self._state[0]:
+            now = self._now()
+            ahead = stamp - now
+            if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
+                self._stats.future_states += 1
+                self._warn('future', f'{topic}: stamp {stamp:.3f} s is {ahead:.3f} s ahead of '
+                                     f'the node clock (future_stamp_tolerance '
+                                     f'{self._values["future_stamp_tolerance"]} s): rejected')
+                return
+            if self._accepted_stamp is not None and stamp < self._accepted_stamp:
                 self._stats.rejected_states += 1
-                self._warn('order', f'{self._values["state_topic"]}: stamp {stamp:.3f} s is older '
-                                    f'than the last state ({self._state[0]:.3f} s): rejected')
+                self._warn('order', f'{topic}: stamp {stamp:.3f} s is older than the last '
+                                    f'accepted state ({self._accepted_stamp:.3f} s): rejected')
                 return
             self._state = (stamp, state, msg.header.frame_id)
+            if state is not None:
+                self._accepted_stamp = stamp
+        if state is None:
+            self._warn('nan', f'{error}: commanding zero')
 
     def _on_goal(self, msg: PoseStamped):
         try:
@@ -278,6 +301,9 @@ class MpcNode(LifecycleNode):
             self._warn('goal', f'{exc}: goal ignored')
             return
         with self._lock:
+            if msg == self._last_target:   # the same message through the durable subscription
+                return
+            self._last_target, self._target_seq = msg, self._target_seq + 1
             self._goal, self._goal_frame = goal[:2], msg.header.frame_id
             self._path = self._path_times = None
             self._plan, self._reached = None, False
@@ -293,6 +319,9 @@ class MpcNode(LifecycleNode):
         stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
         timed = len(stamps) > 1 and bool(np.all(np.diff(stamps) > 0))
         with self._lock:
+            if msg == self._last_target:   # the same message through the durable subscription
+                return
+            self._last_target, self._target_seq = msg, self._target_seq + 1
             self._plan, self._reached = None, False
             if len(poses) == 0:
                 self._path = self._path_times = self._goal = None
@@ -305,8 +334,8 @@ class MpcNode(LifecycleNode):
     # ----------------------------------------------------------------- control loop
     def _on_tick(self):
         started = time.perf_counter()
-        now = self.get_clock().now().nanoseconds * 1e-9
         with self._lock:
+            now = self._now()
             stats = self._stats
             stats.ticks += 1
             if self._rebuild:
@@ -318,7 +347,17 @@ class MpcNode(LifecycleNode):
                     self.get_logger().error(f'cannot rebuild the MPC solver: {exc}')
             state_entry, goal = self._state, self._goal
             path, path_times = self._path, self._path_times
-        command, solution = self._decide(now, state_entry, goal, path, path_times)
+        budget = self._values['solve_budget'] or 0.8 / self._values['control_rate']
+        command, solution = self._decide(now, state_entry, goal, path, path_times,
+                                         started + budget)
+        if solution is not None:   # the solve took time: is its state still fresh?
+            age = self.get_clock().now().nanoseconds * 1e-9 - state_entry[0]
+            if age > self._values['state_timeout']:
+                stats.mode = 'stale state'
+                self._warn('stale-solve', f'the state was {age:.3f} s old when its solve ended '
+                                          f'(state_timeout {self._values["state_timeout"]} s): '
+                                          'commanding zero')
+                command, solution = (0.0, 0.0), None
         self._publish_cmd(*command)
         if solution is not None:
             self._publish_prediction(solution, state_entry)
@@ -327,8 +366,9 @@ class MpcNode(LifecycleNode):
             stats.deadline_misses += 1
         self._publish_diagnostics(elapsed)
 
-    def _decide(self, now, state_entry, goal, path, path_times):
-        """(v_cmd, omega_cmd) and the new solution (or None) for this tick."""
+    def _decide(self, now, state_entry, goal, path, path_times, deadline):
+        """(v_cmd, omega_cmd) and the new solution (or None) for this tick; the solve ends by
+        ``deadline`` (``time.perf_counter()``) or the shifted previous plan is the command."""
         stats = self._stats
         if state_entry is None:
             stats.mode, stats.state_age = 'no state', math.nan
@@ -372,28 +412,61 @@ class MpcNode(LifecycleNode):
             stats.mode = 'goal reached'
             self._plan, self._reached = None, True
             return (0.0, 0.0), None
+        if self._pending is not None:
+            future, solver, tick_time, plan_stamp, seq = self._pending
+            if not future.done():
+                stats.overruns += 1
+                stats.mode = 'overrun'
+                return self._fallback(now), None
+            self._pending = None
+            late = None if future.exception() is not None else future.result()
+            if late is not None:
+                stats.solve_time, stats.iterations = late.solve_time, late.iterations
+                stats.converged = late.converged
+            if (late is not None and solver is self._solver and seq == self._target_seq
+                    and np.all(np.isfinite(late.controls))):
+                self._plan, self._plan_time, self._plan_stamp = late, tick_time, plan_stamp
         warm = None
         if self._plan is not None:
             warm = shift_controls(self._plan.controls, now - self._plan_time, settings.dt)
+        future = self._worker.submit(self._solver.solve, state, reference, warm,
+                                     self._last_cmd.copy(), deadline)
         try:
-            solution = self._solver.solve(state, reference, warm, self._last_cmd)
-            stats.solve_time, stats.iterations = solution.solve_time, solution.iterations
-            stats.converged = solution.converged
-            stats.solves += 1
-            if not np.all(np.isfinite(solution.controls)):
-                raise FloatingPointError('non-finite controls')
+            solution = future.result(timeout=max(0.0, deadline - time.perf_counter()))
+        except TimeoutError:
+            self._pending = (future, self._solver, now, stamp, self._target_seq)
+            stats.overruns += 1
+            stats.mode = 'overrun'
+            self._warn('overrun', 'MPC solve overran its budget (solve_budget): previous plan '
+                                  'shifted to now, then zero')
+            return self._fallback(now), None
         except (FloatingPointError, RuntimeError, ValueError) as exc:
             stats.failures += 1
             stats.mode = 'fallback'
             self._warn('solve', f'MPC solve failed ({exc}): previous plan shifted, then zero')
-            if self._plan is not None:
-                shifted = shift_controls(self._plan.controls, now - self._plan_time, settings.dt,
-                                         hold_last=False)
-                return (float(shifted[0, 0]), float(shifted[0, 1])), None
-            return (0.0, 0.0), None
+            return self._fallback(now), None
+        stats.solve_time, stats.iterations = solution.solve_time, solution.iterations
+        stats.converged = solution.converged
+        stats.solves += 1
+        if not np.all(np.isfinite(solution.controls)):
+            stats.failures += 1
+            stats.mode = 'fallback'
+            self._warn('solve', 'MPC solve gave non-finite controls: previous plan shifted, '
+                                'then zero')
+            return self._fallback(now), None
         stats.mode = 'tracking' if path is not None else 'goal'
-        self._plan, self._plan_time = solution, now
+        self._plan, self._plan_time, self._plan_stamp = solution, now, stamp
         return (float(solution.controls[0, 0]), float(solution.controls[0, 1])), solution
+
+    def _fallback(self, now: float) -> tuple[float, float]:
+        """The previous plan shifted to ``now`` while it lasts and its state is not older than
+        ``state_timeout``, else zero."""
+        plan = self._plan
+        if plan is None or now - self._plan_stamp > self._values['state_timeout']:
+            return (0.0, 0.0)
+        shifted = shift_controls(plan.controls, now - self._plan_time, self._solver.settings.dt,
+                                 hold_last=False)
+        return (float(shifted[0, 0]), float(shifted[0, 1]))
 
     # ----------------------------------------------------------------- outputs
     def _publish_prediction(self, solution: ControlStep, state_entry):
@@ -421,14 +494,16 @@ class MpcNode(LifecycleNode):
     def _publish_diagnostics(self, tick_time: float):
         stats = self._stats
         level = DiagnosticStatus.OK
-        if stats.mode in ('stale state', 'non-finite state', 'fallback'):
+        if stats.mode in ('stale state', 'non-finite state', 'fallback', 'overrun'):
             level = DiagnosticStatus.WARN
         status = ros_convert.diagnostic_status(
             f'{self.get_name()}: MPC', self.get_fully_qualified_name(), level, stats.mode, {
                 'solve_time_ms': stats.solve_time * 1e3, 'tick_time_ms': tick_time * 1e3,
                 'iterations': stats.iterations, 'converged': stats.converged,
                 'deadline_misses': stats.deadline_misses, 'failures': stats.failures,
-                'rejected_states': stats.rejected_states, 'state_age_s': stats.state_age,
+                'overruns': stats.overruns, 'rejected_states': stats.rejected_states,
+                'future_states': stats.future_states, 'clock_jumps': stats.clock_jumps,
+                'state_age_s': stats.state_age,
                 'ticks': stats.ticks, 'solves': stats.solves,
                 'device': self._solver.device.type if self._solver else 'none'})
         msg = DiagnosticArray(status=[status])
@@ -436,9 +511,59 @@ class MpcNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
 
+class _SolveWorker:
+    """One daemon thread that runs solves handed to it, one at a time, so that the control
+    loop can wait for a solve with a timeout and publish on time when it overruns. (A daemon
+    thread: a solve still running when the process ends does not hold the exit up.)"""
+
+    def __init__(self):
+        self._jobs: list = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def submit(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the worker thread (after the jobs before it)."""
+        future = Future()
+        with self._wake:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='mpc-solve', daemon=True)
+                self._thread.start()
+            self._jobs.append((future, fn, args))
+            self._wake.notify()
+        return future
+
+    def _run(self):
+        while True:
+            with self._wake:
+                while not self._jobs and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                future, fn, args = self._jobs.pop(0)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the waiting tick
+                future.set_exception(exc)
+
+    def stop(self, timeout: float = 5.0):
+        """End the thread after the solve in progress (which ends at its deadline) and wait
+        for it up to ``timeout`` s (torch must not be running when the interpreter exits)."""
+        with self._wake:
+            self._stopped = True
+            for future, _, _ in self._jobs:
+                future.cancel()
+            self._jobs.clear()
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script ``mpc_node``: run the node until SIGINT/SIGTERM."""
-    return run_node(MpcNode, args, multithreaded=True, description=__doc__, params=PARAMS)
+    return run_node(MpcNode, args, multithreaded=True, description=__doc__, params=SCHEMA)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Declared, validated node parameters.
 
-A node lists its parameters as :class:`ParamSpec` rows; :func:`declare_params` declares each with
-a ``ParameterDescriptor`` (type, range, description), checks the start-up values (a bad value in a
+A node's parameters are the :class:`~diffopt_ros.params.schema.Param` rows of its schema
+(:mod:`diffopt_ros.params`); :func:`declare_params` declares each with a ``ParameterDescriptor``
+(type, range, description), checks the start-up values (a bad value in a
 params file stops the node with a :class:`ParameterError` naming the parameter), and installs a
 set-parameters callback that rejects bad run-time changes with a reason (the node keeps its old
 value) and hands accepted ones to the node.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import (
@@ -22,77 +22,29 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 
 from diffopt_ros import params_file
+from diffopt_ros.params.schema import Param
 
 
 class ParameterError(ValueError):
     """A parameter value that a node refuses (start-up or run time)."""
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter.
-
-    Attributes:
-        name: parameter name (dots for groups, e.g. ``weights.position``).
-        default: default value; its Python type fixes the ROS type (bool, int, float, str, or a
-            non-empty list of one of them).
-        description: what it is, with units.
-        low, high: inclusive range for numbers (each element of a list too).
-        choices: allowed values for strings.
-        read_only: cannot change after start-up.
-        check: extra check ``value -> reason or None``.
-        length: required list length, if any.
-    """
-
-    name: str
-    default: Any
-    description: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] | None = None
-    read_only: bool = False
-    check: Callable[[Any], str | None] | None = None
-    length: int | None = None
-
-    def descriptor(self) -> ParameterDescriptor:
-        """The ``ParameterDescriptor`` shown by ``ros2 param describe``."""
-        text = self.description
-        if self.choices:
-            text += f' (one of: {", ".join(self.choices)})'
-        desc = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
-        scalar = self.default[0] if isinstance(self.default, list) else self.default
-        if isinstance(scalar, float) and (self.low is not None or self.high is not None):
-            desc.floating_point_range = [FloatingPointRange(
-                from_value=-math.inf if self.low is None else float(self.low),
-                to_value=math.inf if self.high is None else float(self.high), step=0.0)]
-        elif (isinstance(scalar, int) and not isinstance(scalar, bool)
-              and (self.low is not None or self.high is not None)):
-            desc.integer_range = [IntegerRange(
-                from_value=-2**63 if self.low is None else int(self.low),
-                to_value=2**63 - 1 if self.high is None else int(self.high), step=1)]
-        return desc
-
-    def reason_to_reject(self, value: Any) -> str | None:
-        """Why ``value`` is not acceptable for this parameter, or None when it is."""
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if isinstance(self.default, list):
-            if not isinstance(value, (list, tuple)):
-                return f'{self.name}: expected a list, got {value!r}'
-            if self.length is not None and len(value) != self.length:
-                return f'{self.name}: expected {self.length} values, got {len(value)}'
-        for item in values:
-            if isinstance(item, float) and not math.isfinite(item):
-                return f'{self.name}: {item} is not finite'
-            if self.low is not None and isinstance(item, (int, float)) and item < self.low:
-                return f'{self.name}: {item} is below the minimum {self.low}'
-            if self.high is not None and isinstance(item, (int, float)) and item > self.high:
-                return f'{self.name}: {item} is above the maximum {self.high}'
-            if self.choices is not None and item not in self.choices:
-                return f'{self.name}: {item!r} is not one of {", ".join(self.choices)}'
-        return self.check(value) if self.check else None
+def descriptor(spec: Param) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of ``spec``, shown by ``ros2 param describe``."""
+    desc = ParameterDescriptor(name=spec.name, description=spec.full_description(),
+                               read_only=spec.read_only)
+    if spec.kind is float and (spec.low is not None or spec.high is not None):
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=-math.inf if spec.low is None else float(spec.low),
+            to_value=math.inf if spec.high is None else float(spec.high), step=0.0)]
+    elif spec.kind is int and (spec.low is not None or spec.high is not None):
+        desc.integer_range = [IntegerRange(
+            from_value=-2**63 if spec.low is None else int(spec.low),
+            to_value=2**63 - 1 if spec.high is None else int(spec.high), step=1)]
+    return desc
 
 
-def declare_params(node: Node, specs: Iterable[ParamSpec],
+def declare_params(node: Node, specs: Iterable[Param],
                    on_change: Callable[[dict[str, Any]], str | None] | None = None
                    ) -> dict[str, Any]:
     """Declare ``specs`` on ``node``, validate start-up values, watch run-time changes.
@@ -113,7 +65,7 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
     values = {}
     for spec in specs.values():
         try:
-            param = node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            param = node.declare_parameter(spec.name, spec.default, descriptor(spec))
         except Exception as exc:  # rclpy raises several types for range/type violations
             raise ParameterError(f'{node.get_name()}: parameter {spec.name}: {exc}') from exc
         value = param.value

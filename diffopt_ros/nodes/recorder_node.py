@@ -32,58 +32,14 @@ from rosbags.interfaces import (
     QosTime,
 )
 
-from diffopt_ros.bag import BagError, BagWriter, RunExistsError
+from diffopt_ros.bag import BagError, BagWriter
 from diffopt_ros.bag.convert import cdr_header_stamp, starts_with_header
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, declare_params
+from diffopt_ros.nodes.params import ParameterError, declare_params
 from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.params.recorder import NODE_NAME, SCHEMA
 
-NODE_NAME = 'recorder_node'
-DEFAULT_TOPICS = ['/odom', '/ground_truth/odom', '/scan', '/cmd_vel', '/goal_pose', '/plan',
-                  '/mpc/predicted_path', '/slam/pose', '/slam/odom', '/slam/path', '/diagnostics']
-
-
-def _check_topics(topics: list[str]) -> str | None:
-    bad = [t for t in topics if not t or ' ' in t]
-    if bad:
-        return f'topics: invalid names {bad}'
-    if len(set(topics)) != len(topics):
-        return 'topics: listed twice: ' + ', '.join(sorted({t for t in topics if topics.count(t) > 1}))
-    return None
-
-
-def _check_name(name: str) -> str | None:
-    if '/' in name or name in ('.', '..'):
-        return f'run_name: {name!r} must be a plain folder name'
-    return None
-
-
-PARAMS = (
-    ParamSpec('topics', DEFAULT_TOPICS, 'topics to record (relative names resolve in the node '
-              'namespace); types are discovered from the graph', read_only=True,
-              check=_check_topics),
-    ParamSpec('output_dir', 'runs', 'folder of runs; the bag goes to <output_dir>/<run_name>/',
-              read_only=True),
-    ParamSpec('run_name', '', 'run folder name; empty = run_YYYY_MM_DD-HH_MM_SS (local time)',
-              read_only=True, check=_check_name),
-    ParamSpec('unique_name', True, 'if the run exists, record to <run_name>_1, _2, ... instead; '
-              'false = refuse to start (runs are never overwritten)', read_only=True),
-    ParamSpec('split_seconds', 10.0, 'wall-clock seconds per bag file (s)', 0.5, 3600.0,
-              read_only=True),
-    ParamSpec('split_megabytes', 256.0, 'start a new bag file after this much data (MiB)', 1.0,
-              1e5, read_only=True),
-    ParamSpec('flush_seconds', 1.0, 'wall-clock seconds between flushes to disk: the most a '
-              'SIGKILL loses after repair (s)', 0.05, 60.0, read_only=True),
-    ParamSpec('discovery_period', 1.0, 'wall-clock seconds between looks for topics not yet '
-              'subscribed (s)', 0.05, 60.0, read_only=True),
-    ParamSpec('diagnostics_period', 1.0, 'wall-clock seconds between /diagnostics messages (s)',
-              0.1, 60.0, read_only=True),
-    ParamSpec('queue_depth', 1000, 'subscription queue depth (messages): how far the recorder '
-              'may fall behind before messages are lost', 1, 100000, read_only=True),
-    ParamSpec('lag_warning', 0.5, 'warn on /diagnostics when a stamped message is recorded this '
-              'long after its header stamp (s): bag times of unstamped topics are late too', 0.0,
-              3600.0),
-)
+PARAMS = SCHEMA.params
 MAX_PLAUSIBLE_LAG = 3600.0  # s: larger or negative lags come from stamps on another clock
 
 
@@ -110,6 +66,7 @@ class RecorderNode(Node):
     """Records the configured topics into a new run folder (see module doc)."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        self._closed = True   # until the bag is open (destroy_node may come from a failed start)
         super().__init__(node_name, **kwargs)
         self._values = declare_params(self, PARAMS)
         v = self._values
@@ -118,16 +75,19 @@ class RecorderNode(Node):
                 v['output_dir'], v['run_name'] or None, unique=v['unique_name'],
                 split_seconds=v['split_seconds'],
                 split_bytes=int(v['split_megabytes'] * 2**20), flush_seconds=v['flush_seconds'])
-        except (RunExistsError, OSError) as exc:
-            raise ParameterError(f'{self.get_name()}: output_dir/run_name: {exc}') from exc
+        except (BagError, OSError, ValueError) as exc:
+            raise ParameterError(f'{self.get_name()}: output_dir {v["output_dir"]!r}, run_name '
+                                 f'{v["run_name"]!r}: {exc}') from exc
         self.run_dir = self._writer.run_dir
-        self._wanted = [self.resolve_topic_name(t) for t in v['topics']]
+        # relative names resolve in the node's namespace, and remaps apply (-r odom:=/wheel/odom)
+        self._wanted = list(dict.fromkeys(self.resolve_topic_name(t) for t in v['topics']))
         self._recording: dict[str, object] = {}
         self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
         self._before_clock = 0
         self._errors = 0  # failed writes or flushes
         self._stamped: set[str] = set()  # topics whose messages begin with a std_msgs/Header
         self._lag = (0.0, '')  # largest receipt lag (s) since the last status, and its topic
+        self._stop_reported = False
         self._closed = False
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -149,7 +109,8 @@ class RecorderNode(Node):
         return [t for t in self._wanted if t not in self._recording]
 
     def _discover(self) -> None:
-        if self._closed or len(self._recording) == len(self._wanted):
+        if (self._closed or self._writer.stopped is not None
+                or len(self._recording) == len(self._wanted)):
             return
         types = dict(self.get_topic_names_and_types())
         for topic in self.missing_topics:
@@ -202,13 +163,24 @@ class RecorderNode(Node):
             self._guarded(self._writer.write, topic, data, t_ns)
 
     def _guarded(self, action, *args) -> None:
-        """Run a writer action; a failure (disk full, ...) is logged and counted, not raised,
-        so the other nodes of an in-process executor keep running."""
+        """Run a writer action; a failure is logged and counted, not raised, so the other nodes
+        of an in-process executor keep running. A failed write (disk full, ...) stops the
+        recording for good (the writer keeps the finished files and their metadata): the
+        subscriptions end, /diagnostics reports it."""
         try:
             action(*args)
         except (OSError, BagError) as exc:
             self._errors += 1
-            self.get_logger().error(f'{self.run_dir}: {exc}', throttle_duration_sec=5.0)
+            if self._writer.stopped is None:
+                self.get_logger().error(f'{self.run_dir}: {exc}', throttle_duration_sec=5.0)
+            elif not self._stop_reported:
+                self._stop_reported = True
+                self.get_logger().error(
+                    f'{exc}: recording stopped; {len(self._writer.files)} finished files and '
+                    f'metadata.yaml are in {self.run_dir}')
+                for subscription in self._recording.values():
+                    self.destroy_subscription(subscription)
+                self._recording = dict.fromkeys(self._recording)
 
     @property
     def receipt_lag(self) -> tuple[float, str]:
@@ -225,7 +197,8 @@ class RecorderNode(Node):
         level = (DiagnosticStatus.ERROR if self._errors else
                  DiagnosticStatus.WARN if missing or self._failed or lagging else
                  DiagnosticStatus.OK)
-        message = (f'{sum(counts.values())} messages in {self.run_dir}'
+        message = ((f'recording stopped ({self._writer.stopped}): ' if self._writer.stopped
+                    else '') + f'{sum(counts.values())} messages in {self.run_dir}'
                    + (f'; waiting for {", ".join(missing)}' if missing else '')
                    + (f'; recording {lag:.2f} s behind {lag_topic} (starved executor?)'
                       if lagging else ''))
@@ -260,7 +233,7 @@ class RecorderNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``recorder_node``: record until SIGINT/SIGTERM."""
-    return run_node(RecorderNode, args, description=__doc__, params=PARAMS)
+    return run_node(RecorderNode, args, description=__doc__, params=SCHEMA)
 
 
 if __name__ == '__main__':

@@ -37,9 +37,29 @@ def yaw_to_quaternion(yaw: float) -> Quaternion:
     return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
 
 
-def quaternion_to_yaw(q: Quaternion) -> float:
-    """Yaw (rad, in (-pi, pi]) of a quaternion (roll and pitch are ignored)."""
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+#: Quaternions with a norm below this are rejected: no rotation can be read from them (an
+#: all-zero quaternion is what an unset orientation field holds).
+MIN_QUATERNION_NORM = 1e-6
+
+
+def quaternion_to_yaw(q: Quaternion, where: str = 'orientation') -> float:
+    """Yaw (rad, in (-pi, pi]) of a quaternion (roll and pitch are ignored).
+
+    The quaternion is normalised first: ``(0, 0, 2.12, 2.12)`` is a yaw of 90 degrees.
+
+    Raises:
+        MessageError: a component is not finite, or the norm is below
+            :data:`MIN_QUATERNION_NORM` (e.g. ``(0, 0, 0, 0)``); ``where`` names the field.
+    """
+    x, y, z, w = q.x, q.y, q.z, q.w
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    if not math.isfinite(norm):
+        raise MessageError(f'{where}: non-finite quaternion ({x}, {y}, {z}, {w})')
+    if norm < MIN_QUATERNION_NORM:
+        raise MessageError(f'{where}: quaternion ({x}, {y}, {z}, {w}) has norm {norm:.3g}: '
+                           'no rotation (an unset orientation?)')
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 def _finite(values: np.ndarray, what: str) -> np.ndarray:
@@ -52,11 +72,12 @@ def odometry_to_state(msg: Odometry, where: str = 'odometry') -> np.ndarray:
     """``nav_msgs/Odometry`` -> state ``(5,)`` ``[x, y, yaw, v, omega]`` (float64).
 
     Raises:
-        MessageError: a NaN or Inf anywhere in pose or twist (``where`` names the topic).
+        MessageError: a NaN or Inf anywhere in pose or twist, or a zero quaternion (``where``
+            names the topic).
     """
     p, q, t = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
-    _finite(np.array([q.x, q.y, q.z, q.w]), f'{where}: orientation')
-    state = np.array([p.x, p.y, quaternion_to_yaw(q), t.linear.x, t.angular.z], dtype=np.float64)
+    yaw = quaternion_to_yaw(q, f'{where}: orientation')
+    state = np.array([p.x, p.y, yaw, t.linear.x, t.angular.z], dtype=np.float64)
     return _finite(state, f'{where}: state')
 
 
@@ -86,10 +107,11 @@ def state_to_odometry(state, stamp: Time, frame_id: str = 'odom',
 
 
 def pose_to_xy_yaw(msg: PoseStamped, where: str = 'pose') -> np.ndarray:
-    """``geometry_msgs/PoseStamped`` -> ``(3,)`` ``[x, y, yaw]``; raises MessageError if not finite."""
+    """``geometry_msgs/PoseStamped`` -> ``(3,)`` ``[x, y, yaw]``; raises MessageError if not
+    finite or the quaternion is zero (:func:`quaternion_to_yaw`)."""
     p, q = msg.pose.position, msg.pose.orientation
-    _finite(np.array([p.x, p.y, q.x, q.y, q.z, q.w]), where)
-    return np.array([p.x, p.y, quaternion_to_yaw(q)], dtype=np.float64)
+    _finite(np.array([p.x, p.y]), f'{where}: position')
+    return np.array([p.x, p.y, quaternion_to_yaw(q, f'{where}: orientation')], dtype=np.float64)
 
 
 def xy_yaw_to_pose(pose, stamp: Time, frame_id: str) -> PoseStamped:
@@ -161,9 +183,45 @@ def ranges_to_scan(ranges, stamp: Time, frame_id: str, angle_min: float, angle_i
     return msg
 
 
-def scan_to_ranges(msg: LaserScan) -> tuple[np.ndarray, np.ndarray]:
+def check_scan_geometry(msg: LaserScan, where: str = 'scan') -> None:
+    """Raise :class:`MessageError` unless the beam geometry of a ``LaserScan`` is usable.
+
+    ``angle_min``, ``angle_max``, ``angle_increment``, ``range_min`` and ``range_max`` must be
+    finite, ``angle_increment`` non-zero, ``0 <= range_min < range_max``, and the last beam,
+    ``angle_min + (N - 1) angle_increment``, must be ``angle_max`` within half a beam (drivers
+    round the beam count; anything more is a wrong header: the beams would be drawn at the
+    wrong angles).
+    """
+    angle_min, angle_max, increment = msg.angle_min, msg.angle_max, msg.angle_increment
+    numbers = {'angle_min': angle_min, 'angle_max': angle_max, 'angle_increment': increment,
+               'range_min': msg.range_min, 'range_max': msg.range_max}
+    bad = [f'{name} {value}' for name, value in numbers.items() if not math.isfinite(value)]
+    if bad:
+        raise MessageError(f'{where}: non-finite {", ".join(bad)}')
+    if increment == 0.0:
+        raise MessageError(f'{where}: angle_increment is 0')
+    if not 0.0 <= msg.range_min < msg.range_max:
+        raise MessageError(f'{where}: range_min {msg.range_min} and range_max {msg.range_max} '
+                           'do not satisfy 0 <= range_min < range_max')
+    count = len(msg.ranges)
+    if count == 0:      # no beams: nothing drawn at a wrong angle (a user skips it as empty)
+        return
+    last = angle_min + (count - 1) * increment
+    if abs(last - angle_max) > 0.5 * abs(increment) + 1e-6:
+        raise MessageError(
+            f'{where}: {count} beams from angle_min {angle_min:.6g} rad in steps of '
+            f'angle_increment {increment:.6g} rad end at {last:.6g} rad, not at angle_max '
+            f'{angle_max:.6g} rad')
+
+
+def scan_to_ranges(msg: LaserScan, where: str = 'scan') -> tuple[np.ndarray, np.ndarray]:
     """``sensor_msgs/LaserScan`` -> ``(ranges (N,), angles (N,))`` float64 (m, rad in the scan
-    frame). Ranges outside ``[range_min, range_max]`` or non-finite become ``inf``."""
+    frame). Ranges outside ``[range_min, range_max]`` or non-finite become ``inf``.
+
+    Raises:
+        MessageError: the beam geometry is not usable (:func:`check_scan_geometry`).
+    """
+    check_scan_geometry(msg, where)
     ranges = np.array(msg.ranges, dtype=np.float64)
     angles = msg.angle_min + msg.angle_increment * np.arange(len(ranges))
     valid = np.isfinite(ranges) & (ranges >= msg.range_min) & (ranges <= msg.range_max)

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import rclpy
 from rclpy.context import Context
@@ -15,7 +15,9 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from diffopt_ros.nodes.params import ParameterError, ParamSpec
+from diffopt_ros import params_file
+from diffopt_ros.nodes.params import ParameterError
+from diffopt_ros.params.schema import NodeSchema
 
 
 def wants_help(args: list[str]) -> bool:
@@ -24,19 +26,27 @@ def wants_help(args: list[str]) -> bool:
     return '-h' in own or '--help' in own
 
 
-def node_help(executable: str, description: str, params: Iterable[ParamSpec]) -> str:
-    """The ``--help`` text of a node executable: usage, what it does, its parameters."""
+def node_help(executable: str, description: str, schema: NodeSchema) -> str:
+    """The ``--help`` text of a node executable: usage, what it does, its parameters (from its
+    schema)."""
     lines = [f'usage: {executable} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] '
-             '[-r FROM:=TO] ...]', '', description.strip(), '', 'parameters (default; range):']
-    for spec in params:
-        bounds = ''
-        if spec.low is not None or spec.high is not None:
-            bounds = f'; {"" if spec.low is None else spec.low} .. {"" if spec.high is None else spec.high}'
-        elif spec.choices:
-            bounds = f'; one of {", ".join(spec.choices)}'
-        lines.append(f'  {spec.name} ({spec.default!r}{bounds})')
-        lines.append(f'      {spec.description}{" [read-only]" if spec.read_only else ""}')
+             '[-r FROM:=TO] ...]', '', description.strip(), '', schema.help_text()]
     return '\n'.join(lines)
+
+
+def check_params_args(args: list[str], schema: NodeSchema) -> int | None:
+    """Check the params files and ``-p`` values of a node's ROS arguments against its schema
+    before ``rclpy.init`` reads them: warnings go to stderr; an error (unreadable file, YAML
+    syntax error at file:line, a value of the wrong type or out of range) is printed naming the
+    file, line, node and parameter, and gives the exit status 2 (else None)."""
+    try:
+        warnings = params_file.check_ros_args(args, schema.node)
+    except params_file.ParamsFileError as exc:
+        print(f'[ERROR] [{schema.node}]: {exc}', file=sys.stderr, flush=True)
+        return 2
+    for text in warnings:
+        print(f'[WARN] [{schema.node}]: {text}', file=sys.stderr, flush=True)
+    return None
 
 
 #: Longest single wait (s) of the ``EventsExecutor`` spin loop (:func:`spin_until_shutdown`):
@@ -129,35 +139,46 @@ def node_executor(multithreaded: bool = False, context: Context | None = None):
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
              multithreaded: bool = False, description: str = '',
-             params: Iterable[ParamSpec] = ()) -> int:
+             params: NodeSchema | None = None) -> int:
     """Create the node made by ``make_node`` and spin it until shutdown.
 
-    With ``-h``/``--help`` (before ``--ros-args``) it prints ``description`` and ``params`` and
-    returns 0 without starting ROS. The executor is :func:`node_executor`'s (rclpy's
-    ``EventsExecutor`` where it exists, else the ``MultiThreadedExecutor`` when
-    ``multithreaded``). SIGINT and SIGTERM end the spin normally: with the ``EventsExecutor`` (in
-    the main thread) through this function's own signal handlers, which stop the spin loop
-    between two callbacks while the context is still valid (rclpy's handlers shut the context
-    down at once, so a callback running then fails to publish); with the Python executors through
-    rclpy's (``ExternalShutdownException``, Ctrl-C). Then the executor is shut down, the node is
-    destroyed (its ``destroy_node`` closes files, e.g. the recorder's bag) and rclpy is shut
-    down. A :class:`ParameterError` at start-up is logged and gives exit status 2.
+    With ``-h``/``--help`` (before ``--ros-args``) it prints ``description`` and the parameters
+    of the node's schema ``params`` and returns 0 without starting ROS. The params files and
+    ``-p`` values of the ROS arguments are checked against the schema first
+    (:func:`check_params_args`: exit status 2 on a bad value, before ROS starts). The executor
+    is :func:`node_executor`'s (rclpy's ``EventsExecutor`` where it exists, else the
+    ``MultiThreadedExecutor`` when ``multithreaded``). SIGINT and SIGTERM end the spin
+    normally: with the ``EventsExecutor`` (in the main thread) through this function's own
+    signal handlers, which stop the spin loop between two callbacks while the context is still
+    valid (rclpy's handlers shut the context down at once, so a callback running then fails to
+    publish); with the Python executors through rclpy's (``ExternalShutdownException``,
+    Ctrl-C). Then the executor is shut down, the node is destroyed (its ``destroy_node`` closes
+    files, e.g. the recorder's bag) and rclpy is shut down. A :class:`ParameterError` at
+    start-up is logged and gives exit status 2.
 
     Returns:
         The process exit status.
     """
     args = sys.argv if args is None else args
-    if wants_help(args):
+    if params is not None and wants_help(args):
         print(node_help(os.path.basename(sys.argv[0]), description, params))
         return 0
+    if params is not None:
+        status = check_params_args(args, params)
+        if status is not None:
+            return status
     stop = threading.Event()
     own_signals = has_events_executor() and threading.current_thread() is threading.main_thread()
+    try:
+        rclpy.init(args=args,
+                   signal_handler_options=SignalHandlerOptions.NO if own_signals else None)
+    except _rclpy.RCLError as exc:     # ROS arguments rcl refuses (what the checks above miss)
+        print(f'[ERROR] [{params.node if params else "diffopt_ros"}]: invalid ROS arguments: '
+              f'{exc}', file=sys.stderr, flush=True)
+        return 2
     if own_signals:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-    else:
-        rclpy.init(args=args)
     node = None
     executor = None
     status = 0

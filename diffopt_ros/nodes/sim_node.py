@@ -36,10 +36,13 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, declare_params
+from diffopt_ros.nodes.params import ParameterError, declare_params
 from diffopt_ros.nodes.runner import run_node
-from diffopt_ros.sim import CollisionError, RobotParams, SensorParams, Simulator, World, WorldError
+from diffopt_ros.params.sim import SCHEMA
+from diffopt_ros.sim import CollisionError, Simulator, World, WorldError
 from diffopt_ros.sim.config import NODE_NAME, robot_params, sensor_params
+
+PARAMS = SCHEMA.params
 
 # Wall-clock period of the stepping timer (s), and the wall-time budget of one burst of steps
 # with real_time_factor = 0 (the executor serves /cmd_vel and other nodes between bursts).
@@ -48,81 +51,10 @@ BURST = 0.005
 # Most simulated time one tick may catch up (s); beyond it the node stops trying to keep pace.
 MAX_LAG = 0.25
 
-_ROBOT, _SENSORS = RobotParams(), SensorParams()
 # Odometry covariances (6x6 over x y z roll pitch yaw): x, y, yaw come from the odometry model;
 # a planar robot knows z, roll and pitch; the encoder twist has only a small nominal variance.
 _PLANAR = [0, 1, 5]
 _TWIST_COV = np.diag([1e-6, 1e-9, 1e-9, 1e-9, 1e-9, 1e-6])
-
-
-def _specs() -> list[ParamSpec]:
-    """The node's parameters; robot/odom/lidar defaults are those of the core dataclasses."""
-    big = 1e6
-    return [
-        ParamSpec('world', 'loop', 'world: name under config/worlds/ or path of a world YAML file',
-                  read_only=True),
-        ParamSpec('seed', 0, 'seed of the odometry and lidar noise', low=0, high=2**31 - 1,
-                  read_only=True),
-        ParamSpec('step_rate', 100.0, 'simulation steps per simulated second (Hz)', low=1.0,
-                  high=10000.0, read_only=True),
-        ParamSpec('real_time_factor', 1.0,
-                  'simulated seconds per wall second; 0 = as fast as possible', low=0.0, high=1000.0),
-        ParamSpec('odom_rate', 50.0, '/odom and /ground_truth/odom rate (Hz, sim time)', low=0.1,
-                  high=10000.0),
-        ParamSpec('scan_rate', 10.0, '/scan rate (Hz, sim time)', low=0.1, high=1000.0),
-        ParamSpec('cmd_timeout', 0.5, 'stop when /cmd_vel is silent this long (s, sim time)',
-                  low=0.001, high=big),
-        ParamSpec('wait_for_cmd', 0.0,
-                  'lock-step with a controller: once a /cmd_vel has arrived, never run more than '
-                  'this beyond the latest one (s, sim time; 0 = never wait). Set it a little above '
-                  'the controller period: sim time then advances only as fast as the controller '
-                  'keeps up', low=0.0, high=big),
-        ParamSpec('publish_clock', True, 'publish /clock (rosgraph_msgs/Clock) every step'),
-        ParamSpec('paused', False, 'freeze the simulation (time, robot, publishing)'),
-        ParamSpec('stamped_cmd', False, '/cmd_vel is geometry_msgs/TwistStamped (else Twist)',
-                  read_only=True),
-        ParamSpec('use_world_start', True, 'start at the world\'s start pose, else at start_pose',
-                  read_only=True),
-        ParamSpec('start_pose', [0.0, 0.0, 0.0], 'start pose [x m, y m, yaw rad] in the map frame',
-                  length=3, read_only=True),
-        ParamSpec('robot.gain_v', _ROBOT.gain_v, 'true actuator gain on v (1)', low=0.0, high=10.0),
-        ParamSpec('robot.gain_omega', _ROBOT.gain_omega, 'true actuator gain on omega (1)', low=0.0,
-                  high=10.0),
-        ParamSpec('robot.tau_v', _ROBOT.tau_v, 'true lag time constant of v (s)', low=1e-4, high=100.0),
-        ParamSpec('robot.tau_omega', _ROBOT.tau_omega, 'true lag time constant of omega (s)',
-                  low=1e-4, high=100.0),
-        ParamSpec('robot.drag_v', _ROBOT.drag_v, 'true linear drag on v (1/s)', low=0.0, high=100.0),
-        ParamSpec('robot.drag_omega', _ROBOT.drag_omega, 'true linear drag on omega (1/s)', low=0.0,
-                  high=100.0),
-        ParamSpec('robot.max_accel_v', _ROBOT.max_accel_v, 'forward acceleration limit (m/s^2)',
-                  low=1e-3, high=big),
-        ParamSpec('robot.max_accel_omega', _ROBOT.max_accel_omega, 'yaw acceleration limit (rad/s^2)',
-                  low=1e-3, high=big),
-        ParamSpec('robot.radius', _ROBOT.radius, 'footprint radius for collisions (m)', low=0.01,
-                  high=5.0),
-        ParamSpec('odom.scale_v', _SENSORS.odom_scale_v, 'odometry distance scale error (1)',
-                  low=0.5, high=2.0),
-        ParamSpec('odom.scale_omega', _SENSORS.odom_scale_omega, 'odometry heading scale error (1)',
-                  low=0.5, high=2.0),
-        ParamSpec('odom.noise_v', _SENSORS.odom_noise_v, 'odometry distance noise (m/sqrt(m))',
-                  low=0.0, high=1.0),
-        ParamSpec('odom.noise_omega', _SENSORS.odom_noise_omega,
-                  'odometry heading noise from turning (rad/sqrt(rad))', low=0.0, high=1.0),
-        ParamSpec('odom.noise_omega_from_v', _SENSORS.odom_noise_omega_from_v,
-                  'odometry heading noise from driving (rad/sqrt(m))', low=0.0, high=1.0),
-        ParamSpec('lidar.beams', _SENSORS.lidar_beams, 'number of lidar beams', low=1, high=10000),
-        ParamSpec('lidar.fov', _SENSORS.lidar_fov, 'lidar field of view (rad)', low=1e-3,
-                  high=2.0 * math.pi),
-        ParamSpec('lidar.range_min', _SENSORS.lidar_range_min, 'lidar minimum range (m)', low=0.0,
-                  high=big),
-        ParamSpec('lidar.range_max', _SENSORS.lidar_range_max, 'lidar maximum range (m)', low=0.01,
-                  high=big),
-        ParamSpec('lidar.noise', _SENSORS.lidar_noise, 'lidar range noise std (m)', low=0.0, high=10.0),
-        ParamSpec('frames.map', 'map', 'frame of /ground_truth/odom', read_only=True),
-        ParamSpec('frames.odom', 'odom', 'frame of /odom', read_only=True),
-        ParamSpec('frames.base', 'base_link', 'child frame of both odometry topics', read_only=True),
-        ParamSpec('frames.scan', 'base_scan', 'frame of /scan', read_only=True),
-    ]
 
 
 class SimNode(Node):
@@ -135,7 +67,7 @@ class SimNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        self._values = declare_params(self, _specs(), on_change=self._on_change)
+        self._values = declare_params(self, SCHEMA, on_change=self._on_change)
         values = self._values
         try:
             world = World.load(values['world'])
@@ -314,7 +246,7 @@ def _next_due(due_ns: int, now_ns: int, rate: float) -> int:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``sim_node``: run until SIGINT/SIGTERM (exit 0)."""
-    return run_node(SimNode, args, description=__doc__, params=_specs())
+    return run_node(SimNode, args, description=__doc__, params=SCHEMA)
 
 
 if __name__ == '__main__':

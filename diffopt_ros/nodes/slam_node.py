@@ -20,9 +20,13 @@ Services (``std_srvs/Trigger``): ``~/save_graph`` re-solves the whole graph and 
 and ``slam_graph.npz`` (:class:`~diffopt_ros.slam.graph.SlamGraph`, for offline learning);
 ``~/save_map`` re-solves too and writes ``map.pgm`` + ``map.yaml`` (map_server format).
 
-Bad inputs: odometry with NaN/Inf or a stamp not after the previous one is rejected (logged,
-counted); scans that go back in time are rejected; scans without usable beams are skipped with a
-throttled warning.
+Bad inputs: odometry with NaN/Inf, a zero quaternion or a stamp not after the previous one is
+rejected (logged, counted); scans that go back in time or whose beam geometry is inconsistent
+(``angle_increment`` 0 or not finite, ``angle_min + (N - 1) angle_increment`` not
+``angle_max``, bad range limits) are rejected; odometry and scans stamped more than
+``future_stamp_tolerance`` ahead of the node clock are rejected (they would lock every later
+message out); a node clock that jumps back (sim reset, bag loop) restarts the stamp checks.
+Scans without usable beams are skipped with a throttled warning.
 """
 from __future__ import annotations
 
@@ -47,11 +51,12 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.params import ParameterError, ParamSpec, apply_learned_params_file, declare_params
+from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
+from diffopt_ros.params.slam import NODE_NAME, SCHEMA
 from diffopt_ros.slam.occupancy import save_map
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params, config_to_params
+from diffopt_ros.slam.system import SlamSystem, config_from_params
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
@@ -59,66 +64,7 @@ try:  # TF is optional: tf2_ros is not on PyPI
 except ImportError:
     TransformBroadcaster = None
 
-NODE_NAME = 'slam_node'
-_BIG = 1e12
-_CORE = config_to_params(SlamConfig())   # defaults of the core's settings
-
-def _core(name: str, description: str, low: float, high: float) -> ParamSpec:
-    """A parameter of the core's :class:`SlamConfig` (default from there)."""
-    return ParamSpec(name, _CORE[name], description, low, high)
-
-
-PARAMS = (
-    ParamSpec('device', 'cpu', 'torch device of scan matching and the solver (cuda falls back '
-              'to cpu)', choices=('cpu', 'cuda'), read_only=True),
-    ParamSpec('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
-              1, 64, read_only=True),
-    _core('keyframe.distance', 'new keyframe after this translation (m)', 0.01, 100.0),
-    _core('keyframe.angle', 'new keyframe after this rotation (rad)', 0.01, 2 * math.pi),
-    _core('scan.voxel_size', 'scan down-sampling cell (m; 0 = none)', 0.0, 1.0),
-    _core('scan.max_range', "ignore beams beyond this (m; 0 = the scan's range_max)", 0.0, 1000.0),
-    _core('icp.max_iterations', 'ICP iterations (consecutive keyframes)', 1, 500),
-    _core('icp.max_correspondence_distance', 'initial ICP pairing gate (m)', 0.01, 10.0),
-    _core('icp.min_inlier_ratio', 'fitness: least inlier fraction of a scan match', 0.0, 1.0),
-    _core('icp.max_rms', 'fitness: largest RMS point-to-line residual (m)', 1e-4, 10.0),
-    _core('icp.inlier_distance', 'a point within this of the other scan is an inlier (m)',
-          1e-3, 10.0),
-    _core('loop.search_radius', 'loop candidates within this distance (m; 0 = off)', 0.0, 1000.0),
-    _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1, 1_000_000),
-    _core('loop.max_candidates', 'ICP tries per keyframe, nearest candidates first', 0, 100),
-    _core('loop.min_inlier_ratio', 'fitness of a loop closure: least inlier fraction', 0.0, 1.0),
-    _core('loop.full_solve_chi2', 'loop closure residual (whitened, squared) above which the '
-          'whole graph is re-solved', 0.0, _BIG),
-    _core('optimizer.window', 'keyframes re-optimized per update', 2, 1_000_000),
-    _core('optimizer.iterations', 'LM iterations per local update', 1, 1000),
-    _core('optimizer.full_iterations', 'LM iterations per full re-solve', 1, 10000),
-    _core('optimizer.max_time', 'wall-time cap of one solve (s)', 1e-3, 600.0),
-    _core('weights.odom_xy', 'information of odometry edges, x and y (1/m^2)', 1e-9, _BIG),
-    _core('weights.odom_yaw', 'information of odometry edges, yaw (1/rad^2)', 1e-9, _BIG),
-    _core('weights.scan_xy', 'information of scan-match and loop edges, x and y (1/m^2)',
-          1e-9, _BIG),
-    _core('weights.scan_yaw', 'information of scan-match and loop edges, yaw (1/rad^2)',
-          1e-9, _BIG),
-    _core('robust.scale', 'Huber scale of scan and loop edges (whitened units)', 1e-6, _BIG),
-    ParamSpec('sync_tolerance', 0.1, 'largest gap between a scan and the odometry used for it (s)',
-              1e-4, 10.0),
-    ParamSpec('map.resolution', 0.05, 'occupancy grid cell (m)', 0.005, 10.0),
-    ParamSpec('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0),
-    ParamSpec('frames.map', 'map', 'map frame id', read_only=True),
-    ParamSpec('frames.odom', 'odom', 'odometry frame id', read_only=True),
-    ParamSpec('frames.base', 'base_link', 'robot frame id', read_only=True),
-    ParamSpec('save.directory', '.', 'folder of the files written by ~/save_graph and ~/save_map'),
-    ParamSpec('learned_params_file', '',
-              'YAML from offline learning; its slam_node.ros__parameters override these',
-              read_only=True),
-)
-
-
-def _check_combination(values: dict) -> str | None:
-    if values['icp.inlier_distance'] > values['icp.max_correspondence_distance']:
-        return (f'icp.inlier_distance ({values["icp.inlier_distance"]}) must not exceed '
-                f'icp.max_correspondence_distance ({values["icp.max_correspondence_distance"]})')
-    return None
+PARAMS = SCHEMA.params
 
 
 @dataclass
@@ -130,6 +76,8 @@ class _Stats:
     skipped_scans: int = 0
     rejected_scans: int = 0
     rejected_odom: int = 0
+    future_stamps: int = 0
+    clock_jumps: int = 0
     dropped_scans: int = 0
     errors: int = 0
     update_time: float = 0.0
@@ -159,7 +107,7 @@ class SlamNode(Node):
         self._slam: SlamSystem | None = None   # built once the parameters are final
         self._worker: threading.Thread | None = None
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
-        reason = _check_combination(self._values)
+        reason = SCHEMA.combination(self._values)
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
         apply_learned_params_file(self, self._values['learned_params_file'])
@@ -168,10 +116,12 @@ class SlamNode(Node):
         if device == 'cuda' and not torch.cuda.is_available():
             self.get_logger().warning('device "cuda" requested but CUDA is not available: using cpu')
             device = 'cpu'
-        self._slam = SlamSystem(config_from_params(self._values), device=device)
+        self._slam = SlamSystem(config_from_params(self._values), device=device,
+                                initial_pose=self._values['initial_pose'])
         self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
         self._odom = OdomBuffer(horizon=5.0)
         self._last_scan_stamp = -math.inf
+        self._last_now = -math.inf                # node clock at the last input: jumps back?
         self._pending: tuple | None = None        # a scan newer than the newest odometry
         self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
         self._path = PathMsg()                    # /slam/path, its poses kept between keyframes
@@ -211,7 +161,7 @@ class SlamNode(Node):
     # ----------------------------------------------------------------- parameters
     def _on_params(self, changes: dict) -> str | None:
         merged = {**self._values, **changes}
-        reason = _check_combination(merged)
+        reason = SCHEMA.combination(merged)
         if reason:
             return reason
         with self._lock:
@@ -228,8 +178,34 @@ class SlamNode(Node):
             self._warn_times[key] = now
             self.get_logger().warning(text)
 
+    def _stamp_ok(self, stamp: float, topic: str) -> bool:
+        """False (warned, counted) for a stamp too far ahead of the node clock; a node clock that
+        went back since the last input (sim reset, bag loop) restarts the order checks."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._input_lock:
+            if now < self._last_now:
+                self._stats.clock_jumps += 1
+                self._warn('jump', f'node clock jumped back {self._last_now - now:.3f} s: '
+                                   'restarting the stamp order of odometry and scans')
+                self._odom = OdomBuffer(horizon=self._odom.horizon)
+                self._last_scan_stamp, self._pending = -math.inf, None
+                with self._lock:
+                    self._slam.restart_time()
+            self._last_now = now
+        ahead = stamp - now
+        if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
+            self._stats.future_stamps += 1
+            self._warn(f'future-{topic}', f'{topic} rejected: stamp {stamp:.3f} s is {ahead:.3f} s '
+                                          'ahead of the node clock (future_stamp_tolerance '
+                                          f'{self._values["future_stamp_tolerance"]} s)')
+            return False
+        return True
+
     def _on_odom(self, msg: Odometry):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        if not self._stamp_ok(stamp, 'odom'):
+            self._stats.rejected_odom += 1
+            return
         pending = None
         try:
             state = ros_convert.odometry_to_state(msg, 'odom')
@@ -251,13 +227,21 @@ class SlamNode(Node):
 
     def _on_scan(self, msg: LaserScan):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
+        if not self._stamp_ok(stamp, 'scan'):
+            self._stats.rejected_scans += 1
+            return
+        try:
+            ranges, angles = ros_convert.scan_to_ranges(msg, 'scan')
+        except ros_convert.MessageError as exc:
+            self._stats.rejected_scans += 1
+            self._warn('scan-geometry', f'scan rejected: {exc}')
+            return
         if not stamp > self._last_scan_stamp:
             self._stats.rejected_scans += 1
             self._warn('scan-order', f'scan rejected: stamp {stamp:.9f} s is not after the '
                                      f'previous scan ({self._last_scan_stamp:.9f} s)')
             return
         self._last_scan_stamp = stamp
-        ranges, angles = ros_convert.scan_to_ranges(msg)
         if not np.isfinite(ranges).any():
             self._stats.skipped_scans += 1
             self._warn('empty-scan', f'scan at {stamp:.3f} s skipped: no valid ranges '
@@ -399,7 +383,8 @@ class SlamNode(Node):
                 'keyframes': s.keyframes, 'loop_closures': self._slam.loop_closures,
                 'full_solves': self._slam.full_solves, 'scans': s.scans,
                 'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
-                'rejected_odom': s.rejected_odom, 'dropped_scans': s.dropped_scans,
+                'rejected_odom': s.rejected_odom, 'future_stamps': s.future_stamps,
+                'clock_jumps': s.clock_jumps, 'dropped_scans': s.dropped_scans,
                 'errors': s.errors, 'queue': self._queue.qsize()})
         msg = DiagnosticArray()
         msg.header.stamp = ros_convert.sec_to_stamp(update.stamp)
@@ -477,7 +462,7 @@ def _pose_covariance_6x6(cov3: np.ndarray) -> np.ndarray:
 def main(args: list[str] | None = None) -> int:
     """Console script ``slam_node``: run the node until SIGINT/SIGTERM."""
     return run_node(SlamNode, args, multithreaded=True, description=__doc__,
-                    params=PARAMS)
+                    params=SCHEMA)
 
 
 if __name__ == '__main__':

@@ -18,8 +18,11 @@ graph and its estimate. Per keyframe it
    update costs O(window + edges into the window) whatever the graph size; only full solves
    grow, about linearly with the number of keyframes (sparse Cholesky).
 
-Frames: the map frame starts equal to the odom frame (keyframe 0 is anchored at its odometry
-pose), ``correction = T_map_odom`` maps odometry poses into the map.
+Frames: the map is anchored by ``initial_pose``, the robot's map pose at the first odometry
+pose the system sees (default the origin; a simulator's or a known start pose makes ground
+truth, SLAM output and goals share one ``map`` frame). Odometry is taken into the map with the
+fixed ``T_anchor = initial_pose * first_odometry^-1`` (keyframe 0 is held at its anchored
+odometry pose); ``correction = T_map_odom`` maps raw odometry poses into the map.
 """
 from __future__ import annotations
 
@@ -197,8 +200,12 @@ class SlamSystem:
     """
 
     def __init__(self, config: SlamConfig = SlamConfig(), device: torch.device | str = 'cpu',
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, initial_pose=(0.0, 0.0, 0.0)):
         self.config = config
+        self.initial_pose = tuple(float(v) for v in initial_pose)
+        if len(self.initial_pose) != 3 or not all(math.isfinite(v) for v in self.initial_pose):
+            raise ValueError(f'initial_pose must be 3 finite numbers [x, y, yaw], got {initial_pose}')
+        self._anchor: tuple[float, float, float] | None = None   # T_anchor, set by anchor()
         self.device, self.dtype = torch.device(device), dtype
         self._stamps: list[float] = []
         self._odom: list[tuple[float, float, float]] = []
@@ -246,9 +253,23 @@ class SlamSystem:
         """Replace the settings (applies from the next scan)."""
         self.config = config
 
+    def restart_time(self) -> None:
+        """Accept scan stamps from a new time line (the clock jumped back: a simulator reset,
+        a bag played in a loop); the graph is kept."""
+        self._last_stamp = -math.inf
+
     # ------------------------------------------------------------------ poses
+    def anchor(self, odom_pose) -> None:
+        """Anchor the map at the first odometry pose seen (later calls do nothing): that pose
+        is at ``initial_pose`` in the map. :meth:`process` and :meth:`map_pose` call it."""
+        if self._anchor is None:
+            odom = tuple(float(v) for v in odom_pose)
+            self._anchor = _compose(self.initial_pose, _inverse(odom))
+            self.correction = self._anchor
+
     def map_pose(self, odom_pose) -> tuple[float, float, float]:
         """Odometry pose ``(x, y, yaw)`` (odom frame) -> map frame, with the current correction."""
+        self.anchor(odom_pose)
         return _compose(self.correction, tuple(float(v) for v in odom_pose))
 
     # ------------------------------------------------------------------ main entry
@@ -272,14 +293,15 @@ class SlamSystem:
             ValueError: the odometry pose or the stamp is not finite.
         """
         started, cpu_started = time.perf_counter(), time.thread_time()
-        odom = tuple(float(v) for v in odom_pose)
-        if not (math.isfinite(stamp) and all(math.isfinite(v) for v in odom)):
-            raise ValueError(f'scan at t={stamp}: non-finite stamp or odometry pose {odom}')
+        raw = tuple(float(v) for v in odom_pose)
+        if not (math.isfinite(stamp) and all(math.isfinite(v) for v in raw)):
+            raise ValueError(f'scan at t={stamp}: non-finite stamp or odometry pose {raw}')
         if stamp <= self._last_stamp:
             raise StampError(f'scan stamp {stamp:.9f} s is not after the previous scan '
                              f'{self._last_stamp:.9f} s')
         self._last_stamp = stamp
-        pose_now = self.map_pose(odom)
+        pose_now = self.map_pose(raw)
+        odom = _compose(self._anchor, raw)     # the graph keeps map-anchored odometry
         if self._stamps and not self._is_keyframe(odom):
             return SlamUpdate(stamp, pose_now, seconds=time.perf_counter() - started)
         cfg = self.config
@@ -292,7 +314,7 @@ class SlamSystem:
                               f'after filtering (need {cfg.icp.min_points})',
                               seconds=time.perf_counter() - started)
         update = self._add_keyframe(stamp, odom, points)
-        return replace(update, pose=self.map_pose(odom), seconds=time.perf_counter() - started,
+        return replace(update, pose=self.map_pose(raw), seconds=time.perf_counter() - started,
                        cpu_seconds=time.thread_time() - cpu_started)
 
     # ------------------------------------------------------------------ front end
@@ -309,7 +331,7 @@ class SlamSystem:
             first = torch.tensor([odom], dtype=self.dtype, device=self.device)
             self._append_keyframe(stamp, odom, points, normals, first,
                                   torch.eye(3, dtype=self.dtype, device=self.device) / PRIOR_INFORMATION)
-            self.correction = (0.0, 0.0, 0.0)
+            self.correction = self._anchor
             return SlamUpdate(stamp, odom, keyframe=0)
         delta = torch.tensor(_between(self._odom[-1], odom), dtype=self.dtype, device=self.device)
         guess = SE2.compose(self._estimate[-1], delta)[None]
@@ -464,7 +486,7 @@ class SlamSystem:
 
     def _update_correction(self) -> None:
         last = tuple(float(v) for v in self._estimate[-1].tolist())
-        self.correction = _compose(last, _inverse(self._odom[-1]))
+        self.correction = _compose(_compose(last, _inverse(self._odom[-1])), self._anchor)
 
     # ------------------------------------------------------------------ outputs
     def graph(self) -> SlamGraph:
