@@ -69,3 +69,11 @@ def test_version_is_printed_and_agrees_with_package_xml():
     setup = subprocess.run([sys.executable, 'setup.py', '--version'], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert setup.stdout.strip().splitlines()[-1] == diffopt_ros.__version__
+
+
+@pytest.mark.parametrize('node', ['sim_node', 'mpc_node', 'slam_node', 'recorder_node'])
+def test_node_help_is_plain_text(node):
+    proc = subprocess.run([str(Path(sys.executable).parent / node), '--help'], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert 'usage:' in proc.stdout and not MARKUP.search(proc.stdout), proc.stdout

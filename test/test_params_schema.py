@@ -282,4 +282,3 @@ def test_contracts_state_the_schema_defaults():
     documented = {node: body['ros__parameters'] for block in blocks for node, body in block.items()}
     assert set(documented['mpc_node']) <= set(mpc.learnable())
     assert documented['slam_node'] == {k: slam[k].default for k in slam.learnable()}
-    assert '../shared' not in text

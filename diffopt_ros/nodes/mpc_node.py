@@ -28,7 +28,7 @@ a zero command.
 Example::
 
     mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \\
-        -p learned_params_file:=config/learned/mpc.yaml
+        -p learned_params_file:=learned/dynamics/mpc.yaml
 
 All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`);
 the node only converts messages and keeps time.

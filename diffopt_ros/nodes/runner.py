@@ -29,8 +29,11 @@ def wants_help(args: list[str]) -> bool:
 def node_help(executable: str, description: str, schema: NodeSchema) -> str:
     """The ``--help`` text of a node executable: usage, what it does, its parameters (from its
     schema)."""
+    from diffopt_ros.cli import plain_text
+
     lines = [f'usage: {executable} [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] '
-             '[-r FROM:=TO] ...]', '', description.strip(), '', schema.help_text()]
+             '[-r FROM:=TO] ...]', '', plain_text(description.strip()), '',
+             plain_text(schema.help_text())]
     return '\n'.join(lines)
 
 
