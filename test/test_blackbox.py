@@ -580,6 +580,57 @@ def test_slam_future_stamps_do_not_lock_the_node_out(client, slam):
     assert len(slam['out']) - start >= 10, 'odometry after a future-stamped one was dropped'
 
 
+def test_slam_clock_jump_back_restarts_the_stamp_checks(client, logs):
+    """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop):
+    slam_node uses the odometry and scans of the new time line (not dropped as older)."""
+    from rosgraph_msgs.msg import Clock
+    name = 'slam_clock'
+    out = client.record(Odometry, f'/{name}/slam_odom', 5000)
+    odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
+    scan = client.node.create_publisher(LaserScan, f'/{name}/scan', qos_profile_sensor_data)
+    clock_pub = client.node.create_publisher(Clock, '/clock', 10)
+    base = {'sim': 100.0, 'wall': time.monotonic()}
+
+    def sim_now():
+        return _stamp(int((base['sim'] + time.monotonic() - base['wall']) * 1e9))
+
+    stop = threading.Event()
+
+    def tick_clock():
+        while not stop.is_set():
+            clock_pub.publish(Clock(clock=sim_now()))
+            time.sleep(0.01)
+
+    def feed(seconds):
+        for k in range(int(seconds * 20)):
+            stamp = sim_now()
+            odom.publish(odometry(stamp))
+            if k % 2 == 0:
+                scan.publish(room_scan(stamp))
+            time.sleep(0.05)
+
+    ticker = threading.Thread(target=tick_clock, daemon=True)
+    ticker.start()
+    proc = Process('slam_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
+                                 '-r', f'odom:=/{name}/odom', '-r', f'scan:=/{name}/scan',
+                                 '-r', f'slam/odom:=/{name}/slam_odom'], logs / f'{name}.log')
+    try:
+        _wait_for_node(client, proc, lambda: odom.get_subscription_count() > 0
+                       and scan.get_subscription_count() > 0, name)
+        feed(1.0)
+        assert wait_for(lambda: len(out) > 5, 10.0), proc.output()
+        base.update(sim=5.0, wall=time.monotonic())          # the clock jumps back 95 s
+        start = len(out)
+        feed(1.5)
+        after = [_sec(m.header.stamp) for _, m in out[start:]]
+        assert sum(t < 50.0 for t in after) >= 10, (
+            f'/slam/odom after the clock jumped back: {after}\n' + proc.output())
+    finally:
+        stop.set()
+        ticker.join(timeout=2)
+        proc.stop(signal.SIGKILL, timeout=5)
+
+
 def test_slam_save_directory_cannot_be_changed_at_run_time(client, slam):
     """Item 9: save.directory is read-only: no node on the graph can make the saves write
     elsewhere; the saves go to the start-up folder."""
