@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -45,10 +46,13 @@ from diffopt_ros.slam.graph import (
     edge_information,
     to_g2o_data,
 )
-from diffopt_ros.slam.icp import IcpConfig, ScanMatch, match_scans
+from diffopt_ros.slam.icp import IcpConfig, ScanMatch, ScanTarget, match_scans
 from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
+
+TARGET_CACHE = 16
+"""Keyframe scans kept as ICP targets (KD-trees) between keyframes."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ class SlamSystem:
         self.loop_closures = 0
         self.full_solves = 0
         self._mapper: OccupancyMapper | None = None
+        self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # recently matched scans
 
     # ------------------------------------------------------------------ properties
     @property
@@ -315,7 +320,7 @@ class SlamSystem:
         guess = SE2.compose(self._estimate[-1], delta)[None]
         self._append_keyframe(stamp, odom, points, normals, guess, self._covariances[-1])
         self._add_edge(k - 1, k, delta, ODOM, 1.0)
-        match = match_scans(points, self._points[k - 1], delta, cfg.icp, self._normals[k - 1])
+        match = match_scans(points, self._target(k - 1), delta, cfg.icp)
         if match.accepted:
             error = SE2.between(delta, match.pose)
             if (float(error[:2].norm()) <= cfg.scan_max_correction_xy
@@ -347,6 +352,18 @@ class SlamSystem:
         self._kinds.append(kind)
         self._fitness.append(float(fitness))
 
+    def _target(self, k: int) -> ScanTarget:
+        """Keyframe ``k``'s scan as an ICP target (KD-tree), from a cache of the
+        ``TARGET_CACHE`` most recently used ones (consecutive matches and the loop candidates
+        of nearby keyframes re-use them; an old one costs a tree build, ~0.05 ms)."""
+        target = self._targets.pop(k, None)
+        if target is None:
+            target = ScanTarget(self._points[k], self._normals[k])
+        self._targets[k] = target
+        while len(self._targets) > TARGET_CACHE:
+            self._targets.popitem(last=False)
+        return target
+
     def _close_loops(self, k: int) -> tuple[list[int], bool]:
         """Verify loop candidates of keyframe ``k``; returns the matched keyframes and whether
         any of the new loop edges disagrees with the current estimate."""
@@ -361,8 +378,7 @@ class SlamSystem:
         found, disagree = [], False
         for i in near:
             guess = SE2.between(self._estimate[i], self._estimate[k])
-            match = match_scans(self._points[k], self._points[i], guess, cfg.loop_icp,
-                                self._normals[i])
+            match = match_scans(self._points[k], self._target(i), guess, cfg.loop_icp)
             if not match.accepted:
                 continue
             self._add_edge(i, k, match.pose, LOOP, match.inlier_ratio)
