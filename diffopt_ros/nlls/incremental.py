@@ -280,7 +280,10 @@ class IncrementalSmoother:
         changed = set(self._new_variables)
         for f in touched:
             changed.update(self._factors[f].keys)
-        last = [v for f in self._new_factors for v in self._factors[f].keys] + [n - 1]
+        last = [v for f in self._new_factors for v in self._factors[f].keys]
+        if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
+            last = []
+        last.append(n - 1)
         self._new_factors, self._new_variables = [], []
         if not changed:
             return UpdateStats(0, 0, 0, 0.0)

@@ -109,7 +109,7 @@ class SlamConfig:
     full_iterations: int = 20
     max_solve_time: float = 1.0
     relinearize_threshold: float = 0.01
-    wildfire_threshold: float = 1e-4
+    wildfire_threshold: float = 1e-3
     weights: SlamWeights = field(default_factory=SlamWeights)
 
 
@@ -387,7 +387,7 @@ class SlamSystem:
             return [], False
         distance = (self._estimate[:older, :2] - self._estimate[k, :2]).norm(dim=1)
         near = torch.nonzero(distance < cfg.loop_search_radius).flatten()
-        near = near[distance[near].argsort()][:cfg.loop_max_candidates].tolist()
+        near = near[:cfg.loop_max_candidates].tolist()      # the oldest first
         info = self.config.weights.information_by_kind(self.dtype, self.device)[LOOP]
         found, disagree = [], False
         for i in near:
