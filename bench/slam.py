@@ -186,7 +186,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
     sensors = SensorParams()
     angles = sensors.lidar_angles()
     slam = SlamSystem(config)
-    started, scans, rows, bin_times, bin_solves = time.perf_counter(), 0, [], [], []
+    started, scans, rows, bin_times, bin_solves, all_solves = time.perf_counter(), 0, [], [], [], []
     print(f'soak: {minutes:g} simulated minutes of the loop world, seed {seed}\n')
     print(' keyframes  sim time s  RSS MiB  grid MiB  RSS - grid MiB   update ms (median / p99 / max)'
           '   solve ms (median / max)   wall s')
@@ -202,6 +202,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
             continue
         bin_times.append(update.cpu_seconds)
         bin_solves.append(update.solve_cpu_seconds)
+        all_solves.append(update.solve_cpu_seconds)
         K = slam.num_keyframes
         if K % report_every == 0:
             mapper = slam._mapper
@@ -221,6 +222,17 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
         slope = np.polyfit(half[:, 0], half[:, 1] - half[:, 2], 1)[0]
         print(f'\n{slam.num_keyframes} keyframes, {slam.loop_closures} loop closures; resident memory '
               f'(without the grid) over the second half: {1024 * slope:.1f} KiB per keyframe')
+    try:
+        isam_poses, isam_times = isam2_peer(slam.graph(), config)
+    except ImportError:
+        return
+    ours = np.array(all_solves)
+    print('\nback-end per keyframe on the same keyframe stream, ours then GTSAM iSAM2 (ms, median / max):')
+    for first in range(0, len(ours), report_every):
+        part, peer = ours[first:first + report_every], isam_times[max(first - 1, 0):first + report_every - 1]
+        print(f'  keyframes {first:5d}-{first + len(part) - 1:5d}:  {1e3 * np.median(part):7.2f} / '
+              f'{1e3 * part.max():7.1f}    {1e3 * np.median(peer):7.2f} / {1e3 * peer.max():7.1f}'
+              f'    ratio of medians {np.median(part) / np.median(peer):5.1f}')
 
 
 def stream(name: str, poses: int | None) -> None:
