@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from diffopt_ros.lie import SE2
+from diffopt_ros.lie._util import SMALL_ANGLE
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,11 @@ class IncrementalSmoother:
         n = self.num_variables
         if n == 0:
             return self._theta.copy()
-        with torch.no_grad():
-            return self.group.retract(torch.from_numpy(self._theta),
-                                      torch.from_numpy(self._delta[:n])).numpy()
+        return self._retract(self._theta, self._delta[:n])
 
     def estimate_of(self, key: int) -> np.ndarray:
         """``(*group.shape)``: the current estimate of one variable."""
-        with torch.no_grad():
-            return self.group.retract(torch.from_numpy(self._theta[key]),
-                                      torch.from_numpy(self._delta[key])).numpy()
+        return self._retract(self._theta[key:key + 1], self._delta[key:key + 1])[0]
 
     def error(self, values: np.ndarray | None = None) -> float:
         """Objective ``sum rho(||r||^2_Sigma)`` at ``values`` (default: :meth:`estimate`)."""
@@ -224,22 +221,16 @@ class IncrementalSmoother:
         G = self.group
         factors = [self._factors[f] for f in indices]
         keys = np.array([f.keys for f in factors])                       # (E, arity)
-        z = torch.from_numpy(np.stack([f.measurement for f in factors]))
+        z = np.stack([f.measurement for f in factors])
         S = np.stack([f.sqrt_info for f in factors])                     # (E, d, d)
-        x = torch.from_numpy(values)
-        with torch.no_grad():
+        if G is SE2:
             if keys.shape[1] == 1:
-                r = G.log(G.between(z, x[keys[:, 0]]))
-                J = [G.right_jacobian_inv(r)] if jacobians else []
+                r, J = _se2_prior_factor(z, values[keys[:, 0]], jacobians)
             else:
-                rel = G.between(x[keys[:, 0]], x[keys[:, 1]])
-                r = G.log(G.between(z, rel))
-                if jacobians:
-                    J_inv = G.right_jacobian_inv(r)
-                    J = [-(J_inv @ G.adjoint(G.inverse(rel))), J_inv]
-                else:
-                    J = []
-        r = np.einsum('eij,ej->ei', S, r.numpy())                        # whitened
+                r, J = _se2_between_factor(z, values[keys[:, 0]], values[keys[:, 1]], jacobians)
+        else:
+            r, J = self._linearize_torch(torch.from_numpy(z), torch.from_numpy(values), keys, jacobians)
+        r = np.einsum('eij,ej->ei', S, r)                        # whitened
         s = np.einsum('ei,ei->e', r, r)
         huber = np.array([f.huber for f in factors])
         robust = huber > 0
@@ -249,12 +240,34 @@ class IncrementalSmoother:
         if not jacobians:
             return error
         weight = np.where(outside, huber / np.maximum(root, 1e-300), 1.0)
-        Jw = np.einsum('eij,ejk->eik', S, np.concatenate([j.numpy() for j in J], axis=2))
+        Jw = np.einsum('eij,ejk->eik', S, np.concatenate(J, axis=2))
         hessian = weight[:, None, None] * np.einsum('eki,ekj->eij', Jw, Jw)
         eta = -weight[:, None] * np.einsum('eki,ek->ei', Jw, r)
         for f, h, e, err in zip(factors, hessian, eta, error):
             f.hessian, f.eta, f.error = h, e, float(err)
         return error
+
+    def _retract(self, values: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        if self.group is SE2:
+            return _se2_retract(values, delta)
+        with torch.no_grad():
+            return self.group.retract(torch.from_numpy(values), torch.from_numpy(delta)).numpy()
+
+    def _linearize_torch(self, z, x, keys, jacobians):
+        """Residuals and Jacobians of any :mod:`diffopt_ros.lie` group (as numpy arrays)."""
+        G = self.group
+        with torch.no_grad():
+            if keys.shape[1] == 1:
+                r = G.log(G.between(z, x[keys[:, 0]]))
+                J = [G.right_jacobian_inv(r)] if jacobians else []
+            else:
+                rel = G.between(x[keys[:, 0]], x[keys[:, 1]])
+                r = G.log(G.between(z, rel))
+                J = []
+                if jacobians:
+                    J_inv = G.right_jacobian_inv(r)
+                    J = [-(J_inv @ G.adjoint(G.inverse(rel))), J_inv]
+        return r.numpy(), [j.numpy() for j in J]
 
     # ------------------------------------------------------------------ the update
     def update(self, relinearize: bool = True) -> UpdateStats:
@@ -267,10 +280,8 @@ class IncrementalSmoother:
             moved[self._new_variables] = False
             relinearized = np.nonzero(moved)[0].tolist()
         if relinearized:
-            with torch.no_grad():
-                self._theta[relinearized] = self.group.retract(
-                    torch.from_numpy(self._theta[relinearized]),
-                    torch.from_numpy(self._delta[relinearized])).numpy()
+            self._theta[relinearized] = self._retract(self._theta[relinearized],
+                                                      self._delta[relinearized])
             self._delta[relinearized] = 0.0
         touched = set(self._new_factors)
         for v in relinearized:
@@ -483,3 +494,82 @@ def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
     return np.array([[cofactor_a, cofactor_b, cofactor_c],
                      [cofactor_b, a_ * i_ - c * c, b * c - a_ * f],
                      [cofactor_c, b * c - a_ * f, a_ * e_ - b * b]]) / det
+
+
+# ---------------------------------------------------------------------- SE(2) in numpy
+# The closed forms of diffopt_ros.lie.SE2 (same conventions: tangent (v_x, v_y, omega), right
+# perturbations, Taylor series below SMALL_ANGLE) on float64 arrays: an update linearizes a
+# few factors, where torch's per-call overhead would cost ten times the arithmetic.
+def _wrap(theta: np.ndarray) -> np.ndarray:
+    return theta - 2 * np.pi * np.ceil((theta - np.pi) / (2 * np.pi))
+
+
+def _coefficients(theta: np.ndarray):
+    """``sin t / t, (1 - cos t) / t, (1 - cos t) / t^2, (t - sin t) / t^2``."""
+    small = np.abs(theta) < SMALL_ANGLE
+    t = np.where(small, 1.0, theta)
+    s, c, t2 = np.sin(t), np.cos(t), theta * theta
+    return (np.where(small, 1 - t2 / 6 + t2 * t2 / 120, s / t),
+            np.where(small, theta / 2 - theta * t2 / 24, (1 - c) / t),
+            np.where(small, 0.5 - t2 / 24, (1 - c) / (t * t)),
+            np.where(small, theta / 6 - theta * t2 / 120, (t - s) / (t * t)))
+
+
+def _se2_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^-1 b`` for ``(E, 3)`` poses."""
+    c, s = np.cos(a[:, 2]), np.sin(a[:, 2])
+    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    return np.stack((c * dx + s * dy, -s * dx + c * dy, _wrap(b[:, 2] - a[:, 2])), axis=1)
+
+
+def _se2_log(g: np.ndarray) -> np.ndarray:
+    w = _wrap(g[:, 2])
+    small = np.abs(w) < SMALL_ANGLE
+    t = np.where(small, 1.0, w)
+    alpha = np.where(small, 1 - w * w / 12, t * np.sin(t) / (2 * (1 - np.cos(t))))
+    beta = w / 2
+    return np.stack((alpha * g[:, 0] + beta * g[:, 1], -beta * g[:, 0] + alpha * g[:, 1], w), axis=1)
+
+
+def _se2_retract(g: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``g exp(d)`` for ``(E, 3)`` poses and tangents."""
+    sinc, cosc, _, _ = _coefficients(d[:, 2])
+    x, y = sinc * d[:, 0] - cosc * d[:, 1], cosc * d[:, 0] + sinc * d[:, 1]
+    c, s = np.cos(g[:, 2]), np.sin(g[:, 2])
+    return np.stack((g[:, 0] + c * x - s * y, g[:, 1] + s * x + c * y, _wrap(g[:, 2] + d[:, 2])), axis=1)
+
+
+def _se2_right_jacobian_inv(xi: np.ndarray) -> np.ndarray:
+    vx, vy, w = xi[:, 0], xi[:, 1], xi[:, 2]
+    sinc, cosc, k1, k2 = _coefficients(w)
+    det = sinc * sinc + cosc * cosc
+    a, b = sinc / det, cosc / det
+    c13, c23 = vx * k2 - vy * k1, vx * k1 + vy * k2
+    out = np.zeros((len(xi), 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = a, -b, -(a * c13 - b * c23)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = b, a, -(b * c13 + a * c23)
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def _se2_between_factor(z: np.ndarray, xi: np.ndarray, xj: np.ndarray, jacobians: bool):
+    """Residual ``log(z^-1 x_i^-1 x_j)`` ``(E, 3)`` and its Jacobians ``[(E, 3, 3)] * 2``
+    (those of :class:`~diffopt_ros.nlls.factors.Between`)."""
+    rel = _se2_between(xi, xj)
+    r = _se2_log(_se2_between(z, rel))
+    if not jacobians:
+        return r, []
+    j_inv = _se2_right_jacobian_inv(r)
+    # Ad(rel^-1) = [[c, s, y'], [-s, c, -x'], [0, 0, 1]], (x', y') the translation of rel^-1
+    c, s = np.cos(rel[:, 2]), np.sin(rel[:, 2])
+    inv_x, inv_y = -(c * rel[:, 0] + s * rel[:, 1]), -(-s * rel[:, 0] + c * rel[:, 1])
+    adjoint = np.zeros_like(j_inv)
+    adjoint[:, 0, 0], adjoint[:, 0, 1], adjoint[:, 0, 2] = c, s, inv_y
+    adjoint[:, 1, 0], adjoint[:, 1, 1], adjoint[:, 1, 2] = -s, c, -inv_x
+    adjoint[:, 2, 2] = 1.0
+    return r, [-(j_inv @ adjoint), j_inv]
+
+
+def _se2_prior_factor(z: np.ndarray, x: np.ndarray, jacobians: bool):
+    r = _se2_log(_se2_between(z, x))
+    return r, ([_se2_right_jacobian_inv(r)] if jacobians else [])
