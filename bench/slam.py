@@ -14,8 +14,9 @@ slam_node does, reporting resident memory and update time against the number of 
 Drives ``--laps`` laps of the loop world in the simulator (10 Hz scans, drifting odometry),
 runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, per lap, the per-keyframe update
 time (front end + back end) and the back-end solve time: median, 90th percentile and maximum,
-with the number of full re-solves and loop closures. A least-squares line through the local
-(windowed) solve times against the number of keyframes gives their growth per 100 keyframes.
+with the number of iterated updates (loop closures that disagreed with the estimate) and loop
+closures. A least-squares line through the single-update solve times against the number of
+keyframes gives their growth per 100 keyframes.
 
 Peers, on the SAME graph replayed keyframe by keyframe (same edges, weights and Huber loss),
 in the same run: a full Levenberg-Marquardt re-solve of the whole graph per keyframe (the same
@@ -23,7 +24,7 @@ nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2 (incremental s
 C++). Ratios are back-end time per keyframe in the last lap, ours / peer (< 1: ours faster),
 and the absolute trajectory error (RMSE of keyframe positions, m) of each against the truth.
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
-its time per update is printed per lap (it grows after a full re-solve, which moves every
+its time per update is printed per lap (it grows after a loop correction, which moves many
 keyframe). Times are thread CPU time (``time.thread_time``), so other processes on a shared
 machine do not inflate them; single torch thread.
 """
@@ -377,12 +378,12 @@ def main() -> None:
     truth = SE2.between(torch.tensor(world.start), torch.tensor(rollout.true_states[steps, :3]))
     odometry = torch.tensor(rollout.odometry[steps, :3])
     K = len(rows)
-    print(f'SLAM: {K} keyframes, {slam.loop_closures} loop closures, {slam.full_solves} full '
-          f're-solves, {wall:.1f} s for all {len(rollout.scans)} scans '
+    print(f'SLAM: {K} keyframes, {slam.loop_closures} loop closures, {slam.full_solves} iterated '
+          f'updates, {wall:.1f} s for all {len(rollout.scans)} scans '
           f'({rollout.time[-1] / wall:.1f}x real time)\n')
     per_lap = max(K // args.laps, 1)
-    print('lap  keyframes   update ms (median / p90 / max)   local solve ms (median / p90 / max)'
-          '   full solves (ms each)   loops   map update ms (median / max)')
+    print('lap  keyframes   update ms (median / p90 / max)   solve ms (median / p90 / max)'
+          '   iterated (ms each)   loops   map update ms (median / max)')
     for lap in range(args.laps):
         part = rows[lap * per_lap:(lap + 1) * per_lap if lap < args.laps - 1 else K]
         local = part[part[:, 3] == 0, 2]
@@ -392,15 +393,15 @@ def main() -> None:
         map_text = (f'{1e3 * np.median(in_lap):6.1f} / {1e3 * in_lap.max():6.1f}' if len(in_lap)
                     else '-')
         print(f'{lap + 1:3d}  {int(part[0, 0]):4d}-{int(part[-1, 0]):4d}   {summary(part[:, 1]):>27}'
-              f'   {summary(local):>33}   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}'
+              f'   {summary(local):>27}   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}'
               f'   {map_text}')
     local = rows[rows[:, 3] == 0]
     slope, intercept = np.polyfit(local[:, 0], local[:, 2], 1)
-    print(f'\nlocal solve time vs keyframes K (least squares): {1e3 * intercept:.1f} ms + '
-          f'{1e5 * slope:.2f} ms per 100 keyframes (window {config.window})')
+    print(f'\nsolve time vs keyframes K (least squares, single updates): {1e3 * intercept:.1f} ms + '
+          f'{1e5 * slope:.2f} ms per 100 keyframes')
     if slam.full_solves:
         full = rows[rows[:, 3] == 1]
-        print(f'full re-solves (after a loop closure that disagrees with the estimate): {len(full)}, '
+        print(f'iterated updates (after a loop closure that disagrees with the estimate): {len(full)}, '
               f'at K = {", ".join(str(int(k)) for k in full[:, 0])}')
     ours = ate(slam.estimate, truth)
     print(f'\nATE (keyframe positions, m): raw odometry {ate(odometry, truth):.3f}, SLAM {ours:.3f}')
@@ -410,7 +411,7 @@ def main() -> None:
     last = rows[-per_lap:, 2]
     print('\npeers on the same graph, back-end time per keyframe in the last lap '
           '(median / p90 / max ms), ratio ours / peer of the medians, ATE:')
-    print(f'  ours (window {config.window}, full re-solve on loop corrections): {summary(last)}'
+    print(f'  ours (incremental smoother):           {summary(last)}'
           f'   ATE {ours:.3f}')
     started = time.perf_counter()
     peer_poses, peer_times = full_resolve_peer(graph, config)
