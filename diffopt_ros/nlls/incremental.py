@@ -112,6 +112,7 @@ class IncrementalSmoother:
         self._gain: list[np.ndarray | None] = []       # K_v (d, d |S|)
         self._mean: list[np.ndarray | None] = []       # m_v (d,)
         self._marginal: list[tuple | None] = []        # (hessian, eta) on the separator
+        self._merged: list[bool] = []                  # in its parent's clique (no marginal kept)
         self._root_information: dict[int, np.ndarray] = {}
         self._new_factors: list[int] = []
         self._new_variables: list[int] = []
@@ -141,7 +142,7 @@ class IncrementalSmoother:
         self._theta = np.concatenate((self._theta, value)) if len(self._theta) else value
         for store, item in ((self._var_factors, []), (self._children, set()),
                             (self._separator, ()), (self._gain, None), (self._mean, None),
-                            (self._marginal, None), (self._parent, -2)):
+                            (self._marginal, None), (self._parent, -2), (self._merged, False)):
             store.append(item)
         self._new_variables.append(key)
 
@@ -323,12 +324,20 @@ class IncrementalSmoother:
             self.relinearize_threshold, self.wildfire_threshold = threshold, wildfire
 
     def _top(self, changed: set[int]) -> set[int]:
-        """``changed`` and all their ancestors in the elimination tree."""
+        """``changed``, all their ancestors in the elimination tree, and the members of their
+        cliques below them (variables merged into a parent keep no cached marginal, so they
+        are re-eliminated with it, as iSAM2 re-eliminates whole cliques)."""
         top: set[int] = set()
         for v in changed:
             while v >= 0 and v not in top:
                 top.add(v)
                 v = self._parent[v]
+        stack = list(top)
+        while stack:
+            for u in self._children[stack.pop()]:
+                if self._merged[u] and u not in top:
+                    top.add(u)
+                    stack.append(u)
         return top
 
     def _order(self, top: set[int], last: list[int]) -> list[int]:
@@ -448,6 +457,12 @@ class IncrementalSmoother:
             self._parent[v] = parent
             if parent >= 0:
                 self._children[parent].add(v)
+        for v in order:      # supernodes: v and its parent share all but the parent itself
+            parent = self._parent[v]
+            merged = parent >= 0 and len(self._separator[v]) == len(self._separator[parent]) + 1
+            self._merged[v] = merged
+            if merged:
+                self._marginal[v] = None
 
     def _solve(self, order: list[int]) -> int:
         """Back-substitute the re-eliminated variables (top down), then into the subtrees
