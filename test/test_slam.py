@@ -177,11 +177,14 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     assert sum(u.keyframe is not None for u in updates) == len(graph.stamps)
 
 
-def test_local_updates_match_a_batch_solve_on_a_chain(lap):
-    """Without loop closures the graph is a chain: the windowed updates (anchors held by their
-    marginals) must give the batch estimate and the batch marginal covariance."""
+def test_incremental_updates_match_a_batch_solve_on_a_chain(lap):
+    """Without loop closures the graph is a chain: the incremental updates (relinearizing every
+    keyframe that moves, exact back-substitution) must give the batch estimate and the batch
+    marginal covariance of the newest keyframe (linearized at its first guess, a few mm and
+    mrad from the optimum: equal to 1e-3 of its size)."""
     rollout = lap[0]
-    slam = SlamSystem(SlamConfig(window=6, loop_search_radius=0.0, iterations=20))
+    slam = SlamSystem(SlamConfig(loop_search_radius=0.0, relinearize_threshold=1e-9,
+                                 wildfire_threshold=0.0))
     for step, ranges in zip(rollout.scan_steps[:300], rollout.scans[:300]):
         slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
                      SENSORS.lidar_range_min, SENSORS.lidar_range_max)
@@ -195,7 +198,8 @@ def test_local_updates_match_a_batch_solve_on_a_chain(lap):
     yaw = float(batch[0, -1, 2])
     rotate = torch.tensor([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0],
                            [0, 0, 1]], dtype=F64)
-    assert torch.allclose(slam.covariance, rotate @ newest @ rotate.T, rtol=1e-3, atol=1e-12)
+    reference = rotate @ newest @ rotate.T
+    assert float((slam.covariance - reference).abs().max()) < 1e-3 * float(reference.abs().max())
 
 
 def test_graph_data_rebuilds_the_same_problem_offline(lap, tmp_path):

@@ -1,8 +1,10 @@
 """Online 2D pose-graph SLAM on the differentiable least-squares core (no ROS needed).
 
 - :class:`SlamSystem`: takes ``(stamp, odometry pose, scan)``; keyframes, point-to-line ICP
-  between keyframes, loop closures verified by ICP, windowed/full Levenberg-Marquardt on the
-  pose graph (:mod:`diffopt_ros.nlls`), marginal covariance, occupancy grid, g2o output.
+  between keyframes (KD-tree neighbours), loop closures verified by ICP, an incremental
+  iSAM2-style solve of the pose graph per keyframe
+  (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`) and batch Levenberg-Marquardt on
+  demand (:mod:`diffopt_ros.nlls`), marginal covariance, occupancy grid, g2o output.
 - :class:`SlamGraph` / :func:`build_objective`: the graph as data, rebuilt offline with
   learnable weights (:class:`SlamWeights` = the ``slam_node`` parameters ``weights.*``,
   ``robust.scale`` of docs/CONTRACTS.md).

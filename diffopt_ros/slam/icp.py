@@ -5,16 +5,22 @@ scan's frame, so a source point ``p`` lands at ``R(yaw) p + (x, y)`` in the targ
 keyframes ``i`` (target) and ``j`` (source) this is the pose-graph measurement
 ``T_i^-1 T_j``.
 
-Each iteration pairs every source point with its nearest target point (``torch.cdist``),
-keeps pairs within a correspondence gate that shrinks from ``max_correspondence_distance`` to
-``min_correspondence_distance``, and takes one damped Gauss-Newton step on the Huber-weighted
-point-to-line residuals ``n_q . (R p + t - q)`` (``n_q``: the target's local surface normal).
+Each iteration pairs every source point with its nearest target point (a KD-tree of the
+target, :class:`scipy.spatial.cKDTree`, built once per target scan and re-used by every match
+against it), keeps pairs within a correspondence gate that shrinks from
+``max_correspondence_distance`` to ``min_correspondence_distance``, and takes one damped
+Gauss-Newton step on the Huber-weighted point-to-line residuals ``n_q . (R p + t - q)``
+(``n_q``: the target's local surface normal). The iterations run on float64 numpy arrays on
+the CPU (a 3x3 system per step: per-call overhead, not arithmetic, is the cost); inputs and
+results are tensors on the caller's device.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from diffopt_ros.slam.scan import point_normals
@@ -76,72 +82,104 @@ class ScanMatch:
     reason: str
 
 
-def _rotation(yaw: Tensor) -> Tensor:
-    c, s = torch.cos(yaw), torch.sin(yaw)
-    return torch.stack((torch.stack((c, -s)), torch.stack((s, c))))
+class ScanTarget:
+    """A scan prepared as an ICP target: its points, surface normals and KD-tree.
+
+    Args:
+        points: ``(M, 2)`` points (m), a tensor or array.
+        normals: ``(M, 2)`` unit normals if already computed (else from :func:`point_normals`).
+    """
+
+    def __init__(self, points, normals=None):
+        self.points = _numpy(points)
+        if normals is None:
+            normals = point_normals(torch.from_numpy(self.points))[0] if len(self.points) >= 2 \
+                else np.zeros_like(self.points)
+        self.normals = _numpy(normals)
+        self.tree = cKDTree(self.points)
+
+    def __len__(self) -> int:
+        return len(self.points)
 
 
-def _residuals(pose: Tensor, source: Tensor, target: Tensor, normals: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def _numpy(values) -> np.ndarray:
+    """``values`` as a C-contiguous float64 CPU array (no copy for a float64 CPU tensor)."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _residuals(pose: np.ndarray, source: np.ndarray, target: ScanTarget
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest-neighbour distances ``(N,)``, point-to-line residuals ``(N,)``, Jacobian ``(N, 3)``."""
-    rotated = source @ _rotation(pose[2]).T
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    rotated = source @ np.array([[c, s], [-s, c]])            # rows R p
     moved = rotated + pose[:2]
-    distance, index = torch.cdist(moved, target).min(dim=1)
-    normal = normals[index]
-    residual = (normal * (moved - target[index])).sum(dim=1)
+    distance, index = target.tree.query(moved)
+    normal = target.normals[index]
+    residual = np.einsum('ij,ij->i', normal, moved - target.points[index])
     d_yaw = normal[:, 1] * rotated[:, 0] - normal[:, 0] * rotated[:, 1]   # n . (dR/dyaw p)
-    jacobian = torch.cat((normal, d_yaw[:, None]), dim=1)
+    jacobian = np.concatenate((normal, d_yaw[:, None]), axis=1)
     return distance, residual, jacobian
 
 
-def match_scans(source: Tensor, target: Tensor, initial: Tensor, config: IcpConfig = IcpConfig(),
-                target_normals: Tensor | None = None) -> ScanMatch:
+def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
+                config: IcpConfig = IcpConfig(), target_normals: Tensor | None = None
+                ) -> ScanMatch:
     """Align ``source`` to ``target`` by point-to-line ICP, starting from ``initial``.
 
     Args:
         source: ``(N, 2)`` points (m) in the source frame.
-        target: ``(M, 2)`` points (m) in the target frame.
+        target: ``(M, 2)`` points (m) in the target frame, or a :class:`ScanTarget` (its
+            KD-tree and normals are re-used: build it once per scan that is matched against
+            more than once).
         initial: ``(3,)`` initial guess of the source pose in the target frame (e.g. from
             odometry), same dtype/device as the points.
         config: settings and fitness thresholds.
-        target_normals: ``(M, 2)`` unit normals of ``target`` if already computed.
+        target_normals: ``(M, 2)`` unit normals of ``target`` if already computed (ignored
+            for a :class:`ScanTarget`).
 
     Returns:
-        The :class:`ScanMatch` (always returned; check ``accepted``).
+        The :class:`ScanMatch` (always returned; check ``accepted``), its tensors on the
+        dtype and device of ``source``.
     """
-    pose = initial.detach().clone().to(source)
-    eye = torch.eye(3, dtype=source.dtype, device=source.device)
-    if min(source.shape[0], target.shape[0]) < config.min_points:
-        return ScanMatch(pose, 0.0, float('inf'), eye * 0.0, 0, False,
-                         f'too few points ({source.shape[0]} source, {target.shape[0]} target; '
+    like = dict(dtype=source.dtype, device=source.device)
+    pose = _numpy(initial).copy()
+    n_source, n_target = source.shape[0], len(target)
+    if min(n_source, n_target) < config.min_points:
+        return ScanMatch(torch.as_tensor(pose, **like), 0.0, float('inf'), torch.zeros(3, 3, **like),
+                         0, False, f'too few points ({n_source} source, {n_target} target; '
                          f'need {config.min_points})')
-    normals = point_normals(target)[0] if target_normals is None else target_normals
+    if not isinstance(target, ScanTarget):
+        target = ScanTarget(target, target_normals)
+    points = _numpy(source)
+    eye = np.eye(3)
     shrink_steps = max(min(config.shrink_iterations, config.max_iterations - 1), 1)
     ratio = config.min_correspondence_distance / config.max_correspondence_distance
+    huber = config.inlier_distance / 2
     converged, iteration = False, 0
     for iteration in range(1, config.max_iterations + 1):
         fraction = min((iteration - 1) / shrink_steps, 1.0)
         gate = config.max_correspondence_distance * ratio ** fraction
-        distance, residual, jacobian = _residuals(pose, source, target, normals)
-        huber = config.inlier_distance / 2
-        weight = (distance < gate).to(source.dtype) / (residual.abs() / huber).clamp_min(1.0)
+        distance, residual, jacobian = _residuals(pose, points, target)
+        weight = (distance < gate) / np.maximum(np.abs(residual) / huber, 1.0)
         if weight.sum() < 3:
             break
         weighted = jacobian * weight[:, None]
         hessian = weighted.T @ jacobian
         gradient = weighted.T @ residual
         damping = 1e-6 * hessian.diagonal().mean() + 1e-12
-        step = -torch.linalg.solve(hessian + damping * eye, gradient)
+        step = -np.linalg.solve(hessian + damping * eye, gradient)
         pose = pose + step
-        if fraction >= 1.0 and bool(step.abs().max() < config.tolerance):
+        if fraction >= 1.0 and np.abs(step).max() < config.tolerance:
             converged = True
             break
-    pose[2] = torch.atan2(torch.sin(pose[2]), torch.cos(pose[2]))
-    distance, residual, jacobian = _residuals(pose, source, target, normals)
+    pose[2] = np.arctan2(np.sin(pose[2]), np.cos(pose[2]))
+    distance, residual, jacobian = _residuals(pose, points, target)
     inlier = distance < config.inlier_distance
-    inlier_ratio = float(inlier.to(source.dtype).mean())
+    inlier_ratio = float(inlier.mean())
     count = int(inlier.sum())
-    rms = float(residual[inlier].square().mean().sqrt()) if count else float('inf')
+    rms = float(np.sqrt(np.square(residual[inlier]).mean())) if count else float('inf')
     sigma = max(rms, config.noise_floor)
     information = jacobian[inlier].T @ jacobian[inlier] / sigma ** 2
     reason = ''
@@ -151,4 +189,5 @@ def match_scans(source: Tensor, target: Tensor, initial: Tensor, config: IcpConf
         reason = f'RMS residual {rms:.3f} m > {config.max_rms} m'
     elif not converged:
         reason = f'not converged in {config.max_iterations} iterations'
-    return ScanMatch(pose, inlier_ratio, rms, information, iteration, not reason, reason)
+    return ScanMatch(torch.as_tensor(pose, **like), inlier_ratio, rms,
+                     torch.as_tensor(information, **like), iteration, not reason, reason)

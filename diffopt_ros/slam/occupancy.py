@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 
 UNKNOWN, FREE, OCCUPIED = -1, 0, 100
+CAST_GROUP = 16
+"""Keyframes ray-cast at once by :class:`OccupancyMapper` (bounds its temporary memory)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class OccupancyGrid:
     origin: tuple[float, float]
 
 
-def cast_rays(poses: Tensor, scans: list[Tensor], resolution: float, chunk: int = 1 << 20
+def cast_rays(poses: Tensor, scans: list[Tensor], resolution: float, chunk: int = 1 << 18
               ) -> tuple[Tensor, Tensor]:
     """Lattice cells of the beam ends (hits) and of the samples along each beam (misses).
 
@@ -105,7 +107,7 @@ class OccupancyMapper:
     """
 
     def __init__(self, resolution: float = 0.05, hit_log_odds: float = 0.85,
-                 miss_log_odds: float = -0.4, margin: float = 0.5, chunk: int = 1 << 20,
+                 miss_log_odds: float = -0.4, margin: float = 0.5, chunk: int = 1 << 18,
                  tolerance: float | None = None):
         self.resolution, self.margin, self.chunk = float(resolution), float(margin), chunk
         self.tolerance = self.resolution / 10 if tolerance is None else float(tolerance)
@@ -152,16 +154,22 @@ class OccupancyMapper:
         reach = torch.stack([scans[k].detach().norm(dim=1).max() if len(scans[k]) else
                              poses.new_zeros(()) for k in range(done, len(poses))]
                             ).to(poses) if len(poses) > done else poses.new_zeros(0)
-        new_hits, new_misses = cast_rays(poses[cast], [scans[k] for k in cast], self.resolution,
-                                         self.chunk)
-        self._grow(torch.cat((new_hits, new_misses)))
-        if moved:
-            old_hits, old_misses = cast_rays(self._poses[moved], [scans[k] for k in moved],
+        # cast in groups of keyframes: the temporary ray samples (~0.3 MB per keyframe) of a
+        # re-cast of the whole map would otherwise all be held at once, and the allocator keeps
+        # that peak as resident memory
+        for first in range(0, len(moved), CAST_GROUP):
+            group = moved[first:first + CAST_GROUP]
+            old_hits, old_misses = cast_rays(self._poses[group], [scans[k] for k in group],
                                              self.resolution, self.chunk)
             self._add(self._hits, old_hits, -1)
             self._add(self._misses, old_misses, -1)
-        self._add(self._hits, new_hits, 1)
-        self._add(self._misses, new_misses, 1)
+        for first in range(0, len(cast), CAST_GROUP):
+            group = cast[first:first + CAST_GROUP]
+            new_hits, new_misses = cast_rays(poses[group], [scans[k] for k in group],
+                                             self.resolution, self.chunk)
+            self._grow(torch.cat((new_hits, new_misses)))
+            self._add(self._hits, new_hits, 1)
+            self._add(self._misses, new_misses, 1)
         if done == 0:
             self._poses, self._reach = poses.clone(), reach
         else:
@@ -205,7 +213,7 @@ class OccupancyMapper:
             return
         width = counts.shape[1]
         flat = (cells[:, 1] - self._low[1]) * width + (cells[:, 0] - self._low[0])
-        counts.view(-1).add_(sign * torch.bincount(flat, minlength=counts.numel()))
+        counts.view(-1).index_add_(0, flat, torch.full_like(flat, sign))
 
     def grid(self) -> OccupancyGrid:
         """The current grid: the observed cells plus ``margin`` (1x1 unknown when empty)."""
@@ -241,7 +249,7 @@ class OccupancyMapper:
 
 def build_occupancy_grid(poses: Tensor, scans: list[Tensor], resolution: float = 0.05,
                          hit_log_odds: float = 0.85, miss_log_odds: float = -0.4,
-                         margin: float = 0.5, chunk: int = 1 << 20) -> OccupancyGrid:
+                         margin: float = 0.5, chunk: int = 1 << 18) -> OccupancyGrid:
     """Ray-cast keyframe scans into a grid (from scratch; :class:`OccupancyMapper` updates one).
 
     Args:

@@ -5,7 +5,9 @@ All functions keep the device and dtype of their inputs. Points are in the senso
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 
@@ -59,7 +61,8 @@ def voxel_downsample(points: Tensor, cell: float) -> Tensor:
 
 
 def point_normals(points: Tensor, neighbours: int = 5) -> tuple[Tensor, Tensor]:
-    """Unit surface normals from the principal axes of each point's nearest neighbours.
+    """Unit surface normals from the principal axes of each point's nearest neighbours
+    (found with a KD-tree, :class:`scipy.spatial.cKDTree`).
 
     Args:
         points: ``(N, 2)`` points (m), ``N >= 2``.
@@ -70,7 +73,9 @@ def point_normals(points: Tensor, neighbours: int = 5) -> tuple[Tensor, Tensor]:
         on a clean line, 0 for isotropic clutter (the ratio of the principal spreads).
     """
     k = min(neighbours, points.shape[0])
-    idx = torch.cdist(points, points).topk(k, dim=1, largest=False).indices    # (N, k)
+    array = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float64)
+    idx = cKDTree(array).query(array, k=k)[1].reshape(-1, k)                     # (N, k)
+    idx = torch.from_numpy(idx).to(points.device)
     local = points[idx] - points[idx].mean(dim=1, keepdim=True)                 # (N, k, 2)
     cov = local.transpose(1, 2) @ local / k                                     # (N, 2, 2)
     evals, evecs = torch.linalg.eigh(cov)                                        # ascending

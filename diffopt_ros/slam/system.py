@@ -8,15 +8,18 @@ graph and its estimate. Per keyframe it
    kept when the fitness check passes and the correction is plausible);
 2. looks for loop closures: older keyframes (at least ``loop_min_separation`` keyframes back)
    within ``loop_search_radius`` of the new pose in the current estimate, verified by ICP;
-3. re-optimizes with Levenberg-Marquardt warm-started from the current estimate:
-   *locally* over the last ``window`` keyframes, the older keyframes that edges link to them
-   (anchors) entering as variables held by a prior with their marginal covariance ``S_i`` (as
-   computed when keyframe ``i`` was last in the window: conservative after later loop
-   closures), or over the *whole* graph when a loop closure disagrees with the estimate
-   (whitened squared residual above ``loop_full_solve_chi2``). On a chain (no loop closures)
-   the local update gives the same estimate and marginal covariance as a batch solve. A local
-   update costs O(window + edges into the window) whatever the graph size; only full solves
-   grow, about linearly with the number of keyframes (sparse Cholesky).
+3. updates the estimate with an incremental solver
+   (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`, iSAM2-style): the new
+   keyframe's edges are folded into the eliminated pose graph, only the top of the
+   elimination tree that they (and the keyframes whose estimate moved from their
+   linearization point) touch is re-eliminated, and the solution is back-substituted
+   down to where it stops changing. A loop closure that disagrees with the estimate
+   (whitened squared residual above ``loop_full_solve_chi2``) is iterated: up to
+   ``iterations`` further relinearizing updates until the estimate stops moving. The cost
+   per keyframe does not grow with the map on a trajectory (only the loop's path up the
+   tree is re-eliminated at a loop closure); :meth:`SlamSystem.solve_full` runs batch
+   Levenberg-Marquardt (the differentiable solver that learning uses; both reach the same
+   optimum) and re-seeds the incremental solver from it.
 
 Frames: the map is anchored by ``initial_pose``, the robot's map pose at the first odometry
 pose the system sees (default the origin; a simulator's or a known start pose makes ground
@@ -26,16 +29,18 @@ odometry pose); ``correction = T_map_odom`` maps raw odometry poses into the map
 """
 from __future__ import annotations
 
-import bisect
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable
+from diffopt_ros.nlls import Optimizer
+from diffopt_ros.nlls.incremental import IncrementalSmoother
 from diffopt_ros.nlls.io import write_g2o
 from diffopt_ros.slam.graph import (
     LOOP,
@@ -45,13 +50,15 @@ from diffopt_ros.slam.graph import (
     SlamGraph,
     SlamWeights,
     build_objective,
-    edge_information,
     to_g2o_data,
 )
-from diffopt_ros.slam.icp import IcpConfig, ScanMatch, match_scans
+from diffopt_ros.slam.icp import IcpConfig, ScanMatch, ScanTarget, match_scans
 from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
+
+TARGET_CACHE = 16
+"""Keyframe scans kept as ICP targets (KD-trees) between keyframes."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,20 @@ class SlamConfig:
             scan match with the odometry increment that is still believed.
         loop_search_radius: loop candidates lie within this distance of the new keyframe.
         loop_min_separation: candidates are at least this many keyframes older.
-        loop_max_candidates: ICP is tried on up to this many candidates, nearest first, until
+        loop_max_candidates: ICP is tried on up to this many candidates, oldest first, until
             one matches (at most one loop closure per keyframe).
         loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
         loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
-            estimate exceeds this triggers a full re-solve (else a local one).
-        window: keyframes re-optimized by a local update.
-        iterations: LM iterations per local update.
-        full_iterations: LM iterations per full re-solve.
-        max_solve_time: wall-time cap of one solve (s).
+            estimate exceeds this is iterated to convergence (up to ``iterations`` updates).
+        iterations: most incremental updates per keyframe (the first folds in the new edges,
+            the others relinearize what moved, after a disagreeing loop closure).
+        full_iterations: LM iterations of :meth:`SlamSystem.solve_full`.
+        max_solve_time: wall-time cap of the extra updates of one keyframe and of a full
+            solve (s).
+        relinearize_threshold: a keyframe is relinearized when its estimate moved more than
+            this from its linearization point (m and rad).
+        wildfire_threshold: back-substitution stops where the solution changes by less
+            than this (m and rad).
         weights: factor information and robust scale.
     """
 
@@ -93,10 +105,11 @@ class SlamConfig:
     loop_icp: IcpConfig = IcpConfig(max_iterations=40, max_correspondence_distance=1.0,
                                     min_inlier_ratio=0.6)
     loop_full_solve_chi2: float = 3.0
-    window: int = 30
     iterations: int = 5
     full_iterations: int = 20
     max_solve_time: float = 1.0
+    relinearize_threshold: float = 0.01
+    wildfire_threshold: float = 1e-3
     weights: SlamWeights = field(default_factory=SlamWeights)
 
 
@@ -115,7 +128,6 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'loop.max_candidates': ('loop_max_candidates',),
     'loop.min_inlier_ratio': ('loop_icp.min_inlier_ratio',),
     'loop.full_solve_chi2': ('loop_full_solve_chi2',),
-    'optimizer.window': ('window',),
     'optimizer.iterations': ('iterations',),
     'optimizer.full_iterations': ('full_iterations',),
     'optimizer.max_time': ('max_solve_time',),
@@ -211,10 +223,9 @@ class SlamSystem:
         self._odom: list[tuple[float, float, float]] = []
         self._points: list[Tensor] = []
         self._normals: list[Tensor] = []
-        self._covariances: list[Tensor] = []             # (3, 3) marginal of each keyframe
+        self._covariance: Tensor | None = None           # (3, 3) marginal of the newest keyframe
         self._estimate = torch.zeros(0, 3, dtype=dtype, device=self.device)
         self._edges: list[tuple[int, int]] = []         # appended in order of j (the new keyframe)
-        self._edge_j: list[int] = []
         self._measurements: list[Tensor] = []
         self._kinds: list[int] = []
         self._fitness: list[float] = []
@@ -224,6 +235,10 @@ class SlamSystem:
         self.loop_closures = 0
         self.full_solves = 0
         self._mapper: OccupancyMapper | None = None
+        self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # recently matched scans
+        self._smoother: IncrementalSmoother | None = None
+        self._smoother_settings: tuple = ()             # what its factors were built with
+        self._sent_edges = 0                            # edges already in the smoother
 
     # ------------------------------------------------------------------ properties
     @property
@@ -242,12 +257,12 @@ class SlamSystem:
         along the map axes (m², rad²; as in ROS pose covariances), or None before the first
         keyframe. The solver's covariance is in the body frame (right perturbation); it is
         rotated by the keyframe's yaw here."""
-        if not self._covariances:
+        if self._covariance is None:
             return None
         rotate = SE2.matrix(self._estimate[-1])
         rotate[2, :2] = 0.0     # blockdiag(R(yaw), 1)
         rotate[:2, 2] = 0.0
-        return rotate @ self._covariances[-1] @ rotate.T
+        return rotate @ self._covariance @ rotate.T
 
     def set_config(self, config: SlamConfig) -> None:
         """Replace the settings (applies from the next scan)."""
@@ -292,7 +307,7 @@ class SlamSystem:
             StampError: ``stamp`` is not after the previous scan's.
             ValueError: the odometry pose or the stamp is not finite.
         """
-        started, cpu_started = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         raw = tuple(float(v) for v in odom_pose)
         if not (math.isfinite(stamp) and all(math.isfinite(v) for v in raw)):
             raise ValueError(f'scan at t={stamp}: non-finite stamp or odometry pose {raw}')
@@ -304,6 +319,7 @@ class SlamSystem:
         odom = _compose(self._anchor, raw)     # the graph keeps map-anchored odometry
         if self._stamps and not self._is_keyframe(odom):
             return SlamUpdate(stamp, pose_now, seconds=time.perf_counter() - started)
+        cpu_started = time.thread_time()    # a system call: only for keyframes
         cfg = self.config
         ranges = torch.as_tensor(ranges, dtype=self.dtype, device=self.device)
         angles = torch.as_tensor(angles, dtype=self.dtype, device=self.device)
@@ -329,15 +345,17 @@ class SlamSystem:
         normals = point_normals(points)[0]
         if k == 0:
             first = torch.tensor([odom], dtype=self.dtype, device=self.device)
-            self._append_keyframe(stamp, odom, points, normals, first,
-                                  torch.eye(3, dtype=self.dtype, device=self.device) / PRIOR_INFORMATION)
+            self._append_keyframe(stamp, odom, points, normals, first)
             self.correction = self._anchor
-            return SlamUpdate(stamp, odom, keyframe=0)
+            solve_started = time.thread_time()
+            self._solve_incremental(False)
+            return SlamUpdate(stamp, odom, keyframe=0,
+                              solve_cpu_seconds=time.thread_time() - solve_started)
         delta = torch.tensor(_between(self._odom[-1], odom), dtype=self.dtype, device=self.device)
         guess = SE2.compose(self._estimate[-1], delta)[None]
-        self._append_keyframe(stamp, odom, points, normals, guess, self._covariances[-1])
+        self._append_keyframe(stamp, odom, points, normals, guess)
         self._add_edge(k - 1, k, delta, ODOM, 1.0)
-        match = match_scans(points, self._points[k - 1], delta, cfg.icp, self._normals[k - 1])
+        match = match_scans(points, self._target(k - 1), delta, cfg.icp)
         if match.accepted:
             error = SE2.between(delta, match.pose)
             if (float(error[:2].norm()) <= cfg.scan_max_correction_xy
@@ -347,27 +365,36 @@ class SlamSystem:
                 # measure the drift of the map, not the odometry error of one step)
                 self._estimate[k] = SE2.compose(self._estimate[k - 1], match.pose)
         loops, disagree = self._close_loops(k)
-        full = disagree and k >= cfg.window
         solve_started = time.thread_time()
-        with torch.no_grad():
-            self.solve_full() if full else self._solve_local()
+        self._solve_incremental(disagree)
+        self.full_solves += int(disagree)
         return SlamUpdate(stamp, odom, keyframe=k, scan_match=match, loop_closures=tuple(loops),
-                          full_solve=full, solve_cpu_seconds=time.thread_time() - solve_started)
+                          full_solve=disagree, solve_cpu_seconds=time.thread_time() - solve_started)
 
-    def _append_keyframe(self, stamp, odom, points, normals, pose: Tensor, covariance: Tensor):
+    def _append_keyframe(self, stamp, odom, points, normals, pose: Tensor):
         self._stamps.append(stamp)
         self._odom.append(odom)
         self._points.append(points)
         self._normals.append(normals)
-        self._covariances.append(covariance)
         self._estimate = torch.cat((self._estimate, pose))
 
     def _add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float):
         self._edges.append((i, j))
-        self._edge_j.append(j)
         self._measurements.append(measurement.detach())
         self._kinds.append(kind)
         self._fitness.append(float(fitness))
+
+    def _target(self, k: int) -> ScanTarget:
+        """Keyframe ``k``'s scan as an ICP target (KD-tree), from a cache of the
+        ``TARGET_CACHE`` most recently used ones (consecutive matches and the loop candidates
+        of nearby keyframes re-use them; an old one costs a tree build, ~0.05 ms)."""
+        target = self._targets.pop(k, None)
+        if target is None:
+            target = ScanTarget(self._points[k], self._normals[k])
+        self._targets[k] = target
+        while len(self._targets) > TARGET_CACHE:
+            self._targets.popitem(last=False)
+        return target
 
     def _close_loops(self, k: int) -> tuple[list[int], bool]:
         """Verify loop candidates of keyframe ``k``; returns the matched keyframes and whether
@@ -378,13 +405,12 @@ class SlamSystem:
             return [], False
         distance = (self._estimate[:older, :2] - self._estimate[k, :2]).norm(dim=1)
         near = torch.nonzero(distance < cfg.loop_search_radius).flatten()
-        near = near[distance[near].argsort()][:cfg.loop_max_candidates].tolist()
+        near = near[:cfg.loop_max_candidates].tolist()      # the oldest first
         info = self.config.weights.information_by_kind(self.dtype, self.device)[LOOP]
         found, disagree = [], False
         for i in near:
             guess = SE2.between(self._estimate[i], self._estimate[k])
-            match = match_scans(self._points[k], self._points[i], guess, cfg.loop_icp,
-                                self._normals[i])
+            match = match_scans(self._points[k], self._target(i), guess, cfg.loop_icp)
             if not match.accepted:
                 continue
             self._add_edge(i, k, match.pose, LOOP, match.inlier_ratio)
@@ -399,90 +425,87 @@ class SlamSystem:
     def _by_kind(self) -> Tensor:
         return self.config.weights.information_by_kind(self.dtype, self.device)
 
-    def _optimizer(self, objective: Objective, iterations: int) -> Optimizer:
+    def _optimizer(self, objective, iterations: int) -> Optimizer:
         return Optimizer(objective, method='lm', max_iterations=iterations,
                          max_time=self.config.max_solve_time, dense_max=300)
 
-    def _solve_local(self) -> None:
-        """LM over the last ``window`` keyframes. Older keyframes linked to them (anchors) join
-        as variables held by a prior at their estimate with their marginal covariance, so every
-        edge into the window keeps its own factor and robust loss; anchors stay where they are."""
+    def _settings(self) -> tuple:
         cfg = self.config
+        return (cfg.weights, cfg.relinearize_threshold, cfg.wildfire_threshold)
+
+    def _sync_smoother(self) -> IncrementalSmoother:
+        """The incremental solver with every keyframe and edge of the graph: new ones are
+        added (keyframes at their current estimate); a new solver is built (at the current
+        estimate) when the weights or thresholds changed since its factors were made."""
+        cfg = self.config
+        if self._smoother is None or self._smoother_settings != self._settings():
+            self._smoother = IncrementalSmoother(SE2, cfg.relinearize_threshold,
+                                                 cfg.wildfire_threshold)
+            self._smoother_settings = self._settings()
+            self._sent_edges = 0
+        smoother = self._smoother
         K = self.num_keyframes
-        start = max(0, K - cfg.window)
-        first_edge = bisect.bisect_left(self._edge_j, start)
-        edges = torch.tensor(self._edges[first_edge:], dtype=torch.int64, device=self.device)
-        kinds = torch.tensor(self._kinds[first_edge:], dtype=torch.int64, device=self.device)
-        anchors = torch.unique(edges[edges[:, 0] < start, 0])                 # sorted, (A,)
-        A = len(anchors)
-        slot = torch.full((K,), -1, dtype=torch.int64, device=self.device)  # keyframe -> variable
-        slot[anchors] = torch.arange(A, device=self.device)
-        slot[start:] = torch.arange(A, A + K - start, device=self.device)
-        initial = torch.cat((self._estimate[anchors], self._estimate[start:]))
-        poses = Variable(SE2, initial.clone(), name='poses')
-        if start == 0:
-            factors = [Prior(poses, [0], torch.tensor([self._odom[0]], dtype=self.dtype,
-                                                      device=self.device),
-                             PRIOR_INFORMATION * torch.eye(3, dtype=self.dtype, device=self.device),
-                             name='anchor')]
-        else:
-            anchor_cov = torch.stack([self._covariances[int(a)] for a in anchors])
-            factors = [Prior(poses, torch.arange(A), self._estimate[anchors],
-                             torch.linalg.inv(0.5 * (anchor_cov + anchor_cov.mT)), name='anchors')]
-        information = torch.diag_embed(edge_information(kinds, self._by_kind()))
-        measurements = torch.stack(self._measurements[first_edge:])
-        for name, mask, loss in (('odom', kinds == ODOM, None),
-                                 ('scan', kinds != ODOM, Huber(cfg.weights.robust_scale))):
-            if bool(mask.any()):
-                factors.append(Between(poses, slot[edges[mask, 0]], slot[edges[mask, 1]],
-                                       measurements[mask], information[mask], loss, name))
-        objective = Objective(factors)
-        optimizer = self._optimizer(objective, cfg.iterations)
-        result = optimizer.solve()
-        solution = result['poses'][0]
-        self._estimate[start:] = solution[A:]
-        self._store_covariances(objective, optimizer, [solution[None]], start, start - A,
-                                result.hessian)
+        if smoother.num_variables < K:
+            first = smoother.num_variables
+            for k, pose in enumerate(self._estimate[first:].detach().cpu().numpy(), first):
+                smoother.add_variable(k, pose)
+            if first == 0:
+                smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
+        if self._sent_edges < len(self._edges):
+            information = self._by_kind().detach().cpu().numpy()
+            for e in range(self._sent_edges, len(self._edges)):
+                i, j = self._edges[e]
+                kind = self._kinds[e]
+                smoother.add_between(i, j, self._measurements[e].detach().cpu().numpy(),
+                                     np.diag(information[kind]),
+                                     0.0 if kind == ODOM else float(cfg.weights.robust_scale))
+            self._sent_edges = len(self._edges)
+        return smoother
+
+    def _solve_incremental(self, iterate: bool) -> None:
+        """Fold the new keyframe and edges into the incremental solver; when ``iterate`` (a
+        loop closure that disagrees with the estimate), run up to ``iterations - 1`` further
+        updates that relinearize what moved, until nothing moves or ``max_solve_time``."""
+        cfg = self.config
+        smoother = self._sync_smoother()
+        started = time.perf_counter()
+        smoother.update()
+        for _ in range(cfg.iterations - 1 if iterate else 0):
+            if time.perf_counter() - started > cfg.max_solve_time:
+                break
+            if smoother.update().eliminated == 0:
+                break
+        self._read_smoother()
+
+    def _read_smoother(self) -> None:
+        smoother = self._smoother
+        K = self.num_keyframes
+        self._estimate = torch.as_tensor(smoother.estimate(), dtype=self.dtype).to(self.device)
+        covariance = smoother.marginal_covariance(K - 1)
+        self._covariance = torch.as_tensor(0.5 * (covariance + covariance.T),
+                                           dtype=self.dtype).to(self.device)
         self._update_correction()
 
     def solve_full(self) -> None:
-        """Re-solve the whole graph (LM, ``full_iterations``), warm-started from the estimate.
+        """Re-solve the whole graph with batch Levenberg-Marquardt (``full_iterations``, the
+        differentiable solver), warm-started from the estimate, and re-seed the incremental
+        solver at its solution (every factor relinearized there, the tree re-ordered).
 
-        Runs by itself after a loop closure that moves the map; call it before saving the graph
-        or the map to get the batch optimum (a local update never revisits old keyframes)."""
+        Call it before saving the graph or the map for the batch optimum; the online updates
+        reach the same optimum when iterated, not necessarily after each keyframe."""
         if self.num_keyframes < 2:
             return
         objective, _ = build_objective(self.graph(), self._by_kind(),
-                                           self.config.weights.robust_scale)
+                                       self.config.weights.robust_scale)
         optimizer = self._optimizer(objective, self.config.full_iterations)
         with torch.no_grad():
             result = optimizer.solve()
-        solution = result['poses'][0]
-        self._estimate = solution.detach().clone()
+        self._estimate = result['poses'][0].detach().clone()
         self.full_solves += 1
-        start = max(0, self.num_keyframes - self.config.window)
-        self._store_covariances(objective, optimizer, [solution[None]], start, 0, result.hessian)
-        self._update_correction()
-
-    def _store_covariances(self, objective: Objective, optimizer: Optimizer, values, first: int,
-                           offset: int, hessian: Tensor | None = None) -> None:
-        """Marginal covariances of keyframes ``first..K-1`` (variable index minus ``offset``),
-        from the solver's last Gauss-Newton matrix ``hessian`` (at the solution or one converged
-        step before it) or, without it, linearized at ``values``."""
-        K = self.num_keyframes
-        with torch.no_grad():
-            if hessian is None:
-                hessian = optimizer.linear.assemble(objective.linearize(values).blocks)
-            factor = optimizer.linear.factorize(hessian.detach())
-            if not bool(factor[1].all()):
-                return   # keep the previous covariances (the solve could not factorize either)
-            rows = torch.arange(3 * (first - offset), 3 * (K - offset), device=self.device)
-            rhs = torch.zeros(1, objective.dim, len(rows), dtype=self.dtype, device=self.device)
-            rhs[0, rows, torch.arange(len(rows), device=self.device)] = 1.0
-            columns = optimizer.linear.solve_columns(factor, rhs)[0]          # (n, 3 (K - first))
-        for k in range(first, K):
-            block = columns[3 * (k - offset):3 * (k - offset) + 3, 3 * (k - first):3 * (k - first) + 3]
-            self._covariances[k] = 0.5 * (block + block.mT)
+        self._smoother = None
+        smoother = self._sync_smoother()
+        smoother.update(relinearize=False)
+        self._read_smoother()
 
     def _update_correction(self) -> None:
         last = tuple(float(v) for v in self._estimate[-1].tolist())

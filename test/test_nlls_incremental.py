@@ -1,0 +1,151 @@
+"""Incremental smoothing (nlls.incremental): the eliminated system equals the batch one, the
+iterated estimate equals batch Levenberg-Marquardt, bad input is refused."""
+import numpy as np
+import pytest
+import torch
+
+from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable
+from diffopt_ros.nlls.incremental import IncrementalSmoother
+
+F64 = torch.float64
+INFO = np.diag([400.0, 400.0, 900.0])
+
+
+def _circle_graph(n=120, seed=0):
+    """Poses on laps of a 20 m circle (40 poses a lap), noisy odometry and loop closures to
+    earlier laps: ``(truth (n, 3), edges [(i, j)], measurements (E, 3))``."""
+    rng = np.random.default_rng(seed)
+    truth = [torch.zeros(3, dtype=F64)]
+    for _ in range(1, n):
+        step = torch.tensor([0.5, 0.0, 2 * np.pi / 40 + rng.normal(0, 0.05)], dtype=F64)
+        truth.append(SE2.compose(truth[-1], step))
+    truth = torch.stack(truth)
+    edges = []
+    for k in range(1, n):
+        edges.append((k - 1, k))
+        near = torch.nonzero((truth[:max(k - 10, 0), :2] - truth[k, :2]).norm(dim=1) < 1.0).flatten()
+        edges += [(int(i), k) for i in near if rng.random() < 0.3]
+    ij = torch.tensor(edges)
+    noise = torch.tensor(rng.normal(0, [0.05, 0.05, 0.03], (len(edges), 3)), dtype=F64)
+    measurements = SE2.retract(SE2.between(truth[ij[:, 0]], truth[ij[:, 1]]), noise)
+    return truth, edges, measurements.numpy()
+
+
+def _stream(smoother, edges, measurements, n, **update):
+    """Feed poses in order, each with its edges (loops with a Huber loss); returns the stats."""
+    smoother.add_variable(0, np.zeros(3))
+    smoother.add_prior(0, np.zeros(3), 1e6 * np.eye(3))
+    smoother.update(**update)
+    stats = []
+    for k in range(1, n):
+        mine = [e for e, (_, j) in enumerate(edges) if j == k]
+        guess = SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
+                            torch.from_numpy(measurements[mine[0]]))
+        smoother.add_variable(k, guess.numpy())
+        for e in mine:
+            i = edges[e][0]
+            smoother.add_between(i, k, measurements[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+        stats.append(smoother.update(**update))
+    return stats
+
+
+def _batch(edges, measurements, initial):
+    poses = Variable(SE2, torch.as_tensor(initial), name='poses')
+    ij, z = torch.tensor(edges), torch.from_numpy(measurements)
+    odom = ij[:, 0] == ij[:, 1] - 1
+    info = torch.from_numpy(INFO)
+    objective = Objective([Prior(poses, [0], torch.zeros(1, 3, dtype=F64), 1e6 * torch.eye(3, dtype=F64)),
+                           Between(poses, ij[odom, 0], ij[odom, 1], z[odom], info),
+                           Between(poses, ij[~odom, 0], ij[~odom, 1], z[~odom], info, Huber(1.0))])
+    return objective, poses
+
+
+def test_eliminated_system_solves_the_batch_linear_system():
+    """Without relinearization every factor stays linearized at its first point: after the
+    stream (re-eliminating only tops, orphans re-attached, exact back-substitution) the
+    solution is that of the batch Gauss-Newton system at those points."""
+    n = 100
+    _, edges, z = _circle_graph(n)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    stats = _stream(smoother, edges, z, n, relinearize=False)
+    assert max(s.eliminated for s in stats) < n / 2       # only tops were re-eliminated
+    assert np.median([s.eliminated for s in stats]) < 25
+    theta = torch.from_numpy(smoother._theta.copy())
+    objective, _ = _batch(edges, z, theta)
+    lin = objective.linearize([theta[None]])
+    from diffopt_ros.nlls.linear import DenseCholesky
+    H = DenseCholesky(objective).assemble(lin.blocks)[0]
+    reference = torch.linalg.solve(H, -lin.gradient[0]).reshape(n, 3).numpy()
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_iterated_updates_reach_the_batch_optimum_and_its_covariance():
+    n = 120
+    truth, edges, z = _circle_graph(n, seed=1)
+    smoother = IncrementalSmoother(relinearize_threshold=0.05)
+    _stream(smoother, edges, z, n)
+    assert np.abs(smoother.estimate()[:, :2] - truth[:, :2].numpy()).max() < 1.0
+    updates = smoother.converge(tolerance=1e-10)
+    assert updates < 50
+    objective, poses = _batch(edges, z, smoother.estimate())
+    optimizer = Optimizer(objective, max_iterations=100, rel_tol=1e-14, abs_tol=1e-14)
+    start = _batch(edges, z, truth)[0]       # batch LM from the truth: the same optimum
+    batch = Optimizer(start, max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
+    optimum = batch['poses'][0].numpy()
+    assert np.abs(smoother.estimate() - optimum).max() < 1e-7
+    assert abs(smoother.error() - float(batch.error[0])) < 1e-9 * float(batch.error[0])
+    covariance = optimizer.marginal_covariance([torch.from_numpy(optimum)[None]], poses, n - 1)[0]
+    difference = np.abs(smoother.marginal_covariance(n - 1) - covariance.numpy()).max()
+    assert difference < 1e-6 * float(covariance.abs().max())
+
+
+def test_bad_input_is_refused_with_the_reason():
+    smoother = IncrementalSmoother()
+    with pytest.raises(ValueError, match='expected the next id 0'):
+        smoother.add_variable(3, np.zeros(3))
+    smoother.add_variable(0, np.zeros(3))
+    with pytest.raises(ValueError, match='non-finite initial'):
+        smoother.add_variable(1, [np.nan, 0.0, 0.0])
+    with pytest.raises(IndexError, match='only 1 variables exist'):
+        smoother.add_between(0, 1, np.zeros(3), INFO)
+    smoother.add_variable(1, np.zeros(3))
+    with pytest.raises(ValueError, match='not \\(3, 3\\)'):
+        smoother.add_between(0, 1, np.zeros(3), np.eye(2))
+    with pytest.raises(ValueError, match='positive definite'):
+        smoother.add_between(0, 1, np.zeros(3), -np.eye(3))
+    with pytest.raises(ValueError, match='non-finite measurement'):
+        smoother.add_between(0, 1, [np.inf, 0, 0], INFO)
+    with pytest.raises(ValueError, match='to itself'):
+        smoother.add_between(1, 1, np.zeros(3), INFO)
+    smoother.add_prior(0, np.zeros(3), INFO)
+    smoother.add_between(0, 1, [1.0, 0.0, 0.0], INFO)
+    smoother.update()
+    with pytest.raises(ValueError, match='not a root'):
+        smoother.marginal_covariance(0)
+    assert np.allclose(smoother.estimate()[1], [1.0, 0.0, 0.0])
+
+
+def test_numpy_se2_factors_equal_the_torch_factors():
+    """The smoother's numpy SE(2) residuals and Jacobians are those of nlls' Between and Prior
+    (small angles, ordinary ones and angles near pi)."""
+    from diffopt_ros.nlls.incremental import _se2_between_factor, _se2_prior_factor, _se2_retract
+    rng = np.random.default_rng(5)
+    angles = np.concatenate((rng.uniform(-np.pi, np.pi, 20), [1e-5, -3e-4, np.pi - 1e-4, -np.pi + 2e-4]))
+    n = len(angles)
+    xi = np.c_[rng.normal(0, 3, (n, 2)), rng.permutation(angles)]
+    xj = np.c_[rng.normal(0, 3, (n, 2)), angles]
+    z = np.c_[rng.normal(0, 3, (n, 2)), rng.permutation(angles)]
+    poses = Variable(SE2, torch.from_numpy(np.concatenate((xi, xj))), name='poses')
+    values = [torch.from_numpy(xi)[None], torch.from_numpy(xj)[None]]
+    between = Between(poses, range(n), range(n, 2 * n), torch.from_numpy(z))
+    r_t, (ji_t, jj_t) = between.residual_and_jacobians(values)
+    r, (ji, jj) = _se2_between_factor(z, xi, xj, True)
+    for ours, theirs in ((r, r_t), (ji, ji_t), (jj, jj_t)):
+        assert np.allclose(ours, theirs[0].numpy(), rtol=1e-10, atol=1e-12)
+    r_t, (j_t,) = Prior(poses, range(n), torch.from_numpy(z)).residual_and_jacobians(values[:1])
+    r, (j,) = _se2_prior_factor(z, xi, True)
+    assert np.allclose(r, r_t[0].numpy(), atol=1e-12) and np.allclose(j, j_t[0].numpy(), atol=1e-10)
+    d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
+    assert np.allclose(_se2_retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
+                       atol=1e-12)
