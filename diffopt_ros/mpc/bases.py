@@ -1,0 +1,150 @@
+"""Robot bases for the MPC: an Ackermann car (kinematic bicycle with actuator dynamics), the
+Twist interface of such a base, and the table of models by name.
+
+* :class:`Bicycle` - state ``(x [m], y [m], yaw [rad], v [m/s], steer [rad])``, control
+  ``(v_cmd [m/s], steer_cmd [rad])``: speed with gain and first-order lag (as
+  :class:`~diffopt_ros.mpc.models.DiffDriveLag`), steering with a first-order lag whose rate is
+  bounded smoothly (``max_steer_rate``), yaw rate ``v tan(steer) / wheelbase``. Steering limits
+  and speed bounds are the MPC's control box.
+* :class:`TwistBicycle` - the same car seen through ``/cmd_vel`` and odometry: state
+  ``(x, y, yaw, v, omega)``, control ``(v_cmd, omega_cmd)`` (a Twist base turns a Twist into a
+  steering angle with its wheelbase, ``steer = atan(omega wheelbase / v)``), for system
+  identification from recorded runs.
+* :data:`MODELS` / :func:`make_model` - ``diff_drive_lag``, ``unicycle``, ``bicycle`` by name.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .dynamics import Dynamics
+from .models import DiffDriveLag, Unicycle, _PositiveParams
+
+#: Command speeds (m/s) below which a Twist carries no steering information (the last is held).
+MIN_STEERING_SPEED = 1e-3
+
+
+def steer_from_twist(v: torch.Tensor, omega: torch.Tensor, wheelbase, max_steer: float = math.pi / 2
+                     ) -> torch.Tensor:
+    """Steering angles (rad) of Twists ``(v [m/s], omega [rad/s])``, tensors of one shape, for a car
+    of ``wheelbase`` (m): ``atan(omega wheelbase / v)`` clipped to ``±max_steer``; 0 where
+    ``|v| < MIN_STEERING_SPEED`` (the simulator's base: :func:`diffopt_ros.sim.robot.ackermann_steer`)."""
+    moving = v.abs() >= MIN_STEERING_SPEED
+    safe = torch.where(moving, v, torch.ones_like(v))
+    steer = torch.where(moving, torch.atan(omega * wheelbase / safe), torch.zeros_like(v))
+    return steer.clamp(-max_steer, max_steer)
+
+
+def twist_from_steer(v: torch.Tensor, steer: torch.Tensor, wheelbase) -> torch.Tensor:
+    """Yaw rates (rad/s) of speeds ``v`` (m/s) at steering angles ``steer`` (rad): ``v tan(steer) / L``."""
+    return v * torch.tan(steer) / wheelbase
+
+
+def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, dt: float) -> torch.Tensor:
+    """``s`` after ``dt`` s of ``ds/dt = clip((command - s) / tau, ±rate)`` with the command held,
+    elementwise: ``(...)`` -> ``(...)``. While ``|command - s| > rate tau`` the value ramps at
+    ``rate`` (for ``t_r = (|command - s| - rate tau) / rate``, at most ``dt``), then approaches
+    the command exponentially."""
+    gap = command - s
+    sign = torch.where(gap >= 0, torch.ones_like(gap), -torch.ones_like(gap))
+    ramp = ((gap.abs() - rate * tau) / rate).clamp(0.0, dt)                # time at the rate bound
+    after_ramp = gap - sign * rate * ramp                                  # gap left after it
+    return command - after_ramp * torch.exp(-(dt - ramp) / tau)
+
+
+class Bicycle(_PositiveParams):
+    """Ackermann car: kinematic bicycle with speed lag and rate-bounded steering lag.
+
+    One step of ``dt`` s: ``v' = v + (1 - exp(-dt / tau_v)) (gain_v v_cmd - v)``; the steering
+    angle follows ``d steer/dt = clip((steer_cmd - steer) / tau_steer, ±max_steer_rate)`` exactly
+    (:func:`rate_limited_lag`: a ramp at the rate bound, then the exponential approach; the step
+    is continuously differentiable); then the midpoint rule with
+    ``v_m = (v + v') / 2``, ``w_m = v_m tan((steer + steer') / 2) / wheelbase``:
+    ``yaw' = yaw + dt w_m``, ``(x', y') = (x, y) + dt v_m (cos, sin)(yaw + dt w_m / 2)``.
+
+    Args:
+        dt: step (s).
+        wheelbase: axle distance (m), learnable, > 0.
+        gain_v: speed actuator gain (1), learnable, > 0.
+        tau_v: speed lag (s), learnable, > 0.
+        tau_steer: steering lag (s), learnable, > 0.
+        max_steer_rate: steering rate bound (rad/s), fixed, > 0.
+    """
+
+    param_names = ('wheelbase', 'gain_v', 'tau_v', 'tau_steer')
+    n_x, n_u = 5, 2
+    angle_indices = (2,)
+
+    def __init__(self, dt: float = 0.1, wheelbase: float = 0.3, gain_v: float = 1.0, tau_v: float = 0.1,
+                 tau_steer: float = 0.1, max_steer_rate: float = 3.0):
+        super().__init__()
+        if not dt > 0 or not max_steer_rate > 0:
+            raise ValueError(f'Bicycle: dt and max_steer_rate must be > 0, got {dt}, {max_steer_rate}')
+        self.dt, self.max_steer_rate = float(dt), float(max_steer_rate)
+        self._init_params(wheelbase=wheelbase, gain_v=gain_v, tau_v=tau_v, tau_steer=tau_steer)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One step: ``x (..., 5)``, ``u (..., 2)`` -> ``(..., 5)``."""
+        dt = self.dt
+        keep_v = torch.exp(-dt / self.tau_v)
+        v, steer = x[..., 3], x[..., 4]
+        v_next = v + (1 - keep_v) * (self.gain_v * u[..., 0] - v)
+        steer_next = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt)
+        v_m = 0.5 * (v + v_next)
+        w_m = v_m * torch.tan(0.5 * (steer + steer_next)) / self.wheelbase
+        heading = x[..., 2] + 0.5 * dt * w_m
+        return torch.stack((x[..., 0] + dt * v_m * heading.cos(), x[..., 1] + dt * v_m * heading.sin(),
+                            x[..., 2] + dt * w_m, v_next, steer_next), -1)
+
+
+class TwistBicycle(Dynamics):
+    """A :class:`Bicycle` behind a Twist interface, in odometry coordinates.
+
+    State ``(x, y, yaw, v, omega)`` (m, m, rad, m/s, rad/s), control ``(v_cmd, omega_cmd)``.
+    The steering angle is recovered as ``atan(omega wheelbase / v)`` (0 at rest, where the yaw
+    rate carries none), the command's as the base does (:func:`steer_from_twist`); after the
+    bicycle's step ``omega' = v' tan(steer') / wheelbase``.
+
+    Args:
+        base: the car; its parameters stay learnable (the wheelbase cancels from Twist data in
+            the small-angle regime: identify it only where steering saturates).
+        max_steer: the base's steering limit (rad).
+    """
+
+    def __init__(self, base: Bicycle, max_steer: float = 0.6):
+        super().__init__()
+        self.base, self.max_steer = base, float(max_steer)
+        self.n_x, self.n_u, self.dt = 5, 2, base.dt
+        self.angle_indices = (2,)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        L = self.base.wheelbase
+        steer = steer_from_twist(x[..., 3], x[..., 4], L, self.max_steer)
+        steer_cmd = steer_from_twist(u[..., 0], u[..., 1], L, self.max_steer)
+        nxt = self.base(torch.cat((x[..., :4], steer.unsqueeze(-1)), -1),
+                        torch.stack((u[..., 0], steer_cmd), -1))
+        omega = twist_from_steer(nxt[..., 3], nxt[..., 4], L)
+        return torch.cat((nxt[..., :4], omega.unsqueeze(-1)), -1)
+
+
+def make_model(name: str, dt: float, params: dict | None = None) -> Dynamics:
+    """A model by name with its physical parameters from ``params`` (``{'gain_v': 0.8, ...}``,
+    missing ones default): ``diff_drive_lag`` (:class:`DiffDriveLag`), ``unicycle``
+    (:class:`~diffopt_ros.mpc.models.Unicycle`, no parameters) or ``bicycle`` (:class:`Bicycle`;
+    ``max_steer_rate`` too).
+
+    Raises:
+        ValueError: an unknown name (the known ones listed).
+    """
+    params = dict(params or {})
+    if name not in MODELS:
+        raise ValueError(f'unknown model {name!r}; expected one of {", ".join(MODELS)}')
+    cls = MODELS[name]
+    names = getattr(cls, 'param_names', ())
+    extra = ('max_steer_rate',) if cls is Bicycle else ()
+    return cls(dt=dt, **{k: float(v) for k, v in params.items() if k in names or k in extra})
+
+
+#: Dynamics models by the name of mpc_node's ``model`` parameter.
+MODELS: dict[str, type[Dynamics]] = {'diff_drive_lag': DiffDriveLag, 'unicycle': Unicycle, 'bicycle': Bicycle}
