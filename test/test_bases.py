@@ -7,7 +7,7 @@ import torch
 
 from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.datasets import RunData, Series
-from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle
+from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
 from diffopt_ros.sim import RobotParams, Simulator, World
 
@@ -38,14 +38,14 @@ def test_bicycle_kinematics_and_steering_rate_bound():
     assert rate <= 1.0 + 1e-12, 'steering moves at most max_steer_rate'
     yaw_rate = states[-50:, 2].diff() / car.dt
     torch.testing.assert_close(yaw_rate, torch.full_like(yaw_rate, 0.5 * math.tan(0.3) / 0.4))
-    # jacobians (autodiff) agree with central differences
-    u = torch.tensor([[0.4, -0.2]], dtype=D)
+    # closed-form jacobians agree with autodiff, in all three steering regimes (lag, ramp then
+    # lag, ramp throughout)
+    x = torch.tensor([[0.3, -0.2, 0.4, 0.5, 0.1]] * 3, dtype=D)
+    u = torch.tensor([[0.4, 0.105], [0.6, 0.1 + 0.01 + 0.02], [-0.1, -0.3]], dtype=D)
     A, B = car.jacobians(x, u)
-    eps = 1e-6
-    for k in range(5):
-        e = torch.zeros_like(x)
-        e[0, k] = eps
-        torch.testing.assert_close(A[0, :, k], ((car(x + e, u) - car(x - e, u)) / (2 * eps))[0])
+    A_auto, B_auto = autodiff_jacobians(car.forward, x, u)
+    torch.testing.assert_close(A, A_auto, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(B, B_auto, rtol=1e-12, atol=1e-12)
 
 
 def test_mpc_drives_the_car_to_a_goal():

@@ -41,16 +41,19 @@ def twist_from_steer(v: torch.Tensor, steer: torch.Tensor, wheelbase) -> torch.T
     return v * torch.tan(steer) / wheelbase
 
 
-def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, dt: float) -> torch.Tensor:
+def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, dt: float,
+                     slope: bool = False):
     """``s`` after ``dt`` s of ``ds/dt = clip((command - s) / tau, ±rate)`` with the command held,
     elementwise: ``(...)`` -> ``(...)``. While ``|command - s| > rate tau`` the value ramps at
     ``rate`` (for ``t_r = (|command - s| - rate tau) / rate``, at most ``dt``), then approaches
-    the command exponentially."""
+    the command exponentially. With ``slope``, also ``d s' / d s = exp(-(dt - t_r) / tau)``
+    (and ``d s' / d command = 1 -`` that), the same expression in all three regimes."""
     gap = command - s
-    sign = torch.where(gap >= 0, torch.ones_like(gap), -torch.ones_like(gap))
     ramp = ((gap.abs() - rate * tau) / rate).clamp(0.0, dt)                # time at the rate bound
-    after_ramp = gap - sign * rate * ramp                                  # gap left after it
-    return command - after_ramp * torch.exp(-(dt - ramp) / tau)
+    after_ramp = gap - gap.sign() * (rate * ramp)                          # gap left after it
+    decay = torch.exp((ramp - dt) / tau)
+    value = command - after_ramp * decay
+    return (value, decay) if slope else value
 
 
 class Bicycle(_PositiveParams):
@@ -84,18 +87,63 @@ class Bicycle(_PositiveParams):
         self.dt, self.max_steer_rate = float(dt), float(max_steer_rate)
         self._init_params(wheelbase=wheelbase, gain_v=gain_v, tau_v=tau_v, tau_steer=tau_steer)
 
+    def stepper(self):
+        """The step with the parameter-derived constants computed once (roll-outs call it ``T``
+        times per trial trajectory)."""
+        dt, rate = self.dt, self.max_steer_rate
+        keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        tau_s, inv_L = self.tau_steer, 1.0 / self.wheelbase
+
+        def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            v, steer = x[..., 3], x[..., 4]
+            v_next = keep_v * v + drive_v * u[..., 0]
+            steer_next = rate_limited_lag(steer, u[..., 1], tau_s, rate, dt)
+            v_m = 0.5 * (v + v_next)
+            w_m = v_m * torch.tan(0.5 * (steer + steer_next)) * inv_L
+            heading = x[..., 2] + 0.5 * dt * w_m
+            return torch.stack((x[..., 0] + dt * v_m * heading.cos(), x[..., 1] + dt * v_m * heading.sin(),
+                                x[..., 2] + dt * w_m, v_next, steer_next), -1)
+
+        return step
+
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One step: ``x (..., 5)``, ``u (..., 2)`` -> ``(..., 5)``."""
-        dt = self.dt
+        return self.stepper()(x, u)
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
+        step; differentiable w.r.t. the parameters)."""
+        dt, L = self.dt, self.wheelbase
+        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        x, u = x.expand(*batch, 5), u.expand(*batch, 2)
         keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
         v, steer = x[..., 3], x[..., 4]
-        v_next = v + (1 - keep_v) * (self.gain_v * u[..., 0] - v)
-        steer_next = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt)
-        v_m = 0.5 * (v + v_next)
-        w_m = v_m * torch.tan(0.5 * (steer + steer_next)) / self.wheelbase
+        v_next = keep_v * v + drive_v * u[..., 0]
+        steer_next, d_steer = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt,
+                                               slope=True)
+        v_m, s_m = 0.5 * (v + v_next), 0.5 * (steer + steer_next)
+        tan_m = torch.tan(s_m)
+        w_m = v_m * tan_m / L
         heading = x[..., 2] + 0.5 * dt * w_m
-        return torch.stack((x[..., 0] + dt * v_m * heading.cos(), x[..., 1] + dt * v_m * heading.sin(),
-                            x[..., 2] + dt * w_m, v_next, steer_next), -1)
+        c, s = heading.cos(), heading.sin()
+        zero, one = torch.zeros_like(v), torch.ones_like(v)
+        # derivatives of v_m and s_m w.r.t. z = (x, y, yaw, v, steer, v_cmd, steer_cmd)
+        dv_m = torch.stack((zero, zero, zero, 0.5 * (1 + keep_v) * one, zero, 0.5 * drive_v * one, zero), -1)
+        ds_m = torch.stack((zero, zero, zero, zero, 0.5 * (1 + d_steer), zero, 0.5 * (1 - d_steer)), -1)
+        dw_m = (tan_m.unsqueeze(-1) * dv_m + (v_m / torch.cos(s_m).square()).unsqueeze(-1) * ds_m) / L
+        e_yaw = torch.stack((zero, zero, one, zero, zero, zero, zero), -1)
+        dheading = e_yaw + 0.5 * dt * dw_m
+        e_x, e_y = torch.zeros_like(e_yaw), torch.zeros_like(e_yaw)
+        e_x[..., 0], e_y[..., 1] = 1.0, 1.0
+        rows = (e_x + dt * (c.unsqueeze(-1) * dv_m - (v_m * s).unsqueeze(-1) * dheading),
+                e_y + dt * (s.unsqueeze(-1) * dv_m + (v_m * c).unsqueeze(-1) * dheading),
+                e_yaw + dt * dw_m,
+                torch.stack((zero, zero, zero, keep_v * one, zero, drive_v * one, zero), -1),
+                torch.stack((zero, zero, zero, zero, d_steer, zero, 1 - d_steer), -1))
+        J = torch.stack(rows, -2)                                                # (..., 5, 7)
+        return J[..., :5], J[..., 5:]
 
 
 class TwistBicycle(Dynamics):
