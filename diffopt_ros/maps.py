@@ -133,9 +133,9 @@ def load_map(path: str | os.PathLike) -> OccupancyGrid:
 def world_grid(world, resolution: float = 0.05, padding: float = 0.5) -> OccupancyGrid:
     """The occupancy grid of a :class:`~diffopt_ros.sim.World` (no unknown cells).
 
-    A cell is occupied when a wall or disc comes within half a cell of its centre, free
-    otherwise (a diagonal wall becomes a chain of cells touching at corners: no planner gets
-    through, since cells within the robot radius of it are lethal).
+    A cell is occupied when a wall or disc comes within half its diagonal of the cell centre
+    (every cell a wall passes through: no gaps, also where a wall runs along cell edges), free
+    otherwise.
 
     Args:
         world: the world.
@@ -163,6 +163,6 @@ def world_grid(world, resolution: float = 0.05, padding: float = 0.5) -> Occupan
             d = np.hypot(p[:, None, 0] - discs[:, 0], p[:, None, 1] - discs[:, 1]) - discs[:, 2]
             best = np.minimum(best, d.min(-1))
         distance[chunk:chunk + len(p)] = best
-    cells = np.where(distance <= 0.5 * resolution, OCCUPIED, FREE).astype(np.int8)
+    cells = np.where(distance <= 0.5 * math.sqrt(2.0) * resolution + 1e-9, OCCUPIED, FREE).astype(np.int8)
     return OccupancyGrid(data=cells.reshape(height, width), resolution=float(resolution),
                          origin=(float(x0), float(y0)))

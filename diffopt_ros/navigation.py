@@ -57,7 +57,7 @@ class NavSettings:
 
     robot: str = 'diff_drive'
     radius: float = 0.2
-    inflation: float = 0.05
+    inflation: float = 0.02
     obstacle_weight: float = 1000.0
     plan_penalty: float = 5.0
     plan_decay: float = 0.3

@@ -44,3 +44,17 @@ def test_enclosed_goal_is_unreachable():
     # a goal on a wall is reported as such
     plan = planner.plan([1.0, 2.0], [5.0, 2.0])
     assert not plan.reachable and 'robot radius' in plan.reason
+
+
+def test_walls_leave_no_gap_in_the_grid():
+    """A wall on a cell boundary, off it, or diagonal: the room behind it stays unreachable."""
+    for wall in ([4.0, 0, 4.0, 4], [4.025, 0, 4.025, 4], [4.0133, 0, 4.0133, 4], [3.0, 0, 5.0, 4],
+                 [3.3, 0, 4.1, 4]):
+        world = World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, wall]})
+        plan = GridPlanner.from_occupancy(world_grid(world, 0.05), 0.05).plan([1.0, 2.0], [7.0, 2.0])
+        assert not plan.reachable, f'the grid has a gap in wall {wall}'
+    # the clutter world's east wall (x = 8) runs along cell edges: the way round is by its door
+    world = World.load('clutter')
+    plan = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS).plan([7.0, 5.0], [9.0, 5.0])
+    assert plan.reachable and plan.length > 6.0
+    assert _min_clearance(world, plan.path) > RADIUS
