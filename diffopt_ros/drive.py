@@ -12,7 +12,9 @@ the simulator holds each command until the next tick. Example::
 Per goal it prints and writes: reached, time (s), path length (m), minimum clearance (m, from the
 robot centre to the nearest obstacle surface; the footprint touches at the robot radius),
 collisions (simulator steps in contact); and for the loop: ticks, rate achieved (ticks per wall
-second), tick p50/p99 (ms; SLAM + planning + MPC) and solve p50/p99 (ms). Exit code 0 when every
+second), tick p50/p99 (ms; SLAM + planning + MPC) and solve p50/p99 (ms). ``--record DIR`` writes
+the run as a rosbag2 (MCAP) like the recorder's (``/odom``, ``/ground_truth/odom``, ``/cmd_vel``,
+``/goal_pose``, ``/scan``), which ``diffopt-ros learn dynamics`` reads. Exit code 0 when every
 goal is reached without a collision, 1 otherwise, 2 for bad arguments or files.
 """
 from __future__ import annotations
@@ -66,13 +68,14 @@ class DriveResult:
     solve_p99_ms: float = 0.0
     sim_time: float = 0.0
     wall_time: float = 0.0
+    run: object = None          # the recorded RunData (record=True), not written to JSON
 
     @property
     def success(self) -> bool:
         return all(g.reached and g.collisions == 0 for g in self.goals)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(replace(self, run=None)).items() if k != 'run'}
 
 
 def _compose(a, b) -> tuple[float, float, float]:
@@ -96,7 +99,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
           mpc_values: dict | None = None, nav: NavSettings | None = None, controller: str = 'ilqr',
           obstacle_cost: bool = True, slam: bool = True, control_rate: float = 20.0,
           scan_rate: float = 10.0, sim_dt: float = 0.01, goal_timeout: float | None = None,
-          true_robot=None, log=None) -> DriveResult:
+          true_robot=None, log=None, record: bool = False) -> DriveResult:
     """Drive ``goals (K, 2)`` (m, world frame) one after the other; see the module docstring.
 
     Args:
@@ -119,6 +122,8 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
             speed, plus 15 s).
         true_robot: the simulated robot (default :func:`sim_robot`).
         log: ``print``-like callable for progress lines, or ``None``.
+        record: keep the run (odometry, ground truth, commands, goals, scans) as
+            :class:`~diffopt_ros.learn.datasets.RunData` in ``result.run``.
     """
     from diffopt_ros.learn.controller import mpc_params
     from diffopt_ros.maps import world_grid
@@ -154,6 +159,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     began = time.perf_counter()
     tick_index = 0
     correction = start_pose                      # world <- SLAM map (= odom at the start)
+    log_t, log_odom, log_truth, log_cmd, log_goal, scan_t, scan_ranges = [], [], [], [], [], [], []
 
     def estimate():
         odom = sim.odometry
@@ -165,6 +171,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     for goal in np.asarray(goals, dtype=np.float64).reshape(-1, 2):
         t0, collisions0 = sim.time, sim.collisions
         plan = navigator.set_goal(estimate()[:2], goal)
+        log_goal.append((sim.time, [*goal, 0.0]))
         limit = goal_timeout or ((2.0 * plan.length / nav.reference_speed + 15.0) if plan.reachable else 0.0)
         travelled, clearance, last = 0.0, math.inf, sim.true_state[:2]
         status = 'timeout'
@@ -172,6 +179,9 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
             started = time.perf_counter()
             if tick_index % scan_every == 0:
                 ranges = sim.scan()
+                if record:
+                    scan_t.append(sim.time)
+                    scan_ranges.append(ranges.astype(np.float32))
                 if estimator is not None:
                     odom = sim.odometry
                     estimator.process(sim.time, odom[:3], ranges, angles, sensors.lidar_range_min,
@@ -190,13 +200,25 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
             if sim.time - t0 > limit:
                 navigator.stop()
                 break
+            if record:
+                log_cmd.append((sim.time, step.command))
             for _ in range(substeps):
+                if record:
+                    log_t.append(sim.time)
+                    log_odom.append(sim.odometry)
+                    log_truth.append(sim.true_state)
                 sim.step(step.command, period / substeps)
                 now = sim.true_state[:2]
                 travelled += float(np.hypot(*(now - last)))
                 last = now
                 clearance = min(clearance, world.clearance(now))
+        if record:
+            log_cmd.append((sim.time, np.zeros(2)))
         for _ in range(substeps):                 # goal done: stop for one period
+            if record:
+                log_t.append(sim.time)
+                log_odom.append(sim.odometry)
+                log_truth.append(sim.true_state)
             sim.step((0.0, 0.0), period / substeps)
         reached = status == 'reached'
         result.goals.append(GoalResult(goal=goal.tolist(), reached=reached, time=sim.time - t0,
@@ -209,12 +231,29 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
             log(f'goal ({goal[0]:.2f}, {goal[1]:.2f}): {g.status}, {g.time:.1f} s, {g.path_length:.2f} m, '
                 f'min clearance {g.min_clearance:.3f} m, {g.collisions} collisions')
     wall = time.perf_counter() - began
+    if record:
+        result.run = _run_data(f'drive_{world.name}_{robot}_{seed}', log_t, log_odom, log_truth, log_cmd,
+                               log_goal, scan_t, scan_ranges, angles, sensors)
     ms = np.asarray(ticks) * 1e3
     solve_ms = np.asarray(solves) * 1e3 if solves else np.zeros(1)
     return replace(result, ticks=len(ticks), rate_hz=len(ticks) / max(float(np.sum(ticks)), 1e-9),
                    tick_p50_ms=float(np.percentile(ms, 50)), tick_p99_ms=float(np.percentile(ms, 99)),
                    solve_p50_ms=float(np.percentile(solve_ms, 50)),
                    solve_p99_ms=float(np.percentile(solve_ms, 99)), sim_time=sim.time, wall_time=wall)
+
+
+def _run_data(name, t, odom, truth, commands, goals, scan_t, scans, angles, sensors):
+    """The recorded series as a :class:`~diffopt_ros.learn.datasets.RunData`."""
+    from diffopt_ros.bag.reader import Scans
+    from diffopt_ros.learn.datasets import RunData, Series
+
+    def series(pairs):
+        return Series([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+
+    return RunData(name=name, source=f'<drive {name}>', odom=Series(t, odom), ground_truth=Series(t, truth),
+                   commands=series(commands), goals=series(goals),
+                   scans=Scans(np.asarray(scan_t), np.asarray(scans), np.asarray(angles),
+                               float(sensors.lidar_range_min), float(sensors.lidar_range_max)))
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -253,8 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--ground-truth', action='store_true',
                         help='close the loop on the true state, not SLAM')
     parser.add_argument('--record', metavar='DIR',
-                        help='not available in this command: record with the ROS nodes '
-                             '(diffopt-ros demo / recorder_node)')
+                        help='write the run as a rosbag2 (MCAP) under DIR (odom, ground truth, cmd_vel, '
+                             'goals, scans), for diffopt-ros learn')
     return parser
 
 
@@ -268,9 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     from diffopt_ros.params_file import ParamsFileError
     from diffopt_ros.sim import CollisionError, World, WorldError
 
-    if args.record:
-        print('diffopt-ros drive: --record is not supported by the in-process loop', file=sys.stderr)
-        return 2
     torch.set_num_threads(1)
     try:
         world = World.load(args.world)
@@ -278,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         values = mpc_params(args.params_file, args.learned_file)
         result = drive(world, args.goal, robot=args.robot, seed=args.seed, start=args.start, grid=grid,
                        mpc_values=values, controller=args.controller,
-                       obstacle_cost=not args.no_obstacle_cost, slam=not args.ground_truth, log=print)
+                       obstacle_cost=not args.no_obstacle_cost, slam=not args.ground_truth, log=print,
+                       record=bool(args.record))
     except (WorldError, MapError, ParamsFileError, CollisionError, ValueError) as exc:
         print(f'diffopt-ros drive: {exc}', file=sys.stderr)
         return 2
@@ -287,4 +324,8 @@ def main(argv: list[str] | None = None) -> int:
           f'p99 {result.solve_p99_ms:.1f} ms; {result.sim_time:.1f} s simulated in {result.wall_time:.1f} s')
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + '\n', encoding='utf-8')
+    if args.record:
+        from diffopt_ros.learn.synthetic import save_bag
+
+        print(f'recorded {save_bag(result.run, args.record)}')
     return 0 if result.success else 1

@@ -7,6 +7,7 @@ import torch
 
 from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.datasets import RunData, Series
+from diffopt_ros.learn.synthetic import save_bag
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
 from diffopt_ros.sim import RobotParams, Simulator, World
@@ -93,8 +94,10 @@ def test_learn_dynamics_identifies_the_car(tmp_path):
     params.write_text('mpc_node:\n  ros__parameters:\n    model.gain_v: 1.0\n    model.tau_v: 0.1\n'
                       '    model.tau_steer: 0.3\n    model.wheelbase: 0.35\n    model.max_steer_rate: 2.0\n'
                       '    bounds.max_steer: 0.6\n')
-    result = learn_dynamics([_car_run(0), _car_run(1)], tmp_path / 'out', model='bicycle', params_file=params,
-                            progress=False, plots=False, dt=0.1)
+    # one run from a rosbag2 folder as the recorder writes it, one in memory
+    bag = save_bag(_car_run(0), tmp_path / 'runs')
+    result = learn_dynamics([bag, _car_run(1)], tmp_path / 'out', model='bicycle', params_file=params,
+                            progress=False, plots=False, dt=0.1, val_fraction=0.0)
     truth = {'model.gain_v': CAR.gain_v, 'model.tau_v': CAR.tau_v, 'model.tau_steer': CAR.tau_steer}
     for key, value in truth.items():
         assert result.params[key] == pytest.approx(value, rel=0.05), (key, result.params)

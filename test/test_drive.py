@@ -47,6 +47,19 @@ def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     assert 'goal (2.00, 1.00): reached' in printed and 'unreachable' in printed
 
 
+def test_record_writes_a_bag_that_learning_reads(tmp_path, capsys):
+    from diffopt_ros.learn.datasets import load_runs
+
+    world_file = tmp_path / 'small.yaml'
+    world_file.write_text(json.dumps(WORLD))
+    code = cli_main(['drive', '--world', str(world_file), '--goal', '2.5,1', '--ground-truth',
+                     '--record', str(tmp_path / 'runs')])
+    assert code == 0
+    (run,) = load_runs([tmp_path / 'runs'], ['/cmd_vel', '/odom', '/ground_truth/odom', '/scan'])
+    assert len(run.commands.t) > 20 and len(run.scans.t) > 10
+    assert abs(run.ground_truth.values[-1, 0] - 2.5) < 0.2
+
+
 def test_cli_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(['drive', '--world', 'clutter', '--goal', 'north'])
