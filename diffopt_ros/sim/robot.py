@@ -144,13 +144,16 @@ def integrate(state, command, dt: float, params: RobotParams,
         v, ds = lag_response(v, v_cmd, p.gain_v, p.tau_v, p.drag_v, p.max_accel_v, h)
         omega, dyaw = lag_response(omega, omega_cmd, p.gain_omega, p.tau_omega, p.drag_omega,
                                    p.max_accel_omega, h)
-        heading = yaw + 0.5 * dyaw
-        x += ds * math.cos(heading)
-        y += ds * math.sin(heading)
-        yaw += dyaw
+        x, y, yaw = _advance_pose(x, y, yaw, ds, dyaw)
         distance += ds
         turned += dyaw
     return [x, y, yaw, v, omega], distance, turned
+
+
+def _advance_pose(x: float, y: float, yaw: float, ds: float, dyaw: float) -> tuple[float, float, float]:
+    """The pose after moving ``ds`` (m) along the midpoint heading while turning ``dyaw`` (rad)."""
+    heading = yaw + 0.5 * dyaw
+    return x + ds * math.cos(heading), y + ds * math.sin(heading), yaw + dyaw
 
 
 def ackermann_steer(v_cmd: float, omega_cmd: float, params: RobotParams) -> float:
@@ -190,10 +193,7 @@ def integrate_ackermann(state, steer: float, command, dt: float, params: RobotPa
         steer_new, _ = lag_response(steer, steer_cmd, 1.0, p.tau_steer, 0.0, p.max_steer_rate, h)
         dyaw = ds * math.tan(0.5 * (steer + steer_new)) / p.wheelbase
         steer = steer_new
-        heading = yaw + 0.5 * dyaw
-        x += ds * math.cos(heading)
-        y += ds * math.sin(heading)
-        yaw += dyaw
+        x, y, yaw = _advance_pose(x, y, yaw, ds, dyaw)
         distance += ds
         turned += dyaw
     return [x, y, yaw, v, v * math.tan(steer) / p.wheelbase], steer, distance, turned
