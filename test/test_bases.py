@@ -8,7 +8,7 @@ import torch
 from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.datasets import RunData, Series
 from diffopt_ros.learn.synthetic import save_bag
-from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians
+from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians, rollout
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
 from diffopt_ros.sim import RobotParams, Simulator, World
 
@@ -47,6 +47,20 @@ def test_bicycle_kinematics_and_steering_rate_bound():
     A_auto, B_auto = autodiff_jacobians(car.forward, x, u)
     torch.testing.assert_close(A, A_auto, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(B, B_auto, rtol=1e-12, atol=1e-12)
+
+
+def test_bicycle_rollout_matches_stepping():
+    """The fused roll-out = ``T`` steps: values and gradients (initial state, controls, parameters)."""
+    car = Bicycle(dt=0.1, wheelbase=0.4, gain_v=0.9, tau_v=0.2, tau_steer=0.1, max_steer_rate=1.5).to(D)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, generator=g, dtype=D).requires_grad_()
+    u = torch.randn(3, 9, 2, generator=g, dtype=D).requires_grad_()
+    fused, stepped = car.rollout_fn()(x, u), rollout(car.stepper(), x, u)
+    torch.testing.assert_close(fused, stepped, atol=1e-12, rtol=1e-12)
+    w = torch.randn(stepped.shape, generator=g, dtype=D)
+    leaves = [x, u, *car.parameters()]
+    for a, b in zip(*[torch.autograd.grad((s * w).sum(), leaves) for s in (fused, stepped)]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
 def test_mpc_drives_the_car_to_a_goal():

@@ -111,6 +111,39 @@ class Bicycle(_PositiveParams):
         """One step: ``x (..., 5)``, ``u (..., 2)`` -> ``(..., 5)``."""
         return self.stepper()(x, u)
 
+    def rollout_fn(self):
+        """The roll-out with only the speed and steering recursions sequential: speed and steering
+        do not depend on the pose, so after their ``T`` steps (the speed's a product with a
+        triangular matrix, the steering's ``T`` rate-limited steps) the yaw and position are
+        cumulative sums over the horizon. ``(x_init (B, 5), controls (B, T, 2)) -> (B, T+1, 5)``."""
+        dt, rate = self.dt, self.max_steer_rate
+        keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        tau_s, inv_L = self.tau_steer, 1.0 / self.wheelbase
+
+        def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+            T = controls.shape[-2]
+            steps = torch.arange(T + 1, dtype=controls.dtype, device=controls.device)
+            powers = keep_v ** steps                                          # keep^t, (T+1,)
+            lag = steps.view(-1, 1) - 1 - steps[:T].view(1, -1)               # t - 1 - s
+            M = torch.where(lag >= 0, keep_v ** lag.clamp_min(0), torch.zeros_like(lag)) * drive_v
+            v = x_init[..., 3:4] * powers + controls[..., 0] @ M.mT           # (B, T+1)
+            steer = [x_init[..., 4]]
+            for command in controls[..., 1].unbind(-1):
+                steer.append(rate_limited_lag(steer[-1], command, tau_s, rate, dt))
+            steer = torch.stack(steer, -1)
+            v_m = 0.5 * (v[..., 1:] + v[..., :-1])
+            w_m = v_m * torch.tan(0.5 * (steer[..., 1:] + steer[..., :-1])) * inv_L
+            turn = dt * w_m
+            yaw = torch.cat((x_init[..., 2:3], x_init[..., 2:3] + torch.cumsum(turn, -1)), -1)
+            heading = yaw[..., :-1] + 0.5 * turn
+            step = dt * v_m
+            x = torch.cat((x_init[..., 0:1], x_init[..., 0:1] + torch.cumsum(step * heading.cos(), -1)), -1)
+            y = torch.cat((x_init[..., 1:2], x_init[..., 1:2] + torch.cumsum(step * heading.sin(), -1)), -1)
+            return torch.stack((x, y, yaw, v, steer), -1)
+
+        return roll_out
+
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
         step; differentiable w.r.t. the parameters)."""
