@@ -14,13 +14,13 @@ from pathlib import Path
 import yaml
 
 #: Keys each node accepts from a learned file (docs/CONTRACTS.md).
-MPC_MODEL_KEYS = ('model.gain_v', 'model.gain_omega', 'model.tau_v', 'model.tau_omega', 'model.wheelbase',
-                  'model.tau_steer')   # the last two: the Ackermann model (model: bicycle)
+MPC_MODEL_KEYS = ('model.gain_v', 'model.gain_omega', 'model.tau_v', 'model.tau_omega')
+MPC_CAR_KEYS = ('model.wheelbase', 'model.tau_steer')      # the Ackermann model (model: bicycle)
 MPC_WEIGHT_KEYS = ('weights.position', 'weights.heading', 'weights.v', 'weights.omega',
                    'weights.v_cmd', 'weights.omega_cmd', 'weights.rate', 'weights.terminal_scale')
 SLAM_KEYS = ('weights.odom_xy', 'weights.odom_yaw', 'weights.scan_xy', 'weights.scan_yaw',
              'robust.scale')
-NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
+NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_CAR_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
 
 
 class ExportError(ValueError):
