@@ -6,7 +6,8 @@ goal is reported and the robot stops), and each tick it solves the MPC (tracking
 ``reference_speed``, :func:`~diffopt_ros.mpc.receding.path_reference`) with the clearance cost of
 the map's signed-distance field and the latest scan points
 (:class:`~diffopt_ros.mpc.obstacles.ObstacleCost`), warm-started from the previous plan. It
-replans when the robot strays from the path. Robot bases: ``diff_drive`` (the
+replans when the robot strays from the path or a scan point blocks it (the scan points then
+count as obstacles for that plan). Robot bases: ``diff_drive`` (the
 :class:`~diffopt_ros.mpc.models.DiffDriveLag` model, commands ``(v, omega)``) and ``ackermann``
 (:class:`~diffopt_ros.mpc.bases.Bicycle`, commands ``(v, steer)`` sent as the Twist
 ``(v, v tan(steer) / wheelbase)``). States are ``(x, y, yaw, v, omega)`` in the map frame
@@ -47,6 +48,8 @@ class NavSettings:
         reference_speed: speed along the path (m/s).
         goal_tolerance: goal reached within this distance (m).
         replan_distance: replan when the robot is farther than this from the path (m).
+        blocked_lookahead: replan (with the scan points as obstacles) when one lies within the
+            radius of the next this many metres of the path (m).
         scan_range: scan points beyond this distance from the robot are ignored (m).
         wheelbase: the car's wheelbase (m; ``ackermann``).
         max_steer: the car's steering limit (rad; ``ackermann``).
@@ -64,6 +67,7 @@ class NavSettings:
     reference_speed: float = 0.4
     goal_tolerance: float = 0.15
     replan_distance: float = 0.6
+    blocked_lookahead: float = 2.0
     scan_range: float = 3.0
     wheelbase: float = 0.3
     max_steer: float = 0.6
@@ -175,6 +179,20 @@ class Navigator:
         self.plan = self.planner.plan(np.asarray(position)[:2], self.goal)
         self.progress = 0.0
 
+    def _blocked(self, state) -> bool:
+        """Whether a scan point lies within the robot radius of the path in the next
+        ``blocked_lookahead`` m (an obstacle the map does not have)."""
+        points = self.obstacles.points
+        if points.shape[0] == 0:
+            return False
+        path = self.plan.path
+        arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(path, axis=0).T))])
+        ahead = path[(arc >= self.progress) & (arc <= self.progress + self.nav.blocked_lookahead)]
+        if len(ahead) == 0:
+            return False
+        gaps = torch.cdist(torch.as_tensor(ahead), points.to(torch.float64))
+        return bool((gaps < self.nav.radius).any())
+
     def set_scan_points(self, points) -> None:
         """Obstacle points ``(N, 2)`` (m, map frame), e.g. the latest scan."""
         self.obstacles.set_points(points)
@@ -200,6 +218,12 @@ class Navigator:
             if offset > self.nav.replan_distance:
                 self._replan(state)
                 replanned = True
+            elif self._blocked(state):
+                # the points the map does not explain (off its obstacles) join the map for this plan
+                points = self.obstacles.points
+                unmapped = points[self.field(points.to(torch.float64)) > 2 * self.field.resolution]
+                self.plan = self.planner.plan(state[:2], self.goal, unmapped.numpy())
+                self.progress, replanned = 0.0, True
         if self.plan is None or not self.plan.reachable:
             self._warm = None
             self.last_command = np.zeros(2)

@@ -56,10 +56,15 @@ class GridPlanner:
         if unknown_is_occupied:
             occupied |= data < 0
         self.resolution, self.origin = float(resolution), (float(origin[0]), float(origin[1]))
-        self.radius = float(radius)
-        self.clearance = signed_distance(occupied, self.resolution)            # (H, W) m
-        extra = penalty * np.exp(-np.clip(self.clearance - self.radius, 0.0, None) / decay)
-        self.costs = np.where(self.clearance > self.radius, 1.0 + extra, -1.0)  # negative: impassable
+        self.radius, self.penalty, self.decay = float(radius), float(penalty), float(decay)
+        self.occupied = occupied
+        self.clearance, self.costs = self._costs(occupied)
+
+    def _costs(self, occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clearance ``(H, W)`` (m) and cell costs (negative: impassable) of an obstacle mask."""
+        clearance = signed_distance(occupied, self.resolution)
+        extra = self.penalty * np.exp(-np.clip(clearance - self.radius, 0.0, None) / self.decay)
+        return clearance, np.where(clearance > self.radius, 1.0 + extra, -1.0)
 
     @classmethod
     def from_occupancy(cls, grid, radius: float, **kwargs) -> GridPlanner:
@@ -71,6 +76,13 @@ class GridPlanner:
         col = int(math.floor((float(point[0]) - self.origin[0]) / self.resolution))
         row = int(math.floor((float(point[1]) - self.origin[1]) / self.resolution))
         return row, col
+
+    def _cells_of(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns ``(K,)`` of the cells holding ``points (N, 2)`` (those inside the grid)."""
+        cols = np.floor((points[:, 0] - self.origin[0]) / self.resolution).astype(np.int64)
+        rows = np.floor((points[:, 1] - self.origin[1]) / self.resolution).astype(np.int64)
+        inside = (rows >= 0) & (rows < self.costs.shape[0]) & (cols >= 0) & (cols < self.costs.shape[1])
+        return rows[inside], cols[inside]
 
     def centre(self, cells: np.ndarray) -> np.ndarray:
         """Centres ``(N, 2)`` (m) of cells ``(N, 2)`` given as ``(row, column)``."""
@@ -85,23 +97,30 @@ class GridPlanner:
             return -math.inf
         return float(self.clearance[row, col])
 
-    def plan(self, start, goal) -> GlobalPlan:
+    def plan(self, start, goal, obstacles=None) -> GlobalPlan:
         """The cheapest collision-free path from ``start (2,)`` to ``goal (2,)`` (m, map frame).
 
         The start cell is always passable (a robot that stands near a wall can leave); a goal
         outside the grid, in a lethal cell or cut off from the start is unreachable.
+        ``obstacles (N, 2)`` (m, e.g. scan points) are added to the map for this plan.
         """
         from skimage.graph import MCP_Geometric
 
-        height, width = self.costs.shape
+        costs = self.costs
+        if obstacles is not None and len(obstacles):
+            rows, cols = self._cells_of(np.asarray(obstacles, dtype=np.float64).reshape(-1, 2))
+            occupied = self.occupied.copy()
+            occupied[rows, cols] = True
+            costs = self._costs(occupied)[1]
+        height, width = costs.shape
         s, g = self.cell(start), self.cell(goal)
         for name, (row, col) in (('start', s), ('goal', g)):
             if not (0 <= row < height and 0 <= col < width):
                 return GlobalPlan(False, np.zeros((0, 2)), math.inf, f'{name} is outside the map')
-        if self.costs[g] < 0:
+        if costs[g] < 0:
             return GlobalPlan(False, np.zeros((0, 2)), math.inf,
                               f'goal is within {self.radius} m (the robot radius) of an obstacle')
-        costs = self.costs.copy()
+        costs = costs.copy()
         costs[s] = max(costs[s], 1.0)
         mcp = MCP_Geometric(costs, fully_connected=True)
         cumulative, _ = mcp.find_costs(starts=[s], ends=[g])

@@ -30,6 +30,18 @@ def test_goal_behind_a_wall_is_reached_without_collision(robot):
     assert result.ticks > 0 and result.tick_p99_ms >= result.tick_p50_ms > 0
 
 
+def test_an_obstacle_missing_from_the_map_is_avoided():
+    from diffopt_ros.maps import world_grid
+
+    mapped = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}]})
+    world = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}], 'obstacles': [[4.0, 0.75, 0.3]],
+                             'start': [1.0, 1.0, 0.0]})
+    result = drive(world, [[7.0, 1.0]], grid=world_grid(mapped, 0.05), slam=False)
+    goal = result.goals[0]
+    assert goal.reached and goal.collisions == 0, goal
+    assert goal.min_clearance > 0.2
+
+
 def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     world_file = tmp_path / 'small.yaml'
     world_file.write_text(json.dumps(dict(WORLD, walls=WORLD['walls'] + [{'box': [4.5, 2.5, 5.5, 3.5]}])))

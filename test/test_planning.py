@@ -58,3 +58,24 @@ def test_walls_leave_no_gap_in_the_grid():
     plan = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS).plan([7.0, 5.0], [9.0, 5.0])
     assert plan.reachable and plan.length > 6.0
     assert _min_clearance(world, plan.path) > RADIUS
+
+
+def test_navigator_replans_round_an_obstacle_the_map_lacks():
+    from diffopt_ros.navigation import Navigator
+
+    mapped = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}]})
+    navigator = Navigator(world_grid(mapped, 0.05))
+    plan = navigator.set_goal([1.0, 1.0], [7.0, 1.0])
+    assert abs(plan.path[len(plan.path) // 2, 1] - 1.0) < 0.1, 'the empty corridor: down the middle'
+    state = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    navigator.step(state, 0.0)
+    # a scan sees a post at (2.5, 0.7) (radius 0.3) and the corridor walls
+    angles = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    post = np.column_stack([2.5 + 0.3 * np.cos(angles), 0.7 + 0.3 * np.sin(angles)])
+    walls = np.column_stack([np.linspace(0, 8, 80), np.zeros(80)])
+    navigator.set_scan_points(np.concatenate([post, walls]))
+    step = navigator.step(state, 0.05)
+    assert step.replanned and navigator.plan.reachable
+    gaps = np.hypot(*(navigator.plan.path[:, None] - post[None]).transpose(2, 0, 1)).min()
+    assert gaps > RADIUS, 'the new path keeps the robot radius from the post'
+    assert not navigator.step(state, 0.1).replanned, 'the new path is not blocked'
