@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/learn.py
 	$(PY) bench/slam_weights.py
 	$(PY) bench/control_loop.py
+	$(PY) bench/navigation.py
 
 colcon: $(STAMP)
 	. $(VENV)/bin/activate && colcon build --base-paths . --build-base build --install-base install

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'pgo': ('diffopt_ros.nlls.pgo_cli', 'solve a g2o/TORO pose-graph file (LM/GN, CPU/CUDA)'),
     'learn': ('diffopt_ros.learn.cli', 'learn dynamics, cost or SLAM weights from recorded bags'),
     'bag': ('diffopt_ros.bag.cli', 'inspect or repair rosbag2 runs written by the recorder'),
+    'drive': ('diffopt_ros.drive', 'drive goals through a world (sim + SLAM + obstacle-aware MPC), score it'),
 }
 
 

@@ -120,10 +120,11 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                    batch_size: int = 0, val_fraction: float = 0.25, seed: int = 0,
                    resume: str | os.PathLike | None = None, progress: bool = True,
                    optimizer: str | None = None, plots: bool = True,
-                   state_topic: str | None = None, dtype: torch.dtype = torch.float64
-                   ) -> LearnResult:
+                   state_topic: str | None = None, dtype: torch.dtype = torch.float64,
+                   model: str = 'diff_drive_lag') -> LearnResult:
     """Fit the MPC's dynamics model (``model.gain_v``, ``model.gain_omega``, ``model.tau_v``,
-    ``model.tau_omega``) and write ``out_dir/mpc.yaml``.
+    ``model.tau_omega``; for the Ackermann ``bicycle``: ``model.gain_v``, ``model.tau_v``,
+    ``model.tau_steer``) and write ``out_dir/mpc.yaml``.
 
     Args:
         runs: recorded runs (paths or :class:`RunData`); the last ``val_fraction`` validate.
@@ -163,11 +164,18 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
             recorded, else ``/odom``); for e2e, the topic the imitated controller closed its
             loop on (the demo's MPC used ``/slam/odom``).
         dtype: floating-point type.
+        model: ``'diff_drive_lag'`` or ``'bicycle'`` (an Ackermann car driven by Twists, seen as
+            :class:`~diffopt_ros.mpc.bases.TwistBicycle`; sysid only; its wheelbase
+            ``model.wheelbase`` and ``model.max_steer_rate``, ``bounds.max_steer`` are taken as
+            given: from Twist commands the wheelbase cancels except where the steering saturates).
 
     Raises:
         DatasetError, diffopt_ros.bag.BagError: runs without the topics needed (named).
-        ValueError: unknown ``method`` or ``backward``.
+        ValueError: unknown ``method``, ``backward`` or ``model``.
     """
+    if model not in ('diff_drive_lag', 'bicycle') or (model == 'bicycle' and method != 'sysid'):
+        raise ValueError(f"learn_dynamics: model must be 'diff_drive_lag' or 'bicycle' (sysid only), "
+                         f"got {model!r} with method {method!r}")
     if method not in ('sysid', 'e2e'):
         raise ValueError(f"learn_dynamics: method must be 'sysid' or 'e2e', got {method!r}")
     if backward not in ('implicit', 'unroll'):
@@ -187,11 +195,14 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         train_w = control_windows(train_runs, dt, steps, stride, state_topic=state_topic, dtype=dtype)
         val_w = (control_windows(val_runs, dt, steps, stride, state_topic=state_topic, dtype=dtype)
                  if val_runs else None)
-        model = DiffDriveLag(dt, **{k: float(params[f'model.{k}']) for k in DiffDriveLag.param_names})
-        model = model.to(dtype)
+        if model == 'bicycle':
+            dynamics = _twist_bicycle(dt, params).to(dtype)
+        else:
+            dynamics = DiffDriveLag(dt, **{k: float(params[f'model.{k}']) for k in DiffDriveLag.param_names})
+            dynamics = dynamics.to(dtype)
         if residual:
-            model = NeuralResidual(model).to(dtype)
-        objective = PredictionObjective(model, steps, robust=robust)
+            dynamics = NeuralResidual(dynamics).to(dtype)
+        objective = PredictionObjective(dynamics, steps, robust=robust)
         start_model = {k: float(v) for k, v in objective.report().items()}
         cfg = _config(out_dir, device, 30 if epochs is None else epochs, lr, batch_size, seed, resume,
                       progress, optimizer, plots)
@@ -211,6 +222,18 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                        title=f'dynamics (end to end, {backward})')
     return _finish(result, out_dir, began, {'method_e2e': float(method == 'e2e'),
                                             'windows': float(len(train_w))})
+
+
+def _twist_bicycle(dt: float, params: dict):
+    """The Ackermann model to identify from Twist data: :class:`~diffopt_ros.mpc.bases.Bicycle`
+    with ``model.*`` values from ``params`` where given (else its defaults), wheelbase frozen."""
+    from diffopt_ros.mpc.bases import Bicycle, TwistBicycle
+
+    given = {k: float(params[f'model.{k}']) for k in (*Bicycle.param_names, 'max_steer_rate')
+             if f'model.{k}' in params}
+    car = Bicycle(dt, **given)
+    car.log_wheelbase.requires_grad_(False)
+    return TwistBicycle(car, max_steer=float(params.get('bounds.max_steer', 0.6)))
 
 
 def _plot_prediction(*args) -> None:

@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
                           '0 = squared errors (default %(default)s)')
     dyn.add_argument('--residual', action='store_true',
                      help='also learn a neural residual (sysid; kept in checkpoint.pt only)')
+    dyn.add_argument('--model', choices=('diff_drive_lag', 'bicycle'), default='diff_drive_lag',
+                     help='the robot base: diff_drive_lag, or bicycle for an Ackermann car '
+                          '(sysid; learns model.gain_v, model.tau_v, model.tau_steer) '
+                          '(default %(default)s)')
 
     cost = sub.add_parser('cost', help='the MPC cost weights (weights.*) from demonstrations',
                           description='Learn the MPC cost weights by imitating demonstrations '
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.runs, args.out, method=args.method, backward=args.backward,
                 steps=args.steps, dt=args.dt, residual=args.residual, robust=args.robust or None,
                 params_file=args.params_file, learned_file=args.learned_file, stride=args.stride,
-                state_topic=args.state_topic, **common)
+                state_topic=args.state_topic, model=args.model, **common)
         elif args.task == 'cost':
             result = api.learn_cost(
                 args.runs, args.out, backward=args.backward, dt=args.dt,

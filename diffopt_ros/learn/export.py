@@ -17,9 +17,10 @@ from diffopt_ros.params import SchemaError, schema_for
 
 #: Keys each node accepts from a learned file: the ``learnable`` parameters of its schema.
 MPC_MODEL_KEYS = schema_for('mpc_node').learnable('model')
+MPC_CAR_KEYS = schema_for('mpc_node').learnable('car')      # the Ackermann model (model: bicycle)
 MPC_WEIGHT_KEYS = schema_for('mpc_node').learnable('weights')
 SLAM_KEYS = schema_for('slam_node').learnable()
-NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
+NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_CAR_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
 
 
 class ExportError(ValueError):

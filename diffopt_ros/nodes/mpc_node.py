@@ -30,8 +30,17 @@ Example::
     mpc_node --ros-args --params-file config/mpc.yaml -r odom:=/slam/odom \\
         -p learned_params_file:=learned/dynamics/mpc.yaml
 
-All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`);
-the node only converts messages and keeps time.
+Navigation (``navigation.enabled``): a ``goal_pose`` is planned on the occupancy grid
+(``map_file``, a map_server YAML, or ``map``, nav_msgs/OccupancyGrid, transient-local, as
+slam_node publishes it) and tracked with the obstacle cost of the map and the latest ``scan``
+(sensor_msgs/LaserScan; the lidar at the robot centre, the state's frame the map's); the path
+is published on ``plan_global`` (nav_msgs/Path) when planned or replanned. An unreachable goal
+is reported (warning, diagnostics WARN ``unreachable``) and the robot stops. A ``plan`` is
+tracked as without navigation. ``model: bicycle`` (an Ackermann car; navigation only) sends the
+Twist ``(v, v tan(steer) / model.wheelbase)``. The step is :class:`diffopt_ros.navigation.Navigator`.
+
+All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`,
+:mod:`diffopt_ros.navigation`); the node only converts messages and keeps time.
 """
 from __future__ import annotations
 
@@ -45,12 +54,13 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import OccupancyGrid, Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import LaserScan
 
 from diffopt_ros.mpc.receding import (
     ControlStep,
@@ -123,6 +133,9 @@ class MpcNode(LifecycleNode):
         self._worker = _SolveWorker()
         self._cmd_pub = None
         self._stats = _Stats()
+        self._navigator = None      # diffopt_ros.navigation.Navigator (navigation.enabled)
+        self._nav_new_goal = False  # a goal_pose to plan at the next tick
+        self._nav_points = None     # (N, 2) scan points (map frame) for the next tick
         self._warn_times: dict[str, float] = {}
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
         reason = SCHEMA.combination(self._values)
@@ -192,7 +205,66 @@ class MpcNode(LifecycleNode):
             self.create_subscription(Odometry, self._values['state_topic'], self._on_state,
                                      qos_profile_sensor_data, callback_group=inputs),
         ]
+        if self._values['navigation.enabled']:
+            return self._configure_navigation(inputs)
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_navigation(self, inputs) -> TransitionCallbackReturn:
+        """Map (file or topic), scan and plan_global of navigation.enabled."""
+        from diffopt_ros.maps import MapError, load_map
+
+        self._global_pub = self.create_lifecycle_publisher(Path, 'plan_global', 10)
+        self._pubs.append(self._global_pub)
+        if self._values['map_file']:
+            try:
+                self._set_map(load_map(self._values['map_file']))
+            except MapError as exc:
+                self.get_logger().error(f'map_file: {exc}')
+                return TransitionCallbackReturn.FAILURE
+        else:
+            self._subs.append(self.create_subscription(
+                OccupancyGrid, 'map', self._on_map,
+                QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL), callback_group=inputs))
+        self._subs.append(self.create_subscription(LaserScan, 'scan', self._on_scan, qos_profile_sensor_data,
+                                                   callback_group=inputs))
+        return TransitionCallbackReturn.SUCCESS
+
+    def _set_map(self, grid) -> None:
+        """A new navigator on ``grid`` (an OccupancyGrid of diffopt_ros.slam); a goal is replanned."""
+        from diffopt_ros.navigation import Navigator, NavSettings
+
+        v = self._values
+        car = v['model'] == 'bicycle'
+        nav = NavSettings(robot='ackermann' if car else 'diff_drive', radius=v['navigation.radius'],
+                          inflation=v['navigation.inflation'],
+                          obstacle_weight=v['navigation.obstacle_weight'],
+                          reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
+                          wheelbase=v['model.wheelbase'], max_steer=v['bounds.max_steer'],
+                          max_steer_rate=v['model.max_steer_rate'], tau_steer=v['model.tau_steer'])
+        navigator = Navigator(grid, MpcSettings.from_params(v), nav)
+        with self._lock:
+            self._navigator = navigator
+            self._nav_new_goal = self._goal is not None and self._path is None and not self._reached
+
+    def _on_map(self, msg: OccupancyGrid):
+        from diffopt_ros.slam.occupancy import OccupancyGrid as Grid
+
+        info = msg.info
+        data = np.asarray(msg.data, dtype=np.int8).reshape(info.height, info.width)
+        self._set_map(Grid(data=data, resolution=float(info.resolution),
+                           origin=(info.origin.position.x, info.origin.position.y)))
+
+    def _on_scan(self, msg: LaserScan):
+        from diffopt_ros.mpc.obstacles import scan_to_world
+
+        ranges, angles = ros_convert.scan_to_ranges(msg)
+        with self._lock:
+            navigator, entry = self._navigator, self._state
+        if navigator is None or entry is None or entry[1] is None:
+            return
+        points = scan_to_world(entry[1][:3], ranges, angles, navigator.nav.scan_range, stride=2)
+        with self._lock:
+            self._nav_points = points
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._timer = self.create_timer(1.0 / self._values['control_rate'], self._on_tick,
@@ -307,6 +379,7 @@ class MpcNode(LifecycleNode):
             self._goal, self._goal_frame = goal[:2], msg.header.frame_id
             self._path = self._path_times = None
             self._plan, self._reached = None, False
+            self._nav_new_goal = True
         self.get_logger().info(f'new goal ({goal[0]:.2f}, {goal[1]:.2f}) in '
                                f'"{msg.header.frame_id}"')
 
@@ -392,6 +465,8 @@ class MpcNode(LifecycleNode):
         if self._goal_frame and frame and self._goal_frame != frame:
             self._warn('frame', f'goal is in "{self._goal_frame}" but the state in "{frame}": '
                                 'no TF here, using the goal as given')
+        if self._values['navigation.enabled'] and path is None:
+            return self._navigate(now, state, goal)
         settings = self._solver.settings
         if path is not None and path_times is None:
             reference, self._path_progress = path_reference(
@@ -468,6 +543,45 @@ class MpcNode(LifecycleNode):
                                  hold_last=False)
         return (float(shifted[0, 0]), float(shifted[0, 1]))
 
+    def _navigate(self, now, state, goal):
+        """(v_cmd, omega_cmd) and the navigator's step (or None) for a goal_pose with navigation."""
+        stats = self._stats
+        with self._lock:
+            navigator, new_goal, points = self._navigator, self._nav_new_goal, self._nav_points
+            self._nav_new_goal, self._nav_points = False, None
+        if navigator is None:
+            stats.mode = 'no map'
+            self._warn('map', 'navigation: no map yet (map_file or the map topic): commanding zero')
+            return (0.0, 0.0), None
+        if points is not None:
+            navigator.set_scan_points(points)
+        if new_goal:
+            plan = navigator.set_goal(state[:2], goal)
+            self._publish_global_plan(navigator)
+            if not plan.reachable:
+                self.get_logger().warning(f'goal ({goal[0]:.2f}, {goal[1]:.2f}) is unreachable: '
+                                          f'{plan.reason}; stopping')
+        step = navigator.step(state, now)
+        if step.replanned:
+            self._publish_global_plan(navigator)
+        stats.mode = step.mode
+        if step.mode == 'goal reached':
+            self._reached = True
+        if step.mode != 'tracking':
+            return (0.0, 0.0), None
+        stats.solve_time, stats.solves = step.solve_time, stats.solves + 1
+        return (float(step.command[0]), float(step.command[1])), step
+
+    def _publish_global_plan(self, navigator):
+        """The navigator's global path on plan_global (empty when unreachable), in the state's frame."""
+        plan = navigator.plan
+        with self._lock:
+            frame = self._state[2] if self._state is not None else ''
+        path = plan.path if plan is not None and plan.reachable else np.zeros((0, 2))
+        poses = np.column_stack([path, np.zeros(len(path))])
+        self._global_pub.publish(ros_convert.poses_to_path(poses, self.get_clock().now().to_msg(),
+                                                           frame or 'map'))
+
     # ----------------------------------------------------------------- outputs
     def _publish_prediction(self, solution: ControlStep, state_entry):
         """The predicted states as a Path in the state's frame; the header and pose stamps are
@@ -494,7 +608,8 @@ class MpcNode(LifecycleNode):
     def _publish_diagnostics(self, tick_time: float):
         stats = self._stats
         level = DiagnosticStatus.OK
-        if stats.mode in ('stale state', 'non-finite state', 'fallback', 'overrun'):
+        if stats.mode in ('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable',
+                          'no map'):
             level = DiagnosticStatus.WARN
         status = ros_convert.diagnostic_status(
             f'{self.get_name()}: MPC', self.get_fully_qualified_name(), level, stats.mode, {

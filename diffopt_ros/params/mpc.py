@@ -8,19 +8,22 @@ NODE_NAME = 'mpc_node'
 
 
 def _check_combination(values: dict) -> str | None:
-    """``bounds.v_min`` < ``bounds.v_max``.
+    """``bounds.v_min`` < ``bounds.v_max``; ``model`` bicycle needs ``navigation.enabled``.
 
-    Returns why a full set of values breaks that rule, or None."""
+    Returns why a full set of values breaks these rules, or None."""
     if values['bounds.v_min'] >= values['bounds.v_max']:
         return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
                 f'({values["bounds.v_max"]})')
+    if values['model'] == 'bicycle' and not values['navigation.enabled']:
+        return 'model bicycle needs navigation.enabled'
     return None
 
 
 _W = 1e6   # largest cost weight
 
 SCHEMA = NodeSchema(NODE_NAME, (
-    Param('model', 'diff_drive_lag', 'dynamics model of the MPC', choices=('diff_drive_lag',)),
+    Param('model', 'diff_drive_lag', 'dynamics model of the MPC (bicycle: an Ackermann car, with '
+          'navigation.enabled only)', choices=('diff_drive_lag', 'bicycle')),
     Param('model.gain_v', 1.0, 'actuator gain of the forward speed', 0.05, 10.0, unit='1',
           learnable='model'),
     Param('model.gain_omega', 1.0, 'actuator gain of the yaw rate', 0.05, 10.0, unit='1',
@@ -74,5 +77,23 @@ SCHEMA = NodeSchema(NODE_NAME, (
           1, 64, read_only=True),
     Param('learned_params_file', '',
           'YAML from offline learning; its mpc_node.ros__parameters override these',
+          read_only=True),
+    Param('navigation.enabled', False, 'plan goal_pose goals on the map, avoid map and scan '
+          'obstacles', read_only=True),
+    Param('map_file', '', 'map_server YAML of a static map (empty: the map topic)',
+          read_only=True),
+    Param('navigation.radius', 0.2, 'robot radius: lethal distance of the planner', 0.01, 10.0,
+          unit='m', read_only=True),
+    Param('navigation.inflation', 0.02, 'clearance wanted beyond the radius', 1e-4, 10.0,
+          unit='m', read_only=True),
+    Param('navigation.obstacle_weight', 1000.0, 'weight of the clearance penalty', 1e-3, 1e9,
+          unit='1/m^2', read_only=True),
+    Param('model.wheelbase', 0.3, 'wheelbase of the Ackermann car (model bicycle)', 0.01, 20.0,
+          unit='m', read_only=True, learnable='car'),
+    Param('model.tau_steer', 0.1, 'steering lag of the car (model bicycle)', 1e-3, 5.0,
+          unit='s', read_only=True, learnable='car'),
+    Param('model.max_steer_rate', 2.0, 'steering rate limit of the car', 1e-3, 100.0,
+          unit='rad/s', read_only=True),
+    Param('bounds.max_steer', 0.6, 'steering limit of the car', 0.01, 1.5, unit='rad',
           read_only=True),
 ), summary='receding-horizon iLQR controller', combination=_check_combination)

@@ -14,8 +14,8 @@ NODE_NAME = 'sim_node'
 
 def robot_params(values: dict[str, Any]) -> RobotParams:
     """:class:`RobotParams` from the ``robot.<field>`` entries of ``values`` (others ignored)."""
-    fields = {name[len('robot.'):]: float(value) for name, value in values.items()
-              if name.startswith('robot.')}
+    fields = {name[len('robot.'):]: value if name == 'robot.kind' else float(value)
+              for name, value in values.items() if name.startswith('robot.')}
     return RobotParams(**_known(fields, RobotParams, 'robot.'))
 
 

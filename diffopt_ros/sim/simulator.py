@@ -1,4 +1,4 @@
-"""The simulator: one differential-drive robot in a :class:`~diffopt_ros.sim.world.World`.
+"""The simulator: one differential-drive robot or Ackermann car in a :class:`~diffopt_ros.sim.world.World`.
 
 Deterministic for a given seed: odometry noise and lidar noise come from two independent
 streams of ``numpy.random.SeedSequence(seed)``, so taking more or fewer scans never changes the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffopt_ros.sim.robot import RobotParams, integrate, wrap_angle
+from diffopt_ros.sim.robot import RobotParams, integrate, integrate_ackermann, wrap_angle
 from diffopt_ros.sim.sensors import SensorParams, WheelOdometry
 from diffopt_ros.sim.world import World
 
@@ -101,6 +101,7 @@ class Simulator:
         self._lidar_rng = np.random.default_rng(lidar_seed)
         self._odometry = WheelOdometry(self._sensors, np.random.default_rng(odom_seed))
         self._state = [*self.start_pose.tolist(), 0.0, 0.0]
+        self.steer = 0.0                           # the car's steering angle (rad; ackermann only)
         self._state[2] = wrap_angle(self._state[2])
         self._free_disc = (self._state[0], self._state[1], clearance)  # clearance known here
         self.distance = 0.0
@@ -134,7 +135,8 @@ class Simulator:
 
     # ------------------------------------------------------------------ stepping
     def step(self, command, dt: float) -> np.ndarray:
-        """Apply ``command`` ``(2,)`` ``[v_cmd, omega_cmd]`` (m/s, rad/s) for ``dt`` seconds.
+        """Apply ``command`` ``(2,)`` ``[v_cmd, omega_cmd]`` (m/s, rad/s) for ``dt`` seconds (a car
+        turns the Twist into a steering command, see :func:`~diffopt_ros.sim.robot.ackermann_steer`).
 
         The robot stops (v = 0, turning still allowed) instead of moving closer to a wall or
         obstacle than its radius. Returns the new true state ``(5,)``.
@@ -148,13 +150,22 @@ class Simulator:
         h = dt / chunks
         distance = turned = 0.0
         self.collided = False
+        car = self.robot.kind == 'ackermann'
         for _ in range(chunks):
-            state, ds, dyaw = integrate(self._state, (v_cmd, omega_cmd), h, self.robot,
-                                        self.max_substep)
+            if car:
+                state, steer, ds, dyaw = integrate_ackermann(self._state, self.steer, (v_cmd, omega_cmd),
+                                                             h, self.robot, self.max_substep)
+            else:
+                state, ds, dyaw = integrate(self._state, (v_cmd, omega_cmd), h, self.robot,
+                                            self.max_substep)
             if self._hits_obstacle(state):
                 state[0], state[1], state[3] = self._state[0], self._state[1], 0.0
                 ds = 0.0
+                if car:            # stopped against the obstacle: no yaw without motion
+                    state[2], state[4], dyaw = self._state[2], 0.0, 0.0
                 self.collided = True
+            if car:
+                self.steer = steer
             self._state = state
             distance += ds
             turned += dyaw

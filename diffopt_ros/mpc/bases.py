@@ -1,0 +1,231 @@
+"""Robot bases for the MPC: an Ackermann car (kinematic bicycle with actuator dynamics), the
+Twist interface of such a base, and the table of models by name.
+
+* :class:`Bicycle` - state ``(x [m], y [m], yaw [rad], v [m/s], steer [rad])``, control
+  ``(v_cmd [m/s], steer_cmd [rad])``: speed with gain and first-order lag (as
+  :class:`~diffopt_ros.mpc.models.DiffDriveLag`), steering with a first-order lag whose rate is
+  bounded smoothly (``max_steer_rate``), yaw rate ``v tan(steer) / wheelbase``. Steering limits
+  and speed bounds are the MPC's control box.
+* :class:`TwistBicycle` - the same car seen through ``/cmd_vel`` and odometry: state
+  ``(x, y, yaw, v, omega)``, control ``(v_cmd, omega_cmd)`` (a Twist base turns a Twist into a
+  steering angle with its wheelbase, ``steer = atan(omega wheelbase / v)``), for system
+  identification from recorded runs.
+* :data:`MODELS` / :func:`make_model` - ``diff_drive_lag``, ``unicycle``, ``bicycle`` by name.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .dynamics import Dynamics
+from .models import DiffDriveLag, Unicycle, _PositiveParams
+
+#: Command speeds (m/s) below which a Twist carries no steering information (the last is held).
+MIN_STEERING_SPEED = 1e-3
+
+
+def steer_from_twist(v: torch.Tensor, omega: torch.Tensor, wheelbase, max_steer: float = math.pi / 2
+                     ) -> torch.Tensor:
+    """Steering angles (rad) of Twists ``(v [m/s], omega [rad/s])``, tensors of one shape, for a car
+    of ``wheelbase`` (m): ``atan(omega wheelbase / v)`` clipped to ``±max_steer``; 0 where
+    ``|v| < MIN_STEERING_SPEED`` (the simulator's base: :func:`diffopt_ros.sim.robot.ackermann_steer`)."""
+    moving = v.abs() >= MIN_STEERING_SPEED
+    safe = torch.where(moving, v, torch.ones_like(v))
+    steer = torch.where(moving, torch.atan(omega * wheelbase / safe), torch.zeros_like(v))
+    return steer.clamp(-max_steer, max_steer)
+
+
+def twist_from_steer(v: torch.Tensor, steer: torch.Tensor, wheelbase) -> torch.Tensor:
+    """Yaw rates (rad/s) of speeds ``v`` (m/s) at steering angles ``steer`` (rad): ``v tan(steer) / L``."""
+    return v * torch.tan(steer) / wheelbase
+
+
+def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, dt: float,
+                     slope: bool = False):
+    """``s`` after ``dt`` s of ``ds/dt = clip((command - s) / tau, ±rate)`` with the command held,
+    elementwise: ``(...)`` -> ``(...)``. While ``|command - s| > rate tau`` the value ramps at
+    ``rate`` (for ``t_r = (|command - s| - rate tau) / rate``, at most ``dt``), then approaches
+    the command exponentially. With ``slope``, also ``d s' / d s = exp(-(dt - t_r) / tau)``
+    (and ``d s' / d command = 1 -`` that), the same expression in all three regimes."""
+    gap = command - s
+    ramp = ((gap.abs() - rate * tau) / rate).clamp(0.0, dt)                # time at the rate bound
+    after_ramp = gap - gap.sign() * (rate * ramp)                          # gap left after it
+    decay = torch.exp((ramp - dt) / tau)
+    value = command - after_ramp * decay
+    return (value, decay) if slope else value
+
+
+class Bicycle(_PositiveParams):
+    """Ackermann car: kinematic bicycle with speed lag and rate-bounded steering lag.
+
+    One step of ``dt`` s: ``v' = v + (1 - exp(-dt / tau_v)) (gain_v v_cmd - v)``; the steering
+    angle follows ``d steer/dt = clip((steer_cmd - steer) / tau_steer, ±max_steer_rate)`` exactly
+    (:func:`rate_limited_lag`: a ramp at the rate bound, then the exponential approach; the step
+    is continuously differentiable); then the midpoint rule with
+    ``v_m = (v + v') / 2``, ``w_m = v_m tan((steer + steer') / 2) / wheelbase``:
+    ``yaw' = yaw + dt w_m``, ``(x', y') = (x, y) + dt v_m (cos, sin)(yaw + dt w_m / 2)``.
+
+    Args:
+        dt: step (s).
+        wheelbase: axle distance (m), learnable, > 0.
+        gain_v: speed actuator gain (1), learnable, > 0.
+        tau_v: speed lag (s), learnable, > 0.
+        tau_steer: steering lag (s), learnable, > 0.
+        max_steer_rate: steering rate bound (rad/s), fixed, > 0.
+    """
+
+    param_names = ('wheelbase', 'gain_v', 'tau_v', 'tau_steer')
+    n_x, n_u = 5, 2
+    angle_indices = (2,)
+
+    def __init__(self, dt: float = 0.1, wheelbase: float = 0.3, gain_v: float = 1.0, tau_v: float = 0.1,
+                 tau_steer: float = 0.1, max_steer_rate: float = 3.0):
+        super().__init__()
+        if not dt > 0 or not max_steer_rate > 0:
+            raise ValueError(f'Bicycle: dt and max_steer_rate must be > 0, got {dt}, {max_steer_rate}')
+        self.dt, self.max_steer_rate = float(dt), float(max_steer_rate)
+        self._init_params(wheelbase=wheelbase, gain_v=gain_v, tau_v=tau_v, tau_steer=tau_steer)
+
+    def stepper(self):
+        """The step with the parameter-derived constants computed once (roll-outs call it ``T``
+        times per trial trajectory)."""
+        dt, rate = self.dt, self.max_steer_rate
+        keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        tau_s, inv_L = self.tau_steer, 1.0 / self.wheelbase
+
+        def step(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            v, steer = x[..., 3], x[..., 4]
+            v_next = keep_v * v + drive_v * u[..., 0]
+            steer_next = rate_limited_lag(steer, u[..., 1], tau_s, rate, dt)
+            v_m = 0.5 * (v + v_next)
+            w_m = v_m * torch.tan(0.5 * (steer + steer_next)) * inv_L
+            heading = x[..., 2] + 0.5 * dt * w_m
+            return torch.stack((x[..., 0] + dt * v_m * heading.cos(), x[..., 1] + dt * v_m * heading.sin(),
+                                x[..., 2] + dt * w_m, v_next, steer_next), -1)
+
+        return step
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One step: ``x (..., 5)``, ``u (..., 2)`` -> ``(..., 5)``."""
+        return self.stepper()(x, u)
+
+    def rollout_fn(self):
+        """The roll-out with only the speed and steering recursions sequential: speed and steering
+        do not depend on the pose, so after their ``T`` steps (the speed's a product with a
+        triangular matrix, the steering's ``T`` rate-limited steps) the yaw and position are
+        cumulative sums over the horizon. ``(x_init (B, 5), controls (B, T, 2)) -> (B, T+1, 5)``."""
+        dt, rate = self.dt, self.max_steer_rate
+        keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        tau_s, inv_L = self.tau_steer, 1.0 / self.wheelbase
+
+        def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+            T = controls.shape[-2]
+            steps = torch.arange(T + 1, dtype=controls.dtype, device=controls.device)
+            powers = keep_v ** steps                                          # keep^t, (T+1,)
+            lag = steps.view(-1, 1) - 1 - steps[:T].view(1, -1)               # t - 1 - s
+            M = torch.where(lag >= 0, keep_v ** lag.clamp_min(0), torch.zeros_like(lag)) * drive_v
+            v = x_init[..., 3:4] * powers + controls[..., 0] @ M.mT           # (B, T+1)
+            steer = [x_init[..., 4]]
+            for command in controls[..., 1].unbind(-1):
+                steer.append(rate_limited_lag(steer[-1], command, tau_s, rate, dt))
+            steer = torch.stack(steer, -1)
+            v_m = 0.5 * (v[..., 1:] + v[..., :-1])
+            w_m = v_m * torch.tan(0.5 * (steer[..., 1:] + steer[..., :-1])) * inv_L
+            turn = dt * w_m
+            yaw = torch.cat((x_init[..., 2:3], x_init[..., 2:3] + torch.cumsum(turn, -1)), -1)
+            heading = yaw[..., :-1] + 0.5 * turn
+            step = dt * v_m
+            x = torch.cat((x_init[..., 0:1], x_init[..., 0:1] + torch.cumsum(step * heading.cos(), -1)), -1)
+            y = torch.cat((x_init[..., 1:2], x_init[..., 1:2] + torch.cumsum(step * heading.sin(), -1)), -1)
+            return torch.stack((x, y, yaw, v, steer), -1)
+
+        return roll_out
+
+    def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
+        step; differentiable w.r.t. the parameters)."""
+        dt, L = self.dt, self.wheelbase
+        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        x, u = x.expand(*batch, 5), u.expand(*batch, 2)
+        keep_v = torch.exp(-dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        v, steer = x[..., 3], x[..., 4]
+        v_next = keep_v * v + drive_v * u[..., 0]
+        steer_next, d_steer = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt,
+                                               slope=True)
+        v_m, s_m = 0.5 * (v + v_next), 0.5 * (steer + steer_next)
+        tan_m = torch.tan(s_m)
+        w_m = v_m * tan_m / L
+        heading = x[..., 2] + 0.5 * dt * w_m
+        c, s = heading.cos(), heading.sin()
+        zero, one = torch.zeros_like(v), torch.ones_like(v)
+        # derivatives of v_m and s_m w.r.t. z = (x, y, yaw, v, steer, v_cmd, steer_cmd)
+        dv_m = torch.stack((zero, zero, zero, 0.5 * (1 + keep_v) * one, zero, 0.5 * drive_v * one, zero), -1)
+        ds_m = torch.stack((zero, zero, zero, zero, 0.5 * (1 + d_steer), zero, 0.5 * (1 - d_steer)), -1)
+        dw_m = (tan_m.unsqueeze(-1) * dv_m + (v_m / torch.cos(s_m).square()).unsqueeze(-1) * ds_m) / L
+        e_yaw = torch.stack((zero, zero, one, zero, zero, zero, zero), -1)
+        dheading = e_yaw + 0.5 * dt * dw_m
+        e_x, e_y = torch.zeros_like(e_yaw), torch.zeros_like(e_yaw)
+        e_x[..., 0], e_y[..., 1] = 1.0, 1.0
+        rows = (e_x + dt * (c.unsqueeze(-1) * dv_m - (v_m * s).unsqueeze(-1) * dheading),
+                e_y + dt * (s.unsqueeze(-1) * dv_m + (v_m * c).unsqueeze(-1) * dheading),
+                e_yaw + dt * dw_m,
+                torch.stack((zero, zero, zero, keep_v * one, zero, drive_v * one, zero), -1),
+                torch.stack((zero, zero, zero, zero, d_steer, zero, 1 - d_steer), -1))
+        J = torch.stack(rows, -2)                                                # (..., 5, 7)
+        return J[..., :5], J[..., 5:]
+
+
+class TwistBicycle(Dynamics):
+    """A :class:`Bicycle` behind a Twist interface, in odometry coordinates.
+
+    State ``(x, y, yaw, v, omega)`` (m, m, rad, m/s, rad/s), control ``(v_cmd, omega_cmd)``.
+    The steering angle is recovered as ``atan(omega wheelbase / v)`` (0 at rest, where the yaw
+    rate carries none), the command's as the base does (:func:`steer_from_twist`); after the
+    bicycle's step ``omega' = v' tan(steer') / wheelbase``.
+
+    Args:
+        base: the car; its parameters stay learnable (the wheelbase cancels from Twist data in
+            the small-angle regime: identify it only where steering saturates).
+        max_steer: the base's steering limit (rad).
+    """
+
+    def __init__(self, base: Bicycle, max_steer: float = 0.6):
+        super().__init__()
+        self.base, self.max_steer = base, float(max_steer)
+        self.n_x, self.n_u, self.dt = 5, 2, base.dt
+        self.angle_indices = (2,)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        L = self.base.wheelbase
+        steer = steer_from_twist(x[..., 3], x[..., 4], L, self.max_steer)
+        steer_cmd = steer_from_twist(u[..., 0], u[..., 1], L, self.max_steer)
+        nxt = self.base(torch.cat((x[..., :4], steer.unsqueeze(-1)), -1),
+                        torch.stack((u[..., 0], steer_cmd), -1))
+        omega = twist_from_steer(nxt[..., 3], nxt[..., 4], L)
+        return torch.cat((nxt[..., :4], omega.unsqueeze(-1)), -1)
+
+
+def make_model(name: str, dt: float, params: dict | None = None) -> Dynamics:
+    """A model by name with its physical parameters from ``params`` (``{'gain_v': 0.8, ...}``,
+    missing ones default): ``diff_drive_lag`` (:class:`DiffDriveLag`), ``unicycle``
+    (:class:`~diffopt_ros.mpc.models.Unicycle`, no parameters) or ``bicycle`` (:class:`Bicycle`;
+    ``max_steer_rate`` too).
+
+    Raises:
+        ValueError: an unknown name (the known ones listed).
+    """
+    params = dict(params or {})
+    if name not in MODELS:
+        raise ValueError(f'unknown model {name!r}; expected one of {", ".join(MODELS)}')
+    cls = MODELS[name]
+    names = getattr(cls, 'param_names', ())
+    extra = ('max_steer_rate',) if cls is Bicycle else ()
+    return cls(dt=dt, **{k: float(v) for k, v in params.items() if k in names or k in extra})
+
+
+#: Dynamics models by the name of mpc_node's ``model`` parameter.
+MODELS: dict[str, type[Dynamics]] = {'diff_drive_lag': DiffDriveLag, 'unicycle': Unicycle, 'bicycle': Bicycle}

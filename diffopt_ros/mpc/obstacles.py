@@ -1,0 +1,249 @@
+"""Obstacle costs for the MPC: a signed-distance field of an occupancy grid plus live scan points.
+
+:class:`DistanceField` turns an occupancy grid (``nav_msgs/OccupancyGrid`` arrays: ``data (H, W)``
+with 100 occupied, ``resolution`` m, ``origin`` m; or a map_server file through
+:func:`diffopt_ros.maps.load_map`) into a Euclidean signed-distance field with
+``scipy.ndimage.distance_transform_edt`` and interpolates it bilinearly, with the exact first
+and second derivatives of the interpolant. :class:`ObstacleCost` penalises the robot's clearance
+``d(p_t)`` (the smaller of the field's distance and the distance to the nearest scan point) below
+``radius + inflation``:
+
+    J = 0.5 w sum_{t=0..T} max(0, radius + inflation - d(p_t))^2
+
+Its expansion is the Gauss-Newton one, ``w 1[r > 0] g g^T`` (PSD; ``g = grad d``), so iLQR's
+subproblem stays convex; ``exact=True`` (the implicit backward) adds the curvature
+``-w r Hess d``, so the implicit gradients are those of the solution. ``w`` and ``inflation``
+are learnable ``nn.Parameter`` s (stored as logarithms).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt
+from torch import nn
+
+from .costs import Cost, CostExpansion
+from .dynamics import positive_parameter
+
+OCCUPIED_THRESHOLD = 50          # cells with a value >= this are obstacles (nav_msgs: 0..100)
+
+
+def signed_distance(occupied: np.ndarray, resolution: float) -> np.ndarray:
+    """Signed distance (m) of each cell centre to the obstacle boundary, ``(H, W)`` float64.
+
+    A free cell's value is the distance from its centre to the nearest occupied cell centre minus
+    half a cell (the boundary lies between the two centres); an occupied cell's value is minus the
+    distance to the nearest free cell centre plus half a cell. A grid without obstacles is
+    ``+inf`` everywhere.
+
+    Args:
+        occupied: ``(H, W)`` bool, True where a cell is an obstacle.
+        resolution: cell edge (m).
+    """
+    occupied = np.asarray(occupied, dtype=bool)
+    if not occupied.any():
+        return np.full(occupied.shape, np.inf)
+    outside = distance_transform_edt(~occupied) * resolution          # 0 on occupied cells
+    inside = distance_transform_edt(occupied) * resolution if not occupied.all() else \
+        np.full(occupied.shape, np.inf)
+    half = 0.5 * resolution
+    return np.where(occupied, half - inside, outside - half)
+
+
+class DistanceField(nn.Module):
+    """A signed-distance field on a grid, queried by bilinear interpolation of the cell centres.
+
+    Outside the grid the nearest border value is used (its gradient along the clamped axis is 0).
+
+    Args:
+        sdf: ``(H, W)`` signed distances (m) at the cell centres; row ``r`` at
+            ``y = origin[1] + (r + 0.5) resolution``, column ``c`` likewise in x.
+        resolution: cell edge (m).
+        origin: ``(x, y)`` of the lower-left corner of cell ``(0, 0)`` (m, map frame).
+    """
+
+    def __init__(self, sdf, resolution: float, origin):
+        super().__init__()
+        sdf = torch.as_tensor(np.asarray(sdf, dtype=np.float64))
+        if sdf.ndim != 2 or min(sdf.shape) < 2:
+            raise ValueError(f'DistanceField: sdf must be (H, W) with H, W >= 2, got {tuple(sdf.shape)}')
+        if not resolution > 0:
+            raise ValueError(f'DistanceField: resolution must be > 0 m, got {resolution}')
+        self.resolution = float(resolution)
+        self.origin = (float(origin[0]), float(origin[1]))
+        # a grid without obstacles: a large finite distance keeps the arithmetic finite
+        self.register_buffer('sdf', torch.nan_to_num(sdf, posinf=1e6))
+
+    @classmethod
+    def from_grid(cls, data, resolution: float, origin, threshold: int = OCCUPIED_THRESHOLD,
+                  unknown_is_occupied: bool = False) -> DistanceField:
+        """The field of an occupancy grid: ``data (H, W)`` (-1 unknown, 0..100), as in
+        ``nav_msgs/OccupancyGrid`` (row 0 at the lowest y) or
+        :class:`~diffopt_ros.slam.occupancy.OccupancyGrid`. Unknown cells are free unless
+        ``unknown_is_occupied``."""
+        data = np.asarray(data)
+        occupied = data >= threshold
+        if unknown_is_occupied:
+            occupied |= data < 0
+        return cls(signed_distance(occupied, resolution), resolution, origin)
+
+    @classmethod
+    def from_occupancy(cls, grid, **kwargs) -> DistanceField:
+        """The field of an :class:`~diffopt_ros.slam.occupancy.OccupancyGrid` (see :meth:`from_grid`)."""
+        return cls.from_grid(grid.data, grid.resolution, grid.origin, **kwargs)
+
+    def _cells(self, points: torch.Tensor):
+        """Corners ``(4, ...)``, fractions ``fx, fy (...)`` and in-range masks of ``points (..., 2)``."""
+        height, width = self.sdf.shape
+        u = (points[..., 0] - self.origin[0]) / self.resolution - 0.5
+        v = (points[..., 1] - self.origin[1]) / self.resolution - 0.5
+        inside_u = (u >= 0) & (u <= width - 1)
+        inside_v = (v >= 0) & (v <= height - 1)
+        u, v = u.clamp(0, width - 1), v.clamp(0, height - 1)
+        i0 = u.detach().floor().clamp(max=width - 2)
+        j0 = v.detach().floor().clamp(max=height - 2)
+        fx, fy = u - i0, v - j0
+        index = (j0 * width + i0).long()
+        flat = self.sdf.to(points.dtype).reshape(-1)
+        corners = torch.stack((flat[index], flat[index + 1], flat[index + width], flat[index + width + 1]))
+        return corners, fx, fy, inside_u, inside_v
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Distances ``(...)`` (m) at ``points (..., 2)`` (m), differentiable w.r.t. the points."""
+        (f00, f10, f01, f11), fx, fy, _, _ = self._cells(points)
+        return (1 - fy) * ((1 - fx) * f00 + fx * f10) + fy * ((1 - fx) * f01 + fx * f11)
+
+    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distance ``(...)`` (m), gradient ``(..., 2)`` (1) and Hessian ``(..., 2, 2)`` (1/m) of the
+        interpolant at ``points (..., 2)`` (exact inside a cell; the Hessian's only entry is the
+        cross term of the bilinear form)."""
+        (f00, f10, f01, f11), fx, fy, inside_u, inside_v = self._cells(points)
+        d = (1 - fy) * ((1 - fx) * f00 + fx * f10) + fy * ((1 - fx) * f01 + fx * f11)
+        scale = 1.0 / self.resolution
+        gx = ((1 - fy) * (f10 - f00) + fy * (f11 - f01)) * scale * inside_u
+        gy = ((1 - fx) * (f01 - f00) + fx * (f11 - f10)) * scale * inside_v
+        cross = (f00 - f10 - f01 + f11) * (scale * scale) * inside_u * inside_v
+        zero = torch.zeros_like(cross)
+        hess = torch.stack((torch.stack((zero, cross), -1), torch.stack((cross, zero), -1)), -2)
+        return d, torch.stack((gx, gy), -1), hess
+
+
+def scan_to_world(pose, ranges, angles, max_range: float = math.inf, stride: int = 1) -> np.ndarray:
+    """Lidar returns as world points ``(N, 2)`` (m): ``pose (3,)`` ``[x, y, yaw]`` of the scanner in
+    the map frame, ``ranges (K,)`` (m; non-finite = no return), ``angles (K,)`` (rad, scanner
+    frame). Returns beyond ``max_range`` are dropped; ``stride`` keeps every stride-th beam."""
+    ranges = np.asarray(ranges, dtype=np.float64)[::stride]
+    angles = np.asarray(angles, dtype=np.float64)[::stride]
+    keep = np.isfinite(ranges) & (ranges <= max_range)
+    x, y, yaw = (float(v) for v in pose[:3])
+    heading = yaw + angles[keep]
+    return np.stack((x + ranges[keep] * np.cos(heading), y + ranges[keep] * np.sin(heading)), -1)
+
+
+class ObstacleCost(Cost):
+    """Clearance penalty of a disc robot against a distance field and scan points (see module).
+
+    Args:
+        field: the map's :class:`DistanceField`, or ``None`` (scan points only).
+        radius: robot radius (m), fixed.
+        inflation: extra clearance wanted beyond the radius (m), learnable, > 0.
+        weight: ``w`` (1/m^2 per step), learnable, > 0.
+        position_indices: state entries of the robot's ``(x, y)`` (m).
+
+    Attributes:
+        points: ``(N, 2)`` obstacle points in the map frame (m), e.g. the latest scan
+            (:func:`scan_to_world`), shared by every sample of a batch; set with
+            :meth:`set_points`. Empty by default.
+    """
+
+    def __init__(self, field: DistanceField | None, radius: float, inflation: float = 0.1,
+                 weight: float = 100.0, position_indices: tuple[int, int] = (0, 1)):
+        super().__init__()
+        if not radius >= 0:
+            raise ValueError(f'ObstacleCost: radius must be >= 0 m, got {radius}')
+        self.field, self.radius = field, float(radius)
+        self.log_inflation = positive_parameter(inflation, 'ObstacleCost.inflation')
+        self.log_weight = positive_parameter(weight, 'ObstacleCost.weight')
+        self.position_indices = tuple(position_indices)
+        self.register_buffer('points', torch.zeros(0, 2), persistent=False)
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """``radius + inflation`` (m)."""
+        return self.radius + self.log_inflation.exp()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.log_weight.exp()
+
+    def set_points(self, points) -> None:
+        """Replace the obstacle points by ``points (N, 2)`` (m, map frame; ``N`` may be 0)."""
+        points = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 2)
+        self.points = points.to(self.log_weight.device)
+
+    def _positions(self, x: torch.Tensor) -> torch.Tensor:
+        i, j = self.position_indices
+        return torch.stack((x[..., i], x[..., j]), -1)
+
+    def _point_distance(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance ``(...)`` to the nearest point and the offset ``p - q* (..., 2)``."""
+        q = self.points.to(p)
+        flat = p.reshape(-1, 2)
+        nearest = torch.cdist(flat.detach(), q).argmin(-1)
+        offset = (flat - q[nearest]).view(p.shape)
+        return offset.norm(dim=-1), offset
+
+    def clearance(self, p: torch.Tensor) -> torch.Tensor:
+        """Clearance ``(...)`` (m) of positions ``p (..., 2)`` (m): field and points, the smaller."""
+        d = self.field(p) if self.field is not None else None
+        if self.points.shape[0]:
+            dp = self._point_distance(p)[0]
+            d = dp if d is None else torch.minimum(d, dp)
+        if d is None:
+            return torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
+        return d
+
+    def total(self, x, u, target=None, u_prev=None):
+        r = torch.relu(self.margin.to(x) - self.clearance(self._positions(x)))
+        return 0.5 * self.weight.to(x) * r.square().sum(-1)
+
+    def _distance_derivatives(self, p: torch.Tensor):
+        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` of the clearance (the active term's)."""
+        if self.field is not None:
+            d, g, H = self.field.query(p)
+        else:
+            d = torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
+            g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2)
+        if self.points.shape[0]:
+            dp, offset = self._point_distance(p)
+            closer = (dp < d).unsqueeze(-1)
+            safe = dp.clamp_min(1e-12).unsqueeze(-1)
+            gp = offset / safe
+            Hp = (torch.eye(2, dtype=p.dtype, device=p.device) - gp.unsqueeze(-1) * gp.unsqueeze(-2)) \
+                / safe.unsqueeze(-1)
+            d = torch.where(closer.squeeze(-1), dp, d)
+            g = torch.where(closer, gp, g)
+            H = torch.where(closer.unsqueeze(-1), Hp, H)
+        return d, g, H
+
+    def expand(self, x, u, target=None, u_prev=None, exact=False):
+        batch, T1, n_x = x.shape
+        T, n_u = u.shape[1], u.shape[2]
+        d, g, H = self._distance_derivatives(self._positions(x))
+        w = self.weight.to(x)
+        r = torch.relu(self.margin.to(x) - d)
+        active = (r > 0).to(x.dtype)
+        grad = -(w * r).unsqueeze(-1) * g                                   # (B, T+1, 2)
+        hess = (w * active).unsqueeze(-1).unsqueeze(-1) * (g.unsqueeze(-1) * g.unsqueeze(-2))
+        if exact:
+            hess = hess - (w * r).unsqueeze(-1).unsqueeze(-1) * H
+        i, j = self.position_indices
+        lx = x.new_zeros(batch, T1, n_x)
+        lx[..., i], lx[..., j] = grad[..., 0], grad[..., 1]
+        lxx = x.new_zeros(batch, T1, n_x, n_x)
+        for a, ia in enumerate((i, j)):
+            for b, jb in enumerate((i, j)):
+                lxx[..., ia, jb] = hess[..., a, b]
+        return CostExpansion(lxx, lx, u.new_zeros(batch, T, n_u, n_u), u.new_zeros(batch, T, n_u))

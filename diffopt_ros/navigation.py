@@ -1,0 +1,253 @@
+"""Goal-to-goal navigation without ROS: global path on the grid, obstacle-aware MPC tracking it.
+
+:class:`Navigator` is one robot's receding-horizon step with obstacles: given a goal it plans a
+path on the inflated occupancy grid (:class:`~diffopt_ros.planning.GridPlanner`; an unreachable
+goal is reported and the robot stops), and each tick it solves the MPC (tracking the path at
+``reference_speed``, :func:`~diffopt_ros.mpc.receding.path_reference`) with the clearance cost of
+the map's signed-distance field and the latest scan points
+(:class:`~diffopt_ros.mpc.obstacles.ObstacleCost`), warm-started from the previous plan. It
+replans when the robot strays from the path or a scan point blocks it (the scan points then
+count as obstacles for that plan). Robot bases: ``diff_drive`` (the
+:class:`~diffopt_ros.mpc.models.DiffDriveLag` model, commands ``(v, omega)``) and ``ackermann``
+(:class:`~diffopt_ros.mpc.bases.Bicycle`, commands ``(v, steer)`` sent as the Twist
+``(v, v tan(steer) / wheelbase)``). States are ``(x, y, yaw, v, omega)`` in the map frame
+(m, rad, m/s, rad/s); the car's steering angle is recovered from ``omega`` and ``v``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffopt_ros.mpc import MPC, TrackingCost
+from diffopt_ros.mpc.bases import Bicycle, steer_from_twist
+from diffopt_ros.mpc.cem import CEM
+from diffopt_ros.mpc.cost_sum import CostSum
+from diffopt_ros.mpc.models import DiffDriveLag
+from diffopt_ros.mpc.obstacles import DistanceField, ObstacleCost
+from diffopt_ros.mpc.receding import MpcSettings, path_reference, shift_controls
+from diffopt_ros.planning import GlobalPlan, GridPlanner
+
+ROBOTS = ('diff_drive', 'ackermann')
+
+
+@dataclass(frozen=True)
+class NavSettings:
+    """Navigation settings beyond the MPC's (units: m, rad, s, m/s).
+
+    Attributes:
+        robot: ``'diff_drive'`` or ``'ackermann'``.
+        radius: robot radius (m): lethal distance of the planner, the obstacle cost's base margin.
+        inflation: clearance wanted beyond the radius (obstacle cost), learnable there.
+        obstacle_weight: weight of the clearance penalty (1/m^2 per step).
+        plan_penalty: extra planner cost of a cell at the lethal boundary (1 = a free cell's).
+        plan_decay: length over which the planner's extra cost decays with clearance.
+        reference_speed: speed along the path (m/s).
+        goal_tolerance: goal reached within this distance (m).
+        replan_distance: replan when the robot is farther than this from the path (m).
+        blocked_lookahead: replan (with the scan points as obstacles) when one lies within the
+            radius of the next this many metres of the path (m).
+        scan_range: scan points beyond this distance from the robot are ignored (m).
+        wheelbase: the car's wheelbase (m; ``ackermann``).
+        max_steer: the car's steering limit (rad; ``ackermann``).
+        max_steer_rate: the car's steering rate limit (rad/s; ``ackermann``).
+        tau_steer: the car's nominal steering lag (s; ``ackermann``).
+        unknown_is_occupied: unknown map cells are obstacles (else free).
+    """
+
+    robot: str = 'diff_drive'
+    radius: float = 0.2
+    inflation: float = 0.02
+    obstacle_weight: float = 1000.0
+    plan_penalty: float = 5.0
+    plan_decay: float = 0.3
+    reference_speed: float = 0.4
+    goal_tolerance: float = 0.15
+    replan_distance: float = 0.6
+    blocked_lookahead: float = 2.0
+    scan_range: float = 3.0
+    wheelbase: float = 0.3
+    max_steer: float = 0.6
+    max_steer_rate: float = 2.0
+    tau_steer: float = 0.1
+    unknown_is_occupied: bool = False
+
+    def __post_init__(self):
+        if self.robot not in ROBOTS:
+            raise ValueError(f'NavSettings.robot: expected one of {", ".join(ROBOTS)}, got {self.robot!r}')
+
+
+@dataclass
+class NavStep:
+    """One tick of :meth:`Navigator.step`.
+
+    Attributes:
+        command: ``(2,)`` Twist ``(v [m/s], omega [rad/s])`` to send now.
+        mode: ``'tracking'``, ``'goal reached'``, ``'unreachable'`` or ``'idle'``.
+        states: ``(T+1, 5)`` predicted model states (empty when no solve ran).
+        solve_time: wall time of the MPC solve (s).
+        replanned: a new global path was planned this tick.
+    """
+
+    command: np.ndarray
+    mode: str
+    states: np.ndarray
+    solve_time: float = 0.0
+    replanned: bool = False
+
+
+class Navigator:
+    """Plans and tracks paths to goals on one occupancy grid.
+
+    Args:
+        grid: the map (:class:`~diffopt_ros.slam.occupancy.OccupancyGrid`).
+        mpc: horizon, weights, bounds, model parameters (``MpcSettings``, default its defaults;
+            the car's steering is bounded by ``nav.max_steer``, not ``omega_max``).
+        nav: navigation settings (default :class:`NavSettings`).
+        dtype: floating-point type of the solve.
+        controller: ``'ilqr'`` (:class:`~diffopt_ros.mpc.ilqr.MPC`) or ``'cem'``
+            (:class:`~diffopt_ros.mpc.cem.CEM` on the same model, costs and bounds; 200 samples,
+            20 soft elites, 6 iterations, seeded per tick).
+    """
+
+    def __init__(self, grid, mpc: MpcSettings | None = None, nav: NavSettings | None = None,
+                 dtype: torch.dtype = torch.float64, controller: str = 'ilqr'):
+        mpc, nav = mpc or MpcSettings(), nav or NavSettings()
+        if controller not in ('ilqr', 'cem'):
+            raise ValueError(f"Navigator: controller must be 'ilqr' or 'cem', got {controller!r}")
+        self.settings, self.nav, self.dtype, self.controller = mpc, nav, dtype, controller
+        self.planner = GridPlanner.from_occupancy(grid, nav.radius, penalty=nav.plan_penalty,
+                                                  decay=nav.plan_decay,
+                                                  unknown_is_occupied=nav.unknown_is_occupied)
+        self.field = DistanceField(self.planner.clearance, grid.resolution, grid.origin)
+        s = mpc
+        if nav.robot == 'ackermann':
+            self.model = Bicycle(s.dt, wheelbase=nav.wheelbase, gain_v=s.gain_v, tau_v=s.tau_v,
+                                 tau_steer=nav.tau_steer, max_steer_rate=nav.max_steer_rate)
+            lower, upper = [s.v_min, -nav.max_steer], [s.v_max, nav.max_steer]
+        else:
+            self.model = DiffDriveLag(s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
+                                      tau_omega=s.tau_omega)
+            lower, upper = [s.v_min, -s.omega_max], [s.v_max, s.omega_max]
+        self.tracking = TrackingCost.diff_drive(s.w_position, s.w_heading, s.w_v, s.w_omega, s.w_v_cmd,
+                                                s.w_omega_cmd, s.w_rate, s.terminal_scale)
+        self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
+        self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
+                       u_upper=upper, max_iterations=s.max_iterations, tolerance=s.tolerance,
+                       grad_mode='none').to(dtype)
+        self.cem = CEM(self.model, self.mpc.cost, s.horizon, lower, upper, samples=200, elites=20,
+                       iterations=6).to(dtype)
+        self._generator = torch.Generator().manual_seed(0)
+        self.use_obstacles(True)
+        self.bounds = (np.array(lower), np.array(upper))
+        self.goal: np.ndarray | None = None
+        self.plan: GlobalPlan | None = None
+        self.progress = 0.0
+        self._warm: tuple[np.ndarray, float] | None = None     # last plan's controls, its time
+        self.last_command = np.zeros(2)      # the model's control (v_cmd, omega_cmd or steer_cmd)
+
+    def use_obstacles(self, on: bool) -> None:
+        """Switch the obstacle cost on or off (for comparisons; the planner always avoids them)."""
+        self.mpc.cost = self.cem.cost = CostSum(self.tracking, self.obstacles) if on else self.tracking
+
+    def model_state(self, state) -> np.ndarray:
+        """The MPC model's state ``(5,)`` from ``(x, y, yaw, v, omega)``: the car's fifth entry
+        becomes its steering angle (``atan(omega wheelbase / v)``, 0 at rest)."""
+        state = np.asarray(state, dtype=np.float64)[:5].copy()
+        if self.nav.robot == 'ackermann':
+            steer = steer_from_twist(torch.tensor(state[3]), torch.tensor(state[4]), self.nav.wheelbase,
+                                     self.nav.max_steer)
+            state[4] = float(steer)
+        return state
+
+    def twist(self, control) -> np.ndarray:
+        """The Twist ``(v, omega)`` of a model control ``(2,)``."""
+        if self.nav.robot == 'ackermann':
+            return np.array([control[0], control[0] * math.tan(control[1]) / self.nav.wheelbase])
+        return np.asarray(control, dtype=np.float64).copy()
+
+    def set_goal(self, position, goal) -> GlobalPlan:
+        """Plan from ``position (2,)`` to ``goal (2,)`` (m, map frame) and track it from now on."""
+        self.goal = np.asarray(goal, dtype=np.float64)[:2].copy()
+        self._replan(position)
+        return self.plan
+
+    def _replan(self, position) -> None:
+        self.plan = self.planner.plan(np.asarray(position)[:2], self.goal)
+        self.progress = 0.0
+
+    def _blocked(self, state) -> bool:
+        """Whether a scan point lies within the robot radius of the path in the next
+        ``blocked_lookahead`` m (an obstacle the map does not have)."""
+        points = self.obstacles.points
+        if points.shape[0] == 0:
+            return False
+        path = self.plan.path
+        arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(path, axis=0).T))])
+        ahead = path[(arc >= self.progress) & (arc <= self.progress + self.nav.blocked_lookahead)]
+        if len(ahead) == 0:
+            return False
+        gaps = torch.cdist(torch.as_tensor(ahead), points.to(torch.float64))
+        return bool((gaps < self.nav.radius).any())
+
+    def set_scan_points(self, points) -> None:
+        """Obstacle points ``(N, 2)`` (m, map frame), e.g. the latest scan."""
+        self.obstacles.set_points(points)
+
+    def stop(self) -> None:
+        """Forget the goal and the warm start."""
+        self.goal, self.plan, self._warm = None, None, None
+        self.last_command = np.zeros(2)
+
+    def step(self, state, now: float) -> NavStep:
+        """One tick from the measured ``state (5,)`` ``(x, y, yaw, v, omega)`` (map frame) at time
+        ``now`` (s; the warm start is the last plan shifted by the time since it was made)."""
+        if self.goal is None:
+            return NavStep(np.zeros(2), 'idle', np.zeros((0, 5)))
+        state = np.asarray(state, dtype=np.float64)
+        if math.hypot(*(state[:2] - self.goal)) <= self.nav.goal_tolerance:
+            self.stop()
+            return NavStep(np.zeros(2), 'goal reached', np.zeros((0, 5)))
+        replanned = False
+        if self.plan is not None and self.plan.reachable:
+            path = self.plan.path
+            offset = np.hypot(*(path - state[:2]).T).min()
+            if offset > self.nav.replan_distance:
+                self._replan(state)
+                replanned = True
+            elif self._blocked(state):
+                # the points the map does not explain (off its obstacles) join the map for this plan
+                points = self.obstacles.points
+                unmapped = points[self.field(points.to(torch.float64)) > 2 * self.field.resolution]
+                self.plan = self.planner.plan(state[:2], self.goal, unmapped.numpy())
+                self.progress, replanned = 0.0, True
+        if self.plan is None or not self.plan.reachable:
+            self._warm = None
+            self.last_command = np.zeros(2)
+            return NavStep(np.zeros(2), 'unreachable', np.zeros((0, 5)), replanned=replanned)
+        s = self.settings
+        reference, self.progress = path_reference(state, self.plan.path, self.progress, s.horizon, s.dt,
+                                                  self.nav.reference_speed)
+        x = self.model_state(state)
+        target = np.concatenate([x[None], reference], 0)
+        target[1:, 4] = 0.0
+        started = time.perf_counter()
+        tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype)  # noqa: E731
+        warm = None
+        if self._warm is not None:
+            warm = tensor(shift_controls(self._warm[0], now - self._warm[1], s.dt))[None]
+        with torch.no_grad():
+            if self.controller == 'cem':
+                sol = self.cem(tensor(x)[None], target=tensor(target)[None], u_init=warm,
+                               u_prev=tensor(self.last_command)[None], generator=self._generator)
+            else:
+                sol = self.mpc(tensor(x)[None], target=tensor(target)[None], u_init=warm,
+                               u_prev=tensor(self.last_command)[None])
+        solve_time = time.perf_counter() - started
+        self._warm = (sol.controls[0].numpy(), now)
+        control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
+        self.last_command = control
+        return NavStep(self.twist(control), 'tracking', sol.states[0].numpy(), solve_time, replanned)

@@ -1,0 +1,81 @@
+"""Global planner on the inflated grid: doorways, enclosed goals, clearance of the path."""
+import numpy as np
+
+from diffopt_ros.maps import world_grid
+from diffopt_ros.planning import GridPlanner
+from diffopt_ros.sim import World
+
+RADIUS = 0.2
+
+
+def _room_with_door(door_width: float) -> World:
+    """Two 4 m x 4 m rooms side by side; the wall between them at x = 4 has a door centred at y = 1."""
+    lower, upper = 1.0 - door_width / 2, 1.0 + door_width / 2
+    return World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, [4, 0, 4, lower], [4, upper, 4, 4]]})
+
+
+def _min_clearance(world: World, path: np.ndarray) -> float:
+    dense = np.concatenate([np.linspace(a, b, 20) for a, b in zip(path[:-1], path[1:])])
+    return min(world.clearance(p) for p in dense)
+
+
+def test_path_through_a_doorway():
+    world = _room_with_door(1.5 * 2 * RADIUS + 0.1)         # 0.7 m: 1.75x the robot's width
+    planner = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS)
+    plan = planner.plan([1.0, 3.0], [7.0, 3.0])
+    assert plan.reachable, plan.reason
+    crossing = plan.path[np.argmin(np.abs(plan.path[:, 0] - 4.0))]
+    assert abs(crossing[1] - 1.0) < 0.35, 'the path goes through the door'
+    assert _min_clearance(world, plan.path) > RADIUS
+    straight = np.hypot(6.0, 0.0)
+    assert straight < plan.length < straight + 2 * 2.1       # down to the door and back up
+
+
+def test_enclosed_goal_is_unreachable():
+    world = World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, {'box': [5, 1, 7, 3]}]})
+    planner = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS)
+    plan = planner.plan([1.0, 2.0], [6.0, 2.0])
+    assert not plan.reachable and 'no collision-free path' in plan.reason
+    assert len(plan.path) == 0 and plan.length == np.inf
+    # a door narrower than the robot is no way in either
+    narrow = _room_with_door(0.3)
+    plan = GridPlanner.from_occupancy(world_grid(narrow, 0.05), RADIUS).plan([1.0, 3.0], [7.0, 3.0])
+    assert not plan.reachable
+    # a goal on a wall is reported as such
+    plan = planner.plan([1.0, 2.0], [5.0, 2.0])
+    assert not plan.reachable and 'robot radius' in plan.reason
+
+
+def test_walls_leave_no_gap_in_the_grid():
+    """A wall on a cell boundary, off it, or diagonal: the room behind it stays unreachable."""
+    for wall in ([4.0, 0, 4.0, 4], [4.025, 0, 4.025, 4], [4.0133, 0, 4.0133, 4], [3.0, 0, 5.0, 4],
+                 [3.3, 0, 4.1, 4]):
+        world = World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, wall]})
+        plan = GridPlanner.from_occupancy(world_grid(world, 0.05), 0.05).plan([1.0, 2.0], [7.0, 2.0])
+        assert not plan.reachable, f'the grid has a gap in wall {wall}'
+    # the clutter world's east wall (x = 8) runs along cell edges: the way round is by its door
+    world = World.load('clutter')
+    plan = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS).plan([7.0, 5.0], [9.0, 5.0])
+    assert plan.reachable and plan.length > 6.0
+    assert _min_clearance(world, plan.path) > RADIUS
+
+
+def test_navigator_replans_round_an_obstacle_the_map_lacks():
+    from diffopt_ros.navigation import Navigator
+
+    mapped = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}]})
+    navigator = Navigator(world_grid(mapped, 0.05))
+    plan = navigator.set_goal([1.0, 1.0], [7.0, 1.0])
+    assert abs(plan.path[len(plan.path) // 2, 1] - 1.0) < 0.1, 'the empty corridor: down the middle'
+    state = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    navigator.step(state, 0.0)
+    # a scan sees a post at (2.5, 0.7) (radius 0.3) and the corridor walls
+    angles = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    post = np.column_stack([2.5 + 0.3 * np.cos(angles), 0.7 + 0.3 * np.sin(angles)])
+    walls = np.column_stack([np.linspace(0, 8, 80), np.zeros(80)])
+    navigator.set_scan_points(np.concatenate([post, walls]))
+    step = navigator.step(state, 0.05)
+    assert step.replanned and navigator.plan.reachable
+    gaps = np.hypot(*(navigator.plan.path[:, None] - post[None]).transpose(2, 0, 1)).min()
+    assert gaps > RADIUS, 'the new path keeps the robot radius from the post'
+    assert not navigator.step(state, 0.1).replanned, 'the new path is not blocked'
