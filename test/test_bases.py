@@ -13,7 +13,7 @@ from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 D = torch.float64
-OPEN = World.from_dict({'walls': [{'box': [-100, -100, 100, 100]}]})
+OPEN = World.from_dict({'start': [0.0, 0.0, 0.0], 'walls': [{'box': [-100, -100, 100, 100]}]})
 CAR = RobotParams(kind='ackermann', gain_v=0.85, tau_v=0.3, wheelbase=0.35, max_steer=0.6,
                   max_steer_rate=2.0, tau_steer=0.12)
 

@@ -33,7 +33,7 @@ def test_goal_behind_a_wall_is_reached_without_collision(robot):
 def test_an_obstacle_missing_from_the_map_is_avoided():
     from diffopt_ros.maps import world_grid
 
-    mapped = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}]})
+    mapped = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 2]}]})
     world = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}], 'obstacles': [[4.0, 0.75, 0.3]],
                              'start': [1.0, 1.0, 0.0]})
     result = drive(world, [[7.0, 1.0]], grid=world_grid(mapped, 0.05), slam=False)

@@ -13,7 +13,8 @@ from diffopt_ros.slam.occupancy import save_map
 
 # 5 m x 3 m; a wall from the north down to y = 1.0 between start (1, 1.8) and goal (4, 1.8)
 # and a closed box in the south-east corner
-WORLD = World.from_dict({'walls': [{'box': [0, 0, 5, 3]}, [2.5, 1.0, 2.5, 3.0],
+WORLD = World.from_dict({'start': [1.0, 1.8, 0.0],
+                   'walls': [{'box': [0, 0, 5, 3]}, [2.5, 1.0, 2.5, 3.0],
                                    {'box': [3.6, 0.2, 4.8, 0.8]}]})
 
 

@@ -13,6 +13,7 @@ PYTHON = {
     'scipy': ('python3-scipy', 'scipy'), 'yaml': ('python3-yaml', 'PyYAML'),
     'tqdm': ('python3-tqdm', 'tqdm'), 'matplotlib': ('python3-matplotlib', 'matplotlib'),
     'rosbags': ('python3-rosbags-pip', 'rosbags'),
+    'skimage': ('python3-skimage', 'scikit-image'),
     'cholespy': (None, 'cholespy'),    # no rosdep key; SciPy's SuperLU without it
 }
 # Imported only when present, and not required: scikit-sparse needs SuiteSparse headers to build.

@@ -11,7 +11,8 @@ RADIUS = 0.2
 def _room_with_door(door_width: float) -> World:
     """Two 4 m x 4 m rooms side by side; the wall between them at x = 4 has a door centred at y = 1."""
     lower, upper = 1.0 - door_width / 2, 1.0 + door_width / 2
-    return World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, [4, 0, 4, lower], [4, upper, 4, 4]]})
+    return World.from_dict({'start': [1.0, 1.0, 0.0],
+                            'walls': [{'box': [0, 0, 8, 4]}, [4, 0, 4, lower], [4, upper, 4, 4]]})
 
 
 def _min_clearance(world: World, path: np.ndarray) -> float:
@@ -32,7 +33,8 @@ def test_path_through_a_doorway():
 
 
 def test_enclosed_goal_is_unreachable():
-    world = World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, {'box': [5, 1, 7, 3]}]})
+    world = World.from_dict({'start': [1.0, 1.0, 0.0],
+                             'walls': [{'box': [0, 0, 8, 4]}, {'box': [5, 1, 7, 3]}]})
     planner = GridPlanner.from_occupancy(world_grid(world, 0.05), RADIUS)
     plan = planner.plan([1.0, 2.0], [6.0, 2.0])
     assert not plan.reachable and 'no collision-free path' in plan.reason
@@ -50,7 +52,7 @@ def test_walls_leave_no_gap_in_the_grid():
     """A wall on a cell boundary, off it, or diagonal: the room behind it stays unreachable."""
     for wall in ([4.0, 0, 4.0, 4], [4.025, 0, 4.025, 4], [4.0133, 0, 4.0133, 4], [3.0, 0, 5.0, 4],
                  [3.3, 0, 4.1, 4]):
-        world = World.from_dict({'walls': [{'box': [0, 0, 8, 4]}, wall]})
+        world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}, wall]})
         plan = GridPlanner.from_occupancy(world_grid(world, 0.05), 0.05).plan([1.0, 2.0], [7.0, 2.0])
         assert not plan.reachable, f'the grid has a gap in wall {wall}'
     # the clutter world's east wall (x = 8) runs along cell edges: the way round is by its door
@@ -63,7 +65,7 @@ def test_walls_leave_no_gap_in_the_grid():
 def test_navigator_replans_round_an_obstacle_the_map_lacks():
     from diffopt_ros.navigation import Navigator
 
-    mapped = World.from_dict({'walls': [{'box': [0, 0, 8, 2]}]})
+    mapped = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 2]}]})
     navigator = Navigator(world_grid(mapped, 0.05))
     plan = navigator.set_goal([1.0, 1.0], [7.0, 1.0])
     assert abs(plan.path[len(plan.path) // 2, 1] - 1.0) < 0.1, 'the empty corridor: down the middle'

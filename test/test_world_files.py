@@ -43,5 +43,6 @@ def test_a_robot_that_does_not_fit_at_the_start_is_named_with_the_file(tmp_path)
 
 
 def test_a_mistyped_world_name_lists_the_worlds():
-    with pytest.raises(WorldError, match=r'lop: no such world file, .*\(available: corridors, loop\)'):
+    with pytest.raises(WorldError,
+                       match=r'lop: no such world file, .*\(available: clutter, corridors, loop\)'):
         World.load('lop')

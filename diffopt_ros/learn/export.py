@@ -20,7 +20,7 @@ MPC_MODEL_KEYS = schema_for('mpc_node').learnable('model')
 MPC_CAR_KEYS = schema_for('mpc_node').learnable('car')      # the Ackermann model (model: bicycle)
 MPC_WEIGHT_KEYS = schema_for('mpc_node').learnable('weights')
 SLAM_KEYS = schema_for('slam_node').learnable()
-NODE_KEYS = {'mpc_node': MPC_MODEL_KEYS + MPC_CAR_KEYS + MPC_WEIGHT_KEYS, 'slam_node': SLAM_KEYS}
+NODE_KEYS = {'mpc_node': schema_for('mpc_node').learnable(), 'slam_node': SLAM_KEYS}
 
 
 class ExportError(ValueError):
