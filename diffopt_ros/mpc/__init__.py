@@ -15,7 +15,7 @@ Example::
     sol = mpc(x, target=goal, u_init=shift_controls(sol.controls), u_prev=sol.controls[:, 0])
 """
 from .cem import CEM, CEMSolution, soft_top_k
-from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost, wrap_angle
+from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost
 from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians, rollout
 from .ilqr import MPC, MPCSolution, shift_controls
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
@@ -24,5 +24,5 @@ __all__ = [
     'MPC', 'MPCSolution', 'rollout', 'shift_controls', 'CEM', 'CEMSolution', 'soft_top_k',
     'Dynamics', 'LinearDynamics', 'NeuralResidual', 'autodiff_jacobians',
     'DiffDriveLag', 'Unicycle', 'KinematicBicycle', 'Pendulum', 'Cartpole',
-    'Cost', 'CostExpansion', 'PSDWeight', 'TrackingCost', 'QuadraticCost', 'ResidualCost', 'wrap_angle',
+    'Cost', 'CostExpansion', 'PSDWeight', 'TrackingCost', 'QuadraticCost', 'ResidualCost',
 ]

@@ -14,18 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffopt_ros.lie import wrap_angle
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
 from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 
 
-def _wrap(angle):
-    """Angle(s) to (-pi, pi]."""
-    return np.arctan2(np.sin(angle), np.cos(angle))
-
-
 def _unwrap_near(yaws: np.ndarray, yaw0: float) -> np.ndarray:
     """Yaw sequence ``(T,)`` made continuous, starting within pi of ``yaw0``."""
-    steps = _wrap(np.diff(np.concatenate([[yaw0], yaws])))
+    steps = wrap_angle(np.diff(np.concatenate([[yaw0], yaws])))
     return yaw0 + np.cumsum(steps)
 
 
@@ -36,7 +32,7 @@ def goal_reference(state: np.ndarray, goal: np.ndarray, horizon: int) -> np.ndar
     the robot towards it; the goal's own orientation is not used.
     """
     bearing = math.atan2(goal[1] - state[1], goal[0] - state[0])
-    yaw = state[2] + float(_wrap(bearing - state[2]))
+    yaw = state[2] + float(wrap_angle(bearing - state[2]))
     reference = np.zeros((horizon, 5))
     reference[:, 0], reference[:, 1], reference[:, 2] = goal[0], goal[1], yaw
     return reference

@@ -127,6 +127,3 @@ def integrate(state, command, dt: float, params: RobotParams,
     return [x, y, yaw, v, omega], distance, turned
 
 
-def wrap_angle(angle: float) -> float:
-    """Angle (rad) wrapped to ``[-pi, pi)``."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
