@@ -20,7 +20,7 @@ from diffopt_ros.mpc import (
     Unicycle,
     autodiff_jacobians,
     rollout,
-    shift_controls,
+    shift_one_step,
 )
 from diffopt_ros.mpc.boxqp import solve_box_qp
 
@@ -253,7 +253,7 @@ def test_diff_drive_reaches_goal_with_bounds_and_warm_start(solver):
     warm_iters = []
     for _ in range(3):
         x = sol.states[:, 1]
-        warm = mpc(x, target=goal, u_init=shift_controls(sol.controls), u_prev=sol.controls[:, 0])
+        warm = mpc(x, target=goal, u_init=shift_one_step(sol.controls), u_prev=sol.controls[:, 0])
         cold = mpc(x, target=goal, u_prev=sol.controls[:, 0])
         torch.testing.assert_close(warm.costs, cold.costs, atol=1e-6, rtol=1e-6)
         warm_iters.append(warm.iterations.float().mean())

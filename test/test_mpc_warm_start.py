@@ -1,7 +1,7 @@
 """The receding-horizon use: warm-started steps in float32 and float64, and the no-gradient call."""
 import torch
 
-from diffopt_ros.mpc import MPC, DiffDriveLag, QuadraticCost, shift_controls
+from diffopt_ros.mpc import MPC, DiffDriveLag, QuadraticCost, shift_one_step
 
 
 def _closed_loop(dtype, cost_tolerance, steps=12):
@@ -17,7 +17,7 @@ def _closed_loop(dtype, cost_tolerance, steps=12):
     iterations = []
     for _ in range(steps):
         x = model(x, sol.controls[:, 0])
-        sol = mpc.plan(x, u_init=shift_controls(sol.controls))
+        sol = mpc.plan(x, u_init=shift_one_step(sol.controls))
         assert sol.converged.all()
         iterations.append(int(sol.iterations))
     return sum(iterations) / len(iterations), sol

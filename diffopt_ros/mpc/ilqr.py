@@ -85,8 +85,10 @@ def _bound_key(value):
     return _UNCACHED
 
 
-def shift_controls(controls: torch.Tensor) -> torch.Tensor:
-    """Warm start for the next receding-horizon step: drop ``u_0``, repeat the last control.
+def shift_one_step(controls: torch.Tensor) -> torch.Tensor:
+    """Warm start for the next receding-horizon step, one step ``dt`` later: drop ``u_0``, repeat
+    the last control (for a plan made an arbitrary time ago, see
+    :func:`diffopt_ros.mpc.receding.advance_plan`).
 
     ``controls (B, T, n_u)`` -> ``(B, T, n_u)``.
     """
@@ -172,7 +174,7 @@ class MPC(nn.Module):
         Args:
             x_init: ``(B, n_x)`` initial states.
             target: goal ``(B, n_x)`` or reference ``(B, T+1, n_x)`` passed to the cost.
-            u_init: ``(B, T, n_u)`` initial controls (warm start, e.g. :func:`shift_controls`).
+            u_init: ``(B, T, n_u)`` initial controls (warm start, e.g. :func:`shift_one_step`).
             u_prev: ``(B, n_u)`` last applied control (for a control-rate penalty).
             u_lower: override the constructor's lower bound for this call.
             u_upper: override the constructor's upper bound for this call.

@@ -112,8 +112,8 @@ def timed_reference(state: np.ndarray, path: np.ndarray, times: np.ndarray, now:
     return reference
 
 
-def shift_controls(controls: np.ndarray, elapsed: float, dt: float,
-                   hold_last: bool = True) -> np.ndarray:
+def advance_plan(controls: np.ndarray, elapsed: float, dt: float,
+                 hold_last: bool = True) -> np.ndarray:
     """A plan's controls ``(T, 2)`` made ``elapsed`` s ago, as seen from now (zero-order hold).
 
     Control k of the plan acts during ``[k dt, (k+1) dt)``; the result's control k is the one
