@@ -231,9 +231,9 @@ class Problem:
             return (2 * torch.randn(batch, 8, generator=g)).to(**like)
         return (0.2 * torch.randn(batch, 5, generator=g) * torch.tensor([1, 1, 1, 0, 0])).to(**like)
 
-    def ours(self, batch: int, grad_mode: str = 'none', cost=None) -> MPC:
+    def ours(self, batch: int, backward: str = 'none', cost=None) -> MPC:
         return MPC(self.model, self.cost if cost is None else cost, self.T, u_lower=self.lower,
-                   u_upper=self.upper, tolerance=TOL, max_iterations=ITERS, grad_mode=grad_mode)
+                   u_upper=self.upper, tolerance=TOL, max_iterations=ITERS, backward=backward)
 
     def peer(self, x0: torch.Tensor, u_init: torch.Tensor | None = None, grad: bool = False):
         """mpc.pytorch on the same problem; returns states ``(B, T+1, n_x)``, controls ``(B, T, n_u)``."""

@@ -20,7 +20,7 @@ TIGHT = dict(tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)  # converg
 def _directional_check(mpc, inputs, mode, seed=0):
     """d loss / d(inputs), d(dynamics parameters), d(cost parameters) along random directions vs FD."""
     g = torch.Generator().manual_seed(seed)
-    sol = mpc(**inputs, grad_mode='none')
+    sol = mpc(**inputs, backward='none')
     assert sol.converged.all()
     wx = torch.randn(sol.states.shape, generator=g, dtype=D)
     wu = torch.randn(sol.controls.shape, generator=g, dtype=D)
@@ -31,7 +31,7 @@ def _directional_check(mpc, inputs, mode, seed=0):
 
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items() if v is not None}
     mpc.zero_grad()
-    loss(**leaves, grad_mode=mode).backward()
+    loss(**leaves, backward=mode).backward()
     groups = {'inputs': [(inputs[k], leaves[k].grad) for k in leaves],
               'dynamics': [(p, p.grad) for p in mpc.dynamics.parameters()],
               'cost': [(p, p.grad) for p in mpc.cost.parameters()]}
@@ -44,10 +44,10 @@ def _directional_check(mpc, inputs, mode, seed=0):
         with torch.no_grad():
             for (value, _), d in zip(pairs, directions):
                 value.add_(EPS * d)
-            plus = loss(**inputs, grad_mode='none')
+            plus = loss(**inputs, backward='none')
             for (value, _), d in zip(pairs, directions):
                 value.sub_(2 * EPS * d)
-            minus = loss(**inputs, grad_mode='none')
+            minus = loss(**inputs, backward='none')
             for (value, _), d in zip(pairs, directions):
                 value.add_(EPS * d)
         fd = float((plus - minus) / (2 * EPS))
@@ -176,7 +176,7 @@ def test_solutions_are_ordinary_tensors_and_second_derivatives_work():
     mpc = MPC(LinearDynamics(A, torch.randn(n, m, generator=g, dtype=D)), cost, T, u_lower=-0.5,
               u_upper=0.5, **TIGHT)
     x0 = 2 * torch.randn(2, n, generator=g, dtype=D)
-    sol = mpc(x0, grad_mode='none')
+    sol = mpc(x0, backward='none')
     assert not any(t.is_inference() for t in (sol.states, sol.controls, sol.costs, sol.clamped))
     w = torch.ones(T, m, dtype=D, requires_grad=True)
     (sol.controls * w).sum().backward()                # saved for backward: not an inference tensor

@@ -92,14 +92,14 @@ def model_params(mpc: MPC) -> dict[str, float]:
     return {f'model.{k}': v for k, v in model.parameter_values().items()}
 
 
-def node_mpc(params: dict, grad_mode: str = 'implicit', dtype: torch.dtype = torch.float64,
+def node_mpc(params: dict, backward: str = 'implicit', dtype: torch.dtype = torch.float64,
              device: torch.device | str = 'cpu', max_iterations: int | None = None,
              tolerance: float | None = None) -> MPC:
     """The node's MPC (``RecedingHorizonSolver``) with gradients, all parameters frozen.
 
     Args:
         params: mpc_node parameters (see :func:`mpc_params`).
-        grad_mode: ``'implicit'`` or ``'unroll'``.
+        backward: ``'implicit'`` or ``'unroll'``.
         dtype: floating-point type of the solve.
         device: torch device of the solve.
         max_iterations: overrides the node's iteration cap.
@@ -108,7 +108,7 @@ def node_mpc(params: dict, grad_mode: str = 'implicit', dtype: torch.dtype = tor
     """
 
     mpc = RecedingHorizonSolver(MpcSettings.from_params(params), device=device, dtype=dtype).mpc
-    mpc.grad_mode = grad_mode
+    mpc.backward = backward
     if max_iterations is not None:
         mpc.max_iterations = int(max_iterations)
     if tolerance is not None:

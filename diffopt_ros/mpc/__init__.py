@@ -17,11 +17,11 @@ Example::
 from .cem import CEM, CEMSolution, soft_top_k
 from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost
 from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians, rollout
-from .ilqr import MPC, MPCSolution, shift_one_step
+from .ilqr import BACKWARD_MODES, MPC, MPCSolution, shift_one_step
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
 
 __all__ = [
-    'MPC', 'MPCSolution', 'rollout', 'shift_one_step', 'CEM', 'CEMSolution', 'soft_top_k',
+    'BACKWARD_MODES', 'MPC', 'MPCSolution', 'rollout', 'shift_one_step', 'CEM', 'CEMSolution', 'soft_top_k',
     'Dynamics', 'LinearDynamics', 'NeuralResidual', 'autodiff_jacobians',
     'DiffDriveLag', 'Unicycle', 'KinematicBicycle', 'Pendulum', 'Cartpole',
     'Cost', 'CostExpansion', 'PSDWeight', 'TrackingCost', 'QuadraticCost', 'ResidualCost',

@@ -6,8 +6,9 @@ Each iteration linearises the dynamics and expands the cost along the current tr
 the box-DDP Riccati pass (:mod:`.lqr`) and a closed-loop roll-out for several step sizes at once
 (a parallel line search: one batched roll-out instead of a sequential loop; in groups of step
 sizes when the batch is large). Samples converge and freeze individually, and each iteration
-runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (KKT conditions at the solution,
-:mod:`.implicit`), ``'unroll'`` (autograd through the iterations) or ``'none'``.
+runs on the samples still iterating only. Gradients (:class:`~diffopt_ros.modes.Backward`):
+``backward='implicit'`` (KKT conditions at the solution, :mod:`.implicit`), ``'unroll'`` (autograd
+through the iterations) or ``'none'``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from diffopt_ros.modes import Backward, backward_mode
 
 from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
@@ -33,7 +36,8 @@ from .validate import (
     dtype_probe,
 )
 
-GRAD_MODES = ('implicit', 'unroll', 'none')
+#: The backward modes MPC implements (:class:`~diffopt_ros.modes.Backward`).
+BACKWARD_MODES = (Backward.IMPLICIT, Backward.UNROLL, Backward.NONE)
 KKT_TOLERANCE = 1e-3        # least default largest MPCSolution.kkt_residual of a converged sample
 SOLVERS = ('auto', 'riccati', 'condensed')
 
@@ -98,8 +102,8 @@ def shift_one_step(controls: torch.Tensor) -> torch.Tensor:
 class MPC(nn.Module):
     """Differentiable box-constrained iLQR model-predictive controller.
 
-    Control loops call :meth:`plan` (no gradients, whatever ``grad_mode`` is): calling the module
-    itself with the default ``grad_mode='implicit'`` and a model or cost with ``nn.Parameter``s
+    Control loops call :meth:`plan` (no gradients, whatever ``backward`` is): calling the module
+    itself with the default ``backward='implicit'`` and a model or cost with ``nn.Parameter``s
     builds the implicit-gradient graph on every call (about twice the time of a warm step).
 
     Args:
@@ -120,7 +124,8 @@ class MPC(nn.Module):
             (``1.0`` first) is tried (it is the exact optimum), and one whose cost decrease matches
             the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
-        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
+        backward: a :class:`~diffopt_ros.modes.Backward` (or its string): ``'implicit'``,
+            ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
             never builds gradients).
         kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged.
             Default: ``max(1e-3, 2 sqrt(c))`` with ``c`` the effective relative cost tolerance (a
@@ -136,10 +141,10 @@ class MPC(nn.Module):
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
                  max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-10,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
-                 grad_mode: str = 'implicit', solver: str = 'auto', kkt_tolerance: float | None = None):
+                 backward: str | Backward = 'implicit', solver: str = 'auto',
+                 kkt_tolerance: float | None = None):
         super().__init__()
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
+        backward = backward_mode(backward, BACKWARD_MODES, 'MPC')
         if solver not in SOLVERS:
             raise ValueError(f'MPC: solver must be one of {SOLVERS}, got {solver!r}')
         if horizon < 1:
@@ -151,7 +156,7 @@ class MPC(nn.Module):
         self.tolerance, self.cost_tolerance = float(tolerance), float(cost_tolerance)
         self.line_search = tuple(float(a) for a in line_search)
         self.regularization = float(regularization)
-        self.grad_mode = grad_mode
+        self.backward = backward
         self.solver = solver
         self.kkt_tolerance = None if kkt_tolerance is None else float(kkt_tolerance)
         self._probes = self._bound_cache = None        # what forward's checks keep between calls
@@ -159,15 +164,15 @@ class MPC(nn.Module):
     def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
              u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
              u_lower=None, u_upper=None, deadline: float | None = None) -> MPCSolution:
-        """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
-        module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
+        """The control-loop call: :meth:`forward` with ``backward='none'`` (no graph, whatever the
+        module's ``backward`` and whether its parameters require grad); arguments as :meth:`forward`.
         """
         return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper,
-                            grad_mode='none', deadline=deadline)
+                            backward='none', deadline=deadline)
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
-                u_lower=None, u_upper=None, grad_mode: str | None = None,
+                u_lower=None, u_upper=None, backward: str | Backward | None = None,
                 deadline: float | None = None) -> MPCSolution:
         """Solve a batch of problems.
 
@@ -178,7 +183,7 @@ class MPC(nn.Module):
             u_prev: ``(B, n_u)`` last applied control (for a control-rate penalty).
             u_lower: override the constructor's lower bound for this call.
             u_upper: override the constructor's upper bound for this call.
-            grad_mode: override the constructor's gradient mode.
+            backward: override the constructor's gradient mode.
             deadline: ``time.perf_counter()`` value after which no further iteration starts
                 (a compute budget, e.g. of a control loop): the best iterate so far is returned
                 (costs never increase from one iterate to the next), ``converged`` is False
@@ -187,9 +192,7 @@ class MPC(nn.Module):
         Returns:
             :class:`MPCSolution`.
         """
-        mode = self.grad_mode if grad_mode is None else grad_mode
-        if mode not in GRAD_MODES:
-            raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {mode!r}')
+        mode = backward_mode(self.backward if backward is None else backward, BACKWARD_MODES, 'MPC')
         dyn = self.dynamics
         if self._probes is None or self._probes[0] != (id(dyn), id(self.cost)):
             self._probes = (id(dyn), id(self.cost)), (dtype_probe(dyn), dtype_probe(self.cost))

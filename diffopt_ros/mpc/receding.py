@@ -195,7 +195,7 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
         last_command: the command applied until now ``(B, 2)`` (m/s, rad/s) for the rate
             penalty ``(u_0 - u_prev)``; None only for a controller without a rate term.
         warm: warm-start controls ``(B, T, 2)`` (e.g. the previous plan shifted to now).
-        options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``grad_mode='none'``
+        options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``backward='none'``
             in a control loop: no graph whatever the parameters).
 
     Returns:
@@ -243,7 +243,7 @@ class RecedingHorizonSolver:
                                        s.w_omega_cmd, s.w_rate, s.terminal_scale)
         self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -s.omega_max],
                        u_upper=[s.v_max, s.omega_max], max_iterations=s.max_iterations,
-                       tolerance=s.tolerance, grad_mode='none').to(device=self.device, dtype=dtype)
+                       tolerance=s.tolerance, backward='none').to(device=self.device, dtype=dtype)
         self._bounds = (np.array([s.v_min, -s.omega_max]), np.array([s.v_max, s.omega_max]))
 
     def warm_up(self) -> float:
@@ -266,7 +266,7 @@ class RecedingHorizonSolver:
             solution = receding_step(
                 self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
                 None if last_command is None else self._tensor(last_command)[None],
-                None if warm is None else self._tensor(warm)[None], grad_mode='none',
+                None if warm is None else self._tensor(warm)[None], backward='none',
                 deadline=deadline)
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.nlls.linear import make_linear_solver
 from diffopt_ros.nlls.objective import Objective
 
-BACKWARD_MODES = ('implicit', 'unroll', 'truncated', 'dlm')
+#: The backward modes the optimizer implements (:class:`~diffopt_ros.modes.Backward`).
+BACKWARD_MODES = (Backward.IMPLICIT, Backward.UNROLL, Backward.TRUNCATED, Backward.DLM)
 
 
 @dataclass
@@ -91,7 +93,8 @@ class Optimizer:
             or a fixed factor to divide it by after a good step and multiply after a bad one
             (GTSAM's default, 10).
         max_time: seconds per solve (checked between iterations), or None.
-        backward, backward_steps, dlm_epsilon: default backward mode (see module docstring).
+        backward, backward_steps, dlm_epsilon: default backward mode, a
+            :class:`~diffopt_ros.modes.Backward` or its string (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
         sparse_backend: ``'auto'``, ``'cholmod'``, ``'cholespy'`` or ``'superlu'``.
     """
@@ -114,13 +117,8 @@ class Optimizer:
         self.damping = damping
         self.lambda_init, self.lambda_max, self.lambda_factor = lambda_init, lambda_max, lambda_factor
         self.max_time = max_time
-        self._check_backward(backward)
-        self.backward, self.backward_steps, self.dlm_epsilon = backward, int(backward_steps), dlm_epsilon
-
-    @staticmethod
-    def _check_backward(mode: str):
-        if mode not in BACKWARD_MODES:
-            raise ValueError(f'backward mode {mode!r}: choose one of {", ".join(BACKWARD_MODES)}')
+        self.backward = backward_mode(backward, BACKWARD_MODES, 'Optimizer')
+        self.backward_steps, self.dlm_epsilon = int(backward_steps), dlm_epsilon
 
     # ------------------------------------------------------------------ forward iterations
     def _damped(self, H: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +224,8 @@ class Optimizer:
             callback: ``callback(iteration, error (B,), damping (B,), accepted (B,))`` after
                 every iteration (e.g. progress printing).
         """
-        mode = self.backward if backward is None else backward
-        self._check_backward(mode)
+        mode = backward_mode(self.backward if backward is None else backward, BACKWARD_MODES,
+                             'Optimizer.solve')
         steps = self.backward_steps if backward_steps is None else int(backward_steps)
         obj = self.objective
         B = obj.batch_size
