@@ -99,6 +99,21 @@ def test_linear_quadratic_gradients_with_active_bounds():
     assert sol.clamped.any()
 
 
+@pytest.mark.parametrize('mode', ['implicit', 'unroll'])
+def test_gradients_without_control_bounds(mode):
+    """No u_lower/u_upper at all: the implicit backward has no bound to move (it crashed on
+    ``u <= None`` before)."""
+    g = torch.Generator().manual_seed(5)
+    n, m, T = 2, 1, 5
+    A = torch.eye(n, dtype=D) + 0.1 * torch.randn(n, n, generator=g, dtype=D)
+    Bm = torch.randn(n, m, generator=g, dtype=D)
+    c = torch.nn.Parameter(torch.randn(n + m, generator=g, dtype=D))
+    cost = QuadraticCost(torch.eye(n + m, dtype=D), c, n_x=n)
+    mpc = MPC(LinearDynamics(A, Bm), cost, T, **TIGHT)
+    sol = _directional_check(mpc, dict(x_init=torch.randn(2, n, generator=g, dtype=D)), mode)
+    assert not sol.clamped.any()
+
+
 def test_pendulum_physical_parameter_gradients():
     model = Pendulum(gravity=9.0, mass=1.2, length=0.9).to(D)
     q = torch.tensor([1., 1., 0.1, 0.01], dtype=D)

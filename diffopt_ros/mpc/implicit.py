@@ -121,8 +121,9 @@ def _bound_offset(u: torch.Tensor, clamped: torch.Tensor, lower, upper) -> torch
     """Zero ``(B, T, n_u)`` whose graph moves each clamped control with the bound it sits on
     (``bound - bound.detach()``), or ``None`` where no bound carries a graph."""
     offset = None
-    for bound, held in ((lower, clamped & (u <= lower)), (upper, clamped & (u >= upper))):
+    for bound, side in ((lower, torch.le), (upper, torch.ge)):
         if bound is not None and bound.requires_grad:
+            held = clamped & side(u, bound)
             term = torch.where(held, bound - bound.detach(), 0.0)
             offset = term if offset is None else offset + term
     return offset
