@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from diffopt_ros.modes import Backward, backward_mode
+from diffopt_ros.status import Status, batch_status
 
 from .condensed import CondensedModel, condensed_step, linear_rollout
 from .costs import Cost
@@ -61,6 +62,11 @@ class MPCSolution(NamedTuple):
             dynamics with a quadratic cost and for the Riccati solver; with the condensed solver on a
             nonlinear problem it is the last quadratic model's gradient at the returned controls
             (first order in the last step). ``converged`` requires it ``<= kkt_tolerance``.
+        status: per sample, a :class:`~diffopt_ros.status.Status` (the convention of
+            :class:`diffopt_ros.nlls.SolveResult`): ``'converged'``; ``'time_limit'`` (the
+            ``deadline`` passed before it converged); ``'max_iterations'``; ``'failed'`` (stopped
+            earlier without converging: no cost decrease left, regularization exhausted, or the
+            certificate above ``kkt_tolerance``). Set by :meth:`MPC.forward` (and :meth:`MPC.plan`).
     """
 
     states: torch.Tensor
@@ -71,6 +77,7 @@ class MPCSolution(NamedTuple):
     gains: torch.Tensor | None
     clamped: torch.Tensor
     kkt_residual: torch.Tensor | None = None
+    status: list[Status] | None = None
 
 
 _UNCACHED = object()
@@ -209,7 +216,7 @@ class MPC(nn.Module):
         if mode == 'unroll':
             sol = self._solve(x_init, target, u_init, u_prev, lower, upper, deadline=deadline)[0]
             self._check_finite(sol, *given)
-            return sol
+            return self._with_status(sol, deadline)
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
@@ -217,10 +224,17 @@ class MPC(nn.Module):
                                      lower, upper, deadline=deadline)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
         self._check_finite(sol, *given)
+        sol = self._with_status(sol, deadline)
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
         from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model, lower, upper)
+
+    def _with_status(self, sol: MPCSolution, deadline: float | None) -> MPCSolution:
+        """``sol`` with :attr:`MPCSolution.status` set (see there)."""
+        timed_out = deadline is not None and time.perf_counter() >= deadline
+        failed = ~sol.converged & (sol.iterations < self.max_iterations) & (not timed_out)
+        return sol._replace(status=batch_status(sol.converged, failed, timed_out))
 
     def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
         """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,

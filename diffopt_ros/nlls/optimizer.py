@@ -32,6 +32,7 @@ import torch
 from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.nlls.linear import make_linear_solver
 from diffopt_ros.nlls.objective import Objective
+from diffopt_ros.status import Status, batch_status
 
 #: The backward modes the optimizer implements (:class:`~diffopt_ros.modes.Backward`).
 BACKWARD_MODES = (Backward.IMPLICIT, Backward.UNROLL, Backward.TRUNCATED, Backward.DLM)
@@ -44,9 +45,10 @@ class SolveResult:
     Attributes:
         values: per variable (objective order), the solution ``(B, N, *shape)``.
         error: ``(B,)`` final error ``sum rho(||r||^2_Sigma)``; ``initial_error`` likewise.
-        iterations: ``(B,)`` iterations run; ``converged``: ``(B,)`` bool.
-        status: per batch element, ``'converged'``, ``'max_iterations'``, ``'time_limit'`` or
-            ``'failed'`` (no decrease possible: damping exhausted / factorization failed).
+        iterations: ``(B,)`` int64, iterations run; ``converged``: ``(B,)`` bool.
+        status: per batch element, a :class:`~diffopt_ros.status.Status`: ``'converged'``,
+            ``'max_iterations'``, ``'time_limit'`` (``max_time``) or ``'failed'`` (no decrease
+            possible: damping exhausted / factorization failed).
         seconds: wall time of the forward solve.
         names: variable names, for ``result['poses']``.
         hessian: the last Gauss-Newton matrix ``J^T W J`` (undamped, in the linear solver's
@@ -59,7 +61,7 @@ class SolveResult:
     initial_error: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
-    status: list[str]
+    status: list[Status]
     seconds: float
     names: list[str] = field(default_factory=list)
     hessian: torch.Tensor | None = None
@@ -199,14 +201,7 @@ class Optimizer:
             if bool(accept.any()) and (bool(active.any()) or not stop_converged):
                 lin = obj.linearize(values, sqrt_infos)
                 H = lin_solver.assemble(lin.blocks)
-        status = []
-        for b in range(B):
-            if bool(converged[b]):
-                status.append('converged')
-            elif bool(failed[b]):
-                status.append('failed')
-            else:
-                status.append('time_limit' if timed_out else 'max_iterations')
+        status = batch_status(converged, failed, timed_out)
         info = dict(error=err, initial_error=init_err, iterations=iterations, converged=converged,
                     status=status, seconds=time.perf_counter() - t0, hessian=H)
         return values, info
