@@ -17,8 +17,9 @@ Example::
 from .cem import CEM, CEMSolution, soft_top_k
 from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost
 from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians, rollout
-from .ilqr import BACKWARD_MODES, MPC, MPCSolution, shift_one_step
+from .ilqr import BACKWARD_MODES, MPC, shift_one_step
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
+from .solution import MPCSolution
 
 __all__ = [
     'BACKWARD_MODES', 'MPC', 'MPCSolution', 'rollout', 'shift_one_step', 'CEM', 'CEMSolution', 'soft_top_k',

@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
-from .ilqr import MPC, MPCSolution, normal_tensors
 from .kkt import costates
 from .lqr import riccati, stage_matrices
+from .solution import MPCSolution
+from .tensors import normal_tensors
+
+if TYPE_CHECKING:
+    from .ilqr import MPC
 
 
 def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = None) -> torch.Tensor:
