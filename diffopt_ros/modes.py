@@ -13,7 +13,17 @@ from __future__ import annotations
 from enum import Enum
 
 
-class Backward(str, Enum):
+class StrEnum(str, Enum):
+    """A ``str`` enum whose members compare equal to, format and print as their values
+    (:class:`enum.StrEnum` for Python 3.10)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Backward(StrEnum):
     """A backward (gradient) mode; compares equal to its string value."""
 
     #: Implicit function theorem at the solution (KKT conditions / normal equations).
@@ -26,9 +36,6 @@ class Backward(str, Enum):
     DLM = 'dlm'
     #: No graph: the solution is a constant (MPC; what a control loop runs).
     NONE = 'none'
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def backward_mode(value: str | Backward, allowed: tuple[Backward, ...], where: str) -> Backward:

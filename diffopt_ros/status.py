@@ -6,12 +6,12 @@
 """
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 
+from diffopt_ros.modes import StrEnum
 
-class Status(str, Enum):
+
+class Status(StrEnum):
     """Why one problem of a batch stopped; compares equal to its string value."""
 
     #: Met the solver's tolerance.
@@ -23,9 +23,6 @@ class Status(str, Enum):
     #: Stopped early without meeting the tolerance: no decrease possible (damping or
     #: regularization exhausted, factorization failed, or an optimality certificate above it).
     FAILED = 'failed'
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def batch_status(converged: torch.Tensor, failed: torch.Tensor, timed_out: bool) -> list[Status]:
