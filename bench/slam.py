@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from diffopt_ros.lie import SE2
+from diffopt_ros.lie import SE2, wrap_angle
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
 from diffopt_ros.slam.graph import ODOM, SlamGraph, build_objective, information_by_kind
@@ -56,7 +56,7 @@ def simulate(laps: int, seed: int):
         if np.hypot(dx, dy) < 0.25:
             target += 1
             continue
-        error = (np.arctan2(dy, dx) - state[2] + np.pi) % (2 * np.pi) - np.pi
+        error = wrap_angle(np.arctan2(dy, dx) - state[2])
         command = (0.0 if abs(error) > 0.3 else 0.5, float(np.clip(2.0 * error, -1.0, 1.0)))
         commands.append(command)
         sim.step(command, dt)
