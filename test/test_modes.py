@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from diffopt_ros.learn.api import TRAINING_MODES, learn_cost
+from diffopt_ros.learn.controller import mpc_params, node_mpc
 from diffopt_ros.lie import SE2
 from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.mpc import BACKWARD_MODES as MPC_MODES
@@ -48,6 +49,7 @@ def test_same_spelling_gives_gradients_in_both():
     (lambda m: _optimizer(backward=m), 'none', 'Optimizer'),
     (lambda m: _optimizer()[0].solve(backward=m), 'magic', 'Optimizer.solve'),
     (lambda m: learn_cost([], '/nonexistent', backward=m), 'truncated', 'learn_cost'),
+    (lambda m: node_mpc(mpc_params(), backward=m), 'dlm', 'node_mpc'),
 ])
 def test_a_mode_a_solver_lacks_is_named_with_its_choices(make, bad, where):
     with pytest.raises(ValueError, match=rf"^{where}: backward must be one of .*'implicit'.*got '{bad}'"):
