@@ -56,7 +56,7 @@ def _error(values: dict[str, float]) -> float:
 
 
 def ours(windows, params, backward, epochs):
-    mpc = node_mpc(params, grad_mode=backward, max_iterations=50, tolerance=1e-7)
+    mpc = node_mpc(params, backward=backward, max_iterations=50, tolerance=1e-7)
     for p in mpc.dynamics.parameters():
         p.requires_grad_(True)
     objective = ImitationObjective(mpc, len(windows))
@@ -70,7 +70,7 @@ def mpc_pytorch(windows, params, epochs):
     """The same imitation loop written with mpc.pytorch."""
     from mpc import mpc as mpt  # mpc.pytorch
 
-    settings = node_mpc(params, grad_mode='none').cost
+    settings = node_mpc(params, backward='none').cost
     q = settings.state_weight.diagonal().detach()
     r = settings.control_weight.diagonal().detach()
     T, B = windows.reference.shape[1], len(windows)

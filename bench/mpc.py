@@ -49,7 +49,7 @@ from diffopt_ros.mpc import (
     QuadraticCost,
     TrackingCost,
     rollout,
-    shift_controls,
+    shift_one_step,
 )
 
 # this file is bench/mpc.py: keep its folder off the path so that `import mpc` finds the peer package
@@ -231,9 +231,9 @@ class Problem:
             return (2 * torch.randn(batch, 8, generator=g)).to(**like)
         return (0.2 * torch.randn(batch, 5, generator=g) * torch.tensor([1, 1, 1, 0, 0])).to(**like)
 
-    def ours(self, batch: int, grad_mode: str = 'none', cost=None) -> MPC:
+    def ours(self, batch: int, backward: str = 'none', cost=None) -> MPC:
         return MPC(self.model, self.cost if cost is None else cost, self.T, u_lower=self.lower,
-                   u_upper=self.upper, tolerance=TOL, max_iterations=ITERS, grad_mode=grad_mode)
+                   u_upper=self.upper, tolerance=TOL, max_iterations=ITERS, backward=backward)
 
     def peer(self, x0: torch.Tensor, u_init: torch.Tensor | None = None, grad: bool = False):
         """mpc.pytorch on the same problem; returns states ``(B, T+1, n_x)``, controls ``(B, T, n_u)``."""
@@ -343,7 +343,7 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
             # closed loop: apply u_0 to the model, shift, warm start
             x, times, iters, conv = x0, [], [], []
             for _ in range(steps):
-                kwargs = dict(kw, u_init=shift_controls(sol.controls))
+                kwargs = dict(kw, u_init=shift_one_step(sol.controls))
                 if name == 'diffdrive+rate':
                     kwargs['u_prev'] = sol.controls[:, 0]
                 x = rollout(problem.model, x, sol.controls[:, :1])[:, 1]
@@ -361,7 +361,7 @@ def bench_control_loop(args, device, dtype, with_peer: bool) -> list[dict]:
                 for _ in range(3 if args.quick else 5):
                     xn = rollout(problem.model, xp[:, 0], up[:, :1])[:, 1]
                     start = clock()
-                    xp, up = problem.peer(xn, u_init=torch.cat((shift_controls(up), up[:, -1:]), 1))
+                    xp, up = problem.peer(xn, u_init=torch.cat((shift_one_step(up), up[:, -1:]), 1))
                     peer_times.append(clock() - start)
                 t_peer = statistics.median(peer_times)
             rows.append(row(problem, 1, 'warm step', statistics.median(times), t_peer,
@@ -446,7 +446,7 @@ def bench_closed_loop_peers(args) -> list[dict]:
     with torch.no_grad():
         for _ in range(steps):
             x = rollout(ref.model, x, sol.controls[:, :1])[:, 1]
-            sol = ref_mpc.plan(x, u_init=shift_controls(sol.controls))
+            sol = ref_mpc.plan(x, u_init=shift_one_step(sol.controls))
             states.append(x[0])
 
     @torch.no_grad()
@@ -465,7 +465,7 @@ def bench_closed_loop_peers(args) -> list[dict]:
 
         def ours(state, guess, mpc=mpc, dtype=dtype):
             s = mpc.plan(state.to(dtype)[None], u_init=guess)
-            return None, s.controls[0].double().numpy(), shift_controls(s.controls), float(s.iterations[0])
+            return None, s.controls[0].double().numpy(), shift_one_step(s.controls), float(s.iterations[0])
 
         solvers[name] = ours
     casadi_ok = True

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from diffopt_ros.drive import drive, sim_robot  # noqa: E402
 from diffopt_ros.learn.controller import mpc_params  # noqa: E402
 from diffopt_ros.maps import world_grid  # noqa: E402
-from diffopt_ros.mpc.receding import MpcSettings, path_reference, shift_controls  # noqa: E402
+from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference  # noqa: E402
 from diffopt_ros.navigation import Navigator, NavSettings  # noqa: E402
 from diffopt_ros.sim import World  # noqa: E402
 
@@ -82,7 +82,7 @@ def solve_times(navigator: Navigator, plan, points: int = 6) -> list[tuple[float
             navigator.use_obstacles(on)
             with torch.no_grad():
                 cold = navigator.mpc(x, target=target)
-                warm = torch.as_tensor(shift_controls(cold.controls[0].numpy(), 0.05, s.dt))[None]
+                warm = torch.as_tensor(advance_plan(cold.controls[0].numpy(), 0.05, s.dt))[None]
                 started = time.perf_counter()
                 navigator.mpc(x, target=target, u_init=warm, u_prev=cold.controls[:, 0])
                 pair.append(time.perf_counter() - started)

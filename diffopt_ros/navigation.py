@@ -28,7 +28,7 @@ from diffopt_ros.mpc.cem import CEM
 from diffopt_ros.mpc.cost_sum import CostSum
 from diffopt_ros.mpc.models import DiffDriveLag
 from diffopt_ros.mpc.obstacles import DistanceField, ObstacleCost
-from diffopt_ros.mpc.receding import MpcSettings, path_reference, shift_controls
+from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference
 from diffopt_ros.planning import GlobalPlan, GridPlanner
 
 ROBOTS = ('diff_drive', 'ackermann')
@@ -137,7 +137,7 @@ class Navigator:
         self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
         self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
                        u_upper=upper, max_iterations=s.max_iterations, tolerance=s.tolerance,
-                       grad_mode='none').to(dtype)
+                       backward='none').to(dtype)
         self.cem = CEM(self.model, self.mpc.cost, s.horizon, lower, upper, samples=200, elites=20,
                        iterations=6).to(dtype)
         self._generator = torch.Generator().manual_seed(0)
@@ -238,7 +238,7 @@ class Navigator:
         tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype)  # noqa: E731
         warm = None
         if self._warm is not None:
-            warm = tensor(shift_controls(self._warm[0], now - self._warm[1], s.dt))[None]
+            warm = tensor(advance_plan(self._warm[0], now - self._warm[1], s.dt))[None]
         with torch.no_grad():
             if self.controller == 'cem':
                 sol = self.cem(tensor(x)[None], target=tensor(target)[None], u_init=warm,

@@ -67,7 +67,7 @@ def test_mpc_drives_the_car_to_a_goal():
     car = Bicycle(dt=0.1, wheelbase=0.35).to(D)
     cost = TrackingCost([10., 10., 0.0, 0.1, 0.1], [0.1, 0.5], terminal_scale=5.,
                         angle_indices=car.angle_indices).to(D)
-    mpc = MPC(car, cost, 30, u_lower=[-0.3, -0.6], u_upper=[1.0, 0.6], max_iterations=50, grad_mode='none')
+    mpc = MPC(car, cost, 30, u_lower=[-0.3, -0.6], u_upper=[1.0, 0.6], max_iterations=50, backward='none')
     sol = mpc(torch.zeros(1, 5, dtype=D), torch.tensor([[2.0, 1.0, 0.0, 0.0, 0.0]], dtype=D))
     assert float((sol.states[0, -1, :2] - torch.tensor([2.0, 1.0], dtype=D)).norm()) < 0.15
     assert sol.controls[..., 1].abs().max() <= 0.6

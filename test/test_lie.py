@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffopt_ros.lie import SE2, SE3, SO2, SO3
+from diffopt_ros.lie import SE2, SE3, SO2, SO3, wrap_angle
 from diffopt_ros.lie.so3 import rpy_to_matrix
 
 gtsam = pytest.importorskip('gtsam')
@@ -191,3 +191,23 @@ def test_rpy_matches_gtsam_ypr():
     R = rpy_to_matrix(torch.tensor(rpy)).numpy()
     assert np.allclose(R, gtsam.Rot3.Ypr(rpy[2], rpy[1], rpy[0]).matrix(), atol=1e-12)
     assert np.allclose(SO2.matrix(torch.tensor([0.3])).numpy(), gtsam.Rot2(0.3).matrix(), atol=1e-12)
+
+
+def test_wrap_angle_one_range_for_tensors_arrays_and_floats():
+    """(-pi, pi] for every input type: pi stays, -pi maps to pi, in-range values are untouched."""
+    values = [-3 * math.pi, -math.pi, -math.pi + 1e-12, -0.3, 0.0, 0.7, math.pi, math.pi + 1e-9,
+              2 * math.pi, 5.5, -7.25, 1e3]
+    as_tensor = wrap_angle(torch.tensor(values, dtype=torch.float64))
+    as_array = wrap_angle(np.array(values))
+    assert isinstance(as_array, np.ndarray)
+    for i, v in enumerate(values):
+        as_float = wrap_angle(v)
+        assert isinstance(as_float, float)
+        for got in (as_float, float(as_tensor[i]), float(as_array[i]), float(wrap_angle(np.float64(v)))):
+            assert -math.pi < got <= math.pi
+            assert abs(math.remainder(got - v, 2 * math.pi)) < 1e-12  # same angle
+    assert wrap_angle(math.pi) == math.pi and wrap_angle(-math.pi) == math.pi
+    assert wrap_angle(0.7) == 0.7 and float(wrap_angle(torch.tensor(-0.3, dtype=torch.float64))) == -0.3
+    theta = torch.tensor([4.0, -4.0], dtype=torch.float64, requires_grad=True)
+    wrap_angle(theta).sum().backward()
+    assert torch.equal(theta.grad, torch.ones(2, dtype=torch.float64))

@@ -20,7 +20,7 @@ from diffopt_ros.mpc import (
     Unicycle,
     autodiff_jacobians,
     rollout,
-    shift_controls,
+    shift_one_step,
 )
 from diffopt_ros.mpc.boxqp import solve_box_qp
 
@@ -189,7 +189,7 @@ def test_box_lqr_matches_osqp(bounded, solver):
     lo, hi = (-0.4, 0.3) if bounded else (-np.inf, np.inf)
     mpc = MPC(LinearDynamics(A, Bm, c), QuadraticCost(C, q, n_x=n, C_final=CT), T,
               u_lower=lo if bounded else None, u_upper=hi if bounded else None,
-              tolerance=1e-12, max_iterations=30, grad_mode='none', solver=solver)
+              tolerance=1e-12, max_iterations=30, backward='none', solver=solver)
     sol = mpc(x0)
     assert sol.converged.all()
     if not bounded:                                                 # one exact Newton step
@@ -214,7 +214,7 @@ def test_unconstrained_lqr_closed_form():
     Q, R = torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=D)), 0.3 * torch.eye(m, dtype=D)
     C = torch.block_diag(Q, R)
     mpc = MPC(LinearDynamics(A, Bm), QuadraticCost(C, torch.zeros(n + m, dtype=D), n_x=n, C_final=Q), T,
-              grad_mode='none', solver='riccati')
+              backward='none', solver='riccati')
     sol = mpc(x0)
     P = Q.clone()
     for _ in range(T):
@@ -235,7 +235,7 @@ def _diff_drive_problem(dtype=D):
 def test_diff_drive_reaches_goal_with_bounds_and_warm_start(solver):
     model, cost = _diff_drive_problem()
     T = 30
-    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-8, grad_mode='none',
+    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-8, backward='none',
               solver=solver)
     x = torch.zeros(2, 5, dtype=D)
     goal = torch.tensor([[1.5, 0.5, 0.0, 0, 0], [-0.5, 1.0, 3.0, 0, 0]], dtype=D)
@@ -253,7 +253,7 @@ def test_diff_drive_reaches_goal_with_bounds_and_warm_start(solver):
     warm_iters = []
     for _ in range(3):
         x = sol.states[:, 1]
-        warm = mpc(x, target=goal, u_init=shift_controls(sol.controls), u_prev=sol.controls[:, 0])
+        warm = mpc(x, target=goal, u_init=shift_one_step(sol.controls), u_prev=sol.controls[:, 0])
         cold = mpc(x, target=goal, u_prev=sol.controls[:, 0])
         torch.testing.assert_close(warm.costs, cold.costs, atol=1e-6, rtol=1e-6)
         warm_iters.append(warm.iterations.float().mean())
@@ -289,7 +289,7 @@ def test_reference_trajectory_and_float32():
     T = 20
     ref = torch.zeros(1, T + 1, 5)
     ref[0, :, 0] = torch.linspace(0, 1.0, T + 1)
-    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-4, grad_mode='none')
+    mpc = MPC(model, cost, T, u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], tolerance=1e-4, backward='none')
     sol = mpc(torch.zeros(1, 5), target=ref)
     assert sol.states.dtype == torch.float32 and sol.converged.all()
     assert sol.states[0, -1, 0] > 0.7 and sol.states[0, :, 1].abs().max() < 1e-3
@@ -297,8 +297,8 @@ def test_reference_trajectory_and_float32():
 
 def test_errors_name_the_problem():
     model, cost = _diff_drive_problem()
-    with pytest.raises(ValueError, match='grad_mode'):
-        MPC(model, cost, 10, grad_mode='magic')
+    with pytest.raises(ValueError, match='backward'):
+        MPC(model, cost, 10, backward='magic')
     mpc = MPC(model, cost, 10)
     with pytest.raises(ValueError, match='n_x=5'):
         mpc(torch.zeros(1, 4, dtype=D))
@@ -333,7 +333,7 @@ def test_residual_cost_reproduces_tracking_cost():
     a, b = residual.expand(xs, us, goal), tracking.expand(xs, us, goal)
     for name in ('lxx', 'lx', 'luu', 'lu'):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), msg=name)
-    sols = [MPC(model, c, 8, u_lower=-1.0, u_upper=1.0, tolerance=1e-11, grad_mode='none')(x0, target=goal)
+    sols = [MPC(model, c, 8, u_lower=-1.0, u_upper=1.0, tolerance=1e-11, backward='none')(x0, target=goal)
             for c in (residual, tracking)]
     torch.testing.assert_close(sols[0].controls, sols[1].controls, atol=1e-6, rtol=0)
 
@@ -345,7 +345,7 @@ def test_a_deadline_stops_iterating_with_the_best_iterate():
     model, cost = _diff_drive_problem()
     x = torch.zeros(1, 5, dtype=D)
     goal = torch.tensor([[1.5, 0.5, 0.0, 0, 0]], dtype=D)
-    kwargs = dict(u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], grad_mode='none')
+    kwargs = dict(u_lower=[-0.5, -1.5], u_upper=[1.0, 1.5], backward='none')
     mpc = MPC(model, cost, 30, max_iterations=50, tolerance=0.0, **kwargs)
     late = mpc(x, target=goal, deadline=time.perf_counter())
     one = MPC(model, cost, 30, max_iterations=1, tolerance=0.0, **kwargs)(x, target=goal)

@@ -69,8 +69,8 @@ def test_bound_gradients_match_finite_differences(kind, solver):
     def loss(s):
         return _loss(s, wx, wu)
 
-    fd_lower = _fd(lambda b: mpc(x0, u_lower=b, u_upper=upper.detach(), grad_mode='none'), lower, loss)
-    fd_upper = _fd(lambda b: mpc(x0, u_lower=lower.detach(), u_upper=b, grad_mode='none'), upper, loss)
+    fd_lower = _fd(lambda b: mpc(x0, u_lower=b, u_upper=upper.detach(), backward='none'), lower, loss)
+    fd_upper = _fd(lambda b: mpc(x0, u_lower=lower.detach(), u_upper=b, backward='none'), upper, loss)
     torch.testing.assert_close(lower.grad, fd_lower, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(upper.grad, fd_upper, rtol=1e-5, atol=1e-6)
     assert lower.grad.abs().sum() > 0 and upper.grad.abs().sum() > 0
@@ -85,9 +85,9 @@ def test_all_clamped_lower_bound_moves_the_controls_one_to_one():
     C = torch.diag(torch.tensor([0.0, 1.0], dtype=F64))
     cost = QuadraticCost(C, torch.tensor([0.0, 10.0], dtype=F64), n_x=1)
     lower = torch.tensor([-1.0], dtype=F64, requires_grad=True)
-    for grad_mode in ('implicit', 'unroll'):
+    for backward in ('implicit', 'unroll'):
         lower.grad = None
-        sol = MPC(dyn, cost, 5, u_lower=lower, u_upper=1.0, grad_mode=grad_mode)(torch.zeros(1, 1, dtype=F64))
+        sol = MPC(dyn, cost, 5, u_lower=lower, u_upper=1.0, backward=backward)(torch.zeros(1, 1, dtype=F64))
         assert sol.clamped.all()
         sol.controls.sum().backward()
         assert lower.grad is not None and math.isclose(float(lower.grad), 5.0, abs_tol=1e-12)

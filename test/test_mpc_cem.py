@@ -36,7 +36,7 @@ def _problem():
 def test_cem_approaches_the_ilqr_optimum():
     model, cost, x0, goal = _problem()
     T, lo, hi = 15, -1.0, 1.0
-    best = MPC(model, cost, T, u_lower=lo, u_upper=hi, grad_mode='none')(x0, target=goal)
+    best = MPC(model, cost, T, u_lower=lo, u_upper=hi, backward='none')(x0, target=goal)
     cem = CEM(model, cost, T, lo, hi, samples=200, elites=20, iterations=15, temperature=0.1)
     with torch.no_grad():
         sol = cem(x0, target=goal, generator=torch.Generator().manual_seed(0))

@@ -20,7 +20,7 @@ TIGHT = dict(tolerance=1e-13, cost_tolerance=0.0, max_iterations=300)  # converg
 def _directional_check(mpc, inputs, mode, seed=0):
     """d loss / d(inputs), d(dynamics parameters), d(cost parameters) along random directions vs FD."""
     g = torch.Generator().manual_seed(seed)
-    sol = mpc(**inputs, grad_mode='none')
+    sol = mpc(**inputs, backward='none')
     assert sol.converged.all()
     wx = torch.randn(sol.states.shape, generator=g, dtype=D)
     wu = torch.randn(sol.controls.shape, generator=g, dtype=D)
@@ -31,7 +31,7 @@ def _directional_check(mpc, inputs, mode, seed=0):
 
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items() if v is not None}
     mpc.zero_grad()
-    loss(**leaves, grad_mode=mode).backward()
+    loss(**leaves, backward=mode).backward()
     groups = {'inputs': [(inputs[k], leaves[k].grad) for k in leaves],
               'dynamics': [(p, p.grad) for p in mpc.dynamics.parameters()],
               'cost': [(p, p.grad) for p in mpc.cost.parameters()]}
@@ -44,10 +44,10 @@ def _directional_check(mpc, inputs, mode, seed=0):
         with torch.no_grad():
             for (value, _), d in zip(pairs, directions):
                 value.add_(EPS * d)
-            plus = loss(**inputs, grad_mode='none')
+            plus = loss(**inputs, backward='none')
             for (value, _), d in zip(pairs, directions):
                 value.sub_(2 * EPS * d)
-            minus = loss(**inputs, grad_mode='none')
+            minus = loss(**inputs, backward='none')
             for (value, _), d in zip(pairs, directions):
                 value.add_(EPS * d)
         fd = float((plus - minus) / (2 * EPS))
@@ -97,6 +97,21 @@ def test_linear_quadratic_gradients_with_active_bounds():
               **TIGHT)
     sol = _directional_check(mpc, dict(x_init=2 * torch.randn(2, n, generator=g, dtype=D)), 'implicit')
     assert sol.clamped.any()
+
+
+@pytest.mark.parametrize('mode', ['implicit', 'unroll'])
+def test_gradients_without_control_bounds(mode):
+    """No u_lower/u_upper at all: the implicit backward has no bound to move (it crashed on
+    ``u <= None`` before)."""
+    g = torch.Generator().manual_seed(5)
+    n, m, T = 2, 1, 5
+    A = torch.eye(n, dtype=D) + 0.1 * torch.randn(n, n, generator=g, dtype=D)
+    Bm = torch.randn(n, m, generator=g, dtype=D)
+    c = torch.nn.Parameter(torch.randn(n + m, generator=g, dtype=D))
+    cost = QuadraticCost(torch.eye(n + m, dtype=D), c, n_x=n)
+    mpc = MPC(LinearDynamics(A, Bm), cost, T, **TIGHT)
+    sol = _directional_check(mpc, dict(x_init=torch.randn(2, n, generator=g, dtype=D)), mode)
+    assert not sol.clamped.any()
 
 
 def test_pendulum_physical_parameter_gradients():
@@ -176,7 +191,7 @@ def test_solutions_are_ordinary_tensors_and_second_derivatives_work():
     mpc = MPC(LinearDynamics(A, torch.randn(n, m, generator=g, dtype=D)), cost, T, u_lower=-0.5,
               u_upper=0.5, **TIGHT)
     x0 = 2 * torch.randn(2, n, generator=g, dtype=D)
-    sol = mpc(x0, grad_mode='none')
+    sol = mpc(x0, backward='none')
     assert not any(t.is_inference() for t in (sol.states, sol.controls, sol.costs, sol.clamped))
     w = torch.ones(T, m, dtype=D, requires_grad=True)
     (sol.controls * w).sum().backward()                # saved for backward: not an inference tensor

@@ -4,9 +4,9 @@ import math
 import numpy as np
 
 from diffopt_ros.mpc.receding import (
+    advance_plan,
     goal_reference,
     path_reference,
-    shift_controls,
     timed_reference,
 )
 
@@ -58,10 +58,10 @@ def test_timed_reference_interpolates_in_time_and_holds_the_end():
     assert ref[-1, 3] == 0.0
 
 
-def test_shift_controls_zero_order_hold():
+def test_advance_plan_zero_order_hold():
     controls = np.arange(8.0).reshape(4, 2)
-    np.testing.assert_array_equal(shift_controls(controls, 0.05, 0.1), controls)
-    np.testing.assert_array_equal(shift_controls(controls, 0.1, 0.1)[:, 0], [2, 4, 6, 6])
-    np.testing.assert_array_equal(shift_controls(controls, 0.25, 0.1, hold_last=False)[:, 0],
+    np.testing.assert_array_equal(advance_plan(controls, 0.05, 0.1), controls)
+    np.testing.assert_array_equal(advance_plan(controls, 0.1, 0.1)[:, 0], [2, 4, 6, 6])
+    np.testing.assert_array_equal(advance_plan(controls, 0.25, 0.1, hold_last=False)[:, 0],
                                   [4, 6, 0, 0])
-    assert np.all(shift_controls(controls, 1.0, 0.1, hold_last=False) == 0)
+    assert np.all(advance_plan(controls, 1.0, 0.1, hold_last=False) == 0)

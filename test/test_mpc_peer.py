@@ -34,7 +34,7 @@ def _ours(model, env, x0, T, solver):
     q, p, nx = q.to(D), p.to(D), env.n_state
     cost = QuadraticCost(torch.diag(q), p, n_x=nx, C_final=torch.diag(q[:nx]), c_final=p[:nx])
     mpc = MPC(model.to(D), cost, T - 1, u_lower=env.lower, u_upper=env.upper, tolerance=1e-10,
-              cost_tolerance=0.0, max_iterations=200, grad_mode='none', solver=solver)
+              cost_tolerance=0.0, max_iterations=200, backward='none', solver=solver)
     return mpc(x0), mpc
 
 

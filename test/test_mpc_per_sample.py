@@ -42,7 +42,7 @@ def test_per_sample_costs_match_single_solves(kind, solver):
     generator = torch.Generator().manual_seed(3)
     model, x0, lower, upper = _problem(kind, generator)
     C, c, C_final, c_final = _per_sample_cost(model.n_x, model.n_u, generator)
-    options = dict(u_lower=lower, u_upper=upper, grad_mode='none', solver=solver, tolerance=1e-10,
+    options = dict(u_lower=lower, u_upper=upper, backward='none', solver=solver, tolerance=1e-10,
                    max_iterations=100)
     batch = MPC(model, QuadraticCost(C, c, model.n_x, C_final, c_final), T, **options)(x0)
     assert batch.converged.all()

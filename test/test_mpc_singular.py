@@ -78,7 +78,7 @@ def test_singular_box_lqr_matches_two_qp_solvers(solver):
         dyn = LinearDynamics(torch.tensor(A), torch.tensor(Bm))
         cost = QuadraticCost(torch.tensor(C), torch.zeros(n + m, dtype=torch.float64), n_x=n,
                              C_final=torch.tensor(L_final @ L_final.T))
-        sol = MPC(dyn, cost, T, u_lower=lower, u_upper=upper, grad_mode='none', solver=solver)(
+        sol = MPC(dyn, cost, T, u_lower=lower, u_upper=upper, backward='none', solver=solver)(
             torch.tensor(x0)[None])
         true_cost = float(cost.total(sol.states, sol.controls))
         assert bool(sol.converged)
@@ -93,7 +93,7 @@ def test_issue_example_is_optimal_and_certified():
     C = torch.diag(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
     cost = QuadraticCost(C, torch.zeros(3, dtype=torch.float64), n_x=1, C_final=C[:1, :1])
     for solver in ('auto', 'condensed', 'riccati'):
-        sol = MPC(dyn, cost, 5, u_lower=-0.3, u_upper=0.3, grad_mode='none', solver=solver)(
+        sol = MPC(dyn, cost, 5, u_lower=-0.3, u_upper=0.3, backward='none', solver=solver)(
             torch.tensor([[1.0]], dtype=torch.float64))
         assert bool(sol.converged) and float(sol.kkt_residual) <= 1e-12
         assert float(sol.costs) == pytest.approx(0.58, abs=1e-12)
@@ -107,7 +107,7 @@ def test_unbounded_singular_problem_is_not_reported_converged():
     c = torch.tensor([0.0, 1.0, -1.0], dtype=torch.float64)          # u1 - u2 does not move the state
     cost = QuadraticCost(C, c, n_x=1, C_final=C[:1, :1])
     for solver in ('condensed', 'riccati'):
-        sol = MPC(dyn, cost, 4, grad_mode='none', solver=solver)(torch.tensor([[1.0]], dtype=torch.float64))
+        sol = MPC(dyn, cost, 4, backward='none', solver=solver)(torch.tensor([[1.0]], dtype=torch.float64))
         assert not bool(sol.converged)
         assert not float(sol.kkt_residual) <= 1e-3
 
@@ -120,7 +120,7 @@ def test_certificate_is_reported_for_nonlinear_solves():
     x0 = torch.tensor([[np.cos(2.5), np.sin(2.5), 0.0], [np.cos(-1.0), np.sin(-1.0), 0.3]],
                       dtype=torch.float64)
     for solver in ('condensed', 'riccati'):
-        sol = MPC(model, cost, 10, u_lower=-2.0, u_upper=2.0, grad_mode='none', solver=solver,
+        sol = MPC(model, cost, 10, u_lower=-2.0, u_upper=2.0, backward='none', solver=solver,
                   tolerance=1e-9)(x0)
         assert sol.converged.all()
         assert (sol.kkt_residual <= 1e-6).all(), sol.kkt_residual

@@ -40,7 +40,7 @@ def test_time_varying_per_sample_lindx_matches_mpc_pytorch(solver):
     x_ref, u_ref = x_ref.transpose(0, 1), u_ref.transpose(0, 1)
     T = KNOTS - 1
     dyn, cost = _ours(F, f, C, c, T)
-    sol = MPC(dyn, cost, T, u_lower=-0.5, u_upper=0.5, grad_mode='none', solver=solver, tolerance=1e-12)(x0)
+    sol = MPC(dyn, cost, T, u_lower=-0.5, u_upper=0.5, backward='none', solver=solver, tolerance=1e-12)(x0)
     assert sol.converged.all() and sol.clamped.any()
     torch.testing.assert_close(sol.controls, u_ref[:, :T], atol=1e-6, rtol=0)
     torch.testing.assert_close(sol.states, x_ref, atol=1e-6, rtol=0)
@@ -49,7 +49,7 @@ def test_time_varying_per_sample_lindx_matches_mpc_pytorch(solver):
         alone_dyn = LinearDynamics(dyn.A[b], dyn.B[b], dyn.c[b])
         alone_cost = QuadraticCost(cost.C[b], cost.c[b], n_x=N_X, C_final=cost.C_final[b],
                                    c_final=cost.c_final[b])
-        alone = MPC(alone_dyn, alone_cost, T, u_lower=-0.5, u_upper=0.5, grad_mode='none', solver=solver,
+        alone = MPC(alone_dyn, alone_cost, T, u_lower=-0.5, u_upper=0.5, backward='none', solver=solver,
                     tolerance=1e-12)(x0[b:b + 1])
         torch.testing.assert_close(alone.controls, sol.controls[b:b + 1], atol=1e-9, rtol=0)
 
@@ -63,9 +63,9 @@ def test_time_varying_matrices_get_implicit_gradients():
                          c_final=c[T][:, :N_X])
     w = torch.randn(BATCH, T, N_U, dtype=D)
 
-    def loss(F_value, grad_mode):
+    def loss(F_value, backward):
         sol = MPC(LinearDynamics.from_lindx(F_value, f_ours), cost, T, u_lower=-0.5, u_upper=0.5,
-                  grad_mode=grad_mode, solver='riccati', tolerance=1e-12)(x0)
+                  backward=backward, solver='riccati', tolerance=1e-12)(x0)
         return (sol.controls * w).sum()
 
     loss(F_ours, 'implicit').backward()
@@ -84,6 +84,6 @@ def test_time_varying_shapes_are_checked():
     cost = QuadraticCost(torch.eye(3, dtype=D), torch.zeros(3, dtype=D), n_x=2)
     with pytest.raises(ValueError, match=r'LinearDynamics: A has shape \(3, 5, 2, 2\), a problem of B=3 '
                                          r'samples and T=4 steps needs leading axes \(3, 4\)'):
-        MPC(dyn, cost, 4, grad_mode='none')(torch.zeros(3, 2, dtype=D))
+        MPC(dyn, cost, 4, backward='none')(torch.zeros(3, 2, dtype=D))
     with pytest.raises(ValueError, match=r'time-varying over T=5 steps: states must be \(B, 5, n_x\)'):
         dyn(torch.zeros(3, 2, dtype=D), torch.zeros(3, 1, dtype=D))

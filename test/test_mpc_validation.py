@@ -12,7 +12,7 @@ F64 = torch.float64
 def _lti(n_x=2, n_u=2, T=3, **kwargs):
     dyn = LinearDynamics(torch.eye(n_x, dtype=F64), torch.ones(n_x, n_u, dtype=F64))
     cost = QuadraticCost(torch.eye(n_x + n_u, dtype=F64), torch.zeros(n_x + n_u, dtype=F64), n_x=n_x)
-    return MPC(dyn, cost, T, grad_mode='none', **kwargs)
+    return MPC(dyn, cost, T, backward='none', **kwargs)
 
 
 def test_lower_bound_above_upper_bound_is_refused():
@@ -32,11 +32,11 @@ def test_dtype_mismatches_name_both_dtypes():
         mpc(torch.zeros(1, 2, dtype=torch.long))
     with pytest.raises(ValueError, match=r'target has dtype torch.float32, expected torch.float64'):
         mpc(torch.zeros(1, 2, dtype=F64), target=torch.zeros(1, 2))
-    tracking = MPC(DiffDriveLag().double(), TrackingCost([1.0] * 5, [0.1, 0.1]), 5, grad_mode='none')
+    tracking = MPC(DiffDriveLag().double(), TrackingCost([1.0] * 5, [0.1, 0.1]), 5, backward='none')
     with pytest.raises(ValueError, match=r'the cost TrackingCost holds torch.float32'):
         tracking(torch.zeros(1, 5, dtype=F64))
     cost = QuadraticCost(torch.eye(4), torch.zeros(4), n_x=2)          # float32 tensors, float64 model
-    mpc = MPC(LinearDynamics(torch.eye(2, dtype=F64), torch.eye(2, dtype=F64)), cost, 3, grad_mode='none')
+    mpc = MPC(LinearDynamics(torch.eye(2, dtype=F64), torch.eye(2, dtype=F64)), cost, 3, backward='none')
     with pytest.raises(ValueError, match=r'x_init has dtype torch.float64 but the cost QuadraticCost holds '
                                          r'torch.float32'):
         mpc(torch.zeros(1, 2, dtype=F64))
@@ -66,15 +66,15 @@ def test_shape_mismatches_name_the_argument_and_shapes():
     wrong_cost = QuadraticCost(torch.eye(5, dtype=F64), torch.zeros(5, dtype=F64), n_x=3)
     with pytest.raises(ValueError, match=r'cost QuadraticCost has n_x=3, n_u=2, the dynamics LinearDynamics '
                                          r'n_x=2, n_u=2'):
-        MPC(mpc.dynamics, wrong_cost, 3, grad_mode='none')(x)
+        MPC(mpc.dynamics, wrong_cost, 3, backward='none')(x)
     per_sample = QuadraticCost(torch.eye(4, dtype=F64).expand(5, 3, 4, 4), torch.zeros(5, 3, 4, dtype=F64),
                                n_x=2)
     with pytest.raises(ValueError, match=r'QuadraticCost: C has shape \(5, 3, 4, 4\), a problem of B=2 '
                                          r'samples and T=3 steps'):
-        MPC(mpc.dynamics, per_sample, 3, grad_mode='none')(x)
+        MPC(mpc.dynamics, per_sample, 3, backward='none')(x)
     per_step = QuadraticCost(torch.eye(4, dtype=F64).expand(4, 4, 4), torch.zeros(4, dtype=F64), n_x=2)
     with pytest.raises(ValueError, match=r'C has shape \(4, 4, 4\), a problem of B=2 samples and T=3'):
-        MPC(mpc.dynamics, per_step, 3, grad_mode='none')(x)
+        MPC(mpc.dynamics, per_step, 3, backward='none')(x)
 
 
 def test_empty_batch_is_refused():
@@ -82,15 +82,15 @@ def test_empty_batch_is_refused():
         _lti()(torch.zeros(0, 2, dtype=F64))
 
 
-@pytest.mark.parametrize('grad_mode', ['none', 'implicit', 'unroll'])
-def test_nan_inputs_are_named(grad_mode):
+@pytest.mark.parametrize('backward', ['none', 'implicit', 'unroll'])
+def test_nan_inputs_are_named(backward):
     mpc = _lti(u_lower=-1.0, u_upper=1.0)
-    mpc.grad_mode = grad_mode
+    mpc.backward = backward
     x = torch.zeros(1, 2, dtype=F64)
     nan = torch.tensor([[math.nan, 0.0]], dtype=F64)
     with pytest.raises(ValueError, match=r'x_init \(shape \(1, 2\)\) contains NaN'):
         mpc(nan)
-    tracking = MPC(mpc.dynamics, TrackingCost([1.0, 1.0], [0.1, 0.1]).double(), 3, grad_mode=grad_mode)
+    tracking = MPC(mpc.dynamics, TrackingCost([1.0, 1.0], [0.1, 0.1]).double(), 3, backward=backward)
     with pytest.raises(ValueError, match=r'target \(shape \(1, 2\)\) contains NaN'):
         tracking(x, target=nan)
     with pytest.raises(ValueError, match=r'u_lower \(shape \(1, 3, 2\)\) contains NaN'):
@@ -104,7 +104,7 @@ def test_nan_inputs_are_named(grad_mode):
     C[0, 1] = math.nan
     bad = QuadraticCost(C, torch.zeros(4, dtype=F64), n_x=2)
     with pytest.raises(ValueError, match=r'QuadraticCost: C \(shape \(4, 4\)\) contains NaN'):
-        MPC(mpc.dynamics, bad, 3, grad_mode=grad_mode)(x + 1.0)
+        MPC(mpc.dynamics, bad, 3, backward=backward)(x + 1.0)
 
 
 def test_indefinite_cost_is_refused():
@@ -112,16 +112,16 @@ def test_indefinite_cost_is_refused():
     cost = QuadraticCost(-torch.eye(4, dtype=F64), torch.zeros(4, dtype=F64), n_x=2)
     with pytest.raises(ValueError, match=r'QuadraticCost: C is not positive semi-definite \(smallest '
                                          r'eigenvalue -1\)'):
-        MPC(dyn, cost, 3, grad_mode='none')(torch.ones(1, 2, dtype=F64))
+        MPC(dyn, cost, 3, backward='none')(torch.ones(1, 2, dtype=F64))
     C = torch.eye(4, dtype=F64).repeat(2, 3, 1, 1)
     C[1, 2, 3, 3] = -0.5
     cost = QuadraticCost(C, torch.zeros(4, dtype=F64), n_x=2)
     with pytest.raises(ValueError, match=r'C\[1, 2\] is not positive semi-definite'):
-        MPC(dyn, cost, 3, grad_mode='none')(torch.ones(2, 2, dtype=F64))
+        MPC(dyn, cost, 3, backward='none')(torch.ones(2, 2, dtype=F64))
     final = QuadraticCost(torch.eye(4, dtype=F64), torch.zeros(4, dtype=F64), n_x=2,
                           C_final=-torch.eye(2, dtype=F64))
     with pytest.raises(ValueError, match=r'C_final is not positive semi-definite'):
-        MPC(dyn, final, 3, grad_mode='none')(torch.ones(1, 2, dtype=F64))
+        MPC(dyn, final, 3, backward='none')(torch.ones(1, 2, dtype=F64))
 
 
 def test_valid_inputs_still_solve():
@@ -133,7 +133,7 @@ def test_valid_inputs_still_solve():
         sol = mpc(x, u_lower=lower)
         assert sol.converged.all()
     cost = QuadraticCost(torch.eye(4, dtype=F64), torch.zeros(4, dtype=F64), n_x=3)
-    sol = MPC(Pendulum().double(), cost, 5, grad_mode='none')(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
+    sol = MPC(Pendulum().double(), cost, 5, backward='none')(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
                                                               target=torch.zeros(3, dtype=F64))
     assert sol.converged.all()
 
@@ -151,7 +151,7 @@ def test_batch_first_dynamics_are_explained():
     cost = QuadraticCost(torch.eye(3), torch.zeros(3), n_x=2)
     with pytest.raises(ValueError, match=r'_BatchFirst: the dynamics work on a batch \(B, n_x\) but not on a '
                                          r'single state \(n_x,\).*index the last axis \(x\[\.\.\., 0\]'):
-        MPC(_BatchFirst(), cost, 4, grad_mode='none')(torch.ones(2, 2))
+        MPC(_BatchFirst(), cost, 4, backward='none')(torch.ones(2, 2))
 
 
 def test_python_floats_stay_exact_until_the_dtype_is_known():

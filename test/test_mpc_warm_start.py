@@ -1,7 +1,7 @@
 """The receding-horizon use: warm-started steps in float32 and float64, and the no-gradient call."""
 import torch
 
-from diffopt_ros.mpc import MPC, DiffDriveLag, QuadraticCost, shift_controls
+from diffopt_ros.mpc import MPC, DiffDriveLag, QuadraticCost, shift_one_step
 
 
 def _closed_loop(dtype, cost_tolerance, steps=12):
@@ -17,7 +17,7 @@ def _closed_loop(dtype, cost_tolerance, steps=12):
     iterations = []
     for _ in range(steps):
         x = model(x, sol.controls[:, 0])
-        sol = mpc.plan(x, u_init=shift_controls(sol.controls))
+        sol = mpc.plan(x, u_init=shift_one_step(sol.controls))
         assert sol.converged.all()
         iterations.append(int(sol.iterations))
     return sum(iterations) / len(iterations), sol
@@ -37,7 +37,7 @@ def test_float64_warm_steps_match_float32_at_the_same_cost_tolerance():
 def test_plan_builds_no_graph_for_learnable_models():
     model = DiffDriveLag(dt=0.05)                                 # nn.Parameters: requires_grad
     cost = QuadraticCost(torch.eye(7), torch.zeros(7), n_x=5)
-    mpc = MPC(model, cost, 10, u_lower=-1.0, u_upper=1.0)          # default grad_mode='implicit'
+    mpc = MPC(model, cost, 10, u_lower=-1.0, u_upper=1.0)          # default backward='implicit'
     x = torch.tensor([[0.5, 0.2, 0.1, 0.0, 0.0]])
     assert mpc(x).controls.requires_grad                           # forward: the implicit graph
     planned = mpc.plan(x)
@@ -56,7 +56,7 @@ def test_float32_certificate_tolerance_follows_the_cost_tolerance_floor():
     x0 = torch.stack((th.cos(), th.sin(), 0.5 * torch.randn(64, generator=g)), -1)
     q, p = torch.tensor([1.0, 1.0, 0.1, 0.001]), torch.tensor([-1.0, 0.0, 0.0, 0.0])
     cost = QuadraticCost(torch.diag(q), p, n_x=3, C_final=torch.diag(q[:3]), c_final=p[:3])
-    options = dict(u_lower=-2.0, u_upper=2.0, tolerance=1e-4, solver='riccati', grad_mode='none')
+    options = dict(u_lower=-2.0, u_upper=2.0, tolerance=1e-4, solver='riccati', backward='none')
     default = MPC(Pendulum(), cost, 20, **options)(x0)
     unchecked = MPC(Pendulum(), cost, 20, kkt_tolerance=math.inf, **options)(x0)
     assert default.converged.all()

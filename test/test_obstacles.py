@@ -139,8 +139,8 @@ def test_mpc_keeps_clearance_from_a_wall_it_would_otherwise_cut():
     x0 = torch.tensor([[0.0, 0.0, 0.3, 0.0, 0.0]], dtype=D)
     goal = torch.tensor([[3.0, 1.2, 0.0, 0.0, 0.0]], dtype=D)
     field = _wall_field()
-    plain = _wall_problem(False)(x0, goal, grad_mode='none')
-    avoid = _wall_problem(True)(x0, goal, grad_mode='none')
+    plain = _wall_problem(False)(x0, goal, backward='none')
+    avoid = _wall_problem(True)(x0, goal, backward='none')
     clear_plain = field(plain.states[0, :, :2]).min()
     clear_avoid = field(avoid.states[0, :, :2]).min()
     assert clear_plain < 0.2, 'without the obstacle cost the plan cuts the wall end (robot radius 0.2 m)'

@@ -38,10 +38,13 @@ from diffopt_ros.learn.datasets import (
 from diffopt_ros.learn.export import write_params_yaml
 from diffopt_ros.learn.objectives import ImitationObjective, PredictionObjective
 from diffopt_ros.learn.trainer import TrainConfig, TrainResult, train
+from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.mpc import DiffDriveLag, NeuralResidual
 from diffopt_ros.progress import Progress, say
 
 RunsArg = Sequence['str | os.PathLike | RunData']
+#: Backward modes that train through the MPC (``'none'`` gives no gradient).
+TRAINING_MODES = (Backward.IMPLICIT, Backward.UNROLL)
 
 
 @dataclass
@@ -178,8 +181,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
                          f"got {model!r} with method {method!r}")
     if method not in ('sysid', 'e2e'):
         raise ValueError(f"learn_dynamics: method must be 'sysid' or 'e2e', got {method!r}")
-    if backward not in ('implicit', 'unroll'):
-        raise ValueError(f"learn_dynamics: backward must be 'implicit' or 'unroll', got {backward!r}")
+    backward = backward_mode(backward, TRAINING_MODES, 'learn_dynamics')
     began = time.perf_counter()
     out_dir = Path(out_dir)
     optimizer = optimizer or ('lbfgs' if method == 'sysid' else 'adam')
@@ -245,7 +247,7 @@ def _plot_prediction(*args) -> None:
 def _imitation(train_runs, val_runs, params, backward, dt, stride, dtype, learn_dynamics,
                learn_cost, warm_start, state_topic
                ) -> tuple[ImitationObjective, ControlWindows, ControlWindows | None]:
-    mpc = node_mpc(params, grad_mode=backward, dtype=dtype, max_iterations=50, tolerance=1e-7)
+    mpc = node_mpc(params, backward=backward, dtype=dtype, max_iterations=50, tolerance=1e-7)
     horizon, mpc_dt = mpc.horizon, mpc.dynamics.dt
     speed = float(params.get('reference_speed', 0.4))
 
@@ -312,8 +314,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
             ``/ground_truth/odom`` where recorded, else ``/odom``).
         dtype: floating-point type.
     """
-    if backward not in ('implicit', 'unroll'):
-        raise ValueError(f"learn_cost: backward must be 'implicit' or 'unroll', got {backward!r}")
+    backward = backward_mode(backward, TRAINING_MODES, 'learn_cost')
     began = time.perf_counter()
     out_dir = Path(out_dir)
     params = mpc_params(params_file, learned_file)
@@ -394,8 +395,7 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     from diffopt_ros.nlls import BACKWARD_MODES
     from diffopt_ros.slam.graph import SlamWeights
 
-    if backward not in BACKWARD_MODES:
-        raise ValueError(f'learn_slam: backward must be one of {BACKWARD_MODES}, got {backward!r}')
+    backward = backward_mode(backward, BACKWARD_MODES, 'learn_slam')
     if window < 0 or 0 < window < 3:
         raise ValueError(f'learn_slam: window must be 0 (whole runs) or at least 3 keyframes, '
                          f'got {window}')

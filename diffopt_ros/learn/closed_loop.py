@@ -29,7 +29,7 @@ from diffopt_ros.learn.datasets import RunData, Series
 from diffopt_ros.mpc.receding import (
     MpcSettings,
     RecedingHorizonSolver,
-    shift_controls,
+    advance_plan,
     timed_reference,
 )
 from diffopt_ros.sim import RobotParams, Simulator, World
@@ -119,7 +119,7 @@ def drive_course(world: str | World, goals, settings: MpcSettings, robot: RobotP
             if now > leg.t0 + leg.duration + goal_timeout:
                 break
             reference = timed_reference(state, path, times, now, settings.horizon, period)
-            warm = None if plan is None else shift_controls(plan, now - plan_time, period)
+            warm = None if plan is None else advance_plan(plan, now - plan_time, period)
             step = solver.solve(state, reference, warm, last_command)
             plan, plan_time = step.controls, now
             command = last_command = step.controls[0].copy()

@@ -12,7 +12,8 @@ import os
 import torch
 from torch import nn
 
-from diffopt_ros.mpc import MPC, PSDWeight
+from diffopt_ros.modes import Backward, backward_mode
+from diffopt_ros.mpc import BACKWARD_MODES, MPC, PSDWeight
 from diffopt_ros.mpc.receding import MpcSettings, RecedingHorizonSolver
 from diffopt_ros.params_file import read_params_file
 
@@ -92,14 +93,15 @@ def model_params(mpc: MPC) -> dict[str, float]:
     return {f'model.{k}': v for k, v in model.parameter_values().items()}
 
 
-def node_mpc(params: dict, grad_mode: str = 'implicit', dtype: torch.dtype = torch.float64,
+def node_mpc(params: dict, backward: str | Backward = 'implicit', dtype: torch.dtype = torch.float64,
              device: torch.device | str = 'cpu', max_iterations: int | None = None,
              tolerance: float | None = None) -> MPC:
     """The node's MPC (``RecedingHorizonSolver``) with gradients, all parameters frozen.
 
     Args:
         params: mpc_node parameters (see :func:`mpc_params`).
-        grad_mode: ``'implicit'`` or ``'unroll'``.
+        backward: one of :data:`diffopt_ros.mpc.BACKWARD_MODES` (``'implicit'``, ``'unroll'`` or
+            ``'none'``).
         dtype: floating-point type of the solve.
         device: torch device of the solve.
         max_iterations: overrides the node's iteration cap.
@@ -108,7 +110,7 @@ def node_mpc(params: dict, grad_mode: str = 'implicit', dtype: torch.dtype = tor
     """
 
     mpc = RecedingHorizonSolver(MpcSettings.from_params(params), device=device, dtype=dtype).mpc
-    mpc.grad_mode = grad_mode
+    mpc.backward = backward_mode(backward, BACKWARD_MODES, 'node_mpc')
     if max_iterations is not None:
         mpc.max_iterations = int(max_iterations)
     if tolerance is not None:

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from diffopt_ros.learn.controller import cost_params, model_params
-from diffopt_ros.mpc import MPC, Dynamics, wrap_angle
+from diffopt_ros.lie import wrap_angle
+from diffopt_ros.mpc import MPC, Dynamics
 from diffopt_ros.mpc.receding import receding_step
 
 #: Scale of each state error in the prediction loss: m, m, rad, m/s, rad/s.

@@ -84,7 +84,7 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     rng = np.random.default_rng(seed)
     from diffopt_ros.mpc.receding import receding_step, timed_reference
 
-    mpc = node_mpc(params, grad_mode='none', max_iterations=50, tolerance=1e-7)
+    mpc = node_mpc(params, backward='none', max_iterations=50, tolerance=1e-7)
     horizon, dt = mpc.horizon, mpc.dynamics.dt
     sims = [Simulator(World(name='empty'), robot=robot, seed=seed + k,
                       start_pose=(0.0, 0.0, rng.uniform(-math.pi, math.pi))) for k in range(episodes)]

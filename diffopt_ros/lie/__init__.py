@@ -12,10 +12,13 @@ angle ``(..., 1)``, SE2 ``(x, y, theta) (..., 3)``, SO3 matrix
     a = SE2.exp(torch.tensor([[1.0, 0.0, 0.5]]))        # (1, 3) pose
     b = SE2.compose(a, SE2.exp(torch.tensor([[0.2, 0.1, -0.3]])))
     d = SE2.local(a, b)                                   # tangent (1, 3): a exp(d) = b
+
+:func:`wrap_angle` wraps angles to ``(-pi, pi]`` for tensors, numpy arrays and floats alike.
 """
+from diffopt_ros.lie._util import wrap_angle
 from diffopt_ros.lie.se2 import SE2
 from diffopt_ros.lie.se3 import SE3
 from diffopt_ros.lie.so2 import SO2
 from diffopt_ros.lie.so3 import SO3
 
-__all__ = ['SO2', 'SE2', 'SO3', 'SE3']
+__all__ = ['SO2', 'SE2', 'SO3', 'SE3', 'wrap_angle']

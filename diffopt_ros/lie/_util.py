@@ -1,7 +1,13 @@
-"""Shared numerics for the Lie groups: skew matrices and small-angle-safe coefficients."""
+"""Shared numerics for the Lie groups: skew matrices, small-angle-safe coefficients, angle wrap."""
 from __future__ import annotations
 
+import math
+from typing import TypeVar
+
+import numpy as np
 import torch
+
+Angle = TypeVar('Angle', torch.Tensor, np.ndarray, float)
 
 # Below this angle (rad) the closed forms are replaced by Taylor series; the series used are
 # accurate to float64 round-off there, and the closed forms are well conditioned above it.
@@ -28,6 +34,16 @@ def safe_angle(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return small, torch.where(small, torch.ones_like(theta), theta)
 
 
-def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
-    """Wrap angles (rad) to ``(-pi, pi]``, differentiably (gradient 1 everywhere)."""
-    return theta - 2 * torch.pi * torch.ceil((theta - torch.pi) / (2 * torch.pi))
+def wrap_angle(theta: Angle) -> Angle:
+    """Angles (rad) wrapped to ``(-pi, pi]``, the range of ``atan2``: ``pi`` stays ``pi`` and
+    ``-pi`` becomes ``pi``; angles already in the range are returned unchanged (bit for bit).
+
+    Works on a torch tensor (any shape; differentiable, gradient 1 everywhere), a numpy array
+    or numpy scalar (same type back) and a Python number (``float`` back).
+    """
+    if isinstance(theta, torch.Tensor):
+        return theta - 2 * torch.pi * torch.ceil((theta - torch.pi) / (2 * torch.pi))
+    if isinstance(theta, (np.ndarray, np.generic)):
+        return theta - 2 * np.pi * np.ceil((theta - np.pi) / (2 * np.pi))
+    theta = float(theta)
+    return theta - 2 * math.pi * math.ceil((theta - math.pi) / (2 * math.pi))

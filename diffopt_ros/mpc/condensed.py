@@ -255,3 +255,28 @@ def condensed_costates(model: CondensedModel, A: torch.Tensor, lx: torch.Tensor)
     rest = rest.view(batch, T1 - 1, n).to(lx.dtype)
     first = torch.baddbmm(lx[:, :1], rest[:, :1], A[:, 0])             # lam_0^T = lx_0^T + lam_1^T A_0
     return torch.cat((first, rest), 1)
+
+
+def model_certificate(model: CondensedModel, d: torch.Tensor, u: torch.Tensor, lower, upper) -> torch.Tensor:
+    """:func:`~.kkt.quadratic_model_residual` of a condensed model at the control change
+    ``d (B, T, n_u)`` to ``u (B, T, n_u)`` (bounds ``(B, T, n_u)`` or ``None``), ``(B,)`` in ``u``'s dtype."""
+    batch = u.shape[0]
+    flat = [None if t is None else t.detach().reshape(batch, -1).double() for t in (d, u, lower, upper)]
+    return quadratic_model_residual(model.H.detach(), model.g.detach(), *flat).to(u.dtype)
+
+
+def condensed_fits(x: torch.Tensor, u: torch.Tensor) -> bool:
+    """Whether the condensed solver's dense matrices stay small (the size part of
+    :func:`condensed_is_cheaper`)."""
+    batch, T, n_u = u.shape
+    return T * n_u <= 200 and batch * (T * x.shape[-1]) ** 2 * (T * n_u) <= 3e8
+
+
+def condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
+    """Rule for ``solver='auto'``: the dense work of the condensed step (the ``(T n_x)^2 T n_u``
+    triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins.
+    ``x (B, ..., n_x)`` (states or initial states), ``u (B, T, n_u)``."""
+    batch, T, n_u = u.shape
+    n_x = x.shape[-1]
+    small = batch <= 2 or (n_u > 1 and batch <= 16)   # m > 1: Riccati's per-step box QPs cost most
+    return small and T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 3e8

@@ -6,24 +6,38 @@ Each iteration linearises the dynamics and expands the cost along the current tr
 the box-DDP Riccati pass (:mod:`.lqr`) and a closed-loop roll-out for several step sizes at once
 (a parallel line search: one batched roll-out instead of a sequential loop; in groups of step
 sizes when the batch is large). Samples converge and freeze individually, and each iteration
-runs on the samples still iterating only. Gradients: ``grad_mode='implicit'`` (KKT conditions at the solution,
-:mod:`.implicit`), ``'unroll'`` (autograd through the iterations) or ``'none'``.
+runs on the samples still iterating only. Gradients (:class:`~diffopt_ros.modes.Backward`):
+``backward='implicit'`` (KKT conditions at the solution, :mod:`.implicit`), ``'unroll'`` (autograd
+through the iterations) or ``'none'``.
 """
 from __future__ import annotations
 
 import math
 import time
 from functools import partial
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .condensed import CondensedModel, condensed_step, linear_rollout
+from diffopt_ros.modes import Backward, backward_mode
+from diffopt_ros.status import batch_status
+
+from .condensed import (
+    CondensedModel,
+    condensed_fits,
+    condensed_is_cheaper,
+    condensed_step,
+    linear_rollout,
+    model_certificate,
+)
 from .costs import Cost
-from .dynamics import Dynamics, RolloutFn, StepFn
-from .kkt import certificate, quadratic_model_residual
+from .dynamics import Dynamics
+from .implicit import attach_implicit_gradients
+from .kkt import certificate
+from .line_search import closed_loop_search, exact_step, linear_search, open_loop_search, search_steps
 from .lqr import riccati, stage_matrices
+from .solution import MPCSolution
+from .tensors import detached, normal_tensors, take_rows
 from .validate import (
     bound_tensor,
     check_bound_order,
@@ -33,40 +47,10 @@ from .validate import (
     dtype_probe,
 )
 
-GRAD_MODES = ('implicit', 'unroll', 'none')
+#: The backward modes MPC implements (:class:`~diffopt_ros.modes.Backward`).
+BACKWARD_MODES = (Backward.IMPLICIT, Backward.UNROLL, Backward.NONE)
 KKT_TOLERANCE = 1e-3        # least default largest MPCSolution.kkt_residual of a converged sample
 SOLVERS = ('auto', 'riccati', 'condensed')
-
-
-class MPCSolution(NamedTuple):
-    """Result of :class:`MPC` for a batch of ``B`` problems.
-
-    Attributes:
-        states: ``(B, T+1, n_x)`` optimal states, ``states[:, 0] = x_init``.
-        controls: ``(B, T, n_u)`` optimal controls.
-        costs: ``(B,)`` objective values.
-        iterations: ``(B,)`` int64, iterations each sample used.
-        converged: ``(B,)`` bool, whether the sample met the tolerance within the iteration cap.
-        gains: ``(B, T, n_u, n_x)`` state-feedback gains of the last Riccati pass (detached), or
-            ``None`` when the condensed solver ran.
-        clamped: ``(B, T, n_u)`` bool, controls held at a bound (the active set).
-        kkt_residual: ``(B,)`` first-order optimality certificate of the returned controls
-            (:mod:`~diffopt_ros.mpc.kkt`): the largest violation of stationarity (free controls) and
-            complementarity (controls on a bound) of the reduced gradient ``dJ/du``, relative to
-            ``1 +`` the magnitude of its terms; ``nan`` for a non-finite solution. Exact for linear
-            dynamics with a quadratic cost and for the Riccati solver; with the condensed solver on a
-            nonlinear problem it is the last quadratic model's gradient at the returned controls
-            (first order in the last step). ``converged`` requires it ``<= kkt_tolerance``.
-    """
-
-    states: torch.Tensor
-    controls: torch.Tensor
-    costs: torch.Tensor
-    iterations: torch.Tensor
-    converged: torch.Tensor
-    gains: torch.Tensor | None
-    clamped: torch.Tensor
-    kkt_residual: torch.Tensor | None = None
 
 
 _UNCACHED = object()
@@ -85,8 +69,10 @@ def _bound_key(value):
     return _UNCACHED
 
 
-def shift_controls(controls: torch.Tensor) -> torch.Tensor:
-    """Warm start for the next receding-horizon step: drop ``u_0``, repeat the last control.
+def shift_one_step(controls: torch.Tensor) -> torch.Tensor:
+    """Warm start for the next receding-horizon step, one step ``dt`` later: drop ``u_0``, repeat
+    the last control (for a plan made an arbitrary time ago, see
+    :func:`diffopt_ros.mpc.receding.advance_plan`).
 
     ``controls (B, T, n_u)`` -> ``(B, T, n_u)``.
     """
@@ -96,8 +82,8 @@ def shift_controls(controls: torch.Tensor) -> torch.Tensor:
 class MPC(nn.Module):
     """Differentiable box-constrained iLQR model-predictive controller.
 
-    Control loops call :meth:`plan` (no gradients, whatever ``grad_mode`` is): calling the module
-    itself with the default ``grad_mode='implicit'`` and a model or cost with ``nn.Parameter``s
+    Control loops call :meth:`plan` (no gradients, whatever ``backward`` is): calling the module
+    itself with the default ``backward='implicit'`` and a model or cost with ``nn.Parameter``s
     builds the implicit-gradient graph on every call (about twice the time of a warm step).
 
     Args:
@@ -118,7 +104,8 @@ class MPC(nn.Module):
             (``1.0`` first) is tried (it is the exact optimum), and one whose cost decrease matches
             the model's prediction ends the solve.
         regularization: initial Levenberg-Marquardt term on ``Q_uu`` (grows on failed steps).
-        grad_mode: ``'implicit'``, ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
+        backward: a :class:`~diffopt_ros.modes.Backward` (or its string): ``'implicit'``,
+            ``'unroll'`` or ``'none'`` (the mode of ``forward``; :meth:`plan`
             never builds gradients).
         kkt_tolerance: largest :attr:`MPCSolution.kkt_residual` of a sample reported converged.
             Default: ``max(1e-3, 2 sqrt(c))`` with ``c`` the effective relative cost tolerance (a
@@ -134,10 +121,10 @@ class MPC(nn.Module):
     def __init__(self, dynamics: Dynamics, cost: Cost, horizon: int, u_lower=None, u_upper=None, *,
                  max_iterations: int = 50, tolerance: float = 1e-6, cost_tolerance: float = 1e-10,
                  line_search: tuple[float, ...] = (1.0, 0.5, 0.2, 0.05), regularization: float = 0.0,
-                 grad_mode: str = 'implicit', solver: str = 'auto', kkt_tolerance: float | None = None):
+                 backward: str | Backward = 'implicit', solver: str = 'auto',
+                 kkt_tolerance: float | None = None):
         super().__init__()
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
+        backward = backward_mode(backward, BACKWARD_MODES, 'MPC')
         if solver not in SOLVERS:
             raise ValueError(f'MPC: solver must be one of {SOLVERS}, got {solver!r}')
         if horizon < 1:
@@ -149,7 +136,7 @@ class MPC(nn.Module):
         self.tolerance, self.cost_tolerance = float(tolerance), float(cost_tolerance)
         self.line_search = tuple(float(a) for a in line_search)
         self.regularization = float(regularization)
-        self.grad_mode = grad_mode
+        self.backward = backward
         self.solver = solver
         self.kkt_tolerance = None if kkt_tolerance is None else float(kkt_tolerance)
         self._probes = self._bound_cache = None        # what forward's checks keep between calls
@@ -157,26 +144,26 @@ class MPC(nn.Module):
     def plan(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
              u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
              u_lower=None, u_upper=None, deadline: float | None = None) -> MPCSolution:
-        """The control-loop call: :meth:`forward` with ``grad_mode='none'`` (no graph, whatever the
-        module's ``grad_mode`` and whether its parameters require grad); arguments as :meth:`forward`.
+        """The control-loop call: :meth:`forward` with ``backward='none'`` (no graph, whatever the
+        module's ``backward`` and whether its parameters require grad); arguments as :meth:`forward`.
         """
         return self.forward(x_init, target, u_init, u_prev, u_lower=u_lower, u_upper=u_upper,
-                            grad_mode='none', deadline=deadline)
+                            backward='none', deadline=deadline)
 
     def forward(self, x_init: torch.Tensor, target: torch.Tensor | None = None,
                 u_init: torch.Tensor | None = None, u_prev: torch.Tensor | None = None, *,
-                u_lower=None, u_upper=None, grad_mode: str | None = None,
+                u_lower=None, u_upper=None, backward: str | Backward | None = None,
                 deadline: float | None = None) -> MPCSolution:
         """Solve a batch of problems.
 
         Args:
             x_init: ``(B, n_x)`` initial states.
             target: goal ``(B, n_x)`` or reference ``(B, T+1, n_x)`` passed to the cost.
-            u_init: ``(B, T, n_u)`` initial controls (warm start, e.g. :func:`shift_controls`).
+            u_init: ``(B, T, n_u)`` initial controls (warm start, e.g. :func:`shift_one_step`).
             u_prev: ``(B, n_u)`` last applied control (for a control-rate penalty).
             u_lower: override the constructor's lower bound for this call.
             u_upper: override the constructor's upper bound for this call.
-            grad_mode: override the constructor's gradient mode.
+            backward: override the constructor's gradient mode.
             deadline: ``time.perf_counter()`` value after which no further iteration starts
                 (a compute budget, e.g. of a control loop): the best iterate so far is returned
                 (costs never increase from one iterate to the next), ``converged`` is False
@@ -185,9 +172,7 @@ class MPC(nn.Module):
         Returns:
             :class:`MPCSolution`.
         """
-        mode = self.grad_mode if grad_mode is None else grad_mode
-        if mode not in GRAD_MODES:
-            raise ValueError(f'MPC: grad_mode must be one of {GRAD_MODES}, got {mode!r}')
+        mode = backward_mode(self.backward if backward is None else backward, BACKWARD_MODES, 'MPC')
         dyn = self.dynamics
         if self._probes is None or self._probes[0] != (id(dyn), id(self.cost)):
             self._probes = (id(dyn), id(self.cost)), (dtype_probe(dyn), dtype_probe(self.cost))
@@ -204,18 +189,24 @@ class MPC(nn.Module):
         if mode == 'unroll':
             sol = self._solve(x_init, target, u_init, u_prev, lower, upper, deadline=deadline)[0]
             self._check_finite(sol, *given)
-            return sol
+            return self._with_status(sol, deadline)
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
         with torch.inference_mode():
-            sol, model = self._solve(x_init.detach(), _detach(target), u_init.detach(), _detach(u_prev),
+            sol, model = self._solve(x_init.detach(), detached(target), u_init.detach(), detached(u_prev),
                                      lower, upper, deadline=deadline)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them
         self._check_finite(sol, *given)
+        sol = self._with_status(sol, deadline)
         if mode == 'none' or not torch.is_grad_enabled():
             return sol
-        from .implicit import attach_implicit_gradients
         return attach_implicit_gradients(self, sol, x_init, target, u_prev, model, lower, upper)
+
+    def _with_status(self, sol: MPCSolution, deadline: float | None) -> MPCSolution:
+        """``sol`` with :attr:`MPCSolution.status` set (see there)."""
+        timed_out = deadline is not None and time.perf_counter() >= deadline
+        failed = ~sol.converged & (sol.iterations < self.max_iterations) & (not timed_out)
+        return sol._replace(status=batch_status(sol.converged, failed, timed_out))
 
     def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
         """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
@@ -259,7 +250,7 @@ class MPC(nn.Module):
         cost = self.cost if cost is None else cost
         if condensed is None:
             condensed = self.solver == 'condensed' or (self.solver == 'auto'
-                                                       and _condensed_is_cheaper(x_init, u))
+                                                       and condensed_is_cheaper(x_init, u))
         sol, model = self._iterate(x_init, target, u, u_prev, lower, upper, cost, condensed,
                                    deadline=deadline)
         if condensed:
@@ -268,10 +259,10 @@ class MPC(nn.Module):
                  & (sol.iterations < self.max_iterations)).nonzero().squeeze(-1)
         out_of_time = deadline is not None and time.perf_counter() >= deadline
         if (retry.numel() == 0 or out_of_time
-                or not _condensed_fits(x_init[:retry.numel()], u[:retry.numel()])):
+                or not condensed_fits(x_init[:retry.numel()], u[:retry.numel()])):
             return sol, model
         inputs = (x_init, target, sol.controls, u_prev, lower, upper)
-        sub, _ = self._iterate(*(_take(t, retry) for t in inputs), cost.take(retry), True,
+        sub, _ = self._iterate(*(take_rows(t, retry) for t in inputs), cost.take(retry), True,
                                self.dynamics.take(retry), deadline=deadline)
         fields = {}
         for name in ('states', 'controls', 'costs', 'converged', 'clamped', 'kkt_residual'):
@@ -323,7 +314,7 @@ class MPC(nn.Module):
         kkt = None          # the certificates (B,), set by the first iteration (Riccati: at the end)
         for _ in range(self.max_iterations):
             xs, us, Js, regs = (x, u, J, reg) if rows is None else (x[rows], u[rows], J[rows], reg[rows])
-            x0, tg, up, lo, hi = (_take(t, rows) for t in (x_init, target, u_prev, lower, upper))
+            x0, tg, up, lo, hi = (take_rows(t, rows) for t in (x_init, target, u_prev, lower, upper))
             sub_cost = cost if rows is None else cost.take(rows)
             sub_dyn = dyn if rows is None or not dyn.batched else dyn.take(rows)
             if sub_dyn is not dyn:                   # per-sample dynamics: these samples' functions
@@ -337,11 +328,11 @@ class MPC(nn.Module):
             if condensed:
                 du, sub_clamped, predicted, sub_model = condensed_step(expansion, A, B, dlow, dhigh,
                                                                         regs if use_reg else None,
-                                                                        _take(minus_A, rows))
+                                                                        take_rows(minus_A, rows))
                 if exact_model and rows is None:
                     model = sub_model
                     if not use_reg:
-                        done = _exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
+                        done = exact_step(sub_model.S, xs, us, Js, du, predicted, lo, hi, roundoff)
                         if done is not None:
                             x_new, u_new, J_new = done
                             kkt = sub_model.residual.to(x.dtype)
@@ -352,17 +343,17 @@ class MPC(nn.Module):
                     model = model._replace(factor=None)
                 G = None
                 if dyn.linear:          # trial states x(u + d) = x(u) + S d: no roll-out needed
-                    roll, batched = partial(_linear_search, sub_model.S), (xs, us, du, lo, hi)
+                    roll, batched = partial(linear_search, sub_model.S), (xs, us, du, lo, hi)
                 else:
-                    roll, batched = partial(_open_loop_search, roll_out), (x0, us, du, lo, hi)
+                    roll, batched = partial(open_loop_search, roll_out), (x0, us, du, lo, hi)
             else:
                 stages = stage_matrices(expansion, A, B)
                 G, sub_clamped, predicted = riccati(stages, dlow, dhigh, regs if use_reg else None)
-                roll = partial(_line_search, step, stages.augmented, dyn.time_varying)
+                roll = partial(closed_loop_search, step, stages.augmented, dyn.time_varying)
                 batched = (xs, us, G, lo, hi)
                 del stages
             del expansion, A, B
-            x_best, u_best, J_best, full = _search(roll, batched, sub_cost, alphas, tg, up, roundoff)
+            x_best, u_best, J_best, full = search_steps(roll, batched, sub_cost, alphas, tg, up, roundoff)
             # accept round-off level increases too, so that steps keep converging to stationarity
             improved = J_best <= Js + roundoff * Js.abs()
             change = (u_best - us).abs().amax((1, 2))
@@ -372,7 +363,7 @@ class MPC(nn.Module):
             sub_kkt = None
             if condensed:      # the full step everywhere: the step's own certificate (no products)
                 sub_kkt = sub_model.residual.to(x.dtype) if bool((improved & full).all()) else \
-                    _model_certificate(sub_model, u_taken - us, u_taken, lo, hi)
+                    model_certificate(sub_model, u_taken - us, u_taken, lo, hi)
             xs, us = torch.where(keep, x_best, xs), u_taken
             done = improved & ((change <= self.tolerance) | (predicted <= cost_tolerance * Js.abs())
                                | (decrease.abs() < cost_tolerance * Js.abs()))
@@ -405,198 +396,13 @@ class MPC(nn.Module):
                 rows = None
         if kkt is None:                    # exact certificate at the returned controls
             with torch.no_grad():
-                kkt = certificate(dyn, cost, x.detach(), u.detach(), _detach(target), _detach(u_prev),
+                kkt = certificate(dyn, cost, x.detach(), u.detach(), detached(target), detached(u_prev),
                                   lower, upper)
         converged = ~active & (reg < 1e8) & (kkt <= kkt_tolerance)
         gains = None if gains is None else gains[..., :dyn.n_x].detach()
         return MPCSolution(x, u, J, iterations, converged, gains, clamped, kkt), model
 
 
-def _exact_step(S: torch.Tensor, x: torch.Tensor, u: torch.Tensor, J: torch.Tensor, du: torch.Tensor,
-                predicted: torch.Tensor, lower, upper, roundoff: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The full condensed step of a linear-quadratic problem, where it is the exact optimum.
-
-    For linear dynamics and a quadratic cost the condensed model is exact: the step ``du (B, T, n_u)``
-    from the nominal ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` (cost ``J (B,)``) is the box-QP optimum,
-    its states are ``x + S du`` and its cost is ``J - predicted``, with no roll-out or cost evaluation.
-    Returns those states, controls and costs, or ``None`` where a sample's predicted decrease is
-    not finite or below ``-roundoff |J|`` (an indefinite Hessian: the caller then searches and
-    regularizes as for any other step).
-    """
-    if not bool(((predicted >= -roundoff * J.abs()) & torch.isfinite(predicted)).all()):
-        return None
-    x_new, u_new = _linear_search(S, du.new_ones(1), x, u, du, lower, upper)
-    return x_new[:, 0], u_new[:, 0], J - predicted
-
-
-def _model_certificate(model: CondensedModel, d: torch.Tensor, u: torch.Tensor, lower, upper) -> torch.Tensor:
-    """:func:`~.kkt.quadratic_model_residual` of a condensed model at the control change
-    ``d (B, T, n_u)`` to ``u (B, T, n_u)`` (bounds ``(B, T, n_u)`` or ``None``), ``(B,)`` in ``u``'s dtype."""
-    batch = u.shape[0]
-    flat = [None if t is None else t.detach().reshape(batch, -1).double() for t in (d, u, lower, upper)]
-    return quadratic_model_residual(model.H.detach(), model.g.detach(), *flat).to(u.dtype)
-
-
-def _condensed_fits(x: torch.Tensor, u: torch.Tensor) -> bool:
-    """Whether the condensed solver's dense matrices stay small (the size part of
-    :func:`_condensed_is_cheaper`)."""
-    batch, T, n_u = u.shape
-    return T * n_u <= 200 and batch * (T * x.shape[-1]) ** 2 * (T * n_u) <= 3e8
-
-
-def _condensed_is_cheaper(x: torch.Tensor, u: torch.Tensor) -> bool:
-    """Rule for ``solver='auto'``: the dense work of the condensed step (the ``(T n_x)^2 T n_u``
-    triangular solve per sample) is small enough that saving ``T`` sequential Riccati steps wins.
-    ``x (B, ..., n_x)`` (states or initial states), ``u (B, T, n_u)``."""
-    batch, T, n_u = u.shape
-    n_x = x.shape[-1]
-    small = batch <= 2 or (n_u > 1 and batch <= 16)   # m > 1: Riccati's per-step box QPs cost most
-    return small and T * n_u <= 200 and batch * (T * n_x) ** 2 * (T * n_u) <= 3e8
-
-
-def normal_tensors(result):
-    """``result`` (a tensor, ``None`` or a tuple or NamedTuple of them, nested) with every inference tensor
-    replaced by a normal copy (the same object where there is none, or inside inference mode).
-
-    Tensors made in ``torch.inference_mode`` cannot be saved for backward or changed in place
-    outside it; the solvers run their no-grad work in inference mode and hand out normal tensors.
-    """
-    if torch.is_inference_mode_enabled() or result is None:
-        return result
-    if isinstance(result, torch.Tensor):
-        return result.clone() if result.is_inference() else result
-    items = [normal_tensors(t) for t in result]
-    return type(result)(*items) if hasattr(result, '_fields') else type(result)(items)
-
-
-def _detach(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach()
-
-
-_SEARCH_ELEMENTS = 2 ** 16         # trial trajectories of the step-size search held at a time
 # largest batch whose affine roll-out is one triangular solve (T=30, n_x=8, 1 thread: 70 vs 200 us
 # at batch 1, 100 vs 200 us at 4, 600 vs 220 us at 16)
 _TRIANGULAR_ROLLOUT_BATCH = 4
-
-
-def _take(t: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor | None:
-    """The ``rows`` of a batched ``(B, ...)`` tensor (``None`` rows, ``None`` and unbatched pass)."""
-    if rows is None or t is None or t.ndim < 2:
-        return t
-    return t[rows]
-
-
-def _repeat(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """``(B, ...)`` -> ``(B * n, ...)``, each row ``n`` times (``None`` and unbatched tensors pass)."""
-    if t is None or t.ndim < 2:
-        return t
-    return t.repeat_interleave(n, 0)
-
-
-def _search(roll, batched: tuple, cost: Cost, alphas: torch.Tensor, target, u_prev,
-            roundoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step-size search: the longest step whose cost is within round-off of the best one.
-
-    The step sizes are rolled out in parallel groups, as many at a time as keep the trial
-    trajectories under ``_SEARCH_ELEMENTS`` elements (all of them for small batches, one at a
-    time for large ones); in each group the longest step within round-off of the group's best
-    cost (the earlier groups' pick first) is kept. A NaN cost counts as infinite.
-
-    Args:
-        roll: ``roll(alphas (S,), *batched)`` -> states ``(B, S, T+1, n_x)`` and controls
-            ``(B, S, T, n_u)`` of the trial steps.
-        batched: the per-sample arguments of ``roll`` (``(B, ...)`` tensors or ``None``), the
-            first with the state as its last axis, the second the controls ``(B, T, n_u)``.
-        cost: the trajectory cost.
-        alphas: ``(S,)`` step sizes, longest first.
-        target: cost target of the batch (or ``None``).
-        u_prev: ``(B, n_u)`` previous controls (or ``None``).
-        roundoff: relative round-off of a cost.
-
-    Returns:
-        states ``(B, T+1, n_x)``, controls ``(B, T, n_u)``, their costs ``(B,)`` and whether the
-        first step size was taken ``(B,)`` bool.
-    """
-    n_alpha, (batch, T, n_u) = alphas.shape[0], batched[1].shape
-    group = max(1, min(n_alpha, _SEARCH_ELEMENTS // (batch * ((T + 1) * batched[0].shape[-1] + T * n_u))))
-    x = u = J_sel = first = None
-    for i in range(0, n_alpha, group):
-        x_try, u_try = roll(alphas[i:i + group], *batched)
-        n_try = x_try.shape[1]
-        trial_cost = cost.take(torch.arange(batch, device=alphas.device).repeat_interleave(n_try)) \
-            if cost.batched else cost
-        J_try = trial_cost.total(x_try.flatten(0, 1), u_try.flatten(0, 1), _repeat(target, n_try),
-                           _repeat(u_prev, n_try)).view(-1, n_try).nan_to_num(nan=float('inf'))
-        if x is not None:                     # the pick of the earlier groups competes first
-            x_try, u_try = torch.cat((x.unsqueeze(1), x_try), 1), torch.cat((u.unsqueeze(1), u_try), 1)
-            J_try = torch.cat((J_sel.unsqueeze(1), J_try), 1)
-        J_min = J_try.amin(1, keepdim=True)
-        pick = (J_try <= J_min + roundoff * J_min.abs()).to(torch.uint8).argmax(1)   # first such
-        # gather, not advanced indexing: its backward (unrolled gradients) is a scatter-add, not an
-        # accumulating index_put (1.5x slower end-to-end learning at batch 192)
-        x = torch.take_along_dim(x_try, pick.view(-1, 1, 1, 1), 1).squeeze(1)
-        u = torch.take_along_dim(u_try, pick.view(-1, 1, 1, 1), 1).squeeze(1)
-        J_sel = torch.take_along_dim(J_try, pick.view(-1, 1), 1).squeeze(1)
-        first = pick == 0 if first is None else first & (pick == 0)
-    return x, u, J_sel, first
-
-
-def _trial_controls(alphas: torch.Tensor, u: torch.Tensor, du: torch.Tensor, lower, upper) -> torch.Tensor:
-    """``clip(u + a du)`` per step size ``a``: ``(B, S, T, n_u)``."""
-    trial = u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * du.unsqueeze(1)
-    if lower is not None:
-        trial = torch.maximum(torch.minimum(trial, upper.unsqueeze(1)), lower.unsqueeze(1))
-    return trial
-
-
-def _linear_search(S: torch.Tensor, alphas: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
-                   du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_open_loop_search` for linear dynamics: the trial states are ``x + S (trial - u)``
-    with the condensed sensitivity ``S (B, T n_x, T n_u)`` (float64) and the nominal ``x (B, T+1, n_x)``,
-    one product instead of a roll-out."""
-    n_alpha, (batch, T, n_u), n_x = alphas.shape[0], u.shape, x.shape[-1]
-    trial = _trial_controls(alphas, u, du, lower, upper)
-    d = (trial - u.unsqueeze(1)).reshape(batch, n_alpha, T * n_u).double()
-    dx = (d @ S.mT).to(x.dtype).view(batch, n_alpha, T, n_x)
-    x_try = torch.cat((x[:, None, :1].expand(batch, n_alpha, 1, n_x), x[:, None, 1:] + dx), 2)
-    return x_try, trial
-
-
-def _open_loop_search(roll_out: RolloutFn, alphas: torch.Tensor, x_init: torch.Tensor, u: torch.Tensor,
-                      du: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
-    """Open-loop roll-outs of ``clip(u + a du)`` per step size: ``(B, S, T+1, n_x)``, ``(B, S, T, n_u)``."""
-    n_alpha, (batch, T, n_u) = alphas.shape[0], u.shape
-    trial = _trial_controls(alphas, u, du, lower, upper)
-    x = roll_out(x_init.repeat_interleave(n_alpha, 0), trial.reshape(batch * n_alpha, T, n_u))
-    return x.view(batch, n_alpha, T + 1, -1), trial
-
-
-def _line_search(step: StepFn, augmented: bool, timed: bool, alphas: torch.Tensor, x: torch.Tensor,
-                 u: torch.Tensor, G: torch.Tensor, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-loop roll-outs ``u_t = clip(u_t + a k_t + K_t dz_t)`` for every step size ``a``.
-
-    ``x (B, T+1, n_x)``, ``u (B, T, n_u)`` nominal, ``G (B, T, n_u, n_z + 1)`` policies,
-    ``alphas (S,)``, bounds ``(B, T, n_u)`` or ``None``. Returns states ``(B, S, T+1, n_x)`` and
-    controls ``(B, S, T, n_u)``; the step sizes share each sample's gains (no copies per step size).
-    """
-    n_alpha, (batch, T, n_u), n_x = alphas.shape[0], u.shape, x.shape[-1]
-    feeds = (u.unsqueeze(1) + alphas.view(1, -1, 1, 1) * G[..., -1].unsqueeze(1)).unbind(2)
-    KxT, xs_nom = G[..., :n_x].mT.unbind(1), x.unsqueeze(1).unbind(2)
-    if augmented:
-        KuT, us_nom = G[..., n_x:-1].mT.unbind(1), u.unsqueeze(1).unbind(2)
-    if lower is not None:
-        lows, highs = lower.unsqueeze(1).unbind(2), upper.unsqueeze(1).unbind(2)
-    xt = xs_nom[0].expand(batch, n_alpha, n_x)
-    xs, us = [xt], []
-    for t in range(T):
-        ut = torch.baddbmm(feeds[t], xt - xs_nom[t], KxT[t])
-        if augmented and t > 0:
-            ut = torch.baddbmm(ut, us[-1] - us_nom[t - 1], KuT[t])
-        if lower is not None:
-            ut = torch.maximum(torch.minimum(ut, highs[t]), lows[t])
-        args = (xt.reshape(-1, n_x), ut.reshape(-1, n_u)) + ((t,) if timed else ())
-        xt = step(*args).view(batch, n_alpha, n_x)
-        xs.append(xt)
-        us.append(ut)
-    return torch.stack(xs, 2), torch.stack(us, 2)

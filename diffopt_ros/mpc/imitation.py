@@ -124,7 +124,7 @@ def expert_data(task: Task, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.
     for _ in range(20):
         x0 = task.initial_states(missing, generator)
         with torch.no_grad():
-            sol = mpc(x0, target=task.goal.expand_as(x0), grad_mode='none')
+            sol = mpc(x0, target=task.goal.expand_as(x0), backward='none')
         ok = sol.converged
         kept.append((x0[ok], sol.states[ok], sol.controls[ok]))
         missing -= int(ok.sum())
@@ -173,7 +173,7 @@ class Learner(nn.Module):
     def forward(self, x0: torch.Tensor, u_init: torch.Tensor | None, grad: bool = True):
         goal = self.task.goal_state(self.goal_parameters)
         return self.mpc(x0, target=goal.expand_as(x0), u_init=u_init,
-                        grad_mode='implicit' if grad else 'none')
+                        backward='implicit' if grad else 'none')
 
     def loss(self, x0, xs, us, warm: bool = True, grad: bool = False,
              robust: float | None = None) -> torch.Tensor:

@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from .condensed import CondensedModel, condensed_adjoint, condensed_costates
 from .costs import CostExpansion
-from .ilqr import MPC, MPCSolution, normal_tensors
 from .kkt import costates
 from .lqr import riccati, stage_matrices
+from .solution import MPCSolution
+from .tensors import normal_tensors
+
+if TYPE_CHECKING:
+    from .ilqr import MPC
 
 
 def _costates(A: torch.Tensor, lx: torch.Tensor, model: CondensedModel | None = None) -> torch.Tensor:
@@ -121,8 +126,9 @@ def _bound_offset(u: torch.Tensor, clamped: torch.Tensor, lower, upper) -> torch
     """Zero ``(B, T, n_u)`` whose graph moves each clamped control with the bound it sits on
     (``bound - bound.detach()``), or ``None`` where no bound carries a graph."""
     offset = None
-    for bound, held in ((lower, clamped & (u <= lower)), (upper, clamped & (u >= upper))):
+    for bound, side in ((lower, torch.le), (upper, torch.ge)):
         if bound is not None and bound.requires_grad:
+            held = clamped & side(u, bound)
             term = torch.where(held, bound - bound.detach(), 0.0)
             offset = term if offset is None else offset + term
     return offset

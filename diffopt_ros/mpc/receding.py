@@ -14,18 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffopt_ros.lie import wrap_angle
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
 from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 
 
-def _wrap(angle):
-    """Angle(s) to (-pi, pi]."""
-    return np.arctan2(np.sin(angle), np.cos(angle))
-
-
 def _unwrap_near(yaws: np.ndarray, yaw0: float) -> np.ndarray:
     """Yaw sequence ``(T,)`` made continuous, starting within pi of ``yaw0``."""
-    steps = _wrap(np.diff(np.concatenate([[yaw0], yaws])))
+    steps = wrap_angle(np.diff(np.concatenate([[yaw0], yaws])))
     return yaw0 + np.cumsum(steps)
 
 
@@ -36,7 +32,7 @@ def goal_reference(state: np.ndarray, goal: np.ndarray, horizon: int) -> np.ndar
     the robot towards it; the goal's own orientation is not used.
     """
     bearing = math.atan2(goal[1] - state[1], goal[0] - state[0])
-    yaw = state[2] + float(_wrap(bearing - state[2]))
+    yaw = state[2] + float(wrap_angle(bearing - state[2]))
     reference = np.zeros((horizon, 5))
     reference[:, 0], reference[:, 1], reference[:, 2] = goal[0], goal[1], yaw
     return reference
@@ -116,8 +112,8 @@ def timed_reference(state: np.ndarray, path: np.ndarray, times: np.ndarray, now:
     return reference
 
 
-def shift_controls(controls: np.ndarray, elapsed: float, dt: float,
-                   hold_last: bool = True) -> np.ndarray:
+def advance_plan(controls: np.ndarray, elapsed: float, dt: float,
+                 hold_last: bool = True) -> np.ndarray:
     """A plan's controls ``(T, 2)`` made ``elapsed`` s ago, as seen from now (zero-order hold).
 
     Control k of the plan acts during ``[k dt, (k+1) dt)``; the result's control k is the one
@@ -199,7 +195,7 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
         last_command: the command applied until now ``(B, 2)`` (m/s, rad/s) for the rate
             penalty ``(u_0 - u_prev)``; None only for a controller without a rate term.
         warm: warm-start controls ``(B, T, 2)`` (e.g. the previous plan shifted to now).
-        options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``grad_mode='none'``
+        options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``backward='none'``
             in a control loop: no graph whatever the parameters).
 
     Returns:
@@ -247,7 +243,7 @@ class RecedingHorizonSolver:
                                        s.w_omega_cmd, s.w_rate, s.terminal_scale)
         self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -s.omega_max],
                        u_upper=[s.v_max, s.omega_max], max_iterations=s.max_iterations,
-                       tolerance=s.tolerance, grad_mode='none').to(device=self.device, dtype=dtype)
+                       tolerance=s.tolerance, backward='none').to(device=self.device, dtype=dtype)
         self._bounds = (np.array([s.v_min, -s.omega_max]), np.array([s.v_max, s.omega_max]))
 
     def warm_up(self) -> float:
@@ -270,7 +266,7 @@ class RecedingHorizonSolver:
             solution = receding_step(
                 self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
                 None if last_command is None else self._tensor(last_command)[None],
-                None if warm is None else self._tensor(warm)[None], grad_mode='none',
+                None if warm is None else self._tensor(warm)[None], backward='none',
                 deadline=deadline)
         controls = solution.controls[0].cpu().numpy()
         return ControlStep(controls=np.clip(controls, *self._bounds),

@@ -29,10 +29,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.nlls.linear import make_linear_solver
 from diffopt_ros.nlls.objective import Objective
+from diffopt_ros.status import Status, batch_status
 
-BACKWARD_MODES = ('implicit', 'unroll', 'truncated', 'dlm')
+#: The backward modes the optimizer implements (:class:`~diffopt_ros.modes.Backward`).
+BACKWARD_MODES = (Backward.IMPLICIT, Backward.UNROLL, Backward.TRUNCATED, Backward.DLM)
 
 
 @dataclass
@@ -42,9 +45,10 @@ class SolveResult:
     Attributes:
         values: per variable (objective order), the solution ``(B, N, *shape)``.
         error: ``(B,)`` final error ``sum rho(||r||^2_Sigma)``; ``initial_error`` likewise.
-        iterations: ``(B,)`` iterations run; ``converged``: ``(B,)`` bool.
-        status: per batch element, ``'converged'``, ``'max_iterations'``, ``'time_limit'`` or
-            ``'failed'`` (no decrease possible: damping exhausted / factorization failed).
+        iterations: ``(B,)`` int64, iterations run; ``converged``: ``(B,)`` bool.
+        status: per batch element, a :class:`~diffopt_ros.status.Status`: ``'converged'``,
+            ``'max_iterations'``, ``'time_limit'`` (``max_time``) or ``'failed'`` (no decrease
+            possible: damping exhausted / factorization failed).
         seconds: wall time of the forward solve.
         names: variable names, for ``result['poses']``.
         hessian: the last Gauss-Newton matrix ``J^T W J`` (undamped, in the linear solver's
@@ -57,7 +61,7 @@ class SolveResult:
     initial_error: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
-    status: list[str]
+    status: list[Status]
     seconds: float
     names: list[str] = field(default_factory=list)
     hessian: torch.Tensor | None = None
@@ -91,7 +95,8 @@ class Optimizer:
             or a fixed factor to divide it by after a good step and multiply after a bad one
             (GTSAM's default, 10).
         max_time: seconds per solve (checked between iterations), or None.
-        backward, backward_steps, dlm_epsilon: default backward mode (see module docstring).
+        backward, backward_steps, dlm_epsilon: default backward mode, a
+            :class:`~diffopt_ros.modes.Backward` or its string (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
         sparse_backend: ``'auto'``, ``'cholmod'``, ``'cholespy'`` or ``'superlu'``.
     """
@@ -114,13 +119,8 @@ class Optimizer:
         self.damping = damping
         self.lambda_init, self.lambda_max, self.lambda_factor = lambda_init, lambda_max, lambda_factor
         self.max_time = max_time
-        self._check_backward(backward)
-        self.backward, self.backward_steps, self.dlm_epsilon = backward, int(backward_steps), dlm_epsilon
-
-    @staticmethod
-    def _check_backward(mode: str):
-        if mode not in BACKWARD_MODES:
-            raise ValueError(f'backward mode {mode!r}: choose one of {", ".join(BACKWARD_MODES)}')
+        self.backward = backward_mode(backward, BACKWARD_MODES, 'Optimizer')
+        self.backward_steps, self.dlm_epsilon = int(backward_steps), dlm_epsilon
 
     # ------------------------------------------------------------------ forward iterations
     def _damped(self, H: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,14 +201,7 @@ class Optimizer:
             if bool(accept.any()) and (bool(active.any()) or not stop_converged):
                 lin = obj.linearize(values, sqrt_infos)
                 H = lin_solver.assemble(lin.blocks)
-        status = []
-        for b in range(B):
-            if bool(converged[b]):
-                status.append('converged')
-            elif bool(failed[b]):
-                status.append('failed')
-            else:
-                status.append('time_limit' if timed_out else 'max_iterations')
+        status = batch_status(converged, failed, timed_out)
         info = dict(error=err, initial_error=init_err, iterations=iterations, converged=converged,
                     status=status, seconds=time.perf_counter() - t0, hessian=H)
         return values, info
@@ -226,8 +219,8 @@ class Optimizer:
             callback: ``callback(iteration, error (B,), damping (B,), accepted (B,))`` after
                 every iteration (e.g. progress printing).
         """
-        mode = self.backward if backward is None else backward
-        self._check_backward(mode)
+        mode = backward_mode(self.backward if backward is None else backward, BACKWARD_MODES,
+                             'Optimizer.solve')
         steps = self.backward_steps if backward_steps is None else int(backward_steps)
         obj = self.objective
         B = obj.batch_size

@@ -66,9 +66,9 @@ from diffopt_ros.mpc.receding import (
     ControlStep,
     MpcSettings,
     RecedingHorizonSolver,
+    advance_plan,
     goal_reference,
     path_reference,
-    shift_controls,
     timed_reference,
 )
 from diffopt_ros.nodes import ros_convert
@@ -503,7 +503,7 @@ class MpcNode(LifecycleNode):
                 self._plan, self._plan_time, self._plan_stamp = late, tick_time, plan_stamp
         warm = None
         if self._plan is not None:
-            warm = shift_controls(self._plan.controls, now - self._plan_time, settings.dt)
+            warm = advance_plan(self._plan.controls, now - self._plan_time, settings.dt)
         future = self._worker.submit(self._solver.solve, state, reference, warm,
                                      self._last_cmd.copy(), deadline)
         try:
@@ -539,7 +539,7 @@ class MpcNode(LifecycleNode):
         plan = self._plan
         if plan is None or now - self._plan_stamp > self._values['state_timeout']:
             return (0.0, 0.0)
-        shifted = shift_controls(plan.controls, now - self._plan_time, self._solver.settings.dt,
+        shifted = advance_plan(plan.controls, now - self._plan_time, self._solver.settings.dt,
                                  hold_last=False)
         return (float(shifted[0, 0]), float(shifted[0, 1]))
 

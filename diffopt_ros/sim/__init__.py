@@ -15,10 +15,10 @@ Example::
     sim.odometry                  # (5,) same, odom frame, drifting
     sim.scan()                    # (360,) ranges, m
 """
-from diffopt_ros.sim.robot import RobotParams, integrate, lag_response, wrap_angle
+from diffopt_ros.sim.robot import RobotParams, integrate, lag_response
 from diffopt_ros.sim.sensors import SensorParams, WheelOdometry
 from diffopt_ros.sim.simulator import CollisionError, Rollout, Simulator
 from diffopt_ros.sim.world import World, WorldError
 
 __all__ = ['CollisionError', 'RobotParams', 'Rollout', 'SensorParams', 'Simulator',
-           'WheelOdometry', 'World', 'WorldError', 'integrate', 'lag_response', 'wrap_angle']
+           'WheelOdometry', 'World', 'WorldError', 'integrate', 'lag_response']

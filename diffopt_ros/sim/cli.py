@@ -17,9 +17,10 @@ import numpy as np
 import yaml
 
 from diffopt_ros.cli import plain_text
+from diffopt_ros.lie import wrap_angle
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim.config import read_sim_params, robot_params, sensor_params
-from diffopt_ros.sim.robot import RobotParams, wrap_angle
+from diffopt_ros.sim.robot import RobotParams
 from diffopt_ros.sim.simulator import Rollout, Simulator
 from diffopt_ros.sim.world import World, WorldError
 
@@ -148,7 +149,7 @@ def odom_in_map(start, odometry: np.ndarray) -> np.ndarray:
     c, s = math.cos(start[2]), math.sin(start[2])
     x = start[0] + c * odometry[:, 0] - s * odometry[:, 1]
     y = start[1] + s * odometry[:, 0] + c * odometry[:, 1]
-    yaw = np.array([wrap_angle(a) for a in start[2] + odometry[:, 2]])
+    yaw = wrap_angle(start[2] + odometry[:, 2])
     return np.column_stack([x, y, yaw])
 
 

@@ -197,8 +197,3 @@ def integrate_ackermann(state, steer: float, command, dt: float, params: RobotPa
         distance += ds
         turned += dyaw
     return [x, y, yaw, v, v * math.tan(steer) / p.wheelbase], steer, distance, turned
-
-
-def wrap_angle(angle: float) -> float:
-    """Angle (rad) wrapped to ``[-pi, pi)``."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi

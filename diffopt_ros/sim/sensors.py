@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from diffopt_ros.lie import wrap_angle
+
 
 @dataclass(frozen=True)
 class SensorParams:
@@ -95,7 +97,7 @@ class WheelOdometry:
     Plain Python floats (this runs every simulation step); :class:`Simulator` returns arrays.
 
     Attributes:
-        pose: ``(x, y, yaw)`` in the odom frame (m, m, rad; yaw wrapped to [-pi, pi)).
+        pose: ``(x, y, yaw)`` in the odom frame (m, m, rad; yaw wrapped to ``(-pi, pi]``).
         twist: measured ``(v, omega)`` (m/s, rad/s).
         covariance: 3x3 nested list, covariance of ``pose`` from the random part of the noise model
             (systematic scale errors are not in it).
@@ -129,6 +131,6 @@ class WheelOdometry:
         fp = [[P[i][j] + f[i] * P[2][j] for j in range(3)] for i in range(3)]
         self.covariance = [[fp[i][j] + fp[i][2] * f[j] + g[i][0] * g[j][0] * var_d
                             + g[i][1] * g[j][1] * var_yaw for j in range(3)] for i in range(3)]
-        yaw = (yaw + dyaw + math.pi) % (2.0 * math.pi) - math.pi
+        yaw = wrap_angle(yaw + dyaw)
         self.pose = (x + ds * c, y + ds * s, yaw)
         self.twist = (p.odom_scale_v * v, p.odom_scale_omega * omega)

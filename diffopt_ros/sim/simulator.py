@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffopt_ros.sim.robot import RobotParams, integrate, integrate_ackermann, wrap_angle
+from diffopt_ros.lie import wrap_angle
+from diffopt_ros.sim.robot import RobotParams, integrate, integrate_ackermann
 from diffopt_ros.sim.sensors import SensorParams, WheelOdometry
 from diffopt_ros.sim.world import World
 

@@ -5,14 +5,11 @@ import bisect
 import math
 from collections import deque
 
+from diffopt_ros.lie import wrap_angle
+
 
 class StampError(ValueError):
     """A stamp that goes backwards (or repeats) on a stream that must be monotonic."""
-
-
-def wrap_angle(angle: float) -> float:
-    """Angle (rad) wrapped to [-pi, pi)."""
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
 class OdomBuffer:
