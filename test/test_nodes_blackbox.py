@@ -30,10 +30,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
+from ros_wait import wait_for
+
 BIN = Path(sys.executable).parent
 EXECUTABLES = ('mpc_node', 'slam_node', 'sim_node', 'recorder_node')
-pytestmark = pytest.mark.skipif(not all((BIN / name).exists() for name in EXECUTABLES),
-                                reason='node console scripts not installed next to python')
+pytestmark = [pytest.mark.skipif(not all((BIN / name).exists() for name in EXECUTABLES),
+                                 reason='node console scripts not installed next to python'),
+              pytest.mark.slow]   # node processes started and driven in real time: ~1 min
 
 V_MAX, OMEGA_MAX = 0.7, 1.5        # mpc_node's default bounds
 
@@ -144,15 +147,6 @@ def status_values(diagnostics: list, prefix: str) -> dict:
             if status.name.startswith(prefix):
                 return {kv.key: kv.value for kv in status.values} | {'message': status.message}
     return {}
-
-
-def wait_for(condition, timeout: float = 10.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 class Process:
