@@ -23,7 +23,7 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.demo import ExecutorThread
+from diffopt_ros.nodes.executors import ExecutorThread
 from diffopt_ros.nodes.params import ParameterError, read_params_file
 from diffopt_ros.nodes.slam_node import PARAMS, SlamNode
 from diffopt_ros.paths import config_path
