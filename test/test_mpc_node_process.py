@@ -29,6 +29,7 @@ def _start(*params_files, extra=()):
                             text=True, env=os.environ.copy())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXE.exists(), reason='mpc_node console script not installed')
 def test_process_with_params_file_commands_and_stops_cleanly(stop_process):
     proc = _start(ROOT / 'config' / 'mpc.yaml')

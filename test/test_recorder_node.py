@@ -107,6 +107,7 @@ def _start_recorder_and_publisher(ros, tmp_path, prefix):
     return proc, run_dir, pub
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig, stop_process):
     _, executor = ros
@@ -138,6 +139,7 @@ def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig, stop_proces
     assert len(run.files) >= 1 and not [p for p in run_dir.iterdir() if p.is_dir()]
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_bag_that_repair_makes_readable(ros, tmp_path):
     _, executor = ros
     prefix = f'/rec_kill_{os.getpid()}'
