@@ -153,12 +153,12 @@ def run_processes(state_topic: str, duration: float, domain: int) -> dict:
 
 
 def run_one_process(state_topic: str, duration: float, domain: int) -> dict:
-    """All nodes in this process on the demo's executor (``demo.in_process_executor``)."""
+    """All nodes in this process on the demo's executor (``executors.in_process_executor``)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
-    from diffopt_ros.nodes.demo import ExecutorThread, in_process_executor
+    from diffopt_ros.nodes.executors import ExecutorThread, in_process_executor
     from diffopt_ros.nodes.mpc_node import MpcNode
     from diffopt_ros.nodes.sim_node import SimNode
     from diffopt_ros.nodes.slam_node import SlamNode

@@ -85,6 +85,7 @@ def test_new_folder_never_overwrites(tmp_path):
     assert first.name == 'run' and second.name == 'run_1'
 
 
+@pytest.mark.slow
 def test_short_drive_reaches_goals_and_writes_a_readable_bag(tmp_path, capsys):
     course = demo.load_course(paths.config_path('demo.yaml'))
     # Out along the first corridor, then back past the start: a straight leg and a U-turn.

@@ -170,6 +170,7 @@ def _short_run(seconds, seed):
                                                                              run.commands.values))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     """gloo, CPU: 2 processes, each half of every mini-batch, give the parameters of 1 process."""
     bags = [save_bag(_short_run(3.0, s), tmp_path / 'runs') for s in range(3)]

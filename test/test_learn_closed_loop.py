@@ -34,6 +34,7 @@ def _drive(course, values: dict):
                         turn_rate=course.turn_rate, seed=course.seed)
 
 
+@pytest.mark.slow
 def test_learned_dynamics_track_the_demo_course_30_percent_better(course, tmp_path):
     torch.set_num_threads(1)
     nominal = mpc_params()                       # config/mpc.yaml: the model before learning

@@ -3,7 +3,6 @@
 Wall clock (no sim time); each test has its own rclpy context so nodes never see each other.
 """
 import math
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from rclpy.qos import qos_profile_sensor_data
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.mpc_node import MpcNode
 from diffopt_ros.nodes.params import ParameterError
+
+from ros_wait import spin_for
 
 FAST = {'horizon': 10, 'max_iterations': 5, 'control_rate': 20.0}
 
@@ -58,13 +59,8 @@ class Rig:
 
     def spin_for(self, seconds: float, state=None, age: float = 0.0):
         """Spin; if ``state`` is given, publish it as odometry at ~50 Hz meanwhile."""
-        end = time.monotonic() + seconds
-        next_odom = 0.0
-        while time.monotonic() < end:
-            if state is not None and time.monotonic() >= next_odom:
-                self.odom(state, age)
-                next_odom = time.monotonic() + 0.02
-            self.executor.spin_once(timeout_sec=0.005)
+        spin_for(self.executor, seconds, step=0.005,
+                 every=None if state is None else lambda: self.odom(state, age))
 
     def last_cmd(self):
         msg = self.cmds[-1]

@@ -15,7 +15,7 @@ from rclpy.context import Context
 from rclpy.parameter import Parameter
 
 from diffopt_ros.nodes import ros_convert
-from diffopt_ros.nodes.demo import ExecutorThread, in_process_executor
+from diffopt_ros.nodes.executors import ExecutorThread, in_process_executor
 from diffopt_ros.nodes.mpc_node import MpcNode
 from diffopt_ros.nodes.sim_node import SimNode
 

@@ -15,6 +15,8 @@ from rclpy.executors import SingleThreadedExecutor
 
 from diffopt_ros.nodes import ros_convert
 
+from ros_wait import spin_until
+
 ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).parent / 'mpc_node'
 
@@ -27,6 +29,7 @@ def _start(*params_files, extra=()):
                             text=True, env=os.environ.copy())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXE.exists(), reason='mpc_node console script not installed')
 def test_process_with_params_file_commands_and_stops_cleanly(stop_process):
     proc = _start(ROOT / 'config' / 'mpc.yaml')
@@ -40,12 +43,12 @@ def test_process_with_params_file_commands_and_stops_cleanly(stop_process):
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     try:
-        deadline = time.monotonic() + 20.0       # start-up (torch import, warm-up) + discovery
-        while (goal_pub.get_subscription_count() == 0 or odom_pub.get_subscription_count() == 0
-               or node.count_publishers('cmd_vel') == 0) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            executor.spin_once(timeout_sec=0.05)
-        assert goal_pub.get_subscription_count() > 0, 'mpc_node did not appear'
+        # start-up (torch import, warm-up) and discovery
+        up = spin_until(executor, lambda: goal_pub.get_subscription_count() > 0
+                        and odom_pub.get_subscription_count() > 0
+                        and node.count_publishers('cmd_vel') > 0, timeout=20.0, step=0.05, proc=proc)
+        assert proc.poll() is None, proc.stdout.read()
+        assert up, 'mpc_node did not appear'
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and not (cmds and cmds[-1].linear.x > 0.05):
             now = node.get_clock().now().to_msg()

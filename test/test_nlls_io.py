@@ -1,5 +1,5 @@
 """Pose-graph file reading and writing: conventions of each tag, and write -> read round trips
-with point landmarks (the CLI's behaviour on real and malformed files: test_pgo_cli.py)."""
+with point landmarks (the CLI's behaviour on real and malformed files: test_nlls_pgo_cli.py)."""
 import numpy as np
 import pytest
 import torch

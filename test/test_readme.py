@@ -64,6 +64,7 @@ def test_every_command_exists():
             assert program in scripts and (BIN / program).exists(), argv
 
 
+@pytest.mark.ros   # runs mpc_node --help
 def test_help_commands_run():
     ran = 0
     for argv in _commands():

@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ from diffopt_ros.nodes.sim_node import SimNode
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim import World
 
+from ros_wait import spin_for, spin_until
+
 START = np.array([1.5, 1.5, 0.0])   # start pose of the loop world
 
 
@@ -44,12 +45,6 @@ class Probe:
         sub(Clock, '/clock', self.got['clock'].append, 1000)
         self.cmd = self.node.create_publisher(Twist, '/cmd_vel', 10)
 
-    def spin_until(self, executor, condition, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.02)
-        return condition()
-
 
 def make_sim(context, **values):
     values.setdefault('paused', True)
@@ -68,14 +63,14 @@ def test_node_in_process_lock_step(context):
     executor.add_node(sim)
     executor.add_node(probe.node)
     try:
-        assert probe.spin_until(executor, lambda: sim.count_subscribers('/odom') > 0
-                                and sim.count_publishers('/cmd_vel') > 0)
+        assert spin_until(executor, lambda: sim.count_subscribers('/odom') > 0
+                          and sim.count_publishers('/cmd_vel') > 0)
         assert sim.sim_time == 0.0                     # paused: nothing stepped by itself
         probe.cmd.publish(ros_convert.twist(0.5, 0.0))
-        assert probe.spin_until(executor, lambda: sim._command_ns is not None)
+        assert spin_until(executor, lambda: sim._command_ns is not None)
         sim.advance(100)                               # 1 s at 100 Hz
-        assert probe.spin_until(executor, lambda: len(probe.got['odom']) >= 50
-                                and len(probe.got['scan']) >= 10 and len(probe.got['clock']) >= 100)
+        assert spin_until(executor, lambda: len(probe.got['odom']) >= 50
+                          and len(probe.got['scan']) >= 10 and len(probe.got['clock']) >= 100)
 
         truth, odom, scan = probe.got['truth'][-1], probe.got['odom'][-1], probe.got['scan'][-1]
         assert (odom.header.frame_id, odom.child_frame_id) == ('odom', 'base_link')
@@ -122,7 +117,7 @@ def test_node_in_process_lock_step(context):
         client = probe.node.create_client(Trigger, '/sim_node/reset')
         assert client.wait_for_service(timeout_sec=5.0)
         future = client.call_async(Trigger.Request())
-        assert probe.spin_until(executor, future.done)
+        assert spin_until(executor, future.done)
         assert future.result().success and 'odometry zeroed' in future.result().message
         np.testing.assert_allclose(sim.sim.true_state, [*START, 0, 0], atol=1e-12)
         np.testing.assert_allclose(sim.sim.odometry, 0.0, atol=1e-12)
@@ -162,20 +157,16 @@ def test_node_runs_faster_than_real_time(context):
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(sim)
     try:
-        start = time.monotonic()
-        while time.monotonic() - start < 1.0:
-            executor.spin_once(timeout_sec=0.01)
+        spin_for(executor, 1.0)
         assert sim.sim_time > 3.0                      # as fast as possible: >> 1 s per s
         assert sim.set_parameters([Parameter('real_time_factor', value=2.0)])[0].successful
-        before, start = sim.sim_time, time.monotonic()
-        while time.monotonic() - start < 1.0:
-            executor.spin_once(timeout_sec=0.01)
+        before = sim.sim_time
+        spin_for(executor, 1.0)
         assert 1.0 < sim.sim_time - before < 2.2       # 2x real time (loose: shared CPUs)
         assert sim.set_parameters([Parameter('paused', value=True)])[0].successful
         executor.spin_once(timeout_sec=0.01)
-        before, start = sim.sim_time, time.monotonic()
-        while time.monotonic() - start < 0.3:
-            executor.spin_once(timeout_sec=0.01)
+        before = sim.sim_time
+        spin_for(executor, 0.3)
         assert sim.sim_time == before                  # paused: time stands still
     finally:
         executor.shutdown()
@@ -189,20 +180,15 @@ def test_wait_for_cmd_locks_steps_to_the_controller(context):
     executor.add_node(sim)
     executor.add_node(probe.node)
 
-    def spin(seconds):
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            executor.spin_once(timeout_sec=0.01)
-
     try:
-        assert probe.spin_until(executor, lambda: sim.count_publishers('/cmd_vel') > 0)
-        spin(0.3)
+        assert spin_until(executor, lambda: sim.count_publishers('/cmd_vel') > 0)
+        spin_for(executor, 0.3)
         assert sim.sim_time > 1.0                      # no command yet: runs freely
         for _ in range(3):
             probe.cmd.publish(ros_convert.twist(0.2, 0.0))
             received = sim._command_ns
-            assert probe.spin_until(executor, lambda old=received: sim._command_ns != old)
-            spin(0.3)
+            assert spin_until(executor, lambda old=received: sim._command_ns != old)
+            spin_for(executor, 0.3)
             # held at most 0.2 s (sim) past the latest command
             assert sim.sim_time == pytest.approx(sim._command_ns * 1e-9 + 0.2, abs=0.011)
     finally:
@@ -218,6 +204,7 @@ def _sim_node_executable() -> str:
     return str(exe)
 
 
+@pytest.mark.slow
 def test_node_as_a_separate_process(context, tmp_path, stop_process):
     params = tmp_path / 'sim_test.yaml'
     params.write_text(config_path('sim.yaml').read_text().replace(
@@ -229,14 +216,13 @@ def test_node_as_a_separate_process(context, tmp_path, stop_process):
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe.node)
     try:
-        assert probe.spin_until(executor, lambda: probe.node.count_publishers('/odom') > 0
-                                and probe.node.count_subscribers('/cmd_vel') > 0, timeout=20.0), \
+        assert spin_until(executor, lambda: probe.node.count_publishers('/odom') > 0
+                          and probe.node.count_subscribers('/cmd_vel') > 0, timeout=20.0), \
             'sim_node did not show up'
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:            # drive forward for a while (sim time 4x)
-            probe.cmd.publish(ros_convert.twist(0.5, 0.0))
-            executor.spin_once(timeout_sec=0.05)
-        assert probe.spin_until(executor, lambda: probe.got['scan'] and probe.got['truth'])
+        # drive forward for a while (sim time 4x)
+        spin_for(executor, 3.0, step=0.05, every=lambda: probe.cmd.publish(ros_convert.twist(0.5, 0.0)),
+                 period=0.0)
+        assert spin_until(executor, lambda: probe.got['scan'] and probe.got['truth'])
         truth = ros_convert.odometry_to_state(probe.got['truth'][-1])
         assert truth[0] > START[0] + 1.0 and abs(truth[1] - START[1]) < 0.05
         assert probe.got['odom'][-1].header.frame_id == 'odom'

@@ -23,12 +23,15 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.executors import ExecutorThread
 from diffopt_ros.nodes.params import ParameterError, read_params_file
 from diffopt_ros.nodes.slam_node import PARAMS, SlamNode
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim import SensorParams, Simulator, World
 from diffopt_ros.sim.cli import expand_script, route_script
 from diffopt_ros.slam.system import PARAMETERS, SlamConfig, config_from_params
+
+from ros_wait import wait_for
 
 SENSORS = SensorParams()
 DT = 0.05
@@ -85,31 +88,21 @@ class Feeder:
             time.sleep(pace)
 
 
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
-
-
 def scans_handled(stats):
     """Scans the node has dealt with: processed, dropped, skipped or rejected."""
     return stats.scans + stats.dropped_scans + stats.skipped_scans + stats.rejected_scans
 
 
-def start(context, nodes):
+def start(context, nodes) -> ExecutorThread:
+    """``nodes`` spun by a 3-thread executor in the background until :func:`stop`."""
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     for node in nodes:
         executor.add_node(node)
-    import threading
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    return executor, thread
+    return ExecutorThread(executor)
 
 
-def stop(executor, thread, nodes):
-    executor.shutdown(timeout_sec=2.0)
-    thread.join(timeout=5.0)
+def stop(spinner: ExecutorThread, nodes):
+    spinner.stop()
     for node in nodes:
         node.destroy_node()
 
@@ -122,7 +115,7 @@ def make_node(context, **values):
 def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, tmp_path):
     slam = make_node(context, **{'save.directory': str(tmp_path), 'map.publish_period': 0.2})
     feeder = Feeder(context)
-    executor, thread = start(context, [slam, feeder.node])
+    spinner = start(context, [slam, feeder.node])
     try:
         assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
                         and feeder.node.count_subscribers('/scan') > 0)
@@ -166,13 +159,13 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
             assert all((tmp_path / f).is_file() for f in files)
         assert yaml.safe_load((tmp_path / 'map.yaml').read_text())['image'] == 'map.pgm'
     finally:
-        stop(executor, thread, [slam, feeder.node])
+        stop(spinner, [slam, feeder.node])
 
 
 def test_bad_inputs_are_rejected_or_skipped(context, drive):
     slam = make_node(context)
     feeder = Feeder(context)
-    executor, thread = start(context, [slam, feeder.node])
+    spinner = start(context, [slam, feeder.node])
     try:
         assert wait_for(lambda: feeder.node.count_subscribers('/scan') > 0
                         and feeder.node.count_subscribers('/odom') > 0)
@@ -191,7 +184,7 @@ def test_bad_inputs_are_rejected_or_skipped(context, drive):
         assert wait_for(lambda: stats.skipped_scans >= skipped + 2)
         assert stats.errors == 0 and slam.slam.num_keyframes >= 1
     finally:
-        stop(executor, thread, [slam, feeder.node])
+        stop(spinner, [slam, feeder.node])
 
 
 def test_parameters_are_validated_at_run_time(context):
@@ -243,6 +236,7 @@ def _executable() -> str:
     return str(Path(sys.executable).parent / 'slam_node')
 
 
+@pytest.mark.slow
 def test_invalid_params_file_stops_the_process_with_a_clear_error(tmp_path):
     bad = tmp_path / 'bad.yaml'
     bad.write_text(config_path('slam.yaml').read_text().replace('loop.search_radius: 3.0',
@@ -253,13 +247,14 @@ def test_invalid_params_file_stops_the_process_with_a_clear_error(tmp_path):
     assert 'loop.search_radius' in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, drive, stop_process):
     proc = subprocess.Popen([_executable(), '--ros-args', '--params-file',
                              str(config_path('slam.yaml'))],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     feeder = Feeder(context)
-    executor, thread = start(context, [feeder.node])
+    spinner = start(context, [feeder.node])
     try:
         assert wait_for(lambda: feeder.node.count_subscribers('/scan') > 0
                         and feeder.node.count_publishers('/slam/pose') > 0, timeout=30.0), \
@@ -270,6 +265,6 @@ def test_process_with_params_file_publishes_pose_and_stops_cleanly(context, driv
         assert wait_for(lambda: feeder.got['pose'] and feeder.got['odom'], timeout=10.0)
         assert feeder.got['pose'][-1].header.frame_id == 'map'
     finally:
-        stop(executor, thread, [feeder.node])
+        stop(spinner, [feeder.node])
         out = stop_process(proc)
     assert proc.returncode == 0, out

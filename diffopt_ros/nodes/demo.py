@@ -1,7 +1,8 @@
 """``diffopt-ros demo``: the closed loop in one process, then record → learn → relaunch.
 
 Phase 1 runs ``sim_node``, ``slam_node``, ``mpc_node`` and ``recorder_node`` in one process
-(rclpy's EventsExecutor: :func:`in_process_executor`; sim time; in its own DDS domain) and
+(rclpy's EventsExecutor: :func:`~diffopt_ros.nodes.executors.in_process_executor`; sim time;
+in its own DDS domain) and
 drives a course of goals (``config/demo.yaml``) through the loop world; the bag goes to
 ``<out>/before``. The simulator runs in lock-step with the controller (``sim_node``'s
 ``wait_for_cmd``): simulated time advances as fast as the MPC keeps up, up to the course's
@@ -465,58 +466,6 @@ JUMP_THRESHOLD = 0.1     # m
 JUMP_SETTLE = 3.0        # s
 
 
-class ExecutorThread:
-    """Spins an executor on a background thread until :meth:`stop`.
-
-    :meth:`stop` ends the spinning, waits for the callbacks still running in the executor's
-    thread pool, then shuts the executor down: rclpy 9.1's ``Executor.shutdown`` neither waits
-    for them nor keeps the guard condition they trigger on completion, which otherwise raises in
-    them ("exception was never retrieved") and races with destroying the nodes.
-    """
-
-    def __init__(self, executor):
-        self.executor = executor
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name='executor', daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while not self._stopping.is_set() and self.executor.context.ok():
-            self.executor.spin_once(timeout_sec=0.1)
-
-    def stop(self) -> None:
-        """Stop spinning and wait for running callbacks; the nodes can be destroyed after."""
-        self._stopping.set()
-        self._thread.join(timeout=10.0)
-        pool = getattr(self.executor, '_executor', None)   # MultiThreadedExecutor's pool
-        if pool is not None:
-            pool.shutdown(wait=True)
-        self.executor.shutdown(timeout_sec=1.0)
-
-
-def in_process_executor(context):
-    """The executor for several nodes in one process (the demo, the e2e test): rclpy's
-    ``EventsExecutor`` (C++ event queue; :func:`diffopt_ros.nodes.runner.events_executor`, spun
-    by :class:`ExecutorThread` in bounded ``spin_once`` steps) where this rclpy has it and
-    ``DIFFOPT_ROS_EXECUTOR`` is not ``python``, else a ``MultiThreadedExecutor``.
-
-    Measured on the 2-core machine (2-goal course, load average ~3): with the
-    ``MultiThreadedExecutor`` the process spent 5.5 s of CPU in the executor's Python wait-set
-    handling for 18 s of sim time (sim_node's 100 Hz ``/clock`` reaches every node's time source,
-    and each callback rebuilds the wait set of all nodes under the GIL); the 7 ms MPC solve took
-    40 ms p50 (13 ms of its own CPU, the rest waiting for the GIL). With the ``EventsExecutor``
-    the solve took 15 ms p50 and the process used 9 s of CPU instead of 14 s. slam_node keeps
-    its own worker thread for the graph updates either way.
-    """
-    from diffopt_ros.nodes.runner import events_executor
-
-    executor = events_executor(context)
-    if executor is None:
-        from rclpy.executors import MultiThreadedExecutor
-        return MultiThreadedExecutor(num_threads=4, context=context)
-    return executor
-
-
 def demo_domain_id() -> int:
     """The DDS domain of the demo: ``ROS_DOMAIN_ID`` when set (to watch it from other
     processes), else one derived from the process id, so other ROS processes on this machine
@@ -546,6 +495,7 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
+    from diffopt_ros.nodes.executors import ExecutorThread, in_process_executor
     from diffopt_ros.nodes.mpc_node import MpcNode
     from diffopt_ros.nodes.params import ParameterError
     from diffopt_ros.nodes.recorder_node import RecorderNode

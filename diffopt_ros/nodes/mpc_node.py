@@ -72,6 +72,7 @@ from diffopt_ros.mpc.receding import (
     timed_reference,
 )
 from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.device import available_device
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.mpc import NODE_NAME, SCHEMA
@@ -136,7 +137,6 @@ class MpcNode(LifecycleNode):
         self._navigator = None      # diffopt_ros.navigation.Navigator (navigation.enabled)
         self._nav_new_goal = False  # a goal_pose to plan at the next tick
         self._nav_points = None     # (N, 2) scan points (map frame) for the next tick
-        self._warn_times: dict[str, float] = {}
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
         reason = SCHEMA.combination(self._values)
         if reason:
@@ -175,11 +175,7 @@ class MpcNode(LifecycleNode):
         return None
 
     def _build_solver(self) -> RecedingHorizonSolver:
-        device = self._values['device']
-        if device == 'cuda' and not torch.cuda.is_available():
-            self.get_logger().warning('device "cuda" requested but CUDA is not available: '
-                                      'using cpu')
-            device = 'cpu'
+        device = available_device(self, self._values['device'])
         solver = RecedingHorizonSolver(MpcSettings.from_params(self._values),
                                        device=torch.device(device), dtype=torch.float64)
         solver.warm_up()
@@ -319,21 +315,14 @@ class MpcNode(LifecycleNode):
         self._solver = None
 
     # ----------------------------------------------------------------- inputs
-    def _warn(self, key: str, text: str, period: float = 2.0):
-        """A warning at most once per ``period`` s (wall clock) per ``key``."""
-        now = time.monotonic()
-        if now - self._warn_times.get(key, -math.inf) >= period:
-            self._warn_times[key] = now
-            self.get_logger().warning(text)
-
     def _now(self) -> float:
         """Node clock (s); a jump back (sim reset, bag loop) forgets the last state, so that
         the stamps of the new time line are not compared with the old one. Call under the lock."""
         now = self.get_clock().now().nanoseconds * 1e-9
         if now < self._last_now:
             self._stats.clock_jumps += 1
-            self._warn('jump', f'node clock jumped back {self._last_now - now:.3f} s: forgetting '
-                               'the last state')
+            self.get_logger().warning(f'node clock jumped back {self._last_now - now:.3f} s: forgetting '
+                                      'the last state', throttle_duration_sec=2.0)
             self._state = self._accepted_stamp = self._pending = None
             self._plan = None
         self._last_now = now
@@ -351,26 +340,28 @@ class MpcNode(LifecycleNode):
             ahead = stamp - now
             if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
                 self._stats.future_states += 1
-                self._warn('future', f'{topic}: stamp {stamp:.3f} s is {ahead:.3f} s ahead of '
-                                     f'the node clock (future_stamp_tolerance '
-                                     f'{self._values["future_stamp_tolerance"]} s): rejected')
+                self.get_logger().warning(f'{topic}: stamp {stamp:.3f} s is {ahead:.3f} s ahead of '
+                                          f'the node clock (future_stamp_tolerance '
+                                          f'{self._values["future_stamp_tolerance"]} s): rejected',
+                                          throttle_duration_sec=2.0)
                 return
             if self._accepted_stamp is not None and stamp < self._accepted_stamp:
                 self._stats.rejected_states += 1
-                self._warn('order', f'{topic}: stamp {stamp:.3f} s is older than the last '
-                                    f'accepted state ({self._accepted_stamp:.3f} s): rejected')
+                self.get_logger().warning(f'{topic}: stamp {stamp:.3f} s is older than the last '
+                                          f'accepted state ({self._accepted_stamp:.3f} s): rejected',
+                                          throttle_duration_sec=2.0)
                 return
             self._state = (stamp, state, msg.header.frame_id)
             if state is not None:
                 self._accepted_stamp = stamp
         if state is None:
-            self._warn('nan', f'{error}: commanding zero')
+            self.get_logger().warning(f'{error}: commanding zero', throttle_duration_sec=2.0)
 
     def _on_goal(self, msg: PoseStamped):
         try:
             goal = ros_convert.pose_to_xy_yaw(msg, 'goal_pose')
         except ros_convert.MessageError as exc:
-            self._warn('goal', f'{exc}: goal ignored')
+            self.get_logger().warning(f'{exc}: goal ignored', throttle_duration_sec=2.0)
             return
         with self._lock:
             if msg == self._last_target:   # the same message through the durable subscription
@@ -387,7 +378,7 @@ class MpcNode(LifecycleNode):
         try:
             poses = ros_convert.path_to_poses(msg, 'plan')
         except ros_convert.MessageError as exc:
-            self._warn('plan', f'{exc}: plan ignored')
+            self.get_logger().warning(f'{exc}: plan ignored', throttle_duration_sec=2.0)
             return
         stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
         timed = len(stamps) > 1 and bool(np.all(np.diff(stamps) > 0))
@@ -427,9 +418,9 @@ class MpcNode(LifecycleNode):
             age = self.get_clock().now().nanoseconds * 1e-9 - state_entry[0]
             if age > self._values['state_timeout']:
                 stats.mode = 'stale state'
-                self._warn('stale-solve', f'the state was {age:.3f} s old when its solve ended '
+                self.get_logger().warning(f'the state was {age:.3f} s old when its solve ended '
                                           f'(state_timeout {self._values["state_timeout"]} s): '
-                                          'commanding zero')
+                                          'commanding zero', throttle_duration_sec=2.0)
                 command, solution = (0.0, 0.0), None
         self._publish_cmd(*command)
         if solution is not None:
@@ -453,8 +444,9 @@ class MpcNode(LifecycleNode):
             return (0.0, 0.0), None
         if abs(stats.state_age) > self._values['state_timeout']:
             stats.mode = 'stale state'
-            self._warn('stale', f'state is {stats.state_age:.3f} s old (state_timeout '
-                                f'{self._values["state_timeout"]} s): commanding zero')
+            self.get_logger().warning(f'state is {stats.state_age:.3f} s old (state_timeout '
+                                      f'{self._values["state_timeout"]} s): commanding zero',
+                                      throttle_duration_sec=2.0)
             return (0.0, 0.0), None
         if goal is None:
             stats.mode = 'no goal'
@@ -463,8 +455,8 @@ class MpcNode(LifecycleNode):
             stats.mode = 'goal reached'
             return (0.0, 0.0), None
         if self._goal_frame and frame and self._goal_frame != frame:
-            self._warn('frame', f'goal is in "{self._goal_frame}" but the state in "{frame}": '
-                                'no TF here, using the goal as given')
+            self.get_logger().warning(f'goal is in "{self._goal_frame}" but the state in "{frame}": '
+                                      'no TF here, using the goal as given', throttle_duration_sec=2.0)
         if self._values['navigation.enabled'] and path is None:
             return self._navigate(now, state, goal)
         settings = self._solver.settings
@@ -512,13 +504,14 @@ class MpcNode(LifecycleNode):
             self._pending = (future, self._solver, now, stamp, self._target_seq)
             stats.overruns += 1
             stats.mode = 'overrun'
-            self._warn('overrun', 'MPC solve overran its budget (solve_budget): previous plan '
-                                  'shifted to now, then zero')
+            self.get_logger().warning('MPC solve overran its budget (solve_budget): previous plan '
+                                      'shifted to now, then zero', throttle_duration_sec=2.0)
             return self._fallback(now), None
         except (FloatingPointError, RuntimeError, ValueError) as exc:
             stats.failures += 1
             stats.mode = 'fallback'
-            self._warn('solve', f'MPC solve failed ({exc}): previous plan shifted, then zero')
+            self.get_logger().warning(f'MPC solve failed ({exc}): previous plan shifted, then zero',
+                                      throttle_duration_sec=2.0)
             return self._fallback(now), None
         stats.solve_time, stats.iterations = solution.solve_time, solution.iterations
         stats.converged = solution.converged
@@ -526,8 +519,8 @@ class MpcNode(LifecycleNode):
         if not np.all(np.isfinite(solution.controls)):
             stats.failures += 1
             stats.mode = 'fallback'
-            self._warn('solve', 'MPC solve gave non-finite controls: previous plan shifted, '
-                                'then zero')
+            self.get_logger().warning('MPC solve gave non-finite controls: previous plan shifted, '
+                                      'then zero', throttle_duration_sec=2.0)
             return self._fallback(now), None
         stats.mode = 'tracking' if path is not None else 'goal'
         self._plan, self._plan_time, self._plan_stamp = solution, now, stamp
@@ -551,7 +544,8 @@ class MpcNode(LifecycleNode):
             self._nav_new_goal, self._nav_points = False, None
         if navigator is None:
             stats.mode = 'no map'
-            self._warn('map', 'navigation: no map yet (map_file or the map topic): commanding zero')
+            self.get_logger().warning('navigation: no map yet (map_file or the map topic): commanding zero',
+                                      throttle_duration_sec=2.0)
             return (0.0, 0.0), None
         if points is not None:
             navigator.set_scan_points(points)

@@ -1,7 +1,6 @@
 """Process entry points for nodes: init, spin, clean shutdown on SIGINT/SIGTERM."""
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
@@ -9,13 +8,12 @@ import threading
 from collections.abc import Callable
 
 import rclpy
-from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from diffopt_ros import params_file
+from diffopt_ros.nodes.executors import RCLError, has_events_executor, node_executor, spin_until_shutdown
 from diffopt_ros.nodes.params import ParameterError
 from diffopt_ros.params.schema import NodeSchema
 
@@ -50,94 +48,6 @@ def check_params_args(args: list[str], schema: NodeSchema) -> int | None:
     for text in warnings:
         print(f'[WARN] [{schema.node}]: {text}', file=sys.stderr, flush=True)
     return None
-
-
-#: Longest single wait (s) of the ``EventsExecutor`` spin loop (:func:`spin_until_shutdown`):
-#: how late at most a SIGINT/SIGTERM is noticed by an idle node (any event ends a wait at once).
-SPIN_SLICE = 0.1
-
-
-#: Environment variable: ``python`` makes node processes spin rclpy's Python executors (the
-#: ``MultiThreadedExecutor``/``SingleThreadedExecutor`` with rclpy's signal handling) even where
-#: the ``EventsExecutor`` exists; for comparisons and as a way back should it misbehave.
-EXECUTOR_ENV = 'DIFFOPT_ROS_EXECUTOR'
-
-
-def has_events_executor() -> bool:
-    """Whether node processes use rclpy's ``EventsExecutor``: this rclpy has it
-    (rclpy.experimental, Jazzy and later) and :data:`EXECUTOR_ENV` is not ``python``."""
-    if os.environ.get(EXECUTOR_ENV, '').strip().lower() == 'python':
-        return False
-    try:
-        from rclpy.experimental import EventsExecutor  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(_rclpy, 'EventsExecutor')
-
-
-def events_executor(context: Context | None = None):
-    """rclpy's ``EventsExecutor`` (C++ event queue: timers and callbacks dispatched without a
-    Python wait set) on ``context`` (default: the default context), or ``None`` where this rclpy
-    lacks it or it cannot be built.
-
-    Spin it with :func:`spin_until_shutdown`, never with its ``spin()`` or a ``spin_once()``
-    without timeout: in the rclpy 9.1.2 wheels (libstdc++ fallback without
-    ``pthread_cond_clockwait``: the .so imports only ``pthread_cond_timedwait``) the unbounded
-    wait, ``condition_variable::wait_until(steady_clock::time_point::max())``, overflows when
-    libstdc++ converts it to a system-clock deadline, so every wait returns at once: ``spin()``
-    busy-loops at 100 % CPU in ``system_clock::now()``, runs no timer and never returns on
-    SIGINT/SIGTERM. ``spin_once(timeout_sec=...)`` waits correctly.
-    """
-    if not has_events_executor():
-        return None
-    from rclpy.experimental import EventsExecutor
-    context = rclpy.get_default_context() if context is None else context
-    try:
-        return EventsExecutor(context=context)
-    except (io.UnsupportedOperation, ValueError):
-        # rclpy's factory calls faulthandler.enable(), which needs a real sys.stderr (pytest's
-        # capture has none); the same construction without it:
-        executor = _rclpy.EventsExecutor(context)
-        context.on_shutdown(executor.wake)
-        return executor
-    except (RuntimeError, _rclpy.RCLError):
-        return None
-
-
-def is_events_executor(executor) -> bool:
-    events_type = getattr(_rclpy, 'EventsExecutor', None)
-    return events_type is not None and isinstance(executor, events_type)
-
-
-def spin_until_shutdown(executor, context: Context | None = None,
-                        stop: threading.Event | None = None) -> None:
-    """Spin ``executor`` until ``stop`` is set or ``context`` (default: the default context) is
-    shut down: ``spin_once`` waits of at most :data:`SPIN_SLICE` (for the ``EventsExecutor`` see
-    :func:`events_executor` why not ``spin()``), returning between callbacks. The same loop for
-    rclpy's Python executors, so ``stop`` ends any of them (their ``spin_once`` raises
-    ``ExternalShutdownException`` when rclpy's signal handlers shut the context down).
-    """
-    context = rclpy.get_default_context() if context is None else context
-    while context.ok() and not (stop is not None and stop.is_set()):
-        executor.spin_once(timeout_sec=SPIN_SLICE)
-
-
-def node_executor(multithreaded: bool = False, context: Context | None = None):
-    """The executor of a node process: rclpy's ``EventsExecutor`` (:func:`events_executor`),
-    else (an rclpy without it) a ``MultiThreadedExecutor`` when ``multithreaded``, or a
-    ``SingleThreadedExecutor``.
-
-    The Python executors rebuild the wait set in Python for every callback under the GIL: with
-    each node in its own process the 20 Hz MPC loop missed its rate under load on 2 cores (see
-    README, "Control loop"). The ``EventsExecutor`` runs the callbacks of the process one after
-    another (callback groups do not run in parallel): nodes that need parallel work keep their
-    own threads (slam_node's graph worker).
-    """
-    executor = events_executor(context)
-    if executor is not None:
-        return executor
-    return MultiThreadedExecutor(context=context) if multithreaded \
-        else SingleThreadedExecutor(context=context)
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
@@ -175,7 +85,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     try:
         rclpy.init(args=args,
                    signal_handler_options=SignalHandlerOptions.NO if own_signals else None)
-    except _rclpy.RCLError as exc:     # ROS arguments rcl refuses (what the checks above miss)
+    except RCLError as exc:     # ROS arguments rcl refuses (what the checks above miss)
         print(f'[ERROR] [{params.node if params else "diffopt_ros"}]: invalid ROS arguments: '
               f'{exc}', file=sys.stderr, flush=True)
         return 2
@@ -193,7 +103,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             spin_until_shutdown(executor, stop=stop)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except _rclpy.RCLError:
+    except RCLError:
         # SIGINT/SIGTERM can shut the context down while spin builds its wait set: then rcl
         # reports an invalid context instead of ExternalShutdownException. Only that is a stop.
         if rclpy.ok():

@@ -51,6 +51,7 @@ from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
 from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes.device import available_device
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.slam import NODE_NAME, SCHEMA
@@ -112,10 +113,7 @@ class SlamNode(Node):
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
         apply_learned_params_file(self, self._values['learned_params_file'])
         torch.set_num_threads(self._values['torch_threads'])
-        device = self._values['device']
-        if device == 'cuda' and not torch.cuda.is_available():
-            self.get_logger().warning('device "cuda" requested but CUDA is not available: using cpu')
-            device = 'cpu'
+        device = available_device(self, self._values['device'])
         self._slam = SlamSystem(config_from_params(self._values), device=device,
                                 initial_pose=self._values['initial_pose'])
         self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
@@ -128,7 +126,6 @@ class SlamNode(Node):
         self._path_xyyaw = np.zeros((0, 3))       # the keyframe estimates in self._path.poses
         self._keyframe_stamps: list = []          # builtin_interfaces/Time of each keyframe
         self._stats = _Stats()
-        self._warn_times: dict[str, float] = {}
         self._map_dirty = False
         self._last_map = -math.inf
         frames = self._values
@@ -171,22 +168,17 @@ class SlamNode(Node):
         return None
 
     # ----------------------------------------------------------------- inputs (never block)
-    def _warn(self, key: str, text: str, period: float = 2.0):
-        """A warning at most once per ``period`` s (wall clock) per ``key``."""
-        now = time.monotonic()
-        if now - self._warn_times.get(key, -math.inf) >= period:
-            self._warn_times[key] = now
-            self.get_logger().warning(text)
-
-    def _stamp_ok(self, stamp: float, topic: str) -> bool:
-        """False (warned, counted) for a stamp too far ahead of the node clock; a node clock that
-        went back since the last input (sim reset, bag loop) restarts the order checks."""
+    def _stamp_rejected(self, stamp: float, topic: str) -> str | None:
+        """Why a stamp too far ahead of the node clock is rejected (counted; the caller warns, one
+        throttled call site per topic), None when accepted; a node clock that went back since the
+        last input (sim reset, bag loop) restarts the order checks."""
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._input_lock:
             if now < self._last_now:
                 self._stats.clock_jumps += 1
-                self._warn('jump', f'node clock jumped back {self._last_now - now:.3f} s: '
-                                   'restarting the stamp order of odometry and scans')
+                self.get_logger().warning(f'node clock jumped back {self._last_now - now:.3f} s: '
+                                          'restarting the stamp order of odometry and scans',
+                                          throttle_duration_sec=2.0)
                 self._odom = OdomBuffer(horizon=self._odom.horizon)
                 self._last_scan_stamp, self._pending = -math.inf, None
                 with self._lock:
@@ -195,16 +187,16 @@ class SlamNode(Node):
         ahead = stamp - now
         if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
             self._stats.future_stamps += 1
-            self._warn(f'future-{topic}', f'{topic} rejected: stamp {stamp:.3f} s is {ahead:.3f} s '
-                                          'ahead of the node clock (future_stamp_tolerance '
-                                          f'{self._values["future_stamp_tolerance"]} s)')
-            return False
-        return True
+            return (f'{topic} rejected: stamp {stamp:.3f} s is {ahead:.3f} s ahead of the node '
+                    f'clock (future_stamp_tolerance {self._values["future_stamp_tolerance"]} s)')
+        return None
 
     def _on_odom(self, msg: Odometry):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
-        if not self._stamp_ok(stamp, 'odom'):
+        rejected = self._stamp_rejected(stamp, 'odom')
+        if rejected:
             self._stats.rejected_odom += 1
+            self.get_logger().warning(rejected, throttle_duration_sec=2.0)
             return
         pending = None
         try:
@@ -216,7 +208,7 @@ class SlamNode(Node):
                     pending_odom = self._odom.at(pending[0], self._values['sync_tolerance'])
         except (ros_convert.MessageError, StampError, ValueError) as exc:
             self._stats.rejected_odom += 1
-            self._warn('odom', f'odometry rejected: {exc}')
+            self.get_logger().warning(f'odometry rejected: {exc}', throttle_duration_sec=2.0)
             return
         pose = self._slam.map_pose(state[:3])
         self._odom_pub.publish(ros_convert.state_to_odometry(
@@ -227,25 +219,29 @@ class SlamNode(Node):
 
     def _on_scan(self, msg: LaserScan):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
-        if not self._stamp_ok(stamp, 'scan'):
+        rejected = self._stamp_rejected(stamp, 'scan')
+        if rejected:
             self._stats.rejected_scans += 1
+            self.get_logger().warning(rejected, throttle_duration_sec=2.0)
             return
         try:
             ranges, angles = ros_convert.scan_to_ranges(msg, 'scan')
         except ros_convert.MessageError as exc:
             self._stats.rejected_scans += 1
-            self._warn('scan-geometry', f'scan rejected: {exc}')
+            self.get_logger().warning(f'scan rejected: {exc}', throttle_duration_sec=2.0)
             return
         if not stamp > self._last_scan_stamp:
             self._stats.rejected_scans += 1
-            self._warn('scan-order', f'scan rejected: stamp {stamp:.9f} s is not after the '
-                                     f'previous scan ({self._last_scan_stamp:.9f} s)')
+            self.get_logger().warning(f'scan rejected: stamp {stamp:.9f} s is not after the '
+                                      f'previous scan ({self._last_scan_stamp:.9f} s)',
+                                      throttle_duration_sec=2.0)
             return
         self._last_scan_stamp = stamp
         if not np.isfinite(ranges).any():
             self._stats.skipped_scans += 1
-            self._warn('empty-scan', f'scan at {stamp:.3f} s skipped: no valid ranges '
-                                     f'({len(ranges)} beams, all empty, NaN or out of range)')
+            self.get_logger().warning(f'scan at {stamp:.3f} s skipped: no valid ranges '
+                                      f'({len(ranges)} beams, all empty, NaN or out of range)',
+                                      throttle_duration_sec=2.0)
             return
         scan = (stamp, ranges, angles, float(msg.range_min), float(msg.range_max))
         with self._input_lock:
@@ -264,8 +260,8 @@ class SlamNode(Node):
         stamp, ranges, angles, range_min, range_max = scan
         if odom is None:
             self._stats.skipped_scans += 1
-            self._warn('no-odom', f'scan at {stamp:.3f} s skipped: no odometry within '
-                                  f'{self._values["sync_tolerance"]} s of it')
+            self.get_logger().warning(f'scan at {stamp:.3f} s skipped: no odometry within '
+                                      f'{self._values["sync_tolerance"]} s of it', throttle_duration_sec=2.0)
             return
         item = _ScanItem(stamp, odom, ranges, angles, range_min, range_max)
         try:
@@ -277,7 +273,8 @@ class SlamNode(Node):
                 pass
             self._queue.put_nowait(item)
             self._stats.dropped_scans += 1
-            self._warn('behind', 'SLAM is falling behind: dropped the oldest queued scan')
+            self.get_logger().warning('SLAM is falling behind: dropped the oldest queued scan',
+                                      throttle_duration_sec=2.0)
 
     # ----------------------------------------------------------------- worker thread
     def _work(self):
@@ -306,7 +303,8 @@ class SlamNode(Node):
         if update.skipped:
             stats.skipped_scans += 1
             stats.last_skip = update.skipped
-            self._warn('skip', f'scan at {item.stamp:.3f} s skipped: {update.skipped}')
+            self.get_logger().warning(f'scan at {item.stamp:.3f} s skipped: {update.skipped}',
+                                      throttle_duration_sec=2.0)
         if covariance is not None:
             self._covariance = _pose_covariance_6x6(covariance.cpu().numpy())
         stamp = ros_convert.sec_to_stamp(item.stamp)

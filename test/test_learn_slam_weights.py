@@ -38,6 +38,7 @@ def sequence():
     return keyframe_sequence(run, slam_config(slam_params()))
 
 
+@pytest.mark.slow
 def test_learned_weights_lower_the_ate_on_a_held_out_run(runs, tmp_path):
     result = learn_slam(runs, tmp_path, backward='implicit', epochs=12, val_fraction=0.34,
                         progress=False)
@@ -58,6 +59,7 @@ def laps():
     return [route_run(world, seconds=90.0, speed=0.7, seed=s, name=f'lap{s}') for s in (4, 5)]
 
 
+@pytest.mark.slow
 def test_weights_learned_on_one_lap_do_not_hurt_the_next(laps, tmp_path):
     # Learned from the whole lap (window=0) the weights made lap 5's ATE 58 % worse (they fitted
     # lap 4's drift); from 10-keyframe windows (the default) 18 % better (bench/slam_weights.py).

@@ -66,6 +66,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.slow
 def test_malformed_files_name_file_and_line(tmp_path):
     files = {}
     for name, (text, _, _) in MALFORMED.items():
@@ -84,6 +85,7 @@ def test_malformed_files_name_file_and_line(tmp_path):
         assert 'Traceback' not in out + err, (path.name, err)
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2_before_reading(tmp_path):
     good = tmp_path / 'good.g2o'
     good.write_text(V + E)
@@ -109,6 +111,7 @@ def test_usage_errors_exit_2_before_reading(tmp_path):
         assert 'Traceback' not in out + err and 'iter' not in out, (args, out, err)
 
 
+@pytest.mark.slow
 def test_edge2_orders_bom_landmarks_and_output(tmp_path):
     """Both EDGE2 orders solve to GTSAM's error; a BOM keeps vertex 0; point landmarks are read,
     solved and written back (every input line kept, vertices updated); the thread count is

@@ -27,13 +27,17 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
+from ros_wait import wait_for
+
 BIN = Path(sys.executable).parent
 EXECUTABLES = ('mpc_node', 'slam_node', 'sim_node', 'recorder_node')
-pytestmark = pytest.mark.skipif(not all((BIN / name).exists() for name in EXECUTABLES),
-                                reason='node console scripts not installed next to python')
+pytestmark = [pytest.mark.skipif(not all((BIN / name).exists() for name in EXECUTABLES),
+                                 reason='node console scripts not installed next to python'),
+              pytest.mark.slow]   # node processes started and driven in real time: ~1 min
 
 V_MAX, OMEGA_MAX = 0.7, 1.5        # mpc_node's default bounds
 
@@ -146,15 +150,6 @@ def status_values(diagnostics: list, prefix: str) -> dict:
     return {}
 
 
-def wait_for(condition, timeout: float = 10.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
 class Process:
     """A node executable started with ``--ros-args`` arguments, its output in a file."""
 
@@ -221,6 +216,36 @@ def _drive(client: Client, publish_state, until, timeout: float = 8.0, period: f
 
 def _moving(cmds: list) -> bool:
     return bool(cmds) and cmds[-1][1].linear.x > 0.05
+
+
+class SimClock:
+    """``/clock`` published every 10 ms from a background thread: sim time runs with the wall
+    clock from ``start`` s; :meth:`jump_to` sets it (a sim reset, a bag loop)."""
+
+    def __init__(self, client: Client, start: float = 100.0):
+        self._client = client
+        self._pub = client.node.create_publisher(Clock, '/clock', 10)
+        self._base = (start, time.monotonic())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def now(self):
+        sim, wall = self._base
+        return _stamp(int((sim + time.monotonic() - wall) * 1e9))
+
+    def jump_to(self, sim: float) -> None:
+        self._base = (sim, time.monotonic())
+
+    def _tick(self):
+        while not self._stop.is_set():
+            self._pub.publish(Clock(clock=self.now()))
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._client.node.destroy_publisher(self._pub)
 
 
 # ----------------------------------------------------------------------------- mpc_node
@@ -353,36 +378,21 @@ def test_mpc_other_ways_out_leave_a_zero_command(client, logs):
 def test_mpc_clock_jump_back_restarts_the_stamp_checks(client, logs):
     """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop): the
     states of the new time line are used (not rejected as older than the last one)."""
-    from rosgraph_msgs.msg import Clock
     name = 'mpc_clock'
     cmds = client.record(Twist, f'/{name}/cmd', 2000)
     odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
     goal = client.node.create_publisher(PoseStamped, f'/{name}/goal', 10)
-    clock_pub = client.node.create_publisher(Clock, '/clock', 10)
-    base = {'sim': 100.0, 'wall': time.monotonic()}
-
-    def sim_now():
-        return _stamp(int((base['sim'] + time.monotonic() - base['wall']) * 1e9))
-
-    stop = threading.Event()
-
-    def tick_clock():
-        while not stop.is_set():
-            clock_pub.publish(Clock(clock=sim_now()))
-            time.sleep(0.01)
-
-    ticker = threading.Thread(target=tick_clock, daemon=True)
-    ticker.start()
+    clock = SimClock(client, start=100.0)
     proc = Process('mpc_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
                                 '-r', f'cmd_vel:=/{name}/cmd', '-r', f'odom:=/{name}/odom',
                                 '-r', f'goal_pose:=/{name}/goal'], logs / f'{name}.log')
     try:
         _wait_for_node(client, proc, lambda: goal.get_subscription_count() > 0
                        and client.node.count_publishers(f'/{name}/cmd') > 0, name)
-        goal.publish(pose(sim_now(), 3.0, 0.0))
-        state = lambda: odom.publish(odometry(sim_now()))  # noqa: E731
+        goal.publish(pose(clock.now(), 3.0, 0.0))
+        state = lambda: odom.publish(odometry(clock.now()))  # noqa: E731
         assert _drive(client, state, lambda: _moving(cmds)), proc.output()
-        base.update(sim=5.0, wall=time.monotonic())          # the clock jumps back 95 s
+        clock.jump_to(5.0)                                   # the clock jumps back 95 s
         start = time.monotonic()
         _drive(client, state, lambda: time.monotonic() - start > 2.0)
         recent = [m for t, m in cmds if t > start + 1.0]
@@ -390,10 +400,9 @@ def test_mpc_clock_jump_back_restarts_the_stamp_checks(client, logs):
             'no command after the clock jumped back: ' + str([m.linear.x for m in recent])
             + '\n' + proc.output())
     finally:
-        stop.set()
-        ticker.join()
+        clock.stop()
         proc.stop(signal.SIGINT)
-        for pub in (odom, goal, clock_pub):
+        for pub in (odom, goal):
             client.node.destroy_publisher(pub)
 
 
@@ -583,34 +592,20 @@ def test_slam_future_stamps_do_not_lock_the_node_out(client, slam):
 def test_slam_clock_jump_back_restarts_the_stamp_checks(client, logs):
     """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop):
     slam_node uses the odometry and scans of the new time line (not dropped as older)."""
-    from rosgraph_msgs.msg import Clock
     name = 'slam_clock'
     out = client.record(Odometry, f'/{name}/slam_odom', 5000)
     odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
     scan = client.node.create_publisher(LaserScan, f'/{name}/scan', qos_profile_sensor_data)
-    clock_pub = client.node.create_publisher(Clock, '/clock', 10)
-    base = {'sim': 100.0, 'wall': time.monotonic()}
-
-    def sim_now():
-        return _stamp(int((base['sim'] + time.monotonic() - base['wall']) * 1e9))
-
-    stop = threading.Event()
-
-    def tick_clock():
-        while not stop.is_set():
-            clock_pub.publish(Clock(clock=sim_now()))
-            time.sleep(0.01)
 
     def feed(seconds):
         for k in range(int(seconds * 20)):
-            stamp = sim_now()
+            stamp = clock.now()
             odom.publish(odometry(stamp))
             if k % 2 == 0:
                 scan.publish(room_scan(stamp))
             time.sleep(0.05)
 
-    ticker = threading.Thread(target=tick_clock, daemon=True)
-    ticker.start()
+    clock = SimClock(client, start=100.0)
     proc = Process('slam_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
                                  '-r', f'odom:=/{name}/odom', '-r', f'scan:=/{name}/scan',
                                  '-r', f'slam/odom:=/{name}/slam_odom'], logs / f'{name}.log')
@@ -619,16 +614,15 @@ def test_slam_clock_jump_back_restarts_the_stamp_checks(client, logs):
                        and scan.get_subscription_count() > 0, name)
         feed(1.0)
         assert wait_for(lambda: len(out) > 5, 10.0), proc.output()
-        base.update(sim=5.0, wall=time.monotonic())          # the clock jumps back 95 s
+        clock.jump_to(5.0)                                   # the clock jumps back 95 s
         start = len(out)
         feed(1.5)
         after = [_sec(m.header.stamp) for _, m in out[start:]]
         assert sum(t < 50.0 for t in after) >= 10, (
             f'/slam/odom after the clock jumped back: {after}\n' + proc.output())
     finally:
-        stop.set()
-        ticker.join(timeout=2)
-        proc.stop(signal.SIGKILL, timeout=5)
+        clock.stop()
+        proc.stop(signal.SIGINT)
 
 
 def test_slam_save_directory_cannot_be_changed_at_run_time(client, slam):
@@ -777,6 +771,6 @@ def test_recorder_disk_full_stops_recording_cleanly(client, logs):
         counts = _read_bag(run)
         assert counts.get('/bigscan', 0) == info['message_count'] > 0, (counts, info)
     finally:
-        proc.stop(signal.SIGKILL, timeout=5)
+        proc.stop(signal.SIGINT)
         client.node.destroy_publisher(scans)
         subprocess.run(['umount', str(disk)], capture_output=True)

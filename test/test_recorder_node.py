@@ -26,6 +26,8 @@ from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.params import ParameterError
 from diffopt_ros.nodes.recorder_node import RecorderNode
 
+from ros_wait import spin_for, spin_until
+
 RECORDER = Path(sys.executable).parent / 'recorder_node'
 
 
@@ -41,12 +43,10 @@ def ros():
 
 
 def _spin_until(executor, condition, timeout, what, proc=None):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-            output = proc.communicate(timeout=20)[0] if proc is not None and proc.poll() is not None else ''
-            raise AssertionError(f'timed out after {timeout} s waiting for {what}\n{output}')
-        executor.spin_once(timeout_sec=0.05)
+    """:func:`spin_until`, failing with ``what`` (and the recorder's output once it ended)."""
+    if not spin_until(executor, condition, timeout, step=0.05, proc=proc):
+        output = proc.communicate(timeout=20)[0] if proc is not None and proc.poll() is not None else ''
+        raise AssertionError(f'timed out after {timeout} s waiting for {what}\n{output}')
 
 
 class Publisher:
@@ -107,6 +107,7 @@ def _start_recorder_and_publisher(ros, tmp_path, prefix):
     return proc, run_dir, pub
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig, stop_process):
     _, executor = ros
@@ -138,17 +139,18 @@ def test_sigint_and_sigterm_close_a_complete_bag(ros, tmp_path, sig, stop_proces
     assert len(run.files) >= 1 and not [p for p in run_dir.iterdir() if p.is_dir()]
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_bag_that_repair_makes_readable(ros, tmp_path):
     _, executor = ros
     prefix = f'/rec_kill_{os.getpid()}'
     proc, run_dir, pub = _start_recorder_and_publisher(ros, tmp_path, prefix)
     try:
         sent_at = []
-        start = time.monotonic()
-        while time.monotonic() - start < 4.0:
+
+        def publish():
             pub.publish(len(sent_at))
             sent_at.append(time.monotonic())
-            executor.spin_once(timeout_sec=0.02)
+        spin_for(executor, 4.0, step=0.02, every=publish, period=0.0)
     finally:
         proc.kill()
         killed_at = time.monotonic()
