@@ -184,8 +184,8 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
     clock = node.create_publisher(Clock, '/clock', 10)
     odom = node.create_publisher(Odometry, f'{prefix}/odom', 10)
     _spin_until(executor, lambda: odom.get_subscription_count() > 0, 20, 'odom subscription')
-    odom.publish(Odometry())  # before the first /clock: no bag time, dropped and counted
-    _spin_until(executor, lambda: recorder._before_clock == 1, 10, 'the pre-clock message')
+    odom.publish(Odometry())  # before the first /clock: held, written at the first sim time
+    _spin_until(executor, lambda: len(recorder._held) == 1, 10, 'the pre-clock message')
     clock.publish(Clock(clock=ros_convert.sec_to_stamp(42.5)))
     _spin_until(executor, lambda: recorder.get_clock().now().nanoseconds > 0, 10, 'sim time')
     odom.publish(ros_convert.state_to_odometry([1.0, 2.0, 0.0, 0.0, 0.0],
@@ -194,7 +194,7 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
     _spin_until(executor, lambda: late.get_subscription_count() > 0, 20, 'late subscription')
     late.publish(ros_convert.twist(0.3, 0.1))
     _spin_until(executor, lambda: recorder.counts.get(f'{prefix}/late') == 1
-                and recorder.counts.get(f'{prefix}/odom') == 1, 10, 'recording')
+                and recorder.counts.get(f'{prefix}/odom') == 2, 10, 'recording')
     lag, lag_topic = recorder.receipt_lag  # recorded at 42.5 s, stamped 40.0 s
     assert lag == pytest.approx(2.5) and lag_topic == f'{prefix}/odom'
     with pytest.raises(ParameterError, match='exists already'):
@@ -209,9 +209,9 @@ def test_in_process_sim_time_stamps_late_topics_and_no_overwrite(ros, tmp_path):
         t, x = run.odometry(f'{prefix}/odom')
         t_header, _ = run.odometry(f'{prefix}/odom', stamp='header')
         t_u, u = run.twist(f'{prefix}/late')
-    assert t.tolist() == [42.5] and t_u.tolist() == [42.5]  # recorder's sim clock at receipt
-    assert t_header.tolist() == [40.0]
-    np.testing.assert_array_equal(x[0, :2], [1.0, 2.0])
+    assert t.tolist() == [42.5, 42.5] and t_u.tolist() == [42.5]  # sim clock at receipt
+    assert t_header.tolist() == [0.0, 40.0]   # the held message first
+    np.testing.assert_array_equal(x[1, :2], [1.0, 2.0])
     np.testing.assert_allclose(u, [[0.3, 0.1]])
 
 

@@ -6,7 +6,9 @@ publishers (best effort if any publisher is, e.g. ``/scan``; transient local if 
 ``/map``), receives the serialized bytes (no deserialization) and hands them with the node-clock
 time of receipt (sim time under ``use_sim_time``) to :class:`diffopt_ros.bag.BagWriter`, which
 writes ``<output_dir>/<run_name>/`` (never overwriting a run), splits files every
-``split_seconds`` and flushes every ``flush_seconds``.
+``split_seconds`` and flushes every ``flush_seconds``. Under ``use_sim_time``, messages that
+arrive before the first ``/clock`` (a latched goal or map published at start-up) are held, up to
+``MAX_HELD`` messages, and written with the first sim time the node sees.
 
 Nothing is lost on SIGINT/SIGTERM: the bag is closed in ``destroy_node`` (``run_node`` calls it
 after the spin ends). After a SIGKILL, ``diffopt-ros bag repair RUN`` recovers all but the last
@@ -41,6 +43,7 @@ from diffopt_ros.params.recorder import NODE_NAME, SCHEMA
 
 PARAMS = SCHEMA.params
 MAX_PLAUSIBLE_LAG = 3600.0  # s: larger or negative lags come from stamps on another clock
+MAX_HELD = 10_000  # messages held before the first /clock under use_sim_time
 
 
 def _bag_qos(profile: QoSProfile) -> Qos:
@@ -83,7 +86,8 @@ class RecorderNode(Node):
         self._wanted = list(dict.fromkeys(self.resolve_topic_name(t) for t in v['topics']))
         self._recording: dict[str, object] = {}
         self._failed: dict[str, str] = {}  # topic -> why it cannot be recorded
-        self._before_clock = 0
+        self._held: list[tuple[str, bytes]] = []   # received before the first /clock
+        self._before_clock = 0   # dropped before the first /clock (more than MAX_HELD)
         self._errors = 0  # failed writes or flushes
         self._stamped: set[str] = set()  # topics whose messages begin with a std_msgs/Header
         self._lag = (0.0, '')  # largest receipt lag (s) since the last status, and its topic
@@ -151,9 +155,13 @@ class RecorderNode(Node):
 
     def _on_message(self, topic: str, data: bytes) -> None:
         t_ns = self.get_clock().now().nanoseconds
-        if t_ns == 0:  # use_sim_time before the first /clock: no meaningful bag time yet
-            self._before_clock += 1
+        if t_ns == 0:  # use_sim_time before the first /clock: no bag time yet, hold it
+            if len(self._held) < MAX_HELD:
+                self._held.append((topic, data))
+            else:
+                self._before_clock += 1
             return
+        self._write_held()
         if topic in self._stamped:
             stamp = cdr_header_stamp(data)
             lag = (t_ns - stamp) * 1e-9 if stamp else -1.0
@@ -161,6 +169,14 @@ class RecorderNode(Node):
                 self._lag = (lag, topic)
         if not self._closed:
             self._guarded(self._writer.write, topic, data, t_ns)
+
+    def _write_held(self) -> None:
+        """Write the messages held before the first /clock, at the node's time now (once it has
+        one), before anything received later."""
+        if self._held and self.get_clock().now().nanoseconds:
+            held, self._held = self._held, []
+            for topic, data in held:
+                self._on_message(topic, data)
 
     def _guarded(self, action, *args) -> None:
         """Run a writer action; a failure is logged and counted, not raised, so the other nodes
@@ -189,6 +205,7 @@ class RecorderNode(Node):
         return self._lag
 
     def _publish_status(self) -> None:
+        self._write_held()
         counts = self.counts
         missing = self.missing_topics
         lag, lag_topic = self._lag
@@ -203,7 +220,8 @@ class RecorderNode(Node):
                    + (f'; recording {lag:.2f} s behind {lag_topic} (starved executor?)'
                       if lagging else ''))
         values = {'run_dir': str(self.run_dir), 'files_closed': len(self._writer.files),
-                  'dropped_before_clock': self._before_clock, 'write_errors': self._errors,
+                  'held_before_clock': len(self._held), 'dropped_before_clock': self._before_clock,
+                  'write_errors': self._errors,
                   'receipt_lag_max': lag, 'receipt_lag_topic': lag_topic,
                   **{f'count{topic}': n for topic, n in counts.items()},
                   **{f'failed{topic}': why for topic, why in self._failed.items()}}
