@@ -28,10 +28,13 @@ from diffopt_ros.mpc.cem import CEM
 from diffopt_ros.mpc.cost_sum import CostSum
 from diffopt_ros.mpc.models import DiffDriveLag
 from diffopt_ros.mpc.obstacles import DistanceField, ObstacleCost
-from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference
+from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference, receding_step
+from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 from diffopt_ros.planning import GlobalPlan, GridPlanner
 
 ROBOTS = ('diff_drive', 'ackermann')
+#: mpc_node's defaults (:mod:`diffopt_ros.params.mpc`): the node and the library share them.
+_NODE = {p.name: p.default for p in MPC_SCHEMA}
 
 
 @dataclass(frozen=True)
@@ -59,20 +62,20 @@ class NavSettings:
     """
 
     robot: str = 'diff_drive'
-    radius: float = 0.2
-    inflation: float = 0.02
-    obstacle_weight: float = 1000.0
+    radius: float = _NODE['navigation.radius']
+    inflation: float = _NODE['navigation.inflation']
+    obstacle_weight: float = _NODE['navigation.obstacle_weight']
     plan_penalty: float = 5.0
     plan_decay: float = 0.3
-    reference_speed: float = 0.4
-    goal_tolerance: float = 0.15
+    reference_speed: float = _NODE['reference_speed']
+    goal_tolerance: float = _NODE['goal_tolerance']
     replan_distance: float = 0.6
     blocked_lookahead: float = 2.0
     scan_range: float = 3.0
-    wheelbase: float = 0.3
-    max_steer: float = 0.6
-    max_steer_rate: float = 2.0
-    tau_steer: float = 0.1
+    wheelbase: float = _NODE['model.wheelbase']
+    max_steer: float = _NODE['bounds.max_steer']
+    max_steer_rate: float = _NODE['model.max_steer_rate']
+    tau_steer: float = _NODE['model.tau_steer']
     unknown_is_occupied: bool = False
 
     def __post_init__(self):
@@ -202,9 +205,10 @@ class Navigator:
         self.goal, self.plan, self._warm = None, None, None
         self.last_command = np.zeros(2)
 
-    def step(self, state, now: float) -> NavStep:
+    def step(self, state, now: float, deadline: float | None = None) -> NavStep:
         """One tick from the measured ``state (5,)`` ``(x, y, yaw, v, omega)`` (map frame) at time
-        ``now`` (s; the warm start is the last plan shifted by the time since it was made)."""
+        ``now`` (s; the warm start is the last plan shifted by the time since it was made); the
+        iLQR starts no iteration after ``deadline`` (a ``time.perf_counter()`` value)."""
         if self.goal is None:
             return NavStep(np.zeros(2), 'idle', np.zeros((0, 5)))
         state = np.asarray(state, dtype=np.float64)
@@ -232,8 +236,7 @@ class Navigator:
         reference, self.progress = path_reference(state, self.plan.path, self.progress, s.horizon, s.dt,
                                                   self.nav.reference_speed)
         x = self.model_state(state)
-        target = np.concatenate([x[None], reference], 0)
-        target[1:, 4] = 0.0
+        reference[:, 4] = 0.0
         started = time.perf_counter()
         tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype)  # noqa: E731
         warm = None
@@ -241,11 +244,13 @@ class Navigator:
             warm = tensor(advance_plan(self._warm[0], now - self._warm[1], s.dt))[None]
         with torch.no_grad():
             if self.controller == 'cem':
+                target = np.concatenate([x[None], reference], 0)
                 sol = self.cem(tensor(x)[None], target=tensor(target)[None], u_init=warm,
                                u_prev=tensor(self.last_command)[None], generator=self._generator)
-            else:
-                sol = self.mpc(tensor(x)[None], target=tensor(target)[None], u_init=warm,
-                               u_prev=tensor(self.last_command)[None])
+            else:   # the receding-horizon call of mpc_node and learning
+                sol = receding_step(self.mpc, tensor(x)[None], tensor(reference)[None],
+                                    tensor(self.last_command)[None], warm, backward='none',
+                                    deadline=deadline)
         solve_time = time.perf_counter() - started
         self._warm = (sol.controls[0].numpy(), now)
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)

@@ -458,7 +458,7 @@ class MpcNode(LifecycleNode):
             self.get_logger().warning(f'goal is in "{self._goal_frame}" but the state in "{frame}": '
                                       'no TF here, using the goal as given', throttle_duration_sec=2.0)
         if self._values['navigation.enabled'] and path is None:
-            return self._navigate(now, state, goal)
+            return self._navigate(now, state, goal, deadline)
         settings = self._solver.settings
         if path is not None and path_times is None:
             reference, self._path_progress = path_reference(
@@ -536,8 +536,9 @@ class MpcNode(LifecycleNode):
                                  hold_last=False)
         return (float(shifted[0, 0]), float(shifted[0, 1]))
 
-    def _navigate(self, now, state, goal):
-        """(v_cmd, omega_cmd) and the navigator's step (or None) for a goal_pose with navigation."""
+    def _navigate(self, now, state, goal, deadline):
+        """(v_cmd, omega_cmd) and the navigator's step (or None) for a goal_pose with navigation;
+        the solve ends by ``deadline`` (``time.perf_counter()``), as the tracking solve does."""
         stats = self._stats
         with self._lock:
             navigator, new_goal, points = self._navigator, self._nav_new_goal, self._nav_points
@@ -555,7 +556,7 @@ class MpcNode(LifecycleNode):
             if not plan.reachable:
                 self.get_logger().warning(f'goal ({goal[0]:.2f}, {goal[1]:.2f}) is unreachable: '
                                           f'{plan.reason}; stopping')
-        step = navigator.step(state, now)
+        step = navigator.step(state, now, deadline)
         if step.replanned:
             self._publish_global_plan(navigator)
         stats.mode = step.mode
