@@ -6,10 +6,11 @@ import math
 import pytest
 import yaml
 
+from diffopt_ros.experiments.simulated_runs import excitation_run, route_run
 from diffopt_ros.learn import cli
 from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.controller import mpc_params
-from diffopt_ros.learn.synthetic import excitation_run, route_run, save_bag
+from diffopt_ros.learn.datasets import save_bag
 from diffopt_ros.sim import RobotParams, World
 
 
