@@ -26,34 +26,22 @@ Modules, by what they hold:
 Simulated runs with known true parameters, to try learning without a robot, are in
 :mod:`diffopt_ros.experiments.simulated_runs`.
 """
-from importlib import import_module
+from diffopt_ros.lazy_exports import lazy_exports
 
 # the public names and their modules: imported on first use (PEP 562), so that
 # ``diffopt-ros learn --help`` and argument errors answer without importing torch
-_EXPORTS = {
-    'TRAINING_MODES': 'api', 'learn_cost': 'api', 'learn_dynamics': 'api', 'learn_slam': 'api',
-    'LearnResult': 'results',
-    'DatasetError': 'datasets', 'Plan': 'datasets', 'RunData': 'datasets', 'Series': 'datasets',
-    'load_run': 'datasets', 'load_runs': 'datasets', 'save_bag': 'datasets',
-    'split_runs': 'datasets',
-    'ControlWindows': 'windows', 'control_windows': 'windows', 'prediction_step': 'windows',
-    'mpc_params': 'controller', 'node_mpc': 'controller',
-    'ImitationObjective': 'objectives', 'PredictionObjective': 'objectives',
-    'TrainConfig': 'trainer', 'TrainResult': 'trainer', 'train': 'trainer',
-    'Dataset': 'items', 'TensorItems': 'items',
-    'ExportError': 'export', 'write_params_yaml': 'export',
+_MODULES = {
+    'api': ('learn_dynamics', 'learn_cost', 'learn_slam', 'TRAINING_MODES'),
+    'results': ('LearnResult',),
+    'datasets': ('RunData', 'Series', 'Plan', 'load_run', 'load_runs', 'save_bag', 'split_runs',
+                 'DatasetError'),
+    'windows': ('ControlWindows', 'control_windows', 'prediction_step'),
+    'controller': ('mpc_params', 'node_mpc'),
+    'objectives': ('PredictionObjective', 'ImitationObjective'),
+    'trainer': ('train', 'TrainConfig', 'TrainResult'),
+    'items': ('Dataset', 'TensorItems'),
+    'export': ('write_params_yaml', 'ExportError'),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(import_module(f'{__name__}.{module}'), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
