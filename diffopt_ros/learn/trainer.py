@@ -13,9 +13,8 @@ and whose ``report()`` returns the learned values by their parameter names. The 
 - shows its progress on rank 0 (:class:`~diffopt_ros.progress.Progress`: a tqdm bar on a
   terminal, a plain line every few seconds in a log or under ``progress=False``), logs
   ``metrics.csv`` and ``loss.png`` (:func:`~diffopt_ros.learn.plots.plot_history`) in
-  ``out_dir``, saves
-  ``checkpoint.pt`` (state dicts only, loaded with ``weights_only=True``) every
-  ``checkpoint_every`` epochs and at the end, and resumes from one.
+  ``out_dir``, saves ``checkpoint.pt`` (state dicts only, loaded with ``weights_only=True``)
+  every ``checkpoint_every`` epochs and at the end, and resumes from one.
 
 Items come as a :class:`~diffopt_ros.learn.items.Dataset` (e.g.
 :class:`~diffopt_ros.learn.items.TensorItems`).
