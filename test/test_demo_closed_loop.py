@@ -3,7 +3,7 @@ recorded drive tracks the timed reference at least 30 % better than with the nom
 
 The simulator (the demo's true robot, config/sim.yaml: gains 0.8/0.7, lags 0.25/0.2 s) and the
 receding-horizon MPC (config/mpc.yaml with the demo's overrides; nominal gains 1, lags 0.05 s)
-in one deterministic loop (diffopt_ros.learn.closed_loop); the MPC closes the loop on the true
+in one deterministic loop (diffopt_ros.demo.closed_loop); the MPC closes the loop on the true
 state, so the error is the controller's own. System identification sees only what a robot
 records: the commands and the wheel odometry (/odom)."""
 import math
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from diffopt_ros import paths
+from diffopt_ros.demo.closed_loop import drive_course
+from diffopt_ros.demo.course import load_course
 from diffopt_ros.learn.api import learn_dynamics
-from diffopt_ros.learn.closed_loop import drive_course
 from diffopt_ros.learn.controller import mpc_params
 from diffopt_ros.mpc.receding import MpcSettings
-from diffopt_ros.nodes.demo import load_course
 from diffopt_ros.sim import RobotParams
 
 TRUE = {'model.gain_v': 0.8, 'model.gain_omega': 0.7, 'model.tau_v': 0.25, 'model.tau_omega': 0.2}

@@ -2,14 +2,14 @@
 
 What ``diffopt-ros demo`` does with four nodes, in one deterministic loop: the course is a list
 of goals; each leg turns in place towards its goal, then follows a timed straight line at
-``speed`` (:class:`~diffopt_ros.learn.course.Leg`); the MPC (``RecedingHorizonSolver``,
+``speed`` (:class:`~diffopt_ros.demo.course.Leg`); the MPC (``RecedingHorizonSolver``,
 settings from ``mpc_node`` parameters) runs every ``dt`` s of sim time on the state it is given,
 and the simulator holds its command until the next solve (``sim_node``'s lock-step). The run
 comes back as :class:`~diffopt_ros.learn.datasets.RunData` (odometry, ground truth, commands),
 so system identification can learn from it, with the tracking error
-(:func:`~diffopt_ros.learn.course.tracking_rmse`). Example::
+(:func:`~diffopt_ros.demo.metrics.tracking_rmse`). Example::
 
-    from diffopt_ros.learn.closed_loop import drive_course
+    from diffopt_ros.demo.closed_loop import drive_course
     from diffopt_ros.learn.controller import mpc_params
     from diffopt_ros.mpc.receding import MpcSettings
     run = drive_course('loop', [[1.5, 10.5], [18.5, 10.5]], MpcSettings.from_params(mpc_params()))
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffopt_ros.learn.course import Leg, tracking_rmse
+from diffopt_ros.demo.course import Leg
+from diffopt_ros.demo.metrics import tracking_rmse
 from diffopt_ros.learn.datasets import RunData, Series
 from diffopt_ros.mpc.receding import (
     MpcSettings,
