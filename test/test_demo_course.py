@@ -1,13 +1,19 @@
-"""The demo's course file (diffopt_ros.demo.course): loads, and bad keys are named."""
+"""The demo's course (diffopt_ros.demo.course): the file loads, bad keys are named; the world's
+map file reads back as the world's grid, in the frame asked for."""
+import math
+
+import numpy as np
 import pytest
 
 from diffopt_ros import paths
-from diffopt_ros.demo.course import DemoError, load_course
+from diffopt_ros.demo.course import DemoError, load_course, write_world_map
+from diffopt_ros.maps import load_map, world_grid
+from diffopt_ros.sim import World
 
 
 def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     course = load_course(paths.config_path('demo.yaml'))
-    assert course.world == 'loop' and course.speed > 0 and course.goals.shape == (4, 2)
+    assert course.world == 'clutter' and course.goals.shape == (4, 2) and course.goal_timeout > 0
     assert course.overrides['mpc_node']['control_rate'] > 0
     bad = tmp_path / 'course.yaml'
     bad.write_text('course:\n  sped: 0.3\n')
@@ -16,8 +22,14 @@ def test_course_file_loads_and_bad_keys_are_named(tmp_path):
     bad.write_text('learn:\n  slma: false\n')
     with pytest.raises(DemoError, match='slma'):
         load_course(bad)
-    bad.write_text('course:\n  speed: -1\n')
+    bad.write_text('course:\n  goal_timeout: -1\n')
+    with pytest.raises(DemoError, match='goal_timeout'):
+        load_course(bad)
+    bad.write_text('course:\n  speed: 0.7\n')      # goals only: no timed legs, no speed
     with pytest.raises(DemoError, match='speed'):
+        load_course(bad)
+    bad.write_text('course:\n  goals: [[1, .nan]]\n')
+    with pytest.raises(DemoError, match='goals'):
         load_course(bad)
     bad.write_text('overrides:\n  mpc: {horizon: 3}\n')
     with pytest.raises(DemoError, match='mpc'):
@@ -32,3 +44,21 @@ def test_course_file_loads_and_bad_keys_are_named(tmp_path):
         load_course(bad)
     bad.write_text('overrides:\n  sim_node: {wait_for_cmd: 1}\n')
     assert load_course(bad).overrides['sim_node'] == {'wait_for_cmd': 1.0}
+
+    # the MPC's settings as the demo runs them: an override, else the node's default
+    assert course.mpc_value('reference_speed') == course.overrides['mpc_node']['reference_speed']
+    assert course.mpc_value('goal_tolerance') == 0.15
+
+
+def test_world_map_file_is_the_world_grid_in_the_estimate_frame(tmp_path):
+    world = World.load('clutter')
+    grid = world_grid(world, 0.05)
+    in_map = load_map(write_world_map(world, tmp_path / 'map'))
+    np.testing.assert_array_equal(in_map.data, grid.data)
+    assert in_map.resolution == grid.resolution and in_map.origin == pytest.approx(grid.origin)
+    # /odom's frame starts at the robot's start pose: the same cells, origin shifted
+    in_odom = load_map(write_world_map(world, tmp_path / 'odom_map', [1.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(in_odom.data, grid.data)
+    assert in_odom.origin == pytest.approx((grid.origin[0] - 1.0, grid.origin[1] - 1.0))
+    with pytest.raises(DemoError, match='rotated'):
+        write_world_map(world, tmp_path / 'rotated', [1.0, 1.0, math.pi / 2])

@@ -4,7 +4,6 @@ import math
 import numpy as np
 
 from diffopt_ros.demo import metrics
-from diffopt_ros.demo.course import Leg
 
 
 def test_metrics_on_known_trajectories():
@@ -18,26 +17,21 @@ def test_metrics_on_known_trajectories():
     aligned = metrics.align_to_first_pose(t, est, t, truth)
     assert math.isclose(metrics.position_rmse(t, aligned, t, truth), 0.0, abs_tol=1e-12)  # first pose
     assert math.isclose(metrics.position_rmse(t, est_truth, t, truth), 0.1, rel_tol=1e-9)
-    leg = Leg(start=np.zeros(2), goal=np.array([4.0, 0.0]), t0=1.0, speed=1.0, turn=1.0)
-    assert leg.duration == 5.0
-    times, points = leg.waypoints(0.5)
-    assert np.all(np.diff(times) > 0) and times[0] == 1.0 and times[-1] == 6.0
-    np.testing.assert_allclose(points[[0, 1, -1]], [[0, 0], [0, 0], [4, 0]])
-    # The robot 1 s behind the reference while moving: error 1 m over the 4 moving seconds.
-    robot = np.column_stack([np.clip(t - 3.0, 0.0, 4.0), np.zeros_like(t)])
-    inside = (t >= 1.0) & (t <= 8.0)
-    expected = np.sqrt(np.mean((leg.reference(t[inside])[:, 0] - robot[inside, 0]) ** 2))
-    assert math.isclose(metrics.tracking_rmse([(leg, 8.0)], t, robot), expected)
-    assert 0.5 < expected < 1.0
-    # An estimate that jumps 0.3 m sideways at t = 5 s (a loop closure) while the wheels drive on.
-    estimate = truth.copy()
-    estimate[t >= 5.0, 1] += 0.3
-    jumps = metrics.estimate_jumps(t, estimate, t, truth, threshold=0.1)
-    assert len(jumps) == 1 and math.isclose(jumps[0][0], 5.0)
-    assert math.isclose(jumps[0][1], math.hypot(0.1, 0.3) - 0.1)   # moved minus driven
-    assert metrics.estimate_jumps(t, truth, t, truth) == []
-    # Leaving out the settling time after it: only the samples inside the interval are dropped.
-    ref_leg = Leg(start=np.zeros(2), goal=np.array([10.0, 0.0]), t0=0.0, speed=1.0)
-    assert math.isclose(metrics.tracking_rmse([(ref_leg, 10.0)], t, estimate, [(5.0, 10.0)]), 0.0,
-                        abs_tol=1e-12)
-    assert metrics.tracking_rmse([(ref_leg, 10.0)], t, estimate) > 0.2
+    assert math.isclose(metrics.path_length(truth), 10.0)
+
+
+def test_path_deviation_follows_the_plan_in_force():
+    # Along x at y = 0.1 for 10 s; a first plan along y = 0 (deviation 0.1 m), replaced at t = 5 s
+    # by one along y = 0.4 (0.3 m); an empty plan (unreachable goal) from t = 8 s counts nothing.
+    t = np.linspace(0.0, 10.0, 101)
+    positions = np.column_stack([t, np.full_like(t, 0.1)])
+    plans = [(0.0, np.array([[0.0, 0.0], [10.0, 0.0]])), (5.0, np.array([[0.0, 0.4], [10.0, 0.4]])),
+             (8.0, np.zeros((0, 2)))]
+    np.testing.assert_allclose(metrics.distance_to_path(np.array([[5.0, 0.1], [12.0, 0.0], [-3.0, 4.0]]),
+                                                        plans[0][1]), [0.1, 2.0, 5.0])
+    first, second = (t < 5.0), (t >= 5.0) & (t < 8.0)
+    expected = math.sqrt((first.sum() * 0.1 ** 2 + second.sum() * 0.3 ** 2) / (first.sum() + second.sum()))
+    assert math.isclose(metrics.path_deviation(t, positions, plans, [(0.0, 10.0)]), expected)
+    # only while a goal is driven to: the interval [0, 4] sees the first plan only
+    assert math.isclose(metrics.path_deviation(t, positions, plans, [(0.0, 4.0)]), 0.1)
+    assert math.isnan(metrics.path_deviation(t, positions, [], [(0.0, 10.0)]))

@@ -1,19 +1,23 @@
-"""The demo's course: ``config/demo.yaml`` (world, goals, run settings, node overrides) and its
-legs (timed straight lines between goals).
+"""The demo's course: ``config/demo.yaml`` (world, goals, run settings, node overrides), and the
+world's map as the MPC navigates on it.
 
-Numpy and yaml only (the demo's command line reads it without torch). Positions in m (map
-frame), times in s (sim time).
+A course is goals only: ``mpc_node`` plans each goal on the map and reaches it with the obstacle
+cost (``navigation.enabled``). Numpy and yaml only (the demo's command line reads it without
+torch). Positions in m (map frame), times in s (sim time).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from diffopt_ros.params import schema_for
+
+#: Keys of the ``course`` section, all numbers >= 0 (s, m).
+_NUMBERS = ('reach_tolerance', 'goal_timeout', 'settle_time')
 
 
 class DemoError(RuntimeError):
@@ -22,20 +26,40 @@ class DemoError(RuntimeError):
 
 @dataclass
 class Course:
-    """What ``config/demo.yaml`` describes (units: m, s, m/s)."""
+    """What ``config/demo.yaml`` describes.
 
-    world: str = 'loop'
+    Attributes:
+        world: world name under ``config/worlds`` or a world file.
+        seed: simulator noise seed.
+        real_time_factor: cap on simulated s per wall s (0: none).
+        state_topic: what the MPC closes the loop on (``/slam/odom`` or ``/odom``).
+        goals: ``(K, 2)`` goals (m, the world's map frame), driven in order; empty: the world's
+            route.
+        reach_tolerance: a goal counts as reached when the true robot ends this close (m).
+        goal_timeout: sim time allowed per goal (s).
+        settle_time: sim time before the first goal (s; SLAM and the MPC start up).
+        learn: settings of the learning phase (``dynamics_epochs``, ``slam``).
+        overrides: node parameters changed for the demo, ``{node: {name: value}}``.
+    """
+
+    world: str = 'clutter'
     seed: int = 0
     real_time_factor: float = 0.0
     state_topic: str = '/slam/odom'
     goals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    speed: float = 0.5
-    turn_rate: float = 0.8
     reach_tolerance: float = 0.4
-    goal_timeout: float = 25.0
+    goal_timeout: float = 60.0
     settle_time: float = 1.0
     learn: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
+
+    def mpc_value(self, name: str):
+        """``mpc_node`` parameter ``name`` as the demo runs it: its override, else the schema's
+        default (the learned file changes only the model)."""
+        values = self.overrides.get('mpc_node', {})
+        if name in values:
+            return values[name]
+        return next(p.default for p in schema_for('mpc_node') if p.name == name)
 
 
 def load_course(path: str | Path) -> Course:
@@ -51,9 +75,7 @@ def load_course(path: str | Path) -> Course:
     if not isinstance(data, dict):
         raise DemoError(f'{path}: expected a mapping')
     known = {'world', 'seed', 'real_time_factor', 'state_topic', 'course', 'learn', 'overrides'}
-    course_keys = {'goals', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
-                   'settle_time'}
-    unknown = (set(data) - known | set(data.get('course') or {}) - course_keys
+    unknown = (set(data) - known | set(data.get('course') or {}) - {'goals', *_NUMBERS}
                | set(data.get('learn') or {}) - {'dynamics_epochs', 'slam'})
     if unknown:
         raise DemoError(f'{path}: unknown key(s) {sorted(unknown)}')
@@ -71,58 +93,38 @@ def load_course(path: str | Path) -> Course:
         course.overrides = {node: schema_for(node).check(values, f'overrides.{node}')
                             for node, values in course.overrides.items()}
         course.goals = np.asarray(flat.get('goals') or [], dtype=np.float64).reshape(-1, 2)
-        for name in ('real_time_factor', 'speed', 'turn_rate', 'reach_tolerance', 'goal_timeout',
-                     'settle_time'):
+        if not np.all(np.isfinite(course.goals)):
+            raise ValueError('course.goals must be finite [x, y] pairs')
+        for name in ('real_time_factor', *_NUMBERS):
             value = float(getattr(course, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f'{name} = {value} must be a finite number >= 0')
             setattr(course, name, value)
-        if course.speed <= 0 or course.turn_rate <= 0:
-            raise ValueError('course.speed and course.turn_rate must be > 0')
+        if course.goal_timeout <= 0:
+            raise ValueError('course.goal_timeout must be > 0')
     except (TypeError, ValueError) as exc:
         raise DemoError(f'{path}: {exc}') from exc
     return course
 
 
-@dataclass
-class Leg:
-    """One leg of a course: turn in place towards ``goal``, then a timed straight line.
+def write_world_map(world, stem: str | Path, frame_origin=(0.0, 0.0, 0.0)) -> Path:
+    """Write the world's occupancy grid (0.05 m cells, what a map_server would serve for it) as
+    ``<stem>.yaml`` + ``<stem>.pgm`` (map_server format), in a frame whose origin is
+    ``frame_origin`` ``[x, y, yaw]`` in the world (``/odom``'s: the robot's start pose).
 
-    Positions in m (map frame), times in s (sim time).
+    Returns:
+        The YAML file (``mpc_node``'s ``map_file``).
+
+    Raises:
+        DemoError: a frame rotated against the world (map files cannot be rotated).
     """
+    from diffopt_ros.maps import world_grid  # here: these import torch (not for --help)
+    from diffopt_ros.slam.occupancy import save_map
 
-    start: np.ndarray
-    goal: np.ndarray
-    t0: float            # when the leg starts (the turn in place)
-    speed: float         # m/s along the line
-    turn: float = 0.0    # s of turning in place before the reference moves
-
-    @classmethod
-    def towards(cls, start_pose, goal, t0: float, speed: float, turn_rate: float) -> Leg:
-        """The leg from ``start_pose`` ``[x, y, yaw]`` to ``goal`` ``[x, y]``: the turn lasts
-        the heading change over ``turn_rate`` (rad/s)."""
-        start = np.asarray(start_pose, dtype=np.float64)
-        goal = np.asarray(goal, dtype=np.float64)
-        heading = math.atan2(goal[1] - start[1], goal[0] - start[0])
-        turn = abs(math.remainder(heading - start[2], 2 * math.pi)) / turn_rate
-        return cls(start=start[:2].copy(), goal=goal[:2].copy(), t0=t0, speed=speed, turn=turn)
-
-    @property
-    def duration(self) -> float:
-        """Planned duration (s), turn included."""
-        return self.turn + float(np.hypot(*(self.goal - self.start))) / self.speed
-
-    def reference(self, t: np.ndarray) -> np.ndarray:
-        """Reference positions ``(N, 2)`` at times ``t`` ``(N,)`` (held at the ends)."""
-        moving = max(self.duration - self.turn, 1e-9)
-        frac = np.clip((t - self.t0 - self.turn) / moving, 0.0, 1.0)[:, None]
-        return self.start + frac * (self.goal - self.start)
-
-    def waypoints(self, step: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-        """Strictly increasing times ``(K,)`` and positions ``(K, 2)``: the start, then every
-        ``step`` s along the line."""
-        moving = self.duration - self.turn
-        times = self.t0 + self.turn + np.append(np.arange(0.0, moving, step), moving)
-        if self.turn > 0:
-            times = np.concatenate([[self.t0], times])
-        return times, self.reference(times)
+    x, y, yaw = (float(v) for v in frame_origin)
+    if abs(math.remainder(yaw, 2 * math.pi)) > 1e-9:
+        raise DemoError(f'world {world.name}: its start yaw is {yaw:g} rad; a map in that frame '
+                        'would be rotated, which map files cannot be: use --state-topic /slam/odom')
+    grid = world_grid(world, 0.05)
+    grid = replace(grid, origin=(grid.origin[0] - x, grid.origin[1] - y))
+    return save_map(grid, stem)[1]

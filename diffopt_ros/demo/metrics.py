@@ -1,5 +1,5 @@
-"""What the demo measures, numpy only: trajectory errors against ground truth, the tracking
-error against the course's timed legs, corrections of the estimate, and frame changes.
+"""What the demo measures, numpy only: trajectory errors against ground truth, path length,
+the deviation from the global path, and frame changes.
 
 Poses are ``(N, 3)`` ``[x, y, yaw]`` (m, rad), times ``(N,)`` in s (sim time).
 """
@@ -9,23 +9,14 @@ import math
 
 import numpy as np
 
-from diffopt_ros.demo.course import Leg
-
 PREDICTION_AHEAD = 1.0   # s: the MPC prediction compared with what then happened
-#: A correction of the estimate the MPC follows (SLAM's loop closure at the end of the lap):
-#: over JUMP_THRESHOLD m of motion the wheels did not make between two consecutive estimates.
-#: The MPC tracking error leaves out the JUMP_SETTLE s after each (the MPC's 2 s horizon plus
-#: 1 s): how far the estimate jumps is SLAM's drift, not the controller's tracking; the table
-#: shows the error with them too.
-JUMP_THRESHOLD = 0.1     # m
-JUMP_SETTLE = 3.0        # s
 
 
 def align_to_first_pose(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray,
                         gt: np.ndarray) -> np.ndarray:
     """Poses ``est`` ``(N, 3)`` ``[x, y, yaw]`` moved rigidly so their first pose is the ground
     truth's ``(M, 3)`` at that time (the standard alignment for odometry that starts at zero)."""
-    g = _interp_poses(t_gt, gt, t_est[:1])[0]
+    g = interp_poses(t_gt, gt, t_est[:1])[0]
     e = est[0]
     dyaw = g[2] - e[2]
     c, s = math.cos(dyaw), math.sin(dyaw)
@@ -37,7 +28,7 @@ def align_to_first_pose(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray,
     return out
 
 
-def _interp_poses(t: np.ndarray, poses: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+def interp_poses(t: np.ndarray, poses: np.ndarray, t_query: np.ndarray) -> np.ndarray:
     """Poses ``(N, 3)`` at times ``t`` interpolated at ``t_query`` (yaw unwrapped first)."""
     yaw = np.unwrap(poses[:, 2])
     return np.stack([np.interp(t_query, t, poses[:, 0]), np.interp(t_query, t, poses[:, 1]),
@@ -50,54 +41,42 @@ def position_rmse(t_est: np.ndarray, est: np.ndarray, t_gt: np.ndarray, gt: np.n
     inside = (t_est >= t_gt[0]) & (t_est <= t_gt[-1])
     if not np.any(inside):
         return math.nan
-    ref = _interp_poses(t_gt, gt, t_est[inside])
+    ref = interp_poses(t_gt, gt, t_est[inside])
     return float(np.sqrt(np.mean(np.sum((est[inside, :2] - ref[:, :2]) ** 2, axis=1))))
 
 
-def tracking_rmse(legs: list[tuple[Leg, float]], t: np.ndarray, poses: np.ndarray,
-                  exclude: list[tuple[float, float]] = ()) -> float:
-    """RMSE (m) of positions against the timed reference over all legs.
-
-    Args:
-        legs: ``(leg, t_end)``: each leg and the time it ended (goal reached or given up).
-        t: times ``(M,)`` (s) of the positions.
-        poses: positions ``(M, >=2)`` (m, map frame): the true ones, or the estimate the MPC
-            closes the loop on (then the error is the controller's own tracking error).
-        exclude: time intervals ``(start, end)`` (s) left out (see :func:`estimate_jumps`).
-    """
-    errors = []
-    keep = np.ones(len(t), dtype=bool)
-    for start, end in exclude:
-        keep &= ~((t >= start) & (t <= end))
-    for leg, t_end in legs:
-        inside = (t >= leg.t0) & (t <= t_end) & keep
-        errors.append(np.sum((poses[inside, :2] - leg.reference(t[inside])) ** 2, axis=1))
-    errors = np.concatenate(errors) if errors else np.zeros(0)
-    return float(np.sqrt(np.mean(errors))) if errors.size else math.nan
+def path_length(points: np.ndarray) -> float:
+    """Length (m) of the polyline through ``points`` ``(N, >=2)``."""
+    return float(np.sum(np.hypot(*np.diff(points[:, :2], axis=0).T))) if len(points) > 1 else 0.0
 
 
-def estimate_jumps(t: np.ndarray, estimate: np.ndarray, t_odom: np.ndarray, odom: np.ndarray,
-                   threshold: float = 0.1) -> list[tuple[float, float]]:
-    """Corrections of a pose estimate (e.g. a SLAM loop closure): times where it moved more than
-    the wheel odometry did, by over ``threshold`` m.
+def distance_to_path(points: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """Distance (m) of each of ``points`` ``(N, >=2)`` to the polyline ``path`` ``(M, 2)``
+    (``M >= 1``), ``(N,)``."""
+    p = points[:, None, :2]
+    a = path[:-1] if len(path) > 1 else path
+    edge = (path[1:] - path[:-1]) if len(path) > 1 else np.zeros_like(path)
+    t = np.clip(((p - a) * edge).sum(-1) / np.maximum((edge * edge).sum(-1), 1e-300), 0.0, 1.0)
+    return np.sqrt(((p - a - t[..., None] * edge) ** 2).sum(-1)).min(-1)
 
-    Args:
-        t: times ``(N,)`` (s) of the estimate.
-        estimate: ``(N, >=2)`` positions (m).
-        t_odom: times ``(M,)`` (s) of the odometry.
-        odom: ``(M, >=2)`` odometry positions (m, any frame).
-        threshold: m of unexplained motion between two consecutive estimates.
 
-    Returns:
-        ``(time, size)`` of each jump (s, m).
-    """
-    if len(t) < 2 or len(t_odom) < 2:
-        return []
-    moved = np.hypot(*np.diff(estimate[:, :2], axis=0).T)
-    xy = np.column_stack([np.interp(t, t_odom, odom[:, 0]), np.interp(t, t_odom, odom[:, 1])])
-    driven = np.hypot(*np.diff(xy, axis=0).T)
-    jump = moved - driven
-    return [(float(t[i + 1]), float(jump[i])) for i in np.flatnonzero(jump > threshold)]
+def path_deviation(t: np.ndarray, positions: np.ndarray, plans: list, intervals: list) -> float:
+    """RMSE (m) of the distance of ``positions`` ``(N, >=2)`` at times ``t`` ``(N,)`` to the
+    global path in force then: the latest of ``plans`` ``[(time, (M, 2) path), ...]`` (time
+    order; an empty path, an unreachable goal, leaves its samples out), counting only samples
+    inside one of ``intervals`` ``[(start, end), ...]`` (s; while a goal was driven to)."""
+    keep = np.zeros(len(t), dtype=bool)
+    for start, end in intervals:
+        keep |= (t >= start) & (t <= end)
+    stamps = np.array([stamp for stamp, _ in plans])
+    which = np.searchsorted(stamps, t, side='right') - 1 if len(plans) else np.full(len(t), -1)
+    squared = []
+    for k, (_, path) in enumerate(plans):
+        inside = keep & (which == k)
+        if len(path) and np.any(inside):
+            squared.append(distance_to_path(positions[inside], path) ** 2)
+    squared = np.concatenate(squared) if squared else np.zeros(0)
+    return float(np.sqrt(np.mean(squared))) if squared.size else math.nan
 
 
 def se2_maps(origin) -> tuple:

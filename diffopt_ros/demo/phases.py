@@ -1,7 +1,8 @@
 """The phases of ``diffopt-ros demo`` and its command line: record → learn → relaunch.
 
 ROS-free: the drive itself (the four nodes in one process) is handed in by
-``diffopt_ros.nodes.demo``. Phase 1 drives the course (``config/demo.yaml``) and records it to
+``diffopt_ros.nodes.demo``. Phase 1 drives the course (``config/demo.yaml``: goals only, which
+the MPC plans on the world's map and reaches around the obstacles) and records it to
 ``<out>/before``; phase 2 learns the MPC's dynamics (and the SLAM weights) from that bag with
 :mod:`diffopt_ros.learn.api` into ``<out>/learned``; phase 3 drives the same course again with the
 learned dynamics (``<out>/after_dynamics``: same SLAM weights as before, so the MPC rows compare
@@ -66,10 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='diffopt-ros demo',
         description='Closed-loop demo: sim + SLAM + MPC + recorder in one process on sim time, '
-                    'driving a course of goals; then learn the MPC dynamics and SLAM weights from '
+                    'driving a course of goals (the MPC plans each on the world\'s map and avoids '
+                    'obstacles); then learn the MPC dynamics and SLAM weights from '
                     'the recorded bag and drive the course again with the learned dynamics, then with the '
                     'learned dynamics and SLAM weights.',
-        epilog='Writes <out>/before/ (bag), <out>/before.png, <out>/learned/*.yaml, '
+        epilog='Writes <out>/map.yaml (the world\'s map), <out>/before/ (bag), <out>/before.png, '
+               '<out>/learned/*.yaml, '
                '<out>/after_dynamics/ (learned dynamics), <out>/after/ (learned dynamics and '
                'SLAM weights) and their plots.')
     parser.add_argument('--out', type=Path, default=None,

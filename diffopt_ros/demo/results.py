@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from diffopt_ros.demo.metrics import (
-    JUMP_SETTLE,
-    JUMP_THRESHOLD,
     PREDICTION_AHEAD,
     align_to_first_pose,
-    estimate_jumps,
+    path_deviation,
+    path_length,
     position_rmse,
-    tracking_rmse,
 )
 from diffopt_ros.demo.plots import plot_run
 
@@ -53,11 +51,15 @@ class DriveLog:
         predictions: where the MPC predicted the robot ``PREDICTION_AHEAD`` s ahead, rows
             ``[x, y]`` (estimate's frame) at the predicted time.
         predicted: every 20th whole predicted path, each ``(T + 1, 2)`` (map frame), to plot.
+        plans: the MPC's global paths ``(time, (M, 2) map frame)`` as published
+            (``/plan_global``; empty for an unreachable goal).
         solve_ms: MPC solve time of each tick that solved (ms).
         mpc_status: the last MPC diagnostics ``(time, mode, {key: value})``, or None.
-        legs: ``(leg, t_end)`` per finished goal.
-        final_errors: true distance (m) to each goal when its leg ended.
-        reached: goals reached within the course's ``reach_tolerance``.
+        intervals: ``(sent, ended)`` per finished goal (s).
+        outcomes: per finished goal, how it ended: ``'goal reached'``, ``'unreachable'`` or
+            ``'timeout'`` (as the MPC saw it).
+        final_errors: true distance (m) to each goal when it ended.
+        reached: goals whose true final distance is within the course's ``reach_tolerance``.
     """
 
     goals: np.ndarray
@@ -66,36 +68,39 @@ class DriveLog:
         'ground truth', 'odometry', 'SLAM', 'estimate')})
     predictions: Trace = field(default_factory=Trace)
     predicted: list = field(default_factory=list)
+    plans: list = field(default_factory=list)
     solve_ms: list = field(default_factory=list)
     mpc_status: tuple | None = None
-    legs: list = field(default_factory=list)
+    intervals: list = field(default_factory=list)
+    outcomes: list = field(default_factory=list)
     final_errors: list = field(default_factory=list)
     reached: int = 0
 
 
 @dataclass
 class RunResult:
-    """Metrics of one drive of the course (m, s, ms)."""
+    """Metrics of one drive of the course (m, s, ms); see docs/demo.md for their definitions."""
 
     name: str
     bag: Path | None
     goals_reached: int
     goals_total: int
-    tracking_rmse: float
-    true_tracking_rmse: float
-    tracking_rmse_all: float
-    jumps: list
+    time_to_goals: float
+    path_length: float
+    min_clearance: float
+    collisions: int
     prediction_rmse: float
+    plan_deviation: float
     odom_ate: float
     slam_ate: float
     final_errors: list
+    outcomes: list
     sim_time: float
     wall_time: float
     control_rate: float
     solve_ms_p50: float
     solve_ms_p99: float
     deadline_misses: int
-    collisions: int = 0
     plot: Path | None = None
 
     def summary(self) -> str:
@@ -104,51 +109,55 @@ class RunResult:
         return '\n'.join([
             f'== {self.name}: {self.goals_reached}/{self.goals_total} goals reached in '
             f'{self.sim_time:.1f} s sim time ({self.wall_time:.1f} s wall, real-time factor '
-            f'{self.sim_time / max(self.wall_time, 1e-9):.1f})',
-            f'   MPC tracking error (RMSE of the estimate the MPC closes the loop on to the timed '
-            f'reference, without the {JUMP_SETTLE:g} s after each of {len(self.jumps)} estimate '
-            f'corrections > {JUMP_THRESHOLD:g} m'
-            + (f': {", ".join(f"{size:.2f} m at {at:.0f} s" for at, size in self.jumps)}'
-               if self.jumps else '') + f'): {self.tracking_rmse:.3f} m; with them '
-            f'{self.tracking_rmse_all:.3f} m; true position to reference: '
-            f'{self.true_tracking_rmse:.3f} m',
+            f'{self.sim_time / max(self.wall_time, 1e-9):.1f}); per goal: '
+            + ', '.join(f'{o} ({e:.2f} m)' for o, e in zip(self.outcomes, self.final_errors)),
+            f'   time to the goals {self.time_to_goals:.1f} s, path length {self.path_length:.2f} m, '
+            f'minimum clearance {self.min_clearance:.3f} m, {self.collisions} simulator steps '
+            'against an obstacle',
             f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE, on the estimate): '
-            f'{self.prediction_rmse:.3f} m',
-            f'   final distance to each goal (true): '
-            f'{", ".join(f"{e:.2f}" for e in self.final_errors)} m',
+            f'{self.prediction_rmse:.3f} m; deviation from the global path (RMSE): '
+            f'{self.plan_deviation:.3f} m',
             f'   absolute trajectory error (RMSE): SLAM {self.slam_ate:.3f} m vs raw odometry '
             f'{self.odom_ate:.3f} m ({improvement:.0f}% lower)',
             f'   control loop: {self.control_rate:.1f} Hz achieved (sim time), solve time p50 '
             f'{self.solve_ms_p50:.1f} ms, p99 {self.solve_ms_p99:.1f} ms, '
-            f'{self.deadline_misses} deadline misses; {self.collisions} simulator steps against an '
-            'obstacle',
+            f'{self.deadline_misses} deadline misses',
             f'   bag: {self.bag}' + (f'   plot: {self.plot}' if self.plot else ''),
         ])
+
+
+#: Rows of the before/after table: (label, RunResult attribute, unit, decimals).
+TABLE_ROWS = (
+    (f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', 'prediction_rmse', 'm', 3),
+    ('deviation from the global path (RMSE)', 'plan_deviation', 'm', 3),
+    ('time to the goals', 'time_to_goals', 's', 1),
+    ('path length', 'path_length', 'm', 2),
+    ('minimum clearance', 'min_clearance', 'm', 3),
+    ('SLAM ATE (RMSE)', 'slam_ate', 'm', 3),
+    ('raw odometry ATE (RMSE)', 'odom_ate', 'm', 3),
+)
 
 
 def comparison_table(before: RunResult, *after: tuple[str, RunResult]) -> str:
     """The before/after learning table (Markdown): ``before``, then each ``(label, run)`` of
     ``after`` with its change against ``before``."""
-    def cell(a, b, unit):
+    def cell(a, b, unit, digits):
         change = (b / a - 1.0) * 100 if a and math.isfinite(a) and a != 0 else math.nan
-        return f'{b:.3f} {unit} ({change:+.0f}%)'
+        return f'{b:.{digits}f} {unit} ({change:+.0f}%)'
 
-    def row(name, key, unit='m'):
+    def row(name, key, unit, digits):
         first = getattr(before, key)
-        return (f'| {name} | {first:.3f} {unit} | '
-                + ' | '.join(cell(first, getattr(run, key), unit) for _, run in after) + ' |')
+        return (f'| {name} | {first:.{digits}f} {unit} | '
+                + ' | '.join(cell(first, getattr(run, key), unit, digits) for _, run in after) + ' |')
+
+    def counts(name, text):
+        return f'| {name} | {text(before)} | ' + ' | '.join(text(run) for _, run in after) + ' |'
     return '\n'.join([
         '| metric | before learning | ' + ' | '.join(label for label, _ in after) + ' |',
         '|---|---|' + '---|' * len(after),
-        row(f'MPC tracking error (RMSE; without {JUMP_SETTLE:g} s after estimate corrections '
-            f'> {JUMP_THRESHOLD:g} m)', 'tracking_rmse'),
-        row('MPC tracking error (RMSE, all samples)', 'tracking_rmse_all'),
-        row('true position to reference (RMSE)', 'true_tracking_rmse'),
-        row(f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', 'prediction_rmse'),
-        row('SLAM ATE (RMSE)', 'slam_ate'),
-        row('raw odometry ATE (RMSE)', 'odom_ate'),
-        f'| goals reached | {before.goals_reached}/{before.goals_total} | '
-        + ' | '.join(f'{run.goals_reached}/{run.goals_total}' for _, run in after) + ' |',
+        *(row(*spec) for spec in TABLE_ROWS),
+        counts('goals reached', lambda run: f'{run.goals_reached}/{run.goals_total}'),
+        counts('collisions (simulator steps)', lambda run: str(run.collisions)),
     ])
 
 
@@ -159,7 +168,7 @@ def score(name: str, log: DriveLog, world, bag: Path | None, plot_path: Path, si
     Args:
         name: run name.
         log: what the drive logged.
-        world: the :class:`~diffopt_ros.sim.World` driven (for the plot).
+        world: the :class:`~diffopt_ros.sim.World` driven (clearances, plot).
         bag: where the run was recorded.
         plot_path: PNG to write.
         sim_time: s of simulated time the drive took.
@@ -177,29 +186,29 @@ def score(name: str, log: DriveLog, world, bag: Path | None, plot_path: Path, si
             ate[key] = position_rmse(t, aligned[key], t_gt, gt)
         else:
             aligned[key], ate[key] = np.zeros((0, 3)), math.nan
+    driving = np.zeros(len(t_gt), dtype=bool)
+    for start, end in log.intervals:
+        driving |= (t_gt >= start) & (t_gt <= end)
     t_est, est = log.traces['estimate'].arrays(3)
-    est_map = log.from_estimate(est)
-    t_odom, odom = log.traces['odometry'].arrays(3)
-    jumps = estimate_jumps(t_est, est_map, t_odom, odom, JUMP_THRESHOLD)
-    settling = [(at, at + JUMP_SETTLE) for at, _ in jumps]
     t_pred, pred = log.predictions.arrays(2)
     status = log.mpc_status[2] if log.mpc_status else {}
     ticks = float(status.get('ticks', 0))
     solve = np.asarray(log.solve_ms) if log.solve_ms else np.array([math.nan])
     plot = plot_run(plot_path, world, {'ground truth': gt[:, :2], 'odometry': aligned['odometry'],
                                        'SLAM': aligned['SLAM']},
-                    [leg for leg, _ in log.legs], log.predicted,
+                    log.goals, [path for _, path in log.plans], log.predicted,
                     f'{name}: {log.reached}/{len(log.goals)} goals, ATE SLAM '
                     f'{ate["SLAM"]:.2f} m vs odometry {ate["odometry"]:.2f} m')
     return RunResult(
         name=name, bag=bag, goals_reached=log.reached, goals_total=len(log.goals),
-        tracking_rmse=tracking_rmse(log.legs, t_est, est_map, settling),
-        tracking_rmse_all=tracking_rmse(log.legs, t_est, est_map), jumps=jumps,
-        true_tracking_rmse=tracking_rmse(log.legs, t_gt, gt),
+        time_to_goals=float(sum(end - start for start, end in log.intervals)),
+        path_length=path_length(gt[driving]),
+        min_clearance=min((world.clearance(p) for p in gt[driving]), default=math.nan),
+        collisions=collisions,
         prediction_rmse=position_rmse(t_pred, pred, t_est, est) if len(t_est) else math.nan,
-        odom_ate=ate['odometry'],
-        slam_ate=ate['SLAM'], final_errors=log.final_errors, sim_time=sim_time,
-        wall_time=wall_time, control_rate=ticks / max(sim_time, 1e-9),
+        plan_deviation=path_deviation(t_est, log.from_estimate(est), log.plans, log.intervals),
+        odom_ate=ate['odometry'], slam_ate=ate['SLAM'], final_errors=log.final_errors,
+        outcomes=log.outcomes, sim_time=sim_time, wall_time=wall_time,
+        control_rate=ticks / max(sim_time, 1e-9),
         solve_ms_p50=float(np.percentile(solve, 50)), solve_ms_p99=float(np.percentile(solve, 99)),
-        deadline_misses=int(status.get('deadline_misses', 0)), collisions=collisions,
-        plot=plot)
+        deadline_misses=int(status.get('deadline_misses', 0)), plot=plot)

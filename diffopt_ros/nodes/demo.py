@@ -2,11 +2,13 @@
 
 :func:`run_course` runs ``sim_node``, ``slam_node``, ``mpc_node`` and ``recorder_node`` in one
 process (rclpy's EventsExecutor: :func:`~diffopt_ros.nodes.executors.in_process_executor`; sim
-time; in its own DDS domain, :func:`demo_domain_id`) with a small node that sends the course
-(``config/demo.yaml``) and logs what the demo measures. The simulator runs in lock-step with the
-controller (``sim_node``'s ``wait_for_cmd``): simulated time advances as fast as the MPC keeps
-up, up to the course's real-time factor. The phases (record → learn → relaunch), metrics and
-plots are ROS-free, in :mod:`diffopt_ros.demo`.
+time; in its own DDS domain, :func:`demo_domain_id`) with a small node that sends the course's
+goals (``config/demo.yaml``) one at a time on ``/goal_pose`` and logs what the demo measures.
+``mpc_node`` navigates (``navigation.enabled``): it plans each goal on the world's map
+(``map_file``: ``<out>/map.yaml``, written from the world) and avoids obstacles. The
+simulator runs in lock-step with the controller (``sim_node``'s ``wait_for_cmd``): simulated
+time advances as fast as the MPC keeps up, up to the course's real-time factor. The phases
+(record → learn → relaunch), metrics and plots are ROS-free, in :mod:`diffopt_ros.demo`.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from diffopt_ros import paths
 from diffopt_ros.demo import phases
-from diffopt_ros.demo.course import Course, DemoError, Leg
+from diffopt_ros.demo.course import Course, DemoError, write_world_map
 from diffopt_ros.demo.metrics import PREDICTION_AHEAD, se2_maps
 from diffopt_ros.demo.results import DriveLog, RunResult, score
 from diffopt_ros.nodes import ros_convert
@@ -39,11 +41,17 @@ CONFIG_FILES = ('sim.yaml', 'slam.yaml', 'mpc.yaml', 'recorder.yaml')
 
 
 class _Driver:
-    """Publishes the course (goal, then a timed /plan per leg) and logs what the demo measures
+    """Sends the course's goals one at a time on ``/goal_pose`` and logs what the demo measures
     into :attr:`log` (a :class:`~diffopt_ros.demo.results.DriveLog`).
 
-    Wraps an rclpy node created in the demo's context; all times are sim time (s).
+    A goal ends when ``mpc_node`` reports it reached or unreachable (``/diagnostics``), or after
+    the course's ``goal_timeout``. Wraps an rclpy node created in the demo's context; all times
+    are sim time (s).
     """
+
+    #: s after a goal is sent before a status counts for it (two control periods at 10 Hz: a
+    #: status of the previous goal may still be on its way)
+    STATUS_DELAY = 0.2
 
     def __init__(self, node, course: Course, goals_map: np.ndarray, to_estimate, from_estimate):
         self.node, self.course = node, course
@@ -51,17 +59,15 @@ class _Driver:
         self.log = DriveLog(goals=goals_map, from_estimate=from_estimate)
         self.predictions_seen = 0
         self.index = -1             # current goal
-        self.leg: Leg | None = None
-        self._plan_pending = False
+        self.sent_at = 0.0          # when it was sent (s)
         self._frame = 'odom' if course.state_topic == '/odom' else 'map'   # of the estimate
         self.finished = False
         self.lock = threading.Lock()
-        # transient local: matches both of mpc_node's goal/plan subscriptions (the durable one
-        # keeps a goal sent before the node is up); a volatile publisher would be warned about
+        # transient local: matches mpc_node's durable goal subscription (which keeps a goal sent
+        # before the node is up); a volatile publisher would be warned about
         durable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._goal_pub = node.create_publisher(PoseStamped, '/goal_pose', durable)
-        self._plan_pub = node.create_publisher(PathMsg, '/plan', durable)
         sensor = qos_profile_sensor_data
         node.create_subscription(Odometry, '/ground_truth/odom',
                                  lambda m: self._log('ground truth', m), sensor)
@@ -72,6 +78,7 @@ class _Driver:
                                      lambda m: self._log('estimate', m), sensor)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         node.create_subscription(PathMsg, '/mpc/predicted_path', self._on_predicted, 10)
+        node.create_subscription(PathMsg, '/plan_global', self._on_plan, 10)
         node.create_timer(0.1, self._step)
 
     def now(self) -> float:
@@ -96,7 +103,7 @@ class _Driver:
                 t = ros_convert.stamp_to_sec(msg.header.stamp)
                 with self.lock:
                     self.log.mpc_status = (t, status.message, values)
-                    if status.message in ('goal', 'tracking'):
+                    if status.message == 'tracking':
                         self.log.solve_ms.append(float(values['solve_time_ms']))
 
     def _on_predicted(self, msg) -> None:
@@ -114,66 +121,62 @@ class _Driver:
             self.log.predicted.append(self.log.from_estimate(ros_convert.path_to_poses(msg))[:, :2])
         self.predictions_seen += 1
 
-    def _estimate(self) -> np.ndarray | None:
-        trace = self.log.traces['estimate']
-        return np.asarray(trace.rows[-1]) if trace.rows else None
+    def _on_plan(self, msg) -> None:
+        """The MPC's global path (in the estimate's frame), kept in the map frame."""
+        poses = ros_convert.path_to_poses(msg) if msg.poses else np.zeros((0, 3))
+        with self.lock:
+            self.log.plans.append((ros_convert.stamp_to_sec(msg.header.stamp),
+                                   self.log.from_estimate(poses)[:, :2]))
 
     def _step(self) -> None:
         now = self.now()
         with self.lock:
-            estimate = self._estimate()
+            ready = bool(self.log.traces['estimate'].rows)
             status = self.log.mpc_status
-        if self.finished or estimate is None or now < self.course.settle_time:
+        if self.finished or not ready or now < self.course.settle_time:
             return
-        stamp = self.node.get_clock().now().to_msg()
-        if self.leg is None:
-            self._start_leg(0, now, estimate)
+        if self.index < 0:
+            self._send(0, now)
             return
-        if self._plan_pending:   # one tick after the goal, so the plan supersedes it
-            times, points = self.leg.waypoints()
-            est = self.to_estimate(np.column_stack([points, np.zeros(len(points))]))
-            path = ros_convert.poses_to_path(est, stamp, self._frame)
-            for pose, t in zip(path.poses, times):
-                pose.header.stamp = ros_convert.sec_to_stamp(t)
-            self._plan_pub.publish(path)
-            self._plan_pending = False
+        outcome = None
+        if status is not None and status[0] > self.sent_at + self.STATUS_DELAY \
+                and status[1] in ('goal reached', 'unreachable'):
+            outcome = status[1]
+        elif now > self.sent_at + self.course.goal_timeout:
+            outcome = 'timeout'
+        if outcome is None:
             return
-        done = status is not None and status[1] == 'goal reached' and status[0] > self.leg.t0
-        if done or now > self.leg.t0 + self.leg.duration + self.course.goal_timeout:
-            self._finish_leg(now)
-            if self.index + 1 < len(self.log.goals):
-                self._start_leg(self.index + 1, now, estimate)
-            else:
-                self.finished = True
+        self._finish(now, outcome)
+        if self.index + 1 < len(self.log.goals):
+            self._send(self.index + 1, now)
+        else:
+            self.finished = True
 
-    def _start_leg(self, index: int, now: float, estimate: np.ndarray) -> None:
-        self.index = index
-        goals = self.log.goals
-        start = self.log.from_estimate(estimate[None, :3])[0]
-        if index > 0:   # the course, not where the robot happens to be: same legs every run
-            start[:2] = goals[index - 1]
-        self.leg = Leg.towards(start, goals[index], now + 0.1, self.course.speed,
-                               self.course.turn_rate)
-        goal = self.to_estimate(np.array([[*goals[index], 0.0]]))[0]
+    def _send(self, index: int, now: float) -> None:
+        self.index, self.sent_at = index, now
+        goal = self.to_estimate(np.array([[*self.log.goals[index], 0.0]]))[0]
         self._goal_pub.publish(ros_convert.xy_yaw_to_pose(
             goal, self.node.get_clock().now().to_msg(), self._frame))
-        self._plan_pending = True
 
-    def _finish_leg(self, now: float) -> None:
+    def _finish(self, now: float, outcome: str) -> None:
         with self.lock:
             rows = self.log.traces['ground truth'].rows
             truth = rows[-1] if rows else [math.inf, math.inf]
-        error = float(np.hypot(*(np.asarray(truth[:2]) - self.leg.goal)))
+        error = float(np.hypot(*(np.asarray(truth[:2]) - self.log.goals[self.index])))
         self.log.final_errors.append(error)
+        self.log.outcomes.append(outcome)
         self.log.reached += error <= self.course.reach_tolerance
-        self.log.legs.append((self.leg, now))
+        self.log.intervals.append((self.sent_at, now))
 
     def expected_duration(self) -> float:
-        """Rough sim time of the whole course (s): settle + legs at course speed + turns."""
+        """Rough sim time of the whole course (s): settle, then each straight line between goals
+        at the MPC's ``reference_speed`` with a detour of a half, capped at ``goal_timeout``."""
         start = self.log.from_estimate(np.zeros((1, 3)))[:, :2]    # the estimate's origin
         points = np.vstack([start, self.log.goals])
-        length = float(np.sum(np.hypot(*np.diff(points, axis=0).T)))
-        return self.course.settle_time + length / self.course.speed + 3.0 * len(self.log.goals)
+        lines = np.hypot(*np.diff(points, axis=0).T)
+        speed = float(self.course.mpc_value('reference_speed'))
+        per_goal = np.minimum(1.5 * lines / max(speed, 1e-3) + 2.0, self.course.goal_timeout)
+        return self.course.settle_time + float(np.sum(per_goal))
 
 
 def demo_domain_id() -> int:
@@ -218,6 +221,10 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
     goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
     if not len(goals):
         raise DemoError(f'no goals: the course has none and world {world.name} has no route')
+    # /odom starts at the robot's start pose (the odom origin); slam_node's map is the world's.
+    # Goals and the map are given in the estimate's frame, metrics are in the map.
+    origin = world.start if course.state_topic == '/odom' else np.zeros(3)
+    map_file = write_world_map(world, out_dir / 'map', origin)
     # sim_node warns that it cannot keep its real-time factor whenever the lock-step holds it.
     args = ['--ros-args', '--log-level', 'warn', '--log-level', 'sim_node:=error',
             '-p', 'use_sim_time:=true']
@@ -237,13 +244,12 @@ def run_course(course: Course, name: str, out_dir: Path, mpc_learned: Path | Non
             nodes.append(SlamNode(context=context, parameter_overrides=params(
                 'slam_node', learned_params_file=str(slam_learned or ''),
                 initial_pose=[float(v) for v in world.start])))
+            # goals only: mpc_node plans each on the world's map and avoids its obstacles
             nodes.append(MpcNode(context=context, parameter_overrides=params(
-                'mpc_node', learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic)))
+                'mpc_node', learned_params_file=str(mpc_learned or ''), state_topic=course.state_topic,
+                **{'navigation.enabled': True, 'map_file': str(map_file)})))
             driver_node = rclpy.create_node('demo_course', context=context)
             nodes.append(driver_node)
-            # /odom starts at the robot's start pose (the odom origin); slam_node's map is the
-            # world's. Goals and plans are sent in the estimate's frame, metrics are in the map.
-            origin = world.start if course.state_topic == '/odom' else np.zeros(3)
             driver = _Driver(driver_node, course, goals, *se2_maps(origin))
             recorder = RecorderNode(context=context, parameter_overrides=params(
                 'recorder_node', output_dir=str(out_dir), run_name=name, unique_name=False))
