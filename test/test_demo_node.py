@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diffopt_ros import paths
+from diffopt_ros.demo import phases
 from diffopt_ros.demo.course import load_course
 from diffopt_ros.nodes import demo
 
@@ -31,6 +32,13 @@ def test_short_drive_reaches_goals_and_writes_a_readable_bag(tmp_path, capsys):
     assert result.slam_ate < 0.5 * result.odom_ate + 0.01, result.summary()
     assert result.control_rate > 5.0 and result.plot.stat().st_size > 10_000
     assert (tmp_path / 'map.yaml').is_file()      # the map mpc_node navigated on
+    # The recorded commands replayed through the MPC's model on ground truth: the nominal model
+    # (gains 1) is off by about a tenth of a metre after 1 s, the true robot's model is not.
+    nominal = phases.model_error(course, result.bag)
+    true_model = tmp_path / 'true_model.yaml'
+    true_model.write_text('mpc_node:\n  ros__parameters:\n    model.gain_v: 0.8\n'
+                          '    model.gain_omega: 0.7\n    model.tau_v: 0.25\n    model.tau_omega: 0.2\n')
+    assert 0.05 < nominal < 0.3 and phases.model_error(course, result.bag, true_model) < 0.02, nominal
     bag = result.bag
     assert bag == tmp_path / 'short' and (bag / 'metadata.yaml').is_file()
 

@@ -54,6 +54,12 @@ class ClosedLoopRun:
     mpc_values: dict
 
 
+def course_mpc_values(course: Course, mpc_values: dict, learned: dict | None = None) -> dict:
+    """The ``mpc_node`` parameters as the demo runs them: ``mpc_values`` (``config/mpc.yaml``),
+    then the course's overrides, then the ``learned`` values (as ``learned_params_file``)."""
+    return {**mpc_values, **course.overrides.get('mpc_node', {}), **(learned or {})}
+
+
 def drive_course(course: Course, mpc_values: dict, learned: dict | None = None,
                  robot: RobotParams | None = None) -> ClosedLoopRun:
     """Drive ``course``'s goals (its world's route if it has none) with the MPC on the true state.
@@ -66,7 +72,7 @@ def drive_course(course: Course, mpc_values: dict, learned: dict | None = None,
             demo's ``learned_params_file``).
         robot: the true robot (default: ``config/sim.yaml``'s).
     """
-    values = {**mpc_values, **course.overrides.get('mpc_node', {}), **(learned or {})}
+    values = course_mpc_values(course, mpc_values, learned)
     world = World.load(course.world)
     goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
     nav = NavSettings(radius=values['navigation.radius'], inflation=values['navigation.inflation'],

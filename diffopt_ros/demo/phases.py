@@ -12,6 +12,7 @@ the before/after table and the wall time of each phase.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,38 @@ def learn_from_run(course: Course, bag: Path, learned_dir: Path,
             print(f'learned SLAM weights in {slam.metrics["seconds"]:.1f} s ({slam.yaml_path}): '
                   + ', '.join(f'{k} {v:.4g}' for k, v in slam.params.items()))
     return written
+
+
+def model_error(course: Course, bag: Path, mpc_learned: Path | None = None) -> float:
+    """The MPC model's prediction error 1 s ahead against ground truth on a drive's bag (m,
+    RMSE): its ``/cmd_vel`` commands replayed from the true states through the model the MPC
+    ran with (``config/mpc.yaml``, the course's overrides, ``mpc_learned``), by
+    :func:`~diffopt_ros.demo.closed_loop.prediction_rmse`. NaN (with a message) when the bag
+    cannot be read."""
+    # here: torch and the bag reader, which --help does without
+    from diffopt_ros.bag.errors import BagError
+    from diffopt_ros.demo.closed_loop import course_mpc_values, prediction_rmse
+    from diffopt_ros.learn.controller import mpc_params
+    from diffopt_ros.learn.datasets import load_run
+    from diffopt_ros.params_file import read_params_file
+
+    learned = read_params_file(mpc_learned, 'mpc_node') if mpc_learned else None
+    try:
+        run = load_run(bag, require=('/cmd_vel', '/ground_truth/odom'))
+    except BagError as exc:
+        print(f'model prediction error not measured: {exc}', file=sys.stderr)
+        return math.nan
+    return prediction_rmse(run, course_mpc_values(course, mpc_params(), learned))
+
+
+def _drive(drive: Callable[..., RunResult], course: Course, name: str, out: Path,
+           mpc_learned: Path | None = None, **kwargs) -> RunResult:
+    """One drive (``drive(course, name, out, mpc_learned=..., **kwargs)``), its model
+    prediction error from the bag, and its summary printed."""
+    result = drive(course, name, out, mpc_learned=mpc_learned, **kwargs)
+    result.model_error = model_error(course, result.bag, mpc_learned)
+    print(result.summary())
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,34 +179,29 @@ def main(argv: list[str] | None, drive: Callable[..., RunResult], domain_id: int
     phases: dict[str, float] = {}
     began = time.monotonic()
     try:
-        before = drive(course, 'before', out, show_progress=not args.no_progress)
+        progress = not args.no_progress
+        before = _drive(drive, course, 'before', out, show_progress=progress)
         phases['record'] = before.wall_time
-        print(before.summary())
         if args.no_learn:
             _print_phases(phases, began)
             return 0 if before.goals_reached == before.goals_total else 1
         started = time.monotonic()
         try:
-            learned = learn_from_run(course, before.bag, out / 'learned',
-                                     show_progress=not args.no_progress)
+            learned = learn_from_run(course, before.bag, out / 'learned', show_progress=progress)
         except DemoError as exc:
             print(f'learning skipped: {exc}')
             return 0 if before.goals_reached == before.goals_total else 1
         phases['learn'] = time.monotonic() - started
         # The learned dynamics alone first (SLAM as before), so the MPC rows compare controllers
         # on the same estimator; then both learned files, as a relaunch with them would run.
-        runs = [('learned dynamics', drive(course, 'after_dynamics', out,
-                                                mpc_learned=learned['mpc_node'],
-                                                show_progress=not args.no_progress))]
+        runs = [('learned dynamics', _drive(drive, course, 'after_dynamics', out,
+                                            learned['mpc_node'], show_progress=progress))]
         phases['relaunch (dynamics)'] = runs[0][1].wall_time
-        print(runs[0][1].summary())
         if learned.get('slam_node'):
             runs.append(('learned dynamics + SLAM weights',
-                         drive(course, 'after', out, mpc_learned=learned['mpc_node'],
-                                    slam_learned=learned['slam_node'],
-                                    show_progress=not args.no_progress)))
+                         _drive(drive, course, 'after', out, learned['mpc_node'],
+                                slam_learned=learned['slam_node'], show_progress=progress)))
             phases['relaunch (dynamics + SLAM)'] = runs[-1][1].wall_time
-            print(runs[-1][1].summary())
         print('\nBefore / after learning (same course, same seed; change against before):')
         print(comparison_table(before, *runs))
         relaunch = ' '.join(f'{key}_learned_params:={path}' for key, path in

@@ -79,7 +79,8 @@ class DriveLog:
 
 @dataclass
 class RunResult:
-    """Metrics of one drive of the course (m, s, ms); see docs/demo.md for their definitions."""
+    """Metrics of one drive of the course (m, s, ms); see docs/demo.md for their definitions.
+    ``model_error`` is filled in from the drive's bag (:func:`diffopt_ros.demo.phases.model_error`)."""
 
     name: str
     bag: Path | None
@@ -102,6 +103,7 @@ class RunResult:
     solve_ms_p99: float
     deadline_misses: int
     plot: Path | None = None
+    model_error: float = math.nan
 
     def summary(self) -> str:
         """Human-readable summary (several lines)."""
@@ -114,9 +116,9 @@ class RunResult:
             f'   time to the goals {self.time_to_goals:.1f} s, path length {self.path_length:.2f} m, '
             f'minimum clearance {self.min_clearance:.3f} m, {self.collisions} simulator steps '
             'against an obstacle',
-            f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE, on the estimate): '
-            f'{self.prediction_rmse:.3f} m; deviation from the global path (RMSE): '
-            f'{self.plan_deviation:.3f} m',
+            f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE): {self.prediction_rmse:.3f} m '
+            f'on the estimate, its model with the commands sent {self.model_error:.3f} m on ground '
+            f'truth; deviation from the global path (RMSE): {self.plan_deviation:.3f} m',
             f'   absolute trajectory error (RMSE): SLAM {self.slam_ate:.3f} m vs raw odometry '
             f'{self.odom_ate:.3f} m ({improvement:.0f}% lower)',
             f'   control loop: {self.control_rate:.1f} Hz achieved (sim time), solve time p50 '
@@ -129,6 +131,7 @@ class RunResult:
 #: Rows of the before/after table: (label, RunResult attribute, unit, decimals).
 TABLE_ROWS = (
     (f'MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE)', 'prediction_rmse', 'm', 3),
+    (f'MPC model, {PREDICTION_AHEAD:g} s ahead on ground truth (RMSE)', 'model_error', 'm', 4),
     ('deviation from the global path (RMSE)', 'plan_deviation', 'm', 3),
     ('time to the goals', 'time_to_goals', 's', 1),
     ('path length', 'path_length', 'm', 2),
