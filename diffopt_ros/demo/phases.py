@@ -119,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
                              '0: as fast as the control loop keeps up (default from the course)')
     parser.add_argument('--seed', type=int, default=None, help='simulator noise seed')
     parser.add_argument('--state-topic', default=None, choices=('/slam/odom', '/odom'),
-                        help='what the MPC closes the loop on (default from the course)')
+                        help='what the MPC closes the loop on (default from the course); with '
+                             '/odom the drift puts the scans off the map, and goals behind narrow '
+                             'doorways can be reported unreachable')
     parser.add_argument('--no-learn', action='store_true',
                         help='only record and summarise (skip learning and the second drive)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
