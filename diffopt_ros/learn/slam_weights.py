@@ -35,7 +35,8 @@ from diffopt_ros.nlls import Optimizer
 from diffopt_ros.params_file import read_params_file
 from diffopt_ros.progress import Progress
 from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
-from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params
+from diffopt_ros.slam.config import SlamConfig, config_from_params
+from diffopt_ros.slam.system import SlamSystem
 
 #: SlamWeights field -> slam_node parameter, in the order of the learnable log-values.
 WEIGHT_FIELDS = ('odom_xy', 'odom_yaw', 'scan_xy', 'scan_yaw', 'robust_scale')

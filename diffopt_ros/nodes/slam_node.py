@@ -57,7 +57,8 @@ from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.slam import NODE_NAME, SCHEMA
 from diffopt_ros.slam.occupancy import save_map
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamSystem, config_from_params
+from diffopt_ros.slam.config import config_from_params
+from diffopt_ros.slam.system import SlamSystem
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
