@@ -34,8 +34,8 @@ from diffopt_ros.learn.datasets import GROUND_TRUTH_TOPIC, ODOM_TOPIC, SCAN_TOPI
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.params_file import read_params_file
 from diffopt_ros.progress import Progress
-from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.config import SlamConfig, config_from_params
+from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamSystem
 
 #: SlamWeights field -> slam_node parameter, in the order of the learnable log-values.

@@ -54,6 +54,7 @@ from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import scan_to_points, voxel_downsample
 
+
 @dataclass(frozen=True)
 class SlamUpdate:
     """What one call of :meth:`SlamSystem.process` did.
