@@ -27,6 +27,7 @@ from diffopt_ros.nlls.incremental import IncrementalSmoother
 from diffopt_ros.nlls.io import write_g2o
 from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import (
+    EDGE_KINDS,
     PRIOR_INFORMATION,
     SlamGraph,
     build_objective,
@@ -65,6 +66,7 @@ class PoseGraphBackend:
         self._smoother: IncrementalSmoother | None = None
         self._smoother_settings: tuple = ()             # what its factors were built with
         self._sent_edges = 0                            # edges already in the smoother
+        self._factor_of_kind: list[tuple[np.ndarray, float]] = []   # (information, Huber)
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -145,6 +147,11 @@ class PoseGraphBackend:
                                                  cfg.wildfire_threshold)
             self._smoother_settings = self._settings()
             self._sent_edges = 0
+            kinds = torch.arange(len(EDGE_KINDS))       # the factor of an edge of each kind
+            information = edge_information(kinds, self.information_by_kind().cpu()).numpy()
+            self._factor_of_kind = [
+                (np.diag(row), float(cfg.weights.robust_scale) if robust else 0.0)
+                for row, robust in zip(information, robust_edges(kinds).tolist())]
         smoother = self._smoother
         first = smoother.num_variables
         if first < self.num_keyframes:
@@ -152,16 +159,11 @@ class PoseGraphBackend:
                 smoother.add_variable(k, pose)
             if first == 0:
                 smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
-        if self._sent_edges < len(self._edges):
-            new = slice(self._sent_edges, len(self._edges))
-            kinds = torch.tensor(self._kinds[new])
-            information = edge_information(kinds, self.information_by_kind().cpu()).numpy()
-            huber = np.where(robust_edges(kinds).numpy(), float(cfg.weights.robust_scale), 0.0)
-            for n, e in enumerate(range(new.start, new.stop)):
-                i, j = self._edges[e]
-                smoother.add_between(i, j, self._measurements[e].cpu().numpy(),
-                                     np.diag(information[n]), float(huber[n]))
-            self._sent_edges = len(self._edges)
+        for e in range(self._sent_edges, len(self._edges)):
+            i, j = self._edges[e]
+            information, huber = self._factor_of_kind[self._kinds[e]]
+            smoother.add_between(i, j, self._measurements[e].cpu().numpy(), information, huber)
+        self._sent_edges = len(self._edges)
         return smoother
 
     def solve(self, iterate: bool) -> None:
