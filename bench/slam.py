@@ -1,4 +1,4 @@
-"""SLAM update time per keyframe over a long run (many laps of the loop world), and how it grows.
+"""SLAM update time per keyframe step over a long run (many laps of the loop world), and memory.
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N]
@@ -9,24 +9,27 @@ Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsa
 smoother and to GTSAM's iSAM2 in the same run (median / p99 / max update time, total, final
 error against batch Levenberg-Marquardt); ``--soak``: MINUTES of simulated driving round the
 loop world, streamed (no rollout kept), with the occupancy grid updated every 2 s as
-slam_node does, reporting resident memory and update time against the number of keyframes.
+slam_node does, reporting keyframes, edges, resident memory and update time against the
+number of keyframe steps, then the back end against iSAM2 on the same graph changes.
 
-Drives ``--laps`` laps of the loop world in the simulator (10 Hz scans, drifting odometry),
-runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, per lap, the per-keyframe update
-time (front end + back end) and the back-end solve time: median, 90th percentile and maximum,
-with the number of iterated updates (loop closures that disagreed with the estimate) and loop
-closures. A least-squares line through the single-update solve times against the number of
-keyframes gives their growth per 100 keyframes.
+A *keyframe step* is a scan that moved the robot ``keyframe.distance`` / ``keyframe.angle``
+from the last one used: it adds a keyframe, or (in a revisited place) is localized against an
+existing one. Drives ``--laps`` laps of the loop world in the simulator (10 Hz scans,
+drifting odometry), runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, per lap, the
+update time per keyframe step (front end + back end), the new keyframes, and the back-end
+solve time per graph change (median, 90th percentile, maximum), with the iterated updates
+(loop edges that disagreed with the estimate) and loop edges; then the front end alone for
+new keyframes and for localizations, and the ATE of the keyframe estimates and of the robot
+pose the updates gave at every keyframe step.
 
-Peers, on the SAME graph replayed keyframe by keyframe (same edges, weights and Huber loss),
-in the same run: a full Levenberg-Marquardt re-solve of the whole graph per keyframe (the same
-nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2 (incremental smoothing,
-C++). Ratios are back-end time per keyframe in the last lap, ours / peer (< 1: ours faster),
-and the absolute trajectory error (RMSE of keyframe positions, m) of each against the truth.
+Peers replay the SAME graph changes (same keyframes and edges in the same updates, same
+weights and Huber loss) in the same run: a full Levenberg-Marquardt re-solve of the whole
+graph per change (the same nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2
+(incremental smoothing, C++). Ratios are of the median back-end time per change, ours / peer
+(< 1: ours faster); ATE is the RMSE of the keyframe positions (m) against the truth.
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
-its time per update is printed per lap (it grows after a loop correction, which moves many
-keyframe). Times are thread CPU time (``time.thread_time``), so other processes on a shared
-machine do not inflate them; single torch thread.
+its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
+so other processes on a shared machine do not inflate them; single torch thread.
 """
 from __future__ import annotations
 
