@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,8 @@ def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence
 
 def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64,
                       progress: Progress | None = None) -> KeyframeSequence:
-    """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan.
+    """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan,
+    with ``config`` except that no keyframe is re-used (every keyframe step adds one).
 
     Args:
         run: the run.
@@ -122,7 +123,10 @@ def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = tor
                                f'messages (needed to learn the SLAM weights)')
     scans = run.scans
     odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
-    slam = SlamSystem(config, dtype=dtype)
+    # every keyframe step adds a keyframe here (no re-use of keyframes in revisited places): each
+    # pass gives its own odometry, scan and loop edges (more samples of the per-kind weights),
+    # and consecutive keyframes stay linked, which the windows of sub_sequences rely on
+    slam = SlamSystem(replace(config, reuse_distance=0.0), dtype=dtype)
     if progress is not None:
         progress.update(int(len(ok) - ok.sum()))    # scans outside the odometry: skipped
     for k in np.flatnonzero(ok):
