@@ -426,6 +426,7 @@ def main() -> None:
         print(f'{lap + 1:3d}  {first:5d}-{end - 1:5d}  {int(part[:, 5].sum()):5d}   '
               f'{summary(part[:, 1]):>27}   {summary(changed):>27}   {int(part[:, 6].sum()):5d}'
               f'   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}   {map_text}')
+    print(f'all {K} keyframe steps: update ms (median / p90 / max) {summary(rows[:, 1])}')
     front = rows[:, 1] - rows[:, 2]
     print(f'\nfront end (update minus solve) per keyframe step, ms (median / p90 / max): '
           f'new keyframes {summary(front[new])}, localizations {summary(front[~new])}')
