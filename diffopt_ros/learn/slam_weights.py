@@ -2,12 +2,14 @@
 
 From a run with ``/odom``, ``/scan`` and ``/ground_truth/odom``, :func:`keyframe_sequence`
 replays the SLAM front end (:class:`~diffopt_ros.slam.system.SlamSystem`, configured like
-``slam_node``) to get the pose graph it builds online: keyframes, odometry edges, scan-match and
-loop-closure edges with their measurements. :class:`SlamObjective` then re-solves each graph
-with learnable weights (``weights.odom_xy``, ``weights.odom_yaw``, ``weights.scan_xy``,
-``weights.scan_yaw``, ``robust.scale``, stored as logarithms) and scores the solution against
-the ground truth at the keyframe stamps; the gradient reaches the weights through the solver
-(``implicit``, ``unroll``, ``truncated`` or ``dlm`` backward, :mod:`diffopt_ros.nlls`).
+``slam_node`` but adding a keyframe at every keyframe step, none re-used) to get the pose graph
+of the run: keyframes, odometry edges, scan-match and loop-closure edges with their
+measurements, of the same kinds and weights as the graph slam_node keeps. :class:`SlamObjective`
+then re-solves each graph with learnable weights (``weights.odom_xy``, ``weights.odom_yaw``,
+``weights.scan_xy``, ``weights.scan_yaw``, ``robust.scale``, stored as logarithms) and scores
+the solution against the ground truth at the keyframe stamps; the gradient reaches the weights
+through the solver (``implicit``, ``unroll``, ``truncated`` or ``dlm`` backward,
+:mod:`diffopt_ros.nlls`).
 
 The trajectory error is the absolute trajectory error after aligning the first keyframe to the
 ground truth (the map frame starts at the first odometry pose): the mean squared position
