@@ -129,7 +129,8 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     from diffopt_ros.maps import world_grid
     from diffopt_ros.mpc.receding import MpcSettings
     from diffopt_ros.sim import Simulator, World
-    from diffopt_ros.slam.system import SlamSystem, config_from_params
+    from diffopt_ros.slam.config import config_from_params
+    from diffopt_ros.slam.system import SlamSystem
 
     world = world if isinstance(world, World) else World.load(world)
     true_robot = true_robot or sim_robot(robot)

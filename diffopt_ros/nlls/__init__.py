@@ -35,7 +35,7 @@ _EXPORTS = {
     'FactorizationError': 'linear', 'Cauchy': 'losses', 'GemanMcClure': 'losses', 'Huber': 'losses',
     'RobustLoss': 'losses', 'Objective': 'objective', 'Optimizer': 'optimizer',
     'SolveResult': 'optimizer', 'BACKWARD_MODES': 'optimizer', 'Variable': 'variables',
-    'Vector': 'variables', 'PoseGraph': 'pose_graph',
+    'Vector': 'variables',
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
