@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + '\n', encoding='utf-8')
     if args.record:
-        from diffopt_ros.learn.synthetic import save_bag
+        from diffopt_ros.learn.datasets import save_bag
 
         print(f'recorded {save_bag(result.run, args.record)}')
     return 0 if result.success else 1
