@@ -130,8 +130,7 @@ class MpcNode(LifecycleNode):
 
     # ----------------------------------------------------------------- parameters
     def _on_params(self, changes: dict) -> str | None:
-        merged = {**self._values, **changes}
-        reason = SCHEMA.combination(merged)
+        merged, reason = SCHEMA.change(self._values, changes)
         if reason:
             return reason
         with self._lock:

@@ -270,6 +270,12 @@ class NodeSchema:
         close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.7)
         return f'; did you mean {close[0]!r}?' if close else ''
 
+    def change(self, values: dict, changes: dict) -> tuple[dict, str | None]:
+        """``values`` updated by a run-time change set, and why :attr:`combination` rejects the
+        result (``None``: accepted). Nodes call it from their parameter callback."""
+        merged = {**values, **changes}
+        return merged, self.combination(merged) if self.combination is not None else None
+
     def combination_rule(self) -> str:
         """The rule :attr:`combination` checks: the first paragraph of its docstring."""
         return (self.combination.__doc__ or '').split('\n\n')[0].strip() if self.combination else ''
