@@ -4,12 +4,12 @@
   the right choice for small problems (n up to ~1000) and large batches.
 * :class:`SparseCholesky`: ``H`` stored as the values ``(B, nnz)`` of a fixed sparsity pattern
   computed once per problem structure, with the scatter map from factor blocks to it. Numeric
-  factorization by CHOLMOD: through ``scikit-sparse`` when it is installed (supernodal for the
-  larger problems,
-  fill-reducing ordering and symbolic analysis are computed once and re-used by every
-  factorization), else through ``cholespy`` (a pip wheel; it re-orders on every factorization),
-  else scipy's SuperLU. CUDA tensors are factorized on the CPU and the solution is returned on
-  the input's device.
+  factorization on the CPU by the supernodal Cholesky of :mod:`~diffopt_ros.nlls.supernodal`
+  (batched torch kernels; fill-reducing ordering, elimination tree, supernodes and index maps
+  computed once and re-used by every factorization), or by CHOLMOD
+  through ``scikit-sparse`` (supernodal, symbolic analysis re-used) or ``cholespy`` (simplicial,
+  re-orders on every factorization), or scipy's SuperLU. CUDA tensors are factorized on the CPU
+  and the solution is returned on the input's device.
 
 Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
 requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1 grad``.
@@ -29,6 +29,7 @@ try:  # CHOLMOD (simplicial) through cholespy, a pip wheel
 except ImportError:  # pragma: no cover - depends on the installation
     cholespy = None
 
+from diffopt_ros.nlls import supernodal
 from diffopt_ros.nlls.objective import Objective
 
 
@@ -84,13 +85,15 @@ class DenseCholesky:
         return torch.cholesky_solve(rhs, factor[0])
 
 
-SPARSE_BACKENDS = ('cholmod', 'cholespy', 'superlu')
+SPARSE_BACKENDS = ('cholmod', 'supernodal', 'cholespy', 'superlu')
 
 
 def sparse_backend(requested: str = 'auto') -> str:
-    """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal), ``'cholespy'``
-    or ``'superlu'``; ``'auto'`` takes the first one installed."""
-    available = {'cholmod': _cholmod is not None, 'cholespy': cholespy is not None, 'superlu': True}
+    """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal, when
+    installed), ``'supernodal'`` (:mod:`~diffopt_ros.nlls.supernodal`, always there),
+    ``'cholespy'`` or ``'superlu'``; ``'auto'`` takes the first one installed."""
+    available = {'cholmod': _cholmod is not None, 'supernodal': True, 'cholespy': cholespy is not None,
+                 'superlu': True}
     if requested == 'auto':
         return next(name for name in SPARSE_BACKENDS if available[name])
     if requested not in available:
@@ -106,6 +109,15 @@ class _CPUFactor:
     def __init__(self, system: SparseCholesky, values: np.ndarray):
         n = system.n
         self._chol = self._lu = self._factor = None
+        if system.backend == 'supernodal':
+            if system._symbolic is None:  # ordering, elimination tree, frontal maps: once
+                system._symbolic = supernodal.SupernodalCholesky(
+                    n, system._rows_np, system._cols_np, system._block_start, system._block_dof)
+            try:
+                self._factor = system._symbolic.factorize(torch.from_numpy(values))
+            except supernodal.NotPositiveDefiniteError as exc:
+                raise FactorizationError(str(exc)) from exc
+            return
         lower = np.ascontiguousarray(values[system._csc_order])
         if system.backend == 'cholmod':  # CHOLMOD factorizes in float64 only
             A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
@@ -135,7 +147,8 @@ class _CPUFactor:
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve for ``b (n,)`` or ``(n, k)``."""
         if self._factor is not None:
-            return self._factor(b)
+            return self._factor.solve(b) if isinstance(self._factor, supernodal.SupernodalFactor) \
+                else self._factor(b)
         if self._chol is not None:
             b = np.ascontiguousarray(b)
             x = np.zeros_like(b)
@@ -208,7 +221,8 @@ class SparseCholesky:
         counts = np.bincount(c[order], minlength=n)
         self._csc_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
         self._rows_np, self._cols_np = r, c
-        self._symbolic = None  # CHOLMOD symbolic factorization, computed at the first factorization
+        self._block_start, self._block_dof = bstart.numpy(), dof.numpy()
+        self._symbolic = None  # symbolic factorization, computed at the first factorization
 
     def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Pattern values ``(B, nnz)`` from per-factor blocks ``(B, E, D, D)``."""
@@ -255,7 +269,7 @@ class SparseCholesky:
     def solve_columns(self, factor, rhs: torch.Tensor) -> torch.Tensor:
         """``H^-1 rhs`` for several right-hand sides ``rhs (B, n, k)`` (no gradient)."""
         b = rhs.detach().cpu().numpy()
-        x = np.stack([f.solve(b[k]) for k, f in enumerate(factor[0])])
+        x = np.stack([f.solve(b[k]) for k, f in enumerate(factor[0])]).astype(b.dtype, copy=False)
         return torch.from_numpy(x).to(rhs.device)
 
 
