@@ -228,9 +228,10 @@ class SupernodalCholesky:
             return offset[sn] + local * width[sn] + col - start_of[sn]
 
         start_of = np.asarray(c0s, np.int64)
-        entries = np.concatenate([by_col[bounds[a]:bounds[b]] for a, b in self.supernodes])
+        entries = by_col  # the supernodes cover every column, in order
         self._a_src = torch.from_numpy(entries)
         self._a_dst = torch.from_numpy(panel_position(owner[ncol[entries]], nrow[entries], ncol[entries]))
+        tril: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.groups = []
         for key in keys:
             _, ns, nu = key
@@ -238,16 +239,20 @@ class SupernodalCholesky:
             K = len(group)
             col_idx = np.concatenate([np.arange(c0s[s], c1s[s]) for s in group])
             row_idx = np.full((K, nu), n, np.int64)  # padded rows: slot n of the solve vector
-            src, dst = [], []
+            src, ri, rj = [], [], []
             for k, s in enumerate(group):
                 r = below_[s]
                 row_idx[k, :len(r)] = r
-                i, j = np.tril_indices(len(r))
+                if len(r) not in tril:
+                    tril[len(r)] = np.tril_indices(len(r))
+                i, j = tril[len(r)]
                 src.append(k * nu * nu + i * nu + j)
-                dst.append(panel_position(owner[r[j]], r[i], r[j]))
+                ri.append(r[i])
+                rj.append(r[j])
+            ri, rj = np.concatenate(ri), np.concatenate(rj)
             self.groups.append((int(offset[group[0]]), K, ns, nu, torch.from_numpy(col_idx),
                                 torch.from_numpy(row_idx.reshape(-1)), torch.from_numpy(np.concatenate(src)),
-                                torch.from_numpy(np.concatenate(dst))))
+                                torch.from_numpy(panel_position(owner[rj], ri, rj))))
         self.num_supernodes = N
 
     def factorize(self, values: torch.Tensor) -> SupernodalFactor:
