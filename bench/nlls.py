@@ -66,18 +66,20 @@ def build(data, device='cpu', measurements=None, information=None, linear='auto'
 
 def ours_lm(name: str, device='cpu', backend='auto'):
     data = read_graph(data_file(name))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     opt = build(data, device, backend=backend)
     with torch.no_grad():
         result = opt.solve()
     if device != 'cpu':
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind
+    return (time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind,
+            time.process_time() - cpu0)
 
 
 def gtsam_lm(name: str, with_load: bool = False):
-    """GTSAM LM seconds (optimizer construction + optimize; with ``with_load`` also reading the
-    file and building the initial values), final error, iterations."""
+    """GTSAM LM wall seconds (optimizer construction + optimize; with ``with_load`` also reading
+    the file and building the initial values), final error, iterations, CPU seconds (process
+    time, all threads)."""
     import gtsam
     path = data_file(name)
     t_load, cpu0 = time.perf_counter(), time.process_time()
@@ -95,12 +97,11 @@ def gtsam_lm(name: str, with_load: bool = False):
         graph, values = gtsam.load2D(path)
         graph.add(gtsam.PriorFactorPose2(0, values.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
     t0 = t_load if with_load else time.perf_counter()
+    cpu0 = cpu0 if with_load else time.process_time()
     opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
     result = opt.optimize()
     seconds = time.perf_counter() - t0
-    if with_load:
-        return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
-    return seconds, graph.error(result), opt.iterations()
+    return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
 
 
 def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, float]:
@@ -122,15 +123,16 @@ def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, flo
             int(last[last.index('iterations') + 1]), cpu)
 
 
-def command_rows(row, names, repeat: int) -> None:
+def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
     """The command (default options) against GTSAM load + optimize, and the thread rows."""
     for name in names:
         runs = {'gtsam': [], 'cmd': [], 't1': [], 't2': []}
         for _ in range(repeat):  # interleaved: every variant sees the same load
             runs['gtsam'].append(gtsam_lm(name, with_load=True))
             runs['cmd'].append(pgo_command(name))
-            runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
-            runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
+            if thread_rows:
+                runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
+                runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
         g_s, g_err, g_it, _ = min(runs['gtsam'])
         g_cpu = min(r[3] for r in runs['gtsam'])
         wall, solve, err, it, _ = min(runs['cmd'])
@@ -140,6 +142,8 @@ def command_rows(row, names, repeat: int) -> None:
             gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
             time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
             error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
+        if not thread_rows:
+            continue
         one, two = min(r[1] for r in runs['t1']), min(r[1] for r in runs['t2'])
         row(case=f'{name} pgo solve, --threads 1 vs 2', device='cpu', threads1_solve_s=one,
             threads2_solve_s=two, ratio_2_over_1=two / one, load_average=os.getloadavg()[0])
@@ -263,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument('--repeat', type=int, default=2, help='runs per LM case; the fastest counts (default 2)')
     p.add_argument('--command-only', action='store_true',
                    help='only the diffopt-ros pgo subprocess and thread rows (w10000, sphere2500)')
+    p.add_argument('--no-thread-rows', action='store_true',
+                   help='skip the command runs with --threads 1 and 2 (the thread rows)')
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -283,11 +289,11 @@ def main(argv=None) -> int:
         print(cells, flush=True)
 
     if args.command_only:
-        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
         if args.json:
             Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
         return 0
-    backends = [b for b in ('cholmod', 'cholespy') if _installed(b)] or ['superlu']
+    backends = [b for b in ('cholmod', 'supernodal', 'cholespy') if _installed(b)]
     for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
         # best of --repeat runs, GTSAM and ours interleaved, so both see the same machine load
         names = backends if name != 'w100' else backends[:1]
@@ -296,12 +302,15 @@ def main(argv=None) -> int:
             runs['gtsam'].append(gtsam_lm(name))
             for backend in names:
                 runs[backend].append(ours_lm(name, backend=backend))
-        g_s, g_err, g_it = min(runs['gtsam'])
+        g_s, g_err, g_it, _ = min(runs['gtsam'])
+        g_cpu = min(r[3] for r in runs['gtsam'])
         for backend in names:
-            o_s, o_err, o_it, kind = min(runs[backend])
-            r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
-                     linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_error=g_err, gtsam_iterations=g_it,
-                     time_ratio_vs_gtsam=o_s / g_s, error_rel_diff=(o_err - g_err) / g_err)
+            o_s, o_err, o_it, kind, _ = min(runs[backend])
+            o_cpu = min(r[4] for r in runs[backend])
+            r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_cpu_s=o_cpu, ours_error=o_err,
+                     ours_iterations=o_it, linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_cpu_s=g_cpu,
+                     gtsam_error=g_err, gtsam_iterations=g_it, time_ratio_vs_gtsam=o_s / g_s,
+                     cpu_ratio_vs_gtsam=o_cpu / g_cpu, error_rel_diff=(o_err - g_err) / g_err)
             if name != 'w100':
                 row(**r)
         if name == 'w100':
@@ -320,12 +329,12 @@ def main(argv=None) -> int:
             r.update(theseus_s=t['seconds'], theseus_error=t['error'], speedup_vs_theseus=t['seconds'] / o_s)
         row(**r)
     if not args.quick:
-        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
         base, peak = peak_memory_mib('w10000')
         row(case='w10000 peak memory', device='cpu', rss_after_imports_mib=base, peak_rss_mib=peak)
     if torch.cuda.is_available():
         for name in ('w10000', 'sphere2500'):
-            o_s, o_err, o_it, kind = ours_lm(name, 'cuda')
+            o_s, o_err, o_it, kind, _ = ours_lm(name, 'cuda')
             row(case=f'{name} LM', device='cuda', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
                 linear=kind)
         o_s, o_err = ours_layer(256, 'implicit', 'cuda')
