@@ -55,8 +55,8 @@ def _block_ordering(NB: int, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
 
 
 def _lower_adjacency(NB: int, bi: np.ndarray, bj: np.ndarray) -> list[list[int]]:
-    """Per block column j, the blocks i > j that share an entry with it."""
-    key = np.unique(bj * NB + bi)  # column-major: sorted by column, then row
+    """Per block column j, the blocks i > j that share an entry with it (pairs without repeats)."""
+    key = np.sort(bj * NB + bi)  # column-major: sorted by column, then row
     col, row = key // NB, key % NB
     low = row > col
     bounds = np.searchsorted(col[low], np.arange(NB + 1)).tolist()
@@ -85,22 +85,20 @@ def _elimination(NB: int, lower_adj: list[list[int]]) -> tuple[list[int], list[l
 def _postorder(parent: np.ndarray) -> np.ndarray:
     """Postorder of a forest (``order[k]`` = the node visited k-th), children in index order."""
     NB = len(parent)
-    children: list[list[int]] = [[] for _ in range(NB)]
-    roots = []
-    for j in range(NB):
-        (children[parent[j]] if parent[j] >= 0 else roots).append(j)
-    order, stack = [], []
-    for r in reversed(roots):
-        stack.append((r, False))
-    while stack:
-        node, done = stack.pop()
-        if done:
+    key = np.where(parent >= 0, parent, NB)  # roots hang under a virtual node NB
+    kids = np.argsort(key, kind='stable')  # children grouped by parent, in index order
+    first = np.searchsorted(key[kids], np.arange(NB + 2)).tolist()
+    kids = kids.tolist()
+    order, stack = [], [(NB, 0)]
+    while stack:  # iterative depth-first search: (node, next child position)
+        node, k = stack[-1]
+        if first[node] + k < first[node + 1]:
+            stack[-1] = (node, k + 1)
+            stack.append((kids[first[node] + k], 0))
+        else:
+            stack.pop()
             order.append(node)
-            continue
-        stack.append((node, True))
-        for c in reversed(children[node]):
-            stack.append((c, False))
-    return np.asarray(order, dtype=np.int64)
+    return np.asarray(order[:-1], dtype=np.int64)
 
 
 def _expand(first: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -128,7 +126,8 @@ class SupernodalCholesky:
         NB = len(block_start)
         self.n = n
         block_of = np.repeat(np.arange(NB), block_dof)
-        bi, bj = block_of[rows], block_of[cols]
+        pairs = np.unique(block_of[rows] * NB + block_of[cols])  # the block pattern
+        bi, bj = pairs // NB, pairs % NB
         order = _block_ordering(NB, bi, bj)
         rank = np.empty(NB, np.int64)
         rank[order] = np.arange(NB)
@@ -187,9 +186,7 @@ class SupernodalCholesky:
         """
         n = self.n
         nrow, ncol = self.iperm[rows], self.iperm[cols]
-        lower = np.nonzero(nrow >= ncol)[0]
-        by_col = lower[np.argsort(ncol[lower], kind='stable')]
-        bounds = np.searchsorted(ncol[by_col], start).tolist()
+        entries = np.nonzero(nrow >= ncol)[0]  # H's lower triangle, in pattern order
         N = len(self.supernodes)
         owner = np.empty(n, np.int64)  # supernode of every column
         c0s, c1s, below_, parent, level = [], [], [], [-1] * N, [0] * N
@@ -228,7 +225,6 @@ class SupernodalCholesky:
             return offset[sn] + local * width[sn] + col - start_of[sn]
 
         start_of = np.asarray(c0s, np.int64)
-        entries = by_col  # the supernodes cover every column, in order
         self._a_src = torch.from_numpy(entries)
         self._a_dst = torch.from_numpy(panel_position(owner[ncol[entries]], nrow[entries], ncol[entries]))
         tril: dict[int, tuple[np.ndarray, np.ndarray]] = {}
