@@ -112,13 +112,15 @@ class _CPUFactor:
         if system.backend == 'supernodal':
             if system._symbolic is None:  # ordering, elimination tree, frontal maps: once
                 system._symbolic = supernodal.SupernodalCholesky(
-                    n, system._rows_np, system._cols_np, system._block_start, system._block_dof)
+                    n, system._rows_np, system._cols_np, system._block_start, system._block_dof,
+                    system._block_pairs)
             try:
                 self._factor = system._symbolic.factorize(torch.from_numpy(values))
             except supernodal.NotPositiveDefiniteError as exc:
                 raise FactorizationError(str(exc)) from exc
             return
-        lower = np.ascontiguousarray(values[system._csc_order])
+        if system.backend in ('cholmod', 'cholespy'):
+            lower = np.ascontiguousarray(values[system._csc_order])
         if system.backend == 'cholmod':  # CHOLMOD factorizes in float64 only
             A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
                                shape=(n, n))
@@ -212,16 +214,17 @@ class SparseCholesky:
         self.diag_index = self.diag_index[torch.arange(int(dof.max()))[None, :] < dof[:, None]].to(dev)
         self.scatter = torch.cat(scatter).to(dev)
         self.rows, self.cols = self.rows.to(dev), self.cols.to(dev)
-        # lower triangle in compressed-column order, for CHOLMOD
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
-        lower = np.nonzero(r >= c)[0]
-        order = lower[np.lexsort((r[lower], c[lower]))]
-        self._csc_order = order
-        self._csc_rows = r[order].astype(np.int32)
-        counts = np.bincount(c[order], minlength=n)
-        self._csc_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        if self.backend in ('cholmod', 'cholespy'):  # lower triangle in compressed-column order
+            lower = np.nonzero(r >= c)[0]
+            order = lower[np.lexsort((r[lower], c[lower]))]
+            self._csc_order = order
+            self._csc_rows = r[order].astype(np.int32)
+            counts = np.bincount(c[order], minlength=n)
+            self._csc_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
         self._rows_np, self._cols_np = r, c
         self._block_start, self._block_dof = bstart.numpy(), dof.numpy()
+        self._block_pairs = (br.numpy(), bc.numpy())
         self._symbolic = None  # symbolic factorization, computed at the first factorization
 
     def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:

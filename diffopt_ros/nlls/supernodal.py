@@ -117,17 +117,21 @@ class SupernodalCholesky:
             diagonal); values passed to :meth:`factorize` are in this order.
         block_start, block_dof: ``(NB,)`` first scalar index and size of each block; every
             pattern entry lies in a dense block pair.
+        block_pairs: ``(bi, bj)``, the block pairs of the pattern without repeats (both
+            triangles), when the caller has them; else derived from ``rows, cols``.
     """
 
     def __init__(self, n: int, rows: np.ndarray, cols: np.ndarray, block_start: np.ndarray,
-                 block_dof: np.ndarray):
+                 block_dof: np.ndarray, block_pairs: tuple[np.ndarray, np.ndarray] | None = None):
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
         block_start, block_dof = np.asarray(block_start, np.int64), np.asarray(block_dof, np.int64)
         NB = len(block_start)
         self.n = n
         block_of = np.repeat(np.arange(NB), block_dof)
-        pairs = np.unique(block_of[rows] * NB + block_of[cols])  # the block pattern
-        bi, bj = pairs // NB, pairs % NB
+        if block_pairs is None:
+            pairs = np.unique(block_of[rows] * NB + block_of[cols])
+            block_pairs = (pairs // NB, pairs % NB)
+        bi, bj = (np.asarray(b, np.int64) for b in block_pairs)
         order = _block_ordering(NB, bi, bj)
         rank = np.empty(NB, np.int64)
         rank[order] = np.arange(NB)
