@@ -109,3 +109,25 @@ def test_optimizer_se3_with_points_matches_dense():
     assert torch.allclose(solutions[0], solutions[1], atol=1e-9)
     assert torch.allclose(grads[0], grads[1], atol=1e-8, rtol=1e-6)
 
+
+
+def test_auto_backend_by_size_and_block_size():
+    """'auto' (without scikit-sparse): supernodal for large 3D problems, cholespy for small or
+    2D ones when installed (bench/RESULTS.md has the measurements behind the threshold)."""
+    from diffopt_ros.lie import SE2
+    from diffopt_ros.nlls import linear
+
+    if linear._cholmod is not None:
+        pytest.skip('scikit-sparse installed: auto takes CHOLMOD')
+
+    def chain(group, N):
+        poses = Variable(group, group.identity(N, dtype=DT), name='poses')
+        z = group.identity(N - 1, dtype=DT)
+        return Objective([Between(poses, torch.arange(N - 1), torch.arange(1, N), z)])
+
+    big_3d = chain(SE3, linear.SUPERNODAL_MIN_DIM // 6 + 1)
+    assert linear.sparse_backend('auto', big_3d) == 'supernodal'
+    small = linear.sparse_backend('auto', chain(SE3, 50))
+    big_2d = linear.sparse_backend('auto', chain(SE2, linear.SUPERNODAL_MIN_DIM // 3 + 1))
+    expected = 'cholespy' if linear.cholespy is not None else 'supernodal'
+    assert small == big_2d == expected

@@ -8,7 +8,8 @@
   (batched torch kernels; fill-reducing ordering, elimination tree, supernodes and index maps
   computed once and re-used by every factorization), or by CHOLMOD
   through ``scikit-sparse`` (supernodal, symbolic analysis re-used) or ``cholespy`` (simplicial,
-  re-orders on every factorization), or scipy's SuperLU. CUDA tensors are factorized on the CPU
+  re-orders on every factorization), or scipy's SuperLU; :func:`sparse_backend` chooses by
+  what is installed and the problem's size and block size. CUDA tensors are factorized on the CPU
   and the solution is returned on the input's device.
 
 Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
@@ -88,14 +89,28 @@ class DenseCholesky:
 SPARSE_BACKENDS = ('cholmod', 'supernodal', 'cholespy', 'superlu')
 
 
-def sparse_backend(requested: str = 'auto') -> str:
+# where the supernodal factorization beats cholespy's (measured with bench/nlls.py and subgraphs of
+# gtsam/Data: sphere2500 loses at 300 poses, wins from 1000 poses on; w10000, 2D, still loses)
+SUPERNODAL_MIN_DIM, SUPERNODAL_MIN_DOF = 4000, 6
+
+
+def sparse_backend(requested: str = 'auto', objective: Objective | None = None) -> str:
     """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal, when
     installed), ``'supernodal'`` (:mod:`~diffopt_ros.nlls.supernodal`, always there),
-    ``'cholespy'`` or ``'superlu'``; ``'auto'`` takes the first one installed."""
+    ``'cholespy'`` or ``'superlu'``. ``'auto'`` takes CHOLMOD when installed; else, for an
+    ``objective`` with at least ``SUPERNODAL_MIN_DIM`` unknowns in blocks of
+    ``SUPERNODAL_MIN_DOF`` (3D poses), the supernodal factorization; else cholespy when
+    installed (its analysis on every call costs less than a supernodal analysis on small or
+    2D problems), else the supernodal one. Without an objective, the first installed of
+    ``SPARSE_BACKENDS``."""
     available = {'cholmod': _cholmod is not None, 'supernodal': True, 'cholespy': cholespy is not None,
                  'superlu': True}
     if requested == 'auto':
-        return next(name for name in SPARSE_BACKENDS if available[name])
+        if objective is None or available['cholmod']:
+            return next(name for name in SPARSE_BACKENDS if available[name])
+        large_3d = (objective.dim >= SUPERNODAL_MIN_DIM
+                    and int(objective.block_dof.max()) >= SUPERNODAL_MIN_DOF)
+        return 'supernodal' if large_3d or not available['cholespy'] else 'cholespy'
     if requested not in available:
         raise ValueError(f'sparse backend {requested!r}: choose auto or one of {", ".join(SPARSE_BACKENDS)}')
     if not available[requested]:
@@ -173,7 +188,7 @@ class SparseCholesky:
     def __init__(self, objective: Objective, backend: str = 'auto'):
         n, NB = objective.dim, objective.num_blocks
         self.n = n
-        self.backend = sparse_backend(backend)
+        self.backend = sparse_backend(backend, objective)
         dof, bstart = objective.block_dof, objective.block_start
         keys, pairs = [], []
         for bidx in objective.block_index:
