@@ -15,6 +15,9 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
   chained odometry for sphere2500) + LM optimize in this process, best of ``--repeat``
   interleaved runs; and the command's solve time with ``--threads 1`` against ``--threads 2``
   (the measurement behind its default). ``--command-only`` runs just these rows.
+* the first N poses of w10000 and sphere2500 with the supernodal and the cholespy sparse
+  factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
+  (``--crossover-only`` runs just these rows).
 * on CUDA: w10000, sphere2500 and w100 x256 on the GPU.
 
 Theseus runs in its own virtual environment (``--theseus-python``; default
@@ -149,6 +152,33 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
             threads2_solve_s=two, ratio_2_over_1=two / one, load_average=os.getloadavg()[0])
 
 
+def crossover_rows(row) -> None:
+    """Build + LM solve CPU seconds of the first N poses of w10000 (2D) and sphere2500 (3D)
+    with the supernodal and the cholespy factorization: where ``sparse_backend('auto')``
+    switches (its thresholds in diffopt_ros/nlls/linear.py)."""
+    for name, sizes in (('w10000', (100, 300, 1000, 3000)), ('sphere2500', (100, 300, 1000))):
+        data = read_graph(data_file(name))
+        for N in sizes:
+            keep = (data.i < N) & (data.j < N)
+            cpu = {}
+            for backend in ('supernodal', 'cholespy'):
+                poses = Variable(data.group, data.poses[:N].clone(), name='poses')
+                d = data.group.dof
+                objective = Objective([Prior(poses, [0], data.poses[:1], 1e6 * torch.eye(d, dtype=DT)),
+                                       Between(poses, data.i[keep], data.j[keep], data.measurements[keep],
+                                               data.information[keep])])
+                t0 = time.process_time()
+                opt = Optimizer(objective, linear_solver='sparse', sparse_backend=backend,
+                                lambda_factor=LAMBDA_FACTOR)
+                with torch.no_grad():
+                    result = opt.solve()
+                cpu[backend] = time.process_time() - t0
+            row(case=f'{name} first {N} poses, build + LM solve', device='cpu', unknowns=objective.dim,
+                supernodal_cpu_s=cpu['supernodal'], cholespy_cpu_s=cpu['cholespy'],
+                ratio=cpu['supernodal'] / cpu['cholespy'], iterations=int(result.iterations[0]),
+                auto=sparse_backend('auto', objective))
+
+
 # ---------------------------------------------------------------------- differentiable batch
 def batch_problem(B: int, seed: int = 0):
     """w100 with B noisy copies of the measurements; the target is the clean solution."""
@@ -269,6 +299,8 @@ def main(argv=None) -> int:
                    help='only the diffopt-ros pgo subprocess and thread rows (w10000, sphere2500)')
     p.add_argument('--no-thread-rows', action='store_true',
                    help='skip the command runs with --threads 1 and 2 (the thread rows)')
+    p.add_argument('--crossover-only', action='store_true',
+                   help='only the supernodal / cholespy rows on growing subgraphs (the auto threshold)')
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -288,6 +320,11 @@ def main(argv=None) -> int:
         cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
         print(cells, flush=True)
 
+    if args.crossover_only:
+        crossover_rows(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
+        return 0
     if args.command_only:
         command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
         if args.json:
@@ -330,6 +367,8 @@ def main(argv=None) -> int:
         row(**r)
     if not args.quick:
         command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
+        if _installed('cholespy'):
+            crossover_rows(row)
         base, peak = peak_memory_mib('w10000')
         row(case='w10000 peak memory', device='cpu', rss_after_imports_mib=base, peak_rss_mib=peak)
     if torch.cuda.is_available():
