@@ -18,7 +18,6 @@ requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as _sp
 import torch
 
 try:  # supernodal CHOLMOD with re-usable symbolic analysis (needs SuiteSparse)
@@ -137,8 +136,9 @@ class _CPUFactor:
         if system.backend in ('cholmod', 'cholespy'):
             lower = np.ascontiguousarray(values[system._csc_order])
         if system.backend == 'cholmod':  # CHOLMOD factorizes in float64 only
-            A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
-                               shape=(n, n))
+            from scipy.sparse import csc_matrix
+            A = csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
+                           shape=(n, n))
             if system._symbolic is None:  # ordering + symbolic analysis, once per structure
                 system._symbolic = _cholmod.analyze(A, mode='auto')  # CHOLMOD picks supernodal or not
             self._factor = system._symbolic.copy()
@@ -155,7 +155,8 @@ class _CPUFactor:
                 raise FactorizationError(str(exc)) from exc
         else:
             import scipy.sparse.linalg as spla
-            A = _sp.csc_matrix((values, (system._rows_np, system._cols_np)), shape=(n, n))
+            from scipy.sparse import csc_matrix
+            A = csc_matrix((values, (system._rows_np, system._cols_np)), shape=(n, n))
             try:
                 self._lu = spla.splu(A)
             except RuntimeError as exc:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 # CHOLMOD's relaxed amalgamation defaults: (at most this many columns, largest fraction of zeros)
@@ -42,13 +41,14 @@ def _block_ordering(NB: int, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
     """Fill-reducing order of the block graph (``order[k]`` = the block eliminated k-th): multiple
     minimum degree on the pattern, taken from SuperLU's column ordering of a diagonally dominant
     matrix with that pattern (symmetric mode, diagonal pivots: rows follow columns)."""
-    import scipy.sparse.linalg as spla
+    import scipy.sparse.linalg as spla  # imported here: the cholespy path needs no scipy
+    from scipy.sparse import csc_matrix
     off = bi != bj
     deg = np.bincount(bi[off], minlength=NB).astype(np.float64)
     rows = np.concatenate((bi[off], np.arange(NB)))
     cols = np.concatenate((bj[off], np.arange(NB)))
     vals = np.concatenate((-np.ones(int(off.sum())), deg + 1.0))
-    G = sp.csc_matrix((vals, (rows, cols)), shape=(NB, NB))
+    G = csc_matrix((vals, (rows, cols)), shape=(NB, NB))
     lu = spla.splu(G, permc_spec='MMD_AT_PLUS_A', diag_pivot_thresh=0.0,
                    options=dict(SymmetricMode=True))
     return np.argsort(lu.perm_c)
