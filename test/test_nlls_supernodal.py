@@ -51,6 +51,21 @@ def test_solve_matches_dense(seed):
     assert np.abs(x0 - expected[:, 0]).max() <= 1e-10 * np.abs(expected).max()
 
 
+@pytest.mark.parametrize('dofs, edges', [
+    ([6], []),                                                     # one block
+    ([3, 3, 2], []),                                               # no edges: a forest of roots
+    ([3] * 10, [(0, 1), (1, 2), (5, 6), (6, 7), (7, 5)]),          # two parts and isolated blocks
+    ([1] * 20, [(k, k + 1) for k in range(19)] + [(0, 19)]),       # scalar blocks, one cycle
+    ([6] * 30, [(0, k) for k in range(1, 30)]),                    # a star
+], ids=['single', 'no-edges', 'two-parts', 'dof1-cycle', 'star'])
+def test_structures(dofs, edges):
+    rng = np.random.default_rng(7)
+    H, rows, cols, start, dofs = _block_matrix(dofs, edges, rng)
+    x = SupernodalCholesky(len(H), rows, cols, start, dofs).factorize(torch.from_numpy(H[rows, cols])).solve(
+        np.ones(len(H)))
+    assert np.abs(H @ x - 1).max() < 1e-10
+
+
 def test_values_in_pattern_order_and_reuse():
     """One symbolic analysis serves matrices with other values (as LM's damping retries)."""
     rng = np.random.default_rng(3)
