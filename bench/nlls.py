@@ -15,6 +15,9 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
   chained odometry for sphere2500) + LM optimize in this process, best of ``--repeat``
   interleaved runs; and the command's solve time with ``--threads 1`` against ``--threads 2``
   (the measurement behind its default). ``--command-only`` runs just these rows.
+* the first N poses of w10000 and sphere2500 with the supernodal and the cholespy sparse
+  factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
+  (``--crossover-only`` runs just these rows).
 * on CUDA: w10000, sphere2500 and w100 x256 on the GPU.
 
 Theseus runs in its own virtual environment (``--theseus-python``; default
@@ -66,18 +69,20 @@ def build(data, device='cpu', measurements=None, information=None, linear='auto'
 
 def ours_lm(name: str, device='cpu', backend='auto'):
     data = read_graph(data_file(name))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     opt = build(data, device, backend=backend)
     with torch.no_grad():
         result = opt.solve()
     if device != 'cpu':
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind
+    return (time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind,
+            time.process_time() - cpu0)
 
 
 def gtsam_lm(name: str, with_load: bool = False):
-    """GTSAM LM seconds (optimizer construction + optimize; with ``with_load`` also reading the
-    file and building the initial values), final error, iterations."""
+    """GTSAM LM wall seconds (optimizer construction + optimize; with ``with_load`` also reading
+    the file and building the initial values), final error, iterations, CPU seconds (process
+    time, all threads)."""
     import gtsam
     path = data_file(name)
     t_load, cpu0 = time.perf_counter(), time.process_time()
@@ -95,12 +100,11 @@ def gtsam_lm(name: str, with_load: bool = False):
         graph, values = gtsam.load2D(path)
         graph.add(gtsam.PriorFactorPose2(0, values.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
     t0 = t_load if with_load else time.perf_counter()
+    cpu0 = cpu0 if with_load else time.process_time()
     opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
     result = opt.optimize()
     seconds = time.perf_counter() - t0
-    if with_load:
-        return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
-    return seconds, graph.error(result), opt.iterations()
+    return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
 
 
 def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, float]:
@@ -122,15 +126,16 @@ def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, flo
             int(last[last.index('iterations') + 1]), cpu)
 
 
-def command_rows(row, names, repeat: int) -> None:
+def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
     """The command (default options) against GTSAM load + optimize, and the thread rows."""
     for name in names:
         runs = {'gtsam': [], 'cmd': [], 't1': [], 't2': []}
         for _ in range(repeat):  # interleaved: every variant sees the same load
             runs['gtsam'].append(gtsam_lm(name, with_load=True))
             runs['cmd'].append(pgo_command(name))
-            runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
-            runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
+            if thread_rows:
+                runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
+                runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
         g_s, g_err, g_it, _ = min(runs['gtsam'])
         g_cpu = min(r[3] for r in runs['gtsam'])
         wall, solve, err, it, _ = min(runs['cmd'])
@@ -140,9 +145,38 @@ def command_rows(row, names, repeat: int) -> None:
             gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
             time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
             error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
+        if not thread_rows:
+            continue
         one, two = min(r[1] for r in runs['t1']), min(r[1] for r in runs['t2'])
         row(case=f'{name} pgo solve, --threads 1 vs 2', device='cpu', threads1_solve_s=one,
             threads2_solve_s=two, ratio_2_over_1=two / one, load_average=os.getloadavg()[0])
+
+
+def crossover_rows(row) -> None:
+    """Build + LM solve CPU seconds of the first N poses of w10000 (2D) and sphere2500 (3D)
+    with the supernodal and the cholespy factorization: where ``sparse_backend('auto')``
+    switches (its thresholds in diffopt_ros/nlls/linear.py)."""
+    for name, sizes in (('w10000', (100, 300, 1000, 3000)), ('sphere2500', (100, 300, 1000))):
+        data = read_graph(data_file(name))
+        for N in sizes:
+            keep = (data.i < N) & (data.j < N)
+            cpu = {}
+            for backend in ('supernodal', 'cholespy'):
+                poses = Variable(data.group, data.poses[:N].clone(), name='poses')
+                d = data.group.dof
+                objective = Objective([Prior(poses, [0], data.poses[:1], 1e6 * torch.eye(d, dtype=DT)),
+                                       Between(poses, data.i[keep], data.j[keep], data.measurements[keep],
+                                               data.information[keep])])
+                t0 = time.process_time()
+                opt = Optimizer(objective, linear_solver='sparse', sparse_backend=backend,
+                                lambda_factor=LAMBDA_FACTOR)
+                with torch.no_grad():
+                    result = opt.solve()
+                cpu[backend] = time.process_time() - t0
+            row(case=f'{name} first {N} poses, build + LM solve', device='cpu', unknowns=objective.dim,
+                supernodal_cpu_s=cpu['supernodal'], cholespy_cpu_s=cpu['cholespy'],
+                ratio=cpu['supernodal'] / cpu['cholespy'], iterations=int(result.iterations[0]),
+                auto=sparse_backend('auto', objective))
 
 
 # ---------------------------------------------------------------------- differentiable batch
@@ -263,6 +297,10 @@ def main(argv=None) -> int:
     p.add_argument('--repeat', type=int, default=2, help='runs per LM case; the fastest counts (default 2)')
     p.add_argument('--command-only', action='store_true',
                    help='only the diffopt-ros pgo subprocess and thread rows (w10000, sphere2500)')
+    p.add_argument('--no-thread-rows', action='store_true',
+                   help='skip the command runs with --threads 1 and 2 (the thread rows)')
+    p.add_argument('--crossover-only', action='store_true',
+                   help='only the supernodal / cholespy rows on growing subgraphs (the auto threshold)')
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -273,7 +311,8 @@ def main(argv=None) -> int:
     if theseus_py is None:
         print('Theseus rows skipped: no Theseus environment (pass --theseus-python PATH; see module doc)')
     print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
-          f'torch {torch.__version__}, {args.threads} thread(s), sparse backend {sparse_backend()}, '
+          f'torch {torch.__version__}, {args.threads} thread(s), sparse backends installed: '
+          f'{", ".join(b for b in ("cholmod", "supernodal", "cholespy") if _installed(b))}, '
           f'load average {os.getloadavg()[0]:.1f}')
     rows = []
 
@@ -282,26 +321,36 @@ def main(argv=None) -> int:
         cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
         print(cells, flush=True)
 
-    if args.command_only:
-        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
+    if args.crossover_only:
+        crossover_rows(row)
         if args.json:
             Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
         return 0
-    backends = [b for b in ('cholmod', 'cholespy') if _installed(b)] or ['superlu']
+    if args.command_only:
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
+        return 0
+    backends = [b for b in ('cholmod', 'supernodal', 'cholespy') if _installed(b)]
     for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
         # best of --repeat runs, GTSAM and ours interleaved, so both see the same machine load
-        names = backends if name != 'w100' else backends[:1]
+        # w100: the backend sparse_backend('auto') takes for a small 2D graph
+        small = [b for b in ('cholmod', 'cholespy', 'supernodal') if _installed(b)][:1]
+        names = backends if name != 'w100' else small
         runs = {b: [] for b in ['gtsam', *names]}
         for _ in range(args.repeat):
             runs['gtsam'].append(gtsam_lm(name))
             for backend in names:
                 runs[backend].append(ours_lm(name, backend=backend))
-        g_s, g_err, g_it = min(runs['gtsam'])
+        g_s, g_err, g_it, _ = min(runs['gtsam'])
+        g_cpu = min(r[3] for r in runs['gtsam'])
         for backend in names:
-            o_s, o_err, o_it, kind = min(runs[backend])
-            r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
-                     linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_error=g_err, gtsam_iterations=g_it,
-                     time_ratio_vs_gtsam=o_s / g_s, error_rel_diff=(o_err - g_err) / g_err)
+            o_s, o_err, o_it, kind, _ = min(runs[backend])
+            o_cpu = min(r[4] for r in runs[backend])
+            r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_cpu_s=o_cpu, ours_error=o_err,
+                     ours_iterations=o_it, linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_cpu_s=g_cpu,
+                     gtsam_error=g_err, gtsam_iterations=g_it, time_ratio_vs_gtsam=o_s / g_s,
+                     cpu_ratio_vs_gtsam=o_cpu / g_cpu, error_rel_diff=(o_err - g_err) / g_err)
             if name != 'w100':
                 row(**r)
         if name == 'w100':
@@ -320,12 +369,14 @@ def main(argv=None) -> int:
             r.update(theseus_s=t['seconds'], theseus_error=t['error'], speedup_vs_theseus=t['seconds'] / o_s)
         row(**r)
     if not args.quick:
-        command_rows(row, ['w10000', 'sphere2500'], args.repeat)
+        command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
+        if _installed('cholespy'):
+            crossover_rows(row)
         base, peak = peak_memory_mib('w10000')
         row(case='w10000 peak memory', device='cpu', rss_after_imports_mib=base, peak_rss_mib=peak)
     if torch.cuda.is_available():
         for name in ('w10000', 'sphere2500'):
-            o_s, o_err, o_it, kind = ours_lm(name, 'cuda')
+            o_s, o_err, o_it, kind, _ = ours_lm(name, 'cuda')
             row(case=f'{name} LM', device='cuda', ours_s=o_s, ours_error=o_err, ours_iterations=o_it,
                 linear=kind)
         o_s, o_err = ours_layer(256, 'implicit', 'cuda')
@@ -334,7 +385,7 @@ def main(argv=None) -> int:
         print('GPU rows skipped: CUDA not available')
     if args.json:
         Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'threads': args.threads,
-                                               'sparse_backend': sparse_backend(), 'rows': rows}, indent=1))
+                                               'rows': rows}, indent=1))
     return 0
 
 

@@ -4,12 +4,13 @@
   the right choice for small problems (n up to ~1000) and large batches.
 * :class:`SparseCholesky`: ``H`` stored as the values ``(B, nnz)`` of a fixed sparsity pattern
   computed once per problem structure, with the scatter map from factor blocks to it. Numeric
-  factorization by CHOLMOD: through ``scikit-sparse`` when it is installed (supernodal for the
-  larger problems,
-  fill-reducing ordering and symbolic analysis are computed once and re-used by every
-  factorization), else through ``cholespy`` (a pip wheel; it re-orders on every factorization),
-  else scipy's SuperLU. CUDA tensors are factorized on the CPU and the solution is returned on
-  the input's device.
+  factorization on the CPU by the supernodal Cholesky of :mod:`~diffopt_ros.nlls.supernodal`
+  (batched torch kernels; fill-reducing ordering, elimination tree, supernodes and index maps
+  computed once and re-used by every factorization), or by CHOLMOD
+  through ``scikit-sparse`` (supernodal, symbolic analysis re-used) or ``cholespy`` (simplicial,
+  re-orders on every factorization), or scipy's SuperLU; :func:`sparse_backend` chooses by
+  what is installed and the problem's size and block size. CUDA tensors are factorized on the CPU
+  and the solution is returned on the input's device.
 
 Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
 requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1 grad``.
@@ -17,7 +18,6 @@ requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as _sp
 import torch
 
 try:  # supernodal CHOLMOD with re-usable symbolic analysis (needs SuiteSparse)
@@ -29,6 +29,7 @@ try:  # CHOLMOD (simplicial) through cholespy, a pip wheel
 except ImportError:  # pragma: no cover - depends on the installation
     cholespy = None
 
+from diffopt_ros.nlls import supernodal
 from diffopt_ros.nlls.objective import Objective
 
 
@@ -84,15 +85,31 @@ class DenseCholesky:
         return torch.cholesky_solve(rhs, factor[0])
 
 
-SPARSE_BACKENDS = ('cholmod', 'cholespy', 'superlu')
+SPARSE_BACKENDS = ('cholmod', 'supernodal', 'cholespy', 'superlu')
 
 
-def sparse_backend(requested: str = 'auto') -> str:
-    """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal), ``'cholespy'``
-    or ``'superlu'``; ``'auto'`` takes the first one installed."""
-    available = {'cholmod': _cholmod is not None, 'cholespy': cholespy is not None, 'superlu': True}
+# where the supernodal factorization beats cholespy's (measured with bench/nlls.py and subgraphs of
+# gtsam/Data: sphere2500 loses at 300 poses, wins from 1000 poses on; w10000, 2D, still loses)
+SUPERNODAL_MIN_DIM, SUPERNODAL_MIN_DOF = 4000, 6
+
+
+def sparse_backend(requested: str = 'auto', objective: Objective | None = None) -> str:
+    """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal, when
+    installed), ``'supernodal'`` (:mod:`~diffopt_ros.nlls.supernodal`, always there),
+    ``'cholespy'`` or ``'superlu'``. ``'auto'`` takes CHOLMOD when installed; else, for an
+    ``objective`` with at least ``SUPERNODAL_MIN_DIM`` unknowns in blocks of
+    ``SUPERNODAL_MIN_DOF`` (3D poses), the supernodal factorization; else cholespy when
+    installed (its analysis on every call costs less than a supernodal analysis on small or
+    2D problems), else the supernodal one. Without an objective, the first installed of
+    ``SPARSE_BACKENDS``."""
+    available = {'cholmod': _cholmod is not None, 'supernodal': True, 'cholespy': cholespy is not None,
+                 'superlu': True}
     if requested == 'auto':
-        return next(name for name in SPARSE_BACKENDS if available[name])
+        if objective is None or available['cholmod']:
+            return next(name for name in SPARSE_BACKENDS if available[name])
+        large_3d = (objective.dim >= SUPERNODAL_MIN_DIM
+                    and int(objective.block_dof.max()) >= SUPERNODAL_MIN_DOF)
+        return 'supernodal' if large_3d or not available['cholespy'] else 'cholespy'
     if requested not in available:
         raise ValueError(f'sparse backend {requested!r}: choose auto or one of {", ".join(SPARSE_BACKENDS)}')
     if not available[requested]:
@@ -106,10 +123,22 @@ class _CPUFactor:
     def __init__(self, system: SparseCholesky, values: np.ndarray):
         n = system.n
         self._chol = self._lu = self._factor = None
-        lower = np.ascontiguousarray(values[system._csc_order])
+        if system.backend == 'supernodal':
+            if system._symbolic is None:  # ordering, elimination tree, frontal maps: once
+                system._symbolic = supernodal.SupernodalCholesky(
+                    n, system._rows_np, system._cols_np, system._block_start, system._block_dof,
+                    system._block_pairs)
+            try:
+                self._factor = system._symbolic.factorize(torch.from_numpy(values))
+            except supernodal.NotPositiveDefiniteError as exc:
+                raise FactorizationError(str(exc)) from exc
+            return
+        if system.backend in ('cholmod', 'cholespy'):
+            lower = np.ascontiguousarray(values[system._csc_order])
         if system.backend == 'cholmod':  # CHOLMOD factorizes in float64 only
-            A = _sp.csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
-                               shape=(n, n))
+            from scipy.sparse import csc_matrix
+            A = csc_matrix((lower.astype(np.float64, copy=False), system._csc_rows, system._csc_indptr),
+                           shape=(n, n))
             if system._symbolic is None:  # ordering + symbolic analysis, once per structure
                 system._symbolic = _cholmod.analyze(A, mode='auto')  # CHOLMOD picks supernodal or not
             self._factor = system._symbolic.copy()
@@ -126,7 +155,8 @@ class _CPUFactor:
                 raise FactorizationError(str(exc)) from exc
         else:
             import scipy.sparse.linalg as spla
-            A = _sp.csc_matrix((values, (system._rows_np, system._cols_np)), shape=(n, n))
+            from scipy.sparse import csc_matrix
+            A = csc_matrix((values, (system._rows_np, system._cols_np)), shape=(n, n))
             try:
                 self._lu = spla.splu(A)
             except RuntimeError as exc:
@@ -135,7 +165,8 @@ class _CPUFactor:
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve for ``b (n,)`` or ``(n, k)``."""
         if self._factor is not None:
-            return self._factor(b)
+            return self._factor.solve(b) if isinstance(self._factor, supernodal.SupernodalFactor) \
+                else self._factor(b)
         if self._chol is not None:
             b = np.ascontiguousarray(b)
             x = np.zeros_like(b)
@@ -158,7 +189,7 @@ class SparseCholesky:
     def __init__(self, objective: Objective, backend: str = 'auto'):
         n, NB = objective.dim, objective.num_blocks
         self.n = n
-        self.backend = sparse_backend(backend)
+        self.backend = sparse_backend(backend, objective)
         dof, bstart = objective.block_dof, objective.block_start
         keys, pairs = [], []
         for bidx in objective.block_index:
@@ -199,16 +230,18 @@ class SparseCholesky:
         self.diag_index = self.diag_index[torch.arange(int(dof.max()))[None, :] < dof[:, None]].to(dev)
         self.scatter = torch.cat(scatter).to(dev)
         self.rows, self.cols = self.rows.to(dev), self.cols.to(dev)
-        # lower triangle in compressed-column order, for CHOLMOD
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
-        lower = np.nonzero(r >= c)[0]
-        order = lower[np.lexsort((r[lower], c[lower]))]
-        self._csc_order = order
-        self._csc_rows = r[order].astype(np.int32)
-        counts = np.bincount(c[order], minlength=n)
-        self._csc_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+        if self.backend in ('cholmod', 'cholespy'):  # lower triangle in compressed-column order
+            lower = np.nonzero(r >= c)[0]
+            order = lower[np.lexsort((r[lower], c[lower]))]
+            self._csc_order = order
+            self._csc_rows = r[order].astype(np.int32)
+            counts = np.bincount(c[order], minlength=n)
+            self._csc_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
         self._rows_np, self._cols_np = r, c
-        self._symbolic = None  # CHOLMOD symbolic factorization, computed at the first factorization
+        self._block_start, self._block_dof = bstart.numpy(), dof.numpy()
+        self._block_pairs = (br.numpy(), bc.numpy())
+        self._symbolic = None  # symbolic factorization, computed at the first factorization
 
     def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Pattern values ``(B, nnz)`` from per-factor blocks ``(B, E, D, D)``."""
@@ -255,7 +288,7 @@ class SparseCholesky:
     def solve_columns(self, factor, rhs: torch.Tensor) -> torch.Tensor:
         """``H^-1 rhs`` for several right-hand sides ``rhs (B, n, k)`` (no gradient)."""
         b = rhs.detach().cpu().numpy()
-        x = np.stack([f.solve(b[k]) for k, f in enumerate(factor[0])])
+        x = np.stack([f.solve(b[k]) for k, f in enumerate(factor[0])]).astype(b.dtype, copy=False)
         return torch.from_numpy(x).to(rhs.device)
 
 

@@ -98,7 +98,7 @@ class Optimizer:
         backward, backward_steps, dlm_epsilon: default backward mode, a
             :class:`~diffopt_ros.modes.Backward` or its string (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
-        sparse_backend: ``'auto'``, ``'cholmod'``, ``'cholespy'`` or ``'superlu'``.
+        sparse_backend: ``'auto'``, ``'cholmod'``, ``'supernodal'``, ``'cholespy'`` or ``'superlu'``.
     """
 
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('file', help='pose graph (.g2o, or TORO .graph / sphere2500-style .txt)')
     p.add_argument('--solver', choices=('lm', 'gn'), default='lm', help='nonlinear solver (default lm)')
     p.add_argument('--linear', choices=('auto', 'dense', 'sparse'), default='auto',
-                   help='linear solver (default auto: sparse CHOLMOD on the CPU except for tiny problems)')
+                   help='linear solver (default auto: sparse Cholesky on the CPU except for tiny problems)')
     p.add_argument('--device', default='cpu', help='torch device: cpu, cuda or cuda:N (default cpu)')
     p.add_argument('--dtype', choices=('float64', 'float32'), default='float64',
                    help='floating-point type of the solve (default float64)')
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     n_sightings = sum(len(p.pose) for p in data.point_edges)
     print(f'{args.file}: {data.group.name}, {len(data.ids)} poses, {len(data.i)} edges'
           + (f', {n_points} points, {n_sightings} point edges' if n_points else '')
-          + f', {opt.objective.dim} unknowns, {opt.linear.kind} Cholesky on {device}, '
+          + f', {opt.objective.dim} unknowns, {opt.linear.kind} Cholesky'
+          + (f' ({opt.linear.backend})' if opt.linear.kind == 'sparse' else '') + f' on {device}, '
           f'{args.threads} thread{"s" if args.threads > 1 else ""} '
           f'(read {t_read:.2f} s, torch import {t_import:.2f} s, structure {t_setup:.2f} s)')
     for note in data.notes:
