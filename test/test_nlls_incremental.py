@@ -121,15 +121,20 @@ def test_bad_input_is_refused_with_the_reason():
     smoother.add_prior(0, np.zeros(3), INFO)
     smoother.add_between(0, 1, [1.0, 0.0, 0.0], INFO)
     smoother.update()
-    with pytest.raises(ValueError, match='not a root'):
+    smoother.add_variable(2, np.zeros(3))
+    smoother.add_between(1, 2, [1.0, 0.0, 0.0], INFO)
+    smoother.update()          # cliques {1, 2} (the root) and {0} below it
+    with pytest.raises(ValueError, match='not in a root clique'):
         smoother.marginal_covariance(0)
-    assert np.allclose(smoother.estimate()[1], [1.0, 0.0, 0.0])
+    assert np.allclose(smoother.estimate()[1:], [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match='relinearize_skip 0'):
+        IncrementalSmoother(relinearize_skip=0)
 
 
 def test_numpy_se2_factors_equal_the_torch_factors():
     """The smoother's numpy SE(2) residuals and Jacobians are those of nlls' Between and Prior
     (small angles, ordinary ones and angles near pi)."""
-    from diffopt_ros.nlls.incremental import _se2_between_factor, _se2_prior_factor, _se2_retract
+    from diffopt_ros.nlls.se2_numpy import between_factor, prior_factor, retract
     rng = np.random.default_rng(5)
     angles = np.concatenate((rng.uniform(-np.pi, np.pi, 20), [1e-5, -3e-4, np.pi - 1e-4, -np.pi + 2e-4]))
     n = len(angles)
@@ -140,12 +145,12 @@ def test_numpy_se2_factors_equal_the_torch_factors():
     values = [torch.from_numpy(xi)[None], torch.from_numpy(xj)[None]]
     between = Between(poses, range(n), range(n, 2 * n), torch.from_numpy(z))
     r_t, (ji_t, jj_t) = between.residual_and_jacobians(values)
-    r, (ji, jj) = _se2_between_factor(z, xi, xj, True)
+    r, (ji, jj) = between_factor(z, xi, xj, True)
     for ours, theirs in ((r, r_t), (ji, ji_t), (jj, jj_t)):
         assert np.allclose(ours, theirs[0].numpy(), rtol=1e-10, atol=1e-12)
     r_t, (j_t,) = Prior(poses, range(n), torch.from_numpy(z)).residual_and_jacobians(values[:1])
-    r, (j,) = _se2_prior_factor(z, xi, True)
+    r, (j,) = prior_factor(z, xi, True)
     assert np.allclose(r, r_t[0].numpy(), atol=1e-12) and np.allclose(j, j_t[0].numpy(), atol=1e-10)
     d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
-    assert np.allclose(_se2_retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
+    assert np.allclose(retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
                        atol=1e-12)
