@@ -24,13 +24,15 @@ back-substitution). Float64 numpy on the CPU.
 """
 from __future__ import annotations
 
-import heapq
 from itertools import chain
 
 import numpy as np
 from scipy.linalg import lapack
 
 from diffopt_ros.nlls.factor_store import FactorStore
+from diffopt_ros.nlls.ordering import elimination_order
+
+SLACK = 0
 
 
 class Clique:
@@ -39,11 +41,12 @@ class Clique:
     (``information (S dof, S dof)``, ``vector (S dof,)``; None at a root) and, at a root, the
     upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
 
-    __slots__ = ('frontals', 'separator', 'parent', 'children', 'gain', 'mean', 'information',
+    __slots__ = ('frontals', 'index', 'separator', 'parent', 'children', 'gain', 'mean', 'information',
                  'vector', 'cholesky')
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
+        self.index = None                             # frontals as an array
         self.separator = np.zeros(0, dtype=np.int64)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
@@ -83,55 +86,24 @@ class BayesTree:
         order, separators = self._order(variables, orphans, last, factors)
         rank = {v: k for k, v in enumerate(order)}
         cliques = self._cliques(order, separators, orphans, rank)
-        self._factorize(cliques, order, factors)
+        self._factorize(cliques, orphans, factors)
         return cliques
 
     def _order(self, variables: list[int], orphans: list[Clique], last: list[int],
                factors: FactorStore) -> tuple[list[int], dict[int, set[int]]]:
-        """Greedy minimum-degree elimination order of ``variables`` on the graph of their
-        factors and the orphans' separators, the variables of ``last`` after all others;
-        returns it and each variable's separator (its neighbours when eliminated)."""
+        """Elimination order of ``variables`` (:func:`~diffopt_ros.nlls.ordering.elimination_order`
+        on the graph of their factors and the orphans' separators), the variables of ``last``
+        after all others; returns it and each variable's separator."""
         slot = self._slot
         slot[variables] = 0
         ids = np.fromiter(chain.from_iterable(factors.of_variable[v] for v in variables), dtype=np.int64)
         keys = factors.keys[np.unique(ids)]
         keys = keys[keys[:, 1] >= 0]
-        keys = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)].tolist()
+        edges = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)]
         slot[variables] = -1
-        adjacent: dict[int, set[int]] = {v: set() for v in variables}
-        for a, b in keys:
-            adjacent[a].add(b)
-            adjacent[b].add(a)
-        for orphan in orphans:
-            separator = orphan.separator.tolist()
-            for a in separator:
-                adjacent[a].update(separator)
-        for v in variables:
-            adjacent[v].discard(v)
-        constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in adjacent)))
-        late = set(constrained)
-        heap = [(len(adjacent[v]), v) for v in variables if v not in late]
-        heapq.heapify(heap)
-        order, neighbours_of = [], {}
-
-        def eliminate(v):
-            order.append(v)
-            neighbours = neighbours_of[v] = adjacent.pop(v)
-            for a in neighbours:     # eliminating v joins its neighbours into a clique
-                adjacent_a = adjacent[a]
-                adjacent_a.update(neighbours)
-                adjacent_a.discard(a)
-                adjacent_a.discard(v)
-                if a not in late:
-                    heapq.heappush(heap, (len(adjacent_a), a))
-
-        while heap:
-            degree, v = heapq.heappop(heap)
-            if v in adjacent and degree == len(adjacent[v]):
-                eliminate(v)
-        for v in constrained:
-            eliminate(v)
-        return order, neighbours_of
+        inside = set(variables)
+        constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
+        return elimination_order(variables, edges, [orphan.separator for orphan in orphans], constrained)
 
     def _cliques(self, order: list[int], separators: dict[int, set[int]], orphans: list[Clique],
                  rank: dict[int, int]) -> list[Clique]:
@@ -145,7 +117,7 @@ class BayesTree:
             if separator:
                 parent = separator[0]
                 clique = clique_of[parent]
-                if clique.frontals[-1] != parent or len(separator) != len(separators[parent]) + 1:
+                if clique.frontals[-1] != parent or len(separators[parent]) + 1 - len(separator) > SLACK:
                     clique = None
             if clique is None:
                 clique = Clique([])
@@ -158,6 +130,7 @@ class BayesTree:
             clique_of[v] = clique
         for clique in cliques:
             clique.frontals.reverse()
+            clique.index = np.array(clique.frontals, dtype=np.int64)
         for orphan in orphans:
             separator = orphan.separator
             first = min(separator.tolist(), key=rank.__getitem__)
@@ -165,67 +138,97 @@ class BayesTree:
             orphan.parent.children.append(orphan)
         return cliques
 
-    def _factorize(self, cliques: list[Clique], order: list[int], factors: FactorStore) -> None:
-        """Eliminate ``cliques`` children first: each assembles the factors whose
-        first-eliminated variable is one of its frontals and its children's updates."""
-        d, slot = self.dof, self._slot
-        slot[order] = np.arange(len(order))
-        ids = np.unique(np.fromiter(chain.from_iterable(factors.of_variable[v] for v in order),
+    def _factorize(self, cliques: list[Clique], orphans: list[Clique], factors: FactorStore) -> None:
+        """Eliminate ``cliques``, children first. Each clique's frontal matrix is assembled from
+        the factors whose first-eliminated variable is one of its frontals and the updates of
+        its children: those of the factors and the orphans in one scatter for all cliques, those
+        of new children as they are eliminated."""
+        d, N = self.dof, len(self.clique_of) + 1
+        number = {id(clique): k for k, clique in enumerate(cliques)}
+        local = [clique.frontals + clique.separator.tolist() for clique in cliques]
+        size = np.array([len(variables) for variables in local])
+        width = (size + 1) * d                       # + a dummy slot for a prior's missing key
+        offset = np.concatenate(([0], np.cumsum(width * width)))
+        vector_offset = np.concatenate(([0], np.cumsum(width)))
+        members = np.fromiter(chain.from_iterable(local), dtype=np.int64, count=int(size.sum()))
+        owner = np.repeat(np.arange(len(cliques)), size)
+        code = owner * N + members
+        sorting = np.argsort(code)
+        code = code[sorting]
+        position = (np.arange(len(members)) - np.repeat(np.cumsum(size) - size, size))[sorting]
+
+        def slots(k: np.ndarray, v: np.ndarray) -> np.ndarray:
+            """Local index of variables ``v`` in cliques ``k``."""
+            return position[np.searchsorted(code, k * N + v)]
+
+        span = np.arange(d)
+        # factors: the clique of their first-eliminated key
+        frontal = [v for clique in cliques for v in clique.frontals]
+        in_top = self._slot
+        in_top[frontal] = np.repeat(np.arange(len(cliques)), [len(c.frontals) for c in cliques])
+        ids = np.unique(np.fromiter(chain.from_iterable(factors.of_variable[v] for v in frontal),
                                     dtype=np.int64))
         keys = factors.keys[ids]
-        rank = np.where(keys >= 0, slot[keys], len(order))
-        inside = (rank[:, 0] >= 0) & ((keys[:, 1] < 0) | (rank[:, 1] >= 0))
-        ids, keys, rank = ids[inside], keys[inside], rank[inside]
-        first = keys[np.arange(len(keys)), np.argmin(rank, axis=1)]
-        number = {id(clique): k for k, clique in enumerate(cliques)}
-        owner = np.array([number[id(self.clique_of[v])] for v in order], dtype=np.int64)[slot[first]]
-        slot[order] = -1
-        sorting = np.argsort(owner, kind='stable')
-        bounds = np.searchsorted(owner[sorting], np.arange(len(cliques) + 1))
-        span = np.arange(d)
+        home = np.where(keys >= 0, in_top[keys], -1)
+        in_top[frontal] = -1
+        inside = (home[:, 0] >= 0) & ((keys[:, 1] < 0) | (home[:, 1] >= 0))
+        ids, keys, home = ids[inside], keys[inside], home[inside]
+        k = np.where((keys[:, 1] < 0) | (home[:, 0] >= home[:, 1]), home[:, 0], home[:, 1])
+        slot = slots(k[:, None], keys)
+        slot[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
+        rows = (slot[:, :, None] * d + span).reshape(len(ids), 2 * d)
+        entries = [(offset[k][:, None, None] + rows[:, :, None] * width[k][:, None, None]
+                    + rows[:, None, :]).ravel()]
+        weights = [factors.hessian[ids].ravel()]
+        vectors = [(vector_offset[k][:, None] + rows).ravel()]
+        vector_weights = [factors.eta[ids].ravel()]
+        for orphan in orphans:
+            k = number[id(orphan.parent)]
+            index = (slots(k, orphan.separator)[:, None] * d + span).ravel()
+            entries.append((offset[k] + index[:, None] * width[k] + index).ravel())
+            weights.append(orphan.information.ravel())
+            vectors.append(vector_offset[k] + index)
+            vector_weights.append(orphan.vector)
+        M_all = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
+        e_all = np.bincount(np.concatenate(vectors), np.concatenate(vector_weights),
+                            minlength=vector_offset[-1])
+        into_parent = {}
         for k in range(len(cliques) - 1, -1, -1):
             clique = cliques[k]
-            own = ids[sorting[bounds[k]:bounds[k + 1]]]
-            local = np.concatenate((clique.frontals, clique.separator))
-            size = len(local)
-            slot[local] = np.arange(size)
-            slot[-1] = size                                  # a prior's missing key: a dummy slot
-            width = (size + 1) * d
-            rows = (slot[factors.keys[own]][:, :, None] * d + span).reshape(len(own), 2 * d)
-            entries = [(rows[:, :, None] * width + rows[:, None, :]).ravel()]
-            weights = [factors.hessian[own].ravel()]
-            vectors, vector_weights = [rows.ravel()], [factors.eta[own].ravel()]
+            n, w = size[k] * d, width[k]
+            M = M_all[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n]
+            e = e_all[vector_offset[k]:vector_offset[k + 1]][:n]
             for child in clique.children:
-                index = (slot[child.separator][:, None] * d + span).ravel()
-                entries.append((index[:, None] * width + index).ravel())
-                weights.append(child.information.ravel())
-                vectors.append(index)
-                vector_weights.append(child.vector)
-            slot[local] = -1
-            slot[-1] = -1
-            n = size * d
-            M = np.bincount(np.concatenate(entries), np.concatenate(weights),
-                            minlength=width * width).reshape(width, width)[:n, :n]
-            e = np.bincount(np.concatenate(vectors), np.concatenate(vector_weights), minlength=width)[:n]
+                index = into_parent.pop(id(child), None)
+                if index is not None:
+                    M[np.ix_(index, index)] += child.information
+                    e[index] += child.vector
             _eliminate_clique(clique, M, e, len(clique.frontals) * d)
+            if clique.parent is not None:
+                into_parent[id(clique)] = (slots(number[id(clique.parent)], clique.separator)[:, None] * d
+                                           + span).ravel()
 
     # ------------------------------------------------------------------ solution
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
         """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then the
         subtrees below while their solution changes by more than ``threshold`` (0: all);
         returns the number of variables solved."""
+        d = self.dof
         solved = 0
         for clique in cliques:
-            delta[clique.frontals] = _conditional_mean(clique, delta)
+            mean = clique.mean
+            if len(clique.separator):
+                mean = mean - clique.gain @ delta[clique.separator].ravel()
+            delta[clique.index] = mean.reshape(-1, d)
             solved += len(clique.frontals)
         fresh = {id(clique) for clique in cliques}
         stack = [child for clique in cliques for child in clique.children if id(child) not in fresh]
         while stack:
             clique = stack.pop()
-            new = _conditional_mean(clique, delta)
+            new = (clique.mean - clique.gain @ delta[clique.separator].ravel()).reshape(-1, d)
             solved += len(clique.frontals)
-            change = float(np.abs(new - delta[clique.frontals]).max())
-            delta[clique.frontals] = new
+            change = float(np.abs(new - delta[clique.index]).max())
+            delta[clique.index] = new
             if change > threshold or threshold == 0:
                 stack.extend(clique.children)
         return solved
@@ -267,11 +270,3 @@ def _eliminate_clique(clique: Clique, M: np.ndarray, e: np.ndarray, frontal: int
     else:
         clique.information = clique.vector = None
         clique.cholesky = cholesky
-
-
-def _conditional_mean(clique: Clique, delta: np.ndarray) -> np.ndarray:
-    """``(F, dof)``: ``mean - gain delta_S``."""
-    mean = clique.mean
-    if len(clique.separator):
-        mean = mean - clique.gain @ delta[clique.separator].ravel()
-    return mean.reshape(len(clique.frontals), -1)

@@ -88,8 +88,10 @@ class IncrementalSmoother:
         self.relinearize_threshold = float(relinearize_threshold)
         self.wildfire_threshold = float(wildfire_threshold)
         self.relinearize_skip = int(relinearize_skip)
-        self._theta = np.zeros((0, *group.shape))      # linearization points
-        self._delta = np.zeros((0, self.dof))          # solution relative to them
+        self._count = 0
+        self._points = np.zeros((0, *group.shape))     # linearization points (with spare rows)
+        self._delta = np.zeros((0, self.dof))          # solution relative to them (spare rows)
+        self._sqrt_info: dict[bytes, np.ndarray] = {}  # square roots of recent informations
         self._factors = FactorStore(group)
         self._tree = BayesTree(self.dof)
         self._updates = 0
@@ -100,7 +102,12 @@ class IncrementalSmoother:
     @property
     def num_variables(self) -> int:
         """Variables added so far (ids ``0..N-1``)."""
-        return len(self._theta)
+        return self._count
+
+    @property
+    def _theta(self) -> np.ndarray:
+        """``(N, *group.shape)`` linearization points."""
+        return self._points[:self._count]
 
     @property
     def num_factors(self) -> int:
@@ -118,7 +125,9 @@ class IncrementalSmoother:
         if key == len(self._delta):
             grow = max(64, len(self._delta))
             self._delta = np.concatenate((self._delta, np.zeros((grow, self.dof))))
-        self._theta = np.concatenate((self._theta, value)) if len(self._theta) else value
+            self._points = np.concatenate((self._points, np.zeros((grow, *self.group.shape))))
+        self._points[key] = value[0]
+        self._count += 1
         self._factors.of_variable.append([])
         self._tree.add_variable()
         self._new_variables.append(key)
@@ -144,13 +153,20 @@ class IncrementalSmoother:
         if info.shape != (self.dof, self.dof):
             raise ValueError(f'incremental smoother: information of shape {info.shape} is not '
                              f'({self.dof}, {self.dof})')
-        if not (np.isfinite(z).all() and np.isfinite(info).all()):
-            raise ValueError(f'incremental smoother: factor on {keys}: non-finite measurement or information')
-        try:
-            sqrt_info = np.linalg.cholesky(0.5 * (info + info.T)).T
-        except np.linalg.LinAlgError as exc:
-            raise ValueError(f'incremental smoother: factor on {keys}: information is not '
-                             'positive definite') from exc
+        if not np.isfinite(z).all():
+            raise ValueError(f'incremental smoother: factor on {keys}: non-finite measurement')
+        sqrt_info = self._sqrt_info.get(info.tobytes())
+        if sqrt_info is None:
+            if not np.isfinite(info).all():
+                raise ValueError(f'incremental smoother: factor on {keys}: non-finite information')
+            try:
+                sqrt_info = np.linalg.cholesky(0.5 * (info + info.T)).T
+            except np.linalg.LinAlgError as exc:
+                raise ValueError(f'incremental smoother: factor on {keys}: information is not '
+                                 'positive definite') from exc
+            if len(self._sqrt_info) >= 64:
+                self._sqrt_info.clear()
+            self._sqrt_info[info.tobytes()] = sqrt_info
         index = self._factors.add(tuple(int(k) for k in keys), z, sqrt_info, float(huber))
         self._new_factors.append(index)
         return index
