@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable
+from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable, ordering
 from diffopt_ros.nlls.incremental import IncrementalSmoother
 
 F64 = torch.float64
@@ -61,23 +61,93 @@ def _batch(edges, measurements, initial):
     return objective, poses
 
 
-def test_eliminated_system_solves_the_batch_linear_system():
+def _batch_linear_solution(smoother, edges, z, n):
+    """``(n, 3)``: the batch Gauss-Newton step at the smoother's linearization points."""
+    theta = torch.from_numpy(smoother._theta.copy())
+    objective, _ = _batch(edges, z, theta)
+    lin = objective.linearize([theta[None]])
+    from diffopt_ros.nlls.linear import DenseCholesky
+    H = DenseCholesky(objective).assemble(lin.blocks)[0]
+    return torch.linalg.solve(H, -lin.gradient[0]).reshape(n, 3).numpy()
+
+
+@pytest.mark.parametrize('sparse_ordering_size', [ordering.SPARSE_ORDERING_SIZE, 3])
+def test_eliminated_system_solves_the_batch_linear_system(sparse_ordering_size, monkeypatch):
     """Without relinearization every factor stays linearized at its first point: after the
     stream (re-eliminating only tops, orphans re-attached, exact back-substitution) the
-    solution is that of the batch Gauss-Newton system at those points."""
+    solution is that of the batch Gauss-Newton system at those points, with the tops ordered
+    by Python minimum degree or (size 3) by SuperLU."""
+    monkeypatch.setattr(ordering, 'SPARSE_ORDERING_SIZE', sparse_ordering_size)
     n = 100
     _, edges, z = _circle_graph(n)
     smoother = IncrementalSmoother(wildfire_threshold=0.0)
     stats = _stream(smoother, edges, z, n, relinearize=False)
     assert max(s.eliminated for s in stats) < n / 2       # only tops were re-eliminated
     assert np.median([s.eliminated for s in stats]) < 25
-    theta = torch.from_numpy(smoother._theta.copy())
-    objective, _ = _batch(edges, z, theta)
-    lin = objective.linearize([theta[None]])
-    from diffopt_ros.nlls.linear import DenseCholesky
-    H = DenseCholesky(objective).assemble(lin.blocks)[0]
-    reference = torch.linalg.solve(H, -lin.gradient[0]).reshape(n, 3).numpy()
+    reference = _batch_linear_solution(smoother, edges, z, n)
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_random_loop_closures_keep_the_batch_linear_solution():
+    """Loop closures to random old poses (large tops, reordered, cliques re-attached): after
+    each one the exact back-substitution equals the batch Gauss-Newton step."""
+    rng = np.random.default_rng(3)
+    n = 150
+    truth, edges, z = _circle_graph(n, seed=2)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    _stream(smoother, edges, z, n, relinearize=False)
+    for _ in range(6):
+        i, j = sorted(rng.choice(n, 2, replace=False).tolist())
+        edges.append((i, j))
+        z = np.concatenate((z, SE2.between(truth[i:i + 1], truth[j:j + 1]).numpy()))
+        smoother.add_between(i, j, z[-1], INFO, huber=1.0)
+        stats = smoother.update(relinearize=False)
+        assert stats.eliminated >= 2 and stats.relinearized == 0
+        reference = _batch_linear_solution(smoother, edges, z, n)
+        assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_relinearization_every_skip_updates_and_above_the_threshold():
+    """With ``relinearize_skip=4`` variables are relinearized only at every 4th update, and
+    only those whose solution moved more than the threshold (checked from the stats and the
+    linearization points); iterating still reaches the batch optimum."""
+    n = 80
+    truth, edges, z = _circle_graph(n, seed=4)
+    smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4)
+    stats = _stream(smoother, edges, z, n)            # updates 1..n (the first: pose 0)
+    counts = [s.relinearized for s in stats]
+    assert sum(counts) > 0
+    assert all(c == 0 for k, c in enumerate(counts, 2) if k % 4)
+    before = smoother._theta.copy()
+    delta = smoother._delta[:n].copy()
+    smoother._updates = 3                             # the next update checks
+    smoother.update()
+    moved = np.abs(delta).max(axis=1) > 0.02
+    assert np.array_equal(np.any(smoother._theta != before, axis=1), moved)
+    assert smoother.converge(tolerance=1e-10) < 50
+    batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
+    assert np.abs(smoother.estimate() - batch['poses'][0].numpy()).max() < 1e-6
+    assert abs(smoother.error() - float(batch.error[0])) < 1e-10 * float(batch.error[0])
+
+
+def test_minimum_degree_and_superlu_orders_give_consistent_separators():
+    """Both orderings put the constrained variables last; the separators the greedy order
+    reports are those of a symbolic factorization in that order (orphans as children)."""
+    rng = np.random.default_rng(7)
+    n = 60
+    edges = np.array([(k, k + 1) for k in range(n - 1)]
+                     + [(a, a + int(rng.integers(5, 20))) for a in rng.integers(0, n - 20, 30)])
+    separators = [np.array([3, 10, 11]), np.array([40, 41])]
+    constrained = [20, n - 1]
+    order, found = ordering._minimum_degree(list(range(n)), edges, separators, constrained, set(constrained))
+    assert order[-2:] == constrained and sorted(order) == list(range(n))
+    assert found == ordering._symbolic(order, edges, separators)
+    free = np.array([v for v in range(n) if v not in constrained])
+    sparse = ordering._superlu_order(free, edges, separators) + constrained
+    assert sorted(sparse) == list(range(n))
+    fill = sum(map(len, ordering._symbolic(sparse, edges, separators).values()))
+    natural = sum(map(len, ordering._symbolic(list(range(n)), edges, separators).values()))
+    assert fill <= 1.5 * sum(map(len, found.values())) and fill < natural
 
 
 def test_iterated_updates_reach_the_batch_optimum_and_its_covariance():
