@@ -38,11 +38,12 @@ SLACK = 0
 class Clique:
     """Frontal variables ``frontals (F,)`` (in elimination order), ``separator (S,)``, the
     conditional ``gain (F dof, S dof)``, ``mean (F dof,)``, the update on the separator
-    (``information (S dof, S dof)``, ``vector (S dof,)``; None at a root) and, at a root, the
+    ``update (S dof, S dof + 1)`` (information and vector on the separator; None at a root)
+    and, at a root, the
     upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
 
-    __slots__ = ('frontals', 'index', 'separator', 'parent', 'children', 'gain', 'mean', 'information',
-                 'vector', 'cholesky')
+    __slots__ = ('frontals', 'index', 'separator', 'parent', 'children', 'gain', 'mean', 'update',
+                 'cholesky')
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
@@ -50,7 +51,7 @@ class Clique:
         self.separator = np.zeros(0, dtype=np.int64)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
-        self.gain = self.mean = self.information = self.vector = self.cholesky = None
+        self.gain = self.mean = self.update = self.cholesky = None
 
 
 class BayesTree:
@@ -147,9 +148,10 @@ class BayesTree:
         number = {id(clique): k for k, clique in enumerate(cliques)}
         local = [clique.frontals + clique.separator.tolist() for clique in cliques]
         size = np.array([len(variables) for variables in local])
-        width = (size + 1) * d                       # + a dummy slot for a prior's missing key
+        # clique k's block: rows and columns of its variables (n = size * dof), the vector
+        # column n, then a dummy slot for a prior's missing key
+        width = size * d + 1 + d
         offset = np.concatenate(([0], np.cumsum(width * width)))
-        vector_offset = np.concatenate(([0], np.cumsum(width)))
         members = np.fromiter(chain.from_iterable(local), dtype=np.int64, count=int(size.sum()))
         owner = np.repeat(np.arange(len(cliques)), size)
         code = owner * N + members
@@ -176,34 +178,27 @@ class BayesTree:
         k = np.where((keys[:, 1] < 0) | (home[:, 0] >= home[:, 1]), home[:, 0], home[:, 1])
         slot = slots(k[:, None], keys)
         slot[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
-        rows = (slot[:, :, None] * d + span).reshape(len(ids), 2 * d)
-        entries = [(offset[k][:, None, None] + rows[:, :, None] * width[k][:, None, None]
-                    + rows[:, None, :]).ravel()]
-        weights = [factors.hessian[ids].ravel()]
-        vectors = [(vector_offset[k][:, None] + rows).ravel()]
-        vector_weights = [factors.eta[ids].ravel()]
+        rows = (slot[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
+        base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
+        entries = [(base[:, :, None] + rows[:, None, :]).ravel(), (base + size[k][:, None] * d).ravel()]
+        weights = [factors.hessian[ids].ravel(), factors.eta[ids].ravel()]
         for orphan in orphans:
             k = number[id(orphan.parent)]
             index = (slots(k, orphan.separator)[:, None] * d + span).ravel()
-            entries.append((offset[k] + index[:, None] * width[k] + index).ravel())
-            weights.append(orphan.information.ravel())
-            vectors.append(vector_offset[k] + index)
-            vector_weights.append(orphan.vector)
-        M_all = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
-        e_all = np.bincount(np.concatenate(vectors), np.concatenate(vector_weights),
-                            minlength=vector_offset[-1])
+            columns = np.append(index, size[k] * d)
+            entries.append((offset[k] + index[:, None] * width[k] + columns).ravel())
+            weights.append(orphan.update.ravel())
+        assembled = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
         into_parent = {}
         for k in range(len(cliques) - 1, -1, -1):
             clique = cliques[k]
             n, w = size[k] * d, width[k]
-            M = M_all[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n]
-            e = e_all[vector_offset[k]:vector_offset[k + 1]][:n]
+            A = assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1]
             for child in clique.children:
                 index = into_parent.pop(id(child), None)
                 if index is not None:
-                    M[np.ix_(index, index)] += child.information
-                    e[index] += child.vector
-            _eliminate_clique(clique, M, e, len(clique.frontals) * d)
+                    A[np.ix_(index, np.append(index, n))] += child.update
+            _eliminate_clique(clique, A, len(clique.frontals) * d)
             if clique.parent is not None:
                 into_parent[id(clique)] = (slots(number[id(clique.parent)], clique.separator)[:, None] * d
                                            + span).ravel()
@@ -248,11 +243,11 @@ class BayesTree:
         return 0.5 * (block + block.T)
 
 
-def _eliminate_clique(clique: Clique, M: np.ndarray, e: np.ndarray, frontal: int) -> None:
-    """Eliminate the first ``frontal`` rows of ``M (n, n)``, ``e (n,)``: the conditional of the
-    frontals on the separator and the update on the separator. A singular frontal block (a
-    gauge freedom) gets a relative damping of 1e-9 of its trace."""
-    own = M[:frontal, :frontal]
+def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
+    """Eliminate the first ``frontal`` rows of the system ``A = [M e] (n, n + 1)``: the
+    conditional of the frontals on the separator and the update on the separator. A singular
+    frontal block (a gauge freedom) gets a relative damping of 1e-9 of its mean diagonal."""
+    own = A[:frontal, :frontal]
     cholesky, info = lapack.dpotrf(own, lower=0, clean=1)
     if info != 0:
         damping = 1e-9 * max(float(np.trace(own)) / len(own), 1.0)
@@ -260,13 +255,12 @@ def _eliminate_clique(clique: Clique, M: np.ndarray, e: np.ndarray, frontal: int
         if info != 0:
             raise np.linalg.LinAlgError(f'incremental smoother: the information of variables '
                                         f'{clique.frontals} is not positive definite')
-    cross = M[:frontal, frontal:]
-    solution, _ = lapack.dpotrs(cholesky, np.concatenate((cross, e[:frontal, None]), axis=1))
+    cross = A[:frontal, frontal:]
+    solution, _ = lapack.dpotrs(cholesky, cross)
     clique.gain, clique.mean = solution[:, :-1], solution[:, -1]
     if len(clique.separator):
-        clique.information = M[frontal:, frontal:] - cross.T @ clique.gain
-        clique.vector = e[frontal:] - cross.T @ clique.mean
+        clique.update = A[frontal:, frontal:] - cross[:, :-1].T @ solution
         clique.cholesky = None
     else:
-        clique.information = clique.vector = None
+        clique.update = None
         clique.cholesky = cholesky
