@@ -62,6 +62,7 @@ class BayesTree:
         self.dof = dof
         self.clique_of: list[Clique | None] = []
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
+        self._moved = np.zeros(0, dtype=bool)             # scratch: solution changed (wildfire)
 
     def add_variable(self) -> None:
         self.clique_of.append(None)
@@ -205,27 +206,37 @@ class BayesTree:
 
     # ------------------------------------------------------------------ solution
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
-        """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then the
-        subtrees below while their solution changes by more than ``threshold`` (0: all);
-        returns the number of variables solved."""
+        """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
+        each clique below whose separator holds a variable that changed by more than
+        ``threshold`` (0: all; iSAM2's wildfire); returns the number of variables solved."""
         d = self.dof
-        solved = 0
-        for clique in cliques:
-            mean = clique.mean
-            if len(clique.separator):
-                mean = mean - clique.gain @ delta[clique.separator].ravel()
-            delta[clique.index] = mean.reshape(-1, d)
-            solved += len(clique.frontals)
+        moved = self._moved
+        if len(moved) < len(delta):
+            moved = self._moved = np.zeros(len(delta), dtype=bool)
+        solved, touched = 0, []
         fresh = {id(clique) for clique in cliques}
-        stack = [child for clique in cliques for child in clique.children if id(child) not in fresh]
+        stack = []
+        for clique in cliques:
+            new = clique.mean
+            if len(clique.separator):
+                new = new - clique.gain @ delta[clique.separator].ravel()
+            new = new.reshape(-1, d)
+            moved[clique.index] = np.abs(new - delta[clique.index]).max(axis=1) > threshold
+            delta[clique.index] = new
+            touched.append(clique.index)
+            solved += len(clique.frontals)
+            stack += [child for child in clique.children if id(child) not in fresh]
         while stack:
             clique = stack.pop()
+            if threshold > 0 and not moved[clique.separator].any():
+                continue
             new = (clique.mean - clique.gain @ delta[clique.separator].ravel()).reshape(-1, d)
-            solved += len(clique.frontals)
-            change = float(np.abs(new - delta[clique.index]).max())
+            moved[clique.index] = np.abs(new - delta[clique.index]).max(axis=1) > threshold
             delta[clique.index] = new
-            if change > threshold or threshold == 0:
-                stack.extend(clique.children)
+            touched.append(clique.index)
+            solved += len(clique.frontals)
+            stack.extend(clique.children)
+        moved[np.concatenate(touched)] = False
         return solved
 
     def marginal_covariance(self, key: int) -> np.ndarray:
