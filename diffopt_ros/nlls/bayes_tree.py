@@ -32,22 +32,20 @@ from scipy.linalg import lapack
 from diffopt_ros.nlls.factor_store import FactorStore
 from diffopt_ros.nlls.ordering import elimination_order
 
-SLACK = 0
-
 
 class Clique:
     """Frontal variables ``frontals (F,)`` (in elimination order), ``separator (S,)``, the
     conditional ``gain (F dof, S dof)``, ``mean (F dof,)``, the update on the separator
-    ``update (S dof, S dof + 1)`` (information and vector on the separator; None at a root)
-    and, at a root, the
-    upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
+    ``update (S dof, S dof + 1)`` (information and vector; None at a root) and, at a root,
+    the upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
 
-    __slots__ = ('frontals', 'index', 'separator', 'parent', 'children', 'gain', 'mean', 'update',
-                 'cholesky')
+    __slots__ = ('frontals', 'dofs', 'separator', 'separator_dofs', 'parent', 'children', 'gain',
+                 'mean', 'update', 'cholesky')
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
-        self.index = None                             # frontals as an array
+        self.dofs = None                              # (F dof,) rows of the frontals in delta
+        self.separator_dofs = None                    # (S dof,) rows of the separator
         self.separator = np.zeros(0, dtype=np.int64)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
@@ -86,8 +84,9 @@ class BayesTree:
         variables += [v for clique in top for v in clique.frontals]
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
-        rank = {v: k for k, v in enumerate(order)}
-        cliques = self._cliques(order, separators, orphans, rank)
+        self._slot[order] = np.arange(len(order))
+        cliques = self._cliques(order, separators, orphans, self._slot)
+        self._slot[order] = -1
         self._factorize(cliques, orphans, factors)
         return cliques
 
@@ -108,35 +107,37 @@ class BayesTree:
         return elimination_order(variables, edges, [orphan.separator for orphan in orphans], constrained)
 
     def _cliques(self, order: list[int], separators: dict[int, set[int]], orphans: list[Clique],
-                 rank: dict[int, int]) -> list[Clique]:
+                 rank: np.ndarray) -> list[Clique]:
         """Group ``order`` into cliques (a variable joins its parent's clique when its
         separator is the parent's plus the parent, and the parent is the clique's first
-        frontal so far) and hang the orphans below them; parents before children."""
+        frontal so far) and hang the orphans below them; parents before children. ``rank``:
+        each variable's position in ``order``."""
         cliques, clique_of = [], self.clique_of
         for v in reversed(order):
-            separator = sorted(separators[v], key=rank.__getitem__)
+            separator = np.fromiter(separators[v], dtype=np.int64, count=len(separators[v]))
             clique = None
-            if separator:
-                parent = separator[0]
+            if len(separator):
+                parent = int(separator[rank[separator].argmin()])
                 clique = clique_of[parent]
-                if clique.frontals[-1] != parent or len(separators[parent]) + 1 - len(separator) > SLACK:
+                if clique.frontals[-1] != parent or len(separators[parent]) + 1 != len(separator):
                     clique = None
             if clique is None:
                 clique = Clique([])
-                clique.separator = np.array(separator, dtype=np.int64)
-                if separator:
-                    clique.parent = clique_of[separator[0]]
+                clique.separator = separator[np.argsort(rank[separator])]
+                if len(separator):
+                    clique.parent = clique_of[parent]
                     clique.parent.children.append(clique)
                 cliques.append(clique)
             clique.frontals.append(v)      # reversed: the last-eliminated first
             clique_of[v] = clique
         for clique in cliques:
             clique.frontals.reverse()
-            clique.index = np.array(clique.frontals, dtype=np.int64)
+            span = np.arange(self.dof)
+            clique.dofs = (np.array(clique.frontals)[:, None] * self.dof + span).ravel()
+            clique.separator_dofs = (clique.separator[:, None] * self.dof + span).ravel()
         for orphan in orphans:
             separator = orphan.separator
-            first = min(separator.tolist(), key=rank.__getitem__)
-            orphan.parent = clique_of[first]
+            orphan.parent = clique_of[int(separator[rank[separator].argmin()])]
             orphan.parent.children.append(orphan)
         return cliques
 
@@ -207,33 +208,32 @@ class BayesTree:
     # ------------------------------------------------------------------ solution
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
         """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
-        each clique below whose separator holds a variable that changed by more than
+        each clique below whose separator holds a component that changed by more than
         ``threshold`` (0: all; iSAM2's wildfire); returns the number of variables solved."""
-        d = self.dof
+        flat = delta.reshape(-1)
         moved = self._moved
-        if len(moved) < len(delta):
-            moved = self._moved = np.zeros(len(delta), dtype=bool)
+        if len(moved) < len(flat):
+            moved = self._moved = np.zeros(len(flat), dtype=bool)
         solved, touched = 0, []
         fresh = {id(clique) for clique in cliques}
         stack = []
         for clique in cliques:
             new = clique.mean
             if len(clique.separator):
-                new = new - clique.gain @ delta[clique.separator].ravel()
-            new = new.reshape(-1, d)
-            moved[clique.index] = np.abs(new - delta[clique.index]).max(axis=1) > threshold
-            delta[clique.index] = new
-            touched.append(clique.index)
+                new = new - clique.gain @ flat[clique.separator_dofs]
+            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            flat[clique.dofs] = new
+            touched.append(clique.dofs)
             solved += len(clique.frontals)
             stack += [child for child in clique.children if id(child) not in fresh]
         while stack:
             clique = stack.pop()
-            if threshold > 0 and not moved[clique.separator].any():
+            if threshold > 0 and not moved[clique.separator_dofs].any():
                 continue
-            new = (clique.mean - clique.gain @ delta[clique.separator].ravel()).reshape(-1, d)
-            moved[clique.index] = np.abs(new - delta[clique.index]).max(axis=1) > threshold
-            delta[clique.index] = new
-            touched.append(clique.index)
+            new = clique.mean - clique.gain @ flat[clique.separator_dofs]
+            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            flat[clique.dofs] = new
+            touched.append(clique.dofs)
             solved += len(clique.frontals)
             stack.extend(clique.children)
         moved[np.concatenate(touched)] = False
