@@ -184,26 +184,42 @@ class BayesTree:
         base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
         entries = [(base[:, :, None] + rows[:, None, :]).ravel(), (base + size[k][:, None] * d).ravel()]
         weights = [factors.hessian[ids].ravel(), factors.eta[ids].ravel()]
-        for orphan in orphans:
-            k = number[id(orphan.parent)]
-            index = (slots(k, orphan.separator)[:, None] * d + span).ravel()
-            columns = np.append(index, size[k] * d)
-            entries.append((offset[k] + index[:, None] * width[k] + columns).ravel())
-            weights.append(orphan.update.ravel())
+
+        def targets(children: list[Clique]) -> tuple[np.ndarray, np.ndarray]:
+            """Where the updates of ``children`` go in ``assembled`` (row-major, the vector
+            column last): flat indices and each child's first one ``(C + 1,)``."""
+            if not children:
+                return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+            k = np.array([number[id(child.parent)] for child in children])
+            separators = [child.separator for child in children]
+            m = np.array([len(separator) for separator in separators]) * d
+            index = (slots(np.repeat(k, m // d), np.concatenate(separators))[:, None] * d + span).ravel()
+            count = m * (m + 1)
+            start = np.concatenate(([0], np.cumsum(count)))
+            child = np.repeat(np.arange(len(children)), count)
+            entry = np.arange(start[-1]) - start[child]
+            row, column = np.divmod(entry, (m + 1)[child])
+            first = (np.cumsum(m) - m)[child]
+            column = np.where(column < m[child], index[np.minimum(first + column, len(index) - 1)],
+                              (size[k] * d)[child])
+            return offset[k][child] + index[first + row] * width[k][child] + column, start
+
+        flat, _ = targets(orphans)
+        entries.append(flat)
+        weights += [orphan.update.ravel() for orphan in orphans]
         assembled = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
-        into_parent = {}
+        fresh = [clique for clique in cliques if clique.parent is not None]
+        flat, start = targets(fresh)
+        into_parent = {id(child): flat[start[j]:start[j + 1]] for j, child in enumerate(fresh)}
         for k in range(len(cliques) - 1, -1, -1):
             clique = cliques[k]
-            n, w = size[k] * d, width[k]
-            A = assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1]
             for child in clique.children:
-                index = into_parent.pop(id(child), None)
+                index = into_parent.get(id(child))
                 if index is not None:
-                    A[np.ix_(index, np.append(index, n))] += child.update
-            _eliminate_clique(clique, A, len(clique.frontals) * d)
-            if clique.parent is not None:
-                into_parent[id(clique)] = (slots(number[id(clique.parent)], clique.separator)[:, None] * d
-                                           + span).ravel()
+                    assembled[index] += child.update.ravel()
+            n, w = size[k] * d, width[k]
+            _eliminate_clique(clique, assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1],
+                              len(clique.frontals) * d)
 
     # ------------------------------------------------------------------ solution
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
