@@ -12,8 +12,8 @@ using the Bayes tree", IJRR 2012). One :meth:`IncrementalSmoother.update`
 2. re-eliminates the cliques of the variables of those factors and all their ancestors (the
    top of the tree), reordered with the variables of the new factors last; the subtrees below
    stay as they are, represented by their cached updates;
-3. back-substitutes from the new top down, continuing into a subtree only while its solution
-   changes by more than ``wildfire_threshold``.
+3. back-substitutes from the new top down, continuing into a clique below only while a
+   variable of its separator changed by more than ``wildfire_threshold`` (iSAM2's wildfire).
 
 On a trajectory the top is a handful of variables per keyframe; a loop closure re-eliminates
 the loop's path up the tree. The estimate after each update is one Gauss-Newton step on what
@@ -21,7 +21,8 @@ changed; :meth:`IncrementalSmoother.converge` iterates updates with every moved 
 relinearized until the steps vanish: then it is the batch Gauss-Newton / Levenberg-Marquardt
 optimum (tested against :class:`~diffopt_ros.nlls.optimizer.Optimizer`).
 
-Linear algebra runs in float64 numpy on the CPU (dense blocks per clique); factor residuals
+Linear algebra runs in float64 numpy on the CPU (one dense block per clique; results are numpy
+arrays, which a caller moves to its torch device, as the SLAM system does); factor residuals
 and Jacobians use :mod:`diffopt_ros.lie` (any group: SE2, SE3). Not differentiable: learning
 differentiates the batch solve (:class:`~diffopt_ros.nlls.optimizer.Optimizer`), which
 reaches the same estimate. Errors follow GTSAM's convention ``sum rho(||r||^2_Sigma)`` with
