@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable
+from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable, ordering
 from diffopt_ros.nlls.incremental import IncrementalSmoother
 
 F64 = torch.float64
@@ -61,6 +61,16 @@ def _batch(edges, measurements, initial):
     return objective, poses
 
 
+def _batch_linear_solution(smoother, edges, z, n):
+    """``(n, 3)``: the batch Gauss-Newton step at the smoother's linearization points."""
+    theta = torch.from_numpy(smoother._theta.copy())
+    objective, _ = _batch(edges, z, theta)
+    lin = objective.linearize([theta[None]])
+    from diffopt_ros.nlls.linear import DenseCholesky
+    H = DenseCholesky(objective).assemble(lin.blocks)[0]
+    return torch.linalg.solve(H, -lin.gradient[0]).reshape(n, 3).numpy()
+
+
 def test_eliminated_system_solves_the_batch_linear_system():
     """Without relinearization every factor stays linearized at its first point: after the
     stream (re-eliminating only tops, orphans re-attached, exact back-substitution) the
@@ -71,33 +81,83 @@ def test_eliminated_system_solves_the_batch_linear_system():
     stats = _stream(smoother, edges, z, n, relinearize=False)
     assert max(s.eliminated for s in stats) < n / 2       # only tops were re-eliminated
     assert np.median([s.eliminated for s in stats]) < 25
-    theta = torch.from_numpy(smoother._theta.copy())
-    objective, _ = _batch(edges, z, theta)
-    lin = objective.linearize([theta[None]])
-    from diffopt_ros.nlls.linear import DenseCholesky
-    H = DenseCholesky(objective).assemble(lin.blocks)[0]
-    reference = torch.linalg.solve(H, -lin.gradient[0]).reshape(n, 3).numpy()
+    reference = _batch_linear_solution(smoother, edges, z, n)
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
-def test_iterated_updates_reach_the_batch_optimum_and_its_covariance():
-    n = 120
-    truth, edges, z = _circle_graph(n, seed=1)
-    smoother = IncrementalSmoother(relinearize_threshold=0.05)
-    _stream(smoother, edges, z, n)
-    assert np.abs(smoother.estimate()[:, :2] - truth[:, :2].numpy()).max() < 1.0
-    updates = smoother.converge(tolerance=1e-10)
-    assert updates < 50
-    objective, poses = _batch(edges, z, smoother.estimate())
-    optimizer = Optimizer(objective, max_iterations=100, rel_tol=1e-14, abs_tol=1e-14)
-    start = _batch(edges, z, truth)[0]       # batch LM from the truth: the same optimum
-    batch = Optimizer(start, max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
-    optimum = batch['poses'][0].numpy()
-    assert np.abs(smoother.estimate() - optimum).max() < 1e-7
-    assert abs(smoother.error() - float(batch.error[0])) < 1e-9 * float(batch.error[0])
-    covariance = optimizer.marginal_covariance([torch.from_numpy(optimum)[None]], poses, n - 1)[0]
-    difference = np.abs(smoother.marginal_covariance(n - 1) - covariance.numpy()).max()
-    assert difference < 1e-6 * float(covariance.abs().max())
+def test_random_loop_closures_keep_the_batch_linear_solution():
+    """Loop closures to random old poses (large tops, reordered, cliques re-attached): after
+    each one the exact back-substitution equals the batch Gauss-Newton step."""
+    rng = np.random.default_rng(3)
+    n = 150
+    truth, edges, z = _circle_graph(n, seed=2)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    _stream(smoother, edges, z, n, relinearize=False)
+    for _ in range(6):
+        i, j = sorted(rng.choice(n, 2, replace=False).tolist())
+        edges.append((i, j))
+        z = np.concatenate((z, SE2.between(truth[i:i + 1], truth[j:j + 1]).numpy()))
+        smoother.add_between(i, j, z[-1], INFO, huber=1.0)
+        stats = smoother.update(relinearize=False)
+        assert stats.eliminated >= 2 and stats.relinearized == 0
+        reference = _batch_linear_solution(smoother, edges, z, n)
+        assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_relinearization_every_skip_updates_and_above_the_threshold():
+    """With ``relinearize_skip=4`` variables are relinearized only at every 4th update, and
+    only those whose solution moved more than the threshold (checked from the stats and the
+    linearization points); iterating still reaches the batch optimum."""
+    n = 80
+    truth, edges, z = _circle_graph(n, seed=4)
+    smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4)
+    stats = _stream(smoother, edges, z, n)            # updates 1..n (the first: pose 0)
+    counts = [s.relinearized for s in stats]
+    assert sum(counts) > 0
+    assert all(c == 0 for k, c in enumerate(counts, 2) if k % 4)
+    before = smoother._theta.copy()
+    delta = smoother._delta[:n].copy()
+    smoother._updates = 3                             # the next update checks
+    smoother.update()
+    moved = np.abs(delta).max(axis=1) > 0.02
+    assert np.array_equal(np.any(smoother._theta != before, axis=1), moved)
+    assert smoother.converge(tolerance=1e-10) < 50
+    batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
+    assert np.abs(smoother.estimate() - batch['poses'][0].numpy()).max() < 1e-6
+    assert abs(smoother.error() - float(batch.error[0])) < 1e-10 * float(batch.error[0])
+
+
+def test_minimum_degree_order_and_separators():
+    """The constrained variables come last in the given order; each reported separator is
+    the variable's later neighbours after the fill of everything eliminated before it
+    (checked by eliminating the dense adjacency pattern in that order); the order fills less
+    than the natural one."""
+    rng = np.random.default_rng(7)
+    n = 60
+    edges = np.array([(k, k + 1) for k in range(n - 1)]
+                     + [(a, a + int(rng.integers(5, 20))) for a in rng.integers(0, n - 20, 30)])
+    separators = [np.array([3, 10, 11]), np.array([40, 41])]
+    constrained = [20, n - 1]
+    order, found = ordering.elimination_order(list(range(n)), edges, separators, constrained)
+    assert order[-2:] == constrained and sorted(order) == list(range(n))
+
+    def fill(order):
+        pattern = np.zeros((n, n), dtype=bool)
+        pattern[edges[:, 0], edges[:, 1]] = pattern[edges[:, 1], edges[:, 0]] = True
+        for separator in separators:
+            pattern[np.ix_(separator, separator)] = True
+        np.fill_diagonal(pattern, False)
+        result = {}
+        for v in order:
+            neighbours = np.nonzero(pattern[v])[0]
+            result[v] = set(neighbours.tolist())
+            pattern[np.ix_(neighbours, neighbours)] = True
+            np.fill_diagonal(pattern, False)
+            pattern[v, :] = pattern[:, v] = False
+        return result
+
+    assert found == fill(order)
+    assert sum(map(len, found.values())) < sum(map(len, fill(list(range(n))).values()))
 
 
 def test_bad_input_is_refused_with_the_reason():
@@ -121,15 +181,20 @@ def test_bad_input_is_refused_with_the_reason():
     smoother.add_prior(0, np.zeros(3), INFO)
     smoother.add_between(0, 1, [1.0, 0.0, 0.0], INFO)
     smoother.update()
-    with pytest.raises(ValueError, match='not a root'):
+    smoother.add_variable(2, np.zeros(3))
+    smoother.add_between(1, 2, [1.0, 0.0, 0.0], INFO)
+    smoother.update()          # cliques {1, 2} (the root) and {0} below it
+    with pytest.raises(ValueError, match='not in a root clique'):
         smoother.marginal_covariance(0)
-    assert np.allclose(smoother.estimate()[1], [1.0, 0.0, 0.0])
+    assert np.allclose(smoother.estimate()[1:], [[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match='relinearize_skip 0'):
+        IncrementalSmoother(relinearize_skip=0)
 
 
 def test_numpy_se2_factors_equal_the_torch_factors():
     """The smoother's numpy SE(2) residuals and Jacobians are those of nlls' Between and Prior
     (small angles, ordinary ones and angles near pi)."""
-    from diffopt_ros.nlls.incremental import _se2_between_factor, _se2_prior_factor, _se2_retract
+    from diffopt_ros.nlls.se2_numpy import between_factor, prior_factor, retract
     rng = np.random.default_rng(5)
     angles = np.concatenate((rng.uniform(-np.pi, np.pi, 20), [1e-5, -3e-4, np.pi - 1e-4, -np.pi + 2e-4]))
     n = len(angles)
@@ -140,12 +205,12 @@ def test_numpy_se2_factors_equal_the_torch_factors():
     values = [torch.from_numpy(xi)[None], torch.from_numpy(xj)[None]]
     between = Between(poses, range(n), range(n, 2 * n), torch.from_numpy(z))
     r_t, (ji_t, jj_t) = between.residual_and_jacobians(values)
-    r, (ji, jj) = _se2_between_factor(z, xi, xj, True)
+    r, (ji, jj) = between_factor(z, xi, xj, True)
     for ours, theirs in ((r, r_t), (ji, ji_t), (jj, jj_t)):
         assert np.allclose(ours, theirs[0].numpy(), rtol=1e-10, atol=1e-12)
     r_t, (j_t,) = Prior(poses, range(n), torch.from_numpy(z)).residual_and_jacobians(values[:1])
-    r, (j,) = _se2_prior_factor(z, xi, True)
+    r, (j,) = prior_factor(z, xi, True)
     assert np.allclose(r, r_t[0].numpy(), atol=1e-12) and np.allclose(j, j_t[0].numpy(), atol=1e-10)
     d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
-    assert np.allclose(_se2_retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
+    assert np.allclose(retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
                        atol=1e-12)

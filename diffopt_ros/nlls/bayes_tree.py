@@ -1,0 +1,293 @@
+"""The Bayes tree of an incrementally solved graph: cliques, partial re-elimination, solve.
+
+The Gauss-Newton system ``H delta = eta`` of the graph is kept eliminated as a tree of
+*cliques* (iSAM2's Bayes tree: Kaess et al., "iSAM2: Incremental smoothing and mapping using
+the Bayes tree", IJRR 2012). A clique holds frontal variables ``F`` (eliminated together, in
+order) and a separator ``S`` (variables eliminated later that share a factor or fill with
+them), the Gaussian conditional ``delta_F = mean - gain delta_S`` and the *update* it passed
+on to its parent: the Schur complement of its whole subtree on ``S`` (information ``(|S| dof,
+|S| dof)`` and vector), which stands for that subtree when the clique above is re-eliminated.
+A clique's parent is the clique of the first-eliminated variable of its separator.
+
+:meth:`BayesTree.update` re-eliminates the cliques of the changed variables and all their
+ancestors (the top): their variables are ordered afresh by greedy minimum degree on the graph
+of their factors and of the separators of the subtrees below (the orphans, left untouched),
+with the variables of the new factors last (so that the next update touches the top again
+and a loop closure does not refactor the past); variables whose separator is that of the
+next one plus it are merged into one clique (fundamental supernodes). Each clique is then
+eliminated in one dense step (its factors and its children's updates scattered into one
+``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
+complement), so the per-variable Python work is only the symbolic ordering.
+:meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
+only while its solution changes by more than the wildfire threshold (iSAM2's partial
+back-substitution). Float64 numpy on the CPU.
+"""
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+from scipy.linalg import lapack
+
+from diffopt_ros.nlls.factor_store import FactorStore
+from diffopt_ros.nlls.ordering import elimination_order
+
+
+class Clique:
+    """Frontal variables ``frontals (F,)`` (in elimination order), ``separator (S,)``, the
+    conditional ``gain (F dof, S dof)``, ``mean (F dof,)``, the update on the separator
+    ``update (S dof, S dof + 1)`` (information and vector; None at a root) and, at a root,
+    the upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
+
+    __slots__ = ('frontals', 'dofs', 'separator', 'separator_dofs', 'parent', 'children', 'gain',
+                 'mean', 'update', 'cholesky')
+
+    def __init__(self, frontals: list[int]):
+        self.frontals = frontals
+        self.dofs = None                              # (F dof,) rows of the frontals in delta
+        self.separator_dofs = None                    # (S dof,) rows of the separator
+        self.separator = np.zeros(0, dtype=np.int64)
+        self.parent: Clique | None = None
+        self.children: list[Clique] = []
+        self.gain = self.mean = self.update = self.cholesky = None
+
+
+class BayesTree:
+    """The cliques of variables ``0..N-1`` with ``dof`` each; variables not eliminated yet
+    belong to no clique."""
+
+    def __init__(self, dof: int):
+        self.dof = dof
+        self.clique_of: list[Clique | None] = []
+        self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
+        self._moved = np.zeros(0, dtype=bool)             # scratch: solution changed (wildfire)
+
+    def add_variable(self) -> None:
+        self.clique_of.append(None)
+        if len(self._slot) <= len(self.clique_of):
+            self._slot = np.full(2 * len(self._slot) + 1, -1, dtype=np.int64)
+
+    # ------------------------------------------------------------------ re-elimination
+    def update(self, changed: set[int], last: list[int], factors: FactorStore) -> list[Clique]:
+        """Re-eliminate the cliques of ``changed`` and their ancestors, with the variables of
+        ``last`` eliminated after all others (in that order); returns the new cliques, parents
+        before children."""
+        top: set[Clique] = set()
+        variables = []
+        for v in changed:
+            clique = self.clique_of[v]
+            if clique is None:
+                variables.append(v)
+            while clique is not None and clique not in top:
+                top.add(clique)
+                clique = clique.parent
+        variables += [v for clique in top for v in clique.frontals]
+        orphans = [child for clique in top for child in clique.children if child not in top]
+        order, separators = self._order(variables, orphans, last, factors)
+        self._slot[order] = np.arange(len(order))
+        cliques = self._cliques(order, separators, orphans, self._slot)
+        self._slot[order] = -1
+        self._factorize(cliques, orphans, factors)
+        return cliques
+
+    def _order(self, variables: list[int], orphans: list[Clique], last: list[int],
+               factors: FactorStore) -> tuple[list[int], dict[int, set[int]]]:
+        """Elimination order of ``variables`` (:func:`~diffopt_ros.nlls.ordering.elimination_order`
+        on the graph of their factors and the orphans' separators), the variables of ``last``
+        after all others; returns it and each variable's separator."""
+        slot = self._slot
+        slot[variables] = 0
+        ids = np.fromiter(chain.from_iterable(factors.of_variable[v] for v in variables), dtype=np.int64)
+        keys = factors.keys[np.unique(ids)]
+        keys = keys[keys[:, 1] >= 0]
+        edges = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)]
+        slot[variables] = -1
+        inside = set(variables)
+        constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
+        return elimination_order(variables, edges, [orphan.separator for orphan in orphans], constrained)
+
+    def _cliques(self, order: list[int], separators: dict[int, set[int]], orphans: list[Clique],
+                 rank: np.ndarray) -> list[Clique]:
+        """Group ``order`` into cliques (a variable joins its parent's clique when its
+        separator is the parent's plus the parent, and the parent is the clique's first
+        frontal so far) and hang the orphans below them; parents before children. ``rank``:
+        each variable's position in ``order``."""
+        cliques, clique_of = [], self.clique_of
+        for v in reversed(order):
+            separator = np.fromiter(separators[v], dtype=np.int64, count=len(separators[v]))
+            clique = None
+            if len(separator):
+                parent = int(separator[rank[separator].argmin()])
+                clique = clique_of[parent]
+                if clique.frontals[-1] != parent or len(separators[parent]) + 1 != len(separator):
+                    clique = None
+            if clique is None:
+                clique = Clique([])
+                clique.separator = separator[np.argsort(rank[separator])]
+                if len(separator):
+                    clique.parent = clique_of[parent]
+                    clique.parent.children.append(clique)
+                cliques.append(clique)
+            clique.frontals.append(v)      # reversed: the last-eliminated first
+            clique_of[v] = clique
+        for clique in cliques:
+            clique.frontals.reverse()
+            span = np.arange(self.dof)
+            clique.dofs = (np.array(clique.frontals)[:, None] * self.dof + span).ravel()
+            clique.separator_dofs = (clique.separator[:, None] * self.dof + span).ravel()
+        for orphan in orphans:
+            separator = orphan.separator
+            orphan.parent = clique_of[int(separator[rank[separator].argmin()])]
+            orphan.parent.children.append(orphan)
+        return cliques
+
+    def _factorize(self, cliques: list[Clique], orphans: list[Clique], factors: FactorStore) -> None:
+        """Eliminate ``cliques``, children first. Each clique's frontal matrix is assembled from
+        the factors whose first-eliminated variable is one of its frontals and the updates of
+        its children: those of the factors and the orphans in one scatter for all cliques, those
+        of new children as they are eliminated."""
+        d, N = self.dof, len(self.clique_of) + 1
+        number = {id(clique): k for k, clique in enumerate(cliques)}
+        local = [clique.frontals + clique.separator.tolist() for clique in cliques]
+        size = np.array([len(variables) for variables in local])
+        # clique k's block: rows and columns of its variables (n = size * dof), the vector
+        # column n, then a dummy slot for a prior's missing key
+        width = size * d + 1 + d
+        offset = np.concatenate(([0], np.cumsum(width * width)))
+        members = np.fromiter(chain.from_iterable(local), dtype=np.int64, count=int(size.sum()))
+        owner = np.repeat(np.arange(len(cliques)), size)
+        code = owner * N + members
+        sorting = np.argsort(code)
+        code = code[sorting]
+        position = (np.arange(len(members)) - np.repeat(np.cumsum(size) - size, size))[sorting]
+
+        def slots(k: np.ndarray, v: np.ndarray) -> np.ndarray:
+            """Local index of variables ``v`` in cliques ``k``."""
+            return position[np.searchsorted(code, k * N + v)]
+
+        span = np.arange(d)
+        # factors: the clique of their first-eliminated key
+        frontal = [v for clique in cliques for v in clique.frontals]
+        in_top = self._slot
+        in_top[frontal] = np.repeat(np.arange(len(cliques)), [len(c.frontals) for c in cliques])
+        ids = np.unique(np.fromiter(chain.from_iterable(factors.of_variable[v] for v in frontal),
+                                    dtype=np.int64))
+        keys = factors.keys[ids]
+        home = np.where(keys >= 0, in_top[keys], -1)
+        in_top[frontal] = -1
+        inside = (home[:, 0] >= 0) & ((keys[:, 1] < 0) | (home[:, 1] >= 0))
+        ids, keys, home = ids[inside], keys[inside], home[inside]
+        k = np.where((keys[:, 1] < 0) | (home[:, 0] >= home[:, 1]), home[:, 0], home[:, 1])
+        slot = slots(k[:, None], keys)
+        slot[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
+        rows = (slot[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
+        base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
+        entries = [(base[:, :, None] + rows[:, None, :]).ravel(), (base + size[k][:, None] * d).ravel()]
+        weights = [factors.hessian[ids].ravel(), factors.eta[ids].ravel()]
+
+        def targets(children: list[Clique]) -> tuple[np.ndarray, np.ndarray]:
+            """Where the updates of ``children`` go in ``assembled`` (row-major, the vector
+            column last): flat indices and each child's first one ``(C + 1,)``."""
+            if not children:
+                return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+            k = np.array([number[id(child.parent)] for child in children])
+            separators = [child.separator for child in children]
+            m = np.array([len(separator) for separator in separators]) * d
+            index = (slots(np.repeat(k, m // d), np.concatenate(separators))[:, None] * d + span).ravel()
+            count = m * (m + 1)
+            start = np.concatenate(([0], np.cumsum(count)))
+            child = np.repeat(np.arange(len(children)), count)
+            entry = np.arange(start[-1]) - start[child]
+            row, column = np.divmod(entry, (m + 1)[child])
+            first = (np.cumsum(m) - m)[child]
+            column = np.where(column < m[child], index[np.minimum(first + column, len(index) - 1)],
+                              (size[k] * d)[child])
+            return offset[k][child] + index[first + row] * width[k][child] + column, start
+
+        flat, _ = targets(orphans)
+        entries.append(flat)
+        weights += [orphan.update.ravel() for orphan in orphans]
+        assembled = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
+        fresh = [clique for clique in cliques if clique.parent is not None]
+        flat, start = targets(fresh)
+        into_parent = {id(child): flat[start[j]:start[j + 1]] for j, child in enumerate(fresh)}
+        for k in range(len(cliques) - 1, -1, -1):
+            clique = cliques[k]
+            for child in clique.children:
+                index = into_parent.get(id(child))
+                if index is not None:
+                    assembled[index] += child.update.ravel()
+            n, w = size[k] * d, width[k]
+            _eliminate_clique(clique, assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1],
+                              len(clique.frontals) * d)
+
+    # ------------------------------------------------------------------ solution
+    def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
+        """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
+        each clique below whose separator holds a component that changed by more than
+        ``threshold`` (0: all; iSAM2's wildfire); returns the number of variables solved."""
+        flat = delta.reshape(-1)
+        moved = self._moved
+        if len(moved) < len(flat):
+            moved = self._moved = np.zeros(len(flat), dtype=bool)
+        solved, touched = 0, []
+        fresh = {id(clique) for clique in cliques}
+        stack = []
+        for clique in cliques:
+            new = clique.mean
+            if len(clique.separator):
+                new = new - clique.gain @ flat[clique.separator_dofs]
+            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            flat[clique.dofs] = new
+            touched.append(clique.dofs)
+            solved += len(clique.frontals)
+            stack += [child for child in clique.children if id(child) not in fresh]
+        while stack:
+            clique = stack.pop()
+            if threshold > 0 and not moved[clique.separator_dofs].any():
+                continue
+            new = clique.mean - clique.gain @ flat[clique.separator_dofs]
+            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            flat[clique.dofs] = new
+            touched.append(clique.dofs)
+            solved += len(clique.frontals)
+            stack.extend(clique.children)
+        moved[np.concatenate(touched)] = False
+        return solved
+
+    def marginal_covariance(self, key: int) -> np.ndarray:
+        """``(dof, dof)`` marginal covariance of a frontal variable of a root clique."""
+        clique = self.clique_of[key] if key < len(self.clique_of) else None
+        if clique is None or clique.parent is not None:
+            raise ValueError(f'incremental smoother: variable {key} is not in a root clique of the '
+                             'Bayes tree (only the newest variables\' marginals are kept)')
+        d = self.dof
+        k = clique.frontals.index(key)
+        unit = np.zeros((len(clique.frontals) * d, d))
+        unit[k * d:(k + 1) * d] = np.eye(d)
+        solution, _ = lapack.dpotrs(clique.cholesky, unit)
+        block = solution[k * d:(k + 1) * d]
+        return 0.5 * (block + block.T)
+
+
+def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
+    """Eliminate the first ``frontal`` rows of the system ``A = [M e] (n, n + 1)``: the
+    conditional of the frontals on the separator and the update on the separator. A singular
+    frontal block (a gauge freedom) gets a relative damping of 1e-9 of its mean diagonal."""
+    own = A[:frontal, :frontal]
+    cholesky, info = lapack.dpotrf(own, lower=0, clean=1)
+    if info != 0:
+        damping = 1e-9 * max(float(np.trace(own)) / len(own), 1.0)
+        cholesky, info = lapack.dpotrf(own + damping * np.eye(len(own)), lower=0, clean=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f'incremental smoother: the information of variables '
+                                        f'{clique.frontals} is not positive definite')
+    cross = A[:frontal, frontal:]
+    solution, _ = lapack.dpotrs(cholesky, cross)
+    clique.gain, clique.mean = solution[:, :-1], solution[:, -1]
+    if len(clique.separator):
+        clique.update = A[frontal:, frontal:] - cross[:, :-1].T @ solution
+        clique.cholesky = None
+    else:
+        clique.update = None
+        clique.cholesky = cholesky

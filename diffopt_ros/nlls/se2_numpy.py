@@ -1,0 +1,83 @@
+"""SE(2) factors in float64 numpy for the incremental smoother.
+
+The closed forms of :class:`diffopt_ros.lie.SE2` (same conventions: poses ``(x, y, theta)``,
+tangent ``(v_x, v_y, omega)``, right perturbations, Taylor series below ``SMALL_ANGLE``) on
+``(E, 3)`` arrays: an incremental update linearizes a few factors, where torch's per-call
+overhead would cost ten times the arithmetic (tested against the torch factors).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from diffopt_ros.lie._util import SMALL_ANGLE, wrap_angle
+
+
+def _coefficients(theta: np.ndarray):
+    """``sin t / t, (1 - cos t) / t, (1 - cos t) / t^2, (t - sin t) / t^2``."""
+    small = np.abs(theta) < SMALL_ANGLE
+    t = np.where(small, 1.0, theta)
+    s, c, t2 = np.sin(t), np.cos(t), theta * theta
+    return (np.where(small, 1 - t2 / 6 + t2 * t2 / 120, s / t),
+            np.where(small, theta / 2 - theta * t2 / 24, (1 - c) / t),
+            np.where(small, 0.5 - t2 / 24, (1 - c) / (t * t)),
+            np.where(small, theta / 6 - theta * t2 / 120, (t - s) / (t * t)))
+
+
+def _between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a^-1 b`` for ``(E, 3)`` poses."""
+    c, s = np.cos(a[:, 2]), np.sin(a[:, 2])
+    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    return np.stack((c * dx + s * dy, -s * dx + c * dy, wrap_angle(b[:, 2] - a[:, 2])), axis=1)
+
+
+def _log(g: np.ndarray) -> np.ndarray:
+    w = wrap_angle(g[:, 2])
+    small = np.abs(w) < SMALL_ANGLE
+    t = np.where(small, 1.0, w)
+    alpha = np.where(small, 1 - w * w / 12, t * np.sin(t) / (2 * (1 - np.cos(t))))
+    beta = w / 2
+    return np.stack((alpha * g[:, 0] + beta * g[:, 1], -beta * g[:, 0] + alpha * g[:, 1], w), axis=1)
+
+
+def retract(g: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``g exp(d)`` for ``(E, 3)`` poses and tangents."""
+    sinc, cosc, _, _ = _coefficients(d[:, 2])
+    x, y = sinc * d[:, 0] - cosc * d[:, 1], cosc * d[:, 0] + sinc * d[:, 1]
+    c, s = np.cos(g[:, 2]), np.sin(g[:, 2])
+    return np.stack((g[:, 0] + c * x - s * y, g[:, 1] + s * x + c * y, wrap_angle(g[:, 2] + d[:, 2])), axis=1)
+
+
+def _right_jacobian_inv(xi: np.ndarray) -> np.ndarray:
+    vx, vy, w = xi[:, 0], xi[:, 1], xi[:, 2]
+    sinc, cosc, k1, k2 = _coefficients(w)
+    det = sinc * sinc + cosc * cosc
+    a, b = sinc / det, cosc / det
+    c13, c23 = vx * k2 - vy * k1, vx * k1 + vy * k2
+    out = np.zeros((len(xi), 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = a, -b, -(a * c13 - b * c23)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = b, a, -(b * c13 + a * c23)
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def between_factor(z: np.ndarray, xi: np.ndarray, xj: np.ndarray, jacobians: bool):
+    """Residual ``log(z^-1 x_i^-1 x_j)`` ``(E, 3)`` and its Jacobians ``[(E, 3, 3)] * 2``
+    (those of :class:`~diffopt_ros.nlls.factors.Between`)."""
+    rel = _between(xi, xj)
+    r = _log(_between(z, rel))
+    if not jacobians:
+        return r, []
+    j_inv = _right_jacobian_inv(r)
+    # Ad(rel^-1) = [[c, s, y'], [-s, c, -x'], [0, 0, 1]], (x', y') the translation of rel^-1
+    c, s = np.cos(rel[:, 2]), np.sin(rel[:, 2])
+    inv_x, inv_y = -(c * rel[:, 0] + s * rel[:, 1]), -(-s * rel[:, 0] + c * rel[:, 1])
+    adjoint = np.zeros_like(j_inv)
+    adjoint[:, 0, 0], adjoint[:, 0, 1], adjoint[:, 0, 2] = c, s, inv_y
+    adjoint[:, 1, 0], adjoint[:, 1, 1], adjoint[:, 1, 2] = -s, c, -inv_x
+    adjoint[:, 2, 2] = 1.0
+    return r, [-(j_inv @ adjoint), j_inv]
+
+
+def prior_factor(z: np.ndarray, x: np.ndarray, jacobians: bool):
+    r = _log(_between(z, x))
+    return r, ([_right_jacobian_inv(r)] if jacobians else [])
