@@ -89,3 +89,31 @@ def test_steering_angle_needs_the_car():
     with pytest.raises(ValueError, match='model'):
         MpcSettings.from_params({'model': 'tricycle'})
     assert MpcSettings.from_params({'model': 'bicycle', 'cmd_steering_angle': True}).steering_angle
+
+
+def test_navigator_drives_a_unicycle_to_its_goal():
+    """navigation's unicycle (mpc_node ``model: unicycle`` with ``navigation.enabled``): planned
+    round a post, tracked with the pose-only model; the robot applies each command at once."""
+    from diffopt_ros.maps import world_grid
+    from diffopt_ros.navigation import Navigator, NavSettings
+    from diffopt_ros.sim import World
+
+    world = World.from_dict({'start': [0.6, 0.6, 0.0], 'walls': [{'box': [0, 0, 3, 3]}],
+                             'obstacles': [[1.5, 1.5, 0.3]]})
+    settings = MpcSettings(horizon=15, max_iterations=5)
+    navigator = Navigator(world_grid(world, 0.05), settings, NavSettings(robot='unicycle'))
+    assert isinstance(navigator.model, Unicycle)
+    plant = Unicycle(settings.dt).to(F64)
+    pose, command = torch.tensor([0.6, 0.6, 0.0], dtype=F64), np.zeros(2)
+    assert navigator.set_goal(pose[:2].numpy(), [2.4, 2.4]).reachable
+    clearance = []
+    for tick in range(120):
+        step = navigator.step(np.concatenate([pose.numpy(), command]), tick * settings.dt)
+        if step.mode == 'goal reached':
+            break
+        assert step.mode == 'tracking' and step.states.shape == (16, 3)
+        command = step.command
+        pose = plant(pose, torch.as_tensor(command))
+        clearance.append(world.clearance(pose[:2].numpy()))
+    assert step.mode == 'goal reached', pose
+    assert min(clearance) > NavSettings().radius

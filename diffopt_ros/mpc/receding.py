@@ -225,6 +225,17 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
     return mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
 
 
+def tracking_cost(settings: MpcSettings, n_x: int = 5) -> TrackingCost:
+    """The tracking cost of the settings' ``w_*`` weights for a model with ``n_x`` states: state
+    weights ``(position, position, heading, v, omega)[:n_x]`` (a car's fifth state is its
+    steering angle; a unicycle's 3 states are the pose), control weights ``(v_cmd, omega_cmd)``,
+    rate weight ``(rate, rate)`` (none when 0), heading wrapped."""
+    s = settings
+    state_weight = [s.w_position, s.w_position, s.w_heading, s.w_v, s.w_omega][:n_x]
+    return TrackingCost(state_weight, [s.w_v_cmd, s.w_omega_cmd], s.terminal_scale,
+                        [s.w_rate, s.w_rate] if s.w_rate > 0 else None, angle_indices=(2,))
+
+
 @dataclass
 class ControlStep:
     """One receding-horizon solve.
@@ -274,11 +285,8 @@ class RecedingHorizonSolver:
             'tau_omega': s.tau_omega, 'wheelbase': s.wheelbase, 'tau_steer': s.tau_steer,
             'max_steer_rate': s.max_steer_rate})
         turn = s.max_steer if s.model == 'bicycle' else s.omega_max
-        state_weight = [s.w_position, s.w_position, s.w_heading, s.w_v, s.w_omega][:model.n_x]
-        cost = TrackingCost(state_weight, [s.w_v_cmd, s.w_omega_cmd], s.terminal_scale,
-                            [s.w_rate, s.w_rate] if s.w_rate > 0 else None, angle_indices=(2,))
-        self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -turn], u_upper=[s.v_max, turn],
-                       max_iterations=s.max_iterations, tolerance=s.tolerance,
+        self.mpc = MPC(model, tracking_cost(s, model.n_x), s.horizon, u_lower=[s.v_min, -turn],
+                       u_upper=[s.v_max, turn], max_iterations=s.max_iterations, tolerance=s.tolerance,
                        backward='none').to(device=self.device, dtype=dtype)
         self.model = self.mpc.dynamics
         self._bounds = (np.array([s.v_min, -turn]), np.array([s.v_max, turn]))

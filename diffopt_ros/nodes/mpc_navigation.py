@@ -59,8 +59,8 @@ class NodeNavigation:
     def set_map(self, grid: Grid) -> None:
         """A new navigator on ``grid``; the current goal (if any) is planned on it at the next tick."""
         v = self._values
-        car = v['model'] == 'bicycle'
-        nav = NavSettings(robot='ackermann' if car else 'diff_drive', radius=v['navigation.radius'],
+        robot = {'bicycle': 'ackermann', 'unicycle': 'unicycle'}.get(v['model'], 'diff_drive')
+        nav = NavSettings(robot=robot, radius=v['navigation.radius'],
                           inflation=v['navigation.inflation'],
                           obstacle_weight=v['navigation.obstacle_weight'],
                           reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
