@@ -10,7 +10,8 @@ replans when the robot strays from the path or a scan point blocks it (the scan 
 count as obstacles for that plan). Robot bases: ``diff_drive`` (the
 :class:`~diffopt_ros.mpc.models.DiffDriveLag` model, commands ``(v, omega)``) and ``ackermann``
 (:class:`~diffopt_ros.mpc.bases.Bicycle`, commands ``(v, steer)`` sent as the Twist
-``(v, v tan(steer) / wheelbase)``). States are ``(x, y, yaw, v, omega)`` in the map frame
+``(v, v tan(steer) / wheelbase)``) and ``unicycle`` (:class:`~diffopt_ros.mpc.models.Unicycle`,
+the pose only, commands ``(v, omega)`` applied at once). States are ``(x, y, yaw, v, omega)`` in the map frame
 (m, rad, m/s, rad/s); the car's steering angle is recovered from ``omega`` and ``v``.
 """
 from __future__ import annotations
@@ -22,17 +23,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffopt_ros.mpc import MPC, TrackingCost
-from diffopt_ros.mpc.bases import Bicycle, steer_from_twist
+from diffopt_ros.mpc import MPC
+from diffopt_ros.mpc.bases import Bicycle, model_state
 from diffopt_ros.mpc.cem import CEM
 from diffopt_ros.mpc.cost_sum import CostSum
-from diffopt_ros.mpc.models import DiffDriveLag
+from diffopt_ros.mpc.models import DiffDriveLag, Unicycle
 from diffopt_ros.mpc.obstacles import DistanceField, ObstacleCost
-from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference, receding_step
+from diffopt_ros.mpc.receding import (
+    MpcSettings,
+    advance_plan,
+    path_reference,
+    receding_step,
+    tracking_cost,
+)
 from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 from diffopt_ros.planning import GlobalPlan, GridPlanner
 
-ROBOTS = ('diff_drive', 'ackermann')
+ROBOTS = ('diff_drive', 'ackermann', 'unicycle')
 #: mpc_node's defaults (:mod:`diffopt_ros.params.mpc`): the node and the library share them.
 _NODE = {p.name: p.default for p in MPC_SCHEMA}
 
@@ -42,7 +49,7 @@ class NavSettings:
     """Navigation settings beyond the MPC's (units: m, rad, s, m/s).
 
     Attributes:
-        robot: ``'diff_drive'`` or ``'ackermann'``.
+        robot: ``'diff_drive'``, ``'ackermann'`` or ``'unicycle'``.
         radius: robot radius (m): lethal distance of the planner, the obstacle cost's base margin.
         inflation: clearance wanted beyond the radius (obstacle cost), learnable there.
         obstacle_weight: weight of the clearance penalty (1/m^2 per step).
@@ -131,12 +138,14 @@ class Navigator:
             self.model = Bicycle(s.dt, wheelbase=nav.wheelbase, gain_v=s.gain_v, tau_v=s.tau_v,
                                  tau_steer=nav.tau_steer, max_steer_rate=nav.max_steer_rate)
             lower, upper = [s.v_min, -nav.max_steer], [s.v_max, nav.max_steer]
+        elif nav.robot == 'unicycle':
+            self.model = Unicycle(s.dt)
+            lower, upper = [s.v_min, -s.omega_max], [s.v_max, s.omega_max]
         else:
             self.model = DiffDriveLag(s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
                                       tau_omega=s.tau_omega)
             lower, upper = [s.v_min, -s.omega_max], [s.v_max, s.omega_max]
-        self.tracking = TrackingCost.diff_drive(s.w_position, s.w_heading, s.w_v, s.w_omega, s.w_v_cmd,
-                                                s.w_omega_cmd, s.w_rate, s.terminal_scale)
+        self.tracking = tracking_cost(s, self.model.n_x)
         self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
         self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
                        u_upper=upper, max_iterations=s.max_iterations, tolerance=s.tolerance,
@@ -157,14 +166,11 @@ class Navigator:
         self.mpc.cost = self.cem.cost = CostSum(self.tracking, self.obstacles) if on else self.tracking
 
     def model_state(self, state) -> np.ndarray:
-        """The MPC model's state ``(5,)`` from ``(x, y, yaw, v, omega)``: the car's fifth entry
-        becomes its steering angle (``atan(omega wheelbase / v)``, 0 at rest)."""
-        state = np.asarray(state, dtype=np.float64)[:5].copy()
-        if self.nav.robot == 'ackermann':
-            steer = steer_from_twist(torch.tensor(state[3]), torch.tensor(state[4]), self.nav.wheelbase,
-                                     self.nav.max_steer)
-            state[4] = float(steer)
-        return state
+        """The MPC model's state ``(n_x,)`` from ``(x, y, yaw, v, omega)``: the car's fifth entry
+        becomes its steering angle (``atan(omega wheelbase / v)``, 0 at rest), a unicycle's is
+        the pose ``(3,)`` (:func:`~diffopt_ros.mpc.bases.model_state`)."""
+        state = torch.as_tensor(np.asarray(state, dtype=np.float64)[:5]).to(self.dtype)
+        return model_state(self.model, state, self.nav.max_steer).to(torch.float64).numpy()
 
     def twist(self, control) -> np.ndarray:
         """The Twist ``(v, omega)`` of a model control ``(2,)``."""
@@ -244,7 +250,7 @@ class Navigator:
             warm = tensor(advance_plan(self._warm[0], now - self._warm[1], s.dt))[None]
         with torch.no_grad():
             if self.controller == 'cem':
-                target = np.concatenate([x[None], reference], 0)
+                target = np.concatenate([x[None], reference[:, :x.size]], 0)
                 sol = self.cem(tensor(x)[None], target=tensor(target)[None], u_init=warm,
                                u_prev=tensor(self.last_command)[None], generator=self._generator)
             else:   # the receding-horizon call of mpc_node and learning

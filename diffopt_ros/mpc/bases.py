@@ -11,6 +11,9 @@ Twist interface of such a base, and the table of models by name.
   steering angle with its wheelbase, ``steer = atan(omega wheelbase / v)``), for system
   identification from recorded runs.
 * :data:`MODELS` / :func:`make_model` - ``diff_drive_lag``, ``unicycle``, ``bicycle`` by name.
+* :func:`model_state`, :func:`command_of`, :func:`control_of` - between a model's states and
+  controls and what the node measures (odometry ``(x, y, yaw, v, omega)``) and sends
+  (``/cmd_vel``: a Twist, or for a car optionally ``(v, steering angle)``).
 """
 from __future__ import annotations
 
@@ -229,3 +232,35 @@ def make_model(name: str, dt: float, params: dict | None = None) -> Dynamics:
 
 #: Dynamics models by the name of mpc_node's ``model`` parameter.
 MODELS: dict[str, type[Dynamics]] = {'diff_drive_lag': DiffDriveLag, 'unicycle': Unicycle, 'bicycle': Bicycle}
+
+
+def model_state(model: Dynamics, state: torch.Tensor, max_steer: float = math.pi / 2) -> torch.Tensor:
+    """The model's states ``(..., n_x)`` of odometry states ``(..., 5)`` ``(x, y, yaw, v, omega)``
+    (m, m, rad, m/s, rad/s): a :class:`Bicycle`'s fifth entry becomes the steering angle
+    (:func:`steer_from_twist`, within ``±max_steer``, 0 at rest); a
+    :class:`~diffopt_ros.mpc.models.Unicycle` keeps the pose ``(..., 3)``; others are unchanged."""
+    if isinstance(model, Bicycle):
+        steer = steer_from_twist(state[..., 3], state[..., 4], model.wheelbase.detach(), max_steer)
+        return torch.cat((state[..., :4], steer.unsqueeze(-1)), -1)
+    return state[..., :model.n_x]
+
+
+def command_of(model: Dynamics, controls: torch.Tensor, steering_angle: bool = False) -> torch.Tensor:
+    """What ``/cmd_vel`` carries for model controls ``(..., 2)``: a :class:`Bicycle`'s
+    ``(v_cmd, steer_cmd)`` become the Twist ``(v, v tan(steer) / wheelbase)`` (m/s, rad/s), or stay
+    ``(v, steer)`` (m/s, rad) with ``steering_angle``; other models' controls are Twists already."""
+    if isinstance(model, Bicycle) and not steering_angle:
+        v = controls[..., 0]
+        return torch.stack((v, twist_from_steer(v, controls[..., 1], model.wheelbase.detach())), -1)
+    return controls
+
+
+def control_of(model: Dynamics, commands: torch.Tensor, max_steer: float = math.pi / 2,
+               steering_angle: bool = False) -> torch.Tensor:
+    """Model controls ``(..., 2)`` of sent commands ``(..., 2)``, the inverse of :func:`command_of`
+    (a Twist at ``|v| < MIN_STEERING_SPEED`` gives steering angle 0)."""
+    if isinstance(model, Bicycle) and not steering_angle:
+        v = commands[..., 0]
+        steer = steer_from_twist(v, commands[..., 1], model.wheelbase.detach(), max_steer)
+        return torch.stack((v, steer), -1)
+    return commands

@@ -1,9 +1,14 @@
 """The receding-horizon loop of ``mpc_node`` without ROS: references, warm start, the solve.
 
 Units and axes as in docs/CONTRACTS.md: state ``(x, y, yaw, v, omega)`` (m, m, rad, m/s, rad/s),
-control ``(v_cmd, omega_cmd)``. References are the desired states after each of the ``T`` steps
-of the horizon, ``(T, 5)`` float64 arrays; yaw references are unwrapped to lie near the current
-yaw so a quadratic heading cost never takes the long way round.
+control ``(v_cmd, omega_cmd)``. The robot base is the ``model`` setting, built by
+:func:`diffopt_ros.mpc.bases.make_model`: ``diff_drive_lag``, ``unicycle`` (the pose only,
+commands applied at once) or ``bicycle`` (an Ackermann car: control ``(v_cmd, steer_cmd)``, its
+state's fifth entry the steering angle; :class:`RecedingHorizonSolver` converts odometry states
+and sends Twists, or ``(v, steering angle)`` with ``steering_angle``). References are the desired
+states after each of the ``T`` steps of the horizon, ``(T, 5)`` float64 arrays; yaw references
+are unwrapped to lie near the current yaw so a quadratic heading cost never takes the long way
+round.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import numpy as np
 import torch
 
 from diffopt_ros.lie import wrap_angle
-from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
+from diffopt_ros.mpc import MPC, TrackingCost
+from diffopt_ros.mpc.bases import command_of, control_of, make_model, model_state
 from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 
 
@@ -137,7 +143,10 @@ SETTINGS_PARAMS = {
     'w_omega': 'weights.omega', 'w_v_cmd': 'weights.v_cmd', 'w_omega_cmd': 'weights.omega_cmd',
     'w_rate': 'weights.rate', 'terminal_scale': 'weights.terminal_scale',
     'v_min': 'bounds.v_min', 'v_max': 'bounds.v_max', 'omega_max': 'bounds.omega_max',
-    'max_iterations': 'max_iterations', 'tolerance': 'tolerance',
+    'max_iterations': 'max_iterations', 'tolerance': 'tolerance', 'model': 'model',
+    'wheelbase': 'model.wheelbase', 'tau_steer': 'model.tau_steer',
+    'max_steer_rate': 'model.max_steer_rate', 'max_steer': 'bounds.max_steer',
+    'steering_angle': 'cmd_steering_angle',
 }
 _DEFAULT = {field: MPC_SCHEMA[param].default for field, param in SETTINGS_PARAMS.items()}
 
@@ -166,6 +175,12 @@ class MpcSettings:
     omega_max: float = _DEFAULT['omega_max']
     max_iterations: int = _DEFAULT['max_iterations']
     tolerance: float = _DEFAULT['tolerance']
+    model: str = _DEFAULT['model']
+    wheelbase: float = _DEFAULT['wheelbase']
+    tau_steer: float = _DEFAULT['tau_steer']
+    max_steer_rate: float = _DEFAULT['max_steer_rate']
+    max_steer: float = _DEFAULT['max_steer']
+    steering_angle: bool = _DEFAULT['steering_angle']
 
     @classmethod
     def from_params(cls, values: dict) -> MpcSettings:
@@ -190,10 +205,13 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
     Args:
         mpc: the controller (e.g. ``RecedingHorizonSolver(...).mpc`` or
             :func:`~diffopt_ros.learn.controller.node_mpc`).
-        state: measured states ``(B, 5)`` (m, m, rad, m/s, rad/s).
-        reference: desired states after each step of the horizon ``(B, T, 5)``.
-        last_command: the command applied until now ``(B, 2)`` (m/s, rad/s) for the rate
-            penalty ``(u_0 - u_prev)``; None only for a controller without a rate term.
+        state: the model's states ``(B, 5)`` (m, m, rad, m/s, rad/s; a car's fifth entry is its
+            steering angle, :func:`~diffopt_ros.mpc.bases.model_state`); entries beyond the
+            model's ``n_x`` are dropped (a unicycle's ``(B, 3)`` pose).
+        reference: desired states after each step of the horizon ``(B, T, 5)`` (as ``state``).
+        last_command: the control applied until now ``(B, 2)`` (m/s, rad/s; a car's
+            ``(v_cmd, steer_cmd)``) for the rate penalty ``(u_0 - u_prev)``; None only for a
+            controller without a rate term.
         warm: warm-start controls ``(B, T, 2)`` (e.g. the previous plan shifted to now).
         options: keyword options of :meth:`~diffopt_ros.mpc.MPC.forward` (``backward='none'``
             in a control loop: no graph whatever the parameters).
@@ -201,8 +219,21 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
     Returns:
         The MPC's solution (``controls (B, T, 2)``: ``controls[:, 0]`` is the command now).
     """
+    n_x = mpc.dynamics.n_x
+    state, reference = state[..., :n_x], reference[..., :n_x]
     target = torch.cat((state.unsqueeze(1), reference), 1)
     return mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
+
+
+def tracking_cost(settings: MpcSettings, n_x: int = 5) -> TrackingCost:
+    """The tracking cost of the settings' ``w_*`` weights for a model with ``n_x`` states: state
+    weights ``(position, position, heading, v, omega)[:n_x]`` (a car's fifth state is its
+    steering angle; a unicycle's 3 states are the pose), control weights ``(v_cmd, omega_cmd)``,
+    rate weight ``(rate, rate)`` (none when 0), heading wrapped."""
+    s = settings
+    state_weight = [s.w_position, s.w_position, s.w_heading, s.w_v, s.w_omega][:n_x]
+    return TrackingCost(state_weight, [s.w_v_cmd, s.w_omega_cmd], s.terminal_scale,
+                        [s.w_rate, s.w_rate] if s.w_rate > 0 else None, angle_indices=(2,))
 
 
 @dataclass
@@ -210,11 +241,14 @@ class ControlStep:
     """One receding-horizon solve.
 
     Attributes:
-        controls: ``(T, 2)`` planned ``(v_cmd, omega_cmd)``; ``controls[0]`` is applied now.
-        states: ``(T + 1, 5)`` predicted states, ``states[0]`` the measured state.
+        controls: ``(T, 2)`` planned model controls (``(v_cmd, omega_cmd)``, a car's
+            ``(v_cmd, steer_cmd)``); ``controls[0]`` is applied now.
+        states: ``(T + 1, n_x)`` predicted model states, ``states[0]`` the measured state.
         iterations: iLQR iterations used.
         converged: whether iLQR met its tolerance within ``max_iterations``.
         solve_time: wall time of the solve (s).
+        commands: ``(T, 2)`` what ``cmd_vel`` carries for ``controls``
+            (:func:`~diffopt_ros.mpc.bases.command_of`; None: the controls themselves).
     """
 
     controls: np.ndarray
@@ -222,10 +256,19 @@ class ControlStep:
     iterations: int
     converged: bool
     solve_time: float
+    commands: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.commands is None:
+            self.commands = self.controls
 
 
 class RecedingHorizonSolver:
-    """The node's MPC: ``DiffDriveLag`` + ``TrackingCost`` + box-constrained iLQR (no gradients).
+    """The node's MPC: the ``model`` (:func:`~diffopt_ros.mpc.bases.make_model`) +
+    ``TrackingCost`` + box-constrained iLQR (no gradients). Bounds: ``v_min..v_max`` and
+    ``±omega_max`` (a car: ``±max_steer``). The state weights ``(position, position, heading, v,
+    omega)`` apply to the model's state (a car's fifth entry: the steering angle; a unicycle's
+    state is the pose).
 
     Args:
         settings: model, horizon, weights, bounds and iteration limits.
@@ -237,14 +280,16 @@ class RecedingHorizonSolver:
                  dtype: torch.dtype = torch.float64):
         s = self.settings = settings
         self.device, self.dtype = torch.device(device), dtype
-        model = DiffDriveLag(dt=s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
-                             tau_omega=s.tau_omega)
-        cost = TrackingCost.diff_drive(s.w_position, s.w_heading, s.w_v, s.w_omega, s.w_v_cmd,
-                                       s.w_omega_cmd, s.w_rate, s.terminal_scale)
-        self.mpc = MPC(model, cost, s.horizon, u_lower=[s.v_min, -s.omega_max],
-                       u_upper=[s.v_max, s.omega_max], max_iterations=s.max_iterations,
-                       tolerance=s.tolerance, backward='none').to(device=self.device, dtype=dtype)
-        self._bounds = (np.array([s.v_min, -s.omega_max]), np.array([s.v_max, s.omega_max]))
+        model = make_model(s.model, s.dt, {
+            'gain_v': s.gain_v, 'gain_omega': s.gain_omega, 'tau_v': s.tau_v,
+            'tau_omega': s.tau_omega, 'wheelbase': s.wheelbase, 'tau_steer': s.tau_steer,
+            'max_steer_rate': s.max_steer_rate})
+        turn = s.max_steer if s.model == 'bicycle' else s.omega_max
+        self.mpc = MPC(model, tracking_cost(s, model.n_x), s.horizon, u_lower=[s.v_min, -turn],
+                       u_upper=[s.v_max, turn], max_iterations=s.max_iterations, tolerance=s.tolerance,
+                       backward='none').to(device=self.device, dtype=dtype)
+        self.model = self.mpc.dynamics
+        self._bounds = (np.array([s.v_min, -turn]), np.array([s.v_max, turn]))
 
     def warm_up(self) -> float:
         """Solve a dummy problem once (torch's first call is slow); returns its wall time (s)."""
@@ -257,20 +302,29 @@ class RecedingHorizonSolver:
 
     def solve(self, state: np.ndarray, reference: np.ndarray, warm: np.ndarray | None = None,
               last_command: np.ndarray | None = None, deadline: float | None = None) -> ControlStep:
-        """Solve from ``state`` ``(5,)`` towards ``reference`` ``(T, 5)`` (the states wanted after
-        each step), warm-started from ``warm`` ``(T, 2)``; ``last_command`` ``(2,)`` is the
-        command applied until now (for the rate penalty). No iLQR iteration starts after
-        ``deadline`` (a ``time.perf_counter()`` value): the best iterate so far is returned."""
+        """Solve from the odometry ``state`` ``(5,)`` ``(x, y, yaw, v, omega)`` towards
+        ``reference`` ``(T, 5)`` (the states wanted after each step), warm-started from the
+        model controls ``warm`` ``(T, 2)`` (a previous :attr:`ControlStep.controls`);
+        ``last_command`` ``(2,)`` is the command sent until now (a :attr:`ControlStep.commands`
+        row, for the rate penalty). No iLQR iteration starts after ``deadline`` (a
+        ``time.perf_counter()`` value): the best iterate so far is returned."""
         started = time.perf_counter()
+        s, model = self.settings, self.model
         with torch.no_grad():
+            last = None
+            if last_command is not None:
+                last = control_of(model, self._tensor(last_command), s.max_steer,
+                                  s.steering_angle)[None]
             solution = receding_step(
-                self.mpc, self._tensor(np.asarray(state)[:5])[None], self._tensor(reference)[None],
-                None if last_command is None else self._tensor(last_command)[None],
+                self.mpc, model_state(model, self._tensor(np.asarray(state)[:5]), s.max_steer)[None],
+                model_state(model, self._tensor(reference), s.max_steer)[None], last,
                 None if warm is None else self._tensor(warm)[None], backward='none',
                 deadline=deadline)
-        controls = solution.controls[0].cpu().numpy()
-        return ControlStep(controls=np.clip(controls, *self._bounds),
+            controls = solution.controls[0].clamp(*(self._tensor(b) for b in self._bounds))
+            commands = command_of(model, controls, s.steering_angle)
+        return ControlStep(controls=controls.cpu().numpy(),
                            states=solution.states[0].cpu().numpy(),
                            iterations=int(solution.iterations[0]),
                            converged=bool(solution.converged[0]),
-                           solve_time=time.perf_counter() - started)
+                           solve_time=time.perf_counter() - started,
+                           commands=commands.cpu().numpy())

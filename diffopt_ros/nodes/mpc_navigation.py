@@ -59,8 +59,8 @@ class NodeNavigation:
     def set_map(self, grid: Grid) -> None:
         """A new navigator on ``grid``; the current goal (if any) is planned on it at the next tick."""
         v = self._values
-        car = v['model'] == 'bicycle'
-        nav = NavSettings(robot='ackermann' if car else 'diff_drive', radius=v['navigation.radius'],
+        robot = {'bicycle': 'ackermann', 'unicycle': 'unicycle'}.get(v['model'], 'diff_drive')
+        nav = NavSettings(robot=robot, radius=v['navigation.radius'],
                           inflation=v['navigation.inflation'],
                           obstacle_weight=v['navigation.obstacle_weight'],
                           reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
@@ -95,9 +95,10 @@ class NodeNavigation:
     def step(self, now: float, state: np.ndarray, goal: np.ndarray, frame: str,
              deadline: float) -> tuple[tuple[float, float], NavStep | None, str]:
         """One tick towards ``goal (2,)`` (m) from ``state (5,)`` (frame ``frame``) at node time
-        ``now`` (s): the command ``(v, omega)`` (zero unless tracking), the navigator's step (None
-        without a map) and the mode (``'no map'``, ``'tracking'``, ``'goal reached'``,
-        ``'unreachable'``); the solve ends by ``deadline`` (``time.perf_counter()``)."""
+        ``now`` (s): the command ``(v, omega)`` (zero unless tracking; with ``cmd_steering_angle``
+        ``(v, steer)``), the navigator's step (None without a map) and the mode (``'no map'``,
+        ``'tracking'``, ``'goal reached'``, ``'unreachable'``); the solve ends by ``deadline``
+        (``time.perf_counter()``)."""
         logger = self._node.get_logger()
         with self._lock:
             navigator, new_goal, points = self._navigator, self._new_goal, self._points
@@ -119,6 +120,8 @@ class NodeNavigation:
             self._publish_plan(navigator, frame)
         if step.mode != 'tracking':
             return (0.0, 0.0), step, step.mode
+        if self._values['cmd_steering_angle']:    # the car's control (v_cmd, steer_cmd) itself
+            return (float(navigator.last_command[0]), float(navigator.last_command[1])), step, step.mode
         return (float(step.command[0]), float(step.command[1])), step, step.mode
 
     def _publish_plan(self, navigator: Navigator, frame: str) -> None:

@@ -36,8 +36,12 @@ slam_node publishes it) and tracked with the obstacle cost of the map and the la
 (sensor_msgs/LaserScan; the lidar at the robot centre, the state's frame the map's); the path
 is published on ``plan_global`` (nav_msgs/Path) when planned or replanned. An unreachable goal
 is reported (warning, diagnostics WARN ``unreachable``) and the robot stops. A ``plan`` is
-tracked as without navigation. ``model: bicycle`` (an Ackermann car; navigation only) sends the
-Twist ``(v, v tan(steer) / model.wheelbase)``. The step is :class:`diffopt_ros.navigation.Navigator`.
+tracked as without navigation. The step is :class:`diffopt_ros.navigation.Navigator`.
+
+Robot bases (``model``, with or without navigation): ``diff_drive_lag``, ``unicycle`` and
+``bicycle``, an Ackermann car that sends the Twist ``(v, v tan(steer) / model.wheelbase)``, or with
+``cmd_steering_angle`` ``(v, steer)``: angular.z is the steering angle (rad), as
+teb_local_planner's ``cmd_angle_instead_rotvel``.
 
 All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`,
 :mod:`diffopt_ros.navigation`); the node only converts messages and keeps time. Here: parameters,

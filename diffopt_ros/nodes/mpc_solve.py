@@ -44,24 +44,27 @@ class PlanKeeper:
         self._worker.stop()
 
     def fallback(self, now: float, state_timeout: float, dt: float) -> tuple[float, float]:
-        """The plan's command at node time ``now`` (s): the plan shifted to now while it lasts and
-        its state is not older than ``state_timeout`` (s), else zero; ``dt`` its step (s)."""
+        """The plan's command (its ``commands``, as sent on cmd_vel) at node time ``now`` (s): the
+        plan shifted to now while it lasts and its state is not older than ``state_timeout`` (s),
+        else zero; ``dt`` its step (s)."""
         plan = self.plan
         if plan is None or now - self.plan_stamp > state_timeout:
             return (0.0, 0.0)
-        shifted = advance_plan(plan.controls, now - self.plan_time, dt, hold_last=False)
+        shifted = advance_plan(plan.commands, now - self.plan_time, dt, hold_last=False)
         return (float(shifted[0, 0]), float(shifted[0, 1]))
 
     def solve(self, solver: RecedingHorizonSolver, state: np.ndarray, reference: np.ndarray,
               last_cmd: np.ndarray, now: float, stamp: float, seq: int, deadline: float,
               stats, logger, state_timeout: float):
-        """One tick's command ``(v_cmd, omega_cmd)`` and its new solution (None when it fell back).
+        """One tick's command (a row of :attr:`ControlStep.commands`: ``(v_cmd, omega_cmd)``, or a
+        car's ``(v_cmd, steering angle)``) and its new solution (None when it fell back).
 
         Args:
             solver: the node's current solver.
             state: ``(5,)`` measured state.
             reference: ``(T, 5)`` reference.
-            last_cmd: ``(2,)`` command sent last (the rate term's previous command).
+            last_cmd: ``(2,)`` command sent last (the solver turns it into the rate term's
+                previous control).
             now: node time of the tick (s).
             stamp: stamp of ``state`` (s).
             seq: the node's target counter: a late solve for an older target is dropped.
@@ -115,7 +118,7 @@ class PlanKeeper:
                            throttle_duration_sec=2.0)
             return self.fallback(now, state_timeout, dt), None
         self.plan, self.plan_time, self.plan_stamp = solution, now, stamp
-        return (float(solution.controls[0, 0]), float(solution.controls[0, 1])), solution
+        return (float(solution.commands[0, 0]), float(solution.commands[0, 1])), solution
 
 
 class SolveWorker:

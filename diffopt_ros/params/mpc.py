@@ -8,22 +8,24 @@ NODE_NAME = 'mpc_node'
 
 
 def _check_combination(values: dict) -> str | None:
-    """``bounds.v_min`` < ``bounds.v_max``; ``model`` bicycle needs ``navigation.enabled``.
+    """``bounds.v_min`` < ``bounds.v_max``; ``cmd_steering_angle`` needs ``model`` bicycle.
 
     Returns why a full set of values breaks these rules, or None."""
     if values['bounds.v_min'] >= values['bounds.v_max']:
         return (f'bounds.v_min ({values["bounds.v_min"]}) must be below bounds.v_max '
                 f'({values["bounds.v_max"]})')
-    if values['model'] == 'bicycle' and not values['navigation.enabled']:
-        return 'model bicycle needs navigation.enabled'
+    if values['cmd_steering_angle'] and values['model'] != 'bicycle':
+        return (f'cmd_steering_angle needs model bicycle (an Ackermann car), got model '
+                f'{values["model"]}')
     return None
 
 
 _W = 1e6   # largest cost weight
 
 SCHEMA = NodeSchema(NODE_NAME, (
-    Param('model', 'diff_drive_lag', 'dynamics model of the MPC (bicycle: an Ackermann car, with '
-          'navigation.enabled only)', choices=('diff_drive_lag', 'bicycle')),
+    Param('model', 'diff_drive_lag', 'dynamics model of the MPC: diff_drive_lag (speed and yaw-rate '
+          'lags), unicycle (kinematic, commands act at once), bicycle (an Ackermann car)',
+          choices=('diff_drive_lag', 'unicycle', 'bicycle')),
     Param('model.gain_v', 1.0, 'actuator gain of the forward speed', 0.05, 10.0, unit='1',
           learnable='model'),
     Param('model.gain_omega', 1.0, 'actuator gain of the yaw rate', 0.05, 10.0, unit='1',
@@ -95,5 +97,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
     Param('model.max_steer_rate', 2.0, 'steering rate limit of the car', 1e-3, 100.0,
           unit='rad/s', read_only=True),
     Param('bounds.max_steer', 0.6, 'steering limit of the car', 0.01, 1.5, unit='rad',
+          read_only=True),
+    Param('cmd_steering_angle', False, 'model bicycle: cmd_vel angular.z is the steering angle '
+          '(rad) instead of the yaw rate (teb_local_planner cmd_angle_instead_rotvel)',
           read_only=True),
 ), summary='receding-horizon iLQR controller', combination=_check_combination)
