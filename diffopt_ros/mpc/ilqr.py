@@ -9,6 +9,10 @@ sizes when the batch is large). Samples converge and freeze individually, and ea
 runs on the samples still iterating only. Gradients (:class:`~diffopt_ros.modes.Backward`):
 ``backward='implicit'`` (KKT conditions at the solution, :mod:`.implicit`), ``'unroll'`` (autograd
 through the iterations) or ``'none'``.
+
+The module holds the iteration itself (:class:`MPC`'s forward, convergence and freezing, the
+backward dispatch), about 400 lines; the pieces that stand alone are its neighbours
+(:mod:`.lqr`, :mod:`.line_search`, :mod:`.condensed`, :mod:`.tensors`, :mod:`.implicit`).
 """
 from __future__ import annotations
 

@@ -34,6 +34,10 @@ pose the system sees (default the origin; a simulator's or a known start pose ma
 truth, SLAM output and goals share one ``map`` frame). Odometry is taken into the map with the
 fixed ``T_anchor = initial_pose * first_odometry^-1`` (keyframe 0 is held at its anchored
 odometry pose); ``correction = T_map_odom`` maps raw odometry poses into the map.
+
+Over 400 lines because the three steps above share one front-end state (keyframes, the last
+used keyframe, the odometry anchor); settings live in :mod:`.config`, the back end in
+:mod:`.backend`, scan/odometry pairing in :mod:`.inputs`.
 """
 from __future__ import annotations
 
