@@ -230,7 +230,7 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
     state, reference = state[..., :n_x], reference[..., :n_x]
     target = torch.cat((state.unsqueeze(1), reference), 1)
     solution = mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
-    return _unstuck(mpc, state, target, last_command, warm, solution, options)
+    return _unstuck(mpc, state, target, last_command, solution, options)
 
 
 #: A reference that keeps within this distance (m) of the current position asks a robot at rest
@@ -238,25 +238,24 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
 SEED_DISTANCE = 0.01
 
 
-def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, warm,
-             solution, options: dict):
+def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, solution,
+             options: dict):
     """``solution`` of :func:`receding_step`, or where a model has seeds
     (:func:`~diffopt_ros.mpc.bases.seed_controls`: a car, whose zero controls are a stationary
     point of iLQR at rest) and a sample is stuck, the solve restarted from the lowest-cost of its
     solution and the solutions from each seed.
 
-    A sample is stuck when its reference leaves ``SEED_DISTANCE`` of its position and it was
-    cold-started (no or an all-zero warm start) or its plan stays at rest (every speed command
-    below :data:`~diffopt_ros.mpc.bases.MIN_STEERING_SPEED`). The seeds are solved without
+    A sample is stuck when its reference leaves ``SEED_DISTANCE`` of its position and its plan
+    stays at rest (every speed command below :data:`~diffopt_ros.mpc.bases.MIN_STEERING_SPEED`):
+    a plan that moves is kept as it is, so a warm-started or moving solve costs nothing more. The seeds are solved without
     gradients (``deadline`` as given); the final solve, from the chosen controls with
     ``options``, is the one returned, so an implicit backward differentiates the chosen solution.
     Samples not stuck keep their solution (the final solve starts from it).
     """
     controls = solution.controls.detach()
-    moving = controls[..., 0].abs().amax(-1) > MIN_STEERING_SPEED
-    cold = torch.ones_like(moving) if warm is None else warm.detach().abs().flatten(1).amax(1) == 0
+    at_rest = controls[..., 0].abs().amax(-1) <= MIN_STEERING_SPEED
     away = (target[:, 1:, :2].detach() - state[:, None, :2].detach()).norm(dim=-1).amax(-1)
-    stuck = (cold | ~moving) & (away > SEED_DISTANCE)
+    stuck = at_rest & (away > SEED_DISTANCE)
     if not bool(stuck.any()):
         return solution
     lower, upper = (options.get(name) for name in ('u_lower', 'u_upper'))
