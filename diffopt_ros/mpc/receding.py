@@ -207,7 +207,10 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
                   last_command: torch.Tensor | None = None, warm: torch.Tensor | None = None,
                   **options):
     """One receding-horizon solve: THE call that mpc_node, the ROS-free closed loop, the
-    synthetic experts and imitation learning all make, so what is learned is what runs.
+    synthetic experts and imitation learning all make, so what is learned is what runs. A car
+    whose plan stays at rest while its reference leads away is solved again from arcs
+    (:func:`_unstuck`): at rest its steering moves nothing, and zero controls are a stationary
+    point of iLQR.
 
     Args:
         mpc: the controller (e.g. ``RecedingHorizonSolver(...).mpc`` or
@@ -247,7 +250,7 @@ def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, 
 
     A sample is stuck when its reference leaves ``SEED_DISTANCE`` of its position and its plan
     stays at rest (every speed command below :data:`~diffopt_ros.mpc.bases.MIN_STEERING_SPEED`):
-    a plan that moves is kept as it is, so a warm-started or moving solve costs nothing more. The seeds are solved without
+    a plan that moves is returned as it is, without seed solves. The seeds are solved without
     gradients (``deadline`` as given); the final solve, from the chosen controls with
     ``options``, is the one returned, so an implicit backward differentiates the chosen solution.
     Samples not stuck keep their solution (the final solve starts from it).
@@ -271,7 +274,7 @@ def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, 
             better = stuck & (trial.costs < best_cost)
             best_cost = torch.where(better, trial.costs, best_cost)
             best = torch.where(better[:, None, None], trial.controls, best)
-    if best is controls:
+    if not bool((best_cost < solution.costs.detach()).any()):
         return solution
     return mpc(state, target=target, u_init=best, u_prev=last_command, **options)
 
