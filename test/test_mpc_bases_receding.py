@@ -45,18 +45,18 @@ def test_receding_step_drives_each_model_to_a_goal(model, kind):
     assert min(distances) < MPC_SCHEMA['goal_tolerance'].default, distances[::5]
 
 
-def _car_closed_loop(goal, ticks: int, **settings):
+def _car_closed_loop(goal, ticks: int, horizon: int = 15, **settings):
     """The car from rest at the origin facing +x, driven as mpc_node does: each solve warm-started
     from the last plan shifted one step, its first control applied by the model. Returns the
     distances to ``goal`` after each tick (until within the node's goal tolerance)."""
-    solver = RecedingHorizonSolver(MpcSettings(model='bicycle', horizon=15, **settings))
+    solver = RecedingHorizonSolver(MpcSettings(model='bicycle', horizon=horizon, **settings))
     mpc, car = solver.mpc, solver.model
     goal, tolerance = np.asarray(goal, float), MPC_SCHEMA['goal_tolerance'].default
     x, last, warm = torch.zeros(5, dtype=F64), torch.zeros(2, dtype=F64), None
     distances = []
     with torch.no_grad():
         for _ in range(ticks):
-            reference = torch.as_tensor(goal_reference(x.numpy(), goal, 15))
+            reference = torch.as_tensor(goal_reference(x.numpy(), goal, horizon))
             solution = receding_step(mpc, x[None], reference[None], last[None], warm, backward='none')
             warm = shift_one_step(solution.controls)
             last = solution.controls[0, 0].clamp(*(torch.as_tensor(b) for b in solver._bounds))
@@ -73,6 +73,17 @@ def test_car_from_rest_drives_off_to_a_goal_to_the_side_or_behind(goal, ticks):
     at 90 degrees left the car standing. It drives off (an arc; at 135 degrees, with the default
     reverse speed bound, backing up then turning) and reaches the goal."""
     distances = _car_closed_loop(goal, ticks)
+    _assert_drives_to(distances)
+
+
+def test_car_without_reverse_turns_round_to_a_goal_behind():
+    """Forward only (``bounds.v_min`` 0), goal at 135 degrees: standing is a stationary point and
+    every forward start moves away first; with a horizon long enough to come round (3 s) the
+    forward arc is the cheaper plan and the car turns round to the goal."""
+    _assert_drives_to(_car_closed_loop((-1.4, 1.4), 60, horizon=30, v_min=0.0))
+
+
+def _assert_drives_to(distances):
     assert min(distances[:20]) < distances[0] - 0.1          # drives off, not standing at 2 m
     assert min(distances) < MPC_SCHEMA['goal_tolerance'].default, distances[::10]
 
