@@ -1,13 +1,15 @@
 """The robot bases of mpc_node's receding-horizon solve: each ``model`` drives towards a goal
 through :func:`~diffopt_ros.mpc.receding.receding_step`, and a car's commands are its Twist or its
 steering angle (``cmd_steering_angle``)."""
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from diffopt_ros.mpc.bases import Bicycle, command_of, control_of, model_state
+from diffopt_ros.mpc import shift_one_step
+from diffopt_ros.mpc.bases import Bicycle, command_of, control_of, model_state, seed_controls
 from diffopt_ros.mpc.models import DiffDriveLag, Unicycle
 from diffopt_ros.mpc.receding import (
     MpcSettings,
@@ -41,6 +43,86 @@ def test_receding_step_drives_each_model_to_a_goal(model, kind):
     assert distances[5] < distances[0] - 0.05          # moving towards it from the first steps
     # reached as mpc_node counts it (it then stops: a car cannot hold a point)
     assert min(distances) < MPC_SCHEMA['goal_tolerance'].default, distances[::5]
+
+
+def _car_closed_loop(goal, ticks: int, horizon: int = 15, **settings):
+    """The car from rest at the origin facing +x, driven as mpc_node does: each solve warm-started
+    from the last plan shifted one step, its first control applied by the model. Returns the
+    distances to ``goal`` after each tick (until within the node's goal tolerance)."""
+    solver = RecedingHorizonSolver(MpcSettings(model='bicycle', horizon=horizon, **settings))
+    mpc, car = solver.mpc, solver.model
+    goal, tolerance = np.asarray(goal, float), MPC_SCHEMA['goal_tolerance'].default
+    x, last, warm = torch.zeros(5, dtype=F64), torch.zeros(2, dtype=F64), None
+    distances = []
+    with torch.no_grad():
+        for _ in range(ticks):
+            reference = torch.as_tensor(goal_reference(x.numpy(), goal, horizon))
+            solution = receding_step(mpc, x[None], reference[None], last[None], warm, backward='none')
+            warm = shift_one_step(solution.controls)
+            last = solution.controls[0, 0].clamp(*(torch.as_tensor(b) for b in solver._bounds))
+            x = car(x, last)
+            distances.append(float(np.hypot(*(x[:2].numpy() - goal))))
+            if distances[-1] < tolerance:
+                break
+    return distances
+
+
+@pytest.mark.parametrize('goal, ticks', [((0.0, 2.0), 50), ((0.0, -2.0), 50), ((-1.4, 1.4), 130)])
+def test_car_from_rest_drives_off_to_a_goal_to_the_side_or_behind(goal, ticks):
+    """At rest the steering moves nothing, so zero controls are a stationary point of iLQR: a goal
+    at 90 degrees left the car standing. It drives off (an arc; at 135 degrees, with the default
+    reverse speed bound, backing up then turning) and reaches the goal."""
+    distances = _car_closed_loop(goal, ticks)
+    _assert_drives_to(distances)
+
+
+def test_car_without_reverse_turns_round_to_a_goal_behind():
+    """Forward only (``bounds.v_min`` 0), goal at 135 degrees: standing is a stationary point and
+    every forward start moves away first; with a horizon long enough to come round (3 s) the
+    forward arc is the cheaper plan and the car turns round to the goal."""
+    _assert_drives_to(_car_closed_loop((-1.4, 1.4), 60, horizon=30, v_min=0.0))
+
+
+def _assert_drives_to(distances):
+    assert min(distances[:20]) < distances[0] - 0.1          # drives off, not standing at 2 m
+    assert min(distances) < MPC_SCHEMA['goal_tolerance'].default, distances[::10]
+
+
+def test_car_seeds_follow_the_bounds_and_other_models_have_none():
+    lower = torch.tensor([-0.2, -0.5], dtype=F64).expand(1, 4, 2)
+    upper = torch.tensor([0.8, 0.5], dtype=F64).expand(1, 4, 2)
+    car = Bicycle(0.1).to(F64)
+    seeds = torch.stack(seed_controls(car, lower, upper))
+    assert seeds.shape == (4, 1, 4, 2)
+    assert sorted({float(v) for v in seeds[..., 0].flatten()}) == [-0.1, 0.4]   # half each bound
+    assert sorted({float(s) for s in seeds[..., 1].flatten()}) == [-0.5, 0.5]   # full lock
+    forward_only = torch.stack(seed_controls(car, lower.clamp_min(0.0), upper))
+    assert forward_only.shape[0] == 2 and bool((forward_only[..., 0] > 0).all())
+    assert seed_controls(DiffDriveLag(0.1), lower, upper) == []
+    assert seed_controls(Unicycle(0.1), lower, upper) == []
+
+
+def test_car_seeded_solve_keeps_the_implicit_gradient():
+    """The seeded solve returns the final solve's solution: the implicit backward gives the
+    gradient of the chosen plan w.r.t. the model (wheelbase), as a finite difference of solves."""
+    settings = MpcSettings(model='bicycle', horizon=10, tolerance=1e-10, max_iterations=100)
+    state = torch.zeros(1, 5, dtype=F64)
+    reference = torch.as_tensor(goal_reference(np.zeros(5), np.array([0.0, 1.0]), 10))[None]
+
+    def first_command(wheelbase: float, backward: str):
+        mpc = RecedingHorizonSolver(dataclasses.replace(settings, wheelbase=wheelbase)).mpc
+        mpc.dynamics.requires_grad_(True)
+        solution = receding_step(mpc, state, reference, torch.zeros(1, 2, dtype=F64),
+                                 backward=backward)
+        return solution.controls[0, 0], mpc.dynamics
+
+    command, car = first_command(0.3, 'implicit')
+    assert command[0] > 0.05 and command[1] > 0.1                # driving off, turning left
+    (grad,) = torch.autograd.grad(command[0], car.log_wheelbase)     # d/d log L = L d/dL
+    h = 1e-5
+    fd = float(first_command(0.3 + h, 'none')[0][0] - first_command(0.3 - h, 'none')[0][0]) / (2 * h)
+    # the solves stop at a KKT residual ~3e-5 (relative): their differences over 2h are ~1e-3 of it
+    assert math.isclose(float(grad), 0.3 * fd, rel_tol=2e-3), (float(grad), 0.3 * fd)
 
 
 def test_unicycle_reference_and_state_are_the_pose():

@@ -11,6 +11,8 @@ Twist interface of such a base, and the table of models by name.
   steering angle with its wheelbase, ``steer = atan(omega wheelbase / v)``), for system
   identification from recorded runs.
 * :data:`MODELS` / :func:`make_model` - ``diff_drive_lag``, ``unicycle``, ``bicycle`` by name.
+* :func:`seed_controls` - the manoeuvres a car's solve also starts from when it would stay at
+  rest (at ``v = 0`` the steering moves nothing, so zero controls are a stationary point).
 * :func:`model_state`, :func:`command_of`, :func:`control_of` - between a model's states and
   controls and what the node measures (odometry ``(x, y, yaw, v, omega)``) and sends
   (``/cmd_vel``: a Twist, or for a car optionally ``(v, steering angle)``).
@@ -264,3 +266,18 @@ def control_of(model: Dynamics, commands: torch.Tensor, max_steer: float = math.
         steer = steer_from_twist(v, commands[..., 1], model.wheelbase.detach(), max_steer)
         return torch.stack((v, steer), -1)
     return commands
+
+
+def seed_controls(model: Dynamics, lower: torch.Tensor, upper: torch.Tensor) -> list[torch.Tensor]:
+    """Control sequences ``(B, T, 2)`` for a solve to start from besides its warm start, within the
+    bounds ``lower``, ``upper`` ``(B, T, 2)``: for a :class:`Bicycle`, arcs at half the speed
+    bound with full steering left and right, forwards, and backwards where the lower speed bound
+    is negative (reverse allowed); none for the other models (they turn at rest, so zero
+    controls are no stationary point of theirs)."""
+    if not isinstance(model, Bicycle):
+        return []
+    seeds = []
+    for speed in (0.5 * upper[..., 0], 0.5 * lower[..., 0]):      # forwards, backwards
+        if bool((speed.abs() > MIN_STEERING_SPEED).all()):
+            seeds += [torch.stack((speed, steer), -1) for steer in (upper[..., 1], lower[..., 1])]
+    return seeds

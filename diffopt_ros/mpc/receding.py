@@ -21,7 +21,14 @@ import torch
 
 from diffopt_ros.lie import wrap_angle
 from diffopt_ros.mpc import MPC, TrackingCost
-from diffopt_ros.mpc.bases import command_of, control_of, make_model, model_state
+from diffopt_ros.mpc.bases import (
+    MIN_STEERING_SPEED,
+    command_of,
+    control_of,
+    make_model,
+    model_state,
+    seed_controls,
+)
 from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 
 
@@ -200,7 +207,10 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
                   last_command: torch.Tensor | None = None, warm: torch.Tensor | None = None,
                   **options):
     """One receding-horizon solve: THE call that mpc_node, the ROS-free closed loop, the
-    synthetic experts and imitation learning all make, so what is learned is what runs.
+    synthetic experts and imitation learning all make, so what is learned is what runs. A car
+    whose plan stays at rest while its reference leads away is solved again from arcs
+    (:func:`_unstuck`): at rest its steering moves nothing, and zero controls are a stationary
+    point of iLQR.
 
     Args:
         mpc: the controller (e.g. ``RecedingHorizonSolver(...).mpc`` or
@@ -222,7 +232,51 @@ def receding_step(mpc: MPC, state: torch.Tensor, reference: torch.Tensor,
     n_x = mpc.dynamics.n_x
     state, reference = state[..., :n_x], reference[..., :n_x]
     target = torch.cat((state.unsqueeze(1), reference), 1)
-    return mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
+    solution = mpc(state, target=target, u_init=warm, u_prev=last_command, **options)
+    return _unstuck(mpc, state, target, last_command, solution, options)
+
+
+#: A reference that keeps within this distance (m) of the current position asks a robot at rest
+#: to stay: no seed solves (:func:`_unstuck`).
+SEED_DISTANCE = 0.01
+
+
+def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, solution,
+             options: dict):
+    """``solution`` of :func:`receding_step`, or where a model has seeds
+    (:func:`~diffopt_ros.mpc.bases.seed_controls`: a car, whose zero controls are a stationary
+    point of iLQR at rest) and a sample is stuck, the solve restarted from the lowest-cost of its
+    solution and the solutions from each seed.
+
+    A sample is stuck when its reference leaves ``SEED_DISTANCE`` of its position and its plan
+    stays at rest (every speed command below :data:`~diffopt_ros.mpc.bases.MIN_STEERING_SPEED`):
+    a plan that moves is returned as it is, without seed solves. The seeds are solved without
+    gradients (``deadline`` as given); the final solve, from the chosen controls with
+    ``options``, is the one returned, so an implicit backward differentiates the chosen solution.
+    Samples not stuck keep their solution (the final solve starts from it).
+    """
+    controls = solution.controls.detach()
+    at_rest = controls[..., 0].abs().amax(-1) <= MIN_STEERING_SPEED
+    away = (target[:, 1:, :2].detach() - state[:, None, :2].detach()).norm(dim=-1).amax(-1)
+    stuck = at_rest & (away > SEED_DISTANCE)
+    if not bool(stuck.any()):
+        return solution
+    lower, upper = (options.get(name) for name in ('u_lower', 'u_upper'))
+    bounds = mpc._bounds(mpc.u_lower if lower is None else lower,
+                         mpc.u_upper if upper is None else upper, state.shape[0], state)
+    seeds = [] if bounds[0] is None else seed_controls(mpc.dynamics, *bounds)
+    best_cost, best = solution.costs.detach(), controls
+    with torch.no_grad():
+        for seed in seeds:
+            trial = mpc.plan(state.detach(), target.detach(), seed,
+                             None if last_command is None else last_command.detach(),
+                             u_lower=lower, u_upper=upper, deadline=options.get('deadline'))
+            better = stuck & (trial.costs < best_cost)
+            best_cost = torch.where(better, trial.costs, best_cost)
+            best = torch.where(better[:, None, None], trial.controls, best)
+    if not bool((best_cost < solution.costs.detach()).any()):
+        return solution
+    return mpc(state, target=target, u_init=best, u_prev=last_command, **options)
 
 
 def tracking_cost(settings: MpcSettings, n_x: int = 5) -> TrackingCost:
