@@ -131,7 +131,7 @@ def drive_task(world_name: str, robot: str, controller: str, seed: int, index: i
               controller=controller, true_robot=sim_robot(robot))
     g = r.goals[0]
     data = dict(world=world_name, robot=robot, controller=controller, seed=seed, pair=index,
-                start=list(start), goal=list(goal), **g.__dict__, ticks=r.ticks,
+                start=list(start), **g.__dict__, ticks=r.ticks,
                 tick_p50_ms=r.tick_p50_ms, tick_p99_ms=r.tick_p99_ms, solve_p50_ms=r.solve_p50_ms,
                 solve_p99_ms=r.solve_p99_ms, control_p50_ms=r.control_p50_ms,
                 control_p99_ms=r.control_p99_ms, slam_p99_ms=r.slam_p99_ms,
@@ -234,13 +234,15 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(_call, tasks):
             print(line, flush=True)
-    rows = []
+    rows, missing = [], 0
     for (world_name, robot, controller), paths in files.items():
-        if controller == 'solve':
+        done = [p for p in paths if p.exists()]
+        missing += len(paths) - len(done)
+        if controller == 'solve' or not done:
             continue
         solve_path = files.get((world_name, robot, 'solve'), [None])[0]
-        solve = json.loads(solve_path.read_text()) if solve_path is not None else None
-        row = summary_row(world_name, robot, controller, [json.loads(p.read_text()) for p in paths], solve)
+        solve = json.loads(solve_path.read_text()) if solve_path is not None and solve_path.exists() else None
+        row = summary_row(world_name, robot, controller, [json.loads(p.read_text()) for p in done], solve)
         rows.append(row)
         ratio = f' | warm solve ratio {row["solve_ratio"]:.2f}' if 'solve_ratio' in row else ''
         print(f'{world_name:10s} {robot:10s} {controller:5s} reached {row["reached"]}/{row["pairs"]} '
@@ -250,12 +252,19 @@ def main(argv=None) -> int:
               f'{row["load_max"]:.1f}){ratio}', flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + '\n', encoding='utf-8')
-    return 0
+    if missing:
+        print(f'# {missing} tasks failed (see above); rerun to retry them', flush=True)
+    return 1 if missing else 0
 
 
 def _call(task: tuple) -> str:
-    """Run a pool task ``(function, *args)``."""
-    return task[0](*task[1:])
+    """Run a pool task ``(function, *args)``; an error is reported (its file stays missing, so a
+    rerun retries it) without stopping the other tasks."""
+    try:
+        return task[0](*task[1:])
+    except Exception as exc:           # noqa: BLE001 - reported, and the summary then fails loudly
+        return f'FAILED {task[0].__name__}{task[1:-1]}: {type(exc).__name__}: {exc}'
+
 
 
 if __name__ == '__main__':
