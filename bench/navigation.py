@@ -15,7 +15,9 @@ on the machine's load; tick times do, and each pair's file holds the load averag
 
 Each drive is one task of a pool of ``--jobs`` processes (1 torch thread each) and writes
 ``OUT/<world>_<robot>_<controller>_<seed>_<pair>.json`` (goal result, tick p50/p99, load);
-existing files are kept, so an interrupted sweep resumes where it stopped. The summary (rows,
+existing files are kept, so an interrupted sweep resumes where it stopped. Pairs run in order
+of their index across worlds, robots and controllers, so a sweep stopped early has the same
+pairs of each. The summary (rows,
 printed and written to ``--json``) is built from the files of the pairs asked for: per world,
 robot and controller: reached %, collisions (simulator steps in contact, summed), minimum
 clearance (m, robot centre to obstacle surface; the footprint touches at the robot radius,
@@ -230,6 +232,9 @@ def main(argv=None) -> int:
                     if not path.exists():
                         tasks.append((drive_task, world_name, robot, controller, args.seed, i,
                                       start.tolist(), goal.tolist(), str(path)))
+    # solve-time tasks first, then pair 0 of every world, robot and controller, then pair 1, ...:
+    # a sweep stopped early has the same pairs of each
+    tasks.sort(key=lambda task: -1 if task[0] is solve_task else task[5])
     print(f'# {len(tasks)} tasks to run', flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(_call, tasks):
