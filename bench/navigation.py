@@ -137,6 +137,7 @@ def drive_task(world_name: str, robot: str, controller: str, seed: int, index: i
                 tick_p50_ms=r.tick_p50_ms, tick_p99_ms=r.tick_p99_ms, solve_p50_ms=r.solve_p50_ms,
                 solve_p99_ms=r.solve_p99_ms, control_p50_ms=r.control_p50_ms,
                 control_p99_ms=r.control_p99_ms, slam_p99_ms=r.slam_p99_ms,
+                tick_cpu_p50_ms=r.tick_cpu_p50_ms, tick_cpu_p99_ms=r.tick_cpu_p99_ms,
                 wall_s=time.perf_counter() - began,
                 load_before=load, load_after=os.getloadavg()[0])
     _write(Path(path), data)
@@ -169,6 +170,13 @@ def _mean(goals: list[dict], key: str) -> float:
     return float(np.mean([g[key] for g in goals])) if goals else math.nan
 
 
+def _stat(statistic, results: list[dict], key: str) -> float:
+    """``statistic`` of ``key`` over the results that have it (NaN for none: files of a sweep
+    that did not record it)."""
+    values = [g[key] for g in results if key in g]
+    return float(statistic(values)) if values else math.nan
+
+
 def summary_row(world: str, robot: str, controller: str, results: list[dict], solve: dict | None) -> dict:
     """One summary row from a world, robot and controller's per-pair results."""
     reached = [g for g in results if g['reached']]
@@ -183,6 +191,8 @@ def summary_row(world: str, robot: str, controller: str, results: list[dict], so
                control_p50_ms=float(np.median([g['control_p50_ms'] for g in results])),
                control_p99_ms=float(max(g['control_p99_ms'] for g in results)),
                slam_p99_ms=float(max(g['slam_p99_ms'] for g in results)),
+               tick_cpu_p50_ms=_stat(np.median, results, 'tick_cpu_p50_ms'),
+               tick_cpu_p99_ms=_stat(max, results, 'tick_cpu_p99_ms'),
                load_min=float(min(loads)), load_max=float(max(loads)),
                failed=[dict(pair=g['pair'], status=g['status'], collisions=g['collisions'])
                        for g in results if not g['reached'] or g['collisions']])
@@ -252,8 +262,11 @@ def main(argv=None) -> int:
         ratio = f' | warm solve ratio {row["solve_ratio"]:.2f}' if 'solve_ratio' in row else ''
         print(f'{world_name:10s} {robot:10s} {controller:5s} reached {row["reached"]}/{row["pairs"]} '
               f'collisions {row["collisions"]} min clearance {row["min_clearance"]:.3f} m '
-              f'length {row["path_length"]:.2f} m time {row["time"]:.1f} s tick p50 '
-              f'{row["tick_p50_ms"]:.1f} p99 {row["tick_p99_ms"]:.1f} ms (load {row["load_min"]:.1f}-'
+              f'length {row["path_length"]:.2f} m time {row["time"]:.1f} s | ms: tick p50 '
+              f'{row["tick_p50_ms"]:.1f} p99 {row["tick_p99_ms"]:.1f}, control p50 '
+              f'{row["control_p50_ms"]:.1f} p99 {row["control_p99_ms"]:.1f}, SLAM p99 '
+              f'{row["slam_p99_ms"]:.1f}, tick CPU p50 '
+              f'{row["tick_cpu_p50_ms"]:.1f} p99 {row["tick_cpu_p99_ms"]:.1f} (load {row["load_min"]:.1f}-'
               f'{row["load_max"]:.1f}){ratio}', flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + '\n', encoding='utf-8')

@@ -38,6 +38,7 @@ def test_drive_task_writes_the_pair_file(tmp_path):
     assert data['min_clearance'] > 0.2 and data['path_length'] > 2.8
     assert data['tick_p99_ms'] >= data['tick_p50_ms'] > 0 and data['control_p99_ms'] > 0
     assert data['slam_p99_ms'] > 0 and data['load_before'] >= 0
+    assert data['tick_p99_ms'] >= data['tick_cpu_p99_ms'] > 0 and data['tick_cpu_p50_ms'] > 0
     assert 'reached' in line and not (tmp_path / 'pair.part').exists()
 
 
@@ -45,8 +46,8 @@ def _pair_file(world, robot, controller, i, reached, collisions, clearance):
     return dict(world=world, robot=robot, controller=controller, seed=0, pair=i, reached=reached,
                 collisions=collisions, min_clearance=clearance, path_length=4.0 + i, time=10.0 + i,
                 status='reached' if reached else 'timeout', tick_p50_ms=10.0 + i, tick_p99_ms=20.0 + i,
-                control_p50_ms=8.0, control_p99_ms=15.0 + i, slam_p99_ms=5.0, load_before=1.0,
-                load_after=2.0 + i)
+                control_p50_ms=8.0, control_p99_ms=15.0 + i, slam_p99_ms=5.0, tick_cpu_p50_ms=6.0 + i,
+                tick_cpu_p99_ms=12.0 + i, load_before=1.0, load_after=2.0 + i)
 
 
 def test_sweep_resumes_from_the_pair_files_and_summarises_them(tmp_path, capsys):
@@ -67,6 +68,7 @@ def test_sweep_resumes_from_the_pair_files_and_summarises_them(tmp_path, capsys)
     assert row['min_clearance'] == 0.18 and row['path_length'] == 5.0 and row['time'] == 11.0
     assert row['tick_p50_ms'] == 11.0 and row['tick_p99_ms'] == 22.0 and row['control_p99_ms'] == 17.0
     assert (row['load_min'], row['load_max']) == (1.0, 4.0)
+    assert row['tick_cpu_p50_ms'] == 7.0 and row['tick_cpu_p99_ms'] == 14.0
     assert [f['pair'] for f in row['failed']] == [1, 2]
 
 
