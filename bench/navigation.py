@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/navigation.py --out runs/nav [--pairs 50] [--jobs 2]
         [--worlds loop corridors clutter] [--robots diff_drive ackermann]
-        [--controllers ilqr cem] [--seed 0] [--solve-points 3] [--json summary.json]
+        [--controllers ilqr cem] [--seed 0] [--solve-points 3] [--json summary.json] [--summary-only]
 
 For each world and robot, ``--pairs`` random start/goal pairs are drawn (seeded): both at least
 0.3 m beyond the robot radius from any obstacle, 3-12 m apart, the goal reachable on the world's
@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument('--solve-points', type=int, default=3,
                         help='solve-time points per pair on the first 10 pairs (0: no solve-time task)')
     parser.add_argument('--json', help='write the summary rows to this file')
+    parser.add_argument('--summary-only', action='store_true',
+                        help='run nothing: summarise the pair files there are (of a sweep stopped early)')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -245,10 +247,13 @@ def main(argv=None) -> int:
     # solve-time tasks first, then pair 0 of every world, robot and controller, then pair 1, ...:
     # a sweep stopped early has the same pairs of each
     tasks.sort(key=lambda task: -1 if task[0] is solve_task else task[5])
+    if args.summary_only:
+        tasks = []
     print(f'# {len(tasks)} tasks to run', flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for line in pool.map(_call, tasks):
-            print(line, flush=True)
+    if tasks:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for line in pool.map(_call, tasks):
+                print(line, flush=True)
     rows, missing = [], 0
     for (world_name, robot, controller), paths in files.items():
         done = [p for p in paths if p.exists()]
@@ -271,8 +276,9 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + '\n', encoding='utf-8')
     if missing:
-        print(f'# {missing} tasks failed (see above); rerun to retry them', flush=True)
-    return 1 if missing else 0
+        print(f'# {missing} pair files missing ({"not run" if args.summary_only else "failed, see above"}); '
+              'rerun to run them', flush=True)
+    return 1 if missing and not args.summary_only else 0
 
 
 def _call(task: tuple) -> str:

@@ -70,6 +70,12 @@ def test_sweep_resumes_from_the_pair_files_and_summarises_them(tmp_path, capsys)
     assert (row['load_min'], row['load_max']) == (1.0, 4.0)
     assert row['tick_cpu_p50_ms'] == 7.0 and row['tick_cpu_p99_ms'] == 14.0
     assert [f['pair'] for f in row['failed']] == [1, 2]
+    # a sweep stopped early: --summary-only summarises the files there are and runs nothing
+    code = bench.main(['--out', str(out), '--pairs', '5', '--worlds', 'loop', '--robots', 'diff_drive',
+                       '--controllers', 'ilqr', '--solve-points', '0', '--json', str(summary),
+                       '--summary-only'])
+    assert code == 0 and '2 pair files missing (not run)' in capsys.readouterr().out
+    assert json.loads(summary.read_text())[0]['pairs'] == 3
 
 
 def test_random_pairs_are_free_apart_and_reachable():
