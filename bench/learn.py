@@ -2,7 +2,7 @@
 data-parallel scaling from 1 to 2 processes (torchrun, gloo).
 
 Part 1 learns DiffDriveLag's gains and lags from expert demonstrations (the node's MPC with the
-true model tracking timed paths, diffopt_ros.learn.synthetic.expert_runs) by first-control
+true model tracking timed paths, diffopt_ros.experiments.simulated_runs.expert_runs) by first-control
 imitation through the MPC, in three loops over the same windows with the same loss, optimizer
 (Adam, lr 0.1, betas 0.5/0.9) and iteration limits (50 iterations, tolerance 1e-7, warm start
 from the previous epoch): diffopt_ros.learn (implicit and unrolled gradients) and the same loop
@@ -35,11 +35,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from diffopt_ros.experiments.simulated_runs import expert_runs
 from diffopt_ros.learn.controller import mpc_params, node_mpc
-from diffopt_ros.learn.datasets import control_windows
+from diffopt_ros.learn.datasets import save_bag
 from diffopt_ros.learn.objectives import ImitationObjective
-from diffopt_ros.learn.synthetic import expert_runs, save_bag
 from diffopt_ros.learn.trainer import TrainConfig, train
+from diffopt_ros.learn.windows import control_windows
 from diffopt_ros.mpc import DiffDriveLag
 from diffopt_ros.sim import RobotParams
 

@@ -18,7 +18,7 @@ import warnings
 
 import torch
 
-from diffopt_ros.mpc.imitation import tasks, train
+from diffopt_ros.experiments.mpc_imitation import tasks, train
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""SLAM update time per keyframe over a long run (many laps of the loop world), and how it grows.
+"""SLAM update time per keyframe step over a long run (many laps of the loop world), and memory.
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N]
@@ -9,24 +9,27 @@ Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsa
 smoother and to GTSAM's iSAM2 in the same run (median / p99 / max update time, total, final
 error against batch Levenberg-Marquardt); ``--soak``: MINUTES of simulated driving round the
 loop world, streamed (no rollout kept), with the occupancy grid updated every 2 s as
-slam_node does, reporting resident memory and update time against the number of keyframes.
+slam_node does, reporting keyframes, edges, resident memory and update time against the
+number of keyframe steps, then the back end against iSAM2 on the same graph changes.
 
-Drives ``--laps`` laps of the loop world in the simulator (10 Hz scans, drifting odometry),
-runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, per lap, the per-keyframe update
-time (front end + back end) and the back-end solve time: median, 90th percentile and maximum,
-with the number of iterated updates (loop closures that disagreed with the estimate) and loop
-closures. A least-squares line through the single-update solve times against the number of
-keyframes gives their growth per 100 keyframes.
+A *keyframe step* is a scan that moved the robot ``keyframe.distance`` / ``keyframe.angle``
+from the last one used: it adds a keyframe, or (in a revisited place) is localized against an
+existing one. Drives ``--laps`` laps of the loop world in the simulator (10 Hz scans,
+drifting odometry), runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, per lap, the
+update time per keyframe step (front end + back end), the new keyframes, and the back-end
+solve time per graph change (median, 90th percentile, maximum), with the iterated updates
+(loop edges that disagreed with the estimate) and loop edges; then the front end alone for
+new keyframes and for localizations, and the ATE of the keyframe estimates and of the robot
+pose the updates gave at every keyframe step.
 
-Peers, on the SAME graph replayed keyframe by keyframe (same edges, weights and Huber loss),
-in the same run: a full Levenberg-Marquardt re-solve of the whole graph per keyframe (the same
-nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2 (incremental smoothing,
-C++). Ratios are back-end time per keyframe in the last lap, ours / peer (< 1: ours faster),
-and the absolute trajectory error (RMSE of keyframe positions, m) of each against the truth.
+Peers replay the SAME graph changes (same keyframes and edges in the same updates, same
+weights and Huber loss) in the same run: a full Levenberg-Marquardt re-solve of the whole
+graph per change (the same nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2
+(incremental smoothing, C++). Ratios are of the median back-end time per change, ours / peer
+(< 1: ours faster); ATE is the RMSE of the keyframe positions (m) against the truth.
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
-its time per update is printed per lap (it grows after a loop correction, which moves many
-keyframe). Times are thread CPU time (``time.thread_time``), so other processes on a shared
-machine do not inflate them; single torch thread.
+its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
+so other processes on a shared machine do not inflate them; single torch thread.
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ import torch
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
+from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import ODOM, SlamGraph, build_objective, information_by_kind
-from diffopt_ros.slam.system import SlamConfig, SlamSystem
+from diffopt_ros.slam.system import SlamSystem
 
 
 def drive(world: World, seed: int, laps: int | None = None, seconds: float | None = None):
@@ -88,23 +92,31 @@ def simulate(laps: int, seed: int):
 
 def run_slam(rollout, config: SlamConfig, map_every: int = 20):
     """Process every scan, and update the occupancy grid every ``map_every`` scans (what
-    slam_node does every map.publish_period = 2 s); returns the system, one row per keyframe
-    and one row ``(keyframes, thread CPU s)`` per map update."""
+    slam_node does every map.publish_period = 2 s). Returns the system; one row per keyframe
+    step ``(keyframes after it, thread CPU s, solve CPU s, iterated, loop edges, new keyframe,
+    graph changed)``; the rollout steps of the keyframe steps; the robot poses the updates
+    gave then ``(steps, 3)``; the graph changes ``(K, E)`` after each; and one row
+    ``(keyframes, thread CPU s)`` per map update."""
     slam = SlamSystem(config)
     angles, sensors = SensorParams().lidar_angles(), SensorParams()
-    rows, steps, maps = [], [], []
+    rows, steps, poses, changes, maps = [], [], [], [], []
     for n, (step, ranges) in enumerate(zip(rollout.scan_steps, rollout.scans)):
         update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges,
                               angles, sensors.lidar_range_min, sensors.lidar_range_max)
-        if update.keyframe is not None:
-            rows.append((update.keyframe, update.cpu_seconds, update.solve_cpu_seconds, update.full_solve,
-                         len(update.loop_closures)))
+        if update.keyframe is not None or update.localized is not None:
+            rows.append((slam.num_keyframes, update.cpu_seconds, update.solve_cpu_seconds,
+                         update.full_solve, len(update.loop_closures),
+                         update.keyframe is not None, update.graph_changed))
             steps.append(step)
+            poses.append(update.pose)
+            if update.graph_changed:
+                changes.append((slam.num_keyframes, slam.num_edges))
         if map_every and n % map_every == map_every - 1:
             started = time.thread_time()
             slam.occupancy_grid()
             maps.append((slam.num_keyframes, time.thread_time() - started))
-    return slam, np.array(rows, dtype=np.float64), steps, np.array(maps, dtype=np.float64)
+    return (slam, np.array(rows, dtype=np.float64), steps, np.array(poses), changes,
+            np.array(maps, dtype=np.float64))
 
 
 def ate(poses: torch.Tensor, truth: torch.Tensor) -> float:
@@ -112,19 +124,24 @@ def ate(poses: torch.Tensor, truth: torch.Tensor) -> float:
     return float((poses[:, :2] - truth[:, :2]).norm(dim=1).square().mean().sqrt())
 
 
-def full_resolve_peer(graph: SlamGraph, config: SlamConfig):
-    """Replay: per keyframe, add its edges and re-solve the whole graph (warm start)."""
+def _initial(graph: SlamGraph, k: int, estimate: torch.Tensor) -> torch.Tensor:
+    """Keyframe ``k``'s initial value: its odometry edge composed onto the estimate ``(k, 3)``
+    of its source, as the online system guesses it."""
+    e = int(torch.nonzero((graph.edges[:, 1] == k) & (graph.kinds == ODOM))[0])
+    return SE2.compose(estimate[int(graph.edges[e, 0])], graph.measurements[e])
+
+
+def full_resolve_peer(graph: SlamGraph, config: SlamConfig, changes):
+    """Replay the graph changes ``(K, E)`` of the online run: per change, add its keyframes and
+    edges and re-solve the whole graph (warm start)."""
     by_kind = config.weights.information_by_kind()
     estimate = graph.odom_poses[:1].clone()
     times = []
-    order = graph.edges[:, 1]
-    for k in range(1, len(graph.stamps)):
-        odom_edge = graph.measurements[(order == k) & (graph.kinds == ODOM)][0]
-        estimate = torch.cat((estimate, SE2.compose(estimate[-1], odom_edge)[None]))
-        keep = order <= k
-        sub = SlamGraph(graph.stamps[:k + 1], graph.odom_poses[:k + 1], estimate,
-                        graph.edges[keep], graph.measurements[keep], graph.kinds[keep],
-                        graph.fitness[keep])
+    for K, E in changes:
+        for k in range(len(estimate), K):
+            estimate = torch.cat((estimate, _initial(graph, k, estimate)[None]))
+        sub = SlamGraph(graph.stamps[:K], graph.odom_poses[:K], estimate, graph.edges[:E],
+                        graph.measurements[:E], graph.kinds[:E], graph.fitness[:E])
         started = time.thread_time()
         with torch.no_grad():
             objective, _ = build_objective(sub, by_kind, config.weights.robust_scale)
@@ -134,8 +151,9 @@ def full_resolve_peer(graph: SlamGraph, config: SlamConfig):
     return estimate, np.array(times)
 
 
-def isam2_peer(graph: SlamGraph, config: SlamConfig):
-    """Replay into GTSAM iSAM2 with the same factors (Huber on scan and loop edges)."""
+def isam2_peer(graph: SlamGraph, config: SlamConfig, changes):
+    """Replay the graph changes ``(K, E)`` of the online run into GTSAM iSAM2 with the same
+    factors (Huber on scan and loop edges), one ``update`` per change."""
     import gtsam
 
     weights = config.weights
@@ -155,18 +173,21 @@ def isam2_peer(graph: SlamGraph, config: SlamConfig):
     values.insert(0, gtsam.Pose2(*first))
     isam.update(factors, values)
     estimate = isam.calculateEstimate()
-    times = []
-    for k in range(1, len(graph.stamps)):
+    times, K0, E0 = [], 1, 0
+    for K, E in changes:
         started = time.thread_time()
-        factors, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-        for e in np.nonzero(edges[:, 1] == k)[0]:
-            i = int(edges[e, 0])
-            factors.add(gtsam.BetweenFactorPose2(i, k, gtsam.Pose2(*z[e]), noise[kinds[e]]))
-            if kinds[e] == ODOM:
-                values.insert(k, estimate.atPose2(i).compose(gtsam.Pose2(*z[e])))
+        factors, values, guesses = gtsam.NonlinearFactorGraph(), gtsam.Values(), {}
+        for e in range(E0, E):
+            i, j = int(edges[e, 0]), int(edges[e, 1])
+            factors.add(gtsam.BetweenFactorPose2(i, j, gtsam.Pose2(*z[e]), noise[kinds[e]]))
+            if kinds[e] == ODOM and j >= K0:
+                source = guesses[i] if i in guesses else estimate.atPose2(i)
+                guesses[j] = source.compose(gtsam.Pose2(*z[e]))
+                values.insert(j, guesses[j])
         isam.update(factors, values)
         estimate = isam.calculateEstimate()
         times.append(time.thread_time() - started)
+        K0, E0 = K, E
     poses = np.array([[p.x(), p.y(), p.theta()] for p in
                       (estimate.atPose2(k) for k in range(len(graph.stamps)))])
     return torch.tensor(poses), np.array(times)
@@ -181,16 +202,18 @@ def resident_mib() -> float:
 def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500) -> None:
     """Drive ``minutes`` of simulated time round the loop world (scans streamed, nothing
     kept but the SLAM state), update the occupancy grid every 20 scans (2 s) as slam_node
-    does, and print per ``report_every`` keyframes: resident memory, the occupancy grid's own
-    bytes, and the keyframe update time (thread CPU)."""
+    does, and print per ``report_every`` keyframe steps (scans used: new keyframes and
+    localizations on existing ones): keyframes and edges in the graph, resident memory, the
+    occupancy grid's own bytes, and the keyframe-step update time (thread CPU)."""
     world = World.load('loop')
     sensors = SensorParams()
     angles = sensors.lidar_angles()
     slam = SlamSystem(config)
-    started, scans, rows, bin_times, bin_solves, all_solves = time.perf_counter(), 0, [], [], [], []
+    started, scans, rows, bin_times, bin_solves, solves, changes = \
+        time.perf_counter(), 0, [], [], [], [], []
     print(f'soak: {minutes:g} simulated minutes of the loop world, seed {seed}\n')
-    print(' keyframes  sim time s  RSS MiB  grid MiB  RSS - grid MiB   update ms (median / p99 / max)'
-          '   solve ms (median / max)   wall s')
+    print('     steps  keyframes   edges  sim time s  RSS MiB  grid MiB  RSS - grid MiB'
+          '   update ms (median / p99 / max)   solve ms (median / max)   wall s')
     for now, _, odom, ranges, _ in drive(world, seed, seconds=60.0 * minutes):
         if ranges is None:
             continue
@@ -199,41 +222,43 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
         scans += 1
         if scans % 20 == 0:
             slam.occupancy_grid()
-        if update.keyframe is None:
+        if update.keyframe is None and update.localized is None:
             continue
         bin_times.append(update.cpu_seconds)
-        bin_solves.append(update.solve_cpu_seconds)
-        all_solves.append(update.solve_cpu_seconds)
-        K = slam.num_keyframes
-        if K % report_every == 0:
+        if update.graph_changed:
+            bin_solves.append(update.solve_cpu_seconds)
+            solves.append(update.solve_cpu_seconds)
+            changes.append((slam.num_keyframes, slam.num_edges))
+        count = len(rows) * report_every + len(bin_times)
+        if len(bin_times) == report_every:
             mapper = slam._mapper
             grid = 0.0 if mapper is None or mapper._hits is None else \
                 2 * mapper._hits.numel() * mapper._hits.element_size() / 2 ** 20
             rss = resident_mib()
-            times, solves = np.array(bin_times), np.array(bin_solves)
-            rows.append((K, rss, grid))
-            print(f'{K:10d}  {now:10.0f}  {rss:7.1f}  {grid:8.1f}  {rss - grid:14.1f}   '
+            times, solved = np.array(bin_times), np.array(bin_solves or [0.0])
+            rows.append((count, rss, grid))
+            print(f'{count:10d}  {slam.num_keyframes:9d}  {slam.num_edges:6d}  {now:10.0f}  '
+                  f'{rss:7.1f}  {grid:8.1f}  {rss - grid:14.1f}   '
                   f'{1e3 * np.median(times):6.1f} / {1e3 * np.percentile(times, 99):6.1f} / '
-                  f'{1e3 * times.max():6.1f}   {1e3 * np.median(solves):7.2f} / {1e3 * solves.max():6.1f}'
+                  f'{1e3 * times.max():6.1f}   {1e3 * np.median(solved):7.2f} / {1e3 * solved.max():6.1f}'
                   f'   {time.perf_counter() - started:6.0f}', flush=True)
             bin_times, bin_solves = [], []
     rows = np.array(rows)
     if len(rows) >= 4:
         half = rows[len(rows) // 2:]
         slope = np.polyfit(half[:, 0], half[:, 1] - half[:, 2], 1)[0]
-        print(f'\n{slam.num_keyframes} keyframes, {slam.loop_closures} loop closures; resident memory '
-              f'(without the grid) over the second half: {1024 * slope:.1f} KiB per keyframe')
+        print(f'\n{slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
+              f'loop edges, {slam.localizations} localizations; resident memory (without the '
+              f'grid) over the second half: {1024 * slope:.1f} KiB per keyframe step')
     try:
-        isam_poses, isam_times = isam2_peer(slam.graph(), config)
+        _, isam_times = isam2_peer(slam.graph(), config, changes)
     except ImportError:
         return
-    ours = np.array(all_solves)
-    print('\nback-end per keyframe on the same keyframe stream, ours then GTSAM iSAM2 (ms, median / max):')
-    for first in range(0, len(ours), report_every):
-        part, peer = ours[first:first + report_every], isam_times[max(first - 1, 0):first + report_every - 1]
-        print(f'  keyframes {first:5d}-{first + len(part) - 1:5d}:  {1e3 * np.median(part):7.2f} / '
-              f'{1e3 * part.max():7.1f}    {1e3 * np.median(peer):7.2f} / {1e3 * peer.max():7.1f}'
-              f'    ratio of medians {np.median(part) / np.median(peer):5.1f}')
+    ours = np.array(solves)
+    print(f'\nback-end per graph change ({len(ours)} changes), ours then GTSAM iSAM2 on the same '
+          f'changes: median {1e3 * np.median(ours):.2f} / {1e3 * np.median(isam_times):.2f} ms, '
+          f'max {1e3 * ours.max():.1f} / {1e3 * isam_times.max():.1f} ms, ratio of medians '
+          f'{np.median(ours) / np.median(isam_times):.2f}')
 
 
 def stream(name: str, poses: int | None) -> None:
@@ -373,63 +398,65 @@ def main() -> None:
           f'{time.perf_counter() - started:.1f} s')
     config = SlamConfig()
     started = time.perf_counter()
-    slam, rows, steps, maps = run_slam(rollout, config)
+    slam, rows, steps, poses, changes, maps = run_slam(rollout, config)
     wall = time.perf_counter() - started
-    truth = SE2.between(torch.tensor(world.start), torch.tensor(rollout.true_states[steps, :3]))
-    odometry = torch.tensor(rollout.odometry[steps, :3])
+    truth_of = lambda at: SE2.between(torch.tensor(world.start),  # noqa: E731
+                                      torch.tensor(rollout.true_states[at, :3]))
+    new = rows[:, 5] == 1
+    keyframe_steps = [s for s, is_new in zip(steps, new) if is_new]
+    truth = truth_of(keyframe_steps)
+    odometry = torch.tensor(rollout.odometry[keyframe_steps, :3])
     K = len(rows)
-    print(f'SLAM: {K} keyframes, {slam.loop_closures} loop closures, {slam.full_solves} iterated '
-          f'updates, {wall:.1f} s for all {len(rollout.scans)} scans '
+    print(f'SLAM: {slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
+          f'loop edges, {slam.localizations} localizations on existing keyframes, '
+          f'{slam.full_solves} iterated updates, {wall:.1f} s for all {len(rollout.scans)} scans '
           f'({rollout.time[-1] / wall:.1f}x real time)\n')
     per_lap = max(K // args.laps, 1)
-    print('lap  keyframes   update ms (median / p90 / max)   solve ms (median / p90 / max)'
-          '   iterated (ms each)   loops   map update ms (median / max)')
+    print('lap  keyframe steps  new   update ms (median / p90 / max)   solve ms per graph change '
+          '(median / p90 / max)   changes   iterated (ms each)   loops   map update ms (median / max)')
     for lap in range(args.laps):
-        part = rows[lap * per_lap:(lap + 1) * per_lap if lap < args.laps - 1 else K]
-        local = part[part[:, 3] == 0, 2]
+        first, end = lap * per_lap, (lap + 1) * per_lap if lap < args.laps - 1 else K
+        part = rows[first:end]
+        changed = part[(part[:, 6] == 1) & (part[:, 3] == 0), 2]
         full = part[part[:, 3] == 1, 2]
         full_text = ', '.join(f'{1e3 * t:.0f}' for t in full) or '-'
-        in_lap = maps[(maps[:, 0] > part[0, 0]) & (maps[:, 0] <= part[-1, 0] + 1), 1]
+        in_lap = maps[(maps[:, 0] >= part[0, 0]) & (maps[:, 0] <= part[-1, 0]), 1]
         map_text = (f'{1e3 * np.median(in_lap):6.1f} / {1e3 * in_lap.max():6.1f}' if len(in_lap)
                     else '-')
-        print(f'{lap + 1:3d}  {int(part[0, 0]):4d}-{int(part[-1, 0]):4d}   {summary(part[:, 1]):>27}'
-              f'   {summary(local):>27}   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}'
-              f'   {map_text}')
-    local = rows[rows[:, 3] == 0]
-    slope, intercept = np.polyfit(local[:, 0], local[:, 2], 1)
-    print(f'\nsolve time vs keyframes K (least squares, single updates): {1e3 * intercept:.1f} ms + '
-          f'{1e5 * slope:.2f} ms per 100 keyframes')
-    if slam.full_solves:
-        full = rows[rows[:, 3] == 1]
-        print(f'iterated updates (after a loop closure that disagrees with the estimate): {len(full)}, '
-              f'at K = {", ".join(str(int(k)) for k in full[:, 0])}')
+        print(f'{lap + 1:3d}  {first:5d}-{end - 1:5d}  {int(part[:, 5].sum()):5d}   '
+              f'{summary(part[:, 1]):>27}   {summary(changed):>27}   {int(part[:, 6].sum()):5d}'
+              f'   {len(full):3d} ({full_text})   {int(part[:, 4].sum()):5d}   {map_text}')
+    print(f'all {K} keyframe steps: update ms (median / p90 / max) {summary(rows[:, 1])}')
+    front = rows[:, 1] - rows[:, 2]
+    print(f'\nfront end (update minus solve) per keyframe step, ms (median / p90 / max): '
+          f'new keyframes {summary(front[new])}, localizations {summary(front[~new])}')
     ours = ate(slam.estimate, truth)
-    print(f'\nATE (keyframe positions, m): raw odometry {ate(odometry, truth):.3f}, SLAM {ours:.3f}')
+    tracking = ate(torch.tensor(poses), truth_of(steps))
+    print(f'\nATE (m): keyframe positions: raw odometry {ate(odometry, truth):.3f}, SLAM {ours:.3f};'
+          f' the robot pose of every keyframe step: SLAM {tracking:.3f}')
     if args.no_peers:
         return
     graph = slam.graph()
-    last = rows[-per_lap:, 2]
-    print('\npeers on the same graph, back-end time per keyframe in the last lap '
-          '(median / p90 / max ms), ratio ours / peer of the medians, ATE:')
-    print(f'  ours (incremental smoother):           {summary(last)}'
-          f'   ATE {ours:.3f}')
+    solves = rows[rows[:, 6] == 1, 2]
+    last = len(changes) - len(changes) // args.laps
+    print(f'\npeers replaying the same {len(changes)} graph changes, back-end time per change '
+          '(median / p90 / max ms) over all changes, ratio ours / peer of the medians, ATE:')
+    print(f'  ours (incremental smoother):           {summary(solves)}   ATE {ours:.3f}')
     started = time.perf_counter()
-    peer_poses, peer_times = full_resolve_peer(graph, config)
-    print(f'  full LM re-solve per keyframe (nlls):  {summary(peer_times[-per_lap:])}   ratio '
-          f'{np.median(last) / np.median(peer_times[-per_lap:]):.2f}   ATE '
+    peer_poses, peer_times = full_resolve_peer(graph, config, changes)
+    print(f'  full LM re-solve per change (nlls):    {summary(peer_times)}   ratio '
+          f'{np.median(solves) / np.median(peer_times):.2f}   ATE '
           f'{ate(peer_poses, truth):.3f}   ({time.perf_counter() - started:.0f} s in all)')
     try:
-        isam_poses, isam_times = isam2_peer(graph, config)
+        isam_poses, isam_times = isam2_peer(graph, config, changes)
     except ImportError:
         print('  GTSAM iSAM2: gtsam not installed')
         return
-    print(f'  GTSAM iSAM2 (C++):                     {summary(isam_times[-per_lap:])}   ratio '
-          f'{np.median(last) / np.median(isam_times[-per_lap:]):.2f}   ATE {ate(isam_poses, truth):.3f}')
-    print('  growth over the run (median of the first lap -> last lap): ours '
-          f'{summary(rows[:per_lap, 2]).split(" /")[0].strip()} -> {np.median(last) * 1e3:.1f} ms, '
-          f'full re-solve {np.median(peer_times[:per_lap]) * 1e3:.1f} -> '
-          f'{np.median(peer_times[-per_lap:]) * 1e3:.1f} ms, iSAM2 '
-          f'{np.median(isam_times[:per_lap]) * 1e3:.1f} -> {np.median(isam_times[-per_lap:]) * 1e3:.1f} ms')
+    print(f'  GTSAM iSAM2 (C++):                     {summary(isam_times)}   ratio '
+          f'{np.median(solves) / np.median(isam_times):.2f}   ATE {ate(isam_poses, truth):.3f}')
+    print(f'  the last {len(changes) - last} changes: ours {summary(solves[last:])}, iSAM2 '
+          f'{summary(isam_times[last:])}, ratio of medians '
+          f'{np.median(solves[last:]) / np.median(isam_times[last:]):.2f}')
 
 
 if __name__ == '__main__':

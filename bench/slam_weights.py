@@ -3,7 +3,7 @@
     .venv/bin/python bench/slam_weights.py [--seeds 0 1 ... 11] [--window 10] [--seconds 90]
 
 Simulates drives of the loop world's route at the demo's speed (0.7 m/s, the simulator's
-default sensors, ``diffopt_ros.learn.synthetic.route_run``; noise seed N, all from the same
+default sensors, ``diffopt_ros.experiments.simulated_runs.route_run``; noise seed N, all from the same
 start), one lap with the loop closure at the end. Consecutive seeds are paired, both ways
 (A=0 -> B=1, 1 -> 0, 2 -> 3, ...): ``learn_slam`` learns the weights on drive A alone (with
 ``--window``, 0: whole drives), then drive B is scored with the default and with the learned
@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from diffopt_ros.experiments.simulated_runs import route_run
 from diffopt_ros.learn.api import learn_slam
 from diffopt_ros.learn.slam_weights import (
     SlamObjective,
@@ -34,7 +35,6 @@ from diffopt_ros.learn.slam_weights import (
     slam_params,
     trajectory_rmse,
 )
-from diffopt_ros.learn.synthetic import route_run
 from diffopt_ros.sim import World
 from diffopt_ros.slam.graph import SlamWeights
 

@@ -139,7 +139,8 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     from diffopt_ros.maps import world_grid
     from diffopt_ros.mpc.receding import MpcSettings
     from diffopt_ros.sim import Simulator, World
-    from diffopt_ros.slam.system import SlamSystem, config_from_params
+    from diffopt_ros.slam.config import config_from_params
+    from diffopt_ros.slam.system import SlamSystem
 
     world = world if isinstance(world, World) else World.load(world)
     true_robot = true_robot or sim_robot(robot)
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + '\n', encoding='utf-8')
     if args.record:
-        from diffopt_ros.learn.synthetic import save_bag
+        from diffopt_ros.learn.datasets import save_bag
 
         print(f'recorded {save_bag(result.run, args.record)}')
     return 0 if result.success else 1

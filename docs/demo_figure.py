@@ -1,5 +1,5 @@
 """Draw docs/demo_before_after.png from a demo run: its ``before.png`` and ``after_dynamics.png``
-side by side (the lap before learning and with the learned dynamics).
+side by side (the demo's goals before learning and with the learned dynamics).
 
 Run: ``.venv/bin/python docs/demo_figure.py runs/demo_<date>-<time>`` (matplotlib only).
 """

@@ -9,8 +9,8 @@ import pytest
 
 from diffopt_ros.bag import BagError, find_runs, repair_run
 from diffopt_ros.bag.cli import main as bag_main
-from diffopt_ros.learn.datasets import load_runs
-from diffopt_ros.learn.synthetic import excitation_run, save_bag
+from diffopt_ros.experiments.simulated_runs import excitation_run
+from diffopt_ros.learn.datasets import load_runs, save_bag
 from diffopt_ros.sim import RobotParams
 
 DEMO_RUNS = ('after', 'after_dynamics', 'before')   # sorted

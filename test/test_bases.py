@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from diffopt_ros.learn.api import learn_dynamics
-from diffopt_ros.learn.datasets import RunData, Series
-from diffopt_ros.learn.synthetic import save_bag
+from diffopt_ros.learn.datasets import RunData, Series, save_bag
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians, rollout
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
 from diffopt_ros.sim import RobotParams, Simulator, World

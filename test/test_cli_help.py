@@ -16,7 +16,7 @@ from diffopt_ros import cli
 ROOT = Path(__file__).resolve().parents[1]
 MARKUP = re.compile(r'``|:(class|func|meth|mod|attr|ref|data|obj):`')
 # pgo's options are documented by diffopt_ros/nlls/pgo_cli.py's own tests.
-MODULES = {'': 'diffopt_ros.cli', 'demo': 'diffopt_ros.nodes.demo', 'sim': 'diffopt_ros.sim.cli',
+MODULES = {'': 'diffopt_ros.cli', 'demo': 'diffopt_ros.demo.phases', 'sim': 'diffopt_ros.sim.cli',
            'learn': 'diffopt_ros.learn.cli', 'bag': 'diffopt_ros.bag.cli',
            'pgo': 'diffopt_ros.nlls.pgo_cli'}
 

@@ -156,6 +156,24 @@ def test_sim_demo_anchors_slam_at_the_worlds_start(monkeypatch):
         assert nodes['slam_node']['parameters'][-1]['initial_pose'] == World.load(world).start.tolist()
 
 
+def test_sim_demo_robot_and_navigation_arguments(monkeypatch):
+    """robot:=ackermann makes sim_node's robot a car and mpc_node's model bicycle, navigating;
+    navigation:=true turns navigation on for the diff drive; by default neither."""
+    module = _load_with_fake_launch(ROOT / 'launch' / 'sim_demo.launch.py', monkeypatch)
+
+    def values(**args):
+        nodes = _nodes(module, **args)
+        return nodes['sim_node']['parameters'][-1], nodes['mpc_node']['parameters'][-1]
+
+    sim, mpc = values()
+    assert sim['robot.kind'] == 'diff_drive' and 'navigation.enabled' not in mpc
+    sim, mpc = values(robot='ackermann')
+    assert sim['robot.kind'] == 'ackermann'
+    assert mpc['model'] == 'bicycle' and mpc['navigation.enabled'] is True
+    sim, mpc = values(navigation='true')
+    assert mpc['model'] == 'diff_drive_lag' and mpc['navigation.enabled'] is True
+
+
 def test_robot_recorder_follows_the_input_remaps(monkeypatch):
     """The recorder's topic list is relative: in robot.launch.py it gets the same remaps as the
     nodes that read the robot's topics, so it records /wheel/odom, /base/scan, /base/cmd_vel."""

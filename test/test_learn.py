@@ -12,13 +12,14 @@ import torch
 import yaml
 
 from diffopt_ros.bag import BagWriter, EmptyBagError, MissingTopicError
+from diffopt_ros.experiments.simulated_runs import excitation_run, expert_runs
 from diffopt_ros.learn import cli
 from diffopt_ros.learn.api import learn_cost, learn_dynamics
 from diffopt_ros.learn.controller import mpc_params
-from diffopt_ros.learn.datasets import RunData, Series, control_windows, load_run, split_runs
+from diffopt_ros.learn.datasets import RunData, Series, load_run, save_bag, split_runs
+from diffopt_ros.learn.distributed import global_batches
 from diffopt_ros.learn.export import MPC_MODEL_KEYS, MPC_WEIGHT_KEYS, ExportError, write_params_yaml
-from diffopt_ros.learn.synthetic import excitation_run, expert_runs, save_bag
-from diffopt_ros.learn.trainer import global_batches
+from diffopt_ros.learn.windows import control_windows
 from diffopt_ros.mpc.receding import MpcSettings
 from diffopt_ros.params_file import read_params_file
 from diffopt_ros.sim import RobotParams

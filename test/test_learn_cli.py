@@ -2,14 +2,18 @@
 earlier results in --out, progress in a log, and what learn slam does before its first epoch."""
 import csv
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from diffopt_ros.experiments.simulated_runs import excitation_run, route_run
 from diffopt_ros.learn import cli
 from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.controller import mpc_params
-from diffopt_ros.learn.synthetic import excitation_run, route_run, save_bag
+from diffopt_ros.learn.datasets import save_bag
 from diffopt_ros.sim import RobotParams, World
 
 
@@ -123,3 +127,20 @@ def test_learn_slam_says_what_it_does_before_the_first_epoch(tmp_path, capsys):
              'weights', 'SLAM weights (implicit): 0/1 epoch ', 'SLAM weights (implicit): 1/1 epoch ']
     at = [err.find(step) for step in steps]
     assert all(k >= 0 for k in at) and at == sorted(at), err
+
+
+def test_public_api_resolves_and_the_cli_loads_without_torch():
+    """``diffopt_ros.learn.__all__`` names what its modules define; importing the package and
+    its CLI (``--help``, argument errors) loads no torch."""
+    code = ("import sys, diffopt_ros.learn as learn\n"
+            "from diffopt_ros.learn import cli\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "from diffopt_ros.learn import api, datasets, trainer\n"
+            "assert learn.learn_dynamics is api.learn_dynamics and learn.train is trainer.train\n"
+            "assert learn.RunData is datasets.RunData and set(learn.__all__) <= set(dir(learn))\n"
+            "missing = [n for n in learn.__all__ if getattr(learn, n, None) is None]\n"
+            "assert not missing, missing\n"
+            "assert not hasattr(learn, 'not_exported')\n")
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,7 @@ import pytest
 import torch
 import yaml
 
+from diffopt_ros.experiments.simulated_runs import route_run
 from diffopt_ros.learn.api import learn_slam
 from diffopt_ros.learn.datasets import DatasetError, RunData
 from diffopt_ros.learn.export import SLAM_KEYS
@@ -14,7 +15,6 @@ from diffopt_ros.learn.slam_weights import (
     sub_sequences,
     trajectory_rmse,
 )
-from diffopt_ros.learn.synthetic import route_run
 from diffopt_ros.sim import SensorParams, World
 from diffopt_ros.slam.graph import SlamWeights
 

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from diffopt_ros.mpc.imitation import Learner, expert_data, tasks, train
+from diffopt_ros.experiments.mpc_imitation import Learner, expert_data, tasks, train
 
 
 def _train(*args, **kwargs):

@@ -20,7 +20,6 @@ from diffopt_ros.nlls import (
     Vector,
 )
 from diffopt_ros.nlls.io import GraphFormatError, read_graph, write_g2o
-from diffopt_ros.nlls.pose_graph import PoseGraph
 
 gtsam = pytest.importorskip('gtsam')
 DT = torch.float64
@@ -217,34 +216,6 @@ def test_marginal_covariance_matches_gtsam():
     assert np.allclose(cov.numpy(), ref, rtol=1e-6, atol=1e-12)
 
 
-def test_pose_graph_incremental_warm_start():
-    truth = torch.zeros(30, 3, dtype=DT)
-    truth[:, 2] = torch.linspace(0, 6.0, 30, dtype=DT)
-    truth[:, 0], truth[:, 1] = 3 * torch.cos(truth[:, 2]), 3 * torch.sin(truth[:, 2])
-    graph = PoseGraph(SE2, losses={'loop': Huber(1.0)})
-    info = torch.diag(torch.tensor([100.0, 100.0, 400.0], dtype=DT))
-    graph.add_pose(truth[0])
-    graph.add_prior(0, truth[0], 1e6 * torch.eye(3, dtype=DT))
-    for k in range(1, 30):
-        z = SE2.compose(SE2.between(truth[k - 1], truth[k]), SE2.exp(0.02 * torch.randn(3, dtype=DT)))
-        graph.add_pose(SE2.compose(graph.poses[k - 1], z))
-        graph.add_between(k - 1, k, z, info, kind='odom')
-        if k % 10 == 9:
-            graph.add_between(0, k, SE2.between(truth[0], truth[k]), info, kind='loop')
-        result = graph.optimize(max_iterations=5, max_time=1.0)
-        assert result.status[0] in ('converged', 'max_iterations')
-    assert graph.num_edges('loop') == 3 and graph.num_edges() == 32
-    err = (graph.poses[:, :2] - truth[:, :2]).norm(dim=-1).max()
-    assert err < 0.1
-    cov = graph.covariance(-1)
-    assert cov.shape == (3, 3) and bool((torch.linalg.eigvalsh(cov) > 0).all())
-    world = graph.covariance(-1, frame='world')
-    c, s = torch.cos(graph.poses[-1, 2]), torch.sin(graph.poses[-1, 2])
-    R = torch.stack((torch.stack((c, -s)), torch.stack((s, c))))
-    assert torch.allclose(world[:2, :2], R @ cov[:2, :2] @ R.T) and world[2, 2] == cov[2, 2]
-    assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(cov))
-
-
 def test_g2o_round_trip_and_toro_conventions(tmp_path):
     for name in ('w100.graph', 'sphere2500.txt'):
         data = _subgraph(_data(name), 50)
@@ -342,18 +313,3 @@ def test_sparse_backends_agree_with_dense(backend):
         assert cov.shape == (1, 3, 3)
     assert torch.allclose(values[0], values[1], atol=1e-9)
     assert torch.allclose(grads[0], grads[1], atol=1e-7, rtol=1e-6)
-
-
-def test_pose_graph_se3_world_covariance():
-    graph = PoseGraph(SE3)
-    a = graph.add_pose(SE3.identity(dtype=DT))
-    z = SE3.exp(torch.tensor([1.0, 0.2, 0.0, 0.1, -0.2, 0.7], dtype=DT))
-    b = graph.add_pose(z)
-    graph.add_prior(a, SE3.identity(dtype=DT), 1e8 * torch.eye(6, dtype=DT))
-    info = torch.diag(torch.tensor([100.0, 100.0, 100.0, 400.0, 400.0, 400.0], dtype=DT))
-    graph.add_between(a, b, z, info)
-    assert graph.optimize().status == ['converged']
-    body, world = graph.covariance(b), graph.covariance(b, frame='world')
-    R = graph.poses[b][:, :3]
-    assert torch.allclose(world[:3, :3], R @ body[:3, :3] @ R.T)
-    assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(body))

@@ -5,6 +5,7 @@ of diffopt_ros, the way a user's robot drives them (topics, services, signals, e
 One process per node serves several checks where they do not disturb each other (the module's
 tests run in file order); each check names the defect it guards against.
 """
+import contextlib
 import math
 import os
 import signal
@@ -248,6 +249,23 @@ class SimClock:
         self._client.node.destroy_publisher(self._pub)
 
 
+@contextlib.contextmanager
+def sim_time_node(client: Client, logs: Path, executable: str, name: str, topics: tuple, ready):
+    """``executable`` as node ``name`` under sim time (``/clock`` from a :class:`SimClock` at
+    100 s) with each of ``topics`` remapped to ``/<name>/<topic>``; yields ``(clock, process)``
+    once ``ready()`` holds, and stops both (SIGINT) on the way out."""
+    clock = SimClock(client, start=100.0)
+    remaps = [arg for topic in topics for arg in ('-r', f'{topic}:=/{name}/{topic}')]
+    proc = Process(executable, ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
+                                *remaps], logs / f'{name}.log')
+    try:
+        _wait_for_node(client, proc, ready, name)
+        yield clock, proc
+    finally:
+        clock.stop()
+        proc.stop(signal.SIGINT)
+
+
 # ----------------------------------------------------------------------------- mpc_node
 @pytest.fixture(scope='module')
 def mpc(client, logs):
@@ -379,29 +397,24 @@ def test_mpc_clock_jump_back_restarts_the_stamp_checks(client, logs):
     """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop): the
     states of the new time line are used (not rejected as older than the last one)."""
     name = 'mpc_clock'
-    cmds = client.record(Twist, f'/{name}/cmd', 2000)
+    cmds = client.record(Twist, f'/{name}/cmd_vel', 2000)
     odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
-    goal = client.node.create_publisher(PoseStamped, f'/{name}/goal', 10)
-    clock = SimClock(client, start=100.0)
-    proc = Process('mpc_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
-                                '-r', f'cmd_vel:=/{name}/cmd', '-r', f'odom:=/{name}/odom',
-                                '-r', f'goal_pose:=/{name}/goal'], logs / f'{name}.log')
+    goal = client.node.create_publisher(PoseStamped, f'/{name}/goal_pose', 10)
     try:
-        _wait_for_node(client, proc, lambda: goal.get_subscription_count() > 0
-                       and client.node.count_publishers(f'/{name}/cmd') > 0, name)
-        goal.publish(pose(clock.now(), 3.0, 0.0))
-        state = lambda: odom.publish(odometry(clock.now()))  # noqa: E731
-        assert _drive(client, state, lambda: _moving(cmds)), proc.output()
-        clock.jump_to(5.0)                                   # the clock jumps back 95 s
-        start = time.monotonic()
-        _drive(client, state, lambda: time.monotonic() - start > 2.0)
-        recent = [m for t, m in cmds if t > start + 1.0]
-        assert recent and all(m.linear.x > 0.05 for m in recent), (
-            'no command after the clock jumped back: ' + str([m.linear.x for m in recent])
-            + '\n' + proc.output())
+        with sim_time_node(client, logs, 'mpc_node', name, ('cmd_vel', 'odom', 'goal_pose'),
+                           lambda: goal.get_subscription_count() > 0
+                           and client.node.count_publishers(f'/{name}/cmd_vel') > 0) as (clock, proc):
+            goal.publish(pose(clock.now(), 3.0, 0.0))
+            state = lambda: odom.publish(odometry(clock.now()))  # noqa: E731
+            assert _drive(client, state, lambda: _moving(cmds)), proc.output()
+            clock.jump_to(5.0)                                   # the clock jumps back 95 s
+            start = time.monotonic()
+            _drive(client, state, lambda: time.monotonic() - start > 2.0)
+            recent = [m for t, m in cmds if t > start + 1.0]
+            assert recent and all(m.linear.x > 0.05 for m in recent), (
+                'no command after the clock jumped back: ' + str([m.linear.x for m in recent])
+                + '\n' + proc.output())
     finally:
-        clock.stop()
-        proc.stop(signal.SIGINT)
         for pub in (odom, goal):
             client.node.destroy_publisher(pub)
 
@@ -593,11 +606,11 @@ def test_slam_clock_jump_back_restarts_the_stamp_checks(client, logs):
     """Item 1: under sim time, /clock jumps back from 100 s to 5 s (sim reset, bag loop):
     slam_node uses the odometry and scans of the new time line (not dropped as older)."""
     name = 'slam_clock'
-    out = client.record(Odometry, f'/{name}/slam_odom', 5000)
+    out = client.record(Odometry, f'/{name}/slam/odom', 5000)
     odom = client.node.create_publisher(Odometry, f'/{name}/odom', qos_profile_sensor_data)
     scan = client.node.create_publisher(LaserScan, f'/{name}/scan', qos_profile_sensor_data)
 
-    def feed(seconds):
+    def feed(clock, seconds):
         for k in range(int(seconds * 20)):
             stamp = clock.now()
             odom.publish(odometry(stamp))
@@ -605,24 +618,17 @@ def test_slam_clock_jump_back_restarts_the_stamp_checks(client, logs):
                 scan.publish(room_scan(stamp))
             time.sleep(0.05)
 
-    clock = SimClock(client, start=100.0)
-    proc = Process('slam_node', ['--ros-args', '-r', f'__node:={name}', '-p', 'use_sim_time:=true',
-                                 '-r', f'odom:=/{name}/odom', '-r', f'scan:=/{name}/scan',
-                                 '-r', f'slam/odom:=/{name}/slam_odom'], logs / f'{name}.log')
-    try:
-        _wait_for_node(client, proc, lambda: odom.get_subscription_count() > 0
-                       and scan.get_subscription_count() > 0, name)
-        feed(1.0)
+    with sim_time_node(client, logs, 'slam_node', name, ('odom', 'scan', 'slam/odom'),
+                       lambda: odom.get_subscription_count() > 0
+                       and scan.get_subscription_count() > 0) as (clock, proc):
+        feed(clock, 1.0)
         assert wait_for(lambda: len(out) > 5, 10.0), proc.output()
         clock.jump_to(5.0)                                   # the clock jumps back 95 s
         start = len(out)
-        feed(1.5)
+        feed(clock, 1.5)
         after = [_sec(m.header.stamp) for _, m in out[start:]]
         assert sum(t < 50.0 for t in after) >= 10, (
             f'/slam/odom after the clock jumped back: {after}\n' + proc.output())
-    finally:
-        clock.stop()
-        proc.stop(signal.SIGINT)
 
 
 def test_slam_save_directory_cannot_be_changed_at_run_time(client, slam):

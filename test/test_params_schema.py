@@ -125,7 +125,7 @@ def test_settings_objects_and_learned_keys_come_from_the_schemas():
     from diffopt_ros.sim.config import robot_params, sensor_params
     from diffopt_ros.sim.robot import RobotParams
     from diffopt_ros.sim.sensors import SensorParams
-    from diffopt_ros.slam.system import SlamConfig, config_from_params
+    from diffopt_ros.slam.config import SlamConfig, config_from_params
 
     mpc, sim, slam = (schema_for(n) for n in ('mpc_node', 'sim_node', 'slam_node'))
     settings = MpcSettings()

@@ -79,7 +79,8 @@ def test_help_commands_run():
 @pytest.mark.slow
 def test_record_learn_commands_run_as_written(tmp_path):
     """`bag info` and `learn dynamics` of the README on a recorded run named as there."""
-    from diffopt_ros.learn.synthetic import excitation_run, save_bag
+    from diffopt_ros.experiments.simulated_runs import excitation_run
+    from diffopt_ros.learn.datasets import save_bag
     from diffopt_ros.sim import RobotParams
 
     save_bag(excitation_run(RobotParams(), seconds=10.0, seed=1, name='lap1'), tmp_path / 'runs')

@@ -152,6 +152,35 @@ def test_parameters_are_validated_and_applied(context):
         make_sim(context, step_rate=0.0)
 
 
+def test_ackermann_car_steers_from_the_twist(context):
+    """robot.kind ackermann: the node's robot is the car of its robot.* parameters; a Twist
+    asking for more turn than the steering limit allows turns at v tan(max_steer) / wheelbase
+    (the diff-drive robot would turn at gain_omega * omega_cmd, 1.05 rad/s)."""
+    sim = make_sim(context, **{'robot.kind': 'ackermann', 'robot.wheelbase': 0.3,
+                               'robot.max_steer': 0.4, 'cmd_timeout': 10.0})
+    probe = Probe(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(sim)
+    executor.add_node(probe.node)
+    try:
+        assert sim.sim.robot.kind == 'ackermann' and sim.sim.robot.max_steer == 0.4
+        assert not sim.set_parameters([Parameter('robot.kind', value='diff_drive')])[0].successful
+        assert spin_until(executor, lambda: sim.count_publishers('/cmd_vel') > 0)
+        probe.cmd.publish(ros_convert.twist(0.4, 1.5))
+        assert spin_until(executor, lambda: sim._command_ns is not None)
+        sim.advance(200)                               # 2 s: steering and speed settled
+        x, y, yaw, v, omega = sim.sim.true_state
+        assert v == pytest.approx(0.8 * 0.4, rel=1e-3)          # gain_v 0.8
+        assert omega == pytest.approx(v * math.tan(0.4) / 0.3, rel=1e-4)
+        assert yaw > 0.5
+    finally:
+        executor.shutdown()
+        sim.destroy_node()
+        probe.node.destroy_node()
+    with pytest.raises(ParameterError, match='robot.kind'):
+        make_sim(context, **{'robot.kind': 'tricycle'})
+
+
 def test_node_runs_faster_than_real_time(context):
     sim = make_sim(context, paused=False, real_time_factor=0.0)
     executor = SingleThreadedExecutor(context=context)

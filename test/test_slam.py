@@ -1,5 +1,6 @@
 """SLAM core (no ROS): scans, ICP and its fitness check, keyframes, loop closure on the loop
-world, ATE against raw odometry, graph data for learning, gradients, map and g2o output."""
+world, re-use of keyframes on a second pass, ATE against raw odometry, graph data for learning,
+gradients, map and g2o output."""
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from diffopt_ros.nlls import Optimizer
 from diffopt_ros.nlls.io import read_graph
 from diffopt_ros.sim import SensorParams, Simulator, World
 from diffopt_ros.sim.cli import expand_script, route_script
+from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import EDGE_KINDS, SlamGraph, SlamWeights, build_objective, information_by_kind
 from diffopt_ros.slam.icp import IcpConfig, match_scans
 from diffopt_ros.slam.occupancy import (
@@ -23,7 +25,7 @@ from diffopt_ros.slam.occupancy import (
 )
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
-from diffopt_ros.slam.system import SlamConfig, SlamSystem
+from diffopt_ros.slam.system import SlamSystem
 
 F64 = torch.float64
 SENSORS = SensorParams()
@@ -319,3 +321,38 @@ def test_initial_pose_anchors_the_map_at_the_start(lap, loop_world):
     assert np.allclose(anchored.map_pose(rollout.odometry[0, :3]), start, atol=0.1)
     with pytest.raises(ValueError, match='initial_pose'):
         SlamSystem(initial_pose=(0.0, math.nan, 0.0))
+
+
+def test_a_second_pass_localizes_on_the_map_instead_of_adding_keyframes(lap, loop_world):
+    """The lap driven again (the same scans; the odometry continues from the lap's end by the
+    true motion back to the start, then with the lap's increments): the scans are localized on
+    the first pass's keyframes, the graph grows by a few keyframes and edges at most, and the
+    pose at every step stays on the truth."""
+    rollout, _, _, _, _ = lap
+    true = torch.tensor(rollout.true_states[:, :3])
+    back = SE2.compose(torch.tensor(rollout.odometry[-1, :3]), SE2.between(true[-1], true[0]))
+    shift = SE2.compose(back, SE2.inverse(torch.tensor(rollout.odometry[0, :3])))
+    second = SE2.compose(shift.expand(len(rollout.odometry), 3),
+                         torch.tensor(rollout.odometry[:, :3])).numpy()
+    duration = float(rollout.time[-1]) + 0.05
+    slam, updates = SlamSystem(SlamConfig()), []
+    for offset, odometry in ((0.0, rollout.odometry), (duration, second)):
+        for step, ranges in zip(rollout.scan_steps, rollout.scans):
+            update = slam.process(offset + float(rollout.time[step]), odometry[step, :3], ranges,
+                                  ANGLES, SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+            updates.append((offset, step, update))
+    first = [u for offset, _, u in updates if offset == 0.0 and u.keyframe is not None]
+    later = [(step, u) for offset, step, u in updates if offset > 0.0
+             and (u.keyframe is not None or u.localized is not None)]
+    assert slam.localizations >= 0.9 * len(later) and len(later) > 0.8 * len(first)
+    assert sum(u.keyframe is not None for _, u in later) <= 3
+    assert slam.num_keyframes <= len(first) + 3
+    assert slam.num_edges <= len(slam.graph().edges_of('odom')) * 3
+    # localized poses: the map pose of the keyframe matched, composed with the match
+    truth = SE2.between(torch.tensor(loop_world.start),
+                        torch.tensor(rollout.true_states[[s for s, _ in later], :3]))
+    assert _rmse(torch.tensor([u.pose for _, u in later]), truth) < 0.05
+    localized = next(u for _, u in later if u.localized is not None)
+    cov = slam.covariance
+    assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
+    assert localized.scan_match.accepted

@@ -29,7 +29,7 @@ from diffopt_ros.nodes.slam_node import PARAMS, SlamNode
 from diffopt_ros.paths import config_path
 from diffopt_ros.sim import SensorParams, Simulator, World
 from diffopt_ros.sim.cli import expand_script, route_script
-from diffopt_ros.slam.system import PARAMETERS, SlamConfig, config_from_params
+from diffopt_ros.slam.config import PARAMETERS, SlamConfig, config_from_params
 
 from ros_wait import wait_for
 

@@ -1,5 +1,5 @@
 """Time alignment of recorded topics (numpy): states interpolated, commands held, and the
-starts of fully valid windows. :mod:`diffopt_ros.learn.datasets` builds learning windows on them.
+starts of fully valid windows. :mod:`diffopt_ros.learn.windows` builds learning windows on them.
 
 States are ``(x, y, yaw, v, omega)`` (docs/CONTRACTS.md). Interpolated yaw is continuous in
 time (the samples are unwrapped first), so a window never jumps by 2 pi; wrap it with

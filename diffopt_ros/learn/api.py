@@ -2,7 +2,7 @@
 
 Example::
 
-    from diffopt_ros.learn.api import learn_dynamics, learn_slam
+    from diffopt_ros.learn import learn_dynamics, learn_slam
     result = learn_dynamics(['runs/run_1'], 'out/dynamics')            # system identification
     result.yaml_path     # out/dynamics/mpc.yaml: mpc_node: ros__parameters: model.gain_v: ...
     result.params        # {'model.gain_v': 0.80, ...}
@@ -11,74 +11,31 @@ Example::
 Every function takes runs as paths (rosbag2 folders, folders of runs) or
 :class:`~diffopt_ros.learn.datasets.RunData`, writes ``metrics.csv``, ``loss.png``, a
 task plot, ``checkpoint.pt`` and the learned parameter YAML into ``out_dir``, and works under
-``torchrun`` (each process computes its share; rank 0 writes the files).
+``torchrun`` (each process computes its share; rank 0 writes the files). Each returns a
+:class:`~diffopt_ros.learn.results.LearnResult`.
 """
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffopt_ros.learn.controller import mpc_params, node_mpc, tie_cost_weights
-from diffopt_ros.learn.datasets import (
-    CMD_TOPIC,
-    ControlWindows,
-    DatasetError,
-    RunData,
-    control_windows,
-    load_runs,
-    prediction_step,
-    split_runs,
-)
-from diffopt_ros.learn.export import write_params_yaml
+from diffopt_ros.learn.controller import mpc_params, node_mpc, tie_cost_weights, twist_bicycle
+from diffopt_ros.learn.datasets import CMD_TOPIC, DatasetError, RunData, RunsArg, as_runs, split_runs
 from diffopt_ros.learn.objectives import ImitationObjective, PredictionObjective
-from diffopt_ros.learn.trainer import TrainConfig, TrainResult, train
+from diffopt_ros.learn.results import LearnResult, finish
+from diffopt_ros.learn.trainer import TrainConfig, train
+from diffopt_ros.learn.windows import ControlWindows, control_windows, prediction_step
 from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.mpc import DiffDriveLag, NeuralResidual
 from diffopt_ros.progress import Progress, say
 
-RunsArg = Sequence['str | os.PathLike | RunData']
 #: Backward modes that train through the MPC (``'none'`` gives no gradient).
 TRAINING_MODES = (Backward.IMPLICIT, Backward.UNROLL)
-
-
-@dataclass
-class LearnResult:
-    """What a learning call produced.
-
-    Attributes:
-        yaml_path: the learned ROS parameter file (None on ranks other than 0).
-        params: learned values by node parameter name.
-        metrics: losses before and after (``train_loss_before``, ``train_loss``, and
-            ``val_loss_before``, ``val_loss`` when runs were kept for validation), ``epochs``,
-            ``seconds`` and task numbers.
-        history: per-epoch rows (see :class:`~diffopt_ros.learn.trainer.TrainResult`).
-        out_dir: the output folder.
-    """
-
-    yaml_path: Path | None
-    params: dict[str, float]
-    metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    out_dir: Path | None = None
-
-
-def as_runs(runs: RunsArg, require: Sequence[str] = (), state_topic: str | None = None
-            ) -> list[RunData]:
-    """Runs given as paths are read (:func:`~diffopt_ros.learn.datasets.load_runs`), with the
-    Odometry topic ``state_topic`` too when given."""
-    if isinstance(runs, (str, os.PathLike, RunData)):
-        runs = [runs]
-    extra = [state_topic] if state_topic else []
-    out: list[RunData] = []
-    for run in runs:
-        out += [run] if isinstance(run, RunData) else load_runs([run], [*require, *extra], extra)
-    return out
 
 
 def _announce(what: str, train_runs: Sequence[RunData], val_runs: Sequence[RunData]) -> None:
@@ -93,14 +50,6 @@ def _announce(what: str, train_runs: Sequence[RunData], val_runs: Sequence[RunDa
     n = len(train_runs) + len(val_runs)
     say(f'{what}: {n} run{"s" if n > 1 else ""}; training on {names(train_runs)}; '
         + (f'validating on {names(val_runs)}' if val_runs else 'no validation runs'))
-
-
-def _summary(result: TrainResult, began: float) -> dict[str, float]:
-    first, last = result.history[0], result.history[-1]
-    summary = {'train_loss_before': first['train_loss'], 'train_loss': last['train_loss']}
-    if 'val_loss' in last:
-        summary.update(val_loss_before=first['val_loss'], val_loss=last['val_loss'])
-    return {**summary, 'epochs': float(last['epoch']), 'seconds': time.perf_counter() - began}
 
 
 def _config(out_dir, device, epochs, lr, batch_size, seed, resume, progress, optimizer, plots
@@ -143,7 +92,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         lr: learning rate (default 1 for L-BFGS, 0.1 for Adam; log-parameters).
         steps: prediction steps per window (sysid; 1 = one-step prediction; default 0.5 s of
             steps).
-        dt: window step (s); default: :func:`~diffopt_ros.learn.datasets.prediction_step`
+        dt: window step (s); default: :func:`~diffopt_ros.learn.windows.prediction_step`
             (sysid: the command period of regular commands, else the state period), the MPC's
             ``dt`` (e2e).
         residual: also learn a neural residual (sysid; its weights go to the checkpoint only).
@@ -198,7 +147,7 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         val_w = (control_windows(val_runs, dt, steps, stride, state_topic=state_topic, dtype=dtype)
                  if val_runs else None)
         if model == 'bicycle':
-            dynamics = _twist_bicycle(dt, params).to(dtype)
+            dynamics = twist_bicycle(dt, params).to(dtype)
         else:
             dynamics = DiffDriveLag(dt, **{k: float(params[f'model.{k}']) for k in DiffDriveLag.param_names})
             dynamics = dynamics.to(dtype)
@@ -222,20 +171,8 @@ def learn_dynamics(runs: RunsArg, out_dir: str | os.PathLike, method: str = 'sys
         result = train(objective, train_w.items(),
                        val_w.items(len(train_w)) if val_w is not None else None, cfg,
                        title=f'dynamics (end to end, {backward})')
-    return _finish(result, out_dir, began, {'method_e2e': float(method == 'e2e'),
+    return finish(result, out_dir, began, {'method_e2e': float(method == 'e2e'),
                                             'windows': float(len(train_w))})
-
-
-def _twist_bicycle(dt: float, params: dict):
-    """The Ackermann model to identify from Twist data: :class:`~diffopt_ros.mpc.bases.Bicycle`
-    with ``model.*`` values from ``params`` where given (else its defaults), wheelbase frozen."""
-    from diffopt_ros.mpc.bases import Bicycle, TwistBicycle
-
-    given = {k: float(params[f'model.{k}']) for k in (*Bicycle.param_names, 'max_steer_rate')
-             if f'model.{k}' in params}
-    car = Bicycle(dt, **given)
-    car.log_wheelbase.requires_grad_(False)
-    return TwistBicycle(car, max_steer=float(params.get('bounds.max_steer', 0.6)))
 
 
 def _plot_prediction(*args) -> None:
@@ -330,14 +267,7 @@ def learn_cost(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
     result = train(objective, train_w.items(),
                    val_w.items(len(train_w)) if val_w is not None else None, cfg,
                    title=f'cost (imitation, {backward})')
-    return _finish(result, out_dir, began, {'windows': float(len(train_w))})
-
-
-def _finish(result: TrainResult, out_dir: Path, began: float, extra: dict, node: str = 'mpc_node',
-            name: str = 'mpc.yaml') -> LearnResult:
-    metrics = {**_summary(result, began), **extra}
-    path = write_params_yaml(out_dir / name, node, result.params) if result.rank == 0 else None
-    return LearnResult(path, dict(result.params), metrics, result.history, out_dir)
+    return finish(result, out_dir, began, {'windows': float(len(train_w))})
 
 
 def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'implicit',
@@ -445,4 +375,4 @@ def learn_slam(runs: RunsArg, out_dir: str | os.PathLike, backward: str = 'impli
              'ate_after': float(np.sqrt(np.mean(np.square(list(after_rmse.values()))))),
              'keyframes': float(sum(len(s.graph.stamps) for s in whole)),
              'windows': float(len(train_items))}
-    return _finish(result, out_dir, began, extra, node='slam_node', name='slam.yaml')
+    return finish(result, out_dir, began, extra, node='slam_node', name='slam.yaml')

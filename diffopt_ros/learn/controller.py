@@ -3,7 +3,8 @@
 Learning differentiates the very controller the node runs: :func:`node_mpc` builds it with
 ``receding.RecedingHorizonSolver`` from the node's parameters (``config/mpc.yaml`` and a learned
 file on top), then switches on gradients. :class:`TiedWeight` gives the cost one learnable
-weight per node parameter (``weights.position`` weighs both x and y).
+weight per node parameter (``weights.position`` weighs both x and y); :func:`twist_bicycle` is
+the Ackermann car to identify from Twist commands.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from diffopt_ros.modes import Backward, backward_mode
 from diffopt_ros.mpc import BACKWARD_MODES, MPC, PSDWeight
+from diffopt_ros.mpc.bases import Bicycle, TwistBicycle
 from diffopt_ros.mpc.receding import MpcSettings, RecedingHorizonSolver
 from diffopt_ros.params_file import read_params_file
 
@@ -91,6 +93,23 @@ def model_params(mpc: MPC) -> dict[str, float]:
     """The node's ``model.*`` parameters of the MPC's dynamics (a residual's base counts)."""
     model = getattr(mpc.dynamics, 'base', mpc.dynamics)
     return {f'model.{k}': v for k, v in model.parameter_values().items()}
+
+
+def twist_bicycle(dt: float, params: dict) -> TwistBicycle:
+    """The Ackermann model to identify from Twist data: :class:`~diffopt_ros.mpc.bases.Bicycle`
+    with the ``model.*`` values of ``params`` (mpc_node parameters) where given, else its
+    defaults; wheelbase frozen (from Twist commands it cancels except where the steering
+    saturates); steering limited to ``bounds.max_steer`` (rad).
+
+    Args:
+        dt: step (s).
+        params: mpc_node parameters (see :func:`mpc_params`).
+    """
+    given = {k: float(params[f'model.{k}']) for k in (*Bicycle.param_names, 'max_steer_rate')
+             if f'model.{k}' in params}
+    car = Bicycle(dt, **given)
+    car.log_wheelbase.requires_grad_(False)
+    return TwistBicycle(car, max_steer=float(params.get('bounds.max_steer', 0.6)))
 
 
 def node_mpc(params: dict, backward: str | Backward = 'implicit', dtype: torch.dtype = torch.float64,

@@ -1,13 +1,11 @@
-"""Recorded runs -> learning data: MPC-horizon windows and keyframe sequences.
+"""Recorded runs as arrays (:class:`RunData`): read from rosbag2, written back, split.
 
-A :class:`RunData` holds one run's time series as arrays: read from a rosbag2 folder (MCAP or
-sqlite3) by :func:`load_run`, or built in memory from the simulator. From runs:
-
-- :func:`control_windows` cuts windows of the horizon on a grid of step ``dt`` aligned to the
-  first command: the state at the window start, the ``/cmd_vel`` commands held over each step
-  (sample-and-hold), the states after each step, and the reference the MPC tracked from there;
-- :func:`split_runs` splits runs into training and validation runs (a run is never on both
-  sides).
+A :class:`RunData` holds one run's time series: read from a rosbag2 folder (MCAP or sqlite3) by
+:func:`load_run` / :func:`load_runs` (:func:`as_runs` takes paths or runs alike), or built in
+memory (the simulator, :mod:`diffopt_ros.drive`); :func:`save_bag` writes one as the recorder
+would. :func:`split_runs` splits runs into training and validation runs (a run is never on
+both sides). Learning data is cut from runs by :mod:`diffopt_ros.learn.windows` (MPC-horizon
+windows) and :mod:`diffopt_ros.learn.slam_weights` (keyframe sequences).
 
 States come from ``/ground_truth/odom`` where the run has it, else from ``/odom``. Times are
 seconds on the recorder's clock: header stamps for stamped messages (states, scans) and the
@@ -19,15 +17,15 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
-from diffopt_ros.bag import BagError, EmptyBagError, MissingTopicError, Scans, find_runs
+from diffopt_ros.bag import BagError, BagWriter, EmptyBagError, MissingTopicError, Scans, find_runs
 from diffopt_ros.bag import Run as BagRun
-from diffopt_ros.bag.align import hold, interpolate_states, window_starts
 from diffopt_ros.bag.convert import header_stamps, path_poses
-from diffopt_ros.learn.trainer import TensorItems
 
 GROUND_TRUTH_TOPIC = '/ground_truth/odom'
 ODOM_TOPIC = '/odom'
@@ -35,10 +33,6 @@ CMD_TOPIC = '/cmd_vel'
 GOAL_TOPIC = '/goal_pose'
 PLAN_TOPIC = '/plan'
 SCAN_TOPIC = '/scan'
-#: The robot stops when commands are older than this (s): sim_node's ``cmd_timeout`` default.
-COMMAND_TIMEOUT = 0.5
-#: Speed (m/s) below which a robot under a sustained command counts as blocked.
-BLOCKED_SPEED = 0.02
 
 
 class DatasetError(ValueError):
@@ -138,6 +132,11 @@ class RunData:
         return self.commands
 
 
+#: Runs as learning takes them: one or several run paths (rosbag2 runs or folders of runs) or
+#: :class:`RunData`.
+RunsArg = Sequence['str | os.PathLike | RunData']
+
+
 def _optional(read, topic: str):
     """``read(topic)``, or None when the run lacks the topic or it is empty."""
     try:
@@ -208,201 +207,22 @@ def load_runs(paths: Sequence[str | os.PathLike], require: Sequence[str] = (),
     return runs
 
 
-def _reference_fn(run: RunData, horizon: int, dt: float, reference_speed: float):
-    """A function ``(t, state) -> reference (T, 5)`` reproducing what mpc_node tracked.
-
-    The node tracks the latest of ``/goal_pose`` (drive to it) and ``/plan`` (a timed
-    trajectory, or an untimed path followed at ``reference_speed``); it is called at increasing
-    times so the progress along an untimed path is replayed as the node kept it.
-    """
-    from diffopt_ros.mpc.receding import goal_reference, path_reference, timed_reference
-
-    events = []
-    if run.goals is not None:
-        events += [(t, 'goal', goal) for t, goal in zip(run.goals.t, run.goals.values)]
-    events += [(plan.t, 'plan', plan) for plan in run.plans]
-    events.sort(key=lambda e: e[0])
-    times = np.array([e[0] for e in events])
-    progress = {'plan': None, 'value': 0.0}
-
-    def reference(t: float, state: np.ndarray) -> np.ndarray | None:
-        k = int(np.searchsorted(times, t, side='right')) - 1
-        if k < 0:
-            return None
-        _, kind, value = events[k]
-        if kind == 'goal':
-            return goal_reference(state, value[:2], horizon)
-        plan: Plan = value
-        if len(plan.poses) == 0:
-            return None
-        if plan.timed:
-            return timed_reference(state, plan.poses, plan.stamps, t, horizon, dt)
-        if progress['plan'] is not plan:
-            progress['plan'], progress['value'] = plan, 0.0
-        ref, progress['value'] = path_reference(state, plan.poses, progress['value'], horizon, dt,
-                                                reference_speed)
-        return ref
-
-    return reference
-
-
-@dataclass
-class ControlWindows:
-    """Windows of a horizon, batched.
-
-    Attributes:
-        x0: state at the window start ``(B, 5)``.
-        u: commands held over each step ``(B, H, 2)``.
-        u_prev: the command before ``u[:, 0]`` ``(B, 2)`` (zero before the first command).
-        x_next: states after each step ``(B, H, 5)``.
-        reference: the MPC reference from the window start ``(B, T, 5)`` (NaN where the run had
-            no goal or plan then; ``T`` = ``ref_horizon``).
-        run: index of the run each window comes from ``(B,)``.
-        t0: start time of each window ``(B,)`` s.
-        dt: step of ``u`` and ``x_next`` (s).
-        ref_dt: step of ``reference`` (s).
-    """
-
-    x0: torch.Tensor
-    u: torch.Tensor
-    u_prev: torch.Tensor
-    x_next: torch.Tensor
-    reference: torch.Tensor
-    run: torch.Tensor
-    t0: torch.Tensor
-    dt: float
-    ref_dt: float
-
-    def __len__(self) -> int:
-        return self.x0.shape[0]
-
-    def items(self, index_offset: int = 0) -> TensorItems:
-        """The windows as trainer items (``x0``, ``u``, ``u_prev``, ``x_next``, ``reference``,
-        ``index``: position in this set plus ``index_offset``)."""
-        return TensorItems({'x0': self.x0, 'u': self.u, 'u_prev': self.u_prev,
-                            'x_next': self.x_next,
-                            'reference': self.reference,
-                            'index': index_offset + torch.arange(len(self), device=self.x0.device)})
-
-    def select(self, keep: torch.Tensor) -> ControlWindows:
-        """The windows where ``keep`` ``(B,)`` bool is true."""
-        return ControlWindows(self.x0[keep], self.u[keep], self.u_prev[keep], self.x_next[keep],
-                              self.reference[keep],
-                              self.run[keep], self.t0[keep], self.dt, self.ref_dt)
-
-    def with_reference(self) -> ControlWindows:
-        """Only the windows that have a reference."""
-        return self.select(torch.isfinite(self.reference).flatten(1).all(dim=1))
-
-
-def command_period(runs: Sequence[RunData]) -> float:
-    """Median interval between consecutive commands over ``runs`` (s).
+def as_runs(runs: RunsArg, require: Sequence[str] = (), state_topic: str | None = None
+            ) -> list[RunData]:
+    """``runs`` as a list of :class:`RunData`: paths are read (:func:`load_runs`, topics
+    ``require`` required), with the Odometry topic ``state_topic`` too when given; runs given
+    as :class:`RunData` are kept as they are.
 
     Raises:
-        DatasetError: fewer than two commands in every run.
+        BagError: as :func:`load_runs`.
     """
-    gaps = [np.diff(run.commands.t) for run in runs if run.commands is not None and len(run.commands) > 1]
-    if not gaps:
-        raise DatasetError(f'{", ".join(r.where for r in runs)}: fewer than two {CMD_TOPIC} '
-                           f'messages: cannot tell the command period')
-    return float(np.median(np.concatenate(gaps)))
-
-
-def state_period(runs: Sequence[RunData], topic: str | None = None) -> float:
-    """Median interval between consecutive states (of ``topic``) over ``runs`` (s)."""
-    return float(np.median(np.concatenate([np.diff(run.states(topic)[0].t) for run in runs])))
-
-
-def prediction_step(runs: Sequence[RunData], topic: str | None = None) -> float:
-    """The grid step for system identification (s): the command period where commands come
-    regularly (90 % of the intervals within 10 % of the median: a control loop on a timer), so
-    each step holds exactly one command; else the state period, so that holding the command at
-    the grid points errs by at most one state period."""
-    period = command_period(runs)
-    gaps = np.concatenate([np.diff(r.commands.t) for r in runs if r.commands is not None
-                           and len(r.commands) > 1])
-    if np.mean(np.abs(gaps - period) <= 0.1 * period) >= 0.9:
-        return period
-    return min(period, state_period(runs, topic))
-
-
-def run_windows(run: RunData, dt: float, horizon: int, stride: int = 1, max_gap: float | None = None,
-                max_command_age: float = COMMAND_TIMEOUT, ref_horizon: int = 0, ref_dt: float = 0.1,
-                reference_speed: float = 0.4, drop_blocked: bool = True,
-                state_topic: str | None = None) -> dict[str, np.ndarray]:
-    """The windows of one run as numpy arrays (see :class:`ControlWindows`).
-
-    The grid starts at the first command, so with ``dt`` equal to a regular command period each
-    held command is exactly the one in force over its step (with irregular commands, a ``dt``
-    of the state period keeps the hold error small). Windows with a state gap above ``max_gap``
-    (default: 2 ``dt`` or 3 state periods, the larger) or a held command older than
-    ``max_command_age`` (default: sim_node's ``cmd_timeout``, after which the robot stops) are
-    left out, and with ``drop_blocked`` those where the robot stands still (below
-    ``BLOCKED_SPEED``) under a forward command all along (pushing against an obstacle). States
-    come from ``state_topic`` (default: see :meth:`RunData.states`).
-    """
-    if dt <= 0 or horizon < 1 or stride < 1:
-        raise ValueError(f'dt={dt}, horizon={horizon}, stride={stride}: need dt > 0, horizon >= 1, '
-                         f'stride >= 1')
-    states, _ = run.states(state_topic)
-    commands = run.require_commands()
-    start, end = max(commands.t[0], states.t[0]), states.t[-1]
-    n_grid = int(math.floor((end - start) / dt + 1e-9)) + 1 if end > start else 0
-    grid = start + dt * np.arange(n_grid)
-    if max_gap is None:
-        max_gap = max(2 * dt, 3 * float(np.median(np.diff(states.t))))
-    x, x_ok = interpolate_states(states.t, states.values, grid, max_gap)
-    # A small tolerance keeps a command stamped a hair after its grid point on that step.
-    u, u_ok = hold(commands.t, commands.values, grid + 1e-3 * dt, max_command_age)
-    starts = window_starts(x_ok & u_ok, horizon + 1, stride)
-    steps = starts[:, None] + np.arange(horizon)[None, :]
-    if drop_blocked and len(starts):
-        # Not moving under a sustained forward command all window long: against an obstacle
-        # (the simulator stops the robot there), which no actuator model explains.
-        v = np.abs(x[np.concatenate([steps, steps[:, -1:] + 1], 1), 3])
-        blocked = (v < BLOCKED_SPEED).all(1) & (np.abs(u[steps, 0]) > 5 * BLOCKED_SPEED).all(1)
-        starts, steps = starts[~blocked], steps[~blocked]
-    previous = np.searchsorted(commands.t, grid[starts] + 1e-3 * dt, side='right') - 2
-    u_prev = np.where((previous >= 0)[:, None], commands.values[previous.clip(0)], 0.0)
-    reference = np.full((len(starts), ref_horizon, 5), np.nan)
-    if ref_horizon and len(starts):
-        ref_fn = _reference_fn(run, ref_horizon, ref_dt, reference_speed)
-        for i, k in enumerate(starts):   # increasing times, as the node saw them
-            ref = ref_fn(grid[k], x[k])
-            if ref is not None:
-                reference[i] = ref
-    return {'x0': x[starts].reshape(-1, 5), 'u': u[steps].reshape(-1, horizon, 2),
-            'u_prev': u_prev.reshape(-1, 2),
-            'x_next': x[steps + 1].reshape(-1, horizon, 5), 'reference': reference,
-            't0': grid[starts]}
-
-
-def control_windows(runs: Sequence[RunData], dt: float, horizon: int, stride: int = 1,
-                    ref_horizon: int = 0, ref_dt: float = 0.1, reference_speed: float = 0.4,
-                    max_command_age: float = COMMAND_TIMEOUT, state_topic: str | None = None,
-                    dtype: torch.dtype = torch.float64) -> ControlWindows:
-    """Windows of all ``runs`` (see :func:`run_windows`), concatenated in run order.
-
-    Raises:
-        DatasetError: a run lacks states or commands (run and topic named), or no run gives a
-            window.
-    """
-    parts = [run_windows(run, dt, horizon, stride, max_command_age=max_command_age,
-                         ref_horizon=ref_horizon, ref_dt=ref_dt, reference_speed=reference_speed,
-                         state_topic=state_topic)
-             for run in runs]
-    if not any(len(p['x0']) for p in parts):
-        raise DatasetError(f'{", ".join(run.where for run in runs)}: no window of {horizon} steps '
-                           f'of {dt} s with states and {CMD_TOPIC} commands without gaps')
-
-    def cat(key):
-        return torch.as_tensor(np.concatenate([p[key] for p in parts]), dtype=dtype)
-
-    run_index = torch.cat([torch.full((len(p['x0']),), i, dtype=torch.long)
-                           for i, p in enumerate(parts)])
-    return ControlWindows(cat('x0'), cat('u'), cat('u_prev'), cat('x_next'), cat('reference'), run_index,
-                          torch.as_tensor(np.concatenate([p['t0'] for p in parts]),
-                                          dtype=torch.float64), float(dt), float(ref_dt))
+    if isinstance(runs, (str, os.PathLike, RunData)):
+        runs = [runs]
+    extra = [state_topic] if state_topic else []
+    out: list[RunData] = []
+    for run in runs:
+        out += [run] if isinstance(run, RunData) else load_runs([run], [*require, *extra], extra)
+    return out
 
 
 def split_runs(runs: Sequence[RunData], val_fraction: float = 0.25
@@ -422,3 +242,86 @@ def split_runs(runs: Sequence[RunData], val_fraction: float = 0.25
     n_val = min(len(runs) - 1, int(round(len(runs) * val_fraction)))
     return list(runs[:len(runs) - n_val]), list(runs[len(runs) - n_val:])
 
+
+def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap'):
+    """Write ``run`` as a rosbag2 run ``<root>/<name>`` like the recorder's: ``/ground_truth/odom``
+    and ``/odom`` (nav_msgs/Odometry, header stamps = bag times), ``/cmd_vel``
+    (geometry_msgs/Twist), ``/goal_pose`` (PoseStamped), ``/plan`` (nav_msgs/Path, timed) and
+    ``/scan`` (sensor_msgs/LaserScan).
+    ``storage``: ``'mcap'`` (through :class:`~diffopt_ros.bag.BagWriter`) or ``'sqlite3'``.
+
+    Returns:
+        The run folder.
+    """
+    store = get_typestore(Stores.ROS2_KILTED)
+    T = store.types
+    Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
+    Point, Quat = T['geometry_msgs/msg/Point'], T['geometry_msgs/msg/Quaternion']
+    Pose = T['geometry_msgs/msg/Pose']
+    Vector3, Twist = T['geometry_msgs/msg/Vector3'], T['geometry_msgs/msg/Twist']
+
+    def stamp(t):
+        ns = int(round(t * 1e9))
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def pose(x, y, yaw):
+        return Pose(position=Point(x=float(x), y=float(y), z=0.0),
+                    orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+
+    def twist(v, w):
+        return Twist(linear=Vector3(x=float(v), y=0.0, z=0.0), angular=Vector3(x=0.0, y=0.0, z=float(w)))
+
+    def odometry(t, s, frame):
+        return T['nav_msgs/msg/Odometry'](
+            header=Header(stamp=stamp(t), frame_id=frame), child_frame_id='base_link',
+            pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=pose(*s[:3]), covariance=np.zeros(36)),
+            twist=T['geometry_msgs/msg/TwistWithCovariance'](twist=twist(s[3], s[4]),
+                                                             covariance=np.zeros(36)))
+
+    def pose_stamped(t, p, frame='map'):
+        return T['geometry_msgs/msg/PoseStamped'](header=Header(stamp=stamp(t), frame_id=frame),
+                                                  pose=pose(*p[:3]))
+
+    messages = []   # (t, topic, msgtype, message)
+    for topic, series in (('/ground_truth/odom', run.ground_truth), ('/odom', run.odom)):
+        if series is not None:
+            frame = 'map' if topic.startswith('/ground') else 'odom'
+            messages += [(t, topic, 'nav_msgs/msg/Odometry', odometry(t, s, frame))
+                         for t, s in zip(series.t, series.values)]
+    if run.commands is not None:
+        messages += [(t, '/cmd_vel', 'geometry_msgs/msg/Twist', twist(*u))
+                     for t, u in zip(run.commands.t, run.commands.values)]
+    if run.goals is not None:
+        messages += [(t, '/goal_pose', 'geometry_msgs/msg/PoseStamped', pose_stamped(t, g))
+                     for t, g in zip(run.goals.t, run.goals.values)]
+    for plan in run.plans:
+        path = T['nav_msgs/msg/Path'](header=Header(stamp=stamp(plan.t), frame_id='map'),
+                                      poses=[pose_stamped(t, p) for t, p in zip(plan.stamps, plan.poses)])
+        messages.append((plan.t, '/plan', 'nav_msgs/msg/Path', path))
+    if run.scans is not None:
+        sc = run.scans
+        increment = float(sc.angles[1] - sc.angles[0]) if len(sc.angles) > 1 else 0.0
+        messages += [(t, '/scan', 'sensor_msgs/msg/LaserScan', T['sensor_msgs/msg/LaserScan'](
+            header=Header(stamp=stamp(t), frame_id='base_scan'), angle_min=float(sc.angles[0]),
+            angle_max=float(sc.angles[-1]), angle_increment=increment, time_increment=0.0,
+            scan_time=0.0, range_min=float(sc.range_min), range_max=float(sc.range_max),
+            ranges=np.asarray(ranges, dtype=np.float32), intensities=np.zeros(0, np.float32)))
+            for t, ranges in zip(sc.t, sc.ranges)]
+    messages.sort(key=lambda m: m[0])
+    folder = Path(root) / (name or run.name)
+    if storage == 'mcap':
+        writer = BagWriter.create(root, name or run.name, unique=False, typestore=store)
+        for topic, msgtype in sorted({(m[1], m[2]) for m in messages}):
+            writer.add_topic(topic, msgtype)
+        for t, topic, msgtype, msg in messages:
+            writer.write(topic, store.serialize_cdr(msg, msgtype), int(round(t * 1e9)))
+        writer.close()
+        return writer.run_dir
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    connections = {topic: writer.add_connection(topic, msgtype, typestore=store)
+                   for topic, msgtype in sorted({(m[1], m[2]) for m in messages})}
+    for t, topic, msgtype, msg in messages:
+        writer.write(connections[topic], int(round(t * 1e9)), store.serialize_cdr(msg, msgtype))
+    writer.close()
+    return folder

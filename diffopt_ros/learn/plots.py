@@ -1,4 +1,7 @@
-"""Plots of what was learned (PNG, matplotlib Agg): predictions and trajectories."""
+"""Plots of learning (PNG, matplotlib Agg): the loss history, predictions and trajectories.
+
+Importing this module loads matplotlib (about a second), so its users import it where they plot.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,5 +61,28 @@ def plot_trajectories(path: Path, trajectories: dict[str, np.ndarray], title: st
     ax.set_ylabel('y (m)')
     ax.legend()
     ax.set_title(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(path: Path, history: list[dict[str, float]], title: str) -> None:
+    """``loss.png``: train/validation loss and the learned values against epochs (one row of
+    ``history`` per epoch, as :class:`~diffopt_ros.learn.trainer.TrainResult` holds it)."""
+    epochs = [row['epoch'] for row in history]
+    names = [key for key in history[0] if key not in ('epoch', 'train_loss', 'val_loss', 'seconds')]
+    fig, (ax_loss, ax_par) = plt.subplots(1, 2, figsize=(10, 4), layout='constrained')
+    ax_loss.semilogy(epochs, [row['train_loss'] for row in history], label='train')
+    if all('val_loss' in row for row in history):
+        ax_loss.semilogy(epochs, [row['val_loss'] for row in history], label='validation')
+    ax_loss.set_xlabel('epoch')
+    ax_loss.set_ylabel('loss')
+    ax_loss.legend()
+    ax_loss.set_title(title)
+    for name in names:
+        ax_par.plot(epochs, [row[name] for row in history], label=name)
+    ax_par.set_xlabel('epoch')
+    ax_par.set_title('learned values')
+    if names:
+        ax_par.legend(fontsize='small')
     fig.savefig(path, dpi=100)
     plt.close(fig)

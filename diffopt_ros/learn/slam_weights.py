@@ -2,12 +2,14 @@
 
 From a run with ``/odom``, ``/scan`` and ``/ground_truth/odom``, :func:`keyframe_sequence`
 replays the SLAM front end (:class:`~diffopt_ros.slam.system.SlamSystem`, configured like
-``slam_node``) to get the pose graph it builds online: keyframes, odometry edges, scan-match and
-loop-closure edges with their measurements. :class:`SlamObjective` then re-solves each graph
-with learnable weights (``weights.odom_xy``, ``weights.odom_yaw``, ``weights.scan_xy``,
-``weights.scan_yaw``, ``robust.scale``, stored as logarithms) and scores the solution against
-the ground truth at the keyframe stamps; the gradient reaches the weights through the solver
-(``implicit``, ``unroll``, ``truncated`` or ``dlm`` backward, :mod:`diffopt_ros.nlls`).
+``slam_node`` but adding a keyframe at every keyframe step, none re-used) to get the pose graph
+of the run: keyframes, odometry edges, scan-match and loop-closure edges with their
+measurements, of the same kinds and weights as the graph slam_node keeps. :class:`SlamObjective`
+then re-solves each graph with learnable weights (``weights.odom_xy``, ``weights.odom_yaw``,
+``weights.scan_xy``, ``weights.scan_yaw``, ``robust.scale``, stored as logarithms) and scores
+the solution against the ground truth at the keyframe stamps; the gradient reaches the weights
+through the solver (``implicit``, ``unroll``, ``truncated`` or ``dlm`` backward,
+:mod:`diffopt_ros.nlls`).
 
 The trajectory error is the absolute trajectory error after aligning the first keyframe to the
 ground truth (the map frame starts at the first odometry pose): the mean squared position
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,9 @@ from diffopt_ros.learn.datasets import GROUND_TRUTH_TOPIC, ODOM_TOPIC, SCAN_TOPI
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.params_file import read_params_file
 from diffopt_ros.progress import Progress
+from diffopt_ros.slam.config import SlamConfig, config_from_params
 from diffopt_ros.slam.graph import SlamGraph, SlamWeights, build_objective, information_by_kind
-from diffopt_ros.slam.system import SlamConfig, SlamSystem, config_from_params
+from diffopt_ros.slam.system import SlamSystem
 
 #: SlamWeights field -> slam_node parameter, in the order of the learnable log-values.
 WEIGHT_FIELDS = ('odom_xy', 'odom_yaw', 'scan_xy', 'scan_yaw', 'robust_scale')
@@ -102,7 +105,8 @@ def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence
 
 def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64,
                       progress: Progress | None = None) -> KeyframeSequence:
-    """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan.
+    """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan,
+    with ``config`` except that no keyframe is re-used (every keyframe step adds one).
 
     Args:
         run: the run.
@@ -121,7 +125,10 @@ def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = tor
                                f'messages (needed to learn the SLAM weights)')
     scans = run.scans
     odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
-    slam = SlamSystem(config, dtype=dtype)
+    # every keyframe step adds a keyframe here (no re-use of keyframes in revisited places): each
+    # pass gives its own odometry, scan and loop edges (more samples of the per-kind weights),
+    # and consecutive keyframes stay linked, which the windows of sub_sequences rely on
+    slam = SlamSystem(replace(config, reuse_distance=0.0), dtype=dtype)
     if progress is not None:
         progress.update(int(len(ok) - ok.sum()))    # scans outside the odometry: skipped
     for k in np.flatnonzero(ok):

@@ -5,71 +5,43 @@ and whose ``report()`` returns the learned values by their parameter names. The 
 
 - runs on ``device`` (``cpu``, ``cuda``, ``cuda:N``); under ``torchrun`` it joins the process
   group (gloo on CPU, NCCL on CUDA), wraps the objective in ``DistributedDataParallel`` and gives
-  each rank every ``world``-th item of each global mini-batch;
+  each rank every ``world``-th item of each global mini-batch (:mod:`.distributed`);
 - reduces so that any number of processes computes the same gradient: each rank's loss is
   ``sum(local losses) * world / global batch size`` and DDP averages over ranks, which gives the
   mean over the global batch. Batches are cut from a permutation drawn from a generator seeded by
   ``seed + epoch`` on every rank, independent of the number of processes;
 - shows its progress on rank 0 (:class:`~diffopt_ros.progress.Progress`: a tqdm bar on a
   terminal, a plain line every few seconds in a log or under ``progress=False``), logs
-  ``metrics.csv`` and ``loss.png`` in ``out_dir``, saves
-  ``checkpoint.pt`` (state dicts only, loaded with ``weights_only=True``) every
-  ``checkpoint_every`` epochs and at the end, and resumes from one.
+  ``metrics.csv`` and ``loss.png`` (:func:`~diffopt_ros.learn.plots.plot_history`) in
+  ``out_dir``, saves ``checkpoint.pt`` (state dicts only, loaded with ``weights_only=True``)
+  every ``checkpoint_every`` epochs and at the end, and resumes from one.
+
+Items come as a :class:`~diffopt_ros.learn.items.Dataset` (e.g.
+:class:`~diffopt_ros.learn.items.TensorItems`).
 """
 from __future__ import annotations
 
 import csv
 import math
-import os
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from diffopt_ros.learn.distributed import (
+    DistContext,
+    all_sum,
+    check_shards,
+    data_parallel,
+    global_batches,
+    init_distributed,
+    leave_distributed,
+)
+from diffopt_ros.learn.items import Dataset
 from diffopt_ros.progress import Progress
-
-
-class Dataset(Protocol):
-    """Items a trainer can batch: ``len()``, ``batch(indices)`` and ``to(device)``."""
-
-    def __len__(self) -> int: ...
-
-    def batch(self, indices: Sequence[int]) -> Any: ...
-
-    def to(self, device: torch.device) -> Dataset: ...
-
-
-@dataclass
-class TensorItems:
-    """Items stored as tensors with a common leading dimension ``N``.
-
-    Attributes:
-        tensors: name -> tensor ``(N, ...)``.
-    """
-
-    tensors: dict[str, torch.Tensor]
-
-    def __post_init__(self):
-        sizes = {name: t.shape[0] for name, t in self.tensors.items()}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f'TensorItems: leading dimensions differ: {sizes}')
-
-    def __len__(self) -> int:
-        return next(iter(self.tensors.values())).shape[0] if self.tensors else 0
-
-    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """``{name: tensor[indices]}``."""
-        index = torch.as_tensor(list(indices), dtype=torch.long)
-        return {name: t[index.to(t.device)] for name, t in self.tensors.items()}
-
-    def to(self, device: torch.device) -> TensorItems:
-        return TensorItems({name: t.to(device) for name, t in self.tensors.items()})
 
 
 @dataclass
@@ -138,78 +110,6 @@ class TrainResult:
         return dict(self.history[-1]) if self.history else {}
 
 
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process runs: ``rank`` of ``world`` processes on ``device``."""
-
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool
-
-
-def init_distributed(device: str) -> DistContext:
-    """Join the torchrun process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on CUDA).
-
-    Raises:
-        RuntimeError: CUDA was asked for but is not available.
-    """
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    rank = int(os.environ.get('RANK', '0'))
-    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-    wanted = torch.device(device)
-    if wanted.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise RuntimeError(f'--device {device}: CUDA is not available on this machine')
-        # Deterministic cuBLAS must be configured before its first use.
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-        if world > 1:
-            wanted = torch.device('cuda', local_rank)
-        if wanted.index is not None:
-            torch.cuda.set_device(wanted)
-    owns = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if wanted.type == 'cuda' else 'gloo')
-        owns = True
-    if dist.is_initialized():
-        world, rank = dist.get_world_size(), dist.get_rank()
-    return DistContext(rank=rank, world=world, device=wanted, owns_group=owns)
-
-
-def global_batches(n_items: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True
-                   ) -> list[torch.Tensor]:
-    """Index chunks of one epoch, the same on every rank whatever the number of processes.
-
-    ``ceil(n / batch_size)`` chunks whose sizes differ by at most one, cut from a permutation
-    drawn with seed ``seed + epoch``; ``0..n-1`` when ``shuffle`` is false or there is one
-    chunk (a full batch), so every item stays on the same rank from epoch to epoch (warm starts
-    kept per item stay local).
-    """
-    if n_items == 0:
-        return []
-    chunks = math.ceil(n_items / batch_size) if batch_size > 0 else 1
-    if shuffle and chunks > 1:
-        generator = torch.Generator().manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(n_items, generator=generator)
-    else:
-        order = torch.arange(n_items)
-    return list(torch.tensor_split(order, chunks))
-
-
-def _all_sum(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if ctx.world > 1:
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
-
-
-def _check_shards(n_items: int, cfg: TrainConfig, ctx: DistContext, what: str) -> None:
-    smallest = n_items // max(1, math.ceil(n_items / cfg.batch_size)) if cfg.batch_size > 0 else n_items
-    if smallest < ctx.world:
-        raise ValueError(f'{what}: mini-batches of {smallest} items cannot feed {ctx.world} processes; '
-                         f'use a larger --batch-size or fewer processes')
-
-
 def evaluate(objective: nn.Module, items: Dataset, batch_size: int, ctx: DistContext) -> float:
     """Mean per-item loss over ``items`` (all ranks together); NaN when there are none."""
     if len(items) == 0:
@@ -220,7 +120,7 @@ def evaluate(objective: nn.Module, items: Dataset, batch_size: int, ctx: DistCon
             local = chunk[ctx.rank::ctx.world].tolist()
             if local:
                 total += objective(items.batch(local)).sum().to(torch.float64)
-    return float(_all_sum(total, ctx)) / len(items)
+    return float(all_sum(total, ctx)) / len(items)
 
 
 def _load_checkpoint(path: Path, objective: nn.Module, optimizer, scheduler) -> tuple[int, list]:
@@ -262,32 +162,6 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def plot_history(path: Path, history: list[dict[str, float]], title: str) -> None:
-    """``loss.png``: train/validation loss and the learned values against epochs."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    epochs = [row['epoch'] for row in history]
-    names = [key for key in history[0] if key not in ('epoch', 'train_loss', 'val_loss', 'seconds')]
-    fig, (ax_loss, ax_par) = plt.subplots(1, 2, figsize=(10, 4), layout='constrained')
-    ax_loss.semilogy(epochs, [row['train_loss'] for row in history], label='train')
-    if all('val_loss' in row for row in history):
-        ax_loss.semilogy(epochs, [row['val_loss'] for row in history], label='validation')
-    ax_loss.set_xlabel('epoch')
-    ax_loss.set_ylabel('loss')
-    ax_loss.legend()
-    ax_loss.set_title(title)
-    for name in names:
-        ax_par.plot(epochs, [row[name] for row in history], label=name)
-    ax_par.set_xlabel('epoch')
-    ax_par.set_title('learned values')
-    if names:
-        ax_par.legend(fontsize='small')
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None, cfg: TrainConfig,
           title: str = 'learning', on_end: Callable[[nn.Module, DistContext], None] | None = None
           ) -> TrainResult:
@@ -314,7 +188,7 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
         val_items = val_items.to(ctx.device) if val_items is not None else None
         if len(train_items) == 0:
             raise ValueError('no training items: the runs gave no usable windows')
-        _check_shards(len(train_items), cfg, ctx, 'training items')
+        check_shards(len(train_items), cfg.batch_size, ctx, 'training items')
         params = [p for p in objective.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f'{type(objective).__name__}: nothing to learn (no trainable parameters)')
@@ -333,15 +207,7 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
         start, history = 0, []
         if cfg.resume is not None:
             start, history = _load_checkpoint(Path(cfg.resume), objective, optimizer, scheduler)
-        model = objective
-        if ctx.world > 1:
-            device_ids = [ctx.device] if ctx.device.type == 'cuda' else None
-            with warnings.catch_warnings():
-                # Rank-local buffers (per-item warm starts) must not be synchronised; torch
-                # deprecates the flag but names no replacement that skips it yet.
-                warnings.simplefilter('ignore', FutureWarning)
-                model = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids,
-                                                            broadcast_buffers=False)
+        model = data_parallel(objective, ctx)
         out = Path(cfg.out_dir) if cfg.out_dir is not None else None
         lead = ctx.rank == 0
         if out is not None and lead:
@@ -376,12 +242,12 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
                         nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     sums.append(loss_sum.detach().to(torch.float64))
                     # The global mean, so that a line search decides alike on every rank.
-                    return _all_sum(sums[-1], ctx) / n
+                    return all_sum(sums[-1], ctx) / n
 
                 optimizer.step(closure)
                 scheduler.step()
                 total += sums[0]
-            train_loss = float(_all_sum(total, ctx)) / len(train_items)
+            train_loss = float(all_sum(total, ctx)) / len(train_items)
             row = {'epoch': epoch + 1, **losses(train_loss),
                    'seconds': time.perf_counter() - began, **objective.report()}
             history.append(row)
@@ -406,11 +272,11 @@ def train(objective: nn.Module, train_items: Dataset, val_items: Dataset | None,
         if out is not None and lead and history:
             write_metrics_csv(out / 'metrics.csv', history)
             if cfg.plots:
+                from diffopt_ros.learn.plots import plot_history  # matplotlib only when plotting
+
                 plot_history(out / 'loss.png', history, title)
         if on_end is not None:
             on_end(objective, ctx)
         return TrainResult(params=objective.report(), history=history, rank=ctx.rank, world=ctx.world)
     finally:
-        if ctx.owns_group:
-            dist.barrier()
-            dist.destroy_process_group()
+        leave_distributed(ctx)

@@ -24,7 +24,7 @@ Errors follow GTSAM's convention ``0.5 sum ||r||^2_Sigma``. A differentiable 2D 
     loss = (result['poses'][0, 4, :2] - torch.tensor([0.0, 0.0])).norm()    # pose 4 is at the origin
     loss.backward()                                                  # log_w.grad = d loss / d log_w
 """
-from importlib import import_module
+from diffopt_ros.lazy_exports import lazy_exports
 
 # the public names and their modules: imported on first use (PEP 562), so that ``diffopt-ros pgo``
 # and ``diffopt_ros.nlls.io`` can answer a usage or file error without importing torch
@@ -35,19 +35,7 @@ _EXPORTS = {
     'FactorizationError': 'linear', 'Cauchy': 'losses', 'GemanMcClure': 'losses', 'Huber': 'losses',
     'RobustLoss': 'losses', 'Objective': 'objective', 'Optimizer': 'optimizer',
     'SolveResult': 'optimizer', 'BACKWARD_MODES': 'optimizer', 'Variable': 'variables',
-    'Vector': 'variables', 'PoseGraph': 'pose_graph',
+    'Vector': 'variables',
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(import_module(f'{__name__}.{module}'), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -40,39 +40,38 @@ tracked as without navigation. ``model: bicycle`` (an Ackermann car; navigation 
 Twist ``(v, v tan(steer) / model.wheelbase)``. The step is :class:`diffopt_ros.navigation.Navigator`.
 
 All numerics (references, warm start, the solve) are ROS-free (:mod:`diffopt_ros.mpc.receding`,
-:mod:`diffopt_ros.navigation`); the node only converts messages and keeps time.
+:mod:`diffopt_ros.navigation`); the node only converts messages and keeps time. Here: parameters,
+lifecycle, inputs and the control tick; goals and plans are :mod:`diffopt_ros.nodes.mpc_targets`,
+the solve within its budget :mod:`diffopt_ros.nodes.mpc_solve`, the map, scan and global path of
+navigation :mod:`diffopt_ros.nodes.mpc_navigation`, /diagnostics :mod:`diffopt_ros.nodes.mpc_stats`.
+The callbacks here share the node's state under one lock, which is why they stay in one module
+(about 380 lines besides this docstring).
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
-from nav_msgs.msg import OccupancyGrid, Odometry, Path
+from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import LaserScan
 
-from diffopt_ros.mpc.receding import (
-    ControlStep,
-    MpcSettings,
-    RecedingHorizonSolver,
-    advance_plan,
-    goal_reference,
-    path_reference,
-    timed_reference,
-)
+from diffopt_ros.maps import MapError
+from diffopt_ros.mpc.receding import ControlStep, MpcSettings, RecedingHorizonSolver
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.device import available_device
+from diffopt_ros.nodes.mpc_navigation import NodeNavigation
+from diffopt_ros.nodes.mpc_solve import PlanKeeper
+from diffopt_ros.nodes.mpc_stats import MpcStats
+from diffopt_ros.nodes.mpc_targets import Target
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.mpc import NODE_NAME, SCHEMA
@@ -82,25 +81,6 @@ PARAMS = SCHEMA.params
 #: Parameters whose change needs a new solver (others are read each step).
 _SOLVER_PARAMS = frozenset(p.name for p in PARAMS if p.name.split('.')[0] in (
     'model', 'horizon', 'dt', 'weights', 'bounds', 'max_iterations', 'tolerance', 'device'))
-
-
-@dataclass
-class _Stats:
-    """Counters and last-step numbers for /diagnostics."""
-
-    ticks: int = 0
-    solves: int = 0
-    deadline_misses: int = 0
-    failures: int = 0
-    overruns: int = 0
-    rejected_states: int = 0
-    future_states: int = 0
-    clock_jumps: int = 0
-    solve_time: float = 0.0
-    iterations: int = 0
-    converged: bool = False
-    state_age: float = math.nan
-    mode: str = 'idle'
 
 
 class MpcNode(LifecycleNode):
@@ -115,28 +95,16 @@ class MpcNode(LifecycleNode):
         self._subs = []
         self._pubs = []
         self._state = None          # (stamp_s, state (5,), frame_id)
-        self._goal = None           # (x, y)
-        self._goal_frame = ''
-        self._path = None           # (N, 3) xy yaw
-        self._path_times = None     # (N,) s or None
-        self._path_progress = 0.0   # m along an untimed path
-        self._path_length = 0.0     # m, of the path
-        self._reached = False       # the goal (or the path's end) was reached
-        self._plan: ControlStep | None = None
+        self._target: Target | None = None   # the goal or path driven to
+        self._plans = PlanKeeper()
         self._last_cmd = np.zeros(2)
-        self._plan_time = 0.0       # node time of the tick that started the plan's solve (s)
-        self._plan_stamp = 0.0      # stamp of the state the plan starts from (s)
         self._accepted_stamp = None  # stamp of the last accepted state (s)
         self._last_now = -math.inf  # node clock at the last state or tick (s): jumps back?
         self._target_seq = 0        # counts goals and plans: a late solve for an old one is dropped
         self._last_target = None    # the last goal or plan message (one arrives on two subscriptions)
-        self._pending = None        # (future, solver, tick time, state stamp, target seq) overrunning
-        self._worker = _SolveWorker()
         self._cmd_pub = None
-        self._stats = _Stats()
-        self._navigator = None      # diffopt_ros.navigation.Navigator (navigation.enabled)
-        self._nav_new_goal = False  # a goal_pose to plan at the next tick
-        self._nav_points = None     # (N, 2) scan points (map frame) for the next tick
+        self._stats = MpcStats()
+        self._nav: NodeNavigation | None = None   # navigation.enabled
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
         reason = SCHEMA.combination(self._values)
         if reason:
@@ -207,60 +175,20 @@ class MpcNode(LifecycleNode):
 
     def _configure_navigation(self, inputs) -> TransitionCallbackReturn:
         """Map (file or topic), scan and plan_global of navigation.enabled."""
-        from diffopt_ros.maps import MapError, load_map
-
-        self._global_pub = self.create_lifecycle_publisher(Path, 'plan_global', 10)
-        self._pubs.append(self._global_pub)
-        if self._values['map_file']:
-            try:
-                self._set_map(load_map(self._values['map_file']))
-            except MapError as exc:
-                self.get_logger().error(f'map_file: {exc}')
-                return TransitionCallbackReturn.FAILURE
-        else:
-            self._subs.append(self.create_subscription(
-                OccupancyGrid, 'map', self._on_map,
-                QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL), callback_group=inputs))
-        self._subs.append(self.create_subscription(LaserScan, 'scan', self._on_scan, qos_profile_sensor_data,
-                                                   callback_group=inputs))
+        try:
+            self._nav = NodeNavigation(self, self._values, inputs, self._latest_pose)
+        except MapError as exc:
+            self.get_logger().error(f'map_file: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self._pubs += self._nav.publishers
+        self._subs += self._nav.subscriptions
         return TransitionCallbackReturn.SUCCESS
 
-    def _set_map(self, grid) -> None:
-        """A new navigator on ``grid`` (an OccupancyGrid of diffopt_ros.slam); a goal is replanned."""
-        from diffopt_ros.navigation import Navigator, NavSettings
-
-        v = self._values
-        car = v['model'] == 'bicycle'
-        nav = NavSettings(robot='ackermann' if car else 'diff_drive', radius=v['navigation.radius'],
-                          inflation=v['navigation.inflation'],
-                          obstacle_weight=v['navigation.obstacle_weight'],
-                          reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
-                          wheelbase=v['model.wheelbase'], max_steer=v['bounds.max_steer'],
-                          max_steer_rate=v['model.max_steer_rate'], tau_steer=v['model.tau_steer'])
-        navigator = Navigator(grid, MpcSettings.from_params(v), nav)
+    def _latest_pose(self):
+        """``(3,)`` pose of the latest state (None without one): where the scan was taken."""
         with self._lock:
-            self._navigator = navigator
-            self._nav_new_goal = self._goal is not None and self._path is None and not self._reached
-
-    def _on_map(self, msg: OccupancyGrid):
-        from diffopt_ros.slam.occupancy import OccupancyGrid as Grid
-
-        info = msg.info
-        data = np.asarray(msg.data, dtype=np.int8).reshape(info.height, info.width)
-        self._set_map(Grid(data=data, resolution=float(info.resolution),
-                           origin=(info.origin.position.x, info.origin.position.y)))
-
-    def _on_scan(self, msg: LaserScan):
-        from diffopt_ros.mpc.obstacles import scan_to_world
-
-        ranges, angles = ros_convert.scan_to_ranges(msg)
-        with self._lock:
-            navigator, entry = self._navigator, self._state
-        if navigator is None or entry is None or entry[1] is None:
-            return
-        points = scan_to_world(entry[1][:3], ranges, angles, navigator.nav.scan_range, stride=2)
-        with self._lock:
-            self._nav_points = points
+            entry = self._state
+        return None if entry is None or entry[1] is None else entry[1][:3]
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._timer = self.create_timer(1.0 / self._values['control_rate'], self._on_tick,
@@ -296,7 +224,7 @@ class MpcNode(LifecycleNode):
         then destroy the node."""
         self._destroy_timer()
         self._stop_robot()
-        self._worker.stop()
+        self._plans.stop()
         return super().destroy_node()
 
     def _destroy_timer(self):
@@ -313,6 +241,7 @@ class MpcNode(LifecycleNode):
         self._subs, self._pubs = [], []
         self._cmd_pub = None
         self._solver = None
+        self._nav = None
 
     # ----------------------------------------------------------------- inputs
     def _now(self) -> float:
@@ -320,11 +249,11 @@ class MpcNode(LifecycleNode):
         the stamps of the new time line are not compared with the old one. Call under the lock."""
         now = self.get_clock().now().nanoseconds * 1e-9
         if now < self._last_now:
-            self._stats.clock_jumps += 1
+            self._stats.counts['clock_jumps'] += 1
             self.get_logger().warning(f'node clock jumped back {self._last_now - now:.3f} s: forgetting '
                                       'the last state', throttle_duration_sec=2.0)
-            self._state = self._accepted_stamp = self._pending = None
-            self._plan = None
+            self._state = self._accepted_stamp = None
+            self._plans.forget()
         self._last_now = now
         return now
 
@@ -339,14 +268,14 @@ class MpcNode(LifecycleNode):
             now = self._now()
             ahead = stamp - now
             if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
-                self._stats.future_states += 1
+                self._stats.counts['future_states'] += 1
                 self.get_logger().warning(f'{topic}: stamp {stamp:.3f} s is {ahead:.3f} s ahead of '
                                           f'the node clock (future_stamp_tolerance '
                                           f'{self._values["future_stamp_tolerance"]} s): rejected',
                                           throttle_duration_sec=2.0)
                 return
             if self._accepted_stamp is not None and stamp < self._accepted_stamp:
-                self._stats.rejected_states += 1
+                self._stats.counts['rejected_states'] += 1
                 self.get_logger().warning(f'{topic}: stamp {stamp:.3f} s is older than the last '
                                           f'accepted state ({self._accepted_stamp:.3f} s): rejected',
                                           throttle_duration_sec=2.0)
@@ -359,41 +288,33 @@ class MpcNode(LifecycleNode):
 
     def _on_goal(self, msg: PoseStamped):
         try:
-            goal = ros_convert.pose_to_xy_yaw(msg, 'goal_pose')
+            target = Target.from_goal(msg)
         except ros_convert.MessageError as exc:
             self.get_logger().warning(f'{exc}: goal ignored', throttle_duration_sec=2.0)
             return
-        with self._lock:
-            if msg == self._last_target:   # the same message through the durable subscription
-                return
-            self._last_target, self._target_seq = msg, self._target_seq + 1
-            self._goal, self._goal_frame = goal[:2], msg.header.frame_id
-            self._path = self._path_times = None
-            self._plan, self._reached = None, False
-            self._nav_new_goal = True
-        self.get_logger().info(f'new goal ({goal[0]:.2f}, {goal[1]:.2f}) in '
-                               f'"{msg.header.frame_id}"')
+        if self._new_target(msg, target):
+            self.get_logger().info(f'new goal ({target.goal[0]:.2f}, {target.goal[1]:.2f}) in '
+                                   f'"{msg.header.frame_id}"')
 
     def _on_plan(self, msg: Path):
         try:
-            poses = ros_convert.path_to_poses(msg, 'plan')
+            target = Target.from_plan(msg)
         except ros_convert.MessageError as exc:
             self.get_logger().warning(f'{exc}: plan ignored', throttle_duration_sec=2.0)
             return
-        stamps = np.array([ros_convert.stamp_to_sec(p.header.stamp) for p in msg.poses])
-        timed = len(stamps) > 1 and bool(np.all(np.diff(stamps) > 0))
+        self._new_target(msg, target)
+
+    def _new_target(self, msg, target: Target | None) -> bool:
+        """Drive to ``target`` (None: stop) from now on, unless ``msg`` is the last one again
+        (it arrives through both subscriptions); whether it is new."""
         with self._lock:
-            if msg == self._last_target:   # the same message through the durable subscription
-                return
+            if msg == self._last_target:
+                return False
             self._last_target, self._target_seq = msg, self._target_seq + 1
-            self._plan, self._reached = None, False
-            if len(poses) == 0:
-                self._path = self._path_times = self._goal = None
-                return
-            self._path, self._path_times = poses, (stamps if timed else None)
-            self._path_progress = 0.0
-            self._path_length = float(np.sum(np.hypot(*np.diff(poses[:, :2], axis=0).T)))
-            self._goal, self._goal_frame = poses[-1, :2], msg.header.frame_id
+            self._target, self._plans.plan = target, None
+            if self._nav is not None and target is not None and target.path is None:
+                self._nav.new_goal()
+        return True
 
     # ----------------------------------------------------------------- control loop
     def _on_tick(self):
@@ -401,19 +322,17 @@ class MpcNode(LifecycleNode):
         with self._lock:
             now = self._now()
             stats = self._stats
-            stats.ticks += 1
+            stats.counts['ticks'] += 1
             if self._rebuild:
                 self._rebuild = False
-                self._plan = None
+                self._plans.plan = None
                 try:
                     self._solver = self._build_solver()
                 except (ValueError, RuntimeError) as exc:
                     self.get_logger().error(f'cannot rebuild the MPC solver: {exc}')
-            state_entry, goal = self._state, self._goal
-            path, path_times = self._path, self._path_times
+            state_entry, target = self._state, self._target
         budget = self._values['solve_budget'] or 0.8 / self._values['control_rate']
-        command, solution = self._decide(now, state_entry, goal, path, path_times,
-                                         started + budget)
+        command, solution = self._decide(now, state_entry, target, started + budget)
         if solution is not None:   # the solve took time: is its state still fresh?
             age = self.get_clock().now().nanoseconds * 1e-9 - state_entry[0]
             if age > self._values['state_timeout']:
@@ -427,10 +346,10 @@ class MpcNode(LifecycleNode):
             self._publish_prediction(solution, state_entry)
         elapsed = time.perf_counter() - started
         if elapsed > 1.0 / self._values['control_rate']:
-            stats.deadline_misses += 1
+            stats.counts['deadline_misses'] += 1
         self._publish_diagnostics(elapsed)
 
-    def _decide(self, now, state_entry, goal, path, path_times, deadline):
+    def _decide(self, now, state_entry, target: Target | None, deadline):
         """(v_cmd, omega_cmd) and the new solution (or None) for this tick; the solve ends by
         ``deadline`` (``time.perf_counter()``) or the shifted previous plan is the command."""
         stats = self._stats
@@ -448,134 +367,36 @@ class MpcNode(LifecycleNode):
                                       f'{self._values["state_timeout"]} s): commanding zero',
                                       throttle_duration_sec=2.0)
             return (0.0, 0.0), None
-        if goal is None:
+        if target is None:
             stats.mode = 'no goal'
             return (0.0, 0.0), None
-        if self._reached:       # done until the next goal or plan
+        if target.reached:       # done until the next goal or plan
             stats.mode = 'goal reached'
             return (0.0, 0.0), None
-        if self._goal_frame and frame and self._goal_frame != frame:
-            self.get_logger().warning(f'goal is in "{self._goal_frame}" but the state in "{frame}": '
+        if target.frame and frame and target.frame != frame:
+            self.get_logger().warning(f'goal is in "{target.frame}" but the state in "{frame}": '
                                       'no TF here, using the goal as given', throttle_duration_sec=2.0)
-        if self._values['navigation.enabled'] and path is None:
-            return self._navigate(now, state, goal, deadline)
+        if self._nav is not None and target.path is None:
+            command, step, stats.mode = self._nav.step(now, state, target.goal, frame, deadline)
+            if stats.mode == 'goal reached':
+                target.reached = True
+            elif stats.mode == 'tracking':
+                stats.solve_time = step.solve_time
+                stats.counts['solves'] += 1
+            return command, (step if stats.mode == 'tracking' else None)
         settings = self._solver.settings
-        if path is not None and path_times is None:
-            reference, self._path_progress = path_reference(
-                state, path, self._path_progress, settings.horizon, settings.dt,
-                self._values['reference_speed'])
-        elif path is not None:
-            reference = timed_reference(state, path, path_times, now, settings.horizon, settings.dt)
-        else:
-            reference = goal_reference(state, goal, settings.horizon)
-        tolerance = self._values['goal_tolerance']
-        if path is None:
-            at_end = True
-        elif path_times is None:
-            at_end = self._path_progress >= self._path_length - tolerance
-        else:
-            at_end = now >= path_times[-1]
-        if at_end and float(np.hypot(*(state[:2] - goal))) <= tolerance:
+        reference = target.reference(state, now, settings.horizon, settings.dt,
+                                     self._values['reference_speed'])
+        if target.at_end(state, now, self._values['goal_tolerance']):
             stats.mode = 'goal reached'
-            self._plan, self._reached = None, True
+            self._plans.plan, target.reached = None, True
             return (0.0, 0.0), None
-        if self._pending is not None:
-            future, solver, tick_time, plan_stamp, seq = self._pending
-            if not future.done():
-                stats.overruns += 1
-                stats.mode = 'overrun'
-                return self._fallback(now), None
-            self._pending = None
-            late = None if future.exception() is not None else future.result()
-            if late is not None:
-                stats.solve_time, stats.iterations = late.solve_time, late.iterations
-                stats.converged = late.converged
-            if (late is not None and solver is self._solver and seq == self._target_seq
-                    and np.all(np.isfinite(late.controls))):
-                self._plan, self._plan_time, self._plan_stamp = late, tick_time, plan_stamp
-        warm = None
-        if self._plan is not None:
-            warm = advance_plan(self._plan.controls, now - self._plan_time, settings.dt)
-        future = self._worker.submit(self._solver.solve, state, reference, warm,
-                                     self._last_cmd.copy(), deadline)
-        try:
-            solution = future.result(timeout=max(0.0, deadline - time.perf_counter()))
-        except TimeoutError:
-            self._pending = (future, self._solver, now, stamp, self._target_seq)
-            stats.overruns += 1
-            stats.mode = 'overrun'
-            self.get_logger().warning('MPC solve overran its budget (solve_budget): previous plan '
-                                      'shifted to now, then zero', throttle_duration_sec=2.0)
-            return self._fallback(now), None
-        except (FloatingPointError, RuntimeError, ValueError) as exc:
-            stats.failures += 1
-            stats.mode = 'fallback'
-            self.get_logger().warning(f'MPC solve failed ({exc}): previous plan shifted, then zero',
-                                      throttle_duration_sec=2.0)
-            return self._fallback(now), None
-        stats.solve_time, stats.iterations = solution.solve_time, solution.iterations
-        stats.converged = solution.converged
-        stats.solves += 1
-        if not np.all(np.isfinite(solution.controls)):
-            stats.failures += 1
-            stats.mode = 'fallback'
-            self.get_logger().warning('MPC solve gave non-finite controls: previous plan shifted, '
-                                      'then zero', throttle_duration_sec=2.0)
-            return self._fallback(now), None
-        stats.mode = 'tracking' if path is not None else 'goal'
-        self._plan, self._plan_time, self._plan_stamp = solution, now, stamp
-        return (float(solution.controls[0, 0]), float(solution.controls[0, 1])), solution
-
-    def _fallback(self, now: float) -> tuple[float, float]:
-        """The previous plan shifted to ``now`` while it lasts and its state is not older than
-        ``state_timeout``, else zero."""
-        plan = self._plan
-        if plan is None or now - self._plan_stamp > self._values['state_timeout']:
-            return (0.0, 0.0)
-        shifted = advance_plan(plan.controls, now - self._plan_time, self._solver.settings.dt,
-                                 hold_last=False)
-        return (float(shifted[0, 0]), float(shifted[0, 1]))
-
-    def _navigate(self, now, state, goal, deadline):
-        """(v_cmd, omega_cmd) and the navigator's step (or None) for a goal_pose with navigation;
-        the solve ends by ``deadline`` (``time.perf_counter()``), as the tracking solve does."""
-        stats = self._stats
-        with self._lock:
-            navigator, new_goal, points = self._navigator, self._nav_new_goal, self._nav_points
-            self._nav_new_goal, self._nav_points = False, None
-        if navigator is None:
-            stats.mode = 'no map'
-            self.get_logger().warning('navigation: no map yet (map_file or the map topic): commanding zero',
-                                      throttle_duration_sec=2.0)
-            return (0.0, 0.0), None
-        if points is not None:
-            navigator.set_scan_points(points)
-        if new_goal:
-            plan = navigator.set_goal(state[:2], goal)
-            self._publish_global_plan(navigator)
-            if not plan.reachable:
-                self.get_logger().warning(f'goal ({goal[0]:.2f}, {goal[1]:.2f}) is unreachable: '
-                                          f'{plan.reason}; stopping')
-        step = navigator.step(state, now, deadline)
-        if step.replanned:
-            self._publish_global_plan(navigator)
-        stats.mode = step.mode
-        if step.mode == 'goal reached':
-            self._reached = True
-        if step.mode != 'tracking':
-            return (0.0, 0.0), None
-        stats.solve_time, stats.solves = step.solve_time, stats.solves + 1
-        return (float(step.command[0]), float(step.command[1])), step
-
-    def _publish_global_plan(self, navigator):
-        """The navigator's global path on plan_global (empty when unreachable), in the state's frame."""
-        plan = navigator.plan
-        with self._lock:
-            frame = self._state[2] if self._state is not None else ''
-        path = plan.path if plan is not None and plan.reachable else np.zeros((0, 2))
-        poses = np.column_stack([path, np.zeros(len(path))])
-        self._global_pub.publish(ros_convert.poses_to_path(poses, self.get_clock().now().to_msg(),
-                                                           frame or 'map'))
+        command, solution = self._plans.solve(self._solver, state, reference, self._last_cmd, now,
+                                              stamp, self._target_seq, deadline, stats,
+                                              self.get_logger(), self._values['state_timeout'])
+        if solution is not None:
+            stats.mode = 'tracking' if target.path is not None else 'goal'
+        return command, solution
 
     # ----------------------------------------------------------------- outputs
     def _publish_prediction(self, solution: ControlStep, state_entry):
@@ -601,74 +422,11 @@ class MpcNode(LifecycleNode):
         self._cmd_pub.publish(msg)
 
     def _publish_diagnostics(self, tick_time: float):
-        stats = self._stats
-        level = DiagnosticStatus.OK
-        if stats.mode in ('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable',
-                          'no map'):
-            level = DiagnosticStatus.WARN
-        status = ros_convert.diagnostic_status(
-            f'{self.get_name()}: MPC', self.get_fully_qualified_name(), level, stats.mode, {
-                'solve_time_ms': stats.solve_time * 1e3, 'tick_time_ms': tick_time * 1e3,
-                'iterations': stats.iterations, 'converged': stats.converged,
-                'deadline_misses': stats.deadline_misses, 'failures': stats.failures,
-                'overruns': stats.overruns, 'rejected_states': stats.rejected_states,
-                'future_states': stats.future_states, 'clock_jumps': stats.clock_jumps,
-                'state_age_s': stats.state_age,
-                'ticks': stats.ticks, 'solves': stats.solves,
-                'device': self._solver.device.type if self._solver else 'none'})
-        msg = DiagnosticArray(status=[status])
+        device = self._solver.device.type if self._solver else 'none'
+        msg = DiagnosticArray(status=[self._stats.status(
+            f'{self.get_name()}: MPC', self.get_fully_qualified_name(), tick_time, device)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
-
-
-class _SolveWorker:
-    """One daemon thread that runs solves handed to it, one at a time, so that the control
-    loop can wait for a solve with a timeout and publish on time when it overruns. (A daemon
-    thread: a solve still running when the process ends does not hold the exit up.)"""
-
-    def __init__(self):
-        self._jobs: list = []
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def submit(self, fn, *args) -> Future:
-        """Run ``fn(*args)`` on the worker thread (after the jobs before it)."""
-        future = Future()
-        with self._wake:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name='mpc-solve', daemon=True)
-                self._thread.start()
-            self._jobs.append((future, fn, args))
-            self._wake.notify()
-        return future
-
-    def _run(self):
-        while True:
-            with self._wake:
-                while not self._jobs and not self._stopped:
-                    self._wake.wait()
-                if self._stopped:
-                    return
-                future, fn, args = self._jobs.pop(0)
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the waiting tick
-                future.set_exception(exc)
-
-    def stop(self, timeout: float = 5.0):
-        """End the thread after the solve in progress (which ends at its deadline) and wait
-        for it up to ``timeout`` s (torch must not be running when the interpreter exits)."""
-        with self._wake:
-            self._stopped = True
-            for future, _, _ in self._jobs:
-                future.cancel()
-            self._jobs.clear()
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 def main(args: list[str] | None = None) -> int:

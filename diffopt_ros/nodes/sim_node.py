@@ -6,6 +6,10 @@ Publishes ``/odom`` (wheel odometry, ``odom`` -> ``base_link``, with covariance)
 sensor-data QoS, frame ``base_scan``) and ``/clock``. Service ``~/reset`` (``std_srvs/Trigger``)
 puts the robot back at its start pose and restarts the noise; time keeps running.
 
+The robot (``robot.kind``) is a differential drive or an Ackermann car; the car takes the same
+Twist on ``/cmd_vel`` and steers ``atan(omega wheelbase / v)`` (clipped to ``robot.max_steer``,
+at most ``robot.max_steer_rate``), as a Twist-driven car base does (:mod:`diffopt_ros.sim.robot`).
+
 Time: the node steps the simulation at ``step_rate`` in simulated time and stamps everything
 with it (never with its ROS clock), publishing ``/clock`` before the messages of each step. Its
 own stepping timer runs on the steady wall clock, so it works with ``use_sim_time`` set (as in
@@ -101,7 +105,8 @@ class SimNode(Node):
         self.create_timer(TICK, self._on_tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         pose = self.sim.true_state
         self.get_logger().info(
-            f'world {world.name} ({len(world.walls)} walls, {len(world.discs)} discs), start '
+            f'{values["robot.kind"]} robot in world {world.name} ({len(world.walls)} walls, '
+            f'{len(world.discs)} discs), start '
             f'({pose[0]:.2f}, {pose[1]:.2f}, {pose[2]:.2f}), step {values["step_rate"]:g} Hz, '
             f'real_time_factor {values["real_time_factor"]:g}, seed {values["seed"]}')
 

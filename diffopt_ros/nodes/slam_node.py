@@ -5,11 +5,12 @@ sensor-data QoS). Callbacks only convert, check and queue: scan matching and opt
 on a worker thread, so the callbacks never block. Publishes
 
 * ``slam/pose`` (``geometry_msgs/PoseWithCovarianceStamped``, frame ``map``) per processed scan,
-  covariance = marginal of the newest keyframe from the pose graph (map-aligned x, y, yaw);
+  covariance (map-aligned x, y, yaw) from :attr:`~diffopt_ros.slam.system.SlamSystem.covariance`
+  at the last keyframe step;
 * ``slam/odom`` (``nav_msgs/Odometry``, frame ``map``) per odometry message: the odometry pose
   composed with the map->odom correction, so the corrected state comes at odometry rate;
 * ``slam/path`` (``nav_msgs/Path``): the keyframe estimates (each stamped with its keyframe's
-  scan stamp), after every keyframe;
+  scan stamp), whenever the graph changed;
 * ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
   time when the graph changed;
 * ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
@@ -27,6 +28,11 @@ rejected (logged, counted); scans that go back in time or whose beam geometry is
 ``future_stamp_tolerance`` ahead of the node clock are rejected (they would lock every later
 message out); a node clock that jumps back (sim reset, bag loop) restarts the stamp checks.
 Scans without usable beams are skipped with a throttled warning.
+
+The pairing of scans with odometry (stamp order, a scan waiting for odometry, clock jumps) is
+ROS-free in :class:`~diffopt_ros.slam.inputs.ScanSync`; what is here is the ROS side: message
+checks and conversions, six outputs, two services, the worker thread and its shutdown. That
+is why the module is over 400 lines (~460).
 """
 from __future__ import annotations
 
@@ -55,9 +61,11 @@ from diffopt_ros.nodes.device import available_device
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.slam import NODE_NAME, SCHEMA
+from diffopt_ros.slam.config import config_from_params
+from diffopt_ros.slam.inputs import ScanSync
 from diffopt_ros.slam.occupancy import save_map
-from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamSystem, config_from_params
+from diffopt_ros.slam.odometry import StampError
+from diffopt_ros.slam.system import SlamSystem
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
@@ -86,16 +94,6 @@ class _Stats:
     last_skip: str = ''
 
 
-@dataclass(frozen=True)
-class _ScanItem:
-    stamp: float
-    odom: tuple[float, float, float]
-    ranges: np.ndarray
-    angles: np.ndarray
-    range_min: float
-    range_max: float
-
-
 _STOP = object()
 
 
@@ -116,11 +114,8 @@ class SlamNode(Node):
         device = available_device(self, self._values['device'])
         self._slam = SlamSystem(config_from_params(self._values), device=device,
                                 initial_pose=self._values['initial_pose'])
-        self._input_lock = threading.Lock()    # odometry buffer and pending scan (both inputs)
-        self._odom = OdomBuffer(horizon=5.0)
-        self._last_scan_stamp = -math.inf
-        self._last_now = -math.inf                # node clock at the last input: jumps back?
-        self._pending: tuple | None = None        # a scan newer than the newest odometry
+        self._input_lock = threading.Lock()    # guards self._sync (both inputs)
+        self._sync = ScanSync(horizon=5.0)      # scans paired with odometry
         self._covariance = np.zeros((6, 6))       # of the newest keyframe, map-aligned
         self._path = PathMsg()                    # /slam/path, its poses kept between keyframes
         self._path_xyyaw = np.zeros((0, 3))       # the keyframe estimates in self._path.poses
@@ -174,16 +169,14 @@ class SlamNode(Node):
         last input (sim reset, bag loop) restarts the order checks."""
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._input_lock:
-            if now < self._last_now:
+            jump = self._sync.clock(now)
+            if jump:
                 self._stats.clock_jumps += 1
-                self.get_logger().warning(f'node clock jumped back {self._last_now - now:.3f} s: '
-                                          'restarting the stamp order of odometry and scans',
+                self.get_logger().warning(f'node clock jumped back {jump:.3f} s: restarting the '
+                                          'stamp order of odometry and scans',
                                           throttle_duration_sec=2.0)
-                self._odom = OdomBuffer(horizon=self._odom.horizon)
-                self._last_scan_stamp, self._pending = -math.inf, None
                 with self._lock:
                     self._slam.restart_time()
-            self._last_now = now
         ahead = stamp - now
         if now > 0.0 and ahead > self._values['future_stamp_tolerance']:
             self._stats.future_stamps += 1
@@ -198,14 +191,11 @@ class SlamNode(Node):
             self._stats.rejected_odom += 1
             self.get_logger().warning(rejected, throttle_duration_sec=2.0)
             return
-        pending = None
         try:
             state = ros_convert.odometry_to_state(msg, 'odom')
             with self._input_lock:
-                self._odom.add(stamp, tuple(state[:3]))
-                if self._pending is not None and stamp >= self._pending[0]:
-                    pending, self._pending = self._pending, None
-                    pending_odom = self._odom.at(pending[0], self._values['sync_tolerance'])
+                ready = self._sync.add_odometry(stamp, tuple(state[:3]),
+                                                self._values['sync_tolerance'])
         except (ros_convert.MessageError, StampError, ValueError) as exc:
             self._stats.rejected_odom += 1
             self.get_logger().warning(f'odometry rejected: {exc}', throttle_duration_sec=2.0)
@@ -214,8 +204,8 @@ class SlamNode(Node):
         self._odom_pub.publish(ros_convert.state_to_odometry(
             (*pose, state[3], state[4]), msg.header.stamp, self._map_frame, self._base_frame,
             pose_covariance=self._covariance, twist_covariance=np.asarray(msg.twist.covariance)))
-        if pending is not None:
-            self._queue_scan(pending, pending_odom)
+        if ready is not None:
+            self._queue_scan(*ready)
 
     def _on_scan(self, msg: LaserScan):
         stamp = ros_convert.stamp_to_sec(msg.header.stamp)
@@ -230,13 +220,13 @@ class SlamNode(Node):
             self._stats.rejected_scans += 1
             self.get_logger().warning(f'scan rejected: {exc}', throttle_duration_sec=2.0)
             return
-        if not stamp > self._last_scan_stamp:
+        try:
+            with self._input_lock:
+                self._sync.check_scan_stamp(stamp)
+        except StampError as exc:
             self._stats.rejected_scans += 1
-            self.get_logger().warning(f'scan rejected: stamp {stamp:.9f} s is not after the '
-                                      f'previous scan ({self._last_scan_stamp:.9f} s)',
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(f'scan rejected: {exc}', throttle_duration_sec=2.0)
             return
-        self._last_scan_stamp = stamp
         if not np.isfinite(ranges).any():
             self._stats.skipped_scans += 1
             self.get_logger().warning(f'scan at {stamp:.3f} s skipped: no valid ranges '
@@ -244,26 +234,23 @@ class SlamNode(Node):
                                       throttle_duration_sec=2.0)
             return
         scan = (stamp, ranges, angles, float(msg.range_min), float(msg.range_max))
-        with self._input_lock:
-            latest = self._odom.latest
-            if latest is None or latest[0] < stamp:
-                # wait for odometry to catch up (resolved in _on_odom); a newer scan replaces it
-                self._stats.dropped_scans += self._pending is not None
-                self._pending = scan
-                return
-            odom = self._odom.at(stamp, self._values['sync_tolerance'])
-        self._queue_scan(scan, odom)
+        with self._input_lock:   # None: it waits for odometry (resolved in _on_odom)
+            dropped = self._sync.dropped
+            ready = self._sync.add_scan(scan, self._values['sync_tolerance'])
+            self._stats.dropped_scans += self._sync.dropped - dropped
+        if ready is not None:
+            self._queue_scan(*ready)
 
     def _queue_scan(self, scan: tuple, odom: tuple[float, float, float] | None):
         """Hand a scan and the odometry pose at its stamp (None: none close enough) to the
         worker thread; when the worker is behind, the oldest queued scan is dropped."""
-        stamp, ranges, angles, range_min, range_max = scan
+        stamp = scan[0]
         if odom is None:
             self._stats.skipped_scans += 1
             self.get_logger().warning(f'scan at {stamp:.3f} s skipped: no odometry within '
                                       f'{self._values["sync_tolerance"]} s of it', throttle_duration_sec=2.0)
             return
-        item = _ScanItem(stamp, odom, ranges, angles, range_min, range_max)
+        item = (scan, odom)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -283,31 +270,32 @@ class SlamNode(Node):
             if item is _STOP:
                 return
             try:
-                self._process(item)
+                self._process(*item)
             except Exception as exc:  # keep the node alive; the error is reported
                 self._stats.errors += 1
-                self.get_logger().error(f'SLAM update at {item.stamp:.3f} s failed: '
+                self.get_logger().error(f'SLAM update at {item[0][0]:.3f} s failed: '
                                         f'{type(exc).__name__}: {exc}')
 
-    def _process(self, item: _ScanItem):
+    def _process(self, scan: tuple, odom: tuple[float, float, float]):
+        """One scan ``(stamp, ranges, angles, range_min, range_max)`` with the odometry pose
+        at its stamp, on the worker thread: SLAM update, then the outputs."""
         with self._lock:
-            update = self._slam.process(item.stamp, item.odom, item.ranges, item.angles,
-                                        item.range_min, item.range_max)
-            keyframe = update.keyframe is not None
-            # the covariance and the estimate change only when a keyframe is added
-            covariance = self._slam.covariance if keyframe else None
-            estimate = self._slam.estimate if keyframe else None
+            update = self._slam.process(scan[0], odom, *scan[1:])
+            # the covariance changes at keyframe steps, the estimate when the graph changed
+            step = update.keyframe is not None or update.localized is not None
+            covariance = self._slam.covariance if step else None
+            estimate = self._slam.estimate if update.graph_changed else None
             correction = self._slam.correction
         stats = self._stats
         stats.scans += 1
         if update.skipped:
             stats.skipped_scans += 1
             stats.last_skip = update.skipped
-            self.get_logger().warning(f'scan at {item.stamp:.3f} s skipped: {update.skipped}',
+            self.get_logger().warning(f'scan at {scan[0]:.3f} s skipped: {update.skipped}',
                                       throttle_duration_sec=2.0)
         if covariance is not None:
             self._covariance = _pose_covariance_6x6(covariance.cpu().numpy())
-        stamp = ros_convert.sec_to_stamp(item.stamp)
+        stamp = ros_convert.sec_to_stamp(scan[0])
         pose_msg = PoseWithCovarianceStamped()
         pose_msg.header.stamp, pose_msg.header.frame_id = stamp, self._map_frame
         pose_msg.pose.pose = ros_convert.xy_yaw_to_pose(update.pose, stamp, self._map_frame).pose
@@ -315,14 +303,16 @@ class SlamNode(Node):
         self._pose_pub.publish(pose_msg)
         if self._tf is not None:
             self._publish_tf(correction, stamp)
-        if estimate is not None:
+        if update.keyframe is not None:
             self._keyframe_stamps.append(stamp)
-            stats.keyframes = len(estimate)
+        if step:
             stats.update_time = update.seconds
             stats.max_update_time = max(stats.max_update_time, update.seconds)
+            self._publish_diagnostics(update)
+        if estimate is not None:
+            stats.keyframes = len(estimate)
             self._map_dirty = True
             self._publish_path(estimate.cpu().numpy(), stamp)
-            self._publish_diagnostics(update)
         if self._map_dirty and time.monotonic() - self._last_map >= self._values['map.publish_period']:
             self._publish_map(stamp)
 
@@ -379,6 +369,7 @@ class SlamNode(Node):
             f'{self.get_name()}: slam', 'slam', level, message, {
                 'update_time_ms': 1e3 * s.update_time, 'max_update_time_ms': 1e3 * s.max_update_time,
                 'keyframes': s.keyframes, 'loop_closures': self._slam.loop_closures,
+                'localizations': self._slam.localizations,
                 'full_solves': self._slam.full_solves, 'scans': s.scans,
                 'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
                 'rejected_odom': s.rejected_odom, 'future_stamps': s.future_stamps,

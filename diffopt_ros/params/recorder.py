@@ -6,7 +6,7 @@ from diffopt_ros.params.schema import NodeSchema, Param
 NODE_NAME = 'recorder_node'
 #: Relative names: they resolve in the recorder's namespace and follow its remaps, as the
 #: other nodes' topics do (``/diagnostics`` is absolute for every node).
-DEFAULT_TOPICS = ['odom', 'ground_truth/odom', 'scan', 'cmd_vel', 'goal_pose', 'plan',
+DEFAULT_TOPICS = ['odom', 'ground_truth/odom', 'scan', 'cmd_vel', 'goal_pose', 'plan', 'plan_global',
                   'mpc/predicted_path', 'slam/pose', 'slam/odom', 'slam/path', '/diagnostics']
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from diffopt_ros.params.schema import NodeSchema, Param
-from diffopt_ros.sim.robot import RobotParams
+from diffopt_ros.sim.robot import KINDS, RobotParams
 from diffopt_ros.sim.sensors import SensorParams
 
 NODE_NAME = 'sim_node'
@@ -58,6 +58,17 @@ SCHEMA = NodeSchema(NODE_NAME, (
           high=_BIG, unit='rad/s^2'),
     Param('robot.radius', _ROBOT.radius, 'footprint radius for collisions', low=0.01, high=5.0,
           unit='m'),
+    Param('robot.kind', _ROBOT.kind, 'the robot base: differential drive or Ackermann car (the car '
+          'turns /cmd_vel into a steering angle atan(omega wheelbase / v); robot.*_omega do not '
+          'apply to it)', choices=KINDS, read_only=True),
+    Param('robot.wheelbase', _ROBOT.wheelbase, 'axle distance of the car', low=0.01, high=20.0,
+          unit='m'),
+    Param('robot.max_steer', _ROBOT.max_steer, 'steering limit of the car', low=0.01, high=1.5,
+          unit='rad'),
+    Param('robot.max_steer_rate', _ROBOT.max_steer_rate, 'steering rate limit of the car',
+          low=1e-3, high=100.0, unit='rad/s'),
+    Param('robot.tau_steer', _ROBOT.tau_steer, 'first-order steering lag of the car', low=1e-3,
+          high=5.0, unit='s'),
     Param('odom.scale_v', _SENSORS.odom_scale_v, 'odometry distance scale error', low=0.5,
           high=2.0, unit='1'),
     Param('odom.scale_omega', _SENSORS.odom_scale_omega, 'odometry heading scale error',

@@ -1,12 +1,12 @@
 """Parameters of ``slam_node`` (online 2D pose-graph SLAM). The defaults of the parameters that
-configure the SLAM core are those of :class:`~diffopt_ros.slam.system.SlamConfig` (written once,
-there; :data:`~diffopt_ros.slam.system.PARAMETERS` maps the names)."""
+configure the SLAM core are those of :class:`~diffopt_ros.slam.config.SlamConfig` (written once,
+there; :data:`~diffopt_ros.slam.config.PARAMETERS` maps the names)."""
 from __future__ import annotations
 
 import math
 
 from diffopt_ros.params.schema import NodeSchema, Param
-from diffopt_ros.slam.system import SlamConfig, config_to_params
+from diffopt_ros.slam.config import SlamConfig, config_to_params
 
 NODE_NAME = 'slam_node'
 _BIG = 1e12
@@ -36,6 +36,9 @@ SCHEMA = NodeSchema(NODE_NAME, (
           1, 64, read_only=True),
     _core('keyframe.distance', 'new keyframe after this translation', 0.01, 100.0, 'm'),
     _core('keyframe.angle', 'new keyframe after this rotation', 0.01, 2 * math.pi, 'rad'),
+    _core('keyframe.reuse_distance', 'a scan this close to an existing keyframe is localized '
+          'against it instead of adding a keyframe (0 = off)', 0.0, 100.0, 'm'),
+    _core('keyframe.reuse_angle', 'heading gate of keyframe re-use', 0.01, math.pi, 'rad'),
     _core('scan.voxel_size', 'scan down-sampling cell (0 = none)', 0.0, 1.0, 'm'),
     _core('scan.max_range', "ignore beams beyond this (0 = the scan's range_max)", 0.0, 1000.0,
           'm'),

@@ -1,10 +1,14 @@
 """Online 2D pose-graph SLAM on the differentiable least-squares core (no ROS needed).
 
-- :class:`SlamSystem`: takes ``(stamp, odometry pose, scan)``; keyframes, point-to-line ICP
-  between keyframes (KD-tree neighbours), loop closures verified by ICP, an incremental
-  iSAM2-style solve of the pose graph per keyframe
-  (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`) and batch Levenberg-Marquardt on
-  demand (:mod:`diffopt_ros.nlls`), marginal covariance, occupancy grid, g2o output.
+- :class:`SlamSystem` (:mod:`.system`, the front end): takes ``(stamp, odometry pose, scan)``;
+  keyframes, point-to-line ICP (:mod:`.icp`, KD-tree neighbours), loop closures verified by
+  ICP, re-use of existing keyframes in revisited places (localization instead of new
+  variables), occupancy grid (:mod:`.occupancy`), g2o output.
+- :class:`~diffopt_ros.slam.backend.PoseGraphBackend` (:mod:`.backend`): the keyframe graph,
+  its incremental iSAM2-style solve per change
+  (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`), batch Levenberg-Marquardt on
+  demand (:mod:`diffopt_ros.nlls`), marginal covariance.
+- :class:`SlamConfig` (:mod:`.config`): the settings and their ``slam_node`` parameter names.
 - :class:`SlamGraph` / :func:`build_objective`: the graph as data, rebuilt offline with
   learnable weights (:class:`SlamWeights` = the ``slam_node`` parameters ``weights.*``,
   ``robust.scale`` of docs/CONTRACTS.md).
@@ -18,6 +22,7 @@ Example::
     slam.estimate          # (K, 3) keyframe poses;  slam.covariance: (3, 3) of the newest
     graph = slam.graph()   # SlamGraph: stamps, odom_poses, edges, measurements, kinds
 """
+from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import (
     EDGE_KINDS,
     SlamGraph,
@@ -34,7 +39,7 @@ from diffopt_ros.slam.occupancy import (
     save_map,
 )
 from diffopt_ros.slam.odometry import OdomBuffer, StampError
-from diffopt_ros.slam.system import SlamConfig, SlamSystem, SlamUpdate
+from diffopt_ros.slam.system import SlamSystem, SlamUpdate
 
 __all__ = ['EDGE_KINDS', 'IcpConfig', 'OccupancyGrid', 'OccupancyMapper', 'OdomBuffer',
            'ScanMatch', 'SlamConfig', 'SlamGraph', 'SlamSystem', 'SlamUpdate', 'SlamWeights', 'StampError',

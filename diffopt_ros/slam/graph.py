@@ -87,6 +87,12 @@ def edge_information(kinds: Tensor, by_kind: Tensor) -> Tensor:
     return by_kind[kinds]
 
 
+def robust_edges(kinds: Tensor) -> Tensor:
+    """``(E,)`` bool: the edges that get the Huber loss (scan matches and loop closures; an
+    odometry edge is plain least squares)."""
+    return kinds != ODOM
+
+
 @dataclass
 class SlamGraph:
     """A pose graph as tensors (all on one device; poses float, indices int64).
@@ -136,6 +142,12 @@ class SlamGraph:
 PRIOR_INFORMATION = 1e6
 """Information (1/m^2, 1/rad^2) of the prior that anchors the first keyframe (the gauge)."""
 
+# The pose-graph problem of a SlamGraph is assembled in one place for both of its solvers:
+# the anchor prior (PRIOR_INFORMATION at keyframe 0's odometry pose), edge information by kind
+# (edge_information) and the Huber loss on scan and loop edges (robust_edges) make the batch,
+# differentiable objective here (build_objective) and the factors of the online incremental
+# solver (diffopt_ros.slam.backend.PoseGraphBackend).
+
 
 def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Tensor,
                     initial: Tensor | None = None) -> tuple[Objective, Variable]:
@@ -162,8 +174,8 @@ def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Ten
     factors = [Prior(poses, [0], graph.odom_poses[:1], information=PRIOR_INFORMATION * eye,
                      name='anchor')]
     information = diagonal_information(edge_information(graph.kinds, by_kind))
-    for name, mask, loss in (('odom', graph.kinds == ODOM, None),
-                             ('scan', graph.kinds != ODOM, Huber(robust_scale))):
+    robust = robust_edges(graph.kinds)
+    for name, mask, loss in (('odom', ~robust, None), ('scan', robust, Huber(robust_scale))):
         if bool(mask.any()):
             factors.append(Between(poses, graph.edges[mask, 0], graph.edges[mask, 1],
                                    graph.measurements[mask], information=information[mask],

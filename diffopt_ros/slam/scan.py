@@ -62,7 +62,8 @@ def voxel_downsample(points: Tensor, cell: float) -> Tensor:
 
 def point_normals(points: Tensor, neighbours: int = 5) -> tuple[Tensor, Tensor]:
     """Unit surface normals from the principal axes of each point's nearest neighbours
-    (found with a KD-tree, :class:`scipy.spatial.cKDTree`).
+    (found with a KD-tree, :class:`scipy.spatial.cKDTree`; the 2x2 covariance eigenproblem in
+    closed form).
 
     Args:
         points: ``(N, 2)`` points (m), ``N >= 2``.
@@ -75,10 +76,14 @@ def point_normals(points: Tensor, neighbours: int = 5) -> tuple[Tensor, Tensor]:
     k = min(neighbours, points.shape[0])
     array = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float64)
     idx = cKDTree(array).query(array, k=k)[1].reshape(-1, k)                     # (N, k)
-    idx = torch.from_numpy(idx).to(points.device)
-    local = points[idx] - points[idx].mean(dim=1, keepdim=True)                 # (N, k, 2)
-    cov = local.transpose(1, 2) @ local / k                                     # (N, 2, 2)
-    evals, evecs = torch.linalg.eigh(cov)                                        # ascending
-    normals = evecs[:, :, 0]
-    planarity = 1.0 - evals[:, 0] / evals[:, 1].clamp_min(torch.finfo(points.dtype).tiny)
-    return normals, planarity.clamp(0.0, 1.0)
+    local = array[idx] - array[idx].mean(axis=1, keepdims=True)                 # (N, k, 2)
+    sxx = np.einsum('nk,nk->n', local[..., 0], local[..., 0]) / k
+    syy = np.einsum('nk,nk->n', local[..., 1], local[..., 1]) / k
+    sxy = np.einsum('nk,nk->n', local[..., 0], local[..., 1]) / k
+    axis = 0.5 * np.arctan2(2 * sxy, sxx - syy)          # direction of the larger spread
+    normals = np.stack((-np.sin(axis), np.cos(axis)), axis=1)
+    mean, spread = 0.5 * (sxx + syy), np.hypot(0.5 * (sxx - syy), sxy)
+    planarity = 1.0 - (mean - spread) / np.maximum(mean + spread, np.finfo(np.float64).tiny)
+    like = dict(dtype=points.dtype, device=points.device)
+    return (torch.as_tensor(normals, **like),
+            torch.as_tensor(np.clip(planarity, 0.0, 1.0), **like))

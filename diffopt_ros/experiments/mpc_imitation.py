@@ -21,8 +21,10 @@ free numbers) and its other entries. The default optimiser is L-BFGS: the loss h
 badly scaled valleys (many swing-ups are saturated and carry little information about the
 weights) in which Adam crawls.
 
-Used by ``test/test_mpc_imitation.py`` (small) and ``bench/mpc_imitation.py`` (the table in the
-README).
+An experiment, not library: it reproduces a published result on the paper's toy systems to
+check the MPC's gradients end to end; the robot's learning is :mod:`diffopt_ros.learn`. Used by
+``test/test_mpc_imitation.py`` (small) and ``bench/mpc_imitation.py`` (the table in
+bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .costs import TrackingCost
-from .dynamics import Dynamics
-from .ilqr import MPC
-from .models import Cartpole, Pendulum
+from diffopt_ros.mpc.costs import TrackingCost
+from diffopt_ros.mpc.dynamics import Dynamics
+from diffopt_ros.mpc.ilqr import MPC
+from diffopt_ros.mpc.models import Cartpole, Pendulum
 
 HORIZON, DT = 20, 0.05
 

@@ -1,11 +1,18 @@
 """Simulated runs with known true parameters, for tests, benchmarks and trying learning
 without a robot or ROS. Each returns :class:`~diffopt_ros.learn.datasets.RunData` exactly as
-:func:`~diffopt_ros.learn.datasets.load_run` would from a recorded bag.
+:func:`~diffopt_ros.learn.datasets.load_run` would from a recorded bag
+(:func:`~diffopt_ros.learn.datasets.save_bag` writes one as a bag).
+
+An experiment, not library: the runs exist to measure learning against a known answer (the
+robot's true gains and lags, the expert's cost), which no recorded run has; learning itself
+takes any :class:`~diffopt_ros.learn.datasets.RunData`.
 
 - :func:`excitation_run`: the true robot (``sim.Simulator``) driven by random piecewise-constant
   commands: data for system identification.
 - :func:`expert_runs`: the robot tracking random timed paths with the node's MPC using the
   *true* model (and given cost weights): demonstrations for imitation through the MPC.
+- :func:`route_run`: the robot following a world's route with lidar scans: data for learning
+  the SLAM weights.
 """
 from __future__ import annotations
 
@@ -14,8 +21,10 @@ import math
 import numpy as np
 import torch
 
+from diffopt_ros.bag import Scans
 from diffopt_ros.learn.controller import node_mpc
 from diffopt_ros.learn.datasets import Plan, RunData, Series
+from diffopt_ros.mpc.receding import receding_step, timed_reference
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 
@@ -82,8 +91,6 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     does) by :func:`~diffopt_ros.mpc.receding.receding_step` with the previous command (as
     mpc_node) and warm-started from the previous plan. Episodes run as one batch."""
     rng = np.random.default_rng(seed)
-    from diffopt_ros.mpc.receding import receding_step, timed_reference
-
     mpc = node_mpc(params, backward='none', max_iterations=50, tolerance=1e-7)
     horizon, dt = mpc.horizon, mpc.dynamics.dt
     sims = [Simulator(World(name='empty'), robot=robot, seed=seed + k,
@@ -121,97 +128,6 @@ def expert_runs(robot: RobotParams, params: dict, episodes: int = 4, seconds: fl
     return runs
 
 
-def save_bag(run: RunData, root, name: str | None = None, storage: str = 'mcap'):
-    """Write ``run`` as a rosbag2 run ``<root>/<name>`` like the recorder's: ``/ground_truth/odom``
-    and ``/odom`` (nav_msgs/Odometry, header stamps = bag times), ``/cmd_vel``
-    (geometry_msgs/Twist), ``/goal_pose`` (PoseStamped), ``/plan`` (nav_msgs/Path, timed) and
-    ``/scan`` (sensor_msgs/LaserScan).
-    ``storage``: ``'mcap'`` (through :class:`~diffopt_ros.bag.BagWriter`) or ``'sqlite3'``.
-
-    Returns:
-        The run folder.
-    """
-    from pathlib import Path
-
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED)
-    T = store.types
-    Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
-    Point, Quat = T['geometry_msgs/msg/Point'], T['geometry_msgs/msg/Quaternion']
-    Pose = T['geometry_msgs/msg/Pose']
-    Vector3, Twist = T['geometry_msgs/msg/Vector3'], T['geometry_msgs/msg/Twist']
-
-    def stamp(t):
-        ns = int(round(t * 1e9))
-        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-    def pose(x, y, yaw):
-        return Pose(position=Point(x=float(x), y=float(y), z=0.0),
-                    orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
-
-    def twist(v, w):
-        return Twist(linear=Vector3(x=float(v), y=0.0, z=0.0), angular=Vector3(x=0.0, y=0.0, z=float(w)))
-
-    def odometry(t, s, frame):
-        return T['nav_msgs/msg/Odometry'](
-            header=Header(stamp=stamp(t), frame_id=frame), child_frame_id='base_link',
-            pose=T['geometry_msgs/msg/PoseWithCovariance'](pose=pose(*s[:3]), covariance=np.zeros(36)),
-            twist=T['geometry_msgs/msg/TwistWithCovariance'](twist=twist(s[3], s[4]),
-                                                             covariance=np.zeros(36)))
-
-    def pose_stamped(t, p, frame='map'):
-        return T['geometry_msgs/msg/PoseStamped'](header=Header(stamp=stamp(t), frame_id=frame),
-                                                  pose=pose(*p[:3]))
-
-    messages = []   # (t, topic, msgtype, message)
-    for topic, series in (('/ground_truth/odom', run.ground_truth), ('/odom', run.odom)):
-        if series is not None:
-            frame = 'map' if topic.startswith('/ground') else 'odom'
-            messages += [(t, topic, 'nav_msgs/msg/Odometry', odometry(t, s, frame))
-                         for t, s in zip(series.t, series.values)]
-    if run.commands is not None:
-        messages += [(t, '/cmd_vel', 'geometry_msgs/msg/Twist', twist(*u))
-                     for t, u in zip(run.commands.t, run.commands.values)]
-    if run.goals is not None:
-        messages += [(t, '/goal_pose', 'geometry_msgs/msg/PoseStamped', pose_stamped(t, g))
-                     for t, g in zip(run.goals.t, run.goals.values)]
-    for plan in run.plans:
-        path = T['nav_msgs/msg/Path'](header=Header(stamp=stamp(plan.t), frame_id='map'),
-                                      poses=[pose_stamped(t, p) for t, p in zip(plan.stamps, plan.poses)])
-        messages.append((plan.t, '/plan', 'nav_msgs/msg/Path', path))
-    if run.scans is not None:
-        sc = run.scans
-        increment = float(sc.angles[1] - sc.angles[0]) if len(sc.angles) > 1 else 0.0
-        messages += [(t, '/scan', 'sensor_msgs/msg/LaserScan', T['sensor_msgs/msg/LaserScan'](
-            header=Header(stamp=stamp(t), frame_id='base_scan'), angle_min=float(sc.angles[0]),
-            angle_max=float(sc.angles[-1]), angle_increment=increment, time_increment=0.0,
-            scan_time=0.0, range_min=float(sc.range_min), range_max=float(sc.range_max),
-            ranges=np.asarray(ranges, dtype=np.float32), intensities=np.zeros(0, np.float32)))
-            for t, ranges in zip(sc.t, sc.ranges)]
-    messages.sort(key=lambda m: m[0])
-    folder = Path(root) / (name or run.name)
-    if storage == 'mcap':
-        from diffopt_ros.bag import BagWriter
-
-        writer = BagWriter.create(root, name or run.name, unique=False, typestore=store)
-        for topic, msgtype in sorted({(m[1], m[2]) for m in messages}):
-            writer.add_topic(topic, msgtype)
-        for t, topic, msgtype, msg in messages:
-            writer.write(topic, store.serialize_cdr(msg, msgtype), int(round(t * 1e9)))
-        writer.close()
-        return writer.run_dir
-    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.SQLITE3)
-    writer.open()
-    connections = {topic: writer.add_connection(topic, msgtype, typestore=store)
-                   for topic, msgtype in sorted({(m[1], m[2]) for m in messages})}
-    for t, topic, msgtype, msg in messages:
-        writer.write(connections[topic], int(round(t * 1e9)), store.serialize_cdr(msg, msgtype))
-    writer.close()
-    return folder
-
-
 def route_run(world: World, sensors=None, seconds: float = 30.0, start: int = 0,
               speed: float = 0.5, sim_dt: float = 0.02, scan_period: float = 0.1, seed: int = 0,
               name: str = 'route') -> RunData:
@@ -230,8 +146,6 @@ def route_run(world: World, sensors=None, seconds: float = 30.0, start: int = 0,
         seed: noise seed.
         name: run name.
     """
-    from diffopt_ros.bag import Scans
-
     route = np.asarray(world.route, dtype=np.float64)
     if len(route) < 2:
         raise ValueError(f'world {world.name} has no route')

@@ -1,0 +1,212 @@
+"""The SLAM back end: keyframe poses, the edges between them, and their solve (no scans).
+
+:class:`PoseGraphBackend` keeps the graph that :class:`~diffopt_ros.slam.system.SlamSystem`
+builds (keyframe stamps and odometry poses, edges with measurements, kinds and scan-match
+fitness) and its estimate. Per graph change it folds the new keyframes and edges into an
+incremental solver (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`, iSAM2-style:
+only the top of the elimination tree that the new edges and the keyframes whose estimate
+moved from their linearization point touch is re-eliminated, and the solution is
+back-substituted down to where it stops changing); :meth:`PoseGraphBackend.solve_full` runs
+batch Levenberg-Marquardt on the objective of :func:`~diffopt_ros.slam.graph.build_objective`
+(the differentiable solver that learning uses; both reach the same optimum) and re-seeds the
+incremental solver from it. Both solvers get their factors from the one assembly of
+:mod:`diffopt_ros.slam.graph` (anchor prior, information by edge kind, Huber on scan and loop
+edges).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import Optimizer
+from diffopt_ros.nlls.incremental import IncrementalSmoother
+from diffopt_ros.nlls.io import write_g2o
+from diffopt_ros.slam.config import SlamConfig
+from diffopt_ros.slam.graph import (
+    EDGE_KINDS,
+    PRIOR_INFORMATION,
+    SlamGraph,
+    build_objective,
+    edge_information,
+    robust_edges,
+    to_g2o_data,
+)
+
+
+class PoseGraphBackend:
+    """Keyframes, edges and the incremental solve of a SLAM pose graph.
+
+    Args:
+        config: settings (``weights``, thresholds, iteration and time caps); the attribute
+            may be replaced between updates.
+        device, dtype: of the estimate and the measurements.
+
+    Attributes:
+        estimate: ``(K, 3)`` keyframe poses ``(x, y, yaw)`` in the map frame (m, rad).
+        full_solves: iterated updates and batch solves so far.
+    """
+
+    def __init__(self, config: SlamConfig, device: torch.device, dtype: torch.dtype):
+        self.config = config
+        self.device, self.dtype = device, dtype
+        self.estimate = torch.zeros(0, 3, dtype=dtype, device=device)
+        self.full_solves = 0
+        self._stamps: list[float] = []
+        self._odom: list[tuple[float, float, float]] = []
+        self._edges: list[tuple[int, int]] = []
+        self._pairs: set[tuple[int, int]] = set()
+        self._measurements: list[Tensor] = []
+        self._kinds: list[int] = []
+        self._fitness: list[float] = []
+        self._covariance: Tensor | None = None           # (3, 3) of the newest keyframe, body frame
+        self._smoother: IncrementalSmoother | None = None
+        self._smoother_settings: tuple = ()             # what its factors were built with
+        self._sent_edges = 0                            # edges already in the smoother
+        self._factor_of_kind: list[tuple[np.ndarray, float]] = []   # (information, Huber)
+
+    # ------------------------------------------------------------------ the graph
+    @property
+    def num_keyframes(self) -> int:
+        """Number of keyframes K."""
+        return len(self._stamps)
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges E."""
+        return len(self._edges)
+
+    def odom(self, k: int) -> tuple[float, float, float]:
+        """Keyframe ``k``'s map-anchored odometry pose ``(x, y, yaw)``."""
+        return self._odom[k]
+
+    def add_keyframe(self, stamp: float, odom, pose: Tensor) -> int:
+        """Append a keyframe at ``pose (3,)`` (initial estimate); returns its index."""
+        self._stamps.append(stamp)
+        self._odom.append(tuple(odom))
+        self.estimate = torch.cat((self.estimate, pose.reshape(1, 3)))
+        return len(self._stamps) - 1
+
+    def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float) -> None:
+        """Edge ``T_i^-1 T_j = measurement (3,)`` of ``kind`` (index into
+        :data:`~diffopt_ros.slam.graph.EDGE_KINDS`) and scan-match ``fitness``."""
+        self._edges.append((i, j))
+        self._pairs.add((min(i, j), max(i, j)))
+        self._measurements.append(measurement.detach())
+        self._kinds.append(kind)
+        self._fitness.append(float(fitness))
+
+    def linked(self, i: int, j: int) -> bool:
+        """Whether an edge joins keyframes ``i`` and ``j`` (either way round)."""
+        return (min(i, j), max(i, j)) in self._pairs
+
+    def information_by_kind(self) -> Tensor:
+        """``(3, 3)`` information diagonals per edge kind, from the weights."""
+        return self.config.weights.information_by_kind(self.dtype, self.device)
+
+    def graph(self) -> SlamGraph:
+        """The pose graph as data (a snapshot)."""
+        long = dict(dtype=torch.int64, device=self.device)
+        return SlamGraph(
+            stamps=torch.tensor(self._stamps, dtype=torch.float64, device=self.device),
+            odom_poses=torch.tensor(self._odom, dtype=self.dtype, device=self.device).reshape(-1, 3),
+            estimate=self.estimate.clone(),
+            edges=torch.tensor(self._edges, **long).reshape(-1, 2),
+            measurements=(torch.stack(self._measurements) if self._measurements else
+                          torch.zeros(0, 3, dtype=self.dtype, device=self.device)),
+            kinds=torch.tensor(self._kinds, **long),
+            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device))
+
+    def save_g2o(self, path) -> None:
+        """Write the graph (current estimate, edges, information from the weights) as g2o."""
+        if not self._edges:
+            raise ValueError(f'{path}: the graph has no edges yet (fewer than 2 keyframes)')
+        write_g2o(path, to_g2o_data(self.graph(), self.information_by_kind()))
+
+    # ------------------------------------------------------------------ solving
+    @property
+    def covariance(self) -> Tensor | None:
+        """``(3, 3)`` marginal covariance of the newest keyframe in its body frame (right
+        perturbation; m², rad²), None before the first solve."""
+        return self._covariance
+
+    def _settings(self) -> tuple:
+        cfg = self.config
+        return (cfg.weights, cfg.relinearize_threshold, cfg.wildfire_threshold)
+
+    def _sync_smoother(self) -> IncrementalSmoother:
+        """The incremental solver with every keyframe and edge of the graph: new ones are
+        added (keyframes at their current estimate); a new solver is built (at the current
+        estimate) when the weights or thresholds changed since its factors were made."""
+        cfg = self.config
+        if self._smoother is None or self._smoother_settings != self._settings():
+            self._smoother = IncrementalSmoother(SE2, cfg.relinearize_threshold,
+                                                 cfg.wildfire_threshold)
+            self._smoother_settings = self._settings()
+            self._sent_edges = 0
+            kinds = torch.arange(len(EDGE_KINDS))       # the factor of an edge of each kind
+            information = edge_information(kinds, self.information_by_kind().cpu()).numpy()
+            self._factor_of_kind = [
+                (np.diag(row), float(cfg.weights.robust_scale) if robust else 0.0)
+                for row, robust in zip(information, robust_edges(kinds).tolist())]
+        smoother = self._smoother
+        first = smoother.num_variables
+        if first < self.num_keyframes:
+            for k, pose in enumerate(self.estimate[first:].detach().cpu().numpy(), first):
+                smoother.add_variable(k, pose)
+            if first == 0:
+                smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
+        for e in range(self._sent_edges, len(self._edges)):
+            i, j = self._edges[e]
+            information, huber = self._factor_of_kind[self._kinds[e]]
+            smoother.add_between(i, j, self._measurements[e].cpu().numpy(), information, huber)
+        self._sent_edges = len(self._edges)
+        return smoother
+
+    def solve(self, iterate: bool) -> None:
+        """Fold the new keyframes and edges into the incremental solver; when ``iterate`` (a
+        loop closure that disagrees with the estimate), run up to ``iterations - 1`` further
+        updates that relinearize what moved, until nothing moves or ``max_solve_time``."""
+        cfg = self.config
+        smoother = self._sync_smoother()
+        started = time.perf_counter()
+        smoother.update()
+        for _ in range(cfg.iterations - 1 if iterate else 0):
+            if time.perf_counter() - started > cfg.max_solve_time:
+                break
+            if smoother.update().eliminated == 0:
+                break
+        self.full_solves += int(iterate)
+        self._read_smoother()
+
+    def _read_smoother(self) -> None:
+        smoother = self._smoother
+        self.estimate = torch.as_tensor(smoother.estimate(), dtype=self.dtype).to(self.device)
+        try:
+            covariance = smoother.marginal_covariance(self.num_keyframes - 1)
+        except ValueError:      # no new factor on the newest keyframe: its marginal is kept
+            return
+        self._covariance = torch.as_tensor(0.5 * (covariance + covariance.T),
+                                           dtype=self.dtype).to(self.device)
+
+    def solve_full(self) -> None:
+        """Re-solve the whole graph with batch Levenberg-Marquardt (``full_iterations``, the
+        differentiable solver), warm-started from the estimate, and re-seed the incremental
+        solver at its solution (every factor relinearized there, the tree re-ordered)."""
+        if self.num_keyframes < 2:
+            return
+        cfg = self.config
+        objective, _ = build_objective(self.graph(), self.information_by_kind(),
+                                       cfg.weights.robust_scale)
+        optimizer = Optimizer(objective, method='lm', max_iterations=cfg.full_iterations,
+                              max_time=cfg.max_solve_time, dense_max=300)
+        with torch.no_grad():
+            result = optimizer.solve()
+        self.estimate = result['poses'][0].detach().clone()
+        self.full_solves += 1
+        self._smoother = None
+        self._sync_smoother().update(relinearize=False)
+        self._read_smoother()

@@ -1,0 +1,77 @@
+"""SLAM back end (diffopt_ros.slam.backend): one pose-graph assembly for the incremental and the
+batch solver, incremental updates against batch Levenberg-Marquardt, covariance in map axes."""
+import math
+
+import torch
+
+from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import Optimizer
+from diffopt_ros.slam.backend import PoseGraphBackend
+from diffopt_ros.slam.config import SlamConfig
+from diffopt_ros.slam.graph import LOOP, ODOM, SCAN, SlamWeights, build_objective
+from diffopt_ros.slam.system import _to_map_axes
+
+F64 = torch.float64
+
+
+def _circle(backend: PoseGraphBackend, count: int = 30, seed: int = 0) -> torch.Tensor:
+    """Keyframes on a circle of radius 3 m, added one by one with noisy odometry and scan
+    edges and a loop edge (one of them an outlier) every 10th, solving after each; returns
+    the true poses ``(count, 3)``."""
+    rng = torch.Generator().manual_seed(seed)
+    angle = torch.linspace(0, 6.0, count, dtype=F64)
+    truth = torch.stack((3 * torch.cos(angle), 3 * torch.sin(angle), angle + math.pi / 2), 1)
+    noise = lambda scale: SE2.exp(scale * torch.randn(3, generator=rng, dtype=F64))  # noqa: E731
+    backend.add_keyframe(0.0, truth[0].tolist(), truth[0])
+    backend.solve(False)
+    for k in range(1, count):
+        step = SE2.between(truth[k - 1], truth[k])
+        odom = SE2.compose(step, noise(0.02))
+        backend.add_keyframe(float(k), SE2.compose(truth[0], odom).tolist(),
+                             SE2.compose(backend.estimate[k - 1], odom))
+        backend.add_edge(k - 1, k, odom, ODOM, 1.0)
+        backend.add_edge(k - 1, k, SE2.compose(step, noise(0.005)), SCAN, 0.9)
+        if k % 10 == 9:
+            loop = SE2.between(truth[0], truth[k])
+            if k == 19:
+                loop = SE2.compose(loop, torch.tensor([0.5, 0.0, 0.0], dtype=F64))   # outlier
+            backend.add_edge(0, k, loop, LOOP, 0.8)
+        backend.solve(k % 10 == 9)
+    return truth
+
+
+def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
+    backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
+    truth = _circle(backend)
+    graph = backend.graph()
+    assert graph.edges.shape == (2 * 29 + 3, 2) and backend.linked(19, 0)
+    assert not backend.linked(0, 2)
+    weights = SlamWeights()
+    objective, _ = build_objective(graph, weights.information_by_kind(), weights.robust_scale)
+    smoother = backend._sync_smoother()
+    for values in (graph.estimate, truth, graph.estimate + 0.01):
+        ours = smoother.error(values.numpy())
+        batch = float(objective.error([values[None]])[0])
+        assert math.isclose(ours, batch, rel_tol=1e-9), (ours, batch)
+    # the incremental updates (Gauss-Newton steps on what moved more than the 1 cm
+    # relinearization threshold, iterated up to 5 times after a loop) are near the batch
+    # optimum; the batch solve of the back end (its re-seed) lands on it
+    batch = Optimizer(objective, max_iterations=50, rel_tol=1e-12, abs_tol=1e-14).solve()['poses'][0]
+    assert float((batch - graph.estimate).abs().max()) < 0.05
+    # the Huber loss keeps the 0.5 m outlier loop from moving the poses by more than a fifth of it
+    assert float((batch[:, :2] - truth[:, :2]).norm(dim=1).max()) < 0.15
+    backend.solve_full()
+    assert float((batch - backend.estimate).abs().max()) < 1e-3     # its default tolerances
+    cov = backend.covariance
+    assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
+
+
+def test_covariance_in_map_axes_is_the_body_covariance_rotated():
+    body = torch.tensor([[4.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 0.3]], dtype=F64)
+    yaw = torch.tensor(0.7, dtype=F64)
+    world = _to_map_axes(body, yaw)
+    c, s = math.cos(0.7), math.sin(0.7)
+    rotate = torch.tensor([[c, -s], [s, c]], dtype=F64)
+    assert torch.allclose(world[:2, :2], rotate @ body[:2, :2] @ rotate.T)
+    assert world[2, 2] == body[2, 2]
+    assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(body))
