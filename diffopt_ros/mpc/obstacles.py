@@ -115,7 +115,8 @@ class DistanceField(nn.Module):
         uv = torch.minimum(uv.clamp_min(0), upper)
         corner = torch.minimum(uv.detach().floor(), upper - 1)
         f = uv - corner
-        index = (corner[..., 1] * upper[0] + corner[..., 0]).long()
+        cell = corner.long()                       # integer index: exact on any grid size in float32 too
+        index = cell[..., 1] * (self.sdf.shape[1] - 1) + cell[..., 0]
         a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
         return a, b, c, e, f, inside
 
