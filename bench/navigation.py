@@ -14,15 +14,16 @@ deadline (the solver's iteration cap bounds a tick), so whether a pair succeeds 
 on the machine's load; tick times do, and each pair's file holds the load average around it.
 
 Each drive is one task of a pool of ``--jobs`` processes (1 torch thread each) and writes
-``OUT/<world>_<robot>_<controller>_<seed>_<pair>.json`` (goal result, tick p50/p99, load);
+``OUT/<world>_<robot>_<controller>_<seed>_<pair>.json`` (goal result, tick figures, load);
 existing files are kept, so an interrupted sweep resumes where it stopped. Pairs run in order
 of their index across worlds, robots and controllers, so a sweep stopped early has the same
-pairs of each. The summary (rows,
+pairs of each (``--summary-only`` then summarises the files there are). The summary (rows,
 printed and written to ``--json``) is built from the files of the pairs asked for: per world,
-robot and controller: reached %, collisions (simulator steps in contact, summed), minimum
+robot and controller: reached, collisions (simulator steps in contact, summed), minimum
 clearance (m, robot centre to obstacle surface; the footprint touches at the robot radius,
-0.2 m), mean path length and time of the reached goals, tick times (ms; SLAM + planning +
-solve): the median of the runs' p50 and the largest run p99.
+0.2 m), mean path length and time of the reached goals, and in ms the median of the drives'
+p50 and the largest drive p99 of: the tick (wall time; SLAM + planning + solve), the control
+part (planning + solve), SLAM (p99 only) and the tick's CPU time (``time.thread_time``).
 
 Solve time with the obstacle cost vs without (``--solve-points`` per pair, on the first 10 pairs;
 one task per world and robot): on points along the pair's planned path (heading along it,
