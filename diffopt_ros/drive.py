@@ -12,7 +12,12 @@ the simulator holds each command until the next tick. Example::
 Per goal it prints and writes: reached, time (s), path length (m), minimum clearance (m, from the
 robot centre to the nearest obstacle surface; the footprint touches at the robot radius),
 collisions (simulator steps in contact); and for the loop: ticks, rate achieved (ticks per wall
-second), tick p50/p99 (ms; SLAM + planning + MPC) and solve p50/p99 (ms). ``--record DIR`` writes
+second), tick p50/p99 (ms; SLAM + planning + MPC), solve p50/p99 (ms), control p50/p99 (ms;
+planning + MPC, the navigator's step: what a controller beside a separate SLAM process spends)
+and SLAM p99 (ms, over the ticks that process a scan; a new keyframe's scan matching, loop
+search and graph update are its slow ones); all wall times. Tick CPU p50/p99 (ms) is the
+thread's CPU time per tick (``time.thread_time``): on a loaded machine the wall time also holds
+the time other processes ran, the CPU time what the tick itself took. ``--record DIR`` writes
 the run as a rosbag2 (MCAP) like the recorder's (``/odom``, ``/ground_truth/odom``, ``/cmd_vel``,
 ``/goal_pose``, ``/scan``), which ``diffopt-ros learn dynamics`` reads. Exit code 0 when every
 goal is reached without a collision, 1 otherwise, 2 for bad arguments or files.
@@ -66,6 +71,11 @@ class DriveResult:
     tick_p99_ms: float = 0.0
     solve_p50_ms: float = 0.0
     solve_p99_ms: float = 0.0
+    control_p50_ms: float = 0.0
+    control_p99_ms: float = 0.0
+    slam_p99_ms: float = 0.0
+    tick_cpu_p50_ms: float = 0.0
+    tick_cpu_p99_ms: float = 0.0
     sim_time: float = 0.0
     wall_time: float = 0.0
     run: object = None          # the recorded RunData (record=True), not written to JSON
@@ -156,7 +166,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     scan_every = max(1, int(round(1.0 / (scan_rate * period))))
     result = DriveResult(world=world.name, robot=robot, seed=seed, controller=controller,
                          obstacle_cost=obstacle_cost)
-    ticks, solves = [], []
+    ticks, solves, controls, slams, cpu = [], [], [], [], []
     began = time.perf_counter()
     tick_index = 0
     correction = start_pose                      # world <- SLAM map (= odom at the start)
@@ -177,7 +187,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
         travelled, clearance, last = 0.0, math.inf, sim.true_state[:2]
         status = 'timeout'
         while True:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             if tick_index % scan_every == 0:
                 ranges = sim.scan()
                 if record:
@@ -185,13 +195,18 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                     scan_ranges.append(ranges.astype(np.float32))
                 if estimator is not None:
                     odom = sim.odometry
+                    slam_started = time.perf_counter()
                     estimator.process(sim.time, odom[:3], ranges, angles, sensors.lidar_range_min,
                                       sensors.lidar_range_max)
+                    slams.append(time.perf_counter() - slam_started)
                 state = estimate()
                 navigator.set_scan_points(scan_to_world(state[:3], ranges, angles, nav.scan_range, stride=2))
             state = estimate()
+            step_started = time.perf_counter()
             step = navigator.step(state, sim.time)
             ticks.append(time.perf_counter() - started)
+            controls.append(time.perf_counter() - step_started)
+            cpu.append(time.thread_time() - cpu_started)
             if step.solve_time:
                 solves.append(step.solve_time)
             tick_index += 1
@@ -235,12 +250,15 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
     if record:
         result.run = _run_data(f'drive_{world.name}_{robot}_{seed}', log_t, log_odom, log_truth, log_cmd,
                                log_goal, scan_t, scan_ranges, angles, sensors)
-    ms = np.asarray(ticks) * 1e3
-    solve_ms = np.asarray(solves) * 1e3 if solves else np.zeros(1)
+    def ms(seconds, q):
+        return float(np.percentile(np.asarray(seconds) * 1e3, q)) if seconds else 0.0
+
     return replace(result, ticks=len(ticks), rate_hz=len(ticks) / max(float(np.sum(ticks)), 1e-9),
-                   tick_p50_ms=float(np.percentile(ms, 50)), tick_p99_ms=float(np.percentile(ms, 99)),
-                   solve_p50_ms=float(np.percentile(solve_ms, 50)),
-                   solve_p99_ms=float(np.percentile(solve_ms, 99)), sim_time=sim.time, wall_time=wall)
+                   tick_p50_ms=ms(ticks, 50), tick_p99_ms=ms(ticks, 99), solve_p50_ms=ms(solves, 50),
+                   solve_p99_ms=ms(solves, 99), control_p50_ms=ms(controls, 50),
+                   control_p99_ms=ms(controls, 99), slam_p99_ms=ms(slams, 99),
+                   tick_cpu_p50_ms=ms(cpu, 50), tick_cpu_p99_ms=ms(cpu, 99), sim_time=sim.time,
+                   wall_time=wall)
 
 
 def _run_data(name, t, odom, truth, commands, goals, scan_t, scans, angles, sensors):
@@ -322,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f'{result.ticks} ticks, {result.rate_hz:.1f} Hz achievable, tick p50 {result.tick_p50_ms:.1f} ms, '
           f'p99 {result.tick_p99_ms:.1f} ms; solve p50 {result.solve_p50_ms:.1f} ms, '
-          f'p99 {result.solve_p99_ms:.1f} ms; {result.sim_time:.1f} s simulated in {result.wall_time:.1f} s')
+          f'p99 {result.solve_p99_ms:.1f} ms; control (planning + solve) p50 {result.control_p50_ms:.1f} ms, '
+          f'p99 {result.control_p99_ms:.1f} ms; SLAM p99 {result.slam_p99_ms:.1f} ms; '
+          f'{result.sim_time:.1f} s simulated in {result.wall_time:.1f} s')
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + '\n', encoding='utf-8')
     if args.record:

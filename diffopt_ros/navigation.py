@@ -66,6 +66,10 @@ class NavSettings:
         max_steer_rate: the car's steering rate limit (rad/s; ``ackermann``).
         tau_steer: the car's nominal steering lag (s; ``ackermann``).
         unknown_is_occupied: unknown map cells are obstacles (else free).
+        max_iterations: iLQR iterations per tick at most (the smaller of this and the MPC
+            settings' ``max_iterations``): warm-started from the previous plan, a few iterations
+            per tick keep improving it, and a tick's solve time stays bounded without a
+            wall-clock deadline (so a lock-step drive does not depend on the machine's load).
     """
 
     robot: str = 'diff_drive'
@@ -84,10 +88,14 @@ class NavSettings:
     max_steer_rate: float = _NODE['model.max_steer_rate']
     tau_steer: float = _NODE['model.tau_steer']
     unknown_is_occupied: bool = False
+    max_iterations: int = 5
 
     def __post_init__(self):
         if self.robot not in ROBOTS:
             raise ValueError(f'NavSettings.robot: expected one of {", ".join(ROBOTS)}, got {self.robot!r}')
+        if not (isinstance(self.max_iterations, int) and self.max_iterations >= 1):
+            raise ValueError('NavSettings.max_iterations: expected an integer >= 1, '
+                             f'got {self.max_iterations!r}')
 
 
 @dataclass
@@ -148,8 +156,8 @@ class Navigator:
         self.tracking = tracking_cost(s, self.model.n_x)
         self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
         self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
-                       u_upper=upper, max_iterations=s.max_iterations, tolerance=s.tolerance,
-                       backward='none').to(dtype)
+                       u_upper=upper, max_iterations=min(s.max_iterations, nav.max_iterations),
+                       tolerance=s.tolerance, backward='none').to(dtype)
         self.cem = CEM(self.model, self.mpc.cost, s.horizon, lower, upper, samples=200, elites=20,
                        iterations=6).to(dtype)
         self._generator = torch.Generator().manual_seed(0)

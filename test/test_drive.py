@@ -53,7 +53,7 @@ def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     first, second = data['goals']
     assert first['reached'] and first['collisions'] == 0
     assert not second['reached'] and second['status'].startswith('unreachable')
-    for key in ('rate_hz', 'tick_p50_ms', 'tick_p99_ms', 'solve_p50_ms'):
+    for key in ('rate_hz', 'tick_p50_ms', 'tick_p99_ms', 'solve_p50_ms', 'control_p50_ms', 'control_p99_ms'):
         assert data[key] > 0
     printed = capsys.readouterr().out
     assert 'goal (2.00, 1.00): reached' in printed and 'unreachable' in printed

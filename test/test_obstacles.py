@@ -56,6 +56,29 @@ def test_distance_field_derivatives_match_finite_differences():
     assert field.query(far)[1][0, 0] == 0
 
 
+def test_distance_field_is_the_bilinear_interpolant_of_the_cell_centres():
+    """The precomputed coefficient table gives the textbook bilinear interpolation of the four
+    surrounding cell centres (and the nearest border value outside the grid)."""
+    occupied = _random_grid(5, (17, 13))
+    resolution, origin = 0.1, (0.3, -0.7)
+    sdf = signed_distance(occupied, resolution)
+    field = DistanceField(sdf, resolution, origin)
+    rng = np.random.default_rng(6)
+    points = rng.uniform([0.0, -1.0], [1.9, 1.3], (400, 2))          # the grid and a border round it
+    u = np.clip((points[:, 0] - origin[0]) / resolution - 0.5, 0, sdf.shape[1] - 1)
+    v = np.clip((points[:, 1] - origin[1]) / resolution - 0.5, 0, sdf.shape[0] - 1)
+    c0 = np.minimum(np.floor(u), sdf.shape[1] - 2).astype(int)
+    r0 = np.minimum(np.floor(v), sdf.shape[0] - 2).astype(int)
+    fx, fy = u - c0, v - r0
+    expected = ((1 - fx) * (1 - fy) * sdf[r0, c0] + fx * (1 - fy) * sdf[r0, c0 + 1]
+                + (1 - fx) * fy * sdf[r0 + 1, c0] + fx * fy * sdf[r0 + 1, c0 + 1])
+    np.testing.assert_allclose(field(torch.tensor(points, dtype=D)).numpy(), expected, rtol=0, atol=1e-12)
+    # at the cell centres the field is the signed distance itself
+    rows, cols = np.indices(sdf.shape)
+    centres = np.stack((origin[0] + (cols + 0.5) * resolution, origin[1] + (rows + 0.5) * resolution), -1)
+    np.testing.assert_allclose(field(torch.tensor(centres, dtype=D)).numpy(), sdf, rtol=0, atol=1e-12)
+
+
 def test_map_file_round_trip_and_errors(tmp_path):
     data = np.where(_random_grid(3), 100, 0).astype(np.int8)
     data[0, :4] = -1

@@ -15,10 +15,12 @@ Example::
     sol = mpc(x, target=goal, u_init=shift_one_step(sol.controls), u_prev=sol.controls[:, 0])
 """
 from .cem import CEM, CEMSolution, soft_top_k
-from .costs import Cost, CostExpansion, PSDWeight, QuadraticCost, ResidualCost, TrackingCost
+from .costs import Cost, CostExpansion, PSDWeight, TrackingCost
 from .dynamics import Dynamics, LinearDynamics, NeuralResidual, autodiff_jacobians, rollout
 from .ilqr import BACKWARD_MODES, MPC, shift_one_step
 from .models import Cartpole, DiffDriveLag, KinematicBicycle, Pendulum, Unicycle
+from .quadratic_cost import QuadraticCost
+from .residual_cost import ResidualCost
 from .solution import MPCSolution
 
 __all__ = [

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .dynamics import Dynamics
+from .dynamics import Dynamics, batch_shape
 from .models import DiffDriveLag, Unicycle, _PositiveParams
 
 #: Command speeds (m/s) below which a Twist carries no steering information (the last is held).
@@ -153,7 +153,7 @@ class Bicycle(_PositiveParams):
         """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
         step; differentiable w.r.t. the parameters)."""
         dt, L = self.dt, self.wheelbase
-        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        batch = batch_shape(x, u)
         x, u = x.expand(*batch, 5), u.expand(*batch, 2)
         keep_v = torch.exp(-dt / self.tau_v)
         drive_v = (1 - keep_v) * self.gain_v

@@ -1,20 +1,18 @@
-"""Trajectory costs with analytic quadratic expansions.
+"""Trajectory costs with analytic quadratic expansions: the interface and the tracking cost.
 
 A cost sees a whole trajectory - states ``x (B, T+1, n_x)``, controls ``u (B, T, n_u)``, an
 optional ``target`` and the previously applied control ``u_prev (B, n_u)`` - and provides
 
 * ``total(x, u, target, u_prev) -> (B,)``, differentiable w.r.t. everything, and
 * ``expand(x, u, target, u_prev, exact) ->`` :class:`CostExpansion`, its gradient and Hessian
-  blocks (exact for quadratic costs; Gauss-Newton for :class:`ResidualCost` unless ``exact``).
+  blocks (exact for quadratic costs; Gauss-Newton where a cost says so, unless ``exact``).
 
-Costs: :class:`TrackingCost` (goal or reference tracking, learnable PSD weights, terminal scale,
-control-rate penalty, wrapped angles), :class:`QuadraticCost` (general stage-wise quadratic in
-``(x, u)``, the mpc.pytorch ``QuadCost`` form) and :class:`ResidualCost` (any ``nn.Module``
-residual, ``0.5 |r|^2``, Gauss-Newton).
-
-The module is over 400 lines because it holds the :class:`Cost` interface with its three
-implementations (100-120 lines each, their analytic expansions side by side) and the PSD weight
-they share; a cost type added later goes in its own module.
+Here: the :class:`Cost` interface, :class:`PSDWeight` and :class:`TrackingCost` (goal or
+reference tracking, learnable PSD weights, terminal scale, control-rate penalty, wrapped angles).
+Other costs live in their own modules: :class:`~diffopt_ros.mpc.quadratic_cost.QuadraticCost`
+(general stage-wise quadratic, the mpc.pytorch ``QuadCost`` form),
+:class:`~diffopt_ros.mpc.residual_cost.ResidualCost` (any ``nn.Module`` residual, Gauss-Newton),
+:class:`~diffopt_ros.mpc.obstacles.ObstacleCost` and :class:`~diffopt_ros.mpc.cost_sum.CostSum`.
 """
 from __future__ import annotations
 
@@ -283,188 +281,3 @@ class TrackingCost(Cost, ExactFloats):
         luu = R + torch.diag_embed(count * S)
         luu_prev = torch.diag_embed(-S).expand(batch, T, self.n_u, self.n_u)
         return CostExpansion(lxx, lx, luu.expand(batch, T, self.n_u, self.n_u), lu, None, luu_prev)
-
-
-class QuadraticCost(Cost):
-    """General stage-wise quadratic cost in ``tau_t = (x_t, u_t)`` (mpc.pytorch ``QuadCost`` form).
-
-    ``J = sum_{t<T} 0.5 tau_t^T C_t tau_t + c_t^T tau_t + 0.5 x_T^T C_T x_T + c_T^T x_T``.
-    ``target`` is ignored. Tensors given as ``nn.Parameter`` are learnable.
-
-    Args:
-        C: ``(n_x + n_u, n_x + n_u)``, ``(T, ...)`` or ``(B, T, ...)`` symmetric stage Hessians.
-        c: ``(n_x + n_u,)``, ``(T, ...)`` or ``(B, T, ...)`` stage gradients.
-        C_final: ``(n_x, n_x)`` or ``(B, n_x, n_x)`` terminal Hessian (default: zero).
-        c_final: ``(n_x,)`` or ``(B, n_x)`` terminal gradient (default: zero).
-        n_x: state dimension (splits ``tau``).
-    """
-
-    def __init__(self, C: torch.Tensor, c: torch.Tensor, n_x: int, C_final: torch.Tensor | None = None,
-                 c_final: torch.Tensor | None = None):
-        super().__init__()
-        self.n_x, self.n_u = n_x, C.shape[-1] - n_x
-        if C.shape[-1] != C.shape[-2] or c.shape[-1] != C.shape[-1] or self.n_u < 1:
-            raise ValueError(f'QuadraticCost: C {tuple(C.shape)} and c {tuple(c.shape)} do not fit n_x={n_x}')
-        self.quadratic = True
-        C_final = C_final if C_final is not None else torch.zeros(n_x, n_x, dtype=C.dtype, device=C.device)
-        c_final = c_final if c_final is not None else torch.zeros(n_x, dtype=C.dtype, device=C.device)
-        for name, t in (('C', C), ('c', c), ('C_final', C_final), ('c_final', c_final)):
-            if isinstance(t, nn.Parameter):
-                setattr(self, name, t)                      # learnable
-            else:                                           # converted with the module (.to, .double)
-                self.register_buffer(name, t, persistent=False)
-
-    def check(self, batch: int, horizon: int, dtype: torch.dtype) -> None:
-        """Shapes ``C (n, n) | (T, n, n) | (B, T, n, n)``, ``c (n,) | (T, n) | (B, T, n)``,
-        ``C_final (n_x, n_x) | (B, n_x, n_x)``, ``c_final (n_x,) | (B, n_x)``, dtype, finite values and
-        positive semi-definite ``C_t``, ``C_final`` (the problem is convex); checked again only when
-        the batch, horizon, dtype or a tensor (by identity and version) changes."""
-        tensors = (self.C, self.c, self.C_final, self.c_final)
-        key = (batch, horizon, dtype, *((id(t), t._version) for t in tensors))
-        if getattr(self, '_checked', None) == key:
-            return
-        n, n_x, T = self.n_x + self.n_u, self.n_x, horizon
-        specs = (('C', self.C, ((n, n), (T, n, n), (batch, T, n, n))),
-                 ('c', self.c, ((n,), (T, n), (batch, T, n))),
-                 ('C_final', self.C_final, ((n_x, n_x), (batch, n_x, n_x))),
-                 ('c_final', self.c_final, ((n_x,), (batch, n_x))))
-        for name, t, shapes in specs:
-            if tuple(t.shape) not in shapes:
-                raise ValueError(f'QuadraticCost: {name} has shape {tuple(t.shape)}, a problem of B={batch} '
-                                 f'samples and T={T} steps needs one of {list(shapes)} (n_x={n_x}, '
-                                 f'n_u={self.n_u})')
-            if t.dtype != dtype:
-                raise ValueError(f'QuadraticCost: {name} has dtype {t.dtype}, x_init {dtype}; convert one '
-                                 f'of them')
-        for name, t in (('C', self.C), ('C_final', self.C_final)):
-            with torch.no_grad():
-                sym = 0.5 * (t + t.mT)
-                if not bool(torch.isfinite(sym).all()):
-                    raise ValueError(f'QuadraticCost: {name} (shape {tuple(t.shape)}) contains NaN or inf')
-                eig = torch.linalg.eigvalsh(sym)
-                low = eig[..., 0]
-                tol = 1e3 * torch.finfo(eig.dtype).eps * eig.abs().amax(-1).clamp_min(1.0)
-                if bool((low < -tol).any()):
-                    index = tuple((low < -tol).nonzero()[0].tolist())
-                    raise ValueError(f'QuadraticCost: {name}{list(index) if index else ""} is not positive '
-                                     f'semi-definite (smallest eigenvalue {float(low[index]):.3g}): the '
-                                     f'problem is not convex and its minimum may not exist')
-        self._checked = key           # the tensors are kept by the cost: their ids are not reused
-
-    @property
-    def batched(self) -> bool:
-        return self.C.ndim == 4 or self.c.ndim == 3 or self.C_final.ndim == 3 or self.c_final.ndim == 2
-
-    def take(self, rows: torch.Tensor) -> QuadraticCost:
-        if not self.batched:
-            return self
-        sub = QuadraticCost.__new__(QuadraticCost)
-        Cost.__init__(sub)
-        sub.n_x, sub.n_u, sub.quadratic = self.n_x, self.n_u, True
-        sub.C = self.C[rows] if self.C.ndim == 4 else self.C
-        sub.c = self.c[rows] if self.c.ndim == 3 else self.c
-        sub.C_final = self.C_final[rows] if self.C_final.ndim == 3 else self.C_final
-        sub.c_final = self.c_final[rows] if self.c_final.ndim == 2 else self.c_final
-        return sub
-
-    def _stages(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The symmetric part of ``C`` and ``c`` as given (broadcastable against ``(B, T, ...)``)."""
-        return 0.5 * (self.C + self.C.mT), self.c                  # only the symmetric part matters
-
-    @staticmethod
-    def _product(C: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """``C_t tau_t`` for ``tau (B, T, n)`` (or ``C tau`` for ``tau (B, n)``): one ``(B T, n) x (n, n)``
-        product when ``C`` is shared."""
-        if C.ndim == 2:
-            return tau @ C                                           # C symmetric
-        return (C @ tau.unsqueeze(-1)).squeeze(-1)
-
-    def total(self, x, u, target=None, u_prev=None):
-        C, c = self._stages()
-        tau = torch.cat((x[:, :-1], u), -1)
-        stage = (0.5 * self._product(C, tau) + c) * tau
-        xT = x[:, -1]
-        C_final = self.C_final.to(x)
-        CxT = xT @ C_final if C_final.ndim == 2 else (xT.unsqueeze(-2) @ C_final).squeeze(-2)   # x_T^T C_T
-        final = (0.5 * CxT + self.c_final.to(x)) * xT
-        return stage.sum((-1, -2)) + final.sum(-1)
-
-    def expand(self, x, u, target=None, u_prev=None, exact=False):
-        batch, T, n_x, n_u = x.shape[0], u.shape[1], self.n_x, self.n_u
-        C, c = self._stages()
-        tau = torch.cat((x[:, :-1], u), -1)
-        grad = self._product(C, tau) + c
-        CT = (0.5 * (self.C_final + self.C_final.mT)).to(x)
-        gT = self._product(CT, x[:, -1]) + self.c_final.to(x)
-        CT = CT.expand(batch, n_x, n_x)
-        lxx = torch.cat((C[..., :n_x, :n_x].expand(batch, T, n_x, n_x), CT.unsqueeze(1)), 1)
-        lx = torch.cat((grad[..., :n_x], gT.unsqueeze(1)), 1)
-        return CostExpansion(lxx, lx, C[..., n_x:, n_x:].expand(batch, T, n_u, n_u), grad[..., n_x:],
-                             C[..., n_x:, :n_x].expand(batch, T, n_u, n_x))
-
-
-class ResidualCost(Cost):
-    """Any ``nn.Module`` residual as a cost: ``J = 0.5 sum_{t<T} |r(x_t, u_t)|^2 + 0.5 |r_T(x_T)|^2``.
-
-    The solver uses the Gauss-Newton expansion (``J^T J``, ``J^T r``; Jacobians by ``vmap(jacrev)``);
-    ``exact=True`` (the implicit backward) adds the residual curvature ``sum_i r_i d2 r_i``.
-
-    Args:
-        residual: ``(x (..., n_x), u (..., n_u), target (..., n_x) or None) -> (..., n_r)``.
-        terminal: ``(x (..., n_x), target (..., n_x) or None) -> (..., n_f)``, or ``None``.
-    """
-
-    def __init__(self, residual: nn.Module, terminal: nn.Module | None = None):
-        super().__init__()
-        self.residual, self.terminal = residual, terminal
-
-    @staticmethod
-    def _targets(x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor | None:
-        """The target per time step ``(B, T+1, n_x)`` (a goal is repeated), or ``None``."""
-        if target is None:
-            return None
-        return target.unsqueeze(-2).expand_as(x) if target.ndim < x.ndim else target
-
-    def total(self, x, u, target=None, u_prev=None):
-        ref = self._targets(x, target)
-        r = self.residual(x[:, :-1], u, None if ref is None else ref[:, :-1])
-        J = 0.5 * r.square().sum((-1, -2))
-        if self.terminal is not None:
-            J = J + 0.5 * self.terminal(x[:, -1], None if ref is None else ref[:, -1]).square().sum(-1)
-        return J
-
-    def _expand_one(self, fn, args: list[torch.Tensor], target: torch.Tensor | None, exact: bool):
-        """Per-sample Gauss-Newton blocks of ``0.5 |fn(*args, target)|^2`` over flattened rows."""
-        n_args = len(args)
-
-        def res(*a):
-            return fn(*a[:n_args], a[n_args] if target is not None else None)
-
-        inputs = [*args] + ([target] if target is not None else [])
-        r = res(*inputs)
-        jac = torch.func.vmap(torch.func.jacrev(res, argnums=tuple(range(n_args))))(*inputs)
-        grads = [(j.mT @ r.unsqueeze(-1)).squeeze(-1) for j in jac]
-        hess = [[ji.mT @ jk for jk in jac] for ji in jac]
-        if exact:
-            def weighted(*a):
-                return (res(*a[:-1]) * a[-1]).sum()
-            curv = torch.func.vmap(torch.func.hessian(weighted, argnums=tuple(range(n_args))))(*inputs, r)
-            hess = [[hess[i][k] + curv[i][k] for k in range(n_args)] for i in range(n_args)]
-        return grads, hess
-
-    def expand(self, x, u, target=None, u_prev=None, exact=False):
-        batch, T, n_x, n_u = x.shape[0], u.shape[1], x.shape[-1], u.shape[-1]
-        ref = self._targets(x, target)
-        ref_run = None if ref is None else ref[:, :-1].reshape(-1, n_x)
-        (gx, gu), ((hxx, hxu), (hux, huu)) = self._expand_one(
-            self.residual, [x[:, :-1].reshape(-1, n_x), u.reshape(-1, n_u)], ref_run, exact)
-        lxx = hxx.view(batch, T, n_x, n_x)
-        lx = gx.view(batch, T, n_x)
-        if self.terminal is not None:
-            (gT,), ((hT,),) = self._expand_one(self.terminal, [x[:, -1]], None if ref is None else ref[:, -1],
-                                               exact)
-        else:
-            gT, hT = x.new_zeros(batch, n_x), x.new_zeros(batch, n_x, n_x)
-        return CostExpansion(torch.cat((lxx, hT.unsqueeze(1)), 1), torch.cat((lx, gT.unsqueeze(1)), 1),
-                             huu.view(batch, T, n_u, n_u), gu.view(batch, T, n_u),
-                             hux.view(batch, T, n_u, n_x))

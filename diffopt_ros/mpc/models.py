@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .dynamics import Dynamics, RolloutFn, StepFn, positive_parameter
+from .dynamics import Dynamics, RolloutFn, StepFn, batch_shape, positive_parameter
 from .exact import ExactFloats
 
 
@@ -137,7 +137,7 @@ class DiffDriveLag(_PositiveParams):
         """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)``."""
         keep, drive = self._coefficients()
         dt = self.dt
-        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        batch = batch_shape(x, u)
         vw_next = torch.addcmul(x[..., 3:] * keep, drive, u)
         twice_mean = x[..., 3:] + vw_next
         yaw_mid = x[..., 2] + 0.25 * dt * twice_mean[..., 1]
@@ -207,7 +207,7 @@ class Unicycle(Dynamics):
 
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dt = self.dt
-        batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
+        batch = batch_shape(x, u)
         yaw_mid = x[..., 2] + 0.5 * dt * u[..., 1]
         c, s = yaw_mid.cos(), yaw_mid.sin()
         dv = dt * u[..., 0]

@@ -56,6 +56,10 @@ class DistanceField(nn.Module):
     """A signed-distance field on a grid, queried by bilinear interpolation of the cell centres.
 
     Outside the grid the nearest border value is used (its gradient along the clamped axis is 0).
+    The interpolant of each square between four cell centres is precomputed as its coefficients
+    ``(a, b, c, e)``: ``d = a + b fx + c fy + e fx fy`` (``fx, fy`` in ``[0, 1]``), so a query
+    reads one row of a table and its gradient ``(b + e fy, c + e fx) / resolution`` and
+    Hessian cross term ``e / resolution^2`` need no differences of corners.
 
     Args:
         sdf: ``(H, W)`` signed distances (m) at the cell centres; row ``r`` at
@@ -74,7 +78,15 @@ class DistanceField(nn.Module):
         self.resolution = float(resolution)
         self.origin = (float(origin[0]), float(origin[1]))
         # a grid without obstacles: a large finite distance keeps the arithmetic finite
-        self.register_buffer('sdf', torch.nan_to_num(sdf, posinf=1e6))
+        sdf = torch.nan_to_num(sdf, posinf=1e6)
+        self.register_buffer('sdf', sdf)
+        f00, f10, f01, f11 = sdf[:-1, :-1], sdf[:-1, 1:], sdf[1:, :-1], sdf[1:, 1:]
+        self.register_buffer('coefficients', torch.stack((f00, f10 - f00, f01 - f00, f00 - f10 - f01 + f11),
+                                                         -1).reshape(-1, 4), persistent=False)
+        height, width = sdf.shape
+        offset = [self.origin[0] / self.resolution + 0.5, self.origin[1] / self.resolution + 0.5]
+        self.register_buffer('_offset', torch.tensor(offset), persistent=False)
+        self.register_buffer('_upper', torch.tensor([width - 1.0, height - 1.0]), persistent=False)
 
     @classmethod
     def from_grid(cls, data, resolution: float, origin, threshold: int = OCCUPIED_THRESHOLD,
@@ -95,39 +107,39 @@ class DistanceField(nn.Module):
         return cls.from_grid(grid.data, grid.resolution, grid.origin, **kwargs)
 
     def _cells(self, points: torch.Tensor):
-        """Corners ``(4, ...)``, fractions ``fx, fy (...)`` and in-range masks of ``points (..., 2)``."""
-        height, width = self.sdf.shape
-        u = (points[..., 0] - self.origin[0]) / self.resolution - 0.5
-        v = (points[..., 1] - self.origin[1]) / self.resolution - 0.5
-        inside_u = (u >= 0) & (u <= width - 1)
-        inside_v = (v >= 0) & (v <= height - 1)
-        u, v = u.clamp(0, width - 1), v.clamp(0, height - 1)
-        i0 = u.detach().floor().clamp(max=width - 2)
-        j0 = v.detach().floor().clamp(max=height - 2)
-        fx, fy = u - i0, v - j0
-        index = (j0 * width + i0).long()
-        flat = self.sdf.to(points.dtype).reshape(-1)
-        corners = torch.stack((flat[index], flat[index + 1], flat[index + width], flat[index + width + 1]))
-        return corners, fx, fy, inside_u, inside_v
+        """Coefficients ``a, b, c, e (...)`` of the squares holding ``points (..., 2)``, the
+        fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis."""
+        upper = self._upper.to(points)
+        uv = points / self.resolution - self._offset.to(points)            # in cell-centre units
+        inside = (uv >= 0) & (uv <= upper)
+        uv = torch.minimum(uv.clamp_min(0), upper)
+        corner = torch.minimum(uv.detach().floor(), upper - 1)
+        f = uv - corner
+        cell = corner.long()                       # integer index: exact on any grid size in float32 too
+        index = cell[..., 1] * (self.sdf.shape[1] - 1) + cell[..., 0]
+        a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
+        return a, b, c, e, f, inside
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Distances ``(...)`` (m) at ``points (..., 2)`` (m), differentiable w.r.t. the points."""
-        (f00, f10, f01, f11), fx, fy, _, _ = self._cells(points)
-        return (1 - fy) * ((1 - fx) * f00 + fx * f10) + fy * ((1 - fx) * f01 + fx * f11)
+        a, b, c, e, f, _ = self._cells(points)
+        fx, fy = f.unbind(-1)
+        return a + fx * (b + e * fy) + c * fy
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Distance ``(...)`` (m), gradient ``(..., 2)`` (1) and Hessian ``(..., 2, 2)`` (1/m) of the
         interpolant at ``points (..., 2)`` (exact inside a cell; the Hessian's only entry is the
         cross term of the bilinear form)."""
-        (f00, f10, f01, f11), fx, fy, inside_u, inside_v = self._cells(points)
-        d = (1 - fy) * ((1 - fx) * f00 + fx * f10) + fy * ((1 - fx) * f01 + fx * f11)
+        a, b, c, e, f, inside = self._cells(points)
+        fx, fy = f.unbind(-1)
+        slope_x = b + e * fy
+        d = a + fx * slope_x + c * fy
         scale = 1.0 / self.resolution
-        gx = ((1 - fy) * (f10 - f00) + fy * (f11 - f01)) * scale * inside_u
-        gy = ((1 - fx) * (f01 - f00) + fx * (f11 - f10)) * scale * inside_v
-        cross = (f00 - f10 - f01 + f11) * (scale * scale) * inside_u * inside_v
+        g = torch.stack((slope_x, c + e * fx), -1) * (inside * scale)
+        cross = e * (inside.all(-1) * (scale * scale))
         zero = torch.zeros_like(cross)
-        hess = torch.stack((torch.stack((zero, cross), -1), torch.stack((cross, zero), -1)), -2)
-        return d, torch.stack((gx, gy), -1), hess
+        hess = torch.stack((zero, cross, cross, zero), -1).unflatten(-1, (2, 2))
+        return d, g, hess
 
 
 def scan_to_world(pose, ranges, angles, max_range: float = math.inf, stride: int = 1) -> np.ndarray:
@@ -239,11 +251,10 @@ class ObstacleCost(Cost):
         hess = (w * active).unsqueeze(-1).unsqueeze(-1) * (g.unsqueeze(-1) * g.unsqueeze(-2))
         if exact:
             hess = hess - (w * r).unsqueeze(-1).unsqueeze(-1) * H
-        i, j = self.position_indices
+        index = list(self.position_indices)
         lx = x.new_zeros(batch, T1, n_x)
-        lx[..., i], lx[..., j] = grad[..., 0], grad[..., 1]
+        lx[..., index] = grad
         lxx = x.new_zeros(batch, T1, n_x, n_x)
-        for a, ia in enumerate((i, j)):
-            for b, jb in enumerate((i, j)):
-                lxx[..., ia, jb] = hess[..., a, b]
+        lxx[..., index[0], index] = hess[..., 0, :]
+        lxx[..., index[1], index] = hess[..., 1, :]
         return CostExpansion(lxx, lx, u.new_zeros(batch, T, n_u, n_u), u.new_zeros(batch, T, n_u))
