@@ -1,9 +1,8 @@
 """bench/navigation.py: a pair's drive file, the resumed sweep's summary, and the navigator's
 iteration cap."""
-import importlib.util
 import json
-from pathlib import Path
 
+import bench_script
 import numpy as np
 import pytest
 import torch
@@ -13,11 +12,7 @@ from diffopt_ros.mpc.receding import MpcSettings
 from diffopt_ros.navigation import Navigator, NavSettings
 from diffopt_ros.sim import World
 
-# loaded from its file: bench/ on sys.path would shadow packages by its script names (bench/mpc.py)
-_BENCH = Path(__file__).resolve().parents[1] / 'bench' / 'navigation.py'
-_SPEC = importlib.util.spec_from_file_location('bench_navigation', _BENCH)
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+bench = bench_script.load('navigation')
 
 # a 4 m x 2 m room with a post between start and goal
 WORLD = {'name': 'tiny', 'start': [0.6, 1.0, 0.0], 'walls': [{'box': [0, 0, 4, 2]}],

@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bench_script
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 gtsam = pytest.importorskip('gtsam')
-sys.path.insert(0, str(ROOT / 'bench'))
-import pgo_files  # noqa: E402
+pgo_files = bench_script.load('pgo_files')
 
 TOL = 1e-4
 
