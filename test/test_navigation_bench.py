@@ -104,5 +104,6 @@ def test_navigator_caps_iterations_per_tick(monkeypatch):
     navigator.set_goal([0.6, 1.0], [3.4, 1.0])
     navigator.step(np.array([0.6, 1.0, 0.0, 0.0, 0.0]), 0.0)        # cold: would take more
     assert iterations == [2]
+    assert NavSettings().max_iterations == 5 and NavSettings(robot='ackermann').max_iterations == 10
     with pytest.raises(ValueError, match='NavSettings.max_iterations'):
         NavSettings(max_iterations=0)
