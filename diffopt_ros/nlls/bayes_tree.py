@@ -14,8 +14,7 @@ ancestors (the top): their variables are ordered afresh by greedy minimum degree
 of their factors and of the separators of the subtrees below (the orphans, left untouched),
 with the variables of the new factors last (so that the next update touches the top again
 and a loop closure does not refactor the past); variables whose separator is that of the
-next one plus it are merged into one clique (fundamental supernodes), and so is a chain of up
-to :data:`RELAXED_FRONTALS` variables (relaxed supernodes). Each clique is then
+next one plus it are merged into one clique (fundamental supernodes). Each clique is then
 eliminated in one dense step (its factors and its children's updates scattered into one
 ``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
 complement), so the per-variable Python work is only the symbolic ordering.
@@ -32,14 +31,6 @@ from scipy.linalg import lapack
 
 from diffopt_ros.nlls.factor_store import FactorStore
 from diffopt_ros.nlls.ordering import elimination_order
-
-RELAXED_FRONTALS = 8
-"""A variable joins its parent's clique while that clique has fewer frontals than this, even
-when its separator is not the parent's plus the parent (relaxed supernodes: explicit zeros in
-the dense block, fewer Python steps per clique). Measured with 0 / 4 / 8 / 16 on the first
-2,000 poses of w10000 streamed (median update 2.33 / 1.70 / 1.53 / 2.34 ms, variables
-re-eliminated over the stream 57,044 / 61,305 / 69,336 / 82,100) and on a 155-keyframe SLAM
-graph with loop edges (median update 2.86 / 2.06 / 1.68 / 2.03 ms)."""
 
 
 class Clique:
@@ -126,9 +117,7 @@ class BayesTree:
             if separator:
                 parent = min(separator, key=rank)
                 clique = clique_of[parent]
-                if clique.frontals[-1] != parent or (
-                        len(separators[parent]) + 1 != len(separator)
-                        and len(clique.frontals) >= RELAXED_FRONTALS):
+                if clique.frontals[-1] != parent or len(separators[parent]) + 1 != len(separator):
                     clique = None
             if clique is None:
                 clique = Clique([])
