@@ -84,9 +84,7 @@ class BayesTree:
         variables += [v for clique in top for v in clique.frontals]
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
-        self._slot[order] = np.arange(len(order))
-        cliques = self._cliques(order, separators, orphans, self._slot)
-        self._slot[order] = -1
+        cliques = self._cliques(order, separators, orphans)
         self._factorize(cliques, orphans, factors)
         return cliques
 
@@ -106,38 +104,37 @@ class BayesTree:
         constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
         return elimination_order(variables, edges, [orphan.separator for orphan in orphans], constrained)
 
-    def _cliques(self, order: list[int], separators: dict[int, set[int]], orphans: list[Clique],
-                 rank: np.ndarray) -> list[Clique]:
+    def _cliques(self, order: list[int], separators: dict[int, set[int]],
+                 orphans: list[Clique]) -> list[Clique]:
         """Group ``order`` into cliques (a variable joins its parent's clique when its
         separator is the parent's plus the parent, and the parent is the clique's first
-        frontal so far) and hang the orphans below them; parents before children. ``rank``:
-        each variable's position in ``order``."""
+        frontal so far) and hang the orphans below them; parents before children."""
+        rank = {v: k for k, v in enumerate(order)}.__getitem__
         cliques, clique_of = [], self.clique_of
         for v in reversed(order):
-            separator = np.fromiter(separators[v], dtype=np.int64, count=len(separators[v]))
+            separator = separators[v]
             clique = None
-            if len(separator):
-                parent = int(separator[rank[separator].argmin()])
+            if separator:
+                parent = min(separator, key=rank)
                 clique = clique_of[parent]
                 if clique.frontals[-1] != parent or len(separators[parent]) + 1 != len(separator):
                     clique = None
             if clique is None:
                 clique = Clique([])
-                clique.separator = separator[np.argsort(rank[separator])]
-                if len(separator):
+                clique.separator = np.array(sorted(separator, key=rank), dtype=np.int64)
+                if separator:
                     clique.parent = clique_of[parent]
                     clique.parent.children.append(clique)
                 cliques.append(clique)
             clique.frontals.append(v)      # reversed: the last-eliminated first
             clique_of[v] = clique
+        span = np.arange(self.dof)
         for clique in cliques:
             clique.frontals.reverse()
-            span = np.arange(self.dof)
             clique.dofs = (np.array(clique.frontals)[:, None] * self.dof + span).ravel()
             clique.separator_dofs = (clique.separator[:, None] * self.dof + span).ravel()
         for orphan in orphans:
-            separator = orphan.separator
-            orphan.parent = clique_of[int(separator[rank[separator].argmin()])]
+            orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
             orphan.parent.children.append(orphan)
         return cliques
 

@@ -88,8 +88,8 @@ class FactorStore:
                 r, J = se2_numpy.between_factor(z, values[keys[:, 0]], values[keys[:, 1]], jacobians)
         else:
             r, J = self._linearize_torch(z, values, keys[:, :1] if unary else keys, jacobians)
-        r = np.einsum('eij,ej->ei', S, r)                                # whitened
-        s = np.einsum('ei,ei->e', r, r)
+        r = (S @ r[:, :, None])[:, :, 0]                                 # whitened
+        s = (r * r).sum(axis=1)
         huber = self.huber[indices]
         root = np.sqrt(s)
         outside = (huber > 0) & (root > huber)
@@ -97,10 +97,11 @@ class FactorStore:
         if not jacobians:
             return error
         weight = np.where(outside, huber / np.maximum(root, 1e-300), 1.0)
-        Jw = np.einsum('eij,ejk->eik', S, np.concatenate(J, axis=2))
+        Jw = S @ (J[0] if len(J) == 1 else np.concatenate(J, axis=2))
         width = Jw.shape[2]
-        self.hessian[indices, :width, :width] = weight[:, None, None] * np.einsum('eki,ekj->eij', Jw, Jw)
-        self.eta[indices, :width] = -weight[:, None] * np.einsum('eki,ek->ei', Jw, r)
+        JwT = Jw.transpose(0, 2, 1) * weight[:, None, None]
+        self.hessian[indices, :width, :width] = JwT @ Jw
+        self.eta[indices, :width] = -(JwT @ r[:, :, None])[:, :, 0]
         return error
 
     def _linearize_torch(self, z, values, keys, jacobians):
