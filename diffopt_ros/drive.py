@@ -211,7 +211,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                 solves.append(step.solve_time)
             tick_index += 1
             if step.mode in ('goal reached', 'unreachable'):
-                status = 'reached' if step.mode == 'goal reached' else f'unreachable: {plan.reason}'
+                status = 'reached' if step.mode == 'goal reached' else f'unreachable: {navigator.plan.reason}'
                 break
             if sim.time - t0 > limit:
                 navigator.stop()

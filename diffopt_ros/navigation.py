@@ -73,6 +73,8 @@ class NavSettings:
             ``None``: 5, or 10 for the car, whose plan needs more iterations to bend round a
             turn (bench/navigation.py, corridors pair 7 of seed 0: the car timed out at 5 and
             reached the goal at 10).
+        retry_period: while the goal is unreachable only round the scan's points (not on the
+            map), plan again this often (s; the robot stands still meanwhile).
     """
 
     robot: str = 'diff_drive'
@@ -92,6 +94,7 @@ class NavSettings:
     tau_steer: float = _NODE['model.tau_steer']
     unknown_is_occupied: bool = False
     max_iterations: int | None = None
+    retry_period: float = 1.0
 
     def __post_init__(self):
         if self.max_iterations is None:
@@ -109,7 +112,9 @@ class NavStep:
 
     Attributes:
         command: ``(2,)`` Twist ``(v [m/s], omega [rad/s])`` to send now.
-        mode: ``'tracking'``, ``'goal reached'``, ``'unreachable'`` or ``'idle'``.
+        mode: ``'tracking'``, ``'goal reached'``, ``'unreachable'`` (on the map: final),
+            ``'blocked'`` (only round scan points: standing still, planned again every
+            ``retry_period``) or ``'idle'``.
         states: ``(T+1, 5)`` predicted model states (empty when no solve ran).
         solve_time: wall time of the MPC solve (s).
         replanned: a new global path was planned this tick.
@@ -171,6 +176,7 @@ class Navigator:
         self.goal: np.ndarray | None = None
         self.plan: GlobalPlan | None = None
         self.progress = 0.0
+        self._round_scan, self._scan_plan_time = False, 0.0   # plan made round scan points, when
         self._warm: tuple[np.ndarray, float] | None = None     # last plan's controls, its time
         self.last_command = np.zeros(2)      # the model's control (v_cmd, omega_cmd or steer_cmd)
 
@@ -199,7 +205,14 @@ class Navigator:
 
     def _replan(self, position) -> None:
         self.plan = self.planner.plan(np.asarray(position)[:2], self.goal)
-        self.progress = 0.0
+        self.progress, self._round_scan = 0.0, False
+
+    def _replan_round_scan(self, state, now: float) -> None:
+        """Plan round the scan points the map does not explain (off its obstacles) as well."""
+        points = self.obstacles.points
+        unmapped = points[self.field(points.to(torch.float64)) > 2 * self.field.resolution]
+        self.plan = self.planner.plan(state[:2], self.goal, unmapped.numpy())
+        self.progress, self._round_scan, self._scan_plan_time = 0.0, True, now
 
     def _blocked(self, state) -> bool:
         """Whether a scan point lies within the robot radius of the path in the next
@@ -242,15 +255,18 @@ class Navigator:
                 self._replan(state)
                 replanned = True
             elif self._blocked(state):
-                # the points the map does not explain (off its obstacles) join the map for this plan
-                points = self.obstacles.points
-                unmapped = points[self.field(points.to(torch.float64)) > 2 * self.field.resolution]
-                self.plan = self.planner.plan(state[:2], self.goal, unmapped.numpy())
-                self.progress, replanned = 0.0, True
+                self._replan_round_scan(state, now)
+                replanned = True
+        elif self._round_scan and now - self._scan_plan_time >= self.nav.retry_period:
+            # unreachable only round the scan's points: they may be gone, or the pose estimate
+            # that placed them better now; the map alone decides that a goal cannot be reached
+            self._replan_round_scan(state, now)
+            replanned = True
         if self.plan is None or not self.plan.reachable:
             self._warm = None
             self.last_command = np.zeros(2)
-            return NavStep(np.zeros(2), 'unreachable', np.zeros((0, 5)), replanned=replanned)
+            mode = 'blocked' if self._round_scan else 'unreachable'
+            return NavStep(np.zeros(2), mode, np.zeros((0, 5)), replanned=replanned)
         s = self.settings
         reference, self.progress = path_reference(state, self.plan.path, self.progress, s.horizon, s.dt,
                                                   self.nav.reference_speed)

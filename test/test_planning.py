@@ -81,3 +81,23 @@ def test_navigator_replans_round_an_obstacle_the_map_lacks():
     gaps = np.hypot(*(navigator.plan.path[:, None] - post[None]).transpose(2, 0, 1)).min()
     assert gaps > RADIUS, 'the new path keeps the robot radius from the post'
     assert not navigator.step(state, 0.1).replanned, 'the new path is not blocked'
+
+
+def test_a_goal_blocked_only_by_scan_points_is_tried_again():
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    mapped = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 2]}]})
+    navigator = Navigator(world_grid(mapped, 0.05), nav=NavSettings(retry_period=1.0))
+    navigator.set_goal([1.0, 1.0], [7.0, 1.0])
+    state = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    navigator.step(state, 0.0)
+    # a scan sees a wall across the corridor at x = 2.5 (a door closed, a person standing)
+    across = np.column_stack([np.full(40, 2.5), np.linspace(0.0, 2.0, 40)])
+    navigator.set_scan_points(across)
+    step = navigator.step(state, 0.05)
+    assert step.mode == 'blocked' and not step.command.any()
+    assert navigator.step(state, 0.5).mode == 'blocked', 'stands still until the next try'
+    navigator.set_scan_points(np.zeros((0, 2)))            # the way is clear again
+    assert navigator.step(state, 0.9).mode == 'blocked', 'not tried before retry_period'
+    step = navigator.step(state, 1.1)
+    assert step.replanned and step.mode == 'tracking' and navigator.plan.reachable

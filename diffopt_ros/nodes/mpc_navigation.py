@@ -97,7 +97,7 @@ class NodeNavigation:
         """One tick towards ``goal (2,)`` (m) from ``state (5,)`` (frame ``frame``) at node time
         ``now`` (s): the command ``(v, omega)`` (zero unless tracking; with ``cmd_steering_angle``
         ``(v, steer)``), the navigator's step (None without a map) and the mode (``'no map'``,
-        ``'tracking'``, ``'goal reached'``, ``'unreachable'``); the solve ends by ``deadline``
+        ``'tracking'``, ``'goal reached'``, ``'unreachable'``, ``'blocked'``); the solve ends by ``deadline``
         (``time.perf_counter()``)."""
         logger = self._node.get_logger()
         with self._lock:
@@ -118,6 +118,9 @@ class NodeNavigation:
         step = navigator.step(state, now, deadline)
         if step.replanned:
             self._publish_plan(navigator, frame)
+        if step.mode == 'blocked':
+            logger.warning('navigation: the way to the goal is blocked by obstacles the map does '
+                           'not have (scan): standing still, planning again', throttle_duration_sec=2.0)
         if step.mode != 'tracking':
             return (0.0, 0.0), step, step.mode
         if self._values['cmd_steering_angle']:    # the car's control (v_cmd, steer_cmd) itself

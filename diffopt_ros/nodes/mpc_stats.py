@@ -11,7 +11,7 @@ from diffopt_ros.nodes import ros_convert
 COUNTERS = ('deadline_misses', 'failures', 'overruns', 'rejected_states', 'future_states',
             'clock_jumps', 'ticks', 'solves')
 #: Modes reported as WARN (the robot is commanded zero or a fallback).
-WARN_MODES = frozenset(('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable',
+WARN_MODES = frozenset(('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable', 'blocked',
                         'no map'))
 
 
