@@ -36,7 +36,8 @@ def test_drive_task_writes_the_pair_file(tmp_path):
     assert data['min_clearance'] > 0.2 and data['path_length'] > 2.8
     assert data['tick_p99_ms'] >= data['tick_p50_ms'] > 0 and data['control_p99_ms'] > 0
     assert data['slam_p99_ms'] > 0 and data['load_before'] >= 0
-    assert data['tick_p99_ms'] >= data['tick_cpu_p99_ms'] > 0 and data['tick_cpu_p50_ms'] > 0
+    # CPU and wall time come from different clocks and intervals: no order between them is asserted
+    assert data['tick_cpu_p99_ms'] >= data['tick_cpu_p50_ms'] > 0
     assert 'reached' in line and not (tmp_path / 'pair.part').exists()
 
 
