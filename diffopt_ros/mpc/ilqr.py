@@ -183,8 +183,7 @@ class MPC(nn.Module):
         check_problem(dyn, self.cost, x_init, self.horizon, self._probes[1])
         batch, T, n_u = x_init.shape[0], self.horizon, dyn.n_u
         check_inputs(batch, T, dyn.n_x, n_u, x_init.dtype, target, u_init, u_prev)
-        lower, upper = self._bounds(self.u_lower if u_lower is None else u_lower,
-                                    self.u_upper if u_upper is None else u_upper, batch, x_init)
+        lower, upper = self.bounds(u_lower, u_upper, batch, x_init)
         given = (x_init, target, u_init, u_prev, lower, upper)        # named if not finite
         if u_init is None:
             u_init = x_init.new_zeros(batch, T, n_u)
@@ -212,11 +211,14 @@ class MPC(nn.Module):
         failed = ~sol.converged & (sol.iterations < self.max_iterations) & (not timed_out)
         return sol._replace(status=batch_status(sol.converged, failed, timed_out))
 
-    def _bounds(self, lower, upper, batch: int, like: torch.Tensor):
-        """The bounds as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
+    def bounds(self, lower, upper, batch: int, like: torch.Tensor):
+        """The bounds of a solve (``lower``/``upper`` as given to :meth:`forward`, ``None``: the
+        module's) as ``(B, T, n_u)`` tensors (or ``None, None``), checked (shape, dtype,
         ``lower <= upper``); the last pair is kept while its sources (numbers and sequences of
         numbers by value, tensors without a graph by identity and version), batch, dtype and
         device stay."""
+        lower = self.u_lower if lower is None else lower
+        upper = self.u_upper if upper is None else upper
         key = (_bound_key(lower), _bound_key(upper), batch, like.dtype, like.device)
         if self._bound_cache is not None and self._bound_cache[0] == key:   # the tensors are held by
             return self._bound_cache[2]                                    # the cache: ids not reused

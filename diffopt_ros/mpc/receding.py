@@ -261,16 +261,15 @@ def _unstuck(mpc: MPC, state: torch.Tensor, target: torch.Tensor, last_command, 
     stuck = at_rest & (away > SEED_DISTANCE)
     if not bool(stuck.any()):
         return solution
-    lower, upper = (options.get(name) for name in ('u_lower', 'u_upper'))
-    bounds = mpc._bounds(mpc.u_lower if lower is None else lower,
-                         mpc.u_upper if upper is None else upper, state.shape[0], state)
+    bounds = mpc.bounds(options.get('u_lower'), options.get('u_upper'), state.shape[0], state)
     seeds = [] if bounds[0] is None else seed_controls(mpc.dynamics, *bounds)
     best_cost, best = solution.costs.detach(), controls
     with torch.no_grad():
         for seed in seeds:
             trial = mpc.plan(state.detach(), target.detach(), seed,
                              None if last_command is None else last_command.detach(),
-                             u_lower=lower, u_upper=upper, deadline=options.get('deadline'))
+                             u_lower=options.get('u_lower'), u_upper=options.get('u_upper'),
+                             deadline=options.get('deadline'))
             better = stuck & (trial.costs < best_cost)
             best_cost = torch.where(better, trial.costs, best_cost)
             best = torch.where(better[:, None, None], trial.controls, best)
