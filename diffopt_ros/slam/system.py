@@ -27,7 +27,9 @@
    that learning uses on :meth:`SlamSystem.graph`; both reach the same optimum).
 
 Scan normals and KD-trees are built only for scans that are matched against (keyframes), on
-first use, and kept with the keyframe (re-use matches against any keyframe of the map). The
+first use, and kept with the keyframe (re-use matches against any keyframe of the map); the
+keyframe last used gets its own on the next scan that is not a keyframe step (the next
+keyframe step matches against it), so that work is off the keyframe steps. The
 front end's per-scan arithmetic (beams to points, voxel filter, normals, the re-use and loop
 gates over the keyframe estimates, pose bookkeeping) runs on float64 numpy arrays and Python
 floats: a keyframe step handles a few hundred points and a few poses, where torch's per-call
@@ -80,7 +82,9 @@ class SlamUpdate:
             keyframe, or to the re-used one).
         full_solve: an iterated update ran (a loop edge disagreed with the estimate).
         seconds: wall time of the update (s).
-        cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes).
+        cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes):
+            of a keyframe step, or of a scan between them that built the ICP target of the
+            keyframe last used (0 for other scans).
         solve_cpu_seconds: of which in the pose-graph solve and covariance (s, thread CPU).
         skipped: why the scan was not used ('' when it was).
     """
@@ -233,7 +237,7 @@ class SlamSystem:
         pose_now = self.map_pose(raw)
         odom = planar.compose(self._anchor, raw)     # the graph keeps map-anchored odometry
         if self._reference is not None and not self._is_keyframe_step(odom):
-            return SlamUpdate(stamp, pose_now, seconds=time.perf_counter() - started)
+            return self._between_steps(stamp, pose_now, started)
         cpu_started = time.thread_time()    # a system call: only for keyframe steps
         cfg = self.config
         far = range_max if cfg.max_range <= 0 else min(range_max, cfg.max_range)
@@ -251,6 +255,17 @@ class SlamSystem:
                        cpu_seconds=time.thread_time() - cpu_started)
 
     # ------------------------------------------------------------------ front end
+    def _between_steps(self, stamp: float, pose, started: float) -> SlamUpdate:
+        """A scan that is not a keyframe step: builds the ICP target of the keyframe last used
+        when it has none yet (the next keyframe step matches against it), else does nothing."""
+        r = self._reference[0]
+        if self._targets[r] is not None:
+            return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
+        cpu_started = time.thread_time()
+        self._target(r)
+        return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started,
+                          cpu_seconds=time.thread_time() - cpu_started)
+
     def _is_keyframe_step(self, odom) -> bool:
         dx, dy, dyaw = planar.between(self._reference[2], odom)
         return (math.hypot(dx, dy) >= self.config.keyframe_distance
