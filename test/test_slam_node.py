@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
-from diffopt_ros.nodes import ros_convert
+from diffopt_ros.nodes import ros_convert, slam_node
 from diffopt_ros.nodes.executors import ExecutorThread
 from diffopt_ros.nodes.params import ParameterError, read_params_file
 from diffopt_ros.nodes.slam_node import PARAMS, SlamNode
@@ -159,6 +160,41 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
             assert all((tmp_path / f).is_file() for f in files)
         assert yaml.safe_load((tmp_path / 'map.yaml').read_text())['image'] == 'map.pgm'
     finally:
+        stop(spinner, [slam, feeder.node])
+
+
+def test_a_long_map_cast_does_not_hold_up_scans(context, drive, monkeypatch):
+    """/map is cast on its own thread, outside the SLAM lock: while a cast is stuck (as a long
+    re-cast after a loop closure would be), every scan is still processed."""
+    entered, release = threading.Event(), threading.Event()
+    cast = slam_node.updated_mapper
+
+    def stuck(*args):
+        entered.set()
+        release.wait(300.0)
+        return cast(*args)
+
+    monkeypatch.setattr(slam_node, 'updated_mapper', stuck)
+    slam = make_node(context, **{'map.publish_period': 0.05})
+    feeder = Feeder(context)
+    spinner = start(context, [slam, feeder.node])
+    try:
+        assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
+                        and feeder.node.count_subscribers('/scan') > 0)
+        stats = slam.stats
+        scans, published = dict(zip(drive.scan_steps.tolist(), drive.scans)), 0
+        for k in range(120):   # lock-step, as Feeder.play, but failing at the first stall
+            feeder.publish_odom(drive.time[k], drive.odometry[k])
+            if k in scans:
+                feeder.publish_scan(drive.time[k], scans[k])
+                published += 1
+                assert wait_for(lambda n=published: stats.scans >= n - 1, timeout=20.0), (
+                    f'scan {published} not processed while /map is being cast')
+            time.sleep(0.01)
+        assert entered.is_set() and not release.is_set()   # the cast is still stuck
+        assert stats.keyframes >= 2 and stats.dropped_scans == 0 and stats.scans >= published - 1
+    finally:
+        release.set()
         stop(spinner, [slam, feeder.node])
 
 

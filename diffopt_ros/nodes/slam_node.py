@@ -12,7 +12,8 @@ on a worker thread, so the callbacks never block. Publishes
 * ``slam/path`` (``nav_msgs/Path``): the keyframe estimates (each stamped with its keyframe's
   scan stamp), whenever the graph changed;
 * ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
-  time when the graph changed;
+  time when the graph changed, cast on a thread of its own (the SLAM lock is held only to copy
+  the estimates), so a long cast after a loop closure never delays the next scan;
 * ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
 * TF ``map`` -> ``odom`` when ``tf2_ros`` is importable.
 
@@ -32,7 +33,7 @@ Scans without usable beams are skipped with a throttled warning.
 The pairing of scans with odometry (stamp order, a scan waiting for odometry, clock jumps) is
 ROS-free in :class:`~diffopt_ros.slam.inputs.ScanSync`; what is here is the ROS side: message
 checks and conversions, six outputs, two services, the worker thread and its shutdown. That
-is why the module is over 400 lines (~460).
+is why the module is over 400 lines (~490).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from nav_msgs.msg import OccupancyGrid, Odometry
+from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
+from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -63,7 +65,7 @@ from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.slam import NODE_NAME, SCHEMA
 from diffopt_ros.slam.config import config_from_params
 from diffopt_ros.slam.inputs import ScanSync
-from diffopt_ros.slam.occupancy import save_map
+from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper, save_map, updated_mapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.system import SlamSystem
 
@@ -105,6 +107,9 @@ class SlamNode(Node):
         self._lock = threading.Lock()          # guards self._slam and self._values
         self._slam: SlamSystem | None = None   # built once the parameters are final
         self._worker: threading.Thread | None = None
+        self._map_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._map_wanted = threading.Event()      # the estimate changed since the last /map
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
         reason = SCHEMA.combination(self._values)
         if reason:
@@ -121,8 +126,9 @@ class SlamNode(Node):
         self._path_xyyaw = np.zeros((0, 3))       # the keyframe estimates in self._path.poses
         self._keyframe_stamps: list = []          # builtin_interfaces/Time of each keyframe
         self._stats = _Stats()
-        self._map_dirty = False
-        self._last_map = -math.inf
+        self._map_lock = threading.Lock()         # guards self._mapper (map thread, save_map)
+        self._mapper: OccupancyMapper | None = None
+        self._map_stamp = None                    # stamp of the last estimate change
         frames = self._values
         self._map_frame, self._odom_frame = frames['frames.map'], frames['frames.odom']
         self._base_frame = frames['frames.base']
@@ -136,7 +142,7 @@ class SlamNode(Node):
         self._path_pub = self.create_publisher(PathMsg, 'slam/path', 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._map_pub = self.create_publisher(OccupancyGrid, 'map', latched)
+        self._map_pub = self.create_publisher(OccupancyGridMsg, 'map', latched)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._tf = TransformBroadcaster(self) if TransformBroadcaster is not None else None
         self.create_subscription(Odometry, 'odom', self._on_odom, qos_profile_sensor_data,
@@ -149,6 +155,8 @@ class SlamNode(Node):
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._worker = threading.Thread(target=self._work, name='slam-worker', daemon=True)
         self._worker.start()
+        self._map_thread = threading.Thread(target=self._map_work, name='slam-map', daemon=True)
+        self._map_thread.start()
 
     # ----------------------------------------------------------------- parameters
     def _on_params(self, changes: dict) -> str | None:
@@ -310,10 +318,9 @@ class SlamNode(Node):
             self._publish_diagnostics(update)
         if estimate is not None:
             stats.keyframes = len(estimate)
-            self._map_dirty = True
             self._publish_path(estimate.cpu().numpy(), stamp)
-        if self._map_dirty and time.monotonic() - self._last_map >= self._values['map.publish_period']:
-            self._publish_map(stamp)
+            self._map_stamp = stamp
+            self._map_wanted.set()
 
     def _publish_path(self, estimate: np.ndarray, stamp):
         """``slam/path``: one pose per keyframe, stamped with the keyframe's stamp. Only the
@@ -343,12 +350,37 @@ class SlamNode(Node):
         tf.transform.rotation = ros_convert.yaw_to_quaternion(correction[2])
         self._tf.sendTransform(tf)
 
-    def _publish_map(self, stamp):
-        self._last_map = time.monotonic()
-        self._map_dirty = False
+    # ----------------------------------------------------------------- map thread
+    def _map_work(self):
+        """``/map`` on its own thread, at most every ``map.publish_period`` s of wall time: the
+        inputs are copied under the SLAM lock, the rays cast outside it, so casting (hundreds of
+        ms after a loop closure moves the map) never holds up the next scan."""
+        last = -math.inf
+        while True:
+            self._map_wanted.wait()
+            wait = last + self._values['map.publish_period'] - time.monotonic()
+            if self._stopping.wait(max(wait, 0.0)) or self._stopping.is_set():
+                return
+            self._map_wanted.clear()
+            last = time.monotonic()
+            try:
+                self._publish_map(self._map_stamp)
+            except Exception as exc:  # keep the node alive; the error is reported
+                self._stats.errors += 1
+                self.get_logger().error(f'/map update failed: {type(exc).__name__}: {exc}')
+
+    def _cast_map(self) -> OccupancyGrid:
+        """The occupancy grid of the current estimate; only the copy of the inputs holds the
+        SLAM lock."""
         with self._lock:
-            grid = self._slam.occupancy_grid(self._values['map.resolution'])
-        msg = OccupancyGrid()
+            inputs = self._slam.map_inputs()
+        with self._map_lock:
+            self._mapper = updated_mapper(self._mapper, self._values['map.resolution'], *inputs)
+            return self._mapper.grid()
+
+    def _publish_map(self, stamp):
+        grid = self._cast_map()
+        msg = OccupancyGridMsg()
         msg.header.stamp, msg.header.frame_id = stamp, self._map_frame
         msg.info.map_load_time = stamp
         msg.info.resolution = float(grid.resolution)
@@ -404,7 +436,7 @@ class SlamNode(Node):
                 if self._slam.num_keyframes == 0:
                     raise ValueError('no keyframes yet')
                 self._slam.solve_full()
-                grid = self._slam.occupancy_grid(self._values['map.resolution'])
+            grid = self._cast_map()
             pgm, yaml_path = save_map(grid, self._directory() / 'map')
             response.success, response.message = True, f'wrote {pgm} and {yaml_path}'
         except (OSError, ValueError) as exc:
@@ -413,7 +445,10 @@ class SlamNode(Node):
 
     # ----------------------------------------------------------------- shutdown
     def destroy_node(self):
-        """Stop the worker thread (finishing the update in progress), then destroy the node."""
+        """Stop the worker and map threads (finishing the update in progress), then destroy
+        the node."""
+        self._stopping.set()
+        self._map_wanted.set()
         if self._worker is not None and self._worker.is_alive():
             while True:
                 try:
@@ -425,6 +460,8 @@ class SlamNode(Node):
                     except queue.Empty:
                         pass
             self._worker.join(timeout=10.0)
+        if self._map_thread is not None:
+            self._map_thread.join(timeout=10.0)
         return super().destroy_node()
 
     @property

@@ -247,6 +247,16 @@ class OccupancyMapper:
         return out
 
 
+def updated_mapper(mapper: OccupancyMapper | None, resolution: float, poses: Tensor,
+                   scans: list[Tensor]) -> OccupancyMapper:
+    """``mapper`` brought to ``poses (K, 3)`` and ``scans`` (:meth:`OccupancyMapper.update`); a new
+    mapper when there is none yet or its cell edge is not ``resolution`` (m)."""
+    if mapper is None or mapper.resolution != float(resolution):
+        mapper = OccupancyMapper(resolution)
+    mapper.update(poses, scans)
+    return mapper
+
+
 def build_occupancy_grid(poses: Tensor, scans: list[Tensor], resolution: float = 0.05,
                          hit_log_odds: float = 0.85, miss_log_odds: float = -0.4,
                          margin: float = 0.5, chunk: int = 1 << 18) -> OccupancyGrid:

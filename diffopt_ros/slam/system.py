@@ -61,7 +61,7 @@ from diffopt_ros.slam.backend import PoseGraphBackend
 from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import LOOP, ODOM, SCAN, SlamGraph
 from diffopt_ros.slam.icp import ScanMatch, ScanTarget, match_scans
-from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
+from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper, updated_mapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import as_array, scan_to_points, voxel_downsample
 
@@ -431,10 +431,15 @@ class SlamSystem:
         Kept between calls (:class:`~diffopt_ros.slam.occupancy.OccupancyMapper`): a call
         casts the new keyframes and those that moved by more than a tenth of a cell since they
         were cast, so its cost does not grow with the map (except after a full re-solve)."""
-        if self._mapper is None or self._mapper.resolution != float(resolution):
-            self._mapper = OccupancyMapper(resolution)
-        self._mapper.update(self.backend.estimate, self._points)
+        self._mapper = updated_mapper(self._mapper, resolution, *self.map_inputs())
         return self._mapper.grid()
+
+    def map_inputs(self) -> tuple[Tensor, list]:
+        """What the occupancy grid is cast from: the keyframe estimates ``(K, 3)`` (a copy) and
+        the keyframe scans (points ``(N_k, 2)`` in each keyframe's sensor frame, never changed
+        once stored; a new list). Taken under the caller's lock, they can be cast on another
+        thread (:func:`~diffopt_ros.slam.occupancy.updated_mapper`) while SLAM goes on."""
+        return self.backend.estimate.detach().clone(), list(self._points)
 
     def save_g2o(self, path) -> None:
         """Write the graph (current estimate, edges, information from the weights) as g2o."""
