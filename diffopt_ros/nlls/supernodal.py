@@ -151,6 +151,7 @@ class SupernodalCholesky:
         self.perm = _expand(block_start[blocks_in_order], dof)  # perm[new scalar] = old scalar
         self.iperm = np.empty(n, np.int64)
         self.iperm[self.perm] = np.arange(n)
+        self._perm_t, self._iperm_t = torch.from_numpy(self.perm), torch.from_numpy(self.iperm)
         self.supernodes = self._supernodes(NB, parent, struct, dof.tolist(), start.tolist())
         self._maps(rows, cols, start, dof, struct)
 
@@ -260,18 +261,19 @@ class SupernodalCholesky:
         in float64 on the CPU)."""
         values = torch.as_tensor(values).to(dtype=torch.float64, device='cpu')
         buf = values.new_zeros(self._size)
-        buf[self._a_dst] = values[self._a_src]
-        panels = []
+        buf.index_copy_(0, self._a_dst, values.index_select(0, self._a_src))
+        panels, infos = [], []
         for base, K, ns, nu, _, _, src, dst in self.groups:
             P = buf[base:base + K * (ns + nu) * ns].view(K, ns + nu, ns)
             L11, info = torch.linalg.cholesky_ex(P[:, :ns])
-            if bool(info.any()):
-                raise NotPositiveDefiniteError('the matrix is not positive definite')
+            infos.append(info)
             L21 = None
-            if nu:
+            if nu:  # a failed pivot gives non-finite panels above it: checked once at the end
                 L21 = torch.linalg.solve_triangular(L11.mT, P[:, ns:], upper=True, left=False)
-                buf.index_add_(0, dst, torch.bmm(L21, L21.mT).reshape(-1)[src], alpha=-1)
+                buf.index_add_(0, dst, torch.bmm(L21, L21.mT).reshape(-1).index_select(0, src), alpha=-1)
             panels.append((L11, L21))
+        if bool(torch.cat(infos).any()):
+            raise NotPositiveDefiniteError('the matrix is not positive definite')
         return SupernodalFactor(self, panels)
 
 
@@ -288,17 +290,17 @@ class SupernodalFactor:
         rhs = torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(n, -1)
         k = rhs.shape[1]
         y = rhs.new_zeros(n + 1, k)  # slot n: padded rows
-        y[:n] = rhs[torch.from_numpy(sym.perm)]
+        y[:n] = rhs.index_select(0, sym._perm_t)
         for (_, K, ns, nu, cols, rows, _, _), (L11, L21) in zip(sym.groups, self.panels):
-            ys = torch.linalg.solve_triangular(L11, y[cols].view(K, ns, k), upper=False)
-            y[cols] = ys.reshape(-1, k)
+            ys = torch.linalg.solve_triangular(L11, y.index_select(0, cols).view(K, ns, k), upper=False)
+            y.index_copy_(0, cols, ys.reshape(-1, k))
             if nu:
                 y.index_add_(0, rows, (L21 @ ys).reshape(-1, k), alpha=-1)
         y[n] = 0
         for (_, K, ns, nu, cols, rows, _, _), (L11, L21) in zip(reversed(sym.groups), reversed(self.panels)):
-            ys = y[cols].view(K, ns, k)
+            ys = y.index_select(0, cols).view(K, ns, k)
             if nu:
-                ys = ys - L21.mT @ y[rows].view(K, nu, k)
-            y[cols] = torch.linalg.solve_triangular(L11.mT, ys, upper=True).reshape(-1, k)
-        x = y[torch.from_numpy(sym.iperm)].numpy()
+                ys = ys - L21.mT @ y.index_select(0, rows).view(K, nu, k)
+            y.index_copy_(0, cols, torch.linalg.solve_triangular(L11.mT, ys, upper=True).reshape(-1, k))
+        x = y.index_select(0, sym._iperm_t).numpy()
         return x[:, 0] if np.ndim(b) == 1 else x
