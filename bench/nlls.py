@@ -6,7 +6,8 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
 * w100, w10000 (2D) and sphere2500 (3D) from gtsam/Data: Levenberg-Marquardt from the file's
   initial values with a prior on the first pose; time = structure analysis + solve (GTSAM:
   optimizer construction + optimize), best of ``--repeat`` interleaved runs. sphere2500 has no
-  vertices: chained odometry, as GTSAM. One row per installed sparse backend.
+  vertices: chained odometry, as GTSAM. One row per installed sparse backend (``--lm-only``
+  runs just the w10000 and sphere2500 rows).
 * w100 x16 forward + backward with learnable per-edge weights (sqrt information diagonals) and
   a loss on the solution, for every backward mode, against Theseus in the same mode.
 * peak memory (max RSS increase of a child process) of the w10000 solve.
@@ -301,6 +302,8 @@ def main(argv=None) -> int:
                    help='skip the command runs with --threads 1 and 2 (the thread rows)')
     p.add_argument('--crossover-only', action='store_true',
                    help='only the supernodal / cholespy rows on growing subgraphs (the auto threshold)')
+    p.add_argument('--lm-only', action='store_true',
+                   help='only the w10000 and sphere2500 LM rows (GTSAM and every installed backend)')
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -332,7 +335,8 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
         return 0
     backends = [b for b in ('cholmod', 'supernodal', 'cholespy') if _installed(b)]
-    for name in (['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']):
+    cases = ['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']
+    for name in (cases[1:] if args.lm_only else cases):
         # best of --repeat runs, GTSAM and ours interleaved, so both see the same machine load
         # w100: the backend sparse_backend('auto') takes for a small 2D graph
         small = [b for b in ('cholmod', 'cholespy', 'supernodal') if _installed(b)][:1]
@@ -360,6 +364,10 @@ def main(argv=None) -> int:
                 r.update(theseus_s=t['seconds'], theseus_error=t['error'],
                          speedup_vs_theseus=t['seconds'] / o_s)
             row(**r)
+    if args.lm_only:
+        if args.json:
+            Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
+        return 0
     B = 16
     for mode in MODES:
         o_s, o_err = ours_layer(B, mode)

@@ -189,8 +189,6 @@ class SupernodalCholesky:
         right-looking, so no frontal matrix is kept).
         """
         n = self.n
-        nrow, ncol = self.iperm[rows], self.iperm[cols]
-        entries = np.nonzero(nrow >= ncol)[0]  # H's lower triangle, in pattern order
         N = len(self.supernodes)
         owner = np.empty(n, np.int64)  # supernode of every column
         c0s, c1s, below_, parent, level = [], [], [], [-1] * N, [0] * N
@@ -210,6 +208,21 @@ class SupernodalCholesky:
         members = {k: [] for k in keys}
         for s in range(N):
             members[key_of[s]].append(s)
+        # columns renumbered group by group (ancestors are in later groups, so the order stays an
+        # elimination order with the same fill): a group's columns are one slice of the solve vector
+        in_order = np.concatenate([np.arange(c0s[s], c1s[s]) for key in keys for s in members[key]])
+        new = np.empty(n, np.int64)
+        new[in_order] = np.arange(n)
+        self.perm = self.perm[in_order]
+        self.iperm[self.perm] = np.arange(n)
+        self._perm_t, self._iperm_t = torch.from_numpy(self.perm), torch.from_numpy(self.iperm)
+        owner[new] = owner.copy()
+        widths = [c1 - c0 for c0, c1 in zip(c0s, c1s)]
+        c0s = [int(new[c]) for c in c0s]
+        c1s = [c0 + w for c0, w in zip(c0s, widths)]
+        below_ = [np.sort(new[r]) for r in below_]
+        nrow, ncol = self.iperm[rows], self.iperm[cols]
+        entries = np.nonzero(nrow >= ncol)[0]  # H's lower triangle, in pattern order
         offset, width, total = np.zeros(N, np.int64), np.zeros(N, np.int64), 0
         for key in keys:
             _, ns, nu = key
@@ -237,7 +250,6 @@ class SupernodalCholesky:
             _, ns, nu = key
             group = members[key]
             K = len(group)
-            col_idx = np.concatenate([np.arange(c0s[s], c1s[s]) for s in group])
             row_idx = np.full((K, nu), n, np.int64)  # padded rows: slot n of the solve vector
             src, ri, rj = [], [], []
             for k, s in enumerate(group):
@@ -250,7 +262,7 @@ class SupernodalCholesky:
                 ri.append(r[i])
                 rj.append(r[j])
             ri, rj = np.concatenate(ri), np.concatenate(rj)
-            self.groups.append((int(offset[group[0]]), K, ns, nu, torch.from_numpy(col_idx),
+            self.groups.append((int(offset[group[0]]), K, ns, nu, c0s[group[0]],
                                 torch.from_numpy(row_idx.reshape(-1)), torch.from_numpy(np.concatenate(src)),
                                 torch.from_numpy(panel_position(owner[rj], ri, rj))))
         self.num_supernodes = N
@@ -260,18 +272,19 @@ class SupernodalCholesky:
         in float64 on the CPU)."""
         values = torch.as_tensor(values).to(dtype=torch.float64, device='cpu')
         buf = values.new_zeros(self._size)
-        buf[self._a_dst] = values[self._a_src]
-        panels = []
+        buf.index_copy_(0, self._a_dst, values.index_select(0, self._a_src))
+        panels, infos = [], []
         for base, K, ns, nu, _, _, src, dst in self.groups:
             P = buf[base:base + K * (ns + nu) * ns].view(K, ns + nu, ns)
             L11, info = torch.linalg.cholesky_ex(P[:, :ns])
-            if bool(info.any()):
-                raise NotPositiveDefiniteError('the matrix is not positive definite')
+            infos.append(info)
             L21 = None
-            if nu:
+            if nu:  # a failed pivot gives non-finite panels above it: checked once at the end
                 L21 = torch.linalg.solve_triangular(L11.mT, P[:, ns:], upper=True, left=False)
-                buf.index_add_(0, dst, torch.bmm(L21, L21.mT).reshape(-1)[src], alpha=-1)
+                buf.index_add_(0, dst, torch.bmm(L21, L21.mT).reshape(-1).index_select(0, src), alpha=-1)
             panels.append((L11, L21))
+        if bool(torch.cat(infos).any()):
+            raise NotPositiveDefiniteError('the matrix is not positive definite')
         return SupernodalFactor(self, panels)
 
 
@@ -288,17 +301,19 @@ class SupernodalFactor:
         rhs = torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(n, -1)
         k = rhs.shape[1]
         y = rhs.new_zeros(n + 1, k)  # slot n: padded rows
-        y[:n] = rhs[torch.from_numpy(sym.perm)]
-        for (_, K, ns, nu, cols, rows, _, _), (L11, L21) in zip(sym.groups, self.panels):
-            ys = torch.linalg.solve_triangular(L11, y[cols].view(K, ns, k), upper=False)
-            y[cols] = ys.reshape(-1, k)
+        y[:n] = rhs.index_select(0, sym._perm_t)
+        for (_, K, ns, nu, c0, rows, _, _), (L11, L21) in zip(sym.groups, self.panels):
+            cols = y[c0:c0 + K * ns]  # the group's columns: one slice
+            ys = torch.linalg.solve_triangular(L11, cols.view(K, ns, k), upper=False)
+            cols.copy_(ys.reshape(-1, k))
             if nu:
                 y.index_add_(0, rows, (L21 @ ys).reshape(-1, k), alpha=-1)
         y[n] = 0
-        for (_, K, ns, nu, cols, rows, _, _), (L11, L21) in zip(reversed(sym.groups), reversed(self.panels)):
-            ys = y[cols].view(K, ns, k)
+        for (_, K, ns, nu, c0, rows, _, _), (L11, L21) in zip(reversed(sym.groups), reversed(self.panels)):
+            cols = y[c0:c0 + K * ns]
+            ys = cols.view(K, ns, k)
             if nu:
-                ys = ys - L21.mT @ y[rows].view(K, nu, k)
-            y[cols] = torch.linalg.solve_triangular(L11.mT, ys, upper=True).reshape(-1, k)
-        x = y[torch.from_numpy(sym.iperm)].numpy()
+                ys = torch.baddbmm(ys, L21.mT, y.index_select(0, rows).view(K, nu, k), alpha=-1)
+            cols.copy_(torch.linalg.solve_triangular(L11.mT, ys, upper=True).reshape(-1, k))
+        x = y.index_select(0, sym._iperm_t).numpy()
         return x[:, 0] if np.ndim(b) == 1 else x
