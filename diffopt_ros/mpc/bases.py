@@ -142,13 +142,30 @@ class Bicycle(_PositiveParams):
                 speed_matrices[key] = keep_v ** steps, M.mT
             return speed_matrices[key]
 
+        def steering(steer: torch.Tensor, commands: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+            """The steering angles ``steer (...)`` and after each of the ``commands`` (``T`` times
+            ``(...)``): :func:`rate_limited_lag`. On the CPU a step whose gaps are all within
+            ``rate tau`` (no ramp: most steps) is taken as ``command - gap decay`` with the constant
+            ``decay = exp((0 - dt) / tau)``, the same value in 2 operations instead of 11 (``decay``
+            formed on a tensor of the steps' shape: the same kernel path per element); the check
+            reads the largest gap (a device sync elsewhere: there every step is the full one)."""
+            out = [steer]
+            check = steer.device.type == 'cpu'
+            if check:
+                decay = torch.sub(torch.zeros_like(steer, memory_format=torch.contiguous_format), dt)
+                decay, bound = decay.div(tau_s).exp(), float(rate_tau.detach())
+            for command in commands:
+                gap = torch.sub(command, out[-1])
+                if check and float(gap.abs().amax()) <= bound:          # NaN: the full step
+                    out.append(torch.sub(command, gap.mul(decay)))
+                else:
+                    out.append(rate_limited_lag(out[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
+            return out
+
         def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
             powers, M_T = speed(controls.shape[-2], controls)
             v = x_init[..., 3:4] * powers + controls[..., 0] @ M_T            # (B, T+1)
-            steer = [x_init[..., 4]]
-            for command in controls[..., 1].unbind(-1):
-                steer.append(rate_limited_lag(steer[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
-            steer = torch.stack(steer, -1)
+            steer = torch.stack(steering(x_init[..., 4], controls[..., 1].unbind(-1)), -1)
             v_m = 0.5 * (v[..., 1:] + v[..., :-1])
             w_m = v_m * torch.tan(0.5 * (steer[..., 1:] + steer[..., :-1])) * inv_L
             turn = dt * w_m
