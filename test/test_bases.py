@@ -67,7 +67,7 @@ def test_bicycle_rollout_steps_without_ramp_equal_the_lag():
     one exactly at it) between ramping steps: the same angles as :func:`rate_limited_lag` step by
     step, bitwise, and the same gradients."""
     car = Bicycle(dt=0.1, wheelbase=0.4, gain_v=0.9, tau_v=0.2, tau_steer=0.1, max_steer_rate=1.5).to(D)
-    bound = float(car.max_steer_rate * car.tau_steer)
+    bound = float(car.max_steer_rate * car.tau_steer.detach())
     x = torch.tensor([[0.0, 0.0, 0.1, 0.5, 0.0], [1.0, -1.0, -0.2, 0.3, 0.0]], dtype=D, requires_grad=True)
     steer = torch.tensor([[bound, 0.1, 0.12, 1.0, 0.9, 0.95, 0.9, -0.5, -0.45, -0.4],
                           [0.05, 0.1, 0.1, 0.2, 0.25, 0.25, 0.3, 0.3, 0.3, 0.35]], dtype=D)
