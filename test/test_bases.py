@@ -62,6 +62,28 @@ def test_bicycle_rollout_matches_stepping():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
+def test_bicycle_rollout_steps_without_ramp_equal_the_lag():
+    """The roll-out's shortcut for steering steps whose gaps are all within ``rate tau`` (no ramp;
+    one exactly at it) between ramping steps: the same angles as :func:`rate_limited_lag` step by
+    step, bitwise, and the same gradients."""
+    car = Bicycle(dt=0.1, wheelbase=0.4, gain_v=0.9, tau_v=0.2, tau_steer=0.1, max_steer_rate=1.5).to(D)
+    bound = float(car.max_steer_rate * car.tau_steer.detach())
+    x = torch.tensor([[0.0, 0.0, 0.1, 0.5, 0.0], [1.0, -1.0, -0.2, 0.3, 0.0]], dtype=D, requires_grad=True)
+    steer = torch.tensor([[bound, 0.1, 0.12, 1.0, 0.9, 0.95, 0.9, -0.5, -0.45, -0.4],
+                          [0.05, 0.1, 0.1, 0.2, 0.25, 0.25, 0.3, 0.3, 0.3, 0.35]], dtype=D)
+    u = torch.stack((torch.full_like(steer, 0.4), steer), -1).requires_grad_()
+    fused, stepped = car.rollout_fn()(x, u), rollout(car.stepper(), x, u)
+    gaps = (u[..., 1] - stepped[:, :-1, 4]).abs().detach()
+    within = (gaps <= bound).all(0)
+    assert gaps[0, 0] == bound and bool(within.any()) and not bool(within.all())
+    assert torch.equal(fused[..., 4], stepped[..., 4])
+    torch.testing.assert_close(fused, stepped, atol=1e-12, rtol=1e-12)
+    w = torch.randn(stepped.shape, generator=torch.Generator().manual_seed(1), dtype=D)
+    leaves = [x, u, *car.parameters()]
+    for a, b in zip(*[torch.autograd.grad((s * w).sum(), leaves) for s in (fused, stepped)]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
 def test_mpc_drives_the_car_to_a_goal():
     car = Bicycle(dt=0.1, wheelbase=0.35).to(D)
     cost = TrackingCost([10., 10., 0.0, 0.1, 0.1], [0.1, 0.5], terminal_scale=5.,
