@@ -65,11 +65,13 @@ class FactorStore:
         """Linearize factors ``indices (E,)`` at ``values (N, *group.shape)``: stores their
         Hessian blocks and returns their errors ``(E,)``."""
         indices = np.asarray(indices, dtype=np.int64)
-        error = np.zeros(len(indices))
         prior = self.keys[indices, 1] < 0
+        priors = int(prior.sum())
+        if priors in (0, len(indices)):
+            return self._linearize(indices, values, jacobians) if len(indices) else np.zeros(0)
+        error = np.zeros(len(indices))
         for mask in (prior, ~prior):
-            if mask.any():
-                error[mask] = self._linearize(indices[mask], values, jacobians)
+            error[mask] = self._linearize(indices[mask], values, jacobians)
         return error
 
     def error(self, values: np.ndarray) -> float:
@@ -81,28 +83,40 @@ class FactorStore:
         keys = self.keys[indices]
         z, S = self.measurement[indices], self.sqrt_info[indices]
         unary = keys[0, 1] < 0
-        if self.group is SE2:
+        if self.group is SE2 and jacobians and len(indices) <= se2_numpy.FEW:
+            r, J = se2_numpy.linearize_few(z, values[keys[:, 0]], None if unary else values[keys[:, 1]])
+            J = [J]
+        elif self.group is SE2:
             if unary:
                 r, J = se2_numpy.prior_factor(z, values[keys[:, 0]], jacobians)
             else:
                 r, J = se2_numpy.between_factor(z, values[keys[:, 0]], values[keys[:, 1]], jacobians)
         else:
             r, J = self._linearize_torch(z, values, keys[:, :1] if unary else keys, jacobians)
-        r = (S @ r[:, :, None])[:, :, 0]                                 # whitened
-        s = (r * r).sum(axis=1)
+        if not jacobians:
+            r = (S @ r[:, :, None])[:, :, 0]                             # whitened
+            return self._robust(indices, (r * r).sum(axis=1))[0]
+        J = J[0] if len(J) == 1 else np.concatenate(J, axis=2)
+        width = J.shape[2]
+        Jr = S @ np.concatenate((J, r[:, :, None]), axis=2)            # whitened [J r]
+        A = Jr.transpose(0, 2, 1) @ Jr                                  # [[J'J, J'r], [r'J, r'r]]
+        error, weight = self._robust(indices, A[:, width, width])
+        if weight is not None:
+            A *= weight[:, None, None]
+        self.hessian[indices, :width, :width] = A[:, :width, :width]
+        self.eta[indices, :width] = -A[:, :width, width]
+        return error
+
+    def _robust(self, indices: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Errors ``rho(s)`` of factors ``indices`` with whitened squared residuals ``s (E,)``,
+        and the weights of their Gauss-Newton blocks (None: all 1, no Huber loss active)."""
         huber = self.huber[indices]
         root = np.sqrt(s)
         outside = (huber > 0) & (root > huber)
-        error = np.where(outside, huber * root - 0.5 * huber * huber, 0.5 * s)
-        if not jacobians:
-            return error
-        weight = np.where(outside, huber / np.maximum(root, 1e-300), 1.0)
-        Jw = S @ (J[0] if len(J) == 1 else np.concatenate(J, axis=2))
-        width = Jw.shape[2]
-        JwT = Jw.transpose(0, 2, 1) * weight[:, None, None]
-        self.hessian[indices, :width, :width] = JwT @ Jw
-        self.eta[indices, :width] = -(JwT @ r[:, :, None])[:, :, 0]
-        return error
+        if not outside.any():
+            return 0.5 * s, None
+        return (np.where(outside, huber * root - 0.5 * huber * huber, 0.5 * s),
+                np.where(outside, huber / np.maximum(root, 1e-300), 1.0))
 
     def _linearize_torch(self, z, values, keys, jacobians):
         """Residuals and Jacobians of any :mod:`diffopt_ros.lie` group (as numpy arrays)."""
