@@ -46,8 +46,8 @@ class Clique:
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
-        self.dofs = None                              # (F dof,) rows of the frontals in delta
-        self.separator_dofs = None                    # (S dof,) rows of the separator
+        self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
+        self.separator_dofs = None       # rows of the separator (S dof)
         self.separator = np.zeros(0, dtype=np.int64)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
@@ -137,11 +137,10 @@ class BayesTree:
                 cliques.append(clique)
             clique.frontals.append(v)      # reversed: the last-eliminated first
             clique_of[v] = clique
-        span = np.arange(self.dof)
         for clique in cliques:
             clique.frontals.reverse()
-            clique.dofs = (np.array(clique.frontals)[:, None] * self.dof + span).ravel()
-            clique.separator_dofs = (clique.separator[:, None] * self.dof + span).ravel()
+            clique.dofs = _rows(clique.frontals, self.dof)
+            clique.separator_dofs = _rows(clique.separator.tolist(), self.dof)
         for orphan in orphans:
             orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
             orphan.parent.children.append(orphan)
@@ -249,6 +248,10 @@ class BayesTree:
             A = np.zeros((n, n + 1))
             for row, a, b in mine[k]:
                 i = at[a]
+                if b >= 0 and at[b] == i + d:           # adjacent in this clique: one block
+                    A[i:i + 2 * d, i:i + 2 * d] += hessian[row]
+                    A[i:i + 2 * d, n] += eta[row]
+                    continue
                 A[i:i + d, i:i + d] += hessian[row, :d, :d]
                 A[i:i + d, n] += eta[row, :d]
                 if b >= 0:
@@ -279,7 +282,7 @@ class BayesTree:
         moved = self._moved
         if len(moved) < len(flat):
             moved = self._moved = np.zeros(len(flat), dtype=bool)
-        solved, touched = [], []
+        solved = []
         fresh = {id(clique) for clique in cliques}
         stack = []
         for clique in cliques:
@@ -288,7 +291,6 @@ class BayesTree:
                 new = new - clique.gain @ flat[clique.separator_dofs]
             moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
-            touched.append(clique.dofs)
             solved += clique.frontals
             stack += [child for child in clique.children if id(child) not in fresh]
         while stack:
@@ -298,10 +300,9 @@ class BayesTree:
             new = clique.mean - clique.gain @ flat[clique.separator_dofs]
             moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
-            touched.append(clique.dofs)
             solved += clique.frontals
             stack.extend(clique.children)
-        moved[np.concatenate(touched)] = False
+        moved.fill(False)
         return solved
 
     def marginal(self, key: int) -> Marginal:
@@ -335,6 +336,14 @@ class Marginal:
             block = solution[k * d:(k + 1) * d]
             self._covariance = 0.5 * (block + block.T)
         return self._covariance
+
+
+def _rows(variables: list[int], dof: int) -> slice | np.ndarray:
+    """Rows of ``variables`` in the flat solution: a slice when they are consecutive ids in
+    increasing order, else an index array ``(len(variables) dof,)``."""
+    if variables and variables[-1] - variables[0] == len(variables) - 1 and variables == sorted(variables):
+        return slice(variables[0] * dof, (variables[-1] + 1) * dof)
+    return np.array([v * dof + i for v in variables for i in range(dof)], dtype=np.int64)
 
 
 def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
