@@ -129,24 +129,23 @@ def _log_jacobian_of(g) -> tuple[list[float], list[list[float]]]:
     return [vx, vy, w], [[a, -b, -(a * c13 - b * c23)], [b, a, -(b * c13 + a * c23)], [0.0, 0.0, 1.0]]
 
 
-def linearize_few(z: np.ndarray, xi: np.ndarray, xj: np.ndarray | None = None):
-    """Residuals ``(E, 3)`` and Jacobians of ``E`` betweens ``log(z^-1 x_i^-1 x_j)`` (``xj``
-    given; ``(E, 3, 6)``: ``[d/dx_i, d/dx_j]``, those of :func:`between_factor`) or priors
-    ``log(z^-1 x_i)`` (``(E, 3, 3)``, those of :func:`prior_factor`), computed factor by factor."""
-    residuals, jacobians = [], []
+def linearize_few(z: np.ndarray, xi: np.ndarray, xj: np.ndarray | None = None) -> np.ndarray:
+    """The rows ``[J -r]`` of ``E`` betweens ``r = log(z^-1 x_i^-1 x_j)`` (``xj`` given:
+    ``(E, 3, 7)``, ``J = [d/dx_i, d/dx_j]`` as in :func:`between_factor`) or priors ``r =
+    log(z^-1 x_i)`` (``(E, 3, 4)``, ``J`` as in :func:`prior_factor`), computed factor by
+    factor."""
+    rows = []
     if xj is None:
         for zk, x in zip(z.tolist(), xi.tolist()):
             r, j_inv = _log_jacobian_of(_between_of(zk, x))
-            residuals.append(r)
-            jacobians.append(j_inv)
-        return np.array(residuals), np.array(jacobians)
+            rows.append([[*row, -rk] for row, rk in zip(j_inv, r)])
+        return np.array(rows).reshape(-1, 3, 4)
     for zk, a, b in zip(z.tolist(), xi.tolist(), xj.tolist()):
         rel = _between_of(a, b)
         r, j_inv = _log_jacobian_of(_between_of(zk, rel))
         # -(J_inv Ad(rel^-1)), Ad(rel^-1) = [[c, s, y'], [-s, c, -x'], [0, 0, 1]] as above
         c, s = math.cos(rel[2]), math.sin(rel[2])
         inv_x, inv_y = -(c * rel[0] + s * rel[1]), -(-s * rel[0] + c * rel[1])
-        residuals.append(r)
-        jacobians.append([[-(p * c - q * s), -(p * s + q * c), -(p * inv_y - q * inv_x + u), p, q, u]
-                          for p, q, u in j_inv])
-    return np.array(residuals), np.array(jacobians)
+        rows.append([[-(p * c - q * s), -(p * s + q * c), -(p * inv_y - q * inv_x + u), p, q, u, -rk]
+                     for (p, q, u), rk in zip(j_inv, r)])
+    return np.array(rows).reshape(-1, 3, 7)
