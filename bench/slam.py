@@ -25,7 +25,9 @@ pose the updates gave at every keyframe step.
 Peers replay the SAME graph changes (same keyframes and edges in the same updates, same
 weights and Huber loss) in the same run: a full Levenberg-Marquardt re-solve of the whole
 graph per change (the same nlls solver, warm-started, same iteration cap), and GTSAM's iSAM2
-(incremental smoothing, C++). Ratios are of the median back-end time per change, ours / peer
+(incremental smoothing, C++, with the back end's relinearization and wildfire thresholds,
+relinearization checked at every update as ours does; neither computes a covariance per
+change). Ratios are of the median back-end time per change, ours / peer
 (< 1: ours faster); ATE is the RMSE of the keyframe positions (m) against the truth.
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
 its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
@@ -153,7 +155,11 @@ def full_resolve_peer(graph: SlamGraph, config: SlamConfig, changes):
 
 def isam2_peer(graph: SlamGraph, config: SlamConfig, changes):
     """Replay the graph changes ``(K, E)`` of the online run into GTSAM iSAM2 with the same
-    factors (Huber on scan and loop edges), one ``update`` per change."""
+    factors (Huber on scan and loop edges) and the back end's settings (relinearization
+    threshold ``config.relinearize_threshold``, checked at every update; wildfire
+    ``config.wildfire_threshold``), one ``update`` and one ``calculateEstimate`` of all poses
+    per change (ours: the update and the estimate read back to torch; neither side computes
+    a covariance)."""
     import gtsam
 
     weights = config.weights
@@ -164,7 +170,11 @@ def isam2_peer(graph: SlamGraph, config: SlamConfig, changes):
         base = gtsam.noiseModel.Diagonal.Precisions(info)
         noise.append(base if kind == ODOM else gtsam.noiseModel.Robust.Create(
             gtsam.noiseModel.mEstimator.Huber.Create(weights.robust_scale), base))
-    isam = gtsam.ISAM2()
+    parameters = gtsam.ISAM2Params()
+    parameters.setRelinearizeThreshold(config.relinearize_threshold)
+    parameters.relinearizeSkip = 1
+    parameters.setOptimizationParams(gtsam.ISAM2GaussNewtonParams(config.wildfire_threshold))
+    isam = gtsam.ISAM2(parameters)
     edges, z, kinds = graph.edges.numpy(), graph.measurements.numpy(), graph.kinds.numpy()
     first = graph.odom_poses[0].numpy()
     factors, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
