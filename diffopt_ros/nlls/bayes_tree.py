@@ -17,7 +17,10 @@ and a loop closure does not refactor the past); variables whose separator is tha
 next one plus it are merged into one clique (fundamental supernodes). Each clique is then
 eliminated in one dense step (its factors and its children's updates scattered into one
 ``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
-complement), so the per-variable Python work is only the symbolic ordering.
+complement), so the per-variable Python work is only the symbolic ordering; a top of at most
+``SMALL_TOP`` variables (an online update: the new pose and the root clique) is assembled
+clique by clique with a few slices per factor and child instead, which costs fewer numpy
+calls than the vectorized scatter.
 :meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
 only while its solution changes by more than the wildfire threshold (iSAM2's partial
 back-substitution). Float64 numpy on the CPU.
