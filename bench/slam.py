@@ -19,8 +19,9 @@ drifting odometry), runs :class:`diffopt_ros.slam.SlamSystem` on it and prints, 
 update time per keyframe step (front end + back end), the new keyframes, and the back-end
 solve time per graph change (median, 90th percentile, maximum), with the iterated updates
 (loop edges that disagreed with the estimate) and loop edges; then the front end alone for
-new keyframes and for localizations, and the ATE of the keyframe estimates and of the robot
-pose the updates gave at every keyframe step.
+new keyframes and for localizations (and the scans between keyframe steps that build the ICP
+target of the keyframe last used, work kept off the keyframe steps), and the ATE of the
+keyframe estimates and of the robot pose the updates gave at every keyframe step.
 
 Peers replay the SAME graph changes (same keyframes and edges in the same updates, same
 weights and Huber loss) in the same run: a full Levenberg-Marquardt re-solve of the whole
@@ -101,10 +102,11 @@ def run_slam(rollout, config: SlamConfig, map_every: int = 20):
     step ``(keyframes after it, thread CPU s, solve CPU s, iterated, loop edges, new keyframe,
     graph changed)``; the rollout steps of the keyframe steps; the robot poses the updates
     gave then ``(steps, 3)``; the graph changes ``(K, E)`` after each; and one row
-    ``(keyframes, thread CPU s)`` per map update."""
+    ``(keyframes, thread CPU s)`` per map update; and the thread CPU s of each scan between
+    keyframe steps that built the ICP target of the keyframe last used."""
     slam = SlamSystem(config)
     angles, sensors = SensorParams().lidar_angles(), SensorParams()
-    rows, steps, poses, changes, maps = [], [], [], [], []
+    rows, steps, poses, changes, maps, targets = [], [], [], [], [], []
     for n, (step, ranges) in enumerate(zip(rollout.scan_steps, rollout.scans)):
         update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges,
                               angles, sensors.lidar_range_min, sensors.lidar_range_max)
@@ -116,12 +118,14 @@ def run_slam(rollout, config: SlamConfig, map_every: int = 20):
             poses.append(update.pose)
             if update.graph_changed:
                 changes.append((slam.num_keyframes, slam.num_edges))
+        elif update.cpu_seconds:
+            targets.append(update.cpu_seconds)
         if map_every and n % map_every == map_every - 1:
             started = time.thread_time()
             slam.occupancy_grid()
             maps.append((slam.num_keyframes, time.thread_time() - started))
     return (slam, np.array(rows, dtype=np.float64), steps, np.array(poses), changes,
-            np.array(maps, dtype=np.float64))
+            np.array(maps, dtype=np.float64), np.array(targets))
 
 
 def ate(poses: torch.Tensor, truth: torch.Tensor) -> float:
@@ -443,7 +447,7 @@ def main() -> None:
           f'{time.perf_counter() - started:.1f} s')
     config = SlamConfig()
     started = time.perf_counter()
-    slam, rows, steps, poses, changes, maps = run_slam(rollout, config)
+    slam, rows, steps, poses, changes, maps, targets = run_slam(rollout, config)
     wall = time.perf_counter() - started
     truth_of = lambda at: SE2.between(torch.tensor(world.start),  # noqa: E731
                                       torch.tensor(rollout.true_states[at, :3]))
@@ -474,7 +478,9 @@ def main() -> None:
     print(f'all {K} keyframe steps: update ms (median / p90 / max) {summary(rows[:, 1])}')
     front = rows[:, 1] - rows[:, 2]
     print(f'\nfront end (update minus solve) per keyframe step, ms (median / p90 / max): '
-          f'new keyframes {summary(front[new])}, localizations {summary(front[~new])}')
+          f'new keyframes {summary(front[new])}, localizations {summary(front[~new])}; '
+          f'ICP targets built on {len(targets)} scans between keyframe steps, ms (median / p90 / '
+          f'max): {summary(targets)}')
     ours = ate(slam.estimate, truth)
     tracking = ate(torch.tensor(poses), truth_of(steps))
     print(f'\nATE (m): keyframe positions: raw odometry {ate(odometry, truth):.3f}, SLAM {ours:.3f};'

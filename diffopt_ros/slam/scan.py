@@ -1,6 +1,9 @@
 """Laser scans as point sets: beams -> points, voxel down-sampling, normals.
 
-All functions keep the device and dtype of their inputs. Points are in the sensor frame
+The arithmetic runs on float64 numpy arrays on the CPU (a scan is a few hundred points:
+per-call overhead, not arithmetic, is the cost, and numpy's per call is a fraction of
+torch's). Each function takes tensors or arrays and returns the kind it was given: a tensor on
+the device and dtype of its input, or a float64 array. Points are in the sensor frame
 (``base_scan``; the lidar sits at the robot centre with yaw 0, so this is also ``base_link``).
 """
 from __future__ import annotations
@@ -15,7 +18,22 @@ class ScanError(ValueError):
     """A scan that cannot be used (mismatched shapes, too few valid beams)."""
 
 
-def scan_to_points(ranges: Tensor, angles: Tensor, range_min: float, range_max: float) -> Tensor:
+def as_array(values) -> np.ndarray:
+    """``values`` (a tensor, an array or a sequence) as a C-contiguous float64 CPU array; no
+    copy for a float64 CPU tensor or array."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _like(array: np.ndarray, like):
+    """``array`` as a tensor on ``like``'s device and dtype when ``like`` is a tensor, else as is."""
+    if isinstance(like, Tensor):
+        return torch.from_numpy(array).to(device=like.device, dtype=like.dtype)
+    return array
+
+
+def scan_to_points(ranges, angles, range_min: float, range_max: float):
     """Valid beams of one scan as 2D points.
 
     Beams that are NaN, +-Inf, shorter than ``range_min`` or longer than ``range_max`` are
@@ -23,67 +41,77 @@ def scan_to_points(ranges: Tensor, angles: Tensor, range_min: float, range_max: 
     point at the maximum range is not a surface).
 
     Args:
-        ranges: ``(R,)`` ranges (m).
+        ranges: ``(R,)`` ranges (m), a tensor or an array.
         angles: ``(R,)`` beam angles (rad, CCW from the sensor x axis).
         range_min: shortest valid range (m).
         range_max: beams at or beyond this range are dropped (m).
 
     Returns:
-        ``(N, 2)`` points (m), ``N <= R``, in beam order.
+        ``(N, 2)`` points (m), ``N <= R``, in beam order: a tensor on the device and dtype of
+        ``ranges`` when it is one, else a float64 array.
     """
-    if ranges.shape != angles.shape or ranges.dim() != 1:
-        raise ScanError(f'scan: ranges {tuple(ranges.shape)} and angles {tuple(angles.shape)} '
-                        'must be 1-D of the same length')
-    valid = torch.isfinite(ranges) & (ranges >= range_min) & (ranges < range_max)
-    r, a = ranges[valid], angles[valid].to(ranges.dtype)
-    return torch.stack((r * torch.cos(a), r * torch.sin(a)), dim=-1)
+    r, a = as_array(ranges), as_array(angles)
+    if r.shape != a.shape or r.ndim != 1:
+        raise ScanError(f'scan: ranges {r.shape} and angles {a.shape} must be 1-D of the same length')
+    valid = np.isfinite(r)
+    valid[valid] = (r[valid] >= range_min) & (r[valid] < range_max)
+    r, a = r[valid], a[valid]
+    return _like(np.stack((r * np.cos(a), r * np.sin(a)), axis=-1), ranges)
 
 
-def voxel_downsample(points: Tensor, cell: float) -> Tensor:
+def voxel_downsample(points, cell: float):
     """One point per occupied grid cell (the centroid of the points in it).
 
+    The cells are integer keys ``floor(p / cell)``; one stable sort of their flat index groups
+    the points of each cell (in input order) and ``np.add.reduceat`` sums each group.
+
     Args:
-        points: ``(N, 2)`` points (m).
+        points: ``(N, 2)`` points (m), a tensor or an array.
         cell: cell edge length (m); ``<= 0`` returns ``points`` unchanged.
 
     Returns:
-        ``(M, 2)`` centroids, ``M <= N``, ordered by cell key.
+        ``(M, 2)`` centroids, ``M <= N``, ordered by cell key (x index, then y index), of the
+        kind of ``points`` (a tensor on its device and dtype, or a float64 array).
     """
-    if cell <= 0 or points.shape[0] == 0:
+    if cell <= 0 or len(points) == 0:
         return points
-    keys = torch.floor(points / cell).to(torch.int64)
-    keys = keys - keys.min(dim=0).values
+    array = as_array(points)
+    keys = np.floor(array / cell).astype(np.int64)
+    keys -= keys.min(axis=0)
     flat = keys[:, 0] * (int(keys[:, 1].max()) + 1) + keys[:, 1]
-    unique, inverse = torch.unique(flat, return_inverse=True)
-    sums = points.new_zeros((unique.shape[0], 2)).index_add_(0, inverse, points)
-    counts = points.new_zeros(unique.shape[0]).index_add_(0, inverse, points.new_ones(len(points)))
-    return sums / counts[:, None]
+    order = np.argsort(flat, kind='stable')
+    flat = flat[order]
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    sums = np.add.reduceat(array[order], starts, axis=0)
+    counts = np.diff(np.r_[starts, len(flat)])
+    return _like(sums / counts[:, None], points)
 
 
-def point_normals(points: Tensor, neighbours: int = 5) -> tuple[Tensor, Tensor]:
+def point_normals(points, neighbours: int = 5, tree: cKDTree | None = None):
     """Unit surface normals from the principal axes of each point's nearest neighbours
-    (found with a KD-tree, :class:`scipy.spatial.cKDTree`; the 2x2 covariance eigenproblem in
-    closed form).
+    (found with a KD-tree, :class:`scipy.spatial.cKDTree`; the 2x2 covariance eigenproblem of
+    all points in closed form, one vectorised pass).
 
     Args:
-        points: ``(N, 2)`` points (m), ``N >= 2``.
+        points: ``(N, 2)`` points (m), ``N >= 2``, a tensor or an array.
         neighbours: points per local fit (including the point itself).
+        tree: a KD-tree of ``points`` if one is already built (else one is).
 
     Returns:
         ``normals (N, 2)`` (unit; sign arbitrary) and ``planarity (N,)`` in [0, 1]: 1 for points
-        on a clean line, 0 for isotropic clutter (the ratio of the principal spreads).
+        on a clean line, 0 for isotropic clutter (the ratio of the principal spreads); of the
+        kind of ``points`` (tensors on its device and dtype, or float64 arrays).
     """
-    k = min(neighbours, points.shape[0])
-    array = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float64)
-    idx = cKDTree(array).query(array, k=k)[1].reshape(-1, k)                     # (N, k)
-    local = array[idx] - array[idx].mean(axis=1, keepdims=True)                 # (N, k, 2)
-    sxx = np.einsum('nk,nk->n', local[..., 0], local[..., 0]) / k
-    syy = np.einsum('nk,nk->n', local[..., 1], local[..., 1]) / k
-    sxy = np.einsum('nk,nk->n', local[..., 0], local[..., 1]) / k
+    array = as_array(points)
+    k = min(neighbours, len(array))
+    tree = cKDTree(array) if tree is None else tree
+    idx = tree.query(array, k=k)[1].reshape(-1, k)                              # (N, k)
+    x, y = array[:, 0][idx], array[:, 1][idx]                                   # (N, k) each
+    x -= x.mean(axis=1, keepdims=True)
+    y -= y.mean(axis=1, keepdims=True)
+    sxx, syy, sxy = (x * x).sum(axis=1) / k, (y * y).sum(axis=1) / k, (x * y).sum(axis=1) / k
     axis = 0.5 * np.arctan2(2 * sxy, sxx - syy)          # direction of the larger spread
     normals = np.stack((-np.sin(axis), np.cos(axis)), axis=1)
     mean, spread = 0.5 * (sxx + syy), np.hypot(0.5 * (sxx - syy), sxy)
     planarity = 1.0 - (mean - spread) / np.maximum(mean + spread, np.finfo(np.float64).tiny)
-    like = dict(dtype=points.dtype, device=points.device)
-    return (torch.as_tensor(normals, **like),
-            torch.as_tensor(np.clip(planarity, 0.0, 1.0), **like))
+    return _like(normals, points), _like(np.clip(planarity, 0.0, 1.0), points)

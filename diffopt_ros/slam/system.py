@@ -27,7 +27,13 @@
    that learning uses on :meth:`SlamSystem.graph`; both reach the same optimum).
 
 Scan normals and KD-trees are built only for scans that are matched against (keyframes), on
-first use, and kept with the keyframe (re-use matches against any keyframe of the map).
+first use, and kept with the keyframe (re-use matches against any keyframe of the map); the
+keyframe last used gets its own on the next scan that is not a keyframe step (the next
+keyframe step matches against it), so that work is off the keyframe steps. The
+front end's per-scan arithmetic (beams to points, voxel filter, normals, the re-use and loop
+gates over the keyframe estimates, pose bookkeeping) runs on float64 numpy arrays and Python
+floats: a keyframe step handles a few hundred points and a few poses, where torch's per-call
+overhead would cost more than the arithmetic.
 
 Frames: the map is anchored by ``initial_pose``, the robot's map pose at the first odometry
 pose the system sees (default the origin; a simulator's or a known start pose makes ground
@@ -45,6 +51,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,7 +63,7 @@ from diffopt_ros.slam.graph import LOOP, ODOM, SCAN, SlamGraph
 from diffopt_ros.slam.icp import ScanMatch, ScanTarget, match_scans
 from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper
 from diffopt_ros.slam.odometry import StampError
-from diffopt_ros.slam.scan import scan_to_points, voxel_downsample
+from diffopt_ros.slam.scan import as_array, scan_to_points, voxel_downsample
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,9 @@ class SlamUpdate:
             keyframe, or to the re-used one).
         full_solve: an iterated update ran (a loop edge disagreed with the estimate).
         seconds: wall time of the update (s).
-        cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes).
+        cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes):
+            of a keyframe step, or of a scan between them that built the ICP target of the
+            keyframe last used (0 for other scans).
         solve_cpu_seconds: of which in the pose-graph solve and covariance (s, thread CPU).
         skipped: why the scan was not used ('' when it was).
     """
@@ -228,17 +237,17 @@ class SlamSystem:
         pose_now = self.map_pose(raw)
         odom = planar.compose(self._anchor, raw)     # the graph keeps map-anchored odometry
         if self._reference is not None and not self._is_keyframe_step(odom):
-            return SlamUpdate(stamp, pose_now, seconds=time.perf_counter() - started)
+            return self._between_steps(stamp, pose_now, started)
         cpu_started = time.thread_time()    # a system call: only for keyframe steps
         cfg = self.config
-        ranges = torch.as_tensor(ranges, dtype=self.dtype, device=self.device)
-        angles = torch.as_tensor(angles, dtype=self.dtype, device=self.device)
         far = range_max if cfg.max_range <= 0 else min(range_max, cfg.max_range)
-        points = voxel_downsample(scan_to_points(ranges, angles, range_min, far), cfg.voxel_size)
-        if points.shape[0] < cfg.icp.min_points:
-            return SlamUpdate(stamp, pose_now, skipped=f'scan has {points.shape[0]} usable points '
+        points = voxel_downsample(scan_to_points(as_array(ranges), as_array(angles), range_min, far),
+                                  cfg.voxel_size)
+        if len(points) < cfg.icp.min_points:
+            return SlamUpdate(stamp, pose_now, skipped=f'scan has {len(points)} usable points '
                               f'after filtering (need {cfg.icp.min_points})',
                               seconds=time.perf_counter() - started)
+        points = torch.from_numpy(points).to(device=self.device, dtype=self.dtype)
         update = (self._localize(stamp, odom, points) if self._reference is not None else None)
         if update is None:
             update = self._add_keyframe(stamp, odom, points)
@@ -246,6 +255,17 @@ class SlamSystem:
                        cpu_seconds=time.thread_time() - cpu_started)
 
     # ------------------------------------------------------------------ front end
+    def _between_steps(self, stamp: float, pose, started: float) -> SlamUpdate:
+        """A scan that is not a keyframe step: builds the ICP target of the keyframe last used
+        when it has none yet (the next keyframe step matches against it), else does nothing."""
+        r = self._reference[0]
+        if self._targets[r] is not None:
+            return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
+        cpu_started = time.thread_time()
+        self._target(r)
+        return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started,
+                          cpu_seconds=time.thread_time() - cpu_started)
+
     def _is_keyframe_step(self, odom) -> bool:
         dx, dy, dyaw = planar.between(self._reference[2], odom)
         return (math.hypot(dx, dy) >= self.config.keyframe_distance
@@ -258,7 +278,12 @@ class SlamSystem:
         return r, planar.compose(relative, planar.between(odom_then, odom))
 
     def _pose(self, k: int) -> tuple[float, float, float]:
-        return tuple(float(v) for v in self.backend.estimate[k].tolist())
+        return tuple(self.backend.estimate[k].tolist())
+
+    def _estimate(self) -> np.ndarray:
+        """``(K, 3)`` keyframe estimates as a float64 array (a view of the back end's on the CPU
+        in float64; read it before the back end changes)."""
+        return as_array(self.backend.estimate)
 
     def _tensor(self, pose) -> Tensor:
         return torch.tensor(pose, dtype=self.dtype, device=self.device)
@@ -271,23 +296,24 @@ class SlamSystem:
             return None
         r, relative = self._from_reference(odom)
         predicted = planar.compose(self._pose(r), relative)
-        estimate = self.backend.estimate
-        offset = estimate[:, :2] - self._tensor(predicted[:2])
-        heading = torch.remainder(estimate[:, 2] - predicted[2] + math.pi, 2 * math.pi) - math.pi
-        score = offset.square().sum(1) / cfg.reuse_distance ** 2 + (heading / cfg.reuse_angle) ** 2
-        score[offset.norm(dim=1) >= cfg.reuse_distance] = math.inf
-        score[heading.abs() >= cfg.reuse_angle] = math.inf
-        i = int(torch.argmin(score))
-        if not math.isfinite(float(score[i])):
+        estimate = self._estimate()
+        distance2 = np.square(estimate[:, 0] - predicted[0]) + np.square(estimate[:, 1] - predicted[1])
+        heading = np.remainder(estimate[:, 2] - predicted[2] + math.pi, 2 * math.pi) - math.pi
+        score = distance2 / cfg.reuse_distance ** 2 + np.square(heading / cfg.reuse_angle)
+        score[(distance2 >= cfg.reuse_distance ** 2) | (np.abs(heading) >= cfg.reuse_angle)] = math.inf
+        i = int(np.argmin(score))
+        if not math.isfinite(score[i]):
             return None
-        guess = self._tensor(planar.between(self._pose(i), predicted))
-        match = match_scans(points, self._target(i), guess, cfg.icp)
-        if not (match.accepted and _plausible(guess, match.pose, cfg)):
+        start = tuple(estimate[i].tolist())
+        guess = planar.between(start, predicted)
+        match = match_scans(points, self._target(i), self._tensor(guess), cfg.icp)
+        matched = tuple(match.pose.tolist())
+        if not (match.accepted and _plausible(guess, matched, cfg)):
             return None
         self.localizations += 1
-        self._reference = (i, tuple(match.pose.tolist()), odom)
+        self._reference = (i, matched, odom)
         information = match.information + 1e-9 * torch.eye(3, dtype=self.dtype, device=self.device)
-        self._local_covariance = _to_map_axes(torch.linalg.inv(information), estimate[i, 2])
+        self._local_covariance = _to_map_axes(torch.linalg.inv(information), start[2])
         linked, disagree, solve_seconds = (), False, 0.0
         if i != r and not self.backend.linked(r, i):
             linked, disagree = self._link(r, i)
@@ -303,18 +329,20 @@ class SlamSystem:
         """Match keyframe scans ``r`` and ``i`` (the newer one against the older) and add a loop
         edge when the match is accepted; returns ``((other keyframe,) or (), disagrees)``."""
         old, new = min(r, i), max(r, i)
-        guess = SE2.between(self.backend.estimate[old], self.backend.estimate[new])
-        match = match_scans(self._points[new], self._target(old), guess, self.config.loop_icp)
+        guess = planar.between(self._pose(old), self._pose(new))
+        match = match_scans(self._points[new], self._target(old), self._tensor(guess),
+                            self.config.loop_icp)
         if not match.accepted:
             return (), False
         return (r,), self._add_loop(old, new, match, guess)
 
-    def _add_loop(self, old: int, new: int, match: ScanMatch, guess: Tensor) -> bool:
-        """Add loop edge ``old -> new``; returns whether it disagrees with the estimate."""
+    def _add_loop(self, old: int, new: int, match: ScanMatch, guess: tuple) -> bool:
+        """Add loop edge ``old -> new`` (``guess``: ``T_old^-1 T_new`` at the estimate); returns
+        whether it disagrees with the estimate."""
         self.backend.add_edge(old, new, match.pose, LOOP, match.inlier_ratio)
         self.loop_closures += 1
         information = self.backend.information_by_kind()[LOOP]
-        residual = SE2.log(SE2.between(match.pose, guess))
+        residual = SE2.log(self._tensor(planar.between(tuple(match.pose.tolist()), guess)))
         return float((residual * information * residual).sum()) > self.config.loop_full_solve_chi2
 
     def _add_keyframe(self, stamp: float, odom, points: Tensor) -> SlamUpdate:
@@ -332,18 +360,19 @@ class SlamSystem:
             return SlamUpdate(stamp, odom, keyframe=k,
                               solve_cpu_seconds=time.thread_time() - solve_started)
         r, relative = self._from_reference(odom)
-        delta = self._tensor(relative)
-        k = backend.add_keyframe(stamp, odom, SE2.compose(backend.estimate[r], delta))
+        delta, start = self._tensor(relative), self._pose(r)
+        k = backend.add_keyframe(stamp, odom, self._tensor(planar.compose(start, relative)))
         self._points.append(points)
         self._targets.append(None)
         self._reference = (k, (0.0, 0.0, 0.0), odom)
         backend.add_edge(r, k, delta, ODOM, 1.0)
         match = match_scans(points, self._target(r), delta, cfg.icp)
-        if match.accepted and _plausible(delta, match.pose, cfg):
+        matched = tuple(match.pose.tolist())
+        if match.accepted and _plausible(relative, matched, cfg):
             backend.add_edge(r, k, match.pose, SCAN, match.inlier_ratio)
             # the scan match is the better guess (it also makes the loop test below
             # measure the drift of the map, not the odometry error of one step)
-            backend.estimate[k] = SE2.compose(backend.estimate[r], match.pose)
+            backend.estimate[k] = self._tensor(planar.compose(start, matched))
         loops, disagree = self._close_loops(k)
         solve_started = time.thread_time()
         backend.solve(disagree)
@@ -364,12 +393,13 @@ class SlamSystem:
         older = k - cfg.loop_min_separation
         if older <= 0:
             return [], False
-        estimate = self.backend.estimate
-        distance = (estimate[:older, :2] - estimate[k, :2]).norm(dim=1)
-        near = torch.nonzero(distance < cfg.loop_search_radius).flatten()
+        estimate = self._estimate()
+        distance2 = np.square(estimate[:older, :2] - estimate[k, :2]).sum(axis=1)
+        near = np.flatnonzero(distance2 < cfg.loop_search_radius ** 2)
+        new = tuple(estimate[k].tolist())
         for i in near[:cfg.loop_max_candidates].tolist():       # the oldest first
-            guess = SE2.between(estimate[i], estimate[k])
-            match = match_scans(self._points[k], self._target(i), guess, cfg.loop_icp)
+            guess = planar.between(tuple(estimate[i].tolist()), new)
+            match = match_scans(self._points[k], self._target(i), self._tensor(guess), cfg.loop_icp)
             if match.accepted:     # one verified loop closure per keyframe
                 return [i], self._add_loop(i, k, match, guess)
         return [], False
@@ -411,15 +441,17 @@ class SlamSystem:
         self.backend.save_g2o(path)
 
 
-def _plausible(guess: Tensor, matched: Tensor, config: SlamConfig) -> bool:
-    """Whether a scan match differs from its guess by at most ``scan_max_correction_*``."""
-    error = SE2.between(guess, matched)
-    return (float(error[:2].norm()) <= config.scan_max_correction_xy
-            and abs(float(error[2])) <= config.scan_max_correction_yaw)
+def _plausible(guess: tuple, matched: tuple, config: SlamConfig) -> bool:
+    """Whether a scan match ``(x, y, yaw)`` differs from its guess by at most
+    ``scan_max_correction_*``."""
+    dx, dy, dyaw = planar.between(guess, matched)
+    return (math.hypot(dx, dy) <= config.scan_max_correction_xy
+            and abs(dyaw) <= config.scan_max_correction_yaw)
 
 
-def _to_map_axes(covariance: Tensor, yaw: Tensor) -> Tensor:
+def _to_map_axes(covariance: Tensor, yaw) -> Tensor:
     """``(3, 3)`` covariance of ``(x, y, yaw)`` with x, y along a frame of heading ``yaw``
-    -> along the map axes: ``J C J^T``, ``J = blockdiag(R(yaw), 1)``."""
-    rotate = SE2.matrix(torch.stack((yaw.new_zeros(()), yaw.new_zeros(()), yaw)))
+    (rad, a float or a 0-d tensor) -> along the map axes: ``J C J^T``, ``J = blockdiag(R(yaw), 1)``."""
+    c, s = math.cos(float(yaw)), math.sin(float(yaw))
+    rotate = covariance.new_tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     return rotate @ covariance @ rotate.T
