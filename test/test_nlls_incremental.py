@@ -32,8 +32,10 @@ def _circle_graph(n=120, seed=0):
     return truth, edges, measurements.numpy()
 
 
-def _stream(smoother, edges, measurements, n, **update):
-    """Feed poses in order, each with its edges (loops with a Huber loss); returns the stats."""
+def _stream(smoother, edges, measurements, n, states=None, offset=0.0, **update):
+    """Feed poses in order, each with its edges (loops with a Huber loss), each initialized
+    at its odometry guess moved by ``offset`` (m, rad) along every axis; returns the stats (and
+    appends the linearization points and solution after each update to ``states``)."""
     smoother.add_variable(0, np.zeros(3))
     smoother.add_prior(0, np.zeros(3), 1e6 * np.eye(3))
     smoother.update(**update)
@@ -42,11 +44,13 @@ def _stream(smoother, edges, measurements, n, **update):
         mine = [e for e, (_, j) in enumerate(edges) if j == k]
         guess = SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
                             torch.from_numpy(measurements[mine[0]]))
-        smoother.add_variable(k, guess.numpy())
+        smoother.add_variable(k, guess.numpy() + offset)
         for e in mine:
             i = edges[e][0]
             smoother.add_between(i, k, measurements[e], INFO, huber=0.0 if i == k - 1 else 1.0)
         stats.append(smoother.update(**update))
+        if states is not None:
+            states.append((smoother._theta.copy(), smoother._delta[:k + 1].copy()))
     return stats
 
 
@@ -214,3 +218,55 @@ def test_numpy_se2_factors_equal_the_torch_factors():
     d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
     assert np.allclose(retract(xi, d), SE2.retract(torch.from_numpy(xi), torch.from_numpy(d)).numpy(),
                        atol=1e-12)
+
+
+def test_few_factors_and_poses_on_floats_equal_the_array_code():
+    """:func:`se2_numpy.linearize_few` (the rows ``[J -r]`` of a few factors) and the row-by-row
+    :func:`se2_numpy.retract` of up to ``FEW`` poses equal the array code (ordinary angles,
+    small ones and angles near pi)."""
+    from diffopt_ros.nlls import se2_numpy
+    rng = np.random.default_rng(11)
+    angles = np.concatenate((rng.uniform(-np.pi, np.pi, 12), [0.0, 1e-5, -3e-4, np.pi - 1e-4]))
+    n = len(angles)
+    xi = np.c_[rng.normal(0, 3, (n, 2)), rng.permutation(angles)]
+    xj = np.c_[rng.normal(0, 3, (n, 2)), angles]
+    z = np.c_[rng.normal(0, 3, (n, 2)), rng.permutation(angles)]
+    r, (ji, jj) = se2_numpy.between_factor(z, xi, xj, True)
+    rows = se2_numpy.linearize_few(z, xi, xj)
+    assert rows.shape == (n, 3, 7)
+    assert np.allclose(rows, np.concatenate((ji, jj, -r[:, :, None]), axis=2), rtol=1e-12, atol=1e-12)
+    r, (j,) = se2_numpy.prior_factor(z, xi, True)
+    assert np.allclose(se2_numpy.linearize_few(z, xi), np.concatenate((j, -r[:, :, None]), axis=2),
+                       rtol=1e-12, atol=1e-12)
+    d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
+    assert n <= se2_numpy.FEW
+    many = se2_numpy.retract(np.tile(xi, (3, 1)), np.tile(d, (3, 1)))        # the array code
+    assert np.allclose(se2_numpy.retract(xi, d), many[:n], rtol=1e-12, atol=1e-12)
+
+
+def test_small_tops_assembled_clique_by_clique_equal_the_vectorized_scatter(monkeypatch):
+    """Tops of up to ``SMALL_TOP`` variables (the online update: the new pose and the root)
+    are assembled clique by clique; with that path switched off every top goes through the
+    vectorized scatter. Both give the same linearization points and solution after every
+    update of a stream with loop closures (Huber), relinearization and wildfire (new poses
+    start 2 cm / 0.02 rad off their odometry guess, so that every update has a non-zero
+    right-hand side), and both converge to batch Levenberg-Marquardt."""
+    from diffopt_ros.nlls import bayes_tree
+    n = 90
+    truth, edges, z = _circle_graph(n, seed=6)
+    runs = []
+    for small in (bayes_tree.SMALL_TOP, 0):
+        monkeypatch.setattr(bayes_tree, 'SMALL_TOP', small)
+        smoother = IncrementalSmoother(relinearize_threshold=0.01)
+        states = []
+        stats = _stream(smoother, edges, z, n, states, offset=0.02)
+        assert sum(s.relinearized for s in stats) > 0 and max(s.eliminated for s in stats) > 2 * small
+        assert smoother.converge(tolerance=1e-10) < 50
+        runs.append((states, smoother.estimate()))
+    (states, estimate), (reference_states, reference_estimate) = runs
+    assert len(states) == n - 1
+    for (theta, delta), (theta_ref, delta_ref) in zip(states, reference_states):
+        assert np.abs(theta - theta_ref).max() < 1e-9 and np.abs(delta - delta_ref).max() < 1e-9
+    batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
+    for ours in (estimate, reference_estimate):
+        assert np.abs(ours - batch['poses'][0].numpy()).max() < 1e-6

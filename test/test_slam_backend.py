@@ -75,3 +75,22 @@ def test_covariance_in_map_axes_is_the_body_covariance_rotated():
     assert torch.allclose(world[:2, :2], rotate @ body[:2, :2] @ rotate.T)
     assert world[2, 2] == body[2, 2]
     assert torch.allclose(torch.linalg.eigvalsh(world), torch.linalg.eigvalsh(body))
+
+
+def test_covariance_is_solved_for_on_first_access_and_stays_that_of_its_solve():
+    """A solve keeps only the root clique's factor; the covariance is solved for when first
+    read, equals the smoother's marginal at that solve, and a marginal read after later
+    solves is still the one of its own solve."""
+    backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
+    _circle(backend, count=12)
+    pending = backend._marginal
+    assert pending is not None and backend._covariance is None       # not read yet
+    expected = backend._smoother.marginal_covariance(11)
+    odom = torch.tensor([0.3, 0.0, 0.1], dtype=F64)
+    backend.add_keyframe(12.0, (0.0, 0.0, 0.0), SE2.compose(backend.estimate[11], odom))
+    backend.add_edge(11, 12, odom, ODOM, 1.0)
+    backend.solve(False)
+    assert torch.equal(torch.from_numpy(pending.covariance()), torch.from_numpy(expected))
+    newest = backend._smoother.marginal_covariance(12)
+    assert not torch.allclose(torch.from_numpy(newest), torch.from_numpy(expected))
+    assert torch.equal(backend.covariance, torch.from_numpy(newest)) and backend._marginal is None

@@ -17,7 +17,10 @@ and a loop closure does not refactor the past); variables whose separator is tha
 next one plus it are merged into one clique (fundamental supernodes). Each clique is then
 eliminated in one dense step (its factors and its children's updates scattered into one
 ``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
-complement), so the per-variable Python work is only the symbolic ordering.
+complement), so the per-variable Python work is only the symbolic ordering; a top of at most
+``SMALL_TOP`` variables (an online update: the new pose and the root clique) is assembled
+clique by clique with a few slices per factor and child instead, which costs fewer numpy
+calls than the vectorized scatter.
 :meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
 only while its solution changes by more than the wildfire threshold (iSAM2's partial
 back-substitution). Float64 numpy on the CPU.
@@ -32,6 +35,8 @@ from scipy.linalg import lapack
 from diffopt_ros.nlls.factor_store import FactorStore
 from diffopt_ros.nlls.ordering import elimination_order
 
+SMALL_TOP = 12     # tops of at most this many variables are assembled clique by clique
+
 
 class Clique:
     """Frontal variables ``frontals (F,)`` (in elimination order), ``separator (S,)``, the
@@ -44,8 +49,8 @@ class Clique:
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
-        self.dofs = None                              # (F dof,) rows of the frontals in delta
-        self.separator_dofs = None                    # (S dof,) rows of the separator
+        self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
+        self.separator_dofs = None       # rows of the separator (S dof)
         self.separator = np.zeros(0, dtype=np.int64)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
@@ -85,7 +90,10 @@ class BayesTree:
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
         cliques = self._cliques(order, separators, orphans)
-        self._factorize(cliques, orphans, factors)
+        if len(variables) <= SMALL_TOP:
+            self._factorize_small(cliques, factors)
+        else:
+            self._factorize(cliques, orphans, factors)
         return cliques
 
     def _order(self, variables: list[int], orphans: list[Clique], last: list[int],
@@ -93,14 +101,18 @@ class BayesTree:
         """Elimination order of ``variables`` (:func:`~diffopt_ros.nlls.ordering.elimination_order`
         on the graph of their factors and the orphans' separators), the variables of ``last``
         after all others; returns it and each variable's separator."""
-        slot = self._slot
-        slot[variables] = 0
-        ids = np.fromiter(chain.from_iterable(factors.of_variable[v] for v in variables), dtype=np.int64)
-        keys = factors.keys[np.unique(ids)]
-        keys = keys[keys[:, 1] >= 0]
-        edges = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)]
-        slot[variables] = -1
         inside = set(variables)
+        if len(variables) <= SMALL_TOP:
+            ids = list({f for v in variables for f in factors.of_variable[v]})
+            edges = [(a, b) for a, b in factors.keys[ids].tolist() if a in inside and b in inside]
+        else:
+            slot = self._slot
+            slot[variables] = 0
+            ids = np.fromiter(chain.from_iterable(factors.of_variable[v] for v in variables), dtype=np.int64)
+            keys = factors.keys[np.unique(ids)]
+            keys = keys[keys[:, 1] >= 0]
+            edges = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)].tolist()
+            slot[variables] = -1
         constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
         return elimination_order(variables, edges, [orphan.separator for orphan in orphans], constrained)
 
@@ -128,11 +140,10 @@ class BayesTree:
                 cliques.append(clique)
             clique.frontals.append(v)      # reversed: the last-eliminated first
             clique_of[v] = clique
-        span = np.arange(self.dof)
         for clique in cliques:
             clique.frontals.reverse()
-            clique.dofs = (np.array(clique.frontals)[:, None] * self.dof + span).ravel()
-            clique.separator_dofs = (clique.separator[:, None] * self.dof + span).ravel()
+            clique.dofs = _rows(clique.frontals, self.dof)
+            clique.separator_dofs = _rows(clique.separator.tolist(), self.dof)
         for orphan in orphans:
             orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
             orphan.parent.children.append(orphan)
@@ -218,16 +229,63 @@ class BayesTree:
             _eliminate_clique(clique, assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1],
                               len(clique.frontals) * d)
 
+    def _factorize_small(self, cliques: list[Clique], factors: FactorStore) -> None:
+        """:meth:`_factorize` for a top of at most ``SMALL_TOP`` variables: each clique's
+        ``[M e]`` assembled block by block (a few slices per factor and child), which for
+        the two or three cliques of a typical update costs less than the vectorized scatter."""
+        d = self.dof
+        home = {v: k for k, clique in enumerate(cliques) for v in clique.frontals}
+        ids = list({f for v in home for f in factors.of_variable[v]})
+        keys = factors.keys[ids].tolist()
+        mine = [[] for _ in cliques]           # per clique: (row in ids, keys) of its factors
+        for row, (a, b) in enumerate(keys):
+            ka, kb = home.get(a), (home.get(b) if b >= 0 else -1)
+            if ka is not None and kb is not None:
+                mine[max(ka, kb)].append((row, a, b))
+        hessian, eta = factors.hessian[ids], factors.eta[ids]
+        for k in range(len(cliques) - 1, -1, -1):     # children first
+            clique = cliques[k]
+            local = clique.frontals + clique.separator.tolist()
+            at = {v: i * d for i, v in enumerate(local)}
+            n = len(local) * d
+            A = np.zeros((n, n + 1))
+            for row, a, b in mine[k]:
+                i = at[a]
+                if b >= 0 and at[b] == i + d:           # adjacent in this clique: one block
+                    A[i:i + 2 * d, i:i + 2 * d] += hessian[row]
+                    A[i:i + 2 * d, n] += eta[row]
+                    continue
+                A[i:i + d, i:i + d] += hessian[row, :d, :d]
+                A[i:i + d, n] += eta[row, :d]
+                if b >= 0:
+                    j = at[b]
+                    A[i:i + d, j:j + d] += hessian[row, :d, d:]
+                    A[j:j + d, i:i + d] += hessian[row, d:, :d]
+                    A[j:j + d, j:j + d] += hessian[row, d:, d:]
+                    A[j:j + d, n] += eta[row, d:]
+            for child in clique.children:
+                update, separator = child.update, child.separator.tolist()
+                first = at[separator[0]]
+                if all(at[v] == first + m * d for m, v in enumerate(separator)):
+                    end = first + len(update)          # contiguous in this clique
+                    A[first:end, first:end] += update[:, :-1]
+                    A[first:end, n] += update[:, -1]
+                else:
+                    index = (np.array([at[v] for v in separator])[:, None] + np.arange(d)).ravel()
+                    A[np.ix_(index, index)] += update[:, :-1]
+                    A[index, n] += update[:, -1]
+            _eliminate_clique(clique, A, len(clique.frontals) * d)
+
     # ------------------------------------------------------------------ solution
-    def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> int:
+    def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> list[int]:
         """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
         each clique below whose separator holds a component that changed by more than
-        ``threshold`` (0: all; iSAM2's wildfire); returns the number of variables solved."""
+        ``threshold`` (0: all; iSAM2's wildfire); returns the variables solved."""
         flat = delta.reshape(-1)
         moved = self._moved
         if len(moved) < len(flat):
             moved = self._moved = np.zeros(len(flat), dtype=bool)
-        solved, touched = 0, []
+        solved = []
         fresh = {id(clique) for clique in cliques}
         stack = []
         for clique in cliques:
@@ -236,8 +294,7 @@ class BayesTree:
                 new = new - clique.gain @ flat[clique.separator_dofs]
             moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
-            touched.append(clique.dofs)
-            solved += len(clique.frontals)
+            solved += clique.frontals
             stack += [child for child in clique.children if id(child) not in fresh]
         while stack:
             clique = stack.pop()
@@ -246,25 +303,50 @@ class BayesTree:
             new = clique.mean - clique.gain @ flat[clique.separator_dofs]
             moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
-            touched.append(clique.dofs)
-            solved += len(clique.frontals)
+            solved += clique.frontals
             stack.extend(clique.children)
-        moved[np.concatenate(touched)] = False
+        moved.fill(False)
         return solved
 
-    def marginal_covariance(self, key: int) -> np.ndarray:
-        """``(dof, dof)`` marginal covariance of a frontal variable of a root clique."""
+    def marginal(self, key: int) -> Marginal:
+        """The marginal of a frontal variable of a root clique (computed when asked)."""
         clique = self.clique_of[key] if key < len(self.clique_of) else None
         if clique is None or clique.parent is not None:
             raise ValueError(f'incremental smoother: variable {key} is not in a root clique of the '
                              'Bayes tree (only the newest variables\' marginals are kept)')
-        d = self.dof
-        k = clique.frontals.index(key)
-        unit = np.zeros((len(clique.frontals) * d, d))
-        unit[k * d:(k + 1) * d] = np.eye(d)
-        solution, _ = lapack.dpotrs(clique.cholesky, unit)
-        block = solution[k * d:(k + 1) * d]
-        return 0.5 * (block + block.T)
+        return Marginal(clique.cholesky, clique.frontals.index(key), self.dof)
+
+
+class Marginal:
+    """The marginal covariance of the ``k``-th frontal variable of a root clique from the
+    clique's Cholesky factor (which later updates replace but never modify, so the marginal
+    stays that of the update that made it); :meth:`covariance` solves for it once, when first
+    asked."""
+
+    __slots__ = ('_cholesky', '_k', '_dof', '_covariance')
+
+    def __init__(self, cholesky: np.ndarray, k: int, dof: int):
+        self._cholesky, self._k, self._dof = cholesky, k, dof
+        self._covariance = None
+
+    def covariance(self) -> np.ndarray:
+        """``(dof, dof)`` marginal covariance (symmetric)."""
+        if self._covariance is None:
+            d, k = self._dof, self._k
+            unit = np.zeros((len(self._cholesky), d))
+            unit[k * d:(k + 1) * d] = np.eye(d)
+            solution, _ = lapack.dpotrs(self._cholesky, unit)
+            block = solution[k * d:(k + 1) * d]
+            self._covariance = 0.5 * (block + block.T)
+        return self._covariance
+
+
+def _rows(variables: list[int], dof: int) -> slice | np.ndarray:
+    """Rows of ``variables`` in the flat solution: a slice when they are consecutive ids in
+    increasing order, else an index array ``(len(variables) dof,)``."""
+    if variables and variables[-1] - variables[0] == len(variables) - 1 and variables == sorted(variables):
+        return slice(variables[0] * dof, (variables[-1] + 1) * dof)
+    return np.array([v * dof + i for v in variables for i in range(dof)], dtype=np.int64)
 
 
 def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls.bayes_tree import BayesTree
+from diffopt_ros.nlls.bayes_tree import BayesTree, Marginal
 from diffopt_ros.nlls.factor_store import FactorStore, retract
 
 
@@ -92,6 +92,7 @@ class IncrementalSmoother:
         self._count = 0
         self._points = np.zeros((0, *group.shape))     # linearization points (with spare rows)
         self._delta = np.zeros((0, self.dof))          # solution relative to them (spare rows)
+        self._estimate = np.zeros((0, *group.shape))   # the points retracted by the solution
         self._sqrt_info: dict[bytes, np.ndarray] = {}  # square roots of recent informations
         self._factors = FactorStore(group)
         self._tree = BayesTree(self.dof)
@@ -127,7 +128,8 @@ class IncrementalSmoother:
             grow = max(64, len(self._delta))
             self._delta = np.concatenate((self._delta, np.zeros((grow, self.dof))))
             self._points = np.concatenate((self._points, np.zeros((grow, *self.group.shape))))
-        self._points[key] = value[0]
+            self._estimate = np.concatenate((self._estimate, np.zeros((grow, *self.group.shape))))
+        self._points[key] = self._estimate[key] = value[0]
         self._count += 1
         self._factors.of_variable.append([])
         self._tree.add_variable()
@@ -174,15 +176,13 @@ class IncrementalSmoother:
 
     # ------------------------------------------------------------------ results
     def estimate(self) -> np.ndarray:
-        """``(N, *group.shape)``: linearization points retracted by the current solution."""
-        n = self.num_variables
-        if n == 0:
-            return self._theta.copy()
-        return retract(self.group, self._theta, self._delta[:n])
+        """``(N, *group.shape)``: linearization points retracted by the current solution (a
+        copy of the rows kept up to date for the variables each update solves)."""
+        return self._estimate[:self._count].copy()
 
     def estimate_of(self, key: int) -> np.ndarray:
         """``(*group.shape)``: the current estimate of one variable."""
-        return retract(self.group, self._theta[key:key + 1], self._delta[key:key + 1])[0]
+        return self._estimate[key].copy()
 
     def error(self, values: np.ndarray | None = None) -> float:
         """Objective ``sum rho(||r||^2_Sigma)`` at ``values`` (default: :meth:`estimate`)."""
@@ -193,7 +193,12 @@ class IncrementalSmoother:
         """``(dof, dof)`` marginal covariance of a variable of a root clique of the Bayes tree
         (the newest variable after an update that added factors on it: it is eliminated last),
         in its right (body-frame) tangent space at the current linearization."""
-        return self._tree.marginal_covariance(key)
+        return self._tree.marginal(key).covariance()
+
+    def marginal(self, key: int) -> Marginal:
+        """:meth:`marginal_covariance` of ``key`` as of this update, computed only when its
+        ``covariance()`` is first called (later updates do not change it)."""
+        return self._tree.marginal(key)
 
     # ------------------------------------------------------------------ the update
     def update(self, relinearize: bool = True) -> UpdateStats:
@@ -209,18 +214,17 @@ class IncrementalSmoother:
             relinearized = np.nonzero(moved)[0].tolist()
         factors = self._factors
         touched = set(self._new_factors)
-        if relinearized:
-            self._theta[relinearized] = retract(self.group, self._theta[relinearized],
-                                                self._delta[relinearized])
+        if relinearized:      # the new points: the estimates (kept as retract(theta, delta))
+            self._theta[relinearized] = self._estimate[relinearized]
             self._delta[relinearized] = 0.0
             for v in relinearized:
                 touched.update(factors.of_variable[v])
-        touched = np.array(sorted(touched), dtype=np.int64)
+        touched = sorted(touched)
         factors.linearize(touched, self._theta)
-        keys = factors.keys[touched].ravel()
-        changed = set(self._new_variables) | set(keys[keys >= 0].tolist())
-        new_keys = factors.keys[self._new_factors].ravel().tolist()
-        last = [v for v in new_keys if v >= 0]
+        keys_of = dict(zip(touched, factors.keys[touched].tolist()))
+        changed = set(self._new_variables).union(*keys_of.values())
+        changed.discard(-1)
+        last = [v for f in self._new_factors for v in keys_of[f] if v >= 0]
         if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
             last = []
         last.append(n - 1)
@@ -229,9 +233,10 @@ class IncrementalSmoother:
             return UpdateStats(0, 0, 0, 0.0)
         cliques = self._tree.update(changed, last, factors)
         solved = self._tree.solve(cliques, self._delta, self.wildfire_threshold)
+        self._estimate[solved] = retract(self.group, self._theta[solved], self._delta[solved])
         eliminated = [v for clique in cliques for v in clique.frontals]
         step = float(np.abs(self._delta[eliminated]).max())
-        return UpdateStats(len(relinearized), len(eliminated), solved, step)
+        return UpdateStats(len(relinearized), len(eliminated), len(solved), step)
 
     def converge(self, max_updates: int = 50, tolerance: float = 1e-9) -> int:
         """Relinearize every variable that moved and update, until the largest step is below

@@ -19,14 +19,14 @@ import heapq
 import numpy as np
 
 
-def elimination_order(variables: list[int], edges: np.ndarray, separators: list[np.ndarray],
+def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
                       constrained: list[int]) -> tuple[list[int], dict[int, set[int]]]:
-    """Order ``variables`` (ids) on the graph of ``edges (E, 2)`` (ids) and cliques on
-    ``separators``, the variables of ``constrained`` last; returns the order and each
-    variable's separator (a set of ids)."""
+    """Order ``variables`` (ids) on the graph of ``edges`` (pairs of ids: an ``(E, 2)`` array or
+    a list) and cliques on ``separators``, the variables of ``constrained`` last; returns the
+    order and each variable's separator (a set of ids)."""
     late = set(constrained)
     adjacent: dict[int, set[int]] = {v: set() for v in variables}
-    for a, b in edges.tolist():
+    for a, b in (edges.tolist() if isinstance(edges, np.ndarray) else edges):
         adjacent[a].add(b)
         adjacent[b].add(a)
     for separator in separators:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Optimizer
+from diffopt_ros.nlls.bayes_tree import Marginal
 from diffopt_ros.nlls.incremental import IncrementalSmoother
 from diffopt_ros.nlls.io import write_g2o
 from diffopt_ros.slam.config import SlamConfig
@@ -63,6 +64,7 @@ class PoseGraphBackend:
         self._kinds: list[int] = []
         self._fitness: list[float] = []
         self._covariance: Tensor | None = None           # (3, 3) of the newest keyframe, body frame
+        self._marginal: Marginal | None = None            # its source, until first asked
         self._smoother: IncrementalSmoother | None = None
         self._smoother_settings: tuple = ()             # what its factors were built with
         self._sent_edges = 0                            # edges already in the smoother
@@ -130,7 +132,12 @@ class PoseGraphBackend:
     @property
     def covariance(self) -> Tensor | None:
         """``(3, 3)`` marginal covariance of the newest keyframe in its body frame (right
-        perturbation; m², rad²), None before the first solve."""
+        perturbation; m², rad²) as of the last solve, None before the first solve; computed
+        on first access after a solve (a solve itself does not compute it)."""
+        if self._marginal is not None:
+            self._covariance = torch.as_tensor(self._marginal.covariance(),
+                                               dtype=self.dtype).to(self.device)
+            self._marginal = None
         return self._covariance
 
     def _settings(self) -> tuple:
@@ -186,11 +193,9 @@ class PoseGraphBackend:
         smoother = self._smoother
         self.estimate = torch.as_tensor(smoother.estimate(), dtype=self.dtype).to(self.device)
         try:
-            covariance = smoother.marginal_covariance(self.num_keyframes - 1)
+            self._marginal = smoother.marginal(self.num_keyframes - 1)
         except ValueError:      # no new factor on the newest keyframe: its marginal is kept
-            return
-        self._covariance = torch.as_tensor(0.5 * (covariance + covariance.T),
-                                           dtype=self.dtype).to(self.device)
+            pass
 
     def solve_full(self) -> None:
         """Re-solve the whole graph with batch Levenberg-Marquardt (``full_iterations``, the
