@@ -60,6 +60,11 @@ class NavSettings:
         replan_distance: replan when the robot is farther than this from the path (m).
         blocked_lookahead: replan (with the scan points as obstacles) when one lies within the
             radius of the next this many metres of the path (m).
+        scan_map_margin: a scan point within this distance of an obstacle of the map is the
+            map's (m): the pose estimate that placed it may be off by this much, and the map
+            already has that obstacle, so the point neither blocks the path nor is added to the
+            map for a plan round it (the MPC's clearance cost still avoids every scan point).
+            Points farther from the map's obstacles are obstacles the map lacks.
         scan_range: scan points beyond this distance from the robot are ignored (m).
         wheelbase: the car's wheelbase (m; ``ackermann``).
         max_steer: the car's steering limit (rad; ``ackermann``).
@@ -87,6 +92,7 @@ class NavSettings:
     goal_tolerance: float = _NODE['goal_tolerance']
     replan_distance: float = 0.6
     blocked_lookahead: float = 2.0
+    scan_map_margin: float = _NODE['navigation.scan_map_margin']
     scan_range: float = 3.0
     wheelbase: float = _NODE['model.wheelbase']
     max_steer: float = _NODE['bounds.max_steer']
@@ -207,17 +213,23 @@ class Navigator:
         self.plan = self.planner.plan(np.asarray(position)[:2], self.goal)
         self.progress, self._round_scan = 0.0, False
 
+    def _unmapped(self) -> torch.Tensor:
+        """The scan points ``(N', 2)`` (m) the map does not explain: farther than
+        ``scan_map_margin`` from its obstacles."""
+        points = self.obstacles.points.to(torch.float64)
+        if points.shape[0] == 0:
+            return points
+        return points[self.field(points) > self.nav.scan_map_margin]
+
     def _replan_round_scan(self, state, now: float) -> None:
-        """Plan round the scan points the map does not explain (off its obstacles) as well."""
-        points = self.obstacles.points
-        unmapped = points[self.field(points.to(torch.float64)) > 2 * self.field.resolution]
-        self.plan = self.planner.plan(state[:2], self.goal, unmapped.numpy())
+        """Plan round the scan points the map does not explain (:meth:`_unmapped`) as well."""
+        self.plan = self.planner.plan(state[:2], self.goal, self._unmapped().numpy())
         self.progress, self._round_scan, self._scan_plan_time = 0.0, True, now
 
     def _blocked(self, state) -> bool:
-        """Whether a scan point lies within the robot radius of the path in the next
-        ``blocked_lookahead`` m (an obstacle the map does not have)."""
-        points = self.obstacles.points
+        """Whether a scan point the map does not explain (:meth:`_unmapped`) lies within the
+        robot radius of the path in the next ``blocked_lookahead`` m."""
+        points = self._unmapped()
         if points.shape[0] == 0:
             return False
         path = self.plan.path
@@ -225,7 +237,7 @@ class Navigator:
         ahead = path[(arc >= self.progress) & (arc <= self.progress + self.nav.blocked_lookahead)]
         if len(ahead) == 0:
             return False
-        gaps = torch.cdist(torch.as_tensor(ahead), points.to(torch.float64))
+        gaps = torch.cdist(torch.as_tensor(ahead), points)
         return bool((gaps < self.nav.radius).any())
 
     def set_scan_points(self, points) -> None:

@@ -101,3 +101,30 @@ def test_a_goal_blocked_only_by_scan_points_is_tried_again():
     assert navigator.step(state, 0.9).mode == 'blocked', 'not tried before retry_period'
     step = navigator.step(state, 1.1)
     assert step.replanned and step.mode == 'tracking' and navigator.plan.reachable
+
+
+def test_scan_points_near_mapped_walls_do_not_block_points_in_free_space_do():
+    """A scan placed with a pose estimate 0.28 m off puts the corridor's wall 0.28 m off the
+    map's: within ``scan_map_margin`` the points are the map's and do not block a goal 0.45 m
+    from the wall; a post in the free corridor still does."""
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    mapped = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 2]}]})
+    state = np.array([5.5, 1.0, 0.0, 0.0, 0.0])
+    shifted_wall = np.column_stack([np.linspace(0, 8, 160), np.full(160, 0.28)])
+    for margin, mode in ((0.3, 'tracking'), (0.1, 'blocked')):
+        navigator = Navigator(world_grid(mapped, 0.05), nav=NavSettings(scan_map_margin=margin))
+        assert navigator.set_goal(state[:2], [7.0, 0.45]).reachable
+        navigator.step(state, 0.0)
+        navigator.set_scan_points(shifted_wall)
+        assert navigator.step(state, 0.05).mode == mode, f'margin {margin}'
+    angles = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    post = np.column_stack([6.5 + 0.3 * np.cos(angles), 0.7 + 0.3 * np.sin(angles)])
+    navigator = Navigator(world_grid(mapped, 0.05))
+    navigator.set_goal(state[:2], [7.5, 1.0])
+    navigator.step(state, 0.0)
+    navigator.set_scan_points(np.concatenate([post, shifted_wall]))
+    step = navigator.step(state, 0.05)
+    assert step.replanned and navigator.plan.reachable
+    gaps = np.hypot(*(navigator.plan.path[:, None] - post[None]).transpose(2, 0, 1)).min()
+    assert gaps > RADIUS, 'the new path keeps the robot radius from the post'

@@ -77,3 +77,30 @@ def test_normals_use_the_same_neighbours_as_brute_force():
     expected = torch.linalg.eigh(local.transpose(1, 2) @ local / k)[1][:, :, 0]
     normals = point_normals(points, k)[0]
     assert torch.allclose(normals.abs(), expected.abs(), atol=1e-9)
+
+
+def test_a_featureless_corridor_keeps_the_odometry_along_its_axis():
+    """Scans 0.5 m apart in a corridor longer than the lidar's range look alike: plain ICP
+    slides them onto each other (the point-to-line residuals do not see motion along the
+    axis); degeneracy-aware matching keeps the guess there and corrects the rest."""
+    world = World.from_dict({'start': [0.0, 0.0, 0.0], 'walls': [{'box': [-50, -1, 50, 1]}]})
+    truth = torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    guess = truth + torch.tensor([0.0, 0.06, 0.03], dtype=torch.float64)   # odometry: off across it
+    slid = 0
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        target = _scan(world, np.array([0.0, 0.1, 0.0]), rng)
+        source = _scan(world, np.array([0.5, 0.1, 0.0]), rng)
+        plain = match_scans(source, target, guess, IcpConfig(degeneracy_threshold=0.0))
+        slid += abs(float(plain.pose[0]) - 0.5) > 0.05
+        aware = match_scans(source, target, guess, IcpConfig())
+        assert aware.accepted and aware.degenerate == 1
+        assert abs(float(aware.pose[0]) - 0.5) < 0.01, 'along the axis: the odometry'
+        assert abs(float(aware.pose[1])) < 0.01 and abs(float(aware.pose[2])) < 0.005, 'across: corrected'
+    assert slid >= 2, 'plain ICP slides along the corridor'
+
+
+def test_a_scene_with_corners_has_no_degenerate_direction():
+    """The loop world's scans constrain every direction: the remapping leaves them alone."""
+    for source, target, guess, _ in _pairs(6):
+        assert match_scans(source, target, guess, IcpConfig()).degenerate == 0

@@ -48,6 +48,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
     _core('icp.max_rms', 'fitness: largest RMS point-to-line residual', 1e-4, 10.0, 'm'),
     _core('icp.inlier_distance', 'a point within this of the other scan is an inlier',
           1e-3, 10.0, 'm'),
+    _core('icp.degeneracy_threshold', 'scan-matching directions whose normalised Hessian '
+          'eigenvalue is below this keep the odometry (a corridor\'s axis; 0 = off)', 0.0, 1.0),
     _core('loop.search_radius', 'loop candidates within this distance (0 = off)', 0.0, 1000.0,
           'm'),
     _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1,

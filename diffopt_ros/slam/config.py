@@ -88,6 +88,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'icp.min_inlier_ratio': ('icp.min_inlier_ratio',),
     'icp.max_rms': ('icp.max_rms', 'loop_icp.max_rms'),
     'icp.inlier_distance': ('icp.inlier_distance', 'loop_icp.inlier_distance'),
+    'icp.degeneracy_threshold': ('icp.degeneracy_threshold', 'loop_icp.degeneracy_threshold'),
     'loop.search_radius': ('loop_search_radius',),
     'loop.min_separation': ('loop_min_separation',),
     'loop.max_candidates': ('loop_max_candidates',),
