@@ -108,6 +108,17 @@ def stop(spinner: ExecutorThread, nodes):
         node.destroy_node()
 
 
+def start_with_feeder(context, slam) -> tuple[Feeder, ExecutorThread]:
+    """``slam`` and a :class:`Feeder` spun in the background, once each sees the other's topics."""
+    feeder = Feeder(context)
+    spinner = start(context, [slam, feeder.node])
+    if not wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
+                    and feeder.node.count_subscribers('/scan') > 0):
+        stop(spinner, [slam, feeder.node])
+        raise AssertionError('slam_node and the feeder did not discover each other')
+    return feeder, spinner
+
+
 def make_node(context, **values):
     return SlamNode(context=context, parameter_overrides=[Parameter(k, value=v)
                                                            for k, v in values.items()])
@@ -115,11 +126,8 @@ def make_node(context, **values):
 
 def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, tmp_path):
     slam = make_node(context, **{'save.directory': str(tmp_path), 'map.publish_period': 0.2})
-    feeder = Feeder(context)
-    spinner = start(context, [slam, feeder.node])
+    feeder, spinner = start_with_feeder(context, slam)
     try:
-        assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
-                        and feeder.node.count_subscribers('/scan') > 0)
         stats = slam.stats
         feeder.play(drive, handled=lambda: scans_handled(stats))   # lock-step: load changes timing only
         assert wait_for(lambda: stats.scans + stats.dropped_scans >= 0.9 * len(drive.scans)
@@ -176,11 +184,8 @@ def test_a_long_map_cast_does_not_hold_up_scans(context, drive, monkeypatch):
 
     monkeypatch.setattr(slam_node, 'updated_mapper', stuck)
     slam = make_node(context, **{'map.publish_period': 0.05})
-    feeder = Feeder(context)
-    spinner = start(context, [slam, feeder.node])
+    feeder, spinner = start_with_feeder(context, slam)
     try:
-        assert wait_for(lambda: slam.count_subscribers('/slam/pose') > 0
-                        and feeder.node.count_subscribers('/scan') > 0)
         stats = slam.stats
         scans, published = dict(zip(drive.scan_steps.tolist(), drive.scans)), 0
         for k in range(120):   # lock-step, as Feeder.play, but failing at the first stall
