@@ -1,6 +1,7 @@
 """Process entry points for nodes: init, spin, clean shutdown on SIGINT/SIGTERM."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -118,5 +119,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
+        else:
+            # make_node raised: its half-built node (held by the traceback's frames, a cycle)
+            # still owns rcl handles; free them while the context is alive, not at interpreter
+            # exit after the context is gone (a recorder_node start-up error once exited -11)
+            gc.collect()
         rclpy.try_shutdown()
     return status
