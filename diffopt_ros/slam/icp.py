@@ -59,9 +59,7 @@ class IcpConfig:
             not moved from the initial guess (see the module docstring; 0 = off). A straight
             corridor with 1 cm range noise gives about 0.01 along its axis; in the corridors
             world, beside its long outer walls 0.005 to 0.07, in its rooms, junctions and
-            corridors with a visible end 0.14 or more. Off by default: at 0.05 three corridor
-            drives of bench/navigation.py that failed reach their goals, but two that reached
-            theirs fail, one of them pinning the car against a wall (docs/design.md).
+            corridors with a visible end 0.14 or more.
     """
 
     max_iterations: int = 30
@@ -74,7 +72,7 @@ class IcpConfig:
     min_points: int = 20
     tolerance: float = 1e-4
     noise_floor: float = 0.01
-    degeneracy_threshold: float = 0.0
+    degeneracy_threshold: float = 0.05
 
 
 @dataclass(frozen=True)
