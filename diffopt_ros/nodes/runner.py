@@ -122,7 +122,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         else:
             # make_node raised: its half-built node (held by the traceback's frames, a cycle)
             # still owns rcl handles; free them while the context is alive, not at interpreter
-            # exit after the context is gone (a recorder_node start-up error once exited -11)
+            # exit after the context is gone, where releasing them can crash the process
             gc.collect()
         rclpy.try_shutdown()
     return status

@@ -359,7 +359,7 @@ class SlamNode(Node):
         while True:
             self._map_wanted.wait()
             wait = last + self._values['map.publish_period'] - time.monotonic()
-            if self._stopping.wait(max(wait, 0.0)) or self._stopping.is_set():
+            if self._stopping.wait(max(wait, 0.0)):   # True once stopping (also at wait 0)
                 return
             self._map_wanted.clear()
             last = time.monotonic()
