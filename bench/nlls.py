@@ -12,10 +12,12 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
   a loss on the solution, for every backward mode, against Theseus in the same mode.
 * peak memory (max RSS increase of a child process) of the w10000 solve.
 * ``diffopt-ros pgo FILE`` as a user runs it: a subprocess with default options (start-up,
-  imports, reading, solve, output), wall time against GTSAM's load (``load2D``; ``load3D`` and
-  chained odometry for sphere2500) + LM optimize in this process, best of ``--repeat``
-  interleaved runs; and the command's solve time with ``--threads 1`` against ``--threads 2``
-  (the measurement behind its default). ``--command-only`` runs just these rows.
+  imports, reading, solve, output), against GTSAM's load (``load2D``; ``readG2o`` and chained
+  odometry for sphere2500) + LM optimize in this process and as a subprocess of
+  ``bench/gtsam_pgo.py`` (interpreter start and ``import gtsam`` included), with the CPU time
+  of ``import torch`` alone measured in the same run; best of ``--repeat`` interleaved runs;
+  and the command's solve time with ``--threads 1`` against ``--threads 2`` (the measurement
+  behind its default). ``--command-only`` runs just these rows.
 * the first N poses of w10000 and sphere2500 with the supernodal and the cholespy sparse
   factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
   (``--crossover-only`` runs just these rows).
@@ -41,6 +43,7 @@ import torch
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1]))
 
+from bench.gtsam_pgo import data_file, load, optimize  # noqa: E402
 from diffopt_ros.lie import SE2  # noqa: E402
 from diffopt_ros.nlls import Between, Objective, Optimizer, Prior, Variable  # noqa: E402
 from diffopt_ros.nlls.io import read_graph  # noqa: E402
@@ -48,13 +51,7 @@ from diffopt_ros.nlls.linear import sparse_backend  # noqa: E402
 from diffopt_ros.nlls.pgo_cli import LAMBDA_FACTOR  # noqa: E402
 
 DT = torch.float64
-FILES = {'w100': 'w100.graph', 'w10000': 'w10000.graph', 'sphere2500': 'sphere2500.txt'}
 MODES = ('implicit', 'unroll', 'truncated', 'dlm')
-
-
-def data_file(name: str) -> str:
-    import gtsam
-    return gtsam.findExampleDataFile(FILES[name])
 
 
 def build(data, device='cpu', measurements=None, information=None, linear='auto', max_iterations=100,
@@ -84,56 +81,59 @@ def gtsam_lm(name: str, with_load: bool = False):
     """GTSAM LM wall seconds (optimizer construction + optimize; with ``with_load`` also reading
     the file and building the initial values), final error, iterations, CPU seconds (process
     time, all threads)."""
-    import gtsam
-    path = data_file(name)
+    import gtsam  # noqa: F401  (imported before the clock starts)
     t_load, cpu0 = time.perf_counter(), time.process_time()
-    if name == 'sphere2500':
-        graph, _ = gtsam.readG2o(path, True)
-        values = gtsam.Values()
-        values.insert(0, gtsam.Pose3())
-        for k in range(graph.size()):
-            f = graph.at(k)
-            a, b = f.keys()
-            if b == a + 1 and not values.exists(b):
-                values.insert(b, values.atPose3(a).compose(f.measured()))
-        graph.add(gtsam.PriorFactorPose3(0, values.atPose3(0), gtsam.noiseModel.Isotropic.Sigma(6, 1e-3)))
-    else:
-        graph, values = gtsam.load2D(path)
-        graph.add(gtsam.PriorFactorPose2(0, values.atPose2(0), gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
+    graph, values = load(name)
     t0 = t_load if with_load else time.perf_counter()
     cpu0 = cpu0 if with_load else time.process_time()
-    opt = gtsam.LevenbergMarquardtOptimizer(graph, values, gtsam.LevenbergMarquardtParams())
-    result = opt.optimize()
+    error, iterations = optimize(graph, values)
     seconds = time.perf_counter() - t0
-    return seconds, graph.error(result), opt.iterations(), time.process_time() - cpu0
+    return seconds, error, iterations, time.process_time() - cpu0
+
+
+def _child(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` as a subprocess: wall seconds, CPU seconds (user + system), its stdout."""
+    import resource
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if run.returncode != 0:
+        raise RuntimeError(f'{" ".join(cmd)} failed: {run.stderr}')
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, run.stdout
+
+
+def gtsam_command(name: str) -> tuple[float, float, float]:
+    """``python bench/gtsam_pgo.py NAME`` as a subprocess (interpreter start, ``import gtsam``,
+    load, optimize): wall seconds, CPU seconds, final error."""
+    wall, cpu, out = _child([sys.executable, str(HERE.parent / 'gtsam_pgo.py'), name])
+    words = out.split()
+    return wall, cpu, float(words[words.index('error') + 1])
 
 
 def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, float]:
     """``python -m diffopt_ros.cli pgo FILE *options`` as a subprocess: wall seconds, the solve
     seconds and final error it prints, its iterations, its CPU seconds (user + system)."""
-    import resource
-    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', 'pgo', data_file(name), *options],
-                         capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    if run.returncode != 0:
-        raise RuntimeError(f'pgo {name} failed: {run.stderr}')
-    last = run.stdout.strip().splitlines()[-1].split()
+    wall, cpu, out = _child([sys.executable, '-m', 'diffopt_ros.cli', 'pgo', data_file(name), *options])
+    last = out.strip().splitlines()[-1].split()
     return (wall, float(last[last.index('time') + 1]), float(last[last.index('final') + 2]),
             int(last[last.index('iterations') + 1]), cpu)
 
 
 def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
-    """The command (default options) against GTSAM load + optimize, and the thread rows."""
+    """The command (default options) against GTSAM load + optimize in this process and as a
+    subprocess (``bench/gtsam_pgo.py``), the CPU time of ``import torch`` alone (a subprocess
+    that imports it, less one that starts the interpreter), and the thread rows."""
     for name in names:
-        runs = {'gtsam': [], 'cmd': [], 't1': [], 't2': []}
+        runs = {'gtsam': [], 'gtsam_cmd': [], 'cmd': [], 'torch': [], 'python': [], 't1': [], 't2': []}
         for _ in range(repeat):  # interleaved: every variant sees the same load
             runs['gtsam'].append(gtsam_lm(name, with_load=True))
+            runs['gtsam_cmd'].append(gtsam_command(name))
             runs['cmd'].append(pgo_command(name))
+            runs['torch'].append(_child([sys.executable, '-c', 'import torch'])[1])
+            runs['python'].append(_child([sys.executable, '-c', 'pass'])[1])
             if thread_rows:
                 runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
                 runs['t2'].append(pgo_command(name, '--quiet', '--threads', '2'))
@@ -141,10 +141,17 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
         g_cpu = min(r[3] for r in runs['gtsam'])
         wall, solve, err, it, _ = min(runs['cmd'])
         cpu = min(r[4] for r in runs['cmd'])
+        gc_s, gc_cpu = min(r[0] for r in runs['gtsam_cmd']), min(r[1] for r in runs['gtsam_cmd'])
+        python_cpu = min(runs['python'])
+        torch_cpu = min(runs['torch']) - python_cpu
         row(case=f'{name} diffopt-ros pgo (subprocess, default options)', device='cpu', ours_s=wall,
             ours_solve_s=solve, ours_cpu_s=cpu, ours_error=err, ours_iterations=it,
             gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
             time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
+            gtsam_subprocess_s=gc_s, gtsam_subprocess_cpu_s=gc_cpu,
+            cpu_ratio_vs_gtsam_subprocess=cpu / gc_cpu,
+            interpreter_cpu_s=python_cpu, torch_import_cpu_s=torch_cpu,
+            cpu_ratio_without_torch_import=(cpu - torch_cpu) / g_cpu,
             error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
         if not thread_rows:
             continue

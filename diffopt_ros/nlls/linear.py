@@ -204,11 +204,19 @@ class SparseCholesky:
         size = dof[br] * dof[bc]
         first = torch.cumsum(size, 0) - size  # position of each block's first entry
         self.nnz = int(size.sum())
-        owner = torch.repeat_interleave(torch.arange(len(blocks)), size)
-        local = torch.arange(self.nnz) - first[owner]
-        width = dof[bc[owner]]
-        self.rows = bstart[br[owner]] + local // width
-        self.cols = bstart[bc[owner]] + local % width
+        self.rows = torch.empty(self.nnz, dtype=torch.long)
+        self.cols = torch.empty(self.nnz, dtype=torch.long)
+        # coordinates of every entry, block by block: one broadcast per shape of block (a pose
+        # graph has one or a few shapes), the divisions only over one block's entries
+        rdof, cdof = dof[br], dof[bc]
+        shape_key = rdof * (int(dof.max()) + 1) + cdof
+        for key in torch.unique(shape_key).tolist():
+            sel = torch.nonzero(shape_key == key).squeeze(1)
+            dr, dc = int(rdof[sel[0]]), int(cdof[sel[0]])
+            cell = torch.arange(dr * dc)
+            at = (first[sel][:, None] + cell).reshape(-1)
+            self.rows[at] = (bstart[br[sel]][:, None] + cell // dc).reshape(-1)
+            self.cols[at] = (bstart[bc[sel]][:, None] + cell % dc).reshape(-1)
         # per factor, the pattern position of every entry of its (E, D, D) Gauss-Newton block
         scatter, at = [], 0
         for (E, S), f in zip(pairs, objective.factors):
@@ -233,7 +241,7 @@ class SparseCholesky:
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
         if self.backend in ('cholmod', 'cholespy'):  # lower triangle in compressed-column order
             lower = np.nonzero(r >= c)[0]
-            order = lower[np.lexsort((r[lower], c[lower]))]
+            order = lower[np.argsort(c[lower] * n + r[lower])]  # keys unique: any sort
             self._csc_order = order
             self._csc_rows = r[order].astype(np.int32)
             counts = np.bincount(c[order], minlength=n)

@@ -78,7 +78,8 @@ def parse_graph(path: str | Path) -> ParsedGraph:
             xx, xy, yy, tt, xt, yt = a[:, 5:11].T
             toro = _upper(np.stack((xx, xy, xt, yy, yt, tt), 1), 3)
             g2o = _upper(a[:, 5:11], 3)
-            bad_toro, bad_g2o = _not_pd(toro), _not_pd(g2o)
+            bad_toro = _not_pd(toro)
+            bad_g2o = _not_pd(g2o) if bad_toro.any() else bad_toro
             use_g2o = bad_toro.any() and not bad_g2o.any()
             if use_g2o:
                 notes.append(f'{tag} information read in g2o order (upper triangle, row-major): '
@@ -104,12 +105,13 @@ def parse_graph(path: str | Path) -> ParsedGraph:
             meas.append(m)
             perm = [3, 4, 5, 0, 1, 2]
             info.append(_upper(a[:, 8:29], 6)[:, perm][:, :, perm])
+        if tag not in ('EDGE2', 'EDGE'):  # their information is checked above, in the order read
+            _require_pd(path, info[-1], g.lines)
     shape = (3,) if planar else (3, 4)
     ij = np.concatenate(ij) if ij else np.zeros((0, 2), np.int64)
     meas = np.concatenate(meas) if meas else np.zeros((0, *shape))
     info = np.concatenate(info) if info else np.zeros((0, d, d))
     elines = np.concatenate(elines) if elines else np.zeros(0, np.int64)
-    _require_pd(path, info, elines)
 
     # ---------------------------------------------------------------- pose-point edges
     obs = _observations(path, groups, planar)
