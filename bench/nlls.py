@@ -18,6 +18,8 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
   of ``import torch`` alone measured in the same run; best of ``--repeat`` interleaved runs;
   and the command's solve time with ``--threads 1`` against ``--threads 2`` (the measurement
   behind its default). ``--command-only`` runs just these rows.
+* LM with GTSAM's damping schedule (the command's) and with Nielsen's adaptive update on
+  sphere2500, victoria_park and w20000: tries, final error, CPU seconds (``--damping-only``).
 * the first N poses of w10000 and sphere2500 with the supernodal and the cholespy sparse
   factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
   (``--crossover-only`` runs just these rows).
@@ -187,6 +189,27 @@ def crossover_rows(row) -> None:
                 auto=sparse_backend('auto', objective))
 
 
+def damping_rows(row, max_iterations: int = 100) -> None:
+    """LM with GTSAM's damping schedule (divide / multiply by ``LAMBDA_FACTOR``, what the command
+    uses) and with Nielsen's adaptive update (``lambda_factor=None``) on the command's objective
+    of sphere2500 and of the two gtsam/Data files the command's choice rests on (victoria_park,
+    w20000): tries, final error, CPU seconds of structure + solve."""
+    import gtsam
+
+    from diffopt_ros.nlls.pose_graph import objective_from_data
+    for name in ('sphere2500.txt', 'victoria_park.txt', 'w20000.txt'):
+        data = read_graph(gtsam.findExampleDataFile(name))
+        for schedule, factor in (('gtsam', LAMBDA_FACTOR), ('nielsen', None)):
+            objective, _, _ = objective_from_data(data, 'cpu', DT)
+            t0 = time.process_time()
+            opt = Optimizer(objective, max_iterations=max_iterations, lambda_factor=factor)
+            with torch.no_grad():
+                result = opt.solve()
+            row(case=f'{name} LM damping {schedule}', device='cpu', cpu_s=time.process_time() - t0,
+                error=float(result.error[0]), tries=int(result.iterations[0]), status=result.status[0],
+                load_average=os.getloadavg()[0])
+
+
 # ---------------------------------------------------------------------- differentiable batch
 def batch_problem(B: int, seed: int = 0):
     """w100 with B noisy copies of the measurements; the target is the clean solution."""
@@ -311,6 +334,8 @@ def main(argv=None) -> int:
                    help='only the supernodal / cholespy rows on growing subgraphs (the auto threshold)')
     p.add_argument('--lm-only', action='store_true',
                    help='only the w10000 and sphere2500 LM rows (GTSAM and every installed backend)')
+    p.add_argument('--damping-only', action='store_true',
+                   help="only LM with GTSAM's and Nielsen's damping on sphere2500, victoria_park, w20000")
     p.add_argument('--theseus-worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -331,6 +356,11 @@ def main(argv=None) -> int:
         cells = '  '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in kw.items())
         print(cells, flush=True)
 
+    if args.damping_only:
+        damping_rows(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
+        return 0
     if args.crossover_only:
         crossover_rows(row)
         if args.json:
