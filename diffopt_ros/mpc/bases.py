@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .dynamics import Dynamics, batch_shape
@@ -141,30 +142,38 @@ class Bicycle(_PositiveParams):
                 speed_matrices[key] = keep_v ** steps, M.mT
             return speed_matrices[key]
 
-        def steering(steer: torch.Tensor, commands: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-            """The steering angles ``steer (...)`` and after each of the ``commands`` (``T`` times
-            ``(...)``): :func:`rate_limited_lag`. On the CPU a step whose gaps are all within
-            ``rate tau`` (no ramp: most steps) is taken as ``command - gap decay`` with the constant
+        def steering(steer: torch.Tensor, commands: torch.Tensor) -> torch.Tensor:
+            """The steering angles ``(..., T+1)`` from ``steer (...)`` under the ``commands (..., T)``:
+            :func:`rate_limited_lag`. On the CPU a step whose gaps are all within ``rate tau`` (no
+            ramp: most steps) is taken as ``command - gap decay`` with the constant
             ``decay = exp((0 - dt) / tau)``, the same value in 2 operations instead of 13 (``decay``
             formed on a tensor of the steps' shape: the same kernel path per element); the check
-            reads the largest gap (a device sync elsewhere: there every step is the full one)."""
+            reads the largest gap (a device sync elsewhere: there every step is the full one).
+            Without autograd (inference mode) those steps run on numpy arrays: the same
+            correctly rounded subtractions and products, without a tensor operation's dispatch."""
+            if steer.device.type != 'cpu':
+                out = [steer]
+                for command in commands.unbind(-1):
+                    out.append(rate_limited_lag(out[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
+                return torch.stack(out, -1)
+            decay = torch.sub(torch.zeros_like(steer, memory_format=torch.contiguous_format), dt)
+            decay, bound = decay.div(tau_s).exp(), float(rate_tau.detach())
+            if torch.is_inference_mode_enabled():
+                return _steering_arrays(steer, commands, decay, bound,
+                                        lambda s, c: rate_limited_lag(s, c, tau_s, rate, dt, rate_tau=rate_tau))
             out = [steer]
-            check = steer.device.type == 'cpu'
-            if check:
-                decay = torch.sub(torch.zeros_like(steer, memory_format=torch.contiguous_format), dt)
-                decay, bound = decay.div(tau_s).exp(), float(rate_tau.detach())
-            for command in commands:
+            for command in commands.unbind(-1):
                 gap = torch.sub(command, out[-1])
-                if check and float(gap.abs().amax().detach()) <= bound:          # NaN: the full step
+                if float(gap.abs().amax().detach()) <= bound:          # NaN: the full step
                     out.append(torch.sub(command, gap.mul(decay)))
                 else:
                     out.append(rate_limited_lag(out[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
-            return out
+            return torch.stack(out, -1)
 
         def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
             powers, M_T = speed(controls.shape[-2], controls)
             v = x_init[..., 3:4] * powers + controls[..., 0] @ M_T            # (B, T+1)
-            steer = torch.stack(steering(x_init[..., 4], controls[..., 1].unbind(-1)), -1)
+            steer = steering(x_init[..., 4], controls[..., 1])
             v_m = 0.5 * (v[..., 1:] + v[..., :-1])
             w_m = v_m * torch.tan(0.5 * (steer[..., 1:] + steer[..., :-1])) * inv_L
             turn = dt * w_m
@@ -214,6 +223,23 @@ class Bicycle(_PositiveParams):
                          zero, zero, zero, keep, zero, drive, zero,
                          zero, zero, zero, zero, d_steer, zero, 1 - d_steer), -1).view(*batch, 5, 7)
         return J[..., :5], J[..., 5:]
+
+
+def _steering_arrays(steer: torch.Tensor, commands: torch.Tensor, decay: torch.Tensor, bound: float,
+                     full_step) -> torch.Tensor:
+    """The steering recursion of :meth:`Bicycle.rollout_fn` on numpy arrays (CPU tensors without
+    autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``. A step whose gaps are all
+    within ``bound`` is ``command - gap decay`` (``decay (...)``); another is ``full_step(steer,
+    command)`` on tensors."""
+    c, d = commands.detach().numpy(), decay.detach().numpy()
+    out = [steer.detach().numpy()]
+    for t in range(c.shape[-1]):
+        gap = c[..., t] - out[-1]
+        if float(np.abs(gap).max()) <= bound:                          # NaN: the full step
+            out.append(c[..., t] - gap * d)
+        else:
+            out.append(full_step(torch.from_numpy(out[-1]), commands[..., t]).numpy())
+    return torch.from_numpy(np.stack(out, -1))
 
 
 class TwistBicycle(Dynamics):

@@ -199,9 +199,21 @@ class ObstacleCost(Cost):
         i, j = self.position_indices
         return torch.stack((x[..., i], x[..., j]), -1)
 
-    def _point_distance(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distance ``(...)`` to the nearest point and the offset ``p - q* (..., 2)``."""
+    def _near_points(self, p: torch.Tensor) -> torch.Tensor:
+        """The points ``(N', 2)`` (in their order) inside the box round the positions ``p (..., 2)``
+        widened by twice the margin: only they can lie within the margin of a position, where the
+        penalty is not zero; the others change no cost, gradient or curvature (the clearance
+        there is at least the margin either way) and are not searched."""
         q = self.points.to(p)
+        flat = p.detach().reshape(-1, 2)
+        reach = 2.0 * float(self.margin.detach())
+        low, high = flat.amin(0) - reach, flat.amax(0) + reach
+        return q[((q >= low) & (q <= high)).all(-1)]
+
+    @staticmethod
+    def _point_distance(p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance ``(...)`` of positions ``p (..., 2)`` to the nearest of the points ``q (N, 2)``
+        (``N >= 1``) and the offset ``p - q* (..., 2)``."""
         flat = p.reshape(-1, 2)
         nearest = torch.cdist(flat.detach(), q).argmin(-1)
         offset = (flat - q[nearest]).view(p.shape)
@@ -209,27 +221,34 @@ class ObstacleCost(Cost):
 
     def clearance(self, p: torch.Tensor) -> torch.Tensor:
         """Clearance ``(...)`` (m) of positions ``p (..., 2)`` (m): field and points, the smaller."""
+        return self._clearance(p, self.points.to(p))
+
+    def _clearance(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """:meth:`clearance` against the points ``q (N, 2)``."""
         d = self.field(p) if self.field is not None else None
-        if self.points.shape[0]:
-            dp = self._point_distance(p)[0]
+        if q.shape[0]:
+            dp = self._point_distance(p, q)[0]
             d = dp if d is None else torch.minimum(d, dp)
         if d is None:
             return torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
         return d
 
     def total(self, x, u, target=None, u_prev=None):
-        r = torch.relu(self.margin.to(x) - self.clearance(self._positions(x)))
+        p = self._positions(x)
+        r = torch.relu(self.margin.to(x) - self._clearance(p, self._near_points(p)))
         return 0.5 * self.weight.to(x) * r.square().sum(-1)
 
     def _distance_derivatives(self, p: torch.Tensor):
-        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` of the clearance (the active term's)."""
+        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` of the clearance (the active term's;
+        the points' only within the margin, :meth:`_near_points`)."""
         if self.field is not None:
             d, g, H = self.field.query(p)
         else:
             d = torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
             g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2)
-        if self.points.shape[0]:
-            dp, offset = self._point_distance(p)
+        q = self._near_points(p)
+        if q.shape[0]:
+            dp, offset = self._point_distance(p, q)
             closer = (dp < d).unsqueeze(-1)
             safe = dp.clamp_min(1e-12).unsqueeze(-1)
             gp = offset / safe
