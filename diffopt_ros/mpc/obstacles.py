@@ -126,16 +126,19 @@ class DistanceField(nn.Module):
         fx, fy = f.unbind(-1)
         return a + fx * (b + e * fy) + c * fy
 
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def query(self, points: torch.Tensor, hessian: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Distance ``(...)`` (m), gradient ``(..., 2)`` (1) and Hessian ``(..., 2, 2)`` (1/m) of the
         interpolant at ``points (..., 2)`` (exact inside a cell; the Hessian's only entry is the
-        cross term of the bilinear form)."""
+        cross term of the bilinear form; ``None`` unless ``hessian``)."""
         a, b, c, e, f, inside = self._cells(points)
         fx, fy = f.unbind(-1)
         slope_x = b + e * fy
         d = a + fx * slope_x + c * fy
         scale = 1.0 / self.resolution
         g = torch.stack((slope_x, c + e * fx), -1) * (inside * scale)
+        if not hessian:
+            return d, g, None
         cross = e * (inside.all(-1) * (scale * scale))
         zero = torch.zeros_like(cross)
         hess = torch.stack((zero, cross, cross, zero), -1).unflatten(-1, (2, 2))
@@ -197,7 +200,7 @@ class ObstacleCost(Cost):
 
     def _positions(self, x: torch.Tensor) -> torch.Tensor:
         i, j = self.position_indices
-        return torch.stack((x[..., i], x[..., j]), -1)
+        return x[..., i:i + 2] if j == i + 1 else torch.stack((x[..., i], x[..., j]), -1)
 
     def _near_points(self, p: torch.Tensor) -> torch.Tensor:
         """The points ``(N', 2)`` (in their order) inside the box round the positions ``p (..., 2)``
@@ -238,31 +241,32 @@ class ObstacleCost(Cost):
         r = torch.relu(self.margin.to(x) - self._clearance(p, self._near_points(p)))
         return 0.5 * self.weight.to(x) * r.square().sum(-1)
 
-    def _distance_derivatives(self, p: torch.Tensor):
-        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` of the clearance (the active term's;
-        the points' only within the margin, :meth:`_near_points`)."""
+    def _distance_derivatives(self, p: torch.Tensor, hessian: bool = True):
+        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` (``None`` unless ``hessian``) of the
+        clearance (the active term's; the points' only within the margin, :meth:`_near_points`)."""
         if self.field is not None:
-            d, g, H = self.field.query(p)
+            d, g, H = self.field.query(p, hessian)
         else:
             d = torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
-            g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2)
+            g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2) if hessian else None
         q = self._near_points(p)
         if q.shape[0]:
             dp, offset = self._point_distance(p, q)
             closer = (dp < d).unsqueeze(-1)
             safe = dp.clamp_min(1e-12).unsqueeze(-1)
             gp = offset / safe
-            Hp = (torch.eye(2, dtype=p.dtype, device=p.device) - gp.unsqueeze(-1) * gp.unsqueeze(-2)) \
-                / safe.unsqueeze(-1)
+            if hessian:
+                Hp = (torch.eye(2, dtype=p.dtype, device=p.device) - gp.unsqueeze(-1) * gp.unsqueeze(-2)) \
+                    / safe.unsqueeze(-1)
+                H = torch.where(closer.unsqueeze(-1), Hp, H)
             d = torch.where(closer.squeeze(-1), dp, d)
             g = torch.where(closer, gp, g)
-            H = torch.where(closer.unsqueeze(-1), Hp, H)
         return d, g, H
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):
         batch, T1, n_x = x.shape
         T, n_u = u.shape[1], u.shape[2]
-        d, g, H = self._distance_derivatives(self._positions(x))
+        d, g, H = self._distance_derivatives(self._positions(x), exact)
         w = self.weight.to(x)
         r = torch.relu(self.margin.to(x) - d)
         active = (r > 0).to(x.dtype)
@@ -270,10 +274,14 @@ class ObstacleCost(Cost):
         hess = (w * active).unsqueeze(-1).unsqueeze(-1) * (g.unsqueeze(-1) * g.unsqueeze(-2))
         if exact:
             hess = hess - (w * r).unsqueeze(-1).unsqueeze(-1) * H
-        index = list(self.position_indices)
+        i, j = self.position_indices
         lx = x.new_zeros(batch, T1, n_x)
-        lx[..., index] = grad
         lxx = x.new_zeros(batch, T1, n_x, n_x)
-        lxx[..., index[0], index] = hess[..., 0, :]
-        lxx[..., index[1], index] = hess[..., 1, :]
+        if j == i + 1:                     # slices: plain copies, no index tensors
+            lx[..., i:j + 1] = grad
+            lxx[..., i:j + 1, i:j + 1] = hess
+        else:
+            lx[..., [i, j]] = grad
+            lxx[..., i, [i, j]] = hess[..., 0, :]
+            lxx[..., j, [i, j]] = hess[..., 1, :]
         return CostExpansion(lxx, lx, u.new_zeros(batch, T, n_u, n_u), u.new_zeros(batch, T, n_u))
