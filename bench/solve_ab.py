@@ -1,4 +1,4 @@
-"""Same-process A/B of the MPC solve: another checkout's ``diffopt_ros/mpc`` against this one, on a drive's solves.
+"""Same-process A/B of the MPC solve: another checkout's ``diffopt_ros/mpc`` against this one.
 
 The problems of a ground-truth drive are kept as ``bench/solve_replay.py`` keeps them (``--solves``
 control ticks: cost with its obstacle field and scan points, initial state, reference, warm
@@ -65,7 +65,7 @@ def to_base(obj):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--base', required=True, help="root of the other checkout (its diffopt_ros/mpc)")
+    parser.add_argument('--base', required=True, help='root of the other checkout (its diffopt_ros/mpc)')
     parser.add_argument('--world', default='clutter')
     parser.add_argument('--robot', default='ackermann', choices=('diff_drive', 'ackermann', 'unicycle'))
     parser.add_argument('--goal', type=float, nargs=2, default=(10.0, 7.0), help='m, world frame')

@@ -137,7 +137,8 @@ def describe(ticks: list[dict], label: str) -> None:
           f'more than one solve {sum(t["solves"] > 1 for t in slow)}; their iterations '
           f'{sorted(t["iterations"] for t in slow)}; mean ms: SLAM '
           f'{statistics.mean(t["slam_ms"] for t in slow):.1f}, control step '
-          f'{statistics.mean(t["step_ms"] for t in slow):.1f}, tick {statistics.mean(t["tick_ms"] for t in slow):.1f}')
+          f'{statistics.mean(t["step_ms"] for t in slow):.1f}, '
+          f'tick {statistics.mean(t["tick_ms"] for t in slow):.1f}')
 
 
 def main(argv: list[str] | None = None) -> None:

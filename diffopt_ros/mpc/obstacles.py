@@ -87,6 +87,8 @@ class DistanceField(nn.Module):
         offset = [self.origin[0] / self.resolution + 0.5, self.origin[1] / self.resolution + 0.5]
         self.register_buffer('_offset', torch.tensor(offset), persistent=False)
         self.register_buffer('_upper', torch.tensor([width - 1.0, height - 1.0]), persistent=False)
+        self.register_buffer('_last_corner', self._upper - 1, persistent=False)
+        self.register_buffer('_row_stride', torch.tensor([1, width - 1]), persistent=False)
 
     @classmethod
     def from_grid(cls, data, resolution: float, origin, threshold: int = OCCUPIED_THRESHOLD,
@@ -106,17 +108,18 @@ class DistanceField(nn.Module):
         """The field of an :class:`~diffopt_ros.slam.occupancy.OccupancyGrid` (see :meth:`from_grid`)."""
         return cls.from_grid(grid.data, grid.resolution, grid.origin, **kwargs)
 
-    def _cells(self, points: torch.Tensor):
+    def _cells(self, points: torch.Tensor, in_range: bool = False):
         """Coefficients ``a, b, c, e (...)`` of the squares holding ``points (..., 2)``, the
-        fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis."""
+        fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis (``None``
+        unless ``in_range``)."""
         upper = self._upper.to(points)
         uv = points / self.resolution - self._offset.to(points)            # in cell-centre units
-        inside = (uv >= 0) & (uv <= upper)
+        inside = ((uv >= 0) & (uv <= upper)) if in_range else None
         uv = torch.minimum(uv.clamp_min(0), upper)
-        corner = torch.minimum(uv.detach().floor(), upper - 1)
+        corner = torch.minimum(uv.detach().floor(), self._last_corner.to(points))
         f = uv - corner
-        cell = corner.long()                       # integer index: exact on any grid size in float32 too
-        index = cell[..., 1] * (self.sdf.shape[1] - 1) + cell[..., 0]
+        # integer index: exact on any grid size in float32 too
+        index = (corner.long() * self._row_stride.to(points.device)).sum(-1)
         a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
         return a, b, c, e, f, inside
 
@@ -131,7 +134,7 @@ class DistanceField(nn.Module):
         """Distance ``(...)`` (m), gradient ``(..., 2)`` (1) and Hessian ``(..., 2, 2)`` (1/m) of the
         interpolant at ``points (..., 2)`` (exact inside a cell; the Hessian's only entry is the
         cross term of the bilinear form; ``None`` unless ``hessian``)."""
-        a, b, c, e, f, inside = self._cells(points)
+        a, b, c, e, f, inside = self._cells(points, True)
         fx, fy = f.unbind(-1)
         slope_x = b + e * fy
         d = a + fx * slope_x + c * fy
