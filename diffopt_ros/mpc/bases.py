@@ -230,7 +230,7 @@ class Bicycle(_PositiveParams):
 def _steering_arrays(steer: torch.Tensor, commands: torch.Tensor, decay: torch.Tensor, bound: float,
                      tau: float, rate: float, dt: float) -> torch.Tensor:
     """The steering recursion of :meth:`Bicycle.rollout_fn` on numpy arrays (float64 CPU tensors
-    without autograd): ``steer (...)``, ``commands (...,  T)`` -> ``(..., T+1)``. A step whose gaps
+    without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``. A step whose gaps
     are all within ``bound`` (``rate tau``) is ``command - gap decay`` (``decay (...)``); another is
     :func:`rate_limited_lag`'s operations in its order, the exponential on a tensor (torch's kernel,
     so that every value is that of the tensor step)."""
