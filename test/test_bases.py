@@ -84,6 +84,26 @@ def test_bicycle_rollout_steps_without_ramp_equal_the_lag():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+
+def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
+    """In inference mode (the MPC's solve) the car's steering recursion runs on numpy arrays:
+    the same states bit for bit as the tensor recursion, with steps within ``rate tau`` and
+    ramping ones (one sample ramping while the others do not), at batch 4 and 1."""
+    car = Bicycle(dt=0.1, wheelbase=0.3, gain_v=0.9, tau_v=0.2, tau_steer=0.15, max_steer_rate=2.0).to(D)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 5, generator=g, dtype=D) * 0.1
+    u = torch.randn(4, 20, 2, generator=g, dtype=D) * torch.tensor([0.5, 0.05], dtype=D)
+    u[1, 3:6, 1] = torch.tensor([0.6, -0.6, 0.6], dtype=D)             # ramps in one sample only
+    roll = car.rollout_fn()
+    for xs, us in ((x, u), (x[1:2], u[1:2]), (x[2:3], u[2:3])):
+        tensor_path = roll(xs, us)
+        with torch.inference_mode():
+            array_path = roll(xs, us)
+        assert torch.equal(array_path, tensor_path)
+    states = roll(x, u)
+    ramping = (u[..., 1] - states[:, :-1, 4]).abs() > float(car.max_steer_rate * car.tau_steer.detach())
+    assert bool(ramping[1].any()) and not bool(ramping[[0, 2, 3]].any())
+
 def test_mpc_drives_the_car_to_a_goal():
     car = Bicycle(dt=0.1, wheelbase=0.35).to(D)
     cost = TrackingCost([10., 10., 0.0, 0.1, 0.1], [0.1, 0.5], terminal_scale=5.,

@@ -148,6 +148,32 @@ def test_obstacle_cost_expansion_matches_autograd():
         assert abs(float(fd[0].detach()) - float(exp.lx[0, t, k].detach())) < 1e-6
 
 
+
+def test_obstacle_cost_searches_only_the_points_within_reach(monkeypatch):
+    """The costs, gradients and curvatures with the scan points searched only near the
+    trajectory (``_near_points``) are those with every point searched, bit for bit: positions
+    within the margin of points, beyond it, and far from all; the field's Hessian is formed only
+    for the exact expansion, and its distance and gradient are the same without it."""
+    field = _wall_field()
+    cost = ObstacleCost(field, radius=0.2, inflation=0.15, weight=50.0).to(D)
+    g = torch.Generator().manual_seed(2)
+    cost.set_points(torch.rand(300, 2, generator=g, dtype=D) * torch.tensor([4.0, 4.0], dtype=D) - 1.0)
+    x = torch.zeros(3, 21, 5, dtype=D)
+    x[..., :2] = torch.rand(3, 21, 2, generator=g, dtype=D) * 1.5 + 0.2
+    x[2, :, :2] += 6.0                                                   # far from every point
+    u = torch.zeros(3, 20, 2, dtype=D)
+    near = cost._near_points(cost._positions(x[:2]))
+    assert 0 < near.shape[0] < cost.points.shape[0]
+    got = [cost.total(x, u), *cost.expand(x, u), *cost.expand(x, u, exact=True)]
+    monkeypatch.setattr(ObstacleCost, '_near_points', lambda self, p: self.points.to(p))
+    want = [cost.total(x, u), *cost.expand(x, u), *cost.expand(x, u, exact=True)]
+    assert bool((got[0] > 0).any())
+    for a, b in zip(got, want):
+        assert (a is None and b is None) or torch.equal(a, b)
+    d, grad, hess = field.query(x[..., :2])
+    assert field.query(x[..., :2], hessian=False)[2] is None
+    assert all(torch.equal(a, b) for a, b in zip(field.query(x[..., :2], hessian=False)[:2], (d, grad)))
+
 def _wall_problem(with_obstacles: bool):
     model = DiffDriveLag(dt=0.1).to(D)
     tracking = TrackingCost([10., 10., 0.0, 0.1, 0.1], [0.5, 0.5], terminal_scale=5.,

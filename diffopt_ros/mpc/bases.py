@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .dynamics import Dynamics, batch_shape
@@ -141,30 +142,38 @@ class Bicycle(_PositiveParams):
                 speed_matrices[key] = keep_v ** steps, M.mT
             return speed_matrices[key]
 
-        def steering(steer: torch.Tensor, commands: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-            """The steering angles ``steer (...)`` and after each of the ``commands`` (``T`` times
-            ``(...)``): :func:`rate_limited_lag`. On the CPU a step whose gaps are all within
-            ``rate tau`` (no ramp: most steps) is taken as ``command - gap decay`` with the constant
+        def steering(steer: torch.Tensor, commands: torch.Tensor) -> torch.Tensor:
+            """The steering angles ``(..., T+1)`` from ``steer (...)`` under the ``commands (..., T)``:
+            :func:`rate_limited_lag`. On the CPU a step whose gaps are all within ``rate tau`` (no
+            ramp: most steps) is taken as ``command - gap decay`` with the constant
             ``decay = exp((0 - dt) / tau)``, the same value in 2 operations instead of 13 (``decay``
             formed on a tensor of the steps' shape: the same kernel path per element); the check
-            reads the largest gap (a device sync elsewhere: there every step is the full one)."""
+            reads the largest gap (a device sync elsewhere: there every step is the full one).
+            Without autograd (inference mode, float64) the recursion runs on numpy arrays
+            (:func:`_steering_arrays`): the same correctly rounded arithmetic, without a tensor
+            operation's dispatch."""
+            if steer.device.type != 'cpu':
+                out = [steer]
+                for command in commands.unbind(-1):
+                    out.append(rate_limited_lag(out[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
+                return torch.stack(out, -1)
+            decay = torch.sub(torch.zeros_like(steer, memory_format=torch.contiguous_format), dt)
+            decay, bound = decay.div(tau_s).exp(), float(rate_tau.detach())
+            if torch.is_inference_mode_enabled() and steer.dtype == torch.float64:
+                return _steering_arrays(steer, commands, decay, bound, float(tau_s.detach()), rate, dt)
             out = [steer]
-            check = steer.device.type == 'cpu'
-            if check:
-                decay = torch.sub(torch.zeros_like(steer, memory_format=torch.contiguous_format), dt)
-                decay, bound = decay.div(tau_s).exp(), float(rate_tau.detach())
-            for command in commands:
+            for command in commands.unbind(-1):
                 gap = torch.sub(command, out[-1])
-                if check and float(gap.abs().amax().detach()) <= bound:          # NaN: the full step
+                if float(gap.abs().amax().detach()) <= bound:          # NaN: the full step
                     out.append(torch.sub(command, gap.mul(decay)))
                 else:
                     out.append(rate_limited_lag(out[-1], command, tau_s, rate, dt, rate_tau=rate_tau))
-            return out
+            return torch.stack(out, -1)
 
         def roll_out(x_init: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
             powers, M_T = speed(controls.shape[-2], controls)
             v = x_init[..., 3:4] * powers + controls[..., 0] @ M_T            # (B, T+1)
-            steer = torch.stack(steering(x_init[..., 4], controls[..., 1].unbind(-1)), -1)
+            steer = steering(x_init[..., 4], controls[..., 1])
             v_m = 0.5 * (v[..., 1:] + v[..., :-1])
             w_m = v_m * torch.tan(0.5 * (steer[..., 1:] + steer[..., :-1])) * inv_L
             turn = dt * w_m
@@ -198,22 +207,45 @@ class Bicycle(_PositiveParams):
         c, s = heading.cos(), heading.sin()
         vs, vc = v_m * s, v_m * c
         zero, one = torch.zeros_like(v), torch.ones_like(v)
-        dv_v, dv_cmd = 0.5 * (1 + keep_v), 0.5 * drive_v                  # d v_m / d (v, v_cmd)
+        dv_v, dv_cmd = (0.5 * (1 + keep_v)).to(v), (0.5 * drive_v).to(v)    # d v_m / d (v, v_cmd)
         ds_s, ds_cmd = 0.5 * (1 + d_steer), 0.5 * (1 - d_steer)          # d s_m / d (steer, steer_cmd)
         dw_ds = v_m / torch.cos(s_m).square()
-        dw = (tan_m * dv_v / L, dw_ds * ds_s / L, tan_m * dv_cmd / L, dw_ds * ds_cmd / L)   # v, steer, cmds
-        dh = [(0.5 * dt) * d for d in dw]                                # d heading (its yaw entry is 1)
-        dv = (dv_v, None, dv_cmd, None)
-        row_x = [dt * (c * a - vs * b) if a is not None else -dt * (vs * b) for a, b in zip(dv, dh)]
-        row_y = [dt * (s * a + vc * b) if a is not None else dt * (vc * b) for a, b in zip(dv, dh)]
-        row_yaw = [dt * d for d in dw]
+        # the derivatives by (v, steer, v_cmd, steer_cmd) side by side in a last axis of 4
+        dv = torch.stack(torch.broadcast_tensors(dv_v, zero, dv_cmd, zero), -1)     # d v_m
+        dw = torch.stack((tan_m, dw_ds, tan_m, dw_ds), -1) * torch.stack(
+            torch.broadcast_tensors(dv_v, ds_s, dv_cmd, ds_cmd), -1) / L              # d w_m
+        dh = (0.5 * dt) * dw                                             # d heading (its yaw entry is 1)
+        row_x = dt * (c.unsqueeze(-1) * dv - vs.unsqueeze(-1) * dh)
+        row_y = dt * (s.unsqueeze(-1) * dv + vc.unsqueeze(-1) * dh)
+        row_yaw = dt * dw
         keep, drive = (keep_v * one, drive_v * one)
-        J = torch.stack((one, zero, -dt * vs, row_x[0], row_x[1], row_x[2], row_x[3],
-                         zero, one, dt * vc, row_y[0], row_y[1], row_y[2], row_y[3],
-                         zero, zero, one, row_yaw[0], row_yaw[1], row_yaw[2], row_yaw[3],
+        J = torch.stack((one, zero, -dt * vs, *row_x.unbind(-1),
+                         zero, one, dt * vc, *row_y.unbind(-1),
+                         zero, zero, one, *row_yaw.unbind(-1),
                          zero, zero, zero, keep, zero, drive, zero,
                          zero, zero, zero, zero, d_steer, zero, 1 - d_steer), -1).view(*batch, 5, 7)
         return J[..., :5], J[..., 5:]
+
+
+def _steering_arrays(steer: torch.Tensor, commands: torch.Tensor, decay: torch.Tensor, bound: float,
+                     tau: float, rate: float, dt: float) -> torch.Tensor:
+    """The steering recursion of :meth:`Bicycle.rollout_fn` on numpy arrays (float64 CPU tensors
+    without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``. A step whose gaps
+    are all within ``bound`` (``rate tau``) is ``command - gap decay`` (``decay (...)``); another is
+    :func:`rate_limited_lag`'s operations in its order, the exponential on a tensor (torch's kernel,
+    so that every value is that of the tensor step)."""
+    c, d = commands.detach().numpy(), decay.detach().numpy()
+    out = [steer.detach().numpy()]
+    for t in range(c.shape[-1]):
+        gap = c[..., t] - out[-1]
+        if float(np.abs(gap).max()) <= bound:                          # NaN: the full step
+            out.append(c[..., t] - gap * d)
+            continue
+        ramp = np.clip((np.abs(gap) - bound) / rate, 0.0, dt)             # time at the rate bound
+        after_ramp = gap - np.sign(gap) * (ramp * rate)
+        step_decay = torch.from_numpy((ramp - dt) / tau).exp().numpy()
+        out.append(c[..., t] - after_ramp * step_decay)
+    return torch.from_numpy(np.stack(out, -1))
 
 
 class TwistBicycle(Dynamics):

@@ -87,6 +87,8 @@ class DistanceField(nn.Module):
         offset = [self.origin[0] / self.resolution + 0.5, self.origin[1] / self.resolution + 0.5]
         self.register_buffer('_offset', torch.tensor(offset), persistent=False)
         self.register_buffer('_upper', torch.tensor([width - 1.0, height - 1.0]), persistent=False)
+        self.register_buffer('_last_corner', self._upper - 1, persistent=False)
+        self.register_buffer('_row_stride', torch.tensor([1, width - 1]), persistent=False)
 
     @classmethod
     def from_grid(cls, data, resolution: float, origin, threshold: int = OCCUPIED_THRESHOLD,
@@ -106,17 +108,18 @@ class DistanceField(nn.Module):
         """The field of an :class:`~diffopt_ros.slam.occupancy.OccupancyGrid` (see :meth:`from_grid`)."""
         return cls.from_grid(grid.data, grid.resolution, grid.origin, **kwargs)
 
-    def _cells(self, points: torch.Tensor):
+    def _cells(self, points: torch.Tensor, in_range: bool = False):
         """Coefficients ``a, b, c, e (...)`` of the squares holding ``points (..., 2)``, the
-        fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis."""
+        fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis (``None``
+        unless ``in_range``)."""
         upper = self._upper.to(points)
         uv = points / self.resolution - self._offset.to(points)            # in cell-centre units
-        inside = (uv >= 0) & (uv <= upper)
+        inside = ((uv >= 0) & (uv <= upper)) if in_range else None
         uv = torch.minimum(uv.clamp_min(0), upper)
-        corner = torch.minimum(uv.detach().floor(), upper - 1)
+        corner = torch.minimum(uv.detach().floor(), self._last_corner.to(points))
         f = uv - corner
-        cell = corner.long()                       # integer index: exact on any grid size in float32 too
-        index = cell[..., 1] * (self.sdf.shape[1] - 1) + cell[..., 0]
+        # integer index: exact on any grid size in float32 too
+        index = (corner.long() * self._row_stride.to(points.device)).sum(-1)
         a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
         return a, b, c, e, f, inside
 
@@ -126,16 +129,19 @@ class DistanceField(nn.Module):
         fx, fy = f.unbind(-1)
         return a + fx * (b + e * fy) + c * fy
 
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def query(self, points: torch.Tensor, hessian: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Distance ``(...)`` (m), gradient ``(..., 2)`` (1) and Hessian ``(..., 2, 2)`` (1/m) of the
         interpolant at ``points (..., 2)`` (exact inside a cell; the Hessian's only entry is the
-        cross term of the bilinear form)."""
-        a, b, c, e, f, inside = self._cells(points)
+        cross term of the bilinear form; ``None`` unless ``hessian``)."""
+        a, b, c, e, f, inside = self._cells(points, True)
         fx, fy = f.unbind(-1)
         slope_x = b + e * fy
         d = a + fx * slope_x + c * fy
         scale = 1.0 / self.resolution
         g = torch.stack((slope_x, c + e * fx), -1) * (inside * scale)
+        if not hessian:
+            return d, g, None
         cross = e * (inside.all(-1) * (scale * scale))
         zero = torch.zeros_like(cross)
         hess = torch.stack((zero, cross, cross, zero), -1).unflatten(-1, (2, 2))
@@ -197,11 +203,23 @@ class ObstacleCost(Cost):
 
     def _positions(self, x: torch.Tensor) -> torch.Tensor:
         i, j = self.position_indices
-        return torch.stack((x[..., i], x[..., j]), -1)
+        return x[..., i:i + 2] if j == i + 1 else torch.stack((x[..., i], x[..., j]), -1)
 
-    def _point_distance(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distance ``(...)`` to the nearest point and the offset ``p - q* (..., 2)``."""
+    def _near_points(self, p: torch.Tensor) -> torch.Tensor:
+        """The points ``(N', 2)`` (in their order) inside the box round the positions ``p (..., 2)``
+        widened by twice the margin: only they can lie within the margin of a position, where the
+        penalty is not zero; the others change no cost, gradient or curvature (the clearance
+        there is at least the margin either way) and are not searched."""
         q = self.points.to(p)
+        flat = p.detach().reshape(-1, 2)
+        reach = 2.0 * float(self.margin.detach())
+        low, high = flat.amin(0) - reach, flat.amax(0) + reach
+        return q[((q >= low) & (q <= high)).all(-1)]
+
+    @staticmethod
+    def _point_distance(p: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance ``(...)`` of positions ``p (..., 2)`` to the nearest of the points ``q (N, 2)``
+        (``N >= 1``) and the offset ``p - q* (..., 2)``."""
         flat = p.reshape(-1, 2)
         nearest = torch.cdist(flat.detach(), q).argmin(-1)
         offset = (flat - q[nearest]).view(p.shape)
@@ -209,41 +227,49 @@ class ObstacleCost(Cost):
 
     def clearance(self, p: torch.Tensor) -> torch.Tensor:
         """Clearance ``(...)`` (m) of positions ``p (..., 2)`` (m): field and points, the smaller."""
+        return self._clearance(p, self.points.to(p))
+
+    def _clearance(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """:meth:`clearance` against the points ``q (N, 2)``."""
         d = self.field(p) if self.field is not None else None
-        if self.points.shape[0]:
-            dp = self._point_distance(p)[0]
+        if q.shape[0]:
+            dp = self._point_distance(p, q)[0]
             d = dp if d is None else torch.minimum(d, dp)
         if d is None:
             return torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
         return d
 
     def total(self, x, u, target=None, u_prev=None):
-        r = torch.relu(self.margin.to(x) - self.clearance(self._positions(x)))
+        p = self._positions(x)
+        r = torch.relu(self.margin.to(x) - self._clearance(p, self._near_points(p)))
         return 0.5 * self.weight.to(x) * r.square().sum(-1)
 
-    def _distance_derivatives(self, p: torch.Tensor):
-        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` of the clearance (the active term's)."""
+    def _distance_derivatives(self, p: torch.Tensor, hessian: bool = True):
+        """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` (``None`` unless ``hessian``) of the
+        clearance (the active term's; the points' only within the margin, :meth:`_near_points`)."""
         if self.field is not None:
-            d, g, H = self.field.query(p)
+            d, g, H = self.field.query(p, hessian)
         else:
             d = torch.full(p.shape[:-1], 1e6, dtype=p.dtype, device=p.device)
-            g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2)
-        if self.points.shape[0]:
-            dp, offset = self._point_distance(p)
+            g, H = torch.zeros_like(p), p.new_zeros(*p.shape, 2) if hessian else None
+        q = self._near_points(p)
+        if q.shape[0]:
+            dp, offset = self._point_distance(p, q)
             closer = (dp < d).unsqueeze(-1)
             safe = dp.clamp_min(1e-12).unsqueeze(-1)
             gp = offset / safe
-            Hp = (torch.eye(2, dtype=p.dtype, device=p.device) - gp.unsqueeze(-1) * gp.unsqueeze(-2)) \
-                / safe.unsqueeze(-1)
+            if hessian:
+                Hp = (torch.eye(2, dtype=p.dtype, device=p.device) - gp.unsqueeze(-1) * gp.unsqueeze(-2)) \
+                    / safe.unsqueeze(-1)
+                H = torch.where(closer.unsqueeze(-1), Hp, H)
             d = torch.where(closer.squeeze(-1), dp, d)
             g = torch.where(closer, gp, g)
-            H = torch.where(closer.unsqueeze(-1), Hp, H)
         return d, g, H
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):
         batch, T1, n_x = x.shape
         T, n_u = u.shape[1], u.shape[2]
-        d, g, H = self._distance_derivatives(self._positions(x))
+        d, g, H = self._distance_derivatives(self._positions(x), exact)
         w = self.weight.to(x)
         r = torch.relu(self.margin.to(x) - d)
         active = (r > 0).to(x.dtype)
@@ -251,10 +277,14 @@ class ObstacleCost(Cost):
         hess = (w * active).unsqueeze(-1).unsqueeze(-1) * (g.unsqueeze(-1) * g.unsqueeze(-2))
         if exact:
             hess = hess - (w * r).unsqueeze(-1).unsqueeze(-1) * H
-        index = list(self.position_indices)
+        i, j = self.position_indices
         lx = x.new_zeros(batch, T1, n_x)
-        lx[..., index] = grad
         lxx = x.new_zeros(batch, T1, n_x, n_x)
-        lxx[..., index[0], index] = hess[..., 0, :]
-        lxx[..., index[1], index] = hess[..., 1, :]
+        if j == i + 1:                     # slices: plain copies, no index tensors
+            lx[..., i:j + 1] = grad
+            lxx[..., i:j + 1, i:j + 1] = hess
+        else:
+            lx[..., [i, j]] = grad
+            lxx[..., i, [i, j]] = hess[..., 0, :]
+            lxx[..., j, [i, j]] = hess[..., 1, :]
         return CostExpansion(lxx, lx, u.new_zeros(batch, T, n_u, n_u), u.new_zeros(batch, T, n_u))
