@@ -34,12 +34,18 @@ timed twice: in the online run (each solve between the front end's scan matching
 replayed into a fresh back end like the peers (the changes back to back).
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
 its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
-so other processes on a shared machine do not inflate them; single torch thread.
+so other processes on a shared machine do not inflate them; single torch thread and single
+BLAS thread for numpy (``OPENBLAS_NUM_THREADS=1`` unless set: the incremental smoother's dense
+blocks are numpy, and a second OpenBLAS thread on a busy machine makes the calling thread
+spin-wait for it, CPU time that is counted; GTSAM's iSAM2 runs on one thread).
 """
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # read when numpy loads OpenBLAS: set first
+
+import argparse
 import resource
 import time
 
