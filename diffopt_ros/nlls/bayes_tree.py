@@ -292,7 +292,8 @@ class BayesTree:
             new = clique.mean
             if len(clique.separator):
                 new = new - clique.gain @ flat[clique.separator_dofs]
-            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            if clique.children:     # a leaf's changes are read by no clique below it
+                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
             solved += clique.frontals
             stack += [child for child in clique.children if id(child) not in fresh]
@@ -301,10 +302,11 @@ class BayesTree:
             if threshold > 0 and not moved[clique.separator_dofs].any():
                 continue
             new = clique.mean - clique.gain @ flat[clique.separator_dofs]
-            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            if clique.children:
+                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+                stack.extend(clique.children)
             flat[clique.dofs] = new
             solved += clique.frontals
-            stack.extend(clique.children)
         moved.fill(False)
         return solved
 
