@@ -1,7 +1,7 @@
 """SLAM update time per keyframe step over a long run (many laps of the loop world), and memory.
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
-    .venv/bin/python bench/slam.py --stream w10000 [--poses N]
+    .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases]
     .venv/bin/python bench/slam.py --soak MINUTES
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
@@ -34,12 +34,18 @@ timed twice: in the online run (each solve between the front end's scan matching
 replayed into a fresh back end like the peers (the changes back to back).
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
 its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
-so other processes on a shared machine do not inflate them; single torch thread.
+so other processes on a shared machine do not inflate them; single torch thread and single
+BLAS thread for numpy (``OPENBLAS_NUM_THREADS=1`` unless set: the incremental smoother's dense
+blocks are numpy, and a second OpenBLAS thread on a busy machine makes the calling thread
+spin-wait for it, CPU time that is counted; GTSAM's iSAM2 runs on one thread).
 """
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # read when numpy loads OpenBLAS: set first
+
+import argparse
 import resource
 import time
 
@@ -300,7 +306,41 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
           f'{np.median(ours) / np.median(isam_times):.2f}')
 
 
-def stream(name: str, poses: int | None) -> None:
+def _phase_timers() -> list[dict[str, float]]:
+    """Wrap the steps of an incremental update (linearization, ordering, clique formation,
+    elimination of large and small tops, back-substitution, and the dense step of each clique
+    inside them) with thread-CPU accumulators; returns the list that gets one dict per update
+    (``seconds by step``) when :func:`_phase_mark` is called after it."""
+    from diffopt_ros.nlls import bayes_tree
+    from diffopt_ros.nlls.factor_store import FactorStore
+
+    current: dict[str, float] = {}
+
+    def timed(owner, name):
+        inner = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            begin = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                current[name] = current.get(name, 0.0) + time.thread_time() - begin
+        setattr(owner, name, wrapper)
+
+    for name in ('_order', '_cliques', '_factorize', '_factorize_small', 'solve'):
+        timed(bayes_tree.BayesTree, name)
+    timed(bayes_tree, '_eliminate_clique')
+    timed(FactorStore, 'linearize')
+    return [current]
+
+
+def _phase_mark(timers: list[dict[str, float]]) -> None:
+    """Close the current update's phase times (see :func:`_phase_timers`)."""
+    timers.append(dict(timers[0]))
+    timers[0].clear()
+
+
+def stream(name: str, poses: int | None, phases: bool = False) -> None:
     """Feed a pose-graph file in order (each new pose with its edges, the initial value of a
     pose composed from the previous estimate and its odometry edge) to our incremental
     smoother and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire
@@ -310,7 +350,8 @@ def stream(name: str, poses: int | None) -> None:
     and gtsam's modules, the file's data: about 200,000) are moved out of the garbage
     collector's generations (``gc.freeze``, as a latency-sensitive Python process does after
     start-up): otherwise each full collection rescans them, a pause of up to 160 ms that falls
-    on whichever update, ours or iSAM2's, allocates at that moment."""
+    on whichever update, ours or iSAM2's, allocates at that moment. ``phases``: ours only, with
+    the thread CPU time of each step of its updates (total and in the longest updates)."""
     import gc
 
     import gtsam
@@ -339,6 +380,7 @@ def stream(name: str, poses: int | None) -> None:
     gc.collect()
     gc.freeze()
     print(f'stream: {path}, {N} poses, {sum(map(len, edges_of))} edges, in order, one update per pose')
+    timers = _phase_timers() if phases else None
     # ours
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,
                                    relinearize_skip=10)
@@ -353,9 +395,25 @@ def stream(name: str, poses: int | None) -> None:
         smoother.add_variable(k, SE2.compose(previous, torch.from_numpy(odometry[k - 1])).numpy())
         for e in edges_of[k]:
             smoother.add_between(int(i[e]), int(j[e]), z[e], info[e])
-        smoother.update()
+        stats = smoother.update()
         ours.append(time.thread_time() - begin)
+        if timers is not None:
+            _phase_mark(timers)
+            timers[-1]['stats'] = stats
     ours_total = time.thread_time() - started
+    if timers is not None:
+        per_update = timers[1:]
+        steps = sorted({key for row in per_update for key in row} - {'stats'})
+        print(f'ours: {ours_total:.2f} s thread CPU over {N - 1} updates; by step (s; '
+              '_eliminate_clique is inside _factorize and _factorize_small):')
+        print('  ' + ', '.join(f'{key} {sum(row.get(key, 0.0) for row in per_update):.2f}' for key in steps))
+        print('longest updates (ms by step; variables relinearized / re-eliminated / solved):')
+        for k in np.argsort(ours)[::-1][:8]:
+            row = per_update[k]
+            print(f'  pose {k + 1}: {1e3 * ours[k]:.1f} ms; '
+                  + ', '.join(f'{key} {1e3 * row[key]:.1f}' for key in steps if key in row)
+                  + f'; {row["stats"].relinearized} / {row["stats"].eliminated} / {row["stats"].solved}')
+        return
     ours_estimate = smoother.estimate()
     # GTSAM iSAM2
     graph = gtsam.NonlinearFactorGraph()
@@ -426,6 +484,8 @@ def main() -> None:
     parser.add_argument('--stream', metavar='GRAPH', help="stream a 2D pose-graph file ('w10000': "
                         "gtsam's example data, or a path) into ours and GTSAM iSAM2")
     parser.add_argument('--poses', type=int, help='--stream: only the first POSES poses')
+    parser.add_argument('--phases', action='store_true',
+                        help='--stream: ours only, thread CPU time of each step of its updates')
     parser.add_argument('--soak', type=float, metavar='MINUTES',
                         help='drive MINUTES of simulated time; report memory and update time')
     args = parser.parse_args()
@@ -433,7 +493,7 @@ def main() -> None:
     if args.stream:
         print(f'bench/slam.py --stream {args.stream}: torch {torch.__version__}, 1 thread, '
               f'{os.cpu_count()} CPUs')
-        stream(args.stream, args.poses)
+        stream(args.stream, args.poses, args.phases)
         return
     if args.soak:
         soak(args.soak, args.seed, SlamConfig())

@@ -270,3 +270,50 @@ def test_small_tops_assembled_clique_by_clique_equal_the_vectorized_scatter(monk
     batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
     for ours in (estimate, reference_estimate):
         assert np.abs(ours - batch['poses'][0].numpy()).max() < 1e-6
+
+
+def test_wildfire_solve_equals_the_rule_applied_to_every_clique(monkeypatch):
+    """``BayesTree.solve`` against the wildfire rule written out: solve the re-eliminated
+    cliques, then, top down, every clique one of whose separator components changed by more
+    than the threshold (leaves included in the comparison); after every update of a stream
+    with loop closures and relinearization, both give the same solution and solve the same
+    variables, and some updates stop the wildfire above some cliques."""
+    from diffopt_ros.nlls import bayes_tree
+
+    def reference(cliques, delta, threshold):
+        delta, changed, solved = delta.copy(), set(), []
+        fresh = {id(clique) for clique in cliques}
+
+        def visit(clique, forced):
+            if not forced and not changed & set(clique.separator.tolist()):
+                return
+            x = delta[clique.separator].ravel() if len(clique.separator) else np.zeros(0)
+            new = (clique.mean - clique.gain @ x).reshape(-1, 3)
+            changed.update(v for v, step in zip(clique.frontals, np.abs(new - delta[clique.frontals]))
+                           if (step > threshold).any())
+            delta[clique.frontals] = new
+            solved.extend(clique.frontals)
+            for child in clique.children:
+                if id(child) not in fresh:
+                    visit(child, False)
+        for clique in cliques:      # parents first; a fresh child comes after its parent
+            visit(clique, True)
+        return delta, sorted(solved)
+
+    checked, partial = [0], [0]
+    solve = bayes_tree.BayesTree.solve
+
+    def compared(tree, cliques, delta, threshold):
+        expected, expected_solved = reference(cliques, delta, threshold)
+        solved = solve(tree, cliques, delta, threshold)
+        assert sorted(solved) == expected_solved
+        assert np.array_equal(delta, expected)
+        checked[0] += 1
+        partial[0] += len(solved) < sum(c is not None for c in tree.clique_of)
+        return solved
+    monkeypatch.setattr(bayes_tree.BayesTree, 'solve', compared)
+    n = 90
+    _, edges, z = _circle_graph(n, seed=6)
+    _stream(IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=1e-3), edges, z, n,
+            offset=0.02)
+    assert checked[0] == n and partial[0] > n // 2

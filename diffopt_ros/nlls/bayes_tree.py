@@ -93,7 +93,7 @@ class BayesTree:
         if len(variables) <= SMALL_TOP:
             self._factorize_small(cliques, factors)
         else:
-            self._factorize(cliques, orphans, factors)
+            self._factorize(cliques, factors)
         return cliques
 
     def _order(self, variables: list[int], orphans: list[Clique], last: list[int],
@@ -149,13 +149,12 @@ class BayesTree:
             orphan.parent.children.append(orphan)
         return cliques
 
-    def _factorize(self, cliques: list[Clique], orphans: list[Clique], factors: FactorStore) -> None:
+    def _factorize(self, cliques: list[Clique], factors: FactorStore) -> None:
         """Eliminate ``cliques``, children first. Each clique's frontal matrix is assembled from
-        the factors whose first-eliminated variable is one of its frontals and the updates of
-        its children: those of the factors and the orphans in one scatter for all cliques, those
-        of new children as they are eliminated."""
+        the factors whose first-eliminated variable is one of its frontals (one scatter for all
+        cliques) and the updates of its children, orphans and new ones (one indexed add per
+        child, just before the clique is eliminated)."""
         d, N = self.dof, len(self.clique_of) + 1
-        number = {id(clique): k for k, clique in enumerate(cliques)}
         local = [clique.frontals + clique.separator.tolist() for clique in cliques]
         size = np.array([len(variables) for variables in local])
         # clique k's block: rows and columns of its variables (n = size * dof), the vector
@@ -186,48 +185,25 @@ class BayesTree:
         inside = (home[:, 0] >= 0) & ((keys[:, 1] < 0) | (home[:, 1] >= 0))
         ids, keys, home = ids[inside], keys[inside], home[inside]
         k = np.where((keys[:, 1] < 0) | (home[:, 0] >= home[:, 1]), home[:, 0], home[:, 1])
-        slot = slots(k[:, None], keys)
-        slot[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
-        rows = (slot[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
+        where = slots(k[:, None], keys)
+        where[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
+        rows = (where[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
         base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
         entries = [(base[:, :, None] + rows[:, None, :]).ravel(), (base + size[k][:, None] * d).ravel()]
         weights = [factors.hessian[ids].ravel(), factors.eta[ids].ravel()]
-
-        def targets(children: list[Clique]) -> tuple[np.ndarray, np.ndarray]:
-            """Where the updates of ``children`` go in ``assembled`` (row-major, the vector
-            column last): flat indices and each child's first one ``(C + 1,)``."""
-            if not children:
-                return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
-            k = np.array([number[id(child.parent)] for child in children])
-            separators = [child.separator for child in children]
-            m = np.array([len(separator) for separator in separators]) * d
-            index = (slots(np.repeat(k, m // d), np.concatenate(separators))[:, None] * d + span).ravel()
-            count = m * (m + 1)
-            start = np.concatenate(([0], np.cumsum(count)))
-            child = np.repeat(np.arange(len(children)), count)
-            entry = np.arange(start[-1]) - start[child]
-            row, column = np.divmod(entry, (m + 1)[child])
-            first = (np.cumsum(m) - m)[child]
-            column = np.where(column < m[child], index[np.minimum(first + column, len(index) - 1)],
-                              (size[k] * d)[child])
-            return offset[k][child] + index[first + row] * width[k][child] + column, start
-
-        flat, _ = targets(orphans)
-        entries.append(flat)
-        weights += [orphan.update.ravel() for orphan in orphans]
         assembled = np.bincount(np.concatenate(entries), np.concatenate(weights), minlength=offset[-1])
-        fresh = [clique for clique in cliques if clique.parent is not None]
-        flat, start = targets(fresh)
-        into_parent = {id(child): flat[start[j]:start[j + 1]] for j, child in enumerate(fresh)}
+        slot = self._slot
         for k in range(len(cliques) - 1, -1, -1):
             clique = cliques[k]
-            for child in clique.children:
-                index = into_parent.get(id(child))
-                if index is not None:
-                    assembled[index] += child.update.ravel()
             n, w = size[k] * d, width[k]
-            _eliminate_clique(clique, assembled[offset[k]:offset[k + 1]].reshape(w, w)[:n, :n + 1],
-                              len(clique.frontals) * d)
+            block = assembled[offset[k]:offset[k + 1]]
+            if clique.children:     # orphans and new children, eliminated before it
+                slot[local[k]] = np.arange(size[k])
+                for child in clique.children:
+                    index = (slot[child.separator][:, None] * d + span).ravel()
+                    block[(index[:, None] * w + np.append(index, n)).ravel()] += child.update.ravel()
+                slot[local[k]] = -1
+            _eliminate_clique(clique, block.reshape(w, w)[:n, :n + 1], len(clique.frontals) * d)
 
     def _factorize_small(self, cliques: list[Clique], factors: FactorStore) -> None:
         """:meth:`_factorize` for a top of at most ``SMALL_TOP`` variables: each clique's
@@ -292,7 +268,8 @@ class BayesTree:
             new = clique.mean
             if len(clique.separator):
                 new = new - clique.gain @ flat[clique.separator_dofs]
-            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            if clique.children:     # a leaf's changes are read by no clique below it
+                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
             flat[clique.dofs] = new
             solved += clique.frontals
             stack += [child for child in clique.children if id(child) not in fresh]
@@ -301,10 +278,11 @@ class BayesTree:
             if threshold > 0 and not moved[clique.separator_dofs].any():
                 continue
             new = clique.mean - clique.gain @ flat[clique.separator_dofs]
-            moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+            if clique.children:
+                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+                stack.extend(clique.children)
             flat[clique.dofs] = new
             solved += clique.frontals
-            stack.extend(clique.children)
         moved.fill(False)
         return solved
 
