@@ -55,6 +55,7 @@ from diffopt_ros.maps import world_grid  # noqa: E402
 from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference  # noqa: E402
 from diffopt_ros.navigation import Navigator, NavSettings  # noqa: E402
 from diffopt_ros.sim import World  # noqa: E402
+from diffopt_ros.threads import limit_threads  # noqa: E402
 
 RESOLUTION = 0.05            # m: the map every drive plans and avoids obstacles on
 SOLVE_PAIRS = 10             # pairs of a world and robot whose paths the solve-time task samples
@@ -125,7 +126,7 @@ def _write(path: Path, data: dict) -> None:
 def drive_task(world_name: str, robot: str, controller: str, seed: int, index: int, start, goal,
                path: str) -> str:
     """Drive one pair and write its file (a pool task; returns a progress line)."""
-    torch.set_num_threads(1)
+    limit_threads(1)
     world = World.load(world_name)
     load = os.getloadavg()[0]
     began = time.perf_counter()
@@ -149,7 +150,7 @@ def drive_task(world_name: str, robot: str, controller: str, seed: int, index: i
 
 def solve_task(world_name: str, robot: str, seed: int, pairs: int, points: int, path: str) -> str:
     """Solve times with and without the obstacle cost on the first ``pairs`` pairs' paths (a pool task)."""
-    torch.set_num_threads(1)
+    limit_threads(1)
     world = World.load(world_name)
     navigator = Navigator(world_grid(world, RESOLUTION), MpcSettings.from_params(mpc_params()),
                           nav_settings(robot))
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument('--summary-only', action='store_true',
                         help='run nothing: summarise the pair files there are (of a sweep stopped early)')
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    limit_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f'# {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread per job, '

@@ -318,15 +318,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``diffopt-ros drive``; 0: every goal reached without collision, 1: not, 2: bad input."""
-    import torch
 
     args = _parser().parse_args(argv)
     from diffopt_ros.learn.controller import mpc_params
     from diffopt_ros.maps import MapError, load_map
     from diffopt_ros.params_file import ParamsFileError
     from diffopt_ros.sim import CollisionError, World, WorldError
+    from diffopt_ros.threads import limit_threads
 
-    torch.set_num_threads(1)
+    limit_threads(1)
     try:
         world = World.load(args.world)
         grid = load_map(args.map) if args.map else None

@@ -79,6 +79,7 @@ from diffopt_ros.nodes.mpc_targets import Target
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
 from diffopt_ros.nodes.runner import run_node
 from diffopt_ros.params.mpc import NODE_NAME, SCHEMA
+from diffopt_ros.threads import limit_threads
 
 PARAMS = SCHEMA.params
 
@@ -154,7 +155,7 @@ class MpcNode(LifecycleNode):
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
-        torch.set_num_threads(self._values['torch_threads'])
+        limit_threads(self._values['torch_threads'])
         try:
             with self._lock:
                 self._solver, self._rebuild = self._build_solver(), False

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
@@ -68,6 +67,7 @@ from diffopt_ros.slam.inputs import ScanSync
 from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper, save_map, updated_mapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.system import SlamSystem
+from diffopt_ros.threads import limit_threads
 
 try:  # TF is optional: tf2_ros is not on PyPI
     from geometry_msgs.msg import TransformStamped
@@ -115,7 +115,7 @@ class SlamNode(Node):
         if reason:
             raise ParameterError(f'{self.get_name()}: invalid start-up values: {reason}')
         apply_learned_params_file(self, self._values['learned_params_file'])
-        torch.set_num_threads(self._values['torch_threads'])
+        limit_threads(self._values['torch_threads'])
         device = available_device(self, self._values['device'])
         self._slam = SlamSystem(config_from_params(self._values), device=device,
                                 initial_pose=self._values['initial_pose'])

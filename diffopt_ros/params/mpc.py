@@ -75,7 +75,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
     Param('state_topic', 'odom', 'state topic (nav_msgs/Odometry)', read_only=True),
     Param('autostart', True, 'configure and activate at start (no lifecycle manager needed)',
           read_only=True),
-    Param('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
+    Param('torch_threads', 1, 'threads of torch and of the BLAS of numpy/scipy in this process '
+          '(small problems: 1)',
           1, 64, read_only=True),
     Param('learned_params_file', '',
           'YAML from offline learning; its mpc_node.ros__parameters override these',

@@ -32,7 +32,8 @@ def _check_combination(values: dict) -> str | None:
 SCHEMA = NodeSchema(NODE_NAME, (
     Param('device', 'cpu', 'torch device of scan matching and the solver (cuda falls back to '
           'cpu)', choices=('cpu', 'cuda'), read_only=True),
-    Param('torch_threads', 1, 'torch intra-op threads of this process (small problems: 1)',
+    Param('torch_threads', 1, 'threads of torch and of the BLAS of numpy/scipy in this process '
+          '(small problems: 1)',
           1, 64, read_only=True),
     _core('keyframe.distance', 'new keyframe after this translation', 0.01, 100.0, 'm'),
     _core('keyframe.angle', 'new keyframe after this rotation', 0.01, 2 * math.pi, 'rad'),
