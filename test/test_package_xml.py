@@ -14,6 +14,7 @@ PYTHON = {
     'tqdm': ('python3-tqdm', 'tqdm'), 'matplotlib': ('python3-matplotlib', 'matplotlib'),
     'rosbags': ('python3-rosbags-pip', 'rosbags'),
     'skimage': ('python3-skimage', 'scikit-image'),
+    'threadpoolctl': ('python3-threadpoolctl', 'threadpoolctl'),   # Debian/Ubuntu package name
     'cholespy': (None, 'cholespy'),    # no rosdep key; SciPy's SuperLU without it
 }
 # Imported only when present, and not required: scikit-sparse needs SuiteSparse headers to build.
