@@ -1,4 +1,7 @@
 """diffopt_ros.mpc: models, costs, box QP, box-constrained LQR against an independent QP solver."""
+import copy
+import pickle
+
 import numpy as np
 import osqp
 import pytest
@@ -273,6 +276,39 @@ def test_diff_drive_cost_from_node_parameters():
     torch.testing.assert_close(cost.rate_weight.diagonal().detach(), torch.tensor([0.3, 0.3]))
     assert float(cost.terminal_scale) == pytest.approx(5.0) and cost.has_angles
     assert TrackingCost.diff_drive(rate=0.0).rate_weight is None
+
+
+@pytest.mark.parametrize('rate', [0.3, 0.0])
+def test_tracking_cost_blocks_kept_in_inference_mode_are_those_formed_per_call(rate):
+    """Inference mode keeps the weight-only blocks of a TrackingCost between calls: the totals and
+    expansions equal, bit for bit, those formed on every call (autograd mode), for batches 1 and 3,
+    with and without ``u_prev``, and follow weights changed in place, copies and dtype changes."""
+    cost = TrackingCost.diff_drive(position=4.0, heading=2.0, v=0.5, omega=0.25, v_cmd=0.1,
+                                   omega_cmd=0.2, rate=rate, terminal_scale=5.0).double()
+    gen = torch.Generator().manual_seed(3)
+
+    def compare(cost, dtype=D):
+        for batch in (1, 3, 1):
+            x = torch.randn(batch, 7, 5, dtype=dtype, generator=gen)
+            u = torch.randn(batch, 6, 2, dtype=dtype, generator=gen)
+            goal = torch.randn(batch, 5, dtype=dtype, generator=gen)
+            for u_prev in (None, torch.randn(batch, 2, dtype=dtype, generator=gen)):
+                reference = (cost.total(x, u, goal, u_prev), *cost.expand(x, u, goal, u_prev))
+                for _ in range(2):                   # formed, then kept
+                    with torch.inference_mode():
+                        kept = (cost.total(x, u, goal, u_prev), *cost.expand(x, u, goal, u_prev))
+                    for a, b in zip(reference, kept):
+                        assert (a is None and b is None) or torch.equal(a.detach(), b)
+
+    compare(cost)
+    cost.state_weight.set_([1.0, 2.0, 3.0, 4.0, 5.0])
+    cost.control_weight.set_([0.7, 0.9])
+    with torch.no_grad():
+        cost.sqrt_terminal_scale.fill_(1.5)
+    compare(cost)
+    compare(pickle.loads(pickle.dumps(cost)))
+    compare(copy.deepcopy(cost))
+    compare(cost.float(), torch.float32)
 
 
 def test_heading_error_is_wrapped():

@@ -205,6 +205,16 @@ class TrackingCost(Cost, ExactFloats):
         self.register_buffer('angle_mask', mask, persistent=False)
         self.has_angles = bool(angle_indices)
         self.quadratic = not self.has_angles                    # wrapped errors are piecewise quadratic
+        self._blocks = {}                   # _solve_blocks' entries of the current parameters
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state['_blocks'] = {}               # tensors of this object's parameters: not copied along
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault('_blocks', {})
 
     @classmethod
     def diff_drive(cls, position: float = _NODE_WEIGHTS['weights.position'],
@@ -246,6 +256,22 @@ class TrackingCost(Cost, ExactFloats):
         scale = torch.ones(T1, 1, dtype=like.dtype, device=like.device)
         return torch.cat((scale[:-1], self.terminal_scale.to(like).view(1, 1)))
 
+    def _solve_blocks(self, key: tuple, make):
+        """``make()``, the blocks of :meth:`total` and :meth:`expand` that depend only on the
+        weights and on ``key`` (sizes, dtypes, device), formed once per key and parameter state in
+        inference mode (an MPC solve: every iteration and trial step sees the same ones); the
+        parameters' identity, version and storage identify their state. Outside inference mode
+        (autograd through the weights) they are formed on every call."""
+        if not torch.is_inference_mode_enabled():
+            return make()
+        key = key + tuple((id(p), p._version, p.data_ptr()) for p in self.parameters())
+        blocks = self._blocks.get(key)
+        if blocks is None:
+            if len(self._blocks) >= _SOLVE_BLOCK_KEYS:
+                self._blocks.clear()
+            blocks = self._blocks[key] = make()
+        return blocks
+
     def _rate_differences(self, u: torch.Tensor, u_prev: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, n_u)``: ``u_t - u_{t-1}``, zero at ``t = 0`` without ``u_prev``."""
         first = torch.zeros_like(u[:, :1]) if u_prev is None else (u[:, 0] - u_prev).unsqueeze(1)
@@ -253,7 +279,10 @@ class TrackingCost(Cost, ExactFloats):
 
     def total(self, x, u, target=None, u_prev=None):
         e = self.errors(x, target)
-        state = (self.state_weight.quad(e) * self._time_scale(x.shape[-2], e).squeeze(-1)).sum(-1)
+        T1 = x.shape[-2]
+        scale = self._solve_blocks(('total', T1, e.dtype, e.device),
+                                   lambda: self._time_scale(T1, e).squeeze(-1))
+        state = (self.state_weight.quad(e) * scale).sum(-1)
         J = state + self.control_weight.quad(u).sum(-1)
         if self.rate_weight is not None:
             J = J + self.rate_weight.quad(self._rate_differences(u, u_prev)).sum(-1)
@@ -261,23 +290,39 @@ class TrackingCost(Cost, ExactFloats):
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):
         e = self.errors(x, target)
-        batch, T1 = x.shape[0], x.shape[1]
+        batch, T1, T = x.shape[0], x.shape[1], u.shape[1]
+        key = ('expand', batch, T1, T, u_prev is None, e.dtype, u.dtype, e.device, u.device)
+        scale, lxx, S, luu, luu_prev = self._solve_blocks(
+            key, lambda: self._expansion_blocks(batch, T1, T, u_prev is None, e, u))
+        lx = self.state_weight.apply(e) * scale
+        lu = self.control_weight.apply(u)
+        if self.rate_weight is None:
+            return CostExpansion(lxx, lx, luu, lu)
+        Sd = self._rate_differences(u, u_prev) * S
+        lu = lu + Sd - torch.cat((Sd[:, 1:], torch.zeros_like(Sd[:, :1])), 1)
+        return CostExpansion(lxx, lx, luu, lu, None, luu_prev)
+
+    def _expansion_blocks(self, batch: int, T1: int, T: int, no_u_prev: bool, e: torch.Tensor,
+                          u: torch.Tensor) -> tuple:
+        """The blocks of :meth:`expand` that do not depend on the trajectory: the time scale
+        ``(T+1, 1)``, ``lxx (B, T+1, n_x, n_x)``, the rate diagonal ``S (n_u,)``
+        (``None`` without a rate term), ``luu (B, T, n_u, n_u)`` and ``luu_prev (B, T, n_u, n_u)``
+        (``None`` without a rate term); dtypes and devices of ``e`` (states) and ``u`` (controls)."""
         scale = self._time_scale(T1, e)
         Q = self.state_weight.matrix().to(e)
         lxx = (scale.unsqueeze(-1) * Q).expand(batch, T1, self.n_x, self.n_x)
-        lx = self.state_weight.apply(e) * scale
         R = self.control_weight.matrix().to(u)
-        lu = self.control_weight.apply(u)
-        T = u.shape[1]
         if self.rate_weight is None:
-            return CostExpansion(lxx, lx, R.expand(batch, T, self.n_u, self.n_u), lu)
+            return scale, lxx, None, R.expand(batch, T, self.n_u, self.n_u), None
         S = self.rate_weight.diagonal().to(u)
-        Sd = self._rate_differences(u, u_prev) * S
-        lu = lu + Sd - torch.cat((Sd[:, 1:], torch.zeros_like(Sd[:, :1])), 1)
         count = torch.full((T, 1), 2.0, dtype=u.dtype, device=u.device)
         count[-1] = 1.0
-        if u_prev is None:
+        if no_u_prev:
             count[0] -= 1.0
         luu = R + torch.diag_embed(count * S)
         luu_prev = torch.diag_embed(-S).expand(batch, T, self.n_u, self.n_u)
-        return CostExpansion(lxx, lx, luu.expand(batch, T, self.n_u, self.n_u), lu, None, luu_prev)
+        return scale, lxx, S, luu.expand(batch, T, self.n_u, self.n_u), luu_prev
+
+
+#: keys (sizes, dtypes, devices, parameter states) of TrackingCost._solve_blocks held at a time
+_SOLVE_BLOCK_KEYS = 8
