@@ -86,9 +86,10 @@ def test_bicycle_rollout_steps_without_ramp_equal_the_lag():
 
 
 def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
-    """In inference mode (the MPC's solve) the car's steering recursion runs on numpy arrays:
-    the same states bit for bit as the tensor recursion, with steps within ``rate tau`` and
-    ramping ones (one sample ramping while the others do not), at batch 4 and 1."""
+    """In inference mode (the MPC's solve) the car's steering recursion runs on Python floats and
+    numpy arrays: the same states bit for bit as the tensor recursion, with steps within
+    ``rate tau`` and ramping ones (one sample ramping while the others do not), at batch 4 and 1,
+    and with a NaN command (every later angle NaN in both)."""
     car = Bicycle(dt=0.1, wheelbase=0.3, gain_v=0.9, tau_v=0.2, tau_steer=0.15, max_steer_rate=2.0).to(D)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 5, generator=g, dtype=D) * 0.1
@@ -100,6 +101,12 @@ def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
         with torch.inference_mode():
             array_path = roll(xs, us)
         assert torch.equal(array_path, tensor_path)
+    u_nan = u[:2].clone()
+    u_nan[0, 5, 1] = float('nan')
+    with torch.inference_mode():
+        array_path = roll(x[:2], u_nan)
+    torch.testing.assert_close(array_path, roll(x[:2], u_nan), rtol=0, atol=0, equal_nan=True)
+    assert bool(array_path[0, 6:, 4].isnan().all()) and not bool(array_path[1].isnan().any())
     states = roll(x, u)
     ramping = (u[..., 1] - states[:, :-1, 4]).abs() > float(car.max_steer_rate * car.tau_steer.detach())
     assert bool(ramping[1].any()) and not bool(ramping[[0, 2, 3]].any())

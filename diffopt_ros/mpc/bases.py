@@ -149,9 +149,9 @@ class Bicycle(_PositiveParams):
             ``decay = exp((0 - dt) / tau)``, the same value in 2 operations instead of 13 (``decay``
             formed on a tensor of the steps' shape: the same kernel path per element); the check
             reads the largest gap (a device sync elsewhere: there every step is the full one).
-            Without autograd (inference mode, float64) the recursion runs on numpy arrays
-            (:func:`_steering_arrays`): the same correctly rounded arithmetic, without a tensor
-            operation's dispatch."""
+            Without autograd (inference mode, float64) the recursion runs on Python floats and
+            numpy arrays (:func:`_steering_arrays`): the same correctly rounded arithmetic, without
+            a tensor operation's dispatch."""
             if steer.device.type != 'cpu':
                 out = [steer]
                 for command in commands.unbind(-1):
@@ -229,23 +229,32 @@ class Bicycle(_PositiveParams):
 
 def _steering_arrays(steer: torch.Tensor, commands: torch.Tensor, decay: torch.Tensor, bound: float,
                      tau: float, rate: float, dt: float) -> torch.Tensor:
-    """The steering recursion of :meth:`Bicycle.rollout_fn` on numpy arrays (float64 CPU tensors
-    without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``. A step whose gaps
-    are all within ``bound`` (``rate tau``) is ``command - gap decay`` (``decay (...)``); another is
-    :func:`rate_limited_lag`'s operations in its order, the exponential on a tensor (torch's kernel,
-    so that every value is that of the tensor step)."""
-    c, d = commands.detach().numpy(), decay.detach().numpy()
-    out = [steer.detach().numpy()]
-    for t in range(c.shape[-1]):
-        gap = c[..., t] - out[-1]
-        if float(np.abs(gap).max()) <= bound:                          # NaN: the full step
-            out.append(c[..., t] - gap * d)
-            continue
-        ramp = np.clip((np.abs(gap) - bound) / rate, 0.0, dt)             # time at the rate bound
-        after_ramp = gap - np.sign(gap) * (ramp * rate)
-        step_decay = torch.from_numpy((ramp - dt) / tau).exp().numpy()
-        out.append(c[..., t] - after_ramp * step_decay)
-    return torch.from_numpy(np.stack(out, -1))
+    """The steering recursion of :meth:`Bicycle.rollout_fn` on Python floats and numpy arrays
+    (float64 CPU tensors without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``.
+    A step whose gaps are all within ``bound`` (``rate tau``; a NaN gap is not) is
+    ``command - gap decay`` (``decay (...)``) per sample on Python floats (IEEE double subtractions
+    and products, each rounded as the tensor's); another is :func:`rate_limited_lag`'s operations
+    in its order on numpy arrays, the exponential on a tensor (torch's kernel, so that every value
+    is that of the tensor step)."""
+    T = commands.shape[-1]
+    rows = commands.detach().reshape(-1, T).tolist()
+    decays = decay.detach().reshape(-1).tolist()
+    now = steer.detach().reshape(-1).tolist()
+    out = [[s] for s in now]
+    for t in range(T):
+        command = [row[t] for row in rows]
+        gap = [c - s for c, s in zip(command, now)]
+        if all(abs(g) <= bound for g in gap):
+            now = [c - g * d for c, g, d in zip(command, gap, decays)]
+        else:
+            gap_a = np.array(gap)
+            ramp = np.clip((np.abs(gap_a) - bound) / rate, 0.0, dt)       # time at the rate bound
+            after_ramp = gap_a - np.sign(gap_a) * (ramp * rate)
+            step_decay = torch.from_numpy((ramp - dt) / tau).exp().numpy()
+            now = (np.array(command) - after_ramp * step_decay).tolist()
+        for row, s in zip(out, now):
+            row.append(s)
+    return torch.tensor(out, dtype=torch.float64).view(*steer.shape, T + 1)
 
 
 class TwistBicycle(Dynamics):
