@@ -278,13 +278,14 @@ def test_diff_drive_cost_from_node_parameters():
     assert TrackingCost.diff_drive(rate=0.0).rate_weight is None
 
 
-@pytest.mark.parametrize('rate', [0.3, 0.0])
-def test_tracking_cost_blocks_kept_in_inference_mode_are_those_formed_per_call(rate):
+@pytest.mark.parametrize('rate, full', [(0.3, False), (0.0, False), (0.3, True)])
+def test_tracking_cost_blocks_kept_in_inference_mode_are_those_formed_per_call(rate, full):
     """Inference mode keeps the weight-only blocks of a TrackingCost between calls: the totals and
     expansions equal, bit for bit, those formed on every call (autograd mode), for batches 1 and 3,
-    with and without ``u_prev``, and follow weights changed in place, copies and dtype changes."""
-    cost = TrackingCost.diff_drive(position=4.0, heading=2.0, v=0.5, omega=0.25, v_cmd=0.1,
-                                   omega_cmd=0.2, rate=rate, terminal_scale=5.0).double()
+    with and without ``u_prev``, diagonal and full weights, and follow weights changed in place,
+    copies and dtype changes."""
+    cost = TrackingCost([4.0, 4.0, 2.0, 0.5, 0.25], [0.1, 0.2], terminal_scale=5.0,
+                        rate_weight=[rate, rate] if rate else None, angle_indices=(2,), full=full).double()
     gen = torch.Generator().manual_seed(3)
 
     def compare(cost, dtype=D):
