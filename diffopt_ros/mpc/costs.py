@@ -25,6 +25,7 @@ from diffopt_ros.lie import wrap_angle
 from diffopt_ros.params.mpc import SCHEMA as _MPC_SCHEMA
 
 from .exact import ExactFloats
+from .solve_blocks import SolveBlocks
 
 #: mpc_node's ``weights.*`` defaults: the defaults of :meth:`TrackingCost.diff_drive`.
 _NODE_WEIGHTS = {p.name: p.default for p in _MPC_SCHEMA if p.name.startswith('weights.')}
@@ -178,7 +179,7 @@ class PSDWeight(ExactFloats):
                 self.sqrt_diag.copy_(value.sqrt())
 
 
-class TrackingCost(Cost, ExactFloats):
+class TrackingCost(Cost, ExactFloats, SolveBlocks):
     """Quadratic tracking of a goal state or a reference trajectory.
 
     ``J = 0.5 sum_{t<T} e_t^T Q e_t + 0.5 s_T e_T^T Q e_T + 0.5 sum_{t<T} u_t^T R u_t
@@ -216,16 +217,6 @@ class TrackingCost(Cost, ExactFloats):
         self.register_buffer('angle_mask', mask, persistent=False)
         self.has_angles = bool(angle_indices)
         self.quadratic = not self.has_angles                    # wrapped errors are piecewise quadratic
-        self._blocks = {}                   # _solve_blocks' entries of the current parameters
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        state['_blocks'] = {}               # tensors of this object's parameters: not copied along
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.__dict__.setdefault('_blocks', {})
 
     @classmethod
     def diff_drive(cls, position: float = _NODE_WEIGHTS['weights.position'],
@@ -267,22 +258,6 @@ class TrackingCost(Cost, ExactFloats):
         scale = torch.ones(T1, 1, dtype=like.dtype, device=like.device)
         return torch.cat((scale[:-1], self.terminal_scale.to(like).view(1, 1)))
 
-    def _solve_blocks(self, key: tuple, make):
-        """``make()``, the blocks of :meth:`total` and :meth:`expand` that depend only on the
-        weights and on ``key`` (sizes, dtypes, device), formed once per key and parameter state in
-        inference mode (an MPC solve: every iteration and trial step sees the same ones); the
-        parameters' identity, version and storage identify their state. Outside inference mode
-        (autograd through the weights) they are formed on every call."""
-        if not torch.is_inference_mode_enabled():
-            return make()
-        key = key + tuple((id(p), p._version, p.data_ptr()) for p in self.parameters())
-        blocks = self._blocks.get(key)
-        if blocks is None:
-            if len(self._blocks) >= _SOLVE_BLOCK_KEYS:
-                self._blocks.clear()
-            blocks = self._blocks[key] = make()
-        return blocks
-
     def _rate_differences(self, u: torch.Tensor, u_prev: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, n_u)``: ``u_t - u_{t-1}``, zero at ``t = 0`` without ``u_prev``."""
         first = torch.zeros_like(u[:, :1]) if u_prev is None else (u[:, 0] - u_prev).unsqueeze(1)
@@ -292,7 +267,7 @@ class TrackingCost(Cost, ExactFloats):
         e = self.errors(x, target)
         T1 = x.shape[-2]
         rate = self.rate_weight
-        scale, Fx, Fu, Fr = self._solve_blocks(('total', T1, e.dtype, e.device), lambda: (
+        scale, Fx, Fu, Fr = self.solve_blocks(('total', T1, e.dtype, e.device), lambda: (
             self._time_scale(T1, e).squeeze(-1), self.state_weight.quad_factor(),
             self.control_weight.quad_factor(), None if rate is None else rate.quad_factor()))
         state = (self.state_weight.quad(e, Fx) * scale).sum(-1)
@@ -305,7 +280,7 @@ class TrackingCost(Cost, ExactFloats):
         e = self.errors(x, target)
         batch, T1, T = x.shape[0], x.shape[1], u.shape[1]
         key = ('expand', batch, T1, T, u_prev is None, e.dtype, u.dtype, e.device, u.device)
-        scale, lxx, S, luu, luu_prev, Wx, Wu = self._solve_blocks(
+        scale, lxx, S, luu, luu_prev, Wx, Wu = self.solve_blocks(
             key, lambda: self._expansion_blocks(batch, T1, T, u_prev is None, e, u))
         lx = self.state_weight.apply(e, Wx) * scale
         lu = self.control_weight.apply(u, Wu)
@@ -337,7 +312,3 @@ class TrackingCost(Cost, ExactFloats):
         luu = R + torch.diag_embed(count * S)
         luu_prev = torch.diag_embed(-S).expand(batch, T, self.n_u, self.n_u)
         return scale, lxx, S, luu.expand(batch, T, self.n_u, self.n_u), luu_prev, *operators
-
-
-#: keys (sizes, dtypes, devices, parameter states) of TrackingCost._solve_blocks held at a time
-_SOLVE_BLOCK_KEYS = 8
