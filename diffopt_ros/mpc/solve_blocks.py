@@ -1,36 +1,48 @@
 """Blocks of a cost that depend only on its parameters, formed once per MPC solve.
 
-Within a solve (:meth:`~diffopt_ros.mpc.ilqr.MPC.forward` runs its iterations in inference mode)
-every iteration and trial step sees the same weights, so what is formed from them alone (weight
-matrices, scales, margins) is the same each time. :class:`SolveBlocks` keeps such blocks by a key
-(sizes, dtypes, devices) and the state of the module's parameters (identity, version counter and
-storage of each: an in-place change, an assignment or a conversion gives a new state); outside
-inference mode (autograd through the parameters) they are formed on every call.
+Within a solve (:meth:`~diffopt_ros.mpc.ilqr.MPC.forward`'s iterations, in inference mode) every
+iteration and trial step sees the same weights, so what is formed from them alone (weight
+matrices, scales) is the same each time. The solve runs inside :func:`solve_scope`;
+:class:`SolveBlocks` keeps such blocks by a key (sizes, dtypes, devices) for the scope in
+progress in this thread. Outside a scope (autograd through the parameters, the implicit
+backward, other callers) they are formed on every call.
 """
 from __future__ import annotations
 
-import torch
+import threading
+from contextlib import contextmanager
+
 from torch import nn
 
-#: keys (with their parameter states) held at a time per module
-SOLVE_BLOCK_KEYS = 8
+_current = threading.local()        # .scope: the token of the solve in progress in this thread
+
+
+@contextmanager
+def solve_scope():
+    """The scope of one solve: blocks kept by :class:`SolveBlocks` within it are formed once."""
+    outer = getattr(_current, 'scope', None)
+    _current.scope = object()
+    try:
+        yield
+    finally:
+        _current.scope = outer
 
 
 class SolveBlocks(nn.Module):
     """Mixin for costs with parameter-only blocks (see the module docstring)."""
 
     def solve_blocks(self, key: tuple, make):
-        """``make()`` for ``key`` (a tuple of hashables), formed once per key and parameter state
-        in inference mode, on every call otherwise."""
-        if not torch.is_inference_mode_enabled():
+        """``make()`` for ``key`` (a tuple of hashables), formed once per key within a
+        :func:`solve_scope`, on every call outside one."""
+        scope = getattr(_current, 'scope', None)
+        if scope is None:
             return make()
-        key = key + tuple((id(p), p._version, p.data_ptr()) for p in self.parameters())
-        blocks = self.__dict__.setdefault('_solve_blocks', {})
-        kept = blocks.get(key)
+        held = self.__dict__.get('_solve_blocks')
+        if held is None or held[0] is not scope:           # the blocks of one scope at a time
+            held = self.__dict__['_solve_blocks'] = (scope, {})
+        kept = held[1].get(key)
         if kept is None:
-            if len(blocks) >= SOLVE_BLOCK_KEYS:
-                blocks.clear()
-            kept = blocks[key] = make()
+            kept = held[1][key] = make()
         return kept
 
     def __getstate__(self):
