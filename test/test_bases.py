@@ -9,6 +9,7 @@ from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.datasets import RunData, Series, save_bag
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians, rollout
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
+from diffopt_ros.mpc.solve_blocks import solve_scope
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 D = torch.float64
@@ -110,6 +111,23 @@ def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
     states = roll(x, u)
     ramping = (u[..., 1] - states[:, :-1, 4]).abs() > float(car.max_steer_rate * car.tau_steer.detach())
     assert bool(ramping[1].any()) and not bool(ramping[[0, 2, 3]].any())
+
+def test_bicycle_jacobians_in_a_solve_scope_are_those_formed_per_call():
+    """Within a solve's scope the speed lag's constants of the Jacobians are formed once: ``A``
+    and ``B`` equal, bit for bit, those formed on every call, and follow a time constant changed
+    between solves."""
+    car = Bicycle(dt=0.1, wheelbase=0.3, gain_v=0.9, tau_v=0.2, tau_steer=0.15, max_steer_rate=2.0).to(D)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 20, 5, generator=g, dtype=D) * 0.3
+    u = torch.randn(3, 20, 2, generator=g, dtype=D) * 0.3
+    for tau_v in (0.2, 0.35):
+        car.tau_v = tau_v
+        want = car.jacobians(x, u)
+        with torch.inference_mode(), solve_scope():
+            for _ in range(2):
+                got = car.jacobians(x, u)
+                assert all(torch.equal(a.detach(), b) for a, b in zip(want, got))
+
 
 def test_mpc_drives_the_car_to_a_goal():
     car = Bicycle(dt=0.1, wheelbase=0.35).to(D)

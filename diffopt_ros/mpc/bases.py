@@ -26,6 +26,7 @@ import torch
 
 from .dynamics import Dynamics, batch_shape
 from .models import DiffDriveLag, Unicycle, _PositiveParams
+from .solve_blocks import SolveBlocks
 
 #: Command speeds (m/s) below which a Twist carries no steering information (the last is held).
 MIN_STEERING_SPEED = 1e-3
@@ -64,7 +65,7 @@ def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, d
     return (value, decay) if slope else value
 
 
-class Bicycle(_PositiveParams):
+class Bicycle(_PositiveParams, SolveBlocks):
     """Ackermann car: kinematic bicycle with speed lag and rate-bounded steering lag.
 
     One step of ``dt`` s: ``v' = v + (1 - exp(-dt / tau_v)) (gain_v v_cmd - v)``; the steering
@@ -186,6 +187,14 @@ class Bicycle(_PositiveParams):
 
         return roll_out
 
+    def _speed_constants(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The speed lag's ``keep = exp(-dt / tau_v)``, ``drive = (1 - keep) gain_v`` (parameters'
+        dtype) and the midpoint speed's derivatives ``d v_m / d (v, v_cmd)`` (dtype and device of
+        ``like``): what :meth:`jacobians` forms once per solve (:class:`SolveBlocks`)."""
+        keep_v = torch.exp(-self.dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        return keep_v, drive_v, (0.5 * (1 + keep_v)).to(like), (0.5 * drive_v).to(like)
+
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
         step; differentiable w.r.t. the parameters). Only the entries that are not constant are
@@ -194,9 +203,9 @@ class Bicycle(_PositiveParams):
         dt, L = self.dt, self.wheelbase
         batch = batch_shape(x, u)
         x, u = x.expand(*batch, 5), u.expand(*batch, 2)
-        keep_v = torch.exp(-dt / self.tau_v)
-        drive_v = (1 - keep_v) * self.gain_v
         v, steer = x[..., 3], x[..., 4]
+        keep_v, drive_v, dv_v, dv_cmd = self.solve_blocks(('jacobians', v.dtype, v.device),
+                                                          lambda: self._speed_constants(v))
         v_next = keep_v * v + drive_v * u[..., 0]
         steer_next, d_steer = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt,
                                                slope=True)
@@ -207,7 +216,6 @@ class Bicycle(_PositiveParams):
         c, s = heading.cos(), heading.sin()
         vs, vc = v_m * s, v_m * c
         zero, one = torch.zeros_like(v), torch.ones_like(v)
-        dv_v, dv_cmd = (0.5 * (1 + keep_v)).to(v), (0.5 * drive_v).to(v)    # d v_m / d (v, v_cmd)
         ds_s, ds_cmd = 0.5 * (1 + d_steer), 0.5 * (1 - d_steer)          # d s_m / d (steer, steer_cmd)
         dw_ds = v_m / torch.cos(s_m).square()
         # the derivatives by (v, steer, v_cmd, steer_cmd) side by side in a last axis of 4
