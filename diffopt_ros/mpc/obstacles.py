@@ -22,7 +22,6 @@ import math
 import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
-from torch import nn
 
 from .costs import Cost, CostExpansion
 from .dynamics import positive_parameter
@@ -53,7 +52,7 @@ def signed_distance(occupied: np.ndarray, resolution: float) -> np.ndarray:
     return np.where(occupied, half - inside, outside - half)
 
 
-class DistanceField(nn.Module):
+class DistanceField(SolveBlocks):
     """A signed-distance field on a grid, queried by bilinear interpolation of the cell centres.
 
     Outside the grid the nearest border value is used (its gradient along the clamped axis is 0).
@@ -113,15 +112,18 @@ class DistanceField(nn.Module):
         """Coefficients ``a, b, c, e (...)`` of the squares holding ``points (..., 2)``, the
         fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis (``None``
         unless ``in_range``)."""
-        upper = self._upper.to(points)
-        uv = points / self.resolution - self._offset.to(points)            # in cell-centre units
+        upper, offset, last_corner, row_stride, coefficients = self.solve_blocks(
+            ('grid', points.dtype, points.device), lambda: (
+                self._upper.to(points), self._offset.to(points), self._last_corner.to(points),
+                self._row_stride.to(points.device), self.coefficients.to(points.dtype)))
+        uv = points / self.resolution - offset                              # in cell-centre units
         inside = ((uv >= 0) & (uv <= upper)) if in_range else None
         uv = torch.minimum(uv.clamp_min(0), upper)
-        corner = torch.minimum(uv.detach().floor(), self._last_corner.to(points))
+        corner = torch.minimum(uv.detach().floor(), last_corner)
         f = uv - corner
         # integer index: exact on any grid size in float32 too
-        index = (corner.long() * self._row_stride.to(points.device)).sum(-1)
-        a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
+        index = (corner.long() * row_stride).sum(-1)
+        a, b, c, e = coefficients[index].unbind(-1)
         return a, b, c, e, f, inside
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Blocks of a cost that depend only on its parameters, formed once per MPC solve.
+"""Blocks of a cost or model that depend only on its parameters and buffers, formed once per MPC solve.
 
 Within a solve (:meth:`~diffopt_ros.mpc.ilqr.MPC.forward`'s iterations, in inference mode) every
-iteration and trial step sees the same weights, so what is formed from them alone (weight
-matrices, scales) is the same each time. The solve runs inside :func:`solve_scope`;
-:class:`SolveBlocks` keeps such blocks by a key (sizes, dtypes, devices) for the scope in
-progress in this thread. Outside a scope (autograd through the parameters, the implicit
-backward, other callers) they are formed on every call.
+iteration and trial step sees the same weights, model parameters and maps, so what is formed
+from them alone (weight matrices, scales, constants, converted buffers) is the same each time.
+The solve runs inside :func:`solve_scope`; :class:`SolveBlocks` keeps such blocks by a key
+(sizes, dtypes, devices) for the scope in progress in this thread. Outside a scope (autograd
+through the parameters, the implicit backward, other callers) they are formed on every call.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def solve_scope():
 
 
 class SolveBlocks(nn.Module):
-    """Mixin for costs with parameter-only blocks (see the module docstring)."""
+    """Mixin for modules with blocks of their parameters and buffers alone (see the module docstring)."""
 
     def solve_blocks(self, key: tuple, make):
         """``make()`` for ``key`` (a tuple of hashables), formed once per key within a
