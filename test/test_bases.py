@@ -9,6 +9,7 @@ from diffopt_ros.learn.api import learn_dynamics
 from diffopt_ros.learn.datasets import RunData, Series, save_bag
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost, Unicycle, autodiff_jacobians, rollout
 from diffopt_ros.mpc.bases import Bicycle, TwistBicycle, make_model
+from diffopt_ros.mpc.solve_blocks import solve_scope
 from diffopt_ros.sim import RobotParams, Simulator, World
 
 D = torch.float64
@@ -86,9 +87,10 @@ def test_bicycle_rollout_steps_without_ramp_equal_the_lag():
 
 
 def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
-    """In inference mode (the MPC's solve) the car's steering recursion runs on numpy arrays:
-    the same states bit for bit as the tensor recursion, with steps within ``rate tau`` and
-    ramping ones (one sample ramping while the others do not), at batch 4 and 1."""
+    """In inference mode (the MPC's solve) the car's steering recursion runs on Python floats and
+    numpy arrays: the same states bit for bit as the tensor recursion, with steps within
+    ``rate tau`` and ramping ones (one sample ramping while the others do not), at batch 4 and 1,
+    and with a NaN command (every later angle NaN in both)."""
     car = Bicycle(dt=0.1, wheelbase=0.3, gain_v=0.9, tau_v=0.2, tau_steer=0.15, max_steer_rate=2.0).to(D)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 5, generator=g, dtype=D) * 0.1
@@ -100,9 +102,32 @@ def test_bicycle_rollout_without_autograd_is_the_tensor_rollout_bitwise():
         with torch.inference_mode():
             array_path = roll(xs, us)
         assert torch.equal(array_path, tensor_path)
+    u_nan = u[:2].clone()
+    u_nan[0, 5, 1] = float('nan')
+    with torch.inference_mode():
+        array_path = roll(x[:2], u_nan)
+    torch.testing.assert_close(array_path, roll(x[:2], u_nan), rtol=0, atol=0, equal_nan=True)
+    assert bool(array_path[0, 6:, 4].isnan().all()) and not bool(array_path[1].isnan().any())
     states = roll(x, u)
     ramping = (u[..., 1] - states[:, :-1, 4]).abs() > float(car.max_steer_rate * car.tau_steer.detach())
     assert bool(ramping[1].any()) and not bool(ramping[[0, 2, 3]].any())
+
+def test_bicycle_jacobians_in_a_solve_scope_are_those_formed_per_call():
+    """Within a solve's scope the speed lag's constants of the Jacobians are formed once: ``A``
+    and ``B`` equal, bit for bit, those formed on every call, and follow a time constant changed
+    between solves."""
+    car = Bicycle(dt=0.1, wheelbase=0.3, gain_v=0.9, tau_v=0.2, tau_steer=0.15, max_steer_rate=2.0).to(D)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 20, 5, generator=g, dtype=D) * 0.3
+    u = torch.randn(3, 20, 2, generator=g, dtype=D) * 0.3
+    for tau_v in (0.2, 0.35):
+        car.tau_v = tau_v
+        want = car.jacobians(x, u)
+        with torch.inference_mode(), solve_scope():
+            for _ in range(2):
+                got = car.jacobians(x, u)
+                assert all(torch.equal(a.detach(), b) for a, b in zip(want, got))
+
 
 def test_mpc_drives_the_car_to_a_goal():
     car = Bicycle(dt=0.1, wheelbase=0.35).to(D)

@@ -1,4 +1,7 @@
 """diffopt_ros.mpc: models, costs, box QP, box-constrained LQR against an independent QP solver."""
+import copy
+import pickle
+
 import numpy as np
 import osqp
 import pytest
@@ -23,6 +26,7 @@ from diffopt_ros.mpc import (
     shift_one_step,
 )
 from diffopt_ros.mpc.boxqp import solve_box_qp
+from diffopt_ros.mpc.solve_blocks import solve_scope
 
 D = torch.float64
 
@@ -273,6 +277,40 @@ def test_diff_drive_cost_from_node_parameters():
     torch.testing.assert_close(cost.rate_weight.diagonal().detach(), torch.tensor([0.3, 0.3]))
     assert float(cost.terminal_scale) == pytest.approx(5.0) and cost.has_angles
     assert TrackingCost.diff_drive(rate=0.0).rate_weight is None
+
+
+@pytest.mark.parametrize('rate, full', [(0.3, False), (0.0, False), (0.3, True)])
+def test_tracking_cost_blocks_kept_in_inference_mode_are_those_formed_per_call(rate, full):
+    """A solve's scope keeps the weight-only blocks of a TrackingCost between calls: the totals and
+    expansions equal, bit for bit, those formed on every call (autograd mode), for batches 1 and 3,
+    with and without ``u_prev``, diagonal and full weights, and follow weights changed between
+    solves, copies and dtype changes."""
+    cost = TrackingCost([4.0, 4.0, 2.0, 0.5, 0.25], [0.1, 0.2], terminal_scale=5.0,
+                        rate_weight=[rate, rate] if rate else None, angle_indices=(2,), full=full).double()
+    gen = torch.Generator().manual_seed(3)
+
+    def compare(cost, dtype=D):
+        for batch in (1, 3, 1):
+            x = torch.randn(batch, 7, 5, dtype=dtype, generator=gen)
+            u = torch.randn(batch, 6, 2, dtype=dtype, generator=gen)
+            goal = torch.randn(batch, 5, dtype=dtype, generator=gen)
+            for u_prev in (None, torch.randn(batch, 2, dtype=dtype, generator=gen)):
+                reference = (cost.total(x, u, goal, u_prev), *cost.expand(x, u, goal, u_prev))
+                with torch.inference_mode(), solve_scope():
+                    for _ in range(2):                   # formed, then kept
+                        kept = (cost.total(x, u, goal, u_prev), *cost.expand(x, u, goal, u_prev))
+                        for a, b in zip(reference, kept):
+                            assert (a is None and b is None) or torch.equal(a.detach(), b)
+
+    compare(cost)
+    cost.state_weight.set_([1.0, 2.0, 3.0, 4.0, 5.0])
+    cost.control_weight.set_([0.7, 0.9])
+    with torch.no_grad():
+        cost.sqrt_terminal_scale.fill_(1.5)
+    compare(cost)
+    compare(pickle.loads(pickle.dumps(cost)))
+    compare(copy.deepcopy(cost))
+    compare(cost.float(), torch.float32)
 
 
 def test_heading_error_is_wrapped():

@@ -8,6 +8,7 @@ from diffopt_ros.maps import MapError, load_map, world_grid
 from diffopt_ros.mpc import MPC, DiffDriveLag, TrackingCost
 from diffopt_ros.mpc.cost_sum import CostSum
 from diffopt_ros.mpc.obstacles import DistanceField, ObstacleCost, scan_to_world, signed_distance
+from diffopt_ros.mpc.solve_blocks import solve_scope
 from diffopt_ros.sim import World
 from diffopt_ros.slam.occupancy import OccupancyGrid, save_map
 
@@ -173,6 +174,29 @@ def test_obstacle_cost_searches_only_the_points_within_reach(monkeypatch):
     d, grad, hess = field.query(x[..., :2])
     assert field.query(x[..., :2], hessian=False)[2] is None
     assert all(torch.equal(a, b) for a, b in zip(field.query(x[..., :2], hessian=False)[:2], (d, grad)))
+
+def test_obstacle_cost_in_a_solve_scope_is_the_cost_formed_per_call():
+    """Within a solve's scope the margin, weight and reach are formed once: totals and both
+    expansions equal, bit for bit, those formed on every call, and follow the parameters changed
+    between solves."""
+    cost = ObstacleCost(_wall_field(), radius=0.2, inflation=0.15, weight=50.0).to(D)
+    g = torch.Generator().manual_seed(4)
+    cost.set_points(torch.rand(200, 2, generator=g, dtype=D) * 4.0 - 1.0)
+    x = torch.zeros(2, 21, 5, dtype=D)
+    x[..., :2] = torch.rand(2, 21, 2, generator=g, dtype=D) * 1.5 + 0.2
+    u = torch.zeros(2, 20, 2, dtype=D)
+    for inflation, weight in ((0.15, 50.0), (0.4, 20.0)):
+        with torch.no_grad():
+            cost.log_inflation.fill_(np.log(inflation))
+            cost.log_weight.fill_(np.log(weight))
+        want = [cost.total(x, u), *cost.expand(x, u), *cost.expand(x, u, exact=True)]
+        with torch.inference_mode(), solve_scope():
+            for _ in range(2):
+                got = [cost.total(x, u), *cost.expand(x, u), *cost.expand(x, u, exact=True)]
+                for a, b in zip(want, got):
+                    assert (a is None and b is None) or torch.equal(a.detach(), b)
+        assert bool((want[0] > 0).any())
+
 
 def _wall_problem(with_obstacles: bool):
     model = DiffDriveLag(dt=0.1).to(D)

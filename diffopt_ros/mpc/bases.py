@@ -26,6 +26,7 @@ import torch
 
 from .dynamics import Dynamics, batch_shape
 from .models import DiffDriveLag, Unicycle, _PositiveParams
+from .solve_blocks import SolveBlocks
 
 #: Command speeds (m/s) below which a Twist carries no steering information (the last is held).
 MIN_STEERING_SPEED = 1e-3
@@ -64,7 +65,7 @@ def rate_limited_lag(s: torch.Tensor, command: torch.Tensor, tau, rate: float, d
     return (value, decay) if slope else value
 
 
-class Bicycle(_PositiveParams):
+class Bicycle(_PositiveParams, SolveBlocks):
     """Ackermann car: kinematic bicycle with speed lag and rate-bounded steering lag.
 
     One step of ``dt`` s: ``v' = v + (1 - exp(-dt / tau_v)) (gain_v v_cmd - v)``; the steering
@@ -149,9 +150,9 @@ class Bicycle(_PositiveParams):
             ``decay = exp((0 - dt) / tau)``, the same value in 2 operations instead of 13 (``decay``
             formed on a tensor of the steps' shape: the same kernel path per element); the check
             reads the largest gap (a device sync elsewhere: there every step is the full one).
-            Without autograd (inference mode, float64) the recursion runs on numpy arrays
-            (:func:`_steering_arrays`): the same correctly rounded arithmetic, without a tensor
-            operation's dispatch."""
+            Without autograd (inference mode, float64) the recursion runs on Python floats and
+            numpy arrays (:func:`_steering_arrays`): the same correctly rounded arithmetic, without
+            a tensor operation's dispatch."""
             if steer.device.type != 'cpu':
                 out = [steer]
                 for command in commands.unbind(-1):
@@ -186,6 +187,14 @@ class Bicycle(_PositiveParams):
 
         return roll_out
 
+    def _speed_constants(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The speed lag's ``keep = exp(-dt / tau_v)``, ``drive = (1 - keep) gain_v`` (parameters'
+        dtype) and the midpoint speed's derivatives ``d v_m / d (v, v_cmd)`` (dtype and device of
+        ``like``): what :meth:`jacobians` forms once per solve (:class:`SolveBlocks`)."""
+        keep_v = torch.exp(-self.dt / self.tau_v)
+        drive_v = (1 - keep_v) * self.gain_v
+        return keep_v, drive_v, (0.5 * (1 + keep_v)).to(like), (0.5 * drive_v).to(like)
+
     def jacobians(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form ``A (..., 5, 5)``, ``B (..., 5, 2)`` (the chain rule through the midpoint
         step; differentiable w.r.t. the parameters). Only the entries that are not constant are
@@ -194,9 +203,9 @@ class Bicycle(_PositiveParams):
         dt, L = self.dt, self.wheelbase
         batch = batch_shape(x, u)
         x, u = x.expand(*batch, 5), u.expand(*batch, 2)
-        keep_v = torch.exp(-dt / self.tau_v)
-        drive_v = (1 - keep_v) * self.gain_v
         v, steer = x[..., 3], x[..., 4]
+        keep_v, drive_v, dv_v, dv_cmd = self.solve_blocks(('jacobians', v.dtype, v.device),
+                                                          lambda: self._speed_constants(v))
         v_next = keep_v * v + drive_v * u[..., 0]
         steer_next, d_steer = rate_limited_lag(steer, u[..., 1], self.tau_steer, self.max_steer_rate, dt,
                                                slope=True)
@@ -207,7 +216,6 @@ class Bicycle(_PositiveParams):
         c, s = heading.cos(), heading.sin()
         vs, vc = v_m * s, v_m * c
         zero, one = torch.zeros_like(v), torch.ones_like(v)
-        dv_v, dv_cmd = (0.5 * (1 + keep_v)).to(v), (0.5 * drive_v).to(v)    # d v_m / d (v, v_cmd)
         ds_s, ds_cmd = 0.5 * (1 + d_steer), 0.5 * (1 - d_steer)          # d s_m / d (steer, steer_cmd)
         dw_ds = v_m / torch.cos(s_m).square()
         # the derivatives by (v, steer, v_cmd, steer_cmd) side by side in a last axis of 4
@@ -229,23 +237,32 @@ class Bicycle(_PositiveParams):
 
 def _steering_arrays(steer: torch.Tensor, commands: torch.Tensor, decay: torch.Tensor, bound: float,
                      tau: float, rate: float, dt: float) -> torch.Tensor:
-    """The steering recursion of :meth:`Bicycle.rollout_fn` on numpy arrays (float64 CPU tensors
-    without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``. A step whose gaps
-    are all within ``bound`` (``rate tau``) is ``command - gap decay`` (``decay (...)``); another is
-    :func:`rate_limited_lag`'s operations in its order, the exponential on a tensor (torch's kernel,
-    so that every value is that of the tensor step)."""
-    c, d = commands.detach().numpy(), decay.detach().numpy()
-    out = [steer.detach().numpy()]
-    for t in range(c.shape[-1]):
-        gap = c[..., t] - out[-1]
-        if float(np.abs(gap).max()) <= bound:                          # NaN: the full step
-            out.append(c[..., t] - gap * d)
-            continue
-        ramp = np.clip((np.abs(gap) - bound) / rate, 0.0, dt)             # time at the rate bound
-        after_ramp = gap - np.sign(gap) * (ramp * rate)
-        step_decay = torch.from_numpy((ramp - dt) / tau).exp().numpy()
-        out.append(c[..., t] - after_ramp * step_decay)
-    return torch.from_numpy(np.stack(out, -1))
+    """The steering recursion of :meth:`Bicycle.rollout_fn` on Python floats and numpy arrays
+    (float64 CPU tensors without autograd): ``steer (...)``, ``commands (..., T)`` -> ``(..., T+1)``.
+    A step whose gaps are all within ``bound`` (``rate tau``; a NaN gap is not) is
+    ``command - gap decay`` (``decay (...)``) per sample on Python floats (IEEE double subtractions
+    and products, each rounded as the tensor's); another is :func:`rate_limited_lag`'s operations
+    in its order on numpy arrays, the exponential on a tensor (torch's kernel, so that every value
+    is that of the tensor step)."""
+    T = commands.shape[-1]
+    rows = commands.detach().reshape(-1, T).tolist()
+    decays = decay.detach().reshape(-1).tolist()
+    now = steer.detach().reshape(-1).tolist()
+    out = [[s] for s in now]
+    for t in range(T):
+        command = [row[t] for row in rows]
+        gap = [c - s for c, s in zip(command, now)]
+        if all(abs(g) <= bound for g in gap):
+            now = [c - g * d for c, g, d in zip(command, gap, decays)]
+        else:
+            gap_a = np.array(gap)
+            ramp = np.clip((np.abs(gap_a) - bound) / rate, 0.0, dt)       # time at the rate bound
+            after_ramp = gap_a - np.sign(gap_a) * (ramp * rate)
+            step_decay = torch.from_numpy((ramp - dt) / tau).exp().numpy()
+            now = (np.array(command) - after_ramp * step_decay).tolist()
+        for row, s in zip(out, now):
+            row.append(s)
+    return torch.tensor(out, dtype=torch.float64).view(*steer.shape, T + 1)
 
 
 class TwistBicycle(Dynamics):

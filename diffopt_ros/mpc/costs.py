@@ -25,6 +25,7 @@ from diffopt_ros.lie import wrap_angle
 from diffopt_ros.params.mpc import SCHEMA as _MPC_SCHEMA
 
 from .exact import ExactFloats
+from .solve_blocks import SolveBlocks
 
 #: mpc_node's ``weights.*`` defaults: the defaults of :meth:`TrackingCost.diff_drive`.
 _NODE_WEIGHTS = {p.name: p.default for p in _MPC_SCHEMA if p.name.startswith('weights.')}
@@ -141,17 +142,28 @@ class PSDWeight(ExactFloats):
             return torch.tril(self.factor).square().sum(-1)
         return self.sqrt_diag.square()
 
-    def quad(self, e: torch.Tensor) -> torch.Tensor:
-        """``e^T W e`` over the last axis of ``e (..., n)`` -> ``(...)``."""
-        if self.full:
-            return (e @ torch.tril(self.factor)).square().sum(-1)
-        return (e.square() * self.sqrt_diag.square()).sum(-1)
+    def quad_factor(self) -> torch.Tensor:
+        """What :meth:`quad` multiplies by: the lower-triangular factor ``L (n, n)`` of a full
+        weight (``W = L L^T``), the diagonal ``(n,)`` of a diagonal one."""
+        return torch.tril(self.factor) if self.full else self.sqrt_diag.square()
 
-    def apply(self, e: torch.Tensor) -> torch.Tensor:
-        """``W e`` for ``e (..., n)``."""
+    def operator(self) -> torch.Tensor:
+        """What :meth:`apply` multiplies by: the matrix ``(n, n)`` of a full weight, the diagonal
+        ``(n,)`` of a diagonal one."""
+        return self.matrix() if self.full else self.sqrt_diag.square()
+
+    def quad(self, e: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
+        """``e^T W e`` over the last axis of ``e (..., n)`` -> ``(...)`` (``factor``:
+        :meth:`quad_factor` where already formed)."""
+        factor = self.quad_factor() if factor is None else factor
         if self.full:
-            return e @ self.matrix()
-        return e * self.sqrt_diag.square()
+            return (e @ factor).square().sum(-1)
+        return (e.square() * factor).sum(-1)
+
+    def apply(self, e: torch.Tensor, operator: torch.Tensor | None = None) -> torch.Tensor:
+        """``W e`` for ``e (..., n)`` (``operator``: :meth:`operator` where already formed)."""
+        operator = self.operator() if operator is None else operator
+        return e @ operator if self.full else e * operator
 
     def set_(self, value: torch.Tensor | list[float]) -> None:
         """Overwrite the weight in place (same kind: diagonal vector or full matrix)."""
@@ -167,7 +179,7 @@ class PSDWeight(ExactFloats):
                 self.sqrt_diag.copy_(value.sqrt())
 
 
-class TrackingCost(Cost, ExactFloats):
+class TrackingCost(Cost, ExactFloats, SolveBlocks):
     """Quadratic tracking of a goal state or a reference trajectory.
 
     ``J = 0.5 sum_{t<T} e_t^T Q e_t + 0.5 s_T e_T^T Q e_T + 0.5 sum_{t<T} u_t^T R u_t
@@ -253,31 +265,50 @@ class TrackingCost(Cost, ExactFloats):
 
     def total(self, x, u, target=None, u_prev=None):
         e = self.errors(x, target)
-        state = (self.state_weight.quad(e) * self._time_scale(x.shape[-2], e).squeeze(-1)).sum(-1)
-        J = state + self.control_weight.quad(u).sum(-1)
-        if self.rate_weight is not None:
-            J = J + self.rate_weight.quad(self._rate_differences(u, u_prev)).sum(-1)
+        T1 = x.shape[-2]
+        rate = self.rate_weight
+        scale, Fx, Fu, Fr = self.solve_blocks(('total', T1, e.dtype, e.device), lambda: (
+            self._time_scale(T1, e).squeeze(-1), self.state_weight.quad_factor(),
+            self.control_weight.quad_factor(), None if rate is None else rate.quad_factor()))
+        state = (self.state_weight.quad(e, Fx) * scale).sum(-1)
+        J = state + self.control_weight.quad(u, Fu).sum(-1)
+        if rate is not None:
+            J = J + rate.quad(self._rate_differences(u, u_prev), Fr).sum(-1)
         return 0.5 * J
 
     def expand(self, x, u, target=None, u_prev=None, exact=False):
         e = self.errors(x, target)
-        batch, T1 = x.shape[0], x.shape[1]
+        batch, T1, T = x.shape[0], x.shape[1], u.shape[1]
+        key = ('expand', batch, T1, T, u_prev is None, e.dtype, u.dtype, e.device, u.device)
+        scale, lxx, S, luu, luu_prev, Wx, Wu = self.solve_blocks(
+            key, lambda: self._expansion_blocks(batch, T1, T, u_prev is None, e, u))
+        lx = self.state_weight.apply(e, Wx) * scale
+        lu = self.control_weight.apply(u, Wu)
+        if self.rate_weight is None:
+            return CostExpansion(lxx, lx, luu, lu)
+        Sd = self._rate_differences(u, u_prev) * S
+        lu = lu + Sd - torch.cat((Sd[:, 1:], torch.zeros_like(Sd[:, :1])), 1)
+        return CostExpansion(lxx, lx, luu, lu, None, luu_prev)
+
+    def _expansion_blocks(self, batch: int, T1: int, T: int, no_u_prev: bool, e: torch.Tensor,
+                          u: torch.Tensor) -> tuple:
+        """The blocks of :meth:`expand` that do not depend on the trajectory: the time scale
+        ``(T+1, 1)``, ``lxx (B, T+1, n_x, n_x)``, the rate diagonal ``S (n_u,)``
+        (``None`` without a rate term), ``luu (B, T, n_u, n_u)``, ``luu_prev (B, T, n_u, n_u)``
+        (``None`` without a rate term), dtypes and devices of ``e`` (states) and ``u`` (controls),
+        and the weights' :meth:`PSDWeight.operator` (``Q``'s, ``R``'s; their own dtype)."""
         scale = self._time_scale(T1, e)
         Q = self.state_weight.matrix().to(e)
         lxx = (scale.unsqueeze(-1) * Q).expand(batch, T1, self.n_x, self.n_x)
-        lx = self.state_weight.apply(e) * scale
         R = self.control_weight.matrix().to(u)
-        lu = self.control_weight.apply(u)
-        T = u.shape[1]
+        operators = self.state_weight.operator(), self.control_weight.operator()
         if self.rate_weight is None:
-            return CostExpansion(lxx, lx, R.expand(batch, T, self.n_u, self.n_u), lu)
+            return scale, lxx, None, R.expand(batch, T, self.n_u, self.n_u), None, *operators
         S = self.rate_weight.diagonal().to(u)
-        Sd = self._rate_differences(u, u_prev) * S
-        lu = lu + Sd - torch.cat((Sd[:, 1:], torch.zeros_like(Sd[:, :1])), 1)
         count = torch.full((T, 1), 2.0, dtype=u.dtype, device=u.device)
         count[-1] = 1.0
-        if u_prev is None:
+        if no_u_prev:
             count[0] -= 1.0
         luu = R + torch.diag_embed(count * S)
         luu_prev = torch.diag_embed(-S).expand(batch, T, self.n_u, self.n_u)
-        return CostExpansion(lxx, lx, luu.expand(batch, T, self.n_u, self.n_u), lu, None, luu_prev)
+        return scale, lxx, S, luu.expand(batch, T, self.n_u, self.n_u), luu_prev, *operators

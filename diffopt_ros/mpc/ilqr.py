@@ -41,6 +41,7 @@ from .kkt import certificate
 from .line_search import closed_loop_search, exact_step, linear_search, open_loop_search, search_steps
 from .lqr import riccati, stage_matrices
 from .solution import MPCSolution
+from .solve_blocks import solve_scope
 from .tensors import detached, normal_tensors, take_rows
 from .validate import (
     bound_tensor,
@@ -195,7 +196,7 @@ class MPC(nn.Module):
             return self._with_status(sol, deadline)
         # inference mode: no autograd bookkeeping per operation (16-20 % of a batch-1 solve, which is
         # bound by per-operation overhead); the results are cloned out of it, see normal_tensors
-        with torch.inference_mode():
+        with torch.inference_mode(), solve_scope():      # the costs' weight-only blocks formed once
             sol, model = self._solve(x_init.detach(), detached(target), u_init.detach(), detached(u_prev),
                                      lower, upper, deadline=deadline)
         sol = normal_tensors(sol)        # the model's (large) matrices stay: the backward reads them

@@ -22,10 +22,10 @@ import math
 import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
-from torch import nn
 
 from .costs import Cost, CostExpansion
 from .dynamics import positive_parameter
+from .solve_blocks import SolveBlocks
 
 OCCUPIED_THRESHOLD = 50          # cells with a value >= this are obstacles (nav_msgs: 0..100)
 
@@ -52,7 +52,7 @@ def signed_distance(occupied: np.ndarray, resolution: float) -> np.ndarray:
     return np.where(occupied, half - inside, outside - half)
 
 
-class DistanceField(nn.Module):
+class DistanceField(SolveBlocks):
     """A signed-distance field on a grid, queried by bilinear interpolation of the cell centres.
 
     Outside the grid the nearest border value is used (its gradient along the clamped axis is 0).
@@ -112,15 +112,18 @@ class DistanceField(nn.Module):
         """Coefficients ``a, b, c, e (...)`` of the squares holding ``points (..., 2)``, the
         fractions ``f (..., 2)`` within them and the in-range mask ``(..., 2)`` per axis (``None``
         unless ``in_range``)."""
-        upper = self._upper.to(points)
-        uv = points / self.resolution - self._offset.to(points)            # in cell-centre units
+        upper, offset, last_corner, row_stride, coefficients = self.solve_blocks(
+            ('grid', points.dtype, points.device), lambda: (
+                self._upper.to(points), self._offset.to(points), self._last_corner.to(points),
+                self._row_stride.to(points.device), self.coefficients.to(points.dtype)))
+        uv = points / self.resolution - offset                              # in cell-centre units
         inside = ((uv >= 0) & (uv <= upper)) if in_range else None
         uv = torch.minimum(uv.clamp_min(0), upper)
-        corner = torch.minimum(uv.detach().floor(), self._last_corner.to(points))
+        corner = torch.minimum(uv.detach().floor(), last_corner)
         f = uv - corner
         # integer index: exact on any grid size in float32 too
-        index = (corner.long() * self._row_stride.to(points.device)).sum(-1)
-        a, b, c, e = self.coefficients.to(points.dtype)[index].unbind(-1)
+        index = (corner.long() * row_stride).sum(-1)
+        a, b, c, e = coefficients[index].unbind(-1)
         return a, b, c, e, f, inside
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
@@ -160,7 +163,7 @@ def scan_to_world(pose, ranges, angles, max_range: float = math.inf, stride: int
     return np.stack((x + ranges[keep] * np.cos(heading), y + ranges[keep] * np.sin(heading)), -1)
 
 
-class ObstacleCost(Cost):
+class ObstacleCost(Cost, SolveBlocks):
     """Clearance penalty of a disc robot against a distance field and scan points (see module).
 
     Args:
@@ -196,6 +199,14 @@ class ObstacleCost(Cost):
     def weight(self) -> torch.Tensor:
         return self.log_weight.exp()
 
+    def _margin(self, like: torch.Tensor) -> torch.Tensor:
+        """:attr:`margin` in the dtype and device of ``like`` (once per solve: :class:`SolveBlocks`)."""
+        return self.solve_blocks(('margin', like.dtype, like.device), lambda: self.margin.to(like))
+
+    def _weight(self, like: torch.Tensor) -> torch.Tensor:
+        """:attr:`weight` in the dtype and device of ``like`` (once per solve: :class:`SolveBlocks`)."""
+        return self.solve_blocks(('weight', like.dtype, like.device), lambda: self.weight.to(like))
+
     def set_points(self, points) -> None:
         """Replace the obstacle points by ``points (N, 2)`` (m, map frame; ``N`` may be 0)."""
         points = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 2)
@@ -212,7 +223,7 @@ class ObstacleCost(Cost):
         there is at least the margin either way) and are not searched."""
         q = self.points.to(p)
         flat = p.detach().reshape(-1, 2)
-        reach = 2.0 * float(self.margin.detach())
+        reach = self.solve_blocks(('reach',), lambda: 2.0 * float(self.margin.detach()))
         low, high = flat.amin(0) - reach, flat.amax(0) + reach
         return q[((q >= low) & (q <= high)).all(-1)]
 
@@ -241,8 +252,8 @@ class ObstacleCost(Cost):
 
     def total(self, x, u, target=None, u_prev=None):
         p = self._positions(x)
-        r = torch.relu(self.margin.to(x) - self._clearance(p, self._near_points(p)))
-        return 0.5 * self.weight.to(x) * r.square().sum(-1)
+        r = torch.relu(self._margin(x) - self._clearance(p, self._near_points(p)))
+        return 0.5 * self._weight(x) * r.square().sum(-1)
 
     def _distance_derivatives(self, p: torch.Tensor, hessian: bool = True):
         """``d (...)``, ``grad (..., 2)``, ``Hess (..., 2, 2)`` (``None`` unless ``hessian``) of the
@@ -270,8 +281,8 @@ class ObstacleCost(Cost):
         batch, T1, n_x = x.shape
         T, n_u = u.shape[1], u.shape[2]
         d, g, H = self._distance_derivatives(self._positions(x), exact)
-        w = self.weight.to(x)
-        r = torch.relu(self.margin.to(x) - d)
+        w = self._weight(x)
+        r = torch.relu(self._margin(x) - d)
         active = (r > 0).to(x.dtype)
         grad = -(w * r).unsqueeze(-1) * g                                   # (B, T+1, 2)
         hess = (w * active).unsqueeze(-1).unsqueeze(-1) * (g.unsqueeze(-1) * g.unsqueeze(-2))
