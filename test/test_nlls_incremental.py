@@ -119,6 +119,9 @@ def test_relinearization_every_skip_updates_and_above_the_threshold():
     counts = [s.relinearized for s in stats]
     assert sum(counts) > 0
     assert all(c == 0 for k, c in enumerate(counts, 2) if k % 4)
+    # the variables beyond the threshold, kept per solve, are those of the whole solution
+    beyond = np.abs(smoother._delta[:n]).max(axis=1) > 0.02
+    assert smoother._far == set(np.flatnonzero(beyond).tolist()) and beyond.any()
     before = smoother._theta.copy()
     delta = smoother._delta[:n].copy()
     smoother._updates = 3                             # the next update checks
@@ -221,9 +224,9 @@ def test_numpy_se2_factors_equal_the_torch_factors():
 
 
 def test_few_factors_and_poses_on_floats_equal_the_array_code():
-    """:func:`se2_numpy.linearize_few` (the rows ``[J -r]`` of a few factors) and the row-by-row
-    :func:`se2_numpy.retract` of up to ``FEW`` poses equal the array code (ordinary angles,
-    small ones and angles near pi)."""
+    """:func:`se2_numpy.linearize_few` (the rows ``[J_i J_j -r]`` of a few betweens and priors
+    together) and the row-by-row :func:`se2_numpy.retract` of up to ``FEW`` poses equal the
+    array code (ordinary angles, small ones, zero and angles near pi)."""
     from diffopt_ros.nlls import se2_numpy
     rng = np.random.default_rng(11)
     angles = np.concatenate((rng.uniform(-np.pi, np.pi, 12), [0.0, 1e-5, -3e-4, np.pi - 1e-4]))
@@ -232,12 +235,15 @@ def test_few_factors_and_poses_on_floats_equal_the_array_code():
     xj = np.c_[rng.normal(0, 3, (n, 2)), angles]
     z = np.c_[rng.normal(0, 3, (n, 2)), rng.permutation(angles)]
     r, (ji, jj) = se2_numpy.between_factor(z, xi, xj, True)
-    rows = se2_numpy.linearize_few(z, xi, xj)
-    assert rows.shape == (n, 3, 7)
-    assert np.allclose(rows, np.concatenate((ji, jj, -r[:, :, None]), axis=2), rtol=1e-12, atol=1e-12)
+    expected = np.concatenate((ji, jj, -r[:, :, None]), axis=2)
     r, (j,) = se2_numpy.prior_factor(z, xi, True)
-    assert np.allclose(se2_numpy.linearize_few(z, xi), np.concatenate((j, -r[:, :, None]), axis=2),
-                       rtol=1e-12, atol=1e-12)
+    prior = np.concatenate((j, np.zeros((n, 3, 3)), -r[:, :, None]), axis=2)
+    is_prior = rng.random(n) < 0.3
+    expected[is_prior] = prior[is_prior]
+    rows = se2_numpy.linearize_few(z.tolist(), xi.tolist(),
+                                   [None if p else x for p, x in zip(is_prior, xj.tolist())])
+    assert rows.shape == (n, 3, 7) and 0 < is_prior.sum() < n
+    assert np.allclose(rows, expected, rtol=1e-12, atol=1e-12)
     d = np.c_[rng.normal(0, 1, (n, 2)), rng.permutation(angles)]
     assert n <= se2_numpy.FEW
     many = se2_numpy.retract(np.tile(xi, (3, 1)), np.tile(d, (3, 1)))        # the array code
@@ -246,17 +252,19 @@ def test_few_factors_and_poses_on_floats_equal_the_array_code():
 
 def test_small_tops_assembled_clique_by_clique_equal_the_vectorized_scatter(monkeypatch):
     """Tops of up to ``SMALL_TOP`` variables (the online update: the new pose and the root)
-    are assembled clique by clique; with that path switched off every top goes through the
-    vectorized scatter. Both give the same linearization points and solution after every
+    are assembled clique by clique, and up to ``FEW`` factors linearized and poses retracted
+    on Python floats; with those paths switched off every top goes through the vectorized
+    scatter and the array code. Both give the same linearization points and solution after every
     update of a stream with loop closures (Huber), relinearization and wildfire (new poses
     start 2 cm / 0.02 rad off their odometry guess, so that every update has a non-zero
     right-hand side), and both converge to batch Levenberg-Marquardt."""
-    from diffopt_ros.nlls import bayes_tree
+    from diffopt_ros.nlls import bayes_tree, se2_numpy
     n = 90
     truth, edges, z = _circle_graph(n, seed=6)
     runs = []
-    for small in (bayes_tree.SMALL_TOP, 0):
+    for small, few in ((bayes_tree.SMALL_TOP, se2_numpy.FEW), (0, 0)):
         monkeypatch.setattr(bayes_tree, 'SMALL_TOP', small)
+        monkeypatch.setattr(se2_numpy, 'FEW', few)
         smoother = IncrementalSmoother(relinearize_threshold=0.01)
         states = []
         stats = _stream(smoother, edges, z, n, states, offset=0.02)

@@ -66,6 +66,7 @@ class BayesTree:
         self.clique_of: list[Clique | None] = []
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
         self._moved = np.zeros(0, dtype=bool)             # scratch: solution changed (wildfire)
+        self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
 
     def add_variable(self) -> None:
         self.clique_of.append(None)
@@ -103,8 +104,9 @@ class BayesTree:
         after all others; returns it and each variable's separator."""
         inside = set(variables)
         if len(variables) <= SMALL_TOP:
-            ids = list({f for v in variables for f in factors.of_variable[v]})
-            edges = [(a, b) for a, b in factors.keys[ids].tolist() if a in inside and b in inside]
+            pairs = factors.pairs
+            edges = [pairs[f] for f in {f for v in variables for f in factors.of_variable[v]}
+                     if pairs[f][0] in inside and pairs[f][1] in inside]
         else:
             slot = self._slot
             slot[variables] = 0
@@ -206,51 +208,65 @@ class BayesTree:
             _eliminate_clique(clique, block.reshape(w, w)[:n, :n + 1], len(clique.frontals) * d)
 
     def _factorize_small(self, cliques: list[Clique], factors: FactorStore) -> None:
-        """:meth:`_factorize` for a top of at most ``SMALL_TOP`` variables: each clique's
-        ``[M e]`` assembled block by block (a few slices per factor and child), which for
-        the two or three cliques of a typical update costs less than the vectorized scatter."""
-        d = self.dof
-        home = {v: k for k, clique in enumerate(cliques) for v in clique.frontals}
-        ids = list({f for v in home for f in factors.of_variable[v]})
-        keys = factors.keys[ids].tolist()
-        mine = [[] for _ in cliques]           # per clique: (row in ids, keys) of its factors
-        for row, (a, b) in enumerate(keys):
+        """:meth:`_factorize` for a top of at most ``SMALL_TOP`` variables, clique by clique:
+        a clique's ``[M e]`` is one ``np.bincount`` of its factors' systems and its children's
+        updates, whose flat targets depend only on the clique's layout (its size, the local
+        slots of each factor's keys and of each child's separator) and are cached by it: the
+        typical online update repeats a few layouts."""
+        home = {}
+        for k, clique in enumerate(cliques):
+            for v in clique.frontals:
+                home[v] = k
+        pairs, mine = factors.pairs, [[] for _ in cliques]     # per clique: its factors
+        for f in {f for v in home for f in factors.of_variable[v]}:
+            a, b = pairs[f]
             ka, kb = home.get(a), (home.get(b) if b >= 0 else -1)
             if ka is not None and kb is not None:
-                mine[max(ka, kb)].append((row, a, b))
-        hessian, eta = factors.hessian[ids], factors.eta[ids]
+                mine[ka if ka > kb else kb].append(f)
+        systems = factors.system[[f for fs in mine for f in fs]]
+        end = len(systems)
         for k in range(len(cliques) - 1, -1, -1):     # children first
-            clique = cliques[k]
+            clique, fs = cliques[k], mine[k]
             local = clique.frontals + clique.separator.tolist()
-            at = {v: i * d for i, v in enumerate(local)}
-            n = len(local) * d
-            A = np.zeros((n, n + 1))
-            for row, a, b in mine[k]:
-                i = at[a]
-                if b >= 0 and at[b] == i + d:           # adjacent in this clique: one block
-                    A[i:i + 2 * d, i:i + 2 * d] += hessian[row]
-                    A[i:i + 2 * d, n] += eta[row]
-                    continue
-                A[i:i + d, i:i + d] += hessian[row, :d, :d]
-                A[i:i + d, n] += eta[row, :d]
-                if b >= 0:
-                    j = at[b]
-                    A[i:i + d, j:j + d] += hessian[row, :d, d:]
-                    A[j:j + d, i:i + d] += hessian[row, d:, :d]
-                    A[j:j + d, j:j + d] += hessian[row, d:, d:]
-                    A[j:j + d, n] += eta[row, d:]
-            for child in clique.children:
-                update, separator = child.update, child.separator.tolist()
-                first = at[separator[0]]
-                if all(at[v] == first + m * d for m, v in enumerate(separator)):
-                    end = first + len(update)          # contiguous in this clique
-                    A[first:end, first:end] += update[:, :-1]
-                    A[first:end, n] += update[:, -1]
-                else:
-                    index = (np.array([at[v] for v in separator])[:, None] + np.arange(d)).ravel()
-                    A[np.ix_(index, index)] += update[:, :-1]
-                    A[index, n] += update[:, -1]
-            _eliminate_clique(clique, A, len(clique.frontals) * d)
+            at = {v: i for i, v in enumerate(local)}
+            layout = (len(local),
+                      tuple((at[a], at.get(b, -1)) for a, b in map(pairs.__getitem__, fs)),
+                      tuple(tuple(map(at.__getitem__, child.separator.tolist()))
+                            for child in clique.children))
+            targets = self._scatter.get(layout)
+            if targets is None:
+                targets = self._scatter_targets(layout)
+            start, end = end - len(fs), end - len(fs)
+            parts = [systems[start:start + len(fs)].ravel()]
+            parts += [child.update.ravel() for child in clique.children]
+            n = len(local) * self.dof
+            A = np.bincount(targets, np.concatenate(parts), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
+            _eliminate_clique(clique, A, len(clique.frontals) * self.dof)
+
+    def _scatter_targets(self, layout: tuple) -> np.ndarray:
+        """Flat targets in a clique's ``[M e] (n, n + 1)`` (``n * (n + 1)``: discarded) of the
+        entries of its factors' systems ``(2 dof + 1)^2`` and its children's updates, in that
+        order, for ``layout = (variables, ((slot of key i, of key j or -1) per factor), (slots
+        of the separator per child))``; cached (at most 1024 layouts)."""
+        size, factor_slots, child_slots = layout
+        d = self.dof
+        n = size * d
+        span = np.arange(d)
+        targets = []
+        for slots in factor_slots:      # rows/columns: key i, key j (none: -1), the vector
+            rows = np.concatenate([slot * d + span if slot >= 0 else np.full(d, -1) for slot in slots]
+                                  + [[-1]])
+            columns = rows.copy()
+            columns[-1] = n
+            targets.append(np.where((rows[:, None] >= 0) & (columns >= 0), rows[:, None] * (n + 1) + columns,
+                                    n * (n + 1)).ravel())
+        for slots in child_slots:
+            rows = (np.array(slots)[:, None] * d + span).ravel()
+            targets.append((rows[:, None] * (n + 1) + np.append(rows, n)).ravel())
+        if len(self._scatter) >= 1024:
+            self._scatter.clear()
+        targets = self._scatter[layout] = np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
+        return targets
 
     # ------------------------------------------------------------------ solution
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> list[int]:

@@ -13,6 +13,8 @@ SE(2) is linearized in numpy (:mod:`~diffopt_ros.nlls.se2_numpy`), other groups 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -23,8 +25,17 @@ from diffopt_ros.nlls import se2_numpy
 class FactorStore:
     """Factors on variables ``0..N-1`` of ``group``; ids are consecutive from 0.
 
+    A factor's data is kept as Python objects (what the few-factor path of an online update
+    reads) and copied into the arrays ``keys``, ``measurement``, ``sqrt_info`` and ``huber``
+    in bulk when one of them is next read (what the array code reads).
+
     Attributes:
-        keys: ``(F, 2)`` variable ids (-1: none, a prior's second key).
+        pairs: per factor, its keys ``(i, j)`` (-1: none, a prior's second key).
+        measurements, sqrt_infos, hubers: per factor, its measurement (the group's shape
+            flattened, a tuple of floats), square-root information ``(dof, dof)`` (shared
+            between factors, never modified) and Huber scale.
+        keys: ``(F, 2)``, ``measurement (F, *group.shape)``, ``sqrt_info (F, dof, dof)``,
+            ``huber (F,)``: the same as arrays (with spare rows).
         hessian: ``(F, 2 dof, 2 dof)`` and ``eta: (F, 2 dof)``: the linearizations (views
             of ``system``).
         of_variable: per variable, the ids of its factors.
@@ -34,50 +45,116 @@ class FactorStore:
         self.group = group
         d = group.dof
         self.count = 0
-        self.keys = np.zeros((0, 2), dtype=np.int64)
-        self.measurement = np.zeros((0, *group.shape))
-        self.sqrt_info = np.zeros((0, d, d))
-        self.huber = np.zeros(0)
-        self._set_system(np.zeros((0, 2 * d + 1, 2 * d + 1)))
+        self.pairs: list[tuple[int, int]] = []
+        self.measurements: list[tuple[float, ...]] = []
+        self.sqrt_infos: list[np.ndarray] = []
+        self.hubers: list[float] = []
         self.of_variable: list[list[int]] = []
+        self._copied = 0                                # factors copied into the arrays
+        self._keys = np.zeros((0, 2), dtype=np.int64)
+        self._measurement = np.zeros((0, *group.shape))
+        self._sqrt_info = np.zeros((0, d, d))
+        self._huber = np.zeros(0)
+        self._set_system(np.zeros((0, 2 * d + 1, 2 * d + 1)))
 
-    def add(self, keys: tuple[int, ...], measurement: np.ndarray, sqrt_info: np.ndarray,
+    def add(self, keys: tuple[int, ...], measurement: tuple[float, ...], sqrt_info: np.ndarray,
             huber: float) -> int:
-        """Append a factor (keys already checked); returns its id."""
+        """Append a factor (all checked already); returns its id."""
         index = self.count
-        if index == len(self.keys):
-            grow = max(256, index)
+        if index == len(self.system):
             d = self.group.dof
-            self.keys = np.concatenate((self.keys, np.full((grow, 2), -1, dtype=np.int64)))
-            self.measurement = np.concatenate((self.measurement, np.zeros((grow, *self.group.shape))))
-            self.sqrt_info = np.concatenate((self.sqrt_info, np.zeros((grow, d, d))))
-            self.huber = np.concatenate((self.huber, np.zeros(grow)))
-            self._set_system(np.concatenate((self.system, np.zeros((grow, 2 * d + 1, 2 * d + 1)))))
-        self.keys[index, :len(keys)] = keys
-        self.measurement[index] = measurement
-        self.sqrt_info[index] = sqrt_info
-        self.huber[index] = huber
+            self._set_system(np.concatenate((self.system, np.zeros((max(256, index), 2 * d + 1, 2 * d + 1)))))
         self.count += 1
+        self.pairs.append((keys[0], keys[1] if len(keys) > 1 else -1))
+        self.measurements.append(measurement)
+        self.sqrt_infos.append(sqrt_info)
+        self.hubers.append(huber)
         for key in keys:
             self.of_variable[key].append(index)
         return index
+
+    @property
+    def keys(self) -> np.ndarray:
+        self._copy()
+        return self._keys
+
+    @property
+    def measurement(self) -> np.ndarray:
+        self._copy()
+        return self._measurement
+
+    @property
+    def sqrt_info(self) -> np.ndarray:
+        self._copy()
+        return self._sqrt_info
+
+    @property
+    def huber(self) -> np.ndarray:
+        self._copy()
+        return self._huber
+
+    def _copy(self) -> None:
+        """Copy the factors added since the last call into the arrays."""
+        first, count = self._copied, self.count
+        if first == count:
+            return
+        if count > len(self._keys):
+            grow = len(self.system) - len(self._keys)
+            self._keys = np.concatenate((self._keys, np.zeros((grow, 2), dtype=np.int64)))
+            self._measurement = np.concatenate((self._measurement, np.zeros((grow, *self.group.shape))))
+            self._sqrt_info = np.concatenate((self._sqrt_info, np.zeros((grow, *self._sqrt_info.shape[1:]))))
+            self._huber = np.concatenate((self._huber, np.zeros(grow)))
+        self._keys[first:count] = self.pairs[first:count]
+        self._measurement[first:count] = np.reshape(self.measurements[first:count], (-1, *self.group.shape))
+        self._sqrt_info[first:count] = self.sqrt_infos[first:count]
+        self._huber[first:count] = self.hubers[first:count]
+        self._copied = count
 
     def _set_system(self, system: np.ndarray) -> None:
         width = system.shape[1] - 1
         self.system, self.hessian, self.eta = system, system[:, :width, :width], system[:, :width, width]
 
-    def linearize(self, indices: np.ndarray, values: np.ndarray, jacobians: bool = True) -> np.ndarray:
-        """Linearize factors ``indices (E,)`` at ``values (N, *group.shape)``: stores their
-        Hessian blocks and returns their errors ``(E,)``."""
+    def linearize(self, indices, values: np.ndarray, jacobians: bool = True) -> np.ndarray:
+        """Linearize factors ``indices (E,)`` (ids: an array or a list) at ``values (N,
+        *group.shape)``: stores their Hessian blocks and returns their errors ``(E,)``."""
+        if not len(indices):
+            return np.zeros(0)
+        if self.group is SE2 and jacobians and len(indices) <= se2_numpy.FEW:
+            return self._linearize_few(indices, values)
         indices = np.asarray(indices, dtype=np.int64)
         keys = self.keys[indices]
         prior = keys[:, 1] < 0
         if not prior.any() or prior.all():
-            return self._linearize(indices, keys, values, jacobians) if len(indices) else np.zeros(0)
+            return self._linearize(indices, keys, values, jacobians)
         error = np.zeros(len(indices))
         for mask in (prior, ~prior):
             error[mask] = self._linearize(indices[mask], keys[mask], values, jacobians)
         return error
+
+    def _linearize_few(self, indices, values: np.ndarray) -> np.ndarray:
+        """:meth:`linearize` of at most ``se2_numpy.FEW`` SE(2) factors (priors and betweens
+        together) on Python floats (:func:`~diffopt_ros.nlls.se2_numpy.linearize_few`): a
+        prior's system is that of a between with ``J_j = 0``."""
+        pairs, hubers, z, xi, xj, S = self.pairs, self.hubers, [], [], [], []
+        for f in indices:
+            a, b = pairs[f]
+            z.append(self.measurements[f])
+            xi.append(values[a].tolist())
+            xj.append(values[b].tolist() if b >= 0 else None)
+            S.append(self.sqrt_infos[f])
+        system = np.array(S) @ se2_numpy.linearize_few(z, xi, xj)         # whitened [J -r]
+        system = system.transpose(0, 2, 1) @ system                        # [[J'J, -J'r], [., r'r]]
+        errors = []
+        for e, (f, s) in enumerate(zip(indices, system[:, -1, -1].tolist())):
+            k = hubers[f]
+            root = math.sqrt(s)
+            if k > 0 and root > k:
+                errors.append(k * root - 0.5 * k * k)
+                system[e] *= k / root
+            else:
+                errors.append(0.5 * s)
+        self.system[indices] = system
+        return np.array(errors)
 
     def error(self, values: np.ndarray) -> float:
         """Objective ``sum rho(||r||^2_Sigma)`` of all factors at ``values``."""
@@ -88,19 +165,16 @@ class FactorStore:
         """Factors ``indices`` with ``keys (E, 2)`` of one arity (all priors or all betweens)."""
         z, S = self.measurement[indices], self.sqrt_info[indices]
         unary = keys[0, 1] < 0
-        if self.group is SE2 and jacobians and len(indices) <= se2_numpy.FEW:
-            system = se2_numpy.linearize_few(z, values[keys[:, 0]], None if unary else values[keys[:, 1]])
+        if self.group is SE2 and unary:
+            r, J = se2_numpy.prior_factor(z, values[keys[:, 0]], jacobians)
+        elif self.group is SE2:
+            r, J = se2_numpy.between_factor(z, values[keys[:, 0]], values[keys[:, 1]], jacobians)
         else:
-            if self.group is SE2 and unary:
-                r, J = se2_numpy.prior_factor(z, values[keys[:, 0]], jacobians)
-            elif self.group is SE2:
-                r, J = se2_numpy.between_factor(z, values[keys[:, 0]], values[keys[:, 1]], jacobians)
-            else:
-                r, J = self._linearize_torch(z, values, keys[:, :1] if unary else keys, jacobians)
-            if not jacobians:
-                r = (S @ r[:, :, None])[:, :, 0]                             # whitened
-                return self._robust(indices, (r * r).sum(axis=1))[0]
-            system = np.concatenate((*J, -r[:, :, None]), axis=2)
+            r, J = self._linearize_torch(z, values, keys[:, :1] if unary else keys, jacobians)
+        if not jacobians:
+            r = (S @ r[:, :, None])[:, :, 0]                                 # whitened
+            return self._robust(indices, (r * r).sum(axis=1))[0]
+        system = np.concatenate((*J, -r[:, :, None]), axis=2)
         width = system.shape[2] - 1
         system = S @ system                                              # whitened [J -r]
         system = system.transpose(0, 2, 1) @ system                      # [[J'J, -J'r], [., r'r]]

@@ -30,11 +30,13 @@ reaches the same estimate. Errors follow GTSAM's convention ``sum rho(||r||^2_Si
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from diffopt_ros.lie import SE2
+from diffopt_ros.nlls import se2_numpy
 from diffopt_ros.nlls.bayes_tree import BayesTree, Marginal
 from diffopt_ros.nlls.factor_store import FactorStore, retract
 
@@ -86,6 +88,7 @@ class IncrementalSmoother:
             raise ValueError(f'incremental smoother: relinearize_skip {relinearize_skip} is not >= 1')
         self.group = group
         self.dof = group.dof
+        self._size = math.prod(group.shape)
         self.relinearize_threshold = float(relinearize_threshold)
         self.wildfire_threshold = float(wildfire_threshold)
         self.relinearize_skip = int(relinearize_skip)
@@ -99,6 +102,8 @@ class IncrementalSmoother:
         self._updates = 0
         self._new_factors: list[int] = []
         self._new_variables: list[int] = []
+        self._far: set[int] = set()           # variables whose delta exceeds ...
+        self._far_threshold = self.relinearize_threshold     # ... this threshold
 
     # ------------------------------------------------------------------ building the graph
     @property
@@ -118,18 +123,21 @@ class IncrementalSmoother:
 
     def add_variable(self, key: int, initial) -> None:
         """Add variable ``key`` (the next id, ``num_variables``) at ``initial`` (group shape)."""
-        if key != self.num_variables:
+        if key != self._count:
             raise ValueError(f'incremental smoother: variable {key} added, expected the next id '
-                             f'{self.num_variables} (ids are consecutive from 0)')
-        value = np.asarray(initial, dtype=np.float64).reshape(1, *self.group.shape)
-        if not np.isfinite(value).all():
-            raise ValueError(f'incremental smoother: variable {key}: non-finite initial value {value[0]}')
+                             f'{self._count} (ids are consecutive from 0)')
+        value = np.asarray(initial, dtype=np.float64)
+        if value.size != self._size:
+            raise ValueError(f'incremental smoother: variable {key}: initial value of shape '
+                             f'{value.shape} is not {self.group.shape}')
+        if not all(map(math.isfinite, value.ravel().tolist())):
+            raise ValueError(f'incremental smoother: variable {key}: non-finite initial value {value}')
         if key == len(self._delta):
             grow = max(64, len(self._delta))
             self._delta = np.concatenate((self._delta, np.zeros((grow, self.dof))))
             self._points = np.concatenate((self._points, np.zeros((grow, *self.group.shape))))
             self._estimate = np.concatenate((self._estimate, np.zeros((grow, *self.group.shape))))
-        self._points[key] = self._estimate[key] = value[0]
+        self._points[key] = self._estimate[key] = value.reshape(self.group.shape)
         self._count += 1
         self._factors.of_variable.append([])
         self._tree.add_variable()
@@ -137,27 +145,36 @@ class IncrementalSmoother:
 
     def add_prior(self, key: int, measurement, information) -> int:
         """Prior ``r = log(z^-1 x_key)`` with ``information (dof, dof)``; returns the factor id."""
-        return self._add_factor((key,), measurement, information, 0.0)
+        return self._add_factor((int(key),), measurement, information, 0.0)
 
     def add_between(self, i: int, j: int, measurement, information, huber: float = 0.0) -> int:
         """Between ``r = log(z^-1 x_i^-1 x_j)`` with ``information (dof, dof)`` and a Huber loss
         of scale ``huber`` (whitened units; 0: none); returns the factor id."""
         if i == j:
             raise ValueError(f'incremental smoother: between factor from variable {i} to itself')
-        return self._add_factor((i, j), measurement, information, huber)
+        return self._add_factor((int(i), int(j)), measurement, information, huber)
 
     def _add_factor(self, keys, measurement, information, huber) -> int:
         for key in keys:
-            if not 0 <= key < self.num_variables:
+            if not 0 <= key < self._count:
                 raise IndexError(f'incremental smoother: factor on variable {key}, but only '
-                                 f'{self.num_variables} variables exist (add_variable first)')
-        z = np.asarray(measurement, dtype=np.float64).reshape(self.group.shape)
+                                 f'{self._count} variables exist (add_variable first)')
+        size = self._size
+        if type(measurement) in (tuple, list) and len(measurement) == size \
+                and all(type(x) is float for x in measurement):
+            z = tuple(measurement)
+        else:
+            z = np.asarray(measurement, dtype=np.float64)
+            if z.size != size:
+                raise ValueError(f'incremental smoother: factor on {keys}: measurement of shape '
+                                 f'{z.shape} is not {self.group.shape}')
+            z = tuple(z.ravel().tolist())
+        if not all(map(math.isfinite, z)):
+            raise ValueError(f'incremental smoother: factor on {keys}: non-finite measurement')
         info = np.asarray(information, dtype=np.float64)
         if info.shape != (self.dof, self.dof):
             raise ValueError(f'incremental smoother: information of shape {info.shape} is not '
                              f'({self.dof}, {self.dof})')
-        if not np.isfinite(z).all():
-            raise ValueError(f'incremental smoother: factor on {keys}: non-finite measurement')
         sqrt_info = self._sqrt_info.get(info.tobytes())
         if sqrt_info is None:
             if not np.isfinite(info).all():
@@ -170,7 +187,7 @@ class IncrementalSmoother:
             if len(self._sqrt_info) >= 64:
                 self._sqrt_info.clear()
             self._sqrt_info[info.tobytes()] = sqrt_info
-        index = self._factors.add(tuple(int(k) for k in keys), z, sqrt_info, float(huber))
+        index = self._factors.add(keys, z, sqrt_info, float(huber))
         self._new_factors.append(index)
         return index
 
@@ -205,26 +222,25 @@ class IncrementalSmoother:
         """Fold in the factors and variables added since the last update, relinearize what
         moved (if ``relinearize``, every ``relinearize_skip``-th update), re-eliminate the
         affected top of the tree and solve."""
-        n = self.num_variables
+        n = self._count
         self._updates += 1
         relinearized = []
         if relinearize and n and self._updates % self.relinearize_skip == 0:
-            moved = np.abs(self._delta[:n]).max(axis=1) > self.relinearize_threshold
-            moved[self._new_variables] = False
-            relinearized = np.nonzero(moved)[0].tolist()
+            relinearized = sorted(self._beyond_threshold())
         factors = self._factors
-        touched = set(self._new_factors)
+        touched = self._new_factors
         if relinearized:      # the new points: the estimates (kept as retract(theta, delta))
             self._theta[relinearized] = self._estimate[relinearized]
             self._delta[relinearized] = 0.0
-            for v in relinearized:
-                touched.update(factors.of_variable[v])
-        touched = sorted(touched)
+            self._far.clear()
+            touched = sorted(set(touched).union(*(factors.of_variable[v] for v in relinearized)))
         factors.linearize(touched, self._theta)
-        keys_of = dict(zip(touched, factors.keys[touched].tolist()))
-        changed = set(self._new_variables).union(*keys_of.values())
+        pairs = factors.pairs
+        changed = set(self._new_variables)
+        for f in touched:
+            changed.update(pairs[f])
         changed.discard(-1)
-        last = [v for f in self._new_factors for v in keys_of[f] if v >= 0]
+        last = [v for f in self._new_factors for v in pairs[f] if v >= 0]
         if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
             last = []
         last.append(n - 1)
@@ -233,10 +249,37 @@ class IncrementalSmoother:
             return UpdateStats(0, 0, 0, 0.0)
         cliques = self._tree.update(changed, last, factors)
         solved = self._tree.solve(cliques, self._delta, self.wildfire_threshold)
-        self._estimate[solved] = retract(self.group, self._theta[solved], self._delta[solved])
-        eliminated = [v for clique in cliques for v in clique.frontals]
-        step = float(np.abs(self._delta[eliminated]).max())
-        return UpdateStats(len(relinearized), len(eliminated), len(solved), step)
+        eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
+        return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated))
+
+    def _beyond_threshold(self) -> set[int]:
+        """The variables with a component of their solution beyond ``relinearize_threshold``
+        (kept up to date by :meth:`_retract`; recomputed when the threshold changed)."""
+        if self._far_threshold != self.relinearize_threshold:
+            moved = np.abs(self._delta[:self._count]).max(axis=1) > self.relinearize_threshold
+            self._far = set(np.flatnonzero(moved).tolist())
+            self._far_threshold = self.relinearize_threshold
+        return self._far
+
+    def _retract(self, solved: list[int], eliminated: int) -> float:
+        """Retract the estimates of the ``solved`` variables by their solution and note those
+        beyond the relinearization threshold; returns the largest solution component of the
+        first ``eliminated`` of them."""
+        rows = np.array(solved)
+        delta = self._delta[rows]
+        self._estimate[rows] = retract(self.group, self._theta[rows], delta)
+        if len(solved) <= se2_numpy.FEW:          # on Python floats
+            size = [max(map(abs, row)) for row in delta.tolist()]
+            step = max(size[:eliminated])
+            far = [v for v, s in zip(solved, size) if s > self.relinearize_threshold]
+        else:
+            size = np.abs(delta).max(axis=1)
+            step = float(size[:eliminated].max())
+            far = rows[size > self.relinearize_threshold].tolist()
+        if self._far_threshold == self.relinearize_threshold:
+            self._far.difference_update(solved)
+            self._far.update(far)
+        return step
 
     def converge(self, max_updates: int = 50, tolerance: float = 1e-9) -> int:
         """Relinearize every variable that moved and update, until the largest step is below

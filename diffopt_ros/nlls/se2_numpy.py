@@ -18,6 +18,7 @@ import numpy as np
 from diffopt_ros.lie._util import SMALL_ANGLE, wrap_angle
 
 FEW = 16      # up to this many factors or poses, the closed forms are evaluated one by one
+_TWO_PI = 2 * math.pi
 
 
 def _coefficients(theta: np.ndarray):
@@ -109,43 +110,46 @@ def _coefficients_of(t: float) -> tuple[float, float, float, float]:
     return s / t, (1 - c) / t, (1 - c) / t2, (t - s) / t2
 
 
-def _between_of(a, b) -> tuple[float, float, float]:
-    """:func:`_between` of one pair of poses (sequences of 3 floats)."""
-    c, s = math.cos(a[2]), math.sin(a[2])
-    dx, dy = b[0] - a[0], b[1] - a[1]
-    return c * dx + s * dy, -s * dx + c * dy, wrap_angle(b[2] - a[2])
-
-
-def _log_jacobian_of(g) -> tuple[list[float], list[list[float]]]:
-    """``log(g)`` of one pose and the inverse right Jacobian there ``(3, 3)`` (row lists)."""
-    w = wrap_angle(g[2])
-    alpha = 1 - w * w / 12 if abs(w) < SMALL_ANGLE else w * math.sin(w) / (2 * (1 - math.cos(w)))
-    beta = w / 2
-    vx, vy = alpha * g[0] + beta * g[1], -beta * g[0] + alpha * g[1]
-    sinc, cosc, k1, k2 = _coefficients_of(w)
-    det = sinc * sinc + cosc * cosc
-    a, b = sinc / det, cosc / det
-    c13, c23 = vx * k2 - vy * k1, vx * k1 + vy * k2
-    return [vx, vy, w], [[a, -b, -(a * c13 - b * c23)], [b, a, -(b * c13 + a * c23)], [0.0, 0.0, 1.0]]
-
-
-def linearize_few(z: np.ndarray, xi: np.ndarray, xj: np.ndarray | None = None) -> np.ndarray:
-    """The rows ``[J -r]`` of ``E`` betweens ``r = log(z^-1 x_i^-1 x_j)`` (``xj`` given:
-    ``(E, 3, 7)``, ``J = [d/dx_i, d/dx_j]`` as in :func:`between_factor`) or priors ``r =
-    log(z^-1 x_i)`` (``(E, 3, 4)``, ``J`` as in :func:`prior_factor`), computed factor by
-    factor."""
-    rows = []
-    if xj is None:
-        for zk, x in zip(z.tolist(), xi.tolist()):
-            r, j_inv = _log_jacobian_of(_between_of(zk, x))
-            rows.append([[*row, -rk] for row, rk in zip(j_inv, r)])
-        return np.array(rows).reshape(-1, 3, 4)
-    for zk, a, b in zip(z.tolist(), xi.tolist(), xj.tolist()):
-        rel = _between_of(a, b)
-        r, j_inv = _log_jacobian_of(_between_of(zk, rel))
+def linearize_few(z, xi, xj) -> np.ndarray:
+    """The rows ``[J_i J_j -r]`` ``(E, 3, 7)`` of ``E`` factors, computed factor by factor on
+    Python floats: a between ``r = log(z^-1 x_i^-1 x_j)`` where ``xj[e]`` is a pose (``J`` as
+    in :func:`between_factor`), a prior ``r = log(z^-1 x_i)`` where it is None (``J_i`` as in
+    :func:`prior_factor`, ``J_j = 0``). ``z``, ``xi``, ``xj``: sequences of ``E`` poses (3
+    floats each; ``xj`` may hold None)."""
+    flat = []
+    cos, sin, ceil = math.cos, math.sin, math.ceil
+    for (zx, zy, zt), (ax, ay, at), b in zip(z, xi, xj):
+        if b is not None:                   # rel = x_i^-1 x_j, then g = z^-1 rel
+            c, s = cos(at), sin(at)
+            dx, dy, t = b[0] - ax, b[1] - ay, b[2] - at
+            ax, ay, at = c * dx + s * dy, -s * dx + c * dy, t - _TWO_PI * ceil((t - math.pi) / _TWO_PI)
+        c, s = cos(zt), sin(zt)
+        dx, dy, t = ax - zx, ay - zy, at - zt
+        gx, gy, w = c * dx + s * dy, -s * dx + c * dy, t - _TWO_PI * ceil((t - math.pi) / _TWO_PI)
+        # r = log(g) (w is wrapped already) and the inverse right Jacobian at r
+        t2 = w * w
+        if abs(w) < SMALL_ANGLE:
+            alpha = 1 - t2 / 12
+            sinc, cosc = 1 - t2 / 6 + t2 * t2 / 120, w / 2 - w * t2 / 24
+            k1, k2 = 0.5 - t2 / 24, w / 6 - w * t2 / 120
+        else:
+            s, c = sin(w), cos(w)
+            alpha = w * s / (2 * (1 - c))
+            sinc, cosc, k1, k2 = s / w, (1 - c) / w, (1 - c) / t2, (w - s) / t2
+        beta = w / 2
+        vx, vy = alpha * gx + beta * gy, -beta * gx + alpha * gy
+        det = sinc * sinc + cosc * cosc
+        p, q = sinc / det, cosc / det
+        c13, c23 = vx * k2 - vy * k1, vx * k1 + vy * k2
+        u0, u1 = -(p * c13 - q * c23), -(q * c13 + p * c23)
+        if b is None:
+            flat += (p, -q, u0, 0.0, 0.0, 0.0, -vx, q, p, u1, 0.0, 0.0, 0.0, -vy,
+                     0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -w)
+            continue
         # -(J_inv Ad(rel^-1)), Ad(rel^-1) = [[c, s, y'], [-s, c, -x'], [0, 0, 1]] as above
-        c, s = math.cos(rel[2]), math.sin(rel[2])
-        inv_x, inv_y = -(c * rel[0] + s * rel[1]), -(-s * rel[0] + c * rel[1])
-        rows.append([[-(p * c - q * s), -(p * s + q * c), -(p * inv_y - q * inv_x + u), p, q, u, -rk]
-                     for (p, q, u), rk in zip(j_inv, r)])
-    return np.array(rows).reshape(-1, 3, 7)
+        c, s = cos(at), sin(at)
+        inv_x, inv_y = -(c * ax + s * ay), -(-s * ax + c * ay)
+        flat += (-(p * c + q * s), -(p * s - q * c), -(p * inv_y + q * inv_x + u0), p, -q, u0, -vx,
+                 -(q * c - p * s), -(q * s + p * c), -(q * inv_y - p * inv_x + u1), q, p, u1, -vy,
+                 0.0, 0.0, -1.0, 0.0, 0.0, 1.0, -w)
+    return np.array(flat).reshape(-1, 3, 7)

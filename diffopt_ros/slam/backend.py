@@ -47,13 +47,18 @@ class PoseGraphBackend:
         device, dtype: of the estimate and the measurements.
 
     Attributes:
-        estimate: ``(K, 3)`` keyframe poses ``(x, y, yaw)`` in the map frame (m, rad).
+        estimate: ``(K, 3)`` keyframe poses ``(x, y, yaw)`` in the map frame (m, rad); may be
+            written. On the CPU in float64 it is a view of an array that the solves update in
+            place (no tensor is made per solve): a caller keeps a copy, not the tensor, of an
+            estimate it wants to keep.
         full_solves: iterated updates and batch solves so far.
     """
 
     def __init__(self, config: SlamConfig, device: torch.device, dtype: torch.dtype):
         self.config = config
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype = torch.device(device), dtype
+        self._shared = self.device.type == 'cpu' and dtype == torch.float64
+        self._poses = np.zeros((0, 3))      # on the CPU in float64: the estimate's storage
         self.estimate = torch.zeros(0, 3, dtype=dtype, device=device)
         self.full_solves = 0
         self._stamps: list[float] = []
@@ -87,10 +92,25 @@ class PoseGraphBackend:
 
     def add_keyframe(self, stamp: float, odom, pose: Tensor) -> int:
         """Append a keyframe at ``pose (3,)`` (initial estimate); returns its index."""
+        k = len(self._stamps)
         self._stamps.append(stamp)
         self._odom.append(tuple(odom))
-        self.estimate = torch.cat((self.estimate, pose.reshape(1, 3)))
-        return len(self._stamps) - 1
+        if not self._shared:
+            self.estimate = torch.cat((self.estimate, pose.reshape(1, 3)))
+            return k
+        if k == len(self._poses):
+            self._poses = np.concatenate((self._poses, np.zeros((max(64, k), 3))))
+            self._poses[:k] = self.estimate.numpy()
+        self._poses[k] = pose.detach().reshape(3).cpu().numpy()
+        self.estimate = torch.from_numpy(self._poses[:k + 1])
+        return k
+
+    def _set_estimate(self, poses: np.ndarray) -> None:
+        """The estimate becomes ``poses (K, 3)`` (float64)."""
+        if self._shared:
+            self._poses[:len(poses)] = poses
+        else:
+            self.estimate = torch.as_tensor(poses, dtype=self.dtype).to(self.device)
 
     def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float) -> None:
         """Edge ``T_i^-1 T_j = measurement (3,)`` of ``kind`` (index into
@@ -162,14 +182,15 @@ class PoseGraphBackend:
         smoother = self._smoother
         first = smoother.num_variables
         if first < self.num_keyframes:
-            for k, pose in enumerate(self.estimate[first:].detach().cpu().numpy(), first):
-                smoother.add_variable(k, pose)
+            poses = self._poses if self._shared else self.estimate.detach().cpu().numpy()
+            for k in range(first, self.num_keyframes):
+                smoother.add_variable(k, poses[k])
             if first == 0:
                 smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
         for e in range(self._sent_edges, len(self._edges)):
             i, j = self._edges[e]
             information, huber = self._factor_of_kind[self._kinds[e]]
-            smoother.add_between(i, j, self._measurements[e].cpu().numpy(), information, huber)
+            smoother.add_between(i, j, self._measurements[e].tolist(), information, huber)
         self._sent_edges = len(self._edges)
         return smoother
 
@@ -191,7 +212,7 @@ class PoseGraphBackend:
 
     def _read_smoother(self) -> None:
         smoother = self._smoother
-        self.estimate = torch.as_tensor(smoother.estimate(), dtype=self.dtype).to(self.device)
+        self._set_estimate(smoother.estimate())
         try:
             self._marginal = smoother.marginal(self.num_keyframes - 1)
         except ValueError:      # no new factor on the newest keyframe: its marginal is kept
@@ -210,7 +231,7 @@ class PoseGraphBackend:
                               max_time=cfg.max_solve_time, dense_max=300)
         with torch.no_grad():
             result = optimizer.solve()
-        self.estimate = result['poses'][0].detach().clone()
+        self._set_estimate(result['poses'][0].detach().cpu().double().numpy())
         self.full_solves += 1
         self._smoother = None
         self._sync_smoother().update(relinearize=False)
