@@ -10,8 +10,8 @@ back-substituted down to where it stops changing); :meth:`PoseGraphBackend.solve
 batch Levenberg-Marquardt on the objective of :func:`~diffopt_ros.slam.graph.build_objective`
 (the differentiable solver that learning uses; both reach the same optimum) and re-seeds the
 incremental solver from it. Both solvers get their factors from the one assembly of
-:mod:`diffopt_ros.slam.graph` (anchor prior, information by edge kind, Huber on scan and loop
-edges).
+:mod:`diffopt_ros.slam.graph` (anchor prior, information by edge kind less the directions a
+scan match did not measure, Huber on scan and loop edges).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from diffopt_ros.nlls.incremental import IncrementalSmoother
 from diffopt_ros.nlls.io import write_g2o
 from diffopt_ros.slam.config import SlamConfig
 from diffopt_ros.slam.graph import (
-    EDGE_KINDS,
     PRIOR_INFORMATION,
     SlamGraph,
     build_objective,
@@ -63,12 +62,12 @@ class PoseGraphBackend:
         self._measurements: list[Tensor] = []
         self._kinds: list[int] = []
         self._fitness: list[float] = []
+        self._degenerate: list[Tensor] = []
         self._covariance: Tensor | None = None           # (3, 3) of the newest keyframe, body frame
         self._marginal: Marginal | None = None            # its source, until first asked
         self._smoother: IncrementalSmoother | None = None
         self._smoother_settings: tuple = ()             # what its factors were built with
         self._sent_edges = 0                            # edges already in the smoother
-        self._factor_of_kind: list[tuple[np.ndarray, float]] = []   # (information, Huber)
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -92,14 +91,25 @@ class PoseGraphBackend:
         self.estimate = torch.cat((self.estimate, pose.reshape(1, 3)))
         return len(self._stamps) - 1
 
-    def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float) -> None:
+    def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float,
+                 degenerate: Tensor | None = None) -> None:
         """Edge ``T_i^-1 T_j = measurement (3,)`` of ``kind`` (index into
-        :data:`~diffopt_ros.slam.graph.EDGE_KINDS`) and scan-match ``fitness``."""
+        :data:`~diffopt_ros.slam.graph.EDGE_KINDS`) and scan-match ``fitness``; ``degenerate``
+        ``(3, 3)``: the directions its scan match did not measure
+        (:attr:`~diffopt_ros.slam.icp.ScanMatch.degenerate_directions`; None: none)."""
         self._edges.append((i, j))
         self._pairs.add((min(i, j), max(i, j)))
         self._measurements.append(measurement.detach())
         self._kinds.append(kind)
         self._fitness.append(float(fitness))
+        self._degenerate.append(torch.zeros(3, 3, dtype=self.dtype, device=self.device)
+                                if degenerate is None else
+                                degenerate.detach().to(dtype=self.dtype, device=self.device))
+
+    def edge_information(self, e: int) -> Tensor:
+        """``(3, 3)`` information of edge ``e`` (:func:`~diffopt_ros.slam.graph.edge_information`)."""
+        return edge_information(torch.tensor([self._kinds[e]], device=self.device),
+                                self.information_by_kind(), self._degenerate[e][None])[0]
 
     def linked(self, i: int, j: int) -> bool:
         """Whether an edge joins keyframes ``i`` and ``j`` (either way round)."""
@@ -120,7 +130,9 @@ class PoseGraphBackend:
             measurements=(torch.stack(self._measurements) if self._measurements else
                           torch.zeros(0, 3, dtype=self.dtype, device=self.device)),
             kinds=torch.tensor(self._kinds, **long),
-            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device))
+            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device),
+            degenerate=(torch.stack(self._degenerate) if self._degenerate else
+                        torch.zeros(0, 3, 3, dtype=self.dtype, device=self.device)))
 
     def save_g2o(self, path) -> None:
         """Write the graph (current estimate, edges, information from the weights) as g2o."""
@@ -154,11 +166,6 @@ class PoseGraphBackend:
                                                  cfg.wildfire_threshold)
             self._smoother_settings = self._settings()
             self._sent_edges = 0
-            kinds = torch.arange(len(EDGE_KINDS))       # the factor of an edge of each kind
-            information = edge_information(kinds, self.information_by_kind().cpu()).numpy()
-            self._factor_of_kind = [
-                (np.diag(row), float(cfg.weights.robust_scale) if robust else 0.0)
-                for row, robust in zip(information, robust_edges(kinds).tolist())]
         smoother = self._smoother
         first = smoother.num_variables
         if first < self.num_keyframes:
@@ -166,10 +173,15 @@ class PoseGraphBackend:
                 smoother.add_variable(k, pose)
             if first == 0:
                 smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
-        for e in range(self._sent_edges, len(self._edges)):
-            i, j = self._edges[e]
-            information, huber = self._factor_of_kind[self._kinds[e]]
-            smoother.add_between(i, j, self._measurements[e].cpu().numpy(), information, huber)
+        new = range(self._sent_edges, len(self._edges))
+        if len(new):
+            kinds = torch.tensor(self._kinds[new.start:], device=self.device)
+            information = edge_information(kinds, self.information_by_kind(),
+                                           torch.stack(self._degenerate[new.start:])).cpu().numpy()
+            huber = robust_edges(kinds).cpu().numpy() * float(cfg.weights.robust_scale)
+            for e, info, scale in zip(new, information, huber):
+                i, j = self._edges[e]
+                smoother.add_between(i, j, self._measurements[e].cpu().numpy(), info, float(scale))
         self._sent_edges = len(self._edges)
         return smoother
 
