@@ -156,7 +156,8 @@ def full_resolve_peer(graph: SlamGraph, config: SlamConfig, changes):
         for k in range(len(estimate), K):
             estimate = torch.cat((estimate, _initial(graph, k, estimate)[None]))
         sub = SlamGraph(graph.stamps[:K], graph.odom_poses[:K], estimate, graph.edges[:E],
-                        graph.measurements[:E], graph.kinds[:E], graph.fitness[:E])
+                        graph.measurements[:E], graph.kinds[:E], graph.fitness[:E],
+                        graph.degenerate[:E])
         started = time.thread_time()
         with torch.no_grad():
             objective, _ = build_objective(sub, by_kind, config.weights.robust_scale)

@@ -277,7 +277,8 @@ def test_weight_gradients_match_finite_differences(lap):
     full = slam.graph()
     keep = full.edges.max(dim=1).values < 12
     graph = SlamGraph(full.stamps[:12], full.odom_poses[:12], full.estimate[:12], full.edges[keep],
-                      full.measurements[keep].clone(), full.kinds[keep], full.fitness[keep])
+                      full.measurements[keep].clone(), full.kinds[keep], full.fitness[keep],
+                      full.degenerate[keep])
     graph.kinds[-1] = 2            # treat the last scan edge as a loop edge (same weights)
     log_w = torch.log(torch.tensor([100.0, 400.0, 400.0, 1000.0], dtype=F64)).requires_grad_()
 

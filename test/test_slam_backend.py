@@ -94,3 +94,46 @@ def test_covariance_is_solved_for_on_first_access_and_stays_that_of_its_solve():
     newest = backend._smoother.marginal_covariance(12)
     assert not torch.allclose(torch.from_numpy(newest), torch.from_numpy(expected))
     assert torch.equal(backend.covariance, torch.from_numpy(newest)) and backend._marginal is None
+
+
+def _corridor(degenerate: torch.Tensor | None, count: int = 40) -> PoseGraphBackend:
+    """Keyframes 0.5 m apart along a corridor (the x axis): odometry edges right along it but
+    drifting across it (1 cm and 0.005 rad per step), scan edges right across it but short
+    along it (0.45 m, as a scan match that slid), with ``degenerate`` directions; solved
+    after each keyframe."""
+    backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
+    odom = torch.tensor([0.5, 0.01, 0.005], dtype=F64)
+    scan = torch.tensor([0.45, 0.0, 0.0], dtype=F64)
+    backend.add_keyframe(0.0, (0.0, 0.0, 0.0), torch.zeros(3, dtype=F64))
+    backend.solve(False)
+    for k in range(1, count):
+        backend.add_keyframe(float(k), (0.0, 0.0, 0.0), SE2.compose(backend.estimate[k - 1], odom))
+        backend.add_edge(k - 1, k, odom, ODOM, 1.0)
+        backend.add_edge(k - 1, k, scan, SCAN, 0.9, degenerate)
+        backend.solve(False)
+    return backend
+
+
+def test_in_a_corridor_the_estimate_along_it_follows_the_odometry():
+    """Scan edges whose match was degenerate along the corridor do not pull the estimate
+    along it (the odometry sets it) and still correct the heading drift of the odometry;
+    without the degenerate direction the scan's along-axis slide wins (its weight is 4x the
+    odometry's). The incremental and the batch solver see the same per-edge information."""
+    axis = torch.zeros(3, 3, dtype=F64)
+    axis[0, 0] = 1.0
+    backend = _corridor(axis)
+    last, slid = backend.estimate[-1], _corridor(None).estimate[-1]
+    assert abs(float(last[0]) - 0.5 * 39) < 0.01, 'along: the odometry (19.5 m)'
+    assert float(slid[0]) < 0.5 * 39 - 1.0, 'full information: the scans slide it (about 18 m)'
+    assert abs(float(last[2])) < 0.1 * 39 * 0.005, 'the scans correct most of the heading drift'
+    graph = backend.graph()
+    weights = SlamWeights()
+    objective, _ = build_objective(graph, weights.information_by_kind(), weights.robust_scale)
+    smoother = backend._sync_smoother()
+    for values in (graph.estimate, graph.estimate + 0.01):
+        assert math.isclose(smoother.error(values.numpy()),
+                            float(objective.error([values[None]])[0]), rel_tol=1e-9)
+    # the batch optimum is within the incremental solver's relinearization threshold (0.01)
+    backend.solve_full()
+    assert torch.allclose(backend.estimate, graph.estimate, atol=0.01)
+    assert abs(float(backend.estimate[-1, 0]) - 0.5 * 39) < 0.01

@@ -1,9 +1,19 @@
-"""Scan matching on a KD-tree: the same neighbours, matches and fitness as brute force."""
+"""Scan matching on a KD-tree: the same neighbours, matches and fitness as brute force; degenerate
+directions and the information of their pose-graph edge."""
 import numpy as np
 import pytest
 import torch
 
 from diffopt_ros.sim import SensorParams, World
+from diffopt_ros.slam.graph import (
+    LOOP,
+    ODOM,
+    SCAN,
+    UNMEASURED_FRACTION,
+    SlamWeights,
+    edge_information,
+    information_by_kind,
+)
 from diffopt_ros.slam.icp import IcpConfig, ScanTarget, match_scans
 from diffopt_ros.slam.scan import point_normals, scan_to_points, voxel_downsample
 
@@ -104,3 +114,52 @@ def test_a_scene_with_corners_has_no_degenerate_direction():
     """The loop world's scans constrain every direction: the remapping leaves them alone."""
     for source, target, guess, _ in _pairs(6):
         assert match_scans(source, target, guess, IcpConfig()).degenerate == 0
+
+
+def test_a_degenerate_match_s_edge_is_not_a_measurement_along_its_free_direction():
+    """A corridor seen at a heading: the match returns its axis in the tangent coordinates of
+    its pose (the source frame), and the edge's information keeps ``UNMEASURED_FRACTION`` of
+    the scan weight along it and the full weight across it (sideways and the heading)."""
+    world = World.from_dict({'start': [0.0, 0.0, 0.0], 'walls': [{'box': [-50, -1, 50, 1]}]})
+    here, there = np.array([0.0, 0.1, 0.4]), np.array([0.5, 0.1, 0.0])  # target, source poses
+    c, s = np.cos(here[2]), np.sin(here[2])
+    offset = np.array([[c, s], [-s, c]]) @ (there[:2] - here[:2])
+    truth = torch.tensor([offset[0], offset[1], there[2] - here[2]], dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    target, source = _scan(world, here, rng), _scan(world, there, rng)
+    match = match_scans(source, target, truth + torch.tensor([0.05, 0.03, 0.02], dtype=torch.float64))
+    assert match.accepted and match.degenerate == 1
+    axis = match.degenerate_directions[:, 0]
+    assert abs(abs(float(axis[0])) - 1) < 1e-3, 'the axis in the source frame (heading 0): x'
+    assert torch.equal(match.degenerate_directions[:, 1:], torch.zeros(3, 2, dtype=torch.float64))
+    by_kind = SlamWeights().information_by_kind()
+    information = edge_information(torch.tensor([SCAN]), by_kind, match.degenerate_directions[None])[0]
+    along = float(axis @ information @ axis)
+    assert along == pytest.approx(UNMEASURED_FRACTION * float(axis @ torch.diag(by_kind[SCAN]) @ axis),
+                                  rel=1e-9)
+    # across the axis (the directions u with u^T L axis = 0) the edge keeps its full weight
+    diagonal = torch.diag(by_kind[SCAN])
+    across = torch.tensor([-axis[1], axis[0], 0.0], dtype=torch.float64)
+    for normal in (across, torch.linalg.cross(axis, across)):
+        u = torch.linalg.solve(diagonal, normal)
+        assert float(u @ diagonal @ axis) == pytest.approx(0.0, abs=1e-9)
+        assert float(u @ information @ u) == pytest.approx(float(u @ diagonal @ u), rel=1e-6)
+    # a match with no degenerate direction keeps the kind's diagonal
+    full = edge_information(torch.tensor([SCAN]), by_kind, torch.zeros(1, 3, 3, dtype=torch.float64))
+    assert torch.equal(full[0], torch.diag(by_kind[SCAN]))
+
+
+def test_edge_information_is_differentiable_in_the_weights():
+    """Learning tunes the per-kind weights through the per-edge information: its gradient
+    against finite differences (float64), with one and two directions marginalised."""
+    rng = torch.Generator().manual_seed(1)
+    directions = torch.nn.functional.normalize(torch.randn(3, 3, 3, generator=rng, dtype=torch.float64),
+                                               dim=1)
+    directions[0] = 0.0                     # none
+    directions[1, :, 1:] = 0.0              # one
+    directions[2, :, 2] = 0.0               # two
+    kinds = torch.tensor([ODOM, SCAN, LOOP])
+    log_weights = torch.log(torch.tensor([2500.0, 2500.0, 1e4, 4e4], dtype=torch.float64)
+                            ).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda w: edge_information(kinds, information_by_kind(*w.exp()), directions), (log_weights,))

@@ -98,7 +98,7 @@ def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence
     part = SlamGraph(stamps=graph.stamps[start:end], odom_poses=graph.estimate[start:end],
                      estimate=graph.estimate[start:end], edges=graph.edges[inside] - start,
                      measurements=graph.measurements[inside], kinds=graph.kinds[inside],
-                     fitness=graph.fitness[inside])
+                     fitness=graph.fitness[inside], degenerate=graph.degenerate[inside])
     return KeyframeSequence(f'{sequence.name}[{start}:{end}]', part,
                             sequence.ground_truth[start:end])
 

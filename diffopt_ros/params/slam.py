@@ -50,7 +50,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
     _core('icp.inlier_distance', 'a point within this of the other scan is an inlier',
           1e-3, 10.0, 'm'),
     _core('icp.degeneracy_threshold', 'scan-matching directions whose normalised Hessian '
-          'eigenvalue is below this keep the odometry (a corridor\'s axis; 0 = off)', 0.0, 1.0),
+          'eigenvalue is below this keep the odometry, and the scan edge carries no information '
+          'along them (a corridor\'s axis; 0 = off)', 0.0, 1.0),
     _core('loop.search_radius', 'loop candidates within this distance (0 = off)', 0.0, 1000.0,
           'm'),
     _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1,

@@ -10,8 +10,8 @@ back-substituted down to where it stops changing); :meth:`PoseGraphBackend.solve
 batch Levenberg-Marquardt on the objective of :func:`~diffopt_ros.slam.graph.build_objective`
 (the differentiable solver that learning uses; both reach the same optimum) and re-seeds the
 incremental solver from it. Both solvers get their factors from the one assembly of
-:mod:`diffopt_ros.slam.graph` (anchor prior, information by edge kind, Huber on scan and loop
-edges).
+:mod:`diffopt_ros.slam.graph` (anchor prior, information by edge kind less the directions a
+scan match did not measure, Huber on scan and loop edges).
 """
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ class PoseGraphBackend:
         self._measurements: list[Tensor] = []
         self._kinds: list[int] = []
         self._fitness: list[float] = []
+        self._degenerate: list[Tensor | None] = []     # (3, 3) per edge, None: no direction
         self._covariance: Tensor | None = None           # (3, 3) of the newest keyframe, body frame
         self._marginal: Marginal | None = None            # its source, until first asked
         self._smoother: IncrementalSmoother | None = None
@@ -112,14 +113,29 @@ class PoseGraphBackend:
         else:
             self.estimate = torch.as_tensor(poses, dtype=self.dtype).to(self.device)
 
-    def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float) -> None:
+    def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float,
+                 degenerate: Tensor | None = None) -> None:
         """Edge ``T_i^-1 T_j = measurement (3,)`` of ``kind`` (index into
-        :data:`~diffopt_ros.slam.graph.EDGE_KINDS`) and scan-match ``fitness``."""
+        :data:`~diffopt_ros.slam.graph.EDGE_KINDS`) and scan-match ``fitness``; ``degenerate``
+        ``(3, 3)``: the directions its scan match did not measure
+        (:attr:`~diffopt_ros.slam.icp.ScanMatch.degenerate_directions`; None: none)."""
         self._edges.append((i, j))
         self._pairs.add((min(i, j), max(i, j)))
         self._measurements.append(measurement.detach())
         self._kinds.append(kind)
         self._fitness.append(float(fitness))
+        self._degenerate.append(None if degenerate is None or not bool(degenerate.any()) else
+                                degenerate.detach().to(dtype=self.dtype, device=self.device))
+
+    def edge_information(self, e: int) -> Tensor:
+        """``(3, 3)`` information of edge ``e`` (:func:`~diffopt_ros.slam.graph.edge_information`)."""
+        return edge_information(torch.tensor([self._kinds[e]], device=self.device),
+                                self.information_by_kind(), self._degenerate_of(e)[None])[0]
+
+    def _degenerate_of(self, e: int) -> Tensor:
+        """``(3, 3)`` degenerate directions of edge ``e`` (zero columns: none)."""
+        held = self._degenerate[e]
+        return torch.zeros(3, 3, dtype=self.dtype, device=self.device) if held is None else held
 
     def linked(self, i: int, j: int) -> bool:
         """Whether an edge joins keyframes ``i`` and ``j`` (either way round)."""
@@ -140,7 +156,10 @@ class PoseGraphBackend:
             measurements=(torch.stack(self._measurements) if self._measurements else
                           torch.zeros(0, 3, dtype=self.dtype, device=self.device)),
             kinds=torch.tensor(self._kinds, **long),
-            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device))
+            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device),
+            degenerate=(torch.stack([self._degenerate_of(e) for e in range(len(self._edges))])
+                        if self._edges else
+                        torch.zeros(0, 3, 3, dtype=self.dtype, device=self.device)))
 
     def save_g2o(self, path) -> None:
         """Write the graph (current estimate, edges, information from the weights) as g2o."""
@@ -175,10 +194,11 @@ class PoseGraphBackend:
             self._smoother_settings = self._settings()
             self._sent_edges = 0
             kinds = torch.arange(len(EDGE_KINDS))       # the factor of an edge of each kind
-            information = edge_information(kinds, self.information_by_kind().cpu()).numpy()
+            by_kind = self.information_by_kind().cpu()
+            information = edge_information(kinds, by_kind, by_kind.new_zeros(len(kinds), 3, 3))
             self._factor_of_kind = [
-                (np.diag(row), float(cfg.weights.robust_scale) if robust else 0.0)
-                for row, robust in zip(information, robust_edges(kinds).tolist())]
+                (row, float(cfg.weights.robust_scale) if robust else 0.0)
+                for row, robust in zip(information.numpy(), robust_edges(kinds).tolist())]
         smoother = self._smoother
         first = smoother.num_variables
         if first < self.num_keyframes:
@@ -190,6 +210,8 @@ class PoseGraphBackend:
         for e in range(self._sent_edges, len(self._edges)):
             i, j = self._edges[e]
             information, huber = self._factor_of_kind[self._kinds[e]]
+            if self._degenerate[e] is not None:
+                information = self.edge_information(e).cpu().numpy()
             smoother.add_between(i, j, self._measurements[e].tolist(), information, huber)
         self._sent_edges = len(self._edges)
         return smoother

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import Between, Huber, Objective, Prior, Variable, diagonal_information
+from diffopt_ros.nlls import Between, Huber, Objective, Prior, Variable
 from diffopt_ros.nlls.io import PoseGraphData
 
 EDGE_KINDS = ('odom', 'scan', 'loop')
@@ -82,9 +82,40 @@ def information_by_kind(odom_xy: Tensor, odom_yaw: Tensor, scan_xy: Tensor, scan
     return torch.stack((odom, scan, scan))
 
 
-def edge_information(kinds: Tensor, by_kind: Tensor) -> Tensor:
-    """``(E, 3)`` information diagonal of each edge, from ``kinds (E,)`` and ``by_kind (3, 3)``."""
-    return by_kind[kinds]
+UNMEASURED_FRACTION = 1e-4
+"""Fraction of its information that a scan or loop edge keeps along a direction its scan match
+did not measure (:func:`edge_information`): the odometry's, 2500 1/m^2 by default, then
+outweighs the scan's there (1 1/m^2 at the default ``scan_xy``) by three orders of magnitude,
+while the matrix stays positive definite for the Cholesky factorisation of the solvers."""
+
+
+def edge_information(kinds: Tensor, by_kind: Tensor, degenerate: Tensor) -> Tensor:
+    """``(E, 3, 3)`` information matrix of each edge.
+
+    An edge of kind ``k`` starts from the diagonal ``by_kind[k]``; each direction ``v`` (a
+    column of ``degenerate``, in the edge's tangent coordinates) is then marginalised out: the
+    information becomes the Schur complement ``L - L v v^T L / (v^T L v)`` (what the edge
+    tells about the residual with its component along ``v`` left free), keeping
+    :data:`UNMEASURED_FRACTION` of ``L v v^T L / (v^T L v)``. Along ``v`` the edge then weighs
+    ``UNMEASURED_FRACTION v^T L v``; a direction ``u`` with ``u^T L v = 0`` keeps ``u^T L u``.
+    Several directions are marginalised one after the other (the block Schur complement).
+
+    Args:
+        kinds: ``(E,)`` index into :data:`EDGE_KINDS`.
+        by_kind: ``(3, 3)`` information diagonals per kind (:func:`information_by_kind`);
+            the result is differentiable in it.
+        degenerate: ``(E, 3, 3)``: columns are the directions the edge's scan match did not
+            measure (:attr:`~diffopt_ros.slam.icp.ScanMatch.degenerate_directions`), zero
+            columns none (all zero for odometry edges).
+    """
+    information = torch.diag_embed(by_kind[kinds])
+    for column in range(degenerate.shape[-1]):
+        v = degenerate[..., column:column + 1]                             # (E, 3, 1)
+        lv = information @ v
+        vlv = (v.mT @ lv).squeeze(-1)                                      # (E, 1)
+        unused = (v.square().sum(-2) == 0).to(vlv.dtype)                  # zero column: no change
+        information = information - (1 - UNMEASURED_FRACTION) * (lv @ lv.mT) / (vlv + unused)[..., None]
+    return 0.5 * (information + information.mT)
 
 
 def robust_edges(kinds: Tensor) -> Tensor:
@@ -106,6 +137,9 @@ class SlamGraph:
         measurements: ``(E, 3)`` measured ``T_i^-1 T_j`` as ``(x, y, yaw)`` (m, rad).
         kinds: ``(E,)`` index into :data:`EDGE_KINDS`.
         fitness: ``(E,)`` scan-match inlier ratio (1 for odometry edges).
+        degenerate: ``(E, 3, 3)``: columns are the directions, in the edge's tangent
+            coordinates, that its scan match did not measure (zero columns: none; see
+            :func:`edge_information`).
     """
 
     stamps: Tensor
@@ -115,6 +149,7 @@ class SlamGraph:
     measurements: Tensor
     kinds: Tensor
     fitness: Tensor
+    degenerate: Tensor
 
     def save(self, path: str | Path) -> Path:
         """Write a ``.npz`` (no pickles) and return its path."""
@@ -126,11 +161,13 @@ class SlamGraph:
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float64,
              device: torch.device | str = 'cpu') -> SlamGraph:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save` (one without ``degenerate`` has no degenerate
+        direction on any edge)."""
         with np.load(path, allow_pickle=False) as data:
             values = {}
             for f in fields(cls):
-                array = torch.from_numpy(data[f.name]).to(device)
+                array = torch.from_numpy(data[f.name] if f.name in data else
+                                         np.zeros((len(data['kinds']), 3, 3))).to(device)
                 values[f.name] = array if f.name in ('edges', 'kinds') else array.to(dtype)
         return cls(**values)
 
@@ -144,9 +181,10 @@ PRIOR_INFORMATION = 1e6
 
 # The pose-graph problem of a SlamGraph is assembled in one place for both of its solvers:
 # the anchor prior (PRIOR_INFORMATION at keyframe 0's odometry pose), edge information by kind
-# (edge_information) and the Huber loss on scan and loop edges (robust_edges) make the batch,
-# differentiable objective here (build_objective) and the factors of the online incremental
-# solver (diffopt_ros.slam.backend.PoseGraphBackend).
+# less the directions a scan match did not measure (edge_information) and the Huber loss on
+# scan and loop edges (robust_edges) make the batch, differentiable objective here
+# (build_objective) and the factors of the online incremental solver
+# (diffopt_ros.slam.backend.PoseGraphBackend).
 
 
 def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Tensor,
@@ -155,7 +193,8 @@ def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Ten
 
     Factors: a prior anchoring keyframe 0 at its odometry pose (the map frame starts at the
     odom frame), a ``Between`` factor per odometry edge, and ``Between`` factors with a Huber
-    loss of scale ``robust_scale`` for scan-matching and loop-closure edges.
+    loss of scale ``robust_scale`` for scan-matching and loop-closure edges; each edge's
+    information from :func:`edge_information`.
 
     Args:
         graph: the graph.
@@ -173,7 +212,7 @@ def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Ten
     eye = torch.eye(3, dtype=dtype, device=device)
     factors = [Prior(poses, [0], graph.odom_poses[:1], information=PRIOR_INFORMATION * eye,
                      name='anchor')]
-    information = diagonal_information(edge_information(graph.kinds, by_kind))
+    information = edge_information(graph.kinds, by_kind, graph.degenerate)
     robust = robust_edges(graph.kinds)
     for name, mask, loss in (('odom', ~robust, None), ('scan', robust, Huber(robust_scale))):
         if bool(mask.any()):
@@ -185,9 +224,10 @@ def build_objective(graph: SlamGraph, by_kind: Tensor, robust_scale: float | Ten
 
 def to_g2o_data(graph: SlamGraph, by_kind: Tensor) -> PoseGraphData:
     """The graph as :class:`diffopt_ros.nlls.io.PoseGraphData` (for ``write_g2o``): vertices
-    are keyframe indices at the current estimate, edge information from ``by_kind``."""
+    are keyframe indices at the current estimate, edge information from ``by_kind`` and the
+    edges' degenerate directions (:func:`edge_information`)."""
     return PoseGraphData(group=SE2, ids=torch.arange(len(graph.stamps)),
                          poses=graph.estimate.detach(), i=graph.edges[:, 0], j=graph.edges[:, 1],
                          measurements=graph.measurements.detach(),
-                         information=diagonal_information(
-                             edge_information(graph.kinds, by_kind.detach())))
+                         information=edge_information(graph.kinds, by_kind.detach(),
+                                                      graph.degenerate))

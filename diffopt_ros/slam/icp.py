@@ -24,7 +24,9 @@ RMS range of the source points (a rotation then moves an average point by the sa
 a translation) and divided by the summed weights, has eigenvalues in about ``[0, 1]`` (the mean
 squared normal component along that direction); directions below ``degeneracy_threshold`` are
 degenerate and the step has no component along them, so the match keeps the initial guess
-(the odometry) there.
+(the odometry) there. The match returns those directions (:attr:`ScanMatch.degenerate_directions`,
+in the tangent coordinates of its pose) so that the pose graph does not count the scan edge as
+a measurement along them (:func:`diffopt_ros.slam.graph.edge_information`).
 """
 from __future__ import annotations
 
@@ -90,6 +92,9 @@ class ScanMatch:
         accepted: the fitness check passed (enough points, inlier ratio, RMS, converged).
         reason: why it was rejected ('' when accepted).
         degenerate: directions of the last iteration kept at the initial guess (0 to 3).
+        degenerate_directions: ``(3, 3)``: its columns are those directions as unit vectors in
+            the tangent coordinates of ``pose`` (a right perturbation ``pose * exp(v)``, as the
+            residual of a pose-graph ``Between`` factor), the remaining columns zero.
     """
 
     pose: Tensor
@@ -99,7 +104,8 @@ class ScanMatch:
     iterations: int
     accepted: bool
     reason: str
-    degenerate: int = 0
+    degenerate: int
+    degenerate_directions: Tensor
 
 
 class ScanTarget:
@@ -144,17 +150,32 @@ def _residuals(pose: np.ndarray, source: np.ndarray, target: ScanTarget
 
 
 def _constrained(hessian: np.ndarray, weight_sum: float, length: float, threshold: float
-                 ) -> tuple[np.ndarray, int]:
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """``(3, 3)`` map of a Gauss-Newton step onto the directions the scene constrains, and
-    the number of degenerate directions (solution remapping; see the module docstring).
+    the degenerate directions ``(3, d)`` (solution remapping; see the module docstring).
 
     ``hessian`` is ``J^T W J`` in ``(x [m], y [m], yaw [rad])``; ``length`` (m) scales the yaw
     so all three are lengths; the eigenvectors of the scaled, weight-normalised Hessian with
-    eigenvalues below ``threshold`` are removed from the step."""
+    eigenvalues below ``threshold`` are removed from the step, and are returned in
+    ``(x, y, yaw)`` (unit length there)."""
     scale = np.array([1.0, 1.0, 1.0 / length])
     values, vectors = np.linalg.eigh(hessian * np.outer(scale, scale) / weight_sum)
     kept = vectors[:, values >= threshold]
-    return scale[:, None] * (kept @ kept.T) / scale[None, :], int((values < threshold).sum())
+    free = scale[:, None] * vectors[:, values < threshold]
+    return (scale[:, None] * (kept @ kept.T) / scale[None, :],
+            free / np.linalg.norm(free, axis=0, keepdims=True))
+
+
+def _tangent_directions(free: np.ndarray, yaw: float) -> np.ndarray:
+    """``(3, 3)``: the directions ``free (3, d)`` of the additive ``(x, y, yaw)`` of a pose
+    with heading ``yaw`` as unit vectors of its right-perturbation tangent (the translation
+    part rotated into the pose's frame: ``exp`` of ``(rho, theta)`` moves the translation by
+    ``R(yaw) rho`` to first order), padded with zero columns."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    tangent = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]) @ free
+    out = np.zeros((3, 3))
+    out[:, :tangent.shape[1]] = tangent / np.linalg.norm(tangent, axis=0, keepdims=True)
+    return out
 
 
 def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
@@ -183,7 +204,7 @@ def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
     if min(n_source, n_target) < config.min_points:
         return ScanMatch(torch.as_tensor(pose, **like), 0.0, float('inf'), torch.zeros(3, 3, **like),
                          0, False, f'too few points ({n_source} source, {n_target} target; '
-                         f'need {config.min_points})')
+                         f'need {config.min_points})', 0, torch.zeros(3, 3, **like))
     if not isinstance(target, ScanTarget):
         target = ScanTarget(target, target_normals)
     points = _numpy(source)
@@ -192,7 +213,7 @@ def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
     ratio = config.min_correspondence_distance / config.max_correspondence_distance
     huber = config.inlier_distance / 2
     length = max(float(np.sqrt(np.square(points).sum(1).mean())), 1e-6)   # RMS range (m)
-    converged, iteration, degenerate = False, 0, 0
+    converged, iteration, free = False, 0, np.zeros((3, 0))
     for iteration in range(1, config.max_iterations + 1):
         fraction = min((iteration - 1) / shrink_steps, 1.0)
         gate = config.max_correspondence_distance * ratio ** fraction
@@ -206,8 +227,8 @@ def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
         damping = 1e-6 * hessian.diagonal().mean() + 1e-12
         step = -np.linalg.solve(hessian + damping * eye, gradient)
         if config.degeneracy_threshold > 0:
-            remap, degenerate = _constrained(hessian, weight.sum(), length,
-                                             config.degeneracy_threshold)
+            remap, free = _constrained(hessian, weight.sum(), length,
+                                       config.degeneracy_threshold)
             step = remap @ step
         pose = pose + step
         if fraction >= 1.0 and np.abs(step).max() < config.tolerance:
@@ -230,4 +251,4 @@ def match_scans(source: Tensor, target: Tensor | ScanTarget, initial: Tensor,
         reason = f'not converged in {config.max_iterations} iterations'
     return ScanMatch(torch.as_tensor(pose, **like), inlier_ratio, rms,
                      torch.as_tensor(information, **like), iteration, not reason, reason,
-                     degenerate)
+                     free.shape[1], torch.as_tensor(_tangent_directions(free, pose[2]), **like))

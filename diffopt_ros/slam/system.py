@@ -339,11 +339,12 @@ class SlamSystem:
     def _add_loop(self, old: int, new: int, match: ScanMatch, guess: tuple) -> bool:
         """Add loop edge ``old -> new`` (``guess``: ``T_old^-1 T_new`` at the estimate); returns
         whether it disagrees with the estimate."""
-        self.backend.add_edge(old, new, match.pose, LOOP, match.inlier_ratio)
+        self.backend.add_edge(old, new, match.pose, LOOP, match.inlier_ratio,
+                              match.degenerate_directions)
         self.loop_closures += 1
-        information = self.backend.information_by_kind()[LOOP]
+        information = self.backend.edge_information(self.backend.num_edges - 1)
         residual = SE2.log(self._tensor(planar.between(tuple(match.pose.tolist()), guess)))
-        return float((residual * information * residual).sum()) > self.config.loop_full_solve_chi2
+        return float(residual @ information @ residual) > self.config.loop_full_solve_chi2
 
     def _add_keyframe(self, stamp: float, odom, points: Tensor) -> SlamUpdate:
         cfg = self.config
@@ -369,7 +370,8 @@ class SlamSystem:
         match = match_scans(points, self._target(r), delta, cfg.icp)
         matched = tuple(match.pose.tolist())
         if match.accepted and _plausible(relative, matched, cfg):
-            backend.add_edge(r, k, match.pose, SCAN, match.inlier_ratio)
+            backend.add_edge(r, k, match.pose, SCAN, match.inlier_ratio,
+                             match.degenerate_directions)
             # the scan match is the better guess (it also makes the loop test below
             # measure the drift of the map, not the odometry error of one step)
             backend.estimate[k] = self._tensor(planar.compose(start, matched))
