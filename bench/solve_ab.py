@@ -3,7 +3,8 @@
 The problems of a ground-truth drive are kept as ``bench/solve_replay.py`` keeps them (``--solves``
 control ticks: cost with its obstacle field and scan points, initial state, reference, warm
 start, previous command). The other checkout's ``diffopt_ros/mpc`` package is loaded beside this
-one (as ``base_mpc``; the controller and its costs are copied into its classes by pickling), and
+one (as ``base_mpc``; the controller and its costs are rebuilt from its classes, attribute by
+attribute, their tensors and arrays copied), and
 every problem is solved by both, alternating which goes first, ``--repeats`` times, so both see
 the same machine load. Prints each side's total and median of the least thread CPU time per
 solve (``time.thread_time``), their ratio, the iLQR iterations, and whether the two give the
@@ -14,10 +15,11 @@ same controls, states, costs and iteration counts bit for bit. Run:
 from __future__ import annotations
 
 import argparse
+import copy
+import enum
+import importlib
 import importlib.util
-import io
 import os
-import pickle
 import statistics
 import sys
 import time
@@ -48,19 +50,48 @@ def load_base(root: Path) -> None:
     _module(BASE, folder / '__init__.py', [str(folder)])
 
 
-class _BaseUnpickler(pickle.Unpickler):
-    """Unpickles ``diffopt_ros.mpc`` objects as the same classes of ``base_mpc``."""
-
-    def find_class(self, module: str, name: str):
-        if module == 'diffopt_ros.mpc' or module.startswith('diffopt_ros.mpc.'):
-            module = BASE + module[len('diffopt_ros.mpc'):]
-            __import__(module)
-        return super().find_class(module, name)
+def _base_of(module: str) -> str | None:
+    """The ``base_mpc`` module name for a ``diffopt_ros.mpc`` module name, else None."""
+    if module == 'diffopt_ros.mpc' or module.startswith('diffopt_ros.mpc.'):
+        return BASE + module[len('diffopt_ros.mpc'):]
+    return None
 
 
-def to_base(obj):
-    """``obj`` (a controller or cost of this checkout) rebuilt from the other checkout's classes."""
-    return _BaseUnpickler(io.BytesIO(pickle.dumps(obj))).load()
+def _base_attribute(obj):
+    """The object of the same module path and qualified name in ``base_mpc``."""
+    found = importlib.import_module(_base_of(obj.__module__))
+    for part in obj.__qualname__.split('.'):
+        found = getattr(found, part)
+    return found
+
+
+def to_base(obj, memo: dict | None = None):
+    """``obj`` (a controller or cost of this checkout) rebuilt from the other checkout's classes:
+    instances of ``diffopt_ros.mpc`` classes get the same attributes (rebuilt the same way),
+    containers are rebuilt, anything else (tensors, arrays, numbers) is deep-copied."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
+    cls = type(obj)
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, '__qualname__'):
+        new = _base_attribute(obj) if _base_of(getattr(obj, '__module__', '') or '') else obj
+    elif _base_of(cls.__module__) and isinstance(obj, enum.Enum):
+        new = _base_attribute(cls)[obj.name]
+    elif _base_of(cls.__module__):
+        base_cls = _base_attribute(cls)
+        new = memo[id(obj)] = base_cls.__new__(base_cls)
+        new.__dict__.update({k: to_base(v, memo) for k, v in vars(obj).items()})
+    elif cls in (list, set):
+        new = cls(to_base(v, memo) for v in obj)
+    elif isinstance(obj, tuple):
+        items = [to_base(v, memo) for v in obj]
+        new = cls(*items) if hasattr(obj, '_fields') else cls(items)
+    elif isinstance(obj, dict):
+        new = cls((k, to_base(v, memo)) for k, v in obj.items())
+    else:
+        new = copy.deepcopy(obj, memo)
+    memo[id(obj)] = new
+    return new
 
 
 def main(argv: list[str] | None = None) -> None:
