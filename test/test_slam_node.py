@@ -190,11 +190,13 @@ def test_a_long_map_cast_does_not_hold_up_scans(context, drive, monkeypatch):
         scans, published = dict(zip(drive.scan_steps.tolist(), drive.scans)), 0
         for k in range(120):   # lock-step, as Feeder.play, but failing at the first stall
             feeder.publish_odom(drive.time[k], drive.odometry[k])
+            # odometry has passed every scan sent so far: each must be processed (waiting for
+            # it also keeps a scan from being replaced while it waits for the next odometry)
+            assert wait_for(lambda n=published: stats.scans >= n, timeout=20.0), (
+                f'scan {published} not processed while /map is being cast')
             if k in scans:
                 feeder.publish_scan(drive.time[k], scans[k])
                 published += 1
-                assert wait_for(lambda n=published: stats.scans >= n - 1, timeout=20.0), (
-                    f'scan {published} not processed while /map is being cast')
             time.sleep(0.01)
         assert entered.is_set() and not release.is_set()   # the cast is still stuck
         assert stats.keyframes >= 2 and stats.dropped_scans == 0 and stats.scans >= published - 1
