@@ -188,7 +188,7 @@ def test_a_long_map_cast_does_not_hold_up_scans(context, drive, monkeypatch):
     try:
         stats = slam.stats
         scans, published = dict(zip(drive.scan_steps.tolist(), drive.scans)), 0
-        for k in range(120):   # lock-step, as Feeder.play, but failing at the first stall
+        for k in range(60):    # lock-step, as Feeder.play, but failing at the first stall
             feeder.publish_odom(drive.time[k], drive.odometry[k])
             # odometry has passed every scan sent so far: each must be processed (waiting for
             # it also keeps a scan from being replaced while it waits for the next odometry)
