@@ -8,7 +8,14 @@ solve costs without the other jobs of a loaded machine. Prints the total, the me
 CPU time per iLQR iteration; ``--save`` writes the solutions' controls, states, costs and
 iteration counts (``torch.save``, tensors only) to compare two checkouts' iterates.
 
+``--cost-tolerances`` solves every kept problem once per relative cost tolerance (the stopping
+test of ``MPC(cost_tolerance=...)``, at the navigator's iteration cap) and once at
+``--reference-iterations`` with the test at round-off, and prints per tolerance the iteration
+histogram, the CPU time per solve, the cost above the reference's (relative) and how far the first
+command (the one sent to the robot) lies from the reference's.
+
     PYTHONPATH=. python bench/solve_replay.py --robot ackermann --solves 150 --repeats 3
+    PYTHONPATH=. python bench/solve_replay.py --solves 200 --cost-tolerances 1e-10 1e-5 1e-4
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import copy
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from diffopt_ros.drive import drive
@@ -51,6 +59,42 @@ def record(world: str, robot: str, goal, start, solves: int) -> tuple[MPC, list]
     return module[0], kept
 
 
+def _solve_all(mpc: MPC, problems: list, max_iterations: int, cost_tolerance: float):
+    """Each problem solved once: costs ``(N,)``, first commands ``(N, n_u)``, iterations ``(N,)``,
+    thread CPU seconds in all."""
+    mpc.max_iterations, mpc.cost_tolerance = max_iterations, cost_tolerance
+    costs, firsts, iterations = [], [], []
+    started = time.thread_time()
+    for cost, call_args, kwargs in problems:
+        mpc.cost = cost
+        sol = mpc(*call_args, **kwargs)
+        costs.append(float(sol.costs.sum()))
+        firsts.append(sol.controls[0, 0].numpy().copy())
+        iterations.append(int(sol.iterations.sum()))
+    return np.array(costs), np.array(firsts), np.array(iterations), time.thread_time() - started
+
+
+def compare_tolerances(mpc: MPC, problems: list, tolerances: list[float], reference_iterations: int) -> None:
+    """Print, per relative cost tolerance, what the kept problems' solves cost and how far they end
+    from a ``reference_iterations`` solve with the cost test at round-off (see the module doc)."""
+    cap = mpc.max_iterations
+    ref_costs, ref_firsts, _, _ = _solve_all(mpc, problems, reference_iterations, 0.0)
+    print(f'reference: {reference_iterations} iterations at most, cost test off; cap {cap}')
+    for tolerance in tolerances:
+        costs, firsts, iterations, seconds = _solve_all(mpc, problems, cap, tolerance)
+        above = (costs - ref_costs) / np.abs(ref_costs)
+        moved = np.abs(firsts - ref_firsts)
+        histogram = np.bincount(iterations, minlength=cap + 1)[1:].tolist()
+        print(f'cost_tolerance {tolerance:.0e}: iterations 1..{cap} {histogram}, mean '
+              f'{iterations.mean():.2f}, {np.mean(iterations >= cap) * 100:.1f} % at the cap; CPU '
+              f'{seconds / len(problems) * 1e3:.1f} ms per solve; cost above the reference p50/p90/max '
+              f'{np.median(above):.1e}/{np.quantile(above, 0.9):.1e}/{above.max():.1e}; first command '
+              f'from the reference p99/max: ' + ', '.join(
+                  f'u{i} {np.quantile(moved[:, i], 0.99):.3f}/{moved[:, i].max():.3f}'
+                  for i in range(moved.shape[1])))
+    mpc.max_iterations = cap
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--world', default='clutter')
@@ -60,9 +104,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--solves', type=int, default=150, help='problems kept (control ticks)')
     parser.add_argument('--repeats', type=int, default=3, help='solves of each problem (least time)')
     parser.add_argument('--save', help='write the solutions here (torch.save of tensors)')
+    parser.add_argument('--cost-tolerances', type=float, nargs='+', metavar='TOL',
+                        help='compare these relative cost tolerances instead (see above)')
+    parser.add_argument('--reference-iterations', type=int, default=40,
+                        help='iteration cap of the reference solve of --cost-tolerances')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     mpc, problems = record(args.world, args.robot, tuple(args.goal), tuple(args.start), args.solves)
+    if args.cost_tolerances:
+        compare_tolerances(mpc, problems, args.cost_tolerances, args.reference_iterations)
+        return
     least = [float('inf')] * len(problems)
     solutions = []
     for repeat in range(args.repeats):

@@ -75,9 +75,14 @@ class NavSettings:
             settings' ``max_iterations``): warm-started from the previous plan, a few iterations
             per tick keep improving it, and a tick's solve time stays bounded without a
             wall-clock deadline (so a lock-step drive does not depend on the machine's load).
-            ``None``: 5, or 10 for the car, whose plan needs more iterations to bend round a
-            turn (bench/navigation.py, corridors pair 7 of seed 0: the car timed out at 5 and
-            reached the goal at 10).
+            ``None``: 5, or 6 for the car, whose plan needs more iterations to bend round a
+            turn (with the cost test at round-off, corridors pair 7 of bench/navigation.py's seed
+            0 timed out at 5); a 6-iteration car solve takes about 37-42 ms of CPU
+            (``bench/tick_breakdown.py``), inside the 50 ms period of 20 Hz.
+        cost_tolerance: a tick's iLQR stops once an iteration's predicted or achieved cost
+            decrease is below this fraction of the cost (``MPC(cost_tolerance=...)``): the next
+            tick warm-starts from this plan and goes on improving it (``bench/solve_replay.py
+            --cost-tolerances``: the iterations this saves and how far the first command moves).
         retry_period: while the goal is unreachable only round the scan's points (not on the
             map), plan again this often (s; the robot stands still meanwhile).
     """
@@ -100,16 +105,20 @@ class NavSettings:
     tau_steer: float = _NODE['model.tau_steer']
     unknown_is_occupied: bool = False
     max_iterations: int | None = None
+    cost_tolerance: float = _NODE['navigation.cost_tolerance']
     retry_period: float = 1.0
 
     def __post_init__(self):
         if self.max_iterations is None:
-            object.__setattr__(self, 'max_iterations', 10 if self.robot == 'ackermann' else 5)
+            object.__setattr__(self, 'max_iterations', 6 if self.robot == 'ackermann' else 5)
         if self.robot not in ROBOTS:
             raise ValueError(f'NavSettings.robot: expected one of {", ".join(ROBOTS)}, got {self.robot!r}')
         if not (isinstance(self.max_iterations, int) and self.max_iterations >= 1):
             raise ValueError('NavSettings.max_iterations: expected an integer >= 1, '
                              f'got {self.max_iterations!r}')
+        if not (isinstance(self.cost_tolerance, (int, float)) and 0.0 <= self.cost_tolerance < 1.0):
+            raise ValueError('NavSettings.cost_tolerance: expected a number in [0, 1), '
+                             f'got {self.cost_tolerance!r}')
 
 
 @dataclass
@@ -173,7 +182,7 @@ class Navigator:
         self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
         self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
                        u_upper=upper, max_iterations=min(s.max_iterations, nav.max_iterations),
-                       tolerance=s.tolerance, backward='none').to(dtype)
+                       tolerance=s.tolerance, cost_tolerance=nav.cost_tolerance, backward='none').to(dtype)
         self.cem = CEM(self.model, self.mpc.cost, s.horizon, lower, upper, samples=200, elites=20,
                        iterations=6).to(dtype)
         self._generator = torch.Generator().manual_seed(0)

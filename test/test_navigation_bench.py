@@ -93,6 +93,7 @@ def test_navigator_caps_iterations_per_tick(monkeypatch):
     navigator = Navigator(world_grid(world, 0.05), MpcSettings(max_iterations=10),
                           NavSettings(max_iterations=2))
     assert navigator.mpc.max_iterations == 2
+    assert navigator.mpc.cost_tolerance == NavSettings().cost_tolerance == 1e-4
     iterations = []
     solve = navigation.receding_step
 
@@ -105,6 +106,8 @@ def test_navigator_caps_iterations_per_tick(monkeypatch):
     navigator.set_goal([0.6, 1.0], [3.4, 1.0])
     navigator.step(np.array([0.6, 1.0, 0.0, 0.0, 0.0]), 0.0)        # cold: would take more
     assert iterations == [2]
-    assert NavSettings().max_iterations == 5 and NavSettings(robot='ackermann').max_iterations == 10
+    assert NavSettings().max_iterations == 5 and NavSettings(robot='ackermann').max_iterations == 6
     with pytest.raises(ValueError, match='NavSettings.max_iterations'):
         NavSettings(max_iterations=0)
+    with pytest.raises(ValueError, match='NavSettings.cost_tolerance'):
+        NavSettings(cost_tolerance='1e-4')

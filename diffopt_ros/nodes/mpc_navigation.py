@@ -64,6 +64,7 @@ class NodeNavigation:
                           inflation=v['navigation.inflation'],
                           obstacle_weight=v['navigation.obstacle_weight'],
                           scan_map_margin=v['navigation.scan_map_margin'],
+                          cost_tolerance=v['navigation.cost_tolerance'],
                           reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
                           wheelbase=v['model.wheelbase'], max_steer=v['bounds.max_steer'],
                           max_steer_rate=v['model.max_steer_rate'], tau_steer=v['model.tau_steer'])
