@@ -23,7 +23,9 @@ robot and controller: reached, collisions (simulator steps in contact, summed), 
 clearance (m, robot centre to obstacle surface; the footprint touches at the robot radius,
 0.2 m), mean path length and time of the reached goals, and in ms the median of the drives'
 p50 and the largest drive p99 of: the tick (wall time; SLAM + planning + solve), the control
-part (planning + solve), SLAM (p99 only) and the tick's CPU time (``time.thread_time``).
+part (planning + solve), SLAM (p99 only) and the tick's CPU time (``time.thread_time``); and
+the tick CPU time's p50 / p99 over every tick of every pair (each file keeps its ticks' CPU
+times, ``tick_cpu_ms``).
 
 Solve time with the obstacle cost vs without (``--solve-points`` per pair, on the first 10 pairs;
 one task per world and robot): on points along the pair's planned path (heading along it,
@@ -140,6 +142,7 @@ def drive_task(world_name: str, robot: str, controller: str, seed: int, index: i
                 solve_p99_ms=r.solve_p99_ms, control_p50_ms=r.control_p50_ms,
                 control_p99_ms=r.control_p99_ms, slam_p99_ms=r.slam_p99_ms,
                 tick_cpu_p50_ms=r.tick_cpu_p50_ms, tick_cpu_p99_ms=r.tick_cpu_p99_ms,
+                tick_cpu_ms=[round(t, 2) for t in r.tick_cpu_ms],
                 wall_s=time.perf_counter() - began,
                 load_before=load, load_after=os.getloadavg()[0])
     _write(Path(path), data)
@@ -179,6 +182,16 @@ def _stat(statistic, results: list[dict], key: str) -> float:
     return float(statistic(values)) if values else math.nan
 
 
+def _pooled_cpu(results: list[dict]) -> dict:
+    """Tick CPU p50 / p99 (ms) over every tick of every pair (``tick_cpu_ms`` of the pair files;
+    empty when a file lacks it: a sweep of an older version)."""
+    if not results or not all('tick_cpu_ms' in g for g in results):
+        return {}
+    ticks = np.concatenate([np.asarray(g['tick_cpu_ms'], dtype=float) for g in results])
+    return dict(tick_cpu_all_p50_ms=float(np.percentile(ticks, 50)),
+                tick_cpu_all_p99_ms=float(np.percentile(ticks, 99)))
+
+
 def summary_row(world: str, robot: str, controller: str, results: list[dict], solve: dict | None) -> dict:
     """One summary row from a world, robot and controller's per-pair results."""
     reached = [g for g in results if g['reached']]
@@ -195,6 +208,7 @@ def summary_row(world: str, robot: str, controller: str, results: list[dict], so
                slam_p99_ms=float(max(g['slam_p99_ms'] for g in results)),
                tick_cpu_p50_ms=_stat(np.median, results, 'tick_cpu_p50_ms'),
                tick_cpu_p99_ms=_stat(max, results, 'tick_cpu_p99_ms'),
+               **_pooled_cpu(results),
                load_min=float(min(loads)), load_max=float(max(loads)),
                failed=[dict(pair=g['pair'], status=g['status'], collisions=g['collisions'])
                        for g in results if not g['reached'] or g['collisions']])
@@ -267,13 +281,15 @@ def main(argv=None) -> int:
         row = summary_row(world_name, robot, controller, [json.loads(p.read_text()) for p in done], solve)
         rows.append(row)
         ratio = f' | warm solve ratio {row["solve_ratio"]:.2f}' if 'solve_ratio' in row else ''
+        pooled = (f', all ticks p50 {row["tick_cpu_all_p50_ms"]:.1f} p99 {row["tick_cpu_all_p99_ms"]:.1f}'
+                  if 'tick_cpu_all_p99_ms' in row else '')
         print(f'{world_name:10s} {robot:10s} {controller:5s} reached {row["reached"]}/{row["pairs"]} '
               f'collisions {row["collisions"]} min clearance {row["min_clearance"]:.3f} m '
               f'length {row["path_length"]:.2f} m time {row["time"]:.1f} s | ms: tick p50 '
               f'{row["tick_p50_ms"]:.1f} p99 {row["tick_p99_ms"]:.1f}, control p50 '
               f'{row["control_p50_ms"]:.1f} p99 {row["control_p99_ms"]:.1f}, SLAM p99 '
-              f'{row["slam_p99_ms"]:.1f}, tick CPU p50 '
-              f'{row["tick_cpu_p50_ms"]:.1f} p99 {row["tick_cpu_p99_ms"]:.1f} (load {row["load_min"]:.1f}-'
+              f'{row["slam_p99_ms"]:.1f}, tick CPU p50 {row["tick_cpu_p50_ms"]:.1f} (median pair) p99 '
+              f'{row["tick_cpu_p99_ms"]:.1f} (worst pair){pooled} (load {row["load_min"]:.1f}-'
               f'{row["load_max"]:.1f}){ratio}', flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + '\n', encoding='utf-8')

@@ -78,6 +78,7 @@ class DriveResult:
     tick_cpu_p99_ms: float = 0.0
     sim_time: float = 0.0
     wall_time: float = 0.0
+    tick_cpu_ms: list = field(default_factory=list)   # every tick's CPU time (ms), not in to_dict
     run: object = None          # the recorded RunData (record=True), not written to JSON
 
     @property
@@ -85,7 +86,8 @@ class DriveResult:
         return all(g.reached and g.collisions == 0 for g in self.goals)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(replace(self, run=None)).items() if k != 'run'}
+        return {k: v for k, v in asdict(replace(self, run=None, tick_cpu_ms=[])).items()
+                if k not in ('run', 'tick_cpu_ms')}
 
 
 def _compose(a, b) -> tuple[float, float, float]:
@@ -258,7 +260,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                    solve_p99_ms=ms(solves, 99), control_p50_ms=ms(controls, 50),
                    control_p99_ms=ms(controls, 99), slam_p99_ms=ms(slams, 99),
                    tick_cpu_p50_ms=ms(cpu, 50), tick_cpu_p99_ms=ms(cpu, 99), sim_time=sim.time,
-                   wall_time=wall)
+                   wall_time=wall, tick_cpu_ms=[t * 1e3 for t in cpu])
 
 
 def _run_data(name, t, odom, truth, commands, goals, scan_t, scans, angles, sensors):

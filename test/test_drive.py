@@ -55,6 +55,7 @@ def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     assert not second['reached'] and second['status'].startswith('unreachable')
     for key in ('rate_hz', 'tick_p50_ms', 'tick_p99_ms', 'solve_p50_ms', 'control_p50_ms', 'control_p99_ms'):
         assert data[key] > 0
+    assert 'tick_cpu_ms' not in data and 'run' not in data     # per-tick lists stay out of the file
     printed = capsys.readouterr().out
     assert 'goal (2.00, 1.00): reached' in printed and 'unreachable' in printed
 

@@ -38,6 +38,8 @@ def test_drive_task_writes_the_pair_file(tmp_path):
     assert data['slam_p99_ms'] > 0 and data['load_before'] >= 0
     # CPU and wall time come from different clocks and intervals: no order between them is asserted
     assert data['tick_cpu_p99_ms'] >= data['tick_cpu_p50_ms'] > 0
+    assert len(data['tick_cpu_ms']) == data['ticks']       # every tick's CPU time, rounded to 10 us
+    assert np.percentile(data['tick_cpu_ms'], 99) == pytest.approx(data['tick_cpu_p99_ms'], abs=0.01)
     assert 'reached' in line and not (tmp_path / 'pair.part').exists()
 
 
@@ -46,7 +48,8 @@ def _pair_file(world, robot, controller, i, reached, collisions, clearance):
                 collisions=collisions, min_clearance=clearance, path_length=4.0 + i, time=10.0 + i,
                 status='reached' if reached else 'timeout', tick_p50_ms=10.0 + i, tick_p99_ms=20.0 + i,
                 control_p50_ms=8.0, control_p99_ms=15.0 + i, slam_p99_ms=5.0, tick_cpu_p50_ms=6.0 + i,
-                tick_cpu_p99_ms=12.0 + i, load_before=1.0, load_after=2.0 + i)
+                tick_cpu_p99_ms=12.0 + i, tick_cpu_ms=[float(t) for t in range(100 * i, 100 * i + 100)],
+                load_before=1.0, load_after=2.0 + i)
 
 
 def test_sweep_resumes_from_the_pair_files_and_summarises_them(tmp_path, capsys):
@@ -68,6 +71,8 @@ def test_sweep_resumes_from_the_pair_files_and_summarises_them(tmp_path, capsys)
     assert row['tick_p50_ms'] == 11.0 and row['tick_p99_ms'] == 22.0 and row['control_p99_ms'] == 17.0
     assert (row['load_min'], row['load_max']) == (1.0, 4.0)
     assert row['tick_cpu_p50_ms'] == 7.0 and row['tick_cpu_p99_ms'] == 14.0
+    # over every tick of the three pairs (0, 1, ..., 299 ms): p50 149.5, p99 0.99 * 299
+    assert row['tick_cpu_all_p50_ms'] == 149.5 and row['tick_cpu_all_p99_ms'] == pytest.approx(296.01)
     assert [f['pair'] for f in row['failed']] == [1, 2]
     # a sweep stopped early: --summary-only summarises the files there are and runs nothing
     code = bench.main(['--out', str(out), '--pairs', '5', '--worlds', 'loop', '--robots', 'diff_drive',
