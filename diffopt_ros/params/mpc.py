@@ -96,7 +96,7 @@ SCHEMA = NodeSchema(NODE_NAME, (
           read_only=True),
     Param('navigation.cost_tolerance', 1e-4, 'iLQR of a navigation tick stops when its predicted '
           'or achieved relative cost decrease is below this (the next tick goes on from its plan)',
-          0.0, 1.0, unit='1', read_only=True),
+          0.0, 0.1, unit='1', read_only=True),
     Param('model.wheelbase', 0.3, 'wheelbase of the Ackermann car (model bicycle)', 0.01, 20.0,
           unit='m', read_only=True, learnable='car'),
     Param('model.tau_steer', 0.1, 'steering lag of the car (model bicycle)', 1e-3, 5.0,
