@@ -10,7 +10,7 @@ iteration counts (``torch.save``, tensors only) to compare two checkouts' iterat
 
 ``--cost-tolerances`` solves every kept problem once per relative cost tolerance (the stopping
 test of ``MPC(cost_tolerance=...)``, at the navigator's iteration cap) and once at
-``--reference-iterations`` with the test at round-off, and prints per tolerance the iteration
+``--reference-iterations`` with the cost test off, and prints per tolerance the iteration
 histogram, the CPU time per solve, the cost above the reference's (relative) and how far the first
 command (the one sent to the robot) lies from the reference's.
 
@@ -76,8 +76,9 @@ def _solve_all(mpc: MPC, problems: list, max_iterations: int, cost_tolerance: fl
 
 def compare_tolerances(mpc: MPC, problems: list, tolerances: list[float], reference_iterations: int) -> None:
     """Print, per relative cost tolerance, what the kept problems' solves cost and how far they end
-    from a ``reference_iterations`` solve with the cost test at round-off (see the module doc)."""
-    cap = mpc.max_iterations
+    from a ``reference_iterations`` solve with the cost test off (see the module doc); leaves the
+    solver's iteration cap and cost tolerance as they were."""
+    cap, kept_tolerance = mpc.max_iterations, mpc.cost_tolerance
     ref_costs, ref_firsts, _, _ = _solve_all(mpc, problems, reference_iterations, 0.0)
     print(f'reference: {reference_iterations} iterations at most, cost test off; cap {cap}')
     for tolerance in tolerances:
@@ -92,7 +93,7 @@ def compare_tolerances(mpc: MPC, problems: list, tolerances: list[float], refere
               f'from the reference p99/max: ' + ', '.join(
                   f'u{i} {np.quantile(moved[:, i], 0.99):.3f}/{moved[:, i].max():.3f}'
                   for i in range(moved.shape[1])))
-    mpc.max_iterations = cap
+    mpc.max_iterations, mpc.cost_tolerance = cap, kept_tolerance
 
 
 def main(argv: list[str] | None = None) -> None:
