@@ -108,6 +108,38 @@ def test_random_loop_closures_keep_the_batch_linear_solution():
         assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
+def _structure(smoother):
+    """Every clique's frontals and separator, by variable."""
+    return [(tuple(c.frontals), tuple(c.separator.tolist())) for c in smoother._tree.clique_of]
+
+
+def test_relinearization_refactorizes_in_place_and_solves_the_batch_system():
+    """An update that only relinearizes (no new factor) factorizes the cliques of the moved
+    variables and their ancestors again with their variables and separators unchanged; with a
+    new loop closure too, the top of its variables is reordered. Either way the exact
+    back-substitution is the batch Gauss-Newton step at the new linearization points."""
+    rng = np.random.default_rng(7)
+    n = 120
+    truth, edges, z = _circle_graph(n, seed=5)
+    smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0)
+    _stream(smoother, edges, z, n, offset=0.05, relinearize=False)
+    before = _structure(smoother)
+    stats = smoother.update()
+    assert 0 < stats.relinearized < n and stats.eliminated >= stats.relinearized
+    assert _structure(smoother) == before
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+    for _ in range(3):
+        i, j = sorted(rng.choice(n - 20, 2, replace=False).tolist())
+        edges.append((i, j))
+        z = np.concatenate((z, SE2.between(truth[i:i + 1], truth[j:j + 1]).numpy()))
+        smoother.add_between(i, j, z[-1], INFO, huber=1.0)
+        stats = smoother.update()
+        assert stats.relinearized > 0
+        reference = _batch_linear_solution(smoother, edges, z, n)
+        assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
 def test_relinearization_every_skip_updates_and_above_the_threshold():
     """With ``relinearize_skip=4`` variables are relinearized only at every 4th update, and
     only those whose solution moved more than the threshold (checked from the stats and the

@@ -9,18 +9,20 @@ on to its parent: the Schur complement of its whole subtree on ``S`` (informatio
 |S| dof)`` and vector), which stands for that subtree when the clique above is re-eliminated.
 A clique's parent is the clique of the first-eliminated variable of its separator.
 
-:meth:`BayesTree.update` re-eliminates the cliques of the changed variables and all their
-ancestors (the top): their variables are ordered afresh by greedy minimum degree on the graph
-of their factors and of the separators of the subtrees below (the orphans, left untouched),
-with the variables of the new factors last (so that the next update touches the top again
-and a loop closure does not refactor the past); variables whose separator is that of the
-next one plus it are merged into one clique (fundamental supernodes). Each clique is then
-eliminated in one dense step (its factors and its children's updates scattered into one
-``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
-complement), so the per-variable Python work is only the symbolic ordering; a top of at most
-``SMALL_TOP`` variables (an online update: the new pose and the root clique) is assembled
-clique by clique with a few slices per factor and child instead, which costs fewer numpy
-calls than the vectorized scatter.
+:meth:`BayesTree.update` re-eliminates the cliques of the variables of new factors and all
+their ancestors (the top): their variables are ordered afresh by greedy minimum degree on the
+graph of their factors and of the separators of the subtrees below (the orphans, left
+untouched), with the variables of the new factors last (so that the next update touches the top
+again and a loop closure does not refactor the past). Cliques below the top whose factors were
+only relinearized keep their variables and separators (no factor was added there, so the
+structure holds) and are factorized again in place, children first, before the top. Variables
+whose separator is that of the next one plus it are merged into one clique (fundamental
+supernodes). Each clique is then eliminated in one dense step (its factors and its children's
+updates scattered into one ``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the
+frontal block, the Schur complement), so the per-variable Python work is only the symbolic
+ordering; a top of at most ``SMALL_TOP`` variables (an online update: the new pose and the root
+clique) is assembled clique by clique with a few slices per factor and child instead, which
+costs fewer numpy calls than the vectorized scatter.
 :meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
 only while its solution changes by more than the wildfire threshold (iSAM2's partial
 back-substitution). Float64 numpy on the CPU.
@@ -74,10 +76,14 @@ class BayesTree:
             self._slot = np.full(2 * len(self._slot) + 1, -1, dtype=np.int64)
 
     # ------------------------------------------------------------------ re-elimination
-    def update(self, changed: set[int], last: list[int], factors: FactorStore) -> list[Clique]:
-        """Re-eliminate the cliques of ``changed`` and their ancestors, with the variables of
-        ``last`` eliminated after all others (in that order); returns the new cliques, parents
-        before children."""
+    def update(self, changed: set[int], last: list[int], factors: FactorStore,
+               relinearized: set[int] = frozenset()) -> list[Clique]:
+        """Re-eliminate the cliques of ``changed`` (variables of new factors, and new
+        variables) and their ancestors, with the variables of ``last`` eliminated after all
+        others (in that order); the cliques of ``relinearized`` (variables whose factors were
+        only relinearized: the graph's structure there is unchanged) and their ancestors below
+        that top keep their variables and separators and are factorized again in place
+        (no reordering). Returns the new and refactorized cliques, parents before children."""
         top: set[Clique] = set()
         variables = []
         for v in changed:
@@ -88,6 +94,11 @@ class BayesTree:
                 top.add(clique)
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
+        kept = self._below(top, relinearized)
+        if kept:
+            self._factorize(kept, factors, above=variables)
+        if not variables:
+            return kept
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
         cliques = self._cliques(order, separators, orphans)
@@ -95,7 +106,21 @@ class BayesTree:
             self._factorize_small(cliques, factors)
         else:
             self._factorize(cliques, factors)
-        return cliques
+        return cliques + kept
+
+    def _below(self, top: set[Clique], variables: set[int]) -> list[Clique]:
+        """The cliques of ``variables`` and their ancestors that are not in ``top``, parents
+        before children."""
+        kept: set[Clique] = set()
+        for v in variables:
+            clique = self.clique_of[v]
+            while clique is not None and clique not in top and clique not in kept:
+                kept.add(clique)
+                clique = clique.parent
+        ordered = [clique for clique in kept if clique.parent not in kept]
+        for clique in ordered:      # grows while read: each clique's children in the set follow
+            ordered += [child for child in clique.children if child in kept]
+        return ordered
 
     def _order(self, variables: list[int], orphans: list[Clique], last: list[int],
                factors: FactorStore) -> tuple[list[int], dict[int, set[int]]]:
@@ -151,11 +176,13 @@ class BayesTree:
             orphan.parent.children.append(orphan)
         return cliques
 
-    def _factorize(self, cliques: list[Clique], factors: FactorStore) -> None:
+    def _factorize(self, cliques: list[Clique], factors: FactorStore, above: list[int] = ()) -> None:
         """Eliminate ``cliques``, children first. Each clique's frontal matrix is assembled from
         the factors whose first-eliminated variable is one of its frontals (one scatter for all
         cliques) and the updates of its children, orphans and new ones (one indexed add per
-        child, just before the clique is eliminated)."""
+        child, just before the clique is eliminated). ``above``: variables eliminated after
+        all of ``cliques`` (outside them); a factor between one of them and a frontal of
+        ``cliques`` belongs to the frontal's clique."""
         d, N = self.dof, len(self.clique_of) + 1
         local = [clique.frontals + clique.separator.tolist() for clique in cliques]
         size = np.array([len(variables) for variables in local])
@@ -182,11 +209,15 @@ class BayesTree:
         ids = np.unique(np.fromiter(chain.from_iterable(factors.of_variable[v] for v in frontal),
                                     dtype=np.int64))
         keys = factors.keys[ids]
+        above = np.asarray(above, dtype=np.int64)
+        in_top[above] = -2
         home = np.where(keys >= 0, in_top[keys], -1)
         in_top[frontal] = -1
-        inside = (home[:, 0] >= 0) & ((keys[:, 1] < 0) | (home[:, 1] >= 0))
+        in_top[above] = -1
+        mine, later = home >= 0, (home == -2) | (keys < 0)
+        inside = (mine[:, 0] & (mine[:, 1] | later[:, 1])) | (mine[:, 1] & later[:, 0])
         ids, keys, home = ids[inside], keys[inside], home[inside]
-        k = np.where((keys[:, 1] < 0) | (home[:, 0] >= home[:, 1]), home[:, 0], home[:, 1])
+        k = home.max(axis=1)
         where = slots(k[:, None], keys)
         where[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
         rows = (where[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)

@@ -9,9 +9,12 @@ using the Bayes tree", IJRR 2012). One :meth:`IncrementalSmoother.update`
    than ``relinearize_threshold`` from their linearization point (fluid relinearization:
    their factors are relinearized) and linearizes the new factors
    (:mod:`~diffopt_ros.nlls.factor_store`);
-2. re-eliminates the cliques of the variables of those factors and all their ancestors (the
-   top of the tree), reordered with the variables of the new factors last; the subtrees below
-   stay as they are, represented by their cached updates;
+2. re-eliminates the cliques of the variables of the new factors and all their ancestors
+   (the top of the tree), reordered with the variables of the new factors last; the cliques
+   of relinearized factors below that top (and their ancestors there) keep their variables
+   and separators (the graph's structure did not change there) and are factorized again in
+   place, without reordering; the subtrees below stay as they are, represented by their
+   cached updates;
 3. back-substitutes from the new top down, continuing into a clique below only while a
    variable of its separator changed by more than ``wildfire_threshold`` (iSAM2's wildfire).
 
@@ -236,18 +239,21 @@ class IncrementalSmoother:
             touched = sorted(set(touched).union(*(factors.of_variable[v] for v in relinearized)))
         factors.linearize(touched, self._theta)
         pairs = factors.pairs
-        changed = set(self._new_variables)
-        for f in touched:
-            changed.update(pairs[f])
-        changed.discard(-1)
         last = [v for f in self._new_factors for v in pairs[f] if v >= 0]
+        changed = set(self._new_variables).union(last)      # where the graph's structure changed
+        moved = set()                                         # where only linearizations changed
+        if relinearized:
+            for f in touched:
+                moved.update(pairs[f])
+            moved.discard(-1)
+            moved -= changed
         if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
             last = []
         last.append(n - 1)
         self._new_factors, self._new_variables = [], []
-        if not changed:
+        if not changed and not moved:
             return UpdateStats(0, 0, 0, 0.0)
-        cliques = self._tree.update(changed, last, factors)
+        cliques = self._tree.update(changed, last, factors, moved)
         solved = self._tree.solve(cliques, self._delta, self.wildfire_threshold)
         eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
         return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated))
