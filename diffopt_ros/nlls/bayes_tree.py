@@ -46,16 +46,18 @@ class Clique:
     ``update (S dof, S dof + 1)`` (information and vector; None at a root) and, at a root,
     the upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
 
-    __slots__ = ('frontals', 'dofs', 'separator', 'separator_dofs', 'parent', 'children', 'gain',
-                 'mean', 'update', 'cholesky')
+    __slots__ = ('frontals', 'dofs', 'separator', 'separator_ids', 'separator_dofs', 'parent',
+                 'children', 'into', 'gain', 'mean', 'update', 'cholesky')
 
     def __init__(self, frontals: list[int]):
         self.frontals = frontals
         self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
         self.separator_dofs = None       # rows of the separator (S dof)
         self.separator = np.zeros(0, dtype=np.int64)
+        self.separator_ids: list[int] = []     # the separator as a list
         self.parent: Clique | None = None
         self.children: list[Clique] = []
+        self.into = None                 # where its update goes in its parent's block (flat)
         self.gain = self.mean = self.update = self.cholesky = None
 
 
@@ -67,7 +69,7 @@ class BayesTree:
         self.dof = dof
         self.clique_of: list[Clique | None] = []
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
-        self._moved = np.zeros(0, dtype=bool)             # scratch: solution changed (wildfire)
+        self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
 
     def add_variable(self) -> None:
@@ -84,14 +86,14 @@ class BayesTree:
         only relinearized: the graph's structure there is unchanged) and their ancestors below
         that top keep their variables and separators and are factorized again in place
         (no reordering). Returns the new and refactorized cliques, parents before children."""
-        top: set[Clique] = set()
+        top: dict[Clique, None] = {}      # a dict: insertion order, so runs repeat exactly
         variables = []
         for v in changed:
             clique = self.clique_of[v]
             if clique is None:
                 variables.append(v)
             while clique is not None and clique not in top:
-                top.add(clique)
+                top[clique] = None
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
         kept = self._below(top, relinearized)
@@ -108,14 +110,14 @@ class BayesTree:
             self._factorize(cliques, factors)
         return cliques + kept
 
-    def _below(self, top: set[Clique], variables: set[int]) -> list[Clique]:
+    def _below(self, top: dict[Clique, None], variables: set[int]) -> list[Clique]:
         """The cliques of ``variables`` and their ancestors that are not in ``top``, parents
         before children."""
-        kept: set[Clique] = set()
+        kept: dict[Clique, None] = {}
         for v in variables:
             clique = self.clique_of[v]
             while clique is not None and clique not in top and clique not in kept:
-                kept.add(clique)
+                kept[clique] = None
                 clique = clique.parent
         ordered = [clique for clique in kept if clique.parent not in kept]
         for clique in ordered:      # grows while read: each clique's children in the set follow
@@ -170,9 +172,11 @@ class BayesTree:
         for clique in cliques:
             clique.frontals.reverse()
             clique.dofs = _rows(clique.frontals, self.dof)
-            clique.separator_dofs = _rows(clique.separator.tolist(), self.dof)
+            clique.separator_ids = clique.separator.tolist()
+            clique.separator_dofs = _rows(clique.separator_ids, self.dof)
         for orphan in orphans:
             orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
+            orphan.into = None
             orphan.parent.children.append(orphan)
         return cliques
 
@@ -230,11 +234,16 @@ class BayesTree:
             clique = cliques[k]
             n, w = size[k] * d, width[k]
             block = assembled[offset[k]:offset[k + 1]]
-            if clique.children:     # orphans and new children, eliminated before it
-                slot[local[k]] = np.arange(size[k])
-                for child in clique.children:
+            placed = False
+            for child in clique.children:    # orphans and new children, eliminated before it
+                if child.into is None:
+                    if not placed:
+                        slot[local[k]] = np.arange(size[k])
+                        placed = True
                     index = (slot[child.separator][:, None] * d + span).ravel()
-                    block[(index[:, None] * w + np.append(index, n)).ravel()] += child.update.ravel()
+                    child.into = (index[:, None] * w + np.append(index, n)).ravel()
+                block[child.into] += child.update.ravel()
+            if placed:
                 slot[local[k]] = -1
             _eliminate_clique(clique, block.reshape(w, w)[:n, :n + 1], len(clique.frontals) * d)
 
@@ -304,33 +313,42 @@ class BayesTree:
         """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
         each clique below whose separator holds a component that changed by more than
         ``threshold`` (0: all; iSAM2's wildfire); returns the variables solved."""
-        flat = delta.reshape(-1)
-        moved = self._moved
-        if len(moved) < len(flat):
-            moved = self._moved = np.zeros(len(flat), dtype=bool)
-        solved = []
+        flat, d = delta.reshape(-1), self.dof
+        wildfire = threshold > 0
+        moved = self._moved          # variable id -> 1 while its change exceeds the threshold
+        if len(moved) < len(delta):
+            moved = self._moved = bytearray(2 * len(delta))
+        marked, solved, stack = [], [], []
         fresh = {id(clique) for clique in cliques}
-        stack = []
-        for clique in cliques:
+
+        def back_substitute(clique: Clique) -> None:
             new = clique.mean
-            if len(clique.separator):
+            if clique.separator_ids:
                 new = new - clique.gain @ flat[clique.separator_dofs]
             if clique.children:     # a leaf's changes are read by no clique below it
-                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
+                if wildfire:
+                    step = np.abs(new - flat[clique.dofs]).tolist()
+                    for k, v in enumerate(clique.frontals):
+                        if max(step[k * d:(k + 1) * d]) > threshold:
+                            moved[v] = 1
+                            marked.append(v)
+                stack.extend(child for child in clique.children if id(child) not in fresh)
             flat[clique.dofs] = new
-            solved += clique.frontals
-            stack += [child for child in clique.children if id(child) not in fresh]
+            solved.extend(clique.frontals)
+
+        for clique in cliques:
+            back_substitute(clique)
         while stack:
             clique = stack.pop()
-            if threshold > 0 and not moved[clique.separator_dofs].any():
-                continue
-            new = clique.mean - clique.gain @ flat[clique.separator_dofs]
-            if clique.children:
-                moved[clique.dofs] = np.abs(new - flat[clique.dofs]) > threshold
-                stack.extend(clique.children)
-            flat[clique.dofs] = new
-            solved += clique.frontals
-        moved.fill(False)
+            if wildfire:
+                for v in clique.separator_ids:
+                    if moved[v]:
+                        break
+                else:       # no separator variable moved
+                    continue
+            back_substitute(clique)
+        for v in marked:
+            moved[v] = 0
         return solved
 
     def marginal(self, key: int) -> Marginal:
