@@ -324,12 +324,12 @@ class BayesTree:
         def back_substitute(clique: Clique) -> None:
             new = clique.mean
             if clique.separator_ids:
-                new = new - clique.gain @ flat[clique.separator_dofs]
+                new = new - clique.gain.dot(flat[clique.separator_dofs])    # .dot: less overhead than @
             if clique.children:     # a leaf's changes are read by no clique below it
                 if wildfire:
-                    step = np.abs(new - flat[clique.dofs]).tolist()
+                    step = (new - flat[clique.dofs]).tolist()
                     for k, v in enumerate(clique.frontals):
-                        if max(step[k * d:(k + 1) * d]) > threshold:
+                        if max(map(abs, step[k * d:(k + 1) * d])) > threshold:
                             moved[v] = 1
                             marked.append(v)
                 stack.extend(child for child in clique.children if id(child) not in fresh)
@@ -408,7 +408,7 @@ def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
     solution, _ = lapack.dpotrs(cholesky, cross)
     clique.gain, clique.mean = solution[:, :-1], solution[:, -1]
     if len(clique.separator):
-        clique.update = A[frontal:, frontal:] - cross[:, :-1].T @ solution
+        clique.update = A[frontal:, frontal:] - cross[:, :-1].T.dot(solution)
         clique.cholesky = None
     else:
         clique.update = None
