@@ -321,7 +321,7 @@ class BayesTree:
         marked, solved, stack = [], [], []
         fresh = {id(clique) for clique in cliques}
 
-        def back_substitute(clique: Clique) -> None:
+        def back_substitute(clique: Clique, below_top: bool) -> None:
             new = clique.mean
             if clique.separator_ids:
                 new = new - clique.gain.dot(flat[clique.separator_dofs])    # .dot: less overhead than @
@@ -332,12 +332,15 @@ class BayesTree:
                         if max(map(abs, step[k * d:(k + 1) * d])) > threshold:
                             moved[v] = 1
                             marked.append(v)
-                stack.extend(child for child in clique.children if id(child) not in fresh)
+                if below_top:       # no child of a clique below the top is in it
+                    stack.extend(clique.children)
+                else:
+                    stack.extend(child for child in clique.children if id(child) not in fresh)
             flat[clique.dofs] = new
             solved.extend(clique.frontals)
 
         for clique in cliques:
-            back_substitute(clique)
+            back_substitute(clique, False)
         while stack:
             clique = stack.pop()
             if wildfire:
@@ -346,7 +349,7 @@ class BayesTree:
                         break
                 else:       # no separator variable moved
                     continue
-            back_substitute(clique)
+            back_substitute(clique, True)
         for v in marked:
             moved[v] = 0
         return solved
