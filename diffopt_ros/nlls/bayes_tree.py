@@ -38,6 +38,8 @@ from diffopt_ros.nlls.factor_store import FactorStore
 from diffopt_ros.nlls.ordering import elimination_order
 
 SMALL_TOP = 12     # tops of at most this many variables are assembled clique by clique
+_NO_VARIABLES = np.zeros(0, dtype=np.int64)     # the separator of a root (shared: read-only)
+_NO_VARIABLES.flags.writeable = False
 
 
 class Clique:
@@ -53,7 +55,7 @@ class Clique:
         self.frontals = frontals
         self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
         self.separator_dofs = None       # rows of the separator (S dof)
-        self.separator = np.zeros(0, dtype=np.int64)
+        self.separator = _NO_VARIABLES
         self.separator_ids: list[int] = []     # the separator as a list
         self.parent: Clique | None = None
         self.children: list[Clique] = []
