@@ -66,6 +66,29 @@ def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
     assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
 
 
+def test_edge_information_equals_that_of_the_graph():
+    """The back end's information of one edge (its kind's diagonal without degenerate
+    directions) equals :func:`edge_information` of the graph, for every kind, with and
+    without a degenerate direction."""
+    from diffopt_ros.slam.graph import edge_information
+
+    backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
+    for k in range(3):
+        backend.add_keyframe(float(k), (float(k), 0.0, 0.0), torch.tensor([float(k), 0.0, 0.0], dtype=F64))
+    along = torch.zeros(3, 3, dtype=F64)
+    along[0, 0] = 1.0                      # x not measured (a corridor)
+    step = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    backend.add_edge(0, 1, step, ODOM, 1.0)
+    backend.add_edge(1, 2, step, SCAN, 0.9)
+    backend.add_edge(0, 2, 2 * step, LOOP, 0.8)
+    backend.add_edge(0, 2, 2 * step, SCAN, 0.7, along)
+    graph = backend.graph()
+    expected = edge_information(graph.kinds, backend.information_by_kind(), graph.degenerate)
+    for e in range(backend.num_edges):
+        assert torch.equal(backend.edge_information(e), expected[e])
+    assert expected[3, 0, 0] < expected[1, 0, 0]      # the degenerate scan edge lost weight along x
+
+
 def test_covariance_in_map_axes_is_the_body_covariance_rotated():
     body = torch.tensor([[4.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 0.3]], dtype=F64)
     yaw = torch.tensor(0.7, dtype=F64)

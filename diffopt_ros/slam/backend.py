@@ -128,9 +128,13 @@ class PoseGraphBackend:
                                 degenerate.detach().to(dtype=self.dtype, device=self.device))
 
     def edge_information(self, e: int) -> Tensor:
-        """``(3, 3)`` information of edge ``e`` (:func:`~diffopt_ros.slam.graph.edge_information`)."""
-        return edge_information(torch.tensor([self._kinds[e]], device=self.device),
-                                self.information_by_kind(), self._degenerate_of(e)[None])[0]
+        """``(3, 3)`` information of edge ``e`` (:func:`~diffopt_ros.slam.graph.edge_information`:
+        its kind's diagonal when its scan match measured every direction)."""
+        by_kind = self.information_by_kind()
+        held = self._degenerate[e]
+        if held is None:
+            return torch.diag(by_kind[self._kinds[e]])
+        return edge_information(torch.tensor([self._kinds[e]], device=self.device), by_kind, held[None])[0]
 
     def _degenerate_of(self, e: int) -> Tensor:
         """``(3, 3)`` degenerate directions of edge ``e`` (zero columns: none)."""
