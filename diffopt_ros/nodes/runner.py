@@ -67,9 +67,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     valid (rclpy's handlers shut the context down at once, so a callback running then fails to
     publish); with the Python executors through rclpy's (``ExternalShutdownException``,
     Ctrl-C). The objects alive once the node is made are frozen out of the garbage
-    collector's generations (``gc.freeze``). Then the executor is shut down, the node is destroyed (its ``destroy_node`` closes
-    files, e.g. the recorder's bag) and rclpy is shut down. A :class:`ParameterError` at
-    start-up is logged and gives exit status 2.
+    collector's generations (``gc.freeze``). Then the executor is shut down, the node is
+    destroyed (its ``destroy_node`` closes files, e.g. the recorder's bag) and rclpy is shut
+    down. A :class:`ParameterError` at start-up is logged and gives exit status 2.
 
     Returns:
         The process exit status.
