@@ -68,8 +68,8 @@ def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
 
 def test_edge_information_equals_that_of_the_graph():
     """The back end's information of one edge (its kind's diagonal without degenerate
-    directions) equals :func:`edge_information` of the graph, for every kind, with and
-    without a degenerate direction."""
+    directions) equals :func:`edge_information` of the graph (to rounding), for every kind,
+    with and without a degenerate direction."""
     from diffopt_ros.slam.graph import edge_information
 
     backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
@@ -84,8 +84,8 @@ def test_edge_information_equals_that_of_the_graph():
     backend.add_edge(0, 2, 2 * step, SCAN, 0.7, along)
     graph = backend.graph()
     expected = edge_information(graph.kinds, backend.information_by_kind(), graph.degenerate)
-    for e in range(backend.num_edges):
-        assert torch.equal(backend.edge_information(e), expected[e])
+    for e in range(backend.num_edges):     # one edge against a batch of four: rounding may differ
+        torch.testing.assert_close(backend.edge_information(e), expected[e], rtol=1e-12, atol=0.0)
     assert expected[3, 0, 0] < expected[1, 0, 0]      # the degenerate scan edge lost weight along x
 
 
