@@ -62,6 +62,14 @@ class Rig:
         spin_for(self.executor, seconds, step=0.005,
                  every=None if state is None else lambda: self.odom(state, age))
 
+    def spin_until_tracking(self, state, seconds: float = 5.0):
+        """Spin (publishing ``state``) until a plan is out and the last status says 'goal': on a
+        loaded machine the first solves may overrun their budget (status 'overrun', then zero)."""
+        deadline = self.now() + seconds
+        while not (self.paths and self.diags and self.last_status()[1] == 'goal') \
+                and self.now() < deadline:
+            self.spin_for(0.1, state)
+
     def last_cmd(self):
         msg = self.cmds[-1]
         msg = getattr(msg, 'twist', msg)
@@ -97,6 +105,7 @@ def test_drives_towards_the_goal_and_predicts_in_the_state_frame(rig):
     assert r.cmds and r.last_cmd() == (0.0, 0.0)          # state but no goal: zero
     r.goal(2.0, 1.0)
     r.spin_for(0.5, state)
+    r.spin_until_tracking(state)
     v, omega = r.last_cmd()
     assert v > 0.1 and omega > 0.05                       # forward, turning left towards y > 0
     path = r.paths[-1]
