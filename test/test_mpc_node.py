@@ -21,7 +21,10 @@ from diffopt_ros.nodes.params import ParameterError
 
 from ros_wait import spin_for
 
-FAST = {'horizon': 10, 'max_iterations': 5, 'control_rate': 20.0}
+# solve_budget: 1 s, not 80 % of the 50 ms tick: on a loaded CI machine a first solve can
+# overrun that and the tick commands zero (tested on its own in test_mpc_node_parts and, as a
+# process, in test_nodes_blackbox); these tests are about what a solve commands
+FAST = {'horizon': 10, 'max_iterations': 5, 'control_rate': 20.0, 'solve_budget': 1.0}
 
 
 class Rig:
@@ -63,8 +66,8 @@ class Rig:
                  every=None if state is None else lambda: self.odom(state, age))
 
     def spin_until_tracking(self, state, seconds: float = 5.0):
-        """Spin (publishing ``state``) until a plan is out and the last status says 'goal': on a
-        loaded machine the first solves may overrun their budget (status 'overrun', then zero)."""
+        """Spin (publishing ``state``) until a plan is out and the last status says 'goal' (at
+        most ``seconds``): on a loaded machine the first solves can take several ticks."""
         deadline = self.now() + seconds
         while not (self.paths and self.diags and self.last_status()[1] == 'goal') \
                 and self.now() < deadline:
