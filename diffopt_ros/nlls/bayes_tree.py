@@ -87,7 +87,9 @@ class BayesTree:
         others (in that order); the cliques of ``relinearized`` (variables whose factors were
         only relinearized: the graph's structure there is unchanged) and their ancestors below
         that top keep their variables and separators and are factorized again in place
-        (no reordering). Returns the new and refactorized cliques, parents before children."""
+        (no reordering). The replaced cliques are unlinked from each other (no reference
+        cycle is left to the garbage collector). Returns the new and refactorized cliques,
+        parents before children."""
         top: dict[Clique, None] = {}      # a dict: insertion order, so runs repeat exactly
         variables = []
         for v in changed:
@@ -106,6 +108,9 @@ class BayesTree:
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
         cliques = self._cliques(order, separators, orphans)
+        for clique in top:      # replaced: unlinked, so reference counting frees them now
+            clique.parent = None
+            clique.children.clear()
         if len(variables) <= SMALL_TOP:
             self._factorize_small(cliques, factors)
         else:
