@@ -341,6 +341,23 @@ def _phase_mark(timers: list[dict[str, float]]) -> None:
     timers[0].clear()
 
 
+class _CollectionTimes:
+    """Wall time and objects freed of each garbage collection, by generation (a
+    ``gc.callbacks`` entry: :meth:`record`)."""
+
+    def __init__(self):
+        self.pauses = {0: [], 1: [], 2: []}
+        self.freed = {0: 0, 1: 0, 2: 0}
+        self._started = 0.0
+
+    def record(self, phase: str, info: dict) -> None:
+        if phase == 'start':
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info['generation']].append(time.perf_counter() - self._started)
+            self.freed[info['generation']] += info['collected']
+
+
 def stream(name: str, poses: int | None, phases: bool = False) -> None:
     """Feed a pose-graph file in order (each new pose with its edges, the initial value of a
     pose composed from the previous estimate and its odometry edge) to our incremental
@@ -351,7 +368,9 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     and gtsam's modules, the file's data: about 200,000) are moved out of the garbage
     collector's generations (``gc.freeze``, as a latency-sensitive Python process does after
     start-up): otherwise each full collection rescans them, a pause of up to 160 ms that falls
-    on whichever update, ours or iSAM2's, allocates at that moment. ``phases``: ours only, with
+    on whichever update, ours or iSAM2's, allocates at that moment. The collections during ours
+    are reported (count, time, longest, objects freed: what a long-running node would pause
+    for). ``phases``: ours only, with
     the thread CPU time of each step of its updates (total and in the longest updates)."""
     import gc
 
@@ -386,6 +405,8 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,
                                    relinearize_skip=10)
     ours = []
+    collections = _CollectionTimes()
+    gc.callbacks.append(collections.record)
     started = time.thread_time()
     smoother.add_variable(0, data.poses[0].numpy())
     smoother.add_prior(0, data.poses[0].numpy(), prior)
@@ -402,6 +423,12 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
             _phase_mark(timers)
             timers[-1]['stats'] = stats
     ours_total = time.thread_time() - started
+    gc.callbacks.remove(collections.record)
+    for generation in (0, 1, 2):
+        pauses = np.array(collections.pauses[generation] or [0.0])
+        print(f'garbage collections of generation {generation} during ours: '
+              f'{len(collections.pauses[generation])}, {1e3 * pauses.sum():.0f} ms in all, '
+              f'longest {1e3 * pauses.max():.1f} ms, {collections.freed[generation]} objects freed')
     if timers is not None:
         per_update = timers[1:]
         steps = sorted({key for row in per_update for key in row} - {'stats'})
