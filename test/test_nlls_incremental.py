@@ -8,6 +8,7 @@ import torch
 
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable, ordering
+from diffopt_ros.nlls.bayes_tree import Clique
 from diffopt_ros.nlls.incremental import IncrementalSmoother
 
 F64 = torch.float64
@@ -145,23 +146,28 @@ def test_relinearization_refactorizes_in_place_and_solves_the_batch_system():
 def test_updates_leave_no_reference_cycles():
     """The cliques an update replaces are unlinked from each other: reference counting frees
     them at once, and a long-running node's full garbage collections find nothing of the tree
-    to free (before: thousands of dead cliques in parent-child cycles, a pause of ~0.1 s)."""
+    to free (before: thousands of dead cliques in parent-child cycles, a pause of ~0.1 s).
+    The collector's garbage is kept (``DEBUG_SAVEALL``) and searched for the tree's objects."""
     rng = np.random.default_rng(1)
     n = 150
     truth, edges, z = _circle_graph(n, seed=2)
     smoother = IncrementalSmoother(relinearize_threshold=0.01)
     gc.collect()
     gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         _stream(smoother, edges, z, n, offset=0.02)
         for _ in range(5):       # loop closures across the tree: large tops replaced
             i, j = sorted(rng.choice(n, 2, replace=False).tolist())
             smoother.add_between(i, j, SE2.between(truth[i], truth[j]).numpy(), INFO, huber=1.0)
             smoother.update()
-        unreachable = gc.collect()
+        gc.collect()
+        cliques_in_cycles = sum(isinstance(o, Clique) for o in gc.garbage)
     finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
         gc.enable()
-    assert unreachable == 0
+    assert cliques_in_cycles == 0
     cliques = {id(c): c for c in smoother._tree.clique_of}
     assert all(id(child) in cliques for c in cliques.values() for child in c.children)
 
