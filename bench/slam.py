@@ -57,6 +57,7 @@ from diffopt_ros.nlls import Optimizer
 from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
 from diffopt_ros.slam.backend import PoseGraphBackend
 from diffopt_ros.slam.config import SlamConfig
+from diffopt_ros.slam import planar
 from diffopt_ros.slam.graph import ODOM, SlamGraph, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamSystem
 
@@ -342,20 +343,42 @@ def _phase_mark(timers: list[dict[str, float]]) -> None:
 
 
 class _CollectionTimes:
-    """Wall time and objects freed of each garbage collection, by generation (a
-    ``gc.callbacks`` entry: :meth:`record`)."""
+    """Wall time and objects freed of each garbage collection that starts while ``active``,
+    by generation (a ``gc.callbacks`` entry: :meth:`record`)."""
 
     def __init__(self):
         self.pauses = {0: [], 1: [], 2: []}
         self.freed = {0: 0, 1: 0, 2: 0}
-        self._started = 0.0
+        self.active = False
+        self._started = None
 
     def record(self, phase: str, info: dict) -> None:
         if phase == 'start':
-            self._started = time.perf_counter()
-        else:
+            self._started = time.perf_counter() if self.active else None
+        elif self._started is not None:
             self.pauses[info['generation']].append(time.perf_counter() - self._started)
             self.freed[info['generation']] += info['collected']
+
+
+def _isam2_stream_graph(data, edges_of: list[list[int]], N: int, prior: np.ndarray):
+    """GTSAM's factor graph of the first ``N`` poses of a 2D pose-graph file: the prior on pose
+    0, then each pose's edges (``edges_of``) in stream order; returns it and, per pose from 1,
+    the range of its factors' indices."""
+    import gtsam
+
+    i, j = data.i.numpy(), data.j.numpy()
+    z, info = data.measurements.numpy(), data.information.numpy()
+    graph = gtsam.NonlinearFactorGraph()
+    graph.add(gtsam.PriorFactorPose2(0, gtsam.Pose2(*data.poses[0].numpy()),
+                                     gtsam.noiseModel.Gaussian.Information(prior)))
+    factors_of, first = [], 1
+    for k in range(1, N):
+        for e in edges_of[k]:
+            graph.add(gtsam.BetweenFactorPose2(int(i[e]), int(j[e]), gtsam.Pose2(*z[e]),
+                                               gtsam.noiseModel.Gaussian.Information(info[e])))
+        factors_of.append(range(first, first + len(edges_of[k])))
+        first += len(edges_of[k])
+    return graph, factors_of
 
 
 def stream(name: str, poses: int | None, phases: bool = False) -> None:
@@ -363,8 +386,12 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     pose composed from the previous estimate and its odometry edge) to our incremental
     smoother and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire
     0.001, relinearization checked every 10th update; ours uses the same settings), timing
-    each update (thread CPU), then compare the final errors with batch Levenberg-Marquardt
-    (GTSAM's, from the file's initial values). The objects alive before the stream (torch's
+    each update (thread CPU: the new pose's initial value, composed on Python floats for ours
+    and with ``gtsam.Pose2`` for iSAM2, its factors, the update and the new pose's estimate).
+    The two are fed alternately, pose after pose, so that a drift of the shared machine's speed
+    during the run (iSAM2's total moved by 40 % between runs when the two ran one after the
+    other) weighs on both alike. Then the final errors are compared with batch
+    Levenberg-Marquardt (GTSAM's, from the file's initial values). The objects alive before the stream (torch's
     and gtsam's modules, the file's data: about 200,000) are moved out of the garbage
     collector's generations (``gc.freeze``, as a latency-sensitive Python process does after
     start-up): otherwise each full collection rescans them, a pause of up to 160 ms that falls
@@ -401,29 +428,53 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     gc.freeze()
     print(f'stream: {path}, {N} poses, {sum(map(len, edges_of))} edges, in order, one update per pose')
     timers = _phase_timers() if phases else None
-    # ours
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,
                                    relinearize_skip=10)
-    ours = []
+    odometry = [tuple(row) for row in np.asarray(odometry).tolist()]
     collections = _CollectionTimes()
     gc.callbacks.append(collections.record)
+    collections.active = True
     started = time.thread_time()
     smoother.add_variable(0, data.poses[0].numpy())
     smoother.add_prior(0, data.poses[0].numpy(), prior)
     smoother.update()
-    for k in range(1, N):
+    ours_total = time.thread_time() - started
+    collections.active = False
+    if timers is None:
+        graph, factors_of = _isam2_stream_graph(data, edges_of, N, prior)
+        isam = gtsam.ISAM2()
+        started = time.thread_time()
+        new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+        new.add(graph.at(0))
+        values.insert(0, gtsam.Pose2(*data.poses[0].numpy()))
+        isam.update(new, values)
+        last = isam.calculateEstimate([0]).atPose2(0)
+        theirs_total = time.thread_time() - started
+    ours, theirs = [], []
+    for k in range(1, N):       # the two, pose after pose: the machine's drift hits both alike
+        collections.active = True
         begin = time.thread_time()
-        previous = torch.from_numpy(smoother.estimate_of(k - 1))
-        smoother.add_variable(k, SE2.compose(previous, torch.from_numpy(odometry[k - 1])).numpy())
+        previous = smoother.estimate_of(k - 1).tolist()
+        smoother.add_variable(k, planar.compose(previous, odometry[k - 1]))
         for e in edges_of[k]:
             smoother.add_between(int(i[e]), int(j[e]), z[e], info[e])
         stats = smoother.update()
         ours.append(time.thread_time() - begin)
+        collections.active = False
         if timers is not None:
             _phase_mark(timers)
             timers[-1]['stats'] = stats
-    ours_total = time.thread_time() - started
+            continue
+        begin = time.thread_time()
+        new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+        for f in factors_of[k - 1]:
+            new.add(graph.at(f))
+        values.insert(k, last.compose(gtsam.Pose2(*odometry[k - 1])))
+        isam.update(new, values)
+        last = isam.calculateEstimate([k]).atPose2(k)
+        theirs.append(time.thread_time() - begin)
     gc.callbacks.remove(collections.record)
+    ours_total += sum(ours)
     for generation in (0, 1, 2):
         pauses = np.array(collections.pauses[generation] or [0.0])
         print(f'garbage collections of generation {generation} during ours: '
@@ -442,36 +493,8 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
                   + ', '.join(f'{key} {1e3 * row[key]:.1f}' for key in steps if key in row)
                   + f'; {row["stats"].relinearized} / {row["stats"].eliminated} / {row["stats"].solved}')
         return
+    theirs_total += sum(theirs)
     ours_estimate = smoother.estimate()
-    # GTSAM iSAM2
-    graph = gtsam.NonlinearFactorGraph()
-    graph.add(gtsam.PriorFactorPose2(0, gtsam.Pose2(*data.poses[0].numpy()),
-                                     gtsam.noiseModel.Gaussian.Information(prior)))
-    for k in range(1, N):
-        for e in edges_of[k]:
-            graph.add(gtsam.BetweenFactorPose2(int(i[e]), int(j[e]), gtsam.Pose2(*z[e]),
-                                               gtsam.noiseModel.Gaussian.Information(info[e])))
-    factors_of, first = [], 1
-    for k in range(1, N):
-        factors_of.append(range(first, first + len(edges_of[k])))
-        first += len(edges_of[k])
-    isam, theirs = gtsam.ISAM2(), []
-    started = time.thread_time()
-    new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-    new.add(graph.at(0))
-    values.insert(0, gtsam.Pose2(*data.poses[0].numpy()))
-    isam.update(new, values)
-    last = isam.calculateEstimate([0]).atPose2(0)
-    for k in range(1, N):
-        begin = time.thread_time()
-        new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-        for f in factors_of[k - 1]:
-            new.add(graph.at(f))
-        values.insert(k, last.compose(gtsam.Pose2(*odometry[k - 1])))
-        isam.update(new, values)
-        last = isam.calculateEstimate([k]).atPose2(k)
-        theirs.append(time.thread_time() - begin)
-    theirs_total = time.thread_time() - started
     isam_values = isam.calculateEstimate()
     # batch reference and errors, all with GTSAM's error of the same graph
     initial = gtsam.Values()
