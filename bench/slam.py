@@ -6,10 +6,10 @@
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
 ``w10000.graph`` or a path) fed in order, each new pose with its edges, to our incremental
-smoother and to GTSAM's iSAM2 in the same run (median / p99 / max update time, total, final
-error against batch Levenberg-Marquardt); ``--soak``: MINUTES of simulated driving round the
-loop world, streamed (no rollout kept), with the occupancy grid updated every 2 s as
-slam_node does, reporting keyframes, edges, resident memory and update time against the
+smoother and to GTSAM's iSAM2 in the same run, in turns of 100 poses (median / p99 / max update
+time, total, final error against batch Levenberg-Marquardt); ``--soak``: MINUTES of simulated
+driving round the loop world, streamed (no rollout kept), with the occupancy grid updated every
+2 s as slam_node does, reporting keyframes, edges, resident memory and update time against the
 number of keyframe steps, then the back end against iSAM2 on the same graph changes.
 
 A *keyframe step* is a scan that moved the robot ``keyframe.distance`` / ``keyframe.angle``
@@ -55,9 +55,9 @@ import torch
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Optimizer
 from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
+from diffopt_ros.slam import planar
 from diffopt_ros.slam.backend import PoseGraphBackend
 from diffopt_ros.slam.config import SlamConfig
-from diffopt_ros.slam import planar
 from diffopt_ros.slam.graph import ODOM, SlamGraph, build_objective, information_by_kind
 from diffopt_ros.slam.system import SlamSystem
 
@@ -360,6 +360,9 @@ class _CollectionTimes:
             self.freed[info['generation']] += info['collected']
 
 
+_STREAM_BLOCK = 100      # --stream: poses per turn of each solver
+
+
 def _isam2_stream_graph(data, edges_of: list[list[int]], N: int, prior: np.ndarray):
     """GTSAM's factor graph of the first ``N`` poses of a 2D pose-graph file: the prior on pose
     0, then each pose's edges (``edges_of``) in stream order; returns it and, per pose from 1,
@@ -383,22 +386,23 @@ def _isam2_stream_graph(data, edges_of: list[list[int]], N: int, prior: np.ndarr
 
 def stream(name: str, poses: int | None, phases: bool = False) -> None:
     """Feed a pose-graph file in order (each new pose with its edges, the initial value of a
-    pose composed from the previous estimate and its odometry edge) to our incremental
-    smoother and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire
-    0.001, relinearization checked every 10th update; ours uses the same settings), timing
-    each update (thread CPU: the new pose's initial value, composed on Python floats for ours
-    and with ``gtsam.Pose2`` for iSAM2, its factors, the update and the new pose's estimate).
-    The two are fed alternately, pose after pose, so that a drift of the shared machine's speed
-    during the run (iSAM2's total moved by 40 % between runs when the two ran one after the
-    other) weighs on both alike. Then the final errors are compared with batch
-    Levenberg-Marquardt (GTSAM's, from the file's initial values). The objects alive before the stream (torch's
-    and gtsam's modules, the file's data: about 200,000) are moved out of the garbage
-    collector's generations (``gc.freeze``, as a latency-sensitive Python process does after
-    start-up): otherwise each full collection rescans them, a pause of up to 160 ms that falls
-    on whichever update, ours or iSAM2's, allocates at that moment. The collections during ours
-    are reported (count, time, longest, objects freed: what a long-running node would pause
-    for). ``phases``: ours only, with
-    the thread CPU time of each step of its updates (total and in the longest updates)."""
+    pose composed from the previous estimate and its odometry edge) to our incremental smoother
+    and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire 0.001,
+    relinearization checked every 10th update; ours uses the same settings), timing each update
+    (thread CPU: the new pose's initial value, composed on Python floats for ours and with
+    ``gtsam.Pose2`` for iSAM2, its factors, the update and the new pose's estimate). The two
+    take turns, ``_STREAM_BLOCK`` poses each (every update of a block runs after the previous
+    one of the same solver, as it would alone, and the turns are seconds apart), so that a
+    drift of the shared machine's speed during the run (iSAM2's total moved by 40 % between
+    runs when the two ran one after the other) weighs on both alike. Then the final errors are
+    compared with batch Levenberg-Marquardt (GTSAM's, from the file's initial values). The
+    objects alive before the stream (torch's and gtsam's modules, the file's data: about
+    200,000) are moved out of the garbage collector's generations (``gc.freeze``, as a latency-
+    sensitive Python process does after start-up): otherwise each full collection rescans them,
+    a pause of up to 160 ms that falls on whichever update, ours or iSAM2's, allocates at that
+    moment. The collections during ours are reported (count, time, longest, objects freed: what
+    a long-running node would pause for). ``phases``: ours only, with the thread CPU time of
+    each step of its updates (total and in the longest updates)."""
     import gc
 
     import gtsam
@@ -451,28 +455,32 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
         last = isam.calculateEstimate([0]).atPose2(0)
         theirs_total = time.thread_time() - started
     ours, theirs = [], []
-    for k in range(1, N):       # the two, pose after pose: the machine's drift hits both alike
-        collections.active = True
-        begin = time.thread_time()
-        previous = smoother.estimate_of(k - 1).tolist()
-        smoother.add_variable(k, planar.compose(previous, odometry[k - 1]))
-        for e in edges_of[k]:
-            smoother.add_between(int(i[e]), int(j[e]), z[e], info[e])
-        stats = smoother.update()
-        ours.append(time.thread_time() - begin)
-        collections.active = False
+    for first in range(1, N, _STREAM_BLOCK):       # the two in turn, a block of poses each
+        block = range(first, min(first + _STREAM_BLOCK, N))
+        for k in block:
+            collections.active = True
+            begin = time.thread_time()
+            previous = smoother.estimate_of(k - 1).tolist()
+            smoother.add_variable(k, planar.compose(previous, odometry[k - 1]))
+            for e in edges_of[k]:
+                smoother.add_between(int(i[e]), int(j[e]), z[e], info[e])
+            stats = smoother.update()
+            ours.append(time.thread_time() - begin)
+            collections.active = False
+            if timers is not None:
+                _phase_mark(timers)
+                timers[-1]['stats'] = stats
         if timers is not None:
-            _phase_mark(timers)
-            timers[-1]['stats'] = stats
             continue
-        begin = time.thread_time()
-        new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-        for f in factors_of[k - 1]:
-            new.add(graph.at(f))
-        values.insert(k, last.compose(gtsam.Pose2(*odometry[k - 1])))
-        isam.update(new, values)
-        last = isam.calculateEstimate([k]).atPose2(k)
-        theirs.append(time.thread_time() - begin)
+        for k in block:
+            begin = time.thread_time()
+            new, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+            for f in factors_of[k - 1]:
+                new.add(graph.at(f))
+            values.insert(k, last.compose(gtsam.Pose2(*odometry[k - 1])))
+            isam.update(new, values)
+            last = isam.calculateEstimate([k]).atPose2(k)
+            theirs.append(time.thread_time() - begin)
     gc.callbacks.remove(collections.record)
     ours_total += sum(ours)
     for generation in (0, 1, 2):
