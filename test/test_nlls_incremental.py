@@ -172,6 +172,29 @@ def test_updates_leave_no_reference_cycles():
     assert all(id(child) in cliques for c in cliques.values() for child in c.children)
 
 
+def test_a_dropped_smoother_leaves_no_reference_cycles():
+    """A smoother that is dropped (as the SLAM back end drops its smoother after a batch
+    re-solve or a change of weights) is freed by reference counting, its Bayes tree with it:
+    the collector's garbage (kept with ``DEBUG_SAVEALL``) holds none of its cliques."""
+    n = 60
+    truth, edges, z = _circle_graph(n, seed=3)
+    smoother = IncrementalSmoother()
+    _stream(smoother, edges, z, n, offset=0.02)
+    assert sum(c is not None for c in smoother._tree.clique_of) == n
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        del smoother
+        gc.collect()
+        cliques_in_cycles = sum(isinstance(o, Clique) for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cliques_in_cycles == 0
+
+
 def test_relinearization_every_skip_updates_and_above_the_threshold():
     """With ``relinearize_skip=4`` variables are relinearized only at every 4th update, and
     only those whose solution moved more than the threshold (checked from the stats and the

@@ -74,6 +74,14 @@ class BayesTree:
         self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
 
+    def __del__(self):
+        """Unlink the cliques (parents and children point at each other): a dropped tree is
+        then freed by reference counting, not left to a full garbage collection."""
+        for clique in self.clique_of:
+            if clique is not None:
+                clique.parent = None
+                clique.children.clear()
+
     def add_variable(self) -> None:
         self.clique_of.append(None)
         if len(self._slot) <= len(self.clique_of):
