@@ -426,7 +426,7 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
         e = next((e for e in edges_of[k] if min(i[e], j[e]) == k - 1), None)
         if e is None:
             raise SystemExit(f'bench/slam.py --stream: {path}: pose {k} has no edge to pose {k - 1}')
-        odometry.append(z[e] if i[e] == k - 1 else SE2.inverse(torch.from_numpy(z[e])).numpy())
+        odometry.append(tuple(z[e].tolist()) if i[e] == k - 1 else planar.inverse(z[e].tolist()))
     prior = 1e6 * np.eye(3)
     gc.collect()
     gc.freeze()
@@ -434,7 +434,6 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     timers = _phase_timers() if phases else None
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,
                                    relinearize_skip=10)
-    odometry = [tuple(row) for row in np.asarray(odometry).tolist()]
     collections = _CollectionTimes()
     gc.callbacks.append(collections.record)
     collections.active = True

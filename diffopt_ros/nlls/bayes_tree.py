@@ -77,10 +77,7 @@ class BayesTree:
     def __del__(self):
         """Unlink the cliques (parents and children point at each other): a dropped tree is
         then freed by reference counting, not left to a full garbage collection."""
-        for clique in self.clique_of:
-            if clique is not None:
-                clique.parent = None
-                clique.children.clear()
+        _unlink(clique for clique in self.clique_of if clique is not None)
 
     def add_variable(self) -> None:
         self.clique_of.append(None)
@@ -116,9 +113,7 @@ class BayesTree:
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
         cliques = self._cliques(order, separators, orphans)
-        for clique in top:      # replaced: unlinked, so reference counting frees them now
-            clique.parent = None
-            clique.children.clear()
+        _unlink(top)      # replaced: unlinked, so reference counting frees them now
         if len(variables) <= SMALL_TOP:
             self._factorize_small(cliques, factors)
         else:
@@ -400,6 +395,14 @@ class Marginal:
             block = solution[k * d:(k + 1) * d]
             self._covariance = 0.5 * (block + block.T)
         return self._covariance
+
+
+def _unlink(cliques) -> None:
+    """Cut the parent and child links of ``cliques`` (an iterable), which point at each other:
+    cliques no longer in use are then freed by reference counting, not by the cycle collector."""
+    for clique in cliques:
+        clique.parent = None
+        clique.children.clear()
 
 
 def _rows(variables: list[int], dof: int) -> slice | np.ndarray:
