@@ -20,8 +20,8 @@ this run, and with ``--json FILE`` writes one row per case. Cases:
   behind its default). ``--command-only`` runs just these rows.
 * LM with GTSAM's damping schedule (the command's) and with Nielsen's adaptive update on
   sphere2500, victoria_park and w20000: tries, final error, CPU seconds (``--damping-only``).
-* the first N poses of w10000 and sphere2500 with the supernodal and the cholespy sparse
-  factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
+* the first N poses of w10000 and sphere2500 with the supernodal, the qdldl and the cholespy
+  sparse factorization (build + solve CPU seconds): where ``sparse_backend('auto')`` switches
   (``--crossover-only`` runs just these rows).
 * on CUDA: w10000, sphere2500 and w100 x256 on the GPU.
 
@@ -164,14 +164,15 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
 
 def crossover_rows(row) -> None:
     """Build + LM solve CPU seconds of the first N poses of w10000 (2D) and sphere2500 (3D)
-    with the supernodal and the cholespy factorization: where ``sparse_backend('auto')``
-    switches (its thresholds in diffopt_ros/nlls/linear.py)."""
-    for name, sizes in (('w10000', (100, 300, 1000, 3000)), ('sphere2500', (100, 300, 1000))):
+    with the supernodal factorization and each installed simplicial one (qdldl, cholespy):
+    where ``sparse_backend('auto')`` switches (its thresholds in diffopt_ros/nlls/linear.py)."""
+    backends = [b for b in ('supernodal', 'qdldl', 'cholespy') if _installed(b)]
+    for name, sizes in (('w10000', (100, 300, 1000, 3000, 10000)), ('sphere2500', (100, 300, 1000))):
         data = read_graph(data_file(name))
         for N in sizes:
             keep = (data.i < N) & (data.j < N)
             cpu = {}
-            for backend in ('supernodal', 'cholespy'):
+            for backend in backends:
                 poses = Variable(data.group, data.poses[:N].clone(), name='poses')
                 d = data.group.dof
                 objective = Objective([Prior(poses, [0], data.poses[:1], 1e6 * torch.eye(d, dtype=DT)),
@@ -184,8 +185,7 @@ def crossover_rows(row) -> None:
                     result = opt.solve()
                 cpu[backend] = time.process_time() - t0
             row(case=f'{name} first {N} poses, build + LM solve', device='cpu', unknowns=objective.dim,
-                supernodal_cpu_s=cpu['supernodal'], cholespy_cpu_s=cpu['cholespy'],
-                ratio=cpu['supernodal'] / cpu['cholespy'], iterations=int(result.iterations[0]),
+                **{f'{b}_cpu_s': cpu[b] for b in backends}, iterations=int(result.iterations[0]),
                 auto=sparse_backend('auto', objective))
 
 
@@ -347,7 +347,7 @@ def main(argv=None) -> int:
         print('Theseus rows skipped: no Theseus environment (pass --theseus-python PATH; see module doc)')
     print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
           f'torch {torch.__version__}, {args.threads} thread(s), sparse backends installed: '
-          f'{", ".join(b for b in ("cholmod", "supernodal", "cholespy") if _installed(b))}, '
+          f'{", ".join(b for b in ("cholmod", "supernodal", "qdldl", "cholespy") if _installed(b))}, '
           f'load average {os.getloadavg()[0]:.1f}')
     rows = []
 
@@ -371,12 +371,12 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({'machine': platform.platform(), 'rows': rows}, indent=1))
         return 0
-    backends = [b for b in ('cholmod', 'supernodal', 'cholespy') if _installed(b)]
+    backends = [b for b in ('cholmod', 'supernodal', 'qdldl', 'cholespy') if _installed(b)]
     cases = ['w100'] if args.quick else ['w100', 'w10000', 'sphere2500']
     for name in (cases[1:] if args.lm_only else cases):
         # best of --repeat runs, GTSAM and ours interleaved, so both see the same machine load
         # w100: the backend sparse_backend('auto') takes for a small 2D graph
-        small = [b for b in ('cholmod', 'cholespy', 'supernodal') if _installed(b)][:1]
+        small = [b for b in ('cholmod', 'qdldl', 'cholespy', 'supernodal') if _installed(b)][:1]
         names = backends if name != 'w100' else small
         runs = {b: [] for b in ['gtsam', *names]}
         for _ in range(args.repeat):
@@ -415,8 +415,7 @@ def main(argv=None) -> int:
         row(**r)
     if not args.quick:
         command_rows(row, ['w10000', 'sphere2500'], args.repeat, not args.no_thread_rows)
-        if _installed('cholespy'):
-            crossover_rows(row)
+        crossover_rows(row)
         base, peak = peak_memory_mib('w10000')
         row(case='w10000 peak memory', device='cpu', rss_after_imports_mib=base, peak_rss_mib=peak)
     if torch.cuda.is_available():

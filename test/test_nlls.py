@@ -290,7 +290,7 @@ def test_package_docstring_example_runs():
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize('backend', ['cholmod', 'supernodal', 'cholespy', 'superlu'])
+@pytest.mark.parametrize('backend', ['cholmod', 'supernodal', 'qdldl', 'cholespy', 'superlu'])
 def test_sparse_backends_agree_with_dense(backend):
     from diffopt_ros.nlls.linear import sparse_backend
     try:

@@ -127,8 +127,9 @@ def test_optimizer_se3_with_points_matches_dense():
 
 
 def test_auto_backend_by_size_and_block_size():
-    """'auto' (without scikit-sparse): supernodal for large 3D problems, cholespy for small or
-    2D ones when installed (bench/RESULTS.md has the measurements behind the threshold)."""
+    """'auto' (without scikit-sparse): supernodal for large 3D problems, qdldl (else cholespy)
+    for small or 2D ones when installed (bench/RESULTS.md has the measurements behind the
+    threshold)."""
     from diffopt_ros.lie import SE2
     from diffopt_ros.nlls import linear
 
@@ -144,5 +145,6 @@ def test_auto_backend_by_size_and_block_size():
     assert linear.sparse_backend('auto', big_3d) == 'supernodal'
     small = linear.sparse_backend('auto', chain(SE3, 50))
     big_2d = linear.sparse_backend('auto', chain(SE2, linear.SUPERNODAL_MIN_DIM // 3 + 1))
-    expected = 'cholespy' if linear.cholespy is not None else 'supernodal'
+    expected = next((name for name, module in (('qdldl', linear.qdldl), ('cholespy', linear.cholespy))
+                     if module is not None), 'supernodal')
     assert small == big_2d == expected

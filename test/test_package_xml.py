@@ -15,7 +15,8 @@ PYTHON = {
     'rosbags': ('python3-rosbags-pip', 'rosbags'),
     'skimage': ('python3-skimage', 'scikit-image'),
     'threadpoolctl': ('python3-threadpoolctl', 'threadpoolctl'),   # Debian/Ubuntu package name
-    'cholespy': (None, 'cholespy'),    # no rosdep key; SciPy's SuperLU without it
+    'cholespy': (None, 'cholespy'),    # no rosdep key; the package's supernodal Cholesky without it
+    'qdldl': (None, 'qdldl'),          # no rosdep key; cholespy without it
 }
 # Imported only when present, and not required: scikit-sparse needs SuiteSparse headers to build.
 OPTIONAL = {'sksparse'}

@@ -7,10 +7,11 @@
   factorization on the CPU by the supernodal Cholesky of :mod:`~diffopt_ros.nlls.supernodal`
   (batched torch kernels; fill-reducing ordering, elimination tree, supernodes and index maps
   computed once and re-used by every factorization), or by CHOLMOD
-  through ``scikit-sparse`` (supernodal, symbolic analysis re-used) or ``cholespy`` (simplicial,
-  re-orders on every factorization), or scipy's SuperLU; :func:`sparse_backend` chooses by
-  what is installed and the problem's size and block size. CUDA tensors are factorized on the CPU
-  and the solution is returned on the input's device.
+  through ``scikit-sparse`` (supernodal, symbolic analysis re-used), ``qdldl`` (simplicial
+  LDL^T with AMD ordering; ordering and elimination tree kept, numeric refactorization only),
+  ``cholespy`` (simplicial, re-orders on every factorization), or scipy's SuperLU;
+  :func:`sparse_backend` chooses by what is installed and the problem's size and block size.
+  CUDA tensors are factorized on the CPU and the solution is returned on the input's device.
 
 Both are differentiable: the solution's gradient flows to the right-hand side and, when ``H``
 requires grad (``unroll`` backward), to ``H`` by ``dH = -u x^T`` with ``u = H^-1 grad``.
@@ -28,6 +29,10 @@ try:  # CHOLMOD (simplicial) through cholespy, a pip wheel
     import cholespy
 except ImportError:  # pragma: no cover - depends on the installation
     cholespy = None
+try:  # QDLDL (simplicial LDL^T, AMD ordering, re-usable symbolic factorization), a pip wheel
+    import qdldl
+except ImportError:  # pragma: no cover - depends on the installation
+    qdldl = None
 
 from diffopt_ros.nlls import supernodal
 from diffopt_ros.nlls.objective import Objective
@@ -85,31 +90,34 @@ class DenseCholesky:
         return torch.cholesky_solve(rhs, factor[0])
 
 
-SPARSE_BACKENDS = ('cholmod', 'supernodal', 'cholespy', 'superlu')
+SPARSE_BACKENDS = ('cholmod', 'supernodal', 'qdldl', 'cholespy', 'superlu')
 
 
-# where the supernodal factorization beats cholespy's (measured with bench/nlls.py and subgraphs of
-# gtsam/Data: sphere2500 loses at 300 poses, wins from 1000 poses on; w10000, 2D, still loses)
+# where the supernodal factorization beats the simplicial ones (measured with bench/nlls.py
+# --crossover-only on subgraphs of gtsam/Data: sphere2500 loses at 300 poses, wins from 1000
+# poses on; w10000, 2D, loses at every size)
 SUPERNODAL_MIN_DIM, SUPERNODAL_MIN_DOF = 4000, 6
 
 
 def sparse_backend(requested: str = 'auto', objective: Objective | None = None) -> str:
     """The CPU sparse factorization to use: ``'cholmod'`` (scikit-sparse, supernodal, when
     installed), ``'supernodal'`` (:mod:`~diffopt_ros.nlls.supernodal`, always there),
-    ``'cholespy'`` or ``'superlu'``. ``'auto'`` takes CHOLMOD when installed; else, for an
-    ``objective`` with at least ``SUPERNODAL_MIN_DIM`` unknowns in blocks of
-    ``SUPERNODAL_MIN_DOF`` (3D poses), the supernodal factorization; else cholespy when
-    installed (its analysis on every call costs less than a supernodal analysis on small or
+    ``'qdldl'``, ``'cholespy'`` or ``'superlu'``. ``'auto'`` takes CHOLMOD when installed; else,
+    for an ``objective`` with at least ``SUPERNODAL_MIN_DIM`` unknowns in blocks of
+    ``SUPERNODAL_MIN_DOF`` (3D poses), the supernodal factorization; else qdldl, else cholespy
+    when installed (a simplicial factorization costs less than a supernodal analysis on small or
     2D problems), else the supernodal one. Without an objective, the first installed of
     ``SPARSE_BACKENDS``."""
-    available = {'cholmod': _cholmod is not None, 'supernodal': True, 'cholespy': cholespy is not None,
-                 'superlu': True}
+    available = {'cholmod': _cholmod is not None, 'supernodal': True, 'qdldl': qdldl is not None,
+                 'cholespy': cholespy is not None, 'superlu': True}
     if requested == 'auto':
         if objective is None or available['cholmod']:
             return next(name for name in SPARSE_BACKENDS if available[name])
         large_3d = (objective.dim >= SUPERNODAL_MIN_DIM
                     and int(objective.block_dof.max()) >= SUPERNODAL_MIN_DOF)
-        return 'supernodal' if large_3d or not available['cholespy'] else 'cholespy'
+        if large_3d:
+            return 'supernodal'
+        return next((name for name in ('qdldl', 'cholespy') if available[name]), 'supernodal')
     if requested not in available:
         raise ValueError(f'sparse backend {requested!r}: choose auto or one of {", ".join(SPARSE_BACKENDS)}')
     if not available[requested]:
@@ -122,7 +130,12 @@ class _CPUFactor:
 
     def __init__(self, system: SparseCholesky, values: np.ndarray):
         n = system.n
-        self._chol = self._lu = self._factor = None
+        self._chol = self._lu = self._factor = self._ldl = None
+        if not np.isfinite(values).all():  # (cholespy would factorize NaN and solve to NaN)
+            raise FactorizationError(f'matrix has {int(np.sum(~np.isfinite(values)))} non-finite entries')
+        if system.backend == 'qdldl':
+            self._factor_ldl(system, values)
+            return
         if system.backend == 'supernodal':
             if system._symbolic is None:  # ordering, elimination tree, frontal maps: once
                 system._symbolic = supernodal.SupernodalCholesky(
@@ -162,8 +175,39 @@ class _CPUFactor:
             except RuntimeError as exc:
                 raise FactorizationError(str(exc)) from exc
 
+    def _factor_ldl(self, system: SparseCholesky, values: np.ndarray) -> None:
+        """QDLDL's ``L D L^T`` of the upper triangle. A solver whose factor is no longer
+        referenced (``system._spare``) is refactorized in place: ordering and elimination tree are
+        kept. ``D > 0`` is what makes it a Cholesky factorization."""
+        from scipy.sparse import csc_matrix
+        A = csc_matrix((values[system._csc_order].astype(np.float64, copy=False), system._csc_rows,
+                        system._csc_indptr), shape=(system.n, system.n))
+        spare = system._spare
+        try:
+            if spare:
+                solver = spare.pop()
+                solver.update(A, upper=True)
+            else:
+                solver = qdldl.Solver(A, upper=True)
+        except RuntimeError as exc:  # a zero pivot (the solver is left out of the spares)
+            raise FactorizationError(str(exc)) from exc
+        d = solver.factors()[1]
+        if not np.all(d > 0):  # also false for NaN
+            spare.append(solver)
+            raise FactorizationError(f'matrix not positive definite: {int(np.sum(~(d > 0)))} of '
+                                     f'{d.size} pivots of its LDL^T are not positive')
+        self._ldl, self._spare = solver, spare
+
+    def __del__(self):
+        if self._ldl is not None:  # the solver's symbolic factorization serves the next one
+            self._spare.append(self._ldl)
+
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve for ``b (n,)`` or ``(n, k)``."""
+        if self._ldl is not None:
+            if b.ndim == 1:
+                return self._ldl.solve(b)
+            return np.stack([self._ldl.solve(column) for column in b.T], 1)
         if self._factor is not None:
             return self._factor.solve(b) if isinstance(self._factor, supernodal.SupernodalFactor) \
                 else self._factor(b)
@@ -239,9 +283,9 @@ class SparseCholesky:
         self.scatter = torch.cat(scatter).to(dev)
         self.rows, self.cols = self.rows.to(dev), self.cols.to(dev)
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
-        if self.backend in ('cholmod', 'cholespy'):  # lower triangle in compressed-column order
-            lower = np.nonzero(r >= c)[0]
-            order = lower[np.argsort(c[lower] * n + r[lower])]  # keys unique: any sort
+        if self.backend in ('cholmod', 'cholespy', 'qdldl'):  # a triangle in compressed-column order:
+            half = np.nonzero(r <= c if self.backend == 'qdldl' else r >= c)[0]  # qdldl's the upper one
+            order = half[np.argsort(c[half] * n + r[half])]  # keys unique: any sort
             self._csc_order = order
             self._csc_rows = r[order].astype(np.int32)
             counts = np.bincount(c[order], minlength=n)
@@ -250,6 +294,7 @@ class SparseCholesky:
         self._block_start, self._block_dof = bstart.numpy(), dof.numpy()
         self._block_pairs = (br.numpy(), bc.numpy())
         self._symbolic = None  # symbolic factorization, computed at the first factorization
+        self._spare = []  # qdldl solvers whose factor is no longer referenced, for refactorization
 
     def assemble(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Pattern values ``(B, nnz)`` from per-factor blocks ``(B, E, D, D)``."""

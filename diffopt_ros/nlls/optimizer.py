@@ -98,7 +98,8 @@ class Optimizer:
         backward, backward_steps, dlm_epsilon: default backward mode, a
             :class:`~diffopt_ros.modes.Backward` or its string (see module docstring).
         dense_max: the ``'auto'`` threshold (None: by device, see ``make_linear_solver``).
-        sparse_backend: ``'auto'``, ``'cholmod'``, ``'supernodal'``, ``'cholespy'`` or ``'superlu'``.
+        sparse_backend: ``'auto'``, ``'cholmod'``, ``'supernodal'``, ``'qdldl'``, ``'cholespy'`` or
+            ``'superlu'``.
     """
 
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',
@@ -198,6 +199,7 @@ class Optimizer:
             err = torch.where(accept, new_err, err)
             if callback is not None:
                 callback(it, err.detach(), lam, accept)
+            del factor  # no longer needed here: the next factorization may re-use its workspace
             if bool(accept.any()) and (bool(active.any()) or not stop_converged):
                 lin = obj.linearize(values, sqrt_infos)
                 H = lin_solver.assemble(lin.blocks)
