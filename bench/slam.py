@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases]
-    .venv/bin/python bench/slam.py --soak MINUTES
+    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse]
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
 ``w10000.graph`` or a path) fed in order, each new pose with its edges, to our incremental
@@ -10,7 +10,9 @@ smoother and to GTSAM's iSAM2 in the same run, in turns of 100 poses (median / p
 time, total, final error against batch Levenberg-Marquardt); ``--soak``: MINUTES of simulated
 driving round the loop world, streamed (no rollout kept), with the occupancy grid updated every
 2 s as slam_node does, reporting keyframes, edges, resident memory and update time against the
-number of keyframe steps, then the back end against iSAM2 on the same graph changes.
+number of keyframe steps, then the back end against iSAM2 on the same graph changes (with
+``--no-reuse`` every keyframe step adds a keyframe, as a robot does that maps without
+localizing on its map: a graph of thousands of keyframes within minutes).
 
 A *keyframe step* is a scan that moved the robot ``keyframe.distance`` / ``keyframe.angle``
 from the last one used: it adds a keyframe, or (in a revisited place) is localized against an
@@ -48,6 +50,7 @@ os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # read when numpy loads Open
 import argparse
 import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -283,7 +286,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
                 2 * mapper._hits.numel() * mapper._hits.element_size() / 2 ** 20
             rss = resident_mib()
             times, solved = np.array(bin_times), np.array(bin_solves or [0.0])
-            rows.append((count, rss, grid))
+            rows.append((count, rss, grid, slam.num_keyframes))
             print(f'{count:10d}  {slam.num_keyframes:9d}  {slam.num_edges:6d}  {now:10.0f}  '
                   f'{rss:7.1f}  {grid:8.1f}  {rss - grid:14.1f}   '
                   f'{1e3 * np.median(times):6.1f} / {1e3 * np.percentile(times, 99):6.1f} / '
@@ -294,9 +297,11 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
     if len(rows) >= 4:
         half = rows[len(rows) // 2:]
         slope = np.polyfit(half[:, 0], half[:, 1] - half[:, 2], 1)[0]
+        per_keyframe = (f', {1024 * np.polyfit(half[:, 3], half[:, 1] - half[:, 2], 1)[0]:.1f} KiB per '
+                        f'keyframe' if half[-1, 3] > half[0, 3] else '')
         print(f'\n{slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
               f'loop edges, {slam.localizations} localizations; resident memory (without the '
-              f'grid) over the second half: {1024 * slope:.1f} KiB per keyframe step')
+              f'grid) over the second half: {1024 * slope:.1f} KiB per keyframe step{per_keyframe}')
     try:
         _, isam_times = isam2_peer(slam.graph(), config, changes)
     except ImportError:
@@ -546,6 +551,8 @@ def main() -> None:
                         help='--stream: ours only, thread CPU time of each step of its updates')
     parser.add_argument('--soak', type=float, metavar='MINUTES',
                         help='drive MINUTES of simulated time; report memory and update time')
+    parser.add_argument('--no-reuse', action='store_true',
+                        help='--soak: keyframe.reuse_distance 0 (every keyframe step adds a keyframe)')
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.stream:
@@ -554,7 +561,8 @@ def main() -> None:
         stream(args.stream, args.poses, args.phases)
         return
     if args.soak:
-        soak(args.soak, args.seed, SlamConfig())
+        config = SlamConfig()
+        soak(args.soak, args.seed, replace(config, reuse_distance=0.0) if args.no_reuse else config)
         return
     print(f'bench/slam.py: {args.laps} laps of the loop world, seed {args.seed}, '
           f'torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs')

@@ -84,7 +84,7 @@ def test_eliminated_system_solves_the_batch_linear_system():
     solution is that of the batch Gauss-Newton system at those points."""
     n = 100
     _, edges, z = _circle_graph(n)
-    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0)    # tops only
     stats = _stream(smoother, edges, z, n, relinearize=False)
     assert max(s.eliminated for s in stats) < n / 2       # only tops were re-eliminated
     assert np.median([s.eliminated for s in stats]) < 25
@@ -109,6 +109,47 @@ def test_random_loop_closures_keep_the_batch_linear_solution():
         assert stats.eliminated >= 2 and stats.relinearized == 0
         reference = _batch_linear_solution(smoother, edges, z, n)
         assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def _live_size(smoother) -> int:
+    """The tree's size counted afresh: sum over its cliques of (frontals + separator)^2."""
+    cliques = {id(c): c for c in smoother._tree.clique_of if c is not None}.values()
+    return sum((len(c.frontals) + len(c.separator_ids)) ** 2 for c in cliques)
+
+
+def test_a_tree_that_outgrew_its_ordering_is_reordered_without_changing_the_solution():
+    """The tree's size is kept up to date through every update; once it outgrows
+    ``reorder_factor`` times its size per variable after the last full elimination, the next
+    update re-eliminates every variable with a fresh ordering: the same linear solution (no
+    relinearization), a tree no larger, and no second reorder until it outgrows that again."""
+    n = 150
+    _, edges, z = _circle_graph(n, seed=2)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0)   # tops only
+    stats = _stream(smoother, edges, z, n, relinearize=False)
+    assert max(s.eliminated for s in stats) < n and smoother._tree.size == _live_size(smoother)
+    grown = smoother._tree.size
+    before = smoother._delta[:n].copy()
+    smoother.reorder_factor = 2.0       # its last full elimination: the first pose (size 1)
+    assert grown > 2.0 * smoother._fresh_size * n
+    assert smoother.update(relinearize=False).eliminated == n
+    assert smoother._tree.size == _live_size(smoother) <= grown
+    assert np.abs(smoother._delta[:n] - before).max() < 1e-9 * max(1.0, np.abs(before).max())
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+    assert smoother._fresh_size == smoother._tree.size / n
+    assert smoother.update(relinearize=False).eliminated == 0      # nothing new: nothing to do
+    # streamed with reordering on (the default): reorders happen and the solution stays exact
+    streamed = IncrementalSmoother(wildfire_threshold=0.0)
+    stats = _stream(streamed, edges, z, n, relinearize=False)
+    assert any(s.eliminated == k + 2 >= 64 for k, s in enumerate(stats))    # k + 2 variables then
+    assert streamed._tree.size == _live_size(streamed)
+    reference = _batch_linear_solution(streamed, edges, z, n)
+    assert np.abs(streamed._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_reorder_factor_is_checked():
+    with pytest.raises(ValueError, match='reorder_factor'):
+        IncrementalSmoother(reorder_factor=0.5)
 
 
 def _structure(smoother):

@@ -73,6 +73,7 @@ class BayesTree:
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
         self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
+        self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
 
     def __del__(self):
         """Unlink the cliques (parents and children point at each other): a dropped tree is
@@ -113,6 +114,7 @@ class BayesTree:
         orphans = [child for clique in top for child in clique.children if child not in top]
         order, separators = self._order(variables, orphans, last, factors)
         cliques = self._cliques(order, separators, orphans)
+        self.size -= sum(_size(clique) for clique in top)
         _unlink(top)      # replaced: unlinked, so reference counting frees them now
         if len(variables) <= SMALL_TOP:
             self._factorize_small(cliques, factors)
@@ -184,6 +186,7 @@ class BayesTree:
             clique.dofs = _rows(clique.frontals, self.dof)
             clique.separator_ids = clique.separator.tolist()
             clique.separator_dofs = _rows(clique.separator_ids, self.dof)
+            self.size += _size(clique)
         for orphan in orphans:
             orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
             orphan.into = None
@@ -251,7 +254,9 @@ class BayesTree:
                         slot[local[k]] = np.arange(size[k])
                         placed = True
                     index = (slot[child.separator][:, None] * d + span).ravel()
-                    child.into = (index[:, None] * w + np.append(index, n)).ravel()
+                    into = (index[:, None] * w + np.append(index, n)).ravel()
+                    # kept as long as the child: int32 (half the memory) when the block allows
+                    child.into = into.astype(np.int32) if w * w < 2 ** 31 else into
                 block[child.into] += child.update.ravel()
             if placed:
                 slot[local[k]] = -1
@@ -403,6 +408,11 @@ def _unlink(cliques) -> None:
     for clique in cliques:
         clique.parent = None
         clique.children.clear()
+
+
+def _size(clique: Clique) -> int:
+    """``(F + S)^2`` in variables: its frontal matrix's (and update's) share of the tree."""
+    return (len(clique.frontals) + len(clique.separator_ids)) ** 2
 
 
 def _rows(variables: list[int], dof: int) -> slice | np.ndarray:

@@ -18,6 +18,16 @@ using the Bayes tree", IJRR 2012). One :meth:`IncrementalSmoother.update`
 3. back-substitutes from the new top down, continuing into a clique below only while a
    variable of its separator changed by more than ``wildfire_threshold`` (iSAM2's wildfire).
 
+Re-eliminating only the top, each time with the new factors' variables last, lets the tree's
+ordering drift from a good one: on a route driven again and again without re-using keyframes
+(every lap linked to the first), the cliques' separators grew to 4-5 times those of a fresh
+ordering within three laps, and so did the tree's memory and the cost of an update (iSAM2,
+on the same changes, slowed down alike). So the tree is *reordered* as iSAM1 did: when its
+size (the sum over cliques of ``(frontals + separator)^2``) per variable exceeds
+``reorder_factor`` times what it was after the last full elimination, the next update
+re-eliminates every variable with a fresh ordering (the linearization points are kept, so the
+estimate does not change).
+
 On a trajectory the top is a handful of variables per keyframe; a loop closure re-eliminates
 the loop's path up the tree. The estimate after each update is one Gauss-Newton step on what
 changed; :meth:`IncrementalSmoother.converge` iterates updates with every moved variable
@@ -42,6 +52,8 @@ from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import se2_numpy
 from diffopt_ros.nlls.bayes_tree import BayesTree, Marginal
 from diffopt_ros.nlls.factor_store import FactorStore, retract
+
+REORDER_MIN = 64     # variables: smaller trees are cheap to update whatever their ordering
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,9 @@ class IncrementalSmoother:
             changes by more than this (0: always, the exact linear solution).
         relinearize_skip: check for variables to relinearize every this many updates (1:
             every update; GTSAM's default 10).
+        reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
+            variable grew beyond this many times its size after the last full elimination
+            (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
 
     Example::
 
@@ -86,9 +101,13 @@ class IncrementalSmoother:
     """
 
     def __init__(self, group=SE2, relinearize_threshold: float = 0.1,
-                 wildfire_threshold: float = 1e-3, relinearize_skip: int = 1):
+                 wildfire_threshold: float = 1e-3, relinearize_skip: int = 1, reorder_factor: float = 2.0):
         if int(relinearize_skip) < 1:
             raise ValueError(f'incremental smoother: relinearize_skip {relinearize_skip} is not >= 1')
+        if not (reorder_factor == 0 or reorder_factor > 1):
+            raise ValueError(f'incremental smoother: reorder_factor {reorder_factor} is neither 0 nor > 1')
+        self.reorder_factor = float(reorder_factor)
+        self._fresh_size = math.inf      # the tree's size per variable after a full elimination
         self.group = group
         self.dof = group.dof
         self._size = math.prod(group.shape)
@@ -224,7 +243,8 @@ class IncrementalSmoother:
     def update(self, relinearize: bool = True) -> UpdateStats:
         """Fold in the factors and variables added since the last update, relinearize what
         moved (if ``relinearize``, every ``relinearize_skip``-th update), re-eliminate the
-        affected top of the tree and solve."""
+        affected top of the tree (the whole tree, reordered, when it outgrew
+        ``reorder_factor``) and solve."""
         n = self._count
         self._updates += 1
         relinearized = []
@@ -247,15 +267,22 @@ class IncrementalSmoother:
                 moved.update(pairs[f])
             moved.discard(-1)
             moved -= changed
-        if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
+        tree = self._tree
+        reorder = (self.reorder_factor > 0 and n >= REORDER_MIN
+                   and tree.size > self.reorder_factor * self._fresh_size * n)
+        if reorder:                    # every variable, a fresh ordering
+            changed, moved = set(range(n)), set()
+        if reorder or 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
             last = []
         last.append(n - 1)
         self._new_factors, self._new_variables = [], []
         if not changed and not moved:
             return UpdateStats(0, 0, 0, 0.0)
-        cliques = self._tree.update(changed, last, factors, moved)
-        solved = self._tree.solve(cliques, self._delta, self.wildfire_threshold)
+        cliques = tree.update(changed, last, factors, moved)
+        solved = tree.solve(cliques, self._delta, self.wildfire_threshold)
         eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
+        if len(changed) == n:          # the whole tree ordered afresh
+            self._fresh_size = tree.size / n
         return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated))
 
     def _beyond_threshold(self) -> set[int]:
