@@ -297,8 +297,9 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
     if len(rows) >= 4:
         half = rows[len(rows) // 2:]
         slope = np.polyfit(half[:, 0], half[:, 1] - half[:, 2], 1)[0]
+        grew = half[-1, 3] - half[0, 3] >= 0.5 * (half[-1, 0] - half[0, 0])   # mostly new keyframes
         per_keyframe = (f', {1024 * np.polyfit(half[:, 3], half[:, 1] - half[:, 2], 1)[0]:.1f} KiB per '
-                        f'keyframe' if half[-1, 3] > half[0, 3] else '')
+                        f'keyframe' if grew else '')
         print(f'\n{slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
               f'loop edges, {slam.localizations} localizations; resident memory (without the '
               f'grid) over the second half: {1024 * slope:.1f} KiB per keyframe step{per_keyframe}')
