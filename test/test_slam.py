@@ -179,6 +179,24 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     assert sum(u.keyframe is not None for u in updates) == len(graph.stamps)
 
 
+def test_icp_targets_dropped_from_the_cache_are_rebuilt_to_the_same_result(lap, monkeypatch):
+    """With room for 4 ICP targets, the lap's loop closures and scan matches find targets that
+    were dropped and rebuild them: the estimate and the graph are those of the full cache."""
+    from diffopt_ros.slam import system
+    monkeypatch.setattr(system, 'TARGET_CACHE', 4)
+    rollout, full = lap[0], lap[1]
+    slam = SlamSystem(SlamConfig())
+    most = 0
+    for step, ranges in zip(rollout.scan_steps, rollout.scans):
+        slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                     SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+        most = max(most, len(slam._targets))
+    assert most == 4 and slam.num_keyframes > 4 * 4
+    assert slam.loop_closures == full.loop_closures >= 1
+    assert torch.equal(slam.graph().edges, full.graph().edges)
+    assert torch.equal(slam.estimate, full.estimate)
+
+
 def test_incremental_updates_match_a_batch_solve_on_a_chain(lap):
     """Without loop closures the graph is a chain: the incremental updates (relinearizing every
     keyframe that moves, exact back-substitution) must give the batch estimate and the batch

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -64,6 +65,11 @@ from diffopt_ros.slam.icp import ScanMatch, ScanTarget, match_scans
 from diffopt_ros.slam.occupancy import OccupancyGrid, OccupancyMapper, updated_mapper
 from diffopt_ros.slam.odometry import StampError
 from diffopt_ros.slam.scan import as_array, scan_to_points, voxel_downsample
+
+# ICP targets kept, the least recently used dropped (rebuilt from the scan on next use, 0.2 ms):
+# a target (normals, KD-tree) takes about 2.5 times the memory of its scan, and a keyframe's is
+# used mostly while it is the last keyframe and when a loop closes to it
+TARGET_CACHE = 256
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ class SlamSystem:
         self.loop_closures = 0
         self.localizations = 0
         self._mapper: OccupancyMapper | None = None
-        self._targets: list[ScanTarget | None] = []      # per keyframe, built on first use
+        self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # keyframe -> target, by use
 
     # ------------------------------------------------------------------ properties
     @property
@@ -259,7 +265,7 @@ class SlamSystem:
         """A scan that is not a keyframe step: builds the ICP target of the keyframe last used
         when it has none yet (the next keyframe step matches against it), else does nothing."""
         r = self._reference[0]
-        if self._targets[r] is not None:
+        if r in self._targets:
             return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
         cpu_started = time.thread_time()
         self._target(r)
@@ -353,7 +359,6 @@ class SlamSystem:
         if self._reference is None:
             k = backend.add_keyframe(stamp, odom, self._tensor(odom))
             self._points.append(points)
-            self._targets.append(None)
             self._reference = (k, (0.0, 0.0, 0.0), odom)
             solve_started = time.thread_time()
             backend.solve(False)
@@ -364,7 +369,6 @@ class SlamSystem:
         delta, start = self._tensor(relative), self._pose(r)
         k = backend.add_keyframe(stamp, odom, self._tensor(planar.compose(start, relative)))
         self._points.append(points)
-        self._targets.append(None)
         self._reference = (k, (0.0, 0.0, 0.0), odom)
         backend.add_edge(r, k, delta, ODOM, 1.0)
         match = match_scans(points, self._target(r), delta, cfg.icp)
@@ -383,10 +387,16 @@ class SlamSystem:
                           full_solve=disagree, solve_cpu_seconds=time.thread_time() - solve_started)
 
     def _target(self, k: int) -> ScanTarget:
-        """Keyframe ``k``'s scan as an ICP target (normals, KD-tree; built on first use)."""
-        if self._targets[k] is None:
-            self._targets[k] = ScanTarget(self._points[k])
-        return self._targets[k]
+        """Keyframe ``k``'s scan as an ICP target (normals, KD-tree; built on first use, kept
+        while among the ``TARGET_CACHE`` most recently used)."""
+        target = self._targets.get(k)
+        if target is not None:
+            self._targets.move_to_end(k)
+            return target
+        target = self._targets[k] = ScanTarget(self._points[k])
+        if len(self._targets) > TARGET_CACHE:
+            self._targets.popitem(last=False)
+        return target
 
     def _close_loops(self, k: int) -> tuple[list[int], bool]:
         """Verify loop candidates of the new keyframe ``k``; returns the matched keyframes and
