@@ -147,6 +147,21 @@ def test_a_tree_that_outgrew_its_ordering_is_reordered_without_changing_the_solu
     assert np.abs(streamed._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
+def test_freed_heap_is_returned_after_a_reorder_and_every_trim_every_updates(monkeypatch):
+    """The smoother hands freed heap memory back after each reorder and every ``TRIM_EVERY``
+    updates, and at no other update."""
+    from diffopt_ros.nlls import incremental
+    n, every = 150, 7
+    _, edges, z = _circle_graph(n, seed=2)
+    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    trims = []
+    monkeypatch.setattr(incremental, 'TRIM_EVERY', every)
+    monkeypatch.setattr(incremental.heap, 'trim', lambda: trims.append(smoother._updates))
+    stats = _stream(smoother, edges, z, n, relinearize=False)
+    reorders = {k + 2 for k, s in enumerate(stats) if s.eliminated == k + 2 >= 64}   # update numbers
+    assert reorders and trims == sorted(reorders | set(range(every, n + 1, every)))
+
+
 def test_reorder_factor_is_checked():
     with pytest.raises(ValueError, match='reorder_factor'):
         IncrementalSmoother(reorder_factor=0.5)

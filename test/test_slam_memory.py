@@ -1,7 +1,11 @@
-"""Memory of the SLAM core: bounded temporaries when the whole map is re-cast."""
+"""Memory of the SLAM core: bounded temporaries when the whole map is re-cast; freed heap
+handed back to the system."""
+import platform
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 _RECAST = textwrap.dedent('''
     import resource, torch
@@ -30,3 +34,30 @@ def test_recasting_the_whole_map_keeps_temporaries_small():
     assert out.returncode == 0, out.stderr
     extra_mib = float(out.stdout.split()[-1])
     assert extra_mib < 40, extra_mib
+
+
+_FRAGMENTED = textwrap.dedent('''
+    import numpy as np
+    from diffopt_ros.nlls import heap
+    def rss():
+        with open('/proc/self/statm') as stream:
+            return int(stream.read().split()[1]) * 4096 / 2 ** 20
+    start = rss()
+    large, small = [], []
+    for _ in range(2000):     # 100 KiB arrays (below malloc's mmap threshold) between small ones
+        large.append(np.ones(12800))
+        small.append(np.ones(16))
+    del large
+    held = rss() - start
+    print(held, heap.trim(), rss() - start)
+''')
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='malloc_trim is glibc\'s')
+def test_trim_hands_freed_heap_back():
+    """200 MiB of arrays freed between arrays still held stay resident (the heap cannot shrink
+    past them) until :func:`diffopt_ros.nlls.heap.trim`, which returns them."""
+    out = subprocess.run([sys.executable, '-c', _FRAGMENTED], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    held, trimmed, after = out.stdout.split()
+    assert float(held) > 150 and trimmed == 'True' and float(after) < 0.1 * float(held), out.stdout
