@@ -14,7 +14,7 @@ import ctypes
 try:
     _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim      # the C library this process runs on
     _MALLOC_TRIM.argtypes, _MALLOC_TRIM.restype = [ctypes.c_size_t], ctypes.c_int
-except (AttributeError, OSError):
+except (AttributeError, OSError, TypeError):   # no such symbol, or no C library to open
     _MALLOC_TRIM = None
 
 
