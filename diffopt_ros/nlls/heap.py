@@ -1,11 +1,11 @@
 """Handing memory the process freed back to the operating system.
 
-glibc's ``malloc`` keeps what a process frees in its heap for later allocations; many mid-sized
-numpy arrays freed together (a Bayes tree eliminated afresh drops all its cliques' arrays at
-once) stay resident until the heap's top happens to be free, which in a long-running node is
-seldom. ``malloc_trim(0)`` returns the free pages of every arena (about 10 ms for a heap of a few
-hundred MiB). Where the C library has no ``malloc_trim`` (musl, macOS) :func:`trim` does
-nothing.
+glibc's ``malloc`` keeps what a process frees in its heap for later allocations: mid-sized
+numpy arrays freed between arrays still held (the cliques of a re-eliminated Bayes tree top,
+or of a whole tree ordered afresh) stay resident, and in a long-running node the heap seldom
+shrinks by itself. ``malloc_trim(0)`` returns the free pages of every arena (2-11 ms measured
+with a heap of a few hundred MiB). Where the C library has no ``malloc_trim`` (musl, macOS)
+:func:`trim` does nothing.
 """
 from __future__ import annotations
 
