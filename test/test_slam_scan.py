@@ -92,11 +92,11 @@ def test_the_next_keyframe_steps_target_is_built_between_keyframe_steps():
         step = update.keyframe is not None or update.localized is not None
         reference = deferred._reference[0]
         if not step:
-            assert deferred._targets[reference] is not None
+            assert reference in deferred._targets
             built += update.cpu_seconds > 0
         other = on_demand.process(stamp, odom, ranges, angles, 0.12, 12.0)
         if not step and other.cpu_seconds > 0:      # undo it: the next step builds it on demand
-            on_demand._targets[on_demand._reference[0]] = None
+            del on_demand._targets[on_demand._reference[0]]
         assert (other.keyframe, other.localized) == (update.keyframe, update.localized)
     assert deferred.num_keyframes >= 4 and built == deferred.num_keyframes
     assert torch.equal(deferred.estimate, on_demand.estimate)
