@@ -37,11 +37,12 @@ def test_recasting_the_whole_map_keeps_temporaries_small():
 
 
 _FRAGMENTED = textwrap.dedent('''
+    import resource
     import numpy as np
     from diffopt_ros.nlls import heap
     def rss():
         with open('/proc/self/statm') as stream:
-            return int(stream.read().split()[1]) * 4096 / 2 ** 20
+            return int(stream.read().split()[1]) * resource.getpagesize() / 2 ** 20
     start = rss()
     large, small = [], []
     for _ in range(2000):     # 100 KiB arrays (below malloc's mmap threshold) between small ones
