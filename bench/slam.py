@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases]
-    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse]
+    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--report-every STEPS]
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
 ``w10000.graph`` or a path) fed in order, each new pose with its edges, to our incremental
@@ -554,6 +554,8 @@ def main() -> None:
                         help='drive MINUTES of simulated time; report memory and update time')
     parser.add_argument('--no-reuse', action='store_true',
                         help='--soak: keyframe.reuse_distance 0 (every keyframe step adds a keyframe)')
+    parser.add_argument('--report-every', type=int, default=500, metavar='STEPS',
+                        help='--soak: keyframe steps per printed row (default 500)')
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.stream:
@@ -563,7 +565,10 @@ def main() -> None:
         return
     if args.soak:
         config = SlamConfig()
-        soak(args.soak, args.seed, replace(config, reuse_distance=0.0) if args.no_reuse else config)
+        if args.report_every < 1:
+            parser.error(f'--report-every {args.report_every}: must be at least 1')
+        soak(args.soak, args.seed, replace(config, reuse_distance=0.0) if args.no_reuse else config,
+             args.report_every)
         return
     print(f'bench/slam.py: {args.laps} laps of the loop world, seed {args.seed}, '
           f'torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs')

@@ -1,5 +1,5 @@
-"""bench/slam.py --stream as a user runs it: a pose-graph file fed to our incremental smoother and
-to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum."""
+"""bench/slam.py as a user runs it: --stream (a pose-graph file fed to our incremental smoother
+and to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum) and --soak."""
 import re
 import subprocess
 import sys
@@ -22,3 +22,31 @@ def test_stream_feeds_both_solvers_in_turns_to_the_batch_optimum():
     assert set(relative) == {'ours (incremental)', 'GTSAM iSAM2 (C++)'}, done.stdout
     assert all(abs(float(r)) < 1e-3 for r in relative.values()), done.stdout
     assert 'ratios ours / iSAM2: median' in done.stdout
+
+
+SOAK_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[-\d.]+\s+[\d.]+ /')
+
+
+@pytest.mark.parametrize('reuse', [True, False], ids=['reuse', 'no-reuse'])
+def test_soak_reports_memory_and_update_time_per_row(reuse):
+    """8 simulated minutes of the loop world, a row every 80 keyframe steps: without re-use every
+    step adds a keyframe and memory is also reported per keyframe; with re-use the second lap
+    localizes on the first's keyframes. Then the back end against iSAM2 on the same changes."""
+    pytest.importorskip('gtsam')
+    command = [sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '8', '--report-every', '80']
+    done = subprocess.run(command + ([] if reuse else ['--no-reuse']), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [tuple(map(int, m.groups())) for m in map(SOAK_ROW.match, done.stdout.splitlines()) if m]
+    assert len(rows) >= 4 and [r[0] for r in rows] == [80 * (k + 1) for k in range(len(rows))], done.stdout
+    if reuse:
+        assert rows[-1][1] < 0.5 * rows[-1][0] and 'KiB per keyframe step\n' in done.stdout
+    else:
+        assert all(steps == keyframes for steps, keyframes, _ in rows) and 'KiB per keyframe\n' in done.stdout
+    assert 'ours then GTSAM iSAM2 on the same changes: median' in done.stdout
+
+
+def test_soak_refuses_a_bad_report_interval():
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
+                           '--report-every', '0'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and '--report-every 0: must be at least 1' in done.stderr
