@@ -56,7 +56,7 @@ from diffopt_ros.nlls.factor_store import FactorStore, retract
 REORDER_MIN = 64     # variables: smaller trees are cheap to update whatever their ordering
 # updates between two returns of freed heap memory to the system (:func:`heap.trim`, 2-11 ms
 # with a tree of a few hundred MiB): re-eliminated tops free and allocate arrays of changing
-# sizes, and the heap they leave behind grew by ~20 KiB per keyframe in the worst-case soak
+# sizes, and the heap they left behind added 10-19 KiB per keyframe in the worst-case soak
 TRIM_EVERY = 100
 
 
