@@ -48,6 +48,7 @@ import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # read when numpy loads OpenBLAS: set first
 
 import argparse
+import gc
 import resource
 import time
 from dataclasses import replace
@@ -249,16 +250,27 @@ def resident_mib() -> float:
         return int(stream.read().split()[1]) * resource.getpagesize() / 2 ** 20
 
 
+def _freeze_start_up() -> None:
+    """Move every object alive now out of the garbage collector's generations, as the nodes
+    do once started (``diffopt_ros/nodes/runner.py``): a full collection then scans only
+    what was made since (without this, about 0.1 s per full collection for torch's modules
+    alone, on whichever update allocates then)."""
+    gc.collect()
+    gc.freeze()
+
+
 def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500) -> None:
     """Drive ``minutes`` of simulated time round the loop world (scans streamed, nothing
     kept but the SLAM state), update the occupancy grid every 20 scans (2 s) as slam_node
     does, and print per ``report_every`` keyframe steps (scans used: new keyframes and
     localizations on existing ones): keyframes and edges in the graph, resident memory, the
-    occupancy grid's own bytes, and the keyframe-step update time (thread CPU)."""
+    occupancy grid's own bytes, and the keyframe-step update time (thread CPU). The objects
+    alive before the drive are frozen out of the garbage collector, as slam_node does."""
     world = World.load('loop')
     sensors = SensorParams()
     angles = sensors.lidar_angles()
     slam = SlamSystem(config)
+    _freeze_start_up()
     started, scans, rows, bin_times, bin_solves, solves, changes = \
         time.perf_counter(), 0, [], [], [], [], []
     print(f'soak: {minutes:g} simulated minutes of the loop world, seed {seed}\n')
@@ -300,9 +312,12 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
         grew = half[-1, 3] - half[0, 3] >= 0.5 * (half[-1, 0] - half[0, 0])   # mostly new keyframes
         per_keyframe = (f', {1024 * np.polyfit(half[:, 3], half[:, 1] - half[:, 2], 1)[0]:.1f} KiB per '
                         f'keyframe' if grew else '')
+        smoother = slam.backend._smoother
         print(f'\n{slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
-              f'loop edges, {slam.localizations} localizations; resident memory (without the '
-              f'grid) over the second half: {1024 * slope:.1f} KiB per keyframe step{per_keyframe}')
+              f'loop edges, {slam.localizations} localizations, '
+              f'{0 if smoother is None else smoother.reorders} reorders of the Bayes tree; resident '
+              f'memory (without the grid) over the second half: {1024 * slope:.1f} KiB per keyframe '
+              f'step{per_keyframe}')
     try:
         _, isam_times = isam2_peer(slam.graph(), config, changes)
     except ImportError:
@@ -409,8 +424,6 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     moment. The collections during ours are reported (count, time, longest, objects freed: what
     a long-running node would pause for). ``phases``: ours only, with the thread CPU time of
     each step of its updates (total and in the longest updates)."""
-    import gc
-
     import gtsam
 
     from diffopt_ros.nlls.incremental import IncrementalSmoother
@@ -434,8 +447,7 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
             raise SystemExit(f'bench/slam.py --stream: {path}: pose {k} has no edge to pose {k - 1}')
         odometry.append(tuple(z[e].tolist()) if i[e] == k - 1 else planar.inverse(z[e].tolist()))
     prior = 1e6 * np.eye(3)
-    gc.collect()
-    gc.freeze()
+    _freeze_start_up()
     print(f'stream: {path}, {N} poses, {sum(map(len, edges_of))} edges, in order, one update per pose')
     timers = _phase_timers() if phases else None
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,

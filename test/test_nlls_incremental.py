@@ -9,7 +9,7 @@ import torch
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Between, Huber, Objective, Optimizer, Prior, Variable, bayes_tree, ordering
 from diffopt_ros.nlls.bayes_tree import Clique
-from diffopt_ros.nlls.incremental import IncrementalSmoother
+from diffopt_ros.nlls.incremental import IncrementalSmoother, UpdateStats
 
 F64 = torch.float64
 INFO = np.diag([400.0, 400.0, 900.0])
@@ -119,29 +119,33 @@ def _live_size(smoother) -> int:
 
 def test_a_tree_that_outgrew_its_ordering_is_reordered_without_changing_the_solution():
     """The tree's size is kept up to date through every update; once it outgrows
-    ``reorder_factor`` times its size per variable after the last full elimination, the next
-    update re-eliminates every variable with a fresh ordering: the same linear solution (no
-    relinearization), a tree no larger, and no second reorder until it outgrows that again."""
+    ``reorder_factor`` times its size per variable after the last full elimination, a tree of
+    every variable is eliminated afresh and swapped in (here in the next update:
+    ``reorder_slice`` 0): the same linear solution (no relinearization), a tree no larger, and
+    no second reorder until it outgrows that again."""
     n = 150
     _, edges, z = _circle_graph(n, seed=2)
-    smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0)   # tops only
+    smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0, reorder_slice=0)  # tops only
     stats = _stream(smoother, edges, z, n, relinearize=False)
     assert max(s.eliminated for s in stats) < n and smoother._tree.size == _live_size(smoother)
+    assert not any(s.reordered for s in stats)
     grown = smoother._tree.size
     before = smoother._delta[:n].copy()
     smoother.reorder_factor = 2.0       # its last full elimination: the first pose (size 1)
     assert grown > 2.0 * smoother._fresh_size * n
-    assert smoother.update(relinearize=False).eliminated == n
+    old = smoother._tree
+    assert smoother.update(relinearize=False) == UpdateStats(0, 0, 0, 0.0, True)    # nothing new to eliminate
+    assert smoother._tree is not old and all(smoother._tree.clique_of)
     assert smoother._tree.size == _live_size(smoother) <= grown
     assert np.abs(smoother._delta[:n] - before).max() < 1e-9 * max(1.0, np.abs(before).max())
     reference = _batch_linear_solution(smoother, edges, z, n)
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
     assert smoother._fresh_size == smoother._tree.size / n
-    assert smoother.update(relinearize=False).eliminated == 0      # nothing new: nothing to do
+    assert not smoother.update(relinearize=False).reordered      # nothing new: nothing to do
     # streamed with reordering on (the default): reorders happen and the solution stays exact
     streamed = IncrementalSmoother(wildfire_threshold=0.0)
     stats = _stream(streamed, edges, z, n, relinearize=False)
-    assert any(s.eliminated == k + 2 >= 64 for k, s in enumerate(stats))    # k + 2 variables then
+    assert any(s.reordered for s in stats)
     assert streamed._tree.size == _live_size(streamed)
     reference = _batch_linear_solution(streamed, edges, z, n)
     assert np.abs(streamed._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
@@ -158,13 +162,80 @@ def test_freed_heap_is_returned_after_a_reorder_and_every_trim_every_updates(mon
     monkeypatch.setattr(incremental, 'TRIM_EVERY', every)
     monkeypatch.setattr(incremental.heap, 'trim', lambda: trims.append(smoother._updates))
     stats = _stream(smoother, edges, z, n, relinearize=False)
-    reorders = {k + 2 for k, s in enumerate(stats) if s.eliminated == k + 2 >= 64}   # update numbers
+    reorders = {k + 2 for k, s in enumerate(stats) if s.reordered}   # update numbers
     assert reorders and trims == sorted(reorders | set(range(every, n + 1, every)))
 
 
-def test_reorder_factor_is_checked():
+def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhile():
+    """With a small ``reorder_slice`` the reorder runs a slice per update, over many updates;
+    meanwhile new poses, loop closures and relinearizations go into the old tree. The update
+    that swaps the new tree in re-eliminates on it what changed since its snapshot: then the
+    solution is the batch Gauss-Newton step at the current linearization points and the
+    tree's size is up to date; later updates on the new tree stay exact. With
+    ``reorder_slice`` 0 the update that starts the reorder swaps it in."""
+    n, grown = 150, 110
+
+    def graph(m):
+        return [(i, j) for i, j in edges if j < m], z[[j < m for _, j in edges]]
+
+    def exact(smoother, m):
+        reference = _batch_linear_solution(smoother, *graph(m), m)
+        return np.abs(smoother._delta[:m] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+    _, edges, z = _circle_graph(n, seed=2)
+    for slice_ in (40, 0):
+        smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0,
+                                       reorder_factor=0, reorder_slice=slice_)
+        _stream(smoother, *graph(grown), grown, offset=0.02, relinearize=False)
+        smoother.reorder_factor = 2.0
+        assert smoother._tree.size > 2.0 * smoother._fresh_size * grown
+        stats = []
+        for k in range(grown, n):
+            mine = [e for e, (_, j) in enumerate(edges) if j == k]
+            smoother.add_variable(k, SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
+                                                 torch.from_numpy(z[mine[0]])).numpy() + 0.02)
+            for e in mine:
+                i = edges[e][0]
+                smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+            stats.append(smoother.update())
+            if stats[-1].reordered:
+                m = k + 1
+                assert smoother._tree.size == _live_size(smoother) and all(smoother._tree.clique_of)
+                assert smoother._tree.size < 2.0 * smoother._fresh_size * m
+                assert exact(smoother, m)
+        swaps = [k for k, s in enumerate(stats) if s.reordered]
+        assert len(swaps) == 1
+        if slice_:       # many updates, with relinearizations, while it ran
+            assert swaps[0] >= 5 and any(s.relinearized for s in stats[:swaps[0]])
+        else:
+            assert swaps == [0]
+        assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
+
+
+@pytest.mark.parametrize('variables, runs', [(85, 1), (85, 3), (85, 40), (20, 2), (10, 1)])
+def test_extend_add_equals_the_scatter(variables, runs):
+    """A child's update added into its parent's block, with slices per pair of runs of
+    consecutive rows (large updates in few runs) or with flat targets, equals the plain scatter
+    of every entry."""
+    rng = np.random.default_rng(variables + runs)
+    gaps = np.zeros(variables, dtype=np.int64)
+    gaps[rng.choice(np.arange(1, variables), runs - 1, replace=False)] = rng.integers(1, 4, runs - 1)
+    at = ((np.arange(variables) + np.cumsum(gaps))[:, None] * 3 + np.arange(3)).ravel()
+    n = int(at[-1]) + 1 + 3 * int(rng.integers(0, 3))
+    w = n + 4
+    update = rng.standard_normal((len(at), len(at) + 1))
+    block = rng.standard_normal(w * w)
+    expected = block.copy()
+    expected.reshape(w, w)[np.ix_(at, np.append(at, n))] += update
+    bayes_tree._extend_add(block, w, n, at, update)
+    assert np.array_equal(block, expected)
+
+
+def test_reorder_factor_and_slice_are_checked():
     with pytest.raises(ValueError, match='reorder_factor'):
         IncrementalSmoother(reorder_factor=0.5)
+    with pytest.raises(ValueError, match='reorder_slice'):
+        IncrementalSmoother(reorder_slice=-1)
 
 
 def _structure(smoother):

@@ -14,6 +14,7 @@ SE(2) is linearized in numpy (:mod:`~diffopt_ros.nlls.se2_numpy`), other groups 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -109,6 +110,17 @@ class FactorStore:
         self._sqrt_info[first:count] = self.sqrt_infos[first:count]
         self._huber[first:count] = self.hubers[first:count]
         self._copied = count
+
+    def snapshot(self, count: int) -> Linearization:
+        """The first ``count`` factors as linearized now (their systems copied; later
+        relinearizations and factors do not show in it)."""
+        keys = self.keys         # rows below count are never written again (the array may be replaced)
+        of_variable = [[f for f in ids if f < count] if ids and ids[-1] >= count else list(ids)
+                       for ids in self.of_variable]
+        system = self.system[:count].copy()
+        width = system.shape[1] - 1
+        hessian, eta = system[:, :width, :width], system[:, :width, width]
+        return Linearization(self.pairs, of_variable, keys, hessian, eta)
 
     def _set_system(self, system: np.ndarray) -> None:
         width = system.shape[1] - 1
@@ -223,3 +235,17 @@ def retract(group, values: np.ndarray, delta: np.ndarray) -> np.ndarray:
         return se2_numpy.retract(values, delta)
     with torch.no_grad():
         return group.retract(torch.from_numpy(values), torch.from_numpy(delta)).numpy()
+
+
+@dataclass(frozen=True)
+class Linearization:
+    """What a :class:`FactorStore` held at one moment, as the Bayes tree reads it: ``pairs``
+    (shared with the store: appended to, never changed), ``of_variable`` (per variable, its
+    factors then), ``keys (F', 2)`` (rows of later factors may follow) and the systems
+    ``hessian (F, 2 dof, 2 dof)`` and ``eta (F, 2 dof)`` (a copy)."""
+
+    pairs: list[tuple[int, int]]
+    of_variable: list[list[int]]
+    keys: np.ndarray
+    hessian: np.ndarray
+    eta: np.ndarray

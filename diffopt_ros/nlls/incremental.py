@@ -24,9 +24,15 @@ ordering drift from a good one: on a route driven again and again without re-usi
 ordering within three laps, and so did the tree's memory and the cost of an update (iSAM2,
 on the same changes, slowed down alike). So the tree is *reordered* as iSAM1 did: when its
 size (the sum over cliques of ``(frontals + separator)^2``) per variable exceeds
-``reorder_factor`` times what it was after the last full elimination, the next update
-re-eliminates every variable with a fresh ordering (the linearization points are kept, so the
-estimate does not change).
+``reorder_factor`` times what it was after the last full elimination, every variable is
+re-eliminated with a fresh ordering (the linearization points are kept, so the estimate does
+not change). A full elimination of a few thousand poses takes hundreds of milliseconds, so it
+is spread over updates: the update that finds the tree too large takes a snapshot of the
+linearized factors as of the previous update and starts building a new tree from it
+(:meth:`BayesTree.eliminate_all`); each update runs ``reorder_slice`` units of that work (about
+10 µs each) besides its own, on the old tree. The update that completes the new tree swaps it
+in and re-eliminates on it what changed since the snapshot (new factors and variables, and the
+factors relinearized meanwhile) together with its own changes.
 
 On a trajectory the top is a handful of variables per keyframe; a loop closure re-eliminates
 the loop's path up the tree. The estimate after each update is one Gauss-Newton step on what
@@ -49,11 +55,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import heap, se2_numpy
+from diffopt_ros.nlls import heap, se2_numpy, steps
 from diffopt_ros.nlls.bayes_tree import BayesTree, Marginal
 from diffopt_ros.nlls.factor_store import FactorStore, retract
 
 REORDER_MIN = 64     # variables: smaller trees are cheap to update whatever their ordering
+# units of a reorder's work per update (an ordered or grouped variable; a factorized clique is
+# FACTOR_COST units): about 10 ms per update on a full elimination of 3,000 poses of the
+# worst-case soak, where the whole took 200 ms
+REORDER_SLICE = 1000
 # updates between two returns of freed heap memory to the system (:func:`heap.trim`, 2-11 ms
 # with a tree of a few hundred MiB): re-eliminated tops free and allocate arrays of changing
 # sizes, and the heap they left behind added 10-19 KiB per keyframe in the worst-case soak
@@ -69,12 +79,27 @@ class UpdateStats:
         eliminated: variables re-eliminated (the top of the tree).
         solved: conditionals back-substituted.
         max_step: largest ``|delta|`` component of the re-eliminated variables (m or rad).
+        reordered: a reordered tree was swapped in by this update.
     """
 
     relinearized: int
     eliminated: int
     solved: int
     max_step: float
+    reordered: bool = False
+
+
+@dataclass
+class _Reorder:
+    """A reorder in progress: the new ``tree`` of the first ``variables`` variables and
+    ``factors`` factors as linearized at the snapshot, the ``steps`` that build it, and the
+    variables whose factors (among those) were relinearized since."""
+
+    tree: BayesTree
+    steps: object
+    variables: int
+    factors: int
+    moved: set[int]
 
 
 class IncrementalSmoother:
@@ -91,6 +116,8 @@ class IncrementalSmoother:
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
+        reorder_slice: units of a reorder's work run by each update (0: all of it in the
+            update that starts it).
 
     Example::
 
@@ -105,12 +132,18 @@ class IncrementalSmoother:
     """
 
     def __init__(self, group=SE2, relinearize_threshold: float = 0.1,
-                 wildfire_threshold: float = 1e-3, relinearize_skip: int = 1, reorder_factor: float = 2.0):
+                 wildfire_threshold: float = 1e-3, relinearize_skip: int = 1, reorder_factor: float = 2.0,
+                 reorder_slice: int = REORDER_SLICE):
         if int(relinearize_skip) < 1:
             raise ValueError(f'incremental smoother: relinearize_skip {relinearize_skip} is not >= 1')
         if not (reorder_factor == 0 or reorder_factor > 1):
             raise ValueError(f'incremental smoother: reorder_factor {reorder_factor} is neither 0 nor > 1')
+        if int(reorder_slice) < 0:
+            raise ValueError(f'incremental smoother: reorder_slice {reorder_slice} is negative')
         self.reorder_factor = float(reorder_factor)
+        self.reorder_slice = int(reorder_slice)
+        self._reorder: _Reorder | None = None
+        self.reorders = 0            # reordered trees swapped in so far
         self._fresh_size = math.inf      # the tree's size per variable after a full elimination
         self.group = group
         self.dof = group.dof
@@ -247,11 +280,13 @@ class IncrementalSmoother:
     def update(self, relinearize: bool = True) -> UpdateStats:
         """Fold in the factors and variables added since the last update, relinearize what
         moved (if ``relinearize``, every ``relinearize_skip``-th update), re-eliminate the
-        affected top of the tree (the whole tree, reordered, when it outgrew
-        ``reorder_factor``) and solve. After a reorder and every ``TRIM_EVERY`` updates, the
-        heap memory freed is handed back to the system (:func:`heap.trim`)."""
+        affected top of the tree and solve; start a reorder when the tree outgrew
+        ``reorder_factor``, or run a slice of the one in progress (and, when it completes,
+        swap its tree in and catch it up). After a reorder and every ``TRIM_EVERY`` updates,
+        the heap memory freed is handed back to the system (:func:`heap.trim`)."""
         n = self._count
         self._updates += 1
+        done = self._reorder_step(n)      # a finished reorder: its tree is now the smoother's
         relinearized = []
         if relinearize and n and self._updates % self.relinearize_skip == 0:
             relinearized = sorted(self._beyond_threshold())
@@ -266,31 +301,62 @@ class IncrementalSmoother:
         pairs = factors.pairs
         last = [v for f in self._new_factors for v in pairs[f] if v >= 0]
         changed = set(self._new_variables).union(last)      # where the graph's structure changed
-        moved = set()                                         # where only linearizations changed
+        if done is not None:          # on the reordered tree: what changed since its snapshot
+            changed.update(range(done.variables, n))
+            changed.update(v for f in range(done.factors, factors.count) for v in pairs[f] if v >= 0)
+        moved = set() if done is None else done.moved       # where only linearizations changed
         if relinearized:
             for f in touched:
                 moved.update(pairs[f])
             moved.discard(-1)
-            moved -= changed
-        tree = self._tree
-        reorder = (self.reorder_factor > 0 and n >= REORDER_MIN
-                   and tree.size > self.reorder_factor * self._fresh_size * n)
-        if reorder:                    # every variable, a fresh ordering
-            changed, moved = set(range(n)), set()
-        if reorder or 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
+            if self._reorder is not None:      # relinearized after the reorder's snapshot
+                self._reorder.moved.update(v for f in touched if f < self._reorder.factors
+                                           for v in pairs[f] if v >= 0)
+        moved -= changed
+        if 2 * len(set(last)) > n:     # a batch start: constrain only the newest variable
             last = []
         last.append(n - 1)
         self._new_factors, self._new_variables = [], []
+        if done is not None or self._updates % TRIM_EVERY == 0:
+            heap.trim()
         if not changed and not moved:
-            return UpdateStats(0, 0, 0, 0.0)
+            return UpdateStats(0, 0, 0, 0.0, done is not None)
+        tree = self._tree
         cliques = tree.update(changed, last, factors, moved)
         solved = tree.solve(cliques, self._delta, self.wildfire_threshold)
         eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
         if len(changed) == n:          # the whole tree ordered afresh
             self._fresh_size = tree.size / n
-        if reorder or self._updates % TRIM_EVERY == 0:
-            heap.trim()
-        return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated))
+        return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated),
+                           done is not None)
+
+    def _reorder_step(self, n: int) -> _Reorder | None:
+        """Start a reorder when the tree outgrew its ordering (its snapshot: the variables and
+        factors as of the last update), run a slice of the one in progress, and return it if
+        it finished: its tree, with the variables added since, is then the smoother's."""
+        job = self._reorder
+        if job is None:
+            if not (self.reorder_factor > 0 and n >= REORDER_MIN
+                    and self._tree.size > self.reorder_factor * self._fresh_size * n):
+                return None
+            variables = n - len(self._new_variables)
+            count = self._factors.count - len(self._new_factors)
+            tree = BayesTree(self.dof)
+            for _ in range(variables):
+                tree.add_variable()
+            chunk = max(self.reorder_slice // 4, 1) if self.reorder_slice else 0
+            work = tree.eliminate_all(self._factors.snapshot(count), [variables - 1], chunk)
+            job = self._reorder = _Reorder(tree, work, variables, count, set())
+        finished, _ = steps.advance(job.steps, self.reorder_slice)
+        if not finished:
+            return None
+        self._reorder = None
+        self.reorders += 1
+        self._fresh_size = job.tree.size / job.variables
+        for _ in range(job.variables, n):
+            job.tree.add_variable()
+        self._tree = job.tree
+        return job
 
     def _beyond_threshold(self) -> set[int]:
         """The variables with a component of their solution beyond ``relinearize_threshold``

@@ -18,12 +18,22 @@ import heapq
 
 import numpy as np
 
+from diffopt_ros.nlls.steps import Steps, drain
+
 
 def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
                       constrained: list[int]) -> tuple[list[int], dict[int, set[int]]]:
     """Order ``variables`` (ids) on the graph of ``edges`` (pairs of ids: an ``(E, 2)`` array or
     a list) and cliques on ``separators``, the variables of ``constrained`` last; returns the
     order and each variable's separator (a set of ids)."""
+    return drain(elimination_steps(variables, edges, separators, constrained))
+
+
+def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
+                      constrained: list[int], chunk: int = 0) -> Steps:
+    """:func:`elimination_order` as steps (:mod:`~diffopt_ros.nlls.steps`) of at least
+    ``chunk`` units (``chunk`` 0: one step): a variable eliminated with ``k`` neighbours is ``1
+    + k^2 / 256`` units (joining its neighbours takes ``k^2`` set operations)."""
     late = set(constrained)
     adjacent: dict[int, set[int]] = {v: set() for v in variables}
     for a, b in (edges.tolist() if isinstance(edges, np.ndarray) else edges):
@@ -50,10 +60,16 @@ def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
             if a not in late:
                 heapq.heappush(heap, (len(adjacent_a), a))
 
+    spent = 0
     while heap:
         degree, v = heapq.heappop(heap)
         if v in adjacent and degree == len(adjacent[v]):
             eliminate(v)
+            if chunk:
+                spent += 1 + degree * degree // 256
+                if spent >= chunk:
+                    yield spent
+                    spent = 0
     for v in constrained:
         eliminate(v)
     return order, neighbours_of
