@@ -55,9 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffopt_ros.lie import SE2
-from diffopt_ros.nlls import heap, se2_numpy, steps
+from diffopt_ros.nlls import heap, se2_numpy
 from diffopt_ros.nlls.bayes_tree import BayesTree, Marginal
 from diffopt_ros.nlls.factor_store import FactorStore, retract
+from diffopt_ros.nlls.steps import Steps, advance
 
 REORDER_MIN = 64     # variables: smaller trees are cheap to update whatever their ordering
 # units of a reorder's work per update (an ordered or grouped variable; a factorized clique is
@@ -92,11 +93,11 @@ class UpdateStats:
 @dataclass
 class _Reorder:
     """A reorder in progress: the new ``tree`` of the first ``variables`` variables and
-    ``factors`` factors as linearized at the snapshot, the ``steps`` that build it, and the
-    variables whose factors (among those) were relinearized since."""
+    ``factors`` factors as linearized at the snapshot, the ``work`` (steps) that builds it,
+    and the variables whose factors (among those) were relinearized since."""
 
     tree: BayesTree
-    steps: object
+    work: Steps
     variables: int
     factors: int
     moved: set[int]
@@ -336,10 +337,10 @@ class IncrementalSmoother:
         it finished: its tree, with the variables added since, is then the smoother's."""
         job = self._reorder
         if job is None:
-            if not (self.reorder_factor > 0 and n >= REORDER_MIN
+            variables = n - len(self._new_variables)
+            if not (self.reorder_factor > 0 and variables >= REORDER_MIN
                     and self._tree.size > self.reorder_factor * self._fresh_size * n):
                 return None
-            variables = n - len(self._new_variables)
             count = self._factors.count - len(self._new_factors)
             tree = BayesTree(self.dof)
             for _ in range(variables):
@@ -347,7 +348,7 @@ class IncrementalSmoother:
             chunk = max(self.reorder_slice // 4, 1) if self.reorder_slice else 0
             work = tree.eliminate_all(self._factors.snapshot(count), [variables - 1], chunk)
             job = self._reorder = _Reorder(tree, work, variables, count, set())
-        finished, _ = steps.advance(job.steps, self.reorder_slice)
+        finished, _ = advance(job.work, self.reorder_slice)
         if not finished:
             return None
         self._reorder = None
