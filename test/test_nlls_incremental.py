@@ -212,6 +212,24 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
         assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
 
 
+def test_a_long_stream_with_spread_reorders_and_large_children_keeps_the_batch_linear_solution(monkeypatch):
+    """400 poses of laps linked to earlier laps (reorders spread over updates, children of 16
+    or more variables added per run of rows, orphans re-attached below new orderings): the
+    exact back-substitution is the batch Gauss-Newton step at the end."""
+    n = 400
+    _, edges, z = _circle_graph(n, seed=2)
+    large = []
+    add = bayes_tree._extend_add
+    monkeypatch.setattr(bayes_tree, '_extend_add', lambda block, w, n, at, update: (
+        large.append(len(at) >= bayes_tree._RUN_ROWS), add(block, w, n, at, update)))
+    smoother = IncrementalSmoother(wildfire_threshold=0.0)
+    stats = _stream(smoother, edges, z, n, relinearize=False)
+    assert smoother.reorders >= 3 and sum(s.reordered for s in stats) == smoother.reorders
+    assert sum(large) > 1000
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
 @pytest.mark.parametrize('variables, runs', [(85, 1), (85, 3), (85, 40), (20, 2), (10, 1)])
 def test_extend_add_equals_the_scatter(variables, runs):
     """A child's update added into its parent's block, with slices per pair of runs of
