@@ -166,13 +166,19 @@ def test_freed_heap_is_returned_after_a_reorder_and_every_trim_every_updates(mon
     assert reorders and trims == sorted(reorders | set(range(every, n + 1, every)))
 
 
-def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhile():
+def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhile(monkeypatch):
     """With a small ``reorder_slice`` the reorder runs a slice per update, over many updates;
     meanwhile new poses, loop closures and relinearizations go into the old tree. The update
     that swaps the new tree in re-eliminates on it what changed since its snapshot: then the
     solution is the batch Gauss-Newton step at the current linearization points and the
     tree's size is up to date; later updates on the new tree stay exact. With
-    ``reorder_slice`` 0 the update that starts the reorder swaps it in."""
+    ``reorder_slice`` 0 the update that starts the reorder swaps it in. Updates that only
+    relinearize (the iterations of one solve) run no slice."""
+    from diffopt_ros.nlls import incremental
+    advanced = []
+    advance = incremental.advance
+    monkeypatch.setattr(incremental, 'advance', lambda work, budget: (advanced.append(budget),
+                                                                      advance(work, budget))[1])
     n, grown = 150, 110
 
     def graph(m):
@@ -198,6 +204,10 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
                 i = edges[e][0]
                 smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
             stats.append(smoother.update())
+            if smoother._reorder is not None:     # an update that only relinearizes runs no slice
+                slices = len(advanced)
+                assert not smoother.update(relinearize=False).reordered
+                assert len(advanced) == slices and smoother._reorder is not None
             if stats[-1].reordered:
                 m = k + 1
                 assert smoother._tree.size == _live_size(smoother) and all(smoother._tree.clique_of)

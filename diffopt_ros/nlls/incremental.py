@@ -29,10 +29,12 @@ re-eliminated with a fresh ordering (the linearization points are kept, so the e
 not change). A full elimination of a few thousand poses takes hundreds of milliseconds, so it
 is spread over updates: the update that finds the tree too large takes a snapshot of the
 linearized factors as of the previous update and starts building a new tree from it
-(:meth:`BayesTree.eliminate_all`); each update runs ``reorder_slice`` units of that work (about
-10 µs each) besides its own, on the old tree. The update that completes the new tree swaps it
-in and re-eliminates on it what changed since the snapshot (new factors and variables, and the
-factors relinearized meanwhile) together with its own changes.
+(:meth:`BayesTree.eliminate_all`); each update that adds variables or factors runs
+``reorder_slice`` units of that work (about 10 µs each) besides its own, on the old tree
+(updates that only relinearize, as the iterations of one solve, run none). The update that
+completes the new tree swaps it in and re-eliminates on it what changed since the snapshot
+(new factors and variables, and the factors relinearized meanwhile) together with its own
+changes.
 
 On a trajectory the top is a handful of variables per keyframe; a loop closure re-eliminates
 the loop's path up the tree. The estimate after each update is one Gauss-Newton step on what
@@ -117,8 +119,8 @@ class IncrementalSmoother:
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
-        reorder_slice: units of a reorder's work run by each update (0: all of it in the
-            update that starts it).
+        reorder_slice: units of a reorder's work run by each update that adds variables or
+            factors (0: all of it in the update that starts it).
 
     Example::
 
@@ -333,8 +335,9 @@ class IncrementalSmoother:
 
     def _reorder_step(self, n: int) -> _Reorder | None:
         """Start a reorder when the tree outgrew its ordering (its snapshot: the variables and
-        factors as of the last update), run a slice of the one in progress, and return it if
-        it finished: its tree, with the variables added since, is then the smoother's."""
+        factors as of the last update), run a slice of the one in progress if this update adds
+        variables or factors (or all of it if ``reorder_slice`` is 0), and return it if it
+        finished: its tree, with the variables added since, is then the smoother's."""
         job = self._reorder
         if job is None:
             variables = n - len(self._new_variables)
@@ -348,6 +351,8 @@ class IncrementalSmoother:
             chunk = max(self.reorder_slice // 4, 1) if self.reorder_slice else 0
             work = tree.eliminate_all(self._factors.snapshot(count), [variables - 1], chunk)
             job = self._reorder = _Reorder(tree, work, variables, count, set())
+        if self.reorder_slice and not (self._new_factors or self._new_variables):
+            return None
         finished, _ = advance(job.work, self.reorder_slice)
         if not finished:
             return None
