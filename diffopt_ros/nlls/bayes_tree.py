@@ -170,7 +170,8 @@ class BayesTree:
 
     def _order_steps(self, variables: list[int], orphans: list[Clique], last: list[int],
                      factors: FactorStore, chunk: int = 0) -> Steps:
-        """:meth:`_order` as steps of ``chunk`` variables."""
+        """:meth:`_order` as steps of at least ``chunk`` units
+        (:func:`~diffopt_ros.nlls.ordering.elimination_steps`)."""
         inside = set(variables)
         if len(variables) <= SMALL_TOP:
             pairs = factors.pairs
@@ -508,13 +509,13 @@ def _rows(variables: list[int], dof: int) -> slice | np.ndarray:
 
 def _extend_add(block: np.ndarray, w: int, n: int, at: np.ndarray, update: np.ndarray) -> None:
     """Add a child's ``update (m, m + 1)`` into its parent's flat ``(w, w)`` ``block``: rows and
-    columns ``at (m,)`` (increasing), the vector into column ``n``. Large updates whose rows
-    fall in a few runs of consecutive rows go in as one slice per pair of runs: in the
-    worst-case soak's longest update (a relinearized first-lap pose, 531 variables
-    re-eliminated) updates of 84-88 variables in 1-7 runs carried most of the 12 million
-    entries added, and its 698 adds took 107-177 ms so against 199-217 ms scattered. The others
-    go through flat targets, formed here, not kept (``m^2`` indices per clique took half as
-    much memory again as the cached updates)."""
+    columns ``at (m,)``, the vector into column ``n``. Large updates whose rows fall in a few
+    runs of consecutive rows go in as one slice add per pair of runs: in the worst-case soak's
+    longest update (one relinearized pose, 531 variables re-eliminated or refactorized)
+    updates of 84-88 variables in 1-7 runs carried most of the 12 million entries added, and
+    its 698 adds took 107-177 ms so, against 199-217 ms scattered (bench/RESULTS.md). The
+    others go through flat targets, formed here, not kept (``m^2`` indices per clique took
+    half as much memory again as the cached updates)."""
     m = len(at)
     if m >= _RUN_ROWS:
         cut = np.flatnonzero(np.diff(at) != 1) + 1
