@@ -296,9 +296,9 @@ class BayesTree:
         rows = (where[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
         base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
         entries = base[:, :, None] + rows[:, None, :], base + size[k][:, None] * d
-        cost = FACTOR_COST + size * size // 64
         ends = [len(cliques), 0]
         if chunk:          # steps from the last clique back, each of at least chunk units
+            cost = FACTOR_COST + size * size // 64
             tail = np.cumsum(cost[::-1])
             ends[1:1] = (len(cliques) - 1 - np.searchsorted(tail, np.arange(chunk, tail[-1], chunk))).tolist()
             ends = sorted(set(ends), reverse=True)
