@@ -149,15 +149,16 @@ class BayesTree:
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,
         none of which is eliminated yet, ordered afresh with the variables of ``last`` after
-        all others; each step orders, groups or factorizes variables worth at least ``chunk``
-        units of work (about 10 µs each; see :func:`~diffopt_ros.nlls.ordering.elimination_steps`,
-        :meth:`_cliques_steps` and ``FACTOR_COST``) and yields them (``chunk`` 0: one step).
+        all others; each step orders or groups one variable, or factorizes cliques worth at
+        least ``chunk`` units of work (about 10 µs each; see
+        :func:`~diffopt_ros.nlls.ordering.elimination_steps`, :meth:`_cliques_steps` and
+        ``FACTOR_COST``), and yields its units (``chunk`` 0: one step in all).
         Returns the cliques, parents first."""
         if any(clique is not None for clique in self.clique_of):
             raise ValueError('BayesTree.eliminate_all: the tree has eliminated variables already')
         variables = list(range(len(self.clique_of)))
-        order, separators = yield from self._order_steps(variables, [], last, factors, chunk)
-        cliques = yield from self._cliques_steps(order, separators, [], chunk)
+        order, separators = yield from self._order_steps(variables, [], last, factors, chunk > 0)
+        cliques = yield from self._cliques_steps(order, separators, [], chunk > 0)
         yield from self._factorize_steps(cliques, factors, (), chunk)
         return cliques
 
@@ -169,9 +170,8 @@ class BayesTree:
         return drain(self._order_steps(variables, orphans, last, factors))
 
     def _order_steps(self, variables: list[int], orphans: list[Clique], last: list[int],
-                     factors: FactorStore, chunk: int = 0) -> Steps:
-        """:meth:`_order` as steps of at least ``chunk`` units
-        (:func:`~diffopt_ros.nlls.ordering.elimination_steps`)."""
+                     factors: FactorStore, stepped: bool = False) -> Steps:
+        """:meth:`_order` as steps (:func:`~diffopt_ros.nlls.ordering.elimination_steps`)."""
         inside = set(variables)
         if len(variables) <= SMALL_TOP:
             pairs = factors.pairs
@@ -187,7 +187,7 @@ class BayesTree:
             slot[variables] = -1
         constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
         return (yield from elimination_steps(variables, edges, [orphan.separator for orphan in orphans],
-                                             constrained, chunk))
+                                             constrained, stepped))
 
     def _cliques(self, order: list[int], separators: dict[int, set[int]],
                  orphans: list[Clique]) -> list[Clique]:
@@ -197,12 +197,11 @@ class BayesTree:
         return drain(self._cliques_steps(order, separators, orphans))
 
     def _cliques_steps(self, order: list[int], separators: dict[int, set[int]],
-                       orphans: list[Clique], chunk: int = 0) -> Steps:
-        """:meth:`_cliques` as steps of at least ``chunk`` units: ``1 + s / 64`` per variable
-        with a separator of ``s`` variables (sorting and searching it), in each of two passes."""
+                       orphans: list[Clique], stepped: bool = False) -> Steps:
+        """:meth:`_cliques` as steps, if ``stepped`` one per variable in each of two passes:
+        ``1 + s / 64`` units for a separator of ``s`` variables (sorting and searching it)."""
         rank = {v: k for k, v in enumerate(order)}.__getitem__
         cliques, clique_of = [], self.clique_of
-        spent = 0
         for v in reversed(order):
             separator = separators[v]
             clique = None
@@ -220,22 +219,16 @@ class BayesTree:
                 cliques.append(clique)
             clique.frontals.append(v)      # reversed: the last-eliminated first
             clique_of[v] = clique
-            if chunk:
-                spent += 1 + len(separator) // 64
-                if spent >= chunk:
-                    yield spent
-                    spent = 0
+            if stepped:
+                yield 1 + len(separator) // 64
         for clique in cliques:
             clique.frontals.reverse()
             clique.dofs = _rows(clique.frontals, self.dof)
             clique.separator_ids = clique.separator.tolist()
             clique.separator_dofs = _rows(clique.separator_ids, self.dof)
             self.size += _size(clique)
-            if chunk:
-                spent += len(clique.frontals) + len(clique.separator_ids) // 64
-                if spent >= chunk:
-                    yield spent
-                    spent = 0
+            if stepped:
+                yield len(clique.frontals) + len(clique.separator_ids) // 64
         for orphan in orphans:
             orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
             orphan.into = None

@@ -348,8 +348,9 @@ class IncrementalSmoother:
             tree = BayesTree(self.dof)
             for _ in range(variables):
                 tree.add_variable()
-            # steps of about a quarter slice: a slice overruns its budget by about that (one
-            # variable or clique of a large separator is a step of its own, and may be longer)
+            # factorization steps of about a quarter slice (ordering and grouping steps are one
+            # variable each): a slice overruns its budget by about that, or by one clique of a
+            # large separator
             chunk = max(self.reorder_slice // 4, 1) if self.reorder_slice else 0
             work = tree.eliminate_all(self._factors.snapshot(count), [variables - 1], chunk)
             job = self._reorder = _Reorder(tree, work, variables, count, set())

@@ -30,10 +30,10 @@ def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
 
 
 def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
-                      constrained: list[int], chunk: int = 0) -> Steps:
-    """:func:`elimination_order` as steps (:mod:`~diffopt_ros.nlls.steps`) of at least
-    ``chunk`` units (``chunk`` 0: one step): a variable eliminated with ``k`` neighbours is ``1
-    + k^2 / 256`` units (joining its neighbours takes ``k^2`` set operations)."""
+                      constrained: list[int], stepped: bool = False) -> Steps:
+    """:func:`elimination_order` as steps (:mod:`~diffopt_ros.nlls.steps`), if ``stepped`` one
+    per variable eliminated (else one in all): a variable with ``k`` neighbours is ``1 + k^2 /
+    256`` units (joining its neighbours takes ``k^2`` set operations)."""
     late = set(constrained)
     adjacent: dict[int, set[int]] = {v: set() for v in variables}
     for a, b in (edges.tolist() if isinstance(edges, np.ndarray) else edges):
@@ -60,16 +60,12 @@ def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
             if a not in late:
                 heapq.heappush(heap, (len(adjacent_a), a))
 
-    spent = 0
     while heap:
         degree, v = heapq.heappop(heap)
         if v in adjacent and degree == len(adjacent[v]):
             eliminate(v)
-            if chunk:
-                spent += 1 + degree * degree // 256
-                if spent >= chunk:
-                    yield spent
-                    spent = 0
+            if stepped:
+                yield 1 + degree * degree // 256
     for v in constrained:
         eliminate(v)
     return order, neighbours_of
