@@ -240,6 +240,51 @@ def test_a_long_stream_with_spread_reorders_and_large_children_keeps_the_batch_l
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
+def test_chains_refactorized_in_place_are_merged_and_keep_the_batch_linear_solution(monkeypatch):
+    """400 poses of laps linked to earlier laps, relinearized as they move: chains of cliques
+    refactorized in place merge into their parents (relaxed supernodes). The tree stays a
+    Bayes tree (every separator inside its parent's variables, every variable in the clique
+    that holds it, its size counted afresh) and the exact back-substitution is the batch
+    Gauss-Newton step at the linearization points."""
+    n = 400
+    _, edges, z = _circle_graph(n, seed=2)
+    merged = []
+    merge = bayes_tree.BayesTree._merge_chains
+    monkeypatch.setattr(bayes_tree.BayesTree, '_merge_chains', lambda tree, kept: (
+        lambda left: (merged.append(len(kept) - len(left)), left)[1])(merge(tree, kept)))
+    smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0)
+    stats = _stream(smoother, edges, z, n, offset=0.05)
+    assert sum(merged) > 50 and sum(s.relinearized for s in stats) > 1000
+    cliques = {id(c): c for c in smoother._tree.clique_of}.values()
+    assert max(len(c.frontals) for c in cliques) > 1
+    for clique in cliques:
+        assert all(smoother._tree.clique_of[v] is clique for v in clique.frontals)
+        assert all(child.parent is clique for child in clique.children)
+        if clique.parent is not None:
+            assert set(clique.separator_ids) <= set(clique.parent.frontals) | set(clique.parent.separator_ids)
+    assert smoother._tree.size == _live_size(smoother)
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+
+def test_relaxed_supernodes_join_only_with_few_structural_zeros():
+    """A variable joins its parent's clique when its column fills the clique's rows, or
+    leaves at most one row in ``_RELAX_SHARE`` of its separator empty while the clique stays
+    within ``_RELAX_FRONTALS`` frontals."""
+    clique = bayes_tree.Clique([10, 11])
+    clique.separator = np.arange(20, 58)                   # 2 frontals, 38 separator variables
+    assert bayes_tree._joins(40, clique)                   # fills all 40 rows
+    assert bayes_tree._joins(36, clique)                   # 4 empty rows, at most 36 // 8
+    assert not bayes_tree._joins(35, clique)               # 5 empty rows, more than 35 // 8
+    small = bayes_tree.Clique([1])
+    small.separator = np.arange(2, 5)
+    assert bayes_tree._joins(4, small) and not bayes_tree._joins(3, small)   # small: no zeros
+    full = bayes_tree.Clique(list(range(bayes_tree._RELAX_FRONTALS)))
+    full.separator = np.arange(100, 140)
+    assert bayes_tree._joins(40 + bayes_tree._RELAX_FRONTALS, full)
+    assert not bayes_tree._joins(40 + bayes_tree._RELAX_FRONTALS - 1, full)
+
+
 @pytest.mark.parametrize('variables, runs', [(85, 1), (85, 3), (85, 40), (20, 2), (10, 1)])
 def test_extend_add_equals_the_scatter(variables, runs):
     """A child's update added into its parent's block, with slices per pair of runs of

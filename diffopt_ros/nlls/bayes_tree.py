@@ -15,13 +15,16 @@ graph of their factors and of the separators of the subtrees below (the orphans,
 untouched), with the variables of the new factors last (so that the next update touches the top
 again and a loop closure does not refactor the past). Cliques below the top whose factors were
 only relinearized keep their variables and separators (no factor was added there, so the
-structure holds) and are factorized again in place, children first, before the top. Variables
-whose separator is that of the next one plus it are merged into one clique (fundamental
-supernodes). Each clique is then eliminated in one dense step (its factors and its children's
-updates scattered into one ``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the
-frontal block, the Schur complement), so the per-variable Python work is only the symbolic
-ordering; a top of at most ``SMALL_TOP`` variables (an online update: the new pose and the root
-clique) is assembled clique by clique with a few slices per factor and child instead, which
+structure holds) and are factorized again in place, children first, before the top; a chain
+of them merges into fewer cliques as it goes (:meth:`BayesTree._merge_chains`). A variable
+joins the clique of the next one when its separator is that one plus its separator
+(fundamental supernodes), or nearly so: up to one structural zero in ``_RELAX_SHARE`` rows,
+up to ``_RELAX_FRONTALS`` frontals (relaxed supernodes, :func:`_joins`). Each clique is
+then eliminated in one dense step (its factors and its children's updates scattered into one
+``((|F| + |S|) dof)^2`` matrix, a Cholesky factorization of the frontal block, the Schur
+complement), so the per-variable Python work is only the symbolic ordering; a top of at most
+``SMALL_TOP`` variables (an online update: the new pose and the root clique) is assembled
+clique by clique with a few slices per factor and child instead, which
 costs fewer numpy calls than the vectorized scatter.
 :meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
 only while its solution changes by more than the wildfire threshold (iSAM2's partial
@@ -39,15 +42,22 @@ from diffopt_ros.nlls.ordering import elimination_steps
 from diffopt_ros.nlls.steps import Steps, drain
 
 SMALL_TOP = 12     # tops of at most this many variables are assembled clique by clique
-# units of work (see eliminate_all) of factorizing one clique of s variables: FACTOR_COST + s^2 /
-# 64, in the units of ordering one variable (~10 µs): a small clique's assembly and dense step took
-# about 4 times as long as ordering one variable in a full elimination of the worst-case soak's
-# graph; adding a child's update and the Schur complement grow with s^2
+# units of work (see eliminate_all) of factorizing one clique of s variables, f of them frontal:
+# FACTOR_COST + s^2 / 64 + f s^2 / 1024, in the units of ordering one variable (~10 µs): a small
+# clique's assembly and dense step took about 4 times as long as ordering one variable in a full
+# elimination of the worst-case soak's graph; adding a child's update grows with s^2, the dense
+# elimination with f s^2 (cliques of about 90 variables near the root took 5-9 ms each)
 FACTOR_COST = 4
 # a child's update of at least _RUN_ROWS rows is added with slices when its rows fall in few
 # enough runs: one slice add of a few rows costs about as much as scattering _RUN_COST entries
 # (measured on updates of 85 variables: 1 run 2.6x faster than the scatter, 4 runs 1.5x, 7 none)
 _RUN_ROWS, _RUN_COST = 48, 1000
+# block entries assembled at once (32 MiB) when many cliques are factorized in one go (a whole
+# tree, or a long chain refactorized in place): the scatter's array is not allocated whole
+_ASSEMBLY_ENTRIES = 1 << 22
+# relaxed supernodes (_joins): a variable or clique joins its parent's clique when at most one in
+# _RELAX_SHARE rows of its columns is a structural zero, up to _RELAX_FRONTALS frontals
+_RELAX_SHARE, _RELAX_FRONTALS = 8, 16
 _NO_VARIABLES = np.zeros(0, dtype=np.int64)     # the separator of a root (shared: read-only)
 _NO_VARIABLES.flags.writeable = False
 
@@ -83,6 +93,7 @@ class BayesTree:
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
         self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
+        self.merged = 0  # cliques merged into their parents when factorized in place
         self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
 
     def __del__(self):
@@ -103,8 +114,9 @@ class BayesTree:
         others (in that order); the cliques of ``relinearized`` (variables whose factors were
         only relinearized: the graph's structure there is unchanged) and their ancestors below
         that top keep their variables and separators and are factorized again in place
-        (no reordering). The replaced cliques are unlinked from each other (no reference
-        cycle is left to the garbage collector). Returns the new and refactorized cliques,
+        (no reordering; a clique may merge into its parent, :meth:`_merge_chains`). The
+        replaced cliques are unlinked from each other (no reference cycle is left to the
+        garbage collector). Returns the new and refactorized cliques,
         parents before children."""
         top: dict[Clique, None] = {}      # a dict: insertion order, so runs repeat exactly
         variables = []
@@ -116,7 +128,7 @@ class BayesTree:
                 top[clique] = None
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
-        kept = self._below(top, relinearized)
+        kept = self._merge_chains(self._below(top, relinearized))
         if kept:
             self._factorize(kept, factors, above=variables)
         if not variables:
@@ -145,6 +157,37 @@ class BayesTree:
         for clique in ordered:      # grows while read: each clique's children in the set follow
             ordered += [child for child in clique.children if child in kept]
         return ordered
+
+    def _merge_chains(self, kept: list[Clique]) -> list[Clique]:
+        """Merge each clique of ``kept`` (parents first) into its parent when that is kept too
+        and :func:`_joins` allows it; returns the cliques left, parents first. Each update
+        leaves the thin cliques of its top behind as orphans, and on a graph with wide
+        separators (the worst-case soak's laps) they pile up into chains of one variable and
+        a separator of dozens, each holding an update as large as its separator: a
+        relinearized pose deep in the tree refactorized hundreds of them. Factorized again
+        anyway, a chain becomes a few cliques, and stays so."""
+        members, left = set(kept), []
+        for clique in kept:
+            parent = clique.parent
+            if parent not in members or not _joins(len(clique.separator_ids), parent, len(clique.frontals)):
+                left.append(clique)
+                continue
+            self.size -= _size(clique) + _size(parent)
+            parent.frontals = clique.frontals + parent.frontals
+            parent.dofs = _rows(parent.frontals, self.dof)
+            parent.children.remove(clique)
+            parent.children += clique.children
+            for child in parent.children:      # the parent's rows moved: placed again
+                child.into = None
+            for child in clique.children:
+                child.parent = parent
+            for v in clique.frontals:
+                self.clique_of[v] = parent
+            self.size += _size(parent)
+            members.discard(clique)
+            clique.parent, clique.children = None, []
+            self.merged += 1
+        return left
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,
@@ -208,7 +251,7 @@ class BayesTree:
             if separator:
                 parent = min(separator, key=rank)
                 clique = clique_of[parent]
-                if clique.frontals[-1] != parent or len(separators[parent]) + 1 != len(separator):
+                if clique.frontals[-1] != parent or not _joins(len(separator), clique):
                     clique = None
             if clique is None:
                 clique = Clique([])
@@ -246,9 +289,10 @@ class BayesTree:
 
     def _factorize_steps(self, cliques: list[Clique], factors: FactorStore, above: list[int] = (),
                          chunk: int = 0) -> Steps:
-        """:meth:`_factorize` as steps of at least ``chunk`` units (``FACTOR_COST + s^2 / 64``
-        per clique of ``s`` variables; each step scatters the factors of its cliques, then
-        eliminates them)."""
+        """:meth:`_factorize` as steps of at least ``chunk`` units (``FACTOR_COST + s^2 / 64 +
+        f s^2 / 1024`` per clique of ``s`` variables, ``f`` frontal; each step scatters the
+        factors of its cliques, then eliminates them; the first three steps prepare the
+        scatter of all factors)."""
         d, N = self.dof, len(self.clique_of) + 1
         local = [clique.frontals + clique.separator.tolist() for clique in cliques]
         size = np.array([len(variables) for variables in local])
@@ -262,6 +306,8 @@ class BayesTree:
         sorting = np.argsort(code)
         code = code[sorting]
         position = (np.arange(len(members)) - np.repeat(np.cumsum(size) - size, size))[sorting]
+        if chunk:      # preparing the scatter of a whole tree of 5,000 poses took about 20 ms
+            yield 1 + len(members) // 64
 
         def slots(k: np.ndarray, v: np.ndarray) -> np.ndarray:
             """Local index of variables ``v`` in cliques ``k``."""
@@ -283,35 +329,35 @@ class BayesTree:
         mine, later = home >= 0, (home == -2) | (keys < 0)
         inside = (mine[:, 0] & (mine[:, 1] | later[:, 1])) | (mine[:, 1] & later[:, 0])
         ids, keys, home = ids[inside], keys[inside], home[inside]
+        if chunk:
+            yield 1 + len(ids) // 24
         k = home.max(axis=1)
         where = slots(k[:, None], keys)
         where[keys < 0] = size[k][:, None].repeat(2, axis=1)[keys < 0]
         rows = (where[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
         base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
         entries = base[:, :, None] + rows[:, None, :], base + size[k][:, None] * d
-        ends = [len(cliques), 0]
-        if chunk:          # steps from the last clique back, each of at least chunk units
-            cost = FACTOR_COST + size * size // 64
-            tail = np.cumsum(cost[::-1])
-            ends[1:1] = (len(cliques) - 1 - np.searchsorted(tail, np.arange(chunk, tail[-1], chunk))).tolist()
-            ends = sorted(set(ends), reverse=True)
-        if len(ends) > 2:       # the factors in order of their cliques, scattered per step
+        # ranges of cliques from the last back, each assembled and eliminated at once: at most
+        # _ASSEMBLY_ENTRIES block entries (one large clique alone may exceed it) and, stepped,
+        # one step of at least chunk units each
+        ends = {len(cliques), 0}
+        ends.update(_cuts(width * width, _ASSEMBLY_ENTRIES))
+        if chunk:
+            frontals = np.array([len(clique.frontals) for clique in cliques])
+            cost = FACTOR_COST + size * size // 64 + frontals * size * size // 1024
+            ends.update(_cuts(cost, chunk))
+            yield 1 + len(ids) // 24
+        ends = sorted(ends, reverse=True)
+        if len(ends) > 2:       # the factors in order of their cliques, scattered per range
             by = np.argsort(k, kind='stable')
             sorted_k = k[by]
-            assembled = np.empty(offset[-1])
+        layout = local, size, width, offset
         for end, start in zip(ends, ends[1:]):
-            if len(ends) > 2:
-                at = by[slice(*np.searchsorted(sorted_k, (start, end)))]
-            else:
-                at = slice(None)
+            at = by[slice(*np.searchsorted(sorted_k, (start, end)))] if len(ends) > 2 else slice(None)
             targets = np.concatenate([entries[0][at].ravel(), entries[1][at].ravel()]) - offset[start]
             values = np.concatenate([factors.hessian[ids[at]].ravel(), factors.eta[ids[at]].ravel()])
-            part = np.bincount(targets, values, minlength=offset[end] - offset[start])
-            if len(ends) > 2:
-                assembled[offset[start]:offset[end]] = part
-            else:
-                assembled = part
-            layout = local, size, width, offset
+            assembled = np.bincount(targets, values, minlength=offset[end] - offset[start])
+            assembled = assembled.astype(np.float64, copy=False)     # no factors: int zeros
             self._eliminate_range(cliques, layout, assembled, start, end)
             if chunk:
                 yield int(cost[start:end].sum())
@@ -320,13 +366,13 @@ class BayesTree:
                          end: int) -> None:
         """Eliminate ``cliques[start:end]``, children first, their blocks assembled in
         ``assembled`` at ``layout`` (:meth:`_factorize_steps`'s local variables, sizes, block
-        widths and offsets of every clique)."""
+        widths and offsets of every clique; ``assembled`` starts at clique ``start``'s block)."""
         local, size, width, offset = layout
         d, span, slot = self.dof, np.arange(self.dof), self._slot
         for k in range(end - 1, start - 1, -1):
             clique = cliques[k]
             n, w = size[k] * d, width[k]
-            block = assembled[offset[k]:offset[k + 1]]
+            block = assembled[offset[k] - offset[start]:offset[k + 1] - offset[start]]
             placed = False
             for child in clique.children:    # orphans and new children, eliminated before it
                 if child.into is None:
@@ -485,6 +531,25 @@ def _unlink(cliques) -> None:
     for clique in cliques:
         clique.parent = None
         clique.children.clear()
+
+
+def _cuts(cost: np.ndarray, most: int) -> list[int]:
+    """Where to cut ``cost (K,)`` (per clique, parents first) from the last clique back into
+    ranges of at least ``most`` (the last range may hold less): the first clique of each."""
+    tail = np.cumsum(cost[::-1])
+    return (len(cost) - 1 - np.searchsorted(tail, np.arange(most, tail[-1], most))).tolist()
+
+
+def _joins(separator: int, clique: Clique, frontals: int = 1) -> bool:
+    """Whether ``frontals`` variables eliminated just before ``clique``, with a separator of
+    ``separator`` variables inside its frontals and separator, may join it: always when
+    their columns fill its rows (a fundamental supernode), else when at most one row in
+    ``_RELAX_SHARE`` of their separator is a structural zero and the clique stays within
+    ``_RELAX_FRONTALS`` frontals (relaxed supernodes: fewer, larger dense steps and cached
+    updates for a few zeros)."""
+    missing = len(clique.frontals) + len(clique.separator) - separator
+    return missing == 0 or (missing <= separator // _RELAX_SHARE
+                            and len(clique.frontals) + frontals <= _RELAX_FRONTALS)
 
 
 def _size(clique: Clique) -> int:

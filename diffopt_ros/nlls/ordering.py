@@ -20,6 +20,11 @@ import numpy as np
 
 from diffopt_ros.nlls.steps import Steps, drain
 
+# stepped graph building and heap skipping (elimination_steps), in units of about 10 µs: a
+# batch of edges added, or of outdated heap entries popped
+_EDGES_PER_STEP, _EDGE_STEP_UNITS = 1024, 32
+_STALE_PER_STEP, _STALE_STEP_UNITS = 64, 2
+
 
 def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
                       constrained: list[int]) -> tuple[list[int], dict[int, set[int]]]:
@@ -36,13 +41,17 @@ def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
     256`` units (joining its neighbours takes ``k^2`` set operations)."""
     late = set(constrained)
     adjacent: dict[int, set[int]] = {v: set() for v in variables}
-    for a, b in (edges.tolist() if isinstance(edges, np.ndarray) else edges):
+    for i, (a, b) in enumerate(edges.tolist() if isinstance(edges, np.ndarray) else edges):
         adjacent[a].add(b)
         adjacent[b].add(a)
+        if stepped and i % _EDGES_PER_STEP == _EDGES_PER_STEP - 1:
+            yield _EDGE_STEP_UNITS
     for separator in separators:
         separator = separator.tolist()
         for a in separator:
             adjacent[a].update(separator)
+        if stepped:
+            yield 1 + len(separator) ** 2 // 256
     for v in variables:
         adjacent[v].discard(v)
     heap = [(len(adjacent[v]), v) for v in variables if v not in late]
@@ -60,12 +69,20 @@ def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
             if a not in late:
                 heapq.heappush(heap, (len(adjacent_a), a))
 
+    stale = 0
     while heap:
         degree, v = heapq.heappop(heap)
         if v in adjacent and degree == len(adjacent[v]):
             eliminate(v)
             if stepped:
                 yield 1 + degree * degree // 256
+        elif stepped:         # an outdated entry (a degree that grew since): popped, skipped
+            stale += 1
+            if stale % _STALE_PER_STEP == 0:
+                yield _STALE_STEP_UNITS
     for v in constrained:
+        degree = len(adjacent[v])
         eliminate(v)
+        if stepped:
+            yield 1 + degree * degree // 256
     return order, neighbours_of
