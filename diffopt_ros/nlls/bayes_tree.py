@@ -76,7 +76,7 @@ class Clique:
         self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
         self.separator_dofs = None       # rows of the separator (S dof)
         self.separator = _NO_VARIABLES
-        self.separator_ids: list[int] = []     # the separator as a list
+        self.separator_ids: tuple[int, ...] = ()   # the separator as a tuple (of Python ints)
         self.parent: Clique | None = None
         self.children: list[Clique] = []
         self.into = None                 # rows of its separator in its parent's block (S dof)
@@ -267,7 +267,7 @@ class BayesTree:
         for clique in cliques:
             clique.frontals.reverse()
             clique.dofs = _rows(clique.frontals, self.dof)
-            clique.separator_ids = clique.separator.tolist()
+            clique.separator_ids = tuple(clique.separator.tolist())
             clique.separator_dofs = _rows(clique.separator_ids, self.dof)
             self.size += _size(clique)
             if stepped:
@@ -557,10 +557,11 @@ def _size(clique: Clique) -> int:
     return (len(clique.frontals) + len(clique.separator_ids)) ** 2
 
 
-def _rows(variables: list[int], dof: int) -> slice | np.ndarray:
+def _rows(variables: list[int] | tuple[int, ...], dof: int) -> slice | np.ndarray:
     """Rows of ``variables`` in the flat solution: a slice when they are consecutive ids in
     increasing order, else an index array ``(len(variables) dof,)``."""
-    if variables and variables[-1] - variables[0] == len(variables) - 1 and variables == sorted(variables):
+    if variables and variables[-1] - variables[0] == len(variables) - 1 and \
+            list(variables) == sorted(variables):
         return slice(variables[0] * dof, (variables[-1] + 1) * dof)
     return np.array([v * dof + i for v in variables for i in range(dof)], dtype=np.int64)
 

@@ -38,6 +38,28 @@ from diffopt_ros.slam.graph import (
 )
 
 
+class _Rows:
+    """Rows of ``shape`` appended one at a time to an array with spare rows (doubled when
+    full); ``rows`` is the filled part (a view)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype):
+        self._data = np.zeros((64, *shape), dtype=dtype)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, row) -> None:
+        if self._count == len(self._data):
+            self._data = np.concatenate((self._data, np.zeros_like(self._data)))
+        self._data[self._count] = row
+        self._count += 1
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._data[:self._count]
+
+
 class PoseGraphBackend:
     """Keyframes, edges and the incremental solve of a SLAM pose graph.
 
@@ -61,14 +83,16 @@ class PoseGraphBackend:
         self._poses = np.zeros((0, 3))      # on the CPU in float64: the estimate's storage
         self.estimate = torch.zeros(0, 3, dtype=dtype, device=device)
         self.full_solves = 0
-        self._stamps: list[float] = []
-        self._odom: list[tuple[float, float, float]] = []
-        self._edges: list[tuple[int, int]] = []
+        # per keyframe and per edge in arrays, not lists of Python objects: a long run holds tens
+        # of thousands of edges, which every full garbage collection would otherwise visit
+        self._stamps = _Rows((), np.float64)
+        self._odom = _Rows((3,), np.float64)                 # (x, y, yaw)
+        self._edges = _Rows((2,), np.int64)                  # (i, j)
         self._pairs: set[tuple[int, int]] = set()
-        self._measurements: list[Tensor] = []
-        self._kinds: list[int] = []
-        self._fitness: list[float] = []
-        self._degenerate: list[Tensor | None] = []     # (3, 3) per edge, None: no direction
+        self._measurements = _Rows((3,), np.float64)         # (x, y, yaw) of T_i^-1 T_j
+        self._kinds = _Rows((), np.int64)
+        self._fitness = _Rows((), np.float64)
+        self._degenerate: dict[int, Tensor] = {}      # (3, 3) per edge with unmeasured directions
         self._covariance: Tensor | None = None           # (3, 3) of the newest keyframe, body frame
         self._marginal: Marginal | None = None            # its source, until first asked
         self._smoother: IncrementalSmoother | None = None
@@ -89,7 +113,7 @@ class PoseGraphBackend:
 
     def odom(self, k: int) -> tuple[float, float, float]:
         """Keyframe ``k``'s map-anchored odometry pose ``(x, y, yaw)``."""
-        return self._odom[k]
+        return tuple(self._odom.rows[k].tolist())
 
     def add_keyframe(self, stamp: float, odom, pose: Tensor) -> int:
         """Append a keyframe at ``pose (3,)`` (initial estimate); returns its index."""
@@ -121,24 +145,25 @@ class PoseGraphBackend:
         (:attr:`~diffopt_ros.slam.icp.ScanMatch.degenerate_directions`; None: none)."""
         self._edges.append((i, j))
         self._pairs.add((min(i, j), max(i, j)))
-        self._measurements.append(measurement.detach())
+        self._measurements.append(measurement.detach().cpu().double().numpy())
         self._kinds.append(kind)
         self._fitness.append(float(fitness))
-        self._degenerate.append(None if degenerate is None or not bool(degenerate.any()) else
-                                degenerate.detach().to(dtype=self.dtype, device=self.device))
+        if degenerate is not None and bool(degenerate.any()):
+            self._degenerate[len(self._edges) - 1] = degenerate.detach().to(dtype=self.dtype,
+                                                                              device=self.device)
 
     def edge_information(self, e: int) -> Tensor:
         """``(3, 3)`` information of edge ``e`` (:func:`~diffopt_ros.slam.graph.edge_information`:
         its kind's diagonal when its scan match measured every direction)."""
         by_kind = self.information_by_kind()
-        held = self._degenerate[e]
+        held, kind = self._degenerate.get(e), int(self._kinds.rows[e])
         if held is None:
-            return torch.diag(by_kind[self._kinds[e]])
-        return edge_information(torch.tensor([self._kinds[e]], device=self.device), by_kind, held[None])[0]
+            return torch.diag(by_kind[kind])
+        return edge_information(torch.tensor([kind], device=self.device), by_kind, held[None])[0]
 
     def _degenerate_of(self, e: int) -> Tensor:
         """``(3, 3)`` degenerate directions of edge ``e`` (zero columns: none)."""
-        held = self._degenerate[e]
+        held = self._degenerate.get(e)
         return torch.zeros(3, 3, dtype=self.dtype, device=self.device) if held is None else held
 
     def linked(self, i: int, j: int) -> bool:
@@ -153,21 +178,20 @@ class PoseGraphBackend:
         """The pose graph as data (a snapshot)."""
         long = dict(dtype=torch.int64, device=self.device)
         return SlamGraph(
-            stamps=torch.tensor(self._stamps, dtype=torch.float64, device=self.device),
-            odom_poses=torch.tensor(self._odom, dtype=self.dtype, device=self.device).reshape(-1, 3),
+            stamps=torch.tensor(self._stamps.rows, dtype=torch.float64, device=self.device),
+            odom_poses=torch.tensor(self._odom.rows, dtype=self.dtype, device=self.device),
             estimate=self.estimate.clone(),
-            edges=torch.tensor(self._edges, **long).reshape(-1, 2),
-            measurements=(torch.stack(self._measurements) if self._measurements else
-                          torch.zeros(0, 3, dtype=self.dtype, device=self.device)),
-            kinds=torch.tensor(self._kinds, **long),
-            fitness=torch.tensor(self._fitness, dtype=self.dtype, device=self.device),
+            edges=torch.tensor(self._edges.rows, **long),
+            measurements=torch.tensor(self._measurements.rows, dtype=self.dtype, device=self.device),
+            kinds=torch.tensor(self._kinds.rows, **long),
+            fitness=torch.tensor(self._fitness.rows, dtype=self.dtype, device=self.device),
             degenerate=(torch.stack([self._degenerate_of(e) for e in range(len(self._edges))])
-                        if self._edges else
+                        if len(self._edges) else
                         torch.zeros(0, 3, 3, dtype=self.dtype, device=self.device)))
 
     def save_g2o(self, path) -> None:
         """Write the graph (current estimate, edges, information from the weights) as g2o."""
-        if not self._edges:
+        if not len(self._edges):
             raise ValueError(f'{path}: the graph has no edges yet (fewer than 2 keyframes)')
         write_g2o(path, to_g2o_data(self.graph(), self.information_by_kind()))
 
@@ -210,13 +234,15 @@ class PoseGraphBackend:
             for k in range(first, self.num_keyframes):
                 smoother.add_variable(k, poses[k])
             if first == 0:
-                smoother.add_prior(0, self._odom[0], PRIOR_INFORMATION * np.eye(3))
-        for e in range(self._sent_edges, len(self._edges)):
-            i, j = self._edges[e]
-            information, huber = self._factor_of_kind[self._kinds[e]]
-            if self._degenerate[e] is not None:
+                smoother.add_prior(0, self.odom(0), PRIOR_INFORMATION * np.eye(3))
+        first = self._sent_edges
+        rows = zip(self._edges.rows[first:].tolist(), self._measurements.rows[first:].tolist(),
+                   self._kinds.rows[first:].tolist())
+        for e, ((i, j), measurement, kind) in enumerate(rows, start=first):
+            information, huber = self._factor_of_kind[kind]
+            if e in self._degenerate:
                 information = self.edge_information(e).cpu().numpy()
-            smoother.add_between(i, j, self._measurements[e].tolist(), information, huber)
+            smoother.add_between(i, j, measurement, information, huber)
         self._sent_edges = len(self._edges)
         return smoother
 
