@@ -52,8 +52,8 @@ FACTOR_COST = 4
 # enough runs: one slice add of a few rows costs about as much as scattering _RUN_COST entries
 # (measured on updates of 85 variables: 1 run 2.6x faster than the scatter, 4 runs 1.5x, 7 none)
 _RUN_ROWS, _RUN_COST = 48, 1000
-# block entries assembled at once (32 MiB) when many cliques are factorized in one go (a whole
-# tree, or a long chain refactorized in place): the scatter's array is not allocated whole
+# block entries assembled at once (about 32 MiB) when many cliques are factorized in one go (a
+# whole tree, or a long chain refactorized in place): the scatter's array is not allocated whole
 _ASSEMBLY_ENTRIES = 1 << 22
 # relaxed supernodes (_joins): a variable or clique joins its parent's clique when at most one in
 # _RELAX_SHARE rows of its columns is a structural zero, up to _RELAX_FRONTALS frontals
@@ -93,7 +93,6 @@ class BayesTree:
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
         self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
-        self.merged = 0  # cliques merged into their parents when factorized in place
         self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
 
     def __del__(self):
@@ -186,7 +185,6 @@ class BayesTree:
             self.size += _size(parent)
             members.discard(clique)
             clique.parent, clique.children = None, []
-            self.merged += 1
         return left
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
@@ -337,9 +335,9 @@ class BayesTree:
         rows = (where[:, :, None] * d + span + (keys < 0)[:, :, None]).reshape(len(ids), 2 * d)
         base = offset[k][:, None] + rows * width[k][:, None]                # (E, 2 dof)
         entries = base[:, :, None] + rows[:, None, :], base + size[k][:, None] * d
-        # ranges of cliques from the last back, each assembled and eliminated at once: at most
-        # _ASSEMBLY_ENTRIES block entries (one large clique alone may exceed it) and, stepped,
-        # one step of at least chunk units each
+        # ranges of cliques from the last back, each assembled and eliminated at once: about
+        # _ASSEMBLY_ENTRIES block entries each (up to one clique's more) and, stepped, one step
+        # of at least chunk units each
         ends = {len(cliques), 0}
         ends.update(_cuts(width * width, _ASSEMBLY_ENTRIES))
         if chunk:
@@ -535,7 +533,10 @@ def _unlink(cliques) -> None:
 
 def _cuts(cost: np.ndarray, most: int) -> list[int]:
     """Where to cut ``cost (K,)`` (per clique, parents first) from the last clique back into
-    ranges of at least ``most`` (the last range may hold less): the first clique of each."""
+    ranges of at least ``most`` and less than ``most`` plus one clique's cost (the first
+    clique's range may hold less): the first clique of each."""
+    if not len(cost):
+        return []
     tail = np.cumsum(cost[::-1])
     return (len(cost) - 1 - np.searchsorted(tail, np.arange(most, tail[-1], most))).tolist()
 
