@@ -162,6 +162,7 @@ class IncrementalSmoother:
         self._factors = FactorStore(group)
         self._tree = BayesTree(self.dof)
         self._updates = 0
+        self._swapped = False     # the last update swapped a reordered tree in
         self._new_factors: list[int] = []
         self._new_variables: list[int] = []
         self._far: set[int] = set()           # variables whose delta exceeds ...
@@ -285,8 +286,9 @@ class IncrementalSmoother:
         moved (if ``relinearize``, every ``relinearize_skip``-th update), re-eliminate the
         affected top of the tree and solve; start a reorder when the tree outgrew
         ``reorder_factor``, or run a slice of the one in progress (and, when it completes,
-        swap its tree in and catch it up). After a reorder and every ``TRIM_EVERY`` updates,
-        the heap memory freed is handed back to the system (:func:`heap.trim`)."""
+        swap its tree in and catch it up). In the update after a reorder's swap and every
+        ``TRIM_EVERY`` updates, the heap memory freed is handed back to the system
+        (:func:`heap.trim`)."""
         n = self._count
         self._updates += 1
         done = self._reorder_step(n)      # a finished reorder: its tree is now the smoother's
@@ -320,8 +322,9 @@ class IncrementalSmoother:
             last = []
         last.append(n - 1)
         self._new_factors, self._new_variables = [], []
-        if done is not None or self._updates % TRIM_EVERY == 0:
+        if self._swapped or self._updates % TRIM_EVERY == 0:
             heap.trim()
+        self._swapped = done is not None      # trimmed next time: this update has the catch-up
         if not changed and not moved:
             return UpdateStats(0, 0, 0, 0.0, done is not None)
         tree = self._tree
