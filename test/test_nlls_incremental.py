@@ -268,6 +268,20 @@ def test_chains_refactorized_in_place_are_merged_and_keep_the_batch_linear_solut
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
+def test_cliques_assembled_in_ranges_give_the_same_tree(monkeypatch):
+    """Many cliques factorized at once are assembled in ranges of about ``_ASSEMBLY_ENTRIES``
+    entries: with ranges of a few cliques the stream's solution is the same, bit for bit."""
+    n = 150
+    _, edges, z = _circle_graph(n, seed=2)
+    solutions = []
+    for entries in (bayes_tree._ASSEMBLY_ENTRIES, 2000):
+        monkeypatch.setattr(bayes_tree, '_ASSEMBLY_ENTRIES', entries)
+        smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0, reorder_slice=0)
+        _stream(smoother, edges, z, n, offset=0.05)
+        solutions.append(smoother._delta[:n].copy())
+    assert np.array_equal(solutions[0], solutions[1])
+
+
 def test_relaxed_supernodes_join_only_with_few_structural_zeros():
     """A variable joins its parent's clique when its column fills the clique's rows, or
     leaves at most one row in ``_RELAX_SHARE`` of its separator empty while the clique stays

@@ -339,7 +339,8 @@ class BayesTree:
         # _ASSEMBLY_ENTRIES block entries each (up to one clique's more) and, stepped, one step
         # of at least chunk units each
         ends = {len(cliques), 0}
-        ends.update(_cuts(width * width, _ASSEMBLY_ENTRIES))
+        if offset[-1] > _ASSEMBLY_ENTRIES:
+            ends.update(_cuts(width * width, _ASSEMBLY_ENTRIES))
         if chunk:
             frontals = np.array([len(clique.frontals) for clique in cliques])
             cost = FACTOR_COST + size * size // 64 + frontals * size * size // 1024
