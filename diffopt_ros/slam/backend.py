@@ -235,10 +235,10 @@ class PoseGraphBackend:
                 smoother.add_variable(k, poses[k])
             if first == 0:
                 smoother.add_prior(0, self.odom(0), PRIOR_INFORMATION * np.eye(3))
-        first = self._sent_edges
-        rows = zip(self._edges.rows[first:].tolist(), self._measurements.rows[first:].tolist(),
-                   self._kinds.rows[first:].tolist())
-        for e, ((i, j), measurement, kind) in enumerate(rows, start=first):
+        sent = self._sent_edges
+        rows = zip(self._edges.rows[sent:].tolist(), self._measurements.rows[sent:].tolist(),
+                   self._kinds.rows[sent:].tolist())
+        for e, ((i, j), measurement, kind) in enumerate(rows, start=sent):
             information, huber = self._factor_of_kind[kind]
             if e in self._degenerate:
                 information = self.edge_information(e).cpu().numpy()
