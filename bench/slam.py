@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases]
-    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--report-every STEPS]
+    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--report-every STEPS] [--gc-period S]
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
 ``w10000.graph`` or a path) fed in order, each new pose with its edges, to our incremental
@@ -12,7 +12,9 @@ driving round the loop world, streamed (no rollout kept), with the occupancy gri
 2 s as slam_node does, reporting keyframes, edges, resident memory and update time against the
 number of keyframe steps, then the back end against iSAM2 on the same graph changes (with
 ``--no-reuse`` every keyframe step adds a keyframe, as a robot does that maps without
-localizing on its map: a graph of thousands of keyframes within minutes).
+localizing on its map: a graph of thousands of keyframes within minutes; full garbage
+collections run between scans every ``--gc-period`` simulated seconds, as slam_node runs them
+when idle, or with ``--gc-period 0`` on Python's own schedule, inside the updates).
 
 A *keyframe step* is a scan that moved the robot ``keyframe.distance`` / ``keyframe.angle``
 from the last one used: it adds a keyframe, or (in a revisited place) is localized against an
@@ -56,8 +58,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from diffopt_ros.idle_gc import IdleCollector
 from diffopt_ros.lie import SE2
 from diffopt_ros.nlls import Optimizer
+from diffopt_ros.params.slam import SCHEMA as SLAM_SCHEMA
 from diffopt_ros.sim import Rollout, SensorParams, Simulator, World
 from diffopt_ros.slam import planar
 from diffopt_ros.slam.backend import PoseGraphBackend
@@ -259,20 +263,32 @@ def _freeze_start_up() -> None:
     gc.freeze()
 
 
-def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500) -> None:
+def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
+         gc_period: float = SLAM_SCHEMA['gc.full_collection_period'].default) -> None:
     """Drive ``minutes`` of simulated time round the loop world (scans streamed, nothing
     kept but the SLAM state), update the occupancy grid every 20 scans (2 s) as slam_node
     does, and print per ``report_every`` keyframe steps (scans used: new keyframes and
     localizations on existing ones): keyframes and edges in the graph, resident memory, the
     occupancy grid's own bytes, and the keyframe-step update time (thread CPU). The objects
-    alive before the drive are frozen out of the garbage collector, as slam_node does."""
+    alive before the drive are frozen out of the garbage collector, and full collections run
+    between scans every ``gc_period`` s of simulated time (untimed; 0: Python's own schedule,
+    inside whichever step allocates), as slam_node does."""
     world = World.load('loop')
     sensors = SensorParams()
     angles = sensors.lidar_angles()
     slam = SlamSystem(config)
     _freeze_start_up()
-    started, scans, rows, bin_times, bin_solves, solves, changes = \
-        time.perf_counter(), 0, [], [], [], [], []
+    clock = [0.0]
+    collector = IdleCollector(gc_period, clock=lambda: clock[0]) if gc_period > 0 else None
+    full = [0]
+
+    def count_full(phase, info):
+        full[0] += phase == 'start' and info['generation'] == 2
+    gc.callbacks.append(count_full)
+    if collector is not None:
+        collector.start()
+    started, scans, rows, bin_times, bin_solves, solves, changes, steps = \
+        time.perf_counter(), 0, [], [], [], [], [], []
     print(f'soak: {minutes:g} simulated minutes of the loop world, seed {seed}\n')
     print('     steps  keyframes   edges  sim time s  RSS MiB  grid MiB  RSS - grid MiB'
           '   update ms (median / p99 / max)   solve ms (median / max)   wall s')
@@ -284,9 +300,13 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
         scans += 1
         if scans % 20 == 0:
             slam.occupancy_grid()
+        clock[0] = float(now)
+        if collector is not None:
+            collector.idle()
         if update.keyframe is None and update.localized is None:
             continue
         bin_times.append(update.cpu_seconds)
+        steps.append(update.cpu_seconds)
         if update.graph_changed:
             bin_solves.append(update.solve_cpu_seconds)
             solves.append(update.solve_cpu_seconds)
@@ -305,6 +325,20 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500)
                   f'{1e3 * times.max():6.1f}   {1e3 * np.median(solved):7.2f} / {1e3 * solved.max():6.1f}'
                   f'   {time.perf_counter() - started:6.0f}', flush=True)
             bin_times, bin_solves = [], []
+    gc.callbacks.remove(count_full)
+    if collector is not None:
+        collector.stop()
+        print(f'\nfull garbage collections between scans, every {gc_period:g} s of simulated time '
+              f'(slam_node\'s gc.full_collection_period): {collector.collections}, thread CPU '
+              f'{1e3 * collector.seconds / max(collector.collections, 1):.1f} ms each on average, '
+              f'longest {1e3 * collector.longest:.1f} ms; full collections elsewhere (inside '
+              f'updates): {full[0] - collector.collections}')
+    else:
+        print(f'\nfull garbage collections (Python\'s schedule, inside updates): {full[0]}')
+    steps = np.sort(steps)[::-1]
+    print(f'keyframe steps: {len(steps)}, over 30 ms: {int((steps > 0.03).sum())}, over 50 ms: '
+          f'{int((steps > 0.05).sum())}; the ten longest (ms): '
+          f'{", ".join(f"{1e3 * t:.1f}" for t in steps[:10])}')
     rows = np.array(rows)
     if len(rows) >= 4:
         half = rows[len(rows) // 2:]
@@ -566,6 +600,11 @@ def main() -> None:
                         help='drive MINUTES of simulated time; report memory and update time')
     parser.add_argument('--no-reuse', action='store_true',
                         help='--soak: keyframe.reuse_distance 0 (every keyframe step adds a keyframe)')
+    parser.add_argument('--gc-period', type=float, metavar='SECONDS',
+                        default=SLAM_SCHEMA['gc.full_collection_period'].default,
+                        help="--soak: simulated seconds between full garbage collections run "
+                        "between scans, as slam_node's gc.full_collection_period (default "
+                        "%(default)s; 0: Python's own schedule)")
     parser.add_argument('--report-every', type=int, default=500, metavar='STEPS',
                         help='--soak: keyframe steps per printed row (default 500)')
     args = parser.parse_args()
@@ -580,7 +619,7 @@ def main() -> None:
         if args.report_every < 1:
             parser.error(f'--report-every {args.report_every}: must be at least 1')
         soak(args.soak, args.seed, replace(config, reuse_distance=0.0) if args.no_reuse else config,
-             args.report_every)
+             args.report_every, args.gc_period)
         return
     print(f'bench/slam.py: {args.laps} laps of the loop world, seed {args.seed}, '
           f'torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs')

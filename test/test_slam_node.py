@@ -1,5 +1,6 @@
 """slam_node in-process (sim data in, /slam/* out, services, bad inputs, parameters) and as a
 separate process from the installed console script with config/slam.yaml."""
+import gc
 import math
 import os
 import subprocess
@@ -125,9 +126,13 @@ def make_node(context, **values):
 
 
 def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, tmp_path):
-    slam = make_node(context, **{'save.directory': str(tmp_path), 'map.publish_period': 0.2})
+    thresholds = gc.get_threshold()
+    slam = make_node(context, **{'save.directory': str(tmp_path), 'map.publish_period': 0.2,
+                                 'gc.full_collection_period': 0.05})
     feeder, spinner = start_with_feeder(context, slam)
     try:
+        # full garbage collections only when the worker is idle (diffopt_ros.idle_gc)
+        assert gc.get_threshold()[2] > thresholds[2]
         stats = slam.stats
         feeder.play(drive, handled=lambda: scans_handled(stats))   # lock-step: load changes timing only
         assert wait_for(lambda: stats.scans + stats.dropped_scans >= 0.9 * len(drive.scans)
@@ -147,8 +152,9 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
         assert abs(last.pose.pose.position.x - travelled) < 0.2
         assert len(feeder.got['path'][-1].poses) == stats.keyframes
         status = feeder.got['diag'][-1].status[0]
-        assert 'slam' in status.name and {'update_time_ms', 'keyframes', 'loop_closures'} <= {
-            v.key for v in status.values}
+        assert 'slam' in status.name and {'update_time_ms', 'keyframes', 'loop_closures',
+                                          'full_gc_collections'} <= {v.key for v in status.values}
+        assert slam._collector.collections >= 1     # scans handled one by one: idle between
         # a late subscriber still gets the (transient-local) map
         maps = []
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -169,6 +175,7 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
         assert yaml.safe_load((tmp_path / 'map.yaml').read_text())['image'] == 'map.pgm'
     finally:
         stop(spinner, [slam, feeder.node])
+    assert gc.get_threshold() == thresholds        # given back when the node is destroyed
 
 
 def test_a_long_map_cast_does_not_hold_up_scans(context, drive, monkeypatch):

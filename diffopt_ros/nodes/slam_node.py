@@ -14,8 +14,13 @@ on a worker thread, so the callbacks never block. Publishes
 * ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
   time when the graph changed, cast on a thread of its own (the SLAM lock is held only to copy
   the estimates), so a long cast after a loop closure never delays the next scan;
-* ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs;
+* ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs, full
+  garbage collections;
 * TF ``map`` -> ``odom`` when ``tf2_ros`` is importable.
+
+The process's full garbage collections run on the worker when no scan is waiting, at most every
+``gc.full_collection_period`` s (:class:`~diffopt_ros.idle_gc.IdleCollector`), not inside
+whichever keyframe update allocates then.
 
 Services (``std_srvs/Trigger``): ``~/save_graph`` re-solves the whole graph and writes
 ``<save.directory>/slam_graph.g2o``
@@ -57,6 +62,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import LaserScan
 from std_srvs.srv import Trigger
 
+from diffopt_ros.idle_gc import IdleCollector
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.nodes.device import available_device
 from diffopt_ros.nodes.params import ParameterError, apply_learned_params_file, declare_params
@@ -108,6 +114,7 @@ class SlamNode(Node):
         self._slam: SlamSystem | None = None   # built once the parameters are final
         self._worker: threading.Thread | None = None
         self._map_thread: threading.Thread | None = None
+        self._collector: IdleCollector | None = None     # full garbage collections when idle
         self._stopping = threading.Event()
         self._map_wanted = threading.Event()      # the estimate changed since the last /map
         self._values = declare_params(self, PARAMS, on_change=self._on_params)
@@ -153,6 +160,9 @@ class SlamNode(Node):
         self.create_service(Trigger, '~/save_map', self._on_save_map, callback_group=services)
 
         self._queue: queue.Queue = queue.Queue(maxsize=4)
+        if self._values['gc.full_collection_period'] > 0:
+            self._collector = IdleCollector(self._values['gc.full_collection_period'])
+            self._collector.start()
         self._worker = threading.Thread(target=self._work, name='slam-worker', daemon=True)
         self._worker.start()
         self._map_thread = threading.Thread(target=self._map_work, name='slam-map', daemon=True)
@@ -282,6 +292,8 @@ class SlamNode(Node):
                 self._stats.errors += 1
                 self.get_logger().error(f'SLAM update at {item[0][0]:.3f} s failed: '
                                         f'{type(exc).__name__}: {exc}')
+            if self._collector is not None:       # idle: no scan waiting
+                self._collector.idle(self._queue.empty())
 
     def _process(self, scan: tuple, odom: tuple[float, float, float]):
         """One scan ``(stamp, ranges, angles, range_min, range_max)`` with the odometry pose
@@ -391,7 +403,7 @@ class SlamNode(Node):
         self._map_pub.publish(msg)
 
     def _publish_diagnostics(self, update):
-        s = self._stats
+        s, collector = self._stats, self._collector
         level = DiagnosticStatus.OK
         message = 'ok'
         if s.dropped_scans or s.errors:
@@ -405,7 +417,9 @@ class SlamNode(Node):
                 'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
                 'rejected_odom': s.rejected_odom, 'future_stamps': s.future_stamps,
                 'clock_jumps': s.clock_jumps, 'dropped_scans': s.dropped_scans,
-                'errors': s.errors, 'queue': self._queue.qsize()})
+                'errors': s.errors, 'queue': self._queue.qsize(),
+                'full_gc_collections': collector.collections if collector else 0,
+                'full_gc_longest_ms': 1e3 * collector.longest if collector else 0.0})
         msg = DiagnosticArray()
         msg.header.stamp = ros_convert.sec_to_stamp(update.stamp)
         msg.status = [status]
@@ -462,6 +476,8 @@ class SlamNode(Node):
             self._worker.join(timeout=10.0)
         if self._map_thread is not None:
             self._map_thread.join(timeout=10.0)
+        if self._collector is not None:
+            self._collector.stop()
         return super().destroy_node()
 
     @property

@@ -79,6 +79,10 @@ SCHEMA = NodeSchema(NODE_NAME, (
           1e-4, 10.0, unit='s'),
     Param('future_stamp_tolerance', 0.5, 'odometry or a scan stamped further ahead of the node '
           'clock than this is rejected', 0.0, 3600.0, unit='s'),
+    Param('gc.full_collection_period', 30.0, "wall seconds between the process's full garbage "
+          'collections, run by the SLAM worker when no scan is waiting instead of inside '
+          "whichever update allocates then (0 = Python's own schedule)", 0.0, 3600.0, unit='s',
+          read_only=True),
     Param('map.resolution', 0.05, 'occupancy grid cell', 0.005, 10.0, unit='m'),
     Param('map.publish_period', 2.0, 'wall seconds between /map updates', 0.05, 3600.0, unit='s'),
     Param('initial_pose', [0.0, 0.0, 0.0], "the robot's pose [x, y, yaw] in the map at the "
