@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/nlls.py
 	$(PY) bench/pgo_files.py
 	$(PY) bench/slam.py
+	$(PY) bench/slam_node_soak.py
 	$(PY) bench/learn.py
 	$(PY) bench/slam_weights.py
 	$(PY) bench/control_loop.py

@@ -1,5 +1,7 @@
 """bench/slam.py as a user runs it: --stream (a pose-graph file fed to our incremental smoother
-and to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum) and --soak."""
+and to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum) and --soak;
+bench/slam_node_soak.py (slam_node as a process, driven from outside)."""
+import os
 import re
 import subprocess
 import sys
@@ -45,6 +47,11 @@ def test_soak_reports_memory_and_update_time_per_row(reuse):
         assert all(steps == keyframes for steps, keyframes, _ in rows) and 'KiB per keyframe\n' in done.stdout
         # a graph of a few hundred keyframes driven round again and again outgrows its ordering
         assert int(re.search(r'(\d+) reorders of the Bayes tree', done.stdout).group(1)) > 0, done.stdout
+        # full garbage collections between scans (slam_node's gc.full_collection_period), none inside
+        ran = re.search(r'full garbage collections between scans, every 30 s of simulated time '
+                        r"\(slam_node's gc.full_collection_period\): (\d+),", done.stdout)
+        assert ran and int(ran.group(1)) >= 10, done.stdout
+        assert 'full collections elsewhere (inside updates): 0\n' in done.stdout
     assert 'ours then GTSAM iSAM2 on the same changes: median' in done.stdout
 
 
@@ -52,3 +59,22 @@ def test_soak_refuses_a_bad_report_interval():
     done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
                            '--report-every', '0'], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and '--report-every 0: must be at least 1' in done.stderr
+
+
+NODE_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+[\d.]+ /')
+
+
+@pytest.mark.slow
+def test_node_soak_drives_slam_node_as_a_process_and_reads_its_memory():
+    """sim_node and slam_node as processes, driven from outside for half a minute at 4x real
+    time: rows of growing keyframes and the node's resident memory, the nodes stopped cleanly."""
+    command = [sys.executable, str(bench_script.BENCH / 'slam_node_soak.py'), '--minutes', '0.5',
+               '--sample', '5', '--no-reuse', '--domain', os.environ['ROS_DOMAIN_ID']]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [tuple(map(float, m.groups())) for m in map(NODE_ROW.match, done.stdout.splitlines()) if m]
+    assert len(rows) >= 5, done.stdout
+    keyframes = [row[2] for row in rows]
+    assert keyframes == sorted(keyframes) and sum(k > 0 for k in keyframes) >= 3, done.stdout
+    assert all(100 < row[3] < 4000 for row in rows), done.stdout      # MiB
+    assert 'RSS over the second half:' in done.stdout and 'KiB per keyframe' in done.stdout
