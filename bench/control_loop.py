@@ -114,6 +114,17 @@ def _measure(context, node, samples, send_goal, goal_pub, spin, duration: float)
     return _stats(samples, duration)
 
 
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGINT to every node process, then wait for each (killed after ``timeout`` s)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_processes(state_topic: str, duration: float, domain: int) -> dict:
     """Each node its own process (console scripts), the probe in this one."""
     import rclpy
@@ -140,13 +151,7 @@ def run_processes(state_topic: str, duration: float, domain: int) -> dict:
         return _measure(context, node, samples, send_goal, goal_pub,
                         lambda t: executor.spin_once(timeout_sec=t), duration)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)

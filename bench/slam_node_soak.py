@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from control_loop import stop_processes  # bench/, the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -167,13 +167,7 @@ def main() -> int:
     finally:
         stop.set()
         spinner.join(timeout=5)
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs, timeout=15.0)
         executor.shutdown()
         client.node.destroy_node()
         rclpy.try_shutdown(context=context)
