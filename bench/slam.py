@@ -618,6 +618,8 @@ def main() -> None:
         config = SlamConfig()
         if args.report_every < 1:
             parser.error(f'--report-every {args.report_every}: must be at least 1')
+        if not args.gc_period >= 0:
+            parser.error(f'--gc-period {args.gc_period}: must be 0 (Python\'s schedule) or positive')
         soak(args.soak, args.seed, replace(config, reuse_distance=0.0) if args.no_reuse else config,
              args.report_every, args.gc_period)
         return

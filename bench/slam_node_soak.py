@@ -87,6 +87,7 @@ class Client:
 
 
 def _launch(args) -> list[subprocess.Popen]:
+    """Start slam_node and sim_node (in that order), each writing to ``<logs>/<name>.log``."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain))
     config = ROOT / 'config'
     slam = [str(BIN / 'slam_node'), '--ros-args', '--params-file', str(config / 'slam.yaml'),
@@ -99,9 +100,11 @@ def _launch(args) -> list[subprocess.Popen]:
            '-p', 'use_sim_time:=true', '-p', f'real_time_factor:={args.real_time_factor}']
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(command, env=env, stdout=(logs / f'{name}.log').open('w'),
-                             stderr=subprocess.STDOUT)
-            for name, command in (('slam_node', slam), ('sim_node', sim))]
+    procs = []
+    for name, command in (('slam_node', slam), ('sim_node', sim)):
+        with (logs / f'{name}.log').open('w') as log:      # the child keeps its own descriptor
+            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
 
 
 def main() -> int:
@@ -121,6 +124,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.minutes <= 0 or args.sample <= 0 or args.real_time_factor <= 0:
         parser.error('--minutes, --sample and --real-time-factor must be positive')
+    if args.gc_period is not None and not args.gc_period >= 0:
+        parser.error(f'--gc-period {args.gc_period}: must be 0 (Python\'s schedule) or positive')
 
     import rclpy
     from rclpy.context import Context
@@ -145,14 +150,14 @@ def main() -> int:
           f'{"config" if args.gc_period is None else args.gc_period}; node output in {args.logs}')
     print(' wall s   sim s  keyframes   RSS MiB   update ms (last / max)   dropped scans   '
           'full collections (longest ms)')
-    rows = []
+    rows, died = [], None
     started = time.monotonic()
     try:
         while time.monotonic() - started < 60 * args.minutes:
             time.sleep(args.sample)
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f'{proc.args[0]} exited with {proc.returncode} (see {args.logs})')
+            died = next((proc for proc in procs if proc.poll() is not None), None)
+            if died is not None:
+                break
             rss = _rss_mib(procs[0].pid)
             with client.lock:
                 diagnostics, sim_time = dict(client.diagnostics), client.sim_time
@@ -171,6 +176,10 @@ def main() -> int:
         executor.shutdown()
         client.node.destroy_node()
         rclpy.try_shutdown(context=context)
+    if died is not None:
+        print(f'error: {Path(died.args[0]).name} exited with status {died.returncode} '
+              f'(its output: {Path(args.logs) / Path(died.args[0]).name}.log)', file=sys.stderr)
+        return 1
     half = np.array(rows[len(rows) // 2:])
     if len(half) >= 3:
         per_minute = 60 * np.polyfit(half[:, 0], half[:, 2], 1)[0]

@@ -26,7 +26,7 @@ _NEVER = 2 ** 30
 
 # The thresholds are the process's: the first start saves them, the last stop restores them.
 _lock = threading.Lock()
-_started = 0
+_running = 0          # collectors started and not stopped
 _saved: tuple[int, int, int] | None = None
 
 
@@ -57,26 +57,26 @@ class IdleCollector:
     def start(self) -> None:
         """Turn CPython's automatic full collections off, in this process, until every
         started collector is stopped."""
-        global _started, _saved
+        global _running, _saved
         with _lock:
             if self._started:
                 return
-            if _started == 0:
+            if _running == 0:
                 _saved = gc.get_threshold()
                 gc.set_threshold(_saved[0], _saved[1], _NEVER)
-            _started += 1
+            _running += 1
             self._started = True
 
     def stop(self) -> None:
         """Stop this collector; the last one stopped gives CPython its automatic full
         collections back (the thresholds before the first start)."""
-        global _started
+        global _running
         with _lock:
             if not self._started:
                 return
             self._started = False
-            _started -= 1
-            if _started == 0:
+            _running -= 1
+            if _running == 0:
                 gc.set_threshold(*_saved)
 
     def idle(self, idle: bool = True) -> float | None:

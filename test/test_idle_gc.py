@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
@@ -45,6 +46,8 @@ def test_started_collectors_turn_automatic_full_collections_off_until_the_last_s
     assert gc.get_threshold() == before
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.14's incremental collector ignores "
+                    'the third threshold (diffopt_ros.idle_gc documents it)')
 def test_young_collections_go_on_and_no_full_one_runs_while_started():
     full = []
 

@@ -59,6 +59,9 @@ def test_soak_refuses_a_bad_report_interval():
     done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
                            '--report-every', '0'], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and '--report-every 0: must be at least 1' in done.stderr
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
+                           '--gc-period', '-1'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and '--gc-period -1.0: must be 0' in done.stderr
 
 
 NODE_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+[\d.]+ /')
@@ -78,3 +81,16 @@ def test_node_soak_drives_slam_node_as_a_process_and_reads_its_memory():
     assert keyframes == sorted(keyframes) and sum(k > 0 for k in keyframes) >= 3, done.stdout
     assert all(100 < row[3] < 4000 for row in rows), done.stdout      # MiB
     assert 'RSS over the second half:' in done.stdout and 'KiB per keyframe' in done.stdout
+
+
+def test_node_soak_reports_a_node_that_exits(tmp_path):
+    """A value slam_node refuses (gc.full_collection_period above its 3600 s range): the node
+    exits with status 2 at start-up; the benchmark says which node and where its output is,
+    and exits 1 (no traceback)."""
+    command = [sys.executable, str(bench_script.BENCH / 'slam_node_soak.py'), '--minutes', '0.5',
+               '--sample', '2', '--gc-period', '5000', '--domain', os.environ['ROS_DOMAIN_ID'],
+               '--logs', str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'slam_node exited with status 2' in done.stderr and 'Traceback' not in done.stderr
+    assert 'gc.full_collection_period' in (tmp_path / 'slam_node.log').read_text()
