@@ -287,15 +287,15 @@ def test_relaxed_supernodes_join_only_with_few_structural_zeros():
     leaves at most one row in ``_RELAX_SHARE`` of its separator empty while the clique stays
     within ``_RELAX_FRONTALS`` frontals."""
     clique = bayes_tree.Clique([10, 11])
-    clique.separator = np.arange(20, 58)                   # 2 frontals, 38 separator variables
+    clique.separator_ids = tuple(range(20, 58))            # 2 frontals, 38 separator variables
     assert bayes_tree._joins(40, clique)                   # fills all 40 rows
     assert bayes_tree._joins(36, clique)                   # 4 empty rows, at most 36 // 8
     assert not bayes_tree._joins(35, clique)               # 5 empty rows, more than 35 // 8
     small = bayes_tree.Clique([1])
-    small.separator = np.arange(2, 5)
+    small.separator_ids = (2, 3, 4)
     assert bayes_tree._joins(4, small) and not bayes_tree._joins(3, small)   # small: no zeros
     full = bayes_tree.Clique(list(range(bayes_tree._RELAX_FRONTALS)))
-    full.separator = np.arange(100, 140)
+    full.separator_ids = tuple(range(100, 140))
     assert bayes_tree._joins(40 + bayes_tree._RELAX_FRONTALS, full)
     assert not bayes_tree._joins(40 + bayes_tree._RELAX_FRONTALS - 1, full)
 
@@ -445,7 +445,7 @@ def test_minimum_degree_order_and_separators():
     n = 60
     edges = np.array([(k, k + 1) for k in range(n - 1)]
                      + [(a, a + int(rng.integers(5, 20))) for a in rng.integers(0, n - 20, 30)])
-    separators = [np.array([3, 10, 11]), np.array([40, 41])]
+    separators = [(3, 10, 11), (40, 41)]
     constrained = [20, n - 1]
     order, found = ordering.elimination_order(list(range(n)), edges, separators, constrained)
     assert order[-2:] == constrained and sorted(order) == list(range(n))

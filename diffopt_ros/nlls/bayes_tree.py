@@ -63,9 +63,11 @@ _NO_VARIABLES.flags.writeable = False
 
 
 class Clique:
-    """Frontal variables ``frontals (F,)`` (in elimination order), ``separator (S,)``, the
-    conditional ``gain (F dof, S dof)``, ``mean (F dof,)``, the update on the separator
-    ``update (S dof, S dof + 1)`` (information and vector; None at a root) and, at a root,
+    """Frontal variables ``frontals (F,)`` (in elimination order), the separator
+    ``separator_ids (S,)`` (a tuple, what the small-top path reads; ``separator``: the same as
+    an int64 array, for the array code), the conditional ``gain (F dof, S dof)``, ``mean (F
+    dof,)``, the update on the separator ``update (S dof, S dof + 1)`` (information and
+    vector; None at a root) and, at a root,
     the upper Cholesky factor of its frontal information ``cholesky (F dof, F dof)``."""
 
     __slots__ = ('frontals', 'dofs', 'separator', 'separator_ids', 'separator_dofs', 'parent',
@@ -76,7 +78,7 @@ class Clique:
         self.dofs = None                 # rows of the frontals in delta (F dof; see _rows)
         self.separator_dofs = None       # rows of the separator (S dof)
         self.separator = _NO_VARIABLES
-        self.separator_ids: tuple[int, ...] = ()   # the separator as a tuple (of Python ints)
+        self.separator_ids: tuple[int, ...] = ()
         self.parent: Clique | None = None
         self.children: list[Clique] = []
         self.into = None                 # rows of its separator in its parent's block (S dof)
@@ -227,7 +229,7 @@ class BayesTree:
             edges = keys[(slot[keys[:, 0]] == 0) & (slot[keys[:, 1]] == 0)].tolist()
             slot[variables] = -1
         constrained = list(reversed(dict.fromkeys(v for v in reversed(last) if v in inside)))
-        return (yield from elimination_steps(variables, edges, [orphan.separator for orphan in orphans],
+        return (yield from elimination_steps(variables, edges, [orphan.separator_ids for orphan in orphans],
                                              constrained, stepped))
 
     def _cliques(self, order: list[int], separators: dict[int, set[int]],
@@ -253,7 +255,7 @@ class BayesTree:
                     clique = None
             if clique is None:
                 clique = Clique([])
-                clique.separator = np.array(sorted(separator, key=rank), dtype=np.int64)
+                clique.separator_ids = tuple(sorted(separator, key=rank))
                 if separator:
                     clique.parent = clique_of[parent]
                     clique.parent.children.append(clique)
@@ -265,13 +267,14 @@ class BayesTree:
         for clique in cliques:
             clique.frontals.reverse()
             clique.dofs = _rows(clique.frontals, self.dof)
-            clique.separator_ids = tuple(clique.separator.tolist())
+            if clique.separator_ids:
+                clique.separator = np.array(clique.separator_ids, dtype=np.int64)
             clique.separator_dofs = _rows(clique.separator_ids, self.dof)
             self.size += _size(clique)
             if stepped:
                 yield len(clique.frontals) + len(clique.separator_ids) // 64
         for orphan in orphans:
-            orphan.parent = clique_of[min(orphan.separator.tolist(), key=rank)]
+            orphan.parent = clique_of[min(orphan.separator_ids, key=rank)]
             orphan.into = None
             orphan.parent.children.append(orphan)
         return cliques
@@ -292,7 +295,7 @@ class BayesTree:
         factors of its cliques, then eliminates them; the first three steps prepare the
         scatter of all factors)."""
         d, N = self.dof, len(self.clique_of) + 1
-        local = [clique.frontals + clique.separator.tolist() for clique in cliques]
+        local = [clique.frontals + list(clique.separator_ids) for clique in cliques]
         size = np.array([len(variables) for variables in local])
         # clique k's block: rows and columns of its variables (n = size * dof), the vector
         # column n, then a dummy slot for a prior's missing key
@@ -404,11 +407,11 @@ class BayesTree:
         end = len(systems)
         for k in range(len(cliques) - 1, -1, -1):     # children first
             clique, fs = cliques[k], mine[k]
-            local = clique.frontals + clique.separator.tolist()
+            local = clique.frontals + list(clique.separator_ids)
             at = {v: i for i, v in enumerate(local)}
             layout = (len(local),
                       tuple((at[a], at.get(b, -1)) for a, b in map(pairs.__getitem__, fs)),
-                      tuple(tuple(map(at.__getitem__, child.separator.tolist()))
+                      tuple(tuple(map(at.__getitem__, child.separator_ids))
                             for child in clique.children))
             targets = self._scatter.get(layout)
             if targets is None:
@@ -549,7 +552,7 @@ def _joins(separator: int, clique: Clique, frontals: int = 1) -> bool:
     ``_RELAX_SHARE`` of their separator is a structural zero and the clique stays within
     ``_RELAX_FRONTALS`` frontals (relaxed supernodes: fewer, larger dense steps and cached
     updates for a few zeros)."""
-    missing = len(clique.frontals) + len(clique.separator) - separator
+    missing = len(clique.frontals) + len(clique.separator_ids) - separator
     return missing == 0 or (missing <= separator // _RELAX_SHARE
                             and len(clique.frontals) + frontals <= _RELAX_FRONTALS)
 
@@ -562,6 +565,8 @@ def _size(clique: Clique) -> int:
 def _rows(variables: list[int] | tuple[int, ...], dof: int) -> slice | np.ndarray:
     """Rows of ``variables`` in the flat solution: a slice when they are consecutive ids in
     increasing order, else an index array ``(len(variables) dof,)``."""
+    if len(variables) == 1:
+        return slice(variables[0] * dof, (variables[0] + 1) * dof)
     if variables and variables[-1] - variables[0] == len(variables) - 1 and \
             list(variables) == sorted(variables):
         return slice(variables[0] * dof, (variables[-1] + 1) * dof)
@@ -609,7 +614,7 @@ def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
     cross = A[:frontal, frontal:]
     solution, _ = lapack.dpotrs(cholesky, cross)
     clique.gain, clique.mean = solution[:, :-1], solution[:, -1]
-    if len(clique.separator):
+    if clique.separator_ids:
         clique.update = A[frontal:, frontal:] - cross[:, :-1].T.dot(solution)
         clique.cholesky = None
     else:

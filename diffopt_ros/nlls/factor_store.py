@@ -156,15 +156,19 @@ class FactorStore:
             S.append(self.sqrt_infos[f])
         system = np.array(S) @ se2_numpy.linearize_few(z, xi, xj)         # whitened [J -r]
         system = system.transpose(0, 2, 1) @ system                        # [[J'J, -J'r], [., r'r]]
-        errors = []
+        errors, weights = [], None
         for e, (f, s) in enumerate(zip(indices, system[:, -1, -1].tolist())):
             k = hubers[f]
             root = math.sqrt(s)
             if k > 0 and root > k:
                 errors.append(k * root - 0.5 * k * k)
-                system[e] *= k / root
+                if weights is None:
+                    weights = [1.0] * len(indices)
+                weights[e] = k / root
             else:
                 errors.append(0.5 * s)
+        if weights is not None:
+            system *= np.array(weights)[:, None, None]
         self.system[indices] = system
         return np.array(errors)
 

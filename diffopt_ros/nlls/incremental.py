@@ -383,14 +383,16 @@ class IncrementalSmoother:
         """Retract the estimates of the ``solved`` variables by their solution and note those
         beyond the relinearization threshold; returns the largest solution component of the
         first ``eliminated`` of them."""
-        rows = np.array(solved)
-        delta = self._delta[rows]
-        self._estimate[rows] = retract(self.group, self._theta[rows], delta)
-        if len(solved) <= se2_numpy.FEW:          # on Python floats
-            size = [max(map(abs, row)) for row in delta.tolist()]
+        if len(solved) <= se2_numpy.FEW and self.group is SE2:       # on Python floats
+            delta = self._delta[solved].tolist()
+            self._estimate[solved] = se2_numpy.retract_few(self._points[solved].tolist(), delta)
+            size = [max(abs(a), abs(b), abs(c)) for a, b, c in delta]
             step = max(size[:eliminated])
             far = [v for v, s in zip(solved, size) if s > self.relinearize_threshold]
         else:
+            rows = np.array(solved)
+            delta = self._delta[rows]
+            self._estimate[rows] = retract(self.group, self._points[rows], delta)
             size = np.abs(delta).max(axis=1)
             step = float(size[:eliminated].max())
             far = rows[size > self.relinearize_threshold].tolist()

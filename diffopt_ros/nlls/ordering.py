@@ -26,15 +26,15 @@ _EDGES_PER_STEP, _EDGE_STEP_UNITS = 1024, 32
 _STALE_PER_STEP, _STALE_STEP_UNITS = 64, 2
 
 
-def elimination_order(variables: list[int], edges, separators: list[np.ndarray],
+def elimination_order(variables: list[int], edges, separators: list[tuple[int, ...]],
                       constrained: list[int]) -> tuple[list[int], dict[int, set[int]]]:
     """Order ``variables`` (ids) on the graph of ``edges`` (pairs of ids: an ``(E, 2)`` array or
-    a list) and cliques on ``separators``, the variables of ``constrained`` last; returns the
-    order and each variable's separator (a set of ids)."""
+    a list) and cliques on ``separators`` (tuples of ids), the variables of ``constrained``
+    last; returns the order and each variable's separator (a set of ids)."""
     return drain(elimination_steps(variables, edges, separators, constrained))
 
 
-def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
+def elimination_steps(variables: list[int], edges, separators: list[tuple[int, ...]],
                       constrained: list[int], stepped: bool = False) -> Steps:
     """:func:`elimination_order` as steps (:mod:`~diffopt_ros.nlls.steps`), if ``stepped`` one
     per variable eliminated (else one in all): a variable with ``k`` neighbours is ``1 + k^2 /
@@ -47,7 +47,6 @@ def elimination_steps(variables: list[int], edges, separators: list[np.ndarray],
         if stepped and i % _EDGES_PER_STEP == _EDGES_PER_STEP - 1:
             yield _EDGE_STEP_UNITS
     for separator in separators:
-        separator = separator.tolist()
         for a in separator:
             adjacent[a].update(separator)
         if stepped:

@@ -50,19 +50,30 @@ def _log(g: np.ndarray) -> np.ndarray:
 
 def retract(g: np.ndarray, d: np.ndarray) -> np.ndarray:
     """``g exp(d)`` for ``(E, 3)`` poses and tangents (row by row on Python floats up to
-    ``FEW`` rows)."""
+    ``FEW`` rows, :func:`retract_few`)."""
     if len(g) <= FEW:
-        rows = []
-        for (gx, gy, gt), (dx, dy, dt) in zip(g.tolist(), d.tolist()):
-            sinc, cosc, _, _ = _coefficients_of(dt)
-            x, y = sinc * dx - cosc * dy, cosc * dx + sinc * dy
-            c, s = math.cos(gt), math.sin(gt)
-            rows.append((gx + c * x - s * y, gy + s * x + c * y, wrap_angle(gt + dt)))
-        return np.array(rows).reshape(-1, 3)
+        return np.array(retract_few(g.tolist(), d.tolist())).reshape(-1, 3)
     sinc, cosc, _, _ = _coefficients(d[:, 2])
     x, y = sinc * d[:, 0] - cosc * d[:, 1], cosc * d[:, 0] + sinc * d[:, 1]
     c, s = np.cos(g[:, 2]), np.sin(g[:, 2])
     return np.stack((g[:, 0] + c * x - s * y, g[:, 1] + s * x + c * y, wrap_angle(g[:, 2] + d[:, 2])), axis=1)
+
+
+def retract_few(g, d) -> list[tuple[float, float, float]]:
+    """:func:`retract` of sequences of poses ``g`` and tangents ``d`` (3 floats each), pose by
+    pose on Python floats."""
+    rows, cos, sin, ceil, pi = [], math.cos, math.sin, math.ceil, math.pi
+    for (gx, gy, gt), (dx, dy, dt) in zip(g, d):
+        if abs(dt) < SMALL_ANGLE:
+            t2 = dt * dt
+            sinc, cosc = 1 - t2 / 6 + t2 * t2 / 120, dt / 2 - dt * t2 / 24
+        else:
+            sinc, cosc = sin(dt) / dt, (1 - cos(dt)) / dt
+        x, y = sinc * dx - cosc * dy, cosc * dx + sinc * dy
+        c, s = cos(gt), sin(gt)
+        t = gt + dt
+        rows.append((gx + c * x - s * y, gy + s * x + c * y, t - _TWO_PI * ceil((t - pi) / _TWO_PI)))
+    return rows
 
 
 def _right_jacobian_inv(xi: np.ndarray) -> np.ndarray:
