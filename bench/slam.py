@@ -1,7 +1,7 @@
 """SLAM update time per keyframe step over a long run (many laps of the loop world), and memory.
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
-    .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases]
+    .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases] [--relinearize-max N]
     .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--report-every STEPS] [--gc-period S]
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
@@ -439,7 +439,7 @@ def _isam2_stream_graph(data, edges_of: list[list[int]], N: int, prior: np.ndarr
     return graph, factors_of
 
 
-def stream(name: str, poses: int | None, phases: bool = False) -> None:
+def stream(name: str, poses: int | None, phases: bool = False, relinearize_max: int = 0) -> None:
     """Feed a pose-graph file in order (each new pose with its edges, the initial value of a
     pose composed from the previous estimate and its odometry edge) to our incremental smoother
     and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire 0.001,
@@ -457,7 +457,8 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
     a pause of up to 160 ms that falls on whichever update, ours or iSAM2's, allocates at that
     moment. The collections during ours are reported (count, time, longest, objects freed: what
     a long-running node would pause for). ``phases``: ours only, with the thread CPU time of
-    each step of its updates (total and in the longest updates)."""
+    each step of its updates (total and in the longest updates). ``relinearize_max``: ours
+    relinearizes at most this many poses per update (0: all; iSAM2 has no such bound)."""
     import gtsam
 
     from diffopt_ros.nlls.incremental import IncrementalSmoother
@@ -482,10 +483,11 @@ def stream(name: str, poses: int | None, phases: bool = False) -> None:
         odometry.append(tuple(z[e].tolist()) if i[e] == k - 1 else planar.inverse(z[e].tolist()))
     prior = 1e6 * np.eye(3)
     _freeze_start_up()
-    print(f'stream: {path}, {N} poses, {sum(map(len, edges_of))} edges, in order, one update per pose')
+    print(f'stream: {path}, {N} poses, {sum(map(len, edges_of))} edges, in order, one update per pose'
+          + (f'; ours relinearizes at most {relinearize_max} poses per update' if relinearize_max else ''))
     timers = _phase_timers() if phases else None
     smoother = IncrementalSmoother(SE2, relinearize_threshold=0.1, wildfire_threshold=1e-3,
-                                   relinearize_skip=10)
+                                   relinearize_skip=10, relinearize_max=relinearize_max)
     collections = _CollectionTimes()
     gc.callbacks.append(collections.record)
     collections.active = True
@@ -594,6 +596,9 @@ def main() -> None:
     parser.add_argument('--stream', metavar='GRAPH', help="stream a 2D pose-graph file ('w10000': "
                         "gtsam's example data, or a path) into ours and GTSAM iSAM2")
     parser.add_argument('--poses', type=int, help='--stream: only the first POSES poses')
+    parser.add_argument('--relinearize-max', type=int, default=0, metavar='N',
+                        help='--stream: ours relinearizes at most N poses per update, those that '
+                        'moved most first (default 0: all)')
     parser.add_argument('--phases', action='store_true',
                         help='--stream: ours only, thread CPU time of each step of its updates')
     parser.add_argument('--soak', type=float, metavar='MINUTES',
@@ -612,7 +617,9 @@ def main() -> None:
     if args.stream:
         print(f'bench/slam.py --stream {args.stream}: torch {torch.__version__}, 1 thread, '
               f'{os.cpu_count()} CPUs')
-        stream(args.stream, args.poses, args.phases)
+        if args.relinearize_max < 0:
+            parser.error(f'--relinearize-max {args.relinearize_max}: must be 0 (all) or positive')
+        stream(args.stream, args.poses, args.phases, args.relinearize_max)
         return
     if args.soak:
         config = SlamConfig()

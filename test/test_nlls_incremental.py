@@ -436,6 +436,36 @@ def test_relinearization_every_skip_updates_and_above_the_threshold():
     assert abs(smoother.error() - float(batch.error[0])) < 1e-10 * float(batch.error[0])
 
 
+def test_relinearize_max_takes_the_most_moved_first_and_the_rest_in_the_next_updates():
+    """With ``relinearize_max=3`` no update relinearizes more than 3 variables; those it takes
+    are the ones whose solution moved most; the others are taken by the next updates although
+    ``relinearize_skip`` would skip them; iterating (which lifts the bound) reaches the batch
+    optimum, and a negative bound is refused."""
+    n = 80
+    truth, edges, z = _circle_graph(n, seed=4)
+    smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4, relinearize_max=3)
+    stats = _stream(smoother, edges, z, n)
+    counts = [s.relinearized for s in stats]
+    assert max(counts) == 3
+    assert any(c and k % 4 for k, c in enumerate(counts, 2))     # deferred ones, between checks
+    # a wave of 10: the 3 that moved most go first, the 7 others in the next updates
+    smoother._delta[:n] = 0.0
+    wave = np.arange(10, 70, 6)
+    smoother._delta[wave, 2] = np.linspace(0.03, 0.3, len(wave))
+    smoother._far_threshold = None                    # recomputed from the solution
+    smoother._updates = 3                             # the next update checks
+    before = smoother._theta.copy()
+    assert smoother.update().relinearized == 3
+    assert np.flatnonzero(np.any(smoother._theta != before, axis=1)).tolist() == wave[-3:].tolist()
+    taken = [smoother.update().relinearized for _ in range(4)]
+    assert sum(taken) >= 7 and max(taken) <= 3
+    assert smoother.converge(tolerance=1e-10) < 50 and smoother.relinearize_max == 3
+    batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
+    assert np.abs(smoother.estimate() - batch['poses'][0].numpy()).max() < 1e-6
+    with pytest.raises(ValueError, match='relinearize_max -1 is negative'):
+        IncrementalSmoother(relinearize_max=-1)
+
+
 def test_minimum_degree_order_and_separators():
     """The constrained variables come last in the given order; each reported separator is
     the variable's later neighbours after the fill of everything eliminated before it

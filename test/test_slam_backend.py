@@ -66,6 +66,42 @@ def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
     assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
 
 
+def test_relinearize_max_bounds_each_update_and_follows_the_config(monkeypatch):
+    """``SlamConfig.relinearize_max`` reaches the incremental solver (also when the config is
+    replaced between solves); no update then relinearizes more keyframes, and the optimum is
+    the unbounded one's."""
+    from dataclasses import replace
+
+    from diffopt_ros.nlls.incremental import IncrementalSmoother
+
+    counts = []
+    update = IncrementalSmoother.update
+
+    def counted(self, *args, **kwargs):
+        stats = update(self, *args, **kwargs)
+        counts.append((self.relinearize_max, stats.relinearized))
+        return stats
+
+    monkeypatch.setattr(IncrementalSmoother, 'update', counted)
+    free = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
+    _circle(free)
+    assert max(r for _, r in counts) > 2
+    counts.clear()
+    bounded = PoseGraphBackend(replace(SlamConfig(), relinearize_max=2), torch.device('cpu'), F64)
+    _circle(bounded)
+    assert {cap for cap, _ in counts} == {2} and max(r for _, r in counts) == 2
+    # iterated to convergence (which lifts the bound), both reach the same optimum
+    optimum = [backend._sync_smoother() for backend in (free, bounded)]
+    for smoother in optimum:
+        assert smoother.converge(max_updates=500, tolerance=1e-12) < 500
+    assert abs(optimum[0].estimate() - optimum[1].estimate()).max() < 1e-8
+    bounded.config = replace(bounded.config, relinearize_max=0)
+    bounded.add_keyframe(30.0, bounded.odom(29), bounded.estimate[29])
+    bounded.add_edge(29, 30, torch.zeros(3, dtype=F64), ODOM, 1.0)
+    bounded.solve(False)
+    assert counts[-1][0] == 0
+
+
 def test_edge_information_equals_that_of_the_graph():
     """The back end's information of one edge (its kind's diagonal without degenerate
     directions) equals :func:`edge_information` of the graph (to rounding), for every kind,

@@ -116,6 +116,14 @@ class IncrementalSmoother:
             changes by more than this (0: always, the exact linear solution).
         relinearize_skip: check for variables to relinearize every this many updates (1:
             every update; GTSAM's default 10).
+        relinearize_max: relinearize at most this many variables per update, those whose
+            solution moved most first (0: all beyond the threshold); the others wait for the
+            next updates, which check for them whatever ``relinearize_skip``. A bound on an
+            update's latency: after a loop closure thousands of variables may move beyond the
+            threshold at once, and refactorizing their cliques is an update's longest step
+            (bench/RESULTS.md: the w10000 stream's longest update 262-316 ms, 99-135 ms with
+            500; its total time 17-21 % longer, since each part refactorizes the cliques above
+            it again).
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
@@ -136,9 +144,11 @@ class IncrementalSmoother:
 
     def __init__(self, group=SE2, relinearize_threshold: float = 0.1,
                  wildfire_threshold: float = 1e-3, relinearize_skip: int = 1, reorder_factor: float = 2.0,
-                 reorder_slice: int = REORDER_SLICE):
+                 reorder_slice: int = REORDER_SLICE, relinearize_max: int = 0):
         if int(relinearize_skip) < 1:
             raise ValueError(f'incremental smoother: relinearize_skip {relinearize_skip} is not >= 1')
+        if int(relinearize_max) < 0:
+            raise ValueError(f'incremental smoother: relinearize_max {relinearize_max} is negative')
         if not (reorder_factor == 0 or reorder_factor > 1):
             raise ValueError(f'incremental smoother: reorder_factor {reorder_factor} is neither 0 nor > 1')
         if int(reorder_slice) < 0:
@@ -154,6 +164,8 @@ class IncrementalSmoother:
         self.relinearize_threshold = float(relinearize_threshold)
         self.wildfire_threshold = float(wildfire_threshold)
         self.relinearize_skip = int(relinearize_skip)
+        self.relinearize_max = int(relinearize_max)
+        self._deferred = False        # variables beyond the threshold were left for later updates
         self._count = 0
         self._points = np.zeros((0, *group.shape))     # linearization points (with spare rows)
         self._delta = np.zeros((0, self.dof))          # solution relative to them (spare rows)
@@ -293,14 +305,14 @@ class IncrementalSmoother:
         self._updates += 1
         done = self._reorder_step(n)      # a finished reorder: its tree is now the smoother's
         relinearized = []
-        if relinearize and n and self._updates % self.relinearize_skip == 0:
-            relinearized = sorted(self._beyond_threshold())
+        if relinearize and n and (self._deferred or self._updates % self.relinearize_skip == 0):
+            relinearized = self._to_relinearize()
         factors = self._factors
         touched = self._new_factors
         if relinearized:      # the new points: the estimates (kept as retract(theta, delta))
             self._theta[relinearized] = self._estimate[relinearized]
             self._delta[relinearized] = 0.0
-            self._far.clear()
+            self._far.difference_update(relinearized)
             touched = sorted(set(touched).union(*(factors.of_variable[v] for v in relinearized)))
         factors.linearize(touched, self._theta)
         pairs = factors.pairs
@@ -370,6 +382,17 @@ class IncrementalSmoother:
         self._tree = job.tree
         return job
 
+    def _to_relinearize(self) -> list[int]:
+        """The variables to relinearize now, in increasing order: those beyond the threshold,
+        or the ``relinearize_max`` of them whose solution moved most."""
+        far, cap = self._beyond_threshold(), self.relinearize_max
+        self._deferred = 0 < cap < len(far)
+        if not self._deferred:
+            return sorted(far)
+        far = np.fromiter(far, dtype=np.int64, count=len(far))
+        moved = np.abs(self._delta[far]).max(axis=1)
+        return np.sort(far[np.argpartition(-moved, cap)[:cap]]).tolist()
+
     def _beyond_threshold(self) -> set[int]:
         """The variables with a component of their solution beyond ``relinearize_threshold``
         (kept up to date by :meth:`_retract`; recomputed when the threshold changed)."""
@@ -404,10 +427,11 @@ class IncrementalSmoother:
     def converge(self, max_updates: int = 50, tolerance: float = 1e-9) -> int:
         """Relinearize every variable that moved and update, until the largest step is below
         ``tolerance`` (Gauss-Newton on the whole graph, re-eliminating only what moved);
-        returns the number of updates run."""
-        settings = self.relinearize_threshold, self.wildfire_threshold, self.relinearize_skip
+        returns the number of updates run (``relinearize_max`` does not apply)."""
+        settings = (self.relinearize_threshold, self.wildfire_threshold, self.relinearize_skip,
+                    self.relinearize_max)
         self.relinearize_threshold = self.wildfire_threshold = 0.0
-        self.relinearize_skip = 1
+        self.relinearize_skip, self.relinearize_max = 1, 0
         try:
             self.update()
             for count in range(1, max_updates + 1):
@@ -417,4 +441,5 @@ class IncrementalSmoother:
                 self.update()
             return max_updates
         finally:
-            self.relinearize_threshold, self.wildfire_threshold, self.relinearize_skip = settings
+            (self.relinearize_threshold, self.wildfire_threshold, self.relinearize_skip,
+             self.relinearize_max) = settings

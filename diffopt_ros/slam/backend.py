@@ -228,6 +228,7 @@ class PoseGraphBackend:
                 (row, float(cfg.weights.robust_scale) if robust else 0.0)
                 for row, robust in zip(information.numpy(), robust_edges(kinds).tolist())]
         smoother = self._smoother
+        smoother.relinearize_max = cfg.relinearize_max
         first = smoother.num_variables
         if first < self.num_keyframes:
             poses = self._poses if self._shared else self.estimate.detach().cpu().numpy()

@@ -50,6 +50,10 @@ class SlamConfig:
             this from its linearization point (m and rad).
         wildfire_threshold: back-substitution stops where the solution changes by less
             than this (m and rad).
+        relinearize_max: most keyframes relinearized per update, those that moved most
+            first (0: all that moved beyond ``relinearize_threshold``); a bound on an update's
+            latency on large maps, where one loop closure can move thousands of keyframes
+            (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`).
         weights: factor information and robust scale.
     """
 
@@ -73,6 +77,7 @@ class SlamConfig:
     max_solve_time: float = 1.0
     relinearize_threshold: float = 0.01
     wildfire_threshold: float = 1e-3
+    relinearize_max: int = 0
     weights: SlamWeights = field(default_factory=SlamWeights)
 
 
@@ -97,6 +102,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'optimizer.iterations': ('iterations',),
     'optimizer.full_iterations': ('full_iterations',),
     'optimizer.max_time': ('max_solve_time',),
+    'optimizer.relinearize_max': ('relinearize_max',),
     **{name: (f'weights.{field}',) for field, name in SlamWeights.PARAMETER_NAMES.items()},
 }
 """``slam_node`` parameter name -> the :class:`SlamConfig` fields it sets (dotted paths)."""
