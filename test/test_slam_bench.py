@@ -1,6 +1,7 @@
 """bench/slam.py as a user runs it: --stream (a pose-graph file fed to our incremental smoother
 and to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum) and --soak;
-bench/slam_node_soak.py (slam_node as a process, driven from outside)."""
+bench/slam_node_soak.py (slam_node as a process, driven from outside); bench/slam_updates.py
+(the back end's small updates)."""
 import os
 import re
 import subprocess
@@ -24,6 +25,39 @@ def test_stream_feeds_both_solvers_in_turns_to_the_batch_optimum():
     assert set(relative) == {'ours (incremental)', 'GTSAM iSAM2 (C++)'}, done.stdout
     assert all(abs(float(r)) < 1e-3 for r in relative.values()), done.stdout
     assert 'ratios ours / iSAM2: median' in done.stdout
+
+
+def test_stream_with_a_relinearization_bound_reaches_the_batch_optimum_and_refuses_a_negative_one():
+    """``--relinearize-max``: the header says the bound, ours still ends within 1e-3 of batch LM;
+    a negative bound is a usage error."""
+    pytest.importorskip('gtsam')
+    command = [sys.executable, str(bench_script.BENCH / 'slam.py'), '--stream', 'w10000', '--poses', '250']
+    done = subprocess.run(command + ['--relinearize-max', '20'], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert 'ours relinearizes at most 20 poses per update' in done.stdout
+    relative = dict(m.groups() for m in map(ROW.match, done.stdout.splitlines()) if m)
+    assert abs(float(relative['ours (incremental)'])) < 1e-3, done.stdout
+    done = subprocess.run(command + ['--relinearize-max', '-1'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and '--relinearize-max -1: must be 0 (all) or positive' in done.stderr
+
+
+def test_small_updates_bench_reports_hot_times_calls_and_online_against_replayed():
+    """bench/slam_updates.py on one lap, few copies: its four result lines; bad counts refused."""
+    script = str(bench_script.BENCH / 'slam_updates.py')
+    done = subprocess.run([sys.executable, script, '--laps', '1', '--copies', '8'], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r'^hot: \d+ changes, 2 timed solves each on deep copies; median over the changes '
+                     r'[\d.]+ µs', done.stdout, re.M), done.stdout
+    assert re.search(r'^calls: change \d+ \(at that median\): \d+ Python-level calls per solve', done.stdout,
+                     re.M), done.stdout
+    for label in ('online', 'replayed'):
+        assert re.search(rf'^{label}: \d+ updates, median [\d.]+ µs, \d+ relinearize nothing$', done.stdout,
+                         re.M), done.stdout
+    for bad, why in ((['--copies', '6'], '--copies 6: must exceed the 6 warm-up solves'),
+                     (['--laps', '0'], '--laps 0: must be at least 1')):
+        done = subprocess.run([sys.executable, script] + bad, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and why in done.stderr, done.stderr
 
 
 SOAK_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[-\d.]+\s+[\d.]+ /')

@@ -121,7 +121,7 @@ class IncrementalSmoother:
             next updates, which check for them whatever ``relinearize_skip``. A bound on an
             update's latency: after a loop closure thousands of variables may move beyond the
             threshold at once, and refactorizing their cliques is an update's longest step
-            (bench/RESULTS.md: the w10000 stream's longest update 262-316 ms, 99-135 ms with
+            (bench/RESULTS.md: the w10000 stream's longest update 262-296 ms, 99-135 ms with
             500; its total time 17-21 % longer, since each part refactorizes the cliques above
             it again).
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per

@@ -62,17 +62,12 @@ def retract(g: np.ndarray, d: np.ndarray) -> np.ndarray:
 def retract_few(g, d) -> list[tuple[float, float, float]]:
     """:func:`retract` of sequences of poses ``g`` and tangents ``d`` (3 floats each), pose by
     pose on Python floats."""
-    rows, cos, sin, ceil, pi = [], math.cos, math.sin, math.ceil, math.pi
+    rows, cos, sin = [], math.cos, math.sin
     for (gx, gy, gt), (dx, dy, dt) in zip(g, d):
-        if abs(dt) < SMALL_ANGLE:
-            t2 = dt * dt
-            sinc, cosc = 1 - t2 / 6 + t2 * t2 / 120, dt / 2 - dt * t2 / 24
-        else:
-            sinc, cosc = sin(dt) / dt, (1 - cos(dt)) / dt
+        sinc, cosc, _, _ = _coefficients_of(dt)
         x, y = sinc * dx - cosc * dy, cosc * dx + sinc * dy
         c, s = cos(gt), sin(gt)
-        t = gt + dt
-        rows.append((gx + c * x - s * y, gy + s * x + c * y, t - _TWO_PI * ceil((t - pi) / _TWO_PI)))
+        rows.append((gx + c * x - s * y, gy + s * x + c * y, _wrap(gt + dt)))
     return rows
 
 
@@ -112,6 +107,11 @@ def prior_factor(z: np.ndarray, x: np.ndarray, jacobians: bool):
     return r, ([_right_jacobian_inv(r)] if jacobians else [])
 
 
+def _wrap(t: float) -> float:
+    """:func:`~diffopt_ros.lie._util.wrap_angle` of one Python float, without its type checks."""
+    return t - _TWO_PI * math.ceil((t - math.pi) / _TWO_PI)
+
+
 def _coefficients_of(t: float) -> tuple[float, float, float, float]:
     """:func:`_coefficients` of one angle."""
     t2 = t * t
@@ -128,15 +128,15 @@ def linearize_few(z, xi, xj) -> np.ndarray:
     :func:`prior_factor`, ``J_j = 0``). ``z``, ``xi``, ``xj``: sequences of ``E`` poses (3
     floats each; ``xj`` may hold None)."""
     flat = []
-    cos, sin, ceil = math.cos, math.sin, math.ceil
+    cos, sin = math.cos, math.sin
     for (zx, zy, zt), (ax, ay, at), b in zip(z, xi, xj):
         if b is not None:                   # rel = x_i^-1 x_j, then g = z^-1 rel
             c, s = cos(at), sin(at)
             dx, dy, t = b[0] - ax, b[1] - ay, b[2] - at
-            ax, ay, at = c * dx + s * dy, -s * dx + c * dy, t - _TWO_PI * ceil((t - math.pi) / _TWO_PI)
+            ax, ay, at = c * dx + s * dy, -s * dx + c * dy, _wrap(t)
         c, s = cos(zt), sin(zt)
         dx, dy, t = ax - zx, ay - zy, at - zt
-        gx, gy, w = c * dx + s * dy, -s * dx + c * dy, t - _TWO_PI * ceil((t - math.pi) / _TWO_PI)
+        gx, gy, w = c * dx + s * dy, -s * dx + c * dy, _wrap(t)
         # r = log(g) (w is wrapped already) and the inverse right Jacobian at r
         t2 = w * w
         if abs(w) < SMALL_ANGLE:
