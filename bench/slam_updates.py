@@ -24,9 +24,9 @@ import pstats
 import time
 
 import numpy as np
+import slam as slam_bench  # bench/slam.py, the script's folder
 import torch
 
-import slam as slam_bench      # bench/slam.py, the script's folder
 from diffopt_ros.nlls.incremental import IncrementalSmoother
 from diffopt_ros.slam.backend import PoseGraphBackend
 from diffopt_ros.slam.config import SlamConfig
