@@ -12,7 +12,9 @@
    ``cProfile``: Python-level calls per solve.
 3. *Online against replayed*: ``IncrementalSmoother.update`` timed (thread CPU) in the sim-driven
    run (each update between two scan matches) and in ``backend_replay`` (the changes back to
-   back, as ``bench/slam.py`` times its peers): median, and how many updates relinearize.
+   back, as ``bench/slam.py`` times its peers): median, and how many updates relinearize;
+   and GTSAM iSAM2's median per change on the same changes (``bench/slam.py``'s peer, its
+   Python binding included), when ``gtsam`` is installed.
 """
 from __future__ import annotations
 
@@ -132,6 +134,13 @@ def main() -> None:
     for label, log in (('online', online), ('replayed', replayed)):
         print(f'{label}: {len(log)} updates, median {1e6 * np.median(log[:, 0]):.1f} µs, '
               f'{int((log[:, 1] == 0).sum())} relinearize nothing')
+    try:
+        import gtsam  # noqa: F401  (the peer's own import)
+    except ImportError:
+        print('GTSAM iSAM2: not installed (pip install gtsam), skipped')
+        return
+    _, peer = slam_bench.isam2_peer(graph, config, changes)
+    print(f'GTSAM iSAM2: {len(peer)} changes, median {1e6 * np.median(peer):.1f} µs')
 
 
 if __name__ == '__main__':

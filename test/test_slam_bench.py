@@ -42,7 +42,7 @@ def test_stream_with_a_relinearization_bound_reaches_the_batch_optimum_and_refus
 
 
 def test_small_updates_bench_reports_hot_times_calls_and_online_against_replayed():
-    """bench/slam_updates.py on one lap, few copies: its four result lines; bad counts refused."""
+    """bench/slam_updates.py on one lap, few copies: its result lines; bad counts refused."""
     script = str(bench_script.BENCH / 'slam_updates.py')
     done = subprocess.run([sys.executable, script, '--laps', '1', '--copies', '8'], capture_output=True,
                           text=True, timeout=600)
@@ -54,6 +54,8 @@ def test_small_updates_bench_reports_hot_times_calls_and_online_against_replayed
     for label in ('online', 'replayed'):
         assert re.search(rf'^{label}: \d+ updates, median [\d.]+ µs, \d+ relinearize nothing$', done.stdout,
                          re.M), done.stdout
+    assert re.search(r'^GTSAM iSAM2: (\d+ changes, median [\d.]+ µs|not installed)', done.stdout, re.M), \
+        done.stdout
     for bad, why in ((['--copies', '6'], '--copies 6: must exceed the 6 warm-up solves'),
                      (['--laps', '0'], '--laps 0: must be at least 1')):
         done = subprocess.run([sys.executable, script] + bad, capture_output=True, text=True, timeout=120)
