@@ -241,6 +241,25 @@ def test_a_long_stream_with_spread_reorders_and_large_children_keeps_the_batch_l
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
 
 
+def test_a_small_clique_takes_a_child_with_zero_rows_except_in_a_small_top(monkeypatch):
+    """Variables 3, 2, 1 form one clique (each one's separator the next ones: no zero), and
+    variable 0, whose separator is only 1, leaves rows 2 and 3 of its column structurally zero:
+    it joins (a clique of 4 frontals, ``_RELAX_SMALL``) when the top is larger than
+    ``SMALL_TOP``, and keeps a clique of its own in a small top."""
+    separators = {0: {1}, 1: {2, 3}, 2: {3}, 3: set()}
+
+    def frontals(small_top: int) -> list[list[int]]:
+        monkeypatch.setattr(bayes_tree, 'SMALL_TOP', small_top)
+        tree = bayes_tree.BayesTree(3)
+        for _ in range(4):
+            tree.add_variable()
+        return [clique.frontals for clique in tree._cliques([0, 1, 2, 3], separators, [])]
+
+    assert bayes_tree._RELAX_SMALL >= 4
+    assert frontals(4) == [[1, 2, 3], [0]]
+    assert frontals(3) == [[0, 1, 2, 3]]
+
+
 def test_small_cliques_join_their_parents_whatever_their_zeros_and_keep_the_batch_solution(monkeypatch):
     """In tops larger than ``SMALL_TOP`` and in chains refactorized in place, a clique of up to
     ``_RELAX_SMALL`` frontals takes its child's variables even where their columns have

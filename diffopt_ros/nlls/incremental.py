@@ -121,9 +121,9 @@ class IncrementalSmoother:
             next updates, which check for them whatever ``relinearize_skip``. A bound on an
             update's latency: after a loop closure thousands of variables may move beyond the
             threshold at once, and refactorizing their cliques is an update's longest step
-            (bench/RESULTS.md: the w10000 stream's longest update 262-296 ms, 99-135 ms with
-            500; its total time 17-21 % longer, since each part refactorizes the cliques above
-            it again).
+            (bench/RESULTS.md: the w10000 stream's longest update 189-292 ms, 104-124 ms with
+            500; its total time then 1.11-1.12 times iSAM2's instead of 0.85-0.88, since each
+            part refactorizes the cliques above it again).
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
