@@ -108,6 +108,13 @@ class _Reorder:
 class IncrementalSmoother:
     """An incrementally solved pose graph of one Lie group (default SE(2)).
 
+    Its dense steps are a few hundred rows at most: run it with one BLAS thread
+    (:func:`diffopt_ros.threads.limit_threads`, or ``OPENBLAS_NUM_THREADS=1`` before numpy
+    loads), as the nodes and benchmarks do. With two BLAS threads on a 2-core machine, the
+    first 6,200 poses of the w10000 stream (relinearize_max 500) took 35.0 s of the calling
+    thread's CPU, the longest update 317 ms, against 21.2 s and 102 ms with one
+    (bench/RESULTS.md, "Small cliques take their children whatever their zeros").
+
     Args:
         group: a :mod:`diffopt_ros.lie` group (poses are ``(*group.shape)`` arrays).
         relinearize_threshold: relinearize a variable when a component of its solution moved
