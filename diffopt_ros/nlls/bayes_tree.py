@@ -62,9 +62,10 @@ _RELAX_SHARE, _RELAX_FRONTALS = 8, 16
 # ... and whatever its zeros while the clique holds at most _RELAX_SMALL frontals (as CHOLMOD's
 # relaxed amalgamation merges supernodes of a few columns): most cliques of a pose graph are a
 # pose or two on a separator of two to four, and each costs a few numpy calls to factorize and
-# to back-substitute whatever its size (w10000 stream: 35 % fewer cliques solved, 28 % fewer
-# factorized, total time -13 %; bench/RESULTS.md). Not in the top of a small update
-# (SMALL_TOP): a larger root clique puts its variables into the next update's top again
+# to back-substitute whatever its size (w10000 stream with relinearize_max 500: 34 % fewer
+# cliques solved, 28 % fewer factorized, total time -12-15 %; bench/RESULTS.md). Not in the
+# top of a small update (SMALL_TOP): a larger root clique puts its variables into the next
+# update's top again
 _RELAX_SMALL = 4
 _NO_VARIABLES = np.zeros(0, dtype=np.int64)     # the separator of a root (shared: read-only)
 _NO_VARIABLES.flags.writeable = False
