@@ -66,6 +66,12 @@ class NavSettings:
             map for a plan round it (the MPC's clearance cost still avoids every scan point).
             Points farther from the map's obstacles are obstacles the map lacks.
         scan_range: scan points beyond this distance from the robot are ignored (m).
+        stop_margin: the commanded speed is cut so that the robot's disc, going straight on
+            for one MPC step, stays this far from every scan point in its way (m; a collision
+            monitor's stop zone after the MPC: its clearance cost is a soft penalty that a
+            pose estimate off by a few centimetres in a doorway can trade against tracking,
+            while the scan sees the obstacle where it is, relative to the robot; turning is left
+            free, a round robot turns in place without touching). Negative: off.
         wheelbase: the car's wheelbase (m; ``ackermann``).
         max_steer: the car's steering limit (rad; ``ackermann``).
         max_steer_rate: the car's steering rate limit (rad/s; ``ackermann``).
@@ -99,6 +105,7 @@ class NavSettings:
     blocked_lookahead: float = 2.0
     scan_map_margin: float = _NODE['navigation.scan_map_margin']
     scan_range: float = 3.0
+    stop_margin: float = _NODE['navigation.stop_margin']
     wheelbase: float = _NODE['model.wheelbase']
     max_steer: float = _NODE['bounds.max_steer']
     max_steer_rate: float = _NODE['model.max_steer_rate']
@@ -133,6 +140,9 @@ class NavStep:
         states: ``(T+1, 5)`` predicted model states (empty when no solve ran).
         solve_time: wall time of the MPC solve (s).
         replanned: a new global path was planned this tick.
+        stop_distance: when the stop zone (``NavSettings.stop_margin``) cut the MPC's speed,
+            the free distance ahead of the robot's disc along its heading (m, less the margin;
+            0 when a point is within the margin); else None.
     """
 
     command: np.ndarray
@@ -140,6 +150,7 @@ class NavStep:
     states: np.ndarray
     solve_time: float = 0.0
     replanned: bool = False
+    stop_distance: float | None = None
 
 
 class Navigator:
@@ -310,5 +321,28 @@ class Navigator:
         solve_time = time.perf_counter() - started
         self._warm = (sol.controls[0].numpy(), now)
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
+        free = self._free_distance(state, control[0])
+        if free is not None and abs(control[0]) * s.dt > free:
+            control[0] = math.copysign(free / s.dt, control[0])
+        else:
+            free = None
         self.last_command = control
-        return NavStep(self.twist(control), 'tracking', sol.states[0].numpy(), solve_time, replanned)
+        return NavStep(self.twist(control), 'tracking', sol.states[0].numpy(), solve_time, replanned,
+                       free)
+
+    def _free_distance(self, state, speed: float) -> float | None:
+        """How far (m, >= 0) the robot's disc, widened by ``stop_margin``, can go straight on
+        in the direction of ``speed``'s sign before it touches a scan point; None when no
+        point lies in its way (or the stop zone is off, or the speed is 0)."""
+        points = self.obstacles.points
+        if self.nav.stop_margin < 0 or speed == 0.0 or points.shape[0] == 0:
+            return None
+        heading = np.array([math.cos(state[2]), math.sin(state[2])])
+        offset = points.to(torch.float64).numpy() - state[:2]
+        ahead = math.copysign(1.0, speed) * (offset @ heading)
+        side = offset @ np.array([-heading[1], heading[0]])
+        reach = self.nav.radius + self.nav.stop_margin
+        way = (ahead > 0) & (np.abs(side) < reach)
+        if not way.any():
+            return None
+        return max(float((ahead[way] - np.sqrt(reach ** 2 - side[way] ** 2)).min()), 0.0)

@@ -42,6 +42,41 @@ def test_an_obstacle_missing_from_the_map_is_avoided():
     assert goal.min_clearance > 0.2
 
 
+@pytest.mark.parametrize('shift', [-0.15, 0.15])
+def test_the_stop_zone_keeps_a_robot_whose_map_is_off_out_of_a_doorway_s_edge(shift):
+    """The map 0.15 m off in y (as a pose estimate that far off): the MPC tracks the map's
+    doorway, 0.6 m wide, into the real one's edge. Without the stop zone it pushes against it
+    until the goal times out; with it, it stands off (scan points are where they are relative to
+    the robot whatever the pose error)."""
+    from dataclasses import replace
+
+    from diffopt_ros.maps import world_grid
+    from diffopt_ros.navigation import NavSettings
+
+    world = World.load('clutter')
+    grid = world_grid(world, 0.05)
+    grid = replace(grid, origin=(grid.origin[0], grid.origin[1] + shift))
+    goals = {}
+    for margin in (-1.0, NavSettings().stop_margin):
+        goals[margin] = drive(world, [[9.5, 2.3]], start=(6.8, 2.4, 0.0), grid=grid, slam=False,
+                              nav=NavSettings(stop_margin=margin), goal_timeout=8.0).goals[0]
+    off, on = goals.values()
+    assert off.collisions > 100, off
+    assert on.collisions == 0 and on.min_clearance > 0.2, on
+
+
+def test_the_stop_zone_lets_a_robot_whose_map_is_a_little_off_through_a_doorway():
+    from dataclasses import replace
+
+    from diffopt_ros.maps import world_grid
+
+    world = World.load('clutter')
+    grid = world_grid(world, 0.05)
+    grid = replace(grid, origin=(grid.origin[0], grid.origin[1] + 0.08))
+    goal = drive(world, [[9.5, 2.3]], start=(6.8, 2.4, 0.0), grid=grid, slam=False).goals[0]
+    assert goal.reached and goal.collisions == 0, goal
+
+
 def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     world_file = tmp_path / 'small.yaml'
     world_file.write_text(json.dumps(dict(WORLD, walls=WORLD['walls'] + [{'box': [4.5, 2.5, 5.5, 3.5]}])))

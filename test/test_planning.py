@@ -128,3 +128,45 @@ def test_scan_points_near_mapped_walls_do_not_block_points_in_free_space_do():
     assert step.replanned and navigator.plan.reachable
     gaps = np.hypot(*(navigator.plan.path[:, None] - post[None]).transpose(2, 0, 1)).min()
     assert gaps > RADIUS, 'the new path keeps the robot radius from the post'
+
+
+def test_the_stop_zone_cuts_the_speed_to_the_free_distance_along_the_heading():
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
+    navigator = Navigator(world_grid(world, 0.05), nav=NavSettings(radius=RADIUS, stop_margin=0.05))
+    reach = RADIUS + 0.05
+    state = np.array([2.0, 2.0, np.pi / 2, 0.0, 0.0])            # heading +y
+    navigator.set_scan_points([[2.0, 2.5]])                        # 0.5 m straight ahead
+    assert np.isclose(navigator._free_distance(state, 0.5), 0.5 - reach)
+    assert navigator._free_distance(state, -0.5) is None           # reversing: behind is free
+    navigator.set_scan_points([[2.1, 2.4]])                        # ahead, 0.1 m to the side
+    assert np.isclose(navigator._free_distance(state, 0.5), 0.4 - np.sqrt(reach ** 2 - 0.1 ** 2))
+    navigator.set_scan_points([[2.0 - reach - 0.01, 2.3]])        # beside the swept band
+    assert navigator._free_distance(state, 0.5) is None
+    navigator.set_scan_points([[2.0, 2.2]])                        # inside the margin: stop
+    assert navigator._free_distance(state, 0.5) == 0.0
+    navigator.set_scan_points([[2.0, 1.8]])                        # behind, inside the margin
+    assert navigator._free_distance(state, -0.2) == 0.0 and navigator._free_distance(state, 0.2) is None
+    off = Navigator(world_grid(world, 0.05), nav=NavSettings(radius=RADIUS, stop_margin=-1.0))
+    off.set_scan_points([[2.0, 2.2]])
+    assert off._free_distance(state, 0.5) is None
+
+
+def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
+    navigator = Navigator(world_grid(world, 0.05), nav=NavSettings(radius=RADIUS, stop_margin=0.05))
+    navigator.use_obstacles(False)          # the MPC alone would drive on at full speed
+    state = np.array([1.0, 2.0, 0.0, 0.5, 0.0])
+    navigator.set_goal(state[:2], [7.0, 2.0])
+    # 0.13 m ahead, 0.22 m beside the path: not on it (no replanning round it), but in the band
+    # the disc and its margin sweep
+    navigator.set_scan_points([[1.13, 1.78]])
+    step = navigator.step(state, 0.0)
+    assert step.mode == 'tracking' and not step.replanned
+    free = 0.13 - np.sqrt((RADIUS + 0.05) ** 2 - 0.22 ** 2)
+    assert np.isclose(step.stop_distance, free)
+    assert np.isclose(step.command[0], free / navigator.settings.dt)
+    assert navigator.last_command[0] == step.command[0]       # the next solve starts from it

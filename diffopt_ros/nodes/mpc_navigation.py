@@ -64,6 +64,7 @@ class NodeNavigation:
                           inflation=v['navigation.inflation'],
                           obstacle_weight=v['navigation.obstacle_weight'],
                           scan_map_margin=v['navigation.scan_map_margin'],
+                          stop_margin=v['navigation.stop_margin'],
                           cost_tolerance=v['navigation.cost_tolerance'],
                           reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
                           wheelbase=v['model.wheelbase'], max_steer=v['bounds.max_steer'],
@@ -125,6 +126,10 @@ class NodeNavigation:
                            'not have (scan): standing still, planning again', throttle_duration_sec=2.0)
         if step.mode != 'tracking':
             return (0.0, 0.0), step, step.mode
+        if step.stop_distance is not None:
+            logger.warning(f'navigation: a scan point is {step.stop_distance:.3f} m ahead of the '
+                           f'stop margin: speed cut to {step.command[0]:.2f} m/s',
+                           throttle_duration_sec=2.0)
         if self._values['cmd_steering_angle']:    # the car's control (v_cmd, steer_cmd) itself
             return (float(navigator.last_command[0]), float(navigator.last_command[1])), step, step.mode
         return (float(step.command[0]), float(step.command[1])), step, step.mode

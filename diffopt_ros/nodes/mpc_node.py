@@ -387,6 +387,7 @@ class MpcNode(LifecycleNode):
             elif stats.mode == 'tracking':
                 stats.solve_time = step.solve_time
                 stats.counts['solves'] += 1
+                stats.counts['stop_zone'] += step.stop_distance is not None
             return command, (step if stats.mode == 'tracking' else None)
         settings = self._solver.settings
         reference = target.reference(state, now, settings.horizon, settings.dt,

@@ -9,7 +9,7 @@ from diffopt_ros.nodes import ros_convert
 
 #: The counters since start, in the order /diagnostics lists them.
 COUNTERS = ('deadline_misses', 'failures', 'overruns', 'rejected_states', 'future_states',
-            'clock_jumps', 'ticks', 'solves')
+            'clock_jumps', 'ticks', 'solves', 'stop_zone')
 #: Modes reported as WARN (the robot is commanded zero or a fallback).
 WARN_MODES = frozenset(('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable', 'blocked',
                         'no map'))

@@ -94,6 +94,9 @@ SCHEMA = NodeSchema(NODE_NAME, (
     Param('navigation.scan_map_margin', 0.3, 'a scan point this close to a map obstacle is the '
           "map's (pose uncertainty): it does not block the path", 0.0, 10.0, unit='m',
           read_only=True),
+    Param('navigation.stop_margin', 0.05, 'the speed is cut so that the robot, going straight '
+          'for one MPC step, stays this far from the scan points in its way (a stop zone after '
+          'the MPC; negative: off)', -1.0, 1.0, unit='m', read_only=True),
     Param('navigation.cost_tolerance', 1e-4, 'iLQR of a navigation tick stops when its predicted '
           'or achieved relative cost decrease is below this (the next tick goes on from its plan)',
           0.0, 0.1, unit='1', read_only=True),
