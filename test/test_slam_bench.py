@@ -130,3 +130,22 @@ def test_node_soak_reports_a_node_that_exits(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert 'slam_node exited with status 2' in done.stderr and 'Traceback' not in done.stderr
     assert 'gc.full_collection_period' in (tmp_path / 'slam_node.log').read_text()
+
+
+def test_replay_scores_a_recorded_drive_against_its_ground_truth(tmp_path):
+    """bench/slam_replay.py on a run that ``diffopt-ros drive --record`` wrote (the demo's
+    topics): SLAM's pose at each scan within a few centimetres of the ground truth, every
+    keyframe step's scan match counted."""
+    from diffopt_ros.cli import main as cli_main
+
+    assert cli_main(['drive', '--world', 'clutter', '--goal', '3,2.5', '--ground-truth',
+                     '--record', str(tmp_path / 'runs')]) == 0
+    (run,) = (tmp_path / 'runs').iterdir()
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam_replay.py'), str(run)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.splitlines()[0]
+    rmse = float(re.search(r'position RMSE ([\d.]+) m', line).group(1))
+    accepted = int(re.search(r'accepted (\d+)', line).group(1))
+    assert rmse < 0.05 and accepted >= 3, done.stdout
+    assert '1 runs: RMSE median' in done.stdout
