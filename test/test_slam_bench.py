@@ -132,6 +132,7 @@ def test_node_soak_reports_a_node_that_exits(tmp_path):
     assert 'gc.full_collection_period' in (tmp_path / 'slam_node.log').read_text()
 
 
+@pytest.mark.slow
 def test_replay_scores_a_recorded_drive_against_its_ground_truth(tmp_path):
     """bench/slam_replay.py on a run that ``diffopt-ros drive --record`` wrote (the demo's
     topics): SLAM's pose at each scan within a few centimetres of the ground truth, every

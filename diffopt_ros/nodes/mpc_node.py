@@ -387,8 +387,11 @@ class MpcNode(LifecycleNode):
             elif stats.mode == 'tracking':
                 stats.solve_time = step.solve_time
                 stats.counts['solves'] += 1
-                stats.counts['stop_zone'] += step.stop_distance is not None
-            return command, (step if stats.mode == 'tracking' else None)
+                if step.stop_distance is not None:      # the speed was cut: reported as WARN
+                    stats.counts['stop_zone'] += 1
+                    stats.mode = 'stop zone'
+                return command, step
+            return command, None
         settings = self._solver.settings
         reference = target.reference(state, now, settings.horizon, settings.dt,
                                      self._values['reference_speed'])
