@@ -104,6 +104,7 @@ class RunResult:
     deadline_misses: int
     plot: Path | None = None
     model_error: float = math.nan
+    stop_zone: int = 0
 
     def summary(self) -> str:
         """Human-readable summary (several lines)."""
@@ -115,7 +116,7 @@ class RunResult:
             + ', '.join(f'{o} ({e:.2f} m)' for o, e in zip(self.outcomes, self.final_errors)),
             f'   time to the goals {self.time_to_goals:.1f} s, path length {self.path_length:.2f} m, '
             f'minimum clearance {self.min_clearance:.3f} m, {self.collisions} simulator steps '
-            'against an obstacle',
+            f'against an obstacle, {self.stop_zone} MPC ticks with the speed cut by the stop zone',
             f'   MPC prediction error {PREDICTION_AHEAD:g} s ahead (RMSE): {self.prediction_rmse:.3f} m '
             f'on the estimate, its model with the commands sent {self.model_error:.3f} m on ground '
             f'truth; deviation from the global path (RMSE): {self.plan_deviation:.3f} m',
@@ -161,6 +162,7 @@ def comparison_table(before: RunResult, *after: tuple[str, RunResult]) -> str:
         *(row(*spec) for spec in TABLE_ROWS),
         counts('goals reached', lambda run: f'{run.goals_reached}/{run.goals_total}'),
         counts('collisions (simulator steps)', lambda run: str(run.collisions)),
+        counts('stop zone (MPC ticks with the speed cut)', lambda run: str(run.stop_zone)),
     ])
 
 
@@ -214,4 +216,5 @@ def score(name: str, log: DriveLog, world, bag: Path | None, plot_path: Path, si
         outcomes=log.outcomes, sim_time=sim_time, wall_time=wall_time,
         control_rate=ticks / max(sim_time, 1e-9),
         solve_ms_p50=float(np.percentile(solve, 50)), solve_ms_p99=float(np.percentile(solve, 99)),
-        deadline_misses=int(status.get('deadline_misses', 0)), plot=plot)
+        deadline_misses=int(status.get('deadline_misses', 0)), plot=plot,
+        stop_zone=int(status.get('stop_zone', 0)))

@@ -103,7 +103,7 @@ class _Driver:
                 t = ros_convert.stamp_to_sec(msg.header.stamp)
                 with self.lock:
                     self.log.mpc_status = (t, status.message, values)
-                    if status.message == 'tracking':
+                    if status.message in ('tracking', 'stop zone'):     # a solve ran
                         self.log.solve_ms.append(float(values['solve_time_ms']))
 
     def _on_predicted(self, msg) -> None:
