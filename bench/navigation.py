@@ -19,7 +19,8 @@ existing files are kept, so an interrupted sweep resumes where it stopped. Pairs
 of their index across worlds, robots and controllers, so a sweep stopped early has the same
 pairs of each (``--summary-only`` then summarises the files there are). The summary (rows,
 printed and written to ``--json``) is built from the files of the pairs asked for: per world,
-robot and controller: reached, collisions (simulator steps in contact, summed), minimum
+robot and controller: reached, collisions (simulator steps in contact, summed), stop-zone
+ticks (the MPC's speed cut by ``navigation.stop_margin``, summed), minimum
 clearance (m, robot centre to obstacle surface; the footprint touches at the robot radius,
 0.2 m), mean path length and time of the reached goals, and in ms the median of the drives'
 p50 and the largest drive p99 of: the tick (wall time; SLAM + planning + solve), the control
@@ -147,6 +148,7 @@ def drive_task(world_name: str, robot: str, controller: str, seed: int, index: i
                 load_before=load, load_after=os.getloadavg()[0])
     _write(Path(path), data)
     return (f'{world_name} {robot} {controller} pair {index}: {g.status}, {g.collisions} collisions, '
+            f'{g.stop_zone} stop-zone ticks, '
             f'clearance {g.min_clearance:.3f} m, tick p50 {r.tick_p50_ms:.1f} p99 {r.tick_p99_ms:.1f} ms, '
             f'{data["wall_s"]:.0f} s, load {load:.1f}')
 
@@ -199,6 +201,7 @@ def summary_row(world: str, robot: str, controller: str, results: list[dict], so
     row = dict(world=world, robot=robot, controller=controller, pairs=len(results), reached=len(reached),
                reached_pct=100.0 * len(reached) / len(results),
                collisions=int(sum(g['collisions'] for g in results)),
+               stop_zone=_stat(sum, results, 'stop_zone'),
                min_clearance=float(min(g['min_clearance'] for g in results)),
                path_length=_mean(reached, 'path_length'), time=_mean(reached, 'time'),
                tick_p50_ms=float(np.median([g['tick_p50_ms'] for g in results])),
@@ -284,7 +287,8 @@ def main(argv=None) -> int:
         pooled = (f', all ticks p50 {row["tick_cpu_all_p50_ms"]:.1f} p99 {row["tick_cpu_all_p99_ms"]:.1f}'
                   if 'tick_cpu_all_p99_ms' in row else '')
         print(f'{world_name:10s} {robot:10s} {controller:5s} reached {row["reached"]}/{row["pairs"]} '
-              f'collisions {row["collisions"]} min clearance {row["min_clearance"]:.3f} m '
+              f'collisions {row["collisions"]} stop-zone ticks {row["stop_zone"]:.0f} '
+              f'min clearance {row["min_clearance"]:.3f} m '
               f'length {row["path_length"]:.2f} m time {row["time"]:.1f} s | ms: tick p50 '
               f'{row["tick_p50_ms"]:.1f} p99 {row["tick_p99_ms"]:.1f}, control p50 '
               f'{row["control_p50_ms"]:.1f} p99 {row["control_p99_ms"]:.1f}, SLAM p99 '

@@ -9,18 +9,19 @@ the simulator holds each command until the next tick. Example::
 
     diffopt-ros drive --world clutter --goal 9,5 --goal 1,1 --robot ackermann --json out.json
 
-Per goal it prints and writes: reached, time (s), path length (m), minimum clearance (m, from the
-robot centre to the nearest obstacle surface; the footprint touches at the robot radius),
-collisions (simulator steps in contact); and for the loop: ticks, rate achieved (ticks per wall
-second), tick p50/p99 (ms; SLAM + planning + MPC), solve p50/p99 (ms), control p50/p99 (ms;
-planning + MPC, the navigator's step: what a controller beside a separate SLAM process spends)
-and SLAM p99 (ms, over the ticks that process a scan; a new keyframe's scan matching, loop
-search and graph update are its slow ones); all wall times. Tick CPU p50/p99 (ms) is the
-thread's CPU time per tick (``time.thread_time``): on a loaded machine the wall time also holds
-the time other processes ran, the CPU time what the tick itself took. ``--record DIR`` writes
-the run as a rosbag2 (MCAP) like the recorder's (``/odom``, ``/ground_truth/odom``, ``/cmd_vel``,
-``/goal_pose``, ``/scan``), which ``diffopt-ros learn dynamics`` reads. Exit code 0 when every
-goal is reached without a collision, 1 otherwise, 2 for bad arguments or files.
+Per goal it prints and writes: reached, time (s), path length (m), minimum clearance (m, from
+the robot centre to the nearest obstacle surface; the footprint touches at the robot radius),
+collisions (simulator steps in contact), stop-zone ticks (the MPC's speed cut by
+:attr:`~diffopt_ros.navigation.NavSettings.stop_margin`); and for the loop: ticks, rate achieved
+(ticks per wall second), tick p50/p99 (ms; SLAM + planning + MPC), solve p50/p99 (ms), control
+p50/p99 (ms; planning + MPC, the navigator's step: what a controller beside a separate SLAM
+process spends) and SLAM p99 (ms, over the ticks that process a scan; a new keyframe's scan
+matching, loop search and graph update are its slow ones); all wall times. Tick CPU p50/p99 (ms)
+is the thread's CPU time per tick (``time.thread_time``): on a loaded machine the wall time also
+holds the time other processes ran, the CPU time what the tick itself took. ``--record DIR``
+writes the run as a rosbag2 (MCAP) like the recorder's (``/odom``, ``/ground_truth/odom``,
+``/cmd_vel``, ``/goal_pose``, ``/scan``), which ``diffopt-ros learn dynamics`` reads. Exit code
+0 when every goal is reached without a collision, 1 otherwise, 2 for bad arguments or files.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class GoalResult:
     collisions: int
     planned_length: float
     status: str
+    stop_zone: int = 0
 
 
 @dataclass
@@ -187,6 +189,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
         log_goal.append((sim.time, [*goal, 0.0]))
         limit = goal_timeout or ((2.0 * plan.length / nav.reference_speed + 15.0) if plan.reachable else 0.0)
         travelled, clearance, last = 0.0, math.inf, sim.true_state[:2]
+        stop_zone = 0
         status = 'timeout'
         while True:
             started, cpu_started = time.perf_counter(), time.thread_time()
@@ -211,6 +214,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
             cpu.append(time.thread_time() - cpu_started)
             if step.solve_time:
                 solves.append(step.solve_time)
+            stop_zone += step.stop_distance is not None
             tick_index += 1
             if step.mode in ('goal reached', 'unreachable'):
                 status = 'reached' if step.mode == 'goal reached' else f'unreachable: {navigator.plan.reason}'
@@ -243,11 +247,12 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                                        path_length=travelled, min_clearance=clearance,
                                        collisions=sim.collisions - collisions0,
                                        planned_length=plan.length if plan.reachable else math.inf,
-                                       status=status))
+                                       status=status, stop_zone=stop_zone))
         if log is not None:
             g = result.goals[-1]
             log(f'goal ({goal[0]:.2f}, {goal[1]:.2f}): {g.status}, {g.time:.1f} s, {g.path_length:.2f} m, '
-                f'min clearance {g.min_clearance:.3f} m, {g.collisions} collisions')
+                f'min clearance {g.min_clearance:.3f} m, {g.collisions} collisions, '
+                f'{g.stop_zone} stop-zone ticks')
     wall = time.perf_counter() - began
     if record:
         result.run = _run_data(f'drive_{world.name}_{robot}_{seed}', log_t, log_odom, log_truth, log_cmd,
@@ -291,7 +296,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='diffopt-ros drive',
         description='Drive goals through a world (sim + SLAM + obstacle-aware MPC in lock-step) and '
-                    'print per goal: reached, time, path length, minimum clearance, collisions; and '
+                    'print per goal: reached, time, path length, minimum clearance, collisions, '
+                    'stop-zone ticks; and '
                     'the control loop rate and tick p50/p99.')
     parser.add_argument('--world', required=True, help='world name under config/worlds or a world file')
     parser.add_argument('--goal', action='append', type=_point, required=True, metavar='X,Y',
