@@ -158,6 +158,29 @@ def test_slam_rejects_bad_inputs_and_skips_empty_scans():
     assert slam.num_keyframes == 1
 
 
+def test_a_keyframe_without_a_scan_match_is_counted_and_says_why(loop_world):
+    """A keyframe step whose scan does not match the keyframe before (here: the odometry
+    says 0.6 m ahead, the scan is from 1.5 m to the side) gets only its odometry edge, and the
+    update and the counter say so; a step that matches gets its scan edge and no reason."""
+    start = np.array(loop_world.start, dtype=float)
+
+    def ranges(pose):
+        return loop_world.raycast(pose[:2], pose[2] + ANGLES, SENSORS.lidar_range_max)
+
+    slam = SlamSystem(initial_pose=tuple(start))
+    slam.process(1.0, (0.0, 0.0, 0.0), ranges(start), ANGLES, 0.12, 12.0)
+    ahead = start + [0.6 * math.cos(start[2]), 0.6 * math.sin(start[2]), 0.0]
+    matched = slam.process(2.0, (0.6, 0.0, 0.0), ranges(ahead), ANGLES, 0.12, 12.0)
+    assert matched.keyframe == 1 and matched.unmatched == '' and slam.unmatched_keyframes == 0
+    aside = ahead + [-1.5 * math.sin(start[2]) + 0.6 * math.cos(start[2]),
+                     1.5 * math.cos(start[2]) + 0.6 * math.sin(start[2]), 0.0]
+    lost = slam.process(3.0, (1.2, 0.0, 0.0), ranges(aside), ANGLES, 0.12, 12.0)
+    assert lost.keyframe == 2 and lost.unmatched and slam.unmatched_keyframes == 1, lost.unmatched
+    graph = slam.graph()
+    into = graph.kinds[graph.edges[:, 1] == 2].tolist()
+    assert EDGE_KINDS[into[0]] == 'odom' and len(into) == 1, into
+
+
 # ---------------------------------------------------------------------- the loop world
 def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     rollout, slam, truth, steps, updates = lap

@@ -152,8 +152,10 @@ def test_node_in_process_publishes_pose_odom_path_map_and_saves(context, drive, 
         assert abs(last.pose.pose.position.x - travelled) < 0.2
         assert len(feeder.got['path'][-1].poses) == stats.keyframes
         status = feeder.got['diag'][-1].status[0]
+        values = {v.key: v.value for v in status.values}
         assert 'slam' in status.name and {'update_time_ms', 'keyframes', 'loop_closures',
-                                          'full_gc_collections'} <= {v.key for v in status.values}
+                                          'full_gc_collections'} <= set(values)
+        assert values['unmatched_keyframes'] == str(slam.slam.unmatched_keyframes)
         assert slam._collector.collections >= 1     # scans handled one by one: idle between
         # a late subscriber still gets the (transient-local) map
         maps = []

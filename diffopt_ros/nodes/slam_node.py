@@ -14,8 +14,10 @@ on a worker thread, so the callbacks never block. Publishes
 * ``map`` (``nav_msgs/OccupancyGrid``, transient-local) every ``map.publish_period`` s of wall
   time when the graph changed, cast on a thread of its own (the SLAM lock is held only to copy
   the estimates), so a long cast after a loop closure never delays the next scan;
-* ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs, full
-  garbage collections;
+* ``/diagnostics``: update time, keyframes, loop closures, rejected and skipped inputs,
+  keyframes without a scan match to the one before (``unmatched_keyframes``; each also logged
+  with its reason: only odometry links them there, so their heading error stays in the map
+  until a loop closure), full garbage collections;
 * TF ``map`` -> ``odom`` when ``tf2_ros`` is importable.
 
 The process's full garbage collections run on the worker when no scan is waiting, at most every
@@ -307,6 +309,10 @@ class SlamNode(Node):
             correction = self._slam.correction
         stats = self._stats
         stats.scans += 1
+        if update.unmatched:
+            self.get_logger().warning(f'keyframe {update.keyframe} at {scan[0]:.3f} s has no scan '
+                                      f'match to the one before ({update.unmatched}): odometry '
+                                      'only there', throttle_duration_sec=2.0)
         if update.skipped:
             stats.skipped_scans += 1
             stats.last_skip = update.skipped
@@ -413,6 +419,7 @@ class SlamNode(Node):
                 'update_time_ms': 1e3 * s.update_time, 'max_update_time_ms': 1e3 * s.max_update_time,
                 'keyframes': s.keyframes, 'loop_closures': self._slam.loop_closures,
                 'localizations': self._slam.localizations,
+                'unmatched_keyframes': self._slam.unmatched_keyframes,
                 'full_solves': self._slam.full_solves, 'scans': s.scans,
                 'skipped_scans': s.skipped_scans, 'rejected_scans': s.rejected_scans,
                 'rejected_odom': s.rejected_odom, 'future_stamps': s.future_stamps,

@@ -87,6 +87,9 @@ class SlamUpdate:
         loop_closures: indices of the keyframes linked by a new loop edge (to the new
             keyframe, or to the re-used one).
         full_solve: an iterated update ran (a loop edge disagreed with the estimate).
+        unmatched: why the new keyframe has no scan edge from the keyframe last used (its scan
+            match was rejected, or corrected the odometry by more than
+            ``scan_max_correction_*``): only odometry links it there; '' otherwise.
         seconds: wall time of the update (s).
         cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes):
             of a keyframe step, or of a scan between them that built the ICP target of the
@@ -102,6 +105,7 @@ class SlamUpdate:
     scan_match: ScanMatch | None = None
     loop_closures: tuple[int, ...] = ()
     full_solve: bool = False
+    unmatched: str = ''
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     solve_cpu_seconds: float = 0.0
@@ -150,6 +154,8 @@ class SlamSystem:
         """``T_map_odom`` ``(x, y, yaw)``: map pose = correction composed with odometry pose."""
         self.loop_closures = 0
         self.localizations = 0
+        self.unmatched_keyframes = 0
+        """Keyframes added without a scan edge (:attr:`SlamUpdate.unmatched`)."""
         self._mapper: OccupancyMapper | None = None
         self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # keyframe -> target, by use
 
@@ -314,7 +320,7 @@ class SlamSystem:
         guess = planar.between(start, predicted)
         match = match_scans(points, self._target(i), self._tensor(guess), cfg.icp)
         matched = tuple(match.pose.tolist())
-        if not (match.accepted and _plausible(guess, matched, cfg)):
+        if not match.accepted or _implausible(guess, matched, cfg):
             return None
         self.localizations += 1
         self._reference = (i, matched, odom)
@@ -373,18 +379,22 @@ class SlamSystem:
         backend.add_edge(r, k, delta, ODOM, 1.0)
         match = match_scans(points, self._target(r), delta, cfg.icp)
         matched = tuple(match.pose.tolist())
-        if match.accepted and _plausible(relative, matched, cfg):
+        unmatched = match.reason or _implausible(relative, matched, cfg)
+        if not unmatched:
             backend.add_edge(r, k, match.pose, SCAN, match.inlier_ratio,
                              match.degenerate_directions)
             # the scan match is the better guess (it also makes the loop test below
             # measure the drift of the map, not the odometry error of one step)
             backend.estimate[k] = self._tensor(planar.compose(start, matched))
+        else:
+            self.unmatched_keyframes += 1
         loops, disagree = self._close_loops(k)
         solve_started = time.thread_time()
         backend.solve(disagree)
         self._update_correction()
         return SlamUpdate(stamp, odom, keyframe=k, scan_match=match, loop_closures=tuple(loops),
-                          full_solve=disagree, solve_cpu_seconds=time.thread_time() - solve_started)
+                          full_solve=disagree, unmatched=unmatched,
+                          solve_cpu_seconds=time.thread_time() - solve_started)
 
     def _target(self, k: int) -> ScanTarget:
         """Keyframe ``k``'s scan as an ICP target (normals, KD-tree; built on first use, kept
@@ -458,12 +468,15 @@ class SlamSystem:
         self.backend.save_g2o(path)
 
 
-def _plausible(guess: tuple, matched: tuple, config: SlamConfig) -> bool:
-    """Whether a scan match ``(x, y, yaw)`` differs from its guess by at most
-    ``scan_max_correction_*``."""
+def _implausible(guess: tuple, matched: tuple, config: SlamConfig) -> str:
+    """Why a scan match ``(x, y, yaw)`` differs from its guess by more than
+    ``scan_max_correction_*`` ('' when it does not)."""
     dx, dy, dyaw = planar.between(guess, matched)
-    return (math.hypot(dx, dy) <= config.scan_max_correction_xy
-            and abs(dyaw) <= config.scan_max_correction_yaw)
+    if math.hypot(dx, dy) > config.scan_max_correction_xy or abs(dyaw) > config.scan_max_correction_yaw:
+        return (f'correction {math.hypot(dx, dy):.3f} m, {abs(dyaw):.3f} rad beyond '
+                f'scan_max_correction ({config.scan_max_correction_xy} m, '
+                f'{config.scan_max_correction_yaw} rad)')
+    return ''
 
 
 def _to_map_axes(covariance: Tensor, yaw) -> Tensor:
