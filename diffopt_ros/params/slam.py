@@ -43,6 +43,11 @@ SCHEMA = NodeSchema(NODE_NAME, (
     _core('scan.voxel_size', 'scan down-sampling cell (0 = none)', 0.0, 1.0, 'm'),
     _core('scan.max_range', "ignore beams beyond this (0 = the scan's range_max)", 0.0, 1000.0,
           'm'),
+    _core('scan.submap_keyframes', 'a new keyframe\'s scan is matched against the scans of '
+          'the keyframe last used and up to this many - 1 before it (a local map; 1 = one scan)',
+          1, 50),
+    _core('scan.submap_radius', 'keyframes of that local map lie within this distance of the '
+          'last used one', 0.0, 100.0, 'm'),
     _core('icp.max_iterations', 'ICP iterations (consecutive keyframes)', 1, 500),
     _core('icp.max_correspondence_distance', 'initial ICP pairing gate', 0.01, 10.0, 'm'),
     _core('icp.min_inlier_ratio', 'fitness: least inlier fraction of a scan match', 0.0, 1.0),

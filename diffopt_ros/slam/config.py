@@ -29,6 +29,12 @@ class SlamConfig:
         reuse_angle: heading gate of re-use (rad).
         voxel_size: scan down-sampling cell.
         max_range: beams longer than this are dropped (0: the scan's own ``range_max``).
+        submap_keyframes: the scan of a new keyframe is matched against a local map, the scan
+            of the keyframe last used and those of up to this many - 1 keyframes before it
+            (within ``submap_radius`` of it), placed by their current estimates (as slam_toolbox
+            matches against its scan buffer): more of the scene than one scan, so a consecutive
+            match drifts less. 1: the one scan.
+        submap_radius: keyframes of the local map lie within this distance of the last used one.
         icp: scan matching between consecutive keyframes and against a re-used keyframe (the
             guess, odometry over one keyframe step, is good to a few cm: the pairing gate
             shrinks in two iterations, so a match takes ~4 iterations instead of ~9).
@@ -63,6 +69,8 @@ class SlamConfig:
     reuse_angle: float = 0.3
     voxel_size: float = 0.05
     max_range: float = 0.0
+    submap_keyframes: int = 3
+    submap_radius: float = 2.0
     icp: IcpConfig = IcpConfig(shrink_iterations=2)
     scan_max_correction_xy: float = 0.3
     scan_max_correction_yaw: float = 0.2
@@ -88,6 +96,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'keyframe.reuse_angle': ('reuse_angle',),
     'scan.voxel_size': ('voxel_size',),
     'scan.max_range': ('max_range',),
+    'scan.submap_keyframes': ('submap_keyframes',),
+    'scan.submap_radius': ('submap_radius',),
     'icp.max_iterations': ('icp.max_iterations',),
     'icp.max_correspondence_distance': ('icp.max_correspondence_distance',),
     'icp.min_inlier_ratio': ('icp.min_inlier_ratio',),

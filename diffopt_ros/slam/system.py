@@ -15,10 +15,11 @@
    revisited places), and so do memory and the size of the elimination tree's separators.
 2. Otherwise it **adds a keyframe**: an odometry edge from the keyframe last used (the
    odometry increment since then, composed with the match that localized it), a scan edge from
-   ICP of the new scan against that keyframe's scan (kept when the fitness check passes and
-   the correction is plausible), and a loop closure to an older keyframe (at least
-   ``loop_min_separation`` keyframes back) within ``loop_search_radius`` of the new pose,
-   verified by ICP.
+   ICP of the new scan against a local map, that keyframe's scan and those of up to
+   ``submap_keyframes - 1`` keyframes before it within ``submap_radius``, placed by their
+   estimates (kept when the fitness check passes and the correction is plausible), and a
+   loop closure to an older keyframe (at least ``loop_min_separation`` keyframes back) within
+   ``loop_search_radius`` of the new pose, verified by ICP.
 3. Graph changes are folded into the incremental solver of the back end
    (:class:`~diffopt_ros.slam.backend.PoseGraphBackend`); a loop edge that disagrees with the
    estimate (whitened squared residual above ``loop_full_solve_chi2``) is iterated: up to
@@ -158,6 +159,7 @@ class SlamSystem:
         """Keyframes added without a scan edge (:attr:`SlamUpdate.unmatched`)."""
         self._mapper: OccupancyMapper | None = None
         self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # keyframe -> target, by use
+        self._submap: tuple[tuple, ScanTarget] | None = None   # the local map's key and target
 
     # ------------------------------------------------------------------ properties
     @property
@@ -271,10 +273,10 @@ class SlamSystem:
         """A scan that is not a keyframe step: builds the ICP target of the keyframe last used
         when it has none yet (the next keyframe step matches against it), else does nothing."""
         r = self._reference[0]
-        if r in self._targets:
+        if self._submap is not None and self._submap[0] == self._submap_key(r):
             return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
         cpu_started = time.thread_time()
-        self._target(r)
+        self._submap_target(r)
         return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started,
                           cpu_seconds=time.thread_time() - cpu_started)
 
@@ -373,11 +375,12 @@ class SlamSystem:
                               solve_cpu_seconds=time.thread_time() - solve_started)
         r, relative = self._from_reference(odom)
         delta, start = self._tensor(relative), self._pose(r)
+        target = self._submap_target(r)
         k = backend.add_keyframe(stamp, odom, self._tensor(planar.compose(start, relative)))
         self._points.append(points)
         self._reference = (k, (0.0, 0.0, 0.0), odom)
         backend.add_edge(r, k, delta, ODOM, 1.0)
-        match = match_scans(points, self._target(r), delta, cfg.icp)
+        match = match_scans(points, target, delta, cfg.icp)
         matched = tuple(match.pose.tolist())
         unmatched = match.reason or _implausible(relative, matched, cfg)
         if not unmatched:
@@ -406,6 +409,37 @@ class SlamSystem:
         target = self._targets[k] = ScanTarget(self._points[k])
         if len(self._targets) > TARGET_CACHE:
             self._targets.popitem(last=False)
+        return target
+
+    def _submap_key(self, r: int) -> tuple:
+        """What the local map of keyframe ``r`` depends on: ``r``, and the estimates (they
+        change only in a solve, after new edges or in an iterated or full solve)."""
+        return r, self.backend.num_edges, self.backend.full_solves
+
+    def _submap_target(self, r: int) -> ScanTarget:
+        """The ICP target of a new keyframe's scan: keyframe ``r``'s scan and those of up to
+        ``submap_keyframes - 1`` keyframes before it (by index) within ``submap_radius`` of it,
+        moved into ``r``'s frame by the estimates and down-sampled together (just ``r``'s
+        target when there are none). The last one built is kept until the estimates change."""
+        key = self._submap_key(r)
+        if self._submap is not None and self._submap[0] == key:
+            return self._submap[1]
+        cfg = self.config
+        estimate = self._estimate()
+        near = [j for j in range(r - 1, max(r - 4 * cfg.submap_keyframes, 0) - 1, -1)
+                if math.hypot(estimate[j, 0] - estimate[r, 0], estimate[j, 1] - estimate[r, 1])
+                <= cfg.submap_radius][:cfg.submap_keyframes - 1]
+        if not near:
+            target = self._target(r)
+        else:
+            base = tuple(estimate[r].tolist())
+            clouds = [as_array(self._points[r])]
+            for j in near:
+                x, y, yaw = planar.between(base, tuple(estimate[j].tolist()))
+                c, s = math.cos(yaw), math.sin(yaw)
+                clouds.append(as_array(self._points[j]) @ np.array([[c, s], [-s, c]]) + (x, y))
+            target = ScanTarget(voxel_downsample(np.concatenate(clouds), cfg.voxel_size))
+        self._submap = (key, target)
         return target
 
     def _close_loops(self, k: int) -> tuple[list[int], bool]:
