@@ -398,3 +398,25 @@ def test_a_second_pass_localizes_on_the_map_instead_of_adding_keyframes(lap, loo
     cov = slam.covariance
     assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
     assert localized.scan_match.accepted
+
+
+def test_matching_against_a_local_map_drifts_less_than_against_one_scan():
+    """One lap of the corridors world (long walls, few features along them): matching each new
+    keyframe against the last keyframes' scans together keeps the pose SLAM gives at every
+    keyframe step within a few centimetres; against the last keyframe's scan alone it drifts
+    several times further (measured: RMSE 0.017 against 0.063 m, seed 0)."""
+    world = World.load('corridors')
+    sim = Simulator(world, seed=0)
+    rollout = sim.rollout(expand_script(route_script(world.start, world.route, sim.robot), 0.05), 0.05,
+                          scan_every=2)
+    errors = {}
+    for keyframes in (1, SlamConfig().submap_keyframes):
+        slam, error = SlamSystem(SlamConfig(submap_keyframes=keyframes), initial_pose=tuple(world.start)), []
+        for step, ranges in zip(rollout.scan_steps, rollout.scans):
+            update = slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                                  SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+            if update.keyframe is not None or update.localized is not None:
+                error.append(math.dist(update.pose[:2], rollout.true_states[step, :2]))
+        errors[keyframes] = math.sqrt(np.mean(np.square(error)))
+    single, local = errors.values()
+    assert local < 0.03 and local < 0.5 * single, errors
