@@ -420,3 +420,22 @@ def test_matching_against_a_local_map_drifts_less_than_against_one_scan():
         errors[keyframes] = math.sqrt(np.mean(np.square(error)))
     single, local = errors.values()
     assert local < 0.03 and local < 0.5 * single, errors
+
+
+def test_the_local_map_holds_the_keyframes_before_and_follows_the_settings(lap):
+    """The local map of the last keyframe holds more than its own scan (those of the keyframes
+    before it), is kept while nothing changes, and follows the settings: with
+    ``submap_keyframes`` 1 it is that keyframe's own target."""
+    from dataclasses import replace as replaced
+
+    _, slam, _, _, _ = lap
+    r = slam.num_keyframes - 1
+    local = slam._submap_target(r)
+    single = slam._target(r)
+    assert len(local) > len(single)
+    assert slam._submap_target(r) is local                    # kept while nothing changed
+    slam.set_config(replaced(slam.config, submap_keyframes=1))
+    try:
+        assert slam._submap_target(r) is single
+    finally:
+        slam.set_config(replaced(slam.config, submap_keyframes=SlamConfig().submap_keyframes))

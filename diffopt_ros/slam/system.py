@@ -412,9 +412,11 @@ class SlamSystem:
         return target
 
     def _submap_key(self, r: int) -> tuple:
-        """What the local map of keyframe ``r`` depends on: ``r``, and the estimates (they
-        change only in a solve, after new edges or in an iterated or full solve)."""
-        return r, self.backend.num_edges, self.backend.full_solves
+        """What the local map of keyframe ``r`` depends on: ``r``, the estimates (they change
+        only in a solve, after new edges or in an iterated or full solve) and the settings."""
+        cfg = self.config
+        return (r, self.backend.num_edges, self.backend.full_solves, cfg.submap_keyframes,
+                cfg.submap_radius, cfg.voxel_size)
 
     def _submap_target(self, r: int) -> ScanTarget:
         """The ICP target of a new keyframe's scan: keyframe ``r``'s scan and those of up to
