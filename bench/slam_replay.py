@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 
 from diffopt_ros.bag.align import interpolate_states
 from diffopt_ros.learn.datasets import load_run
+from diffopt_ros.learn.slam_weights import replay_scans
 from diffopt_ros.params_file import read_params_file
 from diffopt_ros.paths import config_path
 from diffopt_ros.slam.config import config_from_params
@@ -31,24 +33,19 @@ from diffopt_ros.slam.system import SlamSystem
 
 def replay(path: str, config) -> tuple[float, float, Counter]:
     """Position RMSE and max (m) of SLAM's pose at each scan of the run at ``path``, and the
-    scan-match outcomes (``'accepted'`` or the rejection reason without its numbers)."""
+    scan-match outcomes (``'accepted'`` or the rejection reason up to its first number)."""
     run = load_run(path, require=('/odom', '/scan', '/ground_truth/odom'))
-    scans = run.scans
-    odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
-    truth, inside = interpolate_states(run.ground_truth.t, run.ground_truth.values, scans.t)
+    truth, inside = interpolate_states(run.ground_truth.t, run.ground_truth.values, run.scans.t)
     first = run.ground_truth.values[0]
     slam = SlamSystem(config, initial_pose=(first[0], first[1], first[2]))
     errors, outcomes = [], Counter()
-    for k in np.flatnonzero(ok & inside):
-        pose = (odom[k, 0], odom[k, 1], math.remainder(odom[k, 2], 2 * math.pi))
-        update = slam.process(float(scans.t[k]), pose, scans.ranges[k], scans.angles, scans.range_min,
-                              scans.range_max)
-        if update.skipped:
+    for k, update in replay_scans(run, slam):
+        if update.skipped or not inside[k]:
             continue
         errors.append(math.hypot(update.pose[0] - truth[k, 0], update.pose[1] - truth[k, 1]))
         if update.scan_match is not None:
             reason = update.scan_match.reason
-            outcomes[reason.split(' (')[0].rstrip('0123456789.<> m') if reason else 'accepted'] += 1
+            outcomes[re.split(r' [\d(]', reason)[0] if reason else 'accepted'] += 1
     errors = np.asarray(errors)
     return float(np.sqrt(np.mean(errors ** 2))), float(errors.max()), outcomes
 

@@ -338,7 +338,7 @@ class Navigator:
         if self.nav.stop_margin < 0 or speed == 0.0 or points.shape[0] == 0:
             return None
         heading = np.array([math.cos(state[2]), math.sin(state[2])])
-        offset = points.to(torch.float64).numpy() - state[:2]
+        offset = points.to(torch.float64).cpu().numpy() - state[:2]
         ahead = math.copysign(1.0, speed) * (offset @ heading)
         side = offset @ np.array([-heading[1], heading[0]])
         reach = self.nav.radius + self.nav.stop_margin

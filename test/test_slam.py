@@ -439,3 +439,11 @@ def test_the_local_map_holds_the_keyframes_before_and_follows_the_settings(lap):
         assert slam._submap_target(r) is single
     finally:
         slam.set_config(replaced(slam.config, submap_keyframes=SlamConfig().submap_keyframes))
+
+
+def test_planar_transform_moves_points_as_compose_moves_poses():
+    from diffopt_ros.slam import planar
+
+    pose, points = (0.4, -1.2, 2.1), np.array([[1.0, 0.5], [-0.3, 2.0], [0.0, 0.0]])
+    expected = [planar.compose(pose, (x, y, 0.0))[:2] for x, y in points]
+    np.testing.assert_allclose(planar.transform(pose, points), expected, rtol=0, atol=1e-12)

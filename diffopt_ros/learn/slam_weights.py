@@ -103,6 +103,27 @@ def window(sequence: KeyframeSequence, start: int, end: int) -> KeyframeSequence
                             sequence.ground_truth[start:end])
 
 
+def replay_scans(run: RunData, slam: SlamSystem, progress: Progress | None = None):
+    """Feed ``run``'s scans to ``slam``, each with the odometry interpolated at its stamp (as
+    slam_node pairs them), skipping scans outside the odometry or without a finite range.
+
+    Yields:
+        ``(index of the scan in run.scans, SlamUpdate)`` per scan processed.
+    """
+    scans = run.scans
+    odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
+    if progress is not None:
+        progress.update(int(len(ok) - ok.sum()))    # scans outside the odometry: skipped
+    for k in np.flatnonzero(ok):
+        if progress is not None:
+            progress.update(1)
+        if not np.isfinite(scans.ranges[k]).any():
+            continue
+        yield k, slam.process(float(scans.t[k]),
+                              (odom[k, 0], odom[k, 1], math.remainder(odom[k, 2], 2 * math.pi)),
+                              scans.ranges[k], scans.angles, scans.range_min, scans.range_max)
+
+
 def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = torch.float64,
                       progress: Progress | None = None) -> KeyframeSequence:
     """Replay the SLAM front end over ``run``'s scans with odometry interpolated at each scan,
@@ -123,21 +144,12 @@ def keyframe_sequence(run: RunData, config: SlamConfig, dtype: torch.dtype = tor
         if series is None or len(series.t) < 2:
             raise DatasetError(f'{run.where}: topic {topic} is missing or has fewer than 2 '
                                f'messages (needed to learn the SLAM weights)')
-    scans = run.scans
-    odom, ok = interpolate_states(run.odom.t, run.odom.values, scans.t, max_gap=0.5)
     # every keyframe step adds a keyframe here (no re-use of keyframes in revisited places): each
     # pass gives its own odometry, scan and loop edges (more samples of the per-kind weights),
     # and consecutive keyframes stay linked, which the windows of sub_sequences rely on
     slam = SlamSystem(replace(config, reuse_distance=0.0), dtype=dtype)
-    if progress is not None:
-        progress.update(int(len(ok) - ok.sum()))    # scans outside the odometry: skipped
-    for k in np.flatnonzero(ok):
-        if progress is not None:
-            progress.update(1)
-        if not np.isfinite(scans.ranges[k]).any():
-            continue
-        slam.process(float(scans.t[k]), (odom[k, 0], odom[k, 1], math.remainder(odom[k, 2], 2 * math.pi)),
-                     scans.ranges[k], scans.angles, scans.range_min, scans.range_max)
+    for _ in replay_scans(run, slam, progress):
+        pass
     if slam.num_keyframes < 3:
         raise DatasetError(f'{run.where}: only {slam.num_keyframes} SLAM keyframes (the robot '
                            f'hardly moved?); need at least 3')

@@ -1,9 +1,12 @@
 """SE(2) on Python floats ``(x, y, yaw)`` for per-scan bookkeeping: a few scalar operations,
 where torch's per-call overhead would dominate (the tensor versions are
-:class:`diffopt_ros.lie.SE2`). Angles in rad, wrapped to ``[-pi, pi]``."""
+:class:`diffopt_ros.lie.SE2`), and a pose applied to a numpy point array. Angles in rad,
+wrapped to ``[-pi, pi]``."""
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 Pose = tuple[float, float, float]
 
@@ -24,3 +27,10 @@ def inverse(a) -> Pose:
 def between(a, b) -> Pose:
     """``a^-1 * b``."""
     return compose(inverse(a), b)
+
+
+def transform(pose, points: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` points (m, float64) of a frame at ``pose`` in the frame ``pose`` is given in:
+    ``R(yaw) p + (x, y)`` per row."""
+    c, s = math.cos(pose[2]), math.sin(pose[2])
+    return points @ np.array([[c, s], [-s, c]]) + (pose[0], pose[1])

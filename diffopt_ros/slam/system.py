@@ -29,8 +29,9 @@
 
 Scan normals and KD-trees are built only for scans that are matched against (keyframes), on
 first use, and kept with the keyframe (re-use matches against any keyframe of the map); the
-keyframe last used gets its own on the next scan that is not a keyframe step (the next
-keyframe step matches against it), so that work is off the keyframe steps. The
+local map of the keyframe last used is built on the next scan that is not a keyframe step (the
+next keyframe step matches against it, when it adds a keyframe), so that work is off the
+keyframe steps. The
 front end's per-scan arithmetic (beams to points, voxel filter, normals, the re-use and loop
 gates over the keyframe estimates, pose bookkeeping) runs on float64 numpy arrays and Python
 floats: a keyframe step handles a few hundred points and a few poses, where torch's per-call
@@ -93,7 +94,7 @@ class SlamUpdate:
             ``scan_max_correction_*``): only odometry links it there; '' otherwise.
         seconds: wall time of the update (s).
         cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes):
-            of a keyframe step, or of a scan between them that built the ICP target of the
+            of a keyframe step, or of a scan between them that built the local map of the
             keyframe last used (0 for other scans).
         solve_cpu_seconds: of which in the pose-graph solve and covariance (s, thread CPU).
         skipped: why the scan was not used ('' when it was).
@@ -270,8 +271,8 @@ class SlamSystem:
 
     # ------------------------------------------------------------------ front end
     def _between_steps(self, stamp: float, pose, started: float) -> SlamUpdate:
-        """A scan that is not a keyframe step: builds the ICP target of the keyframe last used
-        when it has none yet (the next keyframe step matches against it), else does nothing."""
+        """A scan that is not a keyframe step: builds the local map of the keyframe last used
+        (:meth:`_submap_target`) when it is not built yet, else does nothing."""
         r = self._reference[0]
         if self._submap is not None and self._submap[0] == self._submap_key(r):
             return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
@@ -435,11 +436,9 @@ class SlamSystem:
             target = self._target(r)
         else:
             base = tuple(estimate[r].tolist())
-            clouds = [as_array(self._points[r])]
-            for j in near:
-                x, y, yaw = planar.between(base, tuple(estimate[j].tolist()))
-                c, s = math.cos(yaw), math.sin(yaw)
-                clouds.append(as_array(self._points[j]) @ np.array([[c, s], [-s, c]]) + (x, y))
+            clouds = [as_array(self._points[r])] + [
+                planar.transform(planar.between(base, tuple(estimate[j].tolist())),
+                                 as_array(self._points[j])) for j in near]
             target = ScanTarget(voxel_downsample(np.concatenate(clouds), cfg.voxel_size))
         self._submap = (key, target)
         return target
