@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffopt_ros.drive import drive, sim_robot  # noqa: E402
+from diffopt_ros.drive import nav_settings as drive_nav_settings  # noqa: E402
 from diffopt_ros.learn.controller import mpc_params  # noqa: E402
 from diffopt_ros.maps import world_grid  # noqa: E402
 from diffopt_ros.mpc.receding import MpcSettings, advance_plan, path_reference  # noqa: E402
@@ -86,10 +87,9 @@ def random_pairs(world: World, planner, n: int, radius: float, rng: np.random.Ge
 
 
 def nav_settings(robot: str) -> NavSettings:
-    """The navigation settings of ``robot`` with the simulated robot's geometry."""
-    true = sim_robot(robot)
-    return NavSettings(robot=robot, radius=true.radius, wheelbase=true.wheelbase,
-                       max_steer=true.max_steer, max_steer_rate=true.max_steer_rate)
+    """The navigation settings of ``robot`` in a drive with config/mpc.yaml
+    (:func:`diffopt_ros.drive.nav_settings`)."""
+    return drive_nav_settings(robot, mpc_params(), sim_robot(robot))
 
 
 def solve_times(navigator: Navigator, plan, points: int = 6) -> list[tuple[float, float]]:

@@ -109,6 +109,14 @@ def sim_robot(robot: str, values: dict | None = None):
     return robot_params(values)
 
 
+def nav_settings(robot: str, mpc_values: dict, true_robot) -> NavSettings:
+    """The navigation settings of a drive: ``mpc_values``' (``navigation.*``, reference speed,
+    goal tolerance: :meth:`NavSettings.from_params`) for ``robot``, with the true car's wheelbase,
+    steering limit and steering rate limit (``true_robot``, :func:`sim_robot`)."""
+    return NavSettings.from_params(mpc_values, robot=robot, wheelbase=true_robot.wheelbase,
+                                   max_steer=true_robot.max_steer, max_steer_rate=true_robot.max_steer_rate)
+
+
 def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, grid=None,
           mpc_values: dict | None = None, nav: NavSettings | None = None, controller: str = 'ilqr',
           obstacle_cost: bool = True, slam: bool = True, control_rate: float = 20.0,
@@ -124,8 +132,7 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
         start: start pose ``(3,)`` (default: the world's).
         grid: the map (default: the world rasterised at 0.05 m, as a map server would serve it).
         mpc_values: mpc_node parameters (default ``config/mpc.yaml``).
-        nav: navigation settings (default: :class:`NavSettings` for ``robot`` with the true car's
-            wheelbase, steering limit and steering rate limit).
+        nav: navigation settings (default: :func:`nav_settings`).
         controller: ``'ilqr'`` (the MPC) or ``'cem'`` (the sampling solver on the same costs).
         obstacle_cost: use the obstacle cost in the controller (the planner always avoids obstacles).
         slam: close the loop on the SLAM estimate (else on the true state).
@@ -148,11 +155,10 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
 
     world = world if isinstance(world, World) else World.load(world)
     true_robot = true_robot or sim_robot(robot)
-    if nav is None:
-        nav = NavSettings(robot=robot, radius=true_robot.radius, wheelbase=true_robot.wheelbase,
-                          max_steer=true_robot.max_steer, max_steer_rate=true_robot.max_steer_rate)
+    mpc_values = mpc_values if mpc_values is not None else mpc_params()
+    nav = nav or nav_settings(robot, mpc_values, true_robot)
     grid = grid if grid is not None else world_grid(world, 0.05)
-    settings = MpcSettings.from_params(mpc_values if mpc_values is not None else mpc_params())
+    settings = MpcSettings.from_params(mpc_values)
     navigator = Navigator(grid, settings, nav, controller=controller)
     navigator.use_obstacles(obstacle_cost)
     sim = Simulator(world, robot=true_robot, seed=seed, start_pose=start)

@@ -40,6 +40,8 @@ from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 from diffopt_ros.planning import GlobalPlan, GridPlanner
 
 ROBOTS = ('diff_drive', 'ackermann', 'unicycle')
+#: The robot base of each of mpc_node's ``model`` values.
+ROBOT_OF_MODEL = {'diff_drive_lag': 'diff_drive', 'bicycle': 'ackermann', 'unicycle': 'unicycle'}
 #: mpc_node's defaults (:mod:`diffopt_ros.params.mpc`): the node and the library share them.
 _NODE = {p.name: p.default for p in MPC_SCHEMA}
 
@@ -115,6 +117,29 @@ class NavSettings:
     cost_tolerance: float = _NODE['navigation.cost_tolerance']
     retry_period: float = 1.0
 
+    @classmethod
+    def from_params(cls, values, **overrides) -> NavSettings:
+        """The settings an mpc_node with parameters ``values`` navigates with.
+
+        Args:
+            values: mpc_node parameters (``navigation.*``, ``reference_speed``,
+                ``goal_tolerance``, ``model`` and the car's ``model.wheelbase``,
+                ``bounds.max_steer``, ``model.max_steer_rate``, ``model.tau_steer``), e.g. a
+                parameter file read by :func:`~diffopt_ros.params_file.read_params_file`; a
+                missing key takes the node's default.
+            overrides: fields set on top (e.g. the simulated car's geometry).
+        """
+        v = {**_NODE, **values}
+        fields = dict(robot=ROBOT_OF_MODEL[v['model']], radius=v['navigation.radius'],
+                      inflation=v['navigation.inflation'], obstacle_weight=v['navigation.obstacle_weight'],
+                      scan_map_margin=v['navigation.scan_map_margin'],
+                      stop_margin=v['navigation.stop_margin'],
+                      cost_tolerance=v['navigation.cost_tolerance'], reference_speed=v['reference_speed'],
+                      goal_tolerance=v['goal_tolerance'], wheelbase=v['model.wheelbase'],
+                      max_steer=v['bounds.max_steer'], max_steer_rate=v['model.max_steer_rate'],
+                      tau_steer=v['model.tau_steer'])
+        return cls(**{**fields, **overrides})
+
     def __post_init__(self):
         if self.max_iterations is None:
             object.__setattr__(self, 'max_iterations', 6 if self.robot == 'ackermann' else 5)
@@ -137,7 +162,8 @@ class NavStep:
         mode: ``'tracking'``, ``'goal reached'``, ``'unreachable'`` (on the map: final),
             ``'blocked'`` (only round scan points: standing still, planned again every
             ``retry_period``) or ``'idle'``.
-        states: ``(T+1, 5)`` predicted model states (empty when no solve ran).
+        states: ``(T+1, 5)`` predicted model states (empty when no solve ran), beginning with
+            the command sent (the stop zone's cut included).
         solve_time: wall time of the MPC solve (s).
         replanned: a new global path was planned this tick.
         stop_distance: when the stop zone (``NavSettings.stop_margin``) cut the MPC's speed,
@@ -321,14 +347,24 @@ class Navigator:
         solve_time = time.perf_counter() - started
         self._warm = (sol.controls[0].numpy(), now)
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
+        states = sol.states[0]
         free = self._free_distance(state, control[0])
         if free is not None and abs(control[0]) * s.dt > free:
             control[0] = math.copysign(free / s.dt, control[0])
+            states = self._predict(sol.states[0, 0], sol.controls[0], control)
         else:
             free = None
         self.last_command = control
-        return NavStep(self.twist(control), 'tracking', sol.states[0].numpy(), solve_time, replanned,
-                       free)
+        return NavStep(self.twist(control), 'tracking', states.numpy(), solve_time, replanned, free)
+
+    def _predict(self, x: torch.Tensor, controls: torch.Tensor, first) -> torch.Tensor:
+        """The model's states ``(T+1, n_x)`` from ``x (n_x,)`` under ``controls (T, n_u)`` with
+        the first replaced by ``first (n_u,)``: the prediction of a plan whose first command the
+        stop zone cut."""
+        controls = controls.clone()
+        controls[0] = torch.as_tensor(first, dtype=controls.dtype)
+        with torch.no_grad():
+            return self.model.rollout_fn()(x[None], controls[None])[0]
 
     def _free_distance(self, state, speed: float) -> float | None:
         """How far (m, >= 0) the robot's disc, widened by ``stop_margin``, can go straight on

@@ -95,6 +95,23 @@ def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):
     assert 'goal (2.00, 1.00): reached' in printed and 'unreachable' in printed
 
 
+def test_cli_navigates_with_the_params_file_s_navigation_values(tmp_path, capsys):
+    import yaml
+
+    from diffopt_ros.paths import config_path
+
+    world_file = tmp_path / 'small.yaml'
+    world_file.write_text(json.dumps(WORLD))
+    params = yaml.safe_load(config_path('mpc.yaml').read_text())
+    # a robot 1.4 m across does not fit through the 1.2 m gap at the wall's end
+    params['/**/mpc_node']['ros__parameters']['navigation.radius'] = 0.7
+    params_file = tmp_path / 'wide.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    code = cli_main(['drive', '--world', str(world_file), '--goal', '5,1', '--ground-truth',
+                     '--params-file', str(params_file)])
+    assert code == 1 and 'goal (5.00, 1.00): unreachable' in capsys.readouterr().out
+
+
 def test_record_writes_a_bag_that_learning_reads(tmp_path, capsys):
     from diffopt_ros.learn.datasets import load_runs
 

@@ -1,5 +1,6 @@
 """Global planner on the inflated grid: doorways, enclosed goals, clearance of the path."""
 import numpy as np
+import torch
 
 from diffopt_ros.maps import world_grid
 from diffopt_ros.planning import GridPlanner
@@ -170,3 +171,21 @@ def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
     assert np.isclose(step.stop_distance, free)
     assert np.isclose(step.command[0], free / navigator.settings.dt)
     assert navigator.last_command[0] == step.command[0]       # the next solve starts from it
+    # the predicted path begins with the command sent, not with the MPC's uncut one
+    x = torch.as_tensor(navigator.model_state(state), dtype=navigator.dtype)
+    sent = torch.as_tensor(navigator.last_command, dtype=navigator.dtype)
+    with torch.no_grad():
+        first = navigator.model(x[None], sent[None])[0].numpy()
+    np.testing.assert_allclose(step.states[1], first, rtol=0, atol=1e-12)
+
+
+def test_nav_settings_from_mpc_node_parameters():
+    from diffopt_ros.navigation import NavSettings
+
+    assert NavSettings.from_params({}) == NavSettings()           # the node's defaults are the library's
+    car = NavSettings.from_params({'model': 'bicycle', 'model.wheelbase': 0.5, 'bounds.max_steer': 0.4,
+                                   'navigation.stop_margin': -1.0, 'reference_speed': 0.3})
+    assert (car.robot, car.wheelbase, car.max_steer, car.stop_margin, car.reference_speed) == \
+        ('ackermann', 0.5, 0.4, -1.0, 0.3)
+    assert car.max_iterations == 6
+    assert NavSettings.from_params({'model': 'bicycle'}, robot='diff_drive', radius=0.3).radius == 0.3

@@ -75,9 +75,7 @@ def drive_course(course: Course, mpc_values: dict, learned: dict | None = None,
     values = course_mpc_values(course, mpc_values, learned)
     world = World.load(course.world)
     goals = course.goals if len(course.goals) else np.asarray(world.route).reshape(-1, 2)
-    nav = NavSettings(radius=values['navigation.radius'], inflation=values['navigation.inflation'],
-                      obstacle_weight=values['navigation.obstacle_weight'],
-                      reference_speed=values['reference_speed'], goal_tolerance=values['goal_tolerance'])
+    nav = NavSettings.from_params(values)
     scan_rate = course.overrides.get('sim_node', {}).get('scan_rate', 10.0)
     result = drive(world, goals, seed=course.seed, mpc_values=values, nav=nav, slam=False,
                    control_rate=values['control_rate'], scan_rate=scan_rate,

@@ -59,16 +59,7 @@ class NodeNavigation:
     def set_map(self, grid: Grid) -> None:
         """A new navigator on ``grid``; the current goal (if any) is planned on it at the next tick."""
         v = self._values
-        robot = {'bicycle': 'ackermann', 'unicycle': 'unicycle'}.get(v['model'], 'diff_drive')
-        nav = NavSettings(robot=robot, radius=v['navigation.radius'],
-                          inflation=v['navigation.inflation'],
-                          obstacle_weight=v['navigation.obstacle_weight'],
-                          scan_map_margin=v['navigation.scan_map_margin'],
-                          stop_margin=v['navigation.stop_margin'],
-                          cost_tolerance=v['navigation.cost_tolerance'],
-                          reference_speed=v['reference_speed'], goal_tolerance=v['goal_tolerance'],
-                          wheelbase=v['model.wheelbase'], max_steer=v['bounds.max_steer'],
-                          max_steer_rate=v['model.max_steer_rate'], tau_steer=v['model.tau_steer'])
+        nav = NavSettings.from_params(v)
         navigator = Navigator(grid, MpcSettings.from_params(v), nav)
         with self._lock:
             self._navigator, self._new_goal = navigator, True
