@@ -76,7 +76,8 @@ def test_normals_and_planarity_equal_an_eigen_decomposition_of_the_nearest_neigh
 def test_the_next_keyframe_steps_target_is_built_between_keyframe_steps():
     """After a keyframe is added, the next scan that is not a keyframe step builds the ICP
     target the next keyframe step matches against (the local map round it; and reports its CPU
-    time); the keyframe steps give the same graph as building it on demand."""
+    time); the keyframe steps give the same graph as building it on demand. After a
+    localization nothing is built."""
     world = World.load('loop')
     sim = Simulator(world, seed=2)
     angles = SENSORS.lidar_angles()
@@ -102,3 +103,15 @@ def test_the_next_keyframe_steps_target_is_built_between_keyframe_steps():
     assert deferred.num_keyframes >= 4 and built == deferred.num_keyframes
     assert torch.equal(deferred.estimate, on_demand.estimate)
     assert deferred.num_edges == on_demand.num_edges
+    # the same scans again (the odometry back at the start): every keyframe step localizes on a
+    # keyframe, and nothing is built between them (the next step localizes again, against one
+    # keyframe's scan, not the local map)
+    offset, localized = scans[-1][0] + 1.0, 0
+    for stamp, odom, ranges in scans:
+        before = deferred._submap
+        update = deferred.process(stamp + offset, odom, ranges, angles, 0.12, 12.0)
+        assert update.keyframe is None
+        localized += update.localized is not None
+        if update.localized is None:
+            assert not update.cpu_seconds and deferred._submap is before
+    assert localized >= 4

@@ -29,9 +29,10 @@
 
 Scan normals and KD-trees are built only for scans that are matched against (keyframes), on
 first use, and kept with the keyframe (re-use matches against any keyframe of the map); the
-local map of the keyframe last used is built on the next scan that is not a keyframe step (the
-next keyframe step matches against it, when it adds a keyframe), so that work is off the
-keyframe steps. The
+local map of the keyframe last used is built on the next scan that is not a keyframe step
+when the last keyframe step added a keyframe (the next keyframe step matches against it, when
+it adds a keyframe; after a localization, when the next step most often localizes again, it is
+built only if that step adds a keyframe), so that work is mostly off the keyframe steps. The
 front end's per-scan arithmetic (beams to points, voxel filter, normals, the re-use and loop
 gates over the keyframe estimates, pose bookkeeping) runs on float64 numpy arrays and Python
 floats: a keyframe step handles a few hundred points and a few poses, where torch's per-call
@@ -161,6 +162,7 @@ class SlamSystem:
         self._mapper: OccupancyMapper | None = None
         self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # keyframe -> target, by use
         self._submap: tuple[tuple, ScanTarget] | None = None   # the local map's key and target
+        self._exploring = True      # the last keyframe step added a keyframe (did not localize)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -271,10 +273,13 @@ class SlamSystem:
 
     # ------------------------------------------------------------------ front end
     def _between_steps(self, stamp: float, pose, started: float) -> SlamUpdate:
-        """A scan that is not a keyframe step: builds the local map of the keyframe last used
-        (:meth:`_submap_target`) when it is not built yet, else does nothing."""
+        """A scan that is not a keyframe step: while exploring (the last keyframe step added a
+        keyframe), builds the local map of the keyframe last used (:meth:`_submap_target`)
+        when it is not built yet, else does nothing. After a localization the next keyframe
+        step most often localizes again, against one keyframe's scan: its local map is built
+        only if that step adds a keyframe."""
         r = self._reference[0]
-        if self._submap is not None and self._submap[0] == self._submap_key(r):
+        if not self._exploring or (self._submap is not None and self._submap[0] == self._submap_key(r)):
             return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
         cpu_started = time.thread_time()
         self._submap_target(r)
@@ -326,7 +331,7 @@ class SlamSystem:
         if not match.accepted or _implausible(guess, matched, cfg):
             return None
         self.localizations += 1
-        self._reference = (i, matched, odom)
+        self._reference, self._exploring = (i, matched, odom), False
         information = match.information + 1e-9 * torch.eye(3, dtype=self.dtype, device=self.device)
         self._local_covariance = _to_map_axes(torch.linalg.inv(information), start[2])
         linked, disagree, solve_seconds = (), False, 0.0
@@ -364,7 +369,7 @@ class SlamSystem:
     def _add_keyframe(self, stamp: float, odom, points: Tensor) -> SlamUpdate:
         cfg = self.config
         backend = self.backend
-        self._local_covariance = None
+        self._local_covariance, self._exploring = None, True
         if self._reference is None:
             k = backend.add_keyframe(stamp, odom, self._tensor(odom))
             self._points.append(points)
