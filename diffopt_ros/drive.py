@@ -44,7 +44,9 @@ ROBOT_KINDS = {'diff_drive': 'diff_drive', 'ackermann': 'ackermann'}
 
 @dataclass
 class GoalResult:
-    """How one goal went (units: m, s)."""
+    """How one goal went (units: m, s); ``status``: ``'reached'``, ``'unreachable: <why>'``,
+    ``'no progress'`` (:attr:`~diffopt_ros.navigation.NavSettings.progress_timeout`) or
+    ``'timeout'``."""
 
     goal: list
     reached: bool
@@ -222,8 +224,9 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                 solves.append(step.solve_time)
             stop_zone += step.stop_distance is not None
             tick_index += 1
-            if step.mode in ('goal reached', 'unreachable'):
-                status = 'reached' if step.mode == 'goal reached' else f'unreachable: {navigator.plan.reason}'
+            if step.mode in ('goal reached', 'unreachable', 'no progress'):
+                status = ('reached' if step.mode == 'goal reached' else 'no progress'
+                          if step.mode == 'no progress' else f'unreachable: {navigator.plan.reason}')
                 break
             if sim.time - t0 > limit:
                 navigator.stop()

@@ -74,6 +74,12 @@ class NavSettings:
             pose estimate off by a few centimetres in a doorway can trade against tracking,
             while the scan sees the obstacle where it is, relative to the robot; turning is left
             free, a round robot turns in place without touching). Negative: off.
+        progress_radius: the robot makes progress when it moves this far from where it last
+            did (m).
+        progress_timeout: a goal is given up (mode ``'no progress'``, the goal forgotten) when
+            the robot, tracking or blocked, has not moved ``progress_radius`` in this long (s; a
+            progress checker such as nav2's: the stop zone holding the robot at an obstacle, a
+            plan it cannot follow, an obstacle that does not go away). 0: never.
         wheelbase: the car's wheelbase (m; ``ackermann``).
         max_steer: the car's steering limit (rad; ``ackermann``).
         max_steer_rate: the car's steering rate limit (rad/s; ``ackermann``).
@@ -108,6 +114,8 @@ class NavSettings:
     scan_map_margin: float = _NODE['navigation.scan_map_margin']
     scan_range: float = 3.0
     stop_margin: float = _NODE['navigation.stop_margin']
+    progress_radius: float = _NODE['navigation.progress_radius']
+    progress_timeout: float = _NODE['navigation.progress_timeout']
     wheelbase: float = _NODE['model.wheelbase']
     max_steer: float = _NODE['bounds.max_steer']
     max_steer_rate: float = _NODE['model.max_steer_rate']
@@ -134,6 +142,8 @@ class NavSettings:
                       inflation=v['navigation.inflation'], obstacle_weight=v['navigation.obstacle_weight'],
                       scan_map_margin=v['navigation.scan_map_margin'],
                       stop_margin=v['navigation.stop_margin'],
+                      progress_radius=v['navigation.progress_radius'],
+                      progress_timeout=v['navigation.progress_timeout'],
                       cost_tolerance=v['navigation.cost_tolerance'], reference_speed=v['reference_speed'],
                       goal_tolerance=v['goal_tolerance'], wheelbase=v['model.wheelbase'],
                       max_steer=v['bounds.max_steer'], max_steer_rate=v['model.max_steer_rate'],
@@ -161,7 +171,8 @@ class NavStep:
         command: ``(2,)`` Twist ``(v [m/s], omega [rad/s])`` to send now.
         mode: ``'tracking'``, ``'goal reached'``, ``'unreachable'`` (on the map: final),
             ``'blocked'`` (only round scan points: standing still, planned again every
-            ``retry_period``) or ``'idle'``.
+            ``retry_period``), ``'no progress'`` (``NavSettings.progress_timeout``: the goal is
+            given up) or ``'idle'``.
         states: ``(T+1, 5)`` predicted model states (empty when no solve ran), beginning with
             the command sent (the stop zone's cut included).
         solve_time: wall time of the MPC solve (s).
@@ -230,6 +241,7 @@ class Navigator:
         self.progress = 0.0
         self._round_scan, self._scan_plan_time = False, 0.0   # plan made round scan points, when
         self._warm: tuple[np.ndarray, float] | None = None     # last plan's controls, its time
+        self._moved: tuple[np.ndarray, float] | None = None    # where and when progress was made
         self.last_command = np.zeros(2)      # the model's control (v_cmd, omega_cmd or steer_cmd)
 
     def use_obstacles(self, on: bool) -> None:
@@ -252,6 +264,7 @@ class Navigator:
     def set_goal(self, position, goal) -> GlobalPlan:
         """Plan from ``position (2,)`` to ``goal (2,)`` (m, map frame) and track it from now on."""
         self.goal = np.asarray(goal, dtype=np.float64)[:2].copy()
+        self._moved = None
         self._replan(position)
         return self.plan
 
@@ -320,6 +333,9 @@ class Navigator:
             # that placed them better now; the map alone decides that a goal cannot be reached
             self._replan_round_scan(state, now)
             replanned = True
+        if self._stalled(state, now):
+            self.stop()
+            return NavStep(np.zeros(2), 'no progress', np.zeros((0, 5)), replanned=replanned)
         if self.plan is None or not self.plan.reachable:
             self._warm = None
             self.last_command = np.zeros(2)
@@ -356,6 +372,18 @@ class Navigator:
             free = None
         self.last_command = control
         return NavStep(self.twist(control), 'tracking', states.numpy(), solve_time, replanned, free)
+
+    def _stalled(self, state, now: float) -> bool:
+        """Whether the robot, tracking or blocked, has not moved ``progress_radius`` from where
+        it last did for more than ``progress_timeout`` s (a goal unreachable on the map is
+        final, reported as such)."""
+        plan = self.plan
+        if self.nav.progress_timeout <= 0 or plan is None or not (plan.reachable or self._round_scan):
+            return False
+        if self._moved is None or math.hypot(*(state[:2] - self._moved[0])) >= self.nav.progress_radius:
+            self._moved = (state[:2].copy(), now)
+            return False
+        return now - self._moved[1] > self.nav.progress_timeout
 
     def _predict(self, x: torch.Tensor, controls: torch.Tensor, first) -> torch.Tensor:
         """The model's states ``(T+1, n_x)`` from ``x (n_x,)`` under ``controls (T, n_u)`` with

@@ -47,7 +47,7 @@ def test_the_stop_zone_keeps_a_robot_whose_map_is_off_out_of_a_doorway_s_edge(sh
     """The map 0.15 m off in y (as a pose estimate that far off): the MPC tracks the map's
     doorway, 0.6 m wide, into the real one's edge. Without the stop zone it pushes against it
     until the goal times out; with it, it stands off (scan points are where they are relative to
-    the robot whatever the pose error)."""
+    the robot whatever the pose error), until the goal is given up for want of progress."""
     from dataclasses import replace
 
     from diffopt_ros.maps import world_grid
@@ -63,6 +63,10 @@ def test_the_stop_zone_keeps_a_robot_whose_map_is_off_out_of_a_doorway_s_edge(sh
     off, on = goals.values()
     assert off.collisions > 100, off
     assert on.collisions == 0 and on.min_clearance > 0.2, on
+    # held there, the goal is given up once the robot has not moved for progress_timeout
+    held = drive(world, [[9.5, 2.3]], start=(6.8, 2.4, 0.0), grid=grid, slam=False,
+                 nav=NavSettings(progress_timeout=4.0), goal_timeout=30.0).goals[0]
+    assert held.status == 'no progress' and held.time < 12.0 and held.collisions == 0, held
 
 
 def test_the_stop_zone_lets_a_robot_whose_map_is_a_little_off_through_a_doorway():

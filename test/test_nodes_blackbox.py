@@ -147,7 +147,8 @@ def status_values(diagnostics: list, prefix: str) -> dict:
     for _, msg in reversed(diagnostics):
         for status in msg.status:
             if status.name.startswith(prefix):
-                return {kv.key: kv.value for kv in status.values} | {'message': status.message}
+                return {kv.key: kv.value for kv in status.values} | {'message': status.message,
+                                                                     'level': status.level}
     return {}
 
 

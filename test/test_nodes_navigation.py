@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -206,9 +206,11 @@ def test_the_stop_zone_keeps_the_robot_off_a_doorway_s_edge_when_its_map_is_off(
     The MPC tracks it into the edge; the stop zone (default ``navigation.stop_margin``) cuts the
     speed before the disc reaches the scan points there, and ``/diagnostics`` says so (WARN
     "stop zone", the ticks it cut). With ``navigation.stop_margin:=-1.0`` the robot stops
-    against the edge (0.200 m from it) and pushes on until the goal is given up."""
+    against the edge (0.200 m from it) and pushes on until the goal is given up. Held, the
+    robot makes no progress: after ``navigation.progress_timeout`` (8 s here) the goal is
+    given up (WARN "no progress", no more solves, zero command)."""
     world, map_yaml = write_world(tmp_path, DOORWAY, map_shift=0.2)
-    run = _Drive(client, tmp_path, world, map_yaml)
+    run = _Drive(client, tmp_path, world, map_yaml, mpc_args=['-p', 'navigation.progress_timeout:=8.0'])
     try:
         run.send_goal((4.0, 1.7))
         assert wait_for(lambda: int(run.status().get('stop_zone', 0)) > 20, 90.0, 0.1), \
@@ -219,5 +221,13 @@ def test_the_stop_zone_keeps_the_robot_off_a_doorway_s_edge_when_its_map_is_off(
         assert gaps.min() > CONTACT, f'{gaps.min():.3f} m from a wall (radius {RADIUS} m)' + run.logs()
         assert run.position()[0] < 2.5 and warned == 'stop zone', (run.position(), warned)
         assert 'stop margin: speed cut' in run.mpc.output()
+        assert wait_for(lambda: run.status().get('message') == 'no progress', 60.0, 0.1), \
+            f'at {run.position()}, mpc_node {run.status()}' + run.logs()
+        solves, level = run.status()['solves'], run.status()['level']
+        time.sleep(2.0)
+        assert run.status()['solves'] == solves and run.status()['message'] == 'no progress'
+        assert level == DiagnosticStatus.WARN and 'giving it up' in run.mpc.output()
+        gaps = clearance(run.samples(), DOORWAY)
+        assert gaps.min() > CONTACT and run.position()[0] < 2.5, run.position()
     finally:
         run.stop()

@@ -1,4 +1,6 @@
 """Global planner on the inflated grid: doorways, enclosed goals, clearance of the path."""
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -189,3 +191,35 @@ def test_nav_settings_from_mpc_node_parameters():
         ('ackermann', 0.5, 0.4, -1.0, 0.3)
     assert car.max_iterations == 6
     assert NavSettings.from_params({'model': 'bicycle'}, robot='diff_drive', radius=0.3).radius == 0.3
+
+
+def test_a_goal_is_given_up_when_the_robot_makes_no_progress():
+    """The progress checker: a robot that does not move ``progress_radius`` in
+    ``progress_timeout`` s (here held where it is) has its goal given up, once; a moving robot,
+    or one whose goal is unreachable on the map (final already), does not."""
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
+    nav = NavSettings(radius=RADIUS, progress_radius=0.3, progress_timeout=2.0)
+    held, moving = (Navigator(world_grid(world, 0.05), nav=nav) for _ in range(2))
+    start = np.array([1.0, 2.0, 0.0, 0.0, 0.0])
+    for navigator in (held, moving):
+        navigator.set_goal(start[:2], [7.0, 2.0])
+    modes = []
+    for i in range(13):                          # 0 to 3 s in 0.25 s ticks
+        now = 0.25 * i
+        modes.append(held.step(start, now).mode)
+        creeping = start + [0.2 * now, 0, 0, 0, 0]       # 0.2 m/s: 0.3 m every 1.5 s
+        assert moving.step(creeping, now).mode == 'tracking'
+    assert modes[:9] == ['tracking'] * 9             # up to 2.0 s: not yet
+    assert modes[9] == 'no progress' and held.goal is None and modes[10:] == ['idle'] * 3
+    # a new goal starts the clock again
+    held.set_goal(start[:2], [7.0, 2.0])
+    assert held.step(start, 10.0).mode == 'tracking' and held.step(start, 11.0).mode == 'tracking'
+    # an unreachable goal stays 'unreachable'; no timeout: never given up
+    walled = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}, [4, 0, 4, 4]]})
+    for settings, goal, expected in ((nav, [7.0, 2.0], 'unreachable'),
+                                     (replace(nav, progress_timeout=0.0), [3.0, 2.0], 'tracking')):
+        navigator = Navigator(world_grid(walled, 0.05), nav=settings)
+        navigator.set_goal(start[:2], goal)
+        assert {navigator.step(start, 0.5 * i).mode for i in range(10)} == {expected}

@@ -56,8 +56,8 @@ class DriveLog:
         solve_ms: MPC solve time of each tick that solved (ms).
         mpc_status: the last MPC diagnostics ``(time, mode, {key: value})``, or None.
         intervals: ``(sent, ended)`` per finished goal (s).
-        outcomes: per finished goal, how it ended: ``'goal reached'``, ``'unreachable'`` or
-            ``'timeout'`` (as the MPC saw it).
+        outcomes: per finished goal, how it ended: ``'goal reached'``, ``'unreachable'``,
+            ``'no progress'`` or ``'timeout'`` (as the MPC saw it).
         final_errors: true distance (m) to each goal when it ended.
         reached: goals whose true final distance is within the course's ``reach_tolerance``.
     """

@@ -140,7 +140,7 @@ class _Driver:
             return
         outcome = None
         if status is not None and status[0] > self.sent_at + self.STATUS_DELAY \
-                and status[1] in ('goal reached', 'unreachable'):
+                and status[1] in ('goal reached', 'unreachable', 'no progress'):
             outcome = status[1]
         elif now > self.sent_at + self.course.goal_timeout:
             outcome = 'timeout'

@@ -91,7 +91,8 @@ class NodeNavigation:
         """One tick towards ``goal (2,)`` (m) from ``state (5,)`` (frame ``frame``) at node time
         ``now`` (s): the command ``(v, omega)`` (zero unless tracking; with ``cmd_steering_angle``
         ``(v, steer)``), the navigator's step (None without a map) and the mode (``'no map'``,
-        ``'tracking'``, ``'goal reached'``, ``'unreachable'``, ``'blocked'``); the solve ends by ``deadline``
+        ``'tracking'``, ``'goal reached'``, ``'unreachable'``, ``'blocked'``, ``'no progress'``); the
+        solve ends by ``deadline``
         (``time.perf_counter()``)."""
         logger = self._node.get_logger()
         with self._lock:
@@ -115,6 +116,11 @@ class NodeNavigation:
         if step.mode == 'blocked':
             logger.warning('navigation: the way to the goal is blocked by obstacles the map does '
                            'not have (scan): standing still, planning again', throttle_duration_sec=2.0)
+        if step.mode == 'no progress':
+            nav = navigator.nav
+            logger.warning(f'navigation: the robot has not moved {nav.progress_radius:.2f} m in '
+                           f'{nav.progress_timeout:.1f} s towards goal ({goal[0]:.2f}, {goal[1]:.2f}): '
+                           'giving it up, commanding zero until the next goal')
         if step.mode != 'tracking':
             return (0.0, 0.0), step, step.mode
         if step.stop_distance is not None:

@@ -374,8 +374,8 @@ class MpcNode(LifecycleNode):
         if target is None:
             stats.mode = 'no goal'
             return (0.0, 0.0), None
-        if target.reached:       # done until the next goal or plan
-            stats.mode = 'goal reached'
+        if target.reached or target.given_up:       # done until the next goal or plan
+            stats.mode = 'goal reached' if target.reached else 'no progress'
             return (0.0, 0.0), None
         if target.frame and frame and target.frame != frame:
             self.get_logger().warning(f'goal is in "{target.frame}" but the state in "{frame}": '
@@ -384,6 +384,8 @@ class MpcNode(LifecycleNode):
             command, step, stats.mode = self._nav.step(now, state, target.goal, frame, deadline)
             if stats.mode == 'goal reached':
                 target.reached = True
+            elif stats.mode == 'no progress':
+                target.given_up = True
             elif stats.mode == 'tracking':
                 stats.solve_time = step.solve_time
                 stats.counts['solves'] += 1

@@ -12,7 +12,7 @@ COUNTERS = ('deadline_misses', 'failures', 'overruns', 'rejected_states', 'futur
             'clock_jumps', 'ticks', 'solves', 'stop_zone')
 #: Modes reported as WARN (the robot is commanded zero or a fallback).
 WARN_MODES = frozenset(('stale state', 'non-finite state', 'fallback', 'overrun', 'unreachable', 'blocked',
-                        'no map', 'stop zone'))
+                        'no map', 'stop zone', 'no progress'))
 
 
 class MpcStats:

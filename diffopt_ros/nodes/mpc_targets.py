@@ -31,6 +31,7 @@ class Target:
         length: arc length of the path (m; 0 for a goal).
         progress: arc length reached along an untimed path (m).
         reached: the goal (a path's end) was reached: zero command until the next target.
+        given_up: navigation gave the goal up (no progress): zero command until the next target.
     """
 
     goal: np.ndarray
@@ -40,6 +41,7 @@ class Target:
     length: float = 0.0
     progress: float = 0.0
     reached: bool = False
+    given_up: bool = False
 
     @classmethod
     def from_goal(cls, msg: PoseStamped) -> Target:

@@ -97,6 +97,11 @@ SCHEMA = NodeSchema(NODE_NAME, (
     Param('navigation.stop_margin', 0.05, 'the speed is cut so that the robot, going straight '
           'for one MPC step, stays this far from the scan points in its way (a stop zone after '
           'the MPC; negative: off)', -1.0, 1.0, unit='m', read_only=True),
+    Param('navigation.progress_radius', 0.3, 'the robot makes progress when it moves this far '
+          'from where it last did', 0.01, 10.0, unit='m', read_only=True),
+    Param('navigation.progress_timeout', 15.0, 'a goal is given up (mode "no progress", zero '
+          'command) when the robot, tracking or blocked, has not moved progress_radius in this '
+          'long (0: never)', 0.0, 3600.0, unit='s', read_only=True),
     Param('navigation.cost_tolerance', 1e-4, 'iLQR of a navigation tick stops when its predicted '
           'or achieved relative cost decrease is below this (the next tick goes on from its plan)',
           0.0, 0.1, unit='1', read_only=True),
