@@ -248,3 +248,6 @@ def test_scan_points_to_world():
     pts = scan_to_world([1.0, 2.0, np.pi / 2], [1.0, np.inf, 2.0, 30.0], [0.0, 0.5, np.pi / 2, 0.0],
                         max_range=10.0)
     np.testing.assert_allclose(pts, [[1.0, 3.0], [-1.0, 2.0]], atol=1e-12)
+    # below the sensor's range_min (a hit on the robot itself): dropped
+    pts = scan_to_world([1.0, 2.0, np.pi / 2], [0.05, 1.0], [0.0, 0.0], min_range=0.12)
+    np.testing.assert_allclose(pts, [[1.0, 3.0]], atol=1e-12)

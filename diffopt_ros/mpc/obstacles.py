@@ -151,13 +151,16 @@ class DistanceField(SolveBlocks):
         return d, g, hess
 
 
-def scan_to_world(pose, ranges, angles, max_range: float = math.inf, stride: int = 1) -> np.ndarray:
+def scan_to_world(pose, ranges, angles, max_range: float = math.inf, stride: int = 1,
+                  min_range: float = 0.0) -> np.ndarray:
     """Lidar returns as world points ``(N, 2)`` (m): ``pose (3,)`` ``[x, y, yaw]`` of the scanner in
     the map frame, ``ranges (K,)`` (m; non-finite = no return), ``angles (K,)`` (rad, scanner
-    frame). Returns beyond ``max_range`` are dropped; ``stride`` keeps every stride-th beam."""
+    frame). Returns beyond ``max_range`` or below ``min_range`` (the sensor's ``range_min``:
+    LaserScan says such values are to be discarded, e.g. hits on the robot itself) are dropped;
+    ``stride`` keeps every stride-th beam."""
     ranges = np.asarray(ranges, dtype=np.float64)[::stride]
     angles = np.asarray(angles, dtype=np.float64)[::stride]
-    keep = np.isfinite(ranges) & (ranges <= max_range)
+    keep = np.isfinite(ranges) & (ranges <= max_range) & (ranges >= min_range)
     x, y, yaw = (float(v) for v in pose[:3])
     heading = yaw + angles[keep]
     return np.stack((x + ranges[keep] * np.cos(heading), y + ranges[keep] * np.sin(heading)), -1)
