@@ -92,8 +92,7 @@ class NodeNavigation:
         ``now`` (s): the command ``(v, omega)`` (zero unless tracking; with ``cmd_steering_angle``
         ``(v, steer)``), the navigator's step (None without a map) and the mode (``'no map'``,
         ``'tracking'``, ``'goal reached'``, ``'unreachable'``, ``'blocked'``, ``'no progress'``); the
-        solve ends by ``deadline``
-        (``time.perf_counter()``)."""
+        solve ends by ``deadline`` (``time.perf_counter()``)."""
         logger = self._node.get_logger()
         with self._lock:
             navigator, new_goal, points = self._navigator, self._new_goal, self._points

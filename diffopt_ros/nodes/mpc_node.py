@@ -35,7 +35,9 @@ Navigation (``navigation.enabled``): a ``goal_pose`` is planned on the occupancy
 slam_node publishes it) and tracked with the obstacle cost of the map and the latest ``scan``
 (sensor_msgs/LaserScan; the lidar at the robot centre, the state's frame the map's); the path
 is published on ``plan_global`` (nav_msgs/Path) when planned or replanned. An unreachable goal
-is reported (warning, diagnostics WARN ``unreachable``) and the robot stops. A ``plan`` is
+is reported (warning, diagnostics WARN ``unreachable``) and the robot stops; so is a goal
+towards which the robot has not moved ``navigation.progress_radius`` in
+``navigation.progress_timeout`` (WARN ``no progress``: given up until the next). A ``plan`` is
 tracked as without navigation. The step is :class:`diffopt_ros.navigation.Navigator`.
 
 Robot bases (``model``, with or without navigation): ``diff_drive_lag``, ``unicycle`` and
