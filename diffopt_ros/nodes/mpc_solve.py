@@ -5,14 +5,17 @@ and runs each solve on a :class:`SolveWorker` thread, warm-started from the plan
 A solve that has not ended by its deadline is left running: the tick commands the previous plan
 shifted to now (:meth:`PlanKeeper.fallback`; zero once it runs out or its state is older than
 ``state_timeout``), and the late result becomes the plan (the next warm start) if it is still for
-the same solver and target. A failed solve or non-finite controls also fall back. Times: node
-clock for plan times and stamps (s), ``time.perf_counter()`` for deadlines.
+the same solver and target. The next tick waits for that solve up to its own deadline (not
+less): every tick's command goes out by its deadline, so the commands keep the control rate's
+spacing while solves overrun (a tick that fell back at once would send its command a budget
+earlier than the tick before it). A failed solve or non-finite controls also fall back. Times:
+node clock for plan times and stamps (s), ``time.perf_counter()`` for deadlines.
 """
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 
 import numpy as np
 
@@ -77,6 +80,7 @@ class PlanKeeper:
         dt = solver.settings.dt
         if self._pending is not None:
             future, pending_solver, tick_time, plan_stamp, pending_seq = self._pending
+            wait((future,), timeout=max(0.0, deadline - time.perf_counter()))
             if not future.done():
                 stats.counts['overruns'] += 1
                 stats.mode = 'overrun'
