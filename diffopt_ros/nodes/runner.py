@@ -1,6 +1,7 @@
 """Process entry points for nodes: init, spin, clean shutdown on SIGINT/SIGTERM."""
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import signal
@@ -17,6 +18,11 @@ from diffopt_ros import params_file
 from diffopt_ros.nodes.executors import RCLError, has_events_executor, node_executor, spin_until_shutdown
 from diffopt_ros.nodes.params import ParameterError
 from diffopt_ros.params.schema import NodeSchema
+
+#: Seconds a node process may take to shut down (executor, node, rclpy) after its spin ended
+#: before the stacks of all its threads are written to stderr (once; the shutdown goes on): a
+#: node that hangs there says where (``ros2 launch`` sends SIGTERM after 5 s, SIGKILL after 15).
+SHUTDOWN_DUMP_SECONDS = 4.0
 
 
 def wants_help(args: list[str]) -> bool:
@@ -69,7 +75,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     Ctrl-C). The objects alive once the node is made are frozen out of the garbage
     collector's generations (``gc.freeze``). Then the executor is shut down, the node is
     destroyed (its ``destroy_node`` closes files, e.g. the recorder's bag) and rclpy is shut
-    down. A :class:`ParameterError` at start-up is logged and gives exit status 2.
+    down; if that takes more than :data:`SHUTDOWN_DUMP_SECONDS`, the stacks of the process's
+    threads are written to stderr. A :class:`ParameterError` at start-up is logged and gives
+    exit status 2.
 
     Returns:
         The process exit status.
@@ -119,6 +127,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         rclpy.logging.get_logger('diffopt_ros').error(str(exc))
         status = 2
     finally:
+        faulthandler.dump_traceback_later(SHUTDOWN_DUMP_SECONDS, exit=False)
         if executor is not None:
             # Before destroy_node: the EventsExecutor holds the node's rcl handles (and their
             # event callbacks) until it lets the node go.
@@ -131,4 +140,5 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
             # exit after the context is gone, where releasing them can crash the process
             gc.collect()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
     return status
