@@ -73,7 +73,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
     valid (rclpy's handlers shut the context down at once, so a callback running then fails to
     publish); with the Python executors through rclpy's (``ExternalShutdownException``,
     Ctrl-C). The objects alive once the node is made are frozen out of the garbage
-    collector's generations (``gc.freeze``). Then the executor is shut down, the node is
+    collector's generations (``gc.freeze``). Then the node's own threads are stopped (its
+    ``stop_work()``, where it has one), the executor is shut down, the node is
     destroyed (its ``destroy_node`` closes files, e.g. the recorder's bag) and rclpy is shut
     down; if that takes more than :data:`SHUTDOWN_DUMP_SECONDS`, the stacks of the process's
     threads are written to stderr. A :class:`ParameterError` at start-up is logged and gives
@@ -128,6 +129,9 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
         status = 2
     finally:
         faulthandler.dump_traceback_later(SHUTDOWN_DUMP_SECONDS, exit=False)
+        stop_work = getattr(node, 'stop_work', None)
+        if stop_work is not None:      # the node's own threads first: none publishes any more
+            stop_work()
         if executor is not None:
             # Before destroy_node: the EventsExecutor holds the node's rcl handles (and their
             # event callbacks) until it lets the node go.

@@ -466,8 +466,14 @@ class SlamNode(Node):
 
     # ----------------------------------------------------------------- shutdown
     def destroy_node(self):
-        """Stop the worker and map threads (finishing the update in progress), then destroy
-        the node."""
+        """Stop the worker and map threads (:meth:`stop_work`), then destroy the node."""
+        self.stop_work()
+        return super().destroy_node()
+
+    def stop_work(self) -> None:
+        """Stop the worker and map threads (finishing the update in progress) and the idle
+        collector; ``run_node`` calls it before it shuts the executor down, so that no thread
+        of the node publishes meanwhile. Idempotent."""
         self._stopping.set()
         self._map_wanted.set()
         if self._worker is not None and self._worker.is_alive():
@@ -485,7 +491,6 @@ class SlamNode(Node):
             self._map_thread.join(timeout=10.0)
         if self._collector is not None:
             self._collector.stop()
-        return super().destroy_node()
 
     @property
     def slam(self) -> SlamSystem:
