@@ -66,10 +66,11 @@ class Rig:
                  every=None if state is None else lambda: self.odom(state, age))
 
     def spin_until_tracking(self, state, seconds: float = 5.0):
-        """Spin (publishing ``state``) until a plan is out and the last status says 'goal' (at
-        most ``seconds``): on a loaded machine the first solves can take several ticks."""
+        """Spin (publishing ``state``) until a plan is out and the last status says 'goal' or
+        'tracking' (at most ``seconds``): on a loaded machine the first solves can take several
+        ticks."""
         deadline = self.now() + seconds
-        while not (self.paths and self.diags and self.last_status()[1] == 'goal') \
+        while not (self.paths and self.diags and self.last_status()[1] in ('goal', 'tracking')) \
                 and self.now() < deadline:
             self.spin_for(0.1, state)
 
@@ -139,6 +140,7 @@ def test_a_closed_path_is_driven_before_its_end_counts(rig):
     square = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]]
     r.plan_pub.publish(ros_convert.poses_to_path(square, r.robot.get_clock().now().to_msg(),
                                                  'odom'))
+    r.spin_until_tracking([0.0, 0.0, 0.0, 0.0, 0.0])
     r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])      # at the end point, but not at the end
     assert r.last_status()[1] == 'tracking' and r.last_cmd()[0] > 0.1
 
@@ -146,6 +148,7 @@ def test_a_closed_path_is_driven_before_its_end_counts(rig):
 def test_nan_state_gives_zero(rig):
     r = rig()
     r.goal(2.0, 0.0)
+    r.spin_until_tracking([0.0, 0.0, 0.0, 0.0, 0.0])
     r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])
     assert r.last_cmd()[0] > 0.1
     r.spin_for(0.3, [math.nan, 0.0, 0.0, 0.0, 0.0])
@@ -185,6 +188,7 @@ def test_path_is_tracked_and_stamped_command(rig):
     r = rig(stamped_cmd=True)
     stamp = r.robot.get_clock().now().to_msg()
     r.plan_pub.publish(ros_convert.poses_to_path([[0, 0, 0], [0, 1, 0], [0, 2, 0]], stamp, 'odom'))
+    r.spin_until_tracking([0.0, 0.0, math.pi / 2, 0.0, 0.0])
     r.spin_for(0.4, [0.0, 0.0, math.pi / 2, 0.0, 0.0])
     assert isinstance(r.cmds[-1], TwistStamped) and r.cmds[-1].header.frame_id == 'base_link'
     v, omega = r.last_cmd()
@@ -205,6 +209,7 @@ def test_runtime_parameter_changes(rig):
     ok = r.mpc.set_parameters([Parameter('horizon', value=6), Parameter('bounds.v_max', value=0.3)])
     assert all(result.successful for result in ok)
     r.goal(3.0, 0.0)
+    r.spin_until_tracking([0.0, 0.0, 0.0, 0.0, 0.0])
     r.spin_for(0.4, [0.0, 0.0, 0.0, 0.0, 0.0])
     assert len(r.paths[-1].poses) == 7 and 0.1 < r.last_cmd()[0] <= 0.3 + 1e-9
 
@@ -241,6 +246,7 @@ def test_learned_params_file_overrides(rig, tmp_path):
 def test_deactivate_sends_zero_and_stops(rig):
     r = rig()
     r.goal(2.0, 0.0)
+    r.spin_until_tracking([0.0, 0.0, 0.0, 0.0, 0.0])
     r.spin_for(0.3, [0.0, 0.0, 0.0, 0.0, 0.0])
     assert r.last_cmd()[0] > 0.1
     r.mpc.trigger_deactivate()
