@@ -37,12 +37,14 @@ BIN = Path(sys.executable).parent
 SPEED, TURN_GAIN, REACHED = 0.5, 2.0, 0.25      # m/s, 1/s, m
 
 
-def _rss_mib(pid: int) -> float:
-    """Resident set size of process ``pid`` (MiB), from /proc."""
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f'no VmRSS in /proc/{pid}/status')
+def _rss_mib(pid: int) -> float | None:
+    """Resident set size of process ``pid`` (MiB), from /proc; None when it is exiting (an
+    exited process not yet waited for has no VmRSS) or gone."""
+    try:
+        lines = Path(f'/proc/{pid}/status').read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith('VmRSS:')), None)
 
 
 class Client:
@@ -159,6 +161,10 @@ def main() -> int:
             if died is not None:
                 break
             rss = _rss_mib(procs[0].pid)
+            if rss is None:          # exiting between the poll and the read: wait for its status
+                procs[0].wait(timeout=10)
+                died = procs[0]
+                break
             with client.lock:
                 diagnostics, sim_time = dict(client.diagnostics), client.sim_time
             keyframes = diagnostics.get('keyframes', 0.0)
