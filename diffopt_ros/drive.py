@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from diffopt_ros.mpc.obstacles import scan_to_world
-from diffopt_ros.navigation import ROBOTS, Navigator, NavSettings
+from diffopt_ros.navigation import ENDING_MODES, ROBOTS, Navigator, NavSettings
 
 #: The simulator's robot kind of each navigation robot.
 ROBOT_KINDS = {'diff_drive': 'diff_drive', 'ackermann': 'ackermann'}
@@ -225,9 +225,9 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                 solves.append(step.solve_time)
             stop_zone += step.stop_distance is not None
             tick_index += 1
-            if step.mode in ('goal reached', 'unreachable', 'no progress'):
-                status = ('reached' if step.mode == 'goal reached' else 'no progress'
-                          if step.mode == 'no progress' else f'unreachable: {navigator.plan.reason}')
+            if step.mode in ENDING_MODES:
+                status = {'goal reached': 'reached', 'no progress': 'no progress'}.get(step.mode) \
+                    or f'unreachable: {navigator.plan.reason}'
                 break
             if sim.time - t0 > limit:
                 navigator.stop()

@@ -40,6 +40,8 @@ from diffopt_ros.params.mpc import SCHEMA as MPC_SCHEMA
 from diffopt_ros.planning import GlobalPlan, GridPlanner
 
 ROBOTS = ('diff_drive', 'ackermann', 'unicycle')
+#: :attr:`NavStep.mode` values that end a goal (the robot stands until the next one).
+ENDING_MODES = ('goal reached', 'unreachable', 'no progress')
 #: The robot base of each of mpc_node's ``model`` values.
 ROBOT_OF_MODEL = {'diff_drive_lag': 'diff_drive', 'bicycle': 'ackermann', 'unicycle': 'unicycle'}
 #: mpc_node's defaults (:mod:`diffopt_ros.params.mpc`): the node and the library share them.

@@ -34,6 +34,7 @@ from diffopt_ros.demo import phases
 from diffopt_ros.demo.course import Course, DemoError, write_world_map
 from diffopt_ros.demo.metrics import PREDICTION_AHEAD, se2_maps
 from diffopt_ros.demo.results import DriveLog, RunResult, score
+from diffopt_ros.navigation import ENDING_MODES
 from diffopt_ros.nodes import ros_convert
 from diffopt_ros.progress import Progress
 
@@ -140,7 +141,7 @@ class _Driver:
             return
         outcome = None
         if status is not None and status[0] > self.sent_at + self.STATUS_DELAY \
-                and status[1] in ('goal reached', 'unreachable', 'no progress'):
+                and status[1] in ENDING_MODES:
             outcome = status[1]
         elif now > self.sent_at + self.course.goal_timeout:
             outcome = 'timeout'

@@ -376,18 +376,16 @@ class MpcNode(LifecycleNode):
         if target is None:
             stats.mode = 'no goal'
             return (0.0, 0.0), None
-        if target.reached or target.given_up:       # done until the next goal or plan
-            stats.mode = 'goal reached' if target.reached else 'no progress'
+        if target.ended:       # done until the next goal or plan
+            stats.mode = target.ended
             return (0.0, 0.0), None
         if target.frame and frame and target.frame != frame:
             self.get_logger().warning(f'goal is in "{target.frame}" but the state in "{frame}": '
                                       'no TF here, using the goal as given', throttle_duration_sec=2.0)
         if self._nav is not None and target.path is None:
             command, step, stats.mode = self._nav.step(now, state, target.goal, frame, deadline)
-            if stats.mode == 'goal reached':
-                target.reached = True
-            elif stats.mode == 'no progress':
-                target.given_up = True
+            if stats.mode in ('goal reached', 'no progress'):
+                target.ended = stats.mode
             elif stats.mode == 'tracking':
                 stats.solve_time = step.solve_time
                 stats.counts['solves'] += 1
@@ -401,7 +399,7 @@ class MpcNode(LifecycleNode):
                                      self._values['reference_speed'])
         if target.at_end(state, now, self._values['goal_tolerance']):
             stats.mode = 'goal reached'
-            self._plans.plan, target.reached = None, True
+            self._plans.plan, target.ended = None, 'goal reached'
             return (0.0, 0.0), None
         command, solution = self._plans.solve(self._solver, state, reference, self._last_cmd, now,
                                               stamp, self._target_seq, deadline, stats,

@@ -30,8 +30,9 @@ class Target:
             is followed at ``reference_speed``.
         length: arc length of the path (m; 0 for a goal).
         progress: arc length reached along an untimed path (m).
-        reached: the goal (a path's end) was reached: zero command until the next target.
-        given_up: navigation gave the goal up (no progress): zero command until the next target.
+        ended: how the target ended, '' until then: ``'goal reached'`` (the goal, or a path's
+            end) or ``'no progress'`` (navigation gave the goal up); zero command until the
+            next target.
     """
 
     goal: np.ndarray
@@ -40,8 +41,7 @@ class Target:
     times: np.ndarray | None = None
     length: float = 0.0
     progress: float = 0.0
-    reached: bool = False
-    given_up: bool = False
+    ended: str = ''
 
     @classmethod
     def from_goal(cls, msg: PoseStamped) -> Target:

@@ -279,7 +279,7 @@ class SlamSystem:
         step most often localizes again, against one keyframe's scan: its local map is built
         only if that step adds a keyframe."""
         r = self._reference[0]
-        if not self._exploring or (self._submap is not None and self._submap[0] == self._submap_key(r)):
+        if not self._exploring or self._submap_built(r):
             return SlamUpdate(stamp, pose, seconds=time.perf_counter() - started)
         cpu_started = time.thread_time()
         self._submap_target(r)
@@ -424,13 +424,16 @@ class SlamSystem:
         return (r, self.backend.num_edges, self.backend.full_solves, cfg.submap_keyframes,
                 cfg.submap_radius, cfg.voxel_size)
 
+    def _submap_built(self, r: int) -> bool:
+        """Whether the local map kept is keyframe ``r``'s as of the current estimates."""
+        return self._submap is not None and self._submap[0] == self._submap_key(r)
+
     def _submap_target(self, r: int) -> ScanTarget:
         """The ICP target of a new keyframe's scan: keyframe ``r``'s scan and those of up to
         ``submap_keyframes - 1`` keyframes before it (by index) within ``submap_radius`` of it,
         moved into ``r``'s frame by the estimates and down-sampled together (just ``r``'s
         target when there are none). The last one built is kept until the estimates change."""
-        key = self._submap_key(r)
-        if self._submap is not None and self._submap[0] == key:
+        if self._submap_built(r):
             return self._submap[1]
         cfg = self.config
         estimate = self._estimate()
@@ -445,7 +448,7 @@ class SlamSystem:
                 planar.transform(planar.between(base, tuple(estimate[j].tolist())),
                                  as_array(self._points[j])) for j in near]
             target = ScanTarget(voxel_downsample(np.concatenate(clouds), cfg.voxel_size))
-        self._submap = (key, target)
+        self._submap = (self._submap_key(r), target)
         return target
 
     def _close_loops(self, k: int) -> tuple[list[int], bool]:
