@@ -71,7 +71,8 @@ class NavSettings:
             Points farther from the map's obstacles are obstacles the map lacks.
         scan_range: scan points beyond this distance from the robot are ignored (m).
         stop_margin: the commanded speed is cut so that the robot's disc, going straight on
-            for one MPC step, stays this far from every scan point in its way (m; a collision
+            for one MPC step and then braking (with the model's speed lag, from the measured
+            speed), stays this far from every scan point in its way (m; a collision
             monitor's stop zone after the MPC: its clearance cost is a soft penalty that a
             pose estimate off by a few centimetres in a doorway can trade against tracking,
             while the scan sees the obstacle where it is, relative to the robot; turning is left
@@ -310,10 +311,13 @@ class Navigator:
         self.goal, self.plan, self._warm = None, None, None
         self.last_command = np.zeros(2)
 
-    def step(self, state, now: float, deadline: float | None = None) -> NavStep:
+    def step(self, state, now: float, deadline: float | None = None, latency: float = 0.0) -> NavStep:
         """One tick from the measured ``state (5,)`` ``(x, y, yaw, v, omega)`` (map frame) at time
         ``now`` (s; the warm start is the last plan shifted by the time since it was made); the
-        iLQR starts no iteration after ``deadline`` (a ``time.perf_counter()`` value)."""
+        iLQR starts no iteration after ``deadline`` (a ``time.perf_counter()`` value).
+        ``latency`` (s, >= 0): from the measured state to the command acting (the state's age
+        and the solve in a live loop; 0 in a lock-step simulation): the stop zone counts the
+        robot's travel meanwhile."""
         if self.goal is None:
             return NavStep(np.zeros(2), 'idle', np.zeros((0, 5)))
         state = np.asarray(state, dtype=np.float64)
@@ -367,8 +371,9 @@ class Navigator:
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
         states = sol.states[0]
         free = self._free_distance(state, control[0])
-        if free is not None and abs(control[0]) * s.dt > free:
-            control[0] = math.copysign(free / s.dt, control[0])
+        limit = None if free is None else self._stopping_command(free, state[3], control[0], latency)
+        if limit is not None and abs(control[0]) > limit:
+            control[0] = math.copysign(limit, control[0])
             states = self._predict(sol.states[0, 0], sol.controls[0], control)
         else:
             free = None
@@ -395,6 +400,19 @@ class Navigator:
         controls[0] = torch.as_tensor(first, dtype=controls.dtype)
         with torch.no_grad():
             return self.model.rollout_fn()(x[None], controls[None])[0]
+
+    def _stopping_command(self, free: float, speed: float, direction: float, latency: float) -> float:
+        """The largest speed command (m/s, >= 0) in ``direction``'s sign after which the robot,
+        moving at the measured ``speed`` (m/s), still stops within ``free`` m (the stop zone's
+        cut). Under the model's first-order speed lag (gain ``g``, time constant ``tau``; a model
+        without one: 1 and 0) a command ``c`` held for one step ``dt`` and zero after it carries
+        the robot ``g c dt + v tau`` (exact for the lag), ``v`` the speed towards the points (0
+        when moving away), and ``v latency`` before the command acts: the robot's momentum is
+        spent before the command's distance."""
+        lag = getattr(self.model, 'parameter_values', dict)()
+        gain, tau = lag.get('gain_v', 1.0), lag.get('tau_v', 0.0)
+        coast = max(math.copysign(1.0, direction) * float(speed), 0.0) * (tau + max(latency, 0.0))
+        return max(free - coast, 0.0) / (gain * self.settings.dt)
 
     def _free_distance(self, state, speed: float) -> float | None:
         """How far (m, >= 0) the robot's disc, widened by ``stop_margin``, can go straight on

@@ -203,17 +203,18 @@ DOORWAY = (((2.5, 0.0), (2.5, 1.2)), ((2.5, 1.8), (2.5, 3.0)))
 def test_the_stop_zone_keeps_the_robot_off_a_doorway_s_edge_when_its_map_is_off(client, tmp_path):
     """The map given to mpc_node lies 0.2 m north of the world (as a pose estimate that far off
     would place it): its doorway's centre line runs 0.1 m from the real doorway's upper edge.
-    The MPC tracks it into the edge; the stop zone (``navigation.stop_margin`` 0.1 m here: the
-    cut limits the command, and the simulated robot's 0.25 s speed lag with 5 Hz scans carried
-    it 0.047 m past a 0.05 m margin once on a loaded machine) cuts the
-    speed before the disc reaches the scan points there, and ``/diagnostics`` says so (WARN
+    The MPC tracks it into the edge; the stop zone (``navigation.stop_margin`` 0.05 m, the
+    model given the simulated robot's speed lag, gain 0.8 and 0.25 s, as ``learn dynamics``
+    finds it: the cut leaves room to brake from the measured speed) cuts the speed before the
+    disc reaches the scan points there, and ``/diagnostics`` says so (WARN
     "stop zone", the ticks it cut). With ``navigation.stop_margin:=-1.0`` the robot stops
     against the edge (0.200 m from it) and pushes on until the goal is given up. Held, the
     robot makes no progress: after ``navigation.progress_timeout`` (8 s here) the goal is
     given up (WARN "no progress", no more solves, zero command)."""
     world, map_yaml = write_world(tmp_path, DOORWAY, map_shift=0.2)
     run = _Drive(client, tmp_path, world, map_yaml, mpc_args=['-p', 'navigation.progress_timeout:=8.0',
-                                                              '-p', 'navigation.stop_margin:=0.1'])
+                                                              '-p', 'model.gain_v:=0.8',
+                                                              '-p', 'model.tau_v:=0.25'])
     try:
         run.send_goal((4.0, 1.7))
         assert wait_for(lambda: int(run.status().get('stop_zone', 0)) > 20, 90.0, 0.1), \

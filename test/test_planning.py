@@ -162,7 +162,7 @@ def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
     world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
     navigator = Navigator(world_grid(world, 0.05), nav=NavSettings(radius=RADIUS, stop_margin=0.05))
     navigator.use_obstacles(False)          # the MPC alone would drive on at full speed
-    state = np.array([1.0, 2.0, 0.0, 0.5, 0.0])
+    state = np.array([1.0, 2.0, 0.0, 0.2, 0.0])
     navigator.set_goal(state[:2], [7.0, 2.0])
     # 0.13 m ahead, 0.22 m beside the path: not on it (no replanning round it), but in the band
     # the disc and its margin sweep
@@ -171,7 +171,9 @@ def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
     assert step.mode == 'tracking' and not step.replanned
     free = 0.13 - np.sqrt((RADIUS + 0.05) ** 2 - 0.22 ** 2)
     assert np.isclose(step.stop_distance, free)
-    assert np.isclose(step.command[0], free / navigator.settings.dt)
+    coast = 0.2 * navigator.settings.tau_v        # the nominal model's lag, gain 1
+    assert 0 < coast < free
+    assert np.isclose(step.command[0], (free - coast) / navigator.settings.dt)
     assert navigator.last_command[0] == step.command[0]       # the next solve starts from it
     # the predicted path begins with the command sent, not with the MPC's uncut one
     x = torch.as_tensor(navigator.model_state(state), dtype=navigator.dtype)
@@ -179,6 +181,51 @@ def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
     with torch.no_grad():
         first = navigator.model(x[None], sent[None])[0].numpy()
     np.testing.assert_allclose(step.states[1], first, rtol=0, atol=1e-12)
+
+
+def test_the_stop_zone_leaves_the_robot_room_to_brake_with_its_lag():
+    """With the simulated robot's speed lag in the model (gain 0.8, tau 0.25 s: what
+    ``learn dynamics`` finds), the cut command held for one step and zero after it stops the
+    true robot (the simulator's exact lag response, acceleration-limited) within the free
+    distance whenever it still can (else it brakes at once); the cut to ``free / dt`` alone,
+    blind to the robot's momentum, carries it past (0.102 m against 0.081 m free at 0.3 m/s)."""
+    from diffopt_ros.mpc.receding import MpcSettings
+    from diffopt_ros.navigation import Navigator, NavSettings
+    from diffopt_ros.sim import RobotParams, lag_response
+
+    true = RobotParams()
+    world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
+    navigator = Navigator(world_grid(world, 0.05), mpc=MpcSettings(gain_v=true.gain_v, tau_v=true.tau_v),
+                          nav=NavSettings(radius=RADIUS, stop_margin=0.05))
+    navigator.use_obstacles(False)
+    dt = navigator.settings.dt
+
+    def travel(speed, command):
+        """The true robot's distance (m) under ``command`` for one step, then zero for 3 s."""
+        speed, first = lag_response(speed, command, true.gain_v, true.tau_v, true.drag_v,
+                                    true.max_accel_v, dt)
+        return first + lag_response(speed, 0.0, true.gain_v, true.tau_v, true.drag_v,
+                                    true.max_accel_v, 3.0)[1]
+
+    cut = 0
+    for speed in (0.1, 0.3, 0.5):
+        for ahead in (0.2, 0.3, 0.45):
+            state = np.array([1.0, 2.0, 0.0, speed, 0.0])
+            navigator.set_goal(state[:2], [7.0, 2.0])
+            # 0.22 m beside the path (not blocking it), in the band the disc and margin sweep
+            navigator.set_scan_points([[1.0 + ahead, 1.78]])
+            step = navigator.step(state, 0.0)
+            free = ahead - np.sqrt((RADIUS + 0.05) ** 2 - 0.22 ** 2)
+            assert step.mode == 'tracking' and 0.0 <= step.command[0] < free / dt, (speed, ahead)
+            if step.stop_distance is not None:
+                cut += 1
+                assert np.isclose(step.stop_distance, free)
+            if speed * true.tau_v > free:      # too late: momentum alone carries it past, brake
+                assert step.command[0] == 0.0
+            else:
+                assert travel(speed, step.command[0]) <= free + 1e-9, (speed, ahead)
+            navigator.stop()
+    assert cut >= 2
 
 
 def test_nav_settings_from_mpc_node_parameters():

@@ -86,13 +86,14 @@ class NodeNavigation:
         with self._lock:
             self._points = points
 
-    def step(self, now: float, state: np.ndarray, goal: np.ndarray, frame: str,
-             deadline: float) -> tuple[tuple[float, float], NavStep | None, str]:
+    def step(self, now: float, state: np.ndarray, goal: np.ndarray, frame: str, deadline: float,
+             latency: float) -> tuple[tuple[float, float], NavStep | None, str]:
         """One tick towards ``goal (2,)`` (m) from ``state (5,)`` (frame ``frame``) at node time
         ``now`` (s): the command ``(v, omega)`` (zero unless tracking; with ``cmd_steering_angle``
         ``(v, steer)``), the navigator's step (None without a map) and the mode (``'no map'``,
         ``'tracking'``, ``'goal reached'``, ``'unreachable'``, ``'blocked'``, ``'no progress'``); the
-        solve ends by ``deadline`` (``time.perf_counter()``)."""
+        solve ends by ``deadline`` (``time.perf_counter()``); ``latency`` (s): from the state's
+        stamp to the command's publication at the latest (the stop zone's)."""
         logger = self._node.get_logger()
         with self._lock:
             navigator, new_goal, points = self._navigator, self._new_goal, self._points
@@ -109,7 +110,7 @@ class NodeNavigation:
             if not plan.reachable:
                 logger.warning(f'goal ({goal[0]:.2f}, {goal[1]:.2f}) is unreachable: {plan.reason}; '
                                'stopping')
-        step = navigator.step(state, now, deadline)
+        step = navigator.step(state, now, deadline, latency)
         if step.replanned:
             self._publish_plan(navigator, frame)
         if step.mode == 'blocked':

@@ -383,7 +383,9 @@ class MpcNode(LifecycleNode):
             self.get_logger().warning(f'goal is in "{target.frame}" but the state in "{frame}": '
                                       'no TF here, using the goal as given', throttle_duration_sec=2.0)
         if self._nav is not None and target.path is None:
-            command, step, stats.mode = self._nav.step(now, state, target.goal, frame, deadline)
+            # the command goes out by the deadline: the robot moves on from the state until then
+            latency = max(stats.state_age, 0.0) + max(deadline - time.perf_counter(), 0.0)
+            command, step, stats.mode = self._nav.step(now, state, target.goal, frame, deadline, latency)
             if stats.mode in ('goal reached', 'no progress'):
                 target.ended = stats.mode
             elif stats.mode == 'tracking':

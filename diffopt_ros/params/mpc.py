@@ -95,7 +95,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
           "map's (pose uncertainty): it does not block the path", 0.0, 10.0, unit='m',
           read_only=True),
     Param('navigation.stop_margin', 0.05, 'the speed is cut so that the robot, going straight '
-          'for one MPC step, stays this far from the scan points in its way (a stop zone after '
+          'for one MPC step and then braking (the model\'s speed lag from the measured speed), '
+          'stays this far from the scan points in its way (a stop zone after '
           'the MPC; negative: off)', -1.0, 1.0, unit='m', read_only=True),
     Param('navigation.progress_radius', 0.3, 'the robot makes progress when it moves this far '
           'from where it last did', 0.01, 10.0, unit='m', read_only=True),
