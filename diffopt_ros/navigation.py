@@ -70,9 +70,10 @@ class NavSettings:
             map for a plan round it (the MPC's clearance cost still avoids every scan point).
             Points farther from the map's obstacles are obstacles the map lacks.
         scan_range: scan points beyond this distance from the robot are ignored (m).
-        stop_margin: the commanded speed is cut so that the robot's disc, going straight on
-            for one MPC step and then braking (with the model's speed lag, from the measured
-            speed), stays this far from every scan point in its way (m; a collision
+        stop_margin: the commanded speed is cut so that the robot's disc, going on for one
+            MPC step and then braking (with the model's speed lag, from the measured speed),
+            straight on or on the arc of the command's or the measured turn, stays this far
+            from every scan point in its way (m; a collision
             monitor's stop zone after the MPC: its clearance cost is a soft penalty that a
             pose estimate off by a few centimetres in a doorway can trade against tracking,
             while the scan sees the obstacle where it is, relative to the robot; turning is left
@@ -191,6 +192,38 @@ class NavStep:
     solve_time: float = 0.0
     replanned: bool = False
     stop_distance: float | None = None
+
+
+def arc_contact(ahead: np.ndarray, side: np.ndarray, curvature: float, reach: float) -> float:
+    """Arc length (m, >= 0) a disc of radius ``reach`` (m) travels from the origin along ``+x``
+    on a path of constant ``curvature`` (1/m, + turning towards ``+y``, 0 straight) before it
+    touches one of the points ``(ahead, side)`` (each ``(N,)``, m); ``inf`` when none is in its
+    way. A point already within ``reach`` counts (0) when the path brings the disc closer to it,
+    and not when the path leads away from it. On an arc the centre of the turn is
+    ``(0, 1 / curvature)``; the disc touches a point at distance ``rho`` from it while the
+    angle between them, seen from the centre, is within ``acos((rho^2 + R^2 - reach^2) / (2 rho
+    R))``, ``R = 1 / |curvature|``."""
+    if abs(curvature) * reach < 1e-6:           # straight: the band the disc sweeps
+        way = (ahead > 0) & (np.abs(side) < reach)
+        if not way.any():
+            return math.inf
+        return max(float((ahead[way] - np.sqrt(reach ** 2 - side[way] ** 2)).min()), 0.0)
+    turn = 1.0 / abs(curvature)
+    qx, qy = ahead, math.copysign(1.0, curvature) * side - turn     # from the centre, left turn
+    rho = np.hypot(qx, qy)
+    # 1 - cos(half angle of contact), in a form without cancellation when turn >> reach
+    gap = (reach ** 2 - (rho - turn) ** 2) / np.maximum(2.0 * rho * turn, 1e-300)
+    near = gap > 0.0
+    if not near.any():
+        return math.inf
+    half = np.arccos(np.clip(1.0 - gap[near], -1.0, 1.0))
+    # the point's angle ahead of the disc's (which starts at -pi/2 and increases), in [0, 2 pi)
+    rel = np.mod(np.arctan2(qy[near], qx[near]) + 0.5 * math.pi, 2.0 * math.pi)
+    entry = rel - half
+    inside = (entry <= 0.0) | (rel + half >= 2.0 * math.pi)
+    approaching = np.sin(rel) > 0.0             # the distance to the point shrinks now
+    lengths = np.where(inside, np.where(approaching, 0.0, math.inf), turn * entry)
+    return float(lengths.min())
 
 
 class Navigator:
@@ -370,7 +403,7 @@ class Navigator:
         self._warm = (sol.controls[0].numpy(), now)
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
         states = sol.states[0]
-        free = self._free_distance(state, control[0])
+        free = self._free_distance(state, control[0], self._curvatures(state, control))
         limit = None if free is None else self._stopping_command(free, state[3], control[0], latency)
         if limit is not None and abs(control[0]) > limit:
             control[0] = math.copysign(limit, control[0])
@@ -401,6 +434,16 @@ class Navigator:
         with torch.no_grad():
             return self.model.rollout_fn()(x[None], controls[None])[0]
 
+    def _curvatures(self, state, control) -> tuple[float, ...]:
+        """The curvatures (1/m, + left) of the paths the stop zone checks besides the straight
+        line: the command's (its ``omega / v``) and, when the robot moves (0.02 m/s or more),
+        the measured one, which its turn-rate lag holds at first."""
+        v, omega = self.twist(control)
+        turns = [omega / v] if v != 0.0 else []
+        if abs(state[3]) >= 0.02:
+            turns.append(state[4] / state[3])
+        return tuple(turns)
+
     def _stopping_command(self, free: float, speed: float, direction: float, latency: float) -> float:
         """The largest speed command (m/s, >= 0) in ``direction``'s sign after which the robot,
         moving at the measured ``speed`` (m/s), still stops within ``free`` m (the stop zone's
@@ -414,19 +457,21 @@ class Navigator:
         coast = max(math.copysign(1.0, direction) * float(speed), 0.0) * (tau + max(latency, 0.0))
         return max(free - coast, 0.0) / (gain * self.settings.dt)
 
-    def _free_distance(self, state, speed: float) -> float | None:
-        """How far (m, >= 0) the robot's disc, widened by ``stop_margin``, can go straight on
-        in the direction of ``speed``'s sign before it touches a scan point; None when no
-        point lies in its way (or the stop zone is off, or the speed is 0)."""
+    def _free_distance(self, state, speed: float, curvatures=()) -> float | None:
+        """How far (m along its path, >= 0) the robot's disc, widened by ``stop_margin``, can go
+        in the direction of ``speed``'s sign before it touches a scan point: the least over the
+        straight line along its heading and the arcs of ``curvatures`` (1/m, + left, as
+        ``omega / v``); None when no point lies in its way (or the stop zone is off, or the
+        speed is 0)."""
         points = self.obstacles.points
         if self.nav.stop_margin < 0 or speed == 0.0 or points.shape[0] == 0:
             return None
         heading = np.array([math.cos(state[2]), math.sin(state[2])])
         offset = points.to(torch.float64).cpu().numpy() - state[:2]
-        ahead = math.copysign(1.0, speed) * (offset @ heading)
+        direction = math.copysign(1.0, speed)
+        ahead = direction * (offset @ heading)        # the travel direction is +x
         side = offset @ np.array([-heading[1], heading[0]])
         reach = self.nav.radius + self.nav.stop_margin
-        way = (ahead > 0) & (np.abs(side) < reach)
-        if not way.any():
-            return None
-        return max(float((ahead[way] - np.sqrt(reach ** 2 - side[way] ** 2)).min()), 0.0)
+        free = min(arc_contact(ahead, side, curvature, reach) for curvature in (0.0, *curvatures))
+        return None if free == math.inf else free
+

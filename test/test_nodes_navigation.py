@@ -217,13 +217,14 @@ def test_the_stop_zone_keeps_the_robot_off_a_doorway_s_edge_when_its_map_is_off(
                                                               '-p', 'model.tau_v:=0.25'])
     try:
         run.send_goal((4.0, 1.7))
-        assert wait_for(lambda: int(run.status().get('stop_zone', 0)) > 20, 90.0, 0.1), \
+        # held there (a turn near a wall on the way may cut the speed for a few ticks too)
+        assert wait_for(lambda: run.status().get('message') == 'stop zone'
+                        and int(run.status().get('stop_zone', 0)) > 20, 90.0, 0.1), \
             f'at {run.position()}, mpc_node {run.status()}' + run.logs()
-        warned = run.status()['message']
         time.sleep(3.0)        # held: it must not creep on
         gaps = clearance(run.samples(), DOORWAY)
         assert gaps.min() > CONTACT, f'{gaps.min():.3f} m from a wall (radius {RADIUS} m)' + run.logs()
-        assert run.position()[0] < 2.5 and warned == 'stop zone', (run.position(), warned)
+        assert run.position()[0] < 2.5, (run.position(), run.status())
         assert 'stop margin: speed cut' in run.mpc.output()
         assert wait_for(lambda: run.status().get('message') == 'no progress', 60.0, 0.1), \
             f'at {run.position()}, mpc_node {run.status()}' + run.logs()

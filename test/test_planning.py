@@ -156,6 +156,55 @@ def test_the_stop_zone_cuts_the_speed_to_the_free_distance_along_the_heading():
     assert off._free_distance(state, 0.5) is None
 
 
+def test_arc_contact_is_the_first_touch_of_a_dense_sweep_along_the_arc():
+    """The closed form against the disc swept along the arc in 0.1 mm steps: for points on
+    every side, turns of both signs from gentle to tight, and the straight line."""
+    from diffopt_ros.navigation import arc_contact
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform([-1.5, -1.5], [1.5, 1.5], (60, 2))
+    reach, step = 0.25, 1e-4
+    for curvature in (0.0, 0.4, -0.4, 2.0, -2.0, 6.0, -6.0, 30.0):
+        length = 2 * np.pi / abs(curvature) if curvature else 3.0
+        s = np.arange(0.0, length, step)
+        if curvature:
+            turn = 1.0 / curvature
+            path = np.stack([np.sin(s / turn) * turn, (1 - np.cos(s / turn)) * turn], 1)
+        else:
+            path = np.stack([s, 0 * s], 1)
+        gaps = np.hypot(*(path[:, None] - points[None]).transpose(2, 0, 1))     # (K, N)
+        for n in range(len(points)):
+            touching = gaps[:, n] <= reach
+            if touching[0]:
+                expected = 0.0 if gaps[1, n] < gaps[0, n] else np.inf     # approaching or leaving
+            else:
+                expected = s[touching.argmax()] if touching.any() else np.inf
+            got = arc_contact(points[n:n + 1, 0], points[n:n + 1, 1], curvature, reach)
+            if np.isinf(expected):
+                assert np.isinf(got) or got > length - 2 * step, (curvature, points[n], got)
+            else:
+                assert abs(got - expected) <= 2 * step, (curvature, points[n], got, expected)
+    # a gentle turn is the straight line in the limit
+    ahead, side = points[:, 0], points[:, 1]
+    assert np.isclose(arc_contact(ahead, side, 1e-7, reach), arc_contact(ahead, side, 0.0, reach))
+
+
+def test_the_stop_zone_follows_the_turn_onto_a_point_the_straight_line_misses():
+    from diffopt_ros.navigation import Navigator, NavSettings
+
+    world = World.from_dict({'start': [1.0, 1.0, 0.0], 'walls': [{'box': [0, 0, 8, 4]}]})
+    navigator = Navigator(world_grid(world, 0.05), nav=NavSettings(radius=RADIUS, stop_margin=0.05))
+    state = np.array([2.0, 2.0, 0.0, 0.5, 0.0])                  # heading +x
+    navigator.set_scan_points([[2.3, 2.4]])                        # ahead on the left, off the band
+    assert navigator._free_distance(state, 0.5) is None
+    left = navigator._free_distance(state, 0.5, (2.0,))            # turning left onto it
+    assert left is not None and 0.0 < left < 0.5
+    assert navigator._free_distance(state, 0.5, (-2.0,)) is None   # turning away from it
+    # the measured turn counts too: the command turns away, the robot still turns left
+    turning = np.array([2.0, 2.0, 0.0, 0.5, 1.0])
+    assert navigator._curvatures(turning, np.array([0.5, -1.0])) == (-2.0, 2.0)
+
+
 def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
     from diffopt_ros.navigation import Navigator, NavSettings
 

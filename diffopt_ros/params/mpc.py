@@ -94,8 +94,9 @@ SCHEMA = NodeSchema(NODE_NAME, (
     Param('navigation.scan_map_margin', 0.3, 'a scan point this close to a map obstacle is the '
           "map's (pose uncertainty): it does not block the path", 0.0, 10.0, unit='m',
           read_only=True),
-    Param('navigation.stop_margin', 0.05, 'the speed is cut so that the robot, going straight '
-          'for one MPC step and then braking (the model\'s speed lag from the measured speed), '
+    Param('navigation.stop_margin', 0.05, 'the speed is cut so that the robot, going on '
+          'for one MPC step (straight, or on the commanded or the measured turn) and then braking '
+          '(the model\'s speed lag from the measured speed), '
           'stays this far from the scan points in its way (a stop zone after '
           'the MPC; negative: off)', -1.0, 1.0, unit='m', read_only=True),
     Param('navigation.progress_radius', 0.3, 'the robot makes progress when it moves this far '
