@@ -213,8 +213,8 @@ def drive(world, goals, robot: str = 'diff_drive', seed: int = 0, start=None, gr
                                       sensors.lidar_range_max)
                     slams.append(time.perf_counter() - slam_started)
                 state = estimate()
-                navigator.set_scan_points(scan_to_world(state[:3], ranges, angles, nav.scan_range, stride=2,
-                                                        min_range=sensors.lidar_range_min))
+                navigator.set_scan_points(scan_to_world(state[:3], ranges, angles, nav.scan_range,
+                                                        min_range=sensors.lidar_range_min), stride=2)
             state = estimate()
             step_started = time.perf_counter()
             step = navigator.step(state, sim.time)

@@ -277,6 +277,7 @@ class Navigator:
         self.progress = 0.0
         self._round_scan, self._scan_plan_time = False, 0.0   # plan made round scan points, when
         self._warm: tuple[np.ndarray, float] | None = None     # last plan's controls, its time
+        self._stop_points = np.zeros((0, 2))                    # every scan point (m, map frame)
         self._moved: tuple[np.ndarray, float] | None = None    # where and when progress was made
         self.last_command = np.zeros(2)      # the model's control (v_cmd, omega_cmd or steer_cmd)
 
@@ -335,9 +336,12 @@ class Navigator:
         gaps = torch.cdist(torch.as_tensor(ahead), points)
         return bool((gaps < self.nav.radius).any())
 
-    def set_scan_points(self, points) -> None:
-        """Obstacle points ``(N, 2)`` (m, map frame), e.g. the latest scan."""
-        self.obstacles.set_points(points)
+    def set_scan_points(self, points, stride: int = 1) -> None:
+        """Obstacle points ``(N, 2)`` (m, map frame), e.g. the latest scan: the stop zone checks
+        every one (a wall's corner between two kept beams would let the disc closer), the MPC's
+        clearance cost and the blocked-path test every ``stride``-th (a cheaper solve)."""
+        self._stop_points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        self.obstacles.set_points(self._stop_points[::stride])
 
     def stop(self) -> None:
         """Forget the goal and the warm start."""
@@ -463,11 +467,11 @@ class Navigator:
         straight line along its heading and the arcs of ``curvatures`` (1/m, + left, as
         ``omega / v``); None when no point lies in its way (or the stop zone is off, or the
         speed is 0)."""
-        points = self.obstacles.points
+        points = self._stop_points
         if self.nav.stop_margin < 0 or speed == 0.0 or points.shape[0] == 0:
             return None
         heading = np.array([math.cos(state[2]), math.sin(state[2])])
-        offset = points.to(torch.float64).cpu().numpy() - state[:2]
+        offset = points - state[:2]
         direction = math.copysign(1.0, speed)
         ahead = direction * (offset @ heading)        # the travel direction is +x
         side = offset @ np.array([-heading[1], heading[0]])

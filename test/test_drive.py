@@ -70,15 +70,20 @@ def test_the_stop_zone_keeps_a_robot_whose_map_is_off_out_of_a_doorway_s_edge(sh
 
 
 def test_the_stop_zone_lets_a_robot_whose_map_is_a_little_off_through_a_doorway():
+    """The doorway leaves 0.1 m either side of the disc; the robot tracks the map's centre
+    line, so with the map 0.05 m off its disc passes about the stop margin (0.05 m) from a real
+    edge, slowed by the stop zone, and gets through. With the map 0.07 m off or more the margin
+    lies on the edge, and the stop zone holds the robot there (the goal given up for want of
+    progress)."""
     from dataclasses import replace
 
     from diffopt_ros.maps import world_grid
 
     world = World.load('clutter')
     grid = world_grid(world, 0.05)
-    grid = replace(grid, origin=(grid.origin[0], grid.origin[1] + 0.08))
+    grid = replace(grid, origin=(grid.origin[0], grid.origin[1] + 0.05))
     goal = drive(world, [[9.5, 2.3]], start=(6.8, 2.4, 0.0), grid=grid, slam=False).goals[0]
-    assert goal.reached and goal.collisions == 0, goal
+    assert goal.reached and goal.collisions == 0 and goal.min_clearance > 0.2, goal
 
 
 def test_cli_writes_json_and_reports_unreachable_goals(tmp_path, capsys):

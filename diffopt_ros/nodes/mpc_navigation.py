@@ -82,7 +82,7 @@ class NodeNavigation:
         pose = self._pose()
         if navigator is None or pose is None:
             return
-        points = scan_to_world(pose, ranges, angles, navigator.nav.scan_range, stride=2)
+        points = scan_to_world(pose, ranges, angles, navigator.nav.scan_range)
         with self._lock:
             self._points = points
 
@@ -103,7 +103,7 @@ class NodeNavigation:
                            throttle_duration_sec=2.0)
             return (0.0, 0.0), None, 'no map'
         if points is not None:
-            navigator.set_scan_points(points)
+            navigator.set_scan_points(points, stride=2)
         if new_goal:
             plan = navigator.set_goal(state[:2], goal)
             self._publish_plan(navigator, frame)
