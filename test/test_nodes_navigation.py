@@ -223,7 +223,9 @@ def test_the_stop_zone_keeps_the_robot_off_a_doorway_s_edge_when_its_map_is_off(
             f'at {run.position()}, mpc_node {run.status()}' + run.logs()
         time.sleep(3.0)        # held: it must not creep on
         gaps = clearance(run.samples(), DOORWAY)
-        assert gaps.min() > CONTACT, f'{gaps.min():.3f} m from a wall (radius {RADIUS} m)' + run.logs()
+        # most of the 0.05 m margin kept (0.236-0.248 m measured, a busy machine included;
+        # 0.204-0.217 m before the stop zone counted the braking, turns and every return)
+        assert gaps.min() > RADIUS + 0.015, f'{gaps.min():.3f} m from a wall (radius {RADIUS} m)' + run.logs()
         assert run.position()[0] < 2.5, (run.position(), run.status())
         assert 'stop margin: speed cut' in run.mpc.output()
         assert wait_for(lambda: run.status().get('message') == 'no progress', 60.0, 0.1), \
