@@ -440,11 +440,11 @@ class Navigator:
 
     def _curvatures(self, state, control) -> tuple[float, ...]:
         """The curvatures (1/m, + left) of the paths the stop zone checks besides the straight
-        line: the command's (its ``omega / v``) and, when the robot moves (0.02 m/s or more),
-        the measured one, which its turn-rate lag holds at first."""
+        line: the command's (its ``omega / v``) and, when the robot moves the command's way
+        (0.02 m/s or more), the measured one, which its turn-rate lag holds at first."""
         v, omega = self.twist(control)
         turns = [omega / v] if v != 0.0 else []
-        if abs(state[3]) >= 0.02:
+        if abs(state[3]) >= 0.02 and state[3] * v > 0.0:
             turns.append(state[4] / state[3])
         return tuple(turns)
 

@@ -203,6 +203,8 @@ def test_the_stop_zone_follows_the_turn_onto_a_point_the_straight_line_misses():
     # the measured turn counts too: the command turns away, the robot still turns left
     turning = np.array([2.0, 2.0, 0.0, 0.5, 1.0])
     assert navigator._curvatures(turning, np.array([0.5, -1.0])) == (-2.0, 2.0)
+    # reversing now, a forward command: the measured turn is not the path ahead
+    assert navigator._curvatures(turning * [1, 1, 1, -1, 1], np.array([0.5, -1.0])) == (-2.0,)
 
 
 def test_a_navigator_step_never_commands_more_than_the_free_distance_per_step():
