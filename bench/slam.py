@@ -24,7 +24,8 @@ update time per keyframe step (front end + back end), the new keyframes, and the
 solve time per graph change (median, 90th percentile, maximum), with the iterated updates
 (loop edges that disagreed with the estimate) and loop edges; then the front end alone for
 new keyframes and for localizations (and the scans between keyframe steps that build the ICP
-target of the keyframe last used, work kept off the keyframe steps), and the ATE of the
+target of the keyframe last used or run a slice of the back end's reorder in progress, work
+kept off the keyframe steps), and the ATE of the
 keyframe estimates and of the robot pose the updates gave at every keyframe step.
 
 Peers replay the SAME graph changes (same keyframes and edges in the same updates, same
@@ -287,11 +288,12 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
     gc.callbacks.append(count_full)
     if collector is not None:
         collector.start()
-    started, scans, rows, bin_times, bin_solves, solves, changes, steps = \
-        time.perf_counter(), 0, [], [], [], [], [], []
+    started, scans, rows, bin_times, bin_solves, solves, changes, steps, between, idle = \
+        time.perf_counter(), 0, [], [], [], [], [], [], [], []
     print(f'soak: {minutes:g} simulated minutes of the loop world, seed {seed}\n')
     print('     steps  keyframes   edges  sim time s  RSS MiB  grid MiB  RSS - grid MiB'
-          '   update ms (median / p99 / max)   solve ms (median / max)   wall s')
+          '   update ms (median / p99 / max)   solve ms (median / max)   between scans ms (max)'
+          '   wall s')
     for now, _, odom, ranges, _ in drive(world, seed, seconds=60.0 * minutes):
         if ranges is None:
             continue
@@ -304,6 +306,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
         if collector is not None:
             collector.idle()
         if update.keyframe is None and update.localized is None:
+            between.append(update.cpu_seconds)       # ICP targets built ahead, reorder slices
             continue
         bin_times.append(update.cpu_seconds)
         steps.append(update.cpu_seconds)
@@ -323,8 +326,10 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
                   f'{rss:7.1f}  {grid:8.1f}  {rss - grid:14.1f}   '
                   f'{1e3 * np.median(times):6.1f} / {1e3 * np.percentile(times, 99):6.1f} / '
                   f'{1e3 * times.max():6.1f}   {1e3 * np.median(solved):7.2f} / {1e3 * solved.max():6.1f}'
+                  f'   {1e3 * max(between, default=0.0):22.1f}'
                   f'   {time.perf_counter() - started:6.0f}', flush=True)
-            bin_times, bin_solves = [], []
+            idle.extend(between)
+            bin_times, bin_solves, between = [], [], []
     gc.callbacks.remove(count_full)
     if collector is not None:
         collector.stop()
@@ -339,6 +344,11 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
     print(f'keyframe steps: {len(steps)}, over 30 ms: {int((steps > 0.03).sum())}, over 50 ms: '
           f'{int((steps > 0.05).sum())}; the ten longest (ms): '
           f'{", ".join(f"{1e3 * t:.1f}" for t in steps[:10])}')
+    idle = np.sort(np.concatenate([idle, between]))[::-1]
+    print(f'scans between keyframe steps with work (ICP targets built ahead, reorder slices): '
+          f'{int((idle > 0).sum())}, over 30 ms: {int((idle > 0.03).sum())}, over 50 ms: '
+          f'{int((idle > 0.05).sum())}; the ten longest (ms): '
+          f'{", ".join(f"{1e3 * t:.1f}" for t in idle[:10])}')
     rows = np.array(rows)
     if len(rows) >= 4:
         half = rows[len(rows) // 2:]
@@ -671,8 +681,8 @@ def main() -> None:
     front = rows[:, 1] - rows[:, 2]
     print(f'\nfront end (update minus solve) per keyframe step, ms (median / p90 / max): '
           f'new keyframes {summary(front[new])}, localizations {summary(front[~new])}; '
-          f'ICP targets built on {len(targets)} scans between keyframe steps, ms (median / p90 / '
-          f'max): {summary(targets)}')
+          f'work between keyframe steps (ICP targets built ahead, reorder slices) on '
+          f'{len(targets)} scans, ms (median / p90 / max): {summary(targets)}')
     ours = ate(slam.estimate, truth)
     tracking = ate(torch.tensor(poses), truth_of(steps))
     print(f'\nATE (m): keyframe positions: raw odometry {ate(odometry, truth):.3f}, SLAM {ours:.3f};'

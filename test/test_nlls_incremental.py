@@ -223,6 +223,55 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
         assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
 
 
+def test_a_reorder_prepared_between_updates_is_swapped_in_exactly():
+    """``prepare()`` between updates (SLAM runs it on the scans between keyframe steps, with or
+    without new poses and edges added since the last update) runs the reorder's slices outside
+    the updates: its tree is built after fewer updates, waits (``preparing`` False) until an
+    update that adds something swaps it in, and the solution is then the batch Gauss-Newton
+    step at the current linearization points, as at the end of the stream."""
+    n, grown = 150, 110
+
+    def graph(m):
+        return [(i, j) for i, j in edges if j < m], z[[j < m for _, j in edges]]
+
+    def exact(smoother, m):
+        reference = _batch_linear_solution(smoother, *graph(m), m)
+        return np.abs(smoother._delta[:m] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+    _, edges, z = _circle_graph(n, seed=2)
+    swaps = {}
+    for between in (0, 3):          # prepare() calls between two updates
+        smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0,
+                                       reorder_factor=0, reorder_slice=40)
+        _stream(smoother, *graph(grown), grown, offset=0.02, relinearize=False)
+        smoother.reorder_factor = 2.0
+        assert not smoother.preparing and not smoother.prepare()      # nothing in progress
+        for k in range(grown, n):
+            mine = [e for e, (_, j) in enumerate(edges) if j == k]
+            smoother.add_variable(k, SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
+                                                 torch.from_numpy(z[mine[0]])).numpy() + 0.02)
+            for e in mine:
+                i = edges[e][0]
+                smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+            if between and k % 2:    # with a new pose and its edges waiting for the update
+                smoother.prepare()
+            if smoother.update().reordered:
+                swaps.setdefault(between, k)
+                assert smoother._tree.size == _live_size(smoother)
+                assert exact(smoother, k + 1)
+            if smoother._reorder is not None and smoother._reorder.built:
+                assert not smoother.preparing and not smoother.prepare()
+                assert not smoother.update(relinearize=False).reordered     # adds nothing: waits
+            for _ in range(between):
+                smoother.prepare()
+        assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
+        assert smoother.reorders == 1
+        with pytest.raises(ValueError, match='budget'):
+            smoother._reorder = type('Job', (), {'built': False})()
+            smoother.prepare(0)
+    assert swaps[3] < swaps[0] - 3, swaps      # the slices ran between the updates
+
+
 def test_a_long_stream_with_spread_reorders_and_large_children_keeps_the_batch_linear_solution(monkeypatch):
     """400 poses of laps linked to earlier laps (reorders spread over updates, children of 16
     or more variables added per run of rows, orphans re-attached below new orderings): the

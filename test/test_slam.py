@@ -447,3 +447,40 @@ def test_planar_transform_moves_points_as_compose_moves_poses():
     pose, points = (0.4, -1.2, 2.1), np.array([[1.0, 0.5], [-0.3, 2.0], [0.0, 0.0]])
     expected = [planar.compose(pose, (x, y, 0.0))[:2] for x, y in points]
     np.testing.assert_allclose(planar.transform(pose, points), expected, rtol=0, atol=1e-12)
+
+
+def test_the_scans_between_keyframe_steps_run_the_back_end_s_reorders(lap, monkeypatch):
+    """With reorders forced often (trees of 10 variables or more, 5 % growth) in slices of 20
+    units, the scans between keyframe steps run the reorders' slices (:meth:`SlamSystem.process`
+    on a scan that is not a keyframe step), reordered trees are swapped in, and the estimate is
+    the one the updates alone reach (slices only in the updates) up to the wildfire threshold's
+    skips (1e-3: back-substitution stops where a change is smaller, so the incremental solution
+    depends a little on the tree's shape; measured 2 mm)."""
+    from functools import partial
+
+    from diffopt_ros.nlls import incremental
+    from diffopt_ros.slam import backend
+
+    monkeypatch.setattr(incremental, 'REORDER_MIN', 10)
+    monkeypatch.setattr(backend, 'IncrementalSmoother',
+                        partial(incremental.IncrementalSmoother, reorder_factor=1.05, reorder_slice=20))
+    prepared = []
+    prepare = incremental.IncrementalSmoother.prepare
+    monkeypatch.setattr(incremental.IncrementalSmoother, 'prepare',
+                        lambda self, budget=None: prepared.append(prepare(self, budget)) or prepared[-1])
+    rollout = lap[0]
+    runs = {}
+    for between in (True, False):
+        if not between:
+            monkeypatch.setattr(backend.PoseGraphBackend, 'preparing', property(lambda self: False))
+        prepared.clear()
+        slam = SlamSystem(SlamConfig())
+        for step, ranges in zip(rollout.scan_steps, rollout.scans):
+            slam.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                         SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+        runs[between] = (slam.estimate, slam.backend._smoother.reorders, sum(prepared))
+    (estimate, reorders, slices), (alone, reorders_alone, none) = runs[True], runs[False]
+    assert slices > 0 and reorders > 0 and none == 0 and reorders_alone > 0
+    assert estimate.shape == alone.shape
+    assert float((estimate - alone)[:, :2].norm(dim=1).max()) < 0.005
+    assert float((estimate - alone)[:, 2].abs().max()) < 0.005

@@ -96,13 +96,15 @@ class UpdateStats:
 class _Reorder:
     """A reorder in progress: the new ``tree`` of the first ``variables`` variables and
     ``factors`` factors as linearized at the snapshot, the ``work`` (steps) that builds it,
-    and the variables whose factors (among those) were relinearized since."""
+    and the variables whose factors (among those) were relinearized since; ``built`` once the
+    work has ended (the tree waits for an update to swap it in)."""
 
     tree: BayesTree
     work: Steps
     variables: int
     factors: int
     moved: set[int]
+    built: bool = False
 
 
 class IncrementalSmoother:
@@ -355,6 +357,27 @@ class IncrementalSmoother:
         return UpdateStats(len(relinearized), eliminated, len(solved), self._retract(solved, eliminated),
                            done is not None)
 
+    @property
+    def preparing(self) -> bool:
+        """A reorder is in progress whose work :meth:`prepare` can run."""
+        return self._reorder is not None and not self._reorder.built and self.reorder_slice > 0
+
+    def prepare(self, budget: int | None = None) -> bool:
+        """Run ``budget`` units (default ``reorder_slice``) of the reorder in progress between
+        updates, e.g. while a robot drives on between keyframes: the updates then have less of
+        it to run, and the next one that adds variables or factors swaps a built tree in (its
+        snapshot is unaffected by what was added since). Returns whether it ran any (none: no
+        reorder in progress, its tree built, or ``reorder_slice`` 0: whole reorders run in
+        their update)."""
+        if not self.preparing:
+            return False
+        job = self._reorder
+        budget = self.reorder_slice if budget is None else int(budget)
+        if budget <= 0:
+            raise ValueError(f'incremental smoother: prepare budget {budget} must be > 0')
+        job.built, _ = advance(job.work, budget)
+        return True
+
     def _reorder_step(self, n: int) -> _Reorder | None:
         """Start a reorder when the tree outgrew its ordering (its snapshot: the variables and
         factors as of the last update), run a slice of the one in progress if this update adds
@@ -378,9 +401,10 @@ class IncrementalSmoother:
             job = self._reorder = _Reorder(tree, work, variables, count, set())
         if self.reorder_slice and not (self._new_factors or self._new_variables):
             return None
-        finished, _ = advance(job.work, self.reorder_slice)
-        if not finished:
-            return None
+        if not job.built:
+            job.built, _ = advance(job.work, self.reorder_slice)
+            if not job.built:
+                return None
         self._reorder = None
         self.reorders += 1
         self._fresh_size = job.tree.size / job.variables

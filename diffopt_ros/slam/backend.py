@@ -247,6 +247,16 @@ class PoseGraphBackend:
         self._sent_edges = len(self._edges)
         return smoother
 
+    @property
+    def preparing(self) -> bool:
+        """The incremental solver has a reorder in progress that :meth:`prepare` can advance."""
+        return self._smoother is not None and self._smoother.preparing
+
+    def prepare(self) -> bool:
+        """Run a slice of the incremental solver's reorder in progress, if any, between keyframe
+        steps (:meth:`IncrementalSmoother.prepare`); returns whether it did any work."""
+        return self._smoother is not None and self._smoother.prepare()
+
     def solve(self, iterate: bool) -> None:
         """Fold the new keyframes and edges into the incremental solver; when ``iterate`` (a
         loop closure that disagrees with the estimate), run up to ``iterations - 1`` further
