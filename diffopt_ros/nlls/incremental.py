@@ -31,10 +31,12 @@ is spread over updates: the update that finds the tree too large takes a snapsho
 linearized factors as of the previous update and starts building a new tree from it
 (:meth:`BayesTree.eliminate_all`); each update that adds variables or factors runs
 ``reorder_slice`` units of that work (about 10 µs each) besides its own, on the old tree
-(updates that only relinearize, as the iterations of one solve, run none). The update that
-completes the new tree swaps it in and re-eliminates on it what changed since the snapshot
-(new factors and variables, and the factors relinearized meanwhile) together with its own
-changes.
+(updates that only relinearize, as the iterations of one solve, run none), and
+:meth:`IncrementalSmoother.prepare` runs slices between updates (SLAM: on the scans between
+keyframe steps). The update that completes the new tree, or the first that adds something
+after :meth:`~IncrementalSmoother.prepare` completed it, swaps it in and re-eliminates on it
+what changed since the snapshot (new factors and variables, and the factors relinearized
+meanwhile) together with its own changes.
 
 On a trajectory the top is a handful of variables per keyframe; a loop closure re-eliminates
 the loop's path up the tree. The estimate after each update is one Gauss-Newton step on what
