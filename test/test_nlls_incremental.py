@@ -167,6 +167,39 @@ def test_freed_heap_is_returned_after_a_reorder_and_every_trim_every_updates(mon
     assert reorders and trims == sorted(reorders | set(range(every, n + 1, every)))
 
 
+class _GrownTree:
+    """The first ``grown`` of ``n`` poses of a circle graph (seed 2) streamed without reorders,
+    which leaves the tree over twice its fresh size; ``reorder_factor`` 2 from then on."""
+
+    def __init__(self, reorder_slice: int, n: int = 150, grown: int = 110):
+        _, self.edges, self.z = _circle_graph(n, seed=2)
+        self.n, self.grown = n, grown
+        self.smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0,
+                                            reorder_factor=0, reorder_slice=reorder_slice)
+        _stream(self.smoother, *self.graph(grown), grown, offset=0.02, relinearize=False)
+        self.smoother.reorder_factor = 2.0
+
+    def graph(self, m: int):
+        """The edges among the first ``m`` poses and their measurements."""
+        return [(i, j) for i, j in self.edges if j < m], self.z[[j < m for _, j in self.edges]]
+
+    def exact(self, m: int) -> bool:
+        """The solution of the first ``m`` poses is the batch Gauss-Newton step (to 1e-9)."""
+        reference = _batch_linear_solution(self.smoother, *self.graph(m), m)
+        delta = self.smoother._delta[:m]
+        return np.abs(delta - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+
+    def add_pose(self, k: int) -> None:
+        """Pose ``k`` (its odometry from ``k - 1``, 0.02 off) and its edges (loops robust)."""
+        smoother, z = self.smoother, self.z
+        mine = [e for e, (_, j) in enumerate(self.edges) if j == k]
+        smoother.add_variable(k, SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
+                                             torch.from_numpy(z[mine[0]])).numpy() + 0.02)
+        for e in mine:
+            i = self.edges[e][0]
+            smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+
+
 def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhile(monkeypatch):
     """With a small ``reorder_slice`` the reorder runs a slice per update, over many updates;
     meanwhile new poses, loop closures and relinearizations go into the old tree. The update
@@ -180,30 +213,13 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
     advance = incremental.advance
     monkeypatch.setattr(incremental, 'advance', lambda work, budget: (advanced.append(budget),
                                                                       advance(work, budget))[1])
-    n, grown = 150, 110
-
-    def graph(m):
-        return [(i, j) for i, j in edges if j < m], z[[j < m for _, j in edges]]
-
-    def exact(smoother, m):
-        reference = _batch_linear_solution(smoother, *graph(m), m)
-        return np.abs(smoother._delta[:m] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
-
-    _, edges, z = _circle_graph(n, seed=2)
     for slice_ in (40, 0):
-        smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0,
-                                       reorder_factor=0, reorder_slice=slice_)
-        _stream(smoother, *graph(grown), grown, offset=0.02, relinearize=False)
-        smoother.reorder_factor = 2.0
+        case = _GrownTree(slice_)
+        smoother, n, grown = case.smoother, case.n, case.grown
         assert smoother._tree.size > 2.0 * smoother._fresh_size * grown
         stats = []
         for k in range(grown, n):
-            mine = [e for e, (_, j) in enumerate(edges) if j == k]
-            smoother.add_variable(k, SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
-                                                 torch.from_numpy(z[mine[0]])).numpy() + 0.02)
-            for e in mine:
-                i = edges[e][0]
-                smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+            case.add_pose(k)
             stats.append(smoother.update())
             if smoother._reorder is not None:     # an update that only relinearizes runs no slice
                 slices = len(advanced)
@@ -213,14 +229,14 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
                 m = k + 1
                 assert smoother._tree.size == _live_size(smoother) and all(smoother._tree.clique_of)
                 assert smoother._tree.size < 2.0 * smoother._fresh_size * m
-                assert exact(smoother, m)
+                assert case.exact(m)
         swaps = [k for k, s in enumerate(stats) if s.reordered]
         assert len(swaps) == 1
         if slice_:       # many updates, with relinearizations, while it ran
             assert swaps[0] >= 5 and any(s.relinearized for s in stats[:swaps[0]])
         else:
             assert swaps == [0]
-        assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
+        assert case.exact(n) and smoother._tree.size == _live_size(smoother)
 
 
 def test_a_reorder_prepared_between_updates_is_swapped_in_exactly():
@@ -229,42 +245,25 @@ def test_a_reorder_prepared_between_updates_is_swapped_in_exactly():
     the updates: its tree is built after fewer updates, waits (``preparing`` False) until an
     update that adds something swaps it in, and the solution is then the batch Gauss-Newton
     step at the current linearization points, as at the end of the stream."""
-    n, grown = 150, 110
-
-    def graph(m):
-        return [(i, j) for i, j in edges if j < m], z[[j < m for _, j in edges]]
-
-    def exact(smoother, m):
-        reference = _batch_linear_solution(smoother, *graph(m), m)
-        return np.abs(smoother._delta[:m] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
-
-    _, edges, z = _circle_graph(n, seed=2)
     swaps = {}
     for between in (0, 3):          # prepare() calls between two updates
-        smoother = IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=0.0,
-                                       reorder_factor=0, reorder_slice=40)
-        _stream(smoother, *graph(grown), grown, offset=0.02, relinearize=False)
-        smoother.reorder_factor = 2.0
+        case = _GrownTree(40)
+        smoother = case.smoother
         assert not smoother.preparing and not smoother.prepare()      # nothing in progress
-        for k in range(grown, n):
-            mine = [e for e, (_, j) in enumerate(edges) if j == k]
-            smoother.add_variable(k, SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)),
-                                                 torch.from_numpy(z[mine[0]])).numpy() + 0.02)
-            for e in mine:
-                i = edges[e][0]
-                smoother.add_between(i, k, z[e], INFO, huber=0.0 if i == k - 1 else 1.0)
+        for k in range(case.grown, case.n):
+            case.add_pose(k)
             if between and k % 2:    # with a new pose and its edges waiting for the update
                 smoother.prepare()
             if smoother.update().reordered:
                 swaps.setdefault(between, k)
                 assert smoother._tree.size == _live_size(smoother)
-                assert exact(smoother, k + 1)
+                assert case.exact(k + 1)
             if smoother._reorder is not None and smoother._reorder.built:
                 assert not smoother.preparing and not smoother.prepare()
                 assert not smoother.update(relinearize=False).reordered     # adds nothing: waits
             for _ in range(between):
                 smoother.prepare()
-        assert exact(smoother, n) and smoother._tree.size == _live_size(smoother)
+        assert case.exact(case.n) and smoother._tree.size == _live_size(smoother)
         assert smoother.reorders == 1
         with pytest.raises(ValueError, match='budget'):
             smoother._reorder = type('Job', (), {'built': False})()
