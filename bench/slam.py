@@ -307,6 +307,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
             collector.idle()
         if update.keyframe is None and update.localized is None:
             between.append(update.cpu_seconds)       # ICP targets built ahead, reorder slices
+            idle.append(update.cpu_seconds)
             continue
         bin_times.append(update.cpu_seconds)
         steps.append(update.cpu_seconds)
@@ -328,7 +329,6 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
                   f'{1e3 * times.max():6.1f}   {1e3 * np.median(solved):7.2f} / {1e3 * solved.max():6.1f}'
                   f'   {1e3 * max(between, default=0.0):22.1f}'
                   f'   {time.perf_counter() - started:6.0f}', flush=True)
-            idle.extend(between)
             bin_times, bin_solves, between = [], [], []
     gc.callbacks.remove(count_full)
     if collector is not None:
@@ -344,7 +344,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
     print(f'keyframe steps: {len(steps)}, over 30 ms: {int((steps > 0.03).sum())}, over 50 ms: '
           f'{int((steps > 0.05).sum())}; the ten longest (ms): '
           f'{", ".join(f"{1e3 * t:.1f}" for t in steps[:10])}')
-    idle = np.sort(np.concatenate([idle, between]))[::-1]
+    idle = np.sort(idle)[::-1]
     print(f'scans between keyframe steps with work (ICP targets built ahead, reorder slices): '
           f'{int((idle > 0).sum())}, over 30 ms: {int((idle > 0.03).sum())}, over 50 ms: '
           f'{int((idle > 0.05).sum())}; the ten longest (ms): '

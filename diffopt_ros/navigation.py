@@ -262,6 +262,9 @@ class Navigator:
             self.model = DiffDriveLag(s.dt, gain_v=s.gain_v, gain_omega=s.gain_omega, tau_v=s.tau_v,
                                       tau_omega=s.tau_omega)
             lower, upper = [s.v_min, -s.omega_max], [s.v_max, s.omega_max]
+        # the model's speed lag, for the stop zone's braking (a model without one: 1 and 0)
+        lag = getattr(self.model, 'parameter_values', dict)()
+        self._gain_v, self._tau_v = lag.get('gain_v', 1.0), lag.get('tau_v', 0.0)
         self.tracking = tracking_cost(s, self.model.n_x)
         self.obstacles = ObstacleCost(self.field, nav.radius, nav.inflation, nav.obstacle_weight)
         self.mpc = MPC(self.model, CostSum(self.tracking, self.obstacles), s.horizon, u_lower=lower,
@@ -407,10 +410,15 @@ class Navigator:
         self._warm = (sol.controls[0].numpy(), now)
         control = np.clip(sol.controls[0, 0].numpy(), *self.bounds)
         states = sol.states[0]
-        free = self._free_distance(state, control[0], self._curvatures(state, control))
-        limit = None if free is None else self._stopping_command(free, state[3], control[0], latency)
-        if limit is not None and abs(control[0]) > limit:
-            control[0] = math.copysign(limit, control[0])
+        # the stop zone: under the model's first-order speed lag (gain g, time constant tau) a
+        # command c held for one step and zero after it carries the robot g |c| dt + v tau (exact
+        # for the lag), v the measured speed towards the points (0 when moving away), and v
+        # latency before the command acts; the cut leaves the robot's momentum room to brake
+        coast = max(math.copysign(1.0, control[0]) * state[3], 0.0) * (self._tau_v + max(latency, 0.0))
+        travel = self._gain_v * abs(control[0]) * s.dt + coast
+        free = self._free_distance(state, control[0], self._curvatures(state, control), travel)
+        if free is not None and free < travel:
+            control[0] = math.copysign(max(free - coast, 0.0) / (self._gain_v * s.dt), control[0])
             states = self._predict(sol.states[0, 0], sol.controls[0], control)
         else:
             free = None
@@ -448,34 +456,24 @@ class Navigator:
             turns.append(state[4] / state[3])
         return tuple(turns)
 
-    def _stopping_command(self, free: float, speed: float, direction: float, latency: float) -> float:
-        """The largest speed command (m/s, >= 0) in ``direction``'s sign after which the robot,
-        moving at the measured ``speed`` (m/s), still stops within ``free`` m (the stop zone's
-        cut). Under the model's first-order speed lag (gain ``g``, time constant ``tau``; a model
-        without one: 1 and 0) a command ``c`` held for one step ``dt`` and zero after it carries
-        the robot ``g c dt + v tau`` (exact for the lag), ``v`` the speed towards the points (0
-        when moving away), and ``v latency`` before the command acts: the robot's momentum is
-        spent before the command's distance."""
-        lag = getattr(self.model, 'parameter_values', dict)()
-        gain, tau = lag.get('gain_v', 1.0), lag.get('tau_v', 0.0)
-        coast = max(math.copysign(1.0, direction) * float(speed), 0.0) * (tau + max(latency, 0.0))
-        return max(free - coast, 0.0) / (gain * self.settings.dt)
-
-    def _free_distance(self, state, speed: float, curvatures=()) -> float | None:
+    def _free_distance(self, state, speed: float, curvatures=(), within: float = math.inf) -> float | None:
         """How far (m along its path, >= 0) the robot's disc, widened by ``stop_margin``, can go
         in the direction of ``speed``'s sign before it touches a scan point: the least over the
         straight line along its heading and the arcs of ``curvatures`` (1/m, + left, as
         ``omega / v``); None when no point lies in its way (or the stop zone is off, or the
-        speed is 0)."""
+        speed is 0). Only points the disc can reach within ``within`` m of path count (a path
+        that long stays within ``within`` of the start)."""
         points = self._stop_points
         if self.nav.stop_margin < 0 or speed == 0.0 or points.shape[0] == 0:
             return None
-        heading = np.array([math.cos(state[2]), math.sin(state[2])])
+        reach = self.nav.radius + self.nav.stop_margin
         offset = points - state[:2]
+        if within < math.inf:
+            offset = offset[np.einsum('ij,ij->i', offset, offset) < (within + reach) ** 2]
+        heading = np.array([math.cos(state[2]), math.sin(state[2])])
         direction = math.copysign(1.0, speed)
         ahead = direction * (offset @ heading)        # the travel direction is +x
         side = offset @ np.array([-heading[1], heading[0]])
-        reach = self.nav.radius + self.nav.stop_margin
         free = min(arc_contact(ahead, side, curvature, reach) for curvature in (0.0, *curvatures))
         return None if free == math.inf else free
 

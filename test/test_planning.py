@@ -277,6 +277,16 @@ def test_the_stop_zone_leaves_the_robot_room_to_brake_with_its_lag():
                 assert travel(speed, step.command[0]) <= free + 1e-9, (speed, ahead)
             navigator.stop()
     assert cut >= 2
+    # a live loop's latency (the state's age and the solve) is travel at the measured speed too
+    state = np.array([1.0, 2.0, 0.0, 0.3, 0.0])
+    for latency in (0.0, 0.1):
+        navigator.set_goal(state[:2], [7.0, 2.0])
+        navigator.set_scan_points([[1.2, 1.78]])
+        step = navigator.step(state, 0.0, latency=latency)
+        free = 0.2 - np.sqrt((RADIUS + 0.05) ** 2 - 0.22 ** 2)
+        expected = (free - 0.3 * (true.tau_v + latency)) / (true.gain_v * dt)
+        assert np.isclose(step.stop_distance, free) and np.isclose(step.command[0], max(expected, 0.0))
+        navigator.stop()
 
 
 def test_nav_settings_from_mpc_node_parameters():
