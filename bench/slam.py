@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/slam.py [--laps 6] [--no-peers]
     .venv/bin/python bench/slam.py --stream w10000 [--poses N] [--phases] [--relinearize-max N]
-    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--report-every STEPS] [--gc-period S]
+    .venv/bin/python bench/slam.py --soak MINUTES [--no-reuse] [--loop-interval N] [--report-every STEPS]
+                                   [--gc-period S]
 
 Modes: the default sim-driven run (below); ``--stream``: a pose-graph file (gtsam's
 ``w10000.graph`` or a path) fed in order, each new pose with its edges, to our incremental
@@ -12,7 +13,9 @@ driving round the loop world, streamed (no rollout kept), with the occupancy gri
 2 s as slam_node does, reporting keyframes, edges, resident memory and update time against the
 number of keyframe steps, then the back end against iSAM2 on the same graph changes (with
 ``--no-reuse`` every keyframe step adds a keyframe, as a robot does that maps without
-localizing on its map: a graph of thousands of keyframes within minutes; full garbage
+localizing on its map: a graph of thousands of keyframes within minutes, where every keyframe
+after the first lap could close a loop and ``loop.keyframe_interval`` (``--loop-interval``)
+sets how many do; full garbage
 collections run between scans every ``--gc-period`` simulated seconds, as slam_node runs them
 when idle, or with ``--gc-period 0`` on Python's own schedule, inside the updates).
 
@@ -294,11 +297,14 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
     print('     steps  keyframes   edges  sim time s  RSS MiB  grid MiB  RSS - grid MiB'
           '   update ms (median / p99 / max)   solve ms (median / max)   between scans ms (max)'
           '   wall s')
-    for now, _, odom, ranges, _ in drive(world, seed, seconds=60.0 * minutes):
+    truth = []      # the true pose at each new keyframe (ATE)
+    for now, state, odom, ranges, _ in drive(world, seed, seconds=60.0 * minutes):
         if ranges is None:
             continue
         update = slam.process(float(now), odom[:3], ranges, angles, sensors.lidar_range_min,
                               sensors.lidar_range_max)
+        if update.keyframe is not None:
+            truth.append(state[:3].copy())
         scans += 1
         if scans % 20 == 0:
             slam.occupancy_grid()
@@ -358,14 +364,19 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
                         f'keyframe' if grew else '')
         smoother = slam.backend._smoother
         print(f'\n{slam.num_keyframes} keyframes, {slam.num_edges} edges, {slam.loop_closures} '
-              f'loop edges, {slam.localizations} localizations, '
+              f'loop edges (loop.keyframe_interval {config.loop_interval}), {slam.localizations} '
+              f'localizations, '
               f'{0 if smoother is None else smoother.reorders} reorders of the Bayes tree; resident '
               f'memory (without the grid) over the second half: {1024 * slope:.1f} KiB per keyframe '
               f'step{per_keyframe}')
+    truth = SE2.between(torch.tensor(world.start), torch.tensor(np.array(truth)))
+    print(f'ATE of the keyframe positions (m): online estimate {ate(slam.estimate, truth):.4f}')
     try:
-        _, isam_times = isam2_peer(slam.graph(), config, changes)
+        isam_poses, isam_times = isam2_peer(slam.graph(), config, changes)
     except ImportError:
         return
+    print(f'ATE of the keyframe positions (m): GTSAM iSAM2 on the same changes '
+          f'{ate(isam_poses, truth):.4f}')
     ours = np.array(solves)
     print(f'\nback-end per graph change ({len(ours)} changes), ours then GTSAM iSAM2 on the same '
           f'changes: median {1e3 * np.median(ours):.2f} / {1e3 * np.median(isam_times):.2f} ms, '
@@ -620,6 +631,9 @@ def main() -> None:
                         help="--soak: simulated seconds between full garbage collections run "
                         "between scans, as slam_node's gc.full_collection_period (default "
                         "%(default)s; 0: Python's own schedule)")
+    parser.add_argument('--loop-interval', type=int, default=SlamConfig().loop_interval, metavar='N',
+                        help="--soak: slam_node's loop.keyframe_interval (default %(default)s; 1: "
+                        "every keyframe searches for a loop closure)")
     parser.add_argument('--report-every', type=int, default=500, metavar='STEPS',
                         help='--soak: keyframe steps per printed row (default 500)')
     args = parser.parse_args()
@@ -632,7 +646,9 @@ def main() -> None:
         stream(args.stream, args.poses, args.phases, args.relinearize_max)
         return
     if args.soak:
-        config = SlamConfig()
+        if args.loop_interval < 1:
+            parser.error(f'--loop-interval {args.loop_interval}: must be at least 1')
+        config = replace(SlamConfig(), loop_interval=args.loop_interval)
         if args.report_every < 1:
             parser.error(f'--report-every {args.report_every}: must be at least 1')
         if not args.gc_period >= 0:

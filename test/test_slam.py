@@ -2,6 +2,7 @@
 world, re-use of keyframes on a second pass, ATE against raw odometry, graph data for learning,
 gradients, map and g2o output."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -200,6 +201,24 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     # every scan was used; the keyframes are the scans that moved far enough
     assert all(u.skipped == '' for u in updates)
     assert sum(u.keyframe is not None for u in updates) == len(graph.stamps)
+
+
+def test_keyframes_after_a_loop_closure_wait_loop_interval_keyframes_before_searching(lap):
+    """A lap's end runs past its start: with ``loop_interval`` 1 consecutive keyframes close
+    loops; with the default (3) the keyframes that close loops are at least 3 apart, the first
+    loop is closed at the same keyframe (searching stops only after a closure), and the
+    estimate is as good."""
+    rollout, slam, truth = lap[0], lap[1], lap[2]
+    every = SlamSystem(replace(SlamConfig(), loop_interval=1))
+    for step, ranges in zip(rollout.scan_steps, rollout.scans):
+        every.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
+                      SENSORS.lidar_range_min, SENSORS.lidar_range_max)
+    closing = [sorted(graph.edges_of('loop')[:, 1].tolist()) for graph in (every.graph(), slam.graph())]
+    interval = SlamConfig().loop_interval
+    assert interval == 3 and min(b - a for a, b in zip(closing[0], closing[0][1:])) == 1, closing[0]
+    assert min(b - a for a, b in zip(closing[1], closing[1][1:])) >= interval, closing[1]
+    assert closing[1][0] == closing[0][0] and len(closing[1]) < len(closing[0])
+    assert _rmse(slam.estimate, truth) < 1.5 * _rmse(every.estimate, truth) + 0.005
 
 
 def test_icp_targets_dropped_from_the_cache_are_rebuilt_to_the_same_result(lap, monkeypatch):

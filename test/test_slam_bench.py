@@ -88,6 +88,11 @@ def test_soak_reports_memory_and_update_time_per_row(reuse):
                         r"\(slam_node's gc.full_collection_period\): (\d+),", done.stdout)
         assert ran and int(ran.group(1)) >= 10, done.stdout
         assert 'full collections elsewhere (inside updates): 0\n' in done.stdout
+        # after a loop closure the next two keyframes search for none (loop.keyframe_interval 3)
+        loops = re.search(r'(\d+) edges, (\d+) loop edges \(loop.keyframe_interval 3\)', done.stdout)
+        assert loops and 0 < int(loops.group(2)) <= rows[-1][1] / 3 + 1, done.stdout
+    ate = re.search(r'ATE of the keyframe positions \(m\): online estimate ([\d.]+)', done.stdout)
+    assert ate and float(ate.group(1)) < 0.05, done.stdout
     assert 'ours then GTSAM iSAM2 on the same changes: median' in done.stdout
 
 
@@ -98,6 +103,9 @@ def test_soak_refuses_a_bad_report_interval():
     done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
                            '--gc-period', '-1'], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and '--gc-period -1.0: must be 0' in done.stderr
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
+                           '--loop-interval', '0'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and '--loop-interval 0: must be at least 1' in done.stderr
 
 
 NODE_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+[\d.]+ /')

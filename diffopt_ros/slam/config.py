@@ -44,6 +44,13 @@ class SlamConfig:
         loop_min_separation: candidates are at least this many keyframes older.
         loop_max_candidates: ICP is tried on up to this many candidates, oldest first, until
             one matches (at most one loop closure per keyframe).
+        loop_interval: after a keyframe closes a loop, the next ``loop_interval - 1``
+            keyframes search for none (1: every keyframe searches). On a route driven again
+            without keyframe re-use every keyframe would close a loop; consecutive closures
+            are nearly redundant (the keyframes between are linked by scan matches), and each
+            costs an ICP match and a re-elimination of the path to the loop's other end.
+            Until a loop is found every keyframe searches, so a loop is closed as soon as
+            before.
         loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
         loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
             estimate exceeds this is iterated to convergence (up to ``iterations`` updates).
@@ -77,6 +84,7 @@ class SlamConfig:
     loop_search_radius: float = 3.0
     loop_min_separation: int = 5
     loop_max_candidates: int = 3
+    loop_interval: int = 3
     loop_icp: IcpConfig = IcpConfig(max_iterations=40, max_correspondence_distance=1.0,
                                     min_inlier_ratio=0.6)
     loop_full_solve_chi2: float = 3.0
@@ -107,6 +115,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     'loop.search_radius': ('loop_search_radius',),
     'loop.min_separation': ('loop_min_separation',),
     'loop.max_candidates': ('loop_max_candidates',),
+    'loop.keyframe_interval': ('loop_interval',),
     'loop.min_inlier_ratio': ('loop_icp.min_inlier_ratio',),
     'loop.full_solve_chi2': ('loop_full_solve_chi2',),
     'optimizer.iterations': ('iterations',),
