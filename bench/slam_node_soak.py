@@ -15,7 +15,9 @@ simulated minute over the second half of the samples (least squares).
 
 ``--no-reuse`` sets ``keyframe.reuse_distance:=0`` (every keyframe step adds a keyframe: the
 graph grows all the time, as for a robot that maps without localizing on its map);
-``--gc-period`` sets ``gc.full_collection_period`` (0: Python's own schedule).
+``--gc-period`` sets ``gc.full_collection_period`` (0: Python's own schedule);
+``--loop-interval`` sets ``loop.keyframe_interval`` (1: every keyframe searches for a loop
+closure).
 """
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ def _launch(args) -> list[subprocess.Popen]:
         slam += ['-p', 'keyframe.reuse_distance:=0.0']
     if args.gc_period is not None:
         slam += ['-p', f'gc.full_collection_period:={args.gc_period}']
+    if args.loop_interval is not None:
+        slam += ['-p', f'loop.keyframe_interval:={args.loop_interval}']
     sim = [str(BIN / 'sim_node'), '--ros-args', '--params-file', str(config / 'sim.yaml'),
            '-p', 'use_sim_time:=true', '-p', f'real_time_factor:={args.real_time_factor}']
     logs = Path(args.logs)
@@ -118,6 +122,8 @@ def main() -> int:
     parser.add_argument('--no-reuse', action='store_true', help='keyframe.reuse_distance:=0')
     parser.add_argument('--gc-period', type=float,
                         help="slam_node's gc.full_collection_period (default: config/slam.yaml's)")
+    parser.add_argument('--loop-interval', type=int, metavar='N',
+                        help="slam_node's loop.keyframe_interval (default: config/slam.yaml's)")
     parser.add_argument('--sample', type=float, default=20.0,
                         help='wall seconds between samples (default 20)')
     parser.add_argument('--domain', type=int, default=93, help='ROS_DOMAIN_ID (default 93)')
@@ -128,6 +134,8 @@ def main() -> int:
         parser.error('--minutes, --sample and --real-time-factor must be positive')
     if args.gc_period is not None and not args.gc_period >= 0:
         parser.error(f'--gc-period {args.gc_period}: must be 0 (Python\'s schedule) or positive')
+    if args.loop_interval is not None and args.loop_interval < 1:
+        parser.error(f'--loop-interval {args.loop_interval}: must be at least 1')
 
     import rclpy
     from rclpy.context import Context
@@ -149,7 +157,8 @@ def main() -> int:
     spinner.start()
     print(f'bench/slam_node_soak.py: {args.minutes:g} wall minutes, real_time_factor '
           f'{args.real_time_factor:g}, reuse {"off" if args.no_reuse else "on"}, gc period '
-          f'{"config" if args.gc_period is None else args.gc_period}; node output in {args.logs}')
+          f'{"config" if args.gc_period is None else args.gc_period}, loop.keyframe_interval '
+          f'{"config" if args.loop_interval is None else args.loop_interval}; node output in {args.logs}')
     print(' wall s   sim s  keyframes   RSS MiB   update ms (last / max)   dropped scans   '
           'full collections (longest ms)')
     rows, died = [], None

@@ -106,6 +106,9 @@ def test_soak_refuses_a_bad_report_interval():
     done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--soak', '1',
                            '--loop-interval', '0'], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and '--loop-interval 0: must be at least 1' in done.stderr
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam_node_soak.py'),
+                           '--loop-interval', '0'], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and '--loop-interval 0: must be at least 1' in done.stderr
 
 
 NODE_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+[\d.]+ /')
