@@ -49,8 +49,8 @@ class SlamConfig:
             without keyframe re-use every keyframe would close a loop; consecutive closures
             are nearly redundant (the keyframes between are linked by scan matches), and each
             costs an ICP match and a re-elimination of the path to the loop's other end.
-            Until a loop is found every keyframe searches, so a loop is closed as soon as
-            before.
+            Until a loop is found every keyframe searches, so the first closure of a revisit
+            comes as early as with 1.
         loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
         loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
             estimate exceeds this is iterated to convergence (up to ``iterations`` updates).
