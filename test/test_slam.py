@@ -203,21 +203,28 @@ def test_slam_closes_the_loop_and_halves_the_odometry_error(lap):
     assert sum(u.keyframe is not None for u in updates) == len(graph.stamps)
 
 
-def test_keyframes_after_a_loop_closure_wait_loop_interval_keyframes_before_searching(lap):
-    """A lap's end runs past its start: with ``loop_interval`` 1 consecutive keyframes close
-    loops; with the default (3) the keyframes that close loops are at least 3 apart, the first
-    loop is closed at the same keyframe (searching stops only after a closure), and the
-    estimate is as good."""
+def test_keyframes_after_a_revisit_s_loop_closure_wait_loop_interval_keyframes_before_searching(lap):
+    """A lap's end runs past its start. With ``loop_interval`` 1 consecutive keyframes close
+    loops with the first keyframes; with the default (3), after a keyframe closes a loop with
+    one more than ``2 * loop_min_separation`` back (a revisit), the next two close none. Loops
+    closed with the path just driven (fewer keyframes back) start no interval: the first
+    revisit comes at the same keyframe, after the same closures, and the estimate is as good."""
     rollout, slam, truth = lap[0], lap[1], lap[2]
     every = SlamSystem(replace(SlamConfig(), loop_interval=1))
     for step, ranges in zip(rollout.scan_steps, rollout.scans):
         every.process(float(rollout.time[step]), rollout.odometry[step, :3], ranges, ANGLES,
                       SENSORS.lidar_range_min, SENSORS.lidar_range_max)
-    closing = [sorted(graph.edges_of('loop')[:, 1].tolist()) for graph in (every.graph(), slam.graph())]
-    interval = SlamConfig().loop_interval
-    assert interval == 3 and min(b - a for a, b in zip(closing[0], closing[0][1:])) == 1, closing[0]
-    assert min(b - a for a, b in zip(closing[1], closing[1][1:])) >= interval, closing[1]
-    assert closing[1][0] == closing[0][0] and len(closing[1]) < len(closing[0])
+    config = SlamConfig()
+    assert config.loop_interval == 3
+    recent = 2 * config.loop_min_separation
+    loops = [[tuple(edge) for edge in system.graph().edges_of('loop').tolist()] for system in (every, slam)]
+    revisits = [[k for i, k in edges if k - i >= recent] for edges in loops]
+    assert min(b - a for a, b in zip(revisits[0], revisits[0][1:])) == 1, loops[0]
+    for k in revisits[1]:       # the default: no loop closure in the interval after a revisit
+        assert not any(k < j < k + config.loop_interval for _, j in loops[1]), (k, loops[1])
+    first = revisits[0][0]
+    assert revisits[1][0] == first and len(loops[1]) < len(loops[0])
+    assert [e for e in loops[1] if e[1] <= first] == [e for e in loops[0] if e[1] <= first]
     assert _rmse(slam.estimate, truth) < 1.5 * _rmse(every.estimate, truth) + 0.005
 
 

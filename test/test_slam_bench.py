@@ -88,9 +88,10 @@ def test_soak_reports_memory_and_update_time_per_row(reuse):
                         r"\(slam_node's gc.full_collection_period\): (\d+),", done.stdout)
         assert ran and int(ran.group(1)) >= 10, done.stdout
         assert 'full collections elsewhere (inside updates): 0\n' in done.stdout
-        # after a loop closure the next two keyframes search for none (loop.keyframe_interval 3)
+        # after a revisit's loop closure the next two keyframes search for none
+        # (loop.keyframe_interval 3; with 1 nearly every keyframe of the later laps closes one)
         loops = re.search(r'(\d+) edges, (\d+) loop edges \(loop.keyframe_interval 3\)', done.stdout)
-        assert loops and 0 < int(loops.group(2)) <= rows[-1][1] / 3 + 1, done.stdout
+        assert loops and 0 < int(loops.group(2)) < 0.5 * rows[-1][1], done.stdout
     ate = re.search(r'ATE of the keyframe positions \(m\): online estimate ([\d.]+)', done.stdout)
     assert ate and float(ate.group(1)) < 0.05, done.stdout
     assert 'ours then GTSAM iSAM2 on the same changes: median' in done.stdout

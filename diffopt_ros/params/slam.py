@@ -62,9 +62,9 @@ SCHEMA = NodeSchema(NODE_NAME, (
     _core('loop.min_separation', 'loop candidates at least this many keyframes back', 1,
           1_000_000),
     _core('loop.max_candidates', 'ICP tries per keyframe, oldest candidates first', 0, 100),
-    _core('loop.keyframe_interval', 'after a keyframe closes a loop, the next '
-          'keyframe_interval - 1 keyframes do not search for one (1 = every keyframe searches)',
-          1, 1_000_000),
+    _core('loop.keyframe_interval', 'after a keyframe closes a loop with one at least 2 x '
+          'min_separation back (a revisit), the next keyframe_interval - 1 keyframes do not '
+          'search for one (1 = every keyframe searches)', 1, 1_000_000),
     _core('loop.min_inlier_ratio', 'fitness of a loop closure: least inlier fraction', 0.0, 1.0),
     _core('loop.full_solve_chi2', 'loop closure residual (whitened, squared) above which the '
           'incremental update is iterated until the estimate stops moving', 0.0, _BIG),

@@ -44,13 +44,16 @@ class SlamConfig:
         loop_min_separation: candidates are at least this many keyframes older.
         loop_max_candidates: ICP is tried on up to this many candidates, oldest first, until
             one matches (at most one loop closure per keyframe).
-        loop_interval: after a keyframe closes a loop, the next ``loop_interval - 1``
-            keyframes search for none (1: every keyframe searches). On a route driven again
-            without keyframe re-use every keyframe would close a loop; consecutive closures
-            are nearly redundant (the keyframes between are linked by scan matches), and each
-            costs an ICP match and a re-elimination of the path to the loop's other end.
-            Until a loop is found every keyframe searches, so the first closure of a revisit
-            comes as early as with 1.
+        loop_interval: after a keyframe closes a loop with a *revisit* (a keyframe at least
+            ``2 * loop_min_separation`` back, not on the path just driven), the next
+            ``loop_interval - 1`` keyframes search for none (1: every keyframe searches). On a
+            route driven again without keyframe re-use every keyframe would close a loop with
+            the first pass; consecutive closures are nearly redundant (the keyframes between
+            are linked by scan matches), and each costs an ICP match and a re-elimination of
+            the path back to the first pass. Closures with the path just driven (which keep a
+            corner's heading error from drifting the next corridor) start no interval, and
+            until a revisit is closed every keyframe searches, so the first closure of a
+            revisit comes as early as with 1.
         loop_icp: scan matching for loop closures (stricter fitness, wider initial gate).
         loop_full_solve_chi2: a loop closure whose whitened squared residual at the current
             estimate exceeds this is iterated to convergence (up to ``iterations`` updates).

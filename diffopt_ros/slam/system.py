@@ -163,7 +163,7 @@ class SlamSystem:
         self._targets: OrderedDict[int, ScanTarget] = OrderedDict()   # keyframe -> target, by use
         self._submap: tuple[tuple, ScanTarget] | None = None   # the local map's key and target
         self._exploring = True      # the last keyframe step added a keyframe (did not localize)
-        self._last_loop = -math.inf    # the last keyframe that closed a loop (_close_loops)
+        self._last_revisit = -math.inf    # the last keyframe that closed a loop to an old one
 
     # ------------------------------------------------------------------ properties
     @property
@@ -463,7 +463,7 @@ class SlamSystem:
         whether the new loop edge disagrees with the current estimate."""
         cfg = self.config
         older = k - cfg.loop_min_separation
-        if older <= 0 or k - self._last_loop < cfg.loop_interval:
+        if older <= 0 or k - self._last_revisit < cfg.loop_interval:
             return [], False
         estimate = self._estimate()
         distance2 = np.square(estimate[:older, :2] - estimate[k, :2]).sum(axis=1)
@@ -473,7 +473,8 @@ class SlamSystem:
             guess = planar.between(tuple(estimate[i].tolist()), new)
             match = match_scans(self._points[k], self._target(i), self._tensor(guess), cfg.loop_icp)
             if match.accepted:     # one verified loop closure per keyframe
-                self._last_loop = k
+                if i <= k - 2 * cfg.loop_min_separation:     # not on the path just driven
+                    self._last_revisit = k
                 return [i], self._add_loop(i, k, match, guess)
         return [], False
 
