@@ -147,6 +147,12 @@ def run_slam(rollout, config: SlamConfig, map_every: int = 20):
             np.array(maps, dtype=np.float64), np.array(targets))
 
 
+def in_start_frame(world: World, states) -> torch.Tensor:
+    """True poses ``(N, 3)`` (world frame, the first three of each state) in the frame of the
+    world's start pose, where SLAM's map starts: what the ATE compares against."""
+    return SE2.between(torch.tensor(world.start), torch.tensor(np.asarray(states)[:, :3]))
+
+
 def ate(poses: torch.Tensor, truth: torch.Tensor) -> float:
     """RMSE of positions (m)."""
     return float((poses[:, :2] - truth[:, :2]).norm(dim=1).square().mean().sqrt())
@@ -369,7 +375,7 @@ def soak(minutes: float, seed: int, config: SlamConfig, report_every: int = 500,
               f'{0 if smoother is None else smoother.reorders} reorders of the Bayes tree; resident '
               f'memory (without the grid) over the second half: {1024 * slope:.1f} KiB per keyframe '
               f'step{per_keyframe}')
-    truth = SE2.between(torch.tensor(world.start), torch.tensor(np.array(truth)))
+    truth = in_start_frame(world, truth)
     print(f'ATE of the keyframe positions (m): online estimate {ate(slam.estimate, truth):.4f}')
     try:
         isam_poses, isam_times = isam2_peer(slam.graph(), config, changes)
@@ -667,8 +673,7 @@ def main() -> None:
     started = time.perf_counter()
     slam, rows, steps, poses, changes, maps, targets = run_slam(rollout, config)
     wall = time.perf_counter() - started
-    truth_of = lambda at: SE2.between(torch.tensor(world.start),  # noqa: E731
-                                      torch.tensor(rollout.true_states[at, :3]))
+    truth_of = lambda at: in_start_frame(world, rollout.true_states[at])  # noqa: E731
     new = rows[:, 5] == 1
     keyframe_steps = [s for s, is_new in zip(steps, new) if is_new]
     truth = truth_of(keyframe_steps)

@@ -118,9 +118,10 @@ NODE_ROW = re.compile(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+[\d.]+ /')
 @pytest.mark.slow
 def test_node_soak_drives_slam_node_as_a_process_and_reads_its_memory():
     """sim_node and slam_node as processes, driven from outside for half a minute at 4x real
-    time: rows of growing keyframes and the node's resident memory, the nodes stopped cleanly."""
+    time: rows of growing keyframes and the node's resident memory, the nodes stopped cleanly
+    (slam_node takes ``--loop-interval``'s value as its loop.keyframe_interval)."""
     command = [sys.executable, str(bench_script.BENCH / 'slam_node_soak.py'), '--minutes', '0.5',
-               '--sample', '5', '--no-reuse', '--domain', os.environ['ROS_DOMAIN_ID']]
+               '--sample', '5', '--no-reuse', '--loop-interval', '1', '--domain', os.environ['ROS_DOMAIN_ID']]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [tuple(map(float, m.groups())) for m in map(NODE_ROW.match, done.stdout.splitlines()) if m]
@@ -129,6 +130,7 @@ def test_node_soak_drives_slam_node_as_a_process_and_reads_its_memory():
     assert keyframes == sorted(keyframes) and sum(k > 0 for k in keyframes) >= 3, done.stdout
     assert all(100 < row[3] < 4000 for row in rows), done.stdout      # MiB
     assert 'RSS over the second half:' in done.stdout and 'KiB per keyframe' in done.stdout
+    assert 'loop.keyframe_interval 1;' in done.stdout
 
 
 def test_node_soak_reports_a_node_that_exits(tmp_path):
