@@ -54,7 +54,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'diffopt-ros = diffopt_ros.cli:main',
+            'diffopt-ros = diffopt_ros.cli:entry',
             'sim_node = diffopt_ros.nodes.sim_node:main',
             'mpc_node = diffopt_ros.nodes.mpc_node:main',
             'slam_node = diffopt_ros.nodes.slam_node:main',

@@ -127,14 +127,18 @@ def pgo_command(name: str, *options: str) -> tuple[float, float, float, int, flo
 def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
     """The command (default options) against GTSAM load + optimize in this process and as a
     subprocess (``bench/gtsam_pgo.py``), the CPU time of ``import torch`` alone (a subprocess
-    that imports it, less one that starts the interpreter), and the thread rows."""
+    that imports it and ends with ``os._exit``, as the command does, less one that starts the
+    interpreter), of the interpreter's teardown of torch that the command skips (the same
+    subprocess ending the usual way, less that one), and the thread rows."""
     for name in names:
-        runs = {'gtsam': [], 'gtsam_cmd': [], 'cmd': [], 'torch': [], 'python': [], 't1': [], 't2': []}
+        runs = {'gtsam': [], 'gtsam_cmd': [], 'cmd': [], 'torch': [], 'torch_exit': [], 'python': [],
+                't1': [], 't2': []}
         for _ in range(repeat):  # interleaved: every variant sees the same load
             runs['gtsam'].append(gtsam_lm(name, with_load=True))
             runs['gtsam_cmd'].append(gtsam_command(name))
             runs['cmd'].append(pgo_command(name))
-            runs['torch'].append(_child([sys.executable, '-c', 'import torch'])[1])
+            runs['torch'].append(_child([sys.executable, '-c', 'import os, torch; os._exit(0)'])[1])
+            runs['torch_exit'].append(_child([sys.executable, '-c', 'import torch'])[1])
             runs['python'].append(_child([sys.executable, '-c', 'pass'])[1])
             if thread_rows:
                 runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
@@ -146,13 +150,14 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
         gc_s, gc_cpu = min(r[0] for r in runs['gtsam_cmd']), min(r[1] for r in runs['gtsam_cmd'])
         python_cpu = min(runs['python'])
         torch_cpu = min(runs['torch']) - python_cpu
+        teardown_cpu = min(runs['torch_exit']) - min(runs['torch'])
         row(case=f'{name} diffopt-ros pgo (subprocess, default options)', device='cpu', ours_s=wall,
             ours_solve_s=solve, ours_cpu_s=cpu, ours_error=err, ours_iterations=it,
             gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,
             time_ratio_vs_gtsam=wall / g_s, cpu_ratio_vs_gtsam=cpu / g_cpu,
             gtsam_subprocess_s=gc_s, gtsam_subprocess_cpu_s=gc_cpu,
             cpu_ratio_vs_gtsam_subprocess=cpu / gc_cpu,
-            interpreter_cpu_s=python_cpu, torch_import_cpu_s=torch_cpu,
+            interpreter_cpu_s=python_cpu, torch_import_cpu_s=torch_cpu, torch_teardown_cpu_s=teardown_cpu,
             cpu_ratio_without_torch_import=(cpu - torch_cpu) / g_cpu,
             error_rel_diff=(err - g_err) / g_err, load_average=os.getloadavg()[0])
         if not thread_rows:

@@ -111,6 +111,35 @@ def test_usage_errors_exit_2_before_reading(tmp_path):
         assert 'Traceback' not in out + err and 'iter' not in out, (args, out, err)
 
 
+def test_the_process_ends_without_teardown_and_loses_nothing(tmp_path):
+    """The command's process ends with ``os._exit`` (no interpreter teardown): on a block-buffered
+    pipe (no PYTHONUNBUFFERED) every line it printed, its ``--out`` file, its plot and its exit
+    status still arrive, for a solve, a usage error and a malformed file."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
+    env['PYTHONPATH'] = str(ROOT)
+    w100 = gtsam.findExampleDataFile('w100.graph')
+    out_file, plot = tmp_path / 'out.graph', tmp_path / 'graph.png'
+
+    def run(*args):
+        return subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', *map(str, args)],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+    solved = run('pgo', w100, '--out', out_file, '--plot', plot)
+    assert solved.returncode == 0, solved.stderr
+    lines = solved.stdout.splitlines()
+    assert lines[-3].startswith('initial error ') and lines[-3].split()[-4] == 'converged', lines[-3:]
+    assert lines[-2:] == [f'wrote {out_file}', f'wrote {plot}']
+    assert len(out_file.read_text().splitlines()) == len(Path(w100).read_text().splitlines())
+    assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    usage = run('pgo', tmp_path / 'none.g2o')
+    assert (usage.returncode, usage.stdout) == (2, '') and 'no such file' in usage.stderr
+    bad = tmp_path / 'bad.g2o'
+    bad.write_text('garbage 1 2\n')
+    failed = run('pgo', bad)
+    assert failed.returncode == 1 and f'{bad}:1: unknown tag' in failed.stderr
+    assert run('pgo', '--help').stdout.startswith('usage: diffopt-ros pgo')
+
+
 @pytest.mark.slow
 def test_edge2_orders_bom_landmarks_and_output(tmp_path):
     """Both EDGE2 orders solve to GTSAM's error; a BOM keeps vertex 0; point landmarks are read,
