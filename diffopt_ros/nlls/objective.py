@@ -131,8 +131,8 @@ class Objective:
         out_blocks = []
         for k, (f, S, cols) in enumerate(zip(self.factors, sqrt_infos, self.dof_index)):
             r, Js = f.residual_and_jacobians(self._slot_values(k, values), jacobians=True)
-            r, Js = self._whiten(f, S, r, Js)
             J = torch.cat(Js, -1) if len(Js) > 1 else Js[0]  # (B, E, m, D)
+            r, (J,) = self._whiten(f, S, r, [J])  # one product for all slots
             J = J.expand(B, *J.shape[1:])
             r = r.expand(B, *r.shape[1:])
             s = (r * r).sum(-1)
