@@ -285,7 +285,9 @@ class SparseCholesky:
         r, c = self.rows.cpu().numpy(), self.cols.cpu().numpy()
         if self.backend in ('cholmod', 'cholespy', 'qdldl'):  # a triangle in compressed-column order:
             half = np.nonzero(r <= c if self.backend == 'qdldl' else r >= c)[0]  # qdldl's the upper one
-            order = half[np.argsort(c[half] * n + r[half])]  # keys unique: any sort
+            # keys unique, so any sort gives this order; the stable one (timsort) uses the runs
+            # of the block-by-block layout: 7.5 against 47 ms on w10000's 638,799 entries
+            order = half[np.argsort(c[half] * n + r[half], kind='stable')]
             self._csc_order = order
             self._csc_rows = r[order].astype(np.int32)
             counts = np.bincount(c[order], minlength=n)
