@@ -89,17 +89,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Process entry point of ``diffopt-ros`` (the console script, ``python -m diffopt_ros.cli``):
-    :func:`main` with ``sys.argv``, then exit with its status; sub-commands in ``_EXIT_AT_ONCE``
-    exit without the interpreter's teardown (an exception still ends the process the usual way)."""
-    code = main()
-    if sys.argv[1:2] and sys.argv[1] in _EXIT_AT_ONCE:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except OSError:  # stdout closed under us (a pipe's reader gone): report it in the status
-            code = code or 1
-        os._exit(code)
-    sys.exit(code)
+    :func:`main` with ``sys.argv``, then exit with its status. Sub-commands in ``_EXIT_AT_ONCE``
+    exit without the interpreter's teardown; their output that cannot be written (the reader of
+    a pipe gone, as with ``| head``; a full disk) ends them with status 1 and a line on stderr
+    where stderr can take one, never a traceback."""
+    command = sys.argv[1] if len(sys.argv) > 1 else ''
+    if command not in _EXIT_AT_ONCE:
+        sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError as exc:  # the sub-command reports its own files: this is stdout or stderr
+        code = 1
+        if not isinstance(exc, BrokenPipeError):  # a closed pipe's reader wants nothing more
+            try:
+                print(f'diffopt-ros {command}: cannot write its output: {exc.strerror or exc}',
+                      file=sys.stderr, flush=True)
+            except OSError:
+                pass
+    os._exit(code)
 
 
 if __name__ == '__main__':

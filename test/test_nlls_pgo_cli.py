@@ -140,6 +140,31 @@ def test_the_process_ends_without_teardown_and_loses_nothing(tmp_path):
     assert run('pgo', '--help').stdout.startswith('usage: diffopt-ros pgo')
 
 
+def test_output_that_cannot_be_written_ends_the_command_with_1_and_no_traceback():
+    """Its stdout a pipe whose reader is gone (as ``| head`` leaves it; closed here before the
+    command starts) or a full disk (``/dev/full``): status 1, no traceback; the full disk named on
+    stderr, the closed pipe silent; with and without per-iteration progress lines."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
+    env['PYTHONPATH'] = str(ROOT)
+    w100 = gtsam.findExampleDataFile('w100.graph')
+    for options in ((), ('--quiet',)):
+        command = [sys.executable, '-m', 'diffopt_ros.cli', 'pgo', w100, *options]
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            gone = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, env=env,
+                                  cwd=ROOT, timeout=300)
+        finally:
+            os.close(writer)
+        assert (gone.returncode, gone.stderr) == (1, ''), (options, gone.stderr)
+        with open('/dev/full', 'w') as full:
+            no_space = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=ROOT, timeout=300)
+        assert no_space.returncode == 1, (options, no_space.stderr)
+        lines = no_space.stderr.splitlines()  # the reason is the C library's (ENOSPC), locale's words
+        assert len(lines) == 1 and lines[0].startswith('diffopt-ros pgo: cannot write its output: '), lines
+
+
 @pytest.mark.slow
 def test_edge2_orders_bom_landmarks_and_output(tmp_path):
     """Both EDGE2 orders solve to GTSAM's error; a BOM keeps vertex 0; point landmarks are read,
