@@ -23,8 +23,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Sub-commands whose ``main`` closes everything it opened before it returns (pgo: its output
-# file and plot are written and closed inside): their process ends with ``os._exit`` once stdout
+# Sub-commands whose ``main`` closes everything it opened before it returns and reports the
+# errors of its own files itself (pgo: its input, output file and plot), so that an OSError out
+# of it is one of stdout or stderr (see entry): their process ends with ``os._exit`` once stdout
 # and stderr are flushed, which skips the interpreter's teardown of torch's modules, 0.3-0.6 s of
 # CPU in every run on this package's 2-core VM (bench/RESULTS.md, "The pgo command's exit").
 _EXIT_AT_ONCE = frozenset({'pgo'})

@@ -111,20 +111,29 @@ def test_usage_errors_exit_2_before_reading(tmp_path):
         assert 'Traceback' not in out + err and 'iter' not in out, (args, out, err)
 
 
-def test_the_process_ends_without_teardown_and_loses_nothing(tmp_path):
-    """The command's process ends with ``os._exit`` (no interpreter teardown): on a block-buffered
-    pipe (no PYTHONUNBUFFERED) every line it printed, its ``--out`` file, its plot and its exit
-    status still arrive, for a solve, a usage error and a malformed file."""
+def _buffered_env() -> dict:
+    """The environment of a command whose stdout is block-buffered on a pipe (the Makefile
+    exports PYTHONUNBUFFERED, which would hide output lost at exit)."""
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
     env['PYTHONPATH'] = str(ROOT)
+    return env
+
+
+def test_the_process_ends_without_teardown_and_loses_nothing(tmp_path):
+    """The command's process ends with ``os._exit`` (no interpreter teardown): on a block-buffered
+    pipe every line it printed, its ``--out`` file, its plot and its exit status still arrive,
+    for a solve (the installed ``diffopt-ros`` script, as docs/library.md shows it), a usage
+    error and a malformed file (``python -m diffopt_ros.cli``, the other process entry)."""
+    env = _buffered_env()
     w100 = gtsam.findExampleDataFile('w100.graph')
     out_file, plot = tmp_path / 'out.graph', tmp_path / 'graph.png'
 
-    def run(*args):
-        return subprocess.run([sys.executable, '-m', 'diffopt_ros.cli', *map(str, args)],
-                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    def run(*args, program=(sys.executable, '-m', 'diffopt_ros.cli')):
+        return subprocess.run([*program, *map(str, args)], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=300)
 
-    solved = run('pgo', w100, '--out', out_file, '--plot', plot)
+    solved = run('pgo', w100, '--out', out_file, '--plot', plot,
+                 program=(str(Path(sys.executable).parent / 'diffopt-ros'),))
     assert solved.returncode == 0, solved.stderr
     lines = solved.stdout.splitlines()
     assert lines[-3].startswith('initial error ') and lines[-3].split()[-4] == 'converged', lines[-3:]
@@ -144,8 +153,7 @@ def test_output_that_cannot_be_written_ends_the_command_with_1_and_no_traceback(
     """Its stdout a pipe whose reader is gone (as ``| head`` leaves it; closed here before the
     command starts) or a full disk (``/dev/full``): status 1, no traceback; the full disk named on
     stderr, the closed pipe silent; with and without per-iteration progress lines."""
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
-    env['PYTHONPATH'] = str(ROOT)
+    env = _buffered_env()
     w100 = gtsam.findExampleDataFile('w100.graph')
     for options in ((), ('--quiet',)):
         command = [sys.executable, '-m', 'diffopt_ros.cli', 'pgo', w100, *options]
