@@ -623,9 +623,9 @@ def main() -> None:
     parser.add_argument('--stream', metavar='GRAPH', help="stream a 2D pose-graph file ('w10000': "
                         "gtsam's example data, or a path) into ours and GTSAM iSAM2")
     parser.add_argument('--poses', type=int, help='--stream: only the first POSES poses')
-    parser.add_argument('--relinearize-max', type=int, default=0, metavar='N',
-                        help='--stream: ours relinearizes at most N poses per update, those that '
-                        'moved most first (default 0: all)')
+    parser.add_argument('--relinearize-max', type=int, default=SlamConfig().relinearize_max, metavar='N',
+                        help='--stream: ours relinearizes at most N poses per update, those '
+                        "lowest in the tree first (default: slam_node's, %(default)s; 0: all at once)")
     parser.add_argument('--phases', action='store_true',
                         help='--stream: ours only, thread CPU time of each step of its updates')
     parser.add_argument('--soak', type=float, metavar='MINUTES',

@@ -530,29 +530,111 @@ def test_relinearization_every_skip_updates_and_above_the_threshold():
     assert abs(smoother.error() - float(batch.error[0])) < 1e-10 * float(batch.error[0])
 
 
-def test_relinearize_max_takes_the_most_moved_first_and_the_rest_in_the_next_updates():
-    """With ``relinearize_max=3`` no update relinearizes more than 3 variables; those it takes
-    are the ones whose solution moved most; the others are taken by the next updates although
-    ``relinearize_skip`` would skip them; iterating (which lifts the bound) reaches the batch
-    optimum, and a negative bound is refused."""
+def _ancestors(clique) -> list:
+    """``clique`` and its ancestors, up to its root."""
+    line = []
+    while clique is not None:
+        line.append(clique)
+        clique = clique.parent
+    return line
+
+
+def _conditionals_hold(smoother) -> float:
+    """Largest ``|delta_F - (mean - gain delta_S)|`` over the cliques of the tree: 0 when
+    every clique was back-substituted after its separator took its final value."""
+    delta, worst = smoother._delta, 0.0
+    for clique in {id(c): c for c in smoother._tree.clique_of if c is not None}.values():
+        x = delta[clique.separator].ravel() if len(clique.separator) else np.zeros(0)
+        worst = max(worst, float(np.abs(delta[clique.frontals].ravel() - (clique.mean - clique.gain @ x)).max()))
+    return worst
+
+
+def test_first_below_splits_whole_cliques_with_descendants_first():
+    """``BayesTree.first_below``: the first part is the variables of whole cliques, at most
+    the bound (or one clique's), none of whose cliques is above a clique of the rest; the
+    cliques returned as waiting are exactly the rest's cliques and their ancestors."""
+    n = 100
+    _, edges, z = _circle_graph(n, seed=8)
+    smoother = IncrementalSmoother()
+    _stream(smoother, edges, z, n)
+    tree = smoother._tree
+    variables = list(range(0, n, 3))
+    for most in (1, 5, 12, 40):
+        first, rest, stale = tree.first_below(variables, most)
+        assert sorted(first + rest) == variables
+        cliques = {id(tree.clique_of[v]): tree.clique_of[v] for v in first}
+        assert len(first) <= most or len(cliques) == 1
+        for clique in cliques.values():     # whole cliques
+            assert set(clique.frontals) & set(variables) <= set(first)
+        above_rest = {id(c) for v in rest for c in _ancestors(tree.clique_of[v])}
+        assert {id(c) for c in stale} == above_rest
+        assert not above_rest & set(cliques)
+        assert 0 < len(first) < len(variables) or most >= len(variables)
+
+
+def test_relinearize_max_takes_a_wave_in_parts_and_keeps_the_batch_solution():
+    """With ``relinearize_max=3``, the variables beyond the threshold at a check are
+    relinearized over the next updates, at most 3 (or one clique's) per update, lowest in
+    the tree first, although ``relinearize_skip`` would skip those updates; a variable that
+    moves beyond the threshold meanwhile waits for the wave's end. Through a stream's waves
+    every clique holds its conditional (those refactorized below one left for later are
+    back-substituted after it); after a wave the tree is exact again (the batch Gauss-Newton step), also when the
+    bound is lifted in the middle of one; iterating reaches the batch optimum."""
     n = 80
     truth, edges, z = _circle_graph(n, seed=4)
-    smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4, relinearize_max=3)
+    smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4, relinearize_max=3,
+                                   wildfire_threshold=0.0)
+    update, held = smoother.update, []
+
+    def checked(**options):
+        waiting = bool(smoother._wave)
+        stats = update(**options)
+        held.append((waiting, _conditionals_hold(smoother)))
+        return stats
+    smoother.update = checked
     stats = _stream(smoother, edges, z, n)
-    counts = [s.relinearized for s in stats]
-    assert max(counts) == 3
-    assert any(c and k % 4 for k, c in enumerate(counts, 2))     # deferred ones, between checks
-    # a wave of 10: the 3 that moved most go first, the 7 others in the next updates
-    smoother._delta[:n] = 0.0
-    wave = np.arange(10, 70, 6)
-    smoother._delta[wave, 2] = np.linspace(0.03, 0.3, len(wave))
-    smoother._far_threshold = None                    # recomputed from the solution
-    smoother._updates = 3                             # the next update checks
+    del smoother.update
+    assert any(s.relinearized and k % 4 for k, s in enumerate(stats, 2))     # parts between checks
+    assert sum(waiting for waiting, _ in held) > 10 and max(worst for _, worst in held) < 1e-12
+    smoother.relinearize_max = 0
+    smoother.converge(tolerance=1e-12)
+    smoother.relinearize_max = 3
+
+    def wave_of(size):
+        """Solutions moved beyond the threshold on ``size`` variables; the next update checks."""
+        smoother._delta[:n] = 0.0
+        wave = np.arange(10, 70, 60 // size)[:size]
+        smoother._delta[wave, 2] = 0.05
+        smoother._far_threshold = None                    # recomputed from the solution
+        smoother._updates = 3
+        return wave
+
+    wave = wave_of(10)
     before = smoother._theta.copy()
-    assert smoother.update().relinearized == 3
-    assert np.flatnonzero(np.any(smoother._theta != before, axis=1)).tolist() == wave[-3:].tolist()
-    taken = [smoother.update().relinearized for _ in range(4)]
-    assert sum(taken) >= 7 and max(taken) <= 3
+    parts = []
+    while len(parts) < 10:
+        stats = smoother.update()
+        assert stats.relinearized > 0
+        parts.append(np.flatnonzero(np.any(smoother._theta != before, axis=1)).tolist())
+        before = smoother._theta.copy()
+        tree = smoother._tree       # none of the part's cliques above the rest's
+        above_rest = {id(c) for v in smoother._wave for c in _ancestors(tree.clique_of[v])}
+        assert not above_rest & {id(tree.clique_of[v]) for v in parts[-1]}
+        if not smoother._wave:
+            break
+    assert sorted(v for part in parts for v in part) == wave.tolist()      # each once, no other
+    assert len(parts) >= 4 and all(len(part) <= 3 for part in parts[:-1])
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+    # lifted mid-wave: the rest of the wave goes at once, and the tree is exact again
+    wave_of(10)
+    assert 0 < smoother.update().relinearized <= 3 and smoother._wave
+    smoother.relinearize_max = 0
+    smoother.update()
+    assert not smoother._wave
+    reference = _batch_linear_solution(smoother, edges, z, n)
+    assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+    smoother.relinearize_max = 3
     assert smoother.converge(tolerance=1e-10) < 50 and smoother.relinearize_max == 3
     batch = Optimizer(_batch(edges, z, truth)[0], max_iterations=100, rel_tol=1e-14, abs_tol=1e-14).solve()
     assert np.abs(smoother.estimate() - batch['poses'][0].numpy()).max() < 1e-6

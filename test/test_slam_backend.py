@@ -68,8 +68,9 @@ def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
 
 def test_relinearize_max_bounds_each_update_and_follows_the_config(monkeypatch):
     """``SlamConfig.relinearize_max`` reaches the incremental solver (also when the config is
-    replaced between solves); no update then relinearizes more keyframes, and the optimum is
-    the unbounded one's."""
+    replaced between solves); no update then relinearizes more keyframes (or more than one
+    clique of the Bayes tree holds: the bound takes whole cliques), some leave keyframes beyond
+    the threshold to the next ones, and the optimum is the unbounded one's."""
     from dataclasses import replace
 
     from diffopt_ros.nlls.incremental import IncrementalSmoother
@@ -79,17 +80,20 @@ def test_relinearize_max_bounds_each_update_and_follows_the_config(monkeypatch):
 
     def counted(self, *args, **kwargs):
         stats = update(self, *args, **kwargs)
-        counts.append((self.relinearize_max, stats.relinearized))
+        largest = max(len(clique.frontals) for clique in self._tree.clique_of if clique is not None)
+        counts.append((self.relinearize_max, stats.relinearized, largest, bool(self._wave)))
         return stats
 
     monkeypatch.setattr(IncrementalSmoother, 'update', counted)
     free = PoseGraphBackend(SlamConfig(), torch.device('cpu'), F64)
     _circle(free)
-    assert max(r for _, r in counts) > 2
+    assert max(r for _, r, _, _ in counts) > 2
     counts.clear()
     bounded = PoseGraphBackend(replace(SlamConfig(), relinearize_max=2), torch.device('cpu'), F64)
     _circle(bounded)
-    assert {cap for cap, _ in counts} == {2} and max(r for _, r in counts) == 2
+    assert {cap for cap, _, _, _ in counts} == {2}
+    assert all(r <= max(2, largest) for _, r, largest, _ in counts)
+    assert sum(waiting for _, _, _, waiting in counts) >= 3
     # iterated to convergence (which lifts the bound), both reach the same optimum: to 1e-6,
     # as the solvers' other tests (Gauss-Newton on Huber edges converges linearly; each run stops
     # at a step below 1e-10 m or rad)

@@ -15,7 +15,9 @@ graph of their factors and of the separators of the subtrees below (the orphans,
 untouched), with the variables of the new factors last (so that the next update touches the top
 again and a loop closure does not refactor the past). Cliques below the top whose factors were
 only relinearized keep their variables and separators (no factor was added there, so the
-structure holds) and are factorized again in place, children first, before the top; a chain
+structure holds) and are factorized again in place, children first, before the top (up to
+cliques left for a later update, when a wave of relinearization is split:
+:meth:`BayesTree.first_below`); a chain
 of them merges into fewer cliques as it goes (:meth:`BayesTree._merge_chains`). A variable
 joins the clique of the next one when its separator is that one plus its separator
 (fundamental supernodes), or nearly so: up to one structural zero in ``_RELAX_SHARE`` rows,
@@ -118,12 +120,13 @@ class BayesTree:
 
     # ------------------------------------------------------------------ re-elimination
     def update(self, changed: set[int], last: list[int], factors: FactorStore,
-               relinearized: set[int] = frozenset()) -> list[Clique]:
+               relinearized: set[int] = frozenset(), stale=frozenset()) -> list[Clique]:
         """Re-eliminate the cliques of ``changed`` (variables of new factors, and new
         variables) and their ancestors, with the variables of ``last`` eliminated after all
         others (in that order); the cliques of ``relinearized`` (variables whose factors were
         only relinearized: the graph's structure there is unchanged) and their ancestors below
-        that top keep their variables and separators and are factorized again in place
+        that top, up to (without) those in ``stale`` (:meth:`first_below`), keep their
+        variables and separators and are factorized again in place
         (no reordering; a clique may merge into its parent, :meth:`_merge_chains`). The
         replaced cliques are unlinked from each other (no reference cycle is left to the
         garbage collector). Returns the new and refactorized cliques,
@@ -138,9 +141,11 @@ class BayesTree:
                 top[clique] = None
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
-        kept = self._merge_chains(self._below(top, relinearized))
-        if kept:
-            self._factorize(kept, factors, above=variables)
+        kept = self._merge_chains(self._below(top, relinearized, stale))
+        if kept:      # their factors with variables outside them: those of their separators
+            frontal = {v for clique in kept for v in clique.frontals}
+            above = set().union(*(clique.separator_ids for clique in kept)) - frontal
+            self._factorize(kept, factors, above=list(above))
         if not variables:
             return kept
         orphans = [child for clique in top for child in clique.children if child not in top]
@@ -154,13 +159,13 @@ class BayesTree:
             self._factorize(cliques, factors)
         return cliques + kept
 
-    def _below(self, top: dict[Clique, None], variables: set[int]) -> list[Clique]:
-        """The cliques of ``variables`` and their ancestors that are not in ``top``, parents
-        before children."""
+    def _below(self, top: dict[Clique, None], variables: set[int], stale=frozenset()) -> list[Clique]:
+        """The cliques of ``variables`` and their ancestors that are not in ``top``, up to
+        (without) those in ``stale``, parents before children."""
         kept: dict[Clique, None] = {}
         for v in variables:
             clique = self.clique_of[v]
-            while clique is not None and clique not in top and clique not in kept:
+            while clique is not None and clique not in top and clique not in kept and clique not in stale:
                 kept[clique] = None
                 clique = clique.parent
         ordered = [clique for clique in kept if clique.parent not in kept]
@@ -198,6 +203,56 @@ class BayesTree:
             members.discard(clique)
             clique.parent, clique.children = None, []
         return left
+
+    def first_below(self, variables, most: int) -> tuple[list[int], list[int], set[Clique]]:
+        """Split eliminated ``variables`` into those of the first cliques in an order of their
+        cliques with every clique after its descendants (whole cliques, at most ``most``
+        variables unless the first clique holds more) and the others; returns the first ones
+        and the cliques above the others (the others' cliques and their ancestors). The first
+        ones' cliques are none of those, so refactorizing them and their ancestors up to those
+        leaves for later only cliques that the others' refactorization reaches anyway."""
+        clique_of = self.clique_of
+        own: dict[Clique, list[int]] = {}
+        below: dict[Clique, list[Clique]] = {}
+        seen, roots, first = set(), [], []
+        for v in variables:
+            clique = clique_of[v]
+            if clique is None:      # not eliminated: its update eliminates it anyway
+                first.append(v)
+                continue
+            if clique in own:
+                own[clique].append(v)
+                continue
+            own[clique] = [v]
+            while clique not in seen:
+                seen.add(clique)
+                parent = clique.parent
+                if parent is None:
+                    roots.append(clique)
+                    break
+                below.setdefault(parent, []).append(clique)
+                clique = parent
+        visit, stack = [], roots
+        while stack:           # parents before children; reversed: descendants first
+            clique = stack.pop()
+            visit.append(clique)
+            stack.extend(below.get(clique, ()))
+        rest, later = [], []
+        for clique in reversed(visit):
+            ids = own.get(clique)
+            if ids is None:
+                continue
+            if rest or (first and len(first) + len(ids) > most):
+                rest.append(clique)
+                later += ids
+            else:
+                first += ids
+        stale: set[Clique] = set()
+        for clique in rest:
+            while clique is not None and clique not in stale:
+                stale.add(clique)
+                clique = clique.parent
+        return first, later, stale
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,
@@ -463,7 +518,9 @@ class BayesTree:
     def solve(self, cliques: list[Clique], delta: np.ndarray, threshold: float) -> list[int]:
         """Back-substitute ``cliques`` (parents first) into ``delta (N, dof)``, then, top down,
         each clique below whose separator holds a component that changed by more than
-        ``threshold`` (0: all; iSAM2's wildfire); returns the variables solved."""
+        ``threshold`` (0: all; iSAM2's wildfire); returns the variables solved. Cliques of
+        ``cliques`` below one that is not (refactorized below a clique left for a later update,
+        :meth:`first_below`) are solved after the wildfire from those above has passed."""
         flat, d = delta.reshape(-1), self.dof
         wildfire = threshold > 0
         moved = self._moved          # variable id -> 1 while its change exceeds the threshold
@@ -471,6 +528,7 @@ class BayesTree:
             moved = self._moved = bytearray(2 * len(delta))
         marked, solved, stack = [], [], []
         fresh = {id(clique) for clique in cliques}
+        above, below = set(), []     # cliques under fresh ones (or roots), the others
 
         def back_substitute(clique: Clique, below_top: bool) -> None:
             new = clique.mean
@@ -483,24 +541,34 @@ class BayesTree:
                         if max(map(abs, step[k * d:(k + 1) * d])) > threshold:
                             moved[v] = 1
                             marked.append(v)
-                if below_top:       # no child of a clique below the top is in it
+                if below_top and not below:       # no child of a clique below the top is in it
                     stack.extend(clique.children)
                 else:
                     stack.extend(child for child in clique.children if id(child) not in fresh)
             flat[clique.dofs] = new
             solved.extend(clique.frontals)
 
+        def spread() -> None:
+            while stack:
+                clique = stack.pop()
+                if wildfire:
+                    for v in clique.separator_ids:
+                        if moved[v]:
+                            break
+                    else:       # no separator variable moved
+                        continue
+                back_substitute(clique, True)
+
         for clique in cliques:
+            if clique.parent is None or id(clique.parent) in above:
+                above.add(id(clique))
+                back_substitute(clique, False)
+            else:
+                below.append(clique)
+        spread()
+        for clique in below:
             back_substitute(clique, False)
-        while stack:
-            clique = stack.pop()
-            if wildfire:
-                for v in clique.separator_ids:
-                    if moved[v]:
-                        break
-                else:       # no separator variable moved
-                    continue
-            back_substitute(clique, True)
+        spread()
         for v in marked:
             moved[v] = 0
         return solved

@@ -127,14 +127,18 @@ class IncrementalSmoother:
             changes by more than this (0: always, the exact linear solution).
         relinearize_skip: check for variables to relinearize every this many updates (1:
             every update; GTSAM's default 10).
-        relinearize_max: relinearize at most this many variables per update, those whose
-            solution moved most first (0: all beyond the threshold); the others wait for the
-            next updates, which check for them whatever ``relinearize_skip``. A bound on an
-            update's latency: after a loop closure thousands of variables may move beyond the
-            threshold at once, and refactorizing their cliques is an update's longest step
-            (bench/RESULTS.md: the w10000 stream's longest update 189-292 ms, 104-124 ms with
-            500; its total time then 1.11-1.12 times iSAM2's instead of 0.85-0.88, since each
-            part refactorizes the cliques above it again).
+        relinearize_max: relinearize at most this many variables per update, or the
+            variables of one clique when it holds more (0: all beyond the threshold; slam_node's
+            default is 500). When more are beyond it, they form a *wave* relinearized in parts
+            over the next updates (which run whatever ``relinearize_skip``), the lowest in the
+            tree first; each part refactorizes its cliques and those above them up to the
+            cliques above the rest of the wave, which wait for it (their conditionals stay
+            those of the earlier linearization meanwhile, as a clique's does until it is
+            relinearized), so that each clique is refactorized about once per wave. A bound on
+            an update's latency: after a loop closure thousands of variables may move beyond
+            the threshold at once, and refactorizing their cliques is an update's longest step
+            (bench/RESULTS.md: on the w10000 stream with 500, the longest update under 100 ms
+            instead of 250-300, at the same total time).
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).
@@ -176,7 +180,7 @@ class IncrementalSmoother:
         self.wildfire_threshold = float(wildfire_threshold)
         self.relinearize_skip = int(relinearize_skip)
         self.relinearize_max = int(relinearize_max)
-        self._deferred = False        # variables beyond the threshold were left for later updates
+        self._wave: list[int] = []    # variables of a wave not relinearized yet (relinearize_max)
         self._count = 0
         self._points = np.zeros((0, *group.shape))     # linearization points (with spare rows)
         self._delta = np.zeros((0, self.dof))          # solution relative to them (spare rows)
@@ -315,9 +319,9 @@ class IncrementalSmoother:
         n = self._count
         self._updates += 1
         done = self._reorder_step(n)      # a finished reorder: its tree is now the smoother's
-        relinearized = []
-        if relinearize and n and (self._deferred or self._updates % self.relinearize_skip == 0):
-            relinearized = self._to_relinearize()
+        relinearized, stale = [], frozenset()
+        if relinearize and n and (self._wave or self._updates % self.relinearize_skip == 0):
+            relinearized, stale = self._to_relinearize()
         factors = self._factors
         touched = self._new_factors
         if relinearized:      # the new points: the estimates (kept as retract(theta, delta))
@@ -351,7 +355,7 @@ class IncrementalSmoother:
         if not changed and not moved:
             return UpdateStats(0, 0, 0, 0.0, done is not None)
         tree = self._tree
-        cliques = tree.update(changed, last, factors, moved)
+        cliques = tree.update(changed, last, factors, moved, stale)
         solved = tree.solve(cliques, self._delta, self.wildfire_threshold)
         eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
         if len(changed) == n:          # the whole tree ordered afresh
@@ -415,16 +419,22 @@ class IncrementalSmoother:
         self._tree = job.tree
         return job
 
-    def _to_relinearize(self) -> list[int]:
-        """The variables to relinearize now, in increasing order: those beyond the threshold,
-        or the ``relinearize_max`` of them whose solution moved most."""
+    def _to_relinearize(self) -> tuple[list[int], set]:
+        """The variables to relinearize now, in increasing order, and the cliques whose
+        refactorization waits for a later update: those beyond the threshold and none; or,
+        when more than ``relinearize_max`` are, a *wave* of them, relinearized over the next
+        updates in parts of about that many, the lowest in the tree first
+        (:meth:`BayesTree.first_below`), whatever their solution does meanwhile (the cliques
+        above the rest of the wave are refactorized with it). Variables that move beyond the
+        threshold during a wave wait for the first check after it. With the bound lifted
+        (``relinearize_max`` 0, as :meth:`converge` does), the rest of a wave joins the
+        others."""
         far, cap = self._beyond_threshold(), self.relinearize_max
-        self._deferred = 0 < cap < len(far)
-        if not self._deferred:
-            return sorted(far)
-        far = np.fromiter(far, dtype=np.int64, count=len(far))
-        moved = np.abs(self._delta[far]).max(axis=1)
-        return np.sort(far[np.argpartition(-moved, cap)[:cap]]).tolist()
+        if not cap or not (self._wave or cap < len(far)):
+            far, self._wave = far.union(self._wave), []
+            return sorted(far), frozenset()
+        first, self._wave, stale = self._tree.first_below(self._wave or far, cap)
+        return sorted(first), stale
 
     def _beyond_threshold(self) -> set[int]:
         """The variables with a component of their solution beyond ``relinearize_threshold``

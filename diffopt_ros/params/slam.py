@@ -73,8 +73,8 @@ SCHEMA = NodeSchema(NODE_NAME, (
     _core('optimizer.full_iterations', 'LM iterations of a full batch solve (before saving)', 1,
           10000),
     _core('optimizer.max_time', 'wall-time cap of one solve', 1e-3, 600.0, 's'),
-    _core('optimizer.relinearize_max', 'most keyframes relinearized per update, those that '
-          'moved most first; the others in the next updates (0 = all): bounds the latency of '
+    _core('optimizer.relinearize_max', 'most keyframes relinearized per update, those lowest '
+          'in the tree first; the others in the next updates (0 = all): bounds the latency of '
           'an update after a loop closure on a large map', 0, 1_000_000),
     _core('weights.odom_xy', 'information of odometry edges, x and y', 1e-9, _BIG, '1/m^2',
           'weights'),

@@ -66,8 +66,8 @@ class SlamConfig:
             this from its linearization point (m and rad).
         wildfire_threshold: back-substitution stops where the solution changes by less
             than this (m and rad).
-        relinearize_max: most keyframes relinearized per update, those that moved most
-            first (0: all that moved beyond ``relinearize_threshold``); a bound on an update's
+        relinearize_max: most keyframes relinearized per update, those lowest in the
+            Bayes tree first (0: all that moved beyond ``relinearize_threshold``); a bound on an update's
             latency on large maps, where one loop closure can move thousands of keyframes
             (:class:`~diffopt_ros.nlls.incremental.IncrementalSmoother`).
         weights: factor information and robust scale.
@@ -96,7 +96,7 @@ class SlamConfig:
     max_solve_time: float = 1.0
     relinearize_threshold: float = 0.01
     wildfire_threshold: float = 1e-3
-    relinearize_max: int = 0
+    relinearize_max: int = 500
     weights: SlamWeights = field(default_factory=SlamWeights)
 
 
