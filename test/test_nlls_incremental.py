@@ -545,7 +545,8 @@ def _conditionals_hold(smoother) -> float:
     delta, worst = smoother._delta, 0.0
     for clique in {id(c): c for c in smoother._tree.clique_of if c is not None}.values():
         x = delta[clique.separator].ravel() if len(clique.separator) else np.zeros(0)
-        worst = max(worst, float(np.abs(delta[clique.frontals].ravel() - (clique.mean - clique.gain @ x)).max()))
+        expected = clique.mean - clique.gain @ x
+        worst = max(worst, float(np.abs(delta[clique.frontals].ravel() - expected).max()))
     return worst
 
 
@@ -578,8 +579,9 @@ def test_relinearize_max_takes_a_wave_in_parts_and_keeps_the_batch_solution():
     the tree first, although ``relinearize_skip`` would skip those updates; a variable that
     moves beyond the threshold meanwhile waits for the wave's end. Through a stream's waves
     every clique holds its conditional (those refactorized below one left for later are
-    back-substituted after it); after a wave the tree is exact again (the batch Gauss-Newton step), also when the
-    bound is lifted in the middle of one; iterating reaches the batch optimum."""
+    back-substituted after it); after a wave the tree is exact again (the batch Gauss-Newton
+    step), also when the bound is lifted in the middle of one; iterating reaches the batch
+    optimum."""
     n = 80
     truth, edges, z = _circle_graph(n, seed=4)
     smoother = IncrementalSmoother(relinearize_threshold=0.02, relinearize_skip=4, relinearize_max=3,
