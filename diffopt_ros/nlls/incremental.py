@@ -129,7 +129,7 @@ class IncrementalSmoother:
             every update; GTSAM's default 10).
         relinearize_max: relinearize at most this many variables per update, or the
             variables of one clique when it holds more (0: all beyond the threshold; slam_node's
-            default is 500). When more are beyond it, they form a *wave* relinearized in parts
+            default is 300). When more are beyond it, they form a *wave* relinearized in parts
             over the next updates (which run whatever ``relinearize_skip``), the lowest in the
             tree first; each part refactorizes its cliques and those above them up to the
             cliques above the rest of the wave, which wait for it (their conditionals stay
@@ -137,8 +137,8 @@ class IncrementalSmoother:
             relinearized), so that each clique is refactorized about once per wave. A bound on
             an update's latency: after a loop closure thousands of variables may move beyond
             the threshold at once, and refactorizing their cliques is an update's longest step
-            (bench/RESULTS.md: on the w10000 stream with 500, the longest update under 100 ms
-            instead of 250-300, at the same total time).
+            (bench/RESULTS.md: on the w10000 stream with 300, the longest update 86-94 ms
+            instead of 250-310, at the same total time).
         reorder_factor: re-eliminate the whole tree with a fresh ordering when its size per
             variable grew beyond this many times its size after the last full elimination
             (0: never; trees of fewer than ``REORDER_MIN`` variables are not reordered).

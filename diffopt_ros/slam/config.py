@@ -96,7 +96,7 @@ class SlamConfig:
     max_solve_time: float = 1.0
     relinearize_threshold: float = 0.01
     wildfire_threshold: float = 1e-3
-    relinearize_max: int = 500
+    relinearize_max: int = 300
     weights: SlamWeights = field(default_factory=SlamWeights)
 
 
