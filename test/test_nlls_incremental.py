@@ -239,6 +239,25 @@ def test_a_reorder_spread_over_updates_catches_up_with_the_changes_made_meanwhil
         assert case.exact(n) and smoother._tree.size == _live_size(smoother)
 
 
+def test_a_reorder_swapped_in_during_a_relinearization_wave_keeps_the_solution():
+    """A reorder spread over updates while ``relinearize_max`` splits waves: the tree swapped in
+    during a wave goes on with it; every clique holds its conditional after every update, and
+    once the bound is lifted the solution is the batch Gauss-Newton step."""
+    case = _GrownTree(40)
+    smoother = case.smoother
+    smoother.relinearize_max = 3
+    during = 0
+    for k in range(case.grown, case.n):
+        case.add_pose(k)
+        waiting = bool(smoother._wave)
+        during += smoother.update().reordered and waiting
+        assert _conditionals_hold(smoother) < 1e-12
+    assert during == 1
+    smoother.relinearize_max = 0
+    smoother.update()
+    assert case.exact(case.n)
+
+
 def test_a_reorder_prepared_between_updates_is_swapped_in_exactly():
     """``prepare()`` between updates (SLAM runs it on the scans between keyframe steps, with or
     without new poses and edges added since the last update) runs the reorder's slices outside

@@ -142,10 +142,12 @@ class BayesTree:
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
         kept = self._merge_chains(self._below(top, relinearized, stale))
-        if kept:      # their factors with variables outside them: those of their separators
-            frontal = {v for clique in kept for v in clique.frontals}
-            above = set().union(*(clique.separator_ids for clique in kept)) - frontal
-            self._factorize(kept, factors, above=list(above))
+        if kept:
+            above = variables      # eliminated after the kept cliques: the top's variables, ...
+            if stale:      # ... and those of waiting cliques: all are in the kept separators
+                frontal = {v for clique in kept for v in clique.frontals}
+                above = list(set().union(*(clique.separator_ids for clique in kept)) - frontal)
+            self._factorize(kept, factors, above=above)
         if not variables:
             return kept
         orphans = [child for clique in top for child in clique.children if child not in top]
