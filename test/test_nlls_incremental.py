@@ -580,14 +580,14 @@ def test_first_below_splits_whole_cliques_with_descendants_first():
     tree = smoother._tree
     variables = list(range(0, n, 3))
     for most in (1, 5, 12, 40):
-        first, rest, stale = tree.first_below(variables, most)
+        first, rest, waiting = tree.first_below(variables, most)
         assert sorted(first + rest) == variables
         cliques = {id(tree.clique_of[v]): tree.clique_of[v] for v in first}
         assert len(first) <= most or len(cliques) == 1
         for clique in cliques.values():     # whole cliques
             assert set(clique.frontals) & set(variables) <= set(first)
         above_rest = {id(c) for v in rest for c in _ancestors(tree.clique_of[v])}
-        assert {id(c) for c in stale} == above_rest
+        assert {id(c) for c in waiting} == above_rest
         assert not above_rest & set(cliques)
         assert 0 < len(first) < len(variables) or most >= len(variables)
 

@@ -120,12 +120,12 @@ class BayesTree:
 
     # ------------------------------------------------------------------ re-elimination
     def update(self, changed: set[int], last: list[int], factors: FactorStore,
-               relinearized: set[int] = frozenset(), stale=frozenset()) -> list[Clique]:
+               relinearized: set[int] = frozenset(), waiting=frozenset()) -> list[Clique]:
         """Re-eliminate the cliques of ``changed`` (variables of new factors, and new
         variables) and their ancestors, with the variables of ``last`` eliminated after all
         others (in that order); the cliques of ``relinearized`` (variables whose factors were
         only relinearized: the graph's structure there is unchanged) and their ancestors below
-        that top, up to (without) those in ``stale`` (:meth:`first_below`), keep their
+        that top, up to (without) those in ``waiting`` (:meth:`first_below`), keep their
         variables and separators and are factorized again in place
         (no reordering; a clique may merge into its parent, :meth:`_merge_chains`). The
         replaced cliques are unlinked from each other (no reference cycle is left to the
@@ -141,10 +141,10 @@ class BayesTree:
                 top[clique] = None
                 clique = clique.parent
         variables += [v for clique in top for v in clique.frontals]
-        kept = self._merge_chains(self._below(top, relinearized, stale))
+        kept = self._merge_chains(self._below(top, relinearized, waiting))
         if kept:
             above = variables      # eliminated after the kept cliques: the top's variables, ...
-            if stale:      # ... and those of waiting cliques: all are in the kept separators
+            if waiting:      # ... and those of waiting cliques: all are in the kept separators
                 frontal = {v for clique in kept for v in clique.frontals}
                 above = list(set().union(*(clique.separator_ids for clique in kept)) - frontal)
             self._factorize(kept, factors, above=above)
@@ -161,13 +161,13 @@ class BayesTree:
             self._factorize(cliques, factors)
         return cliques + kept
 
-    def _below(self, top: dict[Clique, None], variables: set[int], stale=frozenset()) -> list[Clique]:
+    def _below(self, top: dict[Clique, None], variables: set[int], waiting=frozenset()) -> list[Clique]:
         """The cliques of ``variables`` and their ancestors that are not in ``top``, up to
-        (without) those in ``stale``, parents before children."""
+        (without) those in ``waiting``, parents before children."""
         kept: dict[Clique, None] = {}
         for v in variables:
             clique = self.clique_of[v]
-            while clique is not None and clique not in top and clique not in kept and clique not in stale:
+            while clique is not None and clique not in top and clique not in kept and clique not in waiting:
                 kept[clique] = None
                 clique = clique.parent
         ordered = [clique for clique in kept if clique.parent not in kept]
@@ -207,12 +207,14 @@ class BayesTree:
         return left
 
     def first_below(self, variables, most: int) -> tuple[list[int], list[int], set[Clique]]:
-        """Split eliminated ``variables`` into those of the first cliques in an order of their
-        cliques with every clique after its descendants (whole cliques, at most ``most``
-        variables unless the first clique holds more) and the others; returns the first ones
-        and the cliques above the others (the others' cliques and their ancestors). The first
-        ones' cliques are none of those, so refactorizing them and their ancestors up to those
-        leaves for later only cliques that the others' refactorization reaches anyway."""
+        """Split ``variables`` into a first part and the rest: whole cliques, in an order where
+        every clique comes after its descendants, up to ``most`` variables (or one clique's
+        when it holds more); variables not eliminated yet join the first part (their update
+        eliminates them anyway). Returns the first part, the rest, and the cliques that wait
+        for the rest: the rest's cliques and their ancestors, none of which holds a variable
+        of the first part. Refactorizing the first part's cliques and their ancestors up to
+        (without) the waiting ones leaves each of those to be refactorized once, with the
+        rest."""
         clique_of = self.clique_of
         own: dict[Clique, list[int]] = {}
         below: dict[Clique, list[Clique]] = {}
@@ -249,12 +251,12 @@ class BayesTree:
                 later += ids
             else:
                 first += ids
-        stale: set[Clique] = set()
+        waiting: set[Clique] = set()
         for clique in rest:
-            while clique is not None and clique not in stale:
-                stale.add(clique)
+            while clique is not None and clique not in waiting:
+                waiting.add(clique)
                 clique = clique.parent
-        return first, later, stale
+        return first, later, waiting
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,
@@ -530,7 +532,9 @@ class BayesTree:
             moved = self._moved = bytearray(2 * len(delta))
         marked, solved, stack = [], [], []
         fresh = {id(clique) for clique in cliques}
-        above, below = set(), []     # cliques under fresh ones (or roots), the others
+        # ids of the cliques solved first (each a root or under another of them), and the
+        # others: under a clique that waits for a later update, solved once the wildfire passed
+        above, below = set(), []
 
         def back_substitute(clique: Clique, below_top: bool) -> None:
             new = clique.mean
@@ -543,7 +547,7 @@ class BayesTree:
                         if max(map(abs, step[k * d:(k + 1) * d])) > threshold:
                             moved[v] = 1
                             marked.append(v)
-                if below_top and not below:       # no child of a clique below the top is in it
+                if below_top and not below:       # only under waiting cliques has one fresh children
                     stack.extend(clique.children)
                 else:
                     stack.extend(child for child in clique.children if id(child) not in fresh)

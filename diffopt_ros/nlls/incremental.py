@@ -319,9 +319,9 @@ class IncrementalSmoother:
         n = self._count
         self._updates += 1
         done = self._reorder_step(n)      # a finished reorder: its tree is now the smoother's
-        relinearized, stale = [], frozenset()
+        relinearized, waiting = [], frozenset()
         if relinearize and n and (self._wave or self._updates % self.relinearize_skip == 0):
-            relinearized, stale = self._to_relinearize()
+            relinearized, waiting = self._to_relinearize()
         factors = self._factors
         touched = self._new_factors
         if relinearized:      # the new points: the estimates (kept as retract(theta, delta))
@@ -355,7 +355,7 @@ class IncrementalSmoother:
         if not changed and not moved:
             return UpdateStats(0, 0, 0, 0.0, done is not None)
         tree = self._tree
-        cliques = tree.update(changed, last, factors, moved, stale)
+        cliques = tree.update(changed, last, factors, moved, waiting)
         solved = tree.solve(cliques, self._delta, self.wildfire_threshold)
         eliminated = sum(len(clique.frontals) for clique in cliques)   # the first rows solved
         if len(changed) == n:          # the whole tree ordered afresh
@@ -433,8 +433,8 @@ class IncrementalSmoother:
         if not cap or not (self._wave or cap < len(far)):
             far, self._wave = far.union(self._wave), []
             return sorted(far), frozenset()
-        first, self._wave, stale = self._tree.first_below(self._wave or far, cap)
-        return sorted(first), stale
+        first, self._wave, waiting = self._tree.first_below(self._wave or far, cap)
+        return sorted(first), waiting
 
     def _beyond_threshold(self) -> set[int]:
         """The variables with a component of their solution beyond ``relinearize_threshold``
