@@ -131,14 +131,14 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
     interpreter), of the interpreter's teardown of torch that the command skips (the same
     subprocess ending the usual way, less that one), and the thread rows."""
     for name in names:
-        runs = {'gtsam': [], 'gtsam_cmd': [], 'cmd': [], 'torch': [], 'torch_exit': [], 'python': [],
+        runs = {'gtsam': [], 'gtsam_cmd': [], 'cmd': [], 'torch': [], 'torch_teardown': [], 'python': [],
                 't1': [], 't2': []}
         for _ in range(repeat):  # interleaved: every variant sees the same load
             runs['gtsam'].append(gtsam_lm(name, with_load=True))
             runs['gtsam_cmd'].append(gtsam_command(name))
             runs['cmd'].append(pgo_command(name))
             runs['torch'].append(_child([sys.executable, '-c', 'import os, torch; os._exit(0)'])[1])
-            runs['torch_exit'].append(_child([sys.executable, '-c', 'import torch'])[1])
+            runs['torch_teardown'].append(_child([sys.executable, '-c', 'import torch'])[1])
             runs['python'].append(_child([sys.executable, '-c', 'pass'])[1])
             if thread_rows:
                 runs['t1'].append(pgo_command(name, '--quiet', '--threads', '1'))
@@ -150,7 +150,7 @@ def command_rows(row, names, repeat: int, thread_rows: bool = True) -> None:
         gc_s, gc_cpu = min(r[0] for r in runs['gtsam_cmd']), min(r[1] for r in runs['gtsam_cmd'])
         python_cpu = min(runs['python'])
         torch_cpu = min(runs['torch']) - python_cpu
-        teardown_cpu = min(runs['torch_exit']) - min(runs['torch'])
+        teardown_cpu = min(runs['torch_teardown']) - min(runs['torch'])
         row(case=f'{name} diffopt-ros pgo (subprocess, default options)', device='cpu', ours_s=wall,
             ours_solve_s=solve, ours_cpu_s=cpu, ours_error=err, ours_iterations=it,
             gtsam_load_optimize_s=g_s, gtsam_cpu_s=g_cpu, gtsam_error=g_err, gtsam_iterations=g_it,

@@ -466,7 +466,8 @@ def _isam2_stream_graph(data, edges_of: list[list[int]], N: int, prior: np.ndarr
     return graph, factors_of
 
 
-def stream(name: str, poses: int | None, phases: bool = False, relinearize_max: int = 0) -> None:
+def stream(name: str, poses: int | None, phases: bool = False,
+           relinearize_max: int = SlamConfig().relinearize_max) -> None:
     """Feed a pose-graph file in order (each new pose with its edges, the initial value of a
     pose composed from the previous estimate and its odometry edge) to our incremental smoother
     and to GTSAM's iSAM2 (default parameters: relinearize threshold 0.1, wildfire 0.001,
@@ -485,7 +486,8 @@ def stream(name: str, poses: int | None, phases: bool = False, relinearize_max: 
     moment. The collections during ours are reported (count, time, longest, objects freed: what
     a long-running node would pause for). ``phases``: ours only, with the thread CPU time of
     each step of its updates (total and in the longest updates). ``relinearize_max``: ours
-    relinearizes at most this many poses per update (0: all; iSAM2 has no such bound)."""
+    relinearizes at most this many poses per update (default slam_node's; 0: all at once; iSAM2
+    has no such bound)."""
     import gtsam
 
     from diffopt_ros.nlls.incremental import IncrementalSmoother

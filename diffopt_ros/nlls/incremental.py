@@ -431,7 +431,7 @@ class IncrementalSmoother:
         others."""
         far, cap = self._beyond_threshold(), self.relinearize_max
         if not cap or not (self._wave or cap < len(far)):
-            far, self._wave = far.union(self._wave), []
+            far, self._wave = (far.union(self._wave) if self._wave else far), []
             return sorted(far), frozenset()
         first, self._wave, waiting = self._tree.first_below(self._wave or far, cap)
         return sorted(first), waiting
