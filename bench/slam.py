@@ -39,7 +39,10 @@ relinearization checked at every update as ours does; neither computes a covaria
 change). Ratios are of the median back-end time per change, ours / peer
 (< 1: ours faster); ATE is the RMSE of the keyframe positions (m) against the truth. Ours is
 timed twice: in the online run (each solve between the front end's scan matching) and
-replayed into a fresh back end like the peers (the changes back to back).
+replayed into a fresh back end like the peers (the changes back to back); iSAM2 too, once
+replayed and once online: fed each change right after ours in the sim-driven run, so that
+both solvers run between the same front-end work (their data and code no longer in the
+caches, as on a robot).
 The occupancy grid is updated every 20 scans (slam_node's default map.publish_period, 2 s);
 its time per update is printed per lap. Times are thread CPU time (``time.thread_time``),
 so other processes on a shared machine do not inflate them; single torch thread and single
@@ -115,14 +118,15 @@ def simulate(laps: int, seed: int):
                           collisions=collisions)
 
 
-def run_slam(rollout, config: SlamConfig, map_every: int = 20):
+def run_slam(rollout, config: SlamConfig, map_every: int = 20, on_change=None):
     """Process every scan, and update the occupancy grid every ``map_every`` scans (what
     slam_node does every map.publish_period = 2 s). Returns the system; one row per keyframe
     step ``(keyframes after it, thread CPU s, solve CPU s, iterated, loop edges, new keyframe,
     graph changed)``; the rollout steps of the keyframe steps; the robot poses the updates
     gave then ``(steps, 3)``; the graph changes ``(K, E)`` after each; and one row
     ``(keyframes, thread CPU s)`` per map update; and the thread CPU s of each scan between
-    keyframe steps that built the ICP target of the keyframe last used."""
+    keyframe steps that built the ICP target of the keyframe last used. ``on_change(slam)``, if
+    given, is called after each graph change (untimed)."""
     slam = SlamSystem(config)
     angles, sensors = SensorParams().lidar_angles(), SensorParams()
     rows, steps, poses, changes, maps, targets = [], [], [], [], [], []
@@ -137,6 +141,8 @@ def run_slam(rollout, config: SlamConfig, map_every: int = 20):
             poses.append(update.pose)
             if update.graph_changed:
                 changes.append((slam.num_keyframes, slam.num_edges))
+                if on_change is not None:
+                    on_change(slam)
         elif update.cpu_seconds:
             targets.append(update.cpu_seconds)
         if map_every and n % map_every == map_every - 1:
@@ -208,54 +214,93 @@ def backend_replay(graph: SlamGraph, config: SlamConfig, changes, iterated):
     return backend.estimate, np.array(times)
 
 
-def isam2_peer(graph: SlamGraph, config: SlamConfig, changes):
-    """Replay the graph changes ``(K, E)`` of the online run into GTSAM iSAM2 with the same
-    factors (Huber on scan and loop edges) and the back end's settings (relinearization
-    threshold ``config.relinearize_threshold``, checked at every update; wildfire
-    ``config.wildfire_threshold``), one ``update`` and one ``calculateEstimate`` of all poses
-    per change (ours: the update and the estimate read back to torch; neither side computes
-    a covariance)."""
-    import gtsam
+class Isam2Peer:
+    """GTSAM iSAM2 fed graph changes ``(K, E)`` with the back end's factors (Huber on scan and
+    loop edges) and settings (relinearization threshold ``config.relinearize_threshold``,
+    checked at every update; wildfire ``config.wildfire_threshold``): per change one
+    ``update`` and one ``calculateEstimate`` of all poses (ours: the update and the estimate
+    read back to torch; neither side computes a covariance). New poses start at their
+    odometry edge composed onto iSAM2's estimate of its source. ``first``: keyframe 0's pose
+    ``(3,)``, held by a tight prior."""
 
-    weights = config.weights
-    by_kind = information_by_kind(*(torch.tensor(v, dtype=torch.float64) for v in (
-        weights.odom_xy, weights.odom_yaw, weights.scan_xy, weights.scan_yaw))).numpy()
-    noise = []
-    for kind, info in enumerate(by_kind):
-        base = gtsam.noiseModel.Diagonal.Precisions(info)
-        noise.append(base if kind == ODOM else gtsam.noiseModel.Robust.Create(
-            gtsam.noiseModel.mEstimator.Huber.Create(weights.robust_scale), base))
-    parameters = gtsam.ISAM2Params()
-    parameters.setRelinearizeThreshold(config.relinearize_threshold)
-    parameters.relinearizeSkip = 1
-    parameters.setOptimizationParams(gtsam.ISAM2GaussNewtonParams(config.wildfire_threshold))
-    isam = gtsam.ISAM2(parameters)
-    edges, z, kinds = graph.edges.numpy(), graph.measurements.numpy(), graph.kinds.numpy()
-    first = graph.odom_poses[0].numpy()
-    factors, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-    factors.add(gtsam.PriorFactorPose2(0, gtsam.Pose2(*first),
-                                       gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
-    values.insert(0, gtsam.Pose2(*first))
-    isam.update(factors, values)
-    estimate = isam.calculateEstimate()
-    times, K0, E0 = [], 1, 0
-    for K, E in changes:
+    def __init__(self, config: SlamConfig, first: np.ndarray):
+        import gtsam
+
+        self._gtsam = gtsam
+        weights = config.weights
+        by_kind = information_by_kind(*(torch.tensor(v, dtype=torch.float64) for v in (
+            weights.odom_xy, weights.odom_yaw, weights.scan_xy, weights.scan_yaw))).numpy()
+        self._noise = []
+        for kind, info in enumerate(by_kind):
+            base = gtsam.noiseModel.Diagonal.Precisions(info)
+            self._noise.append(base if kind == ODOM else gtsam.noiseModel.Robust.Create(
+                gtsam.noiseModel.mEstimator.Huber.Create(weights.robust_scale), base))
+        parameters = gtsam.ISAM2Params()
+        parameters.setRelinearizeThreshold(config.relinearize_threshold)
+        parameters.relinearizeSkip = 1
+        parameters.setOptimizationParams(gtsam.ISAM2GaussNewtonParams(config.wildfire_threshold))
+        self._isam = gtsam.ISAM2(parameters)
+        factors, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+        factors.add(gtsam.PriorFactorPose2(0, gtsam.Pose2(*first),
+                                           gtsam.noiseModel.Isotropic.Sigma(3, 1e-3)))
+        values.insert(0, gtsam.Pose2(*first))
+        self._isam.update(factors, values)
+        self._estimate = self._isam.calculateEstimate()
+        self._K0, self._E0 = 1, 0
+
+    def change(self, edges: np.ndarray, z: np.ndarray, kinds: np.ndarray, K: int, E: int) -> float:
+        """Add keyframes up to ``K`` and the edges ``edges[E0:E] (., 2)`` with measurements
+        ``z (., 3)`` and ``kinds (.,)`` (arrays of at least ``E`` rows), update; returns the
+        thread CPU seconds of the change (the factors built, the update and the estimate)."""
+        gtsam = self._gtsam
         started = time.thread_time()
         factors, values, guesses = gtsam.NonlinearFactorGraph(), gtsam.Values(), {}
-        for e in range(E0, E):
+        for e in range(self._E0, E):
             i, j = int(edges[e, 0]), int(edges[e, 1])
-            factors.add(gtsam.BetweenFactorPose2(i, j, gtsam.Pose2(*z[e]), noise[kinds[e]]))
-            if kinds[e] == ODOM and j >= K0:
-                source = guesses[i] if i in guesses else estimate.atPose2(i)
+            factors.add(gtsam.BetweenFactorPose2(i, j, gtsam.Pose2(*z[e]), self._noise[kinds[e]]))
+            if kinds[e] == ODOM and j >= self._K0:
+                source = guesses[i] if i in guesses else self._estimate.atPose2(i)
                 guesses[j] = source.compose(gtsam.Pose2(*z[e]))
                 values.insert(j, guesses[j])
-        isam.update(factors, values)
-        estimate = isam.calculateEstimate()
-        times.append(time.thread_time() - started)
-        K0, E0 = K, E
-    poses = np.array([[p.x(), p.y(), p.theta()] for p in
-                      (estimate.atPose2(k) for k in range(len(graph.stamps)))])
-    return torch.tensor(poses), np.array(times)
+        self._isam.update(factors, values)
+        self._estimate = self._isam.calculateEstimate()
+        seconds = time.thread_time() - started
+        self._K0, self._E0 = K, E
+        return seconds
+
+    def poses(self) -> torch.Tensor:
+        """``(K, 3)`` the estimate of the keyframes added so far."""
+        return torch.tensor([[p.x(), p.y(), p.theta()] for p in
+                             (self._estimate.atPose2(k) for k in range(self._K0))])
+
+
+def isam2_peer(graph: SlamGraph, config: SlamConfig, changes):
+    """Replay the graph changes ``(K, E)`` of the online run into GTSAM iSAM2
+    (:class:`Isam2Peer`), back to back; returns its estimate and the seconds per change."""
+    peer = Isam2Peer(config, graph.odom_poses[0].numpy())
+    edges, z, kinds = graph.edges.numpy(), graph.measurements.numpy(), graph.kinds.numpy()
+    times = [peer.change(edges, z, kinds, K, E) for K, E in changes]
+    return peer.poses(), np.array(times)
+
+
+class Isam2Online:
+    """GTSAM iSAM2 fed each graph change of the sim-driven run right after ours
+    (:func:`run_slam`'s ``on_change``): both solvers then run between the same front-end work
+    (scan matching, the simulator), as a robot runs its back end. ``times``: thread CPU
+    seconds per change; ``wall``: wall-clock seconds of all calls (the graph read included),
+    which the run's own wall time leaves out."""
+
+    def __init__(self, config: SlamConfig):
+        self._config, self._peer, self.times, self.wall = config, None, [], 0.0
+
+    def __call__(self, slam: SlamSystem) -> None:
+        started = time.perf_counter()
+        graph = slam.graph()
+        if self._peer is None:
+            self._peer = Isam2Peer(self._config, graph.odom_poses[0].numpy())
+        self.times.append(self._peer.change(graph.edges.numpy(), graph.measurements.numpy(),
+                                            graph.kinds.numpy(), slam.num_keyframes, slam.num_edges))
+        self.wall += time.perf_counter() - started
 
 
 def resident_mib() -> float:
@@ -672,9 +717,16 @@ def main() -> None:
           f'{rollout.collisions} collisions) in '
           f'{time.perf_counter() - started:.1f} s')
     config = SlamConfig()
+    online_peer = None
+    if not args.no_peers:
+        try:
+            import gtsam  # noqa: F401  (the peer's own import, before the run)
+            online_peer = Isam2Online(config)
+        except ImportError:
+            pass
     started = time.perf_counter()
-    slam, rows, steps, poses, changes, maps, targets = run_slam(rollout, config)
-    wall = time.perf_counter() - started
+    slam, rows, steps, poses, changes, maps, targets = run_slam(rollout, config, on_change=online_peer)
+    wall = time.perf_counter() - started - (online_peer.wall if online_peer else 0.0)
     truth_of = lambda at: in_start_frame(world, rollout.true_states[at])  # noqa: E731
     new = rows[:, 5] == 1
     keyframe_steps = [s for s, is_new in zip(steps, new) if is_new]
@@ -735,6 +787,9 @@ def main() -> None:
     print(f'  GTSAM iSAM2 (C++):                     {summary(isam_times)}   ratio '
           f'{np.median(solves) / np.median(isam_times):.2f} (replayed: '
           f'{np.median(replay_times) / np.median(isam_times):.2f})   ATE {ate(isam_poses, truth):.3f}')
+    online = np.array(online_peer.times)
+    print(f'  GTSAM iSAM2 online (each change right after ours, in the sim-driven run): '
+          f'{summary(online)}   ratio ours online / iSAM2 online {np.median(solves) / np.median(online):.2f}')
     print(f'  the last {len(changes) - last} changes: ours {summary(solves[last:])} (replayed '
           f'{summary(replay_times[last:])}), iSAM2 {summary(isam_times[last:])}, ratio of medians '
           f'{np.median(solves[last:]) / np.median(isam_times[last:]):.2f} (replayed: '
