@@ -41,6 +41,24 @@ def test_stream_with_a_relinearization_bound_reaches_the_batch_optimum_and_refus
     assert done.returncode == 2 and '--relinearize-max -1: must be 0 (all) or positive' in done.stderr
 
 
+def test_sim_course_feeds_isam2_online_and_replayed_the_same_changes():
+    """The default mode on one lap: iSAM2 gets the same graph changes replayed and, online, each
+    right after ours; both rows, their ratios, and iSAM2's estimate as close to the truth as
+    ours (the same factors and thresholds: a few centimetres at most on the loop world)."""
+    pytest.importorskip('gtsam')
+    done = subprocess.run([sys.executable, str(bench_script.BENCH / 'slam.py'), '--laps', '1'],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    replayed = re.search(r'^  GTSAM iSAM2 \(C\+\+\):.*ratio ([\d.]+) \(replayed: ([\d.]+)\)\s+ATE ([\d.]+)$',
+                         done.stdout, re.M)
+    assert replayed and float(replayed[3]) < 0.05, done.stdout
+    online = re.search(r'^  GTSAM iSAM2 online \(each change right after ours, in the sim-driven run\):.*'
+                       r'ratio ours online / iSAM2 online ([\d.]+)$', done.stdout, re.M)
+    assert online and float(online[1]) > 0, done.stdout
+    ours = re.search(r'^  ours \(incremental smoother\):.*ATE ([\d.]+)$', done.stdout, re.M)
+    assert ours and float(ours[1]) < 0.05, done.stdout
+
+
 def test_small_updates_bench_reports_hot_times_calls_and_online_against_replayed():
     """bench/slam_updates.py on one lap, few copies: its result lines; bad counts refused."""
     script = str(bench_script.BENCH / 'slam_updates.py')
