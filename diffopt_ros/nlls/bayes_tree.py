@@ -106,6 +106,9 @@ class BayesTree:
         self._slot = np.full(1, -1, dtype=np.int64)      # scratch: variable -> local index
         self._moved = bytearray()                         # scratch: solution changed (wildfire)
         self._scatter: dict[tuple, np.ndarray] = {}       # clique layout -> assembly targets
+        # the leaves hung (hang) since the last update re-eliminated or refactorized cliques,
+        # with the marginals of their variables (those of earlier ones no longer hold)
+        self._leaves: dict[Clique, Marginal] = {}
         self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
 
     def __del__(self):
@@ -133,6 +136,8 @@ class BayesTree:
         parents before children."""
         top: dict[Clique, None] = {}      # a dict: insertion order, so runs repeat exactly
         variables = []
+        if self._leaves:
+            self._leaves = {}
         for v in changed:
             clique = self.clique_of[v]
             if clique is None:
@@ -257,6 +262,63 @@ class BayesTree:
                 waiting.add(clique)
                 clique = clique.parent
         return first, later, waiting
+
+    def hangs_below(self, on: int) -> bool:
+        """Whether :meth:`hang` may hang a leaf below variable ``on``: its marginal is at hand
+        (``on`` in a root clique, or in a leaf hung since the last :meth:`update`)."""
+        clique = self.clique_of[on]
+        return clique is not None and (clique.parent is None or clique in self._leaves)
+
+    def is_tip(self, key: int) -> bool:
+        """Whether variable ``key`` is a leaf hung since the last :meth:`update` with no leaf
+        hung below it (:meth:`rehang` may factorize it again)."""
+        clique = self.clique_of[key]
+        return clique in self._leaves and not clique.children
+
+    def hang(self, key: int, on: int, ids: list[int], factors: FactorStore) -> Clique:
+        """Eliminate the new variable ``key``, all of whose factors ``ids`` (linearized) join it
+        to the eliminated variable ``on`` (:meth:`hangs_below`), on its own: a leaf clique
+        below ``on``'s clique (separator ``(on,)``). A cost of the relative pose ``x_on^-1
+        x_key`` alone (between factors, Huber or not) is constant in ``x_on`` once ``x_key`` is
+        minimized out, and so is its Gauss-Newton model (the Jacobians are ``A [-Ad(rel^-1),
+        I]`` with one ``Ad``): the leaf's update on ``on`` is zero up to rounding, and no
+        clique above it changes (iSAM2 would re-eliminate the top with it). Returns the leaf."""
+        d, parent = self.dof, self.clique_of[on]
+        leaf = Clique([key])
+        leaf.separator_ids, leaf.separator = (on,), np.array((on,), dtype=np.int64)
+        leaf.dofs, leaf.separator_dofs = _rows((key,), d), _rows((on,), d)
+        leaf.parent = parent
+        parent.children.append(leaf)
+        self.clique_of[key] = leaf
+        self.size += 4
+        self._factorize_leaf(leaf, ids, factors)
+        return leaf
+
+    def rehang(self, key: int, factors: FactorStore) -> Clique:
+        """Factorize the leaf of ``key`` (:meth:`is_tip`; its factors relinearized) again:
+        still a cost of the relative pose to its separator alone. Returns the leaf."""
+        leaf, pairs = self.clique_of[key], factors.pairs
+        on = leaf.separator_ids[0]
+        # its factors but those of a leaf hung below it in the same update (its own are to on)
+        self._factorize_leaf(leaf, [f for f in factors.of_variable[key] if on in pairs[f]], factors)
+        return leaf
+
+    def _factorize_leaf(self, leaf: Clique, ids: list[int], factors: FactorStore) -> None:
+        """Eliminate ``leaf`` (one frontal, separator ``(on,)``) from its factors ``ids`` and
+        note it with its frontal's marginal (from that of ``on``)."""
+        d, pairs = self.dof, factors.pairs
+        key, on = leaf.frontals[0], leaf.separator_ids[0]
+        layout = (2, tuple((0, 1) if pairs[f][0] == key else (1, 0) for f in ids), ())
+        targets = self._scatter.get(layout)
+        if targets is None:
+            targets = self._scatter_targets(layout)
+        n = 2 * d
+        A = np.bincount(targets, factors.system[ids].ravel(), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
+        parent = leaf.parent
+        above = self._leaves.get(parent)
+        if above is None:        # a root's
+            above = Marginal(parent.cholesky, parent.frontals.index(on), d)
+        self._leaves[leaf] = Marginal(_eliminate_clique(leaf, A, d), 0, d, leaf.gain, above)
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,
@@ -580,8 +642,11 @@ class BayesTree:
         return solved
 
     def marginal(self, key: int) -> Marginal:
-        """The marginal of a frontal variable of a root clique (computed when asked)."""
+        """The marginal of a frontal variable of a root clique, or of a leaf hung by
+        :meth:`hang` since the last :meth:`update` (computed when asked)."""
         clique = self.clique_of[key] if key < len(self.clique_of) else None
+        if clique in self._leaves:
+            return self._leaves[clique]
         if clique is None or clique.parent is not None:
             raise ValueError(f'incremental smoother: variable {key} is not in a root clique of the '
                              'Bayes tree (only the newest variables\' marginals are kept)')
@@ -589,26 +654,37 @@ class BayesTree:
 
 
 class Marginal:
-    """The marginal covariance of the ``k``-th frontal variable of a root clique from the
-    clique's Cholesky factor (which later updates replace but never modify, so the marginal
-    stays that of the update that made it); :meth:`covariance` solves for it once, when first
-    asked."""
+    """The marginal covariance of the ``k``-th frontal variable of a clique from the clique's
+    Cholesky factor (which later updates replace but never modify, so the marginal stays that
+    of the update that made it): at a root, the inverse of its information; at a leaf hung
+    below a variable whose marginal is ``above``, with gain ``G`` (:meth:`BayesTree.hang`), its
+    conditional covariance plus ``G cov(above) G^T``. :meth:`covariance` solves for it once,
+    when first asked (and for the marginals above it not asked yet, iteratively)."""
 
-    __slots__ = ('_cholesky', '_k', '_dof', '_covariance')
+    __slots__ = ('_cholesky', '_k', '_dof', '_gain', '_above', '_covariance')
 
-    def __init__(self, cholesky: np.ndarray, k: int, dof: int):
+    def __init__(self, cholesky: np.ndarray, k: int, dof: int, gain: np.ndarray | None = None,
+                 above: Marginal | None = None):
         self._cholesky, self._k, self._dof = cholesky, k, dof
+        self._gain, self._above = gain, above
         self._covariance = None
 
     def covariance(self) -> np.ndarray:
         """``(dof, dof)`` marginal covariance (symmetric)."""
-        if self._covariance is None:
-            d, k = self._dof, self._k
-            unit = np.zeros((len(self._cholesky), d))
+        pending, marginal = [], self
+        while marginal is not None and marginal._covariance is None:
+            pending.append(marginal)
+            marginal = marginal._above
+        for marginal in reversed(pending):      # from the root down
+            d, k = marginal._dof, marginal._k
+            unit = np.zeros((len(marginal._cholesky), d))
             unit[k * d:(k + 1) * d] = np.eye(d)
-            solution, _ = lapack.dpotrs(self._cholesky, unit)
+            solution, _ = lapack.dpotrs(marginal._cholesky, unit)
             block = solution[k * d:(k + 1) * d]
-            self._covariance = 0.5 * (block + block.T)
+            if marginal._above is not None:
+                gain = marginal._gain
+                block = block + gain @ marginal._above._covariance @ gain.T
+            marginal._covariance = 0.5 * (block + block.T)
         return self._covariance
 
 
@@ -685,10 +761,11 @@ def _extend_add(block: np.ndarray, w: int, n: int, at: np.ndarray, update: np.nd
     block[(at[:, None] * w + np.append(at, n)).ravel()] += update.ravel()
 
 
-def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
+def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> np.ndarray:
     """Eliminate the first ``frontal`` rows of the system ``A = [M e] (n, n + 1)``: the
     conditional of the frontals on the separator and the update on the separator. A singular
-    frontal block (a gauge freedom) gets a relative damping of 1e-9 of its mean diagonal."""
+    frontal block (a gauge freedom) gets a relative damping of 1e-9 of its mean diagonal.
+    Returns the upper Cholesky factor of the frontal block (kept at a root)."""
     own = A[:frontal, :frontal]
     cholesky, info = lapack.dpotrf(own, lower=0, clean=1)
     if info != 0:
@@ -706,3 +783,4 @@ def _eliminate_clique(clique: Clique, A: np.ndarray, frontal: int) -> None:
     else:
         clique.update = None
         clique.cholesky = cholesky
+    return cholesky
