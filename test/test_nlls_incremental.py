@@ -632,7 +632,7 @@ def test_relinearize_max_takes_a_wave_in_parts_and_keeps_the_batch_solution(monk
     del smoother.update
     assert any(s.relinearized and k % 4 for k, s in enumerate(stats, 2))     # parts between checks
     assert sum(waiting for waiting, _ in held) > 10 and max(worst for _, worst in held) < 1e-12
-    assert len(repeated) == n and max(repeated) == 0
+    assert len(repeated) > n // 4 and max(repeated) == 0     # (the updates that hang a leaf solve it alone)
     smoother.relinearize_max = 0
     smoother.converge(tolerance=1e-12)
     smoother.relinearize_max = 3
@@ -872,7 +872,7 @@ def test_wildfire_solve_equals_the_rule_applied_to_every_clique(monkeypatch):
     _, edges, z = _circle_graph(n, seed=6)
     _stream(IncrementalSmoother(relinearize_threshold=0.01, wildfire_threshold=1e-3), edges, z, n,
             offset=0.02)
-    assert checked[0] >= n and partial[0] > n // 2      # a leaf settled (_settle) solves again
+    assert checked[0] > n // 2 and partial[0] > checked[0] // 2     # (a leaf hung is solved alone)
 
 
 class _LeafStream:
@@ -893,13 +893,19 @@ class _LeafStream:
         self.robust.append(huber > 0)
         self.smoother.add_between(i, j, measurement, INFO, huber=huber)
 
-    def add_pose(self, k, offset=0.02, **update):
+    def add_pose(self, k, offset=0.02, flip=(False, False), **update):
+        """Add pose ``k`` and its two factors to pose k-1 (each from pose k instead where
+        ``flip`` says), update."""
         truth, rng, smoother = self.truth, self.rng, self.smoother
         odometry = SE2.retract(SE2.between(truth[k - 1], truth[k]), torch.tensor(rng.normal(0, 0.02, 3)))
         guess = SE2.compose(torch.from_numpy(smoother.estimate_of(k - 1)), odometry)
         smoother.add_variable(k, guess.numpy() + rng.normal(0, offset, 3))
-        self.add_edge(k - 1, k, odometry.numpy(), 0.0)
-        self.add_edge(k - 1, k, SE2.retract(odometry, torch.tensor(rng.normal(0, 0.05, 3))).numpy(), 1.0)
+        scan = SE2.retract(odometry, torch.tensor(rng.normal(0, 0.05, 3)))
+        for measurement, huber, backwards in ((odometry, 0.0, flip[0]), (scan, 1.0, flip[1])):
+            if backwards:
+                self.add_edge(k, k - 1, SE2.inverse(measurement).numpy(), huber)
+            else:
+                self.add_edge(k - 1, k, measurement.numpy(), huber)
         return smoother.update(**update)
 
     def assert_batch(self, k):
@@ -917,9 +923,10 @@ class _LeafStream:
 
 
 def test_a_pose_joined_to_one_pose_is_hung_as_a_leaf_with_the_batch_solution_and_marginal():
-    """A new pose whose factors all join it to one pose is eliminated alone below that pose
-    (one clique, one conditional solved, its update on the separator zero up to rounding),
-    also in a chain of such leaves, and the solution stays the batch Gauss-Newton step. The
+    """A new pose whose factors all join it to one pose (from it, to it, or both) is eliminated
+    alone below that pose (one clique, one conditional solved, its factors' update on the
+    separator zero up to rounding), also in a chain of such leaves, and the solution stays the
+    batch Gauss-Newton step. The
     marginal of the newest leaf is the batch one; after an update that re-eliminated the top
     (a loop closure between older poses) the leaves' marginals no longer hold, and a pose
     joined to one of them takes the general path."""
@@ -927,11 +934,19 @@ def test_a_pose_joined_to_one_pose_is_hung_as_a_leaf_with_the_batch_solution_and
     smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0)
     stream = _LeafStream(smoother, n)
     for k in range(1, n):
-        stats = stream.add_pose(k, relinearize=False)
+        stats = stream.add_pose(k, flip=(k % 3 == 0, k % 3 == 0 or k % 2 == 1), relinearize=False)
         leaf = smoother._tree.clique_of[k]
         assert stats.eliminated == stats.solved == 1, (k, stats)    # the first below the root
         assert leaf.separator_ids == (k - 1,) and leaf.frontals == [k]
-        assert np.abs(leaf.update).max() < 1e-9 * np.abs(leaf.gain).max() * INFO.max()
+        # its factors' Schur complement on pose k-1 (the leaf's update, taken as zero) vanishes
+        A = np.zeros((6, 7))           # rows and columns: pose k-1, pose k, the vector
+        for f in smoother._factors.of_variable[k]:
+            system = smoother._factors.system[f]
+            order = [0, 1, 2, 3, 4, 5] if smoother._factors.pairs[f][0] == k - 1 else [3, 4, 5, 0, 1, 2]
+            A[np.ix_(order, order + [6])] += system[:6]
+        on = [0, 1, 2, 6]
+        schur = A[:3, on] - A[:3, 3:6] @ np.linalg.solve(A[3:6, 3:6], A[3:6, on])
+        assert np.abs(schur).max() < 1e-9 * np.abs(A).max()
         stream.assert_batch(k)
     stream.assert_marginal(n - 1)
     # a loop closure between older poses re-eliminates the top: the leaves' marginals are gone

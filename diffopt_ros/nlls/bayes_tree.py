@@ -109,6 +109,11 @@ class BayesTree:
         # the leaves hung (hang) since the last update re-eliminated or refactorized cliques,
         # with the marginals of their variables (those of earlier ones no longer hold)
         self._leaves: dict[Clique, Marginal] = {}
+        # a leaf's columns in a factor's system [J_i J_j -r]^T [J_i J_j -r] (2 dof + 1)^2: by
+        # whether it is the factor's first variable, the other's block and the vector
+        self._leaf_columns = {True: slice(dof, 2 * dof + 1), False: [*range(dof), 2 * dof]}
+        self._zero_update = np.zeros((dof, dof + 1))      # a leaf's update (read only)
+        self._zero_update.flags.writeable = False
         self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
 
     def __del__(self):
@@ -308,17 +313,30 @@ class BayesTree:
         note it with its frontal's marginal (from that of ``on``)."""
         d, pairs = self.dof, factors.pairs
         key, on = leaf.frontals[0], leaf.separator_ids[0]
-        layout = (2, tuple((0, 1) if pairs[f][0] == key else (1, 0) for f in ids), ())
-        targets = self._scatter.get(layout)
-        if targets is None:
-            targets = self._scatter_targets(layout)
-        n = 2 * d
-        A = np.bincount(targets, factors.system[ids].ravel(), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
+        first = [pairs[f][0] == key for f in ids]       # key is the factor's first variable
+        cholesky, info = None, 1
+        if all(first) or not any(first):     # one orientation: the sum of their systems
+            system = factors.system[ids[0]] if len(ids) == 1 else factors.system[ids].sum(axis=0)
+            rows = slice(0, d) if first[0] else slice(d, 2 * d)
+            # [M e] of key's rows: key's block, then on's and the vector
+            cross = system[rows, self._leaf_columns[first[0]]]
+            cholesky, solution, info = lapack.dposv(system[rows, rows], cross)
+        if info == 0:
+            leaf.gain, leaf.mean = solution[:, :-1], solution[:, -1]
+            leaf.update = self._zero_update      # its update on ``on``: zero (see hang)
+        else:         # both orientations, or a singular block (damped in _eliminate_clique)
+            layout = (2, tuple((0, 1) if pairs[f][0] == key else (1, 0) for f in ids), ())
+            targets = self._scatter.get(layout)
+            if targets is None:
+                targets = self._scatter_targets(layout)
+            n = 2 * d
+            A = np.bincount(targets, factors.system[ids].ravel(), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
+            cholesky = _eliminate_clique(leaf, A, d)
         parent = leaf.parent
         above = self._leaves.get(parent)
         if above is None:        # a root's
             above = Marginal(parent.cholesky, parent.frontals.index(on), d)
-        self._leaves[leaf] = Marginal(_eliminate_clique(leaf, A, d), 0, d, leaf.gain, above)
+        self._leaves[leaf] = Marginal(cholesky, 0, d, leaf.gain, above)
 
     def eliminate_all(self, factors: FactorStore, last: list[int], chunk: int = 0) -> Steps:
         """Steps (:mod:`~diffopt_ros.nlls.steps`) that eliminate every variable of this tree,

@@ -76,6 +76,8 @@ TRIM_EVERY = 100
 # relinearizations of a leaf just hung whose solution is beyond the threshold (_settle): its
 # Gauss-Newton steps shrink quadratically, from a few centimetres off to well within 1 mm in two
 LEAF_ITERATIONS = 2
+# up to this many rows, a row read or written one at a time costs less than one indexed access
+_ROW_BY_ROW = 4
 
 
 @dataclass(frozen=True)
@@ -361,7 +363,7 @@ class IncrementalSmoother:
             heap.trim()
         self._swapped = done is not None      # trimmed next time: this update has the catch-up
         if leaves is not None:
-            solved = tree.solve(leaves, self._delta, self.wildfire_threshold)
+            solved = self._solve_leaves(leaves)
             step = self._retract(solved, len(leaves))
             again = self._settle(leaves[-1]) if check else 0
             return UpdateStats(len(relinearized) + again, len(leaves), len(solved), step)
@@ -420,8 +422,18 @@ class IncrementalSmoother:
             self._delta[key] = 0.0
             self._far.discard(key)
             factors.linearize(factors.of_variable[key], self._theta)
-            self._retract(tree.solve([tree.rehang(key, factors)], self._delta, self.wildfire_threshold), 1)
+            self._retract(self._solve_leaves([tree.rehang(key, factors)]), 1)
         return LEAF_ITERATIONS
+
+    def _solve_leaves(self, leaves: list[Clique]) -> list[int]:
+        """Back-substitute ``leaves`` (:meth:`_hang`'s, parents first; nothing hangs below
+        them but the later ones) into the solution; returns their variables."""
+        delta, solved = self._delta, []
+        for leaf in leaves:
+            key = leaf.frontals[0]
+            delta[key] = leaf.mean - leaf.gain.dot(delta[leaf.separator_ids[0]])
+            solved.append(key)
+        return solved
 
     @property
     def preparing(self) -> bool:
@@ -510,8 +522,14 @@ class IncrementalSmoother:
         beyond the relinearization threshold; returns the largest solution component of the
         first ``eliminated`` of them."""
         if len(solved) <= se2_numpy.FEW and self.group is SE2:       # on Python floats
-            delta = self._delta[solved].tolist()
-            self._estimate[solved] = se2_numpy.retract_few(self._points[solved].tolist(), delta)
+            if len(solved) <= _ROW_BY_ROW:
+                estimate, points = self._estimate, self._points
+                delta = [self._delta[v].tolist() for v in solved]
+                for v, row in zip(solved, se2_numpy.retract_few([points[v].tolist() for v in solved], delta)):
+                    estimate[v] = row
+            else:
+                delta = self._delta[solved].tolist()
+                self._estimate[solved] = se2_numpy.retract_few(self._points[solved].tolist(), delta)
             size = [max(abs(a), abs(b), abs(c)) for a, b, c in delta]
             step = max(size[:eliminated])
             far = [v for v, s in zip(solved, size) if s > self.relinearize_threshold]
