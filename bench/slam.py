@@ -658,8 +658,8 @@ def summary(values: np.ndarray) -> str:
     """``median / p90 / max`` in ms."""
     if len(values) == 0:
         return '      -'
-    return (f'{1e3 * np.median(values):6.1f} / {1e3 * np.percentile(values, 90):6.1f} / '
-            f'{1e3 * values.max():6.1f}')
+    return (f'{1e3 * np.median(values):6.2f} / {1e3 * np.percentile(values, 90):6.2f} / '
+            f'{1e3 * values.max():6.2f}')
 
 
 def main() -> None:
