@@ -31,7 +31,10 @@ clique by clique with a few slices per factor and child instead, which
 costs fewer numpy calls than the vectorized scatter.
 :meth:`BayesTree.solve` back-substitutes from the new top down and continues into a subtree
 only while its solution changes by more than the wildfire threshold (iSAM2's partial
-back-substitution). Float64 numpy on the CPU.
+back-substitution). :meth:`BayesTree.hang` eliminates a new variable whose factors all join
+it to one other as a leaf below that one's clique, re-eliminating nothing (its update is zero:
+see there); the marginals of such leaves follow from their parents' (:class:`Marginal`).
+Float64 numpy on the CPU.
 """
 from __future__ import annotations
 

@@ -18,6 +18,15 @@ using the Bayes tree", IJRR 2012). One :meth:`IncrementalSmoother.update`
 3. back-substitutes from the new top down, continuing into a clique below only while a
    variable of its separator changed by more than ``wildfire_threshold`` (iSAM2's wildfire).
 
+An update that adds one variable whose factors all join it to one variable (a new pose with
+its odometry and scan-match edges to the last keyframe) and relinearizes nothing, or only such
+leaves, is done without re-eliminating any top: between factors depend on the relative pose
+only, so once the new pose is minimized out they pass a zero update up to the other, and the
+new pose is eliminated alone as a leaf below it (:meth:`BayesTree.hang`), relinearized at once
+while its solution is beyond the threshold (``LEAF_ITERATIONS``). A chain of such leaves grows
+until an update touches it; that update re-eliminates it with the top (as iSAM2 re-eliminates
+the path of a loop closure).
+
 Re-eliminating only the top, each time with the new factors' variables last, lets the tree's
 ordering drift from a good one: on a route driven again and again without re-using keyframes
 (every lap linked to the first), the cliques' separators grew to 4-5 times those of a fresh
@@ -304,7 +313,9 @@ class IncrementalSmoother:
     def marginal_covariance(self, key: int) -> np.ndarray:
         """``(dof, dof)`` marginal covariance of a variable of a root clique of the Bayes tree
         (the newest variable after an update that added factors on it: it is eliminated last),
-        in its right (body-frame) tangent space at the current linearization."""
+        or of a leaf hung since the last update that re-eliminated a top (the newest variable
+        after an update that hung it), in its right (body-frame) tangent space at the current
+        linearization."""
         return self._tree.marginal(key).covariance()
 
     def marginal(self, key: int) -> Marginal:
