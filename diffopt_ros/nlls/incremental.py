@@ -346,10 +346,7 @@ class IncrementalSmoother:
             self._delta[relinearized] = 0.0
             self._far.difference_update(relinearized)
             touched = sorted(set(touched).union(*(factors.of_variable[v] for v in relinearized)))
-            if self._reorder is not None:      # relinearized after the reorder's snapshot
-                pairs = factors.pairs
-                self._reorder.moved.update(v for f in touched if f < self._reorder.factors
-                                           for v in pairs[f] if v >= 0)
+            self._note_relinearized(touched)
         factors.linearize(touched, self._theta)
         tree = self._tree
         leaves = None if done is not None else self._hang(relinearized)
@@ -432,9 +429,19 @@ class IncrementalSmoother:
             self._theta[key] = self._estimate[key]
             self._delta[key] = 0.0
             self._far.discard(key)
+            # (a reorder's snapshot has none of a new leaf's factors, and a tip's are noted
+            # already: the update relinearized it)
             factors.linearize(factors.of_variable[key], self._theta)
             self._retract(self._solve_leaves([tree.rehang(key, factors)]), 1)
         return LEAF_ITERATIONS
+
+    def _note_relinearized(self, factors: list[int]) -> None:
+        """Note the variables of ``factors`` (about to be relinearized) that the reorder in
+        progress, if any, has in its snapshot: its tree refactorizes them when swapped in."""
+        job = self._reorder
+        if job is not None:
+            pairs = self._factors.pairs
+            job.moved.update(v for f in factors if f < job.factors for v in pairs[f] if v >= 0)
 
     def _solve_leaves(self, leaves: list[Clique]) -> list[int]:
         """Back-substitute ``leaves`` (:meth:`_hang`'s, parents first; nothing hangs below
