@@ -706,6 +706,7 @@ class Marginal:
                 gain = marginal._gain
                 block = block + gain @ marginal._above._covariance @ gain.T
             marginal._covariance = 0.5 * (block + block.T)
+            marginal._cholesky = marginal._gain = marginal._above = None     # no longer needed
         return self._covariance
 
 
