@@ -97,7 +97,8 @@ class SlamUpdate:
         cpu_seconds: CPU time of the update on its thread (s; unaffected by other processes):
             of a keyframe step, or of a scan between them that built the local map of the
             keyframe last used (0 for other scans).
-        solve_cpu_seconds: of which in the pose-graph solve and covariance (s, thread CPU).
+        solve_cpu_seconds: of which in the back end's solve (s, thread CPU; the covariance is
+            computed when first read).
         skipped: why the scan was not used ('' when it was).
     """
 
@@ -383,9 +384,9 @@ class SlamSystem:
             self._reference = (k, (0.0, 0.0, 0.0), odom)
             solve_started = time.thread_time()
             backend.solve(False)
+            solve_seconds = time.thread_time() - solve_started
             self._update_correction()
-            return SlamUpdate(stamp, odom, keyframe=k,
-                              solve_cpu_seconds=time.thread_time() - solve_started)
+            return SlamUpdate(stamp, odom, keyframe=k, solve_cpu_seconds=solve_seconds)
         r, relative = self._from_reference(odom)
         delta, start = self._tensor(relative), self._pose(r)
         target = self._submap_target(r)
@@ -407,10 +408,10 @@ class SlamSystem:
         loops, disagree = self._close_loops(k)
         solve_started = time.thread_time()
         backend.solve(disagree)
+        solve_seconds = time.thread_time() - solve_started
         self._update_correction()
         return SlamUpdate(stamp, odom, keyframe=k, scan_match=match, loop_closures=tuple(loops),
-                          full_solve=disagree, unmatched=unmatched,
-                          solve_cpu_seconds=time.thread_time() - solve_started)
+                          full_solve=disagree, unmatched=unmatched, solve_cpu_seconds=solve_seconds)
 
     def _target(self, k: int) -> ScanTarget:
         """Keyframe ``k``'s scan as an ICP target (normals, KD-tree; built on first use, kept
