@@ -112,9 +112,6 @@ class BayesTree:
         # the leaves hung (hang) since the last update re-eliminated or refactorized cliques,
         # with the marginals of their variables (those of earlier ones no longer hold)
         self._leaves: dict[Clique, Marginal] = {}
-        # a leaf's columns in a factor's system [J_i J_j -r]^T [J_i J_j -r] (2 dof + 1)^2: by
-        # whether it is the factor's first variable, the other's block and the vector
-        self._leaf_columns = {True: slice(dof, 2 * dof + 1), False: [*range(dof), 2 * dof]}
         self._zero_update = np.zeros((dof, dof + 1))      # a leaf's update (read only)
         self._zero_update.flags.writeable = False
         self.size = 0    # sum over cliques of (frontals + separator)^2: the dense memory and work
@@ -294,7 +291,7 @@ class BayesTree:
         d, parent = self.dof, self.clique_of[on]
         leaf = Clique([key])
         leaf.separator_ids, leaf.separator = (on,), np.array((on,), dtype=np.int64)
-        leaf.dofs, leaf.separator_dofs = _rows((key,), d), _rows((on,), d)
+        leaf.dofs, leaf.separator_dofs = slice(key * d, key * d + d), slice(on * d, on * d + d)
         leaf.parent = parent
         parent.children.append(leaf)
         self.clique_of[key] = leaf
@@ -319,13 +316,14 @@ class BayesTree:
         first = [pairs[f][0] == key for f in ids]       # key is the factor's first variable
         cholesky, info = None, 1
         if all(first) or not any(first):     # one orientation: the sum of their systems
-            system = factors.system[ids[0]] if len(ids) == 1 else factors.system[ids].sum(axis=0)
-            rows = slice(0, d) if first[0] else slice(d, 2 * d)
-            # [M e] of key's rows: key's block, then on's and the vector
-            cross = system[rows, self._leaf_columns[first[0]]]
-            cholesky, solution, info = lapack.dposv(system[rows, rows], cross)
+            system = factors.system
+            system = system[ids[0]] if len(ids) == 1 else (
+                system[ids[0]] + system[ids[1]] if len(ids) == 2 else system[ids].sum(axis=0))
+            # key's rows [M e] (key's block, on's, the vector) solved by key's block
+            rows, other = (slice(0, d), slice(d, 2 * d)) if first[0] else (slice(d, 2 * d), slice(0, d))
+            cholesky, solution, info = lapack.dposv(system[rows, rows], system[rows])
         if info == 0:
-            leaf.gain, leaf.mean = solution[:, :-1], solution[:, -1]
+            leaf.gain, leaf.mean = solution[:, other], solution[:, 2 * d]
             leaf.update = self._zero_update      # its update on ``on``: zero (see hang)
         else:         # both orientations, or a singular block (damped in _eliminate_clique)
             layout = (2, tuple((0, 1) if pairs[f][0] == key else (1, 0) for f in ids), ())
