@@ -296,10 +296,16 @@ class IncrementalSmoother:
         return index
 
     # ------------------------------------------------------------------ results
-    def estimate(self) -> np.ndarray:
+    def estimate(self, copy: bool = True) -> np.ndarray:
         """``(N, *group.shape)``: linearization points retracted by the current solution (a
-        copy of the rows kept up to date for the variables each update solves)."""
-        return self._estimate[:self._count].copy()
+        copy of the rows kept up to date for the variables each update solves; ``copy=False``:
+        those rows themselves, read-only, valid until the next update)."""
+        rows = self._estimate[:self._count]
+        if copy:
+            return rows.copy()
+        rows = rows.view()
+        rows.flags.writeable = False
+        return rows
 
     def estimate_of(self, key: int) -> np.ndarray:
         """``(*group.shape)``: the current estimate of one variable."""

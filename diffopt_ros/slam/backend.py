@@ -131,11 +131,11 @@ class PoseGraphBackend:
         return k
 
     def _set_estimate(self, poses: np.ndarray) -> None:
-        """The estimate becomes ``poses (K, 3)`` (float64)."""
+        """The estimate becomes a copy of ``poses (K, 3)`` (float64)."""
         if self._shared:
             self._poses[:len(poses)] = poses
         else:
-            self.estimate = torch.as_tensor(poses, dtype=self.dtype).to(self.device)
+            self.estimate = torch.tensor(poses, dtype=self.dtype, device=self.device)
 
     def add_edge(self, i: int, j: int, measurement: Tensor, kind: int, fitness: float,
                  degenerate: Tensor | None = None) -> None:
@@ -275,7 +275,7 @@ class PoseGraphBackend:
 
     def _read_smoother(self) -> None:
         smoother = self._smoother
-        self._set_estimate(smoother.estimate())
+        self._set_estimate(smoother.estimate(copy=False))      # copied there
         try:
             self._marginal = smoother.marginal(self.num_keyframes - 1)
         except ValueError:      # no new factor on the newest keyframe: its marginal is kept
