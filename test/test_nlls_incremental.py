@@ -98,6 +98,13 @@ def test_eliminated_system_solves_the_batch_linear_system():
     assert np.median([s.eliminated for s in stats]) < 25
     reference = _batch_linear_solution(smoother, edges, z, n)
     assert np.abs(smoother._delta[:n] - reference).max() < 1e-9 * max(1.0, np.abs(reference).max())
+    # the estimate as a copy, or as the smoother's own rows (read-only)
+    rows, copy = smoother.estimate(copy=False), smoother.estimate()
+    assert np.array_equal(rows, copy) and rows.shape == (n, 3) and not rows.flags.writeable
+    with pytest.raises(ValueError):
+        rows[0, 0] = 1.0
+    copy[0, 0] += 1.0
+    assert not np.array_equal(smoother.estimate(), copy)
 
 
 def test_random_loop_closures_keep_the_batch_linear_solution():

@@ -291,7 +291,7 @@ class BayesTree:
         d, parent = self.dof, self.clique_of[on]
         leaf = Clique([key])
         leaf.separator_ids, leaf.separator = (on,), np.array((on,), dtype=np.int64)
-        leaf.dofs, leaf.separator_dofs = slice(key * d, key * d + d), slice(on * d, on * d + d)
+        leaf.dofs, leaf.separator_dofs = _rows((key,), d), _rows((on,), d)
         leaf.parent = parent
         parent.children.append(leaf)
         self.clique_of[key] = leaf
@@ -327,12 +327,7 @@ class BayesTree:
             leaf.update = self._zero_update      # its update on ``on``: zero (see hang)
         else:         # both orientations, or a singular block (damped in _eliminate_clique)
             layout = (2, tuple((0, 1) if pairs[f][0] == key else (1, 0) for f in ids), ())
-            targets = self._scatter.get(layout)
-            if targets is None:
-                targets = self._scatter_targets(layout)
-            n = 2 * d
-            A = np.bincount(targets, factors.system[ids].ravel(), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
-            cholesky = _eliminate_clique(leaf, A, d)
+            cholesky = _eliminate_clique(leaf, self._assemble(layout, factors.system[ids].ravel()), d)
         parent = leaf.parent
         above = self._leaves.get(parent)
         if above is None:        # a root's
@@ -564,15 +559,20 @@ class BayesTree:
                       tuple((at[a], at.get(b, -1)) for a, b in map(pairs.__getitem__, fs)),
                       tuple(tuple(map(at.__getitem__, child.separator_ids))
                             for child in clique.children))
-            targets = self._scatter.get(layout)
-            if targets is None:
-                targets = self._scatter_targets(layout)
             start, end = end - len(fs), end - len(fs)
             parts = [systems[start:start + len(fs)].ravel()]
             parts += [child.update.ravel() for child in clique.children]
-            n = len(local) * self.dof
-            A = np.bincount(targets, np.concatenate(parts), n * (n + 1) + 1)[:-1].reshape(n, n + 1)
+            A = self._assemble(layout, np.concatenate(parts))
             _eliminate_clique(clique, A, len(clique.frontals) * self.dof)
+
+    def _assemble(self, layout: tuple, values: np.ndarray) -> np.ndarray:
+        """A clique's ``[M e] (n, n + 1)`` from the entries ``values`` of its factors' systems
+        and its children's updates, in the order of ``layout`` (:meth:`_scatter_targets`)."""
+        targets = self._scatter.get(layout)
+        if targets is None:
+            targets = self._scatter_targets(layout)
+        n = layout[0] * self.dof
+        return np.bincount(targets, values, n * (n + 1) + 1)[:-1].reshape(n, n + 1)
 
     def _scatter_targets(self, layout: tuple) -> np.ndarray:
         """Flat targets in a clique's ``[M e] (n, n + 1)`` (``n * (n + 1)``: discarded) of the

@@ -433,8 +433,7 @@ class IncrementalSmoother:
             if key not in self._beyond_threshold():
                 return count
             self._theta[key] = self._estimate[key]
-            self._delta[key] = 0.0
-            self._far.discard(key)
+            self._delta[key] = 0.0      # (_retract below notes whether it is beyond again)
             # (a reorder's snapshot has none of a new leaf's factors, and a tip's are noted
             # already: the update relinearized it)
             factors.linearize(factors.of_variable[key], self._theta)
