@@ -966,6 +966,35 @@ def test_a_pose_joined_to_one_pose_is_hung_as_a_leaf_with_the_batch_solution_and
     stream.assert_marginal(n)
 
 
+def test_a_chain_of_leaves_is_bounded_so_that_a_link_to_the_newest_pose_stays_small(monkeypatch):
+    """An exploration without loop closures hangs each new pose below the last one: a chain of
+    leaves, newest deepest, which the next update touching the newest pose re-eliminates whole
+    (its ancestors). At most ``MAX_LEAVES`` leaves hang between updates that re-eliminate a
+    top, so a link from the newest pose to the one two before it re-eliminates about that many
+    variables, where without the bound it re-eliminates the whole exploration; the solution
+    and the newest marginal are the batch ones either way."""
+    from diffopt_ros.nlls import bayes_tree
+    n = 50
+    for bound in (8, None):
+        monkeypatch.setattr(bayes_tree, 'MAX_LEAVES', bound or n + 10)
+        smoother = IncrementalSmoother(wildfire_threshold=0.0, reorder_factor=0)
+        stream = _LeafStream(smoother, n)
+        run = longest = 0
+        for k in range(1, n):
+            stats = stream.add_pose(k, relinearize=False)
+            run = run + 1 if stats.eliminated == stats.solved == 1 else 0
+            longest = max(longest, run)
+        stream.assert_batch(n - 1)
+        stream.add_edge(n - 3, n - 1, SE2.between(stream.truth[n - 3], stream.truth[n - 1]).numpy(), 1.0)
+        stats = smoother.update(relinearize=False)
+        if bound:
+            assert longest == bound and stats.eliminated <= bound + 2, (longest, stats)
+        else:
+            assert longest == n - 1 and stats.eliminated == n, (longest, stats)
+        stream.assert_batch(n - 1)
+        stream.assert_marginal(n - 1)
+
+
 def test_a_leaf_beyond_the_threshold_is_relinearized_at_once_or_in_the_next_update():
     """New poses guessed 5 cm / 0.05 rad off: each update hangs the new pose and relinearizes it
     at once (a Gauss-Newton step or two on that pose alone) until its solution is within the

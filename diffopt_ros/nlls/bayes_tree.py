@@ -48,6 +48,13 @@ from diffopt_ros.nlls.ordering import elimination_steps
 from diffopt_ros.nlls.steps import Steps, drain
 
 SMALL_TOP = 12     # tops of at most this many variables are assembled clique by clique
+# leaves hung (hang) between updates that re-eliminate a top: a new pose hangs below the last,
+# so an exploration without loop closures grows a chain of leaves, newest deepest, which the
+# next update touching the newest re-eliminates whole (its ancestors). Bounding it bounds that
+# update: ~14 µs per pose of the chain (a chain of 938: 13.3 ms for a link between the newest
+# pose and the one two before it, against iSAM2's 0.4 ms), and costs one update re-eliminating
+# the chain every MAX_LEAVES new poses (~1 ms at 64)
+MAX_LEAVES = 64
 # units of work (see eliminate_all) of factorizing one clique of s variables, f of them frontal:
 # FACTOR_COST + s^2 / 64 + f s^2 / 1024, in the units of ordering one variable (~10 µs): a small
 # clique's assembly and dense step took about 4 times as long as ordering one variable in a full
@@ -270,9 +277,11 @@ class BayesTree:
 
     def hangs_below(self, on: int) -> bool:
         """Whether :meth:`hang` may hang a leaf below variable ``on``: its marginal is at hand
-        (``on`` in a root clique, or in a leaf hung since the last :meth:`update`)."""
+        (``on`` in a root clique, or in a leaf hung since the last :meth:`update`), and fewer
+        than ``MAX_LEAVES`` leaves were hung since then."""
         clique = self.clique_of[on]
-        return clique is not None and (clique.parent is None or clique in self._leaves)
+        return clique is not None and (clique.parent is None or clique in self._leaves) \
+            and len(self._leaves) < MAX_LEAVES
 
     def is_tip(self, key: int) -> bool:
         """Whether variable ``key`` is a leaf hung since the last :meth:`update` with no leaf
