@@ -1,7 +1,7 @@
 """bench/slam.py as a user runs it: --stream (a pose-graph file fed to our incremental smoother
 and to GTSAM's iSAM2 in turns, both ending at batch Levenberg-Marquardt's optimum) and --soak;
 bench/slam_node_soak.py (slam_node as a process, driven from outside); bench/slam_updates.py
-(the back end's small updates)."""
+(the back end's small updates); bench/slam_explore.py (a long chain of leaves, then links)."""
 import os
 import re
 import subprocess
@@ -57,6 +57,35 @@ def test_sim_course_feeds_isam2_online_and_replayed_the_same_changes():
     assert online and float(online[1]) > 0, done.stdout
     ours = re.search(r'^  ours \(incremental smoother\):.*ATE ([\d.]+)$', done.stdout, re.M)
     assert ours and float(ours[1]) < 0.05, done.stdout
+
+
+def test_exploration_bench_links_re_eliminate_a_bounded_chain_and_agree_with_isam2():
+    """300 poses each joined to the previous one only, then links 2 and 50 poses back: the link
+    to the pose two back re-eliminates at most the bounded chain of leaves (``MAX_LEAVES``) and
+    a few more, and with GTSAM installed both solvers end within a millimetre; a link further
+    back than the exploration is a usage error."""
+    from diffopt_ros.nlls.bayes_tree import MAX_LEAVES
+    command = [sys.executable, str(bench_script.BENCH / 'slam_explore.py'), '--poses', '300']
+    peer = [] if _has_gtsam() else ['--no-peer']
+    done = subprocess.run(command + ['--back', '2', '50'] + peer, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    eliminated = {int(back): int(count) for back, count in
+                  re.findall(r'BACK\s+(\d+): ours\s+[\d.]+ \((\d+) re-eliminated\)', done.stdout)}
+    assert set(eliminated) == {2, 50} and eliminated[2] <= MAX_LEAVES + 3, done.stdout
+    if not peer:
+        difference = float(re.search(r'at the end: (\S+) m', done.stdout).group(1))
+        assert difference < 1e-3, done.stdout
+    done = subprocess.run(command + ['--back', '300', '--no-peer'], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and '--back' in done.stderr, done.stderr
+
+
+def _has_gtsam() -> bool:
+    try:
+        import gtsam  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_small_updates_bench_reports_hot_times_calls_and_online_against_replayed():
