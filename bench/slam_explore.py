@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from diffopt_ros.nlls.incremental import IncrementalSmoother
+from diffopt_ros.slam.planar import between, compose
 
 ODOM_INFO = np.diag([400.0, 400.0, 2500.0])      # (m^-2, m^-2, rad^-2)
 SCAN_INFO = np.diag([2500.0, 2500.0, 10000.0])
@@ -45,17 +46,6 @@ def _walk(poses: int, seed: int):
     return truth, odom, scan
 
 
-def _compose(a, b):
-    c, s = np.cos(a[2]), np.sin(a[2])
-    return np.array((a[0] + c * b[0] - s * b[1], a[1] + s * b[0] + c * b[1], a[2] + b[2]))
-
-
-def _between(a, b):
-    c, s = np.cos(a[2]), np.sin(a[2])
-    dx, dy = b[0] - a[0], b[1] - a[1]
-    return np.array((c * dx + s * dy, -s * dx + c * dy, (b[2] - a[2] + np.pi) % (2 * np.pi) - np.pi))
-
-
 class _Ours:
     def __init__(self, first):
         self.smoother = IncrementalSmoother()
@@ -67,7 +57,7 @@ class _Ours:
         """Add pose ``k`` (its guess: the first edge composed onto the estimate of its source)
         and ``edges`` ``(i, j, z, information, huber)``, update; thread CPU s, re-eliminated."""
         started = time.thread_time()
-        self.smoother.add_variable(k, _compose(self.smoother.estimate_of(edges[0][0]), edges[0][2]))
+        self.smoother.add_variable(k, compose(self.smoother.estimate_of(edges[0][0]).tolist(), edges[0][2]))
         for i, j, z, info, huber in edges:
             self.smoother.add_between(i, j, z, info, huber)
         stats = self.smoother.update()
@@ -140,7 +130,7 @@ def main(argv=None) -> int:
                        for k in range(1, args.poses)]
         links[name] = []
         for k, back in enumerate(args.back, start=args.poses):
-            link = _between(truth[k - back], truth[k])
+            link = between(truth[k - back], truth[k])
             links[name].append(solver.change(k, [(k - 1, k, odom[k - 1], ODOM_INFO, 0.0),
                                                  (k - 1, k, scan[k - 1], SCAN_INFO, HUBER),
                                                  (k - back, k, link, SCAN_INFO, HUBER)]))
