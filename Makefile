@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/slam.py
 	$(PY) bench/slam_node_soak.py
 	$(PY) bench/slam_updates.py
+	$(PY) bench/slam_explore.py
 	$(PY) bench/learn.py
 	$(PY) bench/slam_weights.py
 	$(PY) bench/control_loop.py
