@@ -280,8 +280,8 @@ class BayesTree:
         (``on`` in a root clique, or in a leaf hung since the last :meth:`update`), and fewer
         than ``MAX_LEAVES`` leaves were hung since then."""
         clique = self.clique_of[on]
-        return clique is not None and (clique.parent is None or clique in self._leaves) \
-            and len(self._leaves) < MAX_LEAVES
+        return (clique is not None and (clique.parent is None or clique in self._leaves)
+                and len(self._leaves) < MAX_LEAVES)
 
     def is_tip(self, key: int) -> bool:
         """Whether variable ``key`` is a leaf hung since the last :meth:`update` with no leaf

@@ -24,8 +24,8 @@ leaves, is done without re-eliminating any top: between factors depend on the re
 only, so once the new pose is minimized out they pass a zero update up to the other, and the
 new pose is eliminated alone as a leaf below it (:meth:`BayesTree.hang`), relinearized at once
 while its solution is beyond the threshold (``LEAF_ITERATIONS``). A chain of such leaves grows
-until an update touches it; that update re-eliminates it with the top (as iSAM2 re-eliminates
-the path of a loop closure).
+until an update touches it, or until ``bayes_tree.MAX_LEAVES`` hang; that update re-eliminates
+it with the top (as iSAM2 re-eliminates the path of a loop closure).
 
 Re-eliminating only the top, each time with the new factors' variables last, lets the tree's
 ordering drift from a good one: on a route driven again and again without re-using keyframes
