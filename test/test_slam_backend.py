@@ -66,6 +66,30 @@ def test_incremental_and_batch_solvers_get_the_same_factors_and_optimum():
     assert torch.allclose(cov, cov.T) and bool((torch.linalg.eigvalsh(cov) > 0).all())
 
 
+def test_the_path_of_a_cuda_device_runs_on_the_cpu_in_float32():
+    """A back end on CUDA, or in float32, keeps its estimate in a tensor of its own (only a
+    float64 back end on the CPU shares it with the incremental solver's numpy rows): the
+    incremental updates, the covariance and the batch re-solve then copy between the two. Here
+    that path runs on the CPU in float32, against float64 on the same circle: the smoother
+    solves in float64 either way, so its estimate differs by the rounding of the float32
+    inputs and outputs (or, were a rounding to flip a relinearization decision, by a
+    linearization error of the 1 cm threshold's order squared: 1e-4 m); the batch re-solve runs
+    Levenberg-Marquardt in float32 and lands within its default tolerances (1e-3, as above)."""
+    runs = {}
+    for dtype in (F64, torch.float32):
+        backend = PoseGraphBackend(SlamConfig(), torch.device('cpu'), dtype)
+        _circle(backend)
+        incremental, covariance = backend.estimate.clone(), backend.covariance
+        assert incremental.dtype == covariance.dtype == dtype
+        backend.solve_full()
+        assert backend.estimate.dtype == backend.covariance.dtype == dtype
+        runs[dtype] = incremental.double(), covariance.double(), backend.estimate.double()
+    (inc64, cov64, full64), (inc32, cov32, full32) = runs[F64], runs[torch.float32]
+    assert float((inc64 - inc32).abs().max()) < 1e-4
+    assert torch.allclose(cov32, cov64, rtol=1e-3, atol=1e-3 * float(cov64.abs().max()))
+    assert float((full64 - full32).abs().max()) < 1e-3
+
+
 def test_relinearize_max_bounds_each_update_and_follows_the_config(monkeypatch):
     """``SlamConfig.relinearize_max`` reaches the incremental solver (also when the config is
     replaced between solves); no update then relinearizes more keyframes (or more than one
