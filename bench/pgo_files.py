@@ -1,6 +1,7 @@
 """Every pose-graph file of gtsam/Data through ``diffopt_ros.nlls`` and through GTSAM's own loader
 and Levenberg-Marquardt: final errors (GTSAM's ``0.5 sum ||r||^2_Sigma``), their relative
-difference, iterations and seconds, one row per file.
+difference, iterations (as GTSAM counts them: linearizations; ours also with its tries, each a
+factorization) and seconds, one row per file.
 
 GTSAM's side reads each file with the loader GTSAM uses for it (``readG2o`` for g2o-order
 information, ``load2D`` for TORO files, victoria_park's ``ODOMETRY``/``LANDMARK`` and ``BR``
@@ -18,7 +19,9 @@ Skipped (listed in the output): files GTSAM cannot optimize either (``T1_city100
 without information, which GTSAM reads as a single factor of infinite sigmas) and
 ``example_with_vertices.g2o`` (vertices only, nothing to optimize).
 
-Run: ``python bench/pgo_files.py [--json out.json] [--only NAME ...]``.
+Run: ``python bench/pgo_files.py [--json out.json] [--only NAME ...]``. Exit status 1 when this
+library's final error is above GTSAM's by more than 1e-4 relative on some file (ending below it,
+as on files whose descent is slow and where GTSAM's tolerances stop it first, is no failure).
 """
 from __future__ import annotations
 
@@ -36,8 +39,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from diffopt_ros.lie import SE2  # noqa: E402
 from diffopt_ros.nlls.io import read_graph  # noqa: E402
-from diffopt_ros.nlls.optimizer import Optimizer  # noqa: E402
-from diffopt_ros.nlls.pgo_cli import LAMBDA_FACTOR  # noqa: E402
+from diffopt_ros.nlls.pgo_cli import command_optimizer  # noqa: E402
 from diffopt_ros.nlls.pose_graph import objective_from_data  # noqa: E402
 
 # both solvers stop once a step gains less than this absolute error (GTSAM's default
@@ -184,27 +186,30 @@ def gtsam_lm(name: str, data, tol: float = 1e-5, max_iterations: int = 100) -> d
 
 
 def ours_lm(name: str, tol: float = 1e-5, max_iterations: int = 100) -> dict:
-    """This library: read, build, LM (the CLI's settings but the tolerances and iteration cap)."""
+    """This library: read, build, LM (the command's, :func:`command_optimizer`: iterations
+    counted as GTSAM counts them; the tolerances set here)."""
     t0 = time.perf_counter()
     data = read_graph(path_of(name))
     objective, _, _ = objective_from_data(data)
-    opt = Optimizer(objective, max_iterations=max_iterations, rel_tol=tol, abs_tol=tol,
-                    lambda_factor=LAMBDA_FACTOR)
+    opt = command_optimizer(objective, max_iterations=max_iterations)
+    opt.rel_tol = opt.abs_tol = tol
     with torch.no_grad():
         result = opt.solve()
     return dict(data=data, initial=float(result.initial_error[0]), final=float(result.error[0]),
-                iterations=int(result.iterations[0]), status=result.status[0],
+                iterations=int(result.steps[0]), tries=int(result.iterations[0]), status=result.status[0],
                 seconds=time.perf_counter() - t0)
 
 
 def compare(name: str, tol: float = 1e-5, max_iterations: int = 100) -> dict:
-    """Both solvers on one file; ``rel`` = |ours - GTSAM| / max(GTSAM, ABS_TOL) of the final errors."""
+    """Both solvers on one file; ``rel`` = |ours - GTSAM| / max(GTSAM, ABS_TOL) of the final
+    errors, ``above`` the same without the absolute value (> 0: ours higher)."""
     ours = ours_lm(name, tol, max_iterations)
     data = ours.pop('data')
     ref = gtsam_lm(name, data, tol, max_iterations)
-    rel = abs(ours['final'] - ref['final']) / max(abs(ref['final']), ABS_TOL)
+    above = (ours['final'] - ref['final']) / max(abs(ref['final']), ABS_TOL)
     return dict(file=name, poses=len(data.ids), edges=len(data.i), points=len(data.point_ids),
-                point_edges=sum(len(p.pose) for p in data.point_edges), ours=ours, gtsam=ref, rel=rel)
+                point_edges=sum(len(p.pose) for p in data.point_edges), ours=ours, gtsam=ref,
+                rel=abs(above), above=above)
 
 
 def main(argv=None) -> int:
@@ -219,25 +224,25 @@ def main(argv=None) -> int:
     names = args.only or list(LOADERS)
     rows = []
     print('| file | poses | edges | points | point edges | GTSAM error | ours | rel. diff | '
-          'GTSAM it. / s | ours it. / s |')
+          'GTSAM it. / s | ours it. (tries) / s |')
     print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
-    worst = 0.0
+    worst = above = 0.0
     for name in names:
         r = compare(name, args.tol, args.max_iterations)
         rows.append(r)
-        worst = max(worst, r['rel'])
+        worst, above = max(worst, r['rel']), max(above, r['above'])
         g, o = r['gtsam'], r['ours']
         print(f"| {name} | {r['poses']} | {r['edges']} | {r['points']} | {r['point_edges']} | "
               f"{g['final']:.6g} | {o['final']:.6g} | {r['rel']:.1e} | "
               f"{g['iterations']} / {g['seconds']:.2f} | "
-              f"{o['iterations']} / {o['seconds']:.2f} |", flush=True)
+              f"{o['iterations']} ({o['tries']}) / {o['seconds']:.2f} |", flush=True)
     if not args.only:
         for name, why in SKIPPED.items():
             print(f'| {name} | skipped: {why} |||||||||')
-    print(f'largest relative difference: {worst:.1e}')
+    print(f'largest relative difference: {worst:.1e}; largest by which ours is above GTSAM\'s: {above:.1e}')
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0 if worst <= 1e-4 else 1
+    return 0 if above <= 1e-4 else 1
 
 
 if __name__ == '__main__':

@@ -25,6 +25,18 @@ def _square_graph():
                       Between(poses, [0], [8], torch.zeros(1, 3, dtype=DT), info)])
 
 
+def _failing_first(opt: Optimizer, failures: int) -> None:
+    """The first ``failures`` factorizations of ``opt`` fail: each is a try that is not a step."""
+    real, calls = opt.linear.factorize, []
+
+    def failing(H):
+        factor, ok = real(H)
+        calls.append(None)
+        return factor, ok & (len(calls) > failures)
+
+    opt.linear.factorize = failing
+
+
 @pytest.mark.parametrize('linear', ['dense', 'sparse'])
 @pytest.mark.parametrize('failures', [1, 4])
 def test_lm_retries_failed_factorizations(linear, failures):
@@ -32,15 +44,7 @@ def test_lm_retries_failed_factorizations(linear, failures):
     with torch.no_grad():
         ref = reference.solve()
     opt = Optimizer(_square_graph(), linear_solver=linear, lambda_factor=10.0)
-    real = opt.linear.factorize
-    calls = []
-
-    def failing(H):  # the first `failures` factorizations fail (e.g. CHOLMOD: not positive definite)
-        factor, ok = real(H)
-        calls.append(float(H.reshape(-1)[0]))
-        return factor, ok & (len(calls) > failures)
-
-    opt.linear.factorize = failing
+    _failing_first(opt, failures)  # e.g. CHOLMOD: not positive definite
     lambdas, accepted = [], []
     with torch.no_grad():
         result = opt.solve(callback=lambda it, err, lam, acc: (lambdas.append(float(lam[0])),
@@ -60,6 +64,35 @@ def test_lm_gives_up_cleanly_when_no_factorization_succeeds():
     with torch.no_grad():
         result = opt.solve()
     assert result.status == ['failed'] and torch.equal(result.error, result.initial_error)
+
+
+def test_max_steps_counts_accepted_steps_as_gtsam_counts_iterations():
+    """GTSAM counts one LM iteration per linearization, however many dampings it tries first;
+    ``max_steps`` caps those, ``max_iterations`` every try. With the first 3 factorizations
+    failing, 2 steps take 5 tries and end where the uncapped solve is after its second step."""
+    trace = []
+    reference = Optimizer(_square_graph(), lambda_factor=10.0)
+    _failing_first(reference, 3)
+    with torch.no_grad():
+        full = reference.solve(callback=lambda it, err, lam, acc: trace.append((bool(acc[0]), err.clone())))
+    accepted = [err for acc, err in trace if acc]
+    assert [acc for acc, _ in trace[:3]] == [False] * 3 and len(accepted) >= 3
+    assert full.status == ['converged'] and int(full.steps[0]) == len(accepted)
+    assert int(full.iterations[0]) == len(trace)
+    capped = Optimizer(_square_graph(), lambda_factor=10.0, max_iterations=None, max_steps=2)
+    _failing_first(capped, 3)
+    with torch.no_grad():
+        result = capped.solve()
+    assert result.status == ['max_iterations']
+    assert int(result.steps[0]) == 2 and int(result.iterations[0]) == 5
+    assert torch.allclose(result.error, accepted[1], rtol=1e-12)
+    tries = Optimizer(_square_graph(), lambda_factor=10.0, max_iterations=4, max_steps=2)
+    _failing_first(tries, 3)
+    with torch.no_grad():
+        result = tries.solve()
+    assert int(result.iterations[0]) == 4 and int(result.steps[0]) == 1
+    with pytest.raises(ValueError, match='both None'):
+        Optimizer(_square_graph(), max_iterations=None)
 
 
 def test_non_positive_definite_information_names_factor_and_edge():

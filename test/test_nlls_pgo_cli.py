@@ -215,6 +215,17 @@ def test_edge2_orders_bom_landmarks_and_output(tmp_path):
     assert abs(final - ref) <= TOL * ref
 
 
+def test_max_iterations_counts_iterations_as_gtsam_does():
+    """``--max-iterations`` caps the iterations as GTSAM counts them (linearizations, whatever
+    dampings each tries): the progress has a line per try, the last line both counts."""
+    w100 = gtsam.findExampleDataFile('w100.graph')
+    (rc, out, err), (rc2, capped, err2) = _run_all([(w100,), (w100, '--max-iterations', '2')])
+    assert rc == rc2 == 0 and not err2, (err, err2)
+    assert out.count('\n  try ') == 3 and 'iterations 3 (3 tries)  converged' in out, out
+    assert 'iterations 2 (2 tries)  max_iterations' in capped, capped
+    # the library's side of the count, with tries that are not steps: test_nlls_lm.py
+
+
 # every gtsam/Data file of pgo_files.LOADERS that solves in under a second; the rest (w10000,
 # sphere2500, w20000, victoria_park, the ground-truth sphere) run in bench/pgo_files.py
 QUICK = ['w100.graph', 'w100_30.g2o', 'example.graph', 'noisyToyGraph.txt', 'optimizedNoisyToyGraph.txt',

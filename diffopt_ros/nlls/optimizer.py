@@ -23,6 +23,7 @@ initial values):
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ class SolveResult:
     Attributes:
         values: per variable (objective order), the solution ``(B, N, *shape)``.
         error: ``(B,)`` final error ``sum rho(||r||^2_Sigma)``; ``initial_error`` likewise.
-        iterations: ``(B,)`` int64, iterations run; ``converged``: ``(B,)`` bool.
+        iterations: ``(B,)`` int64, iterations run: tries, each a factorization and a trial
+            step, accepted or not; ``converged``: ``(B,)`` bool.
         status: per batch element, a :class:`~diffopt_ros.status.Status`: ``'converged'``,
             ``'max_iterations'``, ``'time_limit'`` (``max_time``) or ``'failed'`` (no decrease
             possible: damping exhausted / factorization failed).
@@ -54,6 +56,8 @@ class SolveResult:
         hessian: the last Gauss-Newton matrix ``J^T W J`` (undamped, in the linear solver's
             format), at the solution or one converged step before it: factorize it for
             marginal covariances without linearizing again.
+        steps: ``(B,)`` int64, the accepted steps among the iterations: the linearizations after
+            the first, what GTSAM counts as its Levenberg-Marquardt iterations.
     """
 
     values: list[torch.Tensor]
@@ -65,6 +69,7 @@ class SolveResult:
     seconds: float
     names: list[str] = field(default_factory=list)
     hessian: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[self.names.index(name)]
@@ -84,7 +89,11 @@ class Optimizer:
         linear_solver: ``'auto'`` (see :func:`~diffopt_ros.nlls.linear.make_linear_solver`),
             ``'dense'`` or ``'sparse'``. The sparse structure is analysed once here and re-used by every
             solve of this optimizer.
-        max_iterations: iteration cap per solve.
+        max_iterations: cap on the iterations (tries, accepted or not) per solve; None: only
+            ``max_steps`` caps the solve.
+        max_steps: cap on the accepted steps per solve (GTSAM's iterations: each linearization
+            tries dampings until one decreases the error; the damping's range bounds the tries
+            per step), or None.
         rel_tol, abs_tol: convergence when an accepted step decreases the error by less than
             ``rel_tol * error`` or ``abs_tol`` (GTSAM's defaults).
         step_tol: convergence when the largest step component is below it.
@@ -103,11 +112,11 @@ class Optimizer:
     """
 
     def __init__(self, objective: Objective, method: str = 'lm', linear_solver: str = 'auto',
-                 max_iterations: int = 100, rel_tol: float = 1e-5, abs_tol: float = 1e-5,
+                 max_iterations: int | None = 100, rel_tol: float = 1e-5, abs_tol: float = 1e-5,
                  step_tol: float = 1e-10, damping: str = 'identity', lambda_init: float = 1e-5,
                  lambda_max: float = 1e12, lambda_factor: float | None = None, max_time: float | None = None,
                  backward: str = 'implicit', backward_steps: int = 3, dlm_epsilon: float = 1e-3,
-                 dense_max: int | None = None, sparse_backend: str = 'auto'):
+                 dense_max: int | None = None, sparse_backend: str = 'auto', max_steps: int | None = None):
         if method not in ('lm', 'gn'):
             raise ValueError(f"method {method!r}: choose 'lm' or 'gn'")
         if damping not in ('diagonal', 'identity'):
@@ -115,7 +124,10 @@ class Optimizer:
         self.objective = objective
         self.method = method
         self.linear = make_linear_solver(objective, linear_solver, dense_max, sparse_backend)
-        self.max_iterations = int(max_iterations)
+        if max_iterations is None and max_steps is None:
+            raise ValueError('max_iterations and max_steps are both None: the solve needs a cap')
+        self.max_iterations = None if max_iterations is None else int(max_iterations)
+        self.max_steps = None if max_steps is None else int(max_steps)
         self.rel_tol, self.abs_tol, self.step_tol = rel_tol, abs_tol, step_tol
         self.damping = damping
         self.lambda_init, self.lambda_max, self.lambda_factor = lambda_init, lambda_max, lambda_factor
@@ -132,8 +144,9 @@ class Optimizer:
             D = torch.ones(H.shape[0], self.objective.dim, dtype=H.dtype, device=H.device)
         return self.linear.add_diagonal(H, lam[:, None] * D), D
 
-    def _iterate(self, values, sqrt_infos, max_iterations, callback, stop_converged=True):
-        """Run GN/LM iterations; returns ``(values, info dict)``."""
+    def _iterate(self, values, sqrt_infos, max_iterations, callback, stop_converged=True, max_steps=None):
+        """Run GN/LM iterations, at most ``max_iterations`` (None: no cap) and, per problem,
+        ``max_steps`` accepted ones (None: no cap); returns ``(values, info dict)``."""
         obj, lin_solver = self.objective, self.linear
         t0 = time.perf_counter()
         lin = obj.linearize(values, sqrt_infos)
@@ -148,8 +161,9 @@ class Optimizer:
         converged = torch.zeros_like(active)
         failed = torch.zeros_like(active)
         iterations = torch.zeros(B, dtype=torch.long, device=dev)
+        steps = torch.zeros_like(iterations)
         timed_out = False
-        for it in range(max_iterations):
+        for it in itertools.count() if max_iterations is None else range(max_iterations):
             if stop_converged and not bool(active.any()):
                 break
             if self.max_time is not None and time.perf_counter() - t0 > self.max_time:
@@ -194,7 +208,9 @@ class Optimizer:
                 give_up = active & ~accept & ((lam > self.lambda_max) | (self.method == 'gn'))
                 failed |= give_up
                 converged |= conv & active
-                active = active & ~conv & ~give_up
+                steps += (accept & active).long()
+                capped = (steps >= max_steps) if max_steps is not None else torch.zeros_like(active)
+                active = active & ~conv & ~give_up & ~capped
             values = [_select(accept, n, v) for n, v in zip(new_values, values)]
             err = torch.where(accept, new_err, err)
             if callback is not None:
@@ -205,7 +221,7 @@ class Optimizer:
                 H = lin_solver.assemble(lin.blocks)
         status = batch_status(converged, failed, timed_out)
         info = dict(error=err, initial_error=init_err, iterations=iterations, converged=converged,
-                    status=status, seconds=time.perf_counter() - t0, hessian=H)
+                    status=status, seconds=time.perf_counter() - t0, hessian=H, steps=steps)
         return values, info
 
     # ------------------------------------------------------------------ public API
@@ -238,7 +254,8 @@ class Optimizer:
         with torch.set_grad_enabled(record):
             loop_values = values if record else [v.detach() for v in values]
             loop_sqrt = sqrt_infos if record else [None if s is None else s.detach() for s in sqrt_infos]
-            solution, info = self._iterate(loop_values, loop_sqrt, self.max_iterations, callback)
+            solution, info = self._iterate(loop_values, loop_sqrt, self.max_iterations, callback,
+                                           max_steps=self.max_steps)
         if grad_on and mode != 'unroll' and (obj.tensors() or mode == 'truncated'):
             if mode == 'truncated':
                 solution = [v.detach() for v in solution]
@@ -249,7 +266,7 @@ class Optimizer:
                 solution = self._dlm(solution, sqrt_infos, info['hessian'])
         return SolveResult(solution, info['error'], info['initial_error'], info['iterations'],
                            info['converged'], info['status'], info['seconds'],
-                           [v.name for v in obj.variables], info['hessian'])
+                           [v.name for v in obj.variables], info['hessian'], info['steps'])
 
     def _factor_at(self, values, sqrt_infos, H=None):
         """Factorization of the Gauss-Newton matrix ``H`` (computed at ``values`` when not given;

@@ -36,6 +36,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def command_optimizer(objective, solver: str = 'lm', linear: str = 'auto', max_iterations: int = 100):
+    """The command's :class:`~diffopt_ros.nlls.optimizer.Optimizer` for ``objective``: GTSAM's
+    damping schedule (divide / multiply by ``LAMBDA_FACTOR``; on the hard gtsam/Data files,
+    w20000 and victoria_park, Nielsen's adaptive update stalls at several times GTSAM's error)
+    and GTSAM's count of iterations, ``max_iterations`` accepted steps (the tries of a step are
+    bounded by the damping's range)."""
+    from diffopt_ros.nlls.optimizer import Optimizer
+    return Optimizer(objective, method=solver, linear_solver=linear, max_iterations=None,
+                     max_steps=max_iterations, lambda_factor=LAMBDA_FACTOR)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='diffopt-ros pgo', description=__doc__.split('\n\n')[0],
                                 epilog=__doc__.split('\n\n', 1)[1])
@@ -47,13 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--dtype', choices=('float64', 'float32'), default='float64',
                    help='floating-point type of the solve (default float64)')
     p.add_argument('--max-iterations', type=_positive_int, default=100,
-                   help='iteration cap of the solver (default 100)')
+                   help='iteration cap of the solver, counted as GTSAM counts them: an iteration '
+                        'linearizes once and tries dampings until a step decreases the error '
+                        '(default 100)')
     p.add_argument('--threads', type=_positive_int, default=DEFAULT_THREADS,
                    help=f'torch intra-op threads (default {DEFAULT_THREADS}: measured fastest, '
                         f'see bench/RESULTS.md)')
     p.add_argument('--out', help='write the input file with the optimized vertices to this path')
     p.add_argument('--plot', help=f'draw the graph before/after to this image ({", ".join(_PLOT_FORMATS)})')
-    p.add_argument('--quiet', action='store_true', help='no per-iteration progress lines')
+    p.add_argument('--quiet', action='store_true', help='no progress lines (one per try)')
     return p
 
 
@@ -139,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     import torch
 
-    from diffopt_ros.nlls.optimizer import Optimizer
     from diffopt_ros.nlls.pose_graph import objective_from_data
     t_import = time.perf_counter() - t0
 
@@ -156,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     data = to_tensors(parsed, dtype)
     t0 = time.perf_counter()
     objective, poses, points = objective_from_data(data, device, dtype)
-    # GTSAM's damping schedule (divide / multiply by 10): on the hard gtsam/Data files (w20000,
-    # victoria_park) Nielsen's adaptive update stalls at several times GTSAM's error
-    opt = Optimizer(objective, method=args.solver, linear_solver=args.linear,
-                    max_iterations=args.max_iterations, lambda_factor=LAMBDA_FACTOR)
+    opt = command_optimizer(objective, args.solver, args.linear, args.max_iterations)
     t_setup = time.perf_counter() - t0
     n_points = 0 if points is None else points.num
     n_sightings = sum(len(p.pose) for p in data.point_edges)
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
 
     def progress(it, err, lam, accepted):
-        print(f'  iter {it + 1:3d}  error {float(err[0]):.6g}  lambda {float(lam[0]):.1e}  '
+        print(f'  try {it + 1:3d}  error {float(err[0]):.6g}  lambda {float(lam[0]):.1e}  '
               f'{"accepted" if bool(accepted[0]) else "rejected"}  {time.perf_counter() - t_start:.2f} s',
               flush=True)
 
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         result = opt.solve(callback=None if args.quiet else progress)
     status = result.status[0]
     print(f'initial error {float(result.initial_error[0]):.6f}  final error {float(result.error[0]):.6f}  '
-          f'iterations {int(result.iterations[0])}  {status}  time {result.seconds:.3f} s')
+          f'iterations {int(result.steps[0])} ({int(result.iterations[0])} tries)  {status}  '
+          f'time {result.seconds:.3f} s')
     solved = {v.name: x[0] for v, x in zip(objective.variables, result.values)}
     pose_solution = solved['poses']
     point_solution = solved.get('points', None if points is None else points.value[0])
