@@ -50,7 +50,8 @@ from diffopt_ros.lie import SE2  # noqa: E402
 from diffopt_ros.nlls import Between, Objective, Optimizer, Prior, Variable  # noqa: E402
 from diffopt_ros.nlls.io import read_graph  # noqa: E402
 from diffopt_ros.nlls.linear import sparse_backend  # noqa: E402
-from diffopt_ros.nlls.pgo_cli import LAMBDA_FACTOR  # noqa: E402
+from diffopt_ros.nlls.pgo_cli import LAMBDA_FACTOR, command_optimizer  # noqa: E402
+from diffopt_ros.nlls.pose_graph import objective_from_data  # noqa: E402
 
 DT = torch.float64
 MODES = ('implicit', 'unroll', 'truncated', 'dlm')
@@ -68,14 +69,18 @@ def build(data, device='cpu', measurements=None, information=None, linear='auto'
 
 
 def ours_lm(name: str, device='cpu', backend='auto'):
+    """The command's objective and LM (:func:`command_optimizer`) on file ``name``, after reading
+    it: wall seconds of structure + solve, final error, iterations (as GTSAM counts them), the
+    linear solver's kind, CPU seconds."""
     data = read_graph(data_file(name))
     t0, cpu0 = time.perf_counter(), time.process_time()
-    opt = build(data, device, backend=backend)
+    objective, _, _ = objective_from_data(data, device, DT)
+    opt = command_optimizer(objective, sparse_backend=backend)
     with torch.no_grad():
         result = opt.solve()
     if device != 'cpu':
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0, float(result.error[0]), int(result.iterations[0]), opt.linear.kind,
+    return (time.perf_counter() - t0, float(result.error[0]), int(result.steps[0]), opt.linear.kind,
             time.process_time() - cpu0)
 
 
@@ -201,7 +206,6 @@ def damping_rows(row, max_iterations: int = 100) -> None:
     w20000): tries, final error, CPU seconds of structure + solve."""
     import gtsam
 
-    from diffopt_ros.nlls.pose_graph import objective_from_data
     for name in ('sphere2500.txt', 'victoria_park.txt', 'w20000.txt'):
         data = read_graph(gtsam.findExampleDataFile(name))
         for schedule, factor in (('gtsam', LAMBDA_FACTOR), ('nielsen', None)):

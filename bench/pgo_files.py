@@ -191,8 +191,7 @@ def ours_lm(name: str, tol: float = 1e-5, max_iterations: int = 100) -> dict:
     t0 = time.perf_counter()
     data = read_graph(path_of(name))
     objective, _, _ = objective_from_data(data)
-    opt = command_optimizer(objective, max_iterations=max_iterations)
-    opt.rel_tol = opt.abs_tol = tol
+    opt = command_optimizer(objective, max_iterations=max_iterations, rel_tol=tol, abs_tol=tol)
     with torch.no_grad():
         result = opt.solve()
     return dict(data=data, initial=float(result.initial_error[0]), final=float(result.error[0]),

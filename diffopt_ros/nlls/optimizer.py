@@ -209,8 +209,9 @@ class Optimizer:
                 failed |= give_up
                 converged |= conv & active
                 steps += (accept & active).long()
-                capped = (steps >= max_steps) if max_steps is not None else torch.zeros_like(active)
-                active = active & ~conv & ~give_up & ~capped
+                active = active & ~conv & ~give_up
+                if max_steps is not None:
+                    active &= steps < max_steps
             values = [_select(accept, n, v) for n, v in zip(new_values, values)]
             err = torch.where(accept, new_err, err)
             if callback is not None:

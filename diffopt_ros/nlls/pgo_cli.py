@@ -36,15 +36,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def command_optimizer(objective, solver: str = 'lm', linear: str = 'auto', max_iterations: int = 100):
+def command_optimizer(objective, solver: str = 'lm', linear: str = 'auto', max_iterations: int = 100,
+                      **options):
     """The command's :class:`~diffopt_ros.nlls.optimizer.Optimizer` for ``objective``: GTSAM's
     damping schedule (divide / multiply by ``LAMBDA_FACTOR``; on the hard gtsam/Data files,
     w20000 and victoria_park, Nielsen's adaptive update stalls at several times GTSAM's error)
     and GTSAM's count of iterations, ``max_iterations`` accepted steps (the tries of a step are
-    bounded by the damping's range)."""
+    bounded by the damping's range). ``options``: further :class:`Optimizer` arguments (the
+    benchmarks' tolerances and sparse back end)."""
     from diffopt_ros.nlls.optimizer import Optimizer
     return Optimizer(objective, method=solver, linear_solver=linear, max_iterations=None,
-                     max_steps=max_iterations, lambda_factor=LAMBDA_FACTOR)
+                     max_steps=max_iterations, lambda_factor=LAMBDA_FACTOR, **options)
 
 
 def _parser() -> argparse.ArgumentParser:
