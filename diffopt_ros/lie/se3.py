@@ -11,23 +11,39 @@ import torch
 
 from diffopt_ros.lie._base import LieGroup
 from diffopt_ros.lie._util import skew
-from diffopt_ros.lie.so3 import SO3, _theta2, left_jacobian, left_jacobian_inv
+from diffopt_ros.lie.so3 import SO3, _log_coefficient, _theta2, left_jacobian, left_jacobian_inv
 
 
 def _q_matrix(rho: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """Barfoot's ``Q(rho, phi)`` ``(..., 3, 3)``, the top-right block of the SE(3) left Jacobian."""
+    """Barfoot's ``Q(rho, phi)`` ``(..., 3, 3)``, the top-right block of the SE(3) left Jacobian.
+
+    Barfoot's series in ``P = [rho]x`` and ``F = [phi]x`` has products of up to four skew
+    matrices; with ``[a]x [b]x = b a^T - (a.b) I``, ``c = phi.rho`` and ``t = |phi|`` they reduce to
+    ``FP + PF + FPF = rho phi^T + phi rho^T - 2c I - c F``, ``FFP + PFF - 3 FPF = 2c F - t^2 P`` and
+    ``FPFF + FFPF = -2c (phi phi^T - t^2 I)``. So ``Q = [u]x + S``: a skew part of the vector
+    ``u = (1/2 - c2 t^2) rho + c (2 c2 - c1) phi`` and the symmetric
+    ``S = c1 (rho phi^T + phi rho^T) - 2c c3 phi phi^T + 2c (c3 t^2 - c1) I``, entry by entry.
+    """
     t2, small, t = _theta2(phi)
-    s, c = torch.sin(t), torch.cos(t)
+    s, co = torch.sin(t), torch.cos(t)
     c1 = torch.where(small, 1.0 / 6 - t2 / 120, (t - s) / (t * t * t))
-    c2 = torch.where(small, 1.0 / 24 - t2 / 720, (t * t + 2 * c - 2) / (2 * t ** 4))
-    c3 = torch.where(small, 1.0 / 120 - t2 / 2520, (2 * t - 3 * s + t * c) / (2 * t ** 5))
-    P, F = skew(rho), skew(phi)
-    FP, PF = F @ P, P @ F
-    FPF = FP @ F
-    FFP = F @ FP
-    return (0.5 * P + c1[..., None, None] * (FP + PF + FPF)
-            + c2[..., None, None] * (FFP + PF @ F - 3 * FPF)
-            + c3[..., None, None] * (FPF @ F + F @ FPF))
+    c2 = torch.where(small, 1.0 / 24 - t2 / 720, (t * t + 2 * co - 2) / (2 * t ** 4))
+    c3 = torch.where(small, 1.0 / 120 - t2 / 2520, (2 * t - 3 * s + t * co) / (2 * t ** 5))
+    c = (phi * rho).sum(-1)
+    u = (0.5 - c2 * t2)[..., None] * rho + (c * (2 * c2 - c1))[..., None] * phi
+    e, g = 2 * c * c3, 2 * c * (c3 * t2 - c1)
+    r0, r1, r2 = rho.unbind(-1)
+    p0, p1, p2 = phi.unbind(-1)
+    u0, u1, u2 = u.unbind(-1)
+
+    def sym(a0, a1, b0, b1):  # S_ab for a != b
+        return c1 * (a0 * b1 + a1 * b0) - e * a1 * b1
+
+    s01, s02, s12 = sym(r0, p0, r1, p1), sym(r0, p0, r2, p2), sym(r1, p1, r2, p2)
+    return torch.stack((
+        2 * c1 * r0 * p0 - e * p0 * p0 + g, s01 - u2, s02 + u1,
+        s01 + u2, 2 * c1 * r1 * p1 - e * p1 * p1 + g, s12 - u0,
+        s02 - u1, s12 + u0, 2 * c1 * r2 * p2 - e * p2 * p2 + g), -1).reshape(*phi.shape[:-1], 3, 3)
 
 
 def _split(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +83,8 @@ class SE3(LieGroup):
         """Pose ``(..., 3, 4)`` -> tangent ``(..., 6)``."""
         R, t = _split(g)
         w = SO3.log(R)
-        v = (left_jacobian_inv(w) @ t.unsqueeze(-1)).squeeze(-1)
+        wt = torch.linalg.cross(w, t, dim=-1)  # Jl^-1(w) t = t - w x t / 2 + d w x (w x t)
+        v = t - 0.5 * wt + _log_coefficient(w)[..., 0] * torch.linalg.cross(w, wt, dim=-1)
         return torch.cat((v, w), -1)
 
     @staticmethod
@@ -139,7 +156,8 @@ class SE3(LieGroup):
     def adjoint(g: torch.Tensor) -> torch.Tensor:
         """Adjoint ``(..., 6, 6) = [[R, [t]x R], [0, R]]``: ``g exp(d) g^-1 = exp(Ad(g) d)``."""
         R, t = _split(g)
-        return _block(R, skew(t) @ R, torch.zeros_like(R), R)
+        tR = torch.linalg.cross(t.unsqueeze(-1).expand_as(R), R, dim=-2)  # [t]x R, column by column
+        return _block(R, tR, torch.zeros_like(R), R)
 
     @staticmethod
     def right_jacobian(xi: torch.Tensor) -> torch.Tensor:

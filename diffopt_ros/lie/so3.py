@@ -1,15 +1,16 @@
 """SO(3): 3D rotations stored as rotation matrices ``(..., 3, 3)``.
 
 Tangent vectors are rotation vectors ``(..., 3)`` (axis times angle, rad). Perturbations are on
-the right, ``R exp(d)``. ``log`` goes through a quaternion (Shepperd's method), which keeps it
-accurate at zero angle and at pi; every coefficient switches to its Taylor series near zero.
+the right, ``R exp(d)``. ``log`` takes the angle from ``atan2`` and, near pi, the axis from a
+quaternion (Shepperd's method), which keeps it accurate at zero angle and at pi; every
+coefficient switches to its Taylor series near zero.
 """
 from __future__ import annotations
 
 import torch
 
 from diffopt_ros.lie._base import LieGroup
-from diffopt_ros.lie._util import SMALL_ANGLE, skew
+from diffopt_ros.lie._util import SMALL_ANGLE, skew, skew_squared
 
 
 def _theta2(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -44,14 +45,12 @@ def _eye(w: torch.Tensor) -> torch.Tensor:
 def left_jacobian(w: torch.Tensor) -> torch.Tensor:
     """Left Jacobian ``(..., 3, 3)`` of exp at rotation vectors ``w (..., 3)``: ``Jl(w) = Jr(-w)``."""
     _, b, c = _exp_coefficients(w)
-    W = skew(w)
-    return _eye(w) + b * W + c * (W @ W)
+    return _eye(w) + b * skew(w) + c * skew_squared(w)
 
 
 def left_jacobian_inv(w: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`left_jacobian`."""
-    W = skew(w)
-    return _eye(w) - 0.5 * W + _log_coefficient(w) * (W @ W)
+    return _eye(w) - 0.5 * skew(w) + _log_coefficient(w) * skew_squared(w)
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -94,6 +93,23 @@ def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
     return q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
 
 
+
+# below this cosine of the angle (above ~2.69 rad) SO3.log takes the axis from the quaternion
+_NEAR_PI_COS = -0.9
+
+
+def _log_quaternion(R: torch.Tensor) -> torch.Tensor:
+    """Rotation vectors ``(..., 3)`` of matrices ``(..., 3, 3)`` through Shepperd's quaternion:
+    accurate for every angle up to and including pi."""
+    q = matrix_to_quaternion(R)
+    v, w = q[..., :3], q[..., 3]
+    n2 = (v * v).sum(-1)
+    small = n2 < 1e-12
+    n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
+    w_safe = torch.where(small, w, torch.ones_like(w))
+    scale = torch.where(small, 2 / w_safe * (1 - n2 / (3 * w_safe * w_safe)), 2 * torch.atan2(n, w) / n)
+    return scale[..., None] * v
+
 def rpy_to_matrix(rpy: torch.Tensor) -> torch.Tensor:
     """Roll, pitch, yaw ``(..., 3)`` (rad) -> ``Rz(yaw) Ry(pitch) Rx(roll)`` ``(..., 3, 3)``."""
     r, p, y = rpy.unbind(-1)
@@ -121,20 +137,34 @@ class SO3(LieGroup):
     def exp(w: torch.Tensor) -> torch.Tensor:
         """Rotation vectors ``(..., 3)`` (rad) -> matrices ``(..., 3, 3)`` (Rodrigues)."""
         a, b, _ = _exp_coefficients(w)
-        W = skew(w)
-        return _eye(w) + a * W + b * (W @ W)
+        return _eye(w) + a * skew(w) + b * skew_squared(w)
 
     @staticmethod
     def log(R: torch.Tensor) -> torch.Tensor:
-        """Matrices ``(..., 3, 3)`` -> rotation vectors ``(..., 3)`` with angle in ``[0, pi]``."""
-        q = matrix_to_quaternion(R)
-        v, w = q[..., :3], q[..., 3]
-        n2 = (v * v).sum(-1)
-        small = n2 < 1e-12
-        n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
-        w_safe = torch.where(small, w, torch.ones_like(w))
-        scale = torch.where(small, 2 / w_safe * (1 - n2 / (3 * w_safe * w_safe)), 2 * torch.atan2(n, w) / n)
-        return scale[..., None] * v
+        """Matrices ``(..., 3, 3)`` -> rotation vectors ``(..., 3)`` with angle in ``[0, pi]``.
+
+        The angle is ``atan2(sin, cos)`` of the antisymmetric part and the trace, and the rotation
+        vector that part scaled by ``angle / (2 sin)``: a few element-wise operations. Near pi,
+        where the antisymmetric part vanishes and no longer fixes the axis, those rotations go
+        through the quaternion (Shepperd's method, :func:`_log_quaternion`).
+        """
+        r = R.reshape(*R.shape[:-2], 9)
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = r.unbind(-1)
+        v = torch.stack((r21 - r12, r02 - r20, r10 - r01), -1)  # 2 sin(angle) axis
+        cos = 0.5 * (r00 + r11 + r22 - 1)
+        s2 = 0.25 * (v * v).sum(-1)  # sin(angle)^2
+        small = (s2 < SMALL_ANGLE ** 2) & (cos > 0)
+        sin = torch.sqrt(torch.where(small, torch.ones_like(s2), s2))
+        angle = torch.atan2(sin, cos)
+        t2 = s2 * (1 + s2 / 3)  # angle^2 = asin(sin)^2 to O(angle^6), for the series below
+        scale = torch.where(small, 0.5 + t2 / 12 + 7 * t2 * t2 / 720, angle / (2 * sin))
+        w = scale[..., None] * v
+        near_pi = cos < _NEAR_PI_COS
+        if bool(near_pi.any()):
+            at = near_pi.reshape(-1).nonzero().squeeze(1)
+            fixed = _log_quaternion(R.reshape(-1, 3, 3).index_select(0, at))
+            w = w.reshape(-1, 3).index_put((at,), fixed).reshape(w.shape)
+        return w
 
     @staticmethod
     def compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

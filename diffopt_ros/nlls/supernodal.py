@@ -236,36 +236,74 @@ class SupernodalCholesky:
         front_start = np.cumsum(front_len) - front_len
         front_keys = np.concatenate([s * (n + 1) + f for s, f in enumerate(fronts)])
 
-        def panel_position(sn, row, col):
-            """Buffer position of entry (row, col) of L, col owned by supernode sn."""
-            local = np.searchsorted(front_keys, sn * (n + 1) + row) - front_start[sn]
-            return offset[sn] + local * width[sn] + col - start_of[sn]
-
         start_of = np.asarray(c0s, np.int64)
+        # H's lower entries: buffer position of (row, col) in the panel of col's supernode sn
+        sn, row, col = owner[ncol[entries]], nrow[entries], ncol[entries]
+        local = np.searchsorted(front_keys, sn * (n + 1) + row) - front_start[sn]
         self._a_src = torch.from_numpy(entries)
-        self._a_dst = torch.from_numpy(panel_position(owner[ncol[entries]], nrow[entries], ncol[entries]))
-        tril: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._a_dst = torch.from_numpy(offset[sn] + local * width[sn] + col - start_of[sn])
+        owner_or_pad = np.append(owner, -1)  # slot n: padded rows
         self.groups = []
         for key in keys:
             _, ns, nu = key
             group = members[key]
             K = len(group)
             row_idx = np.full((K, nu), n, np.int64)  # padded rows: slot n of the solve vector
-            src, ri, rj = [], [], []
+            count = np.empty(K, np.int64)
             for k, s in enumerate(group):
-                r = below_[s]
-                row_idx[k, :len(r)] = r
-                if len(r) not in tril:
-                    tril[len(r)] = np.tril_indices(len(r))
-                i, j = tril[len(r)]
-                src.append(k * nu * nu + i * nu + j)
-                ri.append(r[i])
-                rj.append(r[j])
-            ri, rj = np.concatenate(ri), np.concatenate(rj)
-            self.groups.append((int(offset[group[0]]), K, ns, nu, c0s[group[0]],
-                                torch.from_numpy(row_idx.reshape(-1)), torch.from_numpy(np.concatenate(src)),
-                                torch.from_numpy(panel_position(owner[rj], ri, rj))))
+                count[k] = len(below_[s])
+                row_idx[k, :count[k]] = below_[s]
+            src, dst = self._update_maps(row_idx, count, owner_or_pad[row_idx], front_keys, front_start,
+                                         offset, width, start_of)
+            rows = torch.from_numpy(row_idx.reshape(-1))
+            self.groups.append((int(offset[group[0]]), K, ns, nu, c0s[group[0]], rows, torch.from_numpy(src),
+                                torch.from_numpy(dst)))
         self.num_supernodes = N
+
+    def _update_maps(self, row_idx, count, col_owner, front_keys, front_start, offset, width, start_of):
+        """Where the lower triangle of each member's update ``(nu, nu)`` of a group comes from
+        (``src``, flat in the group's ``(K, nu, nu)`` product) and goes to (``dst``, a buffer
+        position in the panel owning its column), less padded rows.
+
+        ``row_idx (K, nu)``: the members' rows below (``n`` where padded), ``count (K,)`` how many
+        are real, ``col_owner (K, nu)`` the supernode owning each of those rows as a column. The
+        columns of one owner are a run (rows are sorted, owners in postorder), and an entry's row
+        lies at the same place of that owner's front for every column of the run: so the
+        front positions are searched once per (member, row, run), not per entry.
+        """
+        n = self.n
+        K, nu = row_idx.shape
+        if nu == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        first = np.ones((K, nu), bool)
+        first[:, 1:] = col_owner[:, 1:] != col_owner[:, :-1]
+        run = np.cumsum(first, 1) - 1  # (K, nu) run of every column
+        R = int(run[:, -1].max()) + 1
+        fk, fj = np.nonzero(first)
+        run_owner = np.zeros((K, R), np.int64)
+        run_start = np.full((K, R), nu, np.int64)
+        run_owner[fk, run[fk, fj]] = col_owner[fk, fj]
+        run_start[fk, run[fk, fj]] = fj
+        rows = np.arange(nu)
+        qk, qi, qr = np.nonzero((rows[None, :, None] >= run_start[:, None, :])
+                                & (rows[None, :, None] < count[:, None, None]))
+        owner_q = run_owner[qk, qr]
+        front_row = np.zeros((K, nu, R), np.int64)  # position of row i in the front of run r's owner
+        front_row[qk, qi, qr] = (np.searchsorted(front_keys, owner_q * (n + 1) + row_idx[qk, qi])
+                                 - front_start[owner_q])
+        # per column: its panel's position of (front row 0, this column), and the panel's width
+        t = np.where(col_owner >= 0, col_owner, 0)
+        col_base = (offset[t] + row_idx - start_of[t]).reshape(-1)
+        col_width = width[t].reshape(-1)
+        i, j = np.tril_indices(nu)
+        k_nu = (np.arange(K) * nu)[:, None]
+        kj, ki = k_nu + j, k_nu + i  # (K, T) rows of (member, column) and (member, row)
+        src = ki * nu + j
+        dst = col_base[kj] + front_row.reshape(-1)[ki * R + run.reshape(-1)[kj]] * col_width[kj]
+        if (count < nu).any():  # padded rows: no update
+            real = i < count[:, None]
+            return src[real], dst[real]
+        return src.reshape(-1), dst.reshape(-1)
 
     def factorize(self, values: torch.Tensor) -> SupernodalFactor:
         """Numeric factorization of the matrix with pattern values ``values (nnz,)`` (computed
