@@ -93,7 +93,6 @@ def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
     return q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
 
 
-
 # below this cosine of the angle (above ~2.69 rad) SO3.log takes the axis from the quaternion
 _NEAR_PI_COS = -0.9
 
@@ -109,6 +108,7 @@ def _log_quaternion(R: torch.Tensor) -> torch.Tensor:
     w_safe = torch.where(small, w, torch.ones_like(w))
     scale = torch.where(small, 2 / w_safe * (1 - n2 / (3 * w_safe * w_safe)), 2 * torch.atan2(n, w) / n)
     return scale[..., None] * v
+
 
 def rpy_to_matrix(rpy: torch.Tensor) -> torch.Tensor:
     """Roll, pitch, yaw ``(..., 3)`` (rad) -> ``Rz(yaw) Ry(pitch) Rx(roll)`` ``(..., 3, 3)``."""
@@ -154,12 +154,13 @@ class SO3(LieGroup):
         cos = 0.5 * (r00 + r11 + r22 - 1)
         s2 = 0.25 * (v * v).sum(-1)  # sin(angle)^2
         small = (s2 < SMALL_ANGLE ** 2) & (cos > 0)
-        sin = torch.sqrt(torch.where(small, torch.ones_like(s2), s2))
+        near_pi = cos < _NEAR_PI_COS
+        # sin replaced by 1 where it is not used, so that no gradient there is inf * 0
+        sin = torch.sqrt(torch.where(small | near_pi, torch.ones_like(s2), s2))
         angle = torch.atan2(sin, cos)
         t2 = s2 * (1 + s2 / 3)  # angle^2 = asin(sin)^2 to O(angle^6), for the series below
         scale = torch.where(small, 0.5 + t2 / 12 + 7 * t2 * t2 / 720, angle / (2 * sin))
         w = scale[..., None] * v
-        near_pi = cos < _NEAR_PI_COS
         if bool(near_pi.any()):
             at = near_pi.reshape(-1).nonzero().squeeze(1)
             fixed = _log_quaternion(R.reshape(-1, 3, 3).index_select(0, at))
