@@ -71,7 +71,7 @@ def build(data, device='cpu', measurements=None, information=None, linear='auto'
 def ours_lm(name: str, device='cpu', backend='auto'):
     """The command's objective and LM (:func:`command_optimizer`) on file ``name``, after reading
     it: wall seconds of structure + solve, final error, iterations (as GTSAM counts them), the
-    linear solver's kind, CPU seconds."""
+    linear solver (``'dense'`` or ``'sparse (BACKEND)'``), CPU seconds."""
     data = read_graph(data_file(name))
     t0, cpu0 = time.perf_counter(), time.process_time()
     objective, _, _ = objective_from_data(data, device, DT)
@@ -80,7 +80,8 @@ def ours_lm(name: str, device='cpu', backend='auto'):
         result = opt.solve()
     if device != 'cpu':
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0, float(result.error[0]), int(result.steps[0]), opt.linear.kind,
+    linear = opt.linear.kind if opt.linear.kind == 'dense' else f'sparse ({opt.linear.backend})'
+    return (time.perf_counter() - t0, float(result.error[0]), int(result.steps[0]), linear,
             time.process_time() - cpu0)
 
 
@@ -398,7 +399,7 @@ def main(argv=None) -> int:
             o_s, o_err, o_it, kind, _ = min(runs[backend])
             o_cpu = min(r[4] for r in runs[backend])
             r = dict(case=f'{name} LM', device='cpu', ours_s=o_s, ours_cpu_s=o_cpu, ours_error=o_err,
-                     ours_iterations=o_it, linear=f'{kind} ({backend})', gtsam_s=g_s, gtsam_cpu_s=g_cpu,
+                     ours_iterations=o_it, linear=kind, gtsam_s=g_s, gtsam_cpu_s=g_cpu,
                      gtsam_error=g_err, gtsam_iterations=g_it, time_ratio_vs_gtsam=o_s / g_s,
                      cpu_ratio_vs_gtsam=o_cpu / g_cpu, error_rel_diff=(o_err - g_err) / g_err)
             if name != 'w100':

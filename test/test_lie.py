@@ -121,7 +121,6 @@ def test_autograd_finite_at_zero_and_pi(G, dof):
     assert torch.isfinite(grad).all()
 
 
-
 def test_so3_log_agrees_with_the_quaternion_path_at_every_angle():
     """SO3.log takes the axis from the antisymmetric part and, past cos(angle) = -0.9, from the
     quaternion: a batch mixing both, with angles from 0 to pi and either side of the switch
@@ -146,6 +145,7 @@ def test_so3_log_agrees_with_the_quaternion_path_at_every_angle():
     R = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=DT)).requires_grad_(True)
     (grad,) = torch.autograd.grad(SO3.log(R).sum(), R)
     assert torch.allclose(grad, torch.autograd.grad(_log_quaternion(R).sum(), R)[0])
+
 
 def test_quaternion_round_trip_all_cases():
     q = torch.randn(200, 4, dtype=DT)

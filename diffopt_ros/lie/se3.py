@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 
 from diffopt_ros.lie._base import LieGroup
-from diffopt_ros.lie._util import skew, skew_squared
+from diffopt_ros.lie._util import skew
 from diffopt_ros.lie.so3 import (
     SO3,
     _exp_coefficients,
     _log_coefficient,
+    _quadratic_in_skew,
     _theta2,
     left_jacobian,
     left_jacobian_inv,
@@ -82,11 +83,10 @@ class SE3(LieGroup):
     def exp(xi: torch.Tensor) -> torch.Tensor:
         """Tangent ``(..., 6) = (v, omega)`` -> pose ``(..., 3, 4)``."""
         v, w = xi[..., :3], xi[..., 3:]
-        a, b, c = _exp_coefficients(w)
-        R = torch.eye(3, dtype=xi.dtype, device=xi.device) + a * skew(w) + b * skew_squared(w)
+        a, b, c = _exp_coefficients(w)  # once, for both parts
         wv = torch.linalg.cross(w, v, dim=-1)  # Jl(w) v = v + b w x v + c w x (w x v)
         t = v + b[..., 0] * wv + c[..., 0] * torch.linalg.cross(w, wv, dim=-1)
-        return _join(R, t)
+        return _join(_quadratic_in_skew(w, a, b), t)
 
     @staticmethod
     def log(g: torch.Tensor) -> torch.Tensor:

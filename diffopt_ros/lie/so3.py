@@ -42,15 +42,21 @@ def _eye(w: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=w.dtype, device=w.device).expand(*w.shape[:-1], 3, 3)
 
 
+def _quadratic_in_skew(w: torch.Tensor, p, q) -> torch.Tensor:
+    """``I + p [w]x + q [w]x^2`` ``(..., 3, 3)``: the form of exp, its left Jacobian and that
+    Jacobian's inverse; ``p``, ``q`` scalars or ``(..., 1, 1)``."""
+    return _eye(w) + p * skew(w) + q * skew_squared(w)
+
+
 def left_jacobian(w: torch.Tensor) -> torch.Tensor:
     """Left Jacobian ``(..., 3, 3)`` of exp at rotation vectors ``w (..., 3)``: ``Jl(w) = Jr(-w)``."""
     _, b, c = _exp_coefficients(w)
-    return _eye(w) + b * skew(w) + c * skew_squared(w)
+    return _quadratic_in_skew(w, b, c)
 
 
 def left_jacobian_inv(w: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`left_jacobian`."""
-    return _eye(w) - 0.5 * skew(w) + _log_coefficient(w) * skew_squared(w)
+    return _quadratic_in_skew(w, -0.5, _log_coefficient(w))
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -137,7 +143,7 @@ class SO3(LieGroup):
     def exp(w: torch.Tensor) -> torch.Tensor:
         """Rotation vectors ``(..., 3)`` (rad) -> matrices ``(..., 3, 3)`` (Rodrigues)."""
         a, b, _ = _exp_coefficients(w)
-        return _eye(w) + a * skew(w) + b * skew_squared(w)
+        return _quadratic_in_skew(w, a, b)
 
     @staticmethod
     def log(R: torch.Tensor) -> torch.Tensor:

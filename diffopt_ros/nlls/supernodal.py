@@ -297,7 +297,7 @@ class SupernodalCholesky:
         col_width = width[t].reshape(-1)
         i, j = np.tril_indices(nu)
         k_nu = (np.arange(K) * nu)[:, None]
-        kj, ki = k_nu + j, k_nu + i  # (K, T) rows of (member, column) and (member, row)
+        kj, ki = k_nu + j, k_nu + i  # (K, nu (nu + 1) / 2): flat (member, column), (member, row)
         src = ki * nu + j
         dst = col_base[kj] + front_row.reshape(-1)[ki * R + run.reshape(-1)[kj]] * col_width[kj]
         if (count < nu).any():  # padded rows: no update
