@@ -27,3 +27,10 @@ class LieGroup:
         rel = cls.between(a, b)
         J_a = -cls.adjoint(cls.inverse(rel))
         return rel, J_a, torch.eye(cls.dof, dtype=J_a.dtype, device=J_a.device).expand_as(J_a)
+
+    @classmethod
+    def between_log_jacobians(cls, rel: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jacobians ``(..., dof, dof)`` of ``r = log(z^-1 a^-1 b)`` (``rel = a^-1 b``) w.r.t.
+        right perturbations of ``a`` and ``b``: ``(-Jr^-1(r) Ad(rel^-1), Jr^-1(r))``."""
+        J_inv = cls.right_jacobian_inv(r)
+        return -(J_inv @ cls.adjoint(cls.inverse(rel))), J_inv

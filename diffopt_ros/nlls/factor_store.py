@@ -226,10 +226,7 @@ class FactorStore:
             else:
                 rel = G.between(x[keys[:, 0]], x[keys[:, 1]])
                 r = G.log(G.between(z, rel))
-                J = []
-                if jacobians:
-                    J_inv = G.right_jacobian_inv(r)
-                    J = [-(J_inv @ G.adjoint(G.inverse(rel))), J_inv]
+                J = list(G.between_log_jacobians(rel, r)) if jacobians else []
         return r.numpy(), [j.numpy() for j in J]
 
 

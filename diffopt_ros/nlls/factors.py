@@ -156,9 +156,7 @@ class Between(_GroupMeasurementFactor):
         r = G.log(G.between(self.measurement, rel))
         if not jacobians:
             return r, []
-        Jinv = G.right_jacobian_inv(r)
-        Ji = -(Jinv @ G.adjoint(G.inverse(rel)))
-        return r, [Ji, Jinv]
+        return r, list(G.between_log_jacobians(rel, r))
 
 
 class Prior(_GroupMeasurementFactor):
