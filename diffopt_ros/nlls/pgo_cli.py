@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f'diffopt-ros pgo: error: {problem}', file=sys.stderr)
         return 2
+    from diffopt_ros.threads import limit_threads_before_import
+    limit_threads_before_import(args.threads)
     # the file is read and checked before torch is imported: a malformed file answers at once
     from diffopt_ros.nlls.io import GraphFormatError, parse_graph, to_tensors, write_solution
 
