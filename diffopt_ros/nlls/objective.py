@@ -18,7 +18,7 @@ from diffopt_ros.nlls.variables import Variable
 
 # factors with residuals of up to this many entries are linearized with the edges last; wider ones
 # (6 for SE(3)) with batched matrix products, faster there (measured on 5,000 and 64,000 edges:
-# m = 1-3, 3-4x faster edges last; m = 6 with 12 tangent entries, 1.4-1.9x slower)
+# m = 1-3, 2-4.5x faster edges last; m = 6 with 12 tangent entries, 1.5-1.9x slower)
 EDGES_LAST_MAX_DIM = 3
 
 
