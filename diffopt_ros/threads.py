@@ -9,6 +9,7 @@ pools from one value; ``diffopt-ros pgo`` sets them before it imports numpy and 
 from __future__ import annotations
 
 import os
+import sys
 
 # what the OpenMP runtime (torch's intra-op pool) and the BLAS libraries read when they load
 _POOL_VARIABLES = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
@@ -29,6 +30,9 @@ def limit_threads_before_import(count: int) -> None:
     environment variables their runtimes read when they load (a value the user set is kept).
     Without it, ``import torch`` and numpy's OpenBLAS start a pool of one thread per core whose
     spin-waits cost the single-threaded ``diffopt-ros pgo`` 0.1-0.2 s of CPU (measured on
-    sphere2500, 2 cores)."""
+    sphere2500, 2 cores). Once either is loaded (a command run inside another program) the pools
+    exist, and the environment, which only child processes would still read, is left alone."""
+    if 'numpy' in sys.modules or 'torch' in sys.modules:
+        return
     for name in _POOL_VARIABLES:
         os.environ.setdefault(name, str(count))

@@ -7,7 +7,7 @@ import sys
 import torch
 from threadpoolctl import threadpool_info
 
-from diffopt_ros.threads import limit_threads
+from diffopt_ros.threads import limit_threads, limit_threads_before_import
 
 
 def test_limit_threads_sets_torch_and_every_blas_pool():
@@ -42,4 +42,13 @@ def test_limit_threads_before_import_reaches_numpy_and_torch_and_keeps_the_users
 
     assert run() == ['1', '[1]\n']
     assert run(OMP_NUM_THREADS='2', OPENBLAS_NUM_THREADS='2', MKL_NUM_THREADS='2') == ['2', '[2]\n']
+
+
+def test_limit_threads_before_import_leaves_the_environment_of_a_loaded_process(monkeypatch):
+    """Called where numpy and torch are loaded already (a command run inside another program),
+    it changes nothing that child processes would inherit."""
+    for name in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+        monkeypatch.delenv(name, raising=False)
+    limit_threads_before_import(1)
+    assert not {'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'} & set(os.environ)
 
