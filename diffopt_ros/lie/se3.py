@@ -62,6 +62,13 @@ def _join(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.cat((R, t.unsqueeze(-1)), -1)
 
 
+def _right_jacobian_inv_blocks(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Ji, K`` of ``Jr^-1(xi) = [[Ji, K], [0, Ji]]`` (``(..., 3, 3)`` each)."""
+    v, w = xi[..., :3], xi[..., 3:]
+    Ji = left_jacobian_inv(-w)
+    return Ji, -(Ji @ _q_matrix(-v, -w) @ Ji)
+
+
 def _block(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """``[[a, b], [c, d]]`` of ``(..., 3, 3)`` blocks -> ``(..., 6, 6)``."""
     return torch.cat((torch.cat((a, b), -1), torch.cat((c, d), -1)), -2)
@@ -179,6 +186,17 @@ class SE3(LieGroup):
     @staticmethod
     def right_jacobian_inv(xi: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`right_jacobian` ``(..., 6, 6)``."""
-        v, w = xi[..., :3], xi[..., 3:]
-        Ji = left_jacobian_inv(-w)
-        return _block(Ji, -(Ji @ _q_matrix(-v, -w) @ Ji), torch.zeros_like(Ji), Ji)
+        Ji, K = _right_jacobian_inv_blocks(xi)
+        return _block(Ji, K, torch.zeros_like(Ji), Ji)
+
+    @staticmethod
+    def between_log_jacobians(rel: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`LieGroup.between_log_jacobians` by blocks: with ``Jr^-1(r) = [[Ji, K], [0, Ji]]``
+        and ``Ad(rel^-1) = [[R^T, -R^T [t]x], [0, R^T]]`` (``rel = [R | t]``), the product is
+        ``[[M, K R^T - M [t]x], [0, M]]`` with ``M = Ji R^T``: two 3x3 products and a cross
+        product per edge in place of a 6x6 one."""
+        Ji, K = _right_jacobian_inv_blocks(r)
+        R, t = _split(rel)
+        M = Ji @ R.mT
+        corner = K @ R.mT - torch.linalg.cross(M, t.unsqueeze(-2).expand_as(M), dim=-1)  # rows m_i x t
+        return -_block(M, corner, torch.zeros_like(M), M), _block(Ji, K, torch.zeros_like(Ji), Ji)
