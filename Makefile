@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/mpc.py
 	$(PY) bench/nlls.py
 	$(PY) bench/lm_parts.py
+	$(PY) bench/linearize_layout.py
 	$(PY) bench/pgo_files.py
 	$(PY) bench/slam.py
 	$(PY) bench/slam_node_soak.py

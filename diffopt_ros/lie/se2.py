@@ -135,9 +135,7 @@ class SE2(LieGroup):
     @staticmethod
     def right_jacobian_inv(xi: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`right_jacobian` ``(..., 3, 3)``: ``log(exp(xi) exp(e)) = xi + Jr^-1 e``."""
-        a, b, u, v = _right_jacobian_inv_entries(xi)
-        o, one = torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack((a, -b, u, b, a, v, o, o, one), -1).reshape(*xi.shape[:-1], 3, 3)
+        return _right_jacobian_inv_matrix(*_right_jacobian_inv_entries(xi))
 
     @staticmethod
     def between_log_jacobians(rel: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +152,7 @@ class SE2(LieGroup):
         ar, ai = a * c + b * s, b * c - a * s  # (a + ib)(c - is)
         J_i = torch.stack((-ar, ai, -(a * px - b * py + u), -ai, -ar, -(b * px + a * py + v), o, o, -one),
                           -1).reshape(*r.shape[:-1], 3, 3)
-        J_j = torch.stack((a, -b, u, b, a, v, o, o, one), -1).reshape(*r.shape[:-1], 3, 3)
-        return J_i, J_j
+        return J_i, _right_jacobian_inv_matrix(a, b, u, v)
 
 
 def _right_jacobian_inv_entries(xi: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -167,3 +164,10 @@ def _right_jacobian_inv_entries(xi: torch.Tensor) -> tuple[torch.Tensor, ...]:
     c13 = vx * k2 - vy * k1
     c23 = vx * k1 + vy * k2
     return a, b, -(a * c13 - b * c23), -(b * c13 + a * c23)
+
+
+def _right_jacobian_inv_matrix(a, b, u, v) -> torch.Tensor:
+    """``[[a, -b, u], [b, a, v], [0, 0, 1]]`` ``(..., 3, 3)`` from its entries ``(...)``."""
+    o, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack((a, -b, u, b, a, v, o, o, one), -1).reshape(*a.shape, 3, 3)
+

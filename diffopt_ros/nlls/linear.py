@@ -266,8 +266,8 @@ class SparseCholesky:
         # per factor, the pattern position of every entry of its Gauss-Newton blocks, in the
         # order of block_values ((D, D, E) with the edges last, else (E, D, D)), written into
         # one array
-        self.scatter = torch.empty(sum(E * sum(v.dof for v in f.variables) ** 2
-                                       for (E, _), f in zip(pairs, objective.factors)), dtype=torch.long)
+        self.scatter = torch.empty(sum(E * D * D for E, D in (idx.shape for idx in objective.dof_index)),
+                                   dtype=torch.long)
         at = done = 0
         for (E, S), f, last in zip(pairs, objective.factors, objective.edges_last):
             inv = inverse[at:at + E * S * S].reshape(E, S, S)

@@ -17,8 +17,8 @@ from diffopt_ros.nlls.factors import Factor
 from diffopt_ros.nlls.variables import Variable
 
 # factors with residuals of up to this many entries are linearized with the edges last; wider ones
-# (6 for SE(3)) with batched matrix products, faster there (measured on 5,000 and 64,000 edges:
-# m = 1-3, 2-4.5x faster edges last; m = 6 with 12 tangent entries, 1.5-1.9x slower)
+# (6 for SE(3)) with batched matrix products, faster there (bench/linearize_layout.py: w10000's
+# SE(2) edges 21 against 37 ms per linearization; sphere2500's SE(3) edges 10.3 against 9.0 ms)
 EDGES_LAST_MAX_DIM = 3
 
 
@@ -125,21 +125,23 @@ class Objective:
         """Factor ``k``'s whitened residuals and stacked Jacobian ``(B, m, E)``, ``(B, m, D, E)``
         (edges last) or ``(B, E, m)``, ``(B, E, m, D)`` (edges first); the Jacobian is None
         without ``jacobians``."""
-        f = self.factors[k]
-        r, Js = f.residual_and_jacobians(self._slot_values(k, values), jacobians=jacobians)
-        if self.edges_last[k]:
-            J = (torch.cat([_edges_last(Jk) for Jk in Js], 2).contiguous() if len(Js) > 1
-                 else _edges_last(Js[0]).contiguous()) if jacobians else None
+        r, Js = self.factors[k].residual_and_jacobians(self._slot_values(k, values), jacobians=jacobians)
+        last = self.edges_last[k]
+        J = None
+        if jacobians:  # the slots side by side
+            if last:  # one copy into the layout
+                views = [_edges_last(Jk) for Jk in Js]
+                J = (torch.cat(views, 2) if len(views) > 1 else views[0]).contiguous()
+            else:
+                J = torch.cat(Js, -1) if len(Js) > 1 else Js[0]
+        if last:
             r = r.mT
-            if S is not None:
-                r = _left_multiply(S, r.unsqueeze(2)).squeeze(2)
-                J = _left_multiply(S, J) if jacobians else None
+        if S is None:
             return r, J
-        J = (torch.cat(Js, -1) if len(Js) > 1 else Js[0]) if jacobians else None
-        if S is not None:
-            r = (S @ r.unsqueeze(-1)).squeeze(-1)
-            J = S @ J if jacobians else None  # one product for all slots
-        return r, J
+        if last:
+            return (_left_multiply(S, r.unsqueeze(2)).squeeze(2),
+                    None if J is None else _left_multiply(S, J))
+        return (S @ r.unsqueeze(-1)).squeeze(-1), None if J is None else S @ J  # one product for all slots
 
     def error(self, values: Sequence[torch.Tensor], sqrt_infos=None) -> torch.Tensor:
         """Objective value ``(B,)``: ``sum rho(||r||^2_Sigma)`` (``0.5 sum ||r||^2_Sigma`` if not robust)."""
